@@ -1,0 +1,20 @@
+"""The Shipyard jupyter-server extension: routes only; logic lives in handlers and client."""
+
+from __future__ import annotations
+
+from jupyter_server.extension.application import ExtensionApp
+
+from hub_ext import __version__
+
+from .handlers import ProfileHandler
+
+
+class ShipyardExtension(ExtensionApp):
+    """Serves Shipyard's REST API under /shipyard/ in every user server."""
+
+    name = "server_ext"
+    version = __version__
+    load_other_extensions = True
+
+    def initialize_handlers(self):
+        self.handlers.extend([(r"/shipyard/api/profile", ProfileHandler)])
