@@ -1,0 +1,100 @@
+"""Shipyard's embedded default: one machine, SQLite, the local profile spawner.
+
+Started by `shipyard up` (or `make up`). Every setting an admin is likely to
+change can be given as an environment variable, so this file works unchanged
+for the README, for CI and for a small team's server:
+
+    SHIPYARD_DATA_DIR        where the hub keeps its database, secrets and logs (.shipyard)
+    SHIPYARD_BIND_URL        public URL of the hub (http://127.0.0.1:8000)
+    SHIPYARD_HUB_BIND_URL    the hub's internal API (http://127.0.0.1:8081)
+    SHIPYARD_PROXY_API_URL   configurable-http-proxy's API (http://127.0.0.1:8001)
+    SHIPYARD_HUB_DB_URL      the hub's database (sqlite in the data dir; a postgresql:// URL in production)
+    SHIPYARD_PROFILES        the profiles file (config/profiles.yaml)
+    SHIPYARD_CULL_TIMEOUT    seconds of inactivity before a server is culled (3600; 0 turns culling off)
+
+Anything else: add `c.Class.trait = value` lines below, as in any jupyterhub_config.py.
+"""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from hub_ext.embedded import data_dir, load_or_create_credentials, load_or_create_token
+
+c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
+
+data = data_dir()
+env = os.environ.get
+
+# -- where the hub listens and keeps its state
+c.JupyterHub.bind_url = env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000")
+c.JupyterHub.hub_bind_url = env("SHIPYARD_HUB_BIND_URL", "http://127.0.0.1:8081")
+c.JupyterHub.db_url = env("SHIPYARD_HUB_DB_URL", f"sqlite:///{data}/jupyterhub.sqlite")
+c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")
+c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
+
+# -- the proxy: configurable-http-proxy, installed next to the hub's Python by `make install`
+c.ConfigurableHTTPProxy.api_url = env("SHIPYARD_PROXY_API_URL", "http://127.0.0.1:8001")
+c.ConfigurableHTTPProxy.pid_file = str(data / "proxy.pid")
+chp = shutil.which(
+    "configurable-http-proxy", path=os.pathsep.join([str(Path(sys.prefix) / "bin"), env("PATH", "")])
+)
+if chp:
+    c.ConfigurableHTTPProxy.command = [chp]
+
+# -- login: a password is always required (admin: generated, printed once by `shipyard up`)
+creds, _ = load_or_create_credentials(data)
+c.JupyterHub.authenticator_class = "shared-password"
+c.SharedPasswordAuthenticator.admin_users = {creds.admin_user}
+c.SharedPasswordAuthenticator.admin_password = creds.admin_password
+c.SharedPasswordAuthenticator.user_password = creds.user_password
+# users an admin added (admin page or REST API) may log in with the user password
+c.Authenticator.allow_existing_users = True
+
+# -- servers: one per user (and named servers), each in its resource profile
+c.JupyterHub.spawner_class = "shipyard-local"
+c.JupyterHub.allow_named_servers = True
+c.Spawner.default_url = "/lab"
+c.LocalProfileSpawner.profiles_file = env(
+    "SHIPYARD_PROFILES", str(Path(__file__).resolve().parent / "profiles.yaml")
+)
+c.JupyterHub.cleanup_servers = env("SHIPYARD_CLEANUP_SERVERS", "1") != "0"
+
+# -- services
+c.JupyterHub.services = []
+c.JupyterHub.load_roles = []
+
+cull_timeout = int(env("SHIPYARD_CULL_TIMEOUT", "3600"))
+if cull_timeout > 0:
+    c.JupyterHub.services.append(
+        {
+            "name": "idle-culler",
+            "command": [
+                sys.executable,
+                "-m",
+                "jupyterhub_idle_culler",
+                f"--timeout={cull_timeout}",
+                f"--cull-every={max(10, min(300, cull_timeout // 2))}",
+            ],
+        }
+    )
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "idle-culler",
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+            "services": ["idle-culler"],
+        }
+    )
+
+# `shipyard profiles usage` reads servers and their profiles with this token
+c.JupyterHub.services.append(
+    {"name": "shipyard-cli", "api_token": load_or_create_token(data, "cli-token")}
+)
+c.JupyterHub.load_roles.append(
+    {
+        "name": "shipyard-cli",
+        "scopes": ["list:users", "read:users", "read:servers", "admin:server_state", "read:groups"],
+        "services": ["shipyard-cli"],
+    }
+)

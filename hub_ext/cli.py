@@ -1,0 +1,297 @@
+"""The ``shipyard`` command.
+
+    shipyard up                              start the embedded platform (hub on 127.0.0.1:8000)
+    shipyard credentials                     show the generated login credentials again
+    shipyard profiles validate FILE [FILE…]  check profiles files, every error with file:line
+    shipyard profiles export --format z2jh   print Zero to JupyterHub's singleuser.profileList
+    shipyard profiles usage                  who runs which profile, and their quota use
+
+Errors are one clear line on stderr and exit status 1 (2 for a wrong command
+line); no traceback for anything a user can fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from .profiles import ProfilesInvalid, load_profiles, z2jh_values
+from .quantities import format_cpu, format_memory
+from .spawner import Usage, default_profiles_file
+
+
+class CLIError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+# ---------------------------------------------------------------------- up
+
+
+def _config_file(explicit: str | None) -> Path:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise CLIError(f"Config file {explicit} does not exist.")
+        return path.resolve()
+    for candidate in (
+        Path("config/jupyterhub_config.py"),
+        Path(sys.prefix) / "share" / "shipyard" / "config" / "jupyterhub_config.py",
+    ):
+        if candidate.is_file():
+            return candidate.resolve()
+    raise CLIError(
+        "No config/jupyterhub_config.py here and none installed with Shipyard; "
+        "run from the repository or pass --config."
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .embedded import data_dir, load_or_create_credentials
+
+    if args.data_dir:
+        os.environ["SHIPYARD_DATA_DIR"] = args.data_dir
+    if args.bind_url:
+        os.environ["SHIPYARD_BIND_URL"] = args.bind_url
+    if args.profiles:
+        os.environ["SHIPYARD_PROFILES"] = str(Path(args.profiles).resolve())
+    config = _config_file(args.config)
+    profiles = os.environ.get("SHIPYARD_PROFILES") or str(config.parent / "profiles.yaml")
+    try:
+        load_profiles(profiles)
+    except ProfilesInvalid as e:
+        raise CLIError(f"The profiles file has errors; fix them and start again:\n{e}") from None
+
+    path = os.pathsep.join([str(Path(sys.prefix) / "bin"), os.environ.get("PATH", "")])
+    if not shutil.which("configurable-http-proxy", path=path):
+        raise CLIError(
+            "configurable-http-proxy is not installed. Run `make install` (it installs it "
+            "with npm next to the hub), or `npm install -g configurable-http-proxy`."
+        )
+    os.environ["PATH"] = path
+
+    directory = data_dir()
+    creds, created = load_or_create_credentials(directory)
+    url = os.environ.get("SHIPYARD_BIND_URL", "http://127.0.0.1:8000")
+    if created:
+        print(
+            "\n  Shipyard generated login credentials (shown once; kept with mode 0600 in\n"
+            f"  {directory / 'credentials.json'}; `shipyard credentials` shows them again):\n\n"
+            f"    admin user      {creds.admin_user}\n"
+            f"    admin password  {creds.admin_password}\n"
+            f"    user password   {creds.user_password}   (for users an admin adds)\n",
+            flush=True,
+        )
+    if os.geteuid() != 0:
+        print(
+            "  Warning: not running as root, so every user's server runs as "
+            f"{os.environ.get('USER', 'this user')} with no isolation between users.\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    print(f"  Starting JupyterHub on {url} (Ctrl-C stops everything)\n", flush=True)
+    os.chdir(directory)
+    argv = [sys.executable, "-m", "jupyterhub", "-f", str(config)]
+    os.execv(sys.executable, argv)  # noqa: S606 - the hub takes over this process and its signals
+
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    from .embedded import data_dir
+
+    if args.data_dir:
+        os.environ["SHIPYARD_DATA_DIR"] = args.data_dir
+    path = data_dir() / "credentials.json"
+    if not path.exists():
+        raise CLIError(f"No credentials in {path.parent} yet: `shipyard up` creates them.")
+    creds = json.loads(path.read_text())
+    for key, value in creds.items():
+        print(f"{key:15} {value}")
+    return 0
+
+
+# ---------------------------------------------------------------- profiles
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    failed = 0
+    for name in args.files:
+        try:
+            config = load_profiles(name)
+        except ProfilesInvalid as e:
+            failed += 1
+            print(str(e), file=sys.stderr)
+            print(f"{name}: {len(e.errors)} error(s)", file=sys.stderr)
+            continue
+        print(f"{name}: OK, {len(config.profiles)} profile(s): {', '.join(p.slug for p in config.profiles)}")
+    return 1 if failed else 0
+
+
+def _load(file: str | None):
+    try:
+        return load_profiles(file or default_profiles_file())
+    except ProfilesInvalid as e:
+        raise CLIError(f"The profiles file has errors:\n{e}") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    values = z2jh_values(config, args.image_template)
+    sys.stdout.write(
+        "# Zero to JupyterHub values generated by `shipyard profiles export --format z2jh`.\n"
+        "# Group restrictions and quotas are not part of profileList: use\n"
+        "# hub.config.JupyterHub.spawner_class: shipyard-kubernetes to enforce them.\n"
+    )
+    yaml.safe_dump(values, sys.stdout, sort_keys=False, default_flow_style=False)
+    return 0
+
+
+def _hub_get(api_url: str, token: str, path: str):
+    request = urllib.request.Request(
+        api_url.rstrip("/") + path, headers={"Authorization": f"token {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - admin-given URL
+            return json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        if e.code in (401, 403):
+            raise CLIError(
+                f"The hub refused the token ({e.code}). Use the token `shipyard up` created "
+                "(.shipyard/cli-token) or pass --token with read:servers and admin:server_state."
+            ) from None
+        raise CLIError(f"The hub answered {e.code} for {path}: {e.reason}") from None
+    except urllib.error.URLError as e:
+        raise CLIError(f"Cannot reach the hub at {api_url}: {e.reason}. Is it running?") from None
+
+
+def cmd_usage(args: argparse.Namespace) -> int:
+    from .embedded import data_dir
+
+    token = args.token or os.environ.get("JUPYTERHUB_API_TOKEN")
+    if not token:
+        token_file = data_dir() / "cli-token"
+        if not token_file.exists():
+            raise CLIError("No token: pass --token, set JUPYTERHUB_API_TOKEN, or run `shipyard up` first.")
+        token = token_file.read_text().strip()
+    api_url = args.hub_api_url or os.environ.get("JUPYTERHUB_API_URL") or (
+        os.environ.get("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/") + "/hub/api"
+    )
+    config = _load(args.file)
+    users = _hub_get(api_url, token, "/users?state=active&include_stopped_servers=false")
+    rows = []
+    for user in users:
+        groups = user.get("groups", [])
+        total = Usage()
+        servers = []
+        for name, server in (user.get("servers") or {}).items():
+            profile_data = (server.get("state") or {}).get("profile")
+            slug = (profile_data or {}).get("slug") or (server.get("user_options") or {}).get("profile")
+            profile = config.get(slug) if slug else None
+            usage = Usage.of(profile) if profile else Usage()
+            if profile_data:
+                from .profiles import Profile
+
+                usage = Usage.of(Profile.model_validate(profile_data))
+            total = Usage(total.cpu + usage.cpu, total.memory + usage.memory, total.gpu + usage.gpu)
+            servers.append((name or "(default)", slug or "?", usage))
+        quota = config.quota_for(groups)
+        for name, slug, usage in servers:
+            rows.append((user["name"], name, slug, usage))
+        if servers and quota:
+            rows.append(
+                (
+                    user["name"],
+                    "= total",
+                    f"quota {quota.max_servers if quota.max_servers is not None else '∞'} servers",
+                    total,
+                )
+            )
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {"user": u, "server": s, "profile": p, "cpu": x.cpu, "memory": x.memory, "gpu": x.gpu}
+                    for u, s, p, x in rows
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    if not rows:
+        print("No servers are running.")
+        return 0
+    print(f"{'USER':20} {'SERVER':14} {'PROFILE':22} {'CPU':>6} {'MEMORY':>10} {'GPU':>4}")
+    for user, server, slug, usage in rows:
+        print(
+            f"{user[:20]:20} {server[:14]:14} {slug[:22]:22} {format_cpu(usage.cpu):>6} "
+            f"{format_memory(usage.memory):>10} {usage.gpu:>4}"
+        )
+    return 0
+
+
+# -------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shipyard", description="Shipyard: a data-science platform on JupyterHub.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the embedded platform (JupyterHub on 127.0.0.1:8000)")
+    up.add_argument("--data-dir", help="where the hub keeps its state (default: ./.shipyard)")
+    up.add_argument("--bind-url", help="public URL of the hub (default: http://127.0.0.1:8000)")
+    up.add_argument("--profiles", help="profiles file (default: config/profiles.yaml)")
+    up.add_argument("--config", help="jupyterhub_config.py to use (default: config/jupyterhub_config.py)")
+    up.set_defaults(func=cmd_up)
+
+    creds = sub.add_parser("credentials", help="show the generated login credentials")
+    creds.add_argument("--data-dir", help="the data dir `shipyard up` used")
+    creds.set_defaults(func=cmd_credentials)
+
+    profiles = sub.add_parser("profiles", help="validate, export and inspect resource profiles")
+    psub = profiles.add_subparsers(dest="profiles_command", required=True, metavar="ACTION")
+
+    validate = psub.add_parser("validate", help="check profiles files; every error with file:line")
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.set_defaults(func=cmd_validate)
+
+    export = psub.add_parser("export", help="print the profiles in another format")
+    export.add_argument("--format", choices=["z2jh"], required=True, help="z2jh: Zero to JupyterHub values")
+    export.add_argument("--file", help="profiles file (default: the hub's)")
+    export.add_argument(
+        "--image-template",
+        default=None,
+        help="image of each profile's environment, e.g. registry.example.org/shipyard-{environment}:2026.11",
+    )
+    export.set_defaults(func=cmd_export)
+
+    usage = psub.add_parser("usage", help="running servers, their profiles and quota use")
+    usage.add_argument("--file", help="profiles file (default: the hub's)")
+    usage.add_argument("--hub-api-url", help="hub API URL (default: $JUPYTERHUB_API_URL or the local hub)")
+    usage.add_argument("--token", help="hub API token (default: $JUPYTERHUB_API_TOKEN or .shipyard/cli-token)")
+    usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    usage.set_defaults(func=cmd_usage)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except CLIError as e:
+        print(f"shipyard: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `shipyard profiles export | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

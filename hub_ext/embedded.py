@@ -1,0 +1,76 @@
+"""The embedded default's files: the data dir, generated credentials and tokens.
+
+Secrets are generated on first start, written with mode 0600 in a 0700 data
+dir, and never logged: ``shipyard up`` prints the admin credentials once, when
+it creates them, and ``shipyard credentials`` shows them again to whoever can
+read the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ADMIN_USER = "admin"
+
+
+def data_dir() -> Path:
+    """``$SHIPYARD_DATA_DIR``, else ``.shipyard`` in the working directory; created 0700."""
+    path = Path(os.environ.get("SHIPYARD_DATA_DIR") or ".shipyard").resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def _read_private(path: Path) -> str:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        path.chmod(0o600)  # repair, never serve a world-readable secret
+    return path.read_text()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    admin_user: str
+    admin_password: str
+    user_password: str
+
+
+def load_or_create_credentials(directory: Path) -> tuple[Credentials, bool]:
+    """The hub's login credentials, generated on first use. Returns (credentials, created)."""
+    path = directory / "credentials.json"
+    if path.exists():
+        return Credentials(**json.loads(_read_private(path))), False
+    creds = Credentials(
+        admin_user=ADMIN_USER,
+        # SharedPasswordAuthenticator wants at least 32 characters for admins
+        admin_password=secrets.token_urlsafe(32),
+        user_password=secrets.token_urlsafe(12),
+    )
+    try:
+        _write_private(path, json.dumps(asdict(creds), indent=2))
+    except FileExistsError:  # another process won the race
+        return load_or_create_credentials(directory)
+    return creds, True
+
+
+def load_or_create_token(directory: Path, name: str) -> str:
+    """A hub service token kept in ``directory/name`` (0600), generated on first use."""
+    path = directory / name
+    if path.exists():
+        return _read_private(path).strip()
+    token = secrets.token_hex(32)
+    try:
+        _write_private(path, token)
+    except FileExistsError:
+        return _read_private(path).strip()
+    return token
