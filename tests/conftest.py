@@ -1,0 +1,88 @@
+"""Fixtures that start the real things: a JupyterHub with its proxy, real spawns."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .hubtools import HubProcess, remove_cgroups, remove_test_accounts
+
+TEST_PROFILES = """
+profiles:
+  - slug: tiny
+    display_name: Tiny
+    description: The default for everyone.
+    default: true
+    cpu_guarantee: 100m
+    cpu_limit: 500m
+    mem_guarantee: 128Mi
+    mem_limit: 400Mi
+  - slug: roomy
+    display_name: Roomy
+    description: Research only.
+    cpu_guarantee: 500m
+    cpu_limit: 1
+    mem_limit: 768Mi
+    groups: [research]
+  - slug: gpu
+    display_name: GPU
+    mem_limit: 512Mi
+    gpu: 1
+    groups: [research]
+quotas:
+  default:
+    max_servers: 3
+    memory: 1Gi
+  groups:
+    research:
+      max_servers: 2
+      gpu: 1
+"""
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: creates system accounts and cgroups"
+)
+
+
+@pytest.fixture(scope="session")
+def home_root():
+    """A world-traversable directory for the test accounts' homes (pytest's tmp is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="shipyard-homes-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def hub_factory(tmp_path_factory, home_root):
+    """Start hubs on free ports; every one is stopped and cleaned up at the end."""
+    hubs: list[HubProcess] = []
+
+    def make(
+        profiles: str = TEST_PROFILES, name: str = "hub", start: bool = True, **kwargs
+    ) -> HubProcess:
+        data = tmp_path_factory.mktemp(name)
+        profiles_file = data / "profiles.yaml"
+        profiles_file.write_text(profiles)
+        hub = HubProcess(
+            data_dir=data / "data", profiles_file=profiles_file, home_root=home_root, **kwargs
+        )
+        hubs.append(hub)
+        return hub.start() if start else hub
+
+    yield make
+    for hub in hubs:
+        hub.stop()
+    for hub in hubs:
+        remove_test_accounts(hub.account_prefix)
+        remove_cgroups(hub.cgroup_parent)
+
+
+@pytest.fixture(scope="module")
+def hub(hub_factory):
+    """One running hub for a test module (users and servers persist between its tests)."""
+    return hub_factory(extra_env={"SHIPYARD_TEST_GPUS": "0,1"})

@@ -1,0 +1,39 @@
+"""Test hub config: Shipyard's embedded default plus what tests need to drive it.
+
+Loads config/jupyterhub_config.py unchanged, then adds an admin service token
+for the REST API and keeps test accounts, homes and cgroups apart from real ones.
+"""
+
+import os
+from pathlib import Path
+
+c = get_config()  # noqa: F821
+load_subconfig(str(Path(__file__).resolve().parent.parent / "config" / "jupyterhub_config.py"))  # noqa: F821
+
+env = os.environ
+c.JupyterHub.services.append({"name": "test-admin", "api_token": env["SHIPYARD_TEST_ADMIN_TOKEN"]})
+c.JupyterHub.load_roles.append(
+    {
+        "name": "test-admin",
+        "scopes": [
+            "admin:users",
+            "admin:servers",
+            "admin:groups",
+            "admin:server_state",
+            "tokens",
+            "access:servers",
+            "read:services",
+        ],
+        "services": ["test-admin"],
+    }
+)
+c.JupyterHub.spawner_class = env.get("SHIPYARD_TEST_SPAWNER", "shipyard-local")
+c.LocalProfileSpawner.system_user_prefix = env["SHIPYARD_TEST_ACCOUNT_PREFIX"]
+c.LocalProfileSpawner.cgroup_parent = env["SHIPYARD_TEST_CGROUP_PARENT"]
+if env.get("SHIPYARD_TEST_HOME_ROOT"):
+    c.LocalProfileSpawner.home_dir_template = env["SHIPYARD_TEST_HOME_ROOT"] + "/{account}"
+    c.SimpleLocalProcessSpawner.home_dir_template = env["SHIPYARD_TEST_HOME_ROOT"] + "/{username}"
+# GPU assignment is tested with declared device indices; no GPU is touched
+if env.get("SHIPYARD_TEST_GPUS") is not None:
+    c.LocalProfileSpawner.gpu_devices = [g for g in env["SHIPYARD_TEST_GPUS"].split(",") if g]
+c.JupyterHub.log_level = env.get("SHIPYARD_TEST_LOG_LEVEL", "INFO")

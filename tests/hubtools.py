@@ -1,0 +1,274 @@
+"""A real JupyterHub + configurable-http-proxy for tests and benchmarks.
+
+:class:`HubProcess` starts ``python -m jupyterhub`` as a subprocess with
+Shipyard's embedded config (config/jupyterhub_config.py, loaded through
+tests/hub_config.py) on free ports, with its own data dir, profiles file,
+system-account prefix and cgroup parent, so several hubs and the developer's
+own ``shipyard up`` can run side by side. Nothing is mocked: spawns create real
+accounts, cgroups and jupyter-server processes.
+
+:meth:`HubProcess.api` is the one helper tests use for the REST API; it
+checks the invariants of every JSON answer (content type, a frame-ancestors CSP) on
+each call, as JupyterHub's own ``api_request`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+HUB_CONFIG = REPO / "tests" / "hub_config.py"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class HubProcess:
+    """One JupyterHub with Shipyard's embedded config, on free ports."""
+
+    data_dir: Path
+    profiles_file: Path
+    account_prefix: str = "sytest-"
+    cgroup_parent: str = "shipyard-test"
+    home_root: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    spawner_class: str = "shipyard-local"
+    log_path: Path | None = None
+
+    def __post_init__(self):
+        self.port = free_port()
+        self.hub_port = free_port()
+        self.proxy_api_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_token = secrets.token_hex(32)
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.log_path or (self.data_dir / "hub.log")
+
+    # ------------------------------------------------------------ lifecycle
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "SHIPYARD_DATA_DIR": str(self.data_dir),
+                "SHIPYARD_BIND_URL": self.url,
+                "SHIPYARD_HUB_BIND_URL": f"http://127.0.0.1:{self.hub_port}",
+                "SHIPYARD_PROXY_API_URL": f"http://127.0.0.1:{self.proxy_api_port}",
+                "SHIPYARD_PROFILES": str(self.profiles_file),
+                "SHIPYARD_TEST_ADMIN_TOKEN": self.admin_token,
+                "SHIPYARD_TEST_ACCOUNT_PREFIX": self.account_prefix,
+                "SHIPYARD_TEST_CGROUP_PARENT": self.cgroup_parent,
+                "SHIPYARD_TEST_SPAWNER": self.spawner_class,
+                "SHIPYARD_CULL_TIMEOUT": "0",
+                "PATH": os.pathsep.join(
+                    [str(Path(sys.prefix) / "bin"), os.environ.get("PATH", "")]
+                ),
+            }
+        )
+        if self.home_root:
+            env["SHIPYARD_TEST_HOME_ROOT"] = str(self.home_root)
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 60) -> HubProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
+            cwd=self.data_dir,
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._log = log
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                return requests.get(self.url + "/hub/api/", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        try:
+            wait_for(up, timeout, 0.2, "the hub to answer")
+        except TimeoutError:
+            raise TimeoutError(f"hub did not start:\n{self.log_tail()}") from None
+        return self
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
+        """Stop the hub as Ctrl-C would; return its exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            code = self.proc.wait()
+        self._log.close()
+        return code
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    # ------------------------------------------------------------------ API
+
+    def api(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        headers["Authorization"] = f"token {token or self.admin_token}"
+        r = requests.request(
+            method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kwargs
+        )
+        if r.content and r.status_code != 204:
+            assert r.headers.get("Content-Type", "").startswith("application/json"), (
+                f"{method} {path}: {r.status_code} answered {r.headers.get('Content-Type')}"
+            )
+        assert "frame-ancestors" in r.headers.get("Content-Security-Policy", ""), (
+            f"{method} {path} lacks CSP"
+        )
+        return r
+
+    def create_user(self, name: str, groups: list[str] = ()) -> str:
+        """Create ``name`` (in ``groups``) and return an API token of theirs."""
+        r = self.api("POST", f"/users/{name}")
+        assert r.status_code in (201, 409), r.text
+        for group in groups:
+            r = self.api("POST", f"/groups/{group}")
+            assert r.status_code in (201, 409), r.text
+            r = self.api("POST", f"/groups/{group}/users", json={"users": [name]})
+            assert r.status_code == 200, r.text
+        r = self.api("POST", f"/users/{name}/tokens", json={"note": "test", "expires_in": 3600})
+        assert r.status_code == 201, r.text
+        return r.json()["token"]
+
+    def server_url(self, user: str, server: str = "") -> str:
+        return f"{self.url}/user/{user}/{server + '/' if server else ''}"
+
+    def start_server(self, user: str, server: str = "", timeout: float = 90, **options) -> dict:
+        """Start a server through the REST API and wait until it is ready; return its model."""
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        r = self.api("POST", path, json=options)
+        assert r.status_code in (201, 202), f"{r.status_code}: {r.text}"
+        return self.wait_ready(user, server, timeout)
+
+    def wait_ready(self, user: str, server: str = "", timeout: float = 90) -> dict:
+        def ready():
+            model = self.api("GET", f"/users/{user}").json()
+            s = model["servers"].get(server)
+            if s is None:
+                # stopped: the spawn failed
+                raise RuntimeError(
+                    f"server {user}/{server} stopped while starting:\n{self.log_tail()}"
+                )
+            return s if s["ready"] else None
+
+        return wait_for(ready, timeout, 0.2, f"server {user}/{server} to be ready")
+
+    def stop_server(self, user: str, server: str = "", timeout: float = 60) -> None:
+        path = f"/users/{user}/servers/{server}" if server else f"/users/{user}/server"
+        r = self.api("DELETE", path)
+        assert r.status_code in (202, 204), r.text
+
+        def stopped():
+            model = self.api("GET", f"/users/{user}").json()
+            return server not in model["servers"]
+
+        wait_for(stopped, timeout, 0.2, f"server {user}/{server} to stop")
+
+    def server_state(self, user: str, server: str = "") -> dict:
+        model = self.api("GET", f"/users/{user}").json()
+        return model["servers"][server]["state"]
+
+
+# ------------------------------------------------------------------ clean-up
+
+
+def accounts_with_prefix(prefix: str) -> list[str]:
+    return [p.pw_name for p in pwd.getpwall() if p.pw_name.startswith(prefix)]
+
+
+def processes_of(uid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if entry.stat().st_uid == uid and (entry / "status").read_text():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def cgroup_dirs(parent: str) -> list[Path]:
+    """Every cgroup directory under ``parent`` (v1 controllers and v2)."""
+    found = []
+    for base in (CGROUP_ROOT / "memory", CGROUP_ROOT / "cpu", CGROUP_ROOT):
+        directory = base / parent
+        if directory.is_dir():
+            found.extend(p for p in directory.iterdir() if p.is_dir())
+    return found
+
+
+def remove_test_accounts(prefix: str) -> None:
+    from hub_ext.accounts import delete_account
+
+    for name in accounts_with_prefix(prefix):
+        uid = pwd.getpwnam(name).pw_uid
+        for pid in processes_of(uid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        delete_account(name)
+
+
+def remove_cgroups(parent: str) -> None:
+    from hub_ext.cgroups import detect_driver
+
+    driver = detect_driver(parent)
+    for directory in cgroup_dirs(parent):
+        driver.remove(directory.name)
+    for base in (CGROUP_ROOT / "memory", CGROUP_ROOT / "cpu", CGROUP_ROOT):
+        try:
+            (base / parent).rmdir()
+        except OSError:
+            pass
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text())

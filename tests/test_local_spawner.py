@@ -1,0 +1,213 @@
+"""LocalProfileSpawner against a real hub: cgroup limits, accounts, groups, quotas."""
+
+from __future__ import annotations
+
+import pwd
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import needs_root
+from .hubtools import CGROUP_ROOT, cgroup_dirs, processes_of, wait_for
+
+pytestmark = needs_root
+
+
+def cgroup_of(pid: int) -> dict[str, str]:
+    paths = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(","):
+            paths[c] = path
+    return paths
+
+
+def test_spawn_two_profiles_enforces_limits_and_accounts(hub):
+    hub.create_user("alice")
+    hub.create_user("rita", ["research"])
+    hub.start_server("alice")
+    hub.start_server("rita", profile="roomy")
+
+    for user, mem, quota, shares in (
+        ("alice", 400 * 2**20, 50_000, 102),
+        ("rita", 768 * 2**20, 100_000, 512),
+    ):
+        state = hub.server_state(user)
+        pid = state["pid"]
+        cg = cgroup_of(pid)
+        assert cg["memory"] == f"/shipyard-test/{user}"
+        assert cg["cpu"] == f"/shipyard-test/{user}"
+        memory = CGROUP_ROOT / "memory" / "shipyard-test" / user
+        cpu = CGROUP_ROOT / "cpu" / "shipyard-test" / user
+        assert int((memory / "memory.limit_in_bytes").read_text()) == mem
+        assert int((cpu / "cpu.cfs_quota_us").read_text()) == quota
+        assert int((cpu / "cpu.cfs_period_us").read_text()) == 100_000
+        assert int((cpu / "cpu.shares").read_text()) == shares
+        account = pwd.getpwnam(f"sytest-{user}")
+        status = Path(f"/proc/{pid}/status").read_text()
+        uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+        assert set(map(int, uids)) == {account.pw_uid}, "server must run as the user's own account"
+        assert Path(f"/proc/{pid}/cwd").resolve() == Path(account.pw_dir)
+        assert state["profile"]["slug"] == ("tiny" if user == "alice" else "roomy")
+
+
+def test_profile_api_reports_profile_and_enforced_limits(hub):
+    token = hub.create_user("alice")
+    r = requests.get(
+        hub.server_url("alice") + "shipyard/api/profile",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["profile"]["slug"] == "tiny"
+    assert body["profile"]["mem_limit"] == "400Mi"
+    assert body["limits"]["mem_limit"] == 400 * 2**20
+    assert body["limits"]["cpu_limit"] == 0.5
+    assert body["limits"]["gpus"] == []
+    assert body["enforced"]["kind"] == "cgroup1"
+    assert body["enforced"]["mem_limit"] == 400 * 2**20
+    assert body["enforced"]["cpu_limit"] == 0.5
+    assert body["user"] == "alice"
+    # without a token: jupyter-server's auth applies
+    anon = requests.get(
+        hub.server_url("alice") + "shipyard/api/profile", timeout=30, allow_redirects=False
+    )
+    assert anon.status_code in (302, 401, 403)
+    # another user's token does not open alice's server
+    rita = hub.create_user("rita", ["research"])
+    other = requests.get(
+        hub.server_url("alice") + "shipyard/api/profile",
+        headers={"Authorization": f"token {rita}"},
+        timeout=30,
+        allow_redirects=False,
+    )
+    assert other.status_code in (302, 403)
+
+
+def test_profile_outside_groups_is_refused_with_reason(hub):
+    hub.create_user("bob")
+    r = hub.api("POST", "/users/bob/servers/big", json={"profile": "roomy"})
+    assert r.status_code == 403
+    assert r.json()["message"] == (
+        "Profile 'roomy' is only for members of the groups research; you are in no group. "
+        "Choose one of: tiny."
+    )
+    assert "big" not in hub.api("GET", "/users/bob").json()["servers"]
+
+
+@pytest.mark.parametrize(
+    "options, status, message",
+    [
+        ({"profile": "huge"}, 400, "Unknown profile 'huge'. Choose one of: tiny."),
+        (
+            {"profile": "tiny", "mem_limit": "64G"},
+            400,
+            "Unknown server option(s): 'mem_limit'. Only 'profile' can be chosen; resources, "
+            "images, environment and volumes come from the profile.",
+        ),
+        (
+            {"image": "evil", "uid": 0},
+            400,
+            "Unknown server option(s): 'image', 'uid'. Only 'profile' can be chosen; resources, "
+            "images, environment and volumes come from the profile.",
+        ),
+        ({"profile": ["tiny"]}, 400, "'profile' must be a profile slug (a string), not ['tiny']."),
+    ],
+)
+def test_bad_options_are_refused_with_message(hub, options, status, message):
+    hub.create_user("carol")
+    r = hub.api("POST", "/users/carol/servers/x", json=options)
+    assert r.status_code == status
+    assert r.json()["message"] == message
+
+
+def _login(hub, user: str, password: str) -> requests.Session:
+    session = requests.Session()
+    session.get(hub.url + "/hub/login", timeout=30)
+    r = session.post(
+        hub.url + "/hub/login",
+        data={"username": user, "password": password, "_xsrf": session.cookies.get("_xsrf")},
+        timeout=30,
+        allow_redirects=False,
+    )
+    assert r.status_code == 302, f"login failed: {r.status_code}"
+    return session
+
+
+def test_spawn_form_lists_allowed_profiles_and_refuses_tampering(hub):
+    creds = __import__("json").loads((hub.data_dir / "credentials.json").read_text())
+    hub.create_user("dave")
+    session = _login(hub, "dave", creds["user_password"])
+    form = session.get(hub.url + "/hub/spawn/dave/f1", timeout=30)
+    assert form.status_code == 200
+    assert 'value="tiny"' in form.text and "checked" in form.text
+    assert 'value="roomy"' not in form.text and 'value="gpu"' not in form.text
+    assert "Memory 400 MiB (128 MiB guaranteed)" in form.text
+    # a tampered form asks for a profile dave's groups do not allow
+    r = session.post(
+        hub.url + "/hub/spawn/dave/f1",
+        data={"profile": "roomy", "_xsrf": session.cookies.get("_xsrf")},
+        timeout=60,
+        allow_redirects=False,
+    )
+    assert r.status_code == 403
+    assert "Profile &#39;roomy&#39; is only for members of the groups research" in r.text
+    assert "f1" not in hub.api("GET", "/users/dave").json()["servers"]
+
+
+def test_quota_refuses_with_quota_and_current_use(hub):
+    hub.create_user("erin")
+    hub.start_server("erin", "one")
+    hub.start_server("erin", "two")  # 2 x 400Mi of the default quota's 1Gi
+    r = hub.api("POST", "/users/erin/servers/three", json={})
+    assert r.status_code == 403
+    assert r.json()["message"] == (
+        "Quota exceeded: the default quota allows 1 GiB memory across your servers; you already "
+        "use 800 MiB in 2 running server(s) and profile 'tiny' needs 400 MiB. Stop a server or "
+        "choose a smaller profile."
+    )
+    hub.create_user("rosa", ["research"])
+    hub.start_server("rosa", profile="tiny")
+    hub.start_server("rosa", "second", profile="tiny")
+    r = hub.api("POST", "/users/rosa/servers/third", json={"profile": "tiny"})
+    assert r.status_code == 403
+    assert r.json()["message"] == (
+        "Quota exceeded: group research allows 2 running server(s) and you already run 2: "
+        "'default' (tiny), 'second' (tiny). Stop one first."
+    )
+    for name in ("one", "two"):
+        hub.stop_server("erin", name)
+    hub.stop_server("rosa", "second")
+    hub.stop_server("rosa")
+
+
+def test_gpu_assignment_does_not_overlap(hub):
+    hub.create_user("gina", ["research"])
+    hub.create_user("hugo", ["research"])
+    hub.create_user("ivan", ["research"])
+    hub.start_server("gina", profile="gpu")
+    hub.start_server("hugo", profile="gpu")
+    gpus = [hub.server_state(u)["gpus"] for u in ("gina", "hugo")]
+    assert sorted(gpus) == [["0"], ["1"]]
+    r = hub.api("POST", "/users/ivan/server", json={"profile": "gpu"})
+    assert r.status_code == 409
+    assert r.json()["message"].startswith(
+        "This profile needs 1 GPU(s) but only 0 of the machine's 2 are free"
+    )
+    hub.stop_server("gina")
+    hub.start_server("ivan", profile="gpu")
+    assert hub.server_state("ivan")["gpus"] == gpus[0]
+    for user in ("hugo", "ivan"):
+        hub.stop_server(user)
+
+
+def test_stop_leaves_no_process_and_no_cgroup(hub):
+    hub.create_user("zoe")
+    hub.start_server("zoe")
+    uid = pwd.getpwnam("sytest-zoe").pw_uid
+    assert processes_of(uid)
+    hub.stop_server("zoe")
+    assert wait_for(lambda: not processes_of(uid), 10, what="zoe's processes to end") is True
+    assert not [d for d in cgroup_dirs("shipyard-test") if d.name == "zoe"]
