@@ -85,4 +85,6 @@ def hub_factory(tmp_path_factory, home_root):
 @pytest.fixture(scope="module")
 def hub(hub_factory):
     """One running hub for a test module (users and servers persist between its tests)."""
-    return hub_factory(extra_env={"SHIPYARD_TEST_GPUS": "0,1"})
+    hub = hub_factory(extra_env={"SHIPYARD_TEST_GPUS": "0,1"})
+    yield hub
+    hub.stop()

@@ -11,22 +11,26 @@ c = get_config()  # noqa: F821
 load_subconfig(str(Path(__file__).resolve().parent.parent / "config" / "jupyterhub_config.py"))  # noqa: F821
 
 env = os.environ
-c.JupyterHub.services.append({"name": "test-admin", "api_token": env["SHIPYARD_TEST_ADMIN_TOKEN"]})
-c.JupyterHub.load_roles.append(
-    {
-        "name": "test-admin",
-        "scopes": [
-            "admin:users",
-            "admin:servers",
-            "admin:groups",
-            "admin:server_state",
-            "tokens",
-            "access:servers",
-            "read:services",
-        ],
-        "services": ["test-admin"],
-    }
-)
+if env.get("SHIPYARD_TEST_ADMIN_TOKEN"):
+    c.JupyterHub.services.append(
+        {"name": "test-admin", "api_token": env["SHIPYARD_TEST_ADMIN_TOKEN"]}
+    )
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "test-admin",
+            "scopes": [
+                "admin:users",
+                "admin:servers",
+                "admin:groups",
+                "admin:server_state",
+                "tokens",
+                "access:servers",
+                "read:services",
+                "list:services",
+            ],
+            "services": ["test-admin"],
+        }
+    )
 c.JupyterHub.spawner_class = env.get("SHIPYARD_TEST_SPAWNER", "shipyard-local")
 c.LocalProfileSpawner.system_user_prefix = env["SHIPYARD_TEST_ACCOUNT_PREFIX"]
 c.LocalProfileSpawner.cgroup_parent = env["SHIPYARD_TEST_CGROUP_PARENT"]

@@ -272,3 +272,75 @@ def remove_cgroups(parent: str) -> None:
 
 def read_json(path: Path):
     return json.loads(path.read_text())
+
+
+def run_in_kernel(server_url: str, token: str, code: str, timeout: float = 60) -> list[dict]:
+    """Start a kernel in a user server, run ``code`` over the websocket, return iopub messages.
+
+    Stops at the execute reply, or when the kernel reports ``restarting`` /
+    ``dead`` (e.g. killed by the OOM killer), or at ``timeout``.
+    """
+    import uuid
+    from datetime import datetime, timezone
+
+    import websocket
+
+    headers = {"Authorization": f"token {token}"}
+    r = requests.post(
+        server_url + "api/kernels", headers=headers, json={"name": "python3"}, timeout=60
+    )
+    assert r.status_code == 201, r.text
+    kernel_id = r.json()["id"]
+    ws_url = server_url.replace("http://", "ws://") + f"api/kernels/{kernel_id}/channels"
+    ws = websocket.create_connection(
+        ws_url, header=[f"Authorization: token {token}"], timeout=timeout
+    )
+    session = uuid.uuid4().hex
+    msg_id = uuid.uuid4().hex
+    ws.send(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": msg_id,
+                    "username": "test",
+                    "session": session,
+                    "msg_type": "execute_request",
+                    "version": "5.3",
+                    "date": datetime.now(timezone.utc).isoformat(),
+                },
+                "parent_header": {},
+                "metadata": {},
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+                "channel": "shell",
+                "buffers": [],
+            }
+        )
+    )
+    messages = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                msg = json.loads(ws.recv())
+            except websocket.WebSocketTimeoutException:
+                break
+            messages.append(msg)
+            kind = msg.get("msg_type") or msg["header"]["msg_type"]
+            if kind == "status" and msg["content"]["execution_state"] in ("restarting", "dead"):
+                break
+            if kind == "execute_reply" and msg["parent_header"].get("msg_id") == msg_id:
+                break
+    finally:
+        ws.close()
+    return messages
+
+
+def stdout_of(messages: list[dict]) -> str:
+    return "".join(m["content"]["text"] for m in messages if m["header"]["msg_type"] == "stream")

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from .conftest import needs_root
-from .hubtools import CGROUP_ROOT, cgroup_dirs, processes_of, wait_for
+from .hubtools import CGROUP_ROOT, cgroup_dirs, processes_of, run_in_kernel, stdout_of, wait_for
 
 pytestmark = needs_root
 
@@ -36,10 +36,10 @@ def test_spawn_two_profiles_enforces_limits_and_accounts(hub):
         state = hub.server_state(user)
         pid = state["pid"]
         cg = cgroup_of(pid)
-        assert cg["memory"] == f"/shipyard-test/{user}"
-        assert cg["cpu"] == f"/shipyard-test/{user}"
-        memory = CGROUP_ROOT / "memory" / "shipyard-test" / user
-        cpu = CGROUP_ROOT / "cpu" / "shipyard-test" / user
+        assert cg["memory"] == f"/{hub.cgroup_parent}/{user}"
+        assert cg["cpu"] == f"/{hub.cgroup_parent}/{user}"
+        memory = CGROUP_ROOT / "memory" / hub.cgroup_parent / user
+        cpu = CGROUP_ROOT / "cpu" / hub.cgroup_parent / user
         assert int((memory / "memory.limit_in_bytes").read_text()) == mem
         assert int((cpu / "cpu.cfs_quota_us").read_text()) == quota
         assert int((cpu / "cpu.cfs_period_us").read_text()) == 100_000
@@ -210,4 +210,86 @@ def test_stop_leaves_no_process_and_no_cgroup(hub):
     assert processes_of(uid)
     hub.stop_server("zoe")
     assert wait_for(lambda: not processes_of(uid), 10, what="zoe's processes to end") is True
-    assert not [d for d in cgroup_dirs("shipyard-test") if d.name == "zoe"]
+    assert not [d for d in cgroup_dirs(hub.cgroup_parent) if d.name == "zoe"]
+
+
+def test_kernel_past_memory_limit_is_killed_and_others_live_on(hub):
+    olga = hub.create_user("olga")
+    pete = hub.create_user("pete")
+    hub.start_server("olga")
+    hub.start_server("pete")
+    url = hub.server_url("olga")
+    ok = run_in_kernel(url, olga, "import os; print(open(f'/proc/{os.getpid()}/cgroup').read())")
+    assert f"memory:/{hub.cgroup_parent}/olga" in stdout_of(ok), (
+        "kernels must run in the server's cgroup"
+    )
+
+    messages = run_in_kernel(url, olga, "x = b'1' * (1 << 30)\nprint('survived')", timeout=90)
+    states = [
+        m["content"]["execution_state"] for m in messages if m["header"]["msg_type"] == "status"
+    ]
+    assert "restarting" in states or "dead" in states, f"kernel was not killed: {states}"
+    assert "survived" not in stdout_of(messages)
+    oom = (CGROUP_ROOT / "memory" / hub.cgroup_parent / "olga" / "memory.oom_control").read_text()
+    assert int(oom.split("oom_kill ")[1].split()[0]) >= 1
+
+    # the hub, olga's server and another user's server all live on
+    assert hub.api("GET", "/users/olga").json()["servers"][""]["ready"]
+    for user, token in (("olga", olga), ("pete", pete)):
+        r = requests.get(
+            hub.server_url(user) + "api/status",
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
+        )
+        assert r.status_code == 200, (user, r.text)
+    hub.stop_server("olga")
+    hub.stop_server("pete")
+
+
+def test_named_servers_keep_their_own_profile_and_last_choice_is_remembered(hub):
+    token = hub.create_user("nora", ["research"])
+    hub.start_server("nora", profile="roomy")
+    hub.start_server("nora", "small", profile="tiny")
+    assert hub.server_state("nora")["profile"]["slug"] == "roomy"
+    assert hub.server_state("nora", "small")["profile"]["slug"] == "tiny"
+    r = requests.get(
+        hub.server_url("nora", "small") + "shipyard/api/profile",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert r.json()["profile"]["slug"] == "tiny"
+    # the admin sees each server's profile in the REST API (and so the admin page)
+    servers = hub.api("GET", "/users/nora").json()["servers"]
+    assert servers[""]["user_options"] == {"profile": "roomy"}
+    hub.stop_server("nora", "small")
+    hub.stop_server("nora")
+    # a start without options reuses the last choice
+    hub.start_server("nora")
+    assert hub.server_state("nora")["profile"]["slug"] == "roomy"
+    hub.stop_server("nora")
+
+
+def test_profiles_file_is_reread_without_restart(hub):
+    creds = __import__("json").loads((hub.data_dir / "credentials.json").read_text())
+    hub.create_user("uma")
+    session = _login(hub, "uma", creds["user_password"])
+    before = session.get(hub.url + "/hub/spawn/uma/r", timeout=30).text
+    assert 'value="fresh"' not in before
+    original = hub.profiles_file.read_text()
+    try:
+        hub.profiles_file.write_text(
+            original.replace(
+                "profiles:\n",
+                "profiles:\n  - slug: fresh\n    display_name: Fresh\n    mem_limit: 300Mi\n",
+                1,
+            )
+        )
+        after = session.get(hub.url + "/hub/spawn/uma/r", timeout=30).text
+        assert 'value="fresh"' in after
+        # an invalid edit keeps the last good version in force
+        hub.profiles_file.write_text("profiles: [oops")
+        still = session.get(hub.url + "/hub/spawn/uma/r", timeout=30)
+        assert still.status_code == 200 and 'value="fresh"' in still.text
+        assert "is invalid; keeping the previous version" in hub.log_tail(200)
+    finally:
+        hub.profiles_file.write_text(original)

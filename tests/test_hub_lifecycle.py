@@ -1,0 +1,273 @@
+"""The embedded platform's lifecycle: `shipyard up`, Ctrl-C, hub restarts, culling."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import TEST_PROFILES, needs_root
+from .hubtools import (
+    HUB_CONFIG,
+    HubProcess,
+    cgroup_dirs,
+    free_port,
+    processes_of,
+    remove_cgroups,
+    remove_test_accounts,
+    wait_for,
+)
+
+pytestmark = needs_root
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hub_db_url(request, tmp_path):
+    """The hub's database: SQLite in the data dir (embedded) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    import psycopg
+
+    name = f"shipyard_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(POSTGRES + "/postgres", connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError as e:
+        if os.environ.get("CI"):
+            raise  # CI's machine runs PostgreSQL: its absence is a failure there
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {e}")
+    admin.execute(f"CREATE DATABASE {name}")
+    yield f"{POSTGRES}/{name}"
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def test_running_server_survives_hub_restart(hub_factory, hub_db_url):
+    env = {"SHIPYARD_CLEANUP_SERVERS": "0"}
+    if hub_db_url:
+        env["SHIPYARD_HUB_DB_URL"] = hub_db_url
+    hub = hub_factory(name="restart", extra_env=env)
+    token = hub.create_user("sam")
+    hub.start_server("sam")
+    pid = hub.server_state("sam")["pid"]
+
+    assert hub.stop(signal.SIGTERM) == 0
+    os.kill(pid, 0)  # still running while the hub is down
+    hub.start()
+    r = requests.get(
+        hub.server_url("sam") + "shipyard/api/profile",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["profile"]["slug"] == "tiny"
+    assert hub.server_state("sam")["pid"] == pid
+    assert hub.server_state("sam")["profile"]["slug"] == "tiny"
+    # after the restart the hub still manages it: stopping cleans up as usual
+    hub.stop_server("sam")
+    uid = pwd.getpwnam("sytest-sam").pw_uid
+    wait_for(lambda: not processes_of(uid), 10, what="sam's processes to end")
+    assert not [d for d in cgroup_dirs(hub.cgroup_parent) if d.name == "sam"]
+
+
+def _login(url: str, user: str, password: str) -> tuple[requests.Session, requests.Response]:
+    session = requests.Session()
+    session.get(url + "/hub/login", timeout=30)
+    r = session.post(
+        url + "/hub/login",
+        data={"username": user, "password": password, "_xsrf": session.cookies.get("_xsrf")},
+        timeout=30,
+        allow_redirects=False,
+    )
+    return session, r
+
+
+def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_root):
+    data = tmp_path / "data"
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(TEST_PROFILES)
+    port, parent, prefix = free_port(), "shipyard-test-up", "syup-"
+    env = dict(
+        os.environ,
+        SHIPYARD_DATA_DIR=str(data),
+        SHIPYARD_HUB_BIND_URL=f"http://127.0.0.1:{free_port()}",
+        SHIPYARD_PROXY_API_URL=f"http://127.0.0.1:{free_port()}",
+        SHIPYARD_CULL_TIMEOUT="0",
+        SHIPYARD_TEST_ACCOUNT_PREFIX=prefix,
+        SHIPYARD_TEST_CGROUP_PARENT=parent,
+        SHIPYARD_TEST_HOME_ROOT=str(home_root),
+    )
+    url = f"http://127.0.0.1:{port}"
+    shipyard = [
+        sys.executable,
+        "-m",
+        "hub_ext.cli",
+        "up",
+        "--bind-url",
+        url,
+        "--profiles",
+        str(profiles),
+        "--config",
+        str(HUB_CONFIG),
+    ]
+
+    def start() -> tuple[subprocess.Popen, Path]:
+        log = tmp_path / f"up-{time.monotonic_ns()}.log"
+        proc = subprocess.Popen(
+            shipyard,
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        def up():
+            assert proc.poll() is None, log.read_text()
+            try:
+                return requests.get(url + "/hub/login", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(up, 60, 0.2, "shipyard up")
+        return proc, log
+
+    try:
+        proc, log = start()
+        creds = json.loads((data / "credentials.json").read_text())
+        assert (data / "credentials.json").stat().st_mode & 0o777 == 0o600
+        assert data.stat().st_mode & 0o777 == 0o700
+        assert creds["admin_password"] in log.read_text(), "credentials are printed on first start"
+
+        _, wrong = _login(url, "admin", "not-the-password")
+        assert wrong.status_code == 403 and "Invalid username or password" in wrong.text
+        _, stranger = _login(url, "mallory", creds["user_password"])
+        assert stranger.status_code == 403, "only users an admin added may log in"
+        session, ok = _login(url, "admin", creds["admin_password"])
+        assert ok.status_code == 302
+
+        # start a server through the spawn form, as a person would
+        r = session.post(
+            url + "/hub/spawn",
+            data={"profile": "tiny", "_xsrf": session.cookies.get("_xsrf")},
+            timeout=60,
+        )
+        assert r.status_code == 200
+
+        # a page, not the API: the browser's first visit goes through the hub's OAuth
+        def lab_page():
+            r = session.get(url + "/user/admin/lab", timeout=30)
+            return r.status_code == 200 and "jupyter-config-data" in r.text
+
+        wait_for(lab_page, 60, 0.3, "admin's JupyterLab")
+        uid = pwd.getpwnam(f"{prefix}admin").pw_uid
+        assert processes_of(uid)
+        assert cgroup_dirs(parent)
+
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        assert proc.wait(60) == 0
+        assert not processes_of(uid), "no orphan process after Ctrl-C"
+        assert not cgroup_dirs(parent), "no leftover cgroup after Ctrl-C"
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url + "/hub/login", timeout=5)  # the proxy is gone too
+
+        # second start: the same credentials, not printed again
+        proc, log = start()
+        assert creds["admin_password"] not in log.read_text()
+        _, again = _login(url, "admin", creds["admin_password"])
+        assert again.status_code == 302
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        remove_test_accounts(prefix)
+        remove_cgroups(parent)
+
+
+def test_idle_servers_are_culled(hub_factory):
+    hub = hub_factory(name="cull", extra_env={"SHIPYARD_CULL_TIMEOUT": "5"})
+    services = hub.api("GET", "/services").json()
+    assert "idle-culler" in services
+    hub.create_user("ida")
+    hub.start_server("ida")
+    wait_for(
+        lambda: "" not in hub.api("GET", "/users/ida").json()["servers"],
+        60,
+        1,
+        "the culler to stop ida's idle server",
+    )
+    uid = pwd.getpwnam("sytest-ida").pw_uid
+    wait_for(lambda: not processes_of(uid), 10, what="ida's processes to end")
+    hub.stop()
+
+
+def test_profiles_usage_shows_who_runs_what(hub_factory):
+    hub = hub_factory(name="usage")
+    hub.create_user("una", ["research"])
+    hub.start_server("una", profile="roomy")
+    token = (hub.data_dir / "cli-token").read_text().strip()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hub_ext.cli",
+            "profiles",
+            "usage",
+            "--json",
+            "--hub-api-url",
+            hub.url + "/hub/api",
+            "--token",
+            token,
+            "--file",
+            str(hub.profiles_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert {
+        "user": "una",
+        "server": "(default)",
+        "profile": "roomy",
+        "cpu": 1.0,
+        "memory": 768 * 2**20,
+        "gpu": 0,
+    } in rows
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hub_ext.cli",
+            "profiles",
+            "usage",
+            "--hub-api-url",
+            hub.url + "/hub/api",
+            "--token",
+            "wrong",
+            "--file",
+            str(hub.profiles_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("shipyard: The hub refused the token (403)")
+    assert "Traceback" not in bad.stderr
+    hub.stop()
+
+
+_ = HubProcess  # re-exported for readers: the class every fixture here builds on
