@@ -38,7 +38,8 @@ c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
 c.ConfigurableHTTPProxy.api_url = env("SHIPYARD_PROXY_API_URL", "http://127.0.0.1:8001")
 c.ConfigurableHTTPProxy.pid_file = str(data / "proxy.pid")
 chp = shutil.which(
-    "configurable-http-proxy", path=os.pathsep.join([str(Path(sys.prefix) / "bin"), env("PATH", "")])
+    "configurable-http-proxy",
+    path=os.pathsep.join([str(Path(sys.prefix) / "bin"), env("PATH", "")]),
 )
 if chp:
     c.ConfigurableHTTPProxy.command = [chp]

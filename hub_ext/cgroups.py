@@ -180,6 +180,11 @@ class CgroupV2(CgroupDriver):
     def _write_limits(self, name: str, limits: Limits) -> None:
         directory = self.directories(name)[0]
         _write(directory / "memory.max", limits.mem_limit or "max")
+        swap = directory / "memory.swap.max"
+        if swap.exists():
+            # as in v1 (memsw = limit): no escaping the memory limit into swap;
+            # the file is absent when the kernel does no swap accounting
+            _write(swap, 0 if limits.mem_limit else "max")
         _write(directory / "memory.low", limits.mem_guarantee or 0)
         if limits.cpu_limit:
             quota = max(1000, int(limits.cpu_limit * CPU_PERIOD_US))
@@ -209,8 +214,16 @@ class CgroupV1(CgroupDriver):
 
     def _write_limits(self, name: str, limits: Limits) -> None:
         memory, cpu = self.directories(name)
-        _write(memory / "memory.limit_in_bytes", limits.mem_limit or -1)
         swap = memory / "memory.memsw.limit_in_bytes"
+        if swap.exists():
+            # The kernel refuses a memory limit above the memory+swap limit
+            # (EINVAL), so re-creating a cgroup with a higher or no limit failed
+            # while the old memsw limit stood: lift it first, set it again below.
+            try:
+                _write(swap, -1)
+            except OSError as e:  # no swap accounting on this kernel
+                log.debug("Not lifting the swap limit of %s: %s", name, e)
+        _write(memory / "memory.limit_in_bytes", limits.mem_limit or -1)
         if limits.mem_limit and swap.exists():
             # memory+swap equal to memory: no escaping the limit into swap
             try:

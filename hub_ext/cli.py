@@ -13,6 +13,7 @@ line); no traceback for anything a user can fix.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from .profiles import ProfilesInvalid, load_profiles, z2jh_values
+from .profiles import Profile, ProfilesInvalid, load_profiles, z2jh_values
 from .quantities import format_cpu, format_memory
 from .spawner import Usage, default_profiles_file
 
@@ -102,15 +103,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     os.execv(sys.executable, argv)  # noqa: S606 - the hub takes over this process and its signals
 
 
-def cmd_credentials(args: argparse.Namespace) -> int:
-    from .embedded import data_dir
+def _data_dir(args: argparse.Namespace) -> Path:
+    """The data dir to read from; unlike `up`, reading never creates it."""
+    return Path(
+        getattr(args, "data_dir", None) or os.environ.get("SHIPYARD_DATA_DIR") or ".shipyard"
+    ).resolve()
 
-    if args.data_dir:
-        os.environ["SHIPYARD_DATA_DIR"] = args.data_dir
-    path = data_dir() / "credentials.json"
+
+def cmd_credentials(args: argparse.Namespace) -> int:
+    path = _data_dir(args) / "credentials.json"
     if not path.exists():
         raise CLIError(f"No credentials in {path.parent} yet: `shipyard up` creates them.")
-    creds = json.loads(path.read_text())
+    try:
+        creds = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CLIError(
+            f"Cannot read {path}: {e}. Delete it and run `shipyard up` to make new ones."
+        ) from None
     for key, value in creds.items():
         print(f"{key:15} {value}")
     return 0
@@ -129,7 +138,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(str(e), file=sys.stderr)
             print(f"{name}: {len(e.errors)} error(s)", file=sys.stderr)
             continue
-        print(f"{name}: OK, {len(config.profiles)} profile(s): {', '.join(p.slug for p in config.profiles)}")
+        print(
+            f"{name}: OK, {len(config.profiles)} profile(s): {', '.join(p.slug for p in config.profiles)}"
+        )
     return 1 if failed else 0
 
 
@@ -158,7 +169,7 @@ def _hub_get(api_url: str, token: str, path: str):
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - admin-given URL
-            return json.loads(response.read())
+            body = response.read()
     except urllib.error.HTTPError as e:
         if e.code in (401, 403):
             raise CLIError(
@@ -168,55 +179,73 @@ def _hub_get(api_url: str, token: str, path: str):
         raise CLIError(f"The hub answered {e.code} for {path}: {e.reason}") from None
     except urllib.error.URLError as e:
         raise CLIError(f"Cannot reach the hub at {api_url}: {e.reason}. Is it running?") from None
+    except (OSError, http.client.HTTPException) as e:
+        # a hub or proxy that hangs up or stalls after the connection was made
+        raise CLIError(f"Cannot reach the hub at {api_url}: {e!r}. Is it running?") from None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise CLIError(
+            f"{api_url}{path} did not answer JSON: is {api_url} the hub's API URL "
+            "(it ends in /hub/api)?"
+        ) from None
+
+
+def _server_usage(server: dict, config) -> tuple[str, Usage]:
+    """The profile slug and resources of one server model from the hub's REST API.
+
+    The profile recorded in the spawner state at spawn time is authoritative;
+    a server with no state (another spawner) falls back to its user_options.
+    """
+    recorded = (server.get("state") or {}).get("profile")
+    if recorded:
+        profile = Profile.model_validate(recorded)
+        return profile.slug, Usage.of(profile)
+    slug = (server.get("user_options") or {}).get("profile")
+    profile = config.get(slug) if isinstance(slug, str) else None
+    return (slug or "?"), (Usage.of(profile) if profile else Usage())
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    from .embedded import data_dir
-
     token = args.token or os.environ.get("JUPYTERHUB_API_TOKEN")
     if not token:
-        token_file = data_dir() / "cli-token"
+        token_file = _data_dir(args) / "cli-token"
         if not token_file.exists():
-            raise CLIError("No token: pass --token, set JUPYTERHUB_API_TOKEN, or run `shipyard up` first.")
+            raise CLIError(
+                "No token: pass --token, set JUPYTERHUB_API_TOKEN, or run `shipyard up` first."
+            )
         token = token_file.read_text().strip()
-    api_url = args.hub_api_url or os.environ.get("JUPYTERHUB_API_URL") or (
-        os.environ.get("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/") + "/hub/api"
+    api_url = (
+        args.hub_api_url
+        or os.environ.get("JUPYTERHUB_API_URL")
+        or os.environ.get("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/") + "/hub/api"
     )
     config = _load(args.file)
-    users = _hub_get(api_url, token, "/users?state=active&include_stopped_servers=false")
+    users = _hub_get(api_url, token, "/users?state=active")
     rows = []
     for user in users:
-        groups = user.get("groups", [])
         total = Usage()
-        servers = []
-        for name, server in (user.get("servers") or {}).items():
-            profile_data = (server.get("state") or {}).get("profile")
-            slug = (profile_data or {}).get("slug") or (server.get("user_options") or {}).get("profile")
-            profile = config.get(slug) if slug else None
-            usage = Usage.of(profile) if profile else Usage()
-            if profile_data:
-                from .profiles import Profile
-
-                usage = Usage.of(Profile.model_validate(profile_data))
+        servers = (user.get("servers") or {}).items()
+        for name, server in servers:
+            slug, usage = _server_usage(server, config)
             total = Usage(total.cpu + usage.cpu, total.memory + usage.memory, total.gpu + usage.gpu)
-            servers.append((name or "(default)", slug or "?", usage))
-        quota = config.quota_for(groups)
-        for name, slug, usage in servers:
-            rows.append((user["name"], name, slug, usage))
-        if servers and quota:
-            rows.append(
-                (
-                    user["name"],
-                    "= total",
-                    f"quota {quota.max_servers if quota.max_servers is not None else '∞'} servers",
-                    total,
-                )
-            )
+            rows.append((user["name"], name or "(default)", slug, usage))
+        quota = config.quota_for(user.get("groups", []))
+        if len(servers) > 1 or (servers and quota):
+            limit = "∞" if quota is None or quota.max_servers is None else quota.max_servers
+            rows.append((user["name"], "= total", f"{len(servers)} of {limit} servers", total))
     if args.json:
         print(
             json.dumps(
                 [
-                    {"user": u, "server": s, "profile": p, "cpu": x.cpu, "memory": x.memory, "gpu": x.gpu}
+                    {
+                        "user": u,
+                        "server": s,
+                        "profile": p,
+                        "cpu": x.cpu,
+                        "memory": x.memory,
+                        "gpu": x.gpu,
+                    }
                     for u, s, p, x in rows
                 ],
                 indent=2,
@@ -239,14 +268,18 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shipyard", description="Shipyard: a data-science platform on JupyterHub.")
+    parser = argparse.ArgumentParser(
+        prog="shipyard", description="Shipyard: a data-science platform on JupyterHub."
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="start the embedded platform (JupyterHub on 127.0.0.1:8000)")
     up.add_argument("--data-dir", help="where the hub keeps its state (default: ./.shipyard)")
     up.add_argument("--bind-url", help="public URL of the hub (default: http://127.0.0.1:8000)")
     up.add_argument("--profiles", help="profiles file (default: config/profiles.yaml)")
-    up.add_argument("--config", help="jupyterhub_config.py to use (default: config/jupyterhub_config.py)")
+    up.add_argument(
+        "--config", help="jupyterhub_config.py to use (default: config/jupyterhub_config.py)"
+    )
     up.set_defaults(func=cmd_up)
 
     creds = sub.add_parser("credentials", help="show the generated login credentials")
@@ -261,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     export = psub.add_parser("export", help="print the profiles in another format")
-    export.add_argument("--format", choices=["z2jh"], required=True, help="z2jh: Zero to JupyterHub values")
+    export.add_argument(
+        "--format", choices=["z2jh"], required=True, help="z2jh: Zero to JupyterHub values"
+    )
     export.add_argument("--file", help="profiles file (default: the hub's)")
     export.add_argument(
         "--image-template",
@@ -272,8 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     usage = psub.add_parser("usage", help="running servers, their profiles and quota use")
     usage.add_argument("--file", help="profiles file (default: the hub's)")
-    usage.add_argument("--hub-api-url", help="hub API URL (default: $JUPYTERHUB_API_URL or the local hub)")
-    usage.add_argument("--token", help="hub API token (default: $JUPYTERHUB_API_TOKEN or .shipyard/cli-token)")
+    usage.add_argument(
+        "--hub-api-url", help="hub API URL (default: $JUPYTERHUB_API_URL or the local hub)"
+    )
+    usage.add_argument(
+        "--token", help="hub API token (default: $JUPYTERHUB_API_TOKEN or .shipyard/cli-token)"
+    )
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
     usage.set_defaults(func=cmd_usage)
     return parser

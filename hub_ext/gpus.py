@@ -51,6 +51,9 @@ class GpuAllocator:
 
     def allocate(self, owner: str, count: int) -> list[str]:
         """Reserve ``count`` free GPUs for ``owner`` (releasing what it held before)."""
+        if count < 0:
+            # free[:count] would silently hand out all but -count of the free GPUs
+            raise ValueError(f"GPU count must be 0 or more, not {count}")
         with self._lock:
             self._owners.pop(owner, None)
             if count == 0:

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
 import yaml
 from pydantic import (
@@ -32,6 +32,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     model_validator,
 )
@@ -148,7 +149,10 @@ class Profile(_Strict):
     slug: Annotated[str, Field(pattern=SLUG_PATTERN, max_length=63)]
     display_name: Annotated[str, Field(min_length=1)]
     description: str = ""
-    default: bool = False
+    # strict: pydantic would read `default: 1` or `default: "true"` as True, but the
+    # whole-file pass counts only real booleans, so such a file passed with two
+    # defaults (or failed with "no default" although it had one)
+    default: StrictBool = False
     environment: Annotated[str, Field(pattern=SLUG_PATTERN)] = "base"
     cpu_guarantee: Cpu | None = None
     cpu_limit: Cpu | None = None
@@ -365,6 +369,9 @@ class _Located(dict):
 
 class _LocatedList(list):
     line: int = 0
+    #: 1-based line of each item, so an error in a scalar item (``- 3`` where a
+    #: profile mapping belongs) points at the item, not at the list's parent key
+    item_lines: list
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -393,6 +400,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> _Located:
 def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> _LocatedList:
     seq = _LocatedList(loader.construct_object(child, deep=True) for child in node.value)
     seq.line = node.start_mark.line + 1
+    seq.item_lines = [child.start_mark.line + 1 for child in node.value]
     return seq
 
 
@@ -409,6 +417,8 @@ def _line_of(data: Any, loc: Sequence[Any]) -> int | None:
             line = node.key_lines.get(part, line) if isinstance(node, _Located) else line
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            if isinstance(node, _LocatedList):
+                line = node.item_lines[part]
             node = node[part]
             line = getattr(node, "line", line)
         else:
@@ -430,13 +440,21 @@ def _field_names(model: type[BaseModel]) -> str:
 def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
     """The pydantic model that owns the mapping at ``loc`` (for 'unknown key' hints)."""
     model: type[BaseModel] | None = ProfilesConfig
+    key_of_dict = False
     for part in loc:
         if model is None or isinstance(part, int):
+            continue
+        if key_of_dict:
+            # a key of a dict[str, Model] field, as `students` in quotas.groups.students:
+            # a name the admin chose, not a field (it used to end the lookup, so
+            # the hint with the allowed keys went missing)
+            key_of_dict = False
             continue
         field = model.model_fields.get(part)
         if field is None:
             return None
         annotation = field.annotation
+        key_of_dict = get_origin(annotation) is dict
         candidates = [annotation, *getattr(annotation, "__args__", ())]
         nested = None
         for candidate in candidates:
@@ -456,6 +474,12 @@ def _explain(error: dict) -> str:
         return f"unknown key {loc[-1]!r}{allowed}"
     if kind == "missing":
         return f"missing required key {loc[-1]!r}"
+    if kind == "bool_type":
+        return f"{error['input']!r} is not a boolean; write true or false"
+    if kind == "too_short" and tuple(loc) == ("profiles",):
+        # pydantic's "List should have at least 1 item after validation" says
+        # nothing about what to write
+        return "the list is empty; define at least one profile"
     if kind == "string_pattern_mismatch":
         return (
             f"{error['input']!r} is not a valid name: use lowercase letters, digits and dashes, "
@@ -560,6 +584,11 @@ def parse_profiles(text: str, path: str = "<profiles>") -> ProfilesConfig:
     return config
 
 
+def _text_line(data: bytes, offset: int) -> int:
+    """The 1-based line of byte ``offset`` in ``data``."""
+    return data.count(b"\n", 0, offset) + 1
+
+
 def load_profiles(path: str | os.PathLike) -> ProfilesConfig:
     """Read and validate a profiles file."""
     path = Path(path)
@@ -568,6 +597,18 @@ def load_profiles(path: str | os.PathLike) -> ProfilesConfig:
     except OSError as e:
         raise ProfilesInvalid(
             [ProfileError(str(path), None, "", f"cannot read the file: {e.strerror}")]
+        ) from None
+    except UnicodeDecodeError as e:
+        # a binary or Latin-1 file: an error to report like any other, not a traceback
+        raise ProfilesInvalid(
+            [
+                ProfileError(
+                    str(path),
+                    _text_line(e.object, e.start),
+                    "",
+                    f"not UTF-8 text (byte 0x{e.object[e.start]:02x}); save the file as UTF-8",
+                )
+            ]
         ) from None
     return parse_profiles(text, str(path))
 

@@ -13,6 +13,7 @@ trait needs a value.
 
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -50,6 +51,10 @@ def parse_quantity(value: str | int | float) -> Decimal:
     if isinstance(value, bool):
         raise QuantityError(f"{value!r} is not a quantity")
     if isinstance(value, int | float):
+        # NaN and infinity are floats but no quantity; without this check they
+        # escaped as decimal.InvalidOperation / OverflowError (or an infinite CPU).
+        if not math.isfinite(value):
+            raise QuantityError(f"{value!r} is not a finite number")
         if value < 0:
             raise QuantityError(f"{value!r} is negative")
         return Decimal(str(value))

@@ -41,6 +41,9 @@ from .quantities import format_cpu, format_memory, parse_cpu, parse_memory
 #: image, uid, volumes, environment, node selectors) comes from the profile.
 USER_OPTION_KEYS = frozenset({"profile"})
 
+#: Spawner traits a profile sets.
+RESOURCE_TRAITS = ("cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee")
+
 _templates = Environment(
     loader=PackageLoader("hub_ext", "templates"),
     autoescape=select_autoescape(default=True),
@@ -103,6 +106,8 @@ class ProfileSpawnerMixin(Configurable):
     # set once the user's choice has been validated (pre-spawn) or restored (load_state)
     profile: Profile | None = None
     usage: Usage | None = None
+    # the admin's own resource settings, captured before the first profile is applied
+    _configured_resources: dict | None = None
 
     @property
     def profiles(self) -> ProfilesConfig:
@@ -272,11 +277,23 @@ class ProfileSpawnerMixin(Configurable):
             await result
 
     def apply_profile(self, profile: Profile) -> None:
-        """Set this spawner's traits from ``profile``; subclasses add their own."""
-        self.cpu_limit = profile.cpu_limit_cores
-        self.cpu_guarantee = profile.cpu_guarantee_cores
-        self.mem_limit = profile.mem_limit_bytes
-        self.mem_guarantee = profile.mem_guarantee_bytes
+        """Set this spawner's resource traits from ``profile``; subclasses add their own.
+
+        A value the profile leaves out keeps what the admin configured for the
+        spawner (e.g. a cluster-wide ``c.KubeSpawner.mem_limit``), not the
+        previous profile's: JupyterHub reuses one spawner object per server.
+        """
+        if self._configured_resources is None:
+            self._configured_resources = {name: getattr(self, name) for name in RESOURCE_TRAITS}
+        chosen = {
+            "cpu_limit": profile.cpu_limit_cores,
+            "cpu_guarantee": profile.cpu_guarantee_cores,
+            "mem_limit": profile.mem_limit_bytes,
+            "mem_guarantee": profile.mem_guarantee_bytes,
+        }
+        for name in RESOURCE_TRAITS:
+            value = chosen[name]
+            setattr(self, name, self._configured_resources[name] if value is None else value)
 
     def profile_env(self) -> dict[str, str]:
         """What every server learns about its profile (no admin-only fields)."""
