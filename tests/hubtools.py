@@ -63,6 +63,7 @@ class HubProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     spawner_class: str = "shipyard-local"
     log_path: Path | None = None
+    config_file: Path = HUB_CONFIG
 
     def __post_init__(self):
         self.port = free_port()
@@ -103,7 +104,7 @@ class HubProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(HUB_CONFIG)],
+            [sys.executable, "-m", "jupyterhub", "-f", str(self.config_file)],
             cwd=self.data_dir,
             env=self.env(),
             stdout=log,

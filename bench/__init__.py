@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure, print and exit (``make bench``); not tests."""
