@@ -5,6 +5,9 @@
     shipyard profiles validate FILE [FILE…]  check profiles files, every error with file:line
     shipyard profiles export --format z2jh   print Zero to JupyterHub's singleuser.profileList
     shipyard profiles usage                  who runs which profile, and their quota use
+    shipyard env list                        the environments in images/ and their builds
+    shipyard env build ENV [ENV…]            build environments from their locks (cached)
+    shipyard env check ENV [ENV…]            compare built environments with their locks
 
 Errors are one clear line on stderr and exit status 1 (2 for a wrong command
 line); no traceback for anything a user can fix.
@@ -18,13 +21,24 @@ import json
 import os
 import shutil
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import yaml
 
-from .profiles import Profile, ProfilesInvalid, load_profiles, z2jh_values
+from .environments import (
+    EnvironmentBuilder,
+    EnvironmentProblem,
+    compare,
+    default_envs_dir,
+    find_built,
+    get_environment,
+    list_environments,
+)
+from .gpus import detect_gpus
+from .profiles import Profile, ProfilesConfig, ProfilesInvalid, load_profiles, z2jh_values
 from .quantities import format_cpu, format_memory
 from .spawner import Usage, default_profiles_file
 
@@ -63,12 +77,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         os.environ["SHIPYARD_BIND_URL"] = args.bind_url
     if args.profiles:
         os.environ["SHIPYARD_PROFILES"] = str(Path(args.profiles).resolve())
+    if args.envs_dir:
+        os.environ["SHIPYARD_ENVS_DIR"] = str(Path(args.envs_dir).resolve())
     config = _config_file(args.config)
     profiles = os.environ.get("SHIPYARD_PROFILES") or str(config.parent / "profiles.yaml")
     try:
-        load_profiles(profiles)
+        loaded = load_profiles(profiles, environments=list(list_environments()))
     except ProfilesInvalid as e:
         raise CLIError(f"The profiles file has errors; fix them and start again:\n{e}") from None
+    _build_profile_environments(loaded)
 
     path = os.pathsep.join([str(Path(sys.prefix) / "bin"), os.environ.get("PATH", "")])
     if not shutil.which("configurable-http-proxy", path=path):
@@ -103,6 +120,112 @@ def cmd_up(args: argparse.Namespace) -> int:
     os.execv(sys.executable, argv)  # noqa: S606 - the hub takes over this process and its signals
 
 
+def _build_profile_environments(config: ProfilesConfig) -> None:
+    """Build (or reuse) the environment of every profile that can start on this machine."""
+    gpus = detect_gpus()
+    needed: dict[str, list[str]] = {}
+    for profile in config.profiles:
+        if profile.gpu and len(gpus) < profile.gpu:
+            print(
+                f"  Skipping environment {profile.environment!r}: profile '{profile.slug}' needs "
+                f"{profile.gpu} GPU(s) and this machine has {len(gpus)}.",
+                flush=True,
+            )
+            continue
+        needed.setdefault(profile.environment, []).append(profile.slug)
+    for name, slugs in needed.items():
+        print(f"  Environment {name!r} (profiles: {', '.join(slugs)})", flush=True)
+        _build_one(name, force=False, installer="auto", python=None, echo=False)
+
+
+def _build_one(name: str, *, force: bool, installer: str, python: str | None, echo: bool):
+    started = time.monotonic()
+
+    def progress(step: int, steps: int, message: str) -> None:
+        print(f"    [{step}/{steps}] {message}  ({time.monotonic() - started:.1f} s)", flush=True)
+
+    try:
+        env = get_environment(name)
+        builder = EnvironmentBuilder(
+            installer=installer, python=python, progress=progress, echo=echo
+        )
+        result = builder.build(env, force=force)
+    except EnvironmentProblem as e:
+        raise CLIError(str(e)) from None
+    built = result.env
+    verb = "is up to date" if result.reused else f"built in {result.seconds:.1f} s"
+    print(f"  {name} {verb}: {built.path} ({built.digest[:19]}…)", flush=True)
+    return result
+
+
+# ------------------------------------------------------------- environments
+
+
+def cmd_env_list(args: argparse.Namespace) -> int:
+    envs = list_environments()
+    if not envs:
+        raise CLIError("No environments found: set SHIPYARD_IMAGES to the images/ folder.")
+    print(f"{'ENVIRONMENT':14} {'PACKAGES':>8}  {'LOCK DIGEST':20} BUILT")
+    for name, env in envs.items():
+        try:
+            count, digest = len(env.packages()), env.digest
+        except EnvironmentProblem as e:
+            print(f"{name:14} {'?':>8}  {'?':20} lock unreadable: {e}")
+            continue
+        built = find_built(name)
+        if built is None:
+            state = "no"
+        elif built.digest == digest:
+            state = f"yes, {built.built_at} ({built.installer})"
+        else:
+            state = "out of date: the lock changed since the build"
+        print(f"{name:14} {count:>8}  {digest[:19]:20} {state}")
+    print(f"\nBuilt in {default_envs_dir()}; build with `shipyard env build ENV`.")
+    return 0
+
+
+def cmd_env_build(args: argparse.Namespace) -> int:
+    for name in args.envs:
+        print(f"Environment {name!r}", flush=True)
+        _build_one(name, force=args.force, installer=args.installer, python=args.python, echo=True)
+    return 0
+
+
+def cmd_env_check(args: argparse.Namespace) -> int:
+    drifted = 0
+    for name in args.envs:
+        try:
+            env = get_environment(name)
+            built = find_built(name)
+            if built is None:
+                raise CLIError(
+                    f"Environment {name!r} is not built in {default_envs_dir()}: "
+                    f"`shipyard env build {name}`."
+                )
+            drift = compare(env, built.python)
+        except EnvironmentProblem as e:
+            raise CLIError(str(e)) from None
+        stale = built.digest != env.digest
+        if not drift and not stale:
+            print(f"{name}: matches its lock ({len(env.packages())} packages, {env.digest[:19]}…)")
+            continue
+        drifted += 1
+        print(f"{name}: differs from {env.lock_path}:")
+        if stale:
+            print(
+                f"  built from lock {built.digest[:19]}…, the lock is now {env.digest[:19]}…: "
+                f"rebuild with `shipyard env build {name}`"
+            )
+        for line in drift.lines():
+            print(f"  {line}")
+        if drift:
+            print(
+                f"  {len(drift.lines())} difference(s); `shipyard env build --force {name}` "
+                "makes a clean build"
+            )
+    return 1 if drifted else 0
+
+
 def _data_dir(args: argparse.Namespace) -> Path:
     """The data dir to read from; unlike `up`, reading never creates it."""
     return Path(
@@ -130,9 +253,16 @@ def cmd_credentials(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
+    environments = list(list_environments(Path(args.images) if args.images else None))
+    if not environments:
+        print(
+            "warning: no images/ folder found, so environment names are not checked "
+            "(pass --images DIR)",
+            file=sys.stderr,
+        )
     for name in args.files:
         try:
-            config = load_profiles(name)
+            config = load_profiles(name, environments=environments or None)
         except ProfilesInvalid as e:
             failed += 1
             print(str(e), file=sys.stderr)
@@ -280,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--config", help="jupyterhub_config.py to use (default: config/jupyterhub_config.py)"
     )
+    up.add_argument(
+        "--envs-dir", help="where environments are built (default: /opt/shipyard/envs as root)"
+    )
     up.set_defaults(func=cmd_up)
 
     creds = sub.add_parser("credentials", help="show the generated login credentials")
@@ -291,6 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = psub.add_parser("validate", help="check profiles files; every error with file:line")
     validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument(
+        "--images", help="the images/ folder whose environments profiles may name"
+    )
     validate.set_defaults(func=cmd_validate)
 
     export = psub.add_parser("export", help="print the profiles in another format")
@@ -315,6 +451,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
     usage.set_defaults(func=cmd_usage)
+
+    env = sub.add_parser("env", help="build and check the standard environments of images/")
+    esub = env.add_subparsers(dest="env_command", required=True, metavar="ACTION")
+    listing = esub.add_parser("list", help="the environments, their locks and builds")
+    listing.set_defaults(func=cmd_env_list)
+    build = esub.add_parser("build", help="build environments from their locks")
+    build.add_argument("envs", nargs="+", metavar="ENV")
+    build.add_argument(
+        "--force", action="store_true", help="build again even if the lock is unchanged"
+    )
+    build.add_argument(
+        "--installer",
+        choices=["auto", "uv", "pip"],
+        default="auto",
+        help="auto: uv when installed, else pip",
+    )
+    build.add_argument("--python", help="interpreter to base it on (its X.Y must match the lock)")
+    build.set_defaults(func=cmd_env_build)
+    check = esub.add_parser("check", help="list every difference from the lock; exit 1 on drift")
+    check.add_argument("envs", nargs="+", metavar="ENV")
+    check.set_defaults(func=cmd_env_check)
     return parser
 
 

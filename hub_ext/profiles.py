@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
@@ -494,8 +494,14 @@ def _error_loc(loc: tuple) -> tuple:
     return tuple(p for p in loc if not (isinstance(p, str) and "[" in p))
 
 
-def parse_profiles(text: str, path: str = "<profiles>") -> ProfilesConfig:
-    """Parse and validate a profiles file's text; raise :class:`ProfilesInvalid` with every problem."""
+def parse_profiles(
+    text: str, path: str = "<profiles>", environments: Collection[str] | None = None
+) -> ProfilesConfig:
+    """Parse and validate a profiles file's text; raise :class:`ProfilesInvalid` with every problem.
+
+    ``environments``, when given, are the environment names a profile may use
+    (the folders of ``images/``); any other name is an error.
+    """
     try:
         data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
     except yaml.YAMLError as e:
@@ -549,6 +555,20 @@ def parse_profiles(text: str, path: str = "<profiles>") -> ProfilesConfig:
                     seen[slug] = i
             if raw.get("default") is True:
                 defaults.append(i)
+            environment = raw.get("environment", Profile.model_fields["environment"].default)
+            if environments is not None and isinstance(environment, str):
+                if environment not in environments:
+                    where = "environment" if "environment" in raw else None
+                    errors.append(
+                        ProfileError(
+                            path,
+                            _line_of(data, ("profiles", i, where) if where else ("profiles", i)),
+                            f"profiles[{i}].environment",
+                            f"environment {environment!r} is not in images/ (known: "
+                            f"{', '.join(sorted(environments)) or 'none'}); add images/"
+                            f"{environment}/ or name one of these",
+                        )
+                    )
             for field, message in _guarantee_problems(raw):
                 errors.append(
                     ProfileError(
@@ -589,8 +609,10 @@ def _text_line(data: bytes, offset: int) -> int:
     return data.count(b"\n", 0, offset) + 1
 
 
-def load_profiles(path: str | os.PathLike) -> ProfilesConfig:
-    """Read and validate a profiles file."""
+def load_profiles(
+    path: str | os.PathLike, environments: Collection[str] | None = None
+) -> ProfilesConfig:
+    """Read and validate a profiles file (see :func:`parse_profiles`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -610,7 +632,7 @@ def load_profiles(path: str | os.PathLike) -> ProfilesConfig:
                 )
             ]
         ) from None
-    return parse_profiles(text, str(path))
+    return parse_profiles(text, str(path), environments)
 
 
 # -------------------------------------------------------------- live store

@@ -33,6 +33,7 @@ from traitlets.config import Configurable
 from . import slugs
 from .accounts import AccountError, ensure_account
 from .cgroups import DRIVERS, CgroupDriver, Limits, detect_driver
+from .environments import BuiltEnvironment, default_envs_dir, find_built, find_built_at
 from .gpus import GpuAllocator, GpuUnavailable, detect_gpus
 from .profiles import Profile, ProfileChoiceError, ProfilesConfig, ProfileStore, Quota
 from .quantities import format_cpu, format_memory, parse_cpu, parse_memory
@@ -436,10 +437,36 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         """,
     ).tag(config=True)
 
+    environments_dir = Unicode(
+        help="""
+        Where the profiles' environments are built (``shipyard env build ENV``).
+
+        Each server runs ``jupyterhub-singleuser`` with the Python of its
+        profile's environment, so the server, its kernels and its terminals
+        all use exactly the packages of ``images/<environment>/requirements.lock``.
+        A spawn whose environment is not built is refused with the command
+        that builds it; ``shipyard up`` builds every profile's environment
+        before the hub starts. **LocalProfileSpawner only**: on Kubernetes the
+        environment is the profile's image.
+
+        Defaults to ``$SHIPYARD_ENVS_DIR``, else ``/opt/shipyard/envs`` when
+        the hub runs as root, else ``envs`` in the data dir.
+
+        Example::
+
+            c.LocalProfileSpawner.environments_dir = "/srv/shipyard/envs"
+
+        .. versionadded:: 0.2
+        """
+    ).tag(config=True)
+
+    @default("environments_dir")
+    def _default_environments_dir(self):
+        return str(default_envs_dir())
+
     @default("cmd")
     def _default_cmd(self):
-        # the hub's own interpreter, so a hub run from a virtualenv that is not
-        # on PATH still finds jupyterhub-singleuser
+        # replaced at start by the profile environment's own interpreter
         return [sys.executable, "-m", "jupyterhub.singleuser"]
 
     # shared by every spawner of this hub process
@@ -450,6 +477,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
 
     gpus: list[str]
     account: str | None = None
+    built_env: BuiltEnvironment | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -510,6 +538,9 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             self.usage = Usage.of(self.profile)
             self.apply_profile(self.profile)
         profile = self.profile
+        # set with the profile (pre-spawn step): the server, its kernels and terminals
+        # run on the environment's interpreter
+        self.cmd = [str(self.built_env.python), "-m", "jupyterhub.singleuser"]
         self.account = self.account_name
         if self.run_as_root:
             await self._ensure_account()
@@ -538,6 +569,27 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             raise
         await self._wait_for_port(ip, port)
         return ip, port
+
+    def apply_profile(self, profile: Profile) -> None:
+        """Limits as for every profile spawner, plus the profile's built environment.
+
+        Looked up here, in the pre-spawn step, so a missing environment is
+        refused with its message before anything starts, like a forbidden profile.
+        """
+        super().apply_profile(profile)
+        self.built_env = self._find_environment(profile)
+
+    def _find_environment(self, profile: Profile) -> BuiltEnvironment:
+        """The current build of the profile's environment; 503 with the fix if there is none."""
+        built = find_built(profile.environment, Path(self.environments_dir))
+        if built is None:
+            raise web.HTTPError(
+                503,
+                f"The environment {profile.environment!r} of profile '{profile.slug}' is not "
+                f"built on this machine. An admin builds it with `shipyard env build "
+                f"{profile.environment}` (`shipyard up` builds every profile's environment).",
+            )
+        return built
 
     async def _wait_for_port(self, ip: str, port: int) -> None:
         """Return once the server accepts connections (or has died, or http_timeout passed).
@@ -611,6 +663,10 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     def get_env(self):
         env = super().get_env()
         env.update(self.profile_env())
+        if self.built_env is not None:
+            env.update(self.built_env.env_vars())
+            # terminals and `!pip` in a notebook find the environment's tools first
+            env["PATH"] = os.pathsep.join([str(self.built_env.bin), env.get("PATH", "")])
         devices = ",".join(self.gpus)
         # an empty list hides every GPU from servers whose profile has none
         env["CUDA_VISIBLE_DEVICES"] = devices
@@ -649,6 +705,12 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             state.update(self._profile_state())
             state["gpus"] = self.gpus
             state["account"] = self.account
+            if self.built_env is not None:
+                state["environment"] = {
+                    "name": self.built_env.name,
+                    "digest": self.built_env.digest,
+                    "path": str(self.built_env.path),
+                }
         return state
 
     def load_state(self, state):
@@ -660,7 +722,11 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             self.gpus = list(state.get("gpus") or [])
             if self.gpus:
                 self.allocator.restore(self.cgroup_name, self.gpus)
+            recorded = state.get("environment") or {}
+            if recorded.get("path"):
+                self.built_env = find_built_at(recorded["name"], Path(recorded["path"]))
 
     def clear_state(self):
         super().clear_state()
         self.gpus = []
+        self.built_env = None

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from .hubtools import HubProcess, remove_cgroups, remove_test_accounts
+from hub_ext.environments import BuiltEnvironment, EnvironmentBuilder, get_environment
+
+from .hubtools import REPO, HubProcess, remove_cgroups, remove_test_accounts
+
+#: Environments the tests build, kept between runs (a rebuild of an unchanged lock
+#: is a no-op) and apart from a developer's own /opt/shipyard/envs. Hubs, the
+#: `shipyard` CLI and spawners started by tests inherit it.
+TEST_ENVS_DIR = REPO / ".shipyard-test" / "envs"
+os.environ["SHIPYARD_ENVS_DIR"] = str(TEST_ENVS_DIR)
 
 TEST_PROFILES = """
 profiles:
@@ -58,7 +66,15 @@ def home_root():
 
 
 @pytest.fixture(scope="session")
-def hub_factory(tmp_path_factory, home_root):
+def base_env() -> BuiltEnvironment:
+    """The ``base`` environment, built from images/base/requirements.lock (once per lock)."""
+    TEST_ENVS_DIR.parent.mkdir(exist_ok=True)
+    TEST_ENVS_DIR.parent.chmod(0o755)  # the test accounts run the environment's Python
+    return EnvironmentBuilder(TEST_ENVS_DIR).build(get_environment("base")).env
+
+
+@pytest.fixture(scope="session")
+def hub_factory(tmp_path_factory, home_root, base_env):
     """Start hubs on free ports; every one is stopped and cleaned up at the end."""
     hubs: list[HubProcess] = []
 

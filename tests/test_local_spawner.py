@@ -23,7 +23,7 @@ def cgroup_of(pid: int) -> dict[str, str]:
     return paths
 
 
-def test_spawn_two_profiles_enforces_limits_and_accounts(hub):
+def test_spawn_two_profiles_enforces_limits_and_accounts(hub, base_env):
     hub.create_user("alice")
     hub.create_user("rita", ["research"])
     hub.start_server("alice")
@@ -50,9 +50,24 @@ def test_spawn_two_profiles_enforces_limits_and_accounts(hub):
         assert set(map(int, uids)) == {account.pw_uid}, "server must run as the user's own account"
         assert Path(f"/proc/{pid}/cwd").resolve() == Path(account.pw_dir)
         assert state["profile"]["slug"] == ("tiny" if user == "alice" else "roomy")
+        # the server process runs the interpreter of its profile's environment
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert argv[:3] == [str(base_env.python).encode(), b"-m", b"jupyterhub.singleuser"]
+        environ = dict(
+            item.split(b"=", 1)
+            for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if b"=" in item
+        )
+        assert environ[b"SHIPYARD_ENV_DIGEST"] == base_env.digest.encode()
+        assert environ[b"PATH"].startswith(str(base_env.bin).encode() + b":")
+        assert state["environment"] == {
+            "name": "base",
+            "digest": base_env.digest,
+            "path": str(base_env.path),
+        }
 
 
-def test_profile_api_reports_profile_and_enforced_limits(hub):
+def test_profile_api_reports_profile_and_enforced_limits(hub, base_env):
     token = hub.create_user("alice")
     r = requests.get(
         hub.server_url("alice") + "shipyard/api/profile",
@@ -70,6 +85,9 @@ def test_profile_api_reports_profile_and_enforced_limits(hub):
     assert body["enforced"]["mem_limit"] == 400 * 2**20
     assert body["enforced"]["cpu_limit"] == 0.5
     assert body["user"] == "alice"
+    assert body["environment"]["name"] == "base"
+    assert body["environment"]["digest"] == base_env.digest
+    assert body["environment"]["python"] == str(base_env.python)
     # without a token: jupyter-server's auth applies
     anon = requests.get(
         hub.server_url("alice") + "shipyard/api/profile", timeout=30, allow_redirects=False
@@ -213,7 +231,7 @@ def test_stop_leaves_no_process_and_no_cgroup(hub):
     assert not [d for d in cgroup_dirs(hub.cgroup_parent) if d.name == "zoe"]
 
 
-def test_kernel_past_memory_limit_is_killed_and_others_live_on(hub):
+def test_kernel_past_memory_limit_is_killed_and_others_live_on(hub, base_env):
     olga = hub.create_user("olga")
     pete = hub.create_user("pete")
     hub.start_server("olga")
@@ -222,6 +240,12 @@ def test_kernel_past_memory_limit_is_killed_and_others_live_on(hub):
     ok = run_in_kernel(url, olga, "import os; print(open(f'/proc/{os.getpid()}/cgroup').read())")
     assert f"memory:/{hub.cgroup_parent}/olga" in stdout_of(ok), (
         "kernels must run in the server's cgroup"
+    )
+    where = run_in_kernel(
+        url, olga, "import os, sys; print(sys.executable, os.environ['SHIPYARD_ENV_DIGEST'])"
+    )
+    assert stdout_of(where).split() == [str(base_env.python), base_env.digest], (
+        "kernels must run in the profile's environment"
     )
 
     messages = run_in_kernel(url, olga, "x = b'1' * (1 << 30)\nprint('survived')", timeout=90)
@@ -267,6 +291,29 @@ def test_named_servers_keep_their_own_profile_and_last_choice_is_remembered(hub)
     hub.start_server("nora")
     assert hub.server_state("nora")["profile"]["slug"] == "roomy"
     hub.stop_server("nora")
+
+
+def test_spawn_of_an_environment_not_built_is_refused_with_the_fix(hub):
+    hub.create_user("ed")
+    original = hub.profiles_file.read_text()
+    try:
+        hub.profiles_file.write_text(
+            original.replace(
+                "profiles:\n",
+                "profiles:\n  - slug: sci\n    display_name: Sci\n    environment: datascience\n",
+                1,
+            )
+        )
+        r = hub.api("POST", "/users/ed/server", json={"profile": "sci"})
+        assert r.status_code == 503
+        assert r.json()["message"] == (
+            "The environment 'datascience' of profile 'sci' is not built on this machine. "
+            "An admin builds it with `shipyard env build datascience` (`shipyard up` builds "
+            "every profile's environment)."
+        )
+        assert hub.api("GET", "/users/ed").json()["servers"] == {}
+    finally:
+        hub.profiles_file.write_text(original)
 
 
 def test_profiles_file_is_reread_without_restart(hub):
