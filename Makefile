@@ -36,6 +36,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/spawn.py
+	$(BIN)/python bench/envbuild.py
 
 clean:
-	rm -rf $(VENV) .shipyard .pytest_cache
+	rm -rf $(VENV) .shipyard .shipyard-test .pytest_cache

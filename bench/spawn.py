@@ -54,6 +54,7 @@ if str(REPO) not in sys.path:  # run as `python bench/spawn.py`
 
 import requests  # noqa: E402
 
+from hub_ext.environments import EnvironmentBuilder, get_environment  # noqa: E402
 from tests.hubtools import HubProcess, remove_cgroups, remove_test_accounts, wait_for  # noqa: E402
 
 ACCOUNT_PREFIX = "sybench-"
@@ -199,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
         Contender("stock", "simple", "SimpleLocalProcessSpawner"),
     ]
     scratch: list[Path] = []
+    # Shipyard's servers run on the profile's environment: build it first (a no-op
+    # when the lock is unchanged), so the first spawn does not wait for it
+    built = EnvironmentBuilder().build(get_environment("base"))
+    print(f"base environment: {built.env.path} (reused: {built.reused})", file=sys.stderr)
     try:
         for c in contenders:
             print(f"starting the {c.key} hub ({c.spawner_class})", file=sys.stderr)

@@ -23,9 +23,11 @@ root, so every user's account can run them; the data dir otherwise)::
       base-3f2a…-9c1d04/          a virtual environment: its lock's digest, then a build id
         shipyard-env.json written last: a folder without it is an unfinished build
 
-A build never changes an environment in place: a new lock is built beside the
-old one and the link is switched when it is complete, so a running server keeps
-the packages it started with, and a failed build leaves the previous one in use.
+A build never changes the locked packages of an environment in place: a new
+lock (or ``--force``) is built beside the old one and the link is switched when
+it is complete, so a running server keeps the packages it started with, and a
+failed build leaves the previous one in use. Only Shipyard's own package is
+replaced in place, when Shipyard changed and the lock did not.
 
 Rejected alternatives: conda environments (a second package manager, and no
 hash-checked lock that pip and Docker share); installing into the hub's own
@@ -60,6 +62,9 @@ LOCK_NAME = "requirements.lock"
 INPUT_NAME = "requirements.in"
 MARKER_NAME = "shipyard-env.json"
 SHIPYARD_DIST = "shipyard"
+#: How builds are made (bytecode, kernelspec, ...). A build of an older format is
+#: rebuilt from scratch, even when its lock is unchanged.
+BUILD_FORMAT = 2
 #: Installed by ``python -m venv`` itself; not drift unless the lock pins them.
 INSTALLER_DISTS = frozenset({"pip", "setuptools", "wheel"})
 #: The parts of Shipyard's source that go into the wheel installed in each environment.
@@ -272,6 +277,7 @@ class BuiltEnvironment:
     built_at: str
     installer: str
     shipyard_digest: str | None
+    build_format: int = 1
 
     @property
     def python(self) -> Path:
@@ -316,6 +322,7 @@ def find_built_at(name: str, path: Path) -> BuiltEnvironment | None:
         built_at=data.get("built_at", ""),
         installer=data.get("installer", ""),
         shipyard_digest=data.get("shipyard_digest"),
+        build_format=data.get("build_format", 1),
     )
 
 
@@ -571,17 +578,15 @@ class EnvironmentBuilder:
         ship_digest = source_digest(self.source)
         with self._locked(env.name):
             current = find_built(env.name, self.envs_dir)
-            if (
-                not force
-                and current
-                and current.digest == digest
-                and current.shipyard_digest == ship_digest
-            ):
+            same_lock = bool(
+                current and current.digest == digest and current.build_format == BUILD_FORMAT
+            )
+            if not force and same_lock and current.shipyard_digest == ship_digest:
                 self.progress(self.STEPS, self.STEPS, f"{env.name} is up to date ({digest[:19]})")
                 return BuildResult(current, True, time.monotonic() - started)
             old_umask = os.umask(0o022)  # every account must read and run the environment
             try:
-                if current and current.digest == digest and not force:
+                if same_lock and not force:
                     built = self._update_shipyard(env, current, ship_digest)
                 else:
                     built = self._build_fresh(env, digest, packages, ship_digest)
@@ -615,8 +620,10 @@ class EnvironmentBuilder:
             f"with {self.installer}",
         )
         if self.uv:
+            # bytecode now: the users' accounts cannot write __pycache__ into the
+            # environment, and without it every server start compiles from source
             argv = [self.uv, "pip", "sync", "--python", str(python), "--require-hashes"]
-            argv += ["--strict", str(env.lock_path)]
+            argv += ["--strict", "--compile-bytecode", str(env.lock_path)]
         else:
             argv = [str(python), "-m", "pip", "install", "--require-hashes", "--no-deps"]
             argv += ["--disable-pip-version-check", "-r", str(env.lock_path)]
@@ -655,7 +662,8 @@ class EnvironmentBuilder:
         wheel = self._shipyard_wheel(ship_digest)
         if self.uv:
             argv = [self.uv, "pip", "install", "--quiet", "--python", str(python)]
-            argv += ["--no-deps", "--reinstall-package", SHIPYARD_DIST, str(wheel)]
+            argv += ["--no-deps", "--compile-bytecode", "--reinstall-package", SHIPYARD_DIST]
+            argv.append(str(wheel))
         else:
             argv = [str(python), "-m", "pip", "install", "--quiet", "--no-deps"]
             argv += ["--force-reinstall", "--disable-pip-version-check", str(wheel)]
@@ -686,6 +694,7 @@ class EnvironmentBuilder:
             "installer": self.installer,
             "shipyard_version": __version__,
             "shipyard_digest": ship_digest,
+            "build_format": BUILD_FORMAT,
             "lock": str(env.lock_path),
         }
         tmp = target / (MARKER_NAME + ".tmp")

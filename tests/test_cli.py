@@ -136,7 +136,9 @@ def test_export_z2jh_with_images(capsys):
     values = yaml.safe_load(capsys.readouterr().out)
     assert values == z2jh_values(load_profiles(PROFILES), template)
     images = [p["kubespawner_override"]["image"] for p in values["singleuser"]["profileList"]]
-    assert images == ["registry.example.org/shipyard-base:2026.11"] * 3
+    assert images == [
+        f"registry.example.org/shipyard-{env}:2026.11" for env in ("base", "datascience", "gpu")
+    ]
 
 
 def test_export_bad_file_is_an_error_without_traceback(capsys, bad_file):

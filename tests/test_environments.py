@@ -276,6 +276,11 @@ def test_built_environment_matches_its_lock_and_has_the_server_extension(base_en
     spec = json.loads((base_env.path / "share/jupyter/kernels/python3/kernel.json").read_text())
     assert spec["display_name"] == "Python 3 (base)"
     assert spec["env"]["SHIPYARD_ENV_DIGEST"] == base_env.digest
+    # compiled at build time: users' accounts cannot write __pycache__ here, and a
+    # server that compiles jupyter-server from source on every start is seconds slower
+    site = next((base_env.path / "lib").glob("python3.*/site-packages"))
+    assert list((site / "jupyter_server" / "__pycache__").glob("serverapp.*.pyc"))
+    assert list((site / "server_ext" / "__pycache__").glob("handlers.*.pyc"))
     # every account may run it: the hub runs servers as the users' own accounts
     for path in (base_env.path, base_env.python.resolve(), base_env.bin, enabled):
         assert path.stat().st_mode & 0o005 == 0o005 or path.is_file(), path
