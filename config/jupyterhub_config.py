@@ -11,6 +11,9 @@ for the README, for CI and for a small team's server:
     SHIPYARD_HUB_DB_URL      the hub's database (sqlite in the data dir; a postgresql:// URL in production)
     SHIPYARD_PROFILES        the profiles file (config/profiles.yaml)
     SHIPYARD_CULL_TIMEOUT    seconds of inactivity before a server is culled (3600; 0 turns culling off)
+    SHIPYARD_TRACKING        1 runs the tracking service (MLflow at /services/tracking/); 0 does not
+    SHIPYARD_TRACKING_URL    where the tracking gateway listens (http://127.0.0.1:8002)
+    SHIPYARD_TRACKING_DB_URL MLflow's database (sqlite in the data dir; a postgresql:// URL in production)
 
 Anything else: add `c.Class.trait = value` lines below, as in any jupyterhub_config.py.
 """
@@ -99,3 +102,38 @@ c.JupyterHub.load_roles.append(
         "services": ["shipyard-cli"],
     }
 )
+
+# -- experiment tracking: a managed MLflow behind hub login at /services/tracking/
+if env("SHIPYARD_TRACKING", "1") != "0":
+    c.JupyterHub.services.append(
+        {
+            "name": "tracking",
+            "url": env("SHIPYARD_TRACKING_URL", "http://127.0.0.1:8002"),
+            "command": [sys.executable, "-m", "hub_ext.services.tracking"],
+            "display": True,
+            "oauth_no_confirm": True,
+            # hub-side settings only; the service passes none of them to users
+            "environment": {
+                k: v
+                for k, v in {
+                    "SHIPYARD_DATA_DIR": str(data),
+                    "SHIPYARD_TRACKING_DB_URL": env("SHIPYARD_TRACKING_DB_URL"),
+                    "SHIPYARD_TRACKING_AUTH_DB_URL": env("SHIPYARD_TRACKING_AUTH_DB_URL"),
+                    "SHIPYARD_TRACKING_ARTIFACTS": env("SHIPYARD_TRACKING_ARTIFACTS"),
+                }.items()
+                if v
+            },
+        }
+    )
+    # every user may use it, and so may their servers' tokens (which kernels inherit)
+    c.JupyterHub.load_roles.append(
+        {"name": "user", "scopes": ["self", "access:services!service=tracking"]}
+    )
+    c.Spawner.server_token_scopes = [
+        "users:activity!user",
+        "access:servers!server",
+        "access:services!service=tracking",
+    ]
+    c.LocalProfileSpawner.tracking_url = (
+        env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/") + "/services/tracking"
+    )

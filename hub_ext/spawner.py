@@ -104,6 +104,36 @@ class ProfileSpawnerMixin(Configurable):
     def _default_profiles_file(self):
         return default_profiles_file()
 
+    tracking_url = Unicode(
+        "",
+        help="""
+        URL of Shipyard's tracking service (MLflow behind hub login), or empty for none.
+
+        When set, every server and kernel gets ``MLFLOW_TRACKING_URI`` (this
+        URL), ``MLFLOW_TRACKING_TOKEN`` (the server's own hub token, which the
+        hub scopes to the user) and ``MLFLOW_EXPERIMENT_NAME``
+        (``<user>/Default``), so a plain ``mlflow.start_run()`` logs as the
+        user without any setup. The embedded config sets it when it runs the
+        tracking service.
+
+        Example::
+
+            c.LocalProfileSpawner.tracking_url = "https://hub.example.org/services/tracking"
+
+        .. versionadded:: 0.2
+        """,
+    ).tag(config=True)
+
+    def tracking_env(self, api_token: str) -> dict[str, str]:
+        """What a server and its kernels need to log to MLflow as this user."""
+        if not self.tracking_url:
+            return {}
+        return {
+            "MLFLOW_TRACKING_URI": self.tracking_url,
+            "MLFLOW_TRACKING_TOKEN": api_token,
+            "MLFLOW_EXPERIMENT_NAME": f"{self.user.name}/Default",
+        }
+
     # set once the user's choice has been validated (pre-spawn) or restored (load_state)
     profile: Profile | None = None
     usage: Usage | None = None
@@ -663,6 +693,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     def get_env(self):
         env = super().get_env()
         env.update(self.profile_env())
+        env.update(self.tracking_env(env.get("JUPYTERHUB_API_TOKEN", "")))
         if self.built_env is not None:
             env.update(self.built_env.env_vars())
             # terminals and `!pip` in a notebook find the environment's tools first

@@ -69,6 +69,7 @@ class HubProcess:
         self.port = free_port()
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
+        self.tracking_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_token = secrets.token_hex(32)
         self.proc: subprocess.Popen | None = None
@@ -90,6 +91,9 @@ class HubProcess:
                 "SHIPYARD_TEST_CGROUP_PARENT": self.cgroup_parent,
                 "SHIPYARD_TEST_SPAWNER": self.spawner_class,
                 "SHIPYARD_CULL_TIMEOUT": "0",
+                # MLflow only for the tests of tracking (extra_env SHIPYARD_TRACKING=1)
+                "SHIPYARD_TRACKING": "0",
+                "SHIPYARD_TRACKING_URL": f"http://127.0.0.1:{self.tracking_port}",
                 "PATH": os.pathsep.join(
                     [str(Path(sys.prefix) / "bin"), os.environ.get("PATH", "")]
                 ),

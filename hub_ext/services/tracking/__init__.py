@@ -1,0 +1,1 @@
+"""Experiment tracking: a managed MLflow server behind the hub's login (``/services/tracking/``)."""

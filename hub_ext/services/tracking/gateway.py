@@ -1,0 +1,185 @@
+"""The tracking gateway: hub identity in, MLflow's permission model behind.
+
+Every request under ``/services/tracking/`` is authenticated by the hub
+(an API token, as ``Authorization: token …`` or ``Bearer …``, which is what
+MLflow's client sends with ``MLFLOW_TRACKING_TOKEN``; or the hub's OAuth login
+for browsers), then checked against :mod:`.policies`, then forwarded to MLflow
+with the gateway's secret and the hub user's name. Cookies and credentials of
+the caller never reach MLflow.
+
+Errors are answered in MLflow's own JSON shape (``error_code`` and
+``message``) so MLflow's clients show them as they show MLflow's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from jupyterhub.services.auth import HubOAuthenticated
+from tornado import httpclient, web
+
+from .mlflow_auth import ADMIN_HEADER, SECRET_HEADER, USER_HEADER
+from .mlflow_process import BOOTSTRAP_ADMIN
+from .policies import Access, decide
+
+#: Not forwarded either way: per-connection headers, and the caller's credentials.
+_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+}
+_CALLER_ONLY = {"authorization", "cookie"}
+_CREATE_EXPERIMENT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/experiments/create")
+_RENAME_EXPERIMENT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/experiments/update")
+
+
+class GatewayError(web.HTTPError):
+    """An answer in MLflow's error shape."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(status, reason=None)
+        self.code, self.message = code, message
+
+
+class GatewayHandler(HubOAuthenticated, web.RequestHandler):
+    """Forwards one request to MLflow after the hub login and the route policy."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+    @property
+    def mlflow_url(self) -> str:
+        return self.settings["mlflow_url"]
+
+    @property
+    def prefix(self) -> str:
+        return self.settings["service_prefix"].rstrip("/")
+
+    def write_error(self, status_code: int, **kwargs) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, GatewayError):
+            code, message = error.code, error.message
+        elif status_code == 403:
+            code, message = "PERMISSION_DENIED", "Your hub token does not grant access to tracking."
+        else:
+            code, message = "INTERNAL_ERROR", self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error_code": code, "message": message}))
+
+    # every method is the same forward
+    @web.authenticated
+    async def get(self, path: str) -> None:
+        await self.forward(path)
+
+    head = post = put = patch = delete = get
+
+    def _check(self, path: str, user: dict) -> None:
+        if user["name"] == BOOTSTRAP_ADMIN:
+            raise GatewayError(403, "PERMISSION_DENIED", "This account name is reserved.")
+        decision = decide(self.request.method, path)
+        if decision.access is Access.DENY:
+            raise GatewayError(
+                403, "PERMISSION_DENIED", f"Not offered by Shipyard: {decision.why}."
+            )
+        if decision.access is Access.ADMIN and not user.get("admin"):
+            raise GatewayError(
+                403, "PERMISSION_DENIED", f"Only hub admins may use this: {decision.why}."
+            )
+
+    def _checked_body(self, path: str, user: dict) -> bytes:
+        """The body to forward; experiment creation is checked here, MLflow checks the rest."""
+        body = self.request.body
+        creating = _CREATE_EXPERIMENT.fullmatch(path)
+        renaming = _RENAME_EXPERIMENT.fullmatch(path)
+        if not (creating or renaming) or self.request.method != "POST":
+            return body
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            raise GatewayError(400, "MALFORMED_REQUEST", "The request body is not JSON.") from None
+        if not isinstance(data, dict):
+            raise GatewayError(400, "MALFORMED_REQUEST", "The request body must be a JSON object.")
+        if creating and data.get("artifact_location"):
+            raise GatewayError(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                "Shipyard sets where artifacts are stored (one folder per experiment in the "
+                "tracking server's store); create the experiment without artifact_location.",
+            )
+        name = data.get("name") if creating else data.get("new_name")
+        if isinstance(name, str) and "/" in name and not name.startswith(f"{user['name']}/"):
+            raise GatewayError(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                f"Experiment names with '/' start with your user name: '{user['name']}/…'.",
+            )
+        return body
+
+    async def forward(self, path: str) -> None:
+        user = self.current_user
+        path = "/" + path.lstrip("/")
+        self._check(path, user)
+        if not self.settings["mlflow_ready"]:
+            self.set_header("Retry-After", "5")
+            raise GatewayError(
+                503,
+                "TEMPORARILY_UNAVAILABLE",
+                "The tracking server is starting; retry in a moment.",
+            )
+        body = self._checked_body(path, user)
+        headers = {
+            k: v
+            for k, v in self.request.headers.get_all()
+            if k.lower() not in _HOP | _CALLER_ONLY and not k.lower().startswith("x-shipyard-")
+        }
+        headers[SECRET_HEADER] = self.settings["gateway_secret"]
+        headers[USER_HEADER] = user["name"]
+        headers[ADMIN_HEADER] = "1" if user.get("admin") else "0"
+        query = f"?{self.request.query}" if self.request.query else ""
+        request = httpclient.HTTPRequest(
+            f"{self.mlflow_url}{self.prefix}{path}{query}",
+            method=self.request.method,
+            headers=headers,
+            body=body if self.request.method in ("POST", "PUT", "PATCH", "DELETE") else None,
+            allow_nonstandard_methods=True,
+            follow_redirects=False,
+            request_timeout=self.settings["request_timeout"],
+            decompress_response=False,
+        )
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request, raise_error=False)
+        except (OSError, httpclient.HTTPClientError) as e:
+            raise GatewayError(
+                503, "TEMPORARILY_UNAVAILABLE", f"The MLflow server is not answering: {e}"
+            ) from None
+        if response.code == 599:
+            raise GatewayError(
+                503,
+                "TEMPORARILY_UNAVAILABLE",
+                f"The MLflow server is not answering: {response.error}",
+            )
+        if response.code in (401, 403) and not response.headers.get("Content-Type", "").startswith(
+            "application/json"
+        ):
+            # MLflow's permission checks answer in plain text; MLflow's clients and
+            # Shipyard's read JSON
+            raise GatewayError(
+                403,
+                "PERMISSION_DENIED",
+                "Permission denied: it belongs to another user, who can share it with you.",
+            )
+        self.set_status(response.code, response.reason)
+        self.clear_header("Content-Type")
+        for key, value in response.headers.get_all():
+            if key.lower() not in _HOP and key.lower() != "set-cookie":
+                self.add_header(key, value)
+        if response.body and self.request.method != "HEAD":
+            self.write(response.body)
+        self.finish()

@@ -1,0 +1,299 @@
+"""The tracking service against a real hub and a real `mlflow server`: who may do what.
+
+alice owns an experiment, a run (with a metric and an artifact) and a
+registered model; mallory is a stranger; the hub's admin is an admin. Each is
+an ordinary hub API token sent as MLflow's client sends it
+(``Authorization: Bearer``).
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import needs_root
+from .hubtools import wait_for
+
+pytestmark = needs_root
+API = "/api/2.0/mlflow"
+
+
+class Client:
+    """REST calls to the tracking service as one hub user."""
+
+    def __init__(self, base: str, token: str | None):
+        self.base, self.token = base, token
+
+    def call(self, method: str, path: str, **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return requests.request(
+            method, self.base + path, headers=headers, timeout=60, allow_redirects=False, **kwargs
+        )
+
+    def get(self, path, **params):
+        return self.call("GET", path, params=params)
+
+    def post(self, path, **body):
+        return self.call("POST", path, json=body)
+
+
+@pytest.fixture(scope="module")
+def tracking(hub_factory):
+    hub = hub_factory(name="trackhub", extra_env={"SHIPYARD_TRACKING": "1"})
+    base = hub.url + "/services/tracking"
+    tokens = {name: hub.create_user(name) for name in ("alice", "mallory", "admin")}
+    clients = {name: Client(base, token) for name, token in tokens.items()}
+
+    def up():
+        try:
+            return clients["admin"].get("/version").status_code == 200
+        except requests.RequestException:
+            return False
+
+    # the gateway answers 503 until MLflow behind it is up
+    wait_for(up, 180, 0.5, "the tracking service")
+    yield hub, base, clients, tokens
+
+
+@pytest.fixture(scope="module")
+def owned(tracking):
+    """alice's experiment, run (metric, artifact) and registered model."""
+    _, _, clients, _ = tracking
+    alice = clients["alice"]
+    r = alice.post(f"{API}/experiments/create", name="alice/churn")
+    assert r.status_code == 200, r.text
+    experiment = r.json()["experiment_id"]
+    r = alice.post(f"{API}/runs/create", experiment_id=experiment, start_time=1)
+    assert r.status_code == 200, r.text
+    run = r.json()["run"]["info"]["run_id"]
+    r = alice.post(f"{API}/runs/log-metric", run_id=run, key="auc", value=0.9, timestamp=1)
+    assert r.status_code == 200, r.text
+    artifact = f"/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/model.txt"
+    r = alice.call("PUT", artifact, data=b"weights")
+    assert r.status_code == 200, r.text
+    r = alice.post(f"{API}/registered-models/create", name="alice-churn")
+    assert r.status_code == 200, r.text
+    return {"experiment": experiment, "run": run, "artifact": artifact, "model": "alice-churn"}
+
+
+def _matrix(owned):
+    e, run, art, model = owned["experiment"], owned["run"], owned["artifact"], owned["model"]
+    return [
+        # (what, method, path, body or params, is it a write)
+        ("read experiment", "GET", f"{API}/experiments/get", {"experiment_id": e}, False),
+        ("rename experiment", "POST", f"{API}/experiments/update",
+         {"experiment_id": e, "new_name": "stolen"}, True),
+        ("read run", "GET", f"{API}/runs/get", {"run_id": run}, False),
+        ("write run", "POST", f"{API}/runs/log-metric",
+         {"run_id": run, "key": "auc", "value": 0.1, "timestamp": 2}, True),
+        ("read metric", "GET", f"{API}/metrics/get-history", {"run_id": run, "metric_key": "auc"},
+         False),
+        ("download artifact", "GET", art, None, False),
+        ("upload artifact", "PUT", art.replace("model.txt", "evil.txt"), b"x", True),
+        ("list artifacts", "GET", "/api/2.0/mlflow-artifacts/artifacts",
+         {"path": f"{e}/{run}/artifacts"}, False),
+        ("read model", "GET", f"{API}/registered-models/get", {"name": model}, False),
+        ("write model", "POST", f"{API}/model-versions/create",
+         {"name": model, "source": f"mlflow-artifacts:/{e}/{run}/artifacts", "run_id": run}, True),
+    ]  # fmt: skip
+
+
+def _send(client: Client, method: str, path: str, payload) -> requests.Response:
+    if method == "GET":
+        return client.call("GET", path, params=payload)
+    if isinstance(payload, bytes):
+        return client.call(method, path, data=payload)
+    return client.call(method, path, json=payload)
+
+
+@pytest.mark.parametrize("who", ["alice", "mallory", "admin"])
+def test_permission_matrix(tracking, owned, who):
+    """Owner and admin may do everything; a stranger nothing, reads included."""
+    _, _, clients, _ = tracking
+    client = clients[who]
+    for what, method, path, payload, write in _matrix(owned):
+        if write and who != "alice":
+            # writes by anyone but the owner are checked before admins, who may write too
+            if who == "admin":
+                continue
+        r = _send(client, method, path, payload)
+        if who == "mallory":
+            assert r.status_code == 403, f"mallory could {what}: {r.status_code} {r.text}"
+            assert r.headers["Content-Type"].startswith("application/json"), (what, r.text)
+            assert r.json()["error_code"] == "PERMISSION_DENIED", what
+        else:
+            assert r.status_code == 200, f"{who} could not {what}: {r.status_code} {r.text}"
+    if who == "mallory":
+        # searches show strangers nothing of alice's
+        r = client.post(f"{API}/experiments/search", max_results=100)
+        assert owned["experiment"] not in {
+            x["experiment_id"] for x in r.json().get("experiments", [])
+        }
+        r = client.get(f"{API}/registered-models/search")
+        assert "alice-churn" not in {m["name"] for m in r.json().get("registered_models", [])}
+
+
+def test_owner_can_grant_read_and_the_grantee_reads_but_cannot_write(tracking, owned):
+    hub, _, clients, _ = tracking
+    bob_token = hub.create_user("bob")
+    bob = Client(clients["alice"].base, bob_token)
+    assert bob.get(f"{API}/runs/get", run_id=owned["run"]).status_code == 403
+    grant = "/api/3.0/mlflow/users/permissions/grant"
+    r = clients["alice"].post(
+        grant,
+        username="bob",
+        resource_type="experiment",
+        resource_id=owned["experiment"],
+        permission="READ",
+    )
+    assert r.status_code == 200, r.text
+    assert bob.get(f"{API}/runs/get", run_id=owned["run"]).status_code == 200
+    r = bob.post(f"{API}/runs/log-metric", run_id=owned["run"], key="x", value=1, timestamp=1)
+    assert r.status_code == 403
+    # a stranger cannot hand out what is not theirs
+    r = clients["mallory"].post(
+        grant,
+        username="mallory",
+        resource_type="experiment",
+        resource_id=owned["experiment"],
+        permission="MANAGE",
+    )
+    assert r.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "method, path, body, status, message",
+    [
+        ("POST", f"{API}/users/create", {"username": "x", "password": "y"}, 403,
+         "Not offered by Shipyard: MLflow accounts follow hub accounts; manage users on the hub."),
+        ("PATCH", f"{API}/users/update-admin", {"username": "mallory", "is_admin": True}, 403,
+         "Not offered by Shipyard: admins are the hub's admins; change them on the hub."),
+        ("GET", f"{API}/users/list", None, 403,
+         "Only hub admins may use this: user directory."),
+        ("GET", "/api/3.0/mlflow/gateway/secrets/list", None, 403,
+         "Only hub admins may use this: the AI gateway holds provider secrets."),
+        ("GET", "/api/2.0/mlflow/no-such-route", None, 403,
+         "Not offered by Shipyard: this MLflow route has no policy in Shipyard, so it is refused."),
+        ("POST", f"{API}/experiments/create", {"name": "m1", "artifact_location": "/etc"}, 400,
+         "Shipyard sets where artifacts are stored (one folder per experiment in the tracking "
+         "server's store); create the experiment without artifact_location."),
+        ("POST", f"{API}/experiments/create", {"name": "alice/taken"}, 400,
+         "Experiment names with '/' start with your user name: 'mallory/…'."),
+        ("POST", f"{API}/experiments/create", b"{not json", 400, "The request body is not JSON."),
+    ],
+)  # fmt: skip
+def test_refusals_say_why(tracking, method, path, body, status, message):
+    _, _, clients, _ = tracking
+    client = clients["mallory"]
+    if isinstance(body, bytes):
+        r = client.call(method, path, data=body, headers={"Content-Type": "application/json"})
+    else:
+        r = client.call(method, path, json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["message"] == message
+
+
+def test_admin_may_use_admin_routes(tracking):
+    _, _, clients, _ = tracking
+    r = clients["admin"].get(f"{API}/users/list")
+    assert r.status_code == 200, r.text
+    names = {u["username"] for u in r.json()["users"]}
+    assert {"alice", "mallory", "admin"} <= names
+
+
+def test_anonymous_and_bad_tokens_are_refused(tracking):
+    _, base, _, _ = tracking
+    anon = Client(base, None)
+    r = anon.get(f"{API}/experiments/search")
+    assert r.status_code == 302 and "/hub/" in r.headers["Location"], "browsers go to hub login"
+    r = anon.post(f"{API}/experiments/create", name="x")
+    assert r.status_code == 403
+    r = Client(base, "not-a-token").get(f"{API}/experiments/search")
+    assert r.status_code in (302, 403)
+
+
+def test_mlflow_itself_refuses_requests_that_skip_the_gateway(tracking, owned):
+    hub, _, _, _ = tracking
+    state = hub.data_dir / "tracking"
+    pgid = int((state / "mlflow.pgid").read_text())
+    # find MLflow's loopback port from its command line
+    ports = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.getpgid(int(pid)) != pgid:
+                continue
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--port" in argv:
+            ports.append(int(argv[argv.index(b"--port") + 1]))
+    assert ports, "no MLflow process found"
+    direct = f"http://127.0.0.1:{ports[0]}/services/tracking{API}/experiments/get"
+    forged = {"X-Shipyard-User": "alice", "X-Shipyard-Admin": "1"}
+    r = requests.get(
+        direct, params={"experiment_id": owned["experiment"]}, headers=forged, timeout=30
+    )
+    assert r.status_code == 401
+    r = requests.get(
+        direct,
+        params={"experiment_id": owned["experiment"]},
+        auth=("shipyard-mlflow-admin", "password1234"),
+        timeout=30,
+    )
+    assert r.status_code == 401, "no MLflow password opens it"
+    assert (state / "mlflow-auth.ini").stat().st_mode & 0o777 == 0o600
+
+
+def test_kernel_logs_as_its_user_without_setup_and_sees_no_hub_secret(tracking):
+    hub, base, clients, tokens = tracking
+    from .hubtools import run_in_kernel, stdout_of
+
+    hub.start_server("alice")
+    code = (
+        "import mlflow, os\n"
+        "with mlflow.start_run() as run:\n"
+        "    mlflow.log_metric('loss', 0.25)\n"
+        "print(run.info.run_id, run.info.experiment_id)\n"
+        "print(sorted(k for k in os.environ if 'SECRET' in k or k.endswith('DB_URL')))\n"
+    )
+    out = stdout_of(run_in_kernel(hub.server_url("alice"), tokens["alice"], code, timeout=120))
+    lines = out.strip().splitlines()[-2:]  # after MLflow's own "View run at" links
+    run_id, experiment_id = lines[0].split()
+    assert lines[1] == "[]", "no hub-side secret in the kernel's environment"
+    r = clients["alice"].get(f"{API}/experiments/get", experiment_id=experiment_id)
+    assert r.json()["experiment"]["name"] == "alice/Default"
+    r = clients["alice"].get(f"{API}/runs/get", run_id=run_id)
+    assert r.json()["run"]["data"]["metrics"][0]["value"] == 0.25
+    assert clients["mallory"].get(f"{API}/runs/get", run_id=run_id).status_code == 403
+    state = hub.server_state("alice")
+    environ = Path(f"/proc/{state['pid']}/environ").read_bytes()
+    assert b"SHIPYARD_TRACKING_GATEWAY_SECRET" not in environ
+    assert b"MLFLOW_FLASK_SERVER_SECRET_KEY" not in environ
+    assert urllib.parse.quote(base, safe=":/").encode() in environ
+    hub.stop_server("alice")
+
+
+def test_ui_opens_after_hub_login(tracking):
+    hub, base, _, _ = tracking
+    creds = __import__("json").loads((hub.data_dir / "credentials.json").read_text())
+    session = requests.Session()
+    r = session.get(hub.url + "/hub/login", timeout=30)
+    xsrf = session.cookies.get("_xsrf")
+    r = session.post(
+        hub.url + "/hub/login",
+        data={"username": "admin", "password": creds["admin_password"], "_xsrf": xsrf},
+        timeout=30,
+    )
+    r = session.get(base + "/", timeout=60)
+    assert r.status_code == 200, r.text[:500]
+    assert "MLflow" in r.text
+    services = hub.api("GET", "/services").json()
+    assert services["tracking"]["display"] is True
