@@ -104,6 +104,8 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
         SHIPYARD_HUB_BIND_URL=f"http://127.0.0.1:{free_port()}",
         SHIPYARD_PROXY_API_URL=f"http://127.0.0.1:{free_port()}",
         SHIPYARD_CULL_TIMEOUT="0",
+        SHIPYARD_TRACKING="1",
+        SHIPYARD_TRACKING_URL=f"http://127.0.0.1:{free_port()}",
         SHIPYARD_TEST_ACCOUNT_PREFIX=prefix,
         SHIPYARD_TEST_CGROUP_PARENT=parent,
         SHIPYARD_TEST_HOME_ROOT=str(home_root),
@@ -174,9 +176,23 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
         assert processes_of(uid)
         assert cgroup_dirs(parent)
 
+        # the tracking service came up with the hub: MLflow's UI, after the hub's login
+        def mlflow_ui():
+            r = session.get(url + "/services/tracking/", timeout=30)
+            return r.status_code == 200 and "MLflow" in r.text
+
+        wait_for(mlflow_ui, 120, 0.5, "the MLflow UI through the hub")
+        assert _processes_mentioning(str(data / "tracking")), "MLflow runs in the data dir"
+
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(60) == 0
         assert not processes_of(uid), "no orphan process after Ctrl-C"
+        wait_for(
+            lambda: not _processes_mentioning(str(data / "tracking")),
+            20,
+            0.2,
+            "MLflow to stop with the hub",
+        )
         assert not cgroup_dirs(parent), "no leftover cgroup after Ctrl-C"
         with pytest.raises(requests.ConnectionError):
             requests.get(url + "/hub/login", timeout=5)  # the proxy is gone too
@@ -193,6 +209,19 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
             os.killpg(proc.pid, signal.SIGKILL)
         remove_test_accounts(prefix)
         remove_cgroups(parent)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text``."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+            except OSError:
+                continue
+    return found
 
 
 def test_idle_servers_are_culled(hub_factory):

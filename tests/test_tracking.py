@@ -8,6 +8,7 @@ an ordinary hub API token sent as MLflow's client sends it
 
 from __future__ import annotations
 
+import json
 import os
 import urllib.parse
 from pathlib import Path
@@ -186,6 +187,9 @@ def test_owner_can_grant_read_and_the_grantee_reads_but_cannot_write(tracking, o
         ("POST", f"{API}/experiments/create", {"name": "alice/taken"}, 400,
          "Experiment names with '/' start with your user name: 'mallory/…'."),
         ("POST", f"{API}/experiments/create", b"{not json", 400, "The request body is not JSON."),
+        # dot segments are resolved before the gateway: judged as what they name
+        ("GET", f"{API}/runs/%2E%2E/%2E%2E/mlflow/users/list", None, 403,
+         "Only hub admins may use this: user directory."),
     ],
 )  # fmt: skip
 def test_refusals_say_why(tracking, method, path, body, status, message):
@@ -297,3 +301,19 @@ def test_ui_opens_after_hub_login(tracking):
     assert "MLflow" in r.text
     services = hub.api("GET", "/services").json()
     assert services["tracking"]["display"] is True
+
+
+def test_dot_segments_that_reach_the_gateway_are_refused(tracking):
+    """Behind the proxy, too: a path is judged by the policy only in its plain form."""
+    import http.client
+
+    hub, _, _, tokens = tracking
+    conn = http.client.HTTPConnection("127.0.0.1", hub.tracking_port, timeout=30)
+    conn.request(
+        "GET",
+        "/services/tracking/api/2.0/mlflow/runs/../users/list",
+        headers={"Authorization": f"Bearer {tokens['mallory']}"},
+    )
+    r = conn.getresponse()
+    assert r.status == 400
+    assert json.loads(r.read())["message"] == "Paths with '.' or '..' are refused."

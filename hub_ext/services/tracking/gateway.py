@@ -81,6 +81,9 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
     head = post = put = patch = delete = get
 
     def _check(self, path: str, user: dict) -> None:
+        segments = path.split("/")
+        if ".." in segments or "." in segments or "\\" in path:
+            raise GatewayError(400, "MALFORMED_REQUEST", "Paths with '.' or '..' are refused.")
         if user["name"] == BOOTSTRAP_ADMIN:
             raise GatewayError(403, "PERMISSION_DENIED", "This account name is reserved.")
         decision = decide(self.request.method, path)

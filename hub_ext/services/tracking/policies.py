@@ -109,7 +109,12 @@ RULES: tuple[Rule, ...] = (
     _rule(r"{API}/genai(?:/.*)?", A, "GenAI judges call external providers"),
     _rule(r"{API}/webhooks(?:/.*)?", A, "webhooks call URLs from the server"),
     _rule(r"{API}/workspaces(?:/.*)?", A, "workspaces are server-wide"),
+    _rule(r"{API}/mcp-servers(?:/.*)?", A, "MCP servers connect the server to outside tools"),
+    _rule(r"/gateway/.+", A, "AI gateway calls use the providers' stored keys"),
     _rule(r"{API}/demo(?:/.*)?", D, "demo data is not offered"),
+    _rule(r"{API}/assistant(?:/.*)?", D, "MLflow's assistant runs an AI agent on the server"),
+    _rule(r"/(?:ajax-)?api/3\.0/jobs(?:/.*)?", D, "MLflow's background jobs are turned off"),
+    _rule(r"/v1/traces", D, "OpenTelemetry ingestion is not offered; log traces with mlflow"),
 )
 
 
