@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -104,3 +107,29 @@ def hub(hub_factory):
     hub = hub_factory(extra_env={"SHIPYARD_TEST_GPUS": "0,1"})
     yield hub
     hub.stop()
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database on the machine's server, dropped afterwards; yields its URL.
+
+    Skips where PostgreSQL is not running, except in CI, whose machines run it.
+    """
+    import psycopg
+
+    name = f"shipyard_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(POSTGRES + "/postgres", connect_timeout=5, autocommit=True)
+    except psycopg.OperationalError as e:
+        if os.environ.get("CI"):
+            raise  # CI's machine runs PostgreSQL: its absence is a failure there
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {e}")
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{POSTGRES}/{name}"
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import secrets
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import TEST_PROFILES, needs_root
+from .conftest import TEST_PROFILES, needs_root, postgres_database
 from .hubtools import (
     HUB_CONFIG,
     HubProcess,
@@ -29,28 +28,15 @@ from .hubtools import (
 
 pytestmark = needs_root
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def hub_db_url(request, tmp_path):
+def hub_db_url(request):
     """The hub's database: SQLite in the data dir (embedded) or a fresh PostgreSQL database."""
     if request.param == "sqlite":
         yield None
         return
-    import psycopg
-
-    name = f"shipyard_test_{secrets.token_hex(4)}"
-    try:
-        admin = psycopg.connect(POSTGRES + "/postgres", connect_timeout=5, autocommit=True)
-    except psycopg.OperationalError as e:
-        if os.environ.get("CI"):
-            raise  # CI's machine runs PostgreSQL: its absence is a failure there
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432: {e}")
-    admin.execute(f"CREATE DATABASE {name}")
-    yield f"{POSTGRES}/{name}"
-    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    admin.close()
+    with postgres_database() as url:
+        yield url
 
 
 def test_running_server_survives_hub_restart(hub_factory, hub_db_url):

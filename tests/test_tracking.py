@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import needs_root
+from .conftest import needs_root, postgres_database
 from .hubtools import wait_for
 
 pytestmark = needs_root
@@ -317,3 +317,35 @@ def test_dot_segments_that_reach_the_gateway_are_refused(tracking):
     r = conn.getresponse()
     assert r.status == 400
     assert json.loads(r.read())["message"] == "Paths with '.' or '..' are refused."
+
+
+def test_on_postgresql_a_restart_loses_nothing(hub_factory):
+    """MLflow's store and its permissions on PostgreSQL, through a restart of the hub."""
+    with postgres_database() as store, postgres_database() as auth:
+        hub = hub_factory(
+            name="trackpg",
+            extra_env={
+                "SHIPYARD_TRACKING": "1",
+                "SHIPYARD_TRACKING_DB_URL": store.replace("postgresql://", "postgresql+psycopg://"),
+                "SHIPYARD_TRACKING_AUTH_DB_URL": auth.replace(
+                    "postgresql://", "postgresql+psycopg://"
+                ),
+            },
+        )
+        base = hub.url + "/services/tracking"
+        alice = Client(base, hub.create_user("alice"))
+        mallory = Client(base, hub.create_user("mallory"))
+        wait_for(lambda: alice.get("/version").status_code == 200, 180, 0.5, "MLflow on PostgreSQL")
+        experiment = alice.post(f"{API}/experiments/create", name="alice/pg").json()[
+            "experiment_id"
+        ]
+        run = alice.post(f"{API}/runs/create", experiment_id=experiment).json()["run"]["info"]
+        assert not (hub.data_dir / "tracking" / "mlflow.db").exists(), "nothing went to SQLite"
+
+        hub.stop()
+        hub.start()
+        wait_for(lambda: alice.get("/version").status_code == 200, 180, 0.5, "MLflow again")
+        r = alice.get(f"{API}/runs/get", run_id=run["run_id"])
+        assert r.status_code == 200 and r.json()["run"]["info"]["experiment_id"] == experiment
+        assert mallory.get(f"{API}/runs/get", run_id=run["run_id"]).status_code == 403
+        hub.stop()
