@@ -349,3 +349,55 @@ def test_on_postgresql_a_restart_loses_nothing(hub_factory):
         assert r.status_code == 200 and r.json()["run"]["info"]["experiment_id"] == experiment
         assert mallory.get(f"{API}/runs/get", run_id=run["run_id"]).status_code == 403
         hub.stop()
+
+
+def test_sharing_with_a_group_lets_its_members_read_and_nobody_else(tracking):
+    hub, base, clients, _ = tracking
+    alice, mallory = clients["alice"], clients["mallory"]
+    bob = Client(base, hub.create_user("bob", ["team"]))
+    carol = Client(base, hub.create_user("carol", ["teamwork"]))
+    experiment = alice.post(f"{API}/experiments/create", name="alice/shared").json()[
+        "experiment_id"
+    ]
+    run = alice.post(f"{API}/runs/create", experiment_id=experiment).json()["run"]["info"]["run_id"]
+    assert alice.post(f"{API}/registered-models/create", name="alice-shared").status_code == 200
+    assert bob.get(f"{API}/runs/get", run_id=run).status_code == 403, "not shared yet"
+
+    # a stranger cannot share what is not theirs
+    r = mallory.post(
+        f"{API}/experiments/set-experiment-tag",
+        experiment_id=experiment,
+        key="shipyard.groups",
+        value="team",
+    )
+    assert r.status_code == 403
+    r = alice.post(
+        f"{API}/experiments/set-experiment-tag",
+        experiment_id=experiment,
+        key="shipyard.groups",
+        value="team",
+    )
+    assert r.status_code == 200, r.text
+    r = alice.post(
+        f"{API}/registered-models/set-tag", name="alice-shared", key="shipyard.groups", value="team"
+    )
+    assert r.status_code == 200, r.text
+
+    assert bob.get(f"{API}/runs/get", run_id=run).status_code == 200
+    assert bob.get(f"{API}/registered-models/get", name="alice-shared").status_code == 200
+    r = bob.post(f"{API}/runs/log-metric", run_id=run, key="x", value=1, timestamp=1)
+    assert r.status_code == 403, "shared means read-only"
+    found = bob.post(f"{API}/experiments/search", max_results=100).json()["experiments"]
+    assert experiment in {e["experiment_id"] for e in found}
+    # 'teamwork' is not 'team', and strangers stay strangers
+    assert carol.get(f"{API}/runs/get", run_id=run).status_code == 403
+    assert mallory.get(f"{API}/registered-models/get", name="alice-shared").status_code == 403
+    # who joins the group later reads it too (once the hub's identity, cached by the
+    # gateway for up to 30 s per token, says so: a new token here)
+    dave = Client(base, hub.create_user("dave"))
+    assert dave.get(f"{API}/runs/get", run_id=run).status_code == 403
+    dave = Client(base, hub.create_user("dave", ["team"]))
+    assert dave.get(f"{API}/runs/get", run_id=run).status_code == 200
+    # sharing never lowers the owner's own permission
+    r = alice.post(f"{API}/runs/log-metric", run_id=run, key="y", value=1, timestamp=1)
+    assert r.status_code == 200

@@ -28,6 +28,7 @@ from traitlets.config import Application
 from ... import __version__
 from .gateway import GatewayHandler
 from .mlflow_process import MlflowServer
+from .shares import ShareSync
 
 
 def _data_dir() -> Path:
@@ -198,7 +199,8 @@ class TrackingService(Application):
         prefix = (
             self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
         )
-        hub_auth = HubOAuth(api_token=os.environ.get("JUPYTERHUB_API_TOKEN", ""), cache_max_age=60)
+        # identities (and so group memberships) are cached for 30 s per token
+        hub_auth = HubOAuth(api_token=os.environ.get("JUPYTERHUB_API_TOKEN", ""), cache_max_age=30)
         return web.Application(
             [
                 (prefix + "oauth_callback", HubOAuthCallbackHandler),
@@ -211,6 +213,7 @@ class TrackingService(Application):
             service_prefix=prefix,
             request_timeout=self.request_timeout,
             mlflow_ready=False,
+            shares=ShareSync(mlflow.url, mlflow.static_prefix, mlflow.secret),
         )
 
     def mlflow_server(self) -> MlflowServer:

@@ -39,6 +39,10 @@ _HOP = {
 _CALLER_ONLY = {"authorization", "cookie"}
 _CREATE_EXPERIMENT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/experiments/create")
 _RENAME_EXPERIMENT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/experiments/update")
+_TAG_WRITE = re.compile(
+    r"/(?:ajax-)?api/2\.0/mlflow/(?:experiments/(?:set-experiment-tag|delete-tag)"
+    r"|registered-models/(?:set-tag|delete-tag))"
+)
 
 
 class GatewayError(web.HTTPError):
@@ -136,6 +140,11 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
                 "TEMPORARILY_UNAVAILABLE",
                 "The tracking server is starting; retry in a moment.",
             )
+        try:
+            await self.settings["shares"].sync(user)
+        except (OSError, httpclient.HTTPClientError, ValueError) as e:
+            # the request itself still goes through, with the grants the user has
+            self.log.warning("Could not apply group shares for %s: %s", user["name"], e)
         body = self._checked_body(path, user)
         headers = {
             k: v
@@ -178,6 +187,8 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
                 "PERMISSION_DENIED",
                 "Permission denied: it belongs to another user, who can share it with you.",
             )
+        if response.code == 200 and _TAG_WRITE.fullmatch(path):
+            self.settings["shares"].invalidate()  # a share may have changed
         self.set_status(response.code, response.reason)
         self.clear_header("Content-Type")
         for key, value in response.headers.get_all():
