@@ -401,3 +401,15 @@ def test_sharing_with_a_group_lets_its_members_read_and_nobody_else(tracking):
     # sharing never lowers the owner's own permission
     r = alice.post(f"{API}/runs/log-metric", run_id=run, key="y", value=1, timestamp=1)
     assert r.status_code == 200
+
+
+def test_prometheus_metrics_for_admins_only(tracking):
+    _, _, clients, _ = tracking
+    clients["alice"].get(f"{API}/experiments/search")
+    r = clients["mallory"].get("/shipyard/metrics")
+    assert r.status_code == 403
+    r = clients["admin"].get("/shipyard/metrics")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    assert 'shipyard_tracking_requests_total{access="mlflow",code="200"}' in r.text
+    assert 'shipyard_tracking_requests_total{access="admin",code="403"}' in r.text
+    assert "shipyard_tracking_request_duration_seconds_bucket" in r.text

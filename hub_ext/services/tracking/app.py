@@ -26,7 +26,7 @@ from traitlets import Integer, Unicode, default
 from traitlets.config import Application
 
 from ... import __version__
-from .gateway import GatewayHandler
+from .gateway import GatewayHandler, MetricsHandler
 from .mlflow_process import MlflowServer
 from .shares import ShareSync
 
@@ -204,6 +204,7 @@ class TrackingService(Application):
         return web.Application(
             [
                 (prefix + "oauth_callback", HubOAuthCallbackHandler),
+                (prefix + "shipyard/metrics", MetricsHandler),
                 (prefix + "(.*)", GatewayHandler),
             ],
             hub_auth=hub_auth,
@@ -232,6 +233,7 @@ class TrackingService(Application):
         app = self.make_app(mlflow)
         # the handlers find HubOAuth as self.hub_auth through the application settings
         GatewayHandler.hub_auth = app.settings["hub_auth"]
+        MetricsHandler.hub_auth = app.settings["hub_auth"]
         HubOAuthCallbackHandler.hub_auth = app.settings["hub_auth"]
         url = urlparse(self.service_url)
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 from jupyterhub.services.auth import HubOAuthenticated
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from tornado import httpclient, web
 
 from .mlflow_auth import ADMIN_HEADER, SECRET_HEADER, USER_HEADER
@@ -45,6 +47,18 @@ _TAG_WRITE = re.compile(
 )
 
 
+REQUESTS = Counter(
+    "shipyard_tracking_requests",
+    "Requests through the tracking gateway, by route policy and answer.",
+    ["access", "code"],
+)
+LATENCY = Histogram(
+    "shipyard_tracking_request_duration_seconds",
+    "Time from the gateway receiving a request to its answer, by route policy.",
+    ["access"],
+)
+
+
 class GatewayError(web.HTTPError):
     """An answer in MLflow's error shape."""
 
@@ -57,6 +71,15 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
     """Forwards one request to MLflow after the hub login and the route policy."""
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+    _access = "none"  # the policy that applied, for the metrics
+
+    def prepare(self) -> None:
+        self._started = time.perf_counter()
+
+    def on_finish(self) -> None:
+        REQUESTS.labels(self._access, str(self.get_status())).inc()
+        LATENCY.labels(self._access).observe(time.perf_counter() - self._started)
 
     @property
     def mlflow_url(self) -> str:
@@ -91,6 +114,7 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
         if user["name"] == BOOTSTRAP_ADMIN:
             raise GatewayError(403, "PERMISSION_DENIED", "This account name is reserved.")
         decision = decide(self.request.method, path)
+        self._access = decision.access.value
         if decision.access is Access.DENY:
             raise GatewayError(
                 403, "PERMISSION_DENIED", f"Not offered by Shipyard: {decision.why}."
@@ -197,3 +221,14 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
         if response.body and self.request.method != "HEAD":
             self.write(response.body)
         self.finish()
+
+
+class MetricsHandler(HubOAuthenticated, web.RequestHandler):
+    """GET /services/tracking/shipyard/metrics: Prometheus metrics, for hub admins."""
+
+    @web.authenticated
+    def get(self) -> None:
+        if not self.current_user.get("admin"):
+            raise web.HTTPError(403, "Metrics are for hub admins.")
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest())
