@@ -68,7 +68,14 @@ BUILD_FORMAT = 2
 #: Installed by ``python -m venv`` itself; not drift unless the lock pins them.
 INSTALLER_DISTS = frozenset({"pip", "setuptools", "wheel"})
 #: The parts of Shipyard's source that go into the wheel installed in each environment.
-SOURCE_PARTS = ("pyproject.toml", "README.md", "hub_ext", "server_ext", "jupyter-config")
+SOURCE_PARTS = (
+    "pyproject.toml",
+    "README.md",
+    "hub_ext",
+    "server_ext",
+    "jupyter-config",
+    "ipython-config",
+)
 
 ProgressFn = Callable[[int, int, str], None]
 

@@ -3,6 +3,13 @@
 from hub_ext import __version__
 
 
+def load_ipython_extension(ip):
+    """``%load_ext server_ext``: the tracking magics and ``log()``, see :mod:`server_ext.magics`."""
+    from .magics import load_ipython_extension
+
+    load_ipython_extension(ip)
+
+
 def _jupyter_server_extension_points():
     from .extension import ShipyardExtension
 

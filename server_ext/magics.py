@@ -1,0 +1,491 @@
+"""Experiment tracking from a notebook cell: ``%experiment``, ``%%track``, ``%runs``, ``%compare``.
+
+Plain ``import mlflow`` already works in a Shipyard kernel (the platform sets
+``MLFLOW_TRACKING_URI`` and ``MLFLOW_TRACKING_TOKEN``). These magics add what people forget
+to record by hand: the notebook, its parameters (papermill's too), the git commit, the
+environment and the installed packages, so a run can be explained and repeated months later.
+
+The magics parse arguments and delegate (STYLE rule 22): MLflow calls and metric batching are
+in :mod:`server_ext.client`, widgets in :mod:`server_ext.widgets`. Lineage is read here
+because it is read from the kernel (its history, cwd and environment), not from the server.
+User errors become ``UsageError`` in one place, :func:`_user_errors`, so the user sees a
+message that says what to do, never a traceback.
+
+``%%track`` executes the cell itself, the way IPython's ``%%time`` does (transform, compile,
+``exec``), rather than with a nested ``run_cell``: the cell's own exception then propagates
+once, with its traceback, and the cell fails for papermill too. The cost: top-level ``await``
+is not supported in a tracked cell.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import functools
+import getpass
+import hashlib
+import os
+import subprocess
+import sys
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+from IPython.core.error import UsageError
+from IPython.core.magic import (
+    Magics,
+    cell_magic,
+    line_magic,
+    magics_class,
+    output_can_be_silenced,
+)
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Float, Unicode, default
+
+from .client import (
+    MAX_KEY,
+    MAX_PARAM_VALUE,
+    MetricError,
+    MetricSender,
+    RunPlan,
+    TrackingClient,
+    TrackingError,
+    TrackingWarning,
+    default_spool_dir,
+)
+
+#: Environment variables the platform sets in kernels, and the tags they become.
+ENV_TAGS = {
+    "SHIPYARD_PROFILE": "shipyard.profile",
+    "SHIPYARD_ENV": "shipyard.env",
+    "SHIPYARD_ENV_DIGEST": "shipyard.env_digest",
+}
+#: papermill's Python translator starts the cell it injects with this comment.
+PAPERMILL_MARKER = "# Parameters"
+
+
+def _user_errors(magic):
+    """The one translator: a :class:`TrackingError` becomes a ``UsageError`` with its message."""
+
+    @functools.wraps(magic)
+    def wrapper(*args, **kwargs):
+        __tracebackhide__ = True  # IPython leaves this frame out of tracebacks
+        try:
+            return magic(*args, **kwargs)
+        except TrackingError as exc:
+            raise UsageError(str(exc)) from None
+
+    return wrapper
+
+
+class MetricLogger:
+    """``log(step=None, **metrics)``: record metrics of the run of the running ``%%track`` cell.
+
+    Values are spooled to disk and sent in the background, so a loop may call it freely.
+    ``step`` defaults to 0, 1, 2 ... per metric; it is reserved and cannot name a metric.
+
+    Examples
+    --------
+    >>> log(loss=0.25, accuracy=0.91)  # doctest: +SKIP
+    """
+
+    def __init__(self):
+        self.journal = None
+
+    def __call__(self, step: int | None = None, **metrics) -> None:
+        journal = self.journal
+        if journal is None:
+            raise UsageError(
+                "log() records metrics of a tracked run: call it in a cell that starts with "
+                "%%track (and load the extension with %load_ext server_ext)."
+            )
+        if not metrics:
+            raise UsageError("log() needs at least one metric, e.g. log(loss=0.25).")
+        try:
+            journal.log(metrics, step)
+        except MetricError as exc:
+            raise UsageError(str(exc)) from None
+
+
+@magics_class
+class ShipyardMagics(Magics):
+    """``%experiment``, ``%%track``, ``%runs``, ``%compare``, and ``log()`` in the namespace."""
+
+    spool_dir = Unicode(
+        help="""Where metrics wait until the tracking server has them.
+
+        Every ``log()`` value is appended here first, so values survive a killed kernel or
+        an unreachable server; a kernel that loads the extension sends what a dead one left.
+        Defaults to ``$SHIPYARD_SPOOL_DIR``, else ``~/.shipyard/spool``.
+
+        Example: ``c.ShipyardMagics.spool_dir = "/scratch/me/spool"``
+
+        .. versionadded:: 0.1
+        """
+    ).tag(config=True)
+
+    finish_timeout = Float(
+        60.0,
+        help="""Seconds the end of a ``%%track`` cell waits for its metrics to be sent.
+
+        While the server answers, the cell ends once its run is complete on the server; past
+        this, or as soon as the server fails, the rest is sent in the background.
+
+        Example: ``c.ShipyardMagics.finish_timeout = 120``
+
+        .. versionadded:: 0.1
+        """,
+    ).tag(config=True)
+
+    max_retry_interval = Float(
+        30.0,
+        help="""The longest wait, in seconds, between attempts to reach a failing server.
+
+        Attempts back off from half a second, doubling up to this.
+
+        Example: ``c.ShipyardMagics.max_retry_interval = 60``
+
+        .. versionadded:: 0.1
+        """,
+    ).tag(config=True)
+
+    @default("spool_dir")
+    def _default_spool_dir(self):
+        return str(default_spool_dir())
+
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell=shell, **kwargs)
+        self.sender = MetricSender(
+            Path(self.spool_dir), self.finish_timeout, self.max_retry_interval
+        )
+        self.logger = MetricLogger()
+        self.experiment_name: str | None = None
+        self._noted_log = False
+
+    def _experiment(self) -> str:
+        return self.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
+
+    def _tell(self) -> None:
+        for message in self.sender.health.news():
+            # warn_explicit keeps no registry: the same outage later is shown again.
+            warnings.warn_explicit(message, TrackingWarning, "shipyard-tracking", 0)
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="The experiment; created if missing. Omit to show it.")
+    @line_magic
+    @_user_errors
+    def experiment(self, line: str):
+        """Set the experiment that ``%%track`` and ``%runs`` use (and ``mlflow``'s, too).
+
+        Examples
+        --------
+        ``%experiment churn-model``
+        """
+        args = parse_argstring(self.experiment, line)
+        client = TrackingClient.from_environment()
+        args.name = unquote(args.name)
+        if args.name is None:
+            ref = client.experiment(self._experiment())
+            print(f"Experiment {ref.name!r} (id {ref.id}) {ref.url or ''}".rstrip())
+            return
+        ref = client.use_experiment(args.name)
+        self.experiment_name = ref.name
+        print(
+            f"{'Created' if ref.created else 'Using'} experiment {ref.name!r} (id {ref.id}) "
+            f"{ref.url or ''}".rstrip()
+        )
+
+    @magic_arguments()
+    @argument("--name", help="The run's name in MLflow (default: one MLflow makes up).")
+    @argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="A parameter to record; repeat for more. Quote values with spaces.",
+    )
+    @cell_magic
+    @output_can_be_silenced
+    @_user_errors
+    def track(self, line: str, cell: str):
+        """Run the cell inside an MLflow run, recording its lineage; ``log()`` adds metrics.
+
+        Records parameters (``--param`` and papermill's), the notebook file, the cell source,
+        the installed packages, git commit and dirty state, profile, environment, and wall
+        time. The run ends FINISHED, or FAILED when the cell raises (the error is re-raised),
+        or KILLED when it is interrupted.
+
+        Examples
+        --------
+        ``%%track --name baseline --param lr=0.01``
+        """
+        __tracebackhide__ = True
+        args = parse_argstring(self.track, line)
+        params = {**papermill_parameters(self.shell), **parse_params(args.param)}
+        code, last = self._compile(line, cell)  # a syntax error starts no run
+        notebook = notebook_path()
+        packages = installed_packages()
+        plan = RunPlan(
+            experiment=self._experiment(),
+            run_name=unquote(args.name),
+            params=params,
+            tags=lineage_tags(notebook, packages),
+            start_time=time.time_ns() // 1_000_000,
+        )
+        files = {f"notebook/{notebook.name}": notebook} if notebook else {}
+        texts = {"cell.py": f"%%track {line}\n{cell}", "packages.txt": "\n".join(packages) + "\n"}
+        journal = self.sender.start_run(TrackingClient.from_environment(), plan, files, texts)
+        self._tell()
+        outer = self.logger.journal  # a %%track inside a tracked cell gets its own run
+        self.logger.journal, status, started = journal, "FAILED", time.monotonic()
+        try:
+            self._check_log_name()
+            exec(code, self.shell.user_ns)
+            result = eval(last, self.shell.user_ns) if last else None
+            status = "FINISHED"
+            return result
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            self.logger.journal = outer
+            wall = f"{time.monotonic() - started:.3f}"
+            self.sender.end_run(journal, status, {"shipyard.wall_time_s": wall})
+            self._tell()
+
+    def _compile(self, line: str, cell: str):
+        """Compile the cell like IPython does, keeping its last expression to show its value."""
+        shell = self.shell
+        source = shell.transform_cell(cell)
+        # The cell's number: the history's last input is this cell (IPython 9 has already
+        # counted it in execution_count). Line 1 is the %%track line, so line numbers in
+        # tracebacks match what the user sees.
+        number = max(len(shell.history_manager.input_hist_raw) - 1, 0)
+        name = shell.compile.cache(f"%%track {line}\n{source}", number, cell)
+        tree = shell.transform_ast(shell.compile.ast_parse("\n" + source, filename=name))
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = shell.compile(ast.Expression(tree.body.pop().value), name, "eval")
+        return shell.compile(tree, name, "exec"), last
+
+    def _check_log_name(self) -> None:
+        """Put ``log`` back after ``%reset``; point to ``shipyard_log`` if the user took it."""
+        current = self.shell.user_ns.get("log")
+        if current is None:
+            self.shell.push({"log": self.logger}, interactive=False)
+        elif current is not self.logger and not self._noted_log:
+            self._noted_log = True
+            self.shell.push({"shipyard_log": self.logger}, interactive=False)
+            print("Note: `log` is redefined in this notebook; use shipyard_log(...) instead.")
+
+    @magic_arguments()
+    @argument("--experiment", help="Whose runs to show (default: the one set by %%experiment).")
+    @argument("--max", type=int, default=10, help="How many of the newest runs (default 10).")
+    @line_magic
+    @_user_errors
+    def runs(self, line: str):
+        """A table of the newest runs: name, status, start, duration, metrics, MLflow link.
+
+        Examples
+        --------
+        ``%runs --max 20``
+        """
+        args = parse_argstring(self.runs, line)
+        if not 1 <= args.max <= 1000:
+            raise UsageError(f"--max {args.max}: give a number from 1 to 1000, e.g. --max 20.")
+        client = TrackingClient.from_environment()
+        ref = client.experiment(unquote(args.experiment) or self._experiment())
+        from .widgets import runs_table  # ipywidgets is imported when first needed
+
+        return runs_table(ref, client.recent_runs(ref.id, args.max))
+
+    @magic_arguments()
+    @argument("run_a", help="A run id (see %%runs).")
+    @argument("run_b", help="Another run id.")
+    @line_magic
+    @_user_errors
+    def compare(self, line: str):
+        """Two runs' parameters and metrics side by side, with a plot of their shared metrics.
+
+        Examples
+        --------
+        ``%compare 3f2a9c... 81b0de...``
+        """
+        args = parse_argstring(self.compare, line)
+        client = TrackingClient.from_environment()
+        a, b = client.run(unquote(args.run_a)), client.run(unquote(args.run_b))
+        from .widgets import MAX_PLOTS, comparison
+
+        shared = sorted(set(a.metrics) & set(b.metrics))[:MAX_PLOTS]
+        histories = {
+            key: (client.metric_history(a.run_id, key), client.metric_history(b.run_id, key))
+            for key in shared
+        }
+        return comparison(a, b, histories)
+
+
+def load_ipython_extension(ip) -> None:
+    """Register the magics, put ``log`` in the namespace, and send what dead kernels left."""
+    magics = ShipyardMagics(shell=ip)
+    ip.register_magics(magics)
+    if isinstance(ip.user_ns.get("log", magics.logger), MetricLogger):
+        ip.push({"log": magics.logger}, interactive=False)
+    else:
+        ip.push({"shipyard_log": magics.logger}, interactive=False)
+        print("Shipyard: `log` is taken in this namespace; use shipyard_log(...) in %%track.")
+    adopted = magics.sender.recover()
+    if adopted:
+        values = sum(j.total - j.state["sent"] for j in adopted)
+        print(f"Shipyard: sending {values} metric values of {len(adopted)} unfinished run(s).")
+
+
+def unquote(text: str | None) -> str | None:
+    """``text`` without one pair of enclosing quotes.
+
+    IPython splits magic arguments like a non-POSIX shell, which keeps the quotes:
+    ``%experiment "my exp"`` arrives as ``'"my exp"'``.
+    """
+    if text and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    """``["lr=0.1", ...]`` as a dict; a ``UsageError`` naming any malformed item.
+
+    Quote a whole item to put spaces in its value: ``--param "note=two words"``.
+    """
+    params: dict[str, str] = {}
+    for item in map(unquote, items):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--param {item!r} has no '=': write KEY=VALUE, e.g. --param lr=0.01.")
+        if not key.isidentifier() or len(key) > MAX_KEY:
+            raise UsageError(
+                f"--param {item!r}: {key!r} is not a parameter name. Use a Python identifier "
+                "(letters, digits, _; not starting with a digit), e.g. --param learning_rate=0.01."
+            )
+        if len(value) > MAX_PARAM_VALUE:
+            raise UsageError(
+                f"--param {key}: the value has {len(value)} characters and MLflow keeps at most "
+                f"{MAX_PARAM_VALUE}. Save long values as a file and log it as an artifact."
+            )
+        if params.get(key, value) != value:
+            raise UsageError(f"--param {key} is given twice with different values: give it once.")
+        params[key] = value
+    return params
+
+
+def papermill_parameters(shell) -> dict[str, str]:
+    """The variables papermill injected, from this kernel's history.
+
+    papermill puts its parameters in a cell tagged ``injected-parameters`` whose source starts
+    with ``# Parameters`` followed by ``name = literal`` lines. The kernel's history says which
+    of those ran in *this* kernel; the notebook file may hold a stale one from an earlier
+    papermill run, and under papermill there is no ``JPY_SESSION_NAME`` to find the file by.
+    The last such cell wins. Values are recorded as papermill wrote them: strings as they
+    are, other literals as their ``repr``.
+    """
+    for source in reversed(shell.history_manager.input_hist_raw):
+        if source.lstrip().split("\n", 1)[0].strip() == PAPERMILL_MARKER:
+            return _assignments(source)
+    return {}
+
+
+def _assignments(source: str) -> dict[str, str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if not isinstance(target, ast.Name):
+                continue
+            try:
+                value = ast.literal_eval(node.value)
+                text = value if isinstance(value, str) else repr(value)
+            except ValueError:
+                text = ast.get_source_segment(source, node.value) or ""
+            found[target.id] = text[:MAX_PARAM_VALUE]
+    return found
+
+
+def notebook_path() -> Path | None:
+    """The notebook this kernel runs, from ``JPY_SESSION_NAME`` (jupyter-server sets it)."""
+    name = os.environ.get("JPY_SESSION_NAME")
+    if not name:
+        return None
+    path = Path(name)
+    for candidate in (path, Path.cwd() / path, Path.cwd() / path.name):
+        if candidate.suffix == ".ipynb" and candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def installed_packages() -> list[str]:
+    """``name==version`` of every installed distribution, sorted (what the digest covers).
+
+    Reading every distribution's metadata takes a few hundred milliseconds, so the list is
+    cached until a directory on ``sys.path`` changes (``%pip install`` adds one to it).
+    """
+    state = []
+    for entry in sys.path:
+        with contextlib.suppress(OSError):
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+    return list(_distributions(tuple(state)))
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions(path_state: tuple) -> tuple[str, ...]:
+    found = set()
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.add(f"{name.lower().replace('_', '-')}=={dist.version}")
+    return tuple(sorted(found))
+
+
+def git_tags(directory: Path) -> dict[str, str]:
+    """Commit and dirty state of the repository holding ``directory``; empty if none."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(directory), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        # Untracked files (data, outputs) do not make the code differ from the commit.
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, "shipyard.git.dirty": str(dirty).lower()}
+
+
+def lineage_tags(notebook: Path | None, packages: list[str]) -> dict[str, str]:
+    """Tags saying who ran what, where, with which code and packages."""
+    try:
+        user = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+    except (OSError, KeyError):
+        user = "unknown"
+    tags = {
+        "mlflow.user": user,
+        "mlflow.source.type": "NOTEBOOK",
+        "shipyard.packages_digest": "sha256:"
+        + hashlib.sha256("\n".join(packages).encode()).hexdigest(),
+        "shipyard.python": sys.version.split()[0],
+    }
+    if notebook:
+        tags["mlflow.source.name"] = str(notebook)
+    for variable, tag in ENV_TAGS.items():
+        if os.environ.get(variable):
+            tags[tag] = os.environ[variable]
+    tags.update(git_tags(notebook.parent if notebook else Path.cwd()))
+    return tags

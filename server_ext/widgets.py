@@ -1,0 +1,161 @@
+"""Widgets of ``%runs`` and ``%compare``: HTML tables and inline SVG plots in ``ipywidgets.HTML``.
+
+Shipyard's base environment has ipywidgets but not matplotlib, so plots are SVG polylines
+written here: no plotting library, no JavaScript beyond the HTML widget's own.
+Everything shown comes from the tracking server (names, parameters, tags), so every text is
+HTML-escaped: a run named ``<img onerror=...>`` is shown, not executed.
+
+The builders (:func:`runs_html`, :func:`comparison_html`) are pure functions of the client's
+dataclasses; :func:`runs_table` and :func:`comparison` only wrap their output in a widget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from html import escape
+
+import ipywidgets
+
+from .client import ExperimentRef, RunDetail, RunSummary
+
+#: How many metrics %runs shows per run, and how many shared metrics %compare plots.
+KEY_METRICS = 4
+MAX_PLOTS = 8
+#: A plotted line keeps at most this many points.
+MAX_POINTS = 400
+COLOURS = ("#1f77b4", "#ff7f0e")
+_TABLE = "border-collapse:collapse;font-size:12px"
+_CELL = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left"
+
+Series = list[tuple[int, float]]
+
+
+def runs_table(experiment: ExperimentRef, runs: list[RunSummary]) -> ipywidgets.HTML:
+    """``%runs``: a table of ``runs`` in a widget."""
+    return ipywidgets.HTML(runs_html(experiment, runs))
+
+
+def comparison(
+    a: RunDetail, b: RunDetail, histories: dict[str, tuple[Series, Series]]
+) -> ipywidgets.HTML:
+    """``%compare``: parameters, metrics and plots of two runs in a widget."""
+    return ipywidgets.HTML(comparison_html(a, b, histories))
+
+
+def runs_html(experiment: ExperimentRef, runs: list[RunSummary]) -> str:
+    """An HTML table: name, status, start, duration, key metrics, link, for each run."""
+    title = f"Experiment {_link(experiment.name, experiment.url)}"
+    if not runs:
+        return f"<div>{title}: no runs yet. Run a cell that starts with %%track.</div>"
+    rows = [["Run", "Status", "Started", "Duration", "Metrics", "Id"]]
+    for run in runs:
+        metrics = sorted(run.metrics.items())
+        shown = ", ".join(f"{escape(k)}={_number(v)}" for k, v in metrics[:KEY_METRICS])
+        if len(metrics) > KEY_METRICS:
+            shown += f" (+{len(metrics) - KEY_METRICS} more)"
+        rows.append(
+            [
+                _link(run.name, run.url),
+                escape(run.status),
+                _when(run.start_time),
+                _duration(run.start_time, run.end_time, run.status),
+                shown,
+                f"<code>{escape(run.run_id)}</code>",
+            ]
+        )
+    return f"<div>{title}</div>{_table(rows)}"
+
+
+def comparison_html(a: RunDetail, b: RunDetail, histories: dict[str, tuple[Series, Series]]) -> str:
+    """Parameters and latest metrics side by side (differences in bold), then one plot each."""
+    head = ["", _link(a.name, a.url, COLOURS[0]), _link(b.name, b.url, COLOURS[1])]
+    params = [head]
+    for key in sorted(set(a.params) | set(b.params)):
+        va, vb = a.params.get(key, "—"), b.params.get(key, "—")
+        params.append([escape(key), *_marked(escape(va), escape(vb), va != vb)])
+    metrics = [head]
+    for key in sorted(set(a.metrics) | set(b.metrics)):
+        va, vb = a.metrics.get(key), b.metrics.get(key)
+        cells = [_number(v) if v is not None else "—" for v in (va, vb)]
+        metrics.append([escape(key), *_marked(*cells, va != vb)])
+    plots = "".join(_plot(key, *series) for key, series in histories.items())
+    return (
+        "<div><b>Parameters</b></div>"
+        + (_table(params) if len(params) > 1 else "<div>none</div>")
+        + "<div><b>Metrics</b> (latest values)</div>"
+        + (_table(metrics) if len(metrics) > 1 else "<div>none</div>")
+        + (f"<div style='display:flex;flex-wrap:wrap;gap:12px'>{plots}</div>" if plots else "")
+    )
+
+
+def _plot(key: str, a: Series, b: Series, width: int = 320, height: int = 140) -> str:
+    """An SVG with one polyline per run; x is the step, or the order when steps do not vary."""
+    series = [[(s, v) for s, v in run if math.isfinite(v)] for run in (a, b)]
+    if len({s for run in series for s, _ in run}) <= 1:
+        series = [[(i, v) for i, (_, v) in enumerate(run)] for run in series]
+    points = [p for run in series for p in run]
+    if not points:
+        return ""
+    x0, x1 = min(p[0] for p in points), max(p[0] for p in points)
+    y0, y1 = min(p[1] for p in points), max(p[1] for p in points)
+    if x0 == x1:
+        x0, x1 = x0 - 1, x1 + 1
+    if y0 == y1:
+        y0, y1 = y0 - 1, y1 + 1
+    pad = 4
+
+    def xy(x: float, y: float) -> str:
+        px = pad + (x - x0) / (x1 - x0) * (width - 2 * pad)
+        py = height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
+        return f"{px:.1f},{py:.1f}"
+
+    lines = []
+    for colour, run in zip(COLOURS, series, strict=True):
+        run = run[:: max(1, math.ceil(len(run) / MAX_POINTS))]
+        coords = " ".join(xy(x, y) for x, y in run)
+        lines.append(
+            f"<polyline fill='none' stroke='{colour}' stroke-width='1.5' points='{coords}'/>"
+        )
+    return (
+        f"<figure style='margin:0'><figcaption><b>{escape(key)}</b> "
+        f"<span style='color:#666'>{_number(y0)} … {_number(y1)}</span></figcaption>"
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' "
+        f"style='border:1px solid #ddd'>{''.join(lines)}</svg></figure>"
+    )
+
+
+def _table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th style='{_CELL}'>{c}</th>" for c in rows[0])
+    body = "".join(
+        "<tr>" + "".join(f"<td style='{_CELL}'>{c}</td>" for c in row) + "</tr>" for row in rows[1:]
+    )
+    return f"<table style='{_TABLE}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _marked(a: str, b: str, differ: bool) -> list[str]:
+    return [f"<b>{a}</b>", f"<b>{b}</b>"] if differ else [a, b]
+
+
+def _link(text: str, url: str | None, colour: str | None = None) -> str:
+    style = f" style='color:{colour}'" if colour else ""
+    if not url:
+        return f"<span{style}>{escape(text)}</span>"
+    return f"<a href='{escape(url)}' target='_blank'{style}>{escape(text)}</a>"
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _when(ms: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else ""
+
+
+def _duration(start: int | None, end: int | None, status: str) -> str:
+    if not start:
+        return ""
+    seconds = round(((end or time.time() * 1000) - start) / 1000)
+    text = f"{seconds // 3600}h {seconds // 60 % 60:02d}m" if seconds >= 3600 else ""
+    text = text or (f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")
+    return f"{text} so far" if status == "RUNNING" and not end else text
