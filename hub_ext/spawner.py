@@ -23,6 +23,7 @@ import pwd
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
@@ -132,6 +133,9 @@ class ProfileSpawnerMixin(Configurable):
             "MLFLOW_TRACKING_URI": self.tracking_url,
             "MLFLOW_TRACKING_TOKEN": api_token,
             "MLFLOW_EXPERIMENT_NAME": f"{self.user.name}/Default",
+            # links shown in notebooks: a path on the hub's own origin, which the
+            # browser reaches whatever address the kernel uses
+            "SHIPYARD_TRACKING_UI_URL": urlparse(self.tracking_url).path,
         }
 
     # set once the user's choice has been validated (pre-spawn) or restored (load_state)

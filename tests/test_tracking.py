@@ -214,12 +214,21 @@ def test_admin_may_use_admin_routes(tracking):
 def test_anonymous_and_bad_tokens_are_refused(tracking):
     _, base, _, _ = tracking
     anon = Client(base, None)
-    r = anon.get(f"{API}/experiments/search")
+    r = anon.get("/")
     assert r.status_code == 302 and "/hub/" in r.headers["Location"], "browsers go to hub login"
-    r = anon.post(f"{API}/experiments/create", name="x")
-    assert r.status_code == 403
-    r = Client(base, "not-a-token").get(f"{API}/experiments/search")
-    assert r.status_code in (302, 403)
+    message = (
+        "A valid hub API token is needed (in a Shipyard kernel MLFLOW_TRACKING_TOKEN holds "
+        "one; elsewhere create one on the hub's token page)."
+    )
+    for client, method, path in (
+        (anon, "GET", f"{API}/experiments/search"),
+        (anon, "POST", f"{API}/experiments/create"),
+        (Client(base, "not-a-token"), "GET", f"{API}/experiments/search"),
+        (Client(base, "not-a-token"), "GET", "/"),
+    ):
+        r = client.call(method, path, json={"name": "x"} if method == "POST" else None)
+        assert r.status_code == 401, (method, path, r.status_code)
+        assert r.json() == {"error_code": "UNAUTHENTICATED", "message": message}
 
 
 def test_mlflow_itself_refuses_requests_that_skip_the_gateway(tracking, owned):

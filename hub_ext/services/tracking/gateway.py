@@ -100,12 +100,28 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error_code": code, "message": message}))
 
+    def _is_api_call(self, path: str) -> bool:
+        """A client's API call (answered 401 without a login), not a browser's page view."""
+        if self.request.headers.get("Authorization"):
+            return True
+        return path.lstrip("/").startswith(("api/", "ajax-api/", "graphql", "shipyard/"))
+
     # every method is the same forward
-    @web.authenticated
     async def get(self, path: str) -> None:
-        await self.forward(path)
+        if self.current_user is None and self._is_api_call(path):
+            raise GatewayError(
+                401,
+                "UNAUTHENTICATED",
+                "A valid hub API token is needed (in a Shipyard kernel MLFLOW_TRACKING_TOKEN "
+                "holds one; elsewhere create one on the hub's token page).",
+            )
+        await self._forward_logged_in(path)
 
     head = post = put = patch = delete = get
+
+    @web.authenticated  # browsers without a login go to the hub's login page first
+    async def _forward_logged_in(self, path: str) -> None:
+        await self.forward(path)
 
     def _check(self, path: str, user: dict) -> None:
         segments = path.split("/")
