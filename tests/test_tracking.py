@@ -286,6 +286,31 @@ def test_kernel_logs_as_its_user_without_setup_and_sees_no_hub_secret(tracking):
     r = clients["alice"].get(f"{API}/runs/get", run_id=run_id)
     assert r.json()["run"]["data"]["metrics"][0]["value"] == 0.25
     assert clients["mallory"].get(f"{API}/runs/get", run_id=run_id).status_code == 403
+
+    # the magics are loaded in every kernel, and log through the gateway as alice
+    tracked = (
+        "%%track --name tracked --param lr=0.1\n"
+        "for i in range(100):\n"
+        "    log(loss=1 / (i + 1))\n"
+        "print('trained')\n"
+    )
+    out = stdout_of(run_in_kernel(hub.server_url("alice"), tokens["alice"], tracked, timeout=120))
+    assert "trained" in out
+    r = clients["alice"].post(
+        f"{API}/runs/search",
+        experiment_ids=[experiment_id],
+        filter="tags.`mlflow.runName` = 'tracked'",
+    )
+    runs = r.json().get("runs", [])
+    assert len(runs) == 1, r.text
+    data = runs[0]["data"]
+    assert {p["key"]: p["value"] for p in data["params"]}["lr"] == "0.1"
+    tags = {t["key"]: t["value"] for t in data["tags"]}
+    assert any(v.startswith("sha256:") for k, v in tags.items() if "digest" in k), tags
+    history = clients["alice"].get(
+        f"{API}/metrics/get-history", run_id=runs[0]["info"]["run_id"], metric_key="loss"
+    )
+    assert len(history.json()["metrics"]) == 100
     state = hub.server_state("alice")
     environ = Path(f"/proc/{state['pid']}/environ").read_bytes()
     assert b"SHIPYARD_TRACKING_GATEWAY_SECRET" not in environ
