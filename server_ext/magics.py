@@ -5,11 +5,12 @@ Plain ``import mlflow`` already works in a Shipyard kernel (the platform sets
 to record by hand: the notebook, its parameters (papermill's too), the git commit, the
 environment and the installed packages, so a run can be explained and repeated months later.
 
-The magics parse arguments and delegate (STYLE rule 22): MLflow calls and metric batching are
-in :mod:`server_ext.client`, widgets in :mod:`server_ext.widgets`. Lineage is read here
-because it is read from the kernel (its history, cwd and environment), not from the server.
-User errors become ``UsageError`` in one place, :func:`_user_errors`, so the user sees a
-message that says what to do, never a traceback.
+The magics parse arguments and delegate (STYLE rule 22): MLflow calls are in
+:mod:`server_ext.client`, what a run records about its cell in :mod:`server_ext.lineage`, the
+metrics spool and its background sender in :mod:`server_ext.spool` and
+:mod:`server_ext.sender`, widgets in :mod:`server_ext.widgets`. User errors become
+``UsageError`` in one place, :func:`_user_errors`, so the user sees a message that says what
+to do, never a traceback.
 
 ``%%track`` executes the cell itself, the way IPython's ``%%time`` does (transform, compile,
 ``exec``), rather than with a nested ``run_cell``: the cell's own exception then propagates
@@ -20,16 +21,10 @@ is not supported in a tracked cell.
 from __future__ import annotations
 
 import ast
-import contextlib
 import functools
-import getpass
-import hashlib
 import os
-import subprocess
-import sys
 import time
 import warnings
-from importlib import metadata
 from pathlib import Path
 
 from IPython.core.error import UsageError
@@ -47,22 +42,14 @@ from .client import (
     MAX_KEY,
     MAX_PARAM_VALUE,
     MetricError,
-    MetricSender,
     RunPlan,
     TrackingClient,
     TrackingError,
     TrackingWarning,
-    default_spool_dir,
 )
-
-#: Environment variables the platform sets in kernels, and the tags they become.
-ENV_TAGS = {
-    "SHIPYARD_PROFILE": "shipyard.profile",
-    "SHIPYARD_ENV": "shipyard.env",
-    "SHIPYARD_ENV_DIGEST": "shipyard.env_digest",
-}
-#: papermill's Python translator starts the cell it injects with this comment.
-PAPERMILL_MARKER = "# Parameters"
+from .lineage import installed_packages, lineage_tags, notebook_path, papermill_parameters, snapshot
+from .sender import MetricSender
+from .spool import default_spool_dir
 
 
 def _user_errors(magic):
@@ -233,8 +220,7 @@ class ShipyardMagics(Magics):
             tags=lineage_tags(notebook, packages),
             start_time=time.time_ns() // 1_000_000,
         )
-        files = {f"notebook/{notebook.name}": notebook} if notebook else {}
-        texts = {"cell.py": f"%%track {line}\n{cell}", "packages.txt": "\n".join(packages) + "\n"}
+        files, texts = snapshot(notebook, f"%%track {line}\n{cell}", packages)
         journal = self.sender.start_run(TrackingClient.from_environment(), plan, files, texts)
         self._tell()
         outer = self.logger.journal  # a %%track inside a tracked cell gets its own run
@@ -375,117 +361,3 @@ def parse_params(items: list[str]) -> dict[str, str]:
             raise UsageError(f"--param {key} is given twice with different values: give it once.")
         params[key] = value
     return params
-
-
-def papermill_parameters(shell) -> dict[str, str]:
-    """The variables papermill injected, from this kernel's history.
-
-    papermill puts its parameters in a cell tagged ``injected-parameters`` whose source starts
-    with ``# Parameters`` followed by ``name = literal`` lines. The kernel's history says which
-    of those ran in *this* kernel; the notebook file may hold a stale one from an earlier
-    papermill run, and under papermill there is no ``JPY_SESSION_NAME`` to find the file by.
-    The last such cell wins. Values are recorded as papermill wrote them: strings as they
-    are, other literals as their ``repr``.
-    """
-    for source in reversed(shell.history_manager.input_hist_raw):
-        if source.lstrip().split("\n", 1)[0].strip() == PAPERMILL_MARKER:
-            return _assignments(source)
-    return {}
-
-
-def _assignments(source: str) -> dict[str, str]:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return {}
-    found = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target = node.targets[0]
-            if not isinstance(target, ast.Name):
-                continue
-            try:
-                value = ast.literal_eval(node.value)
-                text = value if isinstance(value, str) else repr(value)
-            except ValueError:
-                text = ast.get_source_segment(source, node.value) or ""
-            found[target.id] = text[:MAX_PARAM_VALUE]
-    return found
-
-
-def notebook_path() -> Path | None:
-    """The notebook this kernel runs, from ``JPY_SESSION_NAME`` (jupyter-server sets it)."""
-    name = os.environ.get("JPY_SESSION_NAME")
-    if not name:
-        return None
-    path = Path(name)
-    for candidate in (path, Path.cwd() / path, Path.cwd() / path.name):
-        if candidate.suffix == ".ipynb" and candidate.is_file():
-            return candidate.resolve()
-    return None
-
-
-def installed_packages() -> list[str]:
-    """``name==version`` of every installed distribution, sorted (what the digest covers).
-
-    Reading every distribution's metadata takes a few hundred milliseconds, so the list is
-    cached until a directory on ``sys.path`` changes (``%pip install`` adds one to it).
-    """
-    state = []
-    for entry in sys.path:
-        with contextlib.suppress(OSError):
-            state.append((entry, os.stat(entry or ".").st_mtime_ns))
-    return list(_distributions(tuple(state)))
-
-
-@functools.lru_cache(maxsize=1)
-def _distributions(path_state: tuple) -> tuple[str, ...]:
-    found = set()
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            found.add(f"{name.lower().replace('_', '-')}=={dist.version}")
-    return tuple(sorted(found))
-
-
-def git_tags(directory: Path) -> dict[str, str]:
-    """Commit and dirty state of the repository holding ``directory``; empty if none."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(directory), *args],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        # Untracked files (data, outputs) do not make the code differ from the commit.
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"mlflow.source.git.commit": commit, "shipyard.git.dirty": str(dirty).lower()}
-
-
-def lineage_tags(notebook: Path | None, packages: list[str]) -> dict[str, str]:
-    """Tags saying who ran what, where, with which code and packages."""
-    try:
-        user = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
-    except (OSError, KeyError):
-        user = "unknown"
-    tags = {
-        "mlflow.user": user,
-        "mlflow.source.type": "NOTEBOOK",
-        "shipyard.packages_digest": "sha256:"
-        + hashlib.sha256("\n".join(packages).encode()).hexdigest(),
-        "shipyard.python": sys.version.split()[0],
-    }
-    if notebook:
-        tags["mlflow.source.name"] = str(notebook)
-    for variable, tag in ENV_TAGS.items():
-        if os.environ.get(variable):
-            tags[tag] = os.environ[variable]
-    tags.update(git_tags(notebook.parent if notebook else Path.cwd()))
-    return tags

@@ -1,0 +1,166 @@
+"""Lineage: what a ``%%track`` run records about where and how its cell ran.
+
+A run should be explainable and repeatable months later, so ``%%track`` records what people
+forget to write down: the notebook (its path, and a copy as saved when the cell started), the
+cell's source, papermill's parameters, the git commit and whether the code differed from it,
+the installed packages and their digest, the Python version, and the profile and environment
+the platform set. All of it is read from the kernel (its history, working directory,
+environment and ``sys.path``), never from the server, so it lives apart from
+:mod:`server_ext.client`; the magics only pass it on in a :class:`~server_ext.client.RunPlan`.
+
+Each reader degrades to recording less, never to failing the cell: no notebook, no repository,
+no git, or no papermill cell just leaves that part out. Rejected alternative: reading papermill's
+parameters from the notebook file, which may hold a stale injected cell and which cannot be
+found under papermill at all (see :func:`papermill_parameters`).
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import functools
+import getpass
+import hashlib
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from .client import MAX_PARAM_VALUE
+
+#: Environment variables the platform sets in kernels, and the tags they become.
+ENV_TAGS = {
+    "SHIPYARD_PROFILE": "shipyard.profile",
+    "SHIPYARD_ENV": "shipyard.env",
+    "SHIPYARD_ENV_DIGEST": "shipyard.env_digest",
+}
+#: papermill's Python translator starts the cell it injects with this comment.
+PAPERMILL_MARKER = "# Parameters"
+
+
+def papermill_parameters(shell) -> dict[str, str]:
+    """The variables papermill injected, from this kernel's history.
+
+    papermill puts its parameters in a cell tagged ``injected-parameters`` whose source starts
+    with ``# Parameters`` followed by ``name = literal`` lines. The kernel's history says which
+    of those ran in *this* kernel; the notebook file may hold a stale one from an earlier
+    papermill run, and under papermill there is no ``JPY_SESSION_NAME`` to find the file by.
+    The last such cell wins. Values are recorded as papermill wrote them: strings as they
+    are, other literals as their ``repr``.
+    """
+    for source in reversed(shell.history_manager.input_hist_raw):
+        if source.lstrip().split("\n", 1)[0].strip() == PAPERMILL_MARKER:
+            return _assignments(source)
+    return {}
+
+
+def _assignments(source: str) -> dict[str, str]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if not isinstance(target, ast.Name):
+                continue
+            try:
+                value = ast.literal_eval(node.value)
+                text = value if isinstance(value, str) else repr(value)
+            except ValueError:
+                text = ast.get_source_segment(source, node.value) or ""
+            found[target.id] = text[:MAX_PARAM_VALUE]
+    return found
+
+
+def notebook_path() -> Path | None:
+    """The notebook this kernel runs, from ``JPY_SESSION_NAME`` (jupyter-server sets it)."""
+    name = os.environ.get("JPY_SESSION_NAME")
+    if not name:
+        return None
+    path = Path(name)
+    for candidate in (path, Path.cwd() / path, Path.cwd() / path.name):
+        if candidate.suffix == ".ipynb" and candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def installed_packages() -> list[str]:
+    """``name==version`` of every installed distribution, sorted (what the digest covers).
+
+    Reading every distribution's metadata takes a few hundred milliseconds, so the list is
+    cached until a directory on ``sys.path`` changes (``%pip install`` adds one to it).
+    """
+    state = []
+    for entry in sys.path:
+        with contextlib.suppress(OSError):
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+    return list(_distributions(tuple(state)))
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions(path_state: tuple) -> tuple[str, ...]:
+    found = set()
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.add(f"{name.lower().replace('_', '-')}=={dist.version}")
+    return tuple(sorted(found))
+
+
+def git_tags(directory: Path) -> dict[str, str]:
+    """Commit and dirty state of the repository holding ``directory``; empty if none."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(directory), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        # Untracked files (data, outputs) do not make the code differ from the commit.
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"mlflow.source.git.commit": commit, "shipyard.git.dirty": str(dirty).lower()}
+
+
+def lineage_tags(notebook: Path | None, packages: list[str]) -> dict[str, str]:
+    """Tags saying who ran what, where, with which code and packages."""
+    try:
+        user = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+    except (OSError, KeyError):
+        user = "unknown"
+    tags = {
+        "mlflow.user": user,
+        "mlflow.source.type": "NOTEBOOK",
+        "shipyard.packages_digest": "sha256:"
+        + hashlib.sha256("\n".join(packages).encode()).hexdigest(),
+        "shipyard.python": sys.version.split()[0],
+    }
+    if notebook:
+        tags["mlflow.source.name"] = str(notebook)
+    for variable, tag in ENV_TAGS.items():
+        if os.environ.get(variable):
+            tags[tag] = os.environ[variable]
+    tags.update(git_tags(notebook.parent if notebook else Path.cwd()))
+    return tags
+
+
+def snapshot(
+    notebook: Path | None, source: str, packages: list[str]
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """The artifacts a run keeps: the notebook as saved, the cell's source, the package list.
+
+    Returns the files to copy into the spool when the cell starts (by artifact name) and the
+    texts to write there (by artifact name).
+    """
+    files = {f"notebook/{notebook.name}": notebook} if notebook else {}
+    texts = {"cell.py": source, "packages.txt": "\n".join(packages) + "\n"}
+    return files, texts
