@@ -9,7 +9,13 @@ import pytest
 from traitlets import Integer, Unicode
 from traitlets.config import Configurable
 
-MODULES = ["hub_ext.spawner", "hub_ext.kubespawner", "server_ext.extension"]
+MODULES = [
+    "hub_ext.spawner",
+    "hub_ext.kubespawner",
+    "hub_ext.services.tracking.app",
+    "server_ext.extension",
+    "server_ext.magics",
+]
 
 
 def shipyard_modules():
@@ -53,7 +59,13 @@ TRAITS = [
 
 def test_the_known_configurables_are_checked():
     names = {cls.__name__ for cls in CLASSES}
-    assert {"ProfileSpawnerMixin", "LocalProfileSpawner", "ShipyardExtension"} <= names
+    assert {
+        "ProfileSpawnerMixin",
+        "LocalProfileSpawner",
+        "ShipyardExtension",
+        "TrackingService",
+        "ShipyardMagics",
+    } <= names
     assert len(TRAITS) >= 8
 
 
