@@ -134,6 +134,7 @@ class HubProcess:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
         """Stop the hub as Ctrl-C would; return its exit code."""
         if self.proc is None or self.proc.poll() is not None:
+            self._kill_leftover_proxy()
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(sig)
         try:
@@ -142,7 +143,17 @@ class HubProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
             code = self.proc.wait()
         self._log.close()
+        self._kill_leftover_proxy()
         return code
+
+    def _kill_leftover_proxy(self) -> None:
+        """A hub that fails at start leaves its proxy running: end it, or it outlives the tests."""
+        try:
+            pid = int((self.data_dir / "proxy.pid").read_text())
+            if b"configurable-http-proxy" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
 
     def log_tail(self, lines: int = 60) -> str:
         try:

@@ -447,3 +447,31 @@ def test_prometheus_metrics_for_admins_only(tracking):
     assert 'shipyard_tracking_requests_total{access="mlflow",code="200"}' in r.text
     assert 'shipyard_tracking_requests_total{access="admin",code="403"}' in r.text
     assert "shipyard_tracking_request_duration_seconds_bucket" in r.text
+
+
+def test_a_hub_killed_hard_takes_the_service_and_mlflow_with_it(hub_factory):
+    hub = hub_factory(name="trackkill", extra_env={"SHIPYARD_TRACKING": "1"})
+    token = hub.create_user("admin")
+    admin = Client(hub.url + "/services/tracking", token)
+    wait_for(lambda: admin.get("/version").status_code == 200, 180, 0.5, "MLflow")
+    state = str(hub.data_dir / "tracking")
+
+    def ours() -> list[int]:
+        found = []
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                try:
+                    argv = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    env = Path(f"/proc/{pid}/environ").read_bytes()
+                except OSError:
+                    continue
+                if state.encode() in argv or (
+                    b"hub_ext.services.tracking" in argv and str(hub.data_dir).encode() in env
+                ):
+                    found.append(int(pid))
+        return found
+
+    assert len(ours()) >= 2, "the service and MLflow run"
+    os.kill(hub.proc.pid, 9)
+    hub.proc.wait()
+    wait_for(lambda: not ours(), 30, 0.3, "the service and MLflow to end with the hub")

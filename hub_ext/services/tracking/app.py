@@ -27,7 +27,7 @@ from traitlets.config import Application
 
 from ... import __version__
 from .gateway import GatewayHandler, MetricsHandler
-from .mlflow_process import MlflowServer
+from .mlflow_process import MlflowServer, die_with_parent
 from .shares import ShareSync
 
 
@@ -228,6 +228,9 @@ class TrackingService(Application):
         )
 
     def start(self) -> None:
+        # a hub that dies without stopping its services (kill -9, a crash at start) takes
+        # this service, and so MLflow, with it: SIGTERM runs the clean shutdown below
+        die_with_parent()
         mlflow = self.mlflow_server()
         mlflow.prepare()
         app = self.make_app(mlflow)

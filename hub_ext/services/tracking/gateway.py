@@ -115,13 +115,15 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
                 "A valid hub API token is needed (in a Shipyard kernel MLFLOW_TRACKING_TOKEN "
                 "holds one; elsewhere create one on the hub's token page).",
             )
-        await self._forward_logged_in(path)
+        forwarding = self._forward_logged_in(path)
+        if forwarding is not None:  # None: redirected to the login page
+            await forwarding
 
     head = post = put = patch = delete = get
 
     @web.authenticated  # browsers without a login go to the hub's login page first
-    async def _forward_logged_in(self, path: str) -> None:
-        await self.forward(path)
+    def _forward_logged_in(self, path: str):
+        return self.forward(path)
 
     def _check(self, path: str, user: dict) -> None:
         segments = path.split("/")

@@ -37,8 +37,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the service dies, even by kill -9 (Linux)."""
+def die_with_parent() -> None:
+    """Get SIGTERM when the parent process dies, even by kill -9 (Linux; elsewhere nothing)."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
@@ -147,7 +147,7 @@ class MlflowServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads yet
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - no threads yet
         )
         (self.state_dir / "mlflow.pgid").write_text(str(self.proc.pid))
         deadline = time.monotonic() + timeout
