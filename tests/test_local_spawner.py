@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import pwd
 from pathlib import Path
 
@@ -293,17 +294,21 @@ def test_named_servers_keep_their_own_profile_and_last_choice_is_remembered(hub)
     hub.stop_server("nora")
 
 
+@contextlib.contextmanager
+def extra_profile(hub, yaml_item: str):
+    """The hub's profiles file with one more profile (first in the list) for the block."""
+    original = hub.profiles_file.read_text()
+    hub.profiles_file.write_text(original.replace("profiles:\n", "profiles:\n" + yaml_item, 1))
+    try:
+        yield
+    finally:
+        hub.profiles_file.write_text(original)
+
+
 def test_spawn_of_an_environment_not_built_is_refused_with_the_fix(hub):
     hub.create_user("ed")
-    original = hub.profiles_file.read_text()
-    try:
-        hub.profiles_file.write_text(
-            original.replace(
-                "profiles:\n",
-                "profiles:\n  - slug: sci\n    display_name: Sci\n    environment: datascience\n",
-                1,
-            )
-        )
+    sci = "  - slug: sci\n    display_name: Sci\n    environment: datascience\n"
+    with extra_profile(hub, sci):
         r = hub.api("POST", "/users/ed/server", json={"profile": "sci"})
         assert r.status_code == 503
         assert r.json()["message"] == (
@@ -312,8 +317,6 @@ def test_spawn_of_an_environment_not_built_is_refused_with_the_fix(hub):
             "every profile's environment)."
         )
         assert hub.api("GET", "/users/ed").json()["servers"] == {}
-    finally:
-        hub.profiles_file.write_text(original)
 
 
 def test_profiles_file_is_reread_without_restart(hub):
@@ -322,15 +325,8 @@ def test_profiles_file_is_reread_without_restart(hub):
     session = _login(hub, "uma", creds["user_password"])
     before = session.get(hub.url + "/hub/spawn/uma/r", timeout=30).text
     assert 'value="fresh"' not in before
-    original = hub.profiles_file.read_text()
-    try:
-        hub.profiles_file.write_text(
-            original.replace(
-                "profiles:\n",
-                "profiles:\n  - slug: fresh\n    display_name: Fresh\n    mem_limit: 300Mi\n",
-                1,
-            )
-        )
+    fresh = "  - slug: fresh\n    display_name: Fresh\n    mem_limit: 300Mi\n"
+    with extra_profile(hub, fresh):
         after = session.get(hub.url + "/hub/spawn/uma/r", timeout=30).text
         assert 'value="fresh"' in after
         # an invalid edit keeps the last good version in force
@@ -338,5 +334,3 @@ def test_profiles_file_is_reread_without_restart(hub):
         still = session.get(hub.url + "/hub/spawn/uma/r", timeout=30)
         assert still.status_code == 200 and 'value="fresh"' in still.text
         assert "is invalid; keeping the previous version" in hub.log_tail(200)
-    finally:
-        hub.profiles_file.write_text(original)
