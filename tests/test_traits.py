@@ -13,6 +13,8 @@ MODULES = [
     "hub_ext.spawner",
     "hub_ext.kubespawner",
     "hub_ext.services.tracking.app",
+    "hub_ext.services.scheduler.executors.local",
+    "hub_ext.services.scheduler.executors.kubernetes",
     "server_ext.extension",
     "server_ext.magics",
 ]
