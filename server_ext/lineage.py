@@ -21,6 +21,7 @@ import contextlib
 import functools
 import getpass
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -164,3 +165,25 @@ def snapshot(
     files = {f"notebook/{notebook.name}": notebook} if notebook else {}
     texts = {"cell.py": source, "packages.txt": "\n".join(packages) + "\n"}
     return files, texts
+
+
+#: Set by Shipyard's scheduler for a scheduled run: where to say which MLflow run it logged.
+JOB_RESULT_FILE_ENV = "SHIPYARD_JOB_RESULT_FILE"
+
+
+def report_to_job(run_id: str | None) -> None:
+    """Tell a scheduled job which MLflow run this notebook logged (``{"mlflow_run_id": …}``).
+
+    The scheduler's executors read the file after the notebook ends and record the
+    run id with the job's run; outside a scheduled job the variable is unset and
+    nothing is written. A file that cannot be written costs the job its link to
+    MLflow, never the cell.
+    """
+    path = os.environ.get(JOB_RESULT_FILE_ENV)
+    if not path or not run_id:
+        return
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"mlflow_run_id": run_id}, f)
+    except OSError:
+        pass

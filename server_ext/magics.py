@@ -47,7 +47,14 @@ from .client import (
     TrackingError,
     TrackingWarning,
 )
-from .lineage import installed_packages, lineage_tags, notebook_path, papermill_parameters, snapshot
+from .lineage import (
+    installed_packages,
+    lineage_tags,
+    notebook_path,
+    papermill_parameters,
+    report_to_job,
+    snapshot,
+)
 from .sender import MetricSender
 from .spool import default_spool_dir
 
@@ -238,6 +245,7 @@ class ShipyardMagics(Magics):
             self.logger.journal = outer
             wall = f"{time.monotonic() - started:.3f}"
             self.sender.end_run(journal, status, {"shipyard.wall_time_s": wall})
+            report_to_job(journal.run_id)
             self._tell()
 
     def _compile(self, line: str, cell: str):

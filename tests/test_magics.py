@@ -548,3 +548,11 @@ def test_kernel_config_appends_the_extension_once():
         exec(compile(source, "ipython_kernel_config.py", "exec"), namespace)
         value = config.IPKernelApp.extensions
         assert (value if isinstance(value, list) else value.get_value([])) == expected
+
+
+def test_a_scheduled_run_is_told_the_mlflow_run_id(ip, mlflow, tmp_path, monkeypatch):
+    result = tmp_path / "result.json"
+    monkeypatch.setenv("SHIPYARD_JOB_RESULT_FILE", str(result))
+    name = unique("scheduled")
+    ip.run_cell_magic("track", f"--name {name}", "log(score=1.0)")
+    assert json.loads(result.read_text()) == {"mlflow_run_id": find_run(mlflow, name).info.run_id}
