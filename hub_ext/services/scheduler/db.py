@@ -1,0 +1,139 @@
+"""Engines and schema upgrades for the scheduler's database.
+
+One function makes every engine (:func:`make_engine`) so that the service, its
+workers, the migrations and the tests all talk to the database the same way:
+
+- **SQLite** (the embedded default) runs in WAL mode, so readers never block
+  the writer, with a busy timeout, so a second process waits for the write
+  lock instead of failing with ``database is locked``. Foreign keys are
+  switched on (SQLite leaves them off), so deleting a job deletes its triggers
+  and runs. The driver's own transaction handling is turned off and
+  SQLAlchemy emits ``BEGIN`` itself: an engine derived with
+  ``execution_options(sqlite_begin="IMMEDIATE")`` takes the write lock at the
+  start of its transactions, which is what makes a claim (read due ticks, then
+  write runs) atomic across processes. Without it, two deferred transactions
+  both read, and the second write fails with ``SQLITE_BUSY_SNAPSHOT``
+  regardless of the busy timeout. See
+  https://docs.sqlalchemy.org/en/20/dialects/sqlite.html#serializable-isolation-savepoints-transactional-ddl
+- **PostgreSQL** (production) uses psycopg 3; a ``postgresql://`` URL is
+  rewritten to ``postgresql+psycopg://`` so admins can paste the usual form.
+
+:func:`upgrade` runs the Alembic revisions shipped in ``alembic/`` without an
+``alembic.ini`` (the service calls it on start, like JupyterHub's
+``upgrade-db``). Rejected alternative: ``metadata.create_all`` on start, which
+cannot change an existing schema and leads to hand-written ``ALTER TABLE``
+(jupyter-scheduler's ``update_db_schema``; STYLE rule 12).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+ALEMBIC_DIR = Path(__file__).with_name("alembic")
+
+#: Seconds a SQLite connection waits for another process's write lock.
+SQLITE_BUSY_TIMEOUT = 30.0
+
+#: Key of the PostgreSQL advisory lock that serialises concurrent upgrades
+#: (two service replicas starting at once). Any fixed 64-bit number will do.
+UPGRADE_LOCK_KEY = 0x5348_4950_5944_0001
+
+
+def normalize_url(db_url: str) -> str:
+    """Return ``db_url`` with PostgreSQL URLs pointed at the psycopg 3 driver.
+
+    Parameters
+    ----------
+    db_url : str
+        A SQLAlchemy URL: ``sqlite:///path``, ``postgresql://...`` or
+        ``postgresql+psycopg://...``.
+    """
+    url = make_url(db_url)
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def make_engine(db_url: str, **kwargs: Any) -> Engine:
+    """Create an engine for the scheduler's database.
+
+    Parameters
+    ----------
+    db_url : str
+        SQLite or PostgreSQL URL (see :func:`normalize_url`).
+    **kwargs
+        Passed on to :func:`sqlalchemy.create_engine`.
+
+    Returns
+    -------
+    sqlalchemy.Engine
+        For SQLite, transactions begin with ``BEGIN``, or ``BEGIN IMMEDIATE``
+        on an engine derived with ``execution_options(sqlite_begin="IMMEDIATE")``.
+    """
+    url = make_url(normalize_url(db_url))
+    if url.get_backend_name() != "sqlite":
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_engine(url, **kwargs)
+
+    connect_args = kwargs.pop("connect_args", {})
+    connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT)
+    # Connections move between the service's worker threads, one at a time.
+    connect_args.setdefault("check_same_thread", False)
+    engine = create_engine(url, connect_args=connect_args, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN, below
+        cursor = dbapi_connection.cursor()
+        if url.database and url.database != ":memory:":
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode, and faster
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection):
+        mode = connection.get_execution_options().get("sqlite_begin", "")
+        if mode not in ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
+            raise ValueError(f"unknown sqlite_begin mode {mode!r}")
+        connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+    return engine
+
+
+def alembic_config(db_url: str) -> Config:
+    """Return an Alembic configuration for the shipped revisions, without an ini file.
+
+    Parameters
+    ----------
+    db_url : str
+        The database to migrate; ``env.py`` builds its engine with :func:`make_engine`.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    # ConfigParser interpolation would choke on a password with a "%".
+    config.set_main_option("sqlalchemy.url", normalize_url(db_url).replace("%", "%%"))
+    return config
+
+
+def upgrade(db_url: str, revision: str = "head") -> None:
+    """Create the schema, or upgrade it to ``revision``; safe to call on every start.
+
+    Concurrent callers are serialised (an advisory lock on PostgreSQL, the
+    write lock on SQLite), so replicas starting together migrate once.
+
+    Parameters
+    ----------
+    db_url : str
+        The database to create or upgrade.
+    revision : str
+        Target Alembic revision; the newest by default.
+    """
+    command.upgrade(alembic_config(db_url), revision)

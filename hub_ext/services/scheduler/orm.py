@@ -1,0 +1,232 @@
+"""The scheduler's tables: jobs, their triggers, and their runs (SQLAlchemy 2 declarative).
+
+These classes are storage only. They never import the API models of
+:mod:`.models` (STYLE rule 11, as jupyter-scheduler keeps ``orm.py`` apart from
+``models.py``); the one place that converts between the two is :mod:`.store`.
+The schema is created and changed only by the Alembic revisions in
+``alembic/versions`` (STYLE rule 12); a test proves they produce exactly this
+metadata on SQLite and PostgreSQL.
+
+Choices worth knowing:
+
+- Every timestamp is stored in UTC and read back timezone-aware
+  (:class:`UTCDateTime`). SQLite has no time zone type; storing naive UTC there
+  keeps ``next_fire_at <= now`` a correct comparison of equal-format strings.
+- ``runs`` has ``UNIQUE (trigger_id, tick, attempt)``: one cron tick can never
+  make two first attempts, even when two scheduler processes race (SECURITY
+  rule 7). Manual runs have no trigger and no tick; SQL treats those NULLs as
+  distinct, so they never collide.
+- ``jobs.version`` is SQLAlchemy's ``version_id_col``: every UPDATE of a job
+  increments it and checks the version it read, so two concurrent edits cannot
+  silently overwrite each other (the loser gets :class:`~.errors.Conflict`).
+- Each run copies what it runs (notebook digest, parameters, profile, timeout,
+  job version): a run queued before an edit runs what was scheduled, and its
+  record says exactly what that was.
+- Policies and statuses are short strings with CHECK constraints rather than
+  native enums: adding a value later is a one-line migration on both
+  databases, where a PostgreSQL ``ENUM`` needs ``ALTER TYPE`` outside a
+  transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+#: Constraint and index names fixed by convention, so the Alembic revisions can
+#: name them identically and a later revision can drop them by name on SQLite.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
+MISSED_RUN_POLICIES = ("skip", "run_once")
+TRIGGER_KINDS = ("cron", "file", "webhook", "after_job")
+#: ``skipped`` records a tick that was deliberately not run (the concurrency
+#: policy ``forbid``, or a missed tick under ``skip``), so users see why.
+RUN_STATUSES = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "timed_out",
+    "orphaned",
+    "skipped",
+)
+#: Statuses a run never leaves.
+FINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "orphaned", "skipped")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every database.
+
+    PostgreSQL stores ``timestamptz``; SQLite stores naive UTC text. Values
+    written must be timezone-aware (a naive datetime is a bug: whose local
+    time would it be?); values read are always UTC-aware.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: scheduler times must be timezone-aware")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the scheduler's tables, with fixed constraint names."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+
+
+class Job(Base):
+    """A notebook snapshot, how to run it, and who may see it."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("owner", "name"),
+        CheckConstraint(_in("concurrency_policy", CONCURRENCY_POLICIES), name="concurrency_policy"),
+        CheckConstraint(_in("missed_run_policy", MISSED_RUN_POLICIES), name="missed_run_policy"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(63))
+    #: sha256 of the .ipynb bytes in the :class:`~.store.SnapshotStore`.
+    notebook_digest: Mapped[str] = mapped_column(String(64))
+    #: Where the user's notebook lives; informational only, never read.
+    source_path: Mapped[str | None] = mapped_column(String(4096))
+    parameters: Mapped[dict[str, Any]]
+    profile: Mapped[str] = mapped_column(String(63))
+    timeout_seconds: Mapped[int] = mapped_column(Integer)
+    #: Retries after the first attempt (0 = run once).
+    retry_attempts: Mapped[int] = mapped_column(Integer)
+    retry_backoff_seconds: Mapped[int] = mapped_column(Integer)
+    concurrency_policy: Mapped[str] = mapped_column(String(16))
+    missed_run_policy: Mapped[str] = mapped_column(String(16))
+    output_formats: Mapped[list[str]]
+    shared_with_groups: Mapped[list[str]]
+    paused: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    version: Mapped[int] = mapped_column(Integer)
+
+    triggers: Mapped[list[Trigger]] = relationship(
+        back_populates="job",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="Trigger.created_at, Trigger.id",
+    )
+    runs: Mapped[list[Run]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
+    )
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class Trigger(Base):
+    """What starts runs of a job.
+
+    ``spec`` by kind: ``cron`` ``{"expression", "timezone"}``; ``file``
+    ``{"glob"}``; ``webhook`` ``{"secret_sha256"}`` (the hash of the per-job
+    secret, never the secret); ``after_job`` ``{"upstream_job_id"}``.
+    """
+
+    __tablename__ = "triggers"
+    __table_args__ = (CheckConstraint(_in("kind", TRIGGER_KINDS), name="kind"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]]
+    #: The next cron tick not yet turned into a run (cron only).
+    next_fire_at: Mapped[datetime | None] = mapped_column(index=True)
+    last_fired_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+    job: Mapped[Job] = relationship(back_populates="triggers")
+
+
+class Run(Base):
+    """One attempt at running a job's notebook."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        UniqueConstraint("trigger_id", "tick", "attempt"),
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        CheckConstraint("attempt >= 1", name="attempt"),
+        Index(None, "job_id", "status"),
+        Index(None, "status", "not_before"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    job_version: Mapped[int] = mapped_column(Integer)
+    #: NULL for manual runs, and for runs of a trigger removed since.
+    trigger_id: Mapped[str | None] = mapped_column(
+        ForeignKey("triggers.id", ondelete="SET NULL"), index=True
+    )
+    #: The scheduled time of a cron run; NULL otherwise.
+    tick: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16))
+    attempt: Mapped[int] = mapped_column(Integer)
+    #: The run this attempt retries (lineage only, so no foreign key).
+    retry_of: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]]
+    notebook_digest: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[str] = mapped_column(String(63))
+    timeout_seconds: Mapped[int] = mapped_column(Integer)
+    queued_at: Mapped[datetime]
+    #: A worker may claim the run from this time on (the tick, or now + backoff).
+    not_before: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    heartbeat_at: Mapped[datetime | None]
+    #: Set when the run must stop (concurrency policy ``replace``, a user's cancel).
+    cancel_requested_at: Mapped[datetime | None]
+    output_path: Mapped[str | None] = mapped_column(String(4096))
+    log_path: Mapped[str | None] = mapped_column(String(4096))
+    env_digest: Mapped[str | None] = mapped_column(String(128))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+
+    job: Mapped[Job] = relationship(back_populates="runs", lazy="raise")
