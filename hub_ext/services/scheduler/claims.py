@@ -1,0 +1,450 @@
+"""The worker side of the store: claiming due ticks and queued runs, and their life.
+
+Workers call :meth:`WorkerMixin.claim_due`, then :meth:`~WorkerMixin.start_run`,
+:meth:`~WorkerMixin.heartbeat` while executing, and
+:meth:`~WorkerMixin.finish_run`; the service calls
+:meth:`~WorkerMixin.recover_orphans` at start and periodically.
+
+Requirements and how they are met:
+
+- **A cron tick runs at most once** (SECURITY rule 7). ``claim_due`` reads
+  the due triggers *and locks them* in the same transaction that inserts
+  their runs and advances ``next_fire_at``: ``SELECT ... FOR UPDATE SKIP
+  LOCKED`` on PostgreSQL (a second worker skips what the first holds, and
+  re-reads a committed row as no longer due), ``BEGIN IMMEDIATE`` on SQLite
+  (one writer at a time). Underneath, ``UNIQUE (trigger_id, tick, attempt)``
+  rejects a second first attempt whatever the code above does.
+- **A crash leaves nothing in progress forever.** Workers heartbeat their
+  runs; ``recover_orphans`` turns runs without a recent heartbeat into
+  ``orphaned`` and queues the next attempt after the job's backoff while
+  retries remain.
+- **A forbid job never runs twice at once**, however many workers claim:
+  claims lock the jobs too, and ``start_run`` checks again under the lock.
+
+Rejected alternatives: an in-memory scheduler (APScheduler and friends) loses
+ticks on restart and double-fires with two replicas; advisory locks per job
+would serialise claims but leave the tick itself unprotected.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from enum import Enum
+
+from sqlalchemy import and_, exists, or_, select
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from .convert import describe_run
+from .cron import cron_count, cron_latest, cron_next
+from .errors import Conflict, Invalid, NotFound
+from .models import DescribeRun, RunStatus
+from .orm import Job, Run, Trigger
+from .queueing import ACTIVE, QueueMixin
+
+log = logging.getLogger(__name__)
+
+#: Due cron triggers handled per claim transaction; the rest wait for the next poll.
+CRON_BATCH = 500
+#: How many missed ticks are counted for a run's reason before saying "more than".
+MISSED_COUNT_CAP = 1000
+#: What :meth:`WorkerMixin.finish_run` accepts.
+FINISH_STATUSES = ("succeeded", "failed", "cancelled", "timed_out")
+
+
+class WorkerMixin(QueueMixin):
+    """What workers call on :class:`~.store.JobStore`; see the module docstring."""
+
+    late_tolerance: timedelta
+    _write: sessionmaker
+
+    def claim_due(self, now: datetime | None, worker_id: str, limit: int = 10) -> list[DescribeRun]:
+        """Turn due cron ticks into runs, then claim up to ``limit`` queued runs for a worker.
+
+        Everything happens in one transaction: each due trigger is locked,
+        its run inserted and its ``next_fire_at`` advanced together, so a tick
+        makes exactly one run however many workers call this at once, and a
+        crash in the middle makes none (the next call makes it). Missed ticks
+        follow the job's missed-run policy:
+
+        - ``skip``: a tick later than ``late_tolerance`` is recorded as
+          ``skipped``; the job next runs at its next future tick.
+        - ``run_once``: one run, for the latest missed tick.
+
+        Claimed runs are those whose ``not_before`` has come, oldest first,
+        never two of a ``forbid`` job at once. The worker must then call
+        :meth:`start_run`; a claim without a start is released by
+        :meth:`recover_orphans`.
+
+        Parameters
+        ----------
+        now : datetime or None
+            The time to schedule at (None: the store's clock).
+        worker_id : str
+            Who claims: recorded on the runs, checked by :meth:`start_run`.
+        limit : int
+            The most runs to claim (0 only fires due ticks).
+
+        Returns
+        -------
+        list of DescribeRun
+            The runs claimed, ``queued`` and ``claimed_by`` the worker.
+        """
+        now = self._now(now)
+        with self._write.begin() as session:
+            self._fire_due_cron(session, now)
+            if limit <= 0:
+                return []
+            return [describe_run(r) for r in self._claim_queued(session, now, worker_id, limit)]
+
+    def _fire_due_cron(self, session: Session, now: datetime) -> None:
+        due = session.execute(
+            select(Trigger, Job)
+            .join(Job, Trigger.job_id == Job.id)
+            .where(Trigger.kind == "cron", Trigger.next_fire_at <= now, Job.paused.is_(False))
+            .order_by(Trigger.next_fire_at, Trigger.id)
+            .limit(CRON_BATCH)
+            .with_for_update(skip_locked=True, of=(Trigger.__table__, Job.__table__))
+            .execution_options(populate_existing=True)
+        ).all()
+        for trigger, job in due:
+            try:
+                self._fire_cron(session, trigger, job, now)
+            except (ValueError, KeyError) as e:  # croniter's errors are ValueErrors
+                # One unreadable stored schedule must not stop every other job's
+                # ticks: disable it, say so, and go on.
+                log.error("Disabling cron trigger %s of job %s: %s", trigger.id, job.id, e)
+                trigger.next_fire_at = None
+
+    def _fire_cron(self, session: Session, trigger: Trigger, job: Job, now: datetime) -> None:
+        expression, tz = trigger.spec["expression"], trigger.spec["timezone"]
+        first = trigger.next_fire_at
+        latest = cron_latest(expression, tz, now)
+        trigger.next_fire_at = cron_next(expression, tz, now)
+        if latest < first:  # cannot happen unless the clock went back; just reschedule
+            return
+        trigger.last_fired_at = now
+        missed = cron_count(expression, tz, first, latest, MISSED_COUNT_CAP) - 1
+        late = now - latest > self.late_tolerance
+        count = f"{MISSED_COUNT_CAP}+" if missed + 1 >= MISSED_COUNT_CAP else str(missed + 1)
+        reason = f"cron {expression} ({tz})"
+        if job.missed_run_policy == "skip":
+            if late:
+                why = (
+                    f"skipped: {count} tick(s) from {first.isoformat()} to {latest.isoformat()} "
+                    "were missed while no scheduler ran, and the missed-run policy is skip"
+                )
+                self._insert_run(
+                    session,
+                    self._new_run(job, now, why, trigger=trigger, tick=latest, status="skipped"),
+                )
+                return
+            if missed:
+                reason += f"; {missed} earlier missed tick(s) skipped"
+        elif missed or late:
+            reason += f"; run_once for the latest of {count} missed tick(s)"
+        run = self._queue(session, job, now, reason, trigger=trigger, tick=latest)
+        if run is not None and run.status == "queued":
+            run.not_before = latest
+
+    def _claim_queued(
+        self, session: Session, now: datetime, worker_id: str, limit: int
+    ) -> list[Run]:
+        other = aliased(Run)
+        busy = (
+            exists()
+            .where(other.job_id == Run.job_id, other.id != Run.id)
+            .where(
+                or_(
+                    other.status == "running",
+                    and_(other.status == "queued", other.claimed_by.is_not(None)),
+                )
+            )
+        )
+        candidates = session.scalars(
+            select(Run)
+            .join(Job, Run.job_id == Job.id)
+            .where(
+                Run.status == "queued",
+                Run.claimed_by.is_(None),
+                Run.not_before <= now,
+                or_(Job.concurrency_policy != "forbid", ~busy),
+            )
+            .order_by(Run.not_before, Run.queued_at, Run.id)
+            .limit(limit)
+            # Locking the jobs too keeps two workers from claiming two runs of one
+            # forbid job (each would skip the other's locked run and see no claim).
+            .with_for_update(skip_locked=True, of=(Run.__table__, Job.__table__))
+            .execution_options(populate_existing=True)
+        ).all()
+        policies = dict(
+            session.execute(
+                select(Job.id, Job.concurrency_policy).where(
+                    Job.id.in_({r.job_id for r in candidates})
+                )
+            ).all()
+        )
+        # The query above judged "busy" on a snapshot taken before its locks were
+        # granted; now that this transaction holds the jobs' locks, look again.
+        forbid = {job_id for job_id, policy in policies.items() if policy == "forbid"}
+        busy_now = set(
+            session.scalars(
+                select(Run.job_id).where(
+                    Run.job_id.in_(forbid),
+                    Run.id.not_in([r.id for r in candidates]),
+                    or_(
+                        Run.status == "running",
+                        and_(Run.status == "queued", Run.claimed_by.is_not(None)),
+                    ),
+                )
+            )
+        )
+        claimed, taken = [], set()
+        for run in candidates:
+            if run.job_id in forbid:
+                if run.job_id in busy_now or run.job_id in taken:
+                    continue
+                taken.add(run.job_id)
+            run.claimed_by, run.heartbeat_at = worker_id, now
+            claimed.append(run)
+        return claimed
+
+    def start_run(self, run_id: str, worker_id: str, *, now: datetime | None = None) -> DescribeRun:
+        """Mark a queued run ``running`` for ``worker_id``, who is about to execute it.
+
+        Raises
+        ------
+        NotFound
+            No such run.
+        Conflict
+            The run is not queued, is claimed by another worker, was cancelled
+            before it started, or its job is ``forbid`` and another run of it
+            is running (the claim is then released, for a later start). The
+            worker must then not execute it.
+        """
+        now = self._now(now)
+        refused = None
+        with self._write.begin() as session:
+            found = session.get(Run, run_id)
+            if found is None or self._lock_job(session, found.job_id) is None:
+                raise NotFound(f"no run {run_id!r}")
+            run = self._lock_run(session, run_id)
+            job = session.get(Job, run.job_id)
+            if run.status != "queued":
+                raise Conflict(f"run {run.id} is {run.status}, not queued")
+            if run.claimed_by not in (None, worker_id):
+                raise Conflict(f"run {run.id} is claimed by worker {run.claimed_by!r}")
+            other = None
+            if job.concurrency_policy == "forbid":
+                other = session.scalars(
+                    select(Run.id).where(
+                        Run.job_id == job.id, Run.status == "running", Run.id != run.id
+                    )
+                ).first()
+            if run.cancel_requested_at is not None:
+                run.status, run.ended_at = "cancelled", now
+                refused = Conflict(f"run {run.id} was cancelled before it started")
+            elif other is not None:
+                # Released (committed below) so that any worker may start it later.
+                run.claimed_by = run.heartbeat_at = None
+                refused = Conflict(
+                    f"run {other} of job {job.name!r} is running and its concurrency "
+                    "policy is forbid"
+                )
+            else:
+                run.status, run.claimed_by = "running", worker_id
+                run.started_at = run.heartbeat_at = now
+            described = describe_run(run)
+        if refused is not None:
+            raise refused
+        return described
+
+    def heartbeat(self, run_id: str, worker_id: str, *, now: datetime | None = None) -> DescribeRun:
+        """Record that ``worker_id`` is still executing a run.
+
+        Returns
+        -------
+        DescribeRun
+            When ``cancel_requested_at`` is set, the worker must stop the run
+            and report it with :meth:`finish_run` as ``cancelled``.
+
+        Raises
+        ------
+        NotFound
+            No such run.
+        Conflict
+            The run is no longer this worker's to run (orphaned, finished, or
+            claimed by another): the worker must stop it.
+        """
+        now = self._now(now)
+        with self._write.begin() as session:
+            run = self._lock_run(session, run_id)
+            if run is None:
+                raise NotFound(f"no run {run_id!r}")
+            if run.status != "running" or run.claimed_by != worker_id:
+                raise Conflict(
+                    f"run {run.id} is {run.status} (worker {run.claimed_by!r}): stop executing it"
+                )
+            run.heartbeat_at = now
+            return describe_run(run)
+
+    def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus | Enum | str,
+        reason: str = "",
+        *,
+        worker_id: str | None = None,
+        output_path: str | None = None,
+        log_path: str | None = None,
+        env_digest: str | None = None,
+        mlflow_run_id: str | None = None,
+        now: datetime | None = None,
+    ) -> DescribeRun:
+        """Record how a run ended; queue its retry or the jobs that run after it.
+
+        A ``failed`` or ``timed_out`` run with retries left queues attempt + 1
+        after the job's backoff. A ``succeeded`` run queues a run of every
+        unpaused job with an ``after_job`` trigger on this job.
+
+        Parameters
+        ----------
+        run_id : str
+            The run.
+        status : RunStatus, enum or str
+            ``succeeded``, ``failed``, ``cancelled`` or ``timed_out`` (an
+            executor's ``RunReport.status`` is accepted as is). A queued
+            run may only be finished as ``cancelled``.
+        reason : str
+            Why (for a failure: the cell and error papermill reported).
+        worker_id : str, optional
+            When given, the run must be this worker's.
+        output_path, log_path, env_digest, mlflow_run_id : str, optional
+            Where the outputs are and what produced them.
+
+        Raises
+        ------
+        Invalid
+            ``status`` is not a final status a worker reports.
+        NotFound
+            No such run.
+        Conflict
+            The run already ended (e.g. declared orphaned), or belongs to
+            another worker.
+        """
+        now = self._now(now)
+        # Any str enum (the executors' RunStatus too) counts by value: str() of a
+        # (str, Enum) member is "RunStatus.FAILED" before Python 3.12.
+        status = status.value if isinstance(status, Enum) else str(status)
+        if status not in FINISH_STATUSES:
+            raise Invalid(
+                f"a run is finished as one of {', '.join(FINISH_STATUSES)}, not {status!r}"
+            )
+        with self._write.begin() as session:
+            found = session.get(Run, run_id)
+            job = self._lock_job(session, found.job_id) if found else None
+            if job is None:
+                raise NotFound(f"no run {run_id!r}")
+            run = self._lock_run(session, run_id)
+            if run.status != "running" and not (run.status == "queued" and status == "cancelled"):
+                raise Conflict(f"run {run.id} is {run.status}; it cannot become {status}")
+            if worker_id is not None and run.claimed_by not in (None, worker_id):
+                raise Conflict(f"run {run.id} belongs to worker {run.claimed_by!r}")
+            run.status, run.ended_at = status, now
+            if reason:
+                run.reason = f"{run.reason}; {reason}" if run.reason else reason
+            for name, value in (
+                ("output_path", output_path),
+                ("log_path", log_path),
+                ("env_digest", env_digest),
+                ("mlflow_run_id", mlflow_run_id),
+            ):
+                if value is not None:
+                    setattr(run, name, value)
+            self._retry(session, job, run, now)
+            described = describe_run(run)
+            if status == "succeeded":
+                self._queue_downstream(session, job, run, now)
+        return described
+
+    def _queue_downstream(self, session: Session, upstream: Job, run: Run, now: datetime) -> None:
+        triggers = [
+            t
+            for t in session.scalars(select(Trigger).where(Trigger.kind == "after_job"))
+            if t.spec.get("upstream_job_id") == upstream.id
+        ]
+        for trigger in sorted(triggers, key=lambda t: t.job_id):  # lock order: job ids
+            job = self._lock_job(session, trigger.job_id)
+            if job is None or job.paused:
+                continue
+            reason = f"after run {run.id} of job {upstream.name!r} ({upstream.owner}) succeeded"
+            self._queue(session, job, now, reason, trigger=trigger)
+            trigger.last_fired_at = now
+
+    def recover_orphans(
+        self, stale_after: timedelta, *, now: datetime | None = None
+    ) -> list[DescribeRun]:
+        """Declare runs whose worker went silent ``orphaned``, and retry them if allowed.
+
+        Call it when a scheduler starts and then periodically. A ``running``
+        run without a heartbeat for ``stale_after`` becomes ``orphaned``; while
+        its attempt is within the job's ``retry_attempts``, attempt + 1 is
+        queued, claimable after the job's backoff. A ``queued`` run claimed by
+        a worker that never started it is released for another worker.
+
+        Parameters
+        ----------
+        stale_after : datetime.timedelta
+            How long without a heartbeat means the worker is gone; several
+            heartbeat intervals.
+
+        Returns
+        -------
+        list of DescribeRun
+            The runs now ``orphaned``.
+        """
+        now = self._now(now)
+        cutoff = now - stale_after
+        stale = or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff)
+        orphaned: list[DescribeRun] = []
+        with self._write.begin() as session:
+            job_ids = sorted(
+                set(
+                    session.scalars(
+                        select(Run.job_id).where(
+                            stale,
+                            or_(
+                                Run.status == "running",
+                                and_(Run.status == "queued", Run.claimed_by.is_not(None)),
+                            ),
+                        )
+                    )
+                )
+            )
+            for job_id in job_ids:
+                job = self._lock_job(session, job_id, skip_locked=True)
+                if job is None:  # being changed right now: next time
+                    continue
+                runs = session.scalars(
+                    select(Run)
+                    .where(Run.job_id == job_id, Run.status.in_(ACTIVE), stale)
+                    .order_by(Run.id)
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                ).all()
+                for run in runs:
+                    if run.status == "queued":
+                        if run.claimed_by is not None:
+                            log.warning("Releasing run %s claimed by %s", run.id, run.claimed_by)
+                            run.claimed_by = run.heartbeat_at = None
+                        continue
+                    last = run.heartbeat_at.isoformat() if run.heartbeat_at else "never"
+                    note = (
+                        f"orphaned: no heartbeat from worker {run.claimed_by!r} since {last} "
+                        f"(stale after {int(stale_after.total_seconds())} s)"
+                    )
+                    run.status, run.ended_at = "orphaned", now
+                    run.reason = f"{run.reason}; {note}" if run.reason else note
+                    self._retry(session, job, run, now)
+                    orphaned.append(describe_run(run))
+        return orphaned

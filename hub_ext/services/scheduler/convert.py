@@ -1,0 +1,130 @@
+"""Conversion from ORM rows to the API models, and page tokens, in one place (STYLE rule 11).
+
+The ORM (:mod:`.orm`) never imports the API models (:mod:`.models`); this
+module is the only bridge between them, so a field added to one shows up
+here or nowhere. A webhook trigger's secret hash never leaves the database:
+:func:`describe_trigger` does not copy it.
+
+Page tokens are opaque to clients (base64 JSON of the last row's sort key);
+anything that does not decode to the expected shape is refused as
+:class:`~.errors.Invalid` rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from .errors import Invalid
+from .models import (
+    AfterJobTrigger,
+    CronTrigger,
+    DescribeJob,
+    DescribeRun,
+    DescribeTrigger,
+    FileTrigger,
+    WebhookTrigger,
+)
+from .orm import Job, Run, Trigger
+
+
+def describe_trigger(trigger: Trigger) -> DescribeTrigger:
+    spec = trigger.spec
+    model: CronTrigger | FileTrigger | WebhookTrigger | AfterJobTrigger
+    if trigger.kind == "cron":
+        model = CronTrigger.model_construct(
+            expression=spec["expression"], timezone=spec["timezone"]
+        )
+    elif trigger.kind == "file":
+        model = FileTrigger.model_construct(glob=spec["glob"])
+    elif trigger.kind == "webhook":
+        model = WebhookTrigger.model_construct()  # the secret's hash stays in the database
+    else:
+        model = AfterJobTrigger.model_construct(upstream_job_id=spec["upstream_job_id"])
+    return DescribeTrigger(
+        id=trigger.id,
+        trigger=model,
+        next_fire_at=trigger.next_fire_at,
+        last_fired_at=trigger.last_fired_at,
+    )
+
+
+def describe_job(
+    job: Job, read_only: bool = False, webhook_secret: str | None = None
+) -> DescribeJob:
+    return DescribeJob(
+        id=job.id,
+        owner=job.owner,
+        name=job.name,
+        notebook_digest=job.notebook_digest,
+        source_path=job.source_path,
+        parameters=job.parameters,
+        profile=job.profile,
+        timeout_seconds=job.timeout_seconds,
+        retry_attempts=job.retry_attempts,
+        retry_backoff_seconds=job.retry_backoff_seconds,
+        concurrency_policy=job.concurrency_policy,
+        missed_run_policy=job.missed_run_policy,
+        output_formats=job.output_formats,
+        shared_with_groups=job.shared_with_groups,
+        paused=job.paused,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        version=job.version,
+        triggers=[describe_trigger(t) for t in job.triggers],
+        read_only=read_only,
+        webhook_secret=webhook_secret,
+    )
+
+
+def describe_run(run: Run) -> DescribeRun:
+    return DescribeRun(
+        id=run.id,
+        job_id=run.job_id,
+        job_version=run.job_version,
+        trigger_id=run.trigger_id,
+        tick=run.tick,
+        status=run.status,
+        attempt=run.attempt,
+        retry_of=run.retry_of,
+        reason=run.reason,
+        parameters=run.parameters,
+        notebook_digest=run.notebook_digest,
+        profile=run.profile,
+        timeout_seconds=run.timeout_seconds,
+        queued_at=run.queued_at,
+        not_before=run.not_before,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        claimed_by=run.claimed_by,
+        heartbeat_at=run.heartbeat_at,
+        cancel_requested_at=run.cancel_requested_at,
+        output_path=run.output_path,
+        log_path=run.log_path,
+        env_digest=run.env_digest,
+        mlflow_run_id=run.mlflow_run_id,
+    )
+
+
+def public_spec(model: CronTrigger | FileTrigger | WebhookTrigger | AfterJobTrigger) -> str:
+    """A trigger's identity for matching an update's triggers to the stored ones."""
+    return model.model_dump_json()
+
+
+def encode_token(values: list[str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, size: int) -> list[str]:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError):
+        values = None
+    if (
+        not isinstance(values, list)
+        or len(values) != size
+        or not all(isinstance(v, str) for v in values)
+    ):
+        raise Invalid("next_token is not one this service issued: start again without it")
+    return values
