@@ -17,6 +17,7 @@ import threading
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+import jupyterhub.orm  # noqa: F401 - its listener on every session is active in hub services
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
