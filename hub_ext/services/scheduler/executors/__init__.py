@@ -3,8 +3,16 @@
 :class:`~.base.Executor` is the interface the scheduler service calls;
 :mod:`.local` and :mod:`.kubernetes` are its two implementations. They are
 imported from their own modules (``kubernetes`` needs kubernetes_asyncio), so
-importing this package loads neither.
+importing this package loads neither: :func:`load_executor` imports the one
+the service is configured with, by entry point name (group
+``shipyard.executors``) or dotted class name (STYLE rule 5).
 """
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any
 
 from .base import (
     CellError,
@@ -16,7 +24,41 @@ from .base import (
     RunStatus,
 )
 
+#: The executors Shipyard ships, by entry point name (what ``executor_class`` takes).
+EXECUTORS = {
+    "local": "hub_ext.services.scheduler.executors.local:LocalExecutor",
+    "kubernetes": "hub_ext.services.scheduler.executors.kubernetes:KubernetesExecutor",
+}
+
+
+def load_executor(name: str, **kwargs: Any) -> Executor:
+    """Instantiate the executor called ``name`` (entry point or ``module.Class``).
+
+    Raises
+    ------
+    ValueError
+        Nothing of that name is installed; the message lists what is.
+    """
+    found = {ep.name: ep for ep in entry_points(group="shipyard.executors")}
+    if name in found:
+        cls = found[name].load()
+    elif name in EXECUTORS:
+        module, _, attr = EXECUTORS[name].partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    elif "." in name:
+        module, _, attr = name.rpartition(".")
+        cls = getattr(importlib.import_module(module), attr)
+    else:
+        known = sorted(set(found) | set(EXECUTORS))
+        raise ValueError(f"unknown executor {name!r}: choose one of {', '.join(known)}")
+    if not (isinstance(cls, type) and issubclass(cls, Executor)):
+        raise ValueError(f"{name!r} is not an Executor subclass")
+    return cls(**kwargs)
+
+
 __all__ = [
+    "EXECUTORS",
+    "load_executor",
     "CellError",
     "Executor",
     "ExecutorError",

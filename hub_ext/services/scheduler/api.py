@@ -1,0 +1,145 @@
+"""The HTTP layer's own models: request bodies that carry a notebook, and small responses.
+
+The job and run models live in :mod:`.models` (what the store takes and
+returns); these wrap them for the REST API, so that the OpenAPI document
+(:mod:`.openapi`) is generated from exactly what the handlers parse.
+
+A job's notebook reaches the service one of two ways, never both:
+
+- ``source_path``: a path relative to the owner's home, read by the service
+  through the one path resolver (:mod:`.paths`); what ``%schedule`` and the
+  panel send on one machine;
+- ``notebook``: the ``.ipynb`` document itself, as JSON; what a client sends
+  where the service cannot see the home (Kubernetes), and what scripts send.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .models import CreateJob, SourcePath
+
+
+class CreateJobRequest(CreateJob):
+    """A new job: its settings, and the notebook by ``source_path`` or inline ``notebook``."""
+
+    notebook: dict[str, Any] | None = Field(
+        default=None, description="The .ipynb document (JSON); else read from source_path."
+    )
+
+    @model_validator(mode="after")
+    def _one_notebook(self) -> CreateJobRequest:
+        if self.notebook is None and self.source_path is None:
+            raise ValueError(
+                "send the notebook: 'source_path' (relative to your home, e.g. "
+                "'reports/daily.ipynb') or 'notebook' (the .ipynb document)"
+            )
+        return self
+
+
+class ReplaceNotebookRequest(BaseModel):
+    """Update a job to the notebook as it is now: re-read ``source_path``, or take ``notebook``.
+
+    With neither, the job's own ``source_path`` is read again.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    source_path: SourcePath | None = None
+    notebook: dict[str, Any] | None = None
+    expected_version: int | None = None
+
+
+class ReplaceNotebookResponse(BaseModel):
+    """The job after the update, and what changed in the notebook's cells."""
+
+    job: Any
+    changed: list[str]
+    notebook_changed: bool
+    #: A unified diff of the cell sources, old to new (empty: only outputs or metadata changed).
+    diff: str
+
+
+class UpdateRunRequest(BaseModel):
+    """The one change a user makes to a run: cancel it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["cancelled"]
+
+
+class LogChunk(BaseModel):
+    """Part of a run's log from ``offset``; ask again from ``next_offset`` while not complete."""
+
+    text: str
+    offset: int
+    next_offset: int
+    #: True when the run has ended and nothing follows ``next_offset``.
+    complete: bool
+    status: str
+    cells_done: int | None = None
+    cells_total: int | None = None
+
+
+class UpcomingResponse(BaseModel):
+    """The next times the job's cron triggers fire, soonest first, in UTC."""
+
+    times: list[datetime]
+
+
+class ParameterInfo(BaseModel):
+    """A parameter the notebook declares in its ``parameters`` cell."""
+
+    name: str
+    type: str | None
+    default: str | None
+    help: str
+
+
+class ParametersResponse(BaseModel):
+    """What the job's notebook snapshot declares; ``has_parameters_cell`` false: takes none."""
+
+    has_parameters_cell: bool
+    parameters: list[ParameterInfo]
+
+
+class ProfileInfo(BaseModel):
+    """A profile the caller may run jobs in."""
+
+    slug: str
+    display_name: str
+    description: str
+    environment: str
+    default: bool
+
+
+class ProfilesResponse(BaseModel):
+    """The profiles open to the caller's groups."""
+
+    profiles: list[ProfileInfo]
+
+
+class WebhookResponse(BaseModel):
+    """What a webhook call queued (no more: the caller holds a secret, not a hub login)."""
+
+    run_id: str
+    status: str
+
+
+class MarkNotification(BaseModel):
+    """Mark a notification read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    read: Literal[True]
+
+
+class ErrorResponse(BaseModel):
+    """Every error: ``message`` says what to fix; ``errors`` lists each bad field (400)."""
+
+    status: int
+    message: str
+    errors: list[dict[str, Any]] = Field(default_factory=list)

@@ -1,0 +1,544 @@
+"""The ``scheduler`` hub service: notebook jobs that run while their owners' servers are stopped.
+
+Run by JupyterHub as a managed service (``python -m hub_ext.services.scheduler``,
+see config/jupyterhub_config.py), or by hand beside a hub with the same
+``JUPYTERHUB_*`` variables. It serves the REST API (:mod:`.handlers`) under
+``/services/scheduler/`` and runs a :class:`~.worker.Worker` in the same
+event loop. State is in the database (:mod:`.db`, SQLite or PostgreSQL), the
+notebook snapshots and the runs' folders: a restart, or kill -9, loses
+nothing, and the next start recovers what was running.
+
+Wiring only (STYLE rule 1): the traits say what can be configured; the work is
+in :mod:`.core`, :mod:`.worker`, :mod:`.store` and the executors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from jupyterhub.traitlets import ByteSpecification, Callable
+from tornado import web
+from traitlets import Bool, Dict, Float, Integer, Unicode, default
+from traitlets.config import Application
+
+from hub_ext import __version__
+from hub_ext.profiles import ProfileStore
+
+from .core import HubDirectory, SchedulerCore, home_resolver
+from .db import make_engine, upgrade
+from .executors import EXECUTORS, load_executor
+from .handlers import BaseHandler, routes
+from .notify import Notifier
+from .openapi import build_openapi
+from .queueing import utcnow
+from .snapshots import SnapshotStore
+from .store import JobStore
+from .worker import Worker, new_worker_id
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("SHIPYARD_DATA_DIR") or ".shipyard").resolve()
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown paths under the prefix: a JSON 404 like every other error."""
+
+    def prepare(self):
+        super().prepare()
+        raise web.HTTPError(404, "No such endpoint; the API is described at openapi.json.")
+
+
+class SchedulerService(Application):
+    """Notebook jobs on cron, file arrival, webhooks and other jobs, run by papermill."""
+
+    name = "shipyard-scheduler"
+    version = __version__
+    description = "Shipyard's scheduler: papermill jobs as a JupyterHub service."
+    classes = [Notifier]
+
+    config_file = Unicode(
+        "",
+        help="""
+        A Python config file (``c.SchedulerService.x = ...``) loaded at start.
+
+        Defaults to ``$SHIPYARD_SCHEDULER_CONFIG`` when set.
+
+        Example::
+
+            python -m hub_ext.services.scheduler --SchedulerService.config_file=/etc/shipyard/scheduler_config.py
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    @default("config_file")
+    def _default_config_file(self):
+        return os.environ.get("SHIPYARD_SCHEDULER_CONFIG", "")
+
+    state_dir = Unicode(
+        help="""
+        Folder of the service's own files: the SQLite database and notebook snapshots.
+
+        Defaults to ``scheduler`` in ``$SHIPYARD_DATA_DIR``.
+
+        Example::
+
+            c.SchedulerService.state_dir = "/srv/shipyard/scheduler"
+
+        .. versionadded:: 0.3
+        """
+    ).tag(config=True)
+
+    @default("state_dir")
+    def _default_state_dir(self):
+        return str(_data_dir() / "scheduler")
+
+    db_url = Unicode(
+        help="""
+        The scheduler's database: a SQLAlchemy URL.
+
+        SQLite in the state dir by default (one machine); PostgreSQL in
+        production, where several scheduler processes may share it (claims
+        use ``SELECT ... FOR UPDATE SKIP LOCKED``). Defaults to
+        ``$SHIPYARD_SCHEDULER_DB_URL`` when set. Migrated at every start.
+
+        Example::
+
+            c.SchedulerService.db_url = "postgresql://scheduler@db/scheduler"
+
+        .. versionadded:: 0.3
+        """
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self):
+        return (
+            os.environ.get("SHIPYARD_SCHEDULER_DB_URL")
+            or f"sqlite:///{self.state_dir}/scheduler.sqlite"
+        )
+
+    runs_dir = Unicode(
+        help="""
+        Where each run gets a folder with its log and output notebook.
+
+        Runs write their outputs as their owner's account, so the folder's
+        parents must be traversable by those accounts (the hub's data dir is
+        not). Defaults to ``$SHIPYARD_RUNS_DIR``, else ``/var/lib/shipyard/runs``
+        as root, else ``runs`` in the state dir.
+
+        Example::
+
+            c.SchedulerService.runs_dir = "/srv/shipyard/runs"
+
+        .. versionadded:: 0.3
+        """
+    ).tag(config=True)
+
+    @default("runs_dir")
+    def _default_runs_dir(self):
+        if os.environ.get("SHIPYARD_RUNS_DIR"):
+            return os.environ["SHIPYARD_RUNS_DIR"]
+        if os.geteuid() == 0:
+            return "/var/lib/shipyard/runs"
+        return str(Path(self.state_dir) / "runs")
+
+    profiles_file = Unicode(
+        help="""
+        The profiles file: the same one the spawner reads (one source of truth).
+
+        Defaults to ``$SHIPYARD_PROFILES``, else config/profiles.yaml.
+
+        Example::
+
+            c.SchedulerService.profiles_file = "/etc/shipyard/profiles.yaml"
+
+        .. versionadded:: 0.3
+        """
+    ).tag(config=True)
+
+    @default("profiles_file")
+    def _default_profiles_file(self):
+        return os.environ.get("SHIPYARD_PROFILES") or str(
+            Path(__file__).resolve().parents[3] / "config" / "profiles.yaml"
+        )
+
+    executor_class = Unicode(
+        "local",
+        help=f"""
+        What runs the notebooks: one of {", ".join(EXECUTORS)}, or a dotted class name.
+
+        ``local`` runs papermill as the owner's system account in a cgroup
+        with the profile's limits (one machine); ``kubernetes`` runs a
+        batch/v1 Job built from the profile. Configure the chosen class with
+        its own section (``c.LocalExecutor.*``, ``c.KubernetesExecutor.*``).
+
+        Example::
+
+            c.SchedulerService.executor_class = "kubernetes"
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    account_prefix = Unicode(
+        "jupyter-",
+        help="""
+        Prefix of the users' system accounts, as LocalProfileSpawner's ``system_user_prefix``.
+
+        The service reads a job's notebook from that account's home.
+
+        Example::
+
+            c.SchedulerService.account_prefix = "sy-"
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    max_concurrent_runs = Integer(
+        4,
+        help="""
+        Runs this scheduler process executes at once; more wait, queued, in order.
+
+        Example::
+
+            c.SchedulerService.max_concurrent_runs = 8
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    group_quotas = Dict(
+        value_trait=Integer(),
+        key_trait=Unicode(),
+        help="""
+        Most runs the members of a hub group may have running at once, by group.
+
+        A run over its owner's group quota stays queued with the reason
+        ("waiting: group 'students' may run 2 job(s) at once ...") until one
+        of the group's runs ends. A user in several groups with quotas is held
+        by each. **Counted across every scheduler process on the database, but
+        checked without a lock**: two processes starting runs of one group in
+        the same instant may exceed it by one.
+
+        Example::
+
+            c.SchedulerService.group_quotas = {"students": 2, "research": 10}
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    poll_interval = Float(
+        1.0,
+        help="""
+        Seconds between two looks for due cron ticks and queued runs.
+
+        Runs queued through this process (API, webhooks) start at once; the
+        poll catches cron ticks and runs queued by other processes.
+
+        Example::
+
+            c.SchedulerService.poll_interval = 5
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    heartbeat_interval = Float(
+        10.0,
+        help="""
+        Seconds between two heartbeats of a running run (also when a cancel is noticed).
+
+        Example::
+
+            c.SchedulerService.heartbeat_interval = 5
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    stale_after = Float(
+        60.0,
+        help="""
+        Seconds without a heartbeat after which a running run is declared orphaned.
+
+        Its worker died (kill -9, a lost machine); the run is marked
+        ``orphaned`` and retried by the job's retry policy. Keep it several
+        heartbeat intervals.
+
+        Example::
+
+            c.SchedulerService.stale_after = 120
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    late_tolerance = Float(
+        300.0,
+        help="""
+        Seconds a cron tick may be late and still run as on time.
+
+        A tick later than this (the service was down) follows the job's
+        missed-run policy: ``skip`` or ``run_once``.
+
+        Example::
+
+            c.SchedulerService.late_tolerance = 60
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    max_notebook_size = ByteSpecification(
+        16 * 1024**2,
+        help="""
+        Largest notebook a job may snapshot (413 above it).
+
+        Example::
+
+            c.SchedulerService.max_notebook_size = "64M"
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    file_watch_interval = Float(
+        5.0,
+        help="""
+        Seconds between two scans of the file triggers' globs.
+
+        Example::
+
+            c.SchedulerService.file_watch_interval = 30
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    clock = Callable(
+        utcnow,
+        help="""
+        The service's clock: returns the current timezone-aware time.
+
+        Cron ticks, heartbeats and retention use it. Replace it only to test
+        schedules without waiting for them.
+
+        Example::
+
+            c.SchedulerService.clock = lambda: datetime.now(timezone.utc)
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    tracking_url = Unicode(
+        help="""
+        The tracking service's URL as runs reach it (``MLFLOW_TRACKING_URI``); empty: none.
+
+        Each run gets a hub token of its owner's, valid for the run's
+        timeout and only for the tracking service, so what the notebook logs
+        to MLflow is the owner's and its run id is recorded on the run.
+        Defaults to ``$SHIPYARD_SCHEDULER_TRACKING_URL``.
+
+        Example::
+
+            c.SchedulerService.tracking_url = "http://127.0.0.1:8000/services/tracking"
+
+        .. versionadded:: 0.3
+        """
+    ).tag(config=True)
+
+    @default("tracking_url")
+    def _default_tracking_url(self):
+        return os.environ.get("SHIPYARD_SCHEDULER_TRACKING_URL", "")
+
+    service_url = Unicode(
+        help="""
+        Where the service listens; the hub's proxy sends /services/scheduler/ here.
+
+        Defaults to ``$JUPYTERHUB_SERVICE_URL``.
+
+        .. versionadded:: 0.3
+        """
+    ).tag(config=True)
+
+    @default("service_url")
+    def _default_service_url(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8003")
+
+    service_prefix = Unicode(
+        help="""
+        The URL prefix the service is served under. Defaults to ``$JUPYTERHUB_SERVICE_PREFIX``.
+
+        .. versionadded:: 0.3
+        """
+    ).tag(config=True)
+
+    @default("service_prefix")
+    def _default_service_prefix(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/scheduler/")
+
+    kill_children_on_exit = Bool(
+        True,
+        help="""
+        Die with the hub (Linux ``PR_SET_PDEATHSIG``) when run as its managed service.
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    # ------------------------------------------------------------ wiring
+
+    def initialize(self, argv=None):
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+
+    def _store(self) -> JobStore:
+        Path(self.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        upgrade(self.db_url)
+        from datetime import timedelta
+
+        return JobStore(
+            make_engine(self.db_url),
+            SnapshotStore(Path(self.state_dir) / "snapshots"),
+            clock=self.clock,
+            late_tolerance=timedelta(seconds=self.late_tolerance),
+        )
+
+    def _runs_dir(self) -> Path:
+        path = Path(self.runs_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        # runs write their outputs as their owners: traversable, not listable
+        os.chmod(path, 0o711)
+        return path
+
+    def start(self) -> None:
+        if self.kill_children_on_exit and os.environ.get("JUPYTERHUB_SERVICE_NAME"):
+            from ..tracking.mlflow_process import die_with_parent
+
+            die_with_parent()
+        store = self._store()
+        profiles = ProfileStore.for_path(self.profiles_file)
+        executor = load_executor(self.executor_class, parent=self)
+        token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        api_url = os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
+        directory = HubDirectory(api_url, token) if token else None
+        notifier = Notifier(parent=self, store=store, hub_url=self._public_hub_url())
+
+        async def groups_of(user: str) -> tuple[str, ...]:
+            return await directory.groups_of(user) if directory else ()
+
+        worker = Worker(
+            store=store,
+            executor=executor,
+            profiles=profiles,
+            groups_of=groups_of,
+            runs_dir=self._runs_dir(),
+            max_concurrent_runs=self.max_concurrent_runs,
+            poll_interval=self.poll_interval,
+            heartbeat_interval=self.heartbeat_interval,
+            stale_after=self.stale_after,
+            group_quotas=dict(self.group_quotas),
+            notify=notifier.notify,
+            worker_id=new_worker_id(),
+        )
+        core = SchedulerCore(
+            store=store,
+            profiles=profiles,
+            directory=directory,
+            home_of=home_resolver(self.account_prefix),
+            wake=worker.wake,
+            max_notebook_bytes=int(self.max_notebook_size),
+            max_request_bytes=int(self.max_notebook_size) * 2 + 1024**2,
+            worker_id=worker.worker_id,
+            started_at=time.monotonic(),
+            cancel_local=worker.cancel_local,
+        )
+        prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
+        hub_auth = HubOAuth(api_token=token, cache_max_age=30)
+        app = web.Application(
+            [(prefix + "oauth_callback", HubOAuthCallbackHandler), *routes(prefix)],
+            default_handler_class=NotFoundHandler,
+            hub_auth=hub_auth,
+            cookie_secret=os.urandom(32),
+            scheduler=core,
+            openapi=build_openapi(prefix),
+            log_function=_log_request,
+        )
+        BaseHandler.hub_auth = hub_auth
+        HubOAuthCallbackHandler.hub_auth = hub_auth
+        url = urlparse(self.service_url)
+
+        async def serve() -> None:
+            server = app.listen(
+                url.port or 80,
+                url.hostname or "127.0.0.1",
+                max_body_size=core.max_request_bytes,
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            from .filewatch import FileWatcher
+
+            watcher = FileWatcher(
+                store, core.home_of, self.file_watch_interval, wake=worker.wake
+            )
+            tasks = [asyncio.create_task(worker.run()), asyncio.create_task(watcher.run())]
+            self.log.info(
+                "Scheduler %s on %s (%s database, %s executor, %d runs at once)",
+                worker.worker_id,
+                self.service_url,
+                store.engine.dialect.name,
+                self.executor_class,
+                self.max_concurrent_runs,
+            )
+            await stop.wait()
+            server.stop()
+            watcher.stop()
+            await worker.stop()
+            close = getattr(executor, "close", None)
+            if close is not None:
+                await close()
+            for task in tasks:
+                task.cancel()
+
+        try:
+            asyncio.run(serve())
+        finally:
+            store.engine.dispose()
+            self.log.info("Scheduler stopped")
+
+    def _public_hub_url(self) -> str:
+        return os.environ.get("SHIPYARD_PUBLIC_URL", "")
+
+
+def _log_request(handler: web.RequestHandler) -> None:
+    # Never log query strings or headers: a URL may carry what a user typed (SECURITY rule 8).
+    status = handler.get_status()
+    level = "warning" if status >= 500 else "info" if status >= 400 else "debug"
+    getattr(handler.log if hasattr(handler, "log") else _logger(), level)(
+        "%d %s %s %.1fms",
+        status,
+        handler.request.method,
+        handler.request.path,
+        1000 * handler.request.request_time(),
+    )
+
+
+def _logger():
+    import logging
+
+    return logging.getLogger("shipyard.scheduler")
+
+
+main = SchedulerService.launch_instance

@@ -1,0 +1,433 @@
+"""The scheduler service's core: what each API call does, between the handlers and the store.
+
+:class:`SchedulerCore` holds the checks that need more than the request body,
+and calls the synchronous :class:`~.store.JobStore` in a thread pool so the
+event loop never waits on the database (STYLE rule 13):
+
+- the notebook is read from the owner's home through :mod:`.paths` (or taken
+  inline), limited in size (413), and snapshotted;
+- the profile must exist and be open to the owner's groups (the hub's groups,
+  looked up with the service's token and cached briefly);
+- parameters must be declared by the notebook's ``parameters`` cell, with the
+  right types (:mod:`.notebooks`), for the job and for each manual run;
+- a run's log and outputs are read only for callers who may see the run, and
+  only from the service's own run folders.
+
+Every refusal is a :class:`~.errors.SchedulerError` whose message says what
+to fix; another user's objects answer exactly like missing ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from hub_ext import slugs
+from hub_ext.profiles import ProfileChoiceError, ProfileStore
+
+from .api import (
+    CreateJobRequest,
+    LogChunk,
+    ParameterInfo,
+    ParametersResponse,
+    ProfileInfo,
+    ProfilesResponse,
+    ReplaceNotebookRequest,
+    ReplaceNotebookResponse,
+    UpcomingResponse,
+    WebhookResponse,
+)
+from .cron import cron_next
+from .errors import Forbidden, Invalid, NotFound, SchedulerError
+from .models import (
+    CreateJob,
+    CreateRun,
+    DescribeJob,
+    DescribeRun,
+    ListJobsQuery,
+    ListRunsQuery,
+    UpdateJob,
+)
+from .notebooks import check_against_notebook, declared_parameters, notebook_diff
+from .paths import TooLarge, read_in_home
+from .store import JobStore
+
+#: How long a user's hub groups are cached (group changes apply within this).
+GROUPS_TTL = 30.0
+#: The largest piece of a log one request returns.
+LOG_CHUNK = 256 * 1024
+OUTPUT_TYPES = {"ipynb": "application/x-ipynb+json", "html": "text/html; charset=utf-8"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request: a hub user, their groups, and whether they are an admin."""
+
+    name: str
+    groups: tuple[str, ...]
+    admin: bool
+
+    @property
+    def access(self) -> tuple[str, tuple[str, ...], bool]:
+        return self.name, self.groups, self.admin
+
+
+class HubDirectory:
+    """Hub users' groups, asked of the hub's REST API with the service's token and cached."""
+
+    def __init__(self, api_url: str, token: str):
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
+
+    async def groups_of(self, name: str) -> tuple[str, ...]:
+        cached = self._cache.get(name)
+        if cached and time.monotonic() - cached[0] < GROUPS_TTL:
+            return cached[1]
+        request = HTTPRequest(
+            f"{self.api_url}/users/{name}",
+            headers={"Authorization": f"token {self.token}"},
+            request_timeout=10,
+        )
+        try:
+            response = await AsyncHTTPClient().fetch(request)
+            groups = tuple(sorted(json.loads(response.body).get("groups") or []))
+        except HTTPClientError as e:
+            if e.code != 404:
+                raise
+            groups = ()
+        self._cache[name] = (time.monotonic(), groups)
+        return groups
+
+
+@dataclass
+class SchedulerCore:
+    """What the handlers call; see the module docstring.
+
+    Parameters
+    ----------
+    store : JobStore
+        The jobs, triggers and runs.
+    profiles : ProfileStore
+        The profiles file (re-read when it changes).
+    directory : HubDirectory, optional
+        Groups of users; None trusts only the groups in the caller's identity.
+    home_of : callable
+        ``home_of(owner) -> str | None``: the owner's home on this machine.
+    wake : callable
+        Tells the worker that a run was queued (so it starts now, not at its next poll).
+    max_notebook_bytes, max_request_bytes : int
+        Size limits (413 above them).
+    """
+
+    store: JobStore
+    profiles: ProfileStore
+    directory: HubDirectory | None
+    home_of: Callable[[str], str | None]
+    wake: Callable[[], None]
+    max_notebook_bytes: int
+    max_request_bytes: int
+    worker_id: str = ""
+    started_at: float = 0.0
+    #: ``await cancel_local(run_id)``: stop a run this process executes, now.
+    cancel_local: Callable[[str], Any] | None = None
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def groups_of(self, name: str, known: Sequence[str] | None = None) -> tuple[str, ...]:
+        """The user's hub groups: from the directory when there is one, else from the identity."""
+        if self.directory is None:
+            return tuple(sorted(known or ()))
+        return await self.directory.groups_of(name)
+
+    # -- checks
+
+    def _check_profile(self, slug: str, caller: Caller) -> None:
+        try:
+            self.profiles.get().resolve(slug, caller.groups)
+        except ProfileChoiceError as e:
+            error = Forbidden(str(e)) if e.status == 403 else Invalid(str(e))
+            raise error from None
+
+    def profiles_for(self, caller: Caller) -> ProfilesResponse:
+        config = self.profiles.get()
+        default = config.default_for(caller.groups)
+        return ProfilesResponse(
+            profiles=[
+                ProfileInfo(
+                    slug=p.slug,
+                    display_name=p.display_name,
+                    description=p.description or "",
+                    environment=p.environment,
+                    default=default is not None and p.slug == default.slug,
+                )
+                for p in config.allowed_for(caller.groups)
+            ]
+        )
+
+    def _read_notebook(self, owner: str, source_path: str | None, inline: dict | None) -> bytes:
+        if inline is not None:
+            data = json.dumps(inline, ensure_ascii=False).encode()
+            if len(data) > self.max_notebook_bytes:
+                raise TooLarge(
+                    f"the notebook is {len(data)} bytes, over the limit of "
+                    f"{self.max_notebook_bytes}: clear large outputs first"
+                )
+            return data
+        home = self.home_of(owner)
+        if home is None:
+            raise NotFound(
+                f"no notebook at {source_path!r}: you have no home directory on this machine "
+                "yet (start your server once), or send the notebook itself"
+            )
+        return read_in_home(home, source_path, self.max_notebook_bytes)
+
+    @staticmethod
+    def _check_parameters(notebook: bytes, parameters: dict[str, Any]) -> None:
+        try:
+            declared = declared_parameters(notebook)
+        except (ValueError, KeyError) as e:
+            raise Invalid(f"the notebook's parameters cell cannot be read: {e}") from None
+        check_against_notebook(declared, parameters)
+
+    # -- jobs
+
+    async def create_job(self, caller: Caller, request: CreateJobRequest) -> DescribeJob:
+        self._check_profile(request.profile, caller)
+        data = await self._call(
+            self._read_notebook, caller.name, request.source_path, request.notebook
+        )
+        await self._call(self._check_parameters, data, request.parameters)
+        job = CreateJob.model_validate(request.model_dump(exclude={"notebook"}))
+        created = await self._call(
+            self.store.create_job, caller.name, job, data, groups=caller.groups, admin=caller.admin
+        )
+        self.wake()
+        return created
+
+    async def list_jobs(self, caller: Caller, query: ListJobsQuery):
+        return await self._call(self.store.list_jobs, *caller.access, query)
+
+    async def get_job(self, caller: Caller, job_id: str) -> DescribeJob:
+        return await self._call(self.store.get_job, job_id, *caller.access)
+
+    async def update_job(self, caller: Caller, job_id: str, update: UpdateJob):
+        job = await self.get_job(caller, job_id)
+        if job.read_only:
+            # the store says so too; checking here first keeps the message the store's
+            return await self._call(self.store.update_job, job_id, *caller.access, update)
+        if update.profile is not None:
+            owner_groups = await self.groups_of(job.owner) if caller.admin else caller.groups
+            self._check_profile(update.profile, Caller(job.owner, owner_groups, caller.admin))
+        if update.parameters is not None:
+            data = await self._call(self.store.snapshots.get, job.notebook_digest)
+            await self._call(self._check_parameters, data, update.parameters)
+        result = await self._call(self.store.update_job, job_id, *caller.access, update)
+        self.wake()
+        return result
+
+    async def delete_job(self, caller: Caller, job_id: str) -> None:
+        await self._call(self.store.delete_job, job_id, *caller.access)
+
+    async def job_notebook(self, caller: Caller, job_id: str) -> tuple[str, bytes]:
+        job = await self.get_job(caller, job_id)
+        data = await self._call(self.store.snapshots.get, job.notebook_digest)
+        return f"{job.name}.ipynb", data
+
+    async def job_parameters(self, caller: Caller, job_id: str) -> ParametersResponse:
+        job = await self.get_job(caller, job_id)
+        data = await self._call(self.store.snapshots.get, job.notebook_digest)
+        declared = await self._call(declared_parameters, data)
+        return ParametersResponse(
+            has_parameters_cell=declared is not None,
+            parameters=[ParameterInfo(name=k, **v) for k, v in (declared or {}).items()],
+        )
+
+    async def replace_notebook(
+        self, caller: Caller, job_id: str, request: ReplaceNotebookRequest
+    ) -> ReplaceNotebookResponse:
+        """Update the job to the notebook as it is now, and say what changed."""
+        job = await self.get_job(caller, job_id)
+        if job.read_only:
+            raise Forbidden(
+                f"job {job.name!r} is shared with you read-only; only {job.owner!r} can change it"
+            )
+        source = request.source_path or job.source_path
+        if request.notebook is None and source is None:
+            raise Invalid(
+                "the job has no source_path to read again: send 'source_path' or 'notebook'"
+            )
+        new = await self._call(self._read_notebook, job.owner, source, request.notebook)
+        await self._call(self._check_parameters, new, job.parameters)
+        old = await self._call(self.store.snapshots.get, job.notebook_digest)
+        update = UpdateJob(expected_version=request.expected_version)
+        if request.source_path and request.source_path != job.source_path:
+            update = UpdateJob(source_path=request.source_path, expected_version=request.expected_version)
+        result = await self._call(
+            self.store.update_job, job_id, *caller.access, update, new
+        )
+        diff = await self._call(notebook_diff, old, new)
+        return ReplaceNotebookResponse(
+            job=result.job.model_dump(mode="json"),
+            changed=result.changed,
+            notebook_changed=result.notebook_changed,
+            diff=diff,
+        )
+
+    async def upcoming(self, caller: Caller, job_id: str, count: int) -> UpcomingResponse:
+        job = await self.get_job(caller, job_id)
+        times: list[datetime] = []
+        if not job.paused:
+            for trigger in job.triggers:
+                spec = trigger.trigger
+                if spec.kind != "cron" or trigger.next_fire_at is None:
+                    continue
+                when = trigger.next_fire_at
+                for _ in range(count):
+                    times.append(when)
+                    when = cron_next(spec.expression, spec.timezone, when)
+        return UpcomingResponse(times=sorted(times)[:count])
+
+    # -- runs
+
+    async def run_now(self, caller: Caller, job_id: str, request: CreateRun) -> DescribeRun:
+        if request.parameters:
+            job = await self.get_job(caller, job_id)
+            data = await self._call(self.store.snapshots.get, job.notebook_digest)
+            await self._call(self._check_parameters, data, request.parameters)
+        run = await self._call(
+            self.store.queue_manual_run, job_id, *caller.access, request
+        )
+        self.wake()
+        return run
+
+    async def list_runs(self, caller: Caller, query: ListRunsQuery):
+        return await self._call(self.store.list_runs, *caller.access, query)
+
+    async def get_run(self, caller: Caller, run_id: str) -> DescribeRun:
+        return await self._call(self.store.get_run, run_id, *caller.access)
+
+    async def cancel_run(self, caller: Caller, run_id: str) -> DescribeRun:
+        run = await self._call(self.store.cancel_run, run_id, *caller.access)
+        if self.cancel_local is not None and run.status.value == "running":
+            await self.cancel_local(run_id)
+        self.wake()
+        return run
+
+    async def run_log(self, caller: Caller, run_id: str, offset: int) -> LogChunk:
+        run = await self.get_run(caller, run_id)
+        ended = run.status.value not in ("queued", "running")
+        text, next_offset = "", offset
+        if run.log_path:
+            text, next_offset = await self._call(_read_chunk, Path(run.log_path), offset)
+        return LogChunk(
+            text=text,
+            offset=offset,
+            next_offset=next_offset,
+            complete=ended and not text,
+            status=run.status.value,
+            cells_done=getattr(run, "cells_done", None),
+            cells_total=getattr(run, "cells_total", None),
+        )
+
+    async def run_output(self, caller: Caller, run_id: str, fmt: str) -> tuple[str, str, bytes]:
+        if fmt not in OUTPUT_TYPES:
+            raise Invalid(f"format must be one of {', '.join(OUTPUT_TYPES)}, not {fmt!r}")
+        run = await self.get_run(caller, run_id)
+        if not run.output_path:
+            if getattr(run, "outputs_deleted_at", None):
+                raise NotFound(
+                    f"run {run_id}'s outputs were deleted by the job's retention policy"
+                )
+            raise NotFound(f"run {run_id} has no output yet (it is {run.status.value})")
+        path = Path(run.output_path)
+        if fmt != "ipynb":
+            path = path.with_suffix(f".{fmt}")
+        try:
+            data = await self._call(path.read_bytes)
+        except FileNotFoundError:
+            raise NotFound(
+                f"run {run_id} has no {fmt} output"
+                + (" (ask for 'html' in the job's output_formats)" if fmt == "html" else "")
+            ) from None
+        job = await self.get_job(caller, run.job_id)
+        return f"{job.name}-{run.id[:8]}.{fmt}", OUTPUT_TYPES[fmt], data
+
+    # -- notifications
+
+    async def list_notifications(self, caller: Caller, unread_only: bool):
+        return await self._call(
+            self.store.list_notifications, caller.name, unread_only=unread_only
+        )
+
+    async def mark_notification_read(self, caller: Caller, notification_id: str):
+        return await self._call(self.store.mark_notification_read, notification_id, caller.name)
+
+    # -- webhooks
+
+    async def fire_webhook(self, job_id: str, secret: str) -> WebhookResponse:
+        if not secret:
+            raise NotFound(f"no job {job_id!r} with that webhook secret")
+        run = await self._call(self.store.fire_webhook, job_id, secret)
+        self.wake()
+        return WebhookResponse(run_id=run.id, status=run.status.value)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "worker": self.worker_id,
+            "uptime_seconds": round(time.monotonic() - self.started_at, 1),
+        }
+
+
+def _read_chunk(path: Path, offset: int) -> tuple[str, int]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(LOG_CHUNK)
+    except FileNotFoundError:
+        return "", offset
+    # never split a UTF-8 character: stop before an incomplete one at the end
+    cut = len(data)
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:
+            continue
+        if byte & 0x80:
+            need = 2 if byte & 0xE0 == 0xC0 else 3 if byte & 0xF0 == 0xE0 else 4
+            if need > back:
+                cut = len(data) - back
+        break
+    return data[:cut].decode("utf-8", "replace"), offset + cut
+
+
+def home_resolver(prefix: str) -> Callable[[str], str | None]:
+    """``home_of(owner)``: the home of the owner's system account, as the spawner names it.
+
+    Without root, every user's server runs as the service's own user, so that
+    user's home is everyone's.
+    """
+
+    def home_of(owner: str) -> str | None:
+        if os.geteuid() != 0:
+            return os.path.expanduser("~")
+        try:
+            return pwd.getpwnam(slugs.account_name(owner, prefix)).pw_dir
+        except KeyError:
+            return None
+
+    return home_of
+
+
+__all__ = ["Caller", "HubDirectory", "SchedulerCore", "SchedulerError", "home_resolver"]

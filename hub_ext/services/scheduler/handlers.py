@@ -1,0 +1,395 @@
+"""REST handlers of the scheduler service: parse, call the core, serialise.
+
+Every handler is thin (STYLE rule 16): it parses the request into a pydantic
+model, calls :class:`~.core.SchedulerCore` (which runs store calls in a thread
+pool: the event loop never blocks on the database) and writes the result.
+Errors are translated in one place, :meth:`BaseHandler.write_error`:
+
+- :class:`~.errors.SchedulerError` subclasses carry their status (400, 403,
+  404, 409, 413);
+- pydantic's ``ValidationError`` is a 400 listing each bad field;
+- anything else is a 500 with the traceback logged, never sent.
+
+Authentication is the hub's (ARCHITECTURE: identity is the hub's): an API
+token (``Authorization: token ...``) or the hub's OAuth cookie for browsers.
+A request without either gets a JSON 401, not a login redirect, because every
+route here is an API. The only routes without a hub login are the OpenAPI
+document, the health check, and the webhook, which is authenticated by its
+per-job secret sent in a header (never in the URL: SECURITY rule 8).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from typing import Any
+
+from jupyterhub.services.auth import HubOAuthenticated
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+from tornado import web
+
+from .api import (
+    CreateJobRequest,
+    MarkNotification,
+    ReplaceNotebookRequest,
+    UpdateRunRequest,
+)
+from .core import Caller, SchedulerCore
+from .errors import Invalid, SchedulerError
+from .metrics import REQUESTS
+from .models import CreateRun, ListJobsQuery, ListRunsQuery, UpdateJob
+from .paths import TooLarge
+
+#: Header that carries a job's webhook secret.
+WEBHOOK_SECRET_HEADER = "X-Shipyard-Webhook-Secret"
+
+
+def _error_list(error: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
+        for e in error.errors(include_url=False, include_input=False)
+    ]
+
+
+class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    """JSON in and out, the hub's identity, one error translator."""
+
+    @property
+    def core(self) -> SchedulerCore:
+        return self.settings["scheduler"]
+
+    def prepare(self) -> None:
+        self._started = time.perf_counter()
+
+    def on_finish(self) -> None:
+        route = getattr(self, "route_name", type(self).__name__)
+        REQUESTS.labels(route, self.request.method, str(self.get_status())).inc()
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "frame-ancestors 'none'")
+
+    def check_xsrf_cookie(self) -> None:
+        # Token requests need no XSRF check; HubOAuth checks cookie-authenticated writes
+        # itself (it refuses a cookie login for a write without the XSRF token).
+        return
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        errors: list[dict[str, Any]] = []
+        if isinstance(error, SchedulerError):
+            message = error.message
+        elif isinstance(error, ValidationError):
+            errors = _error_list(error)
+            message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        elif isinstance(error, web.HTTPError) and error.log_message:
+            message = error.log_message % error.args if error.args else error.log_message
+        elif status_code >= 500:
+            message = "Internal error in the scheduler; the admin finds the details in its log."
+        else:
+            message = self._reason
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"status": status_code, "message": message, "errors": errors}))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, SchedulerError | ValidationError):
+            self.log.info("%s %s: %s %s", self.request.method, self.request.path, typ.__name__, value)
+            return
+        if isinstance(value, web.HTTPError) and value.status_code < 500:
+            self.log.info("%s %s: %s", self.request.method, self.request.path, value.log_message)
+            return
+        self.log.error("Uncaught error in %s %s\n%s", self.request.method, self.request.path,
+                       "".join(traceback.format_exception(typ, value, tb)))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, SchedulerError):
+            self.log_exception(type(e), e, e.__traceback__)
+            self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
+            return
+        if isinstance(e, ValidationError):
+            self.log_exception(type(e), e, e.__traceback__)
+            self.send_error(400, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+    # -- identity
+
+    async def caller(self) -> Caller:
+        """The hub user making the request; a JSON 401 without a login."""
+        user = self.current_user
+        if not user:
+            raise web.HTTPError(
+                401,
+                "A hub login is needed: send 'Authorization: token <hub API token>' (in a "
+                "Shipyard server, $JUPYTERHUB_API_TOKEN) or log in to the hub.",
+            )
+        if user.get("kind", "user") != "user":
+            raise web.HTTPError(403, "Jobs belong to hub users; services cannot own them.")
+        groups = await self.core.groups_of(user["name"], user.get("groups"))
+        return Caller(name=user["name"], groups=tuple(groups), admin=bool(user.get("admin")))
+
+    # -- bodies
+
+    def json_body(self) -> Any:
+        if len(self.request.body) > self.core.max_request_bytes:
+            raise TooLarge(
+                f"the request is {len(self.request.body)} bytes, over the limit of "
+                f"{self.core.max_request_bytes}"
+            )
+        if not self.request.body:
+            return {}
+        try:
+            return json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise Invalid("the request body is not JSON") from None
+
+    def parse(self, model: type[BaseModel]) -> Any:
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise Invalid("the request body must be a JSON object")
+        return model.model_validate(body)
+
+    def query(self, model: type[BaseModel]) -> Any:
+        args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        return model.model_validate(args)
+
+    def send(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        if isinstance(value, BaseModel):
+            self.finish(value.model_dump_json())
+        else:
+            self.finish(json.dumps(value, default=str))
+
+
+class JobsHandler(BaseHandler):
+    route_name = "jobs"
+
+    async def get(self) -> None:
+        caller = await self.caller()
+        self.send(await self.core.list_jobs(caller, self.query(ListJobsQuery)))
+
+    async def post(self) -> None:
+        caller = await self.caller()
+        request = self.parse(CreateJobRequest)
+        self.send(await self.core.create_job(caller, request), 201)
+
+
+class JobHandler(BaseHandler):
+    route_name = "job"
+
+    async def get(self, job_id: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.get_job(caller, job_id))
+
+    async def patch(self, job_id: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.update_job(caller, job_id, self.parse(UpdateJob)))
+
+    async def delete(self, job_id: str) -> None:
+        caller = await self.caller()
+        await self.core.delete_job(caller, job_id)
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
+
+
+class JobNotebookHandler(BaseHandler):
+    route_name = "job_notebook"
+
+    async def get(self, job_id: str) -> None:
+        caller = await self.caller()
+        name, data = await self.core.job_notebook(caller, job_id)
+        self.set_header("Content-Type", "application/x-ipynb+json")
+        self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+        self.finish(data)
+
+    async def put(self, job_id: str) -> None:
+        caller = await self.caller()
+        request = self.parse(ReplaceNotebookRequest)
+        self.send(await self.core.replace_notebook(caller, job_id, request))
+
+
+class JobParametersHandler(BaseHandler):
+    route_name = "job_parameters"
+
+    async def get(self, job_id: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.job_parameters(caller, job_id))
+
+
+class JobUpcomingHandler(BaseHandler):
+    route_name = "job_upcoming"
+
+    async def get(self, job_id: str) -> None:
+        caller = await self.caller()
+        try:
+            count = int(self.get_query_argument("count", "3"))
+        except ValueError:
+            raise Invalid("count must be a whole number from 1 to 50") from None
+        if not 1 <= count <= 50:
+            raise Invalid("count must be a whole number from 1 to 50")
+        self.send(await self.core.upcoming(caller, job_id, count))
+
+
+class JobRunsHandler(BaseHandler):
+    route_name = "job_runs"
+
+    async def get(self, job_id: str) -> None:
+        caller = await self.caller()
+        args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        args["job_id"] = job_id
+        self.send(await self.core.list_runs(caller, ListRunsQuery.model_validate(args)))
+
+    async def post(self, job_id: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.run_now(caller, job_id, self.parse(CreateRun)), 201)
+
+
+class RunsHandler(BaseHandler):
+    route_name = "runs"
+
+    async def get(self) -> None:
+        caller = await self.caller()
+        self.send(await self.core.list_runs(caller, self.query(ListRunsQuery)))
+
+
+class RunHandler(BaseHandler):
+    route_name = "run"
+
+    async def get(self, run_id: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.get_run(caller, run_id))
+
+    async def patch(self, run_id: str) -> None:
+        caller = await self.caller()
+        self.parse(UpdateRunRequest)
+        self.send(await self.core.cancel_run(caller, run_id))
+
+
+class RunLogHandler(BaseHandler):
+    route_name = "run_log"
+
+    async def get(self, run_id: str) -> None:
+        caller = await self.caller()
+        try:
+            offset = int(self.get_query_argument("offset", "0"))
+        except ValueError:
+            raise Invalid("offset must be a whole number of bytes, 0 or more") from None
+        if offset < 0:
+            raise Invalid("offset must be a whole number of bytes, 0 or more")
+        self.send(await self.core.run_log(caller, run_id, offset))
+
+
+class RunOutputHandler(BaseHandler):
+    route_name = "run_output"
+
+    async def get(self, run_id: str) -> None:
+        caller = await self.caller()
+        fmt = self.get_query_argument("format", "ipynb")
+        name, content_type, data = await self.core.run_output(caller, run_id, fmt)
+        self.set_header("Content-Type", content_type)
+        self.set_header("Content-Disposition", f'attachment; filename="{name}"')
+        # an HTML output is the user's notebook rendered: never run it on the hub's origin
+        self.set_header("Content-Security-Policy", "sandbox; frame-ancestors 'none'")
+        self.finish(data)
+
+
+class NotificationsHandler(BaseHandler):
+    route_name = "notifications"
+
+    async def get(self) -> None:
+        caller = await self.caller()
+        unread = self.get_query_argument("unread", "false").lower() in ("1", "true", "yes")
+        self.send(await self.core.list_notifications(caller, unread))
+
+
+class NotificationHandler(BaseHandler):
+    route_name = "notification"
+
+    async def patch(self, notification_id: str) -> None:
+        caller = await self.caller()
+        self.parse(MarkNotification)
+        self.send(await self.core.mark_notification_read(caller, notification_id))
+
+
+class ProfilesHandler(BaseHandler):
+    route_name = "profiles"
+
+    async def get(self) -> None:
+        caller = await self.caller()
+        self.send(self.core.profiles_for(caller))
+
+
+class WebhookHandler(BaseHandler):
+    """POST with the job's secret in ``X-Shipyard-Webhook-Secret``: no hub login."""
+
+    route_name = "webhook"
+
+    def get_current_user(self):  # the secret authenticates, not the hub
+        return None
+
+    async def post(self, job_id: str) -> None:
+        secret = self.request.headers.get(WEBHOOK_SECRET_HEADER, "")
+        self.send(await self.core.fire_webhook(job_id, secret), 202)
+
+
+class OpenAPIHandler(BaseHandler):
+    route_name = "openapi"
+
+    def get_current_user(self):
+        return None
+
+    def get(self) -> None:
+        self.send(self.settings["openapi"])
+
+
+class HealthHandler(BaseHandler):
+    route_name = "health"
+
+    def get_current_user(self):
+        return None
+
+    def get(self) -> None:
+        self.send(self.core.health())
+
+
+class MetricsHandler(BaseHandler):
+    """Prometheus metrics, for hub admins (and services with a token of an admin)."""
+
+    route_name = "metrics"
+
+    async def get(self) -> None:
+        caller = await self.caller()
+        if not caller.admin:
+            raise web.HTTPError(403, "Metrics are for hub admins.")
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest())
+
+
+def routes(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
+    """The route table under the service prefix (``/services/scheduler/``)."""
+    hex32 = r"([^/]+)"
+    table = [
+        ("openapi.json", OpenAPIHandler),
+        ("health", HealthHandler),
+        ("metrics", MetricsHandler),
+        ("api/profiles", ProfilesHandler),
+        ("api/jobs", JobsHandler),
+        (f"api/jobs/{hex32}", JobHandler),
+        (f"api/jobs/{hex32}/notebook", JobNotebookHandler),
+        (f"api/jobs/{hex32}/parameters", JobParametersHandler),
+        (f"api/jobs/{hex32}/upcoming", JobUpcomingHandler),
+        (f"api/jobs/{hex32}/runs", JobRunsHandler),
+        ("api/runs", RunsHandler),
+        (f"api/runs/{hex32}", RunHandler),
+        (f"api/runs/{hex32}/log", RunLogHandler),
+        (f"api/runs/{hex32}/output", RunOutputHandler),
+        ("api/notifications", NotificationsHandler),
+        (f"api/notifications/{hex32}", NotificationHandler),
+        (f"api/webhooks/{hex32}", WebhookHandler),
+    ]
+    return [(prefix + path, handler) for path, handler in table]

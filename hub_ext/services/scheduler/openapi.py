@@ -1,0 +1,265 @@
+"""The scheduler's OpenAPI 3.1 document, generated from the pydantic models the handlers parse.
+
+One source for the REST schema (STYLE rule 18): request and response bodies
+come from the same models as the handlers and the store use, so the document
+cannot drift from the code; a test checks that every route of
+:func:`.handlers.routes` and every method it implements is described here,
+and that the document validates as OpenAPI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from hub_ext import __version__
+
+from .api import (
+    CreateJobRequest,
+    ErrorResponse,
+    LogChunk,
+    MarkNotification,
+    ParametersResponse,
+    ProfilesResponse,
+    ReplaceNotebookRequest,
+    ReplaceNotebookResponse,
+    UpcomingResponse,
+    UpdateRunRequest,
+    WebhookResponse,
+)
+from .models import (
+    CreateRun,
+    DescribeJob,
+    DescribeNotification,
+    DescribeRun,
+    ListJobsQuery,
+    ListJobsResponse,
+    ListNotificationsResponse,
+    ListRunsQuery,
+    ListRunsResponse,
+    UpdateJob,
+    UpdateJobResponse,
+)
+
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
+NOTE_ID = {"name": "notification_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _query(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    schema = model.model_json_schema()
+    return [
+        {"name": name, "in": "query", "required": False, "schema": prop}
+        for name, prop in schema["properties"].items()
+        if name not in skip
+    ]
+
+
+def _int_query(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+
+
+#: (path, method) -> operation; None bodies are empty. ``auth`` False: no hub login.
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("openapi.json", "get"): {"summary": "This document.", "auth": False, "raw": "object"},
+    ("health", "get"): {"summary": "Whether the service is up.", "auth": False, "raw": "object"},
+    ("metrics", "get"): {"summary": "Prometheus metrics (hub admins).", "raw": "text/plain"},
+    ("api/profiles", "get"): {
+        "summary": "The profiles you may run jobs in.",
+        "response": ProfilesResponse,
+    },
+    ("api/jobs", "get"): {
+        "summary": "Your jobs, and jobs shared with your groups.",
+        "query": _query(ListJobsQuery),
+        "response": ListJobsResponse,
+    },
+    ("api/jobs", "post"): {
+        "summary": "Create a job from a snapshot of a notebook.",
+        "request": CreateJobRequest,
+        "response": DescribeJob,
+        "status": 201,
+    },
+    ("api/jobs/{job_id}", "get"): {"summary": "One job.", "params": [JOB_ID], "response": DescribeJob},
+    ("api/jobs/{job_id}", "patch"): {
+        "summary": "Change a job; only the fields sent change.",
+        "params": [JOB_ID],
+        "request": UpdateJob,
+        "response": UpdateJobResponse,
+    },
+    ("api/jobs/{job_id}", "delete"): {
+        "summary": "Delete a job and its run records.",
+        "params": [JOB_ID],
+        "status": 204,
+    },
+    ("api/jobs/{job_id}/notebook", "get"): {
+        "summary": "Download the job's notebook snapshot.",
+        "params": [JOB_ID],
+        "raw": "application/x-ipynb+json",
+    },
+    ("api/jobs/{job_id}/notebook", "put"): {
+        "summary": "Update the job to the notebook as it is now, and see what changed.",
+        "params": [JOB_ID],
+        "request": ReplaceNotebookRequest,
+        "response": ReplaceNotebookResponse,
+    },
+    ("api/jobs/{job_id}/parameters", "get"): {
+        "summary": "The parameters the job's notebook declares.",
+        "params": [JOB_ID],
+        "response": ParametersResponse,
+    },
+    ("api/jobs/{job_id}/upcoming", "get"): {
+        "summary": "The next times the job's cron triggers fire.",
+        "params": [JOB_ID, _int_query("count", "How many (1 to 50; 3 by default).")],
+        "response": UpcomingResponse,
+    },
+    ("api/jobs/{job_id}/runs", "get"): {
+        "summary": "The job's runs, newest first.",
+        "params": [JOB_ID, *_query(ListRunsQuery, skip=("job_id",))],
+        "response": ListRunsResponse,
+    },
+    ("api/jobs/{job_id}/runs", "post"): {
+        "summary": "Run the job now, with parameters over the job's.",
+        "params": [JOB_ID],
+        "request": CreateRun,
+        "response": DescribeRun,
+        "status": 201,
+    },
+    ("api/runs", "get"): {
+        "summary": "Your runs, newest first.",
+        "query": _query(ListRunsQuery),
+        "response": ListRunsResponse,
+    },
+    ("api/runs/{run_id}", "get"): {"summary": "One run.", "params": [RUN_ID], "response": DescribeRun},
+    ("api/runs/{run_id}", "patch"): {
+        "summary": "Cancel a run (status: cancelled).",
+        "params": [RUN_ID],
+        "request": UpdateRunRequest,
+        "response": DescribeRun,
+    },
+    ("api/runs/{run_id}/log", "get"): {
+        "summary": "The run's log from a byte offset, and its cell progress (poll for live logs).",
+        "params": [RUN_ID, _int_query("offset", "Byte offset to read from.")],
+        "response": LogChunk,
+    },
+    ("api/runs/{run_id}/output", "get"): {
+        "summary": "Download the run's output notebook (format=ipynb) or its HTML (format=html).",
+        "params": [
+            RUN_ID,
+            {
+                "name": "format",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["ipynb", "html"], "default": "ipynb"},
+            },
+        ],
+        "raw": "application/octet-stream",
+    },
+    ("api/notifications", "get"): {
+        "summary": "Your notifications about your jobs' runs, newest first.",
+        "params": [
+            {"name": "unread", "in": "query", "required": False, "schema": {"type": "boolean"}}
+        ],
+        "response": ListNotificationsResponse,
+    },
+    ("api/notifications/{notification_id}", "patch"): {
+        "summary": "Mark a notification read.",
+        "params": [NOTE_ID],
+        "request": MarkNotification,
+        "response": DescribeNotification,
+    },
+    ("api/webhooks/{job_id}", "post"): {
+        "summary": "Run a job with a webhook trigger; the secret goes in X-Shipyard-Webhook-Secret.",
+        "params": [
+            JOB_ID,
+            {
+                "name": "X-Shipyard-Webhook-Secret",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+        ],
+        "auth": False,
+        "response": WebhookResponse,
+        "status": 202,
+    },
+}
+
+
+def build_openapi(prefix: str = "/services/scheduler/") -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document for a service served under ``prefix``."""
+    models = {ErrorResponse}
+    for op in OPERATIONS.values():
+        models.update(m for m in (op.get("request"), op.get("response")) if m is not None)
+    ordered = sorted(models, key=lambda m: m.__name__)
+    keys, schemas = models_json_schema(
+        [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
+    )
+    ref = {m: keys[(m, "validation")]["$ref"] for m in ordered}
+    error = {
+        "description": "What went wrong and what to fix.",
+        "content": {"application/json": {"schema": {"$ref": ref[ErrorResponse]}}},
+    }
+    paths: dict[str, dict[str, Any]] = {}
+    for (path, method), op in OPERATIONS.items():
+        status = str(op.get("status", 200))
+        if "response" in op:
+            ok = {
+                "description": op["summary"],
+                "content": {"application/json": {"schema": {"$ref": ref[op["response"]]}}},
+            }
+        elif "raw" in op:
+            media = "application/json" if op["raw"] == "object" else op["raw"]
+            schema = {"type": "object"} if op["raw"] == "object" else {"type": "string"}
+            ok = {"description": op["summary"], "content": {media: {"schema": schema}}}
+        else:
+            ok = {"description": op["summary"]}
+        responses = {status: ok}
+        for code in ("400", "401", "403", "404", "409", "413"):
+            responses[code] = error
+        operation: dict[str, Any] = {
+            "operationId": f"{method}_{path.replace('/', '_').replace('{', '').replace('}', '')}",
+            "summary": op["summary"],
+            "parameters": op.get("params", []) + op.get("query", []),
+            "responses": responses,
+        }
+        if "request" in op:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": ref[op["request"]]}}},
+            }
+        if op.get("auth", True) is False:
+            operation["security"] = []
+        paths.setdefault(f"/{path}", {})[method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Shipyard scheduler",
+            "version": __version__,
+            "description": (
+                "Notebook jobs run by papermill on cron, file arrival, webhooks and other jobs, "
+                "as a JupyterHub service. Authenticate with a hub API token."
+            ),
+        },
+        "servers": [{"url": prefix.rstrip("/")}],
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {
+                "hubToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "'token <hub API token>'",
+                }
+            },
+        },
+        "security": [{"hubToken": []}],
+        "paths": paths,
+    }

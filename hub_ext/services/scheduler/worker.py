@@ -1,0 +1,388 @@
+"""The worker loop: claim due runs, execute them through the executor, record how they ended.
+
+The service fixes the life of a run as a template method (STYLE rule 14,
+jupyter-scheduler's ``ExecutionManager.process``); the executor only runs
+the notebook and reports:
+
+1. ``claim`` (:meth:`~.claims.WorkerMixin.claim_due`): due cron ticks become
+   runs and queued runs are claimed, in one transaction;
+2. ``admit``: the owner's groups' quotas on concurrent runs, and the run's
+   profile (which must still be open to the owner); a run over quota is
+   released with a "waiting: ..." reason and tried again shortly;
+3. ``start`` (:meth:`~.claims.WorkerMixin.start_run`), then ``execute``
+   while a heartbeat task records liveness and cell progress, and stops the
+   run when a user cancels it (or ``replace`` supersedes it);
+4. ``finish`` (:meth:`~.claims.WorkerMixin.finish_run`) with the report:
+   status, reason, outputs, environment digest and MLflow run id; an
+   executor that could not start the run is a failed run with its message,
+   never a run left "running";
+5. ``after``: notifications, output retention, and a warm kernel for the
+   job's next run.
+
+The worker wakes at once when the API queues a run (``wake``) and otherwise
+polls every ``poll_interval``; it recovers orphans at start and every
+``stale_after / 2``. Several workers (processes, machines) may share one
+database: the claims make that safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from hub_ext.profiles import ProfileStore
+
+from .errors import Conflict, NotFound
+from .executors.base import Executor, ExecutorError, RunReport, RunSpec
+from .metrics import ORPHANS, RUN_DURATION, RUNS_FINISHED, RUNS_RUNNING, START_LATENCY
+from .models import DescribeJob, DescribeRun
+from .queueing import utcnow
+from .store import JobStore
+
+log = logging.getLogger("shipyard.scheduler.worker")
+
+#: Minimum seconds between two progress writes of one run (a cell a millisecond
+#: would otherwise be a transaction a millisecond).
+PROGRESS_EVERY = 0.5
+
+
+def new_worker_id() -> str:
+    """``host:pid:random``: unique per process, readable in run records."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Worker:
+    """Runs the scheduler's runs in this process; see the module docstring.
+
+    Parameters
+    ----------
+    store : JobStore
+    executor : Executor
+    profiles : ProfileStore
+    groups_of : async callable
+        ``await groups_of(user)``: the user's hub groups.
+    runs_dir : Path
+        Where each run gets ``<run id>/`` with its log and ``output/``.
+    extra_env : callable
+        ``await extra_env(job, run)``: variables for the run (tracking, ...).
+    notify : callable
+        ``await notify(job, run)`` after a run ended.
+    """
+
+    store: JobStore
+    executor: Executor
+    profiles: ProfileStore
+    groups_of: Callable[[str], Awaitable[tuple[str, ...]]]
+    runs_dir: Path
+    max_concurrent_runs: int = 4
+    poll_interval: float = 1.0
+    heartbeat_interval: float = 10.0
+    stale_after: float = 60.0
+    quota_retry: float = 5.0
+    group_quotas: dict[str, int] = field(default_factory=dict)
+    extra_env: Callable[[DescribeJob, DescribeRun], Awaitable[dict[str, str]]] | None = None
+    notify: Callable[[DescribeJob, DescribeRun], Awaitable[None]] | None = None
+    worker_id: str = field(default_factory=new_worker_id)
+
+    def __post_init__(self):
+        self._wake = asyncio.Event()
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._stopping = False
+        self._last_recovery = 0.0
+
+    # ------------------------------------------------------------ loop
+
+    def wake(self) -> None:
+        """A run was queued or cancelled: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and execute runs until :meth:`stop`."""
+        await self._recover()
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self._claim()
+                if time.monotonic() - self._last_recovery > self.stale_after / 2:
+                    await self._recover()
+            except Exception:
+                log.exception("Scheduling round failed; trying again in %ss", self.poll_interval)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; cancel what runs here (their runs are then retried elsewhere)."""
+        self._stopping = True
+        self._wake.set()
+        tasks = list(self._tasks.values())
+        for run_id in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await self.executor.cancel(run_id)
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+
+    async def _claim(self) -> None:
+        free = self.max_concurrent_runs - len(self._tasks)
+        claimed = await asyncio.to_thread(
+            self.store.claim_due, None, self.worker_id, max(0, free)
+        )
+        for run in claimed:
+            task = asyncio.create_task(self._process(run), name=f"run-{run.id}")
+            self._tasks[run.id] = task
+            task.add_done_callback(lambda _t, rid=run.id: self._done(rid))
+
+    def _done(self, run_id: str) -> None:
+        self._tasks.pop(run_id, None)
+        self._wake.set()  # a slot is free
+
+    async def _recover(self) -> None:
+        self._last_recovery = time.monotonic()
+        orphans = await asyncio.to_thread(
+            self.store.recover_orphans, timedelta(seconds=self.stale_after)
+        )
+        for run in orphans:
+            ORPHANS.inc()
+            log.warning("Run %s of job %s was orphaned: %s", run.id, run.job_id, run.reason)
+            cleanup = getattr(self.executor, "cleanup_orphan", None)
+            if cleanup is not None:
+                with contextlib.suppress(Exception):
+                    await cleanup(run.id)
+            if self.notify is not None:
+                with contextlib.suppress(Exception):
+                    job = await asyncio.to_thread(self.store.get_job_for_worker, run.job_id)
+                    await self.notify(job, run)
+
+    async def cancel_local(self, run_id: str) -> None:
+        """Stop run ``run_id`` now if it runs in this process (a user cancelled it)."""
+        if run_id in self._tasks:
+            await self.executor.cancel(run_id)
+
+    # ------------------------------------------------------------ one run
+
+    async def _process(self, run: DescribeRun) -> None:
+        try:
+            await self._process_run(run)
+        except Exception:
+            log.exception("Run %s failed in the scheduler itself", run.id)
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(
+                    self.store.finish_run,
+                    run.id,
+                    "failed",
+                    "the scheduler failed while running it; the admin finds details in its log",
+                    worker_id=self.worker_id,
+                )
+
+    async def _admit(self, job: DescribeJob, run: DescribeRun) -> str | None:
+        """None when the run may start now, else why it waits."""
+        if not self.group_quotas:
+            return None
+        groups = [g for g in await self.groups_of(job.owner) if g in self.group_quotas]
+        if not groups:
+            return None
+        counts = await asyncio.to_thread(self.store.running_counts_by_owner)
+        for group in sorted(groups):
+            running = 0
+            for owner, count in counts.items():
+                if group in await self.groups_of(owner):
+                    running += count
+            if running >= self.group_quotas[group]:
+                return (
+                    f"waiting: group {group!r} may run {self.group_quotas[group]} job(s) at once "
+                    f"and {running} are running; this run starts when one ends"
+                )
+        return None
+
+    async def _process_run(self, run: DescribeRun) -> None:
+        job = await asyncio.to_thread(self.store.get_job_for_worker, run.job_id)
+        waiting = await self._admit(job, run)
+        if waiting is not None:
+            not_before = utcnow() + timedelta(seconds=self.quota_retry)
+            with contextlib.suppress(Conflict, NotFound):
+                await asyncio.to_thread(
+                    self.store.defer_run, run.id, self.worker_id, waiting, not_before
+                )
+            return
+
+        config = self.profiles.get()
+        profile = config.get(run.profile)
+        refused = None
+        if profile is None:
+            refused = f"the profile {run.profile!r} no longer exists; change the job's profile"
+        elif not profile.allows(await self.groups_of(job.owner)):
+            refused = (
+                f"{job.owner} is no longer in a group allowed to use profile {run.profile!r}; "
+                "change the job's profile"
+            )
+
+        try:
+            started = await asyncio.to_thread(self.store.start_run, run.id, self.worker_id)
+        except (Conflict, NotFound) as e:
+            log.info("Not starting run %s: %s", run.id, e)
+            return
+        START_LATENCY.observe(max(0.0, (utcnow() - started.not_before).total_seconds()))
+        if refused is not None:
+            await self._finish(job, started, None, refused)
+            return
+
+        folder = self.runs_dir / run.id
+        await asyncio.to_thread(_prepare_folder, folder)
+        env = await self.extra_env(job, started) if self.extra_env is not None else {}
+        spec = RunSpec(
+            run_id=run.id,
+            job_id=job.id,
+            owner=job.owner,
+            notebook=self.store.snapshots.path(started.notebook_digest),
+            profile=profile,
+            timeout=started.timeout_seconds,
+            output_dir=folder / "output",
+            log_path=folder / "run.log",
+            parameters=started.parameters,
+            output_formats=tuple(f for f in job.output_formats if f in ("ipynb", "html")),
+            extra_env=env,
+        )
+        RUNS_RUNNING.inc()
+        progress = _Progress(self.store, run.id, self.worker_id)
+        beat = asyncio.create_task(self._heartbeat(run.id))
+        report: RunReport | None = None
+        failure = None
+        began = time.monotonic()
+        try:
+            report = await self.executor.execute(spec, progress)
+        except ExecutorError as e:
+            failure = str(e)
+        finally:
+            beat.cancel()
+            RUNS_RUNNING.dec()
+            await progress.flush()
+        status = report.status.value if report else "failed"
+        RUN_DURATION.labels(status).observe(time.monotonic() - began)
+        await self._finish(job, started, report, failure, spec)
+
+    async def _finish(
+        self,
+        job: DescribeJob,
+        run: DescribeRun,
+        report: RunReport | None,
+        failure: str | None,
+        spec: RunSpec | None = None,
+    ) -> None:
+        if report is None:
+            status, reason, fields = "failed", failure or "the run did not start", {}
+        else:
+            status, reason = report.status.value, report.reason
+            ipynb = report.outputs.get("ipynb")
+            fields = {
+                "output_path": str(ipynb) if ipynb else None,
+                "log_path": str(report.log_path) if report.log_path else None,
+                "env_digest": report.env_digest,
+                "mlflow_run_id": report.mlflow_run_id,
+            }
+        if spec is not None and "log_path" not in fields:
+            fields["log_path"] = str(spec.log_path) if spec.log_path.exists() else None
+        try:
+            if status == "succeeded":
+                with contextlib.suppress(Conflict, NotFound):
+                    total = await asyncio.to_thread(_cells_total, self.store, run.id)
+                    if total:
+                        await asyncio.to_thread(
+                            self.store.record_progress, run.id, self.worker_id, total, total
+                        )
+            ended = await asyncio.to_thread(
+                self.store.finish_run, run.id, status, reason, worker_id=self.worker_id, **fields
+            )
+        except (Conflict, NotFound) as e:
+            # declared orphaned meanwhile (a long stall), or the job was deleted
+            log.warning("Could not record the end of run %s (%s): %s", run.id, status, e)
+            return
+        RUNS_FINISHED.labels(status).inc()
+        log.info("Run %s of job %s (%s): %s %s", run.id, job.name, job.owner, status, reason)
+        if self.notify is not None:
+            try:
+                await self.notify(job, ended)
+            except Exception:
+                log.exception("Notifying about run %s failed", run.id)
+        await self._retain(job)
+        prewarm = getattr(self.executor, "prewarm", None)
+        if prewarm is not None and spec is not None and job.triggers:
+            with contextlib.suppress(Exception):
+                await prewarm(job.owner, spec.profile)
+
+    async def _retain(self, job: DescribeJob) -> None:
+        """Delete the outputs the job's retention policy no longer keeps (records stay)."""
+        if getattr(job, "keep_runs", None) is None and getattr(job, "keep_days", None) is None:
+            return
+        try:
+            expired = await asyncio.to_thread(self.store.expired_outputs, job.id)
+            for old in expired:
+                await asyncio.to_thread(shutil.rmtree, self.runs_dir / old.id, True)
+            if expired:
+                await asyncio.to_thread(self.store.mark_outputs_deleted, [r.id for r in expired])
+                log.info("Deleted the outputs of %d old runs of job %s", len(expired), job.name)
+        except Exception:
+            log.exception("Retention of job %s failed", job.id)
+
+    async def _heartbeat(self, run_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                state = await asyncio.to_thread(self.store.heartbeat, run_id, self.worker_id)
+            except (Conflict, NotFound) as e:
+                log.warning("Stopping run %s: %s", run_id, e)
+                await self.executor.cancel(run_id)
+                return
+            except Exception:
+                log.exception("Heartbeat of run %s failed; trying again", run_id)
+                continue
+            if state.cancel_requested_at is not None:
+                await self.executor.cancel(run_id)
+                return
+
+
+class _Progress:
+    """The executor's progress callback: cell progress into the run's record, throttled."""
+
+    def __init__(self, store: JobStore, run_id: str, worker_id: str):
+        self.store, self.run_id, self.worker_id = store, run_id, worker_id
+        self._last = 0.0
+        self._pending: tuple[int, int] | None = None
+
+    async def __call__(self, cell_index: int, cell_count: int) -> None:
+        self._pending = (cell_index, cell_count)
+        if time.monotonic() - self._last >= PROGRESS_EVERY:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if self._pending is None:
+            return
+        done, total = self._pending
+        self._pending = None
+        self._last = time.monotonic()
+        with contextlib.suppress(Conflict, NotFound):
+            await asyncio.to_thread(
+                self.store.record_progress, self.run_id, self.worker_id, done, total
+            )
+
+
+def _cells_total(store: JobStore, run_id: str) -> int | None:
+    return getattr(store.get_run(run_id, "", (), True), "cells_total", None)
+
+
+def _prepare_folder(folder: Path) -> None:
+    """``<runs_dir>/<run id>``: root's, traversable (the owner writes ``output/`` inside)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o711)
+
+
+__all__ = ["Worker", "new_worker_id", "datetime"]
