@@ -14,6 +14,11 @@ for the README, for CI and for a small team's server:
     SHIPYARD_TRACKING        1 runs the tracking service (MLflow at /services/tracking/); 0 does not
     SHIPYARD_TRACKING_URL    where the tracking gateway listens (http://127.0.0.1:8002)
     SHIPYARD_TRACKING_DB_URL MLflow's database (sqlite in the data dir; a postgresql:// URL in production)
+    SHIPYARD_SCHEDULER       1 runs the scheduler service (notebook jobs at /services/scheduler/); 0 does not
+    SHIPYARD_SCHEDULER_URL   where the scheduler listens (http://127.0.0.1:8003)
+    SHIPYARD_SCHEDULER_DB_URL the scheduler's database (sqlite in the data dir; a postgresql:// URL in production)
+    SHIPYARD_RUNS_DIR        where runs keep their logs and outputs (/var/lib/shipyard/runs as root)
+    SHIPYARD_SCHEDULER_CONFIG a scheduler config file (c.SchedulerService..., c.LocalExecutor..., c.Notifier...)
 
 Anything else: add `c.Class.trait = value` lines below, as in any jupyterhub_config.py.
 """
@@ -137,3 +142,56 @@ if env("SHIPYARD_TRACKING", "1") != "0":
     c.LocalProfileSpawner.tracking_url = (
         env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/") + "/services/tracking"
     )
+
+# -- scheduled notebooks: papermill jobs at /services/scheduler/, running while servers are stopped
+if env("SHIPYARD_SCHEDULER", "1") != "0":
+    public_url = env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/")
+    c.JupyterHub.services.append(
+        {
+            "name": "scheduler",
+            "url": env("SHIPYARD_SCHEDULER_URL", "http://127.0.0.1:8003"),
+            "command": [sys.executable, "-m", "hub_ext.services.scheduler"],
+            "display": False,
+            "oauth_no_confirm": True,
+            # hub-side settings only: runs get none of them (the executor builds their
+            # environment from nothing)
+            "environment": {
+                k: v
+                for k, v in {
+                    "SHIPYARD_DATA_DIR": str(data),
+                    "SHIPYARD_PROFILES": str(c.LocalProfileSpawner.profiles_file),
+                    "SHIPYARD_PUBLIC_URL": public_url,
+                    "SHIPYARD_SCHEDULER_DB_URL": env("SHIPYARD_SCHEDULER_DB_URL"),
+                    "SHIPYARD_RUNS_DIR": env("SHIPYARD_RUNS_DIR"),
+                    "SHIPYARD_ENVS_DIR": env("SHIPYARD_ENVS_DIR"),
+                    "SHIPYARD_SCHEDULER_CONFIG": env("SHIPYARD_SCHEDULER_CONFIG"),
+                    "SHIPYARD_SMTP_PASSWORD": env("SHIPYARD_SMTP_PASSWORD"),
+                    "SHIPYARD_SCHEDULER_TRACKING_URL": (
+                        public_url + "/services/tracking"
+                        if env("SHIPYARD_TRACKING", "1") != "0"
+                        else None
+                    ),
+                }.items()
+                if v
+            },
+        }
+    )
+    # the service reads users' groups (quotas, profiles, shared jobs); with tracking on it
+    # gives each run a short-lived token of its owner's, for the tracking service only
+    scheduler_scopes = ["list:users", "read:users:groups", "read:users:name"]
+    if env("SHIPYARD_TRACKING", "1") != "0":
+        scheduler_scopes += ["tokens", "access:services!service=tracking"]
+    c.JupyterHub.load_roles.append(
+        {"name": "scheduler", "scopes": scheduler_scopes, "services": ["scheduler"]}
+    )
+    # users, and their servers' tokens (the magics, the panel), may call it
+    user_role = next((r for r in c.JupyterHub.load_roles if r["name"] == "user"), None)
+    if user_role is None:
+        user_role = {"name": "user", "scopes": ["self"]}
+        c.JupyterHub.load_roles.append(user_role)
+    user_role["scopes"].append("access:services!service=scheduler")
+    scopes = c.Spawner.server_token_scopes
+    if not isinstance(scopes, list):
+        scopes = ["users:activity!user", "access:servers!server"]
+    c.Spawner.server_token_scopes = [*scopes, "access:services!service=scheduler"]
+    c.LocalProfileSpawner.scheduler_url = public_url + "/services/scheduler"

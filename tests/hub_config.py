@@ -41,3 +41,17 @@ if env.get("SHIPYARD_TEST_HOME_ROOT"):
 if env.get("SHIPYARD_TEST_GPUS") is not None:
     c.LocalProfileSpawner.gpu_devices = [g for g in env["SHIPYARD_TEST_GPUS"].split(",") if g]
 c.JupyterHub.log_level = env.get("SHIPYARD_TEST_LOG_LEVEL", "INFO")
+
+# the scheduler runs jobs as the same test accounts, in the test cgroup parent
+for service in c.JupyterHub.services:
+    if service.get("name") == "scheduler":
+        service["command"] = [
+            *service["command"],
+            f"--SchedulerService.account_prefix={env['SHIPYARD_TEST_ACCOUNT_PREFIX']}",
+            f"--LocalExecutor.system_user_prefix={env['SHIPYARD_TEST_ACCOUNT_PREFIX']}",
+            f"--LocalExecutor.cgroup_parent={env['SHIPYARD_TEST_CGROUP_PARENT']}-jobs",
+        ]
+        if env.get("SHIPYARD_TEST_HOME_ROOT"):
+            service["command"].append(
+                f"--LocalExecutor.home_dir_template={env['SHIPYARD_TEST_HOME_ROOT']}/{{account}}"
+            )

@@ -70,6 +70,7 @@ class HubProcess:
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
         self.tracking_port = free_port()
+        self.scheduler_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_token = secrets.token_hex(32)
         self.proc: subprocess.Popen | None = None
@@ -94,6 +95,9 @@ class HubProcess:
                 # MLflow only for the tests of tracking (extra_env SHIPYARD_TRACKING=1)
                 "SHIPYARD_TRACKING": "0",
                 "SHIPYARD_TRACKING_URL": f"http://127.0.0.1:{self.tracking_port}",
+                # the scheduler only for its own tests (extra_env SHIPYARD_SCHEDULER=1)
+                "SHIPYARD_SCHEDULER": "0",
+                "SHIPYARD_SCHEDULER_URL": f"http://127.0.0.1:{self.scheduler_port}",
                 "PATH": os.pathsep.join(
                     [str(Path(sys.prefix) / "bin"), os.environ.get("PATH", "")]
                 ),
@@ -101,6 +105,8 @@ class HubProcess:
         )
         if self.home_root:
             env["SHIPYARD_TEST_HOME_ROOT"] = str(self.home_root)
+            # runs write outputs as the test accounts: somewhere they can reach
+            env["SHIPYARD_RUNS_DIR"] = str(self.home_root / f"runs-{self.port}")
         env.update(self.extra_env)
         return env
 

@@ -386,6 +386,19 @@ class SchedulerService(Application):
     def _default_service_prefix(self):
         return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/scheduler/")
 
+    groups_cache_seconds = Float(
+        30.0,
+        help="""
+        Seconds a user's hub groups are cached; a group change applies within this.
+
+        Example::
+
+            c.SchedulerService.groups_cache_seconds = 300
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
     kill_children_on_exit = Bool(
         True,
         help="""
@@ -401,6 +414,7 @@ class SchedulerService(Application):
         super().initialize(argv)
         if self.config_file:
             self.load_config_file(self.config_file)
+            self.update_config(self.cli_config)  # the command line wins over the file
 
     def _store(self) -> JobStore:
         Path(self.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -431,7 +445,7 @@ class SchedulerService(Application):
         executor = load_executor(self.executor_class, parent=self)
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
         api_url = os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
-        directory = HubDirectory(api_url, token) if token else None
+        directory = HubDirectory(api_url, token, self.groups_cache_seconds) if token else None
         notifier = Notifier(parent=self, store=store, hub_url=self._public_hub_url())
 
         async def groups_of(user: str) -> tuple[str, ...]:
@@ -463,7 +477,9 @@ class SchedulerService(Application):
             started_at=time.monotonic(),
             cancel_local=worker.cancel_local,
         )
-        prefix = self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
+        prefix = (
+            self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
+        )
         hub_auth = HubOAuth(api_token=token, cache_max_age=30)
         app = web.Application(
             [(prefix + "oauth_callback", HubOAuthCallbackHandler), *routes(prefix)],
@@ -490,9 +506,11 @@ class SchedulerService(Application):
                 loop.add_signal_handler(sig, stop.set)
             from .filewatch import FileWatcher
 
-            watcher = FileWatcher(
-                store, core.home_of, self.file_watch_interval, wake=worker.wake
-            )
+            sweep = getattr(executor, "sweep", None)
+            if sweep is not None:
+                await sweep()
+
+            watcher = FileWatcher(store, core.home_of, self.file_watch_interval, wake=worker.wake)
             tasks = [asyncio.create_task(worker.run()), asyncio.create_task(watcher.run())]
             self.log.info(
                 "Scheduler %s on %s (%s database, %s executor, %d runs at once)",
@@ -526,7 +544,7 @@ def _log_request(handler: web.RequestHandler) -> None:
     # Never log query strings or headers: a URL may carry what a user typed (SECURITY rule 8).
     status = handler.get_status()
     level = "warning" if status >= 500 else "info" if status >= 400 else "debug"
-    getattr(handler.log if hasattr(handler, "log") else _logger(), level)(
+    getattr(_logger(), level)(
         "%d %s %s %.1fms",
         status,
         handler.request.method,

@@ -1,9 +1,10 @@
 """The worker side of the store: claiming due ticks and queued runs, and their life.
 
 Workers call :meth:`WorkerMixin.claim_due`, then :meth:`~WorkerMixin.start_run`,
-:meth:`~WorkerMixin.heartbeat` while executing, and
-:meth:`~WorkerMixin.finish_run`; the service calls
-:meth:`~WorkerMixin.recover_orphans` at start and periodically.
+:meth:`~WorkerMixin.heartbeat` (or :meth:`~WorkerMixin.record_progress`, which
+counts as one) while executing, and :meth:`~WorkerMixin.finish_run`; the
+service calls :meth:`~WorkerMixin.recover_orphans` at start and periodically,
+and reads a run's job with :meth:`~WorkerMixin.get_job_for_worker`.
 
 Requirements and how they are met:
 
@@ -35,12 +36,12 @@ from enum import Enum
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from .convert import describe_run
+from .convert import describe_job, describe_run
 from .cron import cron_count, cron_latest, cron_next
 from .errors import Conflict, Invalid, NotFound
-from .models import DescribeRun, RunStatus
+from .models import DescribeJob, DescribeRun, RunStatus
 from .orm import Job, Run, Trigger
-from .queueing import ACTIVE, QueueMixin
+from .queueing import ACTIVE, QueueMixin, is_id
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class WorkerMixin(QueueMixin):
     """What workers call on :class:`~.store.JobStore`; see the module docstring."""
 
     late_tolerance: timedelta
+    _read: sessionmaker
     _write: sessionmaker
 
     def claim_due(self, now: datetime | None, worker_id: str, limit: int = 10) -> list[DescribeRun]:
@@ -287,6 +289,73 @@ class WorkerMixin(QueueMixin):
                 )
             run.heartbeat_at = now
             return describe_run(run)
+
+    def record_progress(
+        self,
+        run_id: str,
+        worker_id: str,
+        cells_done: int,
+        cells_total: int,
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """Record how far ``worker_id`` has got executing a run; it counts as a heartbeat.
+
+        Parameters
+        ----------
+        run_id, worker_id : str
+            The run, and the worker executing it.
+        cells_done, cells_total : int
+            Code cells executed so far, and in all (``0 <= cells_done <= cells_total``).
+
+        Raises
+        ------
+        Invalid
+            The counts are negative, or more cells done than there are.
+        NotFound
+            No such run.
+        Conflict
+            The run is not running, or not for this worker: the worker must
+            stop it (as for :meth:`heartbeat`).
+        """
+        now = self._now(now)
+        counts = (cells_done, cells_total)
+        if any(isinstance(n, bool) or not isinstance(n, int) for n in counts) or not (
+            0 <= cells_done <= cells_total
+        ):
+            raise Invalid(
+                f"progress must be whole numbers with 0 <= cells_done <= cells_total, not "
+                f"{cells_done!r} of {cells_total!r}"
+            )
+        with self._write.begin() as session:
+            run = self._lock_run(session, run_id) if is_id(run_id) else None
+            if run is None:
+                raise NotFound(f"no run {run_id!r}")
+            if run.status != "running" or run.claimed_by != worker_id:
+                raise Conflict(
+                    f"run {run.id} is {run.status} (worker {run.claimed_by!r}): stop executing it"
+                )
+            run.cells_done, run.cells_total = cells_done, cells_total
+            run.heartbeat_at = now
+
+    def get_job_for_worker(self, job_id: str) -> DescribeJob:
+        """Return a job without an access check, for the service's own use.
+
+        The service reads a run's job with it to apply what the job says
+        about the run's end (``notify``, ``keep_runs``/``keep_days``,
+        ``output_formats``). Never call it on a user's behalf: the user-facing
+        :meth:`~.store.JobStore.get_job` hides other users' jobs.
+
+        Raises
+        ------
+        NotFound
+            No such job (it may have been deleted since the run was queued).
+        """
+        with self._read.begin() as session:
+            job = session.get(Job, job_id) if is_id(job_id) else None
+            if job is None:
+                raise NotFound(f"no job {job_id!r}")
+            return describe_job(job)
 
     def finish_run(
         self,

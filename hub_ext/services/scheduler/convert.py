@@ -5,6 +5,12 @@ module is the only bridge between them, so a field added to one shows up
 here or nowhere. A webhook trigger's secret hash never leaves the database:
 :func:`describe_trigger` does not copy it.
 
+A job's ``notify`` column holds :class:`~.models.NotifyPolicy` as JSON;
+:func:`notify_policy` reads it back with the policy's defaults for missing
+keys (``{}`` is what jobs from before notifications have) and without
+validating again: a rule tightened later must not make an existing job
+unreadable.
+
 Page tokens are opaque to clients (base64 JSON of the last row's sort key);
 anything that does not decode to the expected shape is refused as
 :class:`~.errors.Invalid` rather than guessed at.
@@ -15,18 +21,32 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from typing import Any
 
 from .errors import Invalid
 from .models import (
     AfterJobTrigger,
     CronTrigger,
     DescribeJob,
+    DescribeNotification,
     DescribeRun,
     DescribeTrigger,
     FileTrigger,
+    NotifyPolicy,
     WebhookTrigger,
 )
-from .orm import Job, Run, Trigger
+from .orm import Job, Notification, Run, Trigger
+
+
+def notify_policy(stored: dict[str, Any] | None) -> NotifyPolicy:
+    """Return the policy a job's ``notify`` column holds, with defaults for missing keys."""
+    known = {k: v for k, v in (stored or {}).items() if k in NotifyPolicy.model_fields}
+    return NotifyPolicy.model_construct(**known)
+
+
+def notify_dict(policy: NotifyPolicy) -> dict[str, Any]:
+    """Return what the ``notify`` column stores for ``policy``: every field, as JSON."""
+    return policy.model_dump(mode="json")
 
 
 def describe_trigger(trigger: Trigger) -> DescribeTrigger:
@@ -73,6 +93,9 @@ def describe_job(
         updated_at=job.updated_at,
         version=job.version,
         triggers=[describe_trigger(t) for t in job.triggers],
+        notify=notify_policy(job.notify),
+        keep_runs=job.keep_runs,
+        keep_days=job.keep_days,
         read_only=read_only,
         webhook_secret=webhook_secret,
     )
@@ -104,6 +127,21 @@ def describe_run(run: Run) -> DescribeRun:
         log_path=run.log_path,
         env_digest=run.env_digest,
         mlflow_run_id=run.mlflow_run_id,
+        cells_done=run.cells_done,
+        cells_total=run.cells_total,
+        outputs_deleted_at=run.outputs_deleted_at,
+    )
+
+
+def describe_notification(notification: Notification) -> DescribeNotification:
+    return DescribeNotification(
+        id=notification.id,
+        job_id=notification.job_id,
+        run_id=notification.run_id,
+        event=notification.event,
+        message=notification.message,
+        created_at=notification.created_at,
+        read_at=notification.read_at,
     )
 
 

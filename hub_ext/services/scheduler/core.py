@@ -85,14 +85,15 @@ class Caller:
 class HubDirectory:
     """Hub users' groups, asked of the hub's REST API with the service's token and cached."""
 
-    def __init__(self, api_url: str, token: str):
+    def __init__(self, api_url: str, token: str, ttl: float = GROUPS_TTL):
         self.api_url = api_url.rstrip("/")
         self.token = token
+        self.ttl = ttl
         self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
 
     async def groups_of(self, name: str) -> tuple[str, ...]:
         cached = self._cache.get(name)
-        if cached and time.monotonic() - cached[0] < GROUPS_TTL:
+        if cached and time.monotonic() - cached[0] < self.ttl:
             return cached[1]
         request = HTTPRequest(
             f"{self.api_url}/users/{name}",
@@ -273,10 +274,10 @@ class SchedulerCore:
         old = await self._call(self.store.snapshots.get, job.notebook_digest)
         update = UpdateJob(expected_version=request.expected_version)
         if request.source_path and request.source_path != job.source_path:
-            update = UpdateJob(source_path=request.source_path, expected_version=request.expected_version)
-        result = await self._call(
-            self.store.update_job, job_id, *caller.access, update, new
-        )
+            update = UpdateJob(
+                source_path=request.source_path, expected_version=request.expected_version
+            )
+        result = await self._call(self.store.update_job, job_id, *caller.access, update, new)
         diff = await self._call(notebook_diff, old, new)
         return ReplaceNotebookResponse(
             job=result.job.model_dump(mode="json"),
@@ -306,9 +307,7 @@ class SchedulerCore:
             job = await self.get_job(caller, job_id)
             data = await self._call(self.store.snapshots.get, job.notebook_digest)
             await self._call(self._check_parameters, data, request.parameters)
-        run = await self._call(
-            self.store.queue_manual_run, job_id, *caller.access, request
-        )
+        run = await self._call(self.store.queue_manual_run, job_id, *caller.access, request)
         self.wake()
         return run
 
@@ -328,14 +327,14 @@ class SchedulerCore:
     async def run_log(self, caller: Caller, run_id: str, offset: int) -> LogChunk:
         run = await self.get_run(caller, run_id)
         ended = run.status.value not in ("queued", "running")
-        text, next_offset = "", offset
+        text, next_offset, at_end = "", offset, True
         if run.log_path:
-            text, next_offset = await self._call(_read_chunk, Path(run.log_path), offset)
+            text, next_offset, at_end = await self._call(_read_chunk, Path(run.log_path), offset)
         return LogChunk(
             text=text,
             offset=offset,
             next_offset=next_offset,
-            complete=ended and not text,
+            complete=ended and at_end,
             status=run.status.value,
             cells_done=getattr(run, "cells_done", None),
             cells_total=getattr(run, "cells_total", None),
@@ -347,9 +346,7 @@ class SchedulerCore:
         run = await self.get_run(caller, run_id)
         if not run.output_path:
             if getattr(run, "outputs_deleted_at", None):
-                raise NotFound(
-                    f"run {run_id}'s outputs were deleted by the job's retention policy"
-                )
+                raise NotFound(f"run {run_id}'s outputs were deleted by the job's retention policy")
             raise NotFound(f"run {run_id} has no output yet (it is {run.status.value})")
         path = Path(run.output_path)
         if fmt != "ipynb":
@@ -367,9 +364,7 @@ class SchedulerCore:
     # -- notifications
 
     async def list_notifications(self, caller: Caller, unread_only: bool):
-        return await self._call(
-            self.store.list_notifications, caller.name, unread_only=unread_only
-        )
+        return await self._call(self.store.list_notifications, caller.name, unread_only=unread_only)
 
     async def mark_notification_read(self, caller: Caller, notification_id: str):
         return await self._call(self.store.mark_notification_read, notification_id, caller.name)
@@ -391,13 +386,15 @@ class SchedulerCore:
         }
 
 
-def _read_chunk(path: Path, offset: int) -> tuple[str, int]:
+def _read_chunk(path: Path, offset: int) -> tuple[str, int, bool]:
+    """(text, next offset, whether that is the end of the file) from ``offset``."""
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             f.seek(offset)
             data = f.read(LOG_CHUNK)
     except FileNotFoundError:
-        return "", offset
+        return "", offset, True
     # never split a UTF-8 character: stop before an incomplete one at the end
     cut = len(data)
     for back in range(1, min(4, len(data)) + 1):
@@ -409,7 +406,7 @@ def _read_chunk(path: Path, offset: int) -> tuple[str, int]:
             if need > back:
                 cut = len(data) - back
         break
-    return data[:cut].decode("utf-8", "replace"), offset + cut
+    return data[:cut].decode("utf-8", "replace"), offset + cut, offset + cut >= size
 
 
 def home_resolver(prefix: str) -> Callable[[str], str | None]:

@@ -27,6 +27,8 @@ cannot change an existing schema and leads to hand-written ``ALTER TABLE``
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +93,9 @@ def make_engine(db_url: str, **kwargs: Any) -> Engine:
     def _on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN, below
         cursor = dbapi_connection.cursor()
-        if url.database and url.database != ":memory:":
-            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
+        if url.database and url.database != ":memory:":
+            _use_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode, and faster
         cursor.close()
@@ -106,6 +108,24 @@ def make_engine(db_url: str, **kwargs: Any) -> Engine:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
     return engine
+
+
+def _use_wal(cursor) -> None:
+    """Switch the database file to WAL once; later connections find it so.
+
+    Switching needs a moment without other connections, and SQLite does not
+    apply the busy timeout to it: connections opening together (replicas
+    starting, the first requests) retry briefly instead of failing.
+    """
+    for attempt in range(50):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == 49:
+                raise
+            time.sleep(0.05 + 0.01 * attempt)
 
 
 def alembic_config(db_url: str) -> Config:

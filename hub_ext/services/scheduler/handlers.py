@@ -21,6 +21,7 @@ per-job secret sent in a header (never in the URL: SECURITY rule 8).
 from __future__ import annotations
 
 import json
+import logging
 import time
 import traceback
 from typing import Any
@@ -41,6 +42,8 @@ from .errors import Invalid, SchedulerError
 from .metrics import REQUESTS
 from .models import CreateRun, ListJobsQuery, ListRunsQuery, UpdateJob
 from .paths import TooLarge
+
+log = logging.getLogger("shipyard.scheduler.api")
 
 #: Header that carries a job's webhook secret.
 WEBHOOK_SECRET_HEADER = "X-Shipyard-Webhook-Secret"
@@ -97,13 +100,17 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, SchedulerError | ValidationError):
-            self.log.info("%s %s: %s %s", self.request.method, self.request.path, typ.__name__, value)
+            log.info("%s %s: %s %s", self.request.method, self.request.path, typ.__name__, value)
             return
         if isinstance(value, web.HTTPError) and value.status_code < 500:
-            self.log.info("%s %s: %s", self.request.method, self.request.path, value.log_message)
+            log.info("%s %s: %s", self.request.method, self.request.path, value.log_message)
             return
-        self.log.error("Uncaught error in %s %s\n%s", self.request.method, self.request.path,
-                       "".join(traceback.format_exception(typ, value, tb)))
+        log.error(
+            "Uncaught error in %s %s\n%s",
+            self.request.method,
+            self.request.path,
+            "".join(traceback.format_exception(typ, value, tb)),
+        )
 
     def _handle_request_exception(self, e: BaseException) -> None:
         if isinstance(e, SchedulerError):

@@ -23,6 +23,11 @@ Validation happens here, once, with messages that say what to fix:
 - File globs and the informational source path are relative and never
   contain ``..`` (SECURITY rule 1): they are resolved in the owner's home by
   the one path resolver, never here.
+- Notification e-mail addresses are plausible ``local@domain`` addresses
+  without spaces, commas or angle brackets (nothing that could add a header
+  or a second recipient); webhook URLs are http(s) with a host and never
+  carry ``user:password@`` (SECURITY rule 8: secrets stay out of URLs, which
+  end up in job descriptions and logs).
 
 Unknown fields are errors on input models, so a typo (``timout_seconds``)
 does not silently keep the default.
@@ -38,6 +43,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -58,6 +64,17 @@ MAX_PARAMETER_DEPTH = 32
 MAX_TRIGGERS = 20
 MAX_TIMEOUT_SECONDS = 86_400
 MAX_RETRIES = 10
+MAX_KEEP_RUNS = 10_000
+MAX_KEEP_DAYS = 3650
+MAX_NOTIFY_EMAILS = 10
+MAX_WEBHOOK_URL = 2048
+#: A plausible address, not RFC 5322: no spaces, commas, quotes or brackets in
+#: the local part, and a dotted domain of letters, digits and dashes.
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+    r"@(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 
 
 class ConcurrencyPolicy(str, Enum):
@@ -95,6 +112,16 @@ class RunStatus(str, Enum):
     skipped = "skipped"
 
 
+class NotificationEvent(str, Enum):
+    """How the run a notification is about ended."""
+
+    succeeded = "succeeded"
+    failed = "failed"
+    timed_out = "timed_out"
+    orphaned = "orphaned"
+    cancelled = "cancelled"
+
+
 def _error(kind: str, message: str, **context: Any) -> PydanticCustomError:
     # Formatted here, with Python's format spec (``!r``), and passed without a
     # context: pydantic would otherwise re-read braces in user input as fields.
@@ -102,7 +129,7 @@ def _error(kind: str, message: str, **context: Any) -> PydanticCustomError:
 
 
 def _check_slug(value: str, what: str) -> str:
-    if not value or len(value) > 63 or not _SLUG.match(value):
+    if not value or len(value) > 63 or not _SLUG.fullmatch(value):
         raise _error(
             "slug",
             "{what} {value!r} is not a valid name: use 1 to 63 lowercase letters, digits "
@@ -122,7 +149,7 @@ def _check_profile(value: str) -> str:
 
 
 def _check_job_id(value: str) -> str:
-    if not _HEX32.match(value):
+    if not _HEX32.fullmatch(value):
         raise _error("job_id", "{value!r} is not a job id (32 lowercase hex digits)", value=value)
     return value
 
@@ -255,7 +282,7 @@ def _check_timezone(value: str) -> str:
 
 def _check_groups(value: list[str]) -> list[str]:
     for group in value:
-        if not _GROUP.match(group):
+        if not _GROUP.fullmatch(group):
             raise _error(
                 "group",
                 "{group!r} is not a hub group name (letters, digits and . @ + - _)",
@@ -275,6 +302,62 @@ def _check_output_formats(value: list[str]) -> list[str]:
             )
     # ipynb is always written: it is the run's record, the other formats are views of it.
     return ["ipynb"] + sorted(set(value) - {"ipynb"})
+
+
+def _check_emails(value: list[str]) -> list[str]:
+    if len(value) > MAX_NOTIFY_EMAILS:
+        raise _error(
+            "emails",
+            "notify.emails lists {n} addresses; at most {limit} are allowed (use a mailing list)",
+            n=len(value),
+            limit=MAX_NOTIFY_EMAILS,
+        )
+    for address in value:
+        if not _EMAIL.fullmatch(address):
+            raise _error(
+                "email",
+                "{address!r} is not an e-mail address: use one address of the form "
+                "local@domain, without spaces, commas or a display name "
+                "(e.g. 'alice@example.org')",
+                address=address,
+            )
+    return list(dict.fromkeys(value))  # the same address twice gets one mail
+
+
+def _check_webhook_url(value: str) -> str:
+    example = "e.g. 'https://hooks.example.org/shipyard'"
+    if len(value) > MAX_WEBHOOK_URL:
+        raise _error(
+            "webhook_url",
+            "notify.webhook_url is longer than {limit} characters",
+            limit=MAX_WEBHOOK_URL,
+        )
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise _error(
+            "webhook_url",
+            "notify.webhook_url must not contain spaces or control characters ({example})",
+            example=example,
+        )
+    try:
+        url = urlsplit(value)
+        url.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        url = None
+    # The URL is never echoed: it may hold a credential, malformed or not.
+    if url is None or url.scheme not in ("http", "https") or not url.hostname:
+        raise _error(
+            "webhook_url",
+            "notify.webhook_url is not an http or https URL with a host ({example})",
+            example=example,
+        )
+    if "@" in url.netloc:
+        raise _error(
+            "webhook_url",
+            "notify.webhook_url must not contain a user name or password (user:password@host): "
+            "secrets stay out of URLs, which are shown in the job and logged; remove that part "
+            "and have the receiving endpoint accept the scheduler's requests without it",
+        )
+    return value
 
 
 def _bounded(low: int, high: int, what: str, why: str = "") -> AfterValidator:
@@ -318,6 +401,28 @@ BackoffSeconds = Annotated[
     int,
     _bounded(0, MAX_TIMEOUT_SECONDS, "retry_backoff_seconds"),
     Field(json_schema_extra={"minimum": 0, "maximum": MAX_TIMEOUT_SECONDS}),
+]
+KeepRuns = Annotated[
+    int,
+    _bounded(
+        1, MAX_KEEP_RUNS, "keep_runs", " (leave it out, or null, to keep every run's outputs)"
+    ),
+    Field(json_schema_extra={"minimum": 1, "maximum": MAX_KEEP_RUNS}),
+]
+KeepDays = Annotated[
+    int,
+    _bounded(1, MAX_KEEP_DAYS, "keep_days", " (leave it out, or null, to keep outputs of any age)"),
+    Field(json_schema_extra={"minimum": 1, "maximum": MAX_KEEP_DAYS}),
+]
+Emails = Annotated[
+    list[str],
+    AfterValidator(_check_emails),
+    Field(json_schema_extra={"maxItems": MAX_NOTIFY_EMAILS}),
+]
+WebhookUrl = Annotated[
+    str,
+    AfterValidator(_check_webhook_url),
+    Field(json_schema_extra={"maxLength": MAX_WEBHOOK_URL, "format": "uri"}),
 ]
 
 
@@ -390,8 +495,34 @@ def _check_triggers(value: list[Any]) -> list[Any]:
 Triggers = Annotated[list[Trigger], AfterValidator(_check_triggers)]
 
 
+class NotifyPolicy(_Input):
+    """Whom the scheduler tells when a run of the job ends, and about which endings."""
+
+    #: Tell about runs that ``failed``, ``timed_out`` or were ``orphaned``.
+    on_failure: bool = True
+    #: Tell about runs that ``succeeded``.
+    on_success: bool = False
+    #: Up to 10 addresses to mail.
+    emails: Emails = Field(default_factory=list)
+    #: An http(s) URL to POST a JSON description of the ended run to.
+    webhook_url: WebhookUrl | None = None
+
+
+#: Doc shared by the retention fields of CreateJob, UpdateJob and DescribeJob.
+RETENTION_DOC = (
+    "Retention of outputs: a finished run's outputs (notebook, exports, log) are deleted when "
+    "it is not among the job's newest ``keep_runs`` finished runs that still have outputs, or "
+    "it ended more than ``keep_days`` days ago. Run records themselves are kept (history), "
+    "with ``outputs_deleted_at`` set. None keeps everything."
+)
+
+
 class CreateJob(_Input):
-    """A new job; the notebook's bytes travel beside it (a multipart upload or a path)."""
+    """A new job; the notebook's bytes travel beside it (a multipart upload or a path).
+
+    ``keep_runs`` and ``keep_days`` set the retention of outputs
+    (:data:`RETENTION_DOC`); None, the default, keeps everything.
+    """
 
     name: JobName
     profile: ProfileSlug
@@ -406,17 +537,22 @@ class CreateJob(_Input):
     shared_with_groups: Groups = Field(default_factory=list)
     paused: bool = False
     triggers: Triggers = Field(default_factory=list)
+    notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
+    keep_runs: KeepRuns | None = Field(default=None, description=RETENTION_DOC)
+    keep_days: KeepDays | None = Field(default=None, description=RETENTION_DOC)
 
 
 #: Fields of :class:`UpdateJob` that may be sent as ``null`` (to clear them).
-NULLABLE_UPDATE_FIELDS = frozenset({"source_path", "expected_version"})
+NULLABLE_UPDATE_FIELDS = frozenset({"source_path", "expected_version", "keep_runs", "keep_days"})
 
 
 class UpdateJob(_Input):
     """A change to a job: only the fields sent change; ``triggers`` replaces the whole list.
 
     Send ``expected_version`` (the ``version`` you read) to refuse the update
-    with 409 when someone changed the job since.
+    with 409 when someone changed the job since. ``notify`` replaces the whole
+    policy; ``keep_runs`` and ``keep_days`` sent as ``null`` keep everything
+    again.
     """
 
     name: JobName | None = None
@@ -432,6 +568,9 @@ class UpdateJob(_Input):
     shared_with_groups: Groups | None = None
     paused: bool | None = None
     triggers: Triggers | None = None
+    notify: NotifyPolicy | None = None
+    keep_runs: KeepRuns | None = Field(default=None, description=RETENTION_DOC)
+    keep_days: KeepDays | None = Field(default=None, description=RETENTION_DOC)
     expected_version: int | None = None
 
     @model_validator(mode="after")
@@ -488,6 +627,9 @@ class DescribeJob(BaseModel):
     updated_at: datetime
     version: int
     triggers: list[DescribeTrigger]
+    notify: NotifyPolicy
+    keep_runs: int | None = Field(description=RETENTION_DOC)
+    keep_days: int | None = Field(description=RETENTION_DOC)
     #: True when the caller sees the job through a group share (no edits).
     read_only: bool = False
     #: The webhook secret, only in the response of the call that made it; never again.
@@ -555,6 +697,11 @@ class DescribeRun(BaseModel):
     log_path: str | None
     env_digest: str | None
     mlflow_run_id: str | None
+    #: Code cells executed so far, and in all, as the worker last reported.
+    cells_done: int | None
+    cells_total: int | None
+    #: When retention deleted the outputs (``output_path`` and ``log_path`` are then None).
+    outputs_deleted_at: datetime | None
 
 
 class ListRunsQuery(_Input):
@@ -571,3 +718,23 @@ class ListRunsResponse(BaseModel):
 
     runs: list[DescribeRun]
     next_token: str | None = None
+
+
+class DescribeNotification(BaseModel):
+    """A message to the caller about a run that ended."""
+
+    id: str
+    #: The job, or None for a notification about no particular job.
+    job_id: str | None
+    run_id: str | None
+    event: NotificationEvent
+    message: str
+    created_at: datetime
+    #: When the caller marked it read; None while unread.
+    read_at: datetime | None
+
+
+class ListNotificationsResponse(BaseModel):
+    """The caller's notifications, newest first."""
+
+    notifications: list[DescribeNotification]

@@ -162,13 +162,13 @@ def notebook_diff(old: bytes, new: bytes, max_lines: int = 200) -> str:
         result = []
         for i, (kind, source) in enumerate(cells, 1):
             result.append(f"# ---- cell {i} ({kind})\n")
-            result.extend(line if line.endswith("\n") else line + "\n" for line in source.splitlines())
+            result.extend(
+                line if line.endswith("\n") else line + "\n" for line in source.splitlines()
+            )
         return result
 
     diff = list(
-        difflib.unified_diff(
-            lines(_cells(old)), lines(_cells(new)), "scheduled", "now", n=1
-        )
+        difflib.unified_diff(lines(_cells(old)), lines(_cells(new)), "scheduled", "now", n=1)
     )
     if len(diff) > max_lines:
         diff = diff[:max_lines] + [f"... {len(diff) - max_lines} more lines\n"]

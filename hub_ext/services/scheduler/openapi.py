@@ -87,7 +87,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "response": DescribeJob,
         "status": 201,
     },
-    ("api/jobs/{job_id}", "get"): {"summary": "One job.", "params": [JOB_ID], "response": DescribeJob},
+    ("api/jobs/{job_id}", "get"): {
+        "summary": "One job.",
+        "params": [JOB_ID],
+        "response": DescribeJob,
+    },
     ("api/jobs/{job_id}", "patch"): {
         "summary": "Change a job; only the fields sent change.",
         "params": [JOB_ID],
@@ -137,7 +141,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "query": _query(ListRunsQuery),
         "response": ListRunsResponse,
     },
-    ("api/runs/{run_id}", "get"): {"summary": "One run.", "params": [RUN_ID], "response": DescribeRun},
+    ("api/runs/{run_id}", "get"): {
+        "summary": "One run.",
+        "params": [RUN_ID],
+        "response": DescribeRun,
+    },
     ("api/runs/{run_id}", "patch"): {
         "summary": "Cancel a run (status: cancelled).",
         "params": [RUN_ID],

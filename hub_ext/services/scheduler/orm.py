@@ -1,4 +1,4 @@
-"""The scheduler's tables: jobs, their triggers, and their runs (SQLAlchemy 2 declarative).
+"""The scheduler's tables: jobs, their triggers and runs, and notifications (SQLAlchemy 2).
 
 These classes are storage only. They never import the API models of
 :mod:`.models` (STYLE rule 11, as jupyter-scheduler keeps ``orm.py`` apart from
@@ -26,6 +26,12 @@ Choices worth knowing:
   native enums: adding a value later is a one-line migration on both
   databases, where a PostgreSQL ``ENUM`` needs ``ALTER TYPE`` outside a
   transaction.
+- Retention deletes a run's output *files*, never its row: the run's record
+  stays (history), with ``outputs_deleted_at`` saying when its files went.
+- ``notifications.run_id`` has no foreign key, like ``runs.retry_of``: it is
+  a record of what happened, and a notification must not block anything.
+  ``job_id`` does have one (``ON DELETE CASCADE``): deleting a job deletes
+  what was said about it.
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ RUN_STATUSES = (
 )
 #: Statuses a run never leaves.
 FINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "orphaned", "skipped")
+#: What a notification can be about: how a run ended.
+NOTIFICATION_EVENTS = ("succeeded", "failed", "timed_out", "orphaned", "cancelled")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -145,6 +153,13 @@ class Job(Base):
     output_formats: Mapped[list[str]]
     shared_with_groups: Mapped[list[str]]
     paused: Mapped[bool] = mapped_column(Boolean)
+    #: Whom to tell when a run ends: the API model ``NotifyPolicy`` as JSON
+    #: (``{}``, from before notifications, means its defaults).
+    notify: Mapped[dict[str, Any]]
+    #: Retention of outputs: keep those of the newest ``keep_runs`` finished
+    #: runs, and none older than ``keep_days`` days; NULL keeps everything.
+    keep_runs: Mapped[int | None] = mapped_column(Integer)
+    keep_days: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(Integer)
@@ -228,5 +243,35 @@ class Run(Base):
     log_path: Mapped[str | None] = mapped_column(String(4096))
     env_digest: Mapped[str | None] = mapped_column(String(128))
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    #: Progress reported by the worker while the run executes (code cells).
+    cells_done: Mapped[int | None] = mapped_column(Integer)
+    cells_total: Mapped[int | None] = mapped_column(Integer)
+    #: When retention deleted the output and log files (their paths are then NULL).
+    outputs_deleted_at: Mapped[datetime | None]
 
     job: Mapped[Job] = relationship(back_populates="runs", lazy="raise")
+
+
+class Notification(Base):
+    """A message to a user about a run that ended, shown until they mark it read."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        CheckConstraint(_in("event", NOTIFICATION_EVENTS), name="event"),
+        # Serves both "this user's notifications" and "newest first"; a
+        # separate index on ``user`` alone would be a redundant prefix of it.
+        Index(None, "user", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user: Mapped[str] = mapped_column(String(255))
+    #: NULL for a notification about no particular job.
+    job_id: Mapped[str | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
+    )
+    #: The run it is about (a record only, so no foreign key).
+    run_id: Mapped[str | None] = mapped_column(String(32))
+    event: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    read_at: Mapped[datetime | None]

@@ -57,7 +57,9 @@ def _inside(child: str, parent: str) -> bool:
     return Path(child).parts[: len(Path(parent).parts)] == Path(parent).parts
 
 
-def read_in_home(home: str | os.PathLike[str], path: str, limit: int, what: str = "notebook") -> bytes:
+def read_in_home(
+    home: str | os.PathLike[str], path: str, limit: int, what: str = "notebook"
+) -> bytes:
     """Read the regular file ``path`` (relative to ``home``), at most ``limit`` bytes.
 
     Raises

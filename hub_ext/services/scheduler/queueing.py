@@ -41,7 +41,8 @@ from .orm import Job, Run, Trigger
 log = logging.getLogger(__name__)
 
 #: What :func:`new_id` makes: ids from outside are checked against it before any query.
-ID_RE = re.compile(r"^[0-9a-f]{32}$")
+#: ``\Z``, not ``$``: ``$`` also matches before a trailing newline.
+ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 #: Statuses in which a run still occupies its job (the concurrency policy's "in progress").
 ACTIVE = ("queued", "running")
 #: Final statuses after which the job's retry policy queues another attempt.
@@ -56,6 +57,11 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """Return a new random id: 32 lowercase hex digits."""
     return uuid.uuid4().hex
+
+
+def is_id(value: object) -> bool:
+    """Return whether ``value`` is an id as :func:`new_id` makes them (check before querying)."""
+    return isinstance(value, str) and ID_RE.match(value) is not None
 
 
 class QueueMixin:

@@ -11,7 +11,12 @@ and cancel them. The rest is split by
 concern, each module saying why it is as it is:
 
 - :mod:`.claims`: the worker side (claiming due ticks and queued runs,
-  start, heartbeat, finish, orphan recovery), mixed into :class:`JobStore`;
+  start, heartbeat and progress, finish, orphan recovery), mixed into
+  :class:`JobStore`;
+- :mod:`.quotas`: holding claimed runs back (per-owner running counts,
+  deferral);
+- :mod:`.retention`: which runs' outputs the job's retention lets go;
+- :mod:`.notifications`: messages to users about runs that ended;
 - :mod:`.queueing`: queueing a run under the concurrency and retry policies,
   and the lock order;
 - :mod:`.triggers`: building, checking and replacing trigger rows, and
@@ -47,7 +52,14 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from .claims import WorkerMixin
-from .convert import decode_token, describe_job, describe_run, encode_token
+from .convert import (
+    decode_token,
+    describe_job,
+    describe_run,
+    encode_token,
+    notify_dict,
+    notify_policy,
+)
 from .cron import cron_next
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .models import (
@@ -59,11 +71,15 @@ from .models import (
     ListJobsResponse,
     ListRunsQuery,
     ListRunsResponse,
+    NotifyPolicy,
     UpdateJob,
     UpdateJobResponse,
 )
-from .orm import Job, Run, Trigger
+from .notifications import NotificationMixin
+from .orm import Job, Notification, Run, Trigger
 from .queueing import ACTIVE, ID_RE, new_id, utcnow
+from .quotas import QuotaMixin
+from .retention import RetentionMixin
 from .snapshots import SnapshotStore, check_notebook
 from .triggers import FiringMixin, check_upstreams, new_triggers, replace_triggers
 
@@ -71,7 +87,7 @@ from .triggers import FiringMixin, check_upstreams, new_triggers, replace_trigge
 __all__ = ["JobStore", "SnapshotStore", "check_notebook"]
 
 
-class JobStore(WorkerMixin, FiringMixin):
+class JobStore(WorkerMixin, FiringMixin, QuotaMixin, RetentionMixin, NotificationMixin):
     """Jobs, triggers and runs in a database, with snapshots in a :class:`SnapshotStore`.
 
     Parameters
@@ -231,6 +247,9 @@ class JobStore(WorkerMixin, FiringMixin):
                     output_formats=job.output_formats,
                     shared_with_groups=job.shared_with_groups,
                     paused=job.paused,
+                    notify=notify_dict(job.notify),
+                    keep_runs=job.keep_runs,
+                    keep_days=job.keep_days,
                     created_at=now,
                     updated_at=now,
                     triggers=triggers,
@@ -353,9 +372,15 @@ class JobStore(WorkerMixin, FiringMixin):
                             if secret is not False:
                                 changed.append(field)
                             continue
-                        if hasattr(value, "value"):  # enums are stored as their string
+                        current = getattr(job, field)
+                        if isinstance(value, NotifyPolicy):  # stored as a dict, every field
+                            value = notify_dict(value)
+                            # Compared with defaults filled in: ``{}`` (a job from before
+                            # notifications) equals an explicit default policy.
+                            current = notify_dict(notify_policy(current))
+                        elif hasattr(value, "value"):  # enums are stored as their string
                             value = value.value
-                        if getattr(job, field) != value:
+                        if current != value:
                             setattr(job, field, value)
                             changed.append(field)
                     notebook_changed = digest is not None and digest != job.notebook_digest
@@ -391,7 +416,10 @@ class JobStore(WorkerMixin, FiringMixin):
     def delete_job(
         self, job_id: str, user: str, groups: Collection[str] = (), admin: bool = False
     ) -> None:
-        """Delete a job with its triggers and run records (not its snapshot: others may share it).
+        """Delete a job with its triggers, run records and notifications.
+
+        Not its snapshot (other jobs may share it); its runs' output files
+        are not touched here.
 
         Raises
         ------
@@ -412,7 +440,12 @@ class JobStore(WorkerMixin, FiringMixin):
             # SQL deletes, not session.delete(job): JupyterHub's orm module, imported by
             # every hub service, listens to *all* sessions for deleted objects and reads
             # their relationships, which Job.runs (lazy="raise") refuses
-            for table, column in ((Run, Run.job_id), (Trigger, Trigger.job_id), (Job, Job.id)):
+            for table, column in (
+                (Notification, Notification.job_id),
+                (Run, Run.job_id),
+                (Trigger, Trigger.job_id),
+                (Job, Job.id),
+            ):
                 statement = delete(table).where(column == job.id)
                 session.execute(statement.execution_options(synchronize_session=False))
 

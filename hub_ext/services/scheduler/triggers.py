@@ -162,6 +162,7 @@ class FiringMixin(QueueMixin):
         reason: str,
         *,
         tick: datetime | None = None,
+        parameters: dict[str, Any] | None = None,
         now: datetime | None = None,
     ) -> DescribeRun:
         """Queue a run for a trigger the service watches itself (``file``).
@@ -213,7 +214,9 @@ class FiringMixin(QueueMixin):
                 ).first()
                 if earlier is not None:
                     return describe_run(earlier)
-            return describe_run(self._fire(session, job, trigger, now, reason, tick=tick))
+            return describe_run(
+                self._fire(session, job, trigger, now, reason, tick=tick, parameters=parameters)
+            )
 
     def _fire(
         self,
@@ -223,10 +226,13 @@ class FiringMixin(QueueMixin):
         now: datetime,
         reason: str,
         tick: datetime | None = None,
+        parameters: dict[str, Any] | None = None,
     ) -> Run:
         if job.paused:
             raise Conflict(f"job {job.name!r} is paused")
-        run = self._queue(session, job, now, reason, trigger=trigger, tick=tick)
+        run = self._queue(
+            session, job, now, reason, trigger=trigger, tick=tick, parameters=parameters
+        )
         if run is None:
             raise Conflict(f"trigger {trigger.id} already fired for this event")
         trigger.last_fired_at = now

@@ -134,9 +134,7 @@ class Worker:
 
     async def _claim(self) -> None:
         free = self.max_concurrent_runs - len(self._tasks)
-        claimed = await asyncio.to_thread(
-            self.store.claim_due, None, self.worker_id, max(0, free)
-        )
+        claimed = await asyncio.to_thread(self.store.claim_due, None, self.worker_id, max(0, free))
         for run in claimed:
             task = asyncio.create_task(self._process(run), name=f"run-{run.id}")
             self._tasks[run.id] = task

@@ -22,13 +22,26 @@ goes through a short list of named steps (papermill's ``execute.py`` style):
 7. ``_release``: every process left in the cgroup is killed and the cgroup
    removed, whatever happened, before the outputs are read back for the report.
 
+Steps 4 and 5 have a fast path: a *warm process* (:mod:`.warm`) that has
+already imported papermill and started its kernel, as the same owner, in the
+same environment, in a cgroup of its own (``warm-<slug>``) with the profile's
+limits. When :meth:`LocalExecutor.prewarm` has left one ready for the run's
+owner, profile and environment (:mod:`.pool`), the run is handed to it: from
+then on it is the run's papermill process in the run's cgroup (same log,
+deadline, cancel, OOM count and release), and its first cell starts within
+milliseconds instead of seconds. A replacement starts in the background.
+Without a ready one the run goes the cold way; it never waits for one.
+Profiles with GPUs always go the cold way: their devices are chosen per run.
+
 A timeout or a cancel kills the whole cgroup: papermill, its kernel and
 anything the notebook started, including processes in a new session, which a
 process-group kill would miss. Cell progress comes from papermill's
 ``--log-output`` lines (``Executing Cell N``), which are also the run's log.
 
 Rejected alternatives: running papermill in the service's own process
-(a notebook is code and must run as its owner: SECURITY rule 5), and
+(a notebook is code and must run as its owner: SECURITY rule 5), keeping
+kernels warm in a process shared between users or runs (same rule; see
+:mod:`.pool`), and
 ``asyncio.subprocess.Process.wait()``, which also waits until every process
 holding the output pipe has exited, so a notebook leaving a background process
 behind would have looked like a run that never ends.
@@ -38,10 +51,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
+import hashlib
 import inspect
 import json
+import logging
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
@@ -51,7 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from traitlets import Bool, CaselessStrEnum, Integer, List, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Float, Integer, List, Unicode, default
 
 from hub_ext import slugs
 from hub_ext.accounts import AccountError, ensure_account
@@ -61,6 +79,7 @@ from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus
 from hub_ext.profiles import Profile
 from hub_ext.quantities import format_memory
 
+from . import warm as warm_protocol
 from .base import (
     RESULT_FILE_ENV,
     CellError,
@@ -75,30 +94,79 @@ from .base import (
     cell_error,
     describe_error,
     existing_outputs,
+    job_name,
     papermill_args,
     papermill_cell_count,
     parameters_yaml,
     read_mlflow_run_id,
     read_notebook,
 )
+from .pool import WarmKey, WarmPool, WarmProcess
 
 #: papermill's exit status when the kernel died (``papermill.cli``).
-DEAD_KERNEL_EXIT = 138
+DEAD_KERNEL_EXIT = warm_protocol.DEAD_KERNEL_EXIT
 #: Variables of the service's own environment a run may see: locale and time zone only.
 PASSED_THROUGH = ("LANG", "LC_ALL", "TZ")
+#: How a warm process is started: its module, run with the environment's Python.
+WARM_MODULE = "hub_ext.services.scheduler.executors.warm"
+#: Seconds a warm process may take to print READY (imports and a kernel start).
+WARM_START_TIMEOUT = warm_protocol.START_TIMEOUT
+#: Seconds a warm process told to stop (end of its input) gets to shut its kernel down.
+WARM_STOP_GRACE = 3
+#: The most a warm process may print before its run; the rest is not kept.
+_EARLY_OUTPUT_LIMIT = 64 * 2**10
+
+
+try:  # looked up here, not between fork and exec, where loading a library may deadlock
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+def die_with_parent(sig: int) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (``PR_SET_PDEATHSIG``)."""
+    if _prctl is not None:
+        _prctl(1, int(sig))
 
 
 class _Output(asyncio.SubprocessProtocol):
-    """Streams a process's output into the log; says apart "exited" and "pipe closed"."""
+    """Streams a process's output into the log; says apart "exited" and "pipe closed".
 
-    def __init__(self, sink: RunLog):
+    A warm process has no log until a run is handed to it (``sink`` None):
+    until then its output is scanned for the READY line, which sets
+    ``ready``, and otherwise only goes to the service's debug log.
+    """
+
+    def __init__(self, sink: RunLog | None, log: logging.Logger | None = None, name: str = ""):
         loop = asyncio.get_running_loop()
         self.sink = sink
+        self.log = log
+        self.name = name
         self.exited = loop.create_future()
         self.closed = loop.create_future()
+        self.ready = loop.create_future()
+        self._early = bytearray()
+
+    def hand_over(self, sink: RunLog) -> None:
+        """From now on the output is the run's (what came before is not)."""
+        self.sink = sink
+        self._early.clear()
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
-        self.sink.write(data)
+        if self.sink is not None:
+            self.sink.write(data)
+            return
+        self._early += data
+        while b"\n" in self._early:
+            line, _, rest = self._early.partition(b"\n")
+            self._early = bytearray(rest)
+            text = line.decode("utf-8", "replace").strip()
+            if text == warm_protocol.READY and not self.ready.done():
+                self.ready.set_result(None)
+            elif text and self.log is not None:
+                self.log.debug("%s: %s", self.name, text)
+        if len(self._early) > _EARLY_OUTPUT_LIMIT:
+            self._early.clear()
 
     def process_exited(self) -> None:
         if not self.exited.done():
@@ -124,6 +192,8 @@ class _Run:
     sink: RunLog | None = None
     parser: ProgressParser | None = None
     workdir: Path | None = None
+    #: the run's cgroup: ``job-<run slug>``, or the warm process's ``warm-<slug>``
+    cgroup: str = ""
     cgroup_live: bool = False
     pid: int | None = None
     papermill_exit: int | None = None
@@ -131,6 +201,9 @@ class _Run:
     oom_kills: int = 0
     cancelled: bool = False
     timed_out: bool = False
+
+    def __post_init__(self):
+        self.cgroup = self.cgroup or self.spec.name
 
     @property
     def stopping(self) -> bool:
@@ -303,11 +376,71 @@ class LocalExecutor(Executor):
         """,
     ).tag(config=True)
 
+    warm_pool_size = Integer(
+        1,
+        min=0,
+        help="""
+        Warm processes kept ready per owner, profile and environment; 0 turns the pool off.
+
+        A warm process has imported papermill and started its kernel, as the
+        owner, in the profile's environment and limits, before any run comes:
+        a run handed to one starts its first cell in milliseconds rather than
+        the seconds a cold ``papermill`` takes. The scheduler asks for them
+        (:meth:`LocalExecutor.prewarm`) for jobs it expects to run again, and
+        each one used is replaced in the background. A kernel serves one run
+        and is never reused. A waiting process and its kernel hold about
+        100 MB, in a cgroup of their own with the profile's limits, which the
+        run then inherits. Profiles with GPUs always start cold. **Only
+        honoured by the local executor.**
+
+        Example::
+
+            c.LocalExecutor.warm_pool_size = 2
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    warm_pool_max = Integer(
+        4,
+        min=0,
+        help="""
+        Most warm processes on this machine at once, ready or starting, all owners together.
+
+        Caps the memory and processes the pool holds while nothing runs; when
+        it is reached, further owners' runs start cold.
+
+        Example::
+
+            c.LocalExecutor.warm_pool_max = 16
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    warm_idle_timeout = Float(
+        600,
+        min=0,
+        help="""
+        Seconds a warm process may wait for a run before it is stopped.
+
+        A job that runs less often than this pays a cold start unless the
+        scheduler warms it again before its next run.
+
+        Example::
+
+            c.LocalExecutor.warm_idle_timeout = 3600
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._runs: dict[str, _Run] = {}
         self._driver: CgroupDriver | None = None
         self._allocator: GpuAllocator | None = None
+        self.pool = WarmPool(self._stop_warm, self.log)
 
     @property
     def run_as_root(self) -> bool:
@@ -370,21 +503,25 @@ class LocalExecutor(Executor):
 
         run.sink.on_line = on_line
         gpus = self._allocate_gpus(run)
-        await self._create_cgroup(run)
         env = self._environment(run, gpus)
         cwd = os.path.abspath(spec.cwd or spec.output_dir)
         python = str(run.built.python)
-        run.papermill_exit = await self._spawn(
-            run,
-            [
-                python,
-                "-m",
-                "papermill",
-                *papermill_args(run.input, run.outputs["ipynb"], run.parameters_file, cwd),
-            ],
-            env,
-            cwd,
-        )
+        warm = self._take_warm(run, env)
+        if warm is not None:
+            run.papermill_exit = await self._hand_over(run, warm, env, cwd)
+        else:
+            await self._create_cgroup(run)
+            run.papermill_exit = await self._spawn(
+                run,
+                [
+                    python,
+                    "-m",
+                    "papermill",
+                    *papermill_args(run.input, run.outputs["ipynb"], run.parameters_file, cwd),
+                ],
+                env,
+                cwd,
+            )
         run.sink.on_line = None
         if run.papermill_exit == 0 and "html" in run.outputs and not run.stopping:
             html = run.outputs["html"]
@@ -483,7 +620,10 @@ class LocalExecutor(Executor):
             raise ExecutorError(str(e)) from None
 
     async def _create_cgroup(self, run: _Run) -> None:
-        profile, name = run.spec.profile, run.spec.name
+        await self._make_cgroup(run.cgroup, run.spec.profile)
+        run.cgroup_live = True
+
+    async def _make_cgroup(self, name: str, profile: Profile) -> None:
         limits = Limits(
             cpu_limit=profile.cpu_limit_cores,
             cpu_guarantee=profile.cpu_guarantee_cores,
@@ -493,13 +633,27 @@ class LocalExecutor(Executor):
         if self.driver.exists(name):  # left by a service that died mid-run
             await asyncio.to_thread(self.driver.remove, name, self.cleanup_timeout)
         await asyncio.to_thread(self.driver.create, name, limits)
-        run.cgroup_live = True
 
     def _environment(self, run: _Run, gpus: list[str]) -> dict[str, str]:
         """The run's whole environment, built from nothing: no variable of the service leaks."""
-        spec, user, built = run.spec, run.user, run.built
+        spec = run.spec
         env = dict(spec.extra_env)
-        env.update({k: os.environ[k] for k in PASSED_THROUGH if k in os.environ})
+        env.update(self._process_environment(run.user, run.built, spec.profile, gpus))
+        env.update(
+            {
+                "SHIPYARD_JOB_ID": spec.job_id,
+                "SHIPYARD_RUN_ID": spec.run_id,
+                RESULT_FILE_ENV: str(spec.result_file),
+            }
+        )
+        return env
+
+    @staticmethod
+    def _process_environment(
+        user: pwd.struct_passwd, built: BuiltEnvironment, profile: Profile, gpus: list[str]
+    ) -> dict[str, str]:
+        """What every process of an owner's profile gets, whatever the run (warm ones too)."""
+        env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
         env.update(
             {
                 "PATH": os.pathsep.join([str(built.bin), "/usr/local/bin", "/usr/bin", "/bin"]),
@@ -509,11 +663,8 @@ class LocalExecutor(Executor):
                 "SHELL": user.pw_shell or "/bin/bash",
                 "PYTHONUNBUFFERED": "1",
                 **built.env_vars(),
-                "SHIPYARD_PROFILE": spec.profile.slug,
-                "SHIPYARD_PROFILE_JSON": json.dumps(spec.profile.public_summary()),
-                "SHIPYARD_JOB_ID": spec.job_id,
-                "SHIPYARD_RUN_ID": spec.run_id,
-                RESULT_FILE_ENV: str(spec.result_file),
+                "SHIPYARD_PROFILE": profile.slug,
+                "SHIPYARD_PROFILE_JSON": json.dumps(profile.public_summary()),
                 # an empty list hides every GPU from runs whose profile has none
                 "CUDA_VISIBLE_DEVICES": ",".join(gpus),
                 "NVIDIA_VISIBLE_DEVICES": ",".join(gpus) or "void",
@@ -521,12 +672,12 @@ class LocalExecutor(Executor):
         )
         return env
 
-    def _preexec(self, run: _Run):
-        join_cgroup = self.driver.preexec(run.spec.name)
+    def _preexec(self, cgroup: str, user: pwd.struct_passwd):
+        join_cgroup = self.driver.preexec(cgroup)
         if self.run_as_root:
             from jupyterhub.spawner import set_user_setuid
 
-            become_user = set_user_setuid(run.user.pw_name, chdir=False)
+            become_user = set_user_setuid(user.pw_name, chdir=False)
         else:
             become_user = None
 
@@ -534,6 +685,9 @@ class LocalExecutor(Executor):
             join_cgroup()  # while still root: the cgroup files are root's
             if become_user is not None:
                 become_user()
+            # after the switch of user, which clears it: papermill (or a warm process)
+            # dies with the service, even by kill -9, instead of running on unwatched
+            die_with_parent(signal.SIGKILL)
 
         return preexec
 
@@ -558,13 +712,20 @@ class LocalExecutor(Executor):
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=cwd,
-                preexec_fn=self._preexec(run),
+                preexec_fn=self._preexec(run.cgroup, run.user),
                 start_new_session=True,
             )
         except (OSError, subprocess.SubprocessError) as e:
             if run.stopping:  # cancelled meanwhile: the cgroup it was to join is gone
                 return None
             raise ExecutorError(f"Could not start {argv[2]}: {e}") from None
+        return await self._wait(run, transport, protocol)
+
+    async def _wait(
+        self, run: _Run, transport: asyncio.SubprocessTransport, protocol: _Output
+    ) -> int | None:
+        """Wait for the run's process until it exits or the deadline; its exit status."""
+        loop = asyncio.get_running_loop()
         run.pid = transport.get_pid()
         try:
             try:
@@ -592,18 +753,9 @@ class LocalExecutor(Executor):
         """Kill every process of the run (the cgroup stays, empty, until released)."""
         if self.driver.enforces_total:
             if run.cgroup_live:
-                await asyncio.to_thread(self._kill_cgroup, run.spec.name)
+                await asyncio.to_thread(self._kill_cgroup, run.cgroup)
         elif run.pid is not None:
-            # rlimit fallback: the process tree as it is now, and papermill's session
-            try:
-                procs = [psutil.Process(run.pid), *psutil.Process(run.pid).children(True)]
-            except psutil.NoSuchProcess:
-                procs = []
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    proc.kill()
-            with contextlib.suppress(OSError):
-                os.killpg(run.pid, signal.SIGKILL)
+            _kill_tree(run.pid)
 
     def _kill_cgroup(self, name: str) -> None:
         deadline = time.monotonic() + self.cleanup_timeout
@@ -616,7 +768,7 @@ class LocalExecutor(Executor):
     def _oom_kills(self, run: _Run) -> int:
         """How often the kernel's OOM killer struck in the run's cgroup (v1 or v2)."""
         count = 0
-        for directory in self.driver.directories(run.spec.name):
+        for directory in self.driver.directories(run.cgroup):
             for name in ("memory.oom_control", "memory.events"):
                 try:
                     text = (directory / name).read_text()
@@ -630,13 +782,12 @@ class LocalExecutor(Executor):
 
     async def _release(self, run: _Run) -> None:
         """Kill what is left, remove the cgroup, free the GPUs and the work folder."""
-        name = run.spec.name
         try:
-            if run.cgroup_live or self.driver.exists(name):
-                await asyncio.to_thread(self.driver.remove, name, self.cleanup_timeout)
+            if run.cgroup_live or self.driver.exists(run.cgroup):
+                await asyncio.to_thread(self.driver.remove, run.cgroup, self.cleanup_timeout)
             run.cgroup_live = False
         finally:
-            self.allocator.release(name)
+            self.allocator.release(run.spec.name)
             if run.workdir is not None:
                 await asyncio.to_thread(shutil.rmtree, run.workdir, True)
             if run.sink is not None:
@@ -711,6 +862,229 @@ class LocalExecutor(Executor):
             **common,
         )
 
+    # -------------------------------------------------------- warm pool
+
+    async def prewarm(self, owner: str, profile: Profile, *, wait: bool = False) -> int:
+        """Have warm processes ready for ``owner``'s next runs with ``profile``.
+
+        The service calls it for jobs it expects to run soon. Starts up to
+        :attr:`warm_pool_size` for the owner, profile and environment (within
+        :attr:`warm_pool_max`), in the background unless ``wait``. Does
+        nothing when the pool is off, full, the profile has GPUs, or its
+        environment is not built; never raises for a process that fails to
+        start (it is logged and dropped).
+
+        Parameters
+        ----------
+        owner : str
+            The hub user whose runs will use them; they run as their account.
+        profile : Profile
+            The profile those runs will have.
+        wait : bool
+            Return only once the processes started are ready (or failed).
+
+        Returns
+        -------
+        int
+            How many warm processes for this owner and profile are ready now.
+        """
+        if not self._pooled(profile):
+            return 0
+        built = find_built(profile.environment, Path(self.environments_dir))
+        if built is None:
+            self.log.debug("Not pre-starting a kernel: %s is not built", profile.environment)
+            return 0
+        try:
+            user = await self._account(owner)
+        except ExecutorError as e:
+            self.log.warning("Not pre-starting a kernel for %s: %s", owner, e)
+            return 0
+        key = self._warm_key(owner, profile, built, user)
+        start = functools.partial(self._start_warm, key, user, built, profile)
+        if wait:
+            return await self.pool.fill(key, start, **self._pool_settings())
+        self.pool.fill_later(key, start, **self._pool_settings())
+        return self.pool.ready(key)
+
+    async def close(self) -> None:
+        """Stop every warm process and remove its cgroup (the service calls it at shutdown).
+
+        Runs in progress are not touched.
+        """
+        await self.pool.close()
+
+    async def sweep(self) -> list[str]:
+        """Kill and remove every run and warm cgroup under ``cgroup_parent``; their names.
+
+        The service calls it once at start, before it runs anything: what is
+        there was left by a scheduler process that died (kill -9, a crash), whose
+        runs the store declares orphaned and retries. **Each scheduler process on
+        a machine needs its own** ``cgroup_parent``: the sweep cannot tell another
+        live process's runs from a dead one's.
+        """
+        if not self.driver.enforces_total:
+            return []
+
+        def sweep() -> list[str]:
+            names = set()
+            for directory in self.driver.directories("probe"):
+                parent = directory.parent
+                if parent.is_dir():
+                    names.update(
+                        p.name
+                        for p in parent.iterdir()
+                        if p.is_dir() and p.name.startswith(("job-", "warm-"))
+                    )
+            for name in sorted(names):
+                self.driver.remove(name, self.cleanup_timeout)
+            return sorted(names)
+
+        removed = await asyncio.to_thread(sweep)
+        if removed:
+            self.log.warning(
+                "Removed %d cgroups left by an earlier scheduler: %s",
+                len(removed),
+                ", ".join(removed),
+            )
+        return removed
+
+    async def cleanup_orphan(self, run_id: str) -> None:
+        """Kill what is left of an orphaned run's cold process here (its cgroup), if any."""
+        name = job_name(run_id)
+        if run_id not in self._runs and self.driver.enforces_total and self.driver.exists(name):
+            await asyncio.to_thread(self.driver.remove, name, self.cleanup_timeout)
+
+    def _pooled(self, profile: Profile) -> bool:
+        # GPUs are chosen per run: a process started before cannot know its devices
+        return self.warm_pool_size > 0 and self.warm_pool_max > 0 and not profile.gpu
+
+    def _pool_settings(self) -> dict:
+        return {
+            "size": self.warm_pool_size,
+            "limit": self.warm_pool_max,
+            "idle_timeout": self.warm_idle_timeout,
+        }
+
+    @staticmethod
+    def _warm_key(
+        owner: str, profile: Profile, built: BuiltEnvironment, user: pwd.struct_passwd
+    ) -> WarmKey:
+        # everything a warm process was started with besides the owner: the limits of its
+        # cgroup, the profile it was told, and the environment build it imported
+        started_with = [
+            profile.public_summary(),
+            profile.cpu_limit_cores,
+            profile.cpu_guarantee_cores,
+            profile.mem_limit_bytes,
+            profile.mem_guarantee_bytes,
+            str(built.path),
+            built.shipyard_digest,
+        ]
+        fingerprint = hashlib.sha256(json.dumps(started_with, default=str).encode()).hexdigest()
+        return WarmKey(owner, user.pw_uid, profile.slug, built.digest, fingerprint)
+
+    def _take_warm(self, run: _Run, env: dict[str, str]) -> WarmProcess | None:
+        """A ready warm process for exactly this run's owner, profile and build; or None."""
+        spec = run.spec
+        if not self._pooled(spec.profile) or run.stopping:
+            return None
+        if asyncio.get_running_loop().time() >= run.deadline:
+            return None
+        key = self._warm_key(spec.owner, spec.profile, run.built, run.user)
+        warm = self.pool.take(key)
+        if warm is None:
+            return None
+        start = functools.partial(self._start_warm, key, run.user, run.built, spec.profile)
+        self.pool.fill_later(key, start, **self._pool_settings())  # the next run's
+        if not set(warm.env) <= set(env):  # cannot happen: both come from one function
+            self.log.warning("Pre-started kernel %s does not fit run %s", warm.cgroup, spec.run_id)
+            self.pool.discard(warm, "it does not fit the run's environment")
+            return None
+        return warm
+
+    async def _hand_over(
+        self, run: _Run, warm: WarmProcess, env: dict[str, str], cwd: str
+    ) -> int | None:
+        """Give the run to ``warm``; from here on it is the run's papermill, in the run's place."""
+        run.cgroup, run.cgroup_live = warm.cgroup, True
+        run.sink.note(f"running in a kernel started beforehand ({warm.cgroup})")
+        warm.protocol.hand_over(run.sink)
+        request = warm_protocol.request_line(
+            input=str(run.input),
+            output=str(run.outputs["ipynb"]),
+            parameters_file=str(run.parameters_file),
+            cwd=cwd,
+            # what the run has beyond what the process started with: its ids, result
+            # file and the owner's own settings
+            env={k: v for k, v in env.items() if warm.env.get(k) != v},
+        )
+        stdin = warm.transport.get_pipe_transport(0)
+        stdin.write(request)
+        stdin.close()
+        return await self._wait(run, warm.transport, warm.protocol)
+
+    async def _start_warm(
+        self, key: WarmKey, user: pwd.struct_passwd, built: BuiltEnvironment, profile: Profile
+    ) -> WarmProcess:
+        """Start a warm process as a cold papermill would start, and wait for its READY."""
+        loop = asyncio.get_running_loop()
+        name = f"warm-{slugs.user_slug(f'{key.owner}-{secrets.token_hex(4)}')}"
+        env = self._process_environment(user, built, profile, [])
+        cwd = user.pw_dir if os.path.isdir(user.pw_dir) else "/"
+        protocol = _Output(None, self.log, name)
+        transport = None
+        try:
+            await self._make_cgroup(name, profile)
+            transport, _ = await loop.subprocess_exec(
+                lambda: protocol,
+                str(built.python),
+                "-m",
+                WARM_MODULE,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                preexec_fn=self._preexec(name, user),
+                start_new_session=True,
+            )
+            await asyncio.wait(
+                {protocol.ready, protocol.exited},
+                timeout=WARM_START_TIMEOUT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not protocol.ready.done():
+                if protocol.exited.done():
+                    raise ExecutorError(f"{name} exited with status {transport.get_returncode()}")
+                raise ExecutorError(f"{name} was not ready after {WARM_START_TIMEOUT}s")
+            return WarmProcess(key, name, transport.get_pid(), transport, protocol, env)
+        except BaseException:
+            await self._remove_warm(name, transport)
+            raise
+
+    async def _stop_warm(self, warm: WarmProcess) -> None:
+        """End of input first (the kernel shuts down cleanly), then the cgroup goes."""
+        try:
+            with contextlib.suppress(Exception):
+                warm.transport.get_pipe_transport(0).close()
+            # also a future of an event loop that is gone: then there is nothing to wait for
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(warm.protocol.exited), WARM_STOP_GRACE)
+            await self._remove_warm(warm.cgroup, warm.transport)
+        except Exception:
+            self.log.exception("Could not stop pre-started kernel %s", warm.cgroup)
+
+    async def _remove_warm(self, name: str, transport: asyncio.SubprocessTransport | None) -> None:
+        if self.driver.enforces_total:
+            await asyncio.to_thread(self.driver.remove, name, self.cleanup_timeout)
+        else:
+            if transport is not None and transport.get_pid() is not None:
+                _kill_tree(transport.get_pid())
+            self.driver.remove(name)
+        if transport is not None:
+            with contextlib.suppress(Exception):  # of a closed event loop
+                transport.close()
+
     # ------------------------------------------------------------ cancel
 
     async def cancel(self, run_id: str) -> None:
@@ -722,3 +1096,16 @@ class LocalExecutor(Executor):
         if run.sink is not None:
             run.sink.note("cancelled")
         await self._kill(run)
+
+
+def _kill_tree(pid: int) -> None:
+    """Without cgroups: kill the process tree as it is now, and the process's session."""
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,156 @@
+"""File triggers: a job runs when a file matching its glob arrives in its owner's home.
+
+The watcher scans every file trigger's glob every ``interval`` seconds
+(through :func:`.paths.glob_in_home`: never outside the home, never through
+a link). A file *arrives* when its modification time is at or after the
+trigger's creation and it has stopped changing (the same size and time on
+two scans, so a file still being copied does not fire half-written). The
+run gets two parameters: ``trigger_path`` (the file's absolute path) and
+``trigger_sha256`` (its digest).
+
+Nothing is kept in memory that a restart would lose: the file's
+modification time is the run's ``tick``, and the store queues one run per
+(trigger, tick), so a restarted watcher re-scans and fires exactly the
+arrivals it has not fired yet, including those that came while it was down.
+
+Rejected alternative: inotify. It needs a watch per directory of every
+user's globs, misses what arrived while the service was down, and does not
+work on the network file systems homes often live on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+
+from .errors import SchedulerError
+from .orm import Job, Trigger
+from .paths import glob_in_home
+from .store import JobStore
+
+log = logging.getLogger("shipyard.scheduler.files")
+
+#: Files whose digest is computed per scan at most; the rest wait for the next scan.
+MAX_FIRES_PER_SCAN = 100
+#: Matches looked at per trigger and scan (a glob over a huge tree must not stall the rest).
+MAX_MATCHES = 10_000
+
+
+def file_triggers(store: JobStore) -> list[tuple[str, str, str, str, datetime]]:
+    """(trigger id, job id, owner, glob, created_at) of every file trigger of an unpaused job."""
+    with store._read.begin() as session:  # noqa: SLF001 - the store's own read sessions
+        rows = session.execute(
+            select(Trigger.id, Job.id, Job.owner, Trigger.spec, Trigger.created_at)
+            .join(Job, Trigger.job_id == Job.id)
+            .where(Trigger.kind == "file", Job.paused.is_(False))
+        ).all()
+    return [(t, j, owner, spec["glob"], created) for t, j, owner, spec, created in rows]
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    with os.fdopen(fd, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class FileWatcher:
+    """Scans the file triggers' globs and fires their jobs; see the module docstring."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        home_of: Callable[[str], str | None],
+        interval: float,
+        wake: Callable[[], None] | None = None,
+    ):
+        self.store = store
+        self.home_of = home_of
+        self.interval = interval
+        self.wake = wake or (lambda: None)
+        self._seen: dict[tuple[str, str], tuple[int, int]] = {}
+        #: (trigger, path, mtime) already handed to the store: not asked again.
+        self._fired: set[tuple[str, str, int]] = set()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                fired = await asyncio.to_thread(self.scan)
+                if fired:
+                    self.wake()
+            except Exception:
+                log.exception("Scanning the file triggers failed; trying again")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval)
+
+    def scan(self) -> int:
+        """One pass over every file trigger; returns how many runs were queued."""
+        fired = 0
+        seen: dict[tuple[str, str], tuple[int, int]] = {}
+        for trigger_id, job_id, owner, pattern, created in file_triggers(self.store):
+            home = self.home_of(owner)
+            if home is None or not os.path.isdir(home):
+                continue
+            since = created.timestamp()
+            try:
+                matches = glob_in_home(home, pattern)
+                for n, path in enumerate(matches):
+                    if n >= MAX_MATCHES:
+                        log.warning(
+                            "Trigger %s: glob %r matches too many files", trigger_id, pattern
+                        )
+                        break
+                    try:
+                        info = os.lstat(path)
+                    except OSError:
+                        continue
+                    if info.st_mtime < since:
+                        continue
+                    key, state = (trigger_id, str(path)), (info.st_mtime_ns, info.st_size)
+                    seen[key] = state
+                    if self._seen.get(key) != state or fired >= MAX_FIRES_PER_SCAN:
+                        continue  # new or still changing: look again next scan
+                    done = (trigger_id, str(path), info.st_mtime_ns)
+                    if done in self._fired:
+                        continue
+                    fired += self._fire(trigger_id, job_id, str(path), info.st_mtime_ns)
+                    self._fired.add(done)
+            except SchedulerError as e:
+                log.warning("File trigger %s of job %s: %s", trigger_id, job_id, e)
+        self._seen = seen
+        return fired
+
+    def _fire(self, trigger_id: str, job_id: str, path: str, mtime_ns: int) -> int:
+        tick = datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc)
+        try:
+            digest = sha256_of(path)
+        except OSError:
+            return 0
+        try:
+            run = self.store.fire_trigger(
+                trigger_id,
+                f"file {os.path.basename(path)} arrived",
+                tick=tick,
+                parameters={"trigger_path": path, "trigger_sha256": digest},
+            )
+        except SchedulerError as e:
+            log.info("File trigger %s of job %s not fired: %s", trigger_id, job_id, e)
+            return 0
+        new = run.tick == tick and run.status.value == "queued" and run.reason.startswith("file")
+        if new:
+            log.info("File %s fired job %s (run %s)", path, job_id, run.id)
+        return int(new)

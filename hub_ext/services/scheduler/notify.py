@@ -1,0 +1,304 @@
+"""Telling owners how their runs ended: in the panel, by e-mail, or to a webhook URL.
+
+A job's ``notify`` policy says when (``on_failure``: failed, timed out or
+orphaned; ``on_success``) and where (``emails``, ``webhook_url``); the panel
+always gets the notification when the policy says to notify at all. Each
+channel fails alone: an SMTP server that is down does not stop the webhook,
+and no notification failure changes the run's record. What is sent is the
+job's name, the run's id, status and reason, and a link to the run: never a
+token, the notebook, or its outputs (SECURITY rule 8).
+
+A webhook URL is the user's, called by the service: addresses on loopback,
+private and link-local networks are refused unless the admin allows them
+(``allow_private_webhooks``), so a job cannot make the service poke the hub's
+own API or a cloud metadata endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+import smtplib
+import socket
+from email.message import EmailMessage
+from urllib.parse import urlsplit
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from traitlets import Any, Bool, Float, Integer, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from .metrics import NOTIFICATIONS
+from .models import DescribeJob, DescribeRun
+
+FAILURES = ("failed", "timed_out", "orphaned")
+
+
+class Notifier(LoggingConfigurable):
+    """Sends the notifications a job's policy asks for when one of its runs ends."""
+
+    store = Any(help="The JobStore notifications are recorded in (for the panel).")
+
+    hub_url = Unicode(
+        help="""
+        The hub's public URL, for links in notifications (``https://hub.example.org``).
+
+        Defaults to ``$SHIPYARD_PUBLIC_URL``; without it messages carry no link.
+
+        Example::
+
+            c.Notifier.hub_url = "https://hub.example.org"
+
+        .. versionadded:: 0.3
+        """
+    ).tag(config=True)
+
+    @default("hub_url")
+    def _default_hub_url(self):
+        return os.environ.get("SHIPYARD_PUBLIC_URL", "")
+
+    smtp_host = Unicode(
+        "",
+        help="""
+        SMTP server for e-mail notifications; empty turns e-mail off.
+
+        Example::
+
+            c.Notifier.smtp_host = "smtp.example.org"
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    smtp_port = Integer(
+        25,
+        help="""
+        Port of the SMTP server (587 with ``smtp_starttls``, 465 with ``smtp_ssl``).
+
+        Example::
+
+            c.Notifier.smtp_port = 587
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    smtp_starttls = Bool(
+        False,
+        help="""
+        Upgrade the SMTP connection with STARTTLS before logging in.
+
+        Example::
+
+            c.Notifier.smtp_starttls = True
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    smtp_ssl = Bool(
+        False,
+        help="""
+        Connect to the SMTP server over TLS from the start (port 465).
+
+        Example::
+
+            c.Notifier.smtp_ssl = True
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    smtp_username = Unicode(
+        "",
+        help="""
+        SMTP login; empty sends without logging in.
+
+        Example::
+
+            c.Notifier.smtp_username = "shipyard"
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    smtp_password = Unicode(
+        help="""
+        SMTP password. Defaults to ``$SHIPYARD_SMTP_PASSWORD``; keep it out of config files.
+
+        .. versionadded:: 0.3
+        """
+    ).tag(config=True)
+
+    @default("smtp_password")
+    def _default_smtp_password(self):
+        return os.environ.get("SHIPYARD_SMTP_PASSWORD", "")
+
+    mail_from = Unicode(
+        "shipyard@localhost",
+        help="""
+        The From address of notification e-mails.
+
+        Example::
+
+            c.Notifier.mail_from = "Shipyard <noreply@example.org>"
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    timeout = Float(
+        10.0,
+        help="""
+        Seconds to wait for the SMTP server or a webhook to answer.
+
+        Example::
+
+            c.Notifier.timeout = 30
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    allow_private_webhooks = Bool(
+        False,
+        help="""
+        Let notification webhooks reach loopback, private and link-local addresses.
+
+        Off by default: the service would otherwise post wherever a user
+        points it inside the hub's network.
+
+        Example::
+
+            c.Notifier.allow_private_webhooks = True
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    # ------------------------------------------------------------ what
+
+    @staticmethod
+    def wanted(job: DescribeJob, run: DescribeRun) -> bool:
+        """Whether the job's policy asks to be told about this run's end."""
+        status = run.status.value
+        policy = job.notify
+        return (status in FAILURES and policy.on_failure) or (
+            status == "succeeded" and policy.on_success
+        )
+
+    def message(self, job: DescribeJob, run: DescribeRun) -> tuple[str, str]:
+        """(subject, body) of the notification."""
+        status = run.status.value.replace("_", " ")
+        subject = f"[Shipyard] job {job.name}: run {status}"
+        lines = [
+            f"Run {run.id} of job {job.name!r} ({job.owner}) {status}.",
+            f"Reason: {run.reason}" if run.reason else "",
+            f"Attempt {run.attempt}; started {run.started_at}, ended {run.ended_at}.",
+        ]
+        if self.hub_url:
+            lines.append(
+                f"Output: {self.hub_url.rstrip('/')}/services/scheduler/api/runs/{run.id}/output"
+            )
+        return subject, "\n".join(line for line in lines if line)
+
+    # ------------------------------------------------------------ how
+
+    async def notify(self, job: DescribeJob, run: DescribeRun) -> None:
+        """Send what ``job.notify`` asks for about ``run``; never raises."""
+        if not self.wanted(job, run):
+            return
+        subject, body = self.message(job, run)
+        try:
+            await asyncio.to_thread(
+                self.store.add_notification, job.owner, job.id, run.id, run.status.value, body
+            )
+            NOTIFICATIONS.labels("panel", "sent").inc()
+        except Exception:
+            NOTIFICATIONS.labels("panel", "failed").inc()
+            self.log.exception("Could not record the notification of run %s", run.id)
+        sends = []
+        if job.notify.emails:
+            sends.append(self._email(job.notify.emails, subject, body, run.id))
+        if job.notify.webhook_url:
+            sends.append(self._webhook(job, run, body))
+        await asyncio.gather(*sends)
+
+    async def _email(self, to: list[str], subject: str, body: str, run_id: str) -> None:
+        if not self.smtp_host:
+            self.log.warning(
+                "Run %s asks for e-mail, but no SMTP server is configured (Notifier.smtp_host)",
+                run_id,
+            )
+            NOTIFICATIONS.labels("email", "unconfigured").inc()
+            return
+        message = EmailMessage()
+        message["From"] = self.mail_from
+        message["To"] = ", ".join(to)
+        message["Subject"] = subject
+        message.set_content(body)
+        try:
+            await asyncio.to_thread(self._send_mail, message)
+            NOTIFICATIONS.labels("email", "sent").inc()
+        except (OSError, smtplib.SMTPException) as e:
+            NOTIFICATIONS.labels("email", "failed").inc()
+            self.log.warning("E-mail about run %s not sent: %s", run_id, e)
+
+    def _send_mail(self, message: EmailMessage) -> None:
+        cls = smtplib.SMTP_SSL if self.smtp_ssl else smtplib.SMTP
+        with cls(self.smtp_host, self.smtp_port, timeout=self.timeout) as smtp:
+            if self.smtp_starttls and not self.smtp_ssl:
+                smtp.starttls()
+            if self.smtp_username:
+                smtp.login(self.smtp_username, self.smtp_password)
+            smtp.send_message(message)
+
+    async def _webhook(self, job: DescribeJob, run: DescribeRun, body: str) -> None:
+        url = job.notify.webhook_url
+        try:
+            await self._check_address(url)
+        except ValueError as e:
+            NOTIFICATIONS.labels("webhook", "refused").inc()
+            self.log.warning("Webhook of job %s not called: %s", job.id, e)
+            return
+        payload = {
+            "job_id": job.id,
+            "job_name": job.name,
+            "owner": job.owner,
+            "run_id": run.id,
+            "status": run.status.value,
+            "reason": run.reason,
+            "attempt": run.attempt,
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "ended_at": run.ended_at.isoformat() if run.ended_at else None,
+            "mlflow_run_id": run.mlflow_run_id,
+            "message": body,
+        }
+        request = HTTPRequest(
+            url,
+            method="POST",
+            body=json.dumps(payload),
+            headers={"Content-Type": "application/json", "User-Agent": "shipyard-scheduler"},
+            request_timeout=self.timeout,
+            follow_redirects=False,
+        )
+        try:
+            await AsyncHTTPClient().fetch(request)
+            NOTIFICATIONS.labels("webhook", "sent").inc()
+        except (HTTPClientError, OSError) as e:
+            NOTIFICATIONS.labels("webhook", "failed").inc()
+            self.log.warning("Webhook of job %s answered badly: %s", job.id, e)
+
+    async def _check_address(self, url: str) -> None:
+        if self.allow_private_webhooks:
+            return
+        host = urlsplit(url).hostname or ""
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global:
+                raise ValueError(
+                    f"{host} resolves to {address}, which is not a public address "
+                    "(an admin may set Notifier.allow_private_webhooks)"
+                )

@@ -1,0 +1,591 @@
+"""The scheduler service behind a real hub: REST API, real papermill runs, triggers, recovery.
+
+One hub with the scheduler per module (``sched``); users get real system
+accounts and homes, runs are real papermill processes in cgroups. The service
+reads a config file written here: short heartbeats (so kill -9 recovery takes
+seconds) and a clock the tests move forward (so cron ticks come without
+waiting for them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from hub_ext.accounts import _create
+from hub_ext.slugs import account_name
+
+from .conftest import needs_root
+from .hubtools import free_port, remove_cgroups, wait_for
+
+pytestmark = [needs_root]
+
+SCHEDULER_CONFIG = """
+import json, os
+from datetime import datetime, timedelta, timezone
+
+def _clock(path={clock!r}):
+    try:
+        offset = float(open(path).read() or 0)
+    except (OSError, ValueError):
+        offset = 0.0
+    return datetime.now(timezone.utc) + timedelta(seconds=offset)
+
+c.SchedulerService.clock = _clock
+c.SchedulerService.poll_interval = 0.3
+c.SchedulerService.heartbeat_interval = 1
+c.SchedulerService.stale_after = 4
+c.SchedulerService.file_watch_interval = 0.3
+c.SchedulerService.max_notebook_size = 200000
+c.SchedulerService.group_quotas = {{"limited": 1}}
+c.SchedulerService.groups_cache_seconds = 0.5
+c.Notifier.allow_private_webhooks = True
+"""
+
+
+def notebook(*sources: str, parameters: str | None = None) -> dict:
+    cells = []
+    if parameters is not None:
+        cells.append(
+            {
+                "cell_type": "code",
+                "metadata": {"tags": ["parameters"]},
+                "source": parameters,
+                "outputs": [],
+                "execution_count": None,
+            }
+        )
+    for source in sources:
+        cells.append(
+            {
+                "cell_type": "code",
+                "metadata": {},
+                "source": source,
+                "outputs": [],
+                "execution_count": None,
+            }
+        )
+    return {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+
+
+class Scheduler:
+    """Calls to the scheduler through the hub's proxy, as a user's token."""
+
+    def __init__(self, hub, clock_file: Path):
+        self.hub = hub
+        self.base = f"{hub.url}/services/scheduler/"
+        self.clock_file = clock_file
+
+    def call(self, method: str, path: str, token: str | None, **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"token {token}"
+        r = requests.request(method, self.base + path, headers=headers, timeout=60, **kwargs)
+        if r.status_code >= 400 or r.headers.get("Content-Type", "").startswith("application/json"):
+            # every error is JSON with a message that says what to fix
+            body = r.json()
+            if r.status_code >= 400:
+                assert body["message"], r.text
+                assert "Traceback" not in r.text
+        assert r.status_code < 500, r.text
+        return r
+
+    def advance(self, seconds: float) -> None:
+        current = float(self.clock_file.read_text() or 0)
+        self.clock_file.write_text(str(current + seconds))
+
+    def wait_run(self, run_id: str, token: str, timeout: float = 120, until=None) -> dict:
+        until = until or (lambda r: r["status"] not in ("queued", "running"))
+
+        def done():
+            r = requests.get(
+                self.base + f"api/runs/{run_id}",
+                headers={"Authorization": f"token {token}"},
+                timeout=30,
+            )
+            if r.status_code in (502, 503):  # the service is restarting
+                return None
+            assert r.status_code == 200, r.text
+            run = r.json()
+            return run if until(run) else None
+
+        return wait_for(done, timeout, 0.2, f"run {run_id}")
+
+    def pid(self) -> int:
+        out = subprocess.run(
+            [
+                "pgrep",
+                "-P",  # the hub's child: not a child of its own forking to start a run
+                str(self.hub.proc.pid),
+                "-f",
+                f"hub_ext[.]services[.]scheduler --SchedulerService[.]account_prefix="
+                f"{self.hub.account_prefix}",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        assert len(out) == 1, out
+        return int(out[0])
+
+
+@pytest.fixture(scope="module")
+def sched(hub_factory, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scheduler-config")
+    clock = folder / "clock"
+    clock.write_text("0")
+    config = folder / "scheduler_config.py"
+    config.write_text(SCHEDULER_CONFIG.format(clock=str(clock)))
+    hub = hub_factory(
+        name="sched",
+        account_prefix="sysch-",
+        cgroup_parent="shipyard-test-sch",
+        extra_env={"SHIPYARD_SCHEDULER": "1", "SHIPYARD_SCHEDULER_CONFIG": str(config)},
+    )
+    client = Scheduler(hub, clock)
+    wait_for(
+        lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
+        60,
+        0.2,
+        "the scheduler to answer",
+    )
+    yield client
+    hub.stop()
+    remove_cgroups("shipyard-test-sch-jobs")
+
+
+@pytest.fixture(scope="module")
+def users(sched, home_root):
+    """alice (group team), bob (group team) and carol (no group), with accounts and homes."""
+    made = {}
+    for name, groups in (("alice", ["team"]), ("bob", ["team"]), ("carol", [])):
+        token = sched.hub.create_user(name, groups)
+        account = account_name(name, sched.hub.account_prefix)
+        entry = _create(account, str(home_root / account), f"test user {name}")
+        made[name] = (token, Path(entry.pw_dir), entry)
+    return made
+
+
+def put_file(user, relative: str, content) -> Path:
+    _, home, entry = user
+    path = home / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps(content) if isinstance(content, dict) else content
+    path.write_text(data)
+    for p in (path, *[q for q in path.parents if str(q).startswith(str(home))]):
+        os.chown(p, entry.pw_uid, entry.pw_gid)
+    return path
+
+
+def create_job(sched, user, name: str, nb: dict, **fields) -> dict:
+    put_file(user, f"notebooks/{name}.ipynb", nb)
+    body = {"name": name, "profile": "tiny", "source_path": f"notebooks/{name}.ipynb", **fields}
+    r = sched.call("POST", "api/jobs", user[0], json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+# ------------------------------------------------------------------ the API itself
+
+
+def test_openapi_describes_every_route_and_method(sched):
+    from hub_ext.services.scheduler.handlers import routes
+
+    spec = requests.get(sched.base + "openapi.json", timeout=10).json()
+    assert spec["openapi"].startswith("3.")
+    for pattern, handler in routes("/"):
+        path = "/" + pattern.lstrip("/")
+        for name in ("job_id", "run_id", "notification_id"):
+            path = path.replace("([^/]+)", "{" + name + "}", 1)
+        methods = {m.lower() for m in ("get", "post", "patch", "put", "delete")} & {
+            m for m in vars(handler) if m in ("get", "post", "patch", "put", "delete")
+        }
+        candidates = [p for p in spec["paths"] if p.count("{") == path.count("{")]
+        match = [
+            p
+            for p in candidates
+            if p.split("{")[0] == path.split("{")[0] and p.split("}")[-1] == path.split("}")[-1]
+        ]
+        assert match, f"{path} is not in the OpenAPI document"
+        assert methods <= set(spec["paths"][match[0]]), (path, methods)
+    # references resolve
+    text = json.dumps(spec)
+    for name in spec["components"]["schemas"]:
+        assert name
+    assert "#/components/schemas/CreateJobRequest" in text
+
+
+def test_without_a_login_the_api_answers_401_in_json(sched):
+    r = sched.call("GET", "api/jobs", None)
+    assert r.status_code == 401
+    assert "token" in r.json()["message"]
+    r = sched.call("GET", "api/nothing-here", None)
+    assert r.status_code == 404
+
+
+def test_a_job_runs_through_papermill_with_its_parameters_as_data(sched, users):
+    alice = users["alice"]
+    nb = notebook(
+        "import os, json\n"
+        "open('facts.json', 'w').write(json.dumps({'note': note, 'n': n, 'user': os.environ['USER'],"
+        " 'run': os.environ['SHIPYARD_RUN_ID']}))",
+        "print('done', n * 2)",
+        parameters="note = 'x'\nn: int = 1",
+    )
+    job = create_job(sched, alice, "first", nb, parameters={"n": 21})
+    assert job["owner"] == "alice" and job["notebook_digest"]
+    evil = "'); import os; os.system('touch /tmp/pwned'); ('"
+    r = sched.call(
+        "POST", f"api/jobs/{job['id']}/runs", alice[0], json={"parameters": {"note": evil}}
+    )
+    assert r.status_code == 201, r.text
+    run = sched.wait_run(r.json()["id"], alice[0])
+    assert run["status"] == "succeeded", run
+    assert run["started_at"] and run["ended_at"] and run["attempt"] == 1
+    assert run["env_digest"]
+    assert run["cells_total"] and run["cells_done"] == run["cells_total"]
+    out = sched.call("GET", f"api/runs/{run['id']}/output", alice[0])
+    assert out.status_code == 200
+    assert "attachment" in out.headers["Content-Disposition"]
+    executed = out.json()
+    text = json.dumps(executed)
+    assert "done 42" in text
+    assert not Path("/tmp/pwned").exists()
+    # the string arrived in the kernel exactly as sent, and the run ran as alice's account
+    injected = next(
+        c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])
+    )
+    assert evil in "".join(injected["source"]) or repr(evil) in "".join(injected["source"])
+    log = sched.call("GET", f"api/runs/{run['id']}/log", alice[0]).json()
+    assert "Executing Cell" in log["text"] and log["complete"] is True
+    assert log["next_offset"] > 0
+
+
+def test_bad_input_gets_a_clear_4xx_and_changes_nothing(sched, users):
+    alice, carol = users["alice"], users["carol"]
+    nb = notebook("x = 1", parameters="alpha = 0.5\nname = 'a'")
+    put_file(alice, "notebooks/bad.ipynb", nb)
+    base = {"name": "bad", "profile": "tiny", "source_path": "notebooks/bad.ipynb"}
+    cases = [
+        ({"triggers": [{"kind": "cron", "expression": "61 * * * *"}]}, 400, "61"),
+        ({"triggers": [{"kind": "cron", "expression": "0 0 * * * *"}]}, 400, "6 fields"),
+        ({"triggers": [{"kind": "cron", "expression": ""}]}, 400, "cron"),
+        (
+            {"triggers": [{"kind": "cron", "expression": "0 6 * * *", "timezone": "Mars/Olympus"}]},
+            400,
+            "time zone",
+        ),
+        ({"profile": "nope"}, 400, "Unknown profile"),
+        ({"profile": "roomy"}, 403, "research"),
+        ({"source_path": "../../etc/passwd"}, 400, ".."),
+        ({"source_path": "/etc/passwd"}, 400, "relative"),
+        ({"parameters": {"beta": 1}}, 400, "beta"),
+        ({"parameters": {"alpha": "high"}}, 400, "alpha"),
+        ({"parameters": {"os.system('x')": 1}}, 400, "identifier"),
+        ({"timout_seconds": 5}, 400, "timout_seconds"),
+        ({"timeout_seconds": 0}, 400, "timeout"),
+    ]
+    for change, status, words in cases:
+        r = sched.call("POST", "api/jobs", alice[0], json={**base, **change})
+        assert r.status_code == status, (change, r.text)
+        assert words.lower() in r.json()["message"].lower(), (change, r.json()["message"])
+    # a symlink out of the home is refused like a missing file
+    link = alice[1] / "notebooks" / "out.ipynb"
+    link.symlink_to("/etc/passwd")
+    r = sched.call(
+        "POST", "api/jobs", alice[0], json={**base, "source_path": "notebooks/out.ipynb"}
+    )
+    assert r.status_code == 404
+    # too big: 413
+    put_file(alice, "notebooks/big.ipynb", notebook("x = '" + "a" * 300000 + "'"))
+    r = sched.call(
+        "POST", "api/jobs", alice[0], json={**base, "source_path": "notebooks/big.ipynb"}
+    )
+    assert r.status_code == 413
+    r = sched.call("POST", "api/jobs", alice[0], data=b"{not json")
+    assert r.status_code == 400 and "JSON" in r.json()["message"]
+    # nothing was created
+    jobs = sched.call("GET", "api/jobs", alice[0]).json()["jobs"]
+    assert "bad" not in [j["name"] for j in jobs]
+    # carol, in no group, cannot use the research profile either, and her error says why
+    put_file(carol, "notebooks/c.ipynb", nb)
+    r = sched.call(
+        "POST",
+        "api/jobs",
+        carol[0],
+        json={**base, "source_path": "notebooks/c.ipynb", "profile": "roomy"},
+    )
+    assert r.status_code == 403
+
+
+def test_other_users_jobs_and_runs_look_missing(sched, users):
+    alice, carol = users["alice"], users["carol"]
+    job = create_job(sched, alice, "private", notebook("print(1)"))
+    run = sched.call("POST", f"api/jobs/{job['id']}/runs", alice[0], json={}).json()
+    missing_job = sched.call("GET", "api/jobs/" + "0" * 32, carol[0])
+    hidden_job = sched.call("GET", f"api/jobs/{job['id']}", carol[0])
+    assert hidden_job.status_code == missing_job.status_code == 404
+    assert hidden_job.json()["message"].replace(job["id"], "X") == missing_job.json()[
+        "message"
+    ].replace("0" * 32, "X")
+    for method, path, body in (
+        ("GET", f"api/runs/{run['id']}", None),
+        ("GET", f"api/runs/{run['id']}/log", None),
+        ("GET", f"api/runs/{run['id']}/output", None),
+        ("PATCH", f"api/runs/{run['id']}", {"status": "cancelled"}),
+        ("POST", f"api/jobs/{job['id']}/runs", {}),
+        ("PATCH", f"api/jobs/{job['id']}", {"paused": True}),
+        ("DELETE", f"api/jobs/{job['id']}", None),
+        ("GET", f"api/jobs/{job['id']}/notebook", None),
+    ):
+        r = sched.call(method, path, carol[0], json=body)
+        assert r.status_code == 404, (method, path, r.text)
+    assert job["name"] not in [
+        j["name"] for j in sched.call("GET", "api/jobs", carol[0]).json()["jobs"]
+    ]
+    assert sched.call("GET", "api/runs", carol[0]).json()["runs"] == []
+    sched.wait_run(run["id"], alice[0])
+
+
+def test_a_job_shared_with_a_group_is_read_only_for_its_members(sched, users):
+    alice, bob = users["alice"], users["bob"]
+    job = create_job(sched, alice, "shared", notebook("print(1)"), shared_with_groups=["team"])
+    seen = sched.call("GET", f"api/jobs/{job['id']}", bob[0]).json()
+    assert seen["read_only"] is True
+    assert (
+        sched.call("PATCH", f"api/jobs/{job['id']}", bob[0], json={"paused": True}).status_code
+        == 403
+    )
+    assert sched.call("POST", f"api/jobs/{job['id']}/runs", bob[0], json={}).status_code == 403
+    assert sched.call("DELETE", f"api/jobs/{job['id']}", bob[0]).status_code == 403
+
+
+def test_webhook_runs_the_job_only_with_its_secret(sched, users):
+    alice = users["alice"]
+    job = create_job(sched, alice, "hooked", notebook("print(1)"), triggers=[{"kind": "webhook"}])
+    secret = job["webhook_secret"]
+    assert secret and secret not in json.dumps(
+        sched.call("GET", f"api/jobs/{job['id']}", alice[0]).json()
+    )
+    url = f"api/webhooks/{job['id']}"
+    assert sched.call("POST", url, None).status_code == 404
+    assert (
+        sched.call("POST", url, None, headers={"X-Shipyard-Webhook-Secret": "wrong"}).status_code
+        == 404
+    )
+    r = sched.call("POST", url, None, headers={"X-Shipyard-Webhook-Secret": secret})
+    assert r.status_code == 202, r.text
+    run = sched.wait_run(r.json()["run_id"], alice[0])
+    assert run["status"] == "succeeded"
+    assert run["reason"] == "webhook called"
+
+
+def test_a_file_arriving_runs_the_job_with_its_path_and_digest(sched, users):
+    alice = users["alice"]
+    nb = notebook(
+        "import hashlib\nassert hashlib.sha256(open(trigger_path,'rb').read()).hexdigest() == trigger_sha256",
+        parameters="trigger_path = ''\ntrigger_sha256 = ''",
+    )
+    job = create_job(
+        sched, alice, "on-file", nb, triggers=[{"kind": "file", "glob": "inbox/*.csv"}]
+    )
+    time.sleep(0.05)
+    put_file(alice, "inbox/data.csv", "a,b\n1,2\n")
+    put_file(alice, "inbox/ignored.txt", "nope")
+
+    def runs():
+        found = sched.call("GET", f"api/jobs/{job['id']}/runs", alice[0]).json()["runs"]
+        return found or None
+
+    found = wait_for(runs, 30, 0.2, "a run of the file trigger")
+    run = sched.wait_run(found[0]["id"], alice[0])
+    assert run["status"] == "succeeded", run
+    assert run["parameters"]["trigger_path"].endswith("inbox/data.csv")
+    time.sleep(1.5)  # a few more scans: the same file does not fire again
+    assert len(runs()) == 1
+
+
+def test_cron_fires_once_per_tick_with_the_clock_moved(sched, users):
+    alice = users["alice"]
+    job = create_job(
+        sched,
+        alice,
+        "hourly",
+        notebook("print(1)"),
+        triggers=[{"kind": "cron", "expression": "0 * * * *", "timezone": "Europe/Berlin"}],
+    )
+    upcoming = sched.call("GET", f"api/jobs/{job['id']}/upcoming", alice[0]).json()["times"]
+    assert len(upcoming) == 3
+    first = datetime.fromisoformat(upcoming[0])
+    now = datetime.now(timezone.utc) + timedelta(seconds=float(sched.clock_file.read_text()))
+    sched.advance((first - now).total_seconds() + 1)
+
+    def runs():
+        return sched.call("GET", f"api/jobs/{job['id']}/runs", alice[0]).json()["runs"] or None
+
+    found = wait_for(runs, 30, 0.2, "the cron tick's run")
+    run = sched.wait_run(found[0]["id"], alice[0])
+    assert run["status"] == "succeeded"
+    assert datetime.fromisoformat(run["tick"]) == first
+    time.sleep(1)
+    assert len(runs()) == 1
+
+
+def test_kill_9_mid_run_is_recovered_and_retried(sched, users):
+    alice = users["alice"]
+    nb = notebook(
+        "import os, time\n"
+        "marker = 'attempt-' + os.environ['SHIPYARD_RUN_ID']\n"
+        "first = not os.path.exists(os.path.expanduser('~/retried'))\n"
+        "open(os.path.expanduser('~/retried'), 'a').close()\n"
+        "time.sleep(60 if first else 0)"
+    )
+    job = create_job(sched, alice, "crashy", nb, retry_attempts=1, retry_backoff_seconds=0)
+    run = sched.call("POST", f"api/jobs/{job['id']}/runs", alice[0], json={}).json()
+    sched.wait_run(
+        run["id"], alice[0], until=lambda r: r["cells_done"] is not None or r["status"] != "queued"
+    )
+    time.sleep(1.5)
+    os.kill(sched.pid(), signal.SIGKILL)
+    orphaned = sched.wait_run(run["id"], alice[0], timeout=90)
+    assert orphaned["status"] == "orphaned", orphaned
+    assert "heartbeat" in orphaned["reason"]
+
+    def retry():
+        runs = sched.call("GET", f"api/jobs/{job['id']}/runs", alice[0]).json()["runs"]
+        return next((r for r in runs if r["retry_of"] == run["id"]), None)
+
+    second = wait_for(retry, 60, 0.3, "the retry")
+    second = sched.wait_run(second["id"], alice[0])
+    assert second["status"] == "succeeded" and second["attempt"] == 2
+    # the killed attempt's processes did not survive: no process of its run is left
+    leftover = subprocess.run(["pgrep", "-f", run["id"]], capture_output=True, text=True).stdout
+    assert leftover == ""
+
+
+def test_forbid_refuses_a_second_run_while_one_runs(sched, users):
+    alice = users["alice"]
+    job = create_job(sched, alice, "slow", notebook("import time; time.sleep(5)"))
+    first = sched.call("POST", f"api/jobs/{job['id']}/runs", alice[0], json={})
+    assert first.status_code == 201
+    second = sched.call("POST", f"api/jobs/{job['id']}/runs", alice[0], json={})
+    assert second.status_code == 409
+    assert "forbid" in second.json()["message"]
+    cancelled = sched.call(
+        "PATCH", f"api/runs/{first.json()['id']}", alice[0], json={"status": "cancelled"}
+    )
+    assert cancelled.status_code == 200
+    run = sched.wait_run(first.json()["id"], alice[0], timeout=30)
+    assert run["status"] == "cancelled"
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        length = int(self.headers["Content-Length"])
+        _Receiver.received.append(json.loads(self.rfile.read(length)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_failures_notify_the_panel_and_the_webhook_and_retention_deletes_old_outputs(sched, users):
+    alice = users["alice"]
+    port = free_port()
+    server = HTTPServer(("127.0.0.1", port), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        job = create_job(
+            sched,
+            alice,
+            "fails",
+            notebook("raise ValueError('bad data')"),
+            notify={"on_failure": True, "webhook_url": f"http://127.0.0.1:{port}/hook"},
+            keep_runs=1,
+            concurrency_policy="allow",
+        )
+        ids = []
+        for _ in range(2):
+            run = sched.call("POST", f"api/jobs/{job['id']}/runs", alice[0], json={}).json()
+            ids.append(sched.wait_run(run["id"], alice[0])["id"])
+        first = sched.call("GET", f"api/runs/{ids[0]}", alice[0]).json()
+        assert first["status"] == "failed" and "ValueError" in first["reason"]
+        notes = sched.call("GET", "api/notifications?unread=true", alice[0]).json()["notifications"]
+        mine = [n for n in notes if n["job_id"] == job["id"]]
+        assert len(mine) == 2 and "bad data" in mine[0]["message"]
+        read = sched.call(
+            "PATCH", f"api/notifications/{mine[0]['id']}", alice[0], json={"read": True}
+        )
+        assert read.status_code == 200
+        assert (
+            sched.call(
+                "PATCH", f"api/notifications/{mine[1]['id']}", users["bob"][0], json={"read": True}
+            ).status_code
+            == 404
+        )
+        wait_for(lambda: len([p for p in _Receiver.received if p["job_id"] == job["id"]]) == 2, 20)
+        assert _Receiver.received[0]["status"] == "failed"
+        assert "token" not in json.dumps(_Receiver.received).lower()
+
+        # keep_runs=1: the older run's outputs are gone, its record stays
+        def expired():
+            old = sched.call("GET", f"api/runs/{ids[0]}", alice[0]).json()
+            return old if old["outputs_deleted_at"] else None
+
+        wait_for(expired, 20, 0.2, "retention")
+        r = sched.call("GET", f"api/runs/{ids[0]}/output", alice[0])
+        assert r.status_code == 404 and "retention" in r.json()["message"]
+        assert sched.call("GET", f"api/runs/{ids[1]}/output", alice[0]).status_code == 200
+    finally:
+        server.shutdown()
+
+
+def test_update_to_the_notebook_as_it_is_now_shows_what_changed(sched, users):
+    alice = users["alice"]
+    job = create_job(sched, alice, "evolving", notebook("print('v1')"))
+    put_file(alice, "notebooks/evolving.ipynb", notebook("print('v2')"))
+    before = sched.call("GET", f"api/jobs/{job['id']}/notebook", alice[0]).json()
+    assert "v1" in json.dumps(before)
+    r = sched.call("PUT", f"api/jobs/{job['id']}/notebook", alice[0], json={})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["notebook_changed"] is True
+    assert "-print('v1')" in body["diff"] and "+print('v2')" in body["diff"]
+    assert body["job"]["notebook_digest"] != job["notebook_digest"]
+
+
+def test_group_quota_holds_a_second_run_with_the_reason(sched, users):
+    alice = users["alice"]
+    sched.hub.api("POST", "/groups/limited")
+    sched.hub.api("POST", "/groups/limited/users", json={"users": ["alice"]})
+    time.sleep(1)  # the service caches groups for 0.5 s here
+    a = create_job(sched, alice, "quota-a", notebook("import time; time.sleep(4)"))
+    b = create_job(sched, alice, "quota-b", notebook("print(1)"))
+    run_a = sched.call("POST", f"api/jobs/{a['id']}/runs", alice[0], json={}).json()
+    sched.wait_run(run_a["id"], alice[0], until=lambda r: r["status"] == "running")
+    run_b = sched.call("POST", f"api/jobs/{b['id']}/runs", alice[0], json={}).json()
+    waiting = sched.wait_run(
+        run_b["id"], alice[0], until=lambda r: "waiting" in r["reason"], timeout=20
+    )
+    assert "limited" in waiting["reason"] and waiting["status"] == "queued"
+    assert sched.wait_run(run_b["id"], alice[0])["status"] == "succeeded"
+    sched.hub.api("DELETE", "/groups/limited/users", json={"users": ["alice"]})
