@@ -37,6 +37,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/spawn.py
 	$(BIN)/python bench/envbuild.py
+	$(BIN)/python bench/scheduler.py
 
 clean:
 	rm -rf $(VENV) .shipyard .shipyard-test .pytest_cache

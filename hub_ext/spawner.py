@@ -498,6 +498,27 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     def _default_environments_dir(self):
         return str(default_envs_dir())
 
+    scheduler_url = Unicode(
+        "",
+        help="""
+        URL of Shipyard's scheduler service (notebook jobs behind hub login), or empty for none.
+
+        When set, every server and kernel gets ``SHIPYARD_SCHEDULER_URL`` (this
+        URL), where ``%schedule``, ``%jobs``, ``%run_now``, ``shipyard jobs``
+        and the JupyterLab panel reach the service with the server's own hub
+        token (``$JUPYTERHUB_API_TOKEN``, which the hub scopes to
+        ``access:services!service=scheduler``). Use the address the servers
+        reach the hub's proxy at. The embedded config sets it when it runs the
+        scheduler. **LocalProfileSpawner only.**
+
+        Example::
+
+            c.LocalProfileSpawner.scheduler_url = "https://hub.example.org/services/scheduler"
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
     @default("cmd")
     def _default_cmd(self):
         # replaced at start by the profile environment's own interpreter
@@ -698,6 +719,8 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         env = super().get_env()
         env.update(self.profile_env())
         env.update(self.tracking_env(env.get("JUPYTERHUB_API_TOKEN", "")))
+        if self.scheduler_url:
+            env["SHIPYARD_SCHEDULER_URL"] = self.scheduler_url
         if self.built_env is not None:
             env.update(self.built_env.env_vars())
             # terminals and `!pip` in a notebook find the environment's tools first

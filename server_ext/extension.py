@@ -7,6 +7,7 @@ from jupyter_server.extension.application import ExtensionApp
 from hub_ext import __version__
 
 from .handlers import ProfileHandler
+from .scheduler_handlers import scheduler_routes
 
 
 class ShipyardExtension(ExtensionApp):
@@ -17,4 +18,4 @@ class ShipyardExtension(ExtensionApp):
     load_other_extensions = True
 
     def initialize_handlers(self):
-        self.handlers.extend([(r"/shipyard/api/profile", ProfileHandler)])
+        self.handlers.extend([(r"/shipyard/api/profile", ProfileHandler), *scheduler_routes()])

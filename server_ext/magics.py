@@ -1,4 +1,7 @@
-"""Experiment tracking from a notebook cell: ``%experiment``, ``%%track``, ``%runs``, ``%compare``.
+"""Experiment tracking and scheduled notebooks from a notebook cell.
+
+Tracking: ``%experiment``, ``%%track``, ``%runs``, ``%compare``. Scheduling: ``%schedule``,
+``%jobs``, ``%run_now``.
 
 Plain ``import mlflow`` already works in a Shipyard kernel (the platform sets
 ``MLFLOW_TRACKING_URI`` and ``MLFLOW_TRACKING_TOKEN``). These magics add what people forget
@@ -6,11 +9,15 @@ to record by hand: the notebook, its parameters (papermill's too), the git commi
 environment and the installed packages, so a run can be explained and repeated months later.
 
 The magics parse arguments and delegate (STYLE rule 22): MLflow calls are in
-:mod:`server_ext.client`, what a run records about its cell in :mod:`server_ext.lineage`, the
-metrics spool and its background sender in :mod:`server_ext.spool` and
-:mod:`server_ext.sender`, widgets in :mod:`server_ext.widgets`. User errors become
-``UsageError`` in one place, :func:`_user_errors`, so the user sees a message that says what
-to do, never a traceback.
+:mod:`server_ext.client`, the scheduler's in :mod:`server_ext.scheduler_client`, what a run
+records about its cell in :mod:`server_ext.lineage`, the metrics spool and its background sender
+in :mod:`server_ext.spool` and :mod:`server_ext.sender`, widgets in :mod:`server_ext.widgets`.
+User errors become ``UsageError`` in one place, :func:`_user_errors`, so the user sees a message
+that says what to do (for the scheduler, the service's own message), never a traceback.
+
+``%schedule`` keeps no secret in the notebook: a job's webhook secret, shown once by the
+service, goes to a file only the user can read (``~/.shipyard/webhooks/``), and the cell's
+output names the file, since outputs are saved, committed and shared with the notebook.
 
 ``%%track`` executes the cell itself, the way IPython's ``%%time`` does (transform, compile,
 ``exec``), rather than with a nested ``run_cell``: the cell's own exception then propagates
@@ -36,6 +43,7 @@ from IPython.core.magic import (
     output_can_be_silenced,
 )
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
 from traitlets import Float, Unicode, default
 
 from .client import (
@@ -55,19 +63,36 @@ from .lineage import (
     report_to_job,
     snapshot,
 )
+from .scheduler_client import (
+    WEBHOOK_SECRET_HEADER,
+    SchedulerClient,
+    SchedulerError,
+    cron_timezone,
+    current_notebook,
+    default_job_name,
+    describe_triggers,
+    format_time,
+    job_summaries,
+    jobs_text,
+    parse_parameters,
+    save_webhook_secret,
+)
 from .sender import MetricSender
 from .spool import default_spool_dir
 
+#: Lines of a notebook's diff ``%schedule`` shows when it updates a job.
+MAX_DIFF_LINES = 20
+
 
 def _user_errors(magic):
-    """The one translator: a :class:`TrackingError` becomes a ``UsageError`` with its message."""
+    """The one translator: a Tracking- or SchedulerError becomes a ``UsageError`` with its message."""
 
     @functools.wraps(magic)
     def wrapper(*args, **kwargs):
         __tracebackhide__ = True  # IPython leaves this frame out of tracebacks
         try:
             return magic(*args, **kwargs)
-        except TrackingError as exc:
+        except (TrackingError, SchedulerError) as exc:
             raise UsageError(str(exc)) from None
 
     return wrapper
@@ -104,7 +129,8 @@ class MetricLogger:
 
 @magics_class
 class ShipyardMagics(Magics):
-    """``%experiment``, ``%%track``, ``%runs``, ``%compare``, and ``log()`` in the namespace."""
+    """Tracking (``%experiment``, ``%%track``, ``%runs``, ``%compare``, ``log()``) and
+    scheduling (``%schedule``, ``%jobs``, ``%run_now``)."""
 
     spool_dir = Unicode(
         help="""Where metrics wait until the tracking server has them.
@@ -141,6 +167,18 @@ class ShipyardMagics(Magics):
         Example: ``c.ShipyardMagics.max_retry_interval = 60``
 
         .. versionadded:: 0.1
+        """,
+    ).tag(config=True)
+
+    poll_interval = Float(
+        1.0,
+        help="""Seconds between looks at a run's progress while ``%run_now --wait`` waits.
+
+        A log that grows is read again at once; this is the pause while nothing changed.
+
+        Example: ``c.ShipyardMagics.poll_interval = 5``
+
+        .. versionadded:: 0.3
         """,
     ).tag(config=True)
 
@@ -318,6 +356,243 @@ class ShipyardMagics(Magics):
         }
         return comparison(a, b, histories)
 
+    # ------------------------------------------------------------ scheduling
+
+    @magic_arguments()
+    @argument(
+        "cron",
+        nargs="*",
+        help='When to run, as a cron expression in quotes: "0 6 * * *" is every day at 06:00. '
+        "May be left out with --on-file or --webhook.",
+    )
+    @argument("--tz", default="UTC", help="The cron expression's IANA time zone (default UTC).")
+    @argument(
+        "-p",
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="A parameter of the notebook's parameters cell: a JSON value (3, true, '\"3\"'), "
+        "else a string. Repeat for more.",
+    )
+    @argument(
+        "--profile",
+        help="The profile runs use (default: this server's when jobs may use it, else yours).",
+    )
+    @argument(
+        "--on-file",
+        dest="globs",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="Run when a file matching GLOB (relative to your home) appears or changes, "
+        "e.g. 'data/*.csv'. Repeat for more.",
+    )
+    @argument(
+        "--webhook",
+        action="store_true",
+        help="Run when the job's webhook URL is called with its secret (kept for you in "
+        "~/.shipyard/webhooks/).",
+    )
+    @argument("--name", help="The job's name (default: the notebook's file name as a slug).")
+    @argument(
+        "--notebook",
+        metavar="PATH",
+        help="The notebook to schedule, relative to your home (default: this notebook).",
+    )
+    @argument("--retries", type=int, metavar="N", help="Retry a failed run up to N times.")
+    @argument("--timeout", type=int, metavar="SECONDS", help="Stop a run after this long.")
+    @argument("--html", action="store_true", help="Keep each run's output as HTML too.")
+    @line_magic
+    @_user_errors
+    def schedule(self, line: str):
+        """Run this notebook on a schedule, when files change, or when a webhook is called.
+
+        Creates the job, or updates the job of that name to the notebook as saved now (and
+        shows what changed in it). The triggers given replace the job's; settings left out
+        keep their values. Prints the job's id and its next three runs. A webhook's secret is
+        saved in ``~/.shipyard/webhooks/<job>.secret``, readable by you only, and never
+        printed: the output shows a ``curl`` command that reads it from there.
+
+        Examples
+        --------
+        ``%schedule "0 6 * * *" --tz Europe/Berlin -p n=3``
+
+        ``%schedule --on-file 'data/*.csv' --webhook --name ingest``
+        """
+        args = parse_argstring(self.schedule, line)
+        cron = " ".join(unquote(part) for part in args.cron).strip()
+        globs = [unquote(glob) for glob in args.globs]
+        if not (cron or globs or args.webhook):
+            raise UsageError(
+                'Say when to run: a cron expression (%schedule "0 6 * * *" is every day at '
+                "06:00), --on-file GLOB, or --webhook."
+            )
+        triggers: list[dict] = []
+        if cron:
+            triggers.append({"kind": "cron", "expression": cron, "timezone": unquote(args.tz)})
+        triggers += [{"kind": "file", "glob": glob} for glob in globs]
+        if args.webhook:
+            triggers.append({"kind": "webhook"})
+        params = parse_parameters(shell_words(args.params))
+        source = current_notebook(unquote(args.notebook), self.shell.user_ns)
+        name = unquote(args.name) or default_job_name(source)
+        settings: dict = {"triggers": triggers}
+        if args.profile:
+            settings["profile"] = unquote(args.profile)
+        if args.retries is not None:
+            settings["retry_attempts"] = args.retries
+        if args.timeout is not None:
+            settings["timeout_seconds"] = args.timeout
+
+        client = SchedulerClient.from_environment()
+        existing = client.job_named(name)
+        if existing is None:
+            profile = settings.pop("profile", None) or client.default_profile(
+                os.environ.get("SHIPYARD_PROFILE")
+            )
+            body = {"name": name, "profile": profile, "source_path": source, **settings}
+            body["parameters"] = params
+            if args.html:
+                body["output_formats"] = ["ipynb", "html"]
+            job = client.create_job(body)
+            print(f"Scheduled {source} as job {name!r} (id {job['id']}, profile {job['profile']}).")
+        else:
+            if existing.get("source_path") != source and not args.name:
+                raise UsageError(
+                    f"A job named {name!r} already runs {existing.get('source_path') or 'another notebook'}: "
+                    f"give this one another name with --name, or pass --name {name} to make "
+                    f"that job run {source} instead."
+                )
+            if args.html:
+                settings["output_formats"] = sorted({*existing["output_formats"], "html"})
+            # settings first: a bad cron expression changes nothing; parameters last, since
+            # the service checks them against the notebook the job has by then
+            changed = set(client.update_job(existing["id"], settings)["changed"])
+            replaced = client.replace_notebook(existing["id"], source_path=source)
+            changed |= set(replaced["changed"])
+            job = replaced["job"]
+            if args.params:
+                updated = client.update_job(existing["id"], {"parameters": params})
+                changed |= set(updated["changed"])
+                job = updated["job"]
+            said = ", ".join(sorted(changed)) + " changed" if changed else "nothing changed"
+            print(f"Updated job {name!r} (id {job['id']}): {said}.")
+            print(diff_summary(replaced["notebook_changed"], replaced["diff"]))
+        self._tell_schedule(client, job)
+
+    def _tell_schedule(self, client: SchedulerClient, job: dict) -> None:
+        """The job's triggers, its next runs and, with a webhook, how to call it."""
+        print(f"Triggers: {describe_triggers(job)}")
+        times = client.upcoming(job["id"], 3)["times"]
+        if times:
+            tz = cron_timezone(job)
+            print("Next runs: " + ", ".join(format_time(t, tz) for t in times))
+        elif job.get("paused"):
+            print("The job is paused: it runs again once it is resumed.")
+        secret_file = Path.home() / ".shipyard" / "webhooks" / f"{job['name']}.secret"
+        if not any(t["trigger"]["kind"] == "webhook" for t in job["triggers"]):
+            secret_file.unlink(missing_ok=True)  # a removed webhook's secret is void
+            return
+        if job.get("webhook_secret"):
+            secret_file = save_webhook_secret(job["name"], job["webhook_secret"])
+        url = client.webhook_url(job["id"])
+        if secret_file.exists():
+            print(
+                f"Webhook: POST to {url} with the secret, which is kept in {secret_file} "
+                "(readable by you only; shown nowhere else), e.g.\n"
+                f'  curl -X POST -H "{WEBHOOK_SECRET_HEADER}: $(cat {secret_file})" {url}'
+            )
+        else:
+            print(
+                f"Webhook: POST to {url} with the secret shown when the webhook was added "
+                f"(in the {WEBHOOK_SECRET_HEADER} header). For a new secret, schedule once "
+                "without --webhook, then with it."
+            )
+
+    @magic_arguments()
+    @line_magic
+    @_user_errors
+    def jobs(self, line: str):
+        """A table of your jobs (and those shared with your groups): triggers, next and last run.
+
+        The last run links to its output, which opens through the hub's login.
+
+        Examples
+        --------
+        ``%jobs``
+        """
+        parse_argstring(self.jobs, line)
+        client = SchedulerClient.from_environment()
+        summaries = job_summaries(client)
+        user = os.environ.get("JUPYTERHUB_USER")
+        try:
+            from .widgets import jobs_table
+        except ImportError:  # no ipywidgets in this environment
+            print(jobs_text(summaries, user))
+            return None
+        return jobs_table(summaries, client.output_link, user)
+
+    @magic_arguments()
+    @argument("job", help="The job's name or id (see %%jobs).")
+    @argument(
+        "-p",
+        "--param",
+        dest="params",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="A parameter for this run only, as in %%schedule. Repeat for more.",
+    )
+    @argument("--wait", action="store_true", help="Show its progress and log until it ends.")
+    @line_magic
+    @_user_errors
+    def run_now(self, line: str):
+        """Queue a run of a job now; with ``--wait``, follow it to its end.
+
+        Waiting shows a bar of the executed cells and the run's log as it grows, then the
+        run's status and a link to its output. Interrupting the kernel stops the waiting, not
+        the run.
+
+        Examples
+        --------
+        ``%run_now daily-report -p n=5 --wait``
+        """
+        args = parse_argstring(self.run_now, line)
+        params = parse_parameters(shell_words(args.params))
+        client = SchedulerClient.from_environment()
+        job = client.find_job(unquote(args.job))
+        run = client.run_now(job["id"], params)
+        print(f"Queued run {run['id']} of job {job['name']!r}.")
+        if not args.wait:
+            print("%jobs shows how it ends; %run_now --wait follows a run.")
+            return
+        progress = None
+        try:
+            from .widgets import RunProgress
+
+            progress = RunProgress(job["name"])
+            display(progress.widget)
+        except ImportError:  # no ipywidgets: the log alone
+            pass
+        try:
+            for chunk in client.follow_log(run["id"], interval=self.poll_interval):
+                if progress is not None:
+                    progress.update(chunk["status"], chunk["cells_done"], chunk["cells_total"])
+                if chunk["text"]:
+                    print(chunk["text"], end="", flush=True)
+        except KeyboardInterrupt:
+            print(f"\nStopped waiting; run {run['id']} goes on (%jobs shows how it ends).")
+            return
+        run = client.get_run(run["id"])
+        reason = f": {run['reason']}" if run.get("reason") and run["status"] != "succeeded" else ""
+        print(f"\nRun {run['id']} {run['status']}{reason}")
+        if run.get("output_path"):
+            print(f"Output: {client.output_url(run['id'])}")
+            if "html" in job.get("output_formats", []):
+                print(f"HTML: {client.output_url(run['id'], 'html')}")
+
 
 def load_ipython_extension(ip) -> None:
     """Register the magics, put ``log`` in the namespace, and send what dead kernels left."""
@@ -369,3 +644,33 @@ def parse_params(items: list[str]) -> dict[str, str]:
             raise UsageError(f"--param {key} is given twice with different values: give it once.")
         params[key] = value
     return params
+
+
+def shell_words(items: list[str]) -> list[str]:
+    """``NAME=VALUE`` items with the quotes a shell would remove, removed.
+
+    IPython keeps quotes (see :func:`unquote`): ``-p "note=two words"`` arrives quoted whole,
+    ``-p x='"3"'`` with its value quoted. Either pair goes, once, so ``x='"3"'`` is the JSON
+    string ``"3"``, as in a terminal.
+    """
+    words = []
+    for item in map(unquote, items):
+        name, sep, value = item.partition("=")
+        words.append(f"{name}={unquote(value)}" if sep else item)
+    return words
+
+
+def diff_summary(changed: bool, diff: str) -> str:
+    """What replacing a job's notebook changed: counts, and the start of the diff."""
+    if not changed:
+        return "The notebook is the same as the job's."
+    if not diff.strip():
+        return "The notebook changed in outputs or metadata only."
+    lines = diff.splitlines()
+    added = sum(1 for x in lines if x.startswith("+") and not x.startswith("+++"))
+    removed = sum(1 for x in lines if x.startswith("-") and not x.startswith("---"))
+    shown = "\n".join(f"  {x}" for x in lines[:MAX_DIFF_LINES])
+    more = (
+        f"\n  ... ({len(lines) - MAX_DIFF_LINES} more lines)" if len(lines) > MAX_DIFF_LINES else ""
+    )
+    return f"The notebook changed: {added} line(s) added, {removed} removed in its cells:\n{shown}{more}"

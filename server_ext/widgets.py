@@ -1,23 +1,28 @@
-"""Widgets of ``%runs`` and ``%compare``: HTML tables and inline SVG plots in ``ipywidgets.HTML``.
+"""Widgets of ``%runs``, ``%compare``, ``%jobs`` and ``%run_now --wait``: HTML tables, inline
+SVG plots and a progress bar, in ``ipywidgets``.
 
 Shipyard's base environment has ipywidgets but not matplotlib, so plots are SVG polylines
 written here: no plotting library, no JavaScript beyond the HTML widget's own.
 Everything shown comes from the tracking server (names, parameters, tags), so every text is
 HTML-escaped: a run named ``<img onerror=...>`` is shown, not executed.
 
-The builders (:func:`runs_html`, :func:`comparison_html`) are pure functions of the client's
-dataclasses; :func:`runs_table` and :func:`comparison` only wrap their output in a widget.
+The builders (:func:`runs_html`, :func:`comparison_html`, :func:`jobs_html`) are pure functions
+of the clients' data; :func:`runs_table`, :func:`comparison` and :func:`jobs_table` only wrap
+their output in a widget. Jobs come from the scheduler, whose names, triggers and reasons are
+the users' words: escaped like the rest.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from html import escape
 
 import ipywidgets
 
 from .client import ExperimentRef, RunDetail, RunSummary
+from .scheduler_client import JobSummary, cron_timezone, describe_triggers, format_time
 
 #: How many metrics %runs shows per run, and how many shared metrics %compare plots.
 KEY_METRICS = 4
@@ -41,6 +46,73 @@ def comparison(
 ) -> ipywidgets.HTML:
     """``%compare``: parameters, metrics and plots of two runs in a widget."""
     return ipywidgets.HTML(comparison_html(a, b, histories))
+
+
+def jobs_table(
+    summaries: list[JobSummary], link: Callable[[str, str], str], user: str | None
+) -> ipywidgets.HTML:
+    """``%jobs``: a table of the user's jobs in a widget."""
+    return ipywidgets.HTML(jobs_html(summaries, link, user))
+
+
+def jobs_html(
+    summaries: list[JobSummary], link: Callable[[str, str], str], user: str | None
+) -> str:
+    """An HTML table: name, triggers, next run, last run, links to its output, id.
+
+    ``link(run_id, fmt)`` is the browser's URL of a run's output; jobs of other users (shared
+    with a group of ``user``'s) are named ``owner/name``.
+    """
+    if not summaries:
+        return "<div>No jobs yet: schedule this notebook with <code>%schedule</code>.</div>"
+    rows = [["Job", "Triggers", "Next run", "Last run", "Output", "Id"]]
+    for item in summaries:
+        job, run = item.job, item.last_run
+        tz = cron_timezone(job)
+        name = job["name"] if job["owner"] == user else f"{job['owner']}/{job['name']}"
+        nxt = "<i>paused</i>" if job.get("paused") else escape(format_time(item.next_run, tz))
+        last, outputs = "", ""
+        if run:
+            when = format_time(run["ended_at"] or run["queued_at"], tz)
+            last = f"<b>{escape(run['status'])}</b> {escape(when)}"
+            if run["status"] not in ("succeeded", "queued", "running") and run.get("reason"):
+                last += f"<br><span style='color:#666'>{escape(run['reason'][:200])}</span>"
+            if run.get("output_path"):
+                formats = [f for f in ("ipynb", "html") if f in job.get("output_formats", [])]
+                outputs = " ".join(_link(f, link(run["id"], f)) for f in formats or ["ipynb"])
+        rows.append(
+            [
+                escape(name),
+                escape(describe_triggers(job)),
+                nxt,
+                last,
+                outputs,
+                f"<code>{escape(job['id'])}</code>",
+            ]
+        )
+    return _table(rows)
+
+
+class RunProgress:
+    """``%run_now --wait``: a bar of the run's executed cells and its status beside it."""
+
+    def __init__(self, title: str):
+        self.bar = ipywidgets.IntProgress(value=0, min=0, max=1, description=title[:20])
+        self.label = ipywidgets.Label("queued")
+        self.widget = ipywidgets.HBox([self.bar, self.label])
+
+    def update(self, status: str, done: int | None, total: int | None) -> None:
+        """Show ``done`` of ``total`` cells and the status (``running`` ...)."""
+        if total:
+            self.bar.max = total
+            self.bar.value = min(done or 0, total)
+            self.label.value = f"{done or 0}/{total} cells, {status}"
+        else:
+            self.label.value = status
+        if status == "succeeded":
+            self.bar.bar_style = "success"
+        elif status not in ("queued", "running"):
+            self.bar.bar_style = "danger"
 
 
 def runs_html(experiment: ExperimentRef, runs: list[RunSummary]) -> str:

@@ -37,6 +37,7 @@ from .handlers import BaseHandler, routes
 from .notify import Notifier
 from .openapi import build_openapi
 from .queueing import utcnow
+from .runenv import RunEnvironment
 from .snapshots import SnapshotStore
 from .store import JobStore
 from .worker import Worker, new_worker_id
@@ -463,6 +464,7 @@ class SchedulerService(Application):
             stale_after=self.stale_after,
             group_quotas=dict(self.group_quotas),
             notify=notifier.notify,
+            extra_env=RunEnvironment(api_url, token, self.tracking_url),
             worker_id=new_worker_id(),
         )
         core = SchedulerCore(

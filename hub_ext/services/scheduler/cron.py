@@ -22,8 +22,27 @@ def _local(expression: str, tz: str, when: datetime) -> croniter:
     return croniter(expression, when.astimezone(ZoneInfo(tz)))
 
 
+def _every_hour(expression: str) -> bool:
+    """Whether the expression's hour field is ``*`` (or ``*/1``): it fires every hour."""
+    if expression == "@hourly":
+        return True
+    fields = expression.split()
+    return len(fields) == 5 and fields[1] in ("*", "*/1")
+
+
 def cron_next(expression: str, tz: str, after: datetime) -> datetime:
-    """Return the first tick strictly after ``after``, in UTC.
+    """Return the first tick strictly after ``after``, in UTC, under the DST rule.
+
+    The rule for daylight-saving changes (one run per intended tick):
+
+    - **Clocks go forward** (a local hour is skipped): a tick that falls in the
+      gap runs once, at the first instant after it (``30 2 * * *`` runs at
+      03:00 on that day); an expression firing every hour simply has one
+      hour less that day.
+    - **Clocks go back** (a local hour happens twice): a wall-clock time is
+      run once, at its first occurrence, unless the expression fires every
+      hour (hour field ``*``), which keeps firing by elapsed time in both
+      copies of the hour, as its users expect of ``*/15 * * * *``.
 
     Parameters
     ----------
@@ -34,7 +53,18 @@ def cron_next(expression: str, tz: str, after: datetime) -> datetime:
     after : datetime
         Timezone-aware.
     """
-    return _local(expression, tz, after).get_next(datetime).astimezone(timezone.utc)
+    zone = ZoneInfo(tz)
+    every_hour = _every_hour(expression)
+    ticks = _local(expression, tz, after)
+    for _ in range(1000):
+        tick = ticks.get_next(datetime).astimezone(timezone.utc)
+        local = tick.astimezone(zone)
+        if every_hour or local.fold == 0:
+            return tick
+        # the second copy of a repeated wall-clock time: already run at the first
+        if local.replace(fold=0).astimezone(timezone.utc) == tick:
+            return tick  # not actually ambiguous
+    raise ValueError(f"cron expression {expression!r} has no tick after {after.isoformat()}")
 
 
 def cron_latest(expression: str, tz: str, at: datetime) -> datetime:

@@ -511,12 +511,16 @@ class LocalExecutor(Executor):
             run.papermill_exit = await self._hand_over(run, warm, env, cwd)
         else:
             await self._create_cgroup(run)
+            # ``python -m papermill`` with its kernel on Unix sockets in the work folder,
+            # whose names cannot collide as the TCP ports of kernels starting together do
+            # (warm.kernel_config)
             run.papermill_exit = await self._spawn(
                 run,
                 [
                     python,
-                    "-m",
-                    "papermill",
+                    "-c",
+                    warm_protocol.PAPERMILL_CLI_CODE,
+                    str(run.workdir),
                     *papermill_args(run.input, run.outputs["ipynb"], run.parameters_file, cwd),
                 ],
                 env,
@@ -718,7 +722,8 @@ class LocalExecutor(Executor):
         except (OSError, subprocess.SubprocessError) as e:
             if run.stopping:  # cancelled meanwhile: the cgroup it was to join is gone
                 return None
-            raise ExecutorError(f"Could not start {argv[2]}: {e}") from None
+            what = "papermill" if argv[2] == warm_protocol.PAPERMILL_CLI_CODE else argv[2]
+            raise ExecutorError(f"Could not start {what}: {e}") from None
         return await self._wait(run, transport, protocol)
 
     async def _wait(
@@ -790,6 +795,8 @@ class LocalExecutor(Executor):
             self.allocator.release(run.spec.name)
             if run.workdir is not None:
                 await asyncio.to_thread(shutil.rmtree, run.workdir, True)
+            if run.cgroup.startswith("warm-"):  # it ran in a warm process: its kernel's sockets
+                await asyncio.to_thread(shutil.rmtree, self._warm_sockets(run.cgroup), True)
             if run.sink is not None:
                 run.sink.close()
 
@@ -937,6 +944,8 @@ class LocalExecutor(Executor):
                     )
             for name in sorted(names):
                 self.driver.remove(name, self.cleanup_timeout)
+                if name.startswith("warm-"):
+                    shutil.rmtree(self._warm_sockets(name), True)
             return sorted(names)
 
         removed = await asyncio.to_thread(sweep)
@@ -1035,11 +1044,14 @@ class LocalExecutor(Executor):
         transport = None
         try:
             await self._make_cgroup(name, profile)
+            sockets = self._warm_sockets(name)
+            await asyncio.to_thread(self._private_folder, sockets, user)
             transport, _ = await loop.subprocess_exec(
                 lambda: protocol,
                 str(built.python),
                 "-m",
                 WARM_MODULE,
+                str(sockets),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -1084,6 +1096,17 @@ class LocalExecutor(Executor):
         if transport is not None:
             with contextlib.suppress(Exception):  # of a closed event loop
                 transport.close()
+        await asyncio.to_thread(shutil.rmtree, self._warm_sockets(name), True)
+
+    @staticmethod
+    def _warm_sockets(name: str) -> Path:
+        """The folder of warm process ``name``'s kernel sockets; removed with its cgroup."""
+        return Path(tempfile.gettempdir()) / f"shipyard-{name}"
+
+    def _private_folder(self, path: Path, user: pwd.struct_passwd) -> None:
+        os.mkdir(path, 0o700)  # fails on anything already there, a link included
+        if self.run_as_root:
+            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
     # ------------------------------------------------------------ cancel
 

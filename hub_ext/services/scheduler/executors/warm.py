@@ -1,6 +1,6 @@
 """A papermill process with its kernel already started, waiting for the one run it will serve.
 
-Run as ``<environment python> -m hub_ext.services.scheduler.executors.warm`` by
+Run as ``<environment python> -m hub_ext.services.scheduler.executors.warm [FOLDER]`` by
 :class:`~.local.LocalExecutor`'s pool (:mod:`.pool`), exactly where and as whom
 a cold ``python -m papermill`` would run: the run owner's account, the
 profile's environment and limits, an environment built from nothing. Every
@@ -10,6 +10,7 @@ The protocol, on the process's own pipes:
 
 1. it imports papermill, nbclient and jupyter_client, starts **one** kernel
    (the environment's ``python3``) with jupyter_client's ``AsyncKernelManager``,
+   listening on Unix sockets in FOLDER (:func:`kernel_config`),
    waits until the kernel answers, and prints :data:`READY` on a line of its own;
 2. it reads **one** JSON line from stdin (:func:`request_line` writes it)::
 
@@ -26,6 +27,11 @@ The protocol, on the process's own pipes:
    any error (a failing cell's notebook is saved by papermill before), and
    :data:`DEAD_KERNEL_EXIT` (138) when the kernel died;
 4. it shuts the kernel down and exits. A kernel serves one run, never two.
+
+The cold path's papermill is :data:`PAPERMILL_CLI_CODE`: ``python -c CODE
+FOLDER ARGS`` is ``python -m papermill ARGS`` (the same click command, exit
+statuses and output) with its kernel on Unix sockets in FOLDER, as
+:func:`kernel_config` starts them.
 
 End of input before a request (the pool stopping it, or the service gone)
 shuts the kernel down and exits 0; a kernel that dies while waiting makes it
@@ -49,10 +55,13 @@ the run's variables with code built by f-strings around the values
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
+import shutil
 import sys
+import tempfile
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -71,6 +80,14 @@ MAX_REQUEST_BYTES = 1 << 20
 START_TIMEOUT = 60
 #: How often, waiting for a run, the process checks that its kernel still lives.
 ALIVE_INTERVAL = 1.0
+#: Modules kept from being imported in a warm process (never in its kernel).
+#: jsonschema, which nbformat's validator imports, imports ``rfc3987_syntax`` when it is
+#: installed (jupyter-events brings it into every environment), and that builds an Earley
+#: parser for IRIs as it is imported: 0.95 s of CPU, 80% of ``import papermill``, for two
+#: format checks ("iri", "iri-reference") that no notebook schema uses and nbformat does
+#: not run. Without it jsonschema leaves those two formats unchecked, as where it is not
+#: installed.
+UNUSED_MODULES = ("rfc3987_syntax",)
 
 
 def request_line(
@@ -225,8 +242,59 @@ def _kernel_manager_class():
     return WarmKernelManager
 
 
+def skip_unused_imports() -> None:
+    """Make :data:`UNUSED_MODULES` unimportable in this process (their import raises ImportError)."""
+    for name in UNUSED_MODULES:
+        sys.modules.setdefault(name, None)
+
+
+def kernel_config(folder: str | None = None):
+    """jupyter_client settings for every kernel a run's papermill starts: Unix sockets.
+
+    The sockets are in ``folder`` (the owner's, 0700: the executor makes and removes
+    it), else in a new temporary folder removed at exit.
+
+    A TCP kernel listens on five ports, which jupyter_client picks by binding port 0
+    and letting go of it before the kernel binds it; runs that start together then
+    draw the same port, and the kernel dies ("Address already in use") or papermill
+    waits its 60 s start timeout for a kernel that never answers: 1 or 2 of 40 runs
+    started at once failed so (bench/scheduler.py). IPC sockets in a folder of the
+    owner's own (0700, removed at exit) cannot collide, and no other account on the
+    machine can connect to them, as it could to 127.0.0.1 ports.
+    """
+    from traitlets.config import Config
+
+    if folder is None:
+        folder = tempfile.mkdtemp(prefix="shipyard-kernel-")
+        atexit.register(shutil.rmtree, folder, True)
+    ip = os.path.join(folder, "kernel")
+    if len(ip.encode()) > 100:  # a Unix socket's path has at most 107 bytes (a long $TMPDIR)
+        return Config()
+    return Config({"KernelManager": {"transport": "ipc", "ip": ip}})
+
+
+#: ``python -c PAPERMILL_CLI_CODE FOLDER ARGS``: ``python -m papermill ARGS`` with its
+#: kernels on Unix sockets in FOLDER (the run's private work folder, which the executor
+#: removes), as :func:`kernel_config` starts them (keep the two in step); exits as the
+#: CLI does. The CLI's one call of ``execute_notebook`` gets the config as an engine
+#: keyword, which reaches nbclient's NotebookClient, which gives it to the kernel manager.
+#: Code of its own rather than this module's ``main``: ``python -m`` this module imports
+#: its packages (pydantic, traitlets, the profiles: 0.15 s), which a cold run does not need.
+PAPERMILL_CLI_CODE = """\
+import functools, os, sys
+import papermill.cli
+from traitlets.config import Config
+ip = os.path.join(sys.argv[1], "kernel")
+if len(ip.encode()) <= 100:  # a Unix socket's path has at most 107 bytes: else TCP
+    config = Config({"KernelManager": {"transport": "ipc", "ip": ip}})
+    papermill.cli.execute_notebook = functools.partial(papermill.cli.execute_notebook, config=config)
+papermill.cli.papermill.main(args=sys.argv[2:], prog_name="papermill")
+"""
+
+
 def main() -> int:
     """Start a kernel, say READY, serve one run; the exit status is papermill CLI's."""
+    skip_unused_imports()
     # as papermill's CLI does before it starts a kernel
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
 
@@ -242,13 +310,14 @@ def main() -> int:
     # notebook as each cell starts, so do it now rather than at the run's first cell
     nbformat.validate(nbformat.v4.new_notebook())
 
-    km = _kernel_manager_class()(kernel_name=KERNEL_NAME)
+    config = kernel_config(sys.argv[1] if len(sys.argv) > 1 else None)
+    km = _kernel_manager_class()(kernel_name=KERNEL_NAME, config=config)
     try:
         # nbclient starts its kernels with an in-memory history (NotebookClient.ipython_hist_file)
         run_sync(km.start_kernel)(extra_arguments=["--HistoryManager.hist_file=:memory:"])
         kc = km.client()
         try:
-            return _serve(km, kc, run_sync)
+            return _serve(km, kc, run_sync, config)
         finally:
             kc.stop_channels()
     finally:
@@ -259,7 +328,7 @@ def main() -> int:
             traceback.print_exc()
 
 
-def _serve(km, kc, run_sync) -> int:
+def _serve(km, kc, run_sync, config) -> int:
     import nbclient.exceptions
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -294,6 +363,7 @@ def _serve(km, kc, run_sync) -> int:
             cwd=cwd,
             execution_timeout=request["execution_timeout"],
             km=kernel,
+            config=config,  # for the kernel papermill starts when the notebook names another
         )
     except nbclient.exceptions.DeadKernelError:
         traceback.print_exc()
