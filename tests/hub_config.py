@@ -4,6 +4,7 @@ Loads config/jupyterhub_config.py unchanged, then adds an admin service token
 for the REST API and keeps test accounts, homes and cgroups apart from real ones.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -30,6 +31,12 @@ if env.get("SHIPYARD_TEST_ADMIN_TOKEN"):
             ],
             "services": ["test-admin"],
         }
+    )
+# external services a test runs itself: a JSON list of {"name", "api_token", "scopes"}
+for extra in json.loads(env.get("SHIPYARD_TEST_EXTRA_SERVICES", "[]")):
+    c.JupyterHub.services.append({"name": extra["name"], "api_token": extra["api_token"]})
+    c.JupyterHub.load_roles.append(
+        {"name": extra["name"], "scopes": extra["scopes"], "services": [extra["name"]]}
     )
 c.JupyterHub.spawner_class = env.get("SHIPYARD_TEST_SPAWNER", "shipyard-local")
 c.LocalProfileSpawner.system_user_prefix = env["SHIPYARD_TEST_ACCOUNT_PREFIX"]

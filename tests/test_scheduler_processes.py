@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -52,7 +53,9 @@ c.LocalExecutor.warm_pool_size = 0
 """
 
 
-def test_two_processes_on_one_postgres_database_run_each_tick_once(tmp_path, home_root, base_env):
+def test_two_processes_on_one_postgres_database_run_each_tick_once(
+    tmp_path, home_root, hub_factory
+):
     prefix, parents = "syrace-", ["shipyard-test-race0", "shipyard-test-race1"]
     state = home_root / "race-state"
     clock = tmp_path / "clock"
@@ -61,6 +64,22 @@ def test_two_processes_on_one_postgres_database_run_each_tick_once(tmp_path, hom
     config.write_text(CLOCK_CONFIG.format(clock=str(clock)))
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text(TEST_PROFILES)
+    # two scheduler replicas, each an external service of one hub with its own token
+    replicas = [
+        {
+            "name": f"scheduler-{i}",
+            "api_token": secrets.token_hex(32),
+            "scopes": ["list:users", "read:users:groups", "read:users:name"],
+        }
+        for i in range(2)
+    ]
+    hub = hub_factory(
+        name="race",
+        account_prefix=prefix,
+        cgroup_parent="shipyard-test-race",
+        extra_env={"SHIPYARD_TEST_EXTRA_SERVICES": json.dumps(replicas)},
+    )
+    hub.create_user("racer")
     procs: list[subprocess.Popen] = []
     with postgres_database() as url:
         upgrade(url)
@@ -77,11 +96,20 @@ def test_two_processes_on_one_postgres_database_run_each_tick_once(tmp_path, hom
             nb,
         )
         first_tick = job.triggers[0].next_fire_at
+
+        def logs() -> str:
+            return "\n".join(
+                (tmp_path / f"scheduler{i}.log").read_text(errors="replace")[-3000:]
+                for i in range(len(procs))
+            )
+
         try:
-            for i, parent in enumerate(parents):
+            for i, (parent, replica) in enumerate(zip(parents, replicas, strict=True)):
                 env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
                 env.update(
                     {
+                        "JUPYTERHUB_API_TOKEN": replica["api_token"],
+                        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub.hub_port}/hub/api",
                         "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{free_port()}",
                         "SHIPYARD_PROFILES": str(profiles),
                         "SHIPYARD_RUNS_DIR": str(home_root / "race-runs"),
@@ -96,6 +124,7 @@ def test_two_processes_on_one_postgres_database_run_each_tick_once(tmp_path, hom
                             f"--SchedulerService.config_file={config}",
                             f"--SchedulerService.db_url={url}",
                             f"--SchedulerService.state_dir={state}",
+                            f"--SchedulerService.account_prefix={prefix}",
                             f"--LocalExecutor.system_user_prefix={prefix}",
                             f"--LocalExecutor.cgroup_parent={parent}",
                             f"--LocalExecutor.home_dir_template={home_root}/{{account}}",
@@ -116,9 +145,14 @@ def test_two_processes_on_one_postgres_database_run_each_tick_once(tmp_path, hom
                     with Session(store.engine) as s:
                         runs = s.scalars(select(Run).where(Run.job_id == job.id)).all()
                     done = [r for r in runs if r.status not in ("queued", "running")]
+                    dead = [p.args for p in procs if p.poll() is not None]
+                    assert not dead, "a scheduler process died:\n" + logs()
                     return runs if len(done) >= n + 1 else None
 
-                wait_for(made, 120, 0.2, f"tick {n + 1} to run")
+                try:
+                    wait_for(made, 120, 0.2, f"tick {n + 1} to run")
+                except TimeoutError:
+                    raise AssertionError(f"tick {n + 1} did not run:\n" + logs()) from None
             time.sleep(1)  # both processes poll again past the last tick
             with Session(store.engine) as s:
                 runs = s.scalars(select(Run).where(Run.job_id == job.id)).all()

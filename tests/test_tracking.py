@@ -140,6 +140,26 @@ def test_permission_matrix(tracking, owned, who):
         assert "alice-churn" not in {m["name"] for m in r.json().get("registered_models", [])}
 
 
+def test_a_run_is_always_recorded_as_the_hub_user_who_created_it(tracking, owned):
+    _, _, clients, _ = tracking
+    mallory = clients["mallory"]
+    r = mallory.post(f"{API}/experiments/create", name="mallory/spoof")
+    assert r.status_code == 200, r.text
+    r = mallory.post(
+        f"{API}/runs/create",
+        experiment_id=r.json()["experiment_id"],
+        user_id="alice",
+        tags=[{"key": "mlflow.user", "value": "alice"}, {"key": "team", "value": "x"}],
+    )
+    assert r.status_code == 200, r.text
+    info = r.json()["run"]["info"]
+    assert info["user_id"] == "mallory"
+    tags = {t["key"]: t["value"] for t in r.json()["run"]["data"]["tags"]}
+    assert tags["mlflow.user"] == "mallory" and tags["team"] == "x"
+    r = mallory.post(f"{API}/runs/create", experiment_id=owned["experiment"])
+    assert r.status_code == 403, r.text
+
+
 def test_owner_can_grant_read_and_the_grantee_reads_but_cannot_write(tracking, owned):
     hub, _, clients, _ = tracking
     bob_token = hub.create_user("bob")

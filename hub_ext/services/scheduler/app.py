@@ -445,12 +445,19 @@ class SchedulerService(Application):
         profiles = ProfileStore.for_path(self.profiles_file)
         executor = load_executor(self.executor_class, parent=self)
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        if not token:
+            self.log.critical(
+                "JUPYTERHUB_API_TOKEN is not set: the scheduler runs as a JupyterHub service. "
+                "Start it from the hub (c.JupyterHub.services) or, for an external replica, "
+                "give it the api_token of a service declared in the hub's config."
+            )
+            self.exit(2)
         api_url = os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
-        directory = HubDirectory(api_url, token, self.groups_cache_seconds) if token else None
+        directory = HubDirectory(api_url, token, self.groups_cache_seconds)
         notifier = Notifier(parent=self, store=store, hub_url=self._public_hub_url())
 
         async def groups_of(user: str) -> tuple[str, ...]:
-            return await directory.groups_of(user) if directory else ()
+            return await directory.groups_of(user)
 
         worker = Worker(
             store=store,

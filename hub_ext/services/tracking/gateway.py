@@ -41,6 +41,7 @@ _HOP = {
 _CALLER_ONLY = {"authorization", "cookie"}
 _CREATE_EXPERIMENT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/experiments/create")
 _RENAME_EXPERIMENT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/experiments/update")
+_CREATE_RUN = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/runs/create")
 _TAG_WRITE = re.compile(
     r"/(?:ajax-)?api/2\.0/mlflow/(?:experiments/(?:set-experiment-tag|delete-tag)"
     r"|registered-models/(?:set-tag|delete-tag))"
@@ -143,11 +144,17 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
             )
 
     def _checked_body(self, path: str, user: dict) -> bytes:
-        """The body to forward; experiment creation is checked here, MLflow checks the rest."""
+        """The body to forward; experiment and run creation are checked here, MLflow checks the rest.
+
+        A new run's ``user_id`` is always the hub user who creates it: the MLflow
+        client fills it from the local account name (``sytrk-dora`` in a scheduled
+        job, anything at all in a hand-made request), and MLflow stores what it is sent.
+        """
         body = self.request.body
         creating = _CREATE_EXPERIMENT.fullmatch(path)
         renaming = _RENAME_EXPERIMENT.fullmatch(path)
-        if not (creating or renaming) or self.request.method != "POST":
+        new_run = _CREATE_RUN.fullmatch(path)
+        if not (creating or renaming or new_run) or self.request.method != "POST":
             return body
         try:
             data = json.loads(body or b"{}")
@@ -155,6 +162,14 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
             raise GatewayError(400, "MALFORMED_REQUEST", "The request body is not JSON.") from None
         if not isinstance(data, dict):
             raise GatewayError(400, "MALFORMED_REQUEST", "The request body must be a JSON object.")
+        if new_run:
+            data["user_id"] = user["name"]
+            tags = data.get("tags")
+            if isinstance(tags, list):
+                data["tags"] = [
+                    t for t in tags if not (isinstance(t, dict) and t.get("key") == "mlflow.user")
+                ] + [{"key": "mlflow.user", "value": user["name"]}]
+            return json.dumps(data).encode()
         if creating and data.get("artifact_location"):
             raise GatewayError(
                 400,
