@@ -55,11 +55,14 @@ from .test_scheduler_executors import (
 ACCOUNT_PREFIX = "sywarm-"
 CGROUP_PARENT = "shipyard-test-warm"
 
-#: A cell that records when the kernel's own process started (epoch seconds).
+#: A cell that records when the kernel's own process started (epoch seconds), to 10 ms:
+#: its start in clock ticks since boot against /proc/uptime. (psutil's create_time adds
+#: the boot time, which the kernel gives in whole seconds: up to 1 s off.)
 KERNEL_CELL = (
-    "import json, os, psutil\n"
-    "json.dump({'started': psutil.Process().create_time(), 'pid': os.getpid()}, "
-    "open('kernel.json', 'w'))"
+    "import json, os, time\n"
+    "ticks = int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])\n"
+    "age = float(open('/proc/uptime').read().split()[0]) - ticks / os.sysconf('SC_CLK_TCK')\n"
+    "json.dump({'started': time.time() - age, 'pid': os.getpid()}, open('kernel.json', 'w'))"
 )
 #: The facts cell of test_scheduler_executors.py for a notebook without parameters.
 FACTS_CELL_NO_PARAMS = "PARAMETER_NAMES = []\n" + FACTS_CELL
@@ -224,16 +227,25 @@ async def test_a_prewarmed_run_runs_in_the_kernel_started_before_it(executor, pl
     # the run's cgroup (the warm one) went with the run
     assert ready not in cgroups()
 
-    # a replacement was started for the owner's next run, which uses it
-    refill = await wait_for_warm(executor, "ada", besides={ready})
+    # a replacement was started for the owner's next run; run at once, the next run
+    # waits for it (still starting, or ready by now) rather than starting cold
     again = spec_for(place, notebook, "warm-again", parameters={"text": "{x}"})
     report, _, handed_over = await execute(executor, again)
     assert report.status == RunStatus.SUCCEEDED, report.reason
-    assert facts_of(again)["cgroup"] == f"/{CGROUP_PARENT}/{refill}"
-    assert facts_of(again)["params"]["text"] == repr("{x}")
-    assert kernel_facts(again)["started"] < handed_over
-    assert kernel_facts(again)["pid"] != kernel_facts(spec)["pid"]  # never the same kernel
     assert executor.pool.served == 2
+    assert "running in a kernel started beforehand" in again.log_path.read_text()
+    assert facts_of(again)["cgroup"] != f"/{CGROUP_PARENT}/{ready}"
+    assert facts_of(again)["params"]["text"] == repr("{x}")
+    assert kernel_facts(again)["pid"] != kernel_facts(spec)["pid"]  # never the same kernel
+
+    # and once it is ready, the next run runs in a kernel started before it came
+    refill = await wait_for_warm(executor, "ada")
+    third = spec_for(place, notebook, "warm-third", parameters={"text": "3"})
+    report, _, handed_over = await execute(executor, third)
+    assert report.status == RunStatus.SUCCEEDED, report.reason
+    assert facts_of(third)["cgroup"] == f"/{CGROUP_PARENT}/{refill}"
+    assert kernel_facts(third)["started"] < handed_over
+    assert executor.pool.served == 3
     await assert_all_gone(executor, "ada")
 
 

@@ -458,10 +458,8 @@ def test_kill_9_mid_run_is_recovered_and_retried(sched, users):
     )
     job = create_job(sched, alice, "crashy", nb, retry_attempts=1, retry_backoff_seconds=0)
     run = sched.call("POST", f"api/jobs/{job['id']}/runs", alice[0], json={}).json()
-    sched.wait_run(
-        run["id"], alice[0], until=lambda r: r["cells_done"] is not None or r["status"] != "queued"
-    )
-    time.sleep(1.5)
+    # killed once the first attempt is in its cell (it has left its mark, and sleeps)
+    wait_for(lambda: (alice[1] / "retried").exists(), 90, 0.1, "the first attempt's cell")
     os.kill(sched.pid(), signal.SIGKILL)
     orphaned = sched.wait_run(run["id"], alice[0], timeout=90)
     assert orphaned["status"] == "orphaned", orphaned

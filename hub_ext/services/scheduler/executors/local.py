@@ -435,6 +435,26 @@ class LocalExecutor(Executor):
         """,
     ).tag(config=True)
 
+    warm_wait = Float(
+        3.0,
+        min=0,
+        help="""
+        Seconds a run may wait for a warm process of its owner and profile that
+        is already starting, rather than start a cold one.
+
+        Runs that come faster than the pool refills (a job run back to back,
+        a burst of webhook calls) find the next warm process still starting;
+        it started earlier, so it is ready sooner than a cold start begun now.
+        0 starts cold at once. A run never waits when none is starting.
+
+        Example::
+
+            c.LocalExecutor.warm_wait = 0
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._runs: dict[str, _Run] = {}
@@ -506,7 +526,7 @@ class LocalExecutor(Executor):
         env = self._environment(run, gpus)
         cwd = os.path.abspath(spec.cwd or spec.output_dir)
         python = str(run.built.python)
-        warm = self._take_warm(run, env)
+        warm = await self._take_warm(run, env)
         if warm is not None:
             run.papermill_exit = await self._hand_over(run, warm, env, cwd)
         else:
@@ -992,16 +1012,22 @@ class LocalExecutor(Executor):
         fingerprint = hashlib.sha256(json.dumps(started_with, default=str).encode()).hexdigest()
         return WarmKey(owner, user.pw_uid, profile.slug, built.digest, fingerprint)
 
-    def _take_warm(self, run: _Run, env: dict[str, str]) -> WarmProcess | None:
-        """A ready warm process for exactly this run's owner, profile and build; or None."""
+    async def _take_warm(self, run: _Run, env: dict[str, str]) -> WarmProcess | None:
+        """A warm process for exactly this run's owner, profile and build; or None.
+
+        One that is ready, or one already starting within :attr:`warm_wait`.
+        """
         spec = run.spec
         if not self._pooled(spec.profile) or run.stopping:
             return None
-        if asyncio.get_running_loop().time() >= run.deadline:
+        left = run.deadline - asyncio.get_running_loop().time()
+        if left <= 0:
             return None
         key = self._warm_key(spec.owner, spec.profile, run.built, run.user)
-        warm = self.pool.take(key)
-        if warm is None:
+        warm = await self.pool.take_soon(key, min(self.warm_wait, left / 4))
+        if warm is None or run.stopping:
+            if warm is not None:
+                self.pool.discard(warm, "its run was stopped while it started")
             return None
         start = functools.partial(self._start_warm, key, run.user, run.built, spec.profile)
         self.pool.fill_later(key, start, **self._pool_settings())  # the next run's

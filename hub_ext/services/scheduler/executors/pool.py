@@ -99,6 +99,8 @@ class WarmPool:
         self.log = log
         self._ready: dict[WarmKey, list[WarmProcess]] = {}
         self._starting: dict[WarmKey, int] = {}
+        #: runs waiting for a process of the key that is starting (see take_soon)
+        self._waiters: dict[WarmKey, list[asyncio.Future]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._stopping: set[asyncio.Task] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -139,6 +141,38 @@ class WarmPool:
             self.discard(warm, "it exited while waiting")
         self._ready.pop(key, None)
         return None
+
+    async def take_soon(self, key: WarmKey, within: float) -> WarmProcess | None:
+        """:meth:`take`, or wait up to ``within`` seconds for one of ``key`` already starting.
+
+        A process that started before the run came is ready sooner than a cold
+        start begun now, so a run that finds the pool refilling waits for it
+        rather than starting cold. Returns None at once when none is starting.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            warm = self.take(key)
+            if warm is not None or not self._starting.get(key) or self._loop is not loop:
+                return warm
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            waiter = loop.create_future()
+            self._waiters.setdefault(key, []).append(waiter)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), left)
+            except asyncio.TimeoutError:
+                return None
+            finally:
+                waiting = self._waiters.get(key, [])
+                if waiter in waiting:
+                    waiting.remove(waiter)
+
+    def _wake(self, key: WarmKey) -> None:
+        for waiter in self._waiters.pop(key, []):
+            if not waiter.done():
+                waiter.set_result(None)
 
     # ----------------------------------------------------------- fill
 
@@ -183,6 +217,8 @@ class WarmPool:
             left = self._starting.pop(key, 1) - 1
             if left > 0:
                 self._starting[key] = left
+            # ready (appended below, before any waiter runs) or failed: waiters look again
+            self._wake(key)
         if not warm.alive:
             self.discard(warm, "it exited as it started")
             return
