@@ -37,8 +37,8 @@ from server_ext.scheduler_client import (
 
 from . import test_scheduler_service as service
 from .conftest import needs_root
-from .hubtools import REPO, free_port, remove_cgroups, wait_for
-from .test_scheduler_service import SCHEDULER_CONFIG, Scheduler, create_job, notebook, put_file
+from .hubtools import REPO, free_port
+from .test_scheduler_service import create_job, notebook, put_file, scheduler_hub
 from .test_server_ext import _start_server
 
 #: alice and bob in group team, carol in none: the service tests' users, found by pytest here
@@ -54,26 +54,10 @@ def sched(hub_factory, tmp_path_factory):
     (another pytest), and end by deleting their accounts and killing their cgroups.
     """
     folder = tmp_path_factory.mktemp("scheduler-config")
-    clock = folder / "clock"
-    clock.write_text("0")
-    config = folder / "scheduler_config.py"
-    config.write_text(SCHEDULER_CONFIG.format(clock=str(clock)))
-    hub = hub_factory(
-        name="sched-clients",
-        account_prefix="sycli-",
-        cgroup_parent="shipyard-test-cli",
-        extra_env={"SHIPYARD_SCHEDULER": "1", "SHIPYARD_SCHEDULER_CONFIG": str(config)},
-    )
-    client = Scheduler(hub, clock)
-    wait_for(
-        lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
-        60,
-        0.2,
-        "the scheduler to answer",
-    )
-    yield client
-    hub.stop()
-    remove_cgroups("shipyard-test-cli-jobs")
+    with scheduler_hub(
+        hub_factory, folder, "sched-clients", "sycli-", "shipyard-test-cli"
+    ) as client:
+        yield client
 
 
 def usage_error(call, *args) -> str:

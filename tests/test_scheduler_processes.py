@@ -33,24 +33,23 @@ from hub_ext.services.scheduler.store import JobStore, SnapshotStore
 
 from .conftest import TEST_PROFILES, needs_root, postgres_database
 from .hubtools import REPO, free_port, remove_cgroups, remove_test_accounts, wait_for
-from .test_scheduler_service import SCHEDULER_CONFIG, Scheduler, create_job, notebook, put_file
+from .test_scheduler_service import (
+    CLOCK_CONFIG,
+    create_job,
+    notebook,
+    put_file,
+    scheduler_hub,
+)
 
 pytestmark = [needs_root]
 
-CLOCK_CONFIG = """
-from datetime import datetime, timedelta, timezone
-
-def _clock(path={clock!r}):
-    try:
-        offset = float(open(path).read() or 0)
-    except (OSError, ValueError):
-        offset = 0.0
-    return datetime.now(timezone.utc) + timedelta(seconds=offset)
-
-c.SchedulerService.clock = _clock
+RACE_CONFIG = (
+    CLOCK_CONFIG
+    + """
 c.SchedulerService.poll_interval = 0.05
 c.LocalExecutor.warm_pool_size = 0
 """
+)
 
 
 def test_two_processes_on_one_postgres_database_run_each_tick_once(
@@ -61,7 +60,7 @@ def test_two_processes_on_one_postgres_database_run_each_tick_once(
     clock = tmp_path / "clock"
     clock.write_text("0")
     config = tmp_path / "config.py"
-    config.write_text(CLOCK_CONFIG.format(clock=str(clock)))
+    config.write_text(RACE_CONFIG.format(clock=str(clock)))
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text(TEST_PROFILES)
     # two scheduler replicas, each an external service of one hub with its own token
@@ -179,32 +178,19 @@ def test_two_processes_on_one_postgres_database_run_each_tick_once(
 @pytest.fixture(scope="module")
 def tracked(hub_factory, tmp_path_factory):
     folder = tmp_path_factory.mktemp("tracked-config")
-    clock = folder / "clock"
-    clock.write_text("0")
-    config = folder / "scheduler_config.py"
-    config.write_text(SCHEDULER_CONFIG.format(clock=str(clock)))
-    with postgres_database() as url:
-        hub = hub_factory(
-            name="tracked",
-            account_prefix="sytrk-",
-            cgroup_parent="shipyard-test-trk",
-            extra_env={
-                "SHIPYARD_SCHEDULER": "1",
-                "SHIPYARD_TRACKING": "1",
-                "SHIPYARD_SCHEDULER_CONFIG": str(config),
-                "SHIPYARD_SCHEDULER_DB_URL": url,
-            },
-        )
-        client = Scheduler(hub, clock)
-        wait_for(
-            lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
-            60,
-            0.2,
-            "the scheduler",
-        )
+    with (
+        postgres_database() as url,
+        scheduler_hub(
+            hub_factory,
+            folder,
+            "tracked",
+            "sytrk-",
+            "shipyard-test-trk",
+            SHIPYARD_TRACKING="1",
+            SHIPYARD_SCHEDULER_DB_URL=url,
+        ) as client,
+    ):
         yield client, url
-        hub.stop()
-        remove_cgroups("shipyard-test-trk-jobs")
 
 
 def test_a_scheduled_notebook_logs_to_mlflow_as_its_owner_on_postgres(tracked, home_root):

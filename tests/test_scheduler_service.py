@@ -9,12 +9,14 @@ waiting for them).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -30,7 +32,8 @@ from .hubtools import free_port, remove_cgroups, wait_for
 
 pytestmark = [needs_root]
 
-SCHEDULER_CONFIG = """
+#: A clock the tests move by writing seconds of offset into a file (no sleeping for minutes).
+CLOCK_CONFIG = """
 import json, os
 from datetime import datetime, timedelta, timezone
 
@@ -42,6 +45,11 @@ def _clock(path={clock!r}):
     return datetime.now(timezone.utc) + timedelta(seconds=offset)
 
 c.SchedulerService.clock = _clock
+"""
+
+SCHEDULER_CONFIG = (
+    CLOCK_CONFIG
+    + """
 c.SchedulerService.poll_interval = 0.3
 c.SchedulerService.heartbeat_interval = 1
 c.SchedulerService.stale_after = 4
@@ -51,6 +59,44 @@ c.SchedulerService.group_quotas = {{"limited": 1}}
 c.SchedulerService.groups_cache_seconds = 0.5
 c.Notifier.allow_private_webhooks = True
 """
+)
+
+
+@contextlib.contextmanager
+def scheduler_hub(
+    hub_factory, folder: Path, name: str, account_prefix: str, cgroup_parent: str, **extra_env
+) -> Iterator[Scheduler]:
+    """A hub with the scheduler (SCHEDULER_CONFIG, its clock in ``folder``), answering.
+
+    Each module gives its own account prefix and cgroup parent: modules may run at the
+    same time (other pytests), and end by deleting their accounts and cgroups.
+    """
+    clock = folder / "clock"
+    clock.write_text("0")
+    config = folder / "scheduler_config.py"
+    config.write_text(SCHEDULER_CONFIG.format(clock=str(clock)))
+    hub = hub_factory(
+        name=name,
+        account_prefix=account_prefix,
+        cgroup_parent=cgroup_parent,
+        extra_env={
+            "SHIPYARD_SCHEDULER": "1",
+            "SHIPYARD_SCHEDULER_CONFIG": str(config),
+            **extra_env,
+        },
+    )
+    client = Scheduler(hub, clock)
+    wait_for(
+        lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
+        60,
+        0.2,
+        "the scheduler to answer",
+    )
+    try:
+        yield client
+    finally:
+        hub.stop()
+        remove_cgroups(f"{cgroup_parent}-jobs")
 
 
 def notebook(*sources: str, parameters: str | None = None) -> dict:
@@ -148,26 +194,8 @@ class Scheduler:
 @pytest.fixture(scope="module")
 def sched(hub_factory, tmp_path_factory):
     folder = tmp_path_factory.mktemp("scheduler-config")
-    clock = folder / "clock"
-    clock.write_text("0")
-    config = folder / "scheduler_config.py"
-    config.write_text(SCHEDULER_CONFIG.format(clock=str(clock)))
-    hub = hub_factory(
-        name="sched",
-        account_prefix="sysch-",
-        cgroup_parent="shipyard-test-sch",
-        extra_env={"SHIPYARD_SCHEDULER": "1", "SHIPYARD_SCHEDULER_CONFIG": str(config)},
-    )
-    client = Scheduler(hub, clock)
-    wait_for(
-        lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
-        60,
-        0.2,
-        "the scheduler to answer",
-    )
-    yield client
-    hub.stop()
-    remove_cgroups("shipyard-test-sch-jobs")
+    with scheduler_hub(hub_factory, folder, "sched", "sysch-", "shipyard-test-sch") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
