@@ -19,6 +19,10 @@ for the README, for CI and for a small team's server:
     SHIPYARD_SCHEDULER_DB_URL the scheduler's database (sqlite in the data dir; a postgresql:// URL in production)
     SHIPYARD_RUNS_DIR        where runs keep their logs and outputs (/var/lib/shipyard/runs as root)
     SHIPYARD_SCHEDULER_CONFIG a scheduler config file (c.SchedulerService..., c.LocalExecutor..., c.Notifier...)
+    SHIPYARD_DEPLOYER        1 runs the deployer service (model endpoints at /services/deployer/); 0 does not
+    SHIPYARD_DEPLOYER_URL    where the deployer listens (http://127.0.0.1:8004)
+    SHIPYARD_DEPLOYER_DB_URL the deployer's database (sqlite in the data dir; a postgresql:// URL in production)
+    SHIPYARD_DEPLOYER_CONFIG a deployer config file (c.DeployerService..., c.LocalBackend...)
 
 Anything else: add `c.Class.trait = value` lines below, as in any jupyterhub_config.py.
 """
@@ -195,3 +199,62 @@ if env("SHIPYARD_SCHEDULER", "1") != "0":
         scopes = ["users:activity!user", "access:servers!server"]
     c.Spawner.server_token_scopes = [*scopes, "access:services!service=scheduler"]
     c.LocalProfileSpawner.scheduler_url = public_url + "/services/scheduler"
+
+# -- model deployment: MLflow models as versioned endpoints at /services/deployer/
+if env("SHIPYARD_DEPLOYER", "1") != "0":
+    public_url = env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/")
+    tracking_on = env("SHIPYARD_TRACKING", "1") != "0"
+    c.JupyterHub.services.append(
+        {
+            "name": "deployer",
+            "url": env("SHIPYARD_DEPLOYER_URL", "http://127.0.0.1:8004"),
+            "command": [sys.executable, "-m", "hub_ext.services.deployer"],
+            "display": False,
+            "oauth_no_confirm": True,
+            # hub-side settings only: model servers get none of them
+            "environment": {
+                k: v
+                for k, v in {
+                    "SHIPYARD_DATA_DIR": str(data),
+                    "SHIPYARD_PROFILES": str(c.LocalProfileSpawner.profiles_file),
+                    "SHIPYARD_DEPLOYER_DB_URL": env("SHIPYARD_DEPLOYER_DB_URL"),
+                    "SHIPYARD_ENVS_DIR": env("SHIPYARD_ENVS_DIR"),
+                    "SHIPYARD_DEPLOYER_CONFIG": env("SHIPYARD_DEPLOYER_CONFIG"),
+                    "SHIPYARD_DEPLOYER_TRACKING_URL": (
+                        public_url + "/services/tracking" if tracking_on else None
+                    ),
+                }.items()
+                if v
+            },
+        }
+    )
+    # models are invoked with hub tokens that carry this scope (filterable !user=<owner>)
+    c.JupyterHub.custom_scopes = {
+        **(c.JupyterHub.custom_scopes if isinstance(c.JupyterHub.custom_scopes, dict) else {}),
+        "custom:models:invoke": {
+            "description": "Invoke deployed models (the owner's, and those shared with you).",
+        },
+    }
+    # the service reads users' groups (profiles, group grants); with tracking on it gives
+    # each model server a short-lived token of its owner's, for the tracking service only
+    deployer_scopes = ["list:users", "read:users:groups", "read:users:name"]
+    if tracking_on:
+        deployer_scopes += ["tokens", "access:services!service=tracking"]
+    c.JupyterHub.load_roles.append(
+        {"name": "deployer", "scopes": deployer_scopes, "services": ["deployer"]}
+    )
+    user_role = next((r for r in c.JupyterHub.load_roles if r["name"] == "user"), None)
+    if user_role is None:
+        user_role = {"name": "user", "scopes": ["self"]}
+        c.JupyterHub.load_roles.append(user_role)
+    user_role["scopes"] += ["access:services!service=deployer", "custom:models:invoke"]
+    scopes = c.Spawner.server_token_scopes
+    if not isinstance(scopes, list):
+        scopes = ["users:activity!user", "access:servers!server"]
+    # servers' tokens (%deploy, notebooks calling a model) may call the API and invoke
+    c.Spawner.server_token_scopes = [
+        *scopes,
+        "access:services!service=deployer",
+        "custom:models:invoke",
+    ]
+    c.LocalProfileSpawner.deployer_url = public_url + "/services/deployer"

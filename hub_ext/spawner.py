@@ -519,6 +519,27 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         """,
     ).tag(config=True)
 
+    deployer_url = Unicode(
+        "",
+        help="""
+        URL of Shipyard's deployer service (model endpoints behind hub login), or empty for none.
+
+        When set, every server and kernel gets ``SHIPYARD_DEPLOYER_URL`` (this URL), where
+        ``%deploy``, ``%deployments`` and the JupyterLab panel reach the service with the
+        server's own hub token (``$JUPYTERHUB_API_TOKEN``, scoped to
+        ``access:services!service=deployer`` and ``custom:models:invoke``). Use the address
+        the servers reach the hub's proxy at; endpoint URLs printed by ``%deploy`` use its
+        origin. The embedded config sets it when it runs the deployer.
+        **LocalProfileSpawner only.**
+
+        Example::
+
+            c.LocalProfileSpawner.deployer_url = "https://hub.example.org/services/deployer"
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
     @default("cmd")
     def _default_cmd(self):
         # replaced at start by the profile environment's own interpreter
@@ -721,6 +742,8 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         env.update(self.tracking_env(env.get("JUPYTERHUB_API_TOKEN", "")))
         if self.scheduler_url:
             env["SHIPYARD_SCHEDULER_URL"] = self.scheduler_url
+        if self.deployer_url:
+            env["SHIPYARD_DEPLOYER_URL"] = self.deployer_url
         if self.built_env is not None:
             env.update(self.built_env.env_vars())
             # terminals and `!pip` in a notebook find the environment's tools first

@@ -6,6 +6,7 @@ from jupyter_server.extension.application import ExtensionApp
 
 from hub_ext import __version__
 
+from .deploy_handlers import deployer_routes
 from .handlers import ProfileHandler
 from .scheduler_handlers import scheduler_routes
 
@@ -18,4 +19,6 @@ class ShipyardExtension(ExtensionApp):
     load_other_extensions = True
 
     def initialize_handlers(self):
-        self.handlers.extend([(r"/shipyard/api/profile", ProfileHandler), *scheduler_routes()])
+        self.handlers.extend(
+            [(r"/shipyard/api/profile", ProfileHandler), *scheduler_routes(), *deployer_routes()]
+        )

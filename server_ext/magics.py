@@ -1,7 +1,7 @@
 """Experiment tracking and scheduled notebooks from a notebook cell.
 
 Tracking: ``%experiment``, ``%%track``, ``%runs``, ``%compare``. Scheduling: ``%schedule``,
-``%jobs``, ``%run_now``.
+``%jobs``, ``%run_now``. Deployment: ``%deploy``, ``%deployments``.
 
 Plain ``import mlflow`` already works in a Shipyard kernel (the platform sets
 ``MLFLOW_TRACKING_URI`` and ``MLFLOW_TRACKING_TOKEN``). These magics add what people forget
@@ -9,7 +9,8 @@ to record by hand: the notebook, its parameters (papermill's too), the git commi
 environment and the installed packages, so a run can be explained and repeated months later.
 
 The magics parse arguments and delegate (STYLE rule 22): MLflow calls are in
-:mod:`server_ext.client`, the scheduler's in :mod:`server_ext.scheduler_client`, what a run
+:mod:`server_ext.client`, the scheduler's in :mod:`server_ext.scheduler_client`, the deployer's
+and model publishing in :mod:`server_ext.deploy_client`, what a run
 records about its cell in :mod:`server_ext.lineage`, the metrics spool and its background sender
 in :mod:`server_ext.spool` and :mod:`server_ext.sender`, widgets in :mod:`server_ext.widgets`.
 User errors become ``UsageError`` in one place, :func:`_user_errors`, so the user sees a message
@@ -18,6 +19,8 @@ that says what to do (for the scheduler, the service's own message), never a tra
 ``%schedule`` keeps no secret in the notebook: a job's webhook secret, shown once by the
 service, goes to a file only the user can read (``~/.shipyard/webhooks/``), and the cell's
 output names the file, since outputs are saved, committed and shared with the notebook.
+Likewise ``%deploy`` prints code that reads the hub token from ``$JUPYTERHUB_API_TOKEN``,
+never the token itself (SECURITY rule 8).
 
 ``%%track`` executes the cell itself, the way IPython's ``%%time`` does (transform, compile,
 ``exec``), rather than with a nested ``run_cell``: the cell's own exception then propagates
@@ -46,6 +49,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Float, Unicode, default
 
+from . import deploy_client as deploying
 from .client import (
     MAX_KEY,
     MAX_PARAM_VALUE,
@@ -55,6 +59,7 @@ from .client import (
     TrackingError,
     TrackingWarning,
 )
+from .deploy_client import DeployerClient, DeployerError, ModelPublisher
 from .lineage import (
     installed_packages,
     lineage_tags,
@@ -82,17 +87,19 @@ from .spool import default_spool_dir
 
 #: Lines of a notebook's diff ``%schedule`` shows when it updates a job.
 MAX_DIFF_LINES = 20
+#: The stages ``%deploy`` shows its progress through.
+DEPLOY_STAGES = ("log model", "register", "deploy", "starting replicas", "ready")
 
 
 def _user_errors(magic):
-    """The one translator: a Tracking- or SchedulerError becomes a ``UsageError`` with its message."""
+    """The one translator: a Tracking-, Scheduler- or DeployerError becomes a ``UsageError``."""
 
     @functools.wraps(magic)
     def wrapper(*args, **kwargs):
         __tracebackhide__ = True  # IPython leaves this frame out of tracebacks
         try:
             return magic(*args, **kwargs)
-        except (TrackingError, SchedulerError) as exc:
+        except (TrackingError, SchedulerError, DeployerError) as exc:
             raise UsageError(str(exc)) from None
 
     return wrapper
@@ -129,8 +136,9 @@ class MetricLogger:
 
 @magics_class
 class ShipyardMagics(Magics):
-    """Tracking (``%experiment``, ``%%track``, ``%runs``, ``%compare``, ``log()``) and
-    scheduling (``%schedule``, ``%jobs``, ``%run_now``)."""
+    """Tracking (``%experiment``, ``%%track``, ``%runs``, ``%compare``, ``log()``),
+    scheduling (``%schedule``, ``%jobs``, ``%run_now``) and deployment (``%deploy``,
+    ``%deployments``)."""
 
     spool_dir = Unicode(
         help="""Where metrics wait until the tracking server has them.
@@ -182,6 +190,20 @@ class ShipyardMagics(Magics):
         """,
     ).tag(config=True)
 
+    deploy_timeout = Float(
+        900.0,
+        help="""Seconds ``%deploy`` waits for a new version to be ready.
+
+        Past this the magic stops waiting (the version goes on starting, and
+        ``%deployments`` shows how it ends). The deployer's own start timeout decides
+        when a version has failed.
+
+        Example: ``c.ShipyardMagics.deploy_timeout = 1800``
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
     @default("spool_dir")
     def _default_spool_dir(self):
         return str(default_spool_dir())
@@ -194,6 +216,9 @@ class ShipyardMagics(Magics):
         self.logger = MetricLogger()
         self.experiment_name: str | None = None
         self._noted_log = False
+        # the newest %%track run of this kernel: the source run %deploy records for a model
+        self.last_tracked_run: str | None = None
+        self._deploy_runs: set[str] = set()  # runs %deploy made, never a model's source
 
     def _experiment(self) -> str:
         return self.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
@@ -284,6 +309,7 @@ class ShipyardMagics(Magics):
             wall = f"{time.monotonic() - started:.3f}"
             self.sender.end_run(journal, status, {"shipyard.wall_time_s": wall})
             report_to_job(journal.run_id)
+            self.last_tracked_run = journal.run_id or self.last_tracked_run
             self._tell()
 
     def _compile(self, line: str, cell: str):
@@ -592,6 +618,389 @@ class ShipyardMagics(Magics):
             print(f"Output: {client.output_url(run['id'])}")
             if "html" in job.get("output_formats", []):
                 print(f"HTML: {client.output_url(run['id'], 'html')}")
+
+    # ------------------------------------------------------------ deployment
+
+    @magic_arguments()
+    @argument(
+        "model",
+        nargs="?",
+        help="What to deploy: a variable holding a fitted model (scikit-learn, or an "
+        "mlflow.pyfunc.PythonModel), an MLflow run id, or models:/NAME/VERSION.",
+    )
+    @argument("--name", help="The deployment's name: lowercase letters, digits and dashes.")
+    @argument("--profile", help="The profile its replicas run in (default: your default one).")
+    @argument("--replicas", type=int, metavar="N", help="How many replicas serve it (default 1).")
+    @argument(
+        "--canary",
+        type=int,
+        metavar="PERCENT",
+        help="Give the new version only this share of the traffic once it is ready (0 to 100).",
+    )
+    @argument(
+        "--input-example",
+        dest="input_example",
+        metavar="VAR",
+        help="A DataFrame or array of inputs (the training data): the model's signature, the "
+        "example kept with it and the baseline its drift is measured against.",
+    )
+    @argument(
+        "--run",
+        metavar="RUN_ID",
+        help="The run that trained the model variable (default: this kernel's last %%%%track run).",
+    )
+    @argument("--no-wait", action="store_true", help="Do not wait for the version to be ready.")
+    @argument(
+        "--rollback",
+        metavar="NAME",
+        help="Send all of NAME's traffic back to the version that served before (or --to V).",
+    )
+    @argument("--to", type=int, metavar="VERSION", help="The version --rollback returns to.")
+    @argument(
+        "--promote",
+        nargs=2,
+        metavar=("NAME", "VERSION"),
+        help="Send all of NAME's traffic to VERSION (after a --canary).",
+    )
+    @argument("--delete", metavar="NAME", help="Stop every version of NAME and remove it.")
+    @line_magic
+    @_user_errors
+    def deploy(self, line: str):
+        """Deploy a model as an HTTP endpoint: a new deployment, or a new version of one.
+
+        Logs a model variable to MLflow (its signature from ``--input-example``, or from the
+        training dataset its run recorded), registers it as ``<user>-<name>`` tagged with its
+        lineage (source run, notebook, git commit, environment digest), and sends it to the
+        deployer with the drift baseline of the input example. A bar follows it through log
+        model, register, deploy, starting replicas and ready; then the endpoint's URL and a
+        ``curl`` and a Python call are printed, which read your token from
+        ``$JUPYTERHUB_API_TOKEN`` (it is never printed). A version that fails shows the reason;
+        the version that served before keeps serving.
+
+        The one-call operations are options of this magic rather than magics of their own, so
+        that everything about a deployment is in one place (``%deploy?``) and reads as it
+        does: ``--rollback NAME [--to V]``, ``--promote NAME V`` and ``--delete NAME``.
+
+        Examples
+        --------
+        ``%deploy model --name churn --input-example X_train``
+
+        ``%deploy 3f2a9c0e4b1d4e6f8a7b6c5d4e3f2a1b --name churn --canary 10``
+
+        ``%deploy --promote churn 2``  ``%deploy --rollback churn``  ``%deploy --delete churn``
+        """
+        args = parse_argstring(self.deploy, line)
+        operations = [o for o in ("rollback", "promote", "delete") if getattr(args, o)]
+        if len(operations) > 1:
+            raise UsageError("Give one of --rollback, --promote and --delete at a time.")
+        if operations:
+            if args.model or args.name:
+                raise UsageError(
+                    f"--{operations[0]} acts on a deployment by its name and takes no MODEL or "
+                    f"--name: write e.g. %deploy --{operations[0]} churn"
+                    + (" 2." if operations[0] == "promote" else ".")
+                )
+            return self._deploy_operation(DeployerClient.from_environment(), args)
+        if args.to is not None:
+            raise UsageError(
+                "--to VERSION goes with --rollback NAME, e.g. %deploy --rollback churn --to 1."
+            )
+        if not args.model:
+            raise UsageError(
+                "Say what to deploy: %deploy MODEL --name NAME, where MODEL is a variable "
+                "holding a fitted model, an MLflow run id or models:/NAME/VERSION, e.g. "
+                "%deploy model --name churn --input-example X_train."
+            )
+        if not args.name:
+            raise UsageError(
+                f"Name the deployment: %deploy {args.model} --name NAME (lowercase letters, "
+                "digits and dashes, e.g. churn-model); deploying that name again adds a version."
+            )
+        name = deploying.check_name(unquote(args.name))
+        if args.replicas is not None and args.replicas < 1:
+            raise UsageError(f"--replicas {args.replicas}: give 1 or more, e.g. --replicas 2.")
+        if args.canary is not None and not 0 <= args.canary <= 100:
+            raise UsageError(
+                f"--canary {args.canary}: give the new version's share of the traffic in "
+                "percent, from 0 to 100, e.g. --canary 10."
+            )
+        source_run = unquote(args.run)
+        if source_run and not deploying.RUN_ID.fullmatch(source_run):
+            raise UsageError(f"--run {source_run!r} is not an MLflow run id (32 hex digits).")
+        ref = unquote(args.model)
+        namespace = self.shell.user_ns
+        kind = deploying.describe_source(ref, namespace)
+        flavor = deploying.model_flavor(namespace[ref], ref) if kind == "variable" else None
+        example = None
+        if args.input_example:
+            var = unquote(args.input_example)
+            if var not in namespace:
+                raise UsageError(
+                    f"--input-example {var}: no variable named {var!r} in this notebook; give "
+                    "the DataFrame or array the model was trained on, e.g. --input-example X."
+                )
+            example = deploying.check_example(namespace[var], var)
+        user = deploying.hub_user()
+
+        # the deployer first: a refusal costs nothing, before a model is logged
+        client = DeployerClient.from_environment()
+        existing = client.find_deployment(name)
+        if existing is None and args.canary is not None:
+            raise UsageError(
+                f"--canary: {name!r} is not deployed yet, and its first version takes all the "
+                "traffic. Deploy it without --canary first; a later version can be a canary."
+            )
+        progress = self._deploy_progress(name)
+        stage = 0
+        try:
+            published = self._publish(progress, user, name, ref, kind, flavor, example, source_run)
+            stage = 2
+            progress.update(2, f"{published.model_uri}")
+            summary = deploying.training_summary(example)
+            body: dict = {"model_uri": published.model_uri, "lineage": published.lineage}
+            if args.profile:
+                body["profile"] = unquote(args.profile)
+            if summary is not None:
+                body["training_summary"] = summary
+            if published.signature is not None:
+                body["signature"] = published.signature
+            if existing is None:
+                body = {"name": name, **body}
+                if args.replicas is not None:
+                    body["replicas"] = args.replicas
+                created = client.create_deployment(body)
+                version = created["versions"][-1]
+            else:
+                if args.replicas is not None and args.replicas != existing["replicas"]:
+                    client.scale(name, args.replicas)
+                if args.canary is not None:
+                    body["canary_percent"] = args.canary
+                version = client.create_version(name, body)
+        except Exception as exc:
+            progress.failed(f"{DEPLOY_STAGES[stage]} failed")
+            if isinstance(exc, DeployerError) and existing is not None:
+                exc.message += self._still_serving(existing)
+                raise DeployerError(exc.message, exc.status, exc.errors) from None
+            raise
+        number = version["version"]
+        print(
+            f"{'Deploying' if existing is None else 'Deploying a new version of'} {name!r}: "
+            f"version {number} from {published.model_uri}."
+        )
+        if args.no_wait:
+            progress.update(3, "not waiting")
+            print("It is starting; %deployments shows when it is ready.")
+            return None
+        version = self._wait_ready(client, progress, name, number, existing)
+        self._tell_endpoint(client, client.get_deployment(name), version, example, published)
+        return None
+
+    def _deploy_progress(self, name: str):
+        """The progress bar of ``%deploy``, shown; a stand-in that prints without ipywidgets."""
+        try:
+            from .widgets import DeployProgress
+        except ImportError:
+            return _PrintedProgress(DEPLOY_STAGES)
+        progress = DeployProgress(name, DEPLOY_STAGES)
+        display(progress.widget)
+        return progress
+
+    def _publish(
+        self, progress, user: str, name: str, ref: str, kind: str, flavor, example, source_run
+    ) -> deploying.Published:
+        """Stages log model and register: the model in the registry as ``<user>-<name>``."""
+        registered = deploying.registered_name(user, name)
+        publisher = ModelPublisher(TrackingClient.from_environment(), user)
+        signature = None
+        if kind == "variable":
+            source_run = source_run or self._source_run()
+            progress.update(0, f"{ref} as {flavor}")
+            if example is not None:
+                signature = publisher.example_signature(self.shell.user_ns[ref], flavor, example)
+            elif source_run:
+                signature = publisher.run_signature(source_run)
+            logged_run, uri = publisher.log(
+                self.shell.user_ns[ref],
+                flavor,
+                self._experiment(),
+                f"deploy-{name}",
+                source_run,
+                signature,
+                example,
+            )
+            self._deploy_runs.add(logged_run)
+            lineage = publisher.kernel_lineage(source_run or logged_run)
+            if logged_run != lineage["run_id"]:
+                lineage["model_run_id"] = logged_run
+            progress.update(1, registered)
+            version = publisher.register(uri, registered, lineage)
+            signature = deploying.signature_json(signature)
+        elif kind == "run":
+            progress.update(0, f"the model of run {ref}")
+            uri = publisher.run_model_uri(ref)
+            lineage = publisher.run_lineage(ref)
+            progress.update(1, registered)
+            version = publisher.register(uri, registered, lineage)
+            signature = publisher.model_signature(uri)
+        else:
+            progress.update(1, f"{ref} as {registered}")
+            version, run_id = publisher.copy_version(ref, registered)
+            lineage = publisher.run_lineage(run_id) if run_id else publisher.kernel_lineage(None)
+            signature = publisher.model_signature(ref)
+        lineage = {**lineage, "registered_model": registered, "model_version": version}
+        return deploying.Published(
+            f"models:/{registered}/{version}", registered, version, lineage, signature
+        )
+
+    def _source_run(self) -> str | None:
+        """The run that trained a model of this kernel: the last ``%%track`` or mlflow run."""
+        if self.last_tracked_run:
+            return self.last_tracked_run
+        import mlflow
+
+        last = mlflow.last_active_run()
+        if last is not None and last.info.run_id not in self._deploy_runs:
+            return last.info.run_id
+        return None
+
+    @staticmethod
+    def _still_serving(deployment: dict | None) -> str:
+        """What serves now, said after a failure: the previous version keeps the traffic."""
+        serving = sorted(
+            (int(v) for v, p in (deployment or {}).get("traffic", {}).items() if p > 0)
+        )
+        if not serving:
+            return " Nothing serves under this name yet."
+        said = " and ".join(f"version {v}" for v in serving)
+        return f" The previous version keeps serving: {said} of {deployment['name']!r}."
+
+    def _wait_ready(self, client, progress, name: str, number: int, existing) -> dict:
+        """Follow version ``number`` to ready; a UsageError with the reason when it fails."""
+        progress.update(3, f"version {number}")
+        try:
+            for version in client.follow_version(
+                name, number, self.poll_interval, self.deploy_timeout
+            ):
+                progress.update(3, f"version {number} {version['state']}")
+        except KeyboardInterrupt:
+            progress.failed("stopped waiting")
+            print(f"Stopped waiting; version {number} goes on starting (%deployments shows it).")
+            raise
+        except DeployerError:
+            progress.failed("still starting")
+            raise
+        if version["state"] != "ready":
+            progress.failed(f"version {number} {version['state']}")
+            reason = version.get("reason") or "the deployer gave no reason"
+            current = client.find_deployment(name) or existing
+            raise DeployerError(
+                f"Version {number} of {name!r} {version['state']}: {reason}."
+                + self._still_serving(current)
+            )
+        progress.done(f"version {number} ready")
+        return version
+
+    def _tell_endpoint(self, client, deployment: dict, version: dict, example, published) -> None:
+        """The URL, the traffic the version has, and how to call it with the user's token."""
+        number = str(version["version"])
+        share = deployment["traffic"].get(number, 0)
+        url = deploying.endpoint_url(client, deployment)
+        print(
+            f"Version {number} of {deployment['name']!r} is ready ({published.model_uri}, "
+            f"profile {deployment['profile']}, {deployment['replicas']} replica(s)) and takes "
+            f"{share}% of the traffic."
+        )
+        if share < 100:
+            print(
+                f"%deploy --promote {deployment['name']} {number} sends it all; "
+                f"%deploy --rollback {deployment['name']} takes it back."
+            )
+        payload = deploying.example_payload(example, published.signature)
+        print(f"Endpoint: {url}")
+        print("Call it with your hub token, read from the environment (never paste it here):")
+        print(f"  {deploying.curl_example(url, payload)}")
+        print("In Python:")
+        print(deploying.python_example(url, payload))
+
+    def _deploy_operation(self, client: DeployerClient, args) -> None:
+        """``--rollback``, ``--promote`` and ``--delete``: one call, then the outcome."""
+        if args.delete:
+            name = deploying.check_name(unquote(args.delete))
+            client.delete(name)
+            print(f"Deleted {name!r}: every version is stopped and the endpoint is gone.")
+            return
+        if args.promote:
+            name, text = args.promote
+            name = deploying.check_name(unquote(name))
+            try:
+                target = int(text)
+            except ValueError:
+                raise UsageError(
+                    f"--promote {name} {text}: give a version number, e.g. --promote {name} 2."
+                ) from None
+            deployment = client.promote(name, target)
+            verb = "Promoted"
+        else:
+            name = deploying.check_name(unquote(args.rollback))
+            deployment = client.rollback(name, args.to)
+            verb = "Rolled back"
+            target = args.to or _target_version(deployment)
+        version = next(v for v in deployment["versions"] if v["version"] == target)
+        if version["state"] != "ready":
+            progress = self._deploy_progress(name)
+            version = self._wait_ready(client, progress, name, target, deployment)
+            deployment = client.get_deployment(name)
+        print(
+            f"{verb} {name!r}: version {target} takes "
+            f"{deployment['traffic'].get(str(target), 0)}% of the traffic."
+        )
+
+    @magic_arguments()
+    @line_magic
+    @_user_errors
+    def deployments(self, line: str):
+        """A table of your deployments: per version its traffic, state, health, requests per
+        second, p50/p99 latency, error rate, drift (the largest PSI and its feature) and
+        circuit breaker.
+
+        Examples
+        --------
+        ``%deployments``
+        """
+        parse_argstring(self.deployments, line)
+        client = DeployerClient.from_environment()
+        rows = deploying.version_rows(client)
+        try:
+            from .widgets import deployments_table
+        except ImportError:  # no ipywidgets in this environment
+            print(deploying.deployments_text(rows))
+            return None
+        return deployments_table(rows, lambda d: deploying.endpoint_url(client, d))
+
+
+class _PrintedProgress:
+    """``%deploy``'s stages as lines, where ipywidgets is missing."""
+
+    def __init__(self, stages: tuple[str, ...]):
+        self.stages = stages
+
+    def update(self, stage: int, detail: str = "") -> None:
+        name = self.stages[min(stage, len(self.stages) - 1)]
+        print(f"[{stage + 1}/{len(self.stages)}] {name}" + (f": {detail}" if detail else ""))
+
+    def done(self, text: str) -> None:
+        print(f"[{len(self.stages)}/{len(self.stages)}] {text}")
+
+    def failed(self, text: str) -> None:
+        print(f"failed: {text}")
+
+
+def _target_version(deployment: dict) -> int:
+    """The version a rollback sends the traffic to: the one taking (or about to take) it all."""
+    for version in deployment["versions"]:
+        if version.get("pending_percent") == 100:
+            return version["version"]
+    return int(max(deployment["traffic"].items(), key=lambda item: item[1])[0])
 
 
 def load_ipython_extension(ip) -> None:

@@ -1,5 +1,5 @@
-"""Widgets of ``%runs``, ``%compare``, ``%jobs`` and ``%run_now --wait``: HTML tables, inline
-SVG plots and a progress bar, in ``ipywidgets``.
+"""Widgets of ``%runs``, ``%compare``, ``%jobs``, ``%run_now --wait``, ``%deploy`` and
+``%deployments``: HTML tables, inline SVG plots and progress bars, in ``ipywidgets``.
 
 Shipyard's base environment has ipywidgets but not matplotlib, so plots are SVG polylines
 written here: no plotting library, no JavaScript beyond the HTML widget's own.
@@ -9,7 +9,8 @@ HTML-escaped: a run named ``<img onerror=...>`` is shown, not executed.
 The builders (:func:`runs_html`, :func:`comparison_html`, :func:`jobs_html`) are pure functions
 of the clients' data; :func:`runs_table`, :func:`comparison` and :func:`jobs_table` only wrap
 their output in a widget. Jobs come from the scheduler, whose names, triggers and reasons are
-the users' words: escaped like the rest.
+the users' words: escaped like the rest; so are deployments (:func:`deployments_html`), whose
+failure reasons quote the model's own errors.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from html import escape
 import ipywidgets
 
 from .client import ExperimentRef, RunDetail, RunSummary
+from .deploy_client import VersionRow, breaker_text, drift_text, number, percent
 from .scheduler_client import JobSummary, cron_timezone, describe_triggers, format_time
 
 #: How many metrics %runs shows per run, and how many shared metrics %compare plots.
@@ -29,6 +31,9 @@ KEY_METRICS = 4
 MAX_PLOTS = 8
 #: A plotted line keeps at most this many points.
 MAX_POINTS = 400
+#: A population stability index from which ``%deployments`` shows drift in red (0.25 is the
+#: usual threshold of a significant shift).
+DRIFT_ALERT = 0.25
 COLOURS = ("#1f77b4", "#ff7f0e")
 _TABLE = "border-collapse:collapse;font-size:12px"
 _CELL = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:left"
@@ -231,3 +236,87 @@ def _duration(start: int | None, end: int | None, status: str) -> str:
     text = f"{seconds // 3600}h {seconds // 60 % 60:02d}m" if seconds >= 3600 else ""
     text = text or (f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s")
     return f"{text} so far" if status == "RUNNING" and not end else text
+
+
+# ------------------------------------------------------------------ deployments
+
+
+def deployments_table(rows: list[VersionRow], url: Callable[[dict], str]) -> ipywidgets.HTML:
+    """``%deployments``: a table of the user's deployments, one row per version, in a widget."""
+    return ipywidgets.HTML(deployments_html(rows, url))
+
+
+def deployments_html(rows: list[VersionRow], url: Callable[[dict], str]) -> str:
+    """An HTML table: deployment, version, traffic, state, health, rate, latency, errors,
+    drift and breaker of every version.
+
+    ``url(deployment)`` is the deployment's invocation URL, shown (not linked: it takes POSTs)
+    under its name. Reasons and names come from the deployer (a failed version's reason quotes
+    the model's own error): all escaped.
+    """
+    if not rows:
+        return (
+            "<div>No deployments yet: deploy a model with "
+            "<code>%deploy MODEL --name NAME</code>.</div>"
+        )
+    table = [
+        ["Deployment", "Version", "Traffic", "State", "Health", "Req/s", "p50 ms", "p99 ms",
+         "Errors", "Drift (max PSI)", "Breaker"],
+    ]  # fmt: skip
+    shown = set()
+    for row in rows:
+        name = f"<b>{escape(row.name)}</b>"
+        if row.name not in shown:  # the URL once, on the deployment's newest version
+            shown.add(row.name)
+            name += f"<br><code>{escape(url(row.deployment))}</code>"
+        state = escape(row.state)
+        if row.version.get("reason") and row.state != "ready":
+            state += f"<br><span style='color:#666'>{escape(row.version['reason'][:200])}</span>"
+        breaker_cell = escape(breaker_text(row.breaker)[:200])
+        if row.breaker.get("open"):
+            breaker_cell = f"<span style='color:#b00'>{breaker_cell}</span>"
+        drift = row.drift
+        drift_cell = escape(drift_text(row))
+        if drift and drift[1] >= DRIFT_ALERT:
+            drift_cell = f"<span style='color:#b00'>{drift_cell}</span>"
+        table.append(
+            [
+                name,
+                f"{row.version['version']}",
+                f"{row.traffic}%",
+                state,
+                escape(row.health),
+                escape(number(row.rate)),
+                escape(number(row.latency("p50"))),
+                escape(number(row.latency("p99"))),
+                escape(percent(row.error_rate)),
+                drift_cell,
+                breaker_cell,
+            ]
+        )
+    return _table(table)
+
+
+class DeployProgress:
+    """``%deploy``: a bar through its stages, the current one named beside it."""
+
+    def __init__(self, title: str, stages: tuple[str, ...]):
+        self.stages = stages
+        self.bar = ipywidgets.IntProgress(value=0, min=0, max=len(stages), description=title[:20])
+        self.label = ipywidgets.Label(stages[0])
+        self.widget = ipywidgets.HBox([self.bar, self.label])
+
+    def update(self, stage: int, detail: str = "") -> None:
+        """Stage ``stage`` (0-based) has started; ``detail`` says more about it."""
+        self.bar.value = min(stage, len(self.stages))
+        name = self.stages[min(stage, len(self.stages) - 1)]
+        self.label.value = f"{name}: {detail}" if detail else name
+
+    def done(self, text: str) -> None:
+        self.bar.value = len(self.stages)
+        self.bar.bar_style = "success"
+        self.label.value = text
+
+    def failed(self, text: str) -> None:
+        self.bar.bar_style = "danger"
+        self.label.value = text

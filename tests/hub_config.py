@@ -62,3 +62,16 @@ for service in c.JupyterHub.services:
             service["command"].append(
                 f"--LocalExecutor.home_dir_template={env['SHIPYARD_TEST_HOME_ROOT']}/{{account}}"
             )
+
+# the deployer runs model servers as the same test accounts, in the test cgroup parent
+for service in c.JupyterHub.services:
+    if service.get("name") == "deployer":
+        service["command"] = [
+            *service["command"],
+            f"--LocalBackend.system_user_prefix={env['SHIPYARD_TEST_ACCOUNT_PREFIX']}",
+            f"--LocalBackend.cgroup_parent={env['SHIPYARD_TEST_CGROUP_PARENT']}-models",
+        ]
+        if env.get("SHIPYARD_TEST_HOME_ROOT"):
+            service["command"].append(
+                f"--LocalBackend.home_dir_template={env['SHIPYARD_TEST_HOME_ROOT']}/{{account}}"
+            )

@@ -71,6 +71,7 @@ class HubProcess:
         self.proxy_api_port = free_port()
         self.tracking_port = free_port()
         self.scheduler_port = free_port()
+        self.deployer_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_token = secrets.token_hex(32)
         self.proc: subprocess.Popen | None = None
@@ -98,6 +99,9 @@ class HubProcess:
                 # the scheduler only for its own tests (extra_env SHIPYARD_SCHEDULER=1)
                 "SHIPYARD_SCHEDULER": "0",
                 "SHIPYARD_SCHEDULER_URL": f"http://127.0.0.1:{self.scheduler_port}",
+                # the deployer only for its own tests (extra_env SHIPYARD_DEPLOYER=1)
+                "SHIPYARD_DEPLOYER": "0",
+                "SHIPYARD_DEPLOYER_URL": f"http://127.0.0.1:{self.deployer_port}",
                 "PATH": os.pathsep.join(
                     [str(Path(sys.prefix) / "bin"), os.environ.get("PATH", "")]
                 ),

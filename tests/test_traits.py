@@ -15,6 +15,11 @@ MODULES = [
     "hub_ext.services.tracking.app",
     "hub_ext.services.scheduler.executors.local",
     "hub_ext.services.scheduler.executors.kubernetes",
+    "hub_ext.services.scheduler.app",
+    "hub_ext.services.scheduler.notify",
+    "hub_ext.services.deployer.app",
+    "hub_ext.services.deployer.local",
+    "hub_ext.services.deployer.kubernetes",
     "server_ext.extension",
     "server_ext.magics",
 ]

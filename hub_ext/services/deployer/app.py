@@ -1,0 +1,463 @@
+"""The ``deployer`` hub service: MLflow models as hub-authenticated, versioned endpoints.
+
+Run by JupyterHub as a managed service (``python -m hub_ext.services.deployer``,
+see config/jupyterhub_config.py), or by hand beside a hub with the same
+``JUPYTERHUB_*`` variables. It serves the REST API (:mod:`.handlers`) and
+routes model traffic (:mod:`.router`) under ``/services/deployer/``; a
+backend (:mod:`.backend`: local processes or Kubernetes) runs the model
+servers. Desired state is in the database (:mod:`.db`, SQLite or
+PostgreSQL): a restart starts again every version that should serve.
+
+Wiring only (STYLE rule 1): the traits say what can be configured; the work
+is in :mod:`.core`, :mod:`.store`, :mod:`.router` and the backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from jupyterhub.traitlets import ByteSpecification, EntryPointType
+from tornado import web
+from traitlets import Bool, Float, Integer, Unicode, default
+from traitlets.config import Application
+
+from hub_ext import __version__
+from hub_ext.profiles import ProfileStore
+
+from .backend import BACKENDS, Backend
+from .breaker import Breakers
+from .core import DeployerCore, HubDirectory, TrackingCredentials
+from .db import make_engine, upgrade
+from .handlers import BaseHandler, NotFoundHandler, routes
+from .openapi import build_openapi
+from .router import ModelRouter
+from .store import DeploymentStore
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("SHIPYARD_DATA_DIR") or ".shipyard").resolve()
+
+
+class BackendType(EntryPointType):
+    """``EntryPointType`` that also knows the shipped backends before they are installed."""
+
+    def _resolve_string(self, string):
+        registry = self.load_entry_points()
+        if string.lower() in registry:
+            return registry[string.lower()].load()
+        if string.lower() in BACKENDS:
+            string = BACKENDS[string.lower()].replace(":", ".")
+        return super()._resolve_string(string)
+
+
+def _help(summary: str, example: str, detail: str = "") -> str:
+    detail = f"\n\n        {detail}" if detail else ""
+    return f"""
+        {summary}{detail}
+
+        Example::
+
+            {example}
+
+        .. versionadded:: 0.4
+        """
+
+
+class DeployerService(Application):
+    """Model deployment: versions, traffic splits, circuit breakers, as a JupyterHub service."""
+
+    name = "shipyard-deployer"
+    version = __version__
+    description = "Shipyard's deployer: MLflow models served behind the hub."
+
+    config_file = Unicode(
+        help=_help(
+            "A Python config file (``c.DeployerService.x = ...``) loaded at start.",
+            "python -m hub_ext.services.deployer --DeployerService.config_file=/etc/shipyard/deployer_config.py",
+            "Defaults to ``$SHIPYARD_DEPLOYER_CONFIG``. The command line wins over the file.",
+        )
+    ).tag(config=True)
+
+    @default("config_file")
+    def _default_config_file(self):
+        return os.environ.get("SHIPYARD_DEPLOYER_CONFIG", "")
+
+    state_dir = Unicode(
+        help=_help(
+            "Folder of the service's own files (the SQLite database).",
+            'c.DeployerService.state_dir = "/srv/shipyard/deployer"',
+            "Defaults to ``deployer`` in ``$SHIPYARD_DATA_DIR``.",
+        )
+    ).tag(config=True)
+
+    @default("state_dir")
+    def _default_state_dir(self):
+        return str(_data_dir() / "deployer")
+
+    db_url = Unicode(
+        help=_help(
+            "The deployer's database: a SQLAlchemy URL, migrated at every start.",
+            'c.DeployerService.db_url = "postgresql://deployer@db/deployer"',
+            "SQLite in the state dir by default; PostgreSQL in production. Defaults to "
+            "``$SHIPYARD_DEPLOYER_DB_URL`` when set.",
+        )
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self):
+        return (
+            os.environ.get("SHIPYARD_DEPLOYER_DB_URL")
+            or f"sqlite:///{self.state_dir}/deployer.sqlite"
+        )
+
+    backend_class = BackendType(
+        "local",
+        klass=Backend,
+        entry_point_group="shipyard.deployer_backends",
+        help=_help(
+            f"What runs the model servers: {', '.join(BACKENDS)}, or a dotted class name.",
+            'c.DeployerService.backend_class = "kubernetes"',
+            "``local`` runs each replica as a process of the owner's system account in a "
+            "cgroup with the profile's limits (one machine); ``kubernetes`` runs a Deployment "
+            "and a Service per version. Configure the chosen class with its own section "
+            "(``c.LocalBackend.*``, ``c.KubernetesBackend.*``).",
+        ),
+    ).tag(config=True)
+
+    profiles_file = Unicode(
+        help=_help(
+            "The profiles file: the same one the spawner reads.",
+            'c.DeployerService.profiles_file = "/etc/shipyard/profiles.yaml"',
+            "Defaults to ``$SHIPYARD_PROFILES``, else config/profiles.yaml. A deployment's "
+            "replicas run with its profile's limits; users may only pick profiles open to "
+            "their groups.",
+        )
+    ).tag(config=True)
+
+    @default("profiles_file")
+    def _default_profiles_file(self):
+        return os.environ.get("SHIPYARD_PROFILES") or str(
+            Path(__file__).resolve().parents[3] / "config" / "profiles.yaml"
+        )
+
+    tracking_url = Unicode(
+        help=_help(
+            "The tracking service's URL as model servers reach it (``MLFLOW_TRACKING_URI``).",
+            'c.DeployerService.tracking_url = "http://127.0.0.1:8000/services/tracking"',
+            "Each model server also gets a token of the deployment's owner, good only for "
+            "the tracking service, so it reads ``models:/`` and ``runs:/`` URIs as the owner. "
+            "Empty: none. Defaults to ``$SHIPYARD_DEPLOYER_TRACKING_URL``.",
+        )
+    ).tag(config=True)
+
+    @default("tracking_url")
+    def _default_tracking_url(self):
+        return os.environ.get("SHIPYARD_DEPLOYER_TRACKING_URL", "")
+
+    tracking_token_seconds = Integer(
+        86400,
+        help=_help(
+            "Lifetime of the owner's tracking token given to a version's model servers.",
+            "c.DeployerService.tracking_token_seconds = 3600",
+            "A fresh token is made at each start and scale. **A replica that the backend "
+            "restarts after the token expired can no longer read a models:/ URI**: keep it "
+            "longer than a version usually lives, or deploy from local directories.",
+        ),
+    ).tag(config=True)
+
+    max_replicas = Integer(
+        8,
+        help=_help(
+            "Most replicas a version may have (400 above it).",
+            "c.DeployerService.max_replicas = 4",
+        ),
+    ).tag(config=True)
+
+    drain_seconds = Float(
+        10.0,
+        help=_help(
+            "Seconds between taking a version's traffic away and stopping it.",
+            "c.DeployerService.drain_seconds = 30",
+            "Requests the router sent to the old version before the switch finish in this "
+            "time; then each replica gets SIGTERM and ``stop_grace`` seconds to finish.",
+        ),
+    ).tag(config=True)
+
+    stop_grace = Float(
+        20.0,
+        help=_help(
+            "Seconds a model server has between SIGTERM and SIGKILL.",
+            "c.DeployerService.stop_grace = 30",
+        ),
+    ).tag(config=True)
+
+    max_body_size = ByteSpecification(
+        10 * 1024**2,
+        help=_help(
+            "Largest model request body (413 above it, before it is read).",
+            'c.DeployerService.max_body_size = "50M"',
+            "Checked by the router and, again, by each model server (``--max-body-bytes``).",
+        ),
+    ).tag(config=True)
+
+    request_timeout = Float(
+        30.0,
+        help=_help(
+            "Seconds a model has to answer one request (504 after it).",
+            "c.DeployerService.request_timeout = 60",
+            "The model server's ``--timeout``; a replica that times out is replaced.",
+        ),
+    ).tag(config=True)
+
+    max_concurrent_requests = Integer(
+        512,
+        help=_help(
+            "Model requests the router forwards at once; more wait in its queue.",
+            "c.DeployerService.max_concurrent_requests = 1024",
+        ),
+    ).tag(config=True)
+
+    breaker_threshold = Float(
+        0.5,
+        help=_help(
+            "Error rate (0 to 1) over the breaker window that takes a version out of the split.",
+            "c.DeployerService.breaker_threshold = 0.2",
+            "Errors are 5xx answers (a model that raises, a timeout, no answer).",
+        ),
+    ).tag(config=True)
+
+    breaker_window = Float(
+        30.0,
+        help=_help(
+            "Seconds of requests the circuit breaker looks at.",
+            "c.DeployerService.breaker_window = 60",
+        ),
+    ).tag(config=True)
+
+    breaker_min_requests = Integer(
+        20,
+        help=_help(
+            "Fewest requests in the window before the breaker may open.",
+            "c.DeployerService.breaker_min_requests = 50",
+        ),
+    ).tag(config=True)
+
+    breaker_cooldown = Float(
+        30.0,
+        help=_help(
+            "Seconds an open breaker waits before probing the version with traffic again.",
+            "c.DeployerService.breaker_cooldown = 60",
+        ),
+    ).tag(config=True)
+
+    breaker_probes = Integer(
+        5,
+        help=_help(
+            "Successful probe requests in a row that close a half-open breaker.",
+            "c.DeployerService.breaker_probes = 10",
+        ),
+    ).tag(config=True)
+
+    monitor_interval = Float(
+        5.0,
+        help=_help(
+            "Seconds between two polls of the replicas' /stats (drift, model server counts).",
+            "c.DeployerService.monitor_interval = 15",
+        ),
+    ).tag(config=True)
+
+    groups_cache_seconds = Float(
+        30.0,
+        help=_help(
+            "Seconds a user's hub groups are cached (profiles, group grants).",
+            "c.DeployerService.groups_cache_seconds = 300",
+        ),
+    ).tag(config=True)
+
+    auth_cache_seconds = Integer(
+        10,
+        help=_help(
+            "Seconds the hub's answer about a token is cached by the router.",
+            "c.DeployerService.auth_cache_seconds = 60",
+            "A revoked token keeps invoking models for up to this long; a shorter cache asks "
+            "the hub more often.",
+        ),
+    ).tag(config=True)
+
+    service_url = Unicode(
+        help=_help(
+            "Where the service listens; the hub's proxy sends /services/deployer/ here.",
+            'c.DeployerService.service_url = "http://127.0.0.1:8004"',
+            "Defaults to ``$JUPYTERHUB_SERVICE_URL``.",
+        )
+    ).tag(config=True)
+
+    @default("service_url")
+    def _default_service_url(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8004")
+
+    service_prefix = Unicode(
+        help=_help(
+            "The URL prefix the service is served under.",
+            'c.DeployerService.service_prefix = "/services/deployer/"',
+            "Defaults to ``$JUPYTERHUB_SERVICE_PREFIX``.",
+        )
+    ).tag(config=True)
+
+    @default("service_prefix")
+    def _default_service_prefix(self):
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/deployer/")
+
+    stop_on_exit = Bool(
+        True,
+        help=_help(
+            "Stop the model servers when the service stops (they start again with it).",
+            "c.DeployerService.stop_on_exit = False",
+            "Off, they keep running until the next start sweeps them (the router, and so "
+            "the model endpoints, are down meanwhile either way).",
+        ),
+    ).tag(config=True)
+
+    kill_children_on_exit = Bool(
+        True,
+        help=_help(
+            "Die with the hub (Linux ``PR_SET_PDEATHSIG``) when run as its managed service.",
+            "c.DeployerService.kill_children_on_exit = False",
+        ),
+    ).tag(config=True)
+
+    @property
+    def classes(self):  # the backends' options in --generate-config / --help-all
+        return [DeployerService, Backend]
+
+    # ------------------------------------------------------------ wiring
+
+    def initialize(self, argv=None):
+        super().initialize(argv)
+        if self.config_file:
+            self.load_config_file(self.config_file)
+            self.update_config(self.cli_config)
+
+    def start(self) -> None:
+        token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+        if not token:
+            self.log.critical(
+                "JUPYTERHUB_API_TOKEN is not set: the deployer runs as a JupyterHub service. "
+                "Start it from the hub (c.JupyterHub.services) or give it the api_token of a "
+                "service declared in the hub's config."
+            )
+            self.exit(2)
+        if self.kill_children_on_exit and os.environ.get("JUPYTERHUB_SERVICE_NAME"):
+            from ..tracking.mlflow_process import die_with_parent
+
+            die_with_parent()
+        Path(self.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        upgrade(self.db_url)
+        prefix = self.service_prefix.rstrip("/") + "/"
+        store = DeploymentStore(make_engine(self.db_url), prefix)
+        api_url = os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
+        directory = HubDirectory(api_url, token, self.groups_cache_seconds)
+        hub_auth = HubOAuth(api_token=token, cache_max_age=self.auth_cache_seconds)
+        backend = self.backend_class(parent=self)
+        breakers = Breakers(
+            window=self.breaker_window,
+            min_requests=self.breaker_min_requests,
+            threshold=self.breaker_threshold,
+            cooldown=self.breaker_cooldown,
+            probes=self.breaker_probes,
+        )
+        router = ModelRouter(
+            backend,
+            breakers,
+            hub_auth,
+            directory.groups_of,
+            max_body_bytes=int(self.max_body_size),
+            timeout=self.request_timeout,
+            max_clients=self.max_concurrent_requests,
+        )
+        core = DeployerCore(
+            store=store,
+            backend=backend,
+            router=router,
+            breakers=breakers,
+            profiles=ProfileStore.for_path(self.profiles_file),
+            directory=directory,
+            credentials=TrackingCredentials(
+                api_url, token, self.tracking_url, self.tracking_token_seconds
+            ),
+            drain_seconds=self.drain_seconds,
+            stop_grace=self.stop_grace,
+            max_replicas=self.max_replicas,
+            timeout_seconds=self.request_timeout,
+            max_body_bytes=int(self.max_body_size),
+            monitor_interval=self.monitor_interval,
+        )
+        app = web.Application(
+            [(prefix + "oauth_callback", HubOAuthCallbackHandler), *routes(prefix)],
+            default_handler_class=NotFoundHandler,
+            hub_auth=hub_auth,
+            cookie_secret=os.urandom(32),
+            deployer=core,
+            model_router=router,
+            openapi=build_openapi(prefix),
+            log_function=_log_request,
+        )
+        BaseHandler.hub_auth = hub_auth
+        HubOAuthCallbackHandler.hub_auth = hub_auth
+        url = urlparse(self.service_url)
+
+        async def serve() -> None:
+            server = app.listen(
+                url.port or 80,
+                url.hostname or "127.0.0.1",
+                max_body_size=2 * int(self.max_body_size) + 1024**2,
+                xheaders=False,
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            await core.recover()
+            monitor = asyncio.create_task(core.monitor())
+            self.log.info(
+                "Deployer on %s (%s database, %s backend)",
+                self.service_url,
+                store.engine.dialect.name,
+                type(backend).__name__,
+            )
+            await stop.wait()
+            server.stop()
+            monitor.cancel()
+            await core.close()
+            if self.stop_on_exit:
+                keys = {key for route in router.routes.values() for key in route.keys.values()}
+                await asyncio.gather(*(backend.stop(k, core.stop_grace) for k in keys))
+            await backend.close()
+
+        try:
+            asyncio.run(serve())
+        finally:
+            store.engine.dispose()
+            self.log.info("Deployer stopped")
+
+
+def _log_request(handler: web.RequestHandler) -> None:
+    # Never log query strings or headers: tokens and user input stay out of logs (SECURITY 8).
+    status = handler.get_status()
+    level = "warning" if status >= 500 else "info" if status >= 400 else "debug"
+    getattr(logging.getLogger("shipyard.deployer"), level)(
+        "%d %s %s %.1fms",
+        status,
+        handler.request.method,
+        handler.request.path,
+        1000 * handler.request.request_time(),
+    )
+
+
+main = DeployerService.launch_instance

@@ -1,0 +1,234 @@
+"""What runs a model's replicas: the interface between the deployer and its backends.
+
+The deployer service decides *what* should serve (desired state, in its
+database) and routes traffic; a backend only starts, scales, watches and
+stops the replicas of one model version (:class:`VersionSpec`) and says which
+of them are healthy now (:meth:`Backend.endpoints`). It never writes to the
+deployer's database, and it never loads a model: each replica is a model
+server process (``python -m hub_ext.services.deployer.modelserver``, contract
+section 1) that runs as the model's owner (SECURITY rule 5).
+
+Two backends ship, selected by ``c.DeployerService.backend_class`` (entry
+point group ``shipyard.deployer_backends``, STYLE rule 5):
+
+- ``local``: processes on this machine as the owner's system account, in a
+  cgroup with the profile's limits (:mod:`.local`);
+- ``kubernetes``: a Deployment and a Service per version (:mod:`.kubernetes`).
+
+Replicas that exit are restarted by the backend itself (supervision); the
+deployer only reads :meth:`Backend.endpoints`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from abc import ABCMeta, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from traitlets import MetaHasTraits
+from traitlets.config import LoggingConfigurable
+
+from hub_ext.profiles import Profile
+from hub_ext.slugs import user_slug
+
+#: Longest version key: a DNS label, so it can name Kubernetes objects as is.
+KEY_MAX_LENGTH = 63
+
+#: The backends Shipyard ships, by entry point name (what ``backend_class`` takes).
+BACKENDS = {
+    "local": "hub_ext.services.deployer.local:LocalBackend",
+    "kubernetes": "hub_ext.services.deployer.kubernetes:KubernetesBackend",
+}
+
+
+def version_key(owner: str, name: str, version: int) -> str:
+    """Return the stable, collision-free key of one model version: ``<owner>--<name>-v<N>``.
+
+    The owner part is :func:`hub_ext.slugs.user_slug`, which never contains
+    ``--``; deployment names never contain ``--`` either (the API refuses
+    them), so the first ``--`` separates the owner and the ``-v<N>`` suffix
+    the version: two versions never share a key. A key past 63 characters
+    keeps its prefix and gets an 8-hex-digit hash of the full key, so it
+    still fits a DNS label.
+
+    Examples
+    --------
+    >>> version_key("alice", "churn", 3)
+    'alice--churn-v3'
+    """
+    owner_slug = user_slug(owner)
+    key = f"{owner_slug}--{name}-v{version}"
+    if len(key) <= KEY_MAX_LENGTH:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8]
+    tail = f"-{digest}-v{version}"
+    room = KEY_MAX_LENGTH - len(owner_slug) - 2 - len(tail)
+    return f"{owner_slug}--{name[:room].rstrip('-')}{tail}"
+
+
+@dataclass(frozen=True)
+class VersionSpec:
+    """Everything a backend needs to run one model version.
+
+    Attributes
+    ----------
+    owner : str
+        The hub user who owns the deployment; replicas run as this user.
+    name : str
+        The deployment's name (a slug).
+    version : int
+        The version number, from 1.
+    model_uri : str
+        What the model server loads (``--model-uri``): a local directory, or a
+        ``models:/``/``runs:/`` URI read through ``$MLFLOW_TRACKING_URI``.
+    profile : hub_ext.profiles.Profile
+        Resources (CPU, memory, GPU limits) and the environment the replicas use.
+    replicas : int
+        How many replicas should serve.
+    env : Mapping[str, str]
+        Extra environment of each replica: ``MLFLOW_TRACKING_URI`` and the
+        owner's short-lived ``MLFLOW_TRACKING_TOKEN`` (tracking access only).
+    training_summary : dict or None
+        The training data's summary for drift (``--training-summary``).
+    timeout_seconds : float
+        The model server's per-request timeout (``--timeout``).
+    max_body_bytes : int
+        The model server's largest request body (``--max-body-bytes``).
+    """
+
+    owner: str
+    name: str
+    version: int
+    model_uri: str
+    profile: Profile
+    replicas: int
+    env: Mapping[str, str] = field(default_factory=dict)
+    training_summary: dict[str, Any] | None = None
+    timeout_seconds: float = 30
+    max_body_bytes: int = 10 * 1024**2
+
+    @property
+    def key(self) -> str:
+        """The version's key (:func:`version_key`): names processes, cgroups and objects."""
+        return version_key(self.owner, self.name, self.version)
+
+    @property
+    def display_name(self) -> str:
+        """``owner/name/version``, the model server's ``--name``."""
+        return f"{self.owner}/{self.name}/{self.version}"
+
+
+class DeployFailed(Exception):
+    """A version could not start; ``reason`` says why, and is shown to its owner.
+
+    Parameters
+    ----------
+    reason : str
+        What went wrong (the model server's load error, a missing environment,
+        a health check that timed out). Never contains secrets.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _BackendMeta(MetaHasTraits, ABCMeta):
+    """Traits and abstract methods on one class (each alone is a metaclass)."""
+
+
+class Backend(LoggingConfigurable, metaclass=_BackendMeta):
+    """Starts, scales and stops the replicas of model versions.
+
+    Subclasses implement every abstract method with the same kind (``async``
+    or not) as here; one that does not fails when it is defined (STYLE rule 6).
+    """
+
+    _async_interface = ("start", "scale", "stop", "sweep", "close")
+    _sync_interface = ("endpoints",)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in cls._async_interface + cls._sync_interface:
+            attr = inspect.getattr_static(cls, name)
+            wrong_kind = isinstance(attr, classmethod | staticmethod)
+            is_async = inspect.iscoroutinefunction(attr)
+            if wrong_kind or is_async != (name in cls._async_interface):
+                kind = "an `async def`" if name in cls._async_interface else "a plain `def`"
+                raise TypeError(
+                    f"{cls.__name__}.{name} must be {kind} instance method, as in Backend"
+                )
+
+    @abstractmethod
+    async def start(self, spec: VersionSpec) -> None:
+        """Start ``spec.replicas`` replicas; return when all answer ``GET /health`` with 200.
+
+        Raises
+        ------
+        DeployFailed
+            A replica could not start or never became healthy; everything this
+            call started is cleaned up before it raises.
+        """
+
+    @abstractmethod
+    def endpoints(self, key: str) -> list[str]:
+        """Base URLs (``http://127.0.0.1:PORT``) of the healthy replicas of ``key`` now.
+
+        Called on every routed request: it reads the backend's state, never
+        does I/O. An unknown key has none.
+        """
+
+    @abstractmethod
+    async def scale(self, spec: VersionSpec) -> None:
+        """Run ``spec.replicas`` replicas of a started version, without downtime.
+
+        New replicas are healthy before they are routed to; removed ones
+        leave :meth:`endpoints` before they are stopped.
+        """
+
+    @abstractmethod
+    async def stop(self, key: str, grace: float = 20) -> None:
+        """Stop every replica of ``key``: SIGTERM, wait ``grace`` seconds, then kill.
+
+        Removes what the version had (cgroups, objects). Stopping an unknown key does nothing.
+        """
+
+    @abstractmethod
+    async def sweep(self) -> None:
+        """At service start: remove what an earlier deployer process left running."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """At service stop: release the backend's resources (clients, watchers)."""
+
+
+def load_backend(name: str, **kwargs: Any) -> Backend:
+    """Instantiate the backend called ``name`` (entry point or ``module.Class``).
+
+    Entry points are read here, when the service starts, never at import.
+
+    Raises
+    ------
+    ValueError
+        Nothing of that name is installed; the message lists what is.
+    """
+    found = {ep.name: ep for ep in entry_points(group="shipyard.deployer_backends")}
+    if name in found:
+        cls = found[name].load()
+    elif name in BACKENDS:
+        module, _, attr = BACKENDS[name].partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+    elif "." in name:
+        module, _, attr = name.rpartition(".")
+        cls = getattr(importlib.import_module(module), attr)
+    else:
+        known = sorted(set(found) | set(BACKENDS))
+        raise ValueError(f"unknown deployer backend {name!r}: choose one of {', '.join(known)}")
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise ValueError(f"{name!r} is not a deployer Backend subclass")
+    return cls(**kwargs)

@@ -1,0 +1,462 @@
+"""The deployer's core: what each API call does, and the life of versions.
+
+:class:`DeployerCore` sits between the handlers, the store (desired state,
+called in a thread pool so the event loop never waits on the database), the
+backend (what runs) and the router (where traffic goes):
+
+- **Versions start in the background.** A new version (or one a rollback
+  restarts) is ``starting`` at once; an asyncio task builds its
+  :class:`~.backend.VersionSpec`, asks the backend to start it, and records
+  ``ready`` (the version takes its traffic, and the router switches) or
+  ``failed`` with the reason (the traffic is untouched: what served keeps
+  serving).
+- **Zero downtime.** Versions that lose their traffic are stopped only
+  ``drain_seconds`` after the router stopped choosing them, so requests in
+  flight finish; the backend then gives each replica a SIGTERM grace.
+- **One thing at a time.** Changes to one deployment are serialised by an
+  asyncio lock (the store's transaction already makes each change atomic;
+  the lock keeps the router's table in the same order), and backend calls
+  for one version key by another, so a rollback that restarts a version
+  waits for its stop to finish instead of racing it.
+- **Restart.** :meth:`recover` sweeps what an earlier deployer left running
+  and starts every version the database wants, without user action.
+- **Monitoring.** :meth:`monitor` polls each healthy replica's ``/stats``
+  (drift, the model server's counts) every ``monitor_interval`` seconds.
+
+The model servers get ``MLFLOW_TRACKING_URI`` and a short-lived token of the
+*owner's*, good only for the tracking service (:class:`TrackingCredentials`),
+so the model server, not the deployer, reads the model, as its owner. The
+deployer never loads or unpickles a model (SECURITY rule 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from hub_ext.profiles import ProfileChoiceError, ProfileStore
+
+from ..scheduler.core import Caller, HubDirectory
+from ..scheduler.errors import Forbidden, Invalid, NotFound
+from . import metrics
+from .backend import Backend, DeployFailed, VersionSpec, version_key
+from .breaker import Breakers
+from .models import (
+    CreateDeployment,
+    CreateVersion,
+    DeploymentMetrics,
+    DescribeDeployment,
+    DescribeVersion,
+    Grants,
+    ListDeploymentsResponse,
+    VersionMetrics,
+)
+from .router import ModelRouter
+from .store import Change, DeploymentStore
+
+log = logging.getLogger("shipyard.deployer")
+
+__all__ = ["Caller", "DeployerCore", "HubDirectory", "TrackingCredentials"]
+
+
+class TrackingCredentials:
+    """``MLFLOW_TRACKING_URI`` and a token of the owner's for the tracking service only.
+
+    As the scheduler's :class:`~hub_ext.services.scheduler.runenv.RunEnvironment`:
+    the token is asked of the hub (``POST /users/{owner}/tokens``, the service's
+    ``tokens`` scope), grants only ``access:services!service=tracking``, and
+    expires after ``lifetime`` seconds. The deployer's own token never reaches
+    a model server. Without a tracking URL (or when the hub refuses), the model
+    server gets no token; a ``models:/`` URI then fails with MLflow's message
+    and the version's reason says so.
+    """
+
+    def __init__(self, api_url: str, token: str, tracking_url: str, lifetime: int = 86400):
+        self.api_url = api_url.rstrip("/")
+        self.token = token
+        self.tracking_url = tracking_url.rstrip("/")
+        self.lifetime = lifetime
+
+    async def __call__(self, owner: str, what: str) -> dict[str, str]:
+        if not self.tracking_url or not self.token:
+            return {}
+        env = {"MLFLOW_TRACKING_URI": self.tracking_url}
+        request = HTTPRequest(
+            f"{self.api_url}/users/{owner}/tokens",
+            method="POST",
+            body=json.dumps(
+                {
+                    "note": f"model server of {what}",
+                    "expires_in": self.lifetime,
+                    "scopes": ["access:services!service=tracking"],
+                }
+            ),
+            headers={"Authorization": f"token {self.token}"},
+            request_timeout=10,
+        )
+        try:
+            response = await AsyncHTTPClient().fetch(request)
+        except (HTTPClientError, OSError) as e:
+            log.warning("No tracking token for the model server of %s: %s", what, e)
+            return env
+        env["MLFLOW_TRACKING_TOKEN"] = json.loads(response.body)["token"]
+        return env
+
+
+@dataclass
+class DeployerCore:
+    """What the handlers call; see the module docstring."""
+
+    store: DeploymentStore
+    backend: Backend
+    router: ModelRouter
+    breakers: Breakers
+    profiles: ProfileStore
+    directory: HubDirectory | None
+    credentials: Callable[[str, str], Any]
+    max_request_bytes: int = 4 * 1024**2
+    drain_seconds: float = 10.0
+    stop_grace: float = 20.0
+    max_replicas: int = 8
+    timeout_seconds: float = 30.0
+    max_body_bytes: int = 10 * 1024**2
+    monitor_interval: float = 5.0
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _tasks: set[asyncio.Task] = field(default_factory=set)
+    _locks: dict[Any, asyncio.Lock] = field(default_factory=dict)
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    def _lock(self, key: Any) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def groups_of(self, name: str, known: Sequence[str] | None = None) -> tuple[str, ...]:
+        if self.directory is None:
+            return tuple(sorted(known or ()))
+        return await self.directory.groups_of(name)
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "deployments": len(self.router.routes)}
+
+    # -------------------------------------------------------------- access
+
+    @staticmethod
+    def owner_for(caller: Caller, owner: str | None) -> str:
+        """Whose deployment a request is about: the caller's own, or anyone's for admins.
+
+        A non-admin naming another owner gets what a missing deployment gets.
+        """
+        if not owner or owner == caller.name:
+            return caller.name
+        if not caller.admin:
+            raise NotFound("no such deployment")
+        return owner
+
+    async def _profile(self, owner: str, caller: Caller, slug: str | None) -> str:
+        groups = caller.groups if owner == caller.name else await self.groups_of(owner)
+        try:
+            return self.profiles.get().resolve(slug, groups).slug
+        except ProfileChoiceError as e:
+            raise (Forbidden(str(e)) if e.status == 403 else Invalid(str(e))) from None
+
+    def _present(self, d: DescribeDeployment) -> DescribeDeployment:
+        versions = [
+            v.model_copy(
+                update={"breaker": self.breakers.describe(version_key(d.owner, d.name, v.version))}
+            )
+            for v in d.versions
+        ]
+        return d.model_copy(update={"versions": versions})
+
+    def _apply(self, change: Change) -> DescribeDeployment:
+        """Route by the committed change, start what it starts, drain what it drains."""
+        d = change.deployment
+        self.router.update(d)
+        for version in change.start:
+            self._spawn(self._start(d.owner, d.name, version))
+        if change.drain:
+            self._spawn(self._drain(d.owner, d.name, change.drain))
+        return self._present(d)
+
+    # ----------------------------------------------------------------- API
+
+    async def list_deployments(self, caller: Caller, owner: str | None) -> ListDeploymentsResponse:
+        if owner and owner != caller.name and not caller.admin:
+            raise Forbidden("only hub admins may list other users' deployments")
+        rows = await self._call(self.store.list, owner or caller.name)
+        return ListDeploymentsResponse(deployments=[self._present(d) for d in rows])
+
+    async def get_deployment(
+        self, caller: Caller, name: str, owner: str | None
+    ) -> DescribeDeployment:
+        return self._present(await self._call(self.store.get, self.owner_for(caller, owner), name))
+
+    async def create_deployment(
+        self, caller: Caller, request: CreateDeployment, owner: str | None
+    ) -> DescribeDeployment:
+        owner = self.owner_for(caller, owner)
+        self._check_replicas(request.replicas)
+        profile = await self._profile(owner, caller, request.profile)
+        async with self._lock((owner, request.name)):
+            change = await self._call(self.store.create, owner, request, profile)
+            return self._apply(change)
+
+    async def create_version(
+        self, caller: Caller, name: str, request: CreateVersion, owner: str | None
+    ) -> DescribeVersion:
+        owner = self.owner_for(caller, owner)
+        current = await self._call(self.store.get, owner, name)
+        profile = await self._profile(owner, caller, request.profile or current.profile)
+        async with self._lock((owner, name)):
+            change, version = await self._call(
+                self.store.add_version, owner, name, request, profile
+            )
+            self._apply(change)
+        return version
+
+    async def get_version(
+        self, caller: Caller, name: str, version: int, owner: str | None
+    ) -> DescribeVersion:
+        owner = self.owner_for(caller, owner)
+        v = await self._call(self.store.get_version, owner, name, version)
+        return v.model_copy(
+            update={"breaker": self.breakers.describe(version_key(owner, name, version))}
+        )
+
+    async def set_traffic(
+        self, caller: Caller, name: str, split: dict[int, int], owner: str | None
+    ) -> DescribeDeployment:
+        owner = self.owner_for(caller, owner)
+        async with self._lock((owner, name)):
+            return self._apply(await self._call(self.store.set_traffic, owner, name, split))
+
+    async def send_all(
+        self, caller: Caller, name: str, version: int | None, owner: str | None, rollback: bool
+    ) -> DescribeDeployment:
+        owner = self.owner_for(caller, owner)
+        async with self._lock((owner, name)):
+            change = await self._call(self.store.send_all, owner, name, version, rollback)
+            return self._apply(change)
+
+    async def set_grants(
+        self, caller: Caller, name: str, grants: Grants, owner: str | None
+    ) -> DescribeDeployment:
+        owner = self.owner_for(caller, owner)
+        async with self._lock((owner, name)):
+            d = await self._call(self.store.set_grants, owner, name, grants)
+            self.router.update(d)
+            return self._present(d)
+
+    def _check_replicas(self, replicas: int) -> None:
+        if replicas > self.max_replicas:
+            raise Invalid(
+                f"replicas: at most {self.max_replicas} replicas per version on this hub "
+                f"(asked for {replicas})"
+            )
+
+    async def scale(
+        self, caller: Caller, name: str, replicas: int, owner: str | None
+    ) -> DescribeDeployment:
+        owner = self.owner_for(caller, owner)
+        self._check_replicas(replicas)
+        async with self._lock((owner, name)):
+            d = await self._call(self.store.set_replicas, owner, name, replicas)
+        for v in d.versions:
+            if v.state == "ready":
+                spec = await self._spec(d, v)
+                async with self._lock(spec.key):
+                    await self.backend.scale(spec)
+        return self._present(d)
+
+    async def delete(self, caller: Caller, name: str, owner: str | None) -> None:
+        owner = self.owner_for(caller, owner)
+        async with self._lock((owner, name)):
+            d = await self._call(self.store.delete, owner, name)
+            self.router.remove(owner, name)
+        await asyncio.gather(*(self._stop(owner, name, v.version) for v in d.versions))
+
+    async def deployment_metrics(
+        self, caller: Caller, name: str, owner: str | None
+    ) -> DeploymentMetrics:
+        owner = self.owner_for(caller, owner)
+        d = await self._call(self.store.get, owner, name)
+        versions = {}
+        for v in d.versions:
+            key = version_key(owner, name, v.version)
+            window = self.router.windows.get(key)
+            summary = window.summary() if window else {}
+            served = self.stats.get(key, {})
+            versions[str(v.version)] = VersionMetrics(
+                state=v.state,
+                breaker=self.breakers.describe(key),
+                traffic=d.traffic.get(str(v.version), 0),
+                replicas_ready=len(self.backend.endpoints(key)),
+                drift=served.get("drift", {}),
+                rows_seen=served.get("rows_seen", 0),
+                **summary,
+            )
+        return DeploymentMetrics(versions=versions)
+
+    # ------------------------------------------------------- version lives
+
+    async def _spec(self, d: DescribeDeployment, v: DescribeVersion) -> VersionSpec:
+        profile = self.profiles.get().get(v.profile)
+        if profile is None:
+            raise DeployFailed(
+                f"the profile {v.profile!r} no longer exists on this hub; deploy the model "
+                "again with another profile"
+            )
+        summary = await self._call(self.store.training_summary, d.owner, d.name, v.version)
+        what = f"{d.owner}/{d.name}/{v.version}"
+        return VersionSpec(
+            owner=d.owner,
+            name=d.name,
+            version=v.version,
+            model_uri=v.model_uri,
+            profile=profile,
+            replicas=d.replicas,
+            env=await self.credentials(d.owner, what),
+            training_summary=summary,
+            timeout_seconds=self.timeout_seconds,
+            max_body_bytes=self.max_body_bytes,
+        )
+
+    async def _start(self, owner: str, name: str, version: int) -> None:
+        key = version_key(owner, name, version)
+        try:
+            d = await self._call(self.store.get, owner, name)
+            v = next(x for x in d.versions if x.version == version)
+            spec = await self._spec(d, v)
+            async with self._lock(key):
+                log.info("Starting %s (%d replicas)", key, spec.replicas)
+                await self.backend.start(spec)
+        except NotFound:
+            return  # deleted while starting: the delete stops it
+        except DeployFailed as e:
+            log.warning("Version %s failed to start: %s", key, e.reason)
+            await self._call(self.store.mark_failed, owner, name, version, e.reason)
+            await self._refresh(owner, name)
+            return
+        except Exception:
+            log.exception("Unexpected error starting %s", key)
+            await self._call(
+                self.store.mark_failed,
+                owner,
+                name,
+                version,
+                "the deployer could not start it (an internal error; the admin finds it in the "
+                "deployer's log)",
+            )
+            await self.backend.stop(key, self.stop_grace)
+            await self._refresh(owner, name)
+            return
+        async with self._lock((owner, name)):
+            try:
+                change = await self._call(self.store.mark_ready, owner, name, version)
+            except NotFound:
+                change = None
+            if change is not None:
+                log.info("Version %s is ready; traffic %s", key, change.deployment.traffic)
+                self._apply(change)
+        if change is None:
+            await self._stop(owner, name, version)
+
+    async def _refresh(self, owner: str, name: str) -> None:
+        try:
+            self.router.update(await self._call(self.store.get, owner, name))
+        except NotFound:
+            self.router.remove(owner, name)
+
+    async def _drain(self, owner: str, name: str, versions: list[int]) -> None:
+        """Stop versions that lost their traffic, once requests in flight to them ended."""
+        await asyncio.sleep(self.drain_seconds)
+        for version in versions:
+            if await self._call(self.store.is_wanted, owner, name, version):
+                continue  # wanted again meanwhile (a rollback): keep it
+            await self._stop(owner, name, version)
+            await self._call(self.store.mark_stopped, owner, name, version)
+        await self._refresh(owner, name)
+
+    async def _stop(self, owner: str, name: str, version: int) -> None:
+        key = version_key(owner, name, version)
+        async with self._lock(key):
+            log.info("Stopping %s", key)
+            await self.backend.stop(key, self.stop_grace)
+        window = self.router.windows.pop(key, None)
+        served = self.stats.pop(key, {})
+        self.breakers.forget(key)
+        metrics.forget_version(
+            owner, name, version, served.get("drift", {}), window.codes if window else ()
+        )
+
+    # ----------------------------------------------------- start and watch
+
+    async def recover(self) -> None:
+        """At service start: sweep leftovers, route every deployment, start what should run."""
+        await self.backend.sweep()
+        count = await self._call(self.store.recover)
+        for d in await self._call(self.store.list, None):
+            self.router.update(d)
+        for d, v in await self._call(self.store.wanted):
+            self._spawn(self._start(d.owner, d.name, v.version))
+        if count:
+            log.info("Starting %d model version(s) again", count)
+
+    async def monitor(self) -> None:
+        """Poll the healthy replicas' ``/stats`` and keep the gauges current, until cancelled."""
+        client = AsyncHTTPClient()
+        while True:
+            for route in list(self.router.routes.values()):
+                for version, key in route.keys.items():
+                    labels = (route.owner, route.name, str(version))
+                    endpoints = self.backend.endpoints(key)
+                    if version in route.ready or endpoints:
+                        metrics.REPLICAS_READY.labels(*labels).set(len(endpoints))
+                        metrics.TRAFFIC.labels(*labels).set(route.traffic.get(version, 0))
+                        metrics.BREAKER_OPEN.labels(*labels).set(self.breakers.describe(key).open)
+                    if endpoints:
+                        self.stats[key] = await self._poll_stats(client, endpoints)
+                        for feature, psi in self.stats[key].get("drift", {}).items():
+                            metrics.DRIFT.labels(*labels, feature).set(psi)
+            await asyncio.sleep(self.monitor_interval)
+
+    @staticmethod
+    async def _poll_stats(client: AsyncHTTPClient, endpoints: list[str]) -> dict[str, Any]:
+        """The replicas' ``/stats`` merged: summed counts, each feature's worst drift."""
+        merged: dict[str, Any] = {"requests": 0, "errors": 0, "rows_seen": 0, "drift": {}}
+        for endpoint in endpoints:
+            try:
+                response = await client.fetch(endpoint.rstrip("/") + "/stats", request_timeout=3)
+                stats = json.loads(response.body)
+            except Exception as e:  # a replica that is going away: the next poll sees it
+                log.debug("No stats from %s: %s", endpoint, e)
+                continue
+            for name in ("requests", "errors", "rows_seen"):
+                merged[name] += int(stats.get(name) or 0)
+            for feature, psi in (stats.get("drift") or {}).items():
+                if isinstance(psi, int | float):
+                    merged["drift"][feature] = max(psi, merged["drift"].get(feature, 0.0))
+        return merged
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,236 @@
+"""REST handlers of the deployer service: parse, call the core, serialise.
+
+The scheduler's :class:`~hub_ext.services.scheduler.handlers.BaseHandler` is
+reused as is: JSON in and out, the hub's identity (HubOAuth: a token, or the
+hub's cookie for browsers, with ``access:services!service=deployer``), a
+JSON 401 without a login, and one error translator (the scheduler's
+``errors`` carry their status; pydantic's ``ValidationError`` is a 400
+listing each bad field; anything else a 500 with the traceback only in the
+log). Only the service's core, its request counter and the caller's check
+differ here.
+
+Every ``api/deployments/{name}`` route also takes ``?owner=`` for hub admins
+(a non-admin naming someone else gets the 404 of a missing deployment).
+Model traffic has its own handlers and authorization (:mod:`.router`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from tornado import web
+
+from ..scheduler.core import Caller
+from ..scheduler.handlers import BaseHandler as _SchedulerBaseHandler
+from .core import DeployerCore
+from .metrics import REQUESTS
+from .models import (
+    CreateDeployment,
+    CreateVersion,
+    Grants,
+    ListDeploymentsQuery,
+    PromoteVersion,
+    RollbackVersion,
+    SetTraffic,
+    UpdateDeployment,
+)
+from .router import model_routes
+
+
+class BaseHandler(_SchedulerBaseHandler):
+    """The scheduler's base handler, for the deployer's core."""
+
+    @property
+    def core(self) -> DeployerCore:  # type: ignore[override]
+        return self.settings["deployer"]
+
+    def on_finish(self) -> None:
+        route = getattr(self, "route_name", type(self).__name__)
+        REQUESTS.labels(route, self.request.method, str(self.get_status())).inc()
+
+    async def caller(self) -> Caller:
+        user = self.current_user
+        if not user:
+            raise web.HTTPError(
+                401,
+                "A hub login is needed: send 'Authorization: token <hub API token>' (in a "
+                "Shipyard server, $JUPYTERHUB_API_TOKEN) or log in to the hub.",
+            )
+        if user.get("kind", "user") != "user":
+            raise web.HTTPError(
+                403, "Deployments belong to hub users; a service may only invoke models."
+            )
+        groups = await self.core.groups_of(user["name"], user.get("groups"))
+        return Caller(name=user["name"], groups=tuple(groups), admin=bool(user.get("admin")))
+
+    @property
+    def owner(self) -> str | None:
+        return self.get_query_argument("owner", None) or None
+
+    def no_content(self) -> None:
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
+
+
+class DeploymentsHandler(BaseHandler):
+    route_name = "deployments"
+
+    async def get(self) -> None:
+        caller = await self.caller()
+        query = self.query(ListDeploymentsQuery)
+        self.send(await self.core.list_deployments(caller, query.owner))
+
+    async def post(self) -> None:
+        caller = await self.caller()
+        request = self.parse(CreateDeployment)
+        self.send(await self.core.create_deployment(caller, request, self.owner), 201)
+
+
+class DeploymentHandler(BaseHandler):
+    route_name = "deployment"
+
+    async def get(self, name: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.get_deployment(caller, name, self.owner))
+
+    async def patch(self, name: str) -> None:
+        caller = await self.caller()
+        request = self.parse(UpdateDeployment)
+        self.send(await self.core.scale(caller, name, request.replicas, self.owner))
+
+    async def delete(self, name: str) -> None:
+        caller = await self.caller()
+        await self.core.delete(caller, name, self.owner)
+        self.no_content()
+
+
+class VersionsHandler(BaseHandler):
+    route_name = "versions"
+
+    async def post(self, name: str) -> None:
+        caller = await self.caller()
+        request = self.parse(CreateVersion)
+        self.send(await self.core.create_version(caller, name, request, self.owner), 201)
+
+
+class VersionHandler(BaseHandler):
+    route_name = "version"
+
+    async def get(self, name: str, version: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.get_version(caller, name, int(version), self.owner))
+
+
+class TrafficHandler(BaseHandler):
+    route_name = "traffic"
+
+    async def put(self, name: str) -> None:
+        caller = await self.caller()
+        request = self.parse(SetTraffic)
+        self.send(await self.core.set_traffic(caller, name, request.as_versions(), self.owner))
+
+
+class PromoteHandler(BaseHandler):
+    route_name = "promote"
+
+    async def post(self, name: str) -> None:
+        caller = await self.caller()
+        request = self.parse(PromoteVersion)
+        self.send(
+            await self.core.send_all(caller, name, request.version, self.owner, rollback=False)
+        )
+
+
+class RollbackHandler(BaseHandler):
+    route_name = "rollback"
+
+    async def post(self, name: str) -> None:
+        caller = await self.caller()
+        request = self.parse(RollbackVersion)
+        self.send(
+            await self.core.send_all(caller, name, request.version, self.owner, rollback=True)
+        )
+
+
+class GrantsHandler(BaseHandler):
+    route_name = "grants"
+
+    async def put(self, name: str) -> None:
+        caller = await self.caller()
+        request = self.parse(Grants)
+        self.send(await self.core.set_grants(caller, name, request, self.owner))
+
+
+class DeploymentMetricsHandler(BaseHandler):
+    route_name = "deployment_metrics"
+
+    async def get(self, name: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.deployment_metrics(caller, name, self.owner))
+
+
+class OpenAPIHandler(BaseHandler):
+    route_name = "openapi"
+
+    def get_current_user(self):
+        return None
+
+    def get(self) -> None:
+        self.send(self.settings["openapi"])
+
+
+class HealthHandler(BaseHandler):
+    route_name = "health"
+
+    def get_current_user(self):
+        return None
+
+    def get(self) -> None:
+        self.send(self.core.health())
+
+
+class MetricsHandler(BaseHandler):
+    """Prometheus metrics, for hub admins."""
+
+    route_name = "metrics"
+
+    async def get(self) -> None:
+        caller = await self.caller()
+        if not caller.admin:
+            raise web.HTTPError(403, "Metrics are for hub admins.")
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest())
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown paths under the prefix: a JSON 404 like every other error."""
+
+    def prepare(self):
+        super().prepare()
+        raise web.HTTPError(404, "No such endpoint; the API is described at openapi.json.")
+
+
+#: Deployment names in paths: the model's pattern (the body's name is validated by pydantic).
+NAME = r"([a-z0-9][a-z0-9-]{0,39})"
+VERSION = r"([1-9][0-9]{0,8})"
+
+#: (path under the prefix, handler): the REST API. ``openapi.py`` describes exactly these.
+API_TABLE = [
+    ("openapi.json", OpenAPIHandler),
+    ("health", HealthHandler),
+    ("metrics", MetricsHandler),
+    ("api/deployments", DeploymentsHandler),
+    (f"api/deployments/{NAME}", DeploymentHandler),
+    (f"api/deployments/{NAME}/versions", VersionsHandler),
+    (f"api/deployments/{NAME}/versions/{VERSION}", VersionHandler),
+    (f"api/deployments/{NAME}/traffic", TrafficHandler),
+    (f"api/deployments/{NAME}/promote", PromoteHandler),
+    (f"api/deployments/{NAME}/rollback", RollbackHandler),
+    (f"api/deployments/{NAME}/grants", GrantsHandler),
+    (f"api/deployments/{NAME}/metrics", DeploymentMetricsHandler),
+]
+
+
+def routes(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
+    """Every route under the service prefix (``/services/deployer/``): API and model traffic."""
+    return [(prefix + path, handler) for path, handler in API_TABLE] + model_routes(prefix)

@@ -1,0 +1,1317 @@
+"""LocalBackend: each replica of a model version is a model server process on this machine.
+
+This is the "one machine" column of ARCHITECTURE.md for deployed models. A
+version goes through a short list of named steps, as a scheduled run does in
+:mod:`hub_ext.services.scheduler.executors.local`, whose building blocks it
+shares (accounts, cgroups, environments, death with the parent):
+
+1. ``_find_environment``: the profile's built environment (``shipyard env build``);
+   the model server runs on its Python, so the model meets the packages its
+   owner chose;
+2. ``_account``: the owner's system account, named and created exactly as the
+   spawner and the scheduler do (:func:`hub_ext.slugs.account_name`): a model
+   is code and runs only as its owner (SECURITY rule 5);
+3. ``_prepare``: the version's private folder (the owner's, mode 0700) with
+   the training summary (mode 0600), and its log in the service's log folder;
+4. per replica, ``_launch``: a cgroup ``<version key>-r<N>`` under
+   :attr:`LocalBackend.cgroup_parent` with the profile's CPU and memory limits
+   (SECURITY rule 6), and ``python -m hub_ext.services.deployer.modelserver``
+   bound to 127.0.0.1 on a free port, joined to the cgroup and switched to the
+   account between fork and exec, with an environment built from nothing (the
+   version's ``env``, ``HOME``, the environment's ``PATH``: no secret of the
+   deployer can leak, SECURITY rule 8);
+5. ``_until_healthy``: ``GET /health`` until 200; a server that reports a
+   failed load, exits, or is not ready in time fails the version with the
+   server's own reason, and everything started is removed.
+
+Each replica then has a *supervisor* task: it routes to the replica only
+while ``/health`` answers (:meth:`LocalBackend.endpoints`), and restarts one
+that exits (a crash, the OOM killer, or the server's own recycle after a
+request timed out, exit status 75) or stops answering, with exponential
+backoff (none after a recycle, which is expected). Scaling adds replicas
+before it removes any, and a removed replica leaves the endpoints before its
+SIGTERM, so no request meets a closed port.
+
+Replicas die with the deployer (``PR_SET_PDEATHSIG``, even on ``kill -9``),
+and a new deployer first removes what is left (:meth:`LocalBackend.sweep`)
+and then starts every version its database says should serve. Rejected
+alternative: replicas that outlive the deployer and are re-adopted. That
+needs their ports and pids recorded somewhere, and a process that nobody
+supervises (the deployer is down) serving traffic nobody can see; the
+database already holds the desired state, and a model server starts in
+seconds. **Each deployer process on a machine needs its own**
+``cgroup_parent``: the sweep cannot tell another live deployer's replicas
+from a dead one's.
+
+Rejected alternatives: loading models in the deployer's own process (a model
+is code: SECURITY rule 5), one process serving several owners' models (same
+rule), Unix sockets instead of TCP ports (the model server's contract binds a
+host and port). **Replicas listen on 127.0.0.1**: other accounts on this
+machine can reach a replica's port without the deployer's authorization, as
+they can reach other local services; use the Kubernetes backend, whose
+NetworkPolicy admits only the deployer, where local users must not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import pwd
+import random
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Float,
+    Integer,
+    List,
+    TraitError,
+    Unicode,
+    default,
+    validate,
+)
+
+from hub_ext import slugs
+from hub_ext.accounts import AccountError, ensure_account
+from hub_ext.cgroups import DRIVERS, CgroupDriver, Limits, detect_driver
+from hub_ext.environments import BuiltEnvironment, default_envs_dir, find_built
+from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus
+from hub_ext.profiles import Profile
+from hub_ext.quantities import format_memory
+from hub_ext.services.scheduler.executors.local import PASSED_THROUGH, die_with_parent
+
+from .backend import Backend, DeployFailed, VersionSpec
+
+#: How a replica is started: this module, run with the environment's Python (contract 1).
+MODEL_SERVER_MODULE = "hub_ext.services.deployer.modelserver"
+#: The model server's exit status after a request timed out (EX_TEMPFAIL): restart at once.
+RECYCLE_EXIT = 75
+#: Lines of a replica's own output kept in memory, for the reason of a failed start.
+TAIL_LINES = 40
+#: The most of a model server's reason shown to the owner.
+MAX_REASON = 2000
+#: A longer line of a model server's output is cut in the log.
+MAX_LINE = 16 * 2**10
+#: Name of the training summary in a version's private folder.
+SUMMARY_NAME = "training-summary.json"
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("SHIPYARD_DATA_DIR") or ".shipyard").resolve()
+
+
+# ------------------------------------------------------------------ the log
+
+
+class VersionLog:
+    """What a version's replicas print, each line stamped and marked with its replica.
+
+    One file per version, ``<key>.log`` in the service's log folder, opened by
+    the service (never through a link) and appended to across restarts. When
+    it passes ``limit`` bytes it becomes ``<key>.log.1`` (replacing the one
+    before) and a new file starts: at most twice the limit per version is kept,
+    and the newest lines always are.
+    """
+
+    def __init__(self, path: Path, limit: int):
+        self.path = path
+        self.limit = max(1024, limit)
+        self.file = None
+        self._open()
+
+    def _open(self) -> None:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.path, flags, 0o600)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            raise DeployFailed(f"The log {self.path} is not a plain file of its own; remove it.")
+        self.file = os.fdopen(fd, "ab", buffering=0)
+        self.size = info.st_size
+
+    def line(self, source: str, text: str) -> None:
+        """Append one line from ``source`` (``r0``, ``r1``… or ``shipyard``)."""
+        if self.file is None:
+            return
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        data = f"{stamp} {source} | {text}\n".encode("utf-8", "replace")
+        if self.size + len(data) > self.limit:
+            self.file.close()
+            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            self._open()
+        self.file.write(data)
+        self.size += len(data)
+
+    def note(self, text: str) -> None:
+        """A line of the backend's own (starts, exits, restarts)."""
+        self.line("shipyard", text)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def read_tail(path: Path, lines: int = 100, chunk: int = 64 * 2**10) -> str:
+    """The last ``lines`` lines of a version log (never following a link)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(0, size - chunk))
+        text = f.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class _Output(asyncio.SubprocessProtocol):
+    """A replica's output, line by line, into the version log and a short tail of its own."""
+
+    def __init__(self, log: VersionLog, source: str):
+        loop = asyncio.get_running_loop()
+        self.log = log
+        self.source = source
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.exited = loop.create_future()
+        self._partial = bytearray()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        self._partial += data
+        while b"\n" in self._partial or len(self._partial) > MAX_LINE:
+            line, sep, rest = self._partial.partition(b"\n")
+            if not sep:
+                line, rest = self._partial[:MAX_LINE], self._partial[MAX_LINE:]
+            self._partial = bytearray(rest)
+            self._emit(bytes(line))
+
+    def _emit(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        self.tail.append(text)
+        self.log.line(self.source, text)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if self._partial:
+            self._emit(bytes(self._partial))
+            self._partial.clear()
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+
+# ------------------------------------------------------------------ health
+
+
+async def get_health(port: int, timeout: float) -> tuple[int, dict]:
+    """``GET /health`` of a replica: its status and JSON body; ``(0, {})`` when it does not answer.
+
+    A dozen lines of HTTP/1.0 rather than an HTTP client: the supervisors
+    poll every replica, and a shared client's connection limit would queue
+    one replica's check behind another's.
+    """
+    writer = None
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            await writer.drain()
+            response = b""
+            while len(response) < 64 * 2**10 and (chunk := await reader.read(16 * 2**10)):
+                response += chunk
+    except (OSError, TimeoutError):
+        return 0, {}
+    finally:
+        if writer is not None:
+            writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    try:
+        status = int(head.split(b" ", 2)[1])
+    except (IndexError, ValueError):
+        return 0, {}
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = {}
+    return status, data if isinstance(data, dict) else {}
+
+
+# ------------------------------------------------------------------ state
+
+
+@dataclass(eq=False)
+class _Version:
+    """What the backend knows about one running version."""
+
+    spec: VersionSpec
+    built: BuiltEnvironment
+    user: pwd.struct_passwd
+    folder: Path
+    log: VersionLog
+    replicas: dict[int, _Replica] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: set by :meth:`LocalBackend.stop`: out of the endpoints at once
+    stopped: bool = False
+    #: set once every replica is gone and the cgroups are removed
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def summary(self) -> Path | None:
+        path = self.folder / SUMMARY_NAME
+        return path if self.spec.training_summary is not None else None
+
+
+@dataclass(eq=False)
+class _Replica:
+    """One model server process and the task that supervises it."""
+
+    version: _Version
+    index: int
+    cgroup: str
+    gpus: list[str] = field(default_factory=list)
+    port: int = 0
+    transport: asyncio.SubprocessTransport | None = None
+    protocol: _Output | None = None
+    healthy: bool = False
+    stopping: bool = False
+    restarts: int = 0
+    task: asyncio.Task | None = None
+    #: the outcome of the first start: None (healthy) or a DeployFailed
+    first: asyncio.Future = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def source(self) -> str:
+        return f"r{self.index}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        if self.transport is None or self.transport.get_returncode() is not None:
+            return None
+        return self.transport.get_pid()
+
+
+# ------------------------------------------------------------------ backend
+
+
+class LocalBackend(Backend):
+    """Runs each replica as a model server process, as its owner, inside the profile's limits.
+
+    Select it with ``c.DeployerService.backend_class = "local"``. When the
+    service runs as root, every replica uses its owner's system account
+    (created if missing) and a cgroup of its own; otherwise it runs as the
+    service's user with the best limits the host allows (see
+    :mod:`hub_ext.cgroups`).
+    """
+
+    cgroup_driver = CaselessStrEnum(
+        ["auto", *DRIVERS],
+        default_value="auto",
+        help="""
+        How a replica's limits are enforced: ``cgroup2``, ``cgroup1``, ``rlimit`` or ``auto``.
+
+        ``auto`` picks what LocalProfileSpawner picks: cgroup v2, then v1, and
+        otherwise rlimits, which cap each process's address space but neither
+        a replica's total memory nor its CPU (a warning says so).
+
+        Example::
+
+            c.LocalBackend.cgroup_driver = "cgroup1"
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    cgroup_parent = Unicode(
+        "shipyard-models",
+        help="""
+        Cgroup under which every replica gets its own, named ``<version key>-r<N>``.
+
+        Kept apart from the servers' (``shipyard``) and the jobs'
+        (``shipyard-jobs``) parents, so an admin can cap all deployed models
+        together by limiting this one. Everything under it belongs to this
+        deployer: :meth:`sweep` removes it at start, so two deployers on one
+        machine need two parents.
+
+        Example::
+
+            c.LocalBackend.cgroup_parent = "models"
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    system_user_prefix = Unicode(
+        "jupyter-",
+        help="""
+        Prefix of the owners' system accounts; keep it equal to LocalProfileSpawner's.
+
+        A model of hub user ``alice`` runs as ``jupyter-alice``, the account
+        her server and jobs run as, so it can read what she saved.
+
+        Example::
+
+            c.LocalBackend.system_user_prefix = "sy-"
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    home_dir_template = Unicode(
+        "/home/{account}",
+        help="""
+        Home of an account created for a model; ``{account}`` is its name.
+
+        Only used when the owner has no account yet. Keep it equal to
+        LocalProfileSpawner's.
+
+        Example::
+
+            c.LocalBackend.home_dir_template = "/srv/homes/{account}"
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    create_system_users = Bool(
+        True,
+        help="""
+        Create the owner's system account when it is missing (service running as root).
+
+        Set to False when accounts come from the host (LDAP, SSSD): a version
+        of a user without an account then fails with that reason.
+
+        Example::
+
+            c.LocalBackend.create_system_users = False
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    environments_dir = Unicode(
+        help="""
+        Where the profiles' environments are built (``shipyard env build ENV``).
+
+        A replica runs on the Python of its profile's environment. Defaults as
+        for LocalProfileSpawner: ``$SHIPYARD_ENVS_DIR``, else
+        ``/opt/shipyard/envs`` as root, else ``envs`` in the data dir.
+
+        Example::
+
+            c.LocalBackend.environments_dir = "/srv/shipyard/envs"
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    @default("environments_dir")
+    def _default_environments_dir(self):
+        return str(default_envs_dir())
+
+    log_dir = Unicode(
+        help="""
+        Folder of the versions' logs, one ``<version key>.log`` each (the service's, mode 0700).
+
+        What every replica of a version prints, stamped and marked with the
+        replica, and the backend's own notes (starts, exits, restarts). Kept
+        after a version stops, so its owner can read why it failed. Defaults to
+        ``logs`` in the deployer's ``state_dir`` (``deployer/logs`` in
+        ``$SHIPYARD_DATA_DIR``).
+
+        Example::
+
+            c.LocalBackend.log_dir = "/var/log/shipyard/models"
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    @default("log_dir")
+    def _default_log_dir(self):
+        state_dir = getattr(self.parent, "state_dir", None)  # the deployer service's
+        return str(Path(state_dir) / "logs" if state_dir else _data_dir() / "deployer" / "logs")
+
+    runtime_dir = Unicode(
+        help="""
+        Folder of the running versions' private folders (each the owner's, mode 0700).
+
+        A version's folder holds its training summary and is the replicas'
+        working directory; it is removed when the version stops, and
+        :meth:`sweep` empties this folder at start. It must be the deployer's
+        own (created 0711 if missing; refused when someone else owns it).
+        Defaults to ``<cgroup_parent>`` in the system's temporary folder.
+
+        Example::
+
+            c.LocalBackend.runtime_dir = "/run/shipyard-models"
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    @default("runtime_dir")
+    def _default_runtime_dir(self):
+        return str(Path(tempfile.gettempdir()) / self.cgroup_parent.replace("/", "-"))
+
+    gpu_devices = List(
+        Unicode(),
+        help="""
+        GPU indices replicas may use, as in ``CUDA_VISIBLE_DEVICES``.
+
+        A replica whose profile asks for N GPUs gets N of them while it runs;
+        a replica whose profile asks for none sees none. Defaults to every GPU
+        ``nvidia-smi`` lists. **Not shared with the spawner's or the
+        scheduler's reservations** (other processes): give models, jobs and
+        servers separate GPUs on a machine where several use them.
+
+        Example::
+
+            c.LocalBackend.gpu_devices = ["2", "3"]
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    @default("gpu_devices")
+    def _default_gpu_devices(self):
+        return detect_gpus()
+
+    port_range = List(
+        Integer(min=1, max=65535),
+        default_value=[],
+        help="""
+        Lowest and highest TCP port of the replicas on 127.0.0.1; empty lets the kernel choose.
+
+        Set a range when a host firewall or a port policy needs to know them.
+        Each replica gets a free port of the range (a start fails when none
+        is free).
+
+        Example::
+
+            c.LocalBackend.port_range = [20000, 20999]
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    @validate("port_range")
+    def _validate_port_range(self, proposal):
+        ports = list(proposal.value)
+        if ports and (len(ports) != 2 or ports[0] > ports[1]):
+            raise TraitError(f"port_range must be [lowest, highest] or empty, not {ports!r}")
+        return ports
+
+    start_timeout = Float(
+        180,
+        min=1,
+        help="""
+        Seconds a replica may take to answer ``GET /health`` with 200 (loading its model).
+
+        A version whose replica is not ready by then fails with that reason.
+        Large models read from the tracking server may need more.
+
+        Example::
+
+            c.LocalBackend.start_timeout = 600
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    health_interval = Float(
+        5,
+        min=0.1,
+        help="""
+        Seconds between two health checks of a serving replica.
+
+        A replica that does not answer leaves :meth:`endpoints` until it
+        does again; one that misses ``health_failures`` checks in a row is
+        killed and restarted. An exit is noticed at once, whatever this is.
+
+        Example::
+
+            c.LocalBackend.health_interval = 10
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    health_timeout = Float(
+        3,
+        min=0.1,
+        help="""
+        Seconds a replica has to answer one health check.
+
+        Example::
+
+            c.LocalBackend.health_timeout = 5
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    health_failures = Integer(
+        3,
+        min=1,
+        help="""
+        Health checks in a row a serving replica may miss before it is killed and restarted.
+
+        Example::
+
+            c.LocalBackend.health_failures = 5
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    restart_backoff = Float(
+        1,
+        min=0,
+        help="""
+        Seconds before restarting a replica that exited; doubled after each further failure.
+
+        Reset once the replica has served for ``restart_backoff_max``
+        seconds. A replica that exits because a request timed out (the
+        model server's status 75) restarts at once.
+
+        Example::
+
+            c.LocalBackend.restart_backoff = 2
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    restart_backoff_max = Float(
+        60,
+        min=0,
+        help="""
+        Longest wait between two restarts of a replica that keeps failing.
+
+        Example::
+
+            c.LocalBackend.restart_backoff_max = 300
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    stop_grace = Float(
+        20,
+        min=0,
+        help="""
+        Seconds a replica removed by :meth:`scale` or :meth:`close` has to finish its requests.
+
+        It gets SIGTERM (the model server then takes no new requests and
+        finishes the others), and is killed after this. :meth:`stop` takes its
+        grace from the service.
+
+        Example::
+
+            c.LocalBackend.stop_grace = 30
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    cleanup_timeout = Integer(
+        10,
+        help="""
+        Seconds to wait for a replica's processes to die when its cgroup is removed.
+
+        Example::
+
+            c.LocalBackend.cleanup_timeout = 30
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    max_log_bytes = Integer(
+        10 * 2**20,
+        min=1024,
+        help="""
+        Size at which a version's log is rotated; one older file is kept (so twice this at most).
+
+        Example::
+
+            c.LocalBackend.max_log_bytes = 50 * 1024 * 1024
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._versions: dict[str, _Version] = {}
+        self._driver: CgroupDriver | None = None
+        self._allocator: GpuAllocator | None = None
+
+    @property
+    def run_as_root(self) -> bool:
+        return os.geteuid() == 0
+
+    @property
+    def driver(self) -> CgroupDriver:
+        if self._driver is None:
+            if self.cgroup_driver == "auto":
+                self._driver = detect_driver(self.cgroup_parent)
+            else:
+                self._driver = DRIVERS[self.cgroup_driver](self.cgroup_parent)
+            if not self._driver.enforces_total:
+                self.log.warning(
+                    "No writable cgroup hierarchy: model replicas get per-process rlimits "
+                    "and no CPU limit."
+                )
+        return self._driver
+
+    @property
+    def allocator(self) -> GpuAllocator:
+        if self._allocator is None:
+            self._allocator = GpuAllocator(self.gpu_devices)
+        return self._allocator
+
+    # ------------------------------------------------------------ interface
+
+    async def start(self, spec: VersionSpec) -> None:
+        """Start the version's replicas; return once every one answers ``/health`` with 200.
+
+        Starting a version that runs already scales it to ``spec.replicas``.
+
+        Raises
+        ------
+        DeployFailed
+            With the model server's own reason (``failed to load model: …``),
+            its last lines when it exited without one, or what else stood in
+            the way (no environment, no account). Nothing of the version is
+            left running.
+        """
+        if spec.replicas < 1:
+            raise DeployFailed("A version needs at least one replica.")
+        version = self._versions.get(spec.key)
+        if version is not None and version.stopped:  # still stopping: its cgroups' names
+            await version.gone.wait()
+        elif version is not None:
+            await self.scale(spec)
+            return
+        version = await self._prepare(spec)
+        self._versions[spec.key] = version
+        try:
+            async with version.lock:
+                version.log.note(f"starting {spec.replicas} replica(s) of {spec.display_name}")
+                await self._add_replicas(version, spec.replicas)
+                version.log.note("ready")
+        except BaseException:
+            await self._discard(version)
+            raise
+
+    def endpoints(self, key: str) -> list[str]:
+        version = self._versions.get(key)
+        if version is None or version.stopped:
+            return []
+        return [
+            r.url
+            for _, r in sorted(version.replicas.items())
+            if r.healthy and not r.stopping and r.pid is not None
+        ]
+
+    async def scale(self, spec: VersionSpec) -> None:
+        """Run ``spec.replicas`` replicas: new ones serve before surplus ones get SIGTERM.
+
+        A version that does not run is started.
+
+        Raises
+        ------
+        DeployFailed
+            A new replica did not become healthy; the ones that served keep
+            serving and the new ones are removed.
+        """
+        version = self._versions.get(spec.key)
+        if version is None or version.stopped:
+            await self.start(spec)
+            return
+        if spec.replicas < 1:
+            raise DeployFailed("A version needs at least one replica; stop it instead.")
+        async with version.lock:
+            version.spec = spec
+            live = sorted(i for i, r in version.replicas.items() if not r.stopping)
+            if spec.replicas > len(live):
+                version.log.note(f"scaling from {len(live)} to {spec.replicas} replica(s)")
+                await self._add_replicas(version, spec.replicas - len(live))
+            elif spec.replicas < len(live):
+                version.log.note(f"scaling from {len(live)} to {spec.replicas} replica(s)")
+                surplus = [version.replicas[i] for i in live[spec.replicas :]]
+                await asyncio.gather(*(self._stop_replica(r, self.stop_grace) for r in surplus))
+
+    async def stop(self, key: str, grace: float = 20) -> None:
+        version = self._versions.get(key)
+        if version is None:
+            return
+        if version.stopped:
+            await version.gone.wait()
+            return
+        # out of endpoints() at once; a start or scale under way sees its new replicas
+        # stopped and fails, so the lock is not taken
+        version.stopped = True
+        version.log.note(f"stopping (grace {grace:g}s)")
+        await self._discard(version, grace)
+
+    async def sweep(self) -> None:
+        """Kill and remove every replica cgroup under ``cgroup_parent`` and every private folder.
+
+        The service calls it once at start, before it starts any version:
+        what is there was left by a deployer process that died. Its replicas
+        died with it (they are started with ``PR_SET_PDEATHSIG``); this
+        removes any process that escaped into a new session of its cgroup,
+        the cgroups themselves, and the training summaries.
+        """
+
+        def sweep() -> list[str]:
+            names: set[str] = set()
+            if self.driver.enforces_total:
+                for directory in self.driver.directories("probe"):
+                    parent = directory.parent
+                    if parent.is_dir():
+                        names.update(p.name for p in parent.iterdir() if p.is_dir())
+                for name in sorted(names):
+                    self.driver.remove(name, self.cleanup_timeout)
+            runtime = Path(self.runtime_dir)
+            if runtime.is_dir() and not runtime.is_symlink() and self._owned(runtime):
+                for entry in runtime.iterdir():
+                    names.add(entry.name)
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry, True)
+                    else:
+                        entry.unlink(missing_ok=True)
+            return sorted(names)
+
+        removed = await asyncio.to_thread(sweep)
+        if removed:
+            self.log.warning(
+                "Removed %d leftovers of an earlier deployer: %s", len(removed), ", ".join(removed)
+            )
+
+    async def close(self) -> None:
+        """Stop every version (SIGTERM, ``stop_grace``), at service shutdown."""
+        await asyncio.gather(*(self.stop(key, self.stop_grace) for key in list(self._versions)))
+
+    # ------------------------------------------------------- for the service
+
+    def log_path(self, key: str) -> Path:
+        """The version's log file (it may not exist: never started here)."""
+        return Path(self.log_dir) / f"{key}.log"
+
+    def log_tail(self, key: str, lines: int = 100) -> str:
+        """The last ``lines`` lines of the version's log, for its owner."""
+        return read_tail(self.log_path(key), lines)
+
+    def describe(self, key: str) -> list[dict]:
+        """Every replica of a running version: index, pid, port, healthy, restarts, cgroup."""
+        version = self._versions.get(key)
+        if version is None or version.stopped:
+            return []
+        return [
+            {
+                "index": r.index,
+                "pid": r.pid,
+                "port": r.port,
+                "url": r.url,
+                "healthy": r.healthy,
+                "restarts": r.restarts,
+                "cgroup": r.cgroup,
+                "account": version.user.pw_name,
+            }
+            for _, r in sorted(version.replicas.items())
+            if not r.stopping
+        ]
+
+    # --------------------------------------------------------- the steps
+
+    async def _prepare(self, spec: VersionSpec) -> _Version:
+        built = self._find_environment(spec.profile)
+        user = await self._account(spec.owner)
+        log_dir = Path(self.log_dir)
+        try:
+            await asyncio.to_thread(log_dir.mkdir, 0o700, True, True)
+            log = await asyncio.to_thread(VersionLog, self.log_path(spec.key), self.max_log_bytes)
+        except OSError as e:
+            raise DeployFailed(f"Cannot open the version's log in {log_dir}: {e}") from None
+        try:
+            folder = await asyncio.to_thread(self._private_folder, spec, user)
+        except BaseException:
+            log.close()
+            raise
+        return _Version(spec, built, user, folder, log)
+
+    def _find_environment(self, profile: Profile) -> BuiltEnvironment:
+        built = find_built(profile.environment, Path(self.environments_dir))
+        if built is None:
+            raise DeployFailed(
+                f"The environment {profile.environment!r} of profile '{profile.slug}' is not "
+                f"built on this machine. An admin builds it with `shipyard env build "
+                f"{profile.environment}`."
+            )
+        return built
+
+    async def _account(self, owner: str) -> pwd.struct_passwd:
+        """The owner's account (as root), or the service's own user."""
+        if not self.run_as_root:
+            return pwd.getpwuid(os.getuid())
+        account = slugs.account_name(owner, self.system_user_prefix)
+        try:
+            return pwd.getpwnam(account)
+        except KeyError:
+            if not self.create_system_users:
+                raise DeployFailed(
+                    f"No system account {account!r} exists for {owner} and Shipyard is "
+                    "configured not to create one (create_system_users = False)."
+                ) from None
+        try:
+            return await ensure_account(
+                account, self.home_dir_template.format(account=account), f"Shipyard user {owner}"
+            )
+        except AccountError as e:
+            raise DeployFailed(str(e)) from None
+
+    @staticmethod
+    def _owned(path: Path) -> bool:
+        info = path.lstat()
+        return info.st_uid == os.geteuid() and not info.st_mode & 0o022
+
+    def _private_folder(self, spec: VersionSpec, user: pwd.struct_passwd) -> Path:
+        """The version's folder, the training summary in it; the owner's once complete."""
+        runtime = Path(self.runtime_dir)
+        try:
+            runtime.mkdir(mode=0o711, parents=True)
+        except FileExistsError:
+            if runtime.is_symlink() or not runtime.is_dir() or not self._owned(runtime):
+                raise DeployFailed(
+                    f"{runtime} is not a folder of the deployer's own; an admin removes it "
+                    "or sets c.LocalBackend.runtime_dir."
+                ) from None
+        folder = Path(tempfile.mkdtemp(prefix=f"{spec.key}-", dir=runtime))  # 0700, ours
+        try:
+            if spec.training_summary is not None:
+                # written while the folder is still the service's: the owner cannot have
+                # put a link in its place
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(folder / SUMMARY_NAME, flags, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    if self.run_as_root:
+                        os.fchown(f.fileno(), user.pw_uid, user.pw_gid)
+                    json.dump(spec.training_summary, f)
+            if self.run_as_root:
+                os.chown(folder, user.pw_uid, user.pw_gid, follow_symlinks=False)
+        except BaseException:
+            shutil.rmtree(folder, True)
+            raise
+        return folder
+
+    async def _add_replicas(self, version: _Version, count: int) -> None:
+        """Start ``count`` more replicas; all healthy, or none of them kept."""
+        added: list[_Replica] = []
+        index = 0
+        for _ in range(count):
+            while index in version.replicas:
+                index += 1
+            replica = _Replica(version, index, f"{version.spec.key}-r{index}")
+            version.replicas[index] = replica
+            added.append(replica)
+        try:
+            for replica in added:
+                replica.gpus = self._allocate_gpus(replica)
+                replica.task = asyncio.create_task(self._supervise(replica))
+            outcomes = await asyncio.gather(
+                *(asyncio.shield(r.first) for r in added), return_exceptions=True
+            )
+        except BaseException:
+            await asyncio.gather(*(self._stop_replica(r, 0) for r in added))
+            raise
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        if failed:
+            await asyncio.gather(*(self._stop_replica(r, 0) for r in added))
+            raise failed[0]
+
+    def _allocate_gpus(self, replica: _Replica) -> list[str]:
+        try:
+            return self.allocator.allocate(replica.cgroup, replica.version.spec.profile.gpu)
+        except GpuUnavailable as e:
+            raise DeployFailed(str(e)) from None
+
+    # --------------------------------------------------------- supervision
+
+    async def _supervise(self, replica: _Replica) -> None:
+        """Start the replica, then keep it serving: restart it whenever it exits or hangs."""
+        loop = asyncio.get_running_loop()
+        log = replica.version.log
+        backoff = self.restart_backoff
+        while not replica.stopping:
+            code = None
+            try:
+                await self._launch_until_healthy(replica)
+            except DeployFailed as e:
+                await self._end(replica)
+                if not replica.first.done():
+                    replica.first.set_exception(e)
+                    return
+                log.note(f"{replica.source}: restart failed: {e.reason}")
+            except Exception as e:
+                await self._end(replica)
+                if not replica.first.done():
+                    replica.first.set_exception(e)
+                    return
+                self.log.exception("Restarting replica %s failed", replica.cgroup)
+            else:
+                if not replica.first.done():
+                    replica.first.set_result(None)
+                log.note(f"{replica.source}: serving on port {replica.port}")
+                replica.healthy = True
+                since = loop.time()
+                code = await self._watch(replica)
+                replica.healthy = False
+                await self._end(replica)
+                if replica.stopping:
+                    return
+                if loop.time() - since >= self.restart_backoff_max:
+                    backoff = self.restart_backoff
+                log.note(f"{replica.source}: {self._exit_text(replica, code)}; restarting")
+                self.log.warning(
+                    "Replica %s of %s: %s; restarting",
+                    replica.index,
+                    replica.version.spec.display_name,
+                    self._exit_text(replica, code),
+                )
+            delay = 0.0 if code == RECYCLE_EXIT else backoff
+            if code != RECYCLE_EXIT:
+                backoff = min(max(backoff * 2, self.restart_backoff), self.restart_backoff_max)
+            await asyncio.sleep(delay)
+            replica.restarts += 1
+
+    async def _launch_until_healthy(self, replica: _Replica) -> None:
+        # a port found free may be taken before the server binds it: try another
+        for attempt in range(3):
+            await self._launch(replica)
+            try:
+                await self._until_healthy(replica)
+                return
+            except DeployFailed:
+                lost_port = any(
+                    "address already in use" in t.lower() for t in replica.protocol.tail
+                )
+                if not lost_port or attempt == 2:
+                    raise
+            await self._end(replica)
+
+    async def _launch(self, replica: _Replica) -> None:
+        """The replica's cgroup and model server process."""
+        version = replica.version
+        spec = version.spec
+        loop = asyncio.get_running_loop()
+        replica.port = self._free_port()
+        await self._make_cgroup(replica.cgroup, spec.profile)
+        argv = [
+            str(version.built.python),
+            "-m",
+            MODEL_SERVER_MODULE,
+            "--model-uri",
+            spec.model_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(replica.port),
+            "--name",
+            spec.display_name,
+            "--timeout",
+            f"{spec.timeout_seconds:g}",
+            "--max-body-bytes",
+            str(spec.max_body_bytes),
+        ]
+        if version.summary is not None:
+            argv += ["--training-summary", str(version.summary)]
+        protocol = _Output(version.log, replica.source)
+        try:
+            transport, _ = await loop.subprocess_exec(
+                lambda: protocol,
+                *argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=self._environment(version, replica.gpus),
+                cwd=str(version.folder),
+                preexec_fn=self._preexec(replica.cgroup, version.user),
+                start_new_session=True,
+            )
+        except (OSError, subprocess.SubprocessError) as e:
+            raise DeployFailed(f"Could not start the model server: {e}") from None
+        replica.transport, replica.protocol = transport, protocol
+        version.log.note(
+            f"{replica.source}: started pid {transport.get_pid()} on port {replica.port} "
+            f"as {version.user.pw_name} in {replica.cgroup}"
+        )
+
+    async def _until_healthy(self, replica: _Replica) -> None:
+        """Poll ``/health`` until 200; DeployFailed with the reason otherwise."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        exited = replica.protocol.exited
+        pause = 0.05
+        while True:
+            if exited.done():
+                raise DeployFailed(self._failure_reason(replica))
+            left = deadline - loop.time()
+            status, body = await get_health(replica.port, min(self.health_timeout, max(left, 0.1)))
+            if status == 200:
+                return
+            if body.get("status") == "failed":
+                message = str(body.get("message") or "the model failed to load")
+                raise DeployFailed(message[:MAX_REASON])
+            if left <= 0:
+                raise DeployFailed(
+                    f"The model server was not ready after {self.start_timeout:g} seconds "
+                    f"(GET /health: {status or 'no answer'}). Last lines:\n"
+                    + "\n".join(list(replica.protocol.tail)[-10:])
+                )
+            await asyncio.wait({exited}, timeout=min(pause, max(left, 0)))
+            pause = min(pause * 2, 1.0)
+
+    async def _watch(self, replica: _Replica) -> int | None:
+        """Until the replica exits (or is killed for missing health checks); its exit status."""
+        exited = replica.protocol.exited
+        missed = 0
+        while True:
+            done, _ = await asyncio.wait({exited}, timeout=self.health_interval)
+            if done:
+                return replica.transport.get_returncode()
+            status, _ = await get_health(replica.port, self.health_timeout)
+            if exited.done() or replica.stopping:
+                continue
+            if status == 200:
+                missed = 0
+                replica.healthy = True
+                continue
+            missed += 1
+            replica.healthy = False  # not routed to while it does not answer
+            if missed >= self.health_failures:
+                replica.version.log.note(
+                    f"{replica.source}: missed {missed} health checks; killing it"
+                )
+                await self._kill(replica)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(exited), self.cleanup_timeout)
+                return replica.transport.get_returncode()
+
+    def _failure_reason(self, replica: _Replica) -> str:
+        code = replica.transport.get_returncode()
+        text = self._exit_text(replica, code)
+        tail = "\n".join(list(replica.protocol.tail)[-10:]).strip()
+        reason = f"The model server {text} before it was ready"
+        return (f"{reason}:\n{tail}" if tail else f"{reason}.")[:MAX_REASON]
+
+    def _exit_text(self, replica: _Replica, code: int | None) -> str:
+        if self._oom_kills(replica.cgroup):
+            limit = replica.version.spec.profile.mem_limit_bytes
+            memory = f"memory limit of {format_memory(limit)}" if limit else "memory limit"
+            return f"was killed for using more than the profile's {memory}"
+        if code == RECYCLE_EXIT:
+            return "exited after a request timed out (recycled)"
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with status {code}"
+
+    def _oom_kills(self, cgroup: str) -> int:
+        """How often the kernel's OOM killer struck in ``cgroup`` (v1 or v2)."""
+        count = 0
+        for directory in self.driver.directories(cgroup):
+            for name in ("memory.oom_control", "memory.events"):
+                try:
+                    text = (directory / name).read_text()
+                except OSError:
+                    continue
+                for line in text.splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and value.strip().isdigit():
+                        count += int(value)
+        return count
+
+    # ------------------------------------------------------ processes, cgroups
+
+    def _free_port(self) -> int:
+        used = {r.port for v in self._versions.values() for r in v.replicas.values() if r.port}
+        if self.port_range:
+            low, high = self.port_range
+            candidates = [p for p in range(low, high + 1) if p not in used]
+            random.shuffle(candidates)
+        else:
+            candidates = [0] * 20
+        for port in candidates:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                found = s.getsockname()[1]
+            if found not in used:
+                return found
+        raise DeployFailed("No free port for a model server on 127.0.0.1 (port_range is full).")
+
+    async def _make_cgroup(self, name: str, profile: Profile) -> None:
+        limits = Limits(
+            cpu_limit=profile.cpu_limit_cores,
+            cpu_guarantee=profile.cpu_guarantee_cores,
+            mem_limit=profile.mem_limit_bytes,
+            mem_guarantee=profile.mem_guarantee_bytes,
+        )
+        if self.driver.exists(name):  # a restart, or left by a deployer that died
+            await asyncio.to_thread(self.driver.remove, name, self.cleanup_timeout)
+        try:
+            await asyncio.to_thread(self.driver.create, name, limits)
+        except OSError as e:
+            raise DeployFailed(f"Could not create the replica's cgroup {name}: {e}") from None
+
+    def _environment(self, version: _Version, gpus: list[str]) -> dict[str, str]:
+        """The replica's whole environment, built from nothing: no variable of the service leaks."""
+        user, built, spec = version.user, version.built, version.spec
+        env = dict(spec.env)
+        env.update({k: os.environ[k] for k in PASSED_THROUGH if k in os.environ})
+        env.update(
+            {
+                "PATH": os.pathsep.join([str(built.bin), "/usr/local/bin", "/usr/bin", "/bin"]),
+                "HOME": user.pw_dir,
+                "USER": user.pw_name,
+                "LOGNAME": user.pw_name,
+                "PYTHONUNBUFFERED": "1",
+                **built.env_vars(),
+                "SHIPYARD_PROFILE": spec.profile.slug,
+                # an empty list hides every GPU from replicas whose profile has none
+                "CUDA_VISIBLE_DEVICES": ",".join(gpus),
+                "NVIDIA_VISIBLE_DEVICES": ",".join(gpus) or "void",
+            }
+        )
+        return env
+
+    def _preexec(self, cgroup: str, user: pwd.struct_passwd):
+        join_cgroup = self.driver.preexec(cgroup)
+        if self.run_as_root:
+            from jupyterhub.spawner import set_user_setuid
+
+            become_user = set_user_setuid(user.pw_name, chdir=False)
+        else:
+            become_user = None
+
+        def preexec() -> None:
+            join_cgroup()  # while still root: the cgroup files are root's
+            if become_user is not None:
+                become_user()
+            # after the switch of user, which clears it: the replica dies with the
+            # deployer, even by kill -9, and the next deployer starts it again
+            die_with_parent(signal.SIGKILL)
+
+        return preexec
+
+    async def _kill(self, replica: _Replica) -> None:
+        """Kill every process of the replica (its cgroup stays until :meth:`_end`)."""
+        if self.driver.enforces_total:
+            await asyncio.to_thread(self._kill_cgroup, replica.cgroup)
+        elif replica.pid is not None:
+            _kill_tree(replica.pid)
+
+    def _kill_cgroup(self, name: str) -> None:
+        deadline = time.monotonic() + self.cleanup_timeout
+        while (left := self.driver.pids(name)) and time.monotonic() < deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.02)
+
+    async def _end(self, replica: _Replica) -> None:
+        """The replica's process is over: kill what is left, remove its cgroup."""
+        replica.healthy = False
+        transport = replica.transport
+        if transport is not None and transport.get_returncode() is None:
+            await self._kill(replica)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(replica.protocol.exited), self.cleanup_timeout
+                )
+        if self.driver.enforces_total:
+            await asyncio.to_thread(self.driver.remove, replica.cgroup, self.cleanup_timeout)
+        else:
+            self.driver.remove(replica.cgroup)
+        if transport is not None:
+            with contextlib.suppress(Exception):  # of a closed event loop
+                transport.close()
+
+    async def _stop_replica(self, replica: _Replica, grace: float) -> None:
+        """Out of the endpoints, SIGTERM, ``grace`` seconds, then killed; its cgroup removed."""
+        replica.stopping = True
+        replica.healthy = False
+        task = replica.task
+        if task is not None and not task.done():
+            task.cancel()  # no restart; the process itself is not touched by this
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if not replica.first.done():
+            replica.first.set_exception(DeployFailed("stopped before it was ready"))
+            replica.first.exception()  # retrieved: nobody else may wait for it
+        pid = replica.pid
+        if pid is not None and grace > 0:
+            replica.version.log.note(f"{replica.source}: stopping (SIGTERM)")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(replica.protocol.exited), grace)
+        await self._end(replica)
+        self.allocator.release(replica.cgroup)
+        replica.version.replicas.pop(replica.index, None)
+        if replica.transport is not None:
+            code = replica.transport.get_returncode()
+            replica.version.log.note(f"{replica.source}: {self._exit_text(replica, code)}")
+
+    async def _discard(self, version: _Version, grace: float = 0) -> None:
+        """Stop every replica, remove the private folder, close the log; forget the version."""
+        version.stopped = True
+        try:
+            await asyncio.gather(
+                *(self._stop_replica(r, grace) for r in list(version.replicas.values()))
+            )
+        finally:
+            await asyncio.to_thread(shutil.rmtree, version.folder, True)
+            version.log.note("stopped")
+            version.log.close()
+            if self._versions.get(version.spec.key) is version:
+                del self._versions[version.spec.key]
+            version.gone.set()
+
+
+def _kill_tree(pid: int) -> None:
+    """Without cgroups: kill the process tree as it is now, and the process's session."""
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(True)]
+    except psutil.NoSuchProcess:
+        procs = []
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)

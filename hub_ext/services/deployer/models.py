@@ -1,0 +1,299 @@
+"""The deployer's API models (pydantic v2), named by verb: what clients send and receive.
+
+The REST schema (STYLE rules 11 and 18): handlers parse bodies into these,
+the core and store take and return them, and :mod:`.openapi` is generated
+from them. :mod:`.orm` never imports this module.
+
+Validation happens here, once, with messages that say what to fix:
+
+- Deployment names are slugs, ``[a-z0-9][a-z0-9-]{0,39}``, without ``--``
+  and not ending in ``-``: they become part of process, cgroup and
+  Kubernetes names (SECURITY rule 10), and ``--`` is the separator of
+  :func:`.backend.version_key`.
+- A model URI is a URI with a scheme (``models:/``, ``runs:/``, ``s3://``,
+  ``file://``...) or an absolute path, without whitespace or control
+  characters and never starting with ``-`` (it is passed to the model server
+  as an argument). The model server reads it as the owner: the URI gives
+  nobody access to anything the owner cannot read.
+- Replicas, percentages and versions are whole numbers (``true`` is not 1).
+- Free-form documents (training summary, signature, lineage) are JSON objects
+  of bounded size.
+
+Unknown fields are errors on input models, so a typo (``replica``) does not
+silently keep the default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic_core import PydanticCustomError
+
+from ..scheduler.api import ErrorResponse
+
+__all__ = [
+    "BreakerState",
+    "CreateDeployment",
+    "CreateVersion",
+    "DeploymentMetrics",
+    "DescribeDeployment",
+    "DescribeVersion",
+    "ErrorResponse",
+    "Grants",
+    "ListDeploymentsQuery",
+    "ListDeploymentsResponse",
+    "PromoteVersion",
+    "RollbackVersion",
+    "SetTraffic",
+    "UpdateDeployment",
+    "VersionMetrics",
+]
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
+_NAME = re.compile(NAME_PATTERN)
+_PROFILE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_PRINCIPAL = re.compile(r"^[^\x00-\x1f\x7f/]{1,255}$")
+MAX_REPLICAS = 64
+MAX_URI = 2048
+MAX_DOCUMENT_BYTES = 1024**2
+MAX_GRANTS = 200
+
+VersionState = Literal["starting", "ready", "failed", "stopped"]
+
+
+def _error(kind: str, message: str, **context: Any) -> PydanticCustomError:
+    return PydanticCustomError(kind, message, context)
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value) or "--" in value or value.endswith("-"):
+        raise _error(
+            "deployment_name",
+            "'{value}' is not a deployment name: use 1 to 40 lowercase letters, digits and "
+            "single dashes, starting with a letter or digit and not ending with a dash "
+            "(for example 'churn-model')",
+            value=value,
+        )
+    return value
+
+
+def _check_profile(value: str) -> str:
+    if len(value) > 63 or not _PROFILE.match(value):
+        raise _error(
+            "profile", "'{value}' is not a profile slug (see GET api/profiles)", value=value
+        )
+    return value
+
+
+def _check_uri(value: str) -> str:
+    if not value or len(value) > MAX_URI:
+        raise _error("model_uri", f"a model URI has 1 to {MAX_URI} characters")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise _error("model_uri", "a model URI has no spaces or control characters")
+    if not (value.startswith("/") or _URI_SCHEME.match(value)):
+        raise _error(
+            "model_uri",
+            "'{value}' is neither an absolute path nor a URI such as 'models:/name/3' "
+            "or 'runs:/<run id>/model'",
+            value=value,
+        )
+    return value
+
+
+def _check_document(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None and len(json.dumps(value)) > MAX_DOCUMENT_BYTES:
+        raise _error("document_size", f"this document is over {MAX_DOCUMENT_BYTES} bytes of JSON")
+    return value
+
+
+def _check_principals(values: list[str]) -> list[str]:
+    for value in values:
+        if not _PRINCIPAL.match(value):
+            raise _error(
+                "principal",
+                "'{value}' is not a hub user, group or service name (1 to 255 characters, "
+                "no '/' or control characters)",
+                value=value,
+            )
+    return sorted(set(values))
+
+
+DeploymentName = Annotated[str, AfterValidator(_check_name)]
+ProfileSlug = Annotated[str, AfterValidator(_check_profile)]
+ModelURI = Annotated[str, AfterValidator(_check_uri)]
+Document = Annotated[dict[str, Any] | None, AfterValidator(_check_document)]
+Replicas = Annotated[StrictInt, Field(ge=1, le=MAX_REPLICAS)]
+Percent = Annotated[StrictInt, Field(ge=0, le=100)]
+VersionNumber = Annotated[StrictInt, Field(ge=1)]
+Principals = Annotated[list[str], Field(max_length=MAX_GRANTS), AfterValidator(_check_principals)]
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CreateDeployment(_Input):
+    """A new deployment and its version 1."""
+
+    name: DeploymentName
+    model_uri: ModelURI
+    profile: ProfileSlug | None = Field(
+        None, description="The profile the replicas run in; your default profile if left out."
+    )
+    replicas: Replicas = 1
+    training_summary: Document = None
+    signature: Document = None
+    lineage: Document = None
+
+
+class CreateVersion(_Input):
+    """A new version of a deployment; it takes the traffic when it is ready."""
+
+    model_uri: ModelURI
+    profile: ProfileSlug | None = Field(
+        None, description="The profile of this version; the deployment's if left out."
+    )
+    canary_percent: Percent | None = Field(
+        None,
+        description="Share of the traffic the version takes when ready; all of it if left out. "
+        "0 keeps it ready but unrouted (call it at .../v/<version>/invocations).",
+    )
+    training_summary: Document = None
+    signature: Document = None
+    lineage: Document = None
+
+
+class UpdateDeployment(_Input):
+    """Scale a deployment: every running version gets this many replicas."""
+
+    replicas: Replicas
+
+
+class SetTraffic(_Input):
+    """The whole traffic split: ready versions and their percentages, summing to 100."""
+
+    split: dict[str, Percent] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _valid(self) -> SetTraffic:
+        for key in self.split:
+            if not key.isdigit() or key.startswith("0"):
+                raise _error(
+                    "split", "'{key}' is not a version number: use keys like \"1\"", key=key
+                )
+        total = sum(self.split.values())
+        if total != 100:
+            raise _error("split", "the percentages sum to {total}, not 100", total=total)
+        return self
+
+    def as_versions(self) -> dict[int, int]:
+        return {int(k): v for k, v in self.split.items() if v > 0}
+
+
+class PromoteVersion(_Input):
+    """Send all traffic to one ready (or stopped: it is started first) version."""
+
+    version: VersionNumber
+
+
+class RollbackVersion(_Input):
+    """Send all traffic back to an earlier version; by default the one that served before."""
+
+    version: VersionNumber | None = None
+
+
+class Grants(_Input):
+    """Who may invoke the deployment besides its owner (and hub admins)."""
+
+    users: Principals = Field(default_factory=list)
+    groups: Principals = Field(default_factory=list)
+    services: Principals = Field(default_factory=list)
+
+
+class ListDeploymentsQuery(_Input):
+    """``?owner=``: whose deployments (admins only; others see their own)."""
+
+    owner: str | None = None
+
+
+class BreakerState(BaseModel):
+    """The version's circuit breaker: open takes it out of the traffic split."""
+
+    open: bool = False
+    reason: str | None = None
+    since: datetime | None = None
+    serving: bool = Field(
+        False,
+        description="Open but still serving: it is the only version there is to route to.",
+    )
+
+
+class DescribeVersion(BaseModel):
+    """One immutable version of a deployment."""
+
+    version: int
+    model_uri: str
+    profile: str
+    state: VersionState
+    reason: str | None = None
+    created_at: datetime
+    ready_at: datetime | None = None
+    stopped_at: datetime | None = None
+    pending_percent: int | None = Field(
+        None, description="The share of traffic the version takes once ready."
+    )
+    breaker: BreakerState = Field(default_factory=BreakerState)
+    signature: dict[str, Any] | None = None
+    lineage: dict[str, Any] | None = None
+
+
+class DescribeDeployment(BaseModel):
+    """A deployment: its versions, traffic split and grants."""
+
+    owner: str
+    name: str
+    url: str = Field(description="Where to POST predictions (routed by the traffic split).")
+    profile: str
+    replicas: int
+    traffic: dict[str, int]
+    previous_version: int | None = None
+    versions: list[DescribeVersion]
+    grants: Grants
+    created_at: datetime
+    updated_at: datetime
+
+
+class ListDeploymentsResponse(BaseModel):
+    deployments: list[DescribeDeployment]
+
+
+class VersionMetrics(BaseModel):
+    """What the router saw for one version over the last window, and its model servers' stats."""
+
+    state: VersionState
+    breaker: BreakerState
+    traffic: int = 0
+    replicas_ready: int = 0
+    requests: int = Field(
+        0, description="Requests routed to the version since the deployer started."
+    )
+    errors: int = 0
+    window_seconds: float = 60
+    window_requests: int = 0
+    window_errors: int = 0
+    rate: float = Field(0.0, description="Requests per second over the window.")
+    error_rate: float = Field(0.0, description="Share of the window's requests that failed (5xx).")
+    latency_ms: dict[str, float | None] = Field(default_factory=lambda: {"p50": None, "p99": None})
+    drift: dict[str, float] = Field(
+        default_factory=dict, description="Population stability index per feature."
+    )
+    rows_seen: int = 0
+
+
+class DeploymentMetrics(BaseModel):
+    versions: dict[str, VersionMetrics]

@@ -1,0 +1,83 @@
+"""REST handlers under /shipyard/api/deployer/: the deployer's API, for the JupyterLab panel.
+
+Exactly as :mod:`server_ext.scheduler_handlers` does for the scheduler: the panel runs in the
+browser on the user's server, which holds the server's hub token (``$JUPYTERHUB_API_TOKEN``,
+scoped to the deployer); the browser never sees it. Each route here forwards to the same
+route of the service as the server's user, through
+:meth:`~server_ext.deploy_client.DeployerClient.forward`, and passes the service's status,
+JSON body and error body on unchanged, so the panel reads the service's own
+``{"status", "message", "errors"}``. A deployer that is not configured or cannot be reached,
+or an answer that is not the service's (the hub's page for a wrong URL), is a 502 in that
+same schema, with a message that says why.
+
+The handler is the scheduler's :class:`~server_ext.scheduler_handlers.SchedulerForwardHandler`
+with another client: the same ``@authorized`` methods (resource ``shipyard``; XSRF on
+cookie-authenticated writes, as every jupyter-server ``APIHandler``), the same error schema,
+the same 405 for a method a route does not list, the forwarding in a thread.
+
+Only what the panel needs is forwarded, listed in :data:`ROUTES` with its methods: the list,
+a deployment, a version, metrics, and the traffic operations (rollback, promote, split).
+Creating, scaling, deleting and sharing deployments, model traffic, OpenAPI, health and
+Prometheus metrics are not: a new route here is a decision, never a side effect of a
+catch-all proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tornado import web
+
+from .deploy_client import DeployerClient, DeployerError, path_segment
+from .scheduler_handlers import SchedulerForwardHandler
+
+PREFIX = r"/shipyard/api/deployer"
+#: One path segment of a name or version (never ``/`` or ``..``); the service validates
+#: what it is, and its 404 for a malformed one is passed on like any answer of its own.
+NAME = VERSION = r"([A-Za-z0-9_-]+)"
+
+#: (route under PREFIX, the service's path with ``{}`` for the ids, methods forwarded).
+ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
+    ("/deployments", "api/deployments", ("GET",)),
+    (f"/deployments/{NAME}", "api/deployments/{}", ("GET",)),
+    (f"/deployments/{NAME}/versions/{VERSION}", "api/deployments/{}/versions/{}", ("GET",)),
+    (f"/deployments/{NAME}/metrics", "api/deployments/{}/metrics", ("GET",)),
+    (f"/deployments/{NAME}/traffic", "api/deployments/{}/traffic", ("PUT",)),
+    (f"/deployments/{NAME}/promote", "api/deployments/{}/promote", ("POST",)),
+    (f"/deployments/{NAME}/rollback", "api/deployments/{}/rollback", ("POST",)),
+]
+
+
+class DeployerForwardHandler(SchedulerForwardHandler):
+    """Forward one route of :data:`ROUTES` to the deployer as the server's user."""
+
+    async def _forward(self, *ids: str) -> None:
+        if self.request.method not in self.methods:
+            raise web.HTTPError(405, f"{self.request.path} takes {', '.join(self.methods)}")
+        try:
+            client = DeployerClient.from_environment()
+            answer = await asyncio.to_thread(
+                client.forward,
+                self.request.method,
+                self.target.format(*(path_segment(i) for i in ids)),
+                self.request.query,
+                self.request.body or None,
+            )
+        except DeployerError as exc:  # not configured, or not reachable
+            raise web.HTTPError(502, "%s", exc.message) from None
+        self.set_status(answer.status)
+        self.set_header("Cache-Control", "no-store")
+        if answer.status == 204:
+            self.finish()
+            return
+        content_type = answer.headers.get("Content-Type", "application/json")
+        self.finish(answer.body, set_content_type=content_type)
+
+
+def deployer_routes() -> list[tuple[str, type, dict[str, Any]]]:
+    """The handlers of :data:`ROUTES`, for the extension's route table."""
+    return [
+        (PREFIX + route, DeployerForwardHandler, {"target": target, "methods": methods})
+        for route, target, methods in ROUTES
+    ]

@@ -1,0 +1,478 @@
+"""The deployer service behind a real hub: REST API, authorization, routing, rollouts, restart.
+
+One hub with the deployer per module. Until the real backend and model server
+are exercised end to end, the replicas here come from :class:`FakeModelBackend`,
+a **test double of the backend only**: it runs real HTTP processes on loopback
+(stdlib, :data:`FAKE_MODEL_SERVER`) that speak the model server's protocol
+(``/health``, ``/invocations``, ``/stats``, graceful SIGTERM), so the
+deployer, its router and the hub's proxy are all real. The service imports it
+by name through its config file (STYLE rule 21: doubles live in tests/ and are
+injected through a ``Type`` trait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from hub_ext.services.deployer.backend import Backend, DeployFailed, VersionSpec
+
+from .hubtools import REPO, free_port, wait_for
+
+#: A model server double: predicts its tag for each row; ``error`` answers 500 to everything.
+FAKE_MODEL_SERVER = r"""
+import json, signal, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+port, tag, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+served = {"requests": 0, "errors": 0}
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def reply(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_GET(self):
+        if self.path == "/health":
+            self.reply(200, {"status": "ready"})
+        elif self.path == "/stats":
+            self.reply(200, {**served, "latency_ms": {"p50": 1.0, "p99": 2.0},
+                             "window": {"seconds": 60, "requests": 0, "errors": 0},
+                             "drift": {"x": 0.25}, "rows_seen": served["requests"]})
+        else:
+            self.reply(404, {"error_code": "NOT_FOUND", "message": "no"})
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers["Content-Type"].startswith("text/csv"):
+            body = {"inputs": raw.decode().strip().splitlines()[1:]}
+        else:
+            body = json.loads(raw)
+        served["requests"] += 1
+        time.sleep(0.02)
+        if mode == "error":
+            served["errors"] += 1
+            return self.reply(500, {"error_code": "MODEL_ERROR", "message": "boom"})
+        rows = len(body.get("inputs") or body.get("dataframe_split", {}).get("data") or [0])
+        self.reply(200, {"predictions": [tag] * rows})
+
+server = ThreadingHTTPServer(("127.0.0.1", port), H)
+server.daemon_threads = False
+def stop(*_):
+    threading.Thread(target=server.shutdown).start()
+signal.signal(signal.SIGTERM, stop)
+server.serve_forever()
+server.server_close()  # joins the requests in flight
+"""
+
+
+class FakeModelBackend(Backend):
+    """Test double of a backend: loopback processes of :data:`FAKE_MODEL_SERVER`.
+
+    ``model_uri`` says what the fake model does: ``fake:<tag>`` predicts
+    ``<tag>``, ``fake-error:<tag>`` answers 500, ``fake-broken:`` never starts.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.replicas: dict[str, list[tuple[subprocess.Popen, int]]] = {}
+
+    def _spawn(self, spec: VersionSpec) -> tuple[subprocess.Popen, int]:
+        kind, _, tag = spec.model_uri.partition(":")
+        port = free_port()
+        mode = "error" if kind == "fake-error" else "ok"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", FAKE_MODEL_SERVER, str(port), tag, mode],
+            start_new_session=True,
+        )
+        return proc, port
+
+    async def _healthy(self, port: int) -> None:
+        for _ in range(200):
+            try:
+                r = await asyncio.to_thread(
+                    requests.get, f"http://127.0.0.1:{port}/health", timeout=1
+                )
+                if r.status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            await asyncio.sleep(0.05)
+        raise DeployFailed("the fake model server never became healthy")
+
+    async def start(self, spec: VersionSpec) -> None:
+        if spec.model_uri.startswith("fake-broken:"):
+            await asyncio.sleep(0.3)
+            raise DeployFailed("could not load the model: fake-broken models never load")
+        started = [self._spawn(spec) for _ in range(spec.replicas)]
+        await asyncio.gather(*(self._healthy(port) for _, port in started))
+        self.replicas[spec.key] = started
+
+    def endpoints(self, key: str) -> list[str]:
+        return [
+            f"http://127.0.0.1:{port}"
+            for proc, port in self.replicas.get(key, [])
+            if proc.poll() is None
+        ]
+
+    async def scale(self, spec: VersionSpec) -> None:
+        current = self.replicas.get(spec.key, [])
+        if len(current) < spec.replicas:
+            added = [self._spawn(spec) for _ in range(spec.replicas - len(current))]
+            await asyncio.gather(*(self._healthy(port) for _, port in added))
+            self.replicas[spec.key] = current + added
+        else:
+            self.replicas[spec.key], extra = current[: spec.replicas], current[spec.replicas :]
+            await self._terminate(extra, 20)
+
+    async def _terminate(self, replicas, grace: float) -> None:
+        for proc, _ in replicas:
+            proc.terminate()
+        for proc, _ in replicas:
+            try:
+                await asyncio.to_thread(proc.wait, grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    async def stop(self, key: str, grace: float = 20) -> None:
+        await self._terminate(self.replicas.pop(key, []), grace)
+
+    async def sweep(self) -> None:
+        return
+
+    async def close(self) -> None:
+        return
+
+
+DEPLOYER_CONFIG = f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+c.DeployerService.backend_class = "tests.test_deployer_service.FakeModelBackend"
+c.DeployerService.drain_seconds = 1
+c.DeployerService.stop_grace = 5
+c.DeployerService.monitor_interval = 0.5
+c.DeployerService.breaker_min_requests = 10
+c.DeployerService.breaker_cooldown = 600
+c.DeployerService.groups_cache_seconds = 0.5
+c.DeployerService.auth_cache_seconds = 1
+c.DeployerService.max_replicas = 3
+c.DeployerService.max_body_size = 4096
+"""
+
+
+class Client:
+    """The deployer through the hub's proxy, as one user's token."""
+
+    def __init__(self, hub, token: str):
+        self.hub = hub
+        self.token = token
+        self.base = f"{hub.url}/services/deployer/"
+
+    def __call__(self, method: str, path: str, token: str | None = None, **kwargs):
+        headers = kwargs.pop("headers", {})
+        if token != "":
+            headers["Authorization"] = f"token {token or self.token}"
+        r = requests.request(method, self.base + path, headers=headers, timeout=60, **kwargs)
+        if r.status_code != 204 and r.content:
+            assert r.headers["Content-Type"].startswith("application/json"), r.text[:200]
+        assert "frame-ancestors" in r.headers.get("Content-Security-Policy", "")
+        return r
+
+    def invoke(self, owner: str, name: str, token: str | None = None, version=None, **kw):
+        path = f"models/{owner}/{name}/" + (f"v/{version}/" if version else "") + "invocations"
+        kw.setdefault("json", {"inputs": [[1.0, 2.0]]})
+        return self("POST", path, token=token, **kw)
+
+    def wait_state(self, name: str, version: int, state: str, timeout: float = 30) -> dict:
+        def reached():
+            v = self("GET", f"api/deployments/{name}/versions/{version}").json()
+            if v["state"] == "failed" and state != "failed":
+                raise AssertionError(f"version {version} failed: {v['reason']}")
+            return v if v["state"] == state else None
+
+        return wait_for(reached, timeout, 0.1, f"{name} v{version} to be {state}")
+
+
+@pytest.fixture(scope="module")
+def dep(hub_factory, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("deployer-config")
+    config = folder / "deployer_config.py"
+    config.write_text(DEPLOYER_CONFIG)
+    hub = hub_factory(
+        name="deployer",
+        account_prefix="sydep-",
+        cgroup_parent="shipyard-test-dep",
+        extra_env={"SHIPYARD_DEPLOYER": "1", "SHIPYARD_DEPLOYER_CONFIG": str(config)},
+    )
+    client = Client(hub, hub.create_user("alice"))
+    wait_for(
+        lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
+        60,
+        0.2,
+        "the deployer to answer",
+    )
+    yield client
+    hub.stop()
+
+
+@pytest.fixture(scope="module")
+def bob(dep):
+    return dep.hub.create_user("bob", groups=["team"])
+
+
+def test_openapi_describes_every_route(dep):
+    from hub_ext.services.deployer.handlers import API_TABLE
+
+    doc = dep("GET", "openapi.json", token="").json()
+    for path, handler in API_TABLE:
+        templated = "/" + path.replace("([a-z0-9][a-z0-9-]{0,39})", "{name}", 1)
+        templated = templated.replace("([1-9][0-9]{0,8})", "{version}")
+        assert templated in doc["paths"], templated
+        for method in ("get", "post", "put", "patch", "delete"):
+            if method.upper() in handler.__dict__ or method in handler.__dict__:
+                assert method in doc["paths"][templated], (templated, method)
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"name": "Bad_Name", "model_uri": "fake:a"}, "name"),
+        ({"name": "a--b", "model_uri": "fake:a"}, "name"),
+        ({"name": "ok", "model_uri": "relative/path"}, "model_uri"),
+        ({"name": "ok", "model_uri": "-x"}, "model_uri"),
+        ({"name": "ok", "model_uri": "fake:a", "replicas": 0}, "replicas"),
+        ({"name": "ok", "model_uri": "fake:a", "replicas": True}, "replicas"),
+        ({"name": "ok", "model_uri": "fake:a", "replicas": 4}, "replicas"),
+        ({"name": "ok", "model_uri": "fake:a", "profile": "nope"}, "profile"),
+        ({"name": "ok", "model_uri": "fake:a", "profile": "Not A Slug"}, "profile"),
+        ({"name": "ok", "model_uri": "fake:a", "training_summary": [1]}, "training_summary"),
+        ({"name": "ok", "model_uri": "fake:a", "colour": "red"}, "colour"),
+        ({"model_uri": "fake:a"}, "name"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(dep, body, field):
+    r = dep("POST", "api/deployments", json=body)
+    assert r.status_code == 400, r.text
+    assert field in r.json()["message"]
+
+
+def test_bad_requests(dep):
+    r = dep("POST", "api/deployments", data=b"{not json", headers={"Content-Type": "x"})
+    assert r.status_code == 400 and "not JSON" in r.json()["message"]
+    r = dep(
+        "POST", "api/deployments", json={"name": "ok", "model_uri": "fake:a", "profile": "roomy"}
+    )
+    assert r.status_code == 403 and "research" in r.json()["message"]
+    assert dep("GET", "api/deployments/missing").status_code == 404
+    assert dep("GET", "api/deployments", token="").status_code == 401
+    assert dep("GET", "api/nothing-here").status_code == 404
+    assert dep("GET", "api/deployments?owner=bob").status_code == 403
+
+
+def test_deploy_invoke_and_access(dep, bob):
+    r = dep("POST", "api/deployments", json={"name": "churn", "model_uri": "fake:one"})
+    assert r.status_code == 201, r.text
+    d = r.json()
+    assert d["versions"][0]["state"] == "starting" and d["traffic"] == {}
+    assert d["url"] == "/services/deployer/models/alice/churn/invocations"
+    dep.wait_state("churn", 1, "ready")
+    assert dep("GET", "api/deployments/churn").json()["traffic"] == {"1": 100}
+    r = dep.invoke("alice", "churn")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"predictions": ["one"]} and r.headers["X-Shipyard-Model-Version"] == "1"
+    r = dep.invoke("alice", "churn", data="a,b\n1,2\n", headers={"Content-Type": "text/csv"})
+    assert r.status_code == 200
+    # limits before forwarding
+    r = dep.invoke("alice", "churn", data=b"x", headers={"Content-Type": "application/pickle"})
+    assert r.status_code == 415
+    r = dep.invoke("alice", "churn", json={"inputs": [[0] * 2000]})
+    assert r.status_code == 413
+    # who may invoke
+    assert dep.invoke("alice", "churn", token="").status_code == 401
+    assert dep.invoke("alice", "churn", token="not-a-token").status_code == 401
+    missing = dep.invoke("alice", "nothing", token=bob)
+    hidden = dep.invoke("alice", "churn", token=bob)
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json()["message"].replace("churn", "X") == missing.json()["message"].replace(
+        "nothing", "X"
+    )
+    # a token without the scope: 403, whether or not the deployment exists
+    r = dep.hub.api(
+        "POST", "/users/bob/tokens", json={"scopes": ["access:services!service=deployer"]}
+    )
+    unscoped = r.json()["token"]
+    assert dep.invoke("alice", "churn", token=unscoped).status_code == 403
+    assert dep.invoke("alice", "nothing", token=unscoped).status_code == 403
+    # the REST API of another user's deployment is missing too
+    assert dep("GET", "api/deployments/churn", token=bob).status_code == 404
+    assert dep("PUT", "api/deployments/churn/grants", token=bob, json={}).status_code == 404
+    # a grant lets bob invoke (by name, then by group); he still can't manage it
+    r = dep("PUT", "api/deployments/churn/grants", json={"users": ["bob"]})
+    assert r.status_code == 200 and r.json()["grants"]["users"] == ["bob"]
+    assert dep.invoke("alice", "churn", token=bob).status_code == 200
+    dep("PUT", "api/deployments/churn/grants", json={"groups": ["team"]})
+    assert dep.invoke("alice", "churn", token=bob).status_code == 200
+    assert dep("DELETE", "api/deployments/churn", token=bob).status_code == 404
+    dep("PUT", "api/deployments/churn/grants", json={})
+    assert dep.invoke("alice", "churn", token=bob).status_code == 404
+    health = dep("GET", "models/alice/churn/health")
+    assert health.status_code == 200 and health.json()["status"] == "ready"
+
+
+def test_failed_version_keeps_traffic(dep):
+    r = dep("POST", "api/deployments/churn/versions", json={"model_uri": "fake-broken:x"})
+    assert r.status_code == 201 and r.json()["version"] == 2
+    v = dep.wait_state("churn", 2, "failed")
+    assert "never load" in v["reason"]
+    assert dep("GET", "api/deployments/churn").json()["traffic"] == {"1": 100}
+    assert dep.invoke("alice", "churn").json() == {"predictions": ["one"]}
+    r = dep("POST", "api/deployments/churn/promote", json={"version": 2})
+    assert r.status_code == 409 and "failed" in r.json()["message"]
+
+
+def test_canary_split_promote_rollback(dep):
+    r = dep(
+        "POST",
+        "api/deployments/churn/versions",
+        json={"model_uri": "fake:three", "canary_percent": 50},
+    )
+    assert r.status_code == 201
+    dep.wait_state("churn", 3, "ready")
+    assert dep("GET", "api/deployments/churn").json()["traffic"] == {"1": 50, "3": 50}
+    seen = Counter(dep.invoke("alice", "churn").json()["predictions"][0] for _ in range(20))
+    assert seen == {"one": 10, "three": 10}
+    assert dep.invoke("alice", "churn", version=3).json() == {"predictions": ["three"]}
+    assert dep.invoke("alice", "churn", version=2).status_code == 503  # failed: no replica
+    assert dep.invoke("alice", "churn", version=9).status_code == 404
+    # bad splits
+    for split, status in [({"1": 50}, 400), ({"1": 50, "x": 50}, 400), ({"2": 100}, 409)]:
+        assert (
+            dep("PUT", "api/deployments/churn/traffic", json={"split": split}).status_code == status
+        )
+    r = dep("POST", "api/deployments/churn/promote", json={"version": 3})
+    assert r.json()["traffic"] == {"3": 100} and r.json()["previous_version"] == 1
+    dep.wait_state("churn", 1, "stopped")
+    # rollback (no version: the previous one) restarts version 1, then switches
+    r = dep("POST", "api/deployments/churn/rollback", json={})
+    assert r.status_code == 200, r.text
+    assert r.json()["traffic"] == {"3": 100}
+    dep.wait_state("churn", 1, "ready")
+    assert dep("GET", "api/deployments/churn").json()["traffic"] == {"1": 100}
+    assert dep.invoke("alice", "churn").json() == {"predictions": ["one"]}
+    dep.wait_state("churn", 3, "stopped")
+
+
+def test_scale_and_metrics(dep):
+    r = dep("PATCH", "api/deployments/churn", json={"replicas": 2})
+    assert r.status_code == 200 and r.json()["replicas"] == 2
+    assert dep("PATCH", "api/deployments/churn", json={"replicas": 9}).status_code == 400
+    for _ in range(5):
+        assert dep.invoke("alice", "churn").status_code == 200
+
+    def polled():
+        m = dep("GET", "api/deployments/churn/metrics").json()["versions"]["1"]
+        return m if m["drift"] and m["replicas_ready"] == 2 else None
+
+    m = wait_for(polled, 10, 0.2, "stats to be polled")
+    assert m["state"] == "ready" and m["traffic"] == 100 and m["requests"] >= 5
+    assert m["latency_ms"]["p50"] > 0 and m["error_rate"] == 0 and m["drift"] == {"x": 0.25}
+
+
+def test_zero_failures_under_load_during_rollout(dep):
+    """Deploy v4, then roll back to v1, while 8 clients call the model without pause."""
+    stop = threading.Event()
+    results: Counter = Counter()
+    failures: list[str] = []
+
+    def client():
+        session = requests.Session()
+        session.headers["Authorization"] = f"token {dep.token}"
+        url = dep.base + "models/alice/churn/invocations"
+        while not stop.is_set():
+            r = session.post(url, json={"inputs": [[1]]}, timeout=30)
+            if r.status_code != 200:
+                failures.append(f"{r.status_code} {r.text[:200]}")
+            else:
+                results[r.json()["predictions"][0]] += 1
+
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(8):
+            pool.submit(client)
+        time.sleep(1)
+        dep("POST", "api/deployments/churn/versions", json={"model_uri": "fake:four"})
+        dep.wait_state("churn", 4, "ready")
+        dep.wait_state("churn", 1, "stopped", timeout=40)
+        time.sleep(0.5)
+        dep("POST", "api/deployments/churn/rollback", json={"version": 1})
+        dep.wait_state("churn", 1, "ready")
+        dep.wait_state("churn", 4, "stopped", timeout=40)
+        time.sleep(0.5)
+        stop.set()
+    assert not failures, failures[:5]
+    assert results["one"] > 0 and results["four"] > 0
+
+
+def test_breaker_takes_failing_version_out(dep):
+    dep("POST", "api/deployments", json={"name": "flaky", "model_uri": "fake:good"})
+    dep.wait_state("flaky", 1, "ready")
+    dep(
+        "POST",
+        "api/deployments/flaky/versions",
+        json={"model_uri": "fake-error:bad", "canary_percent": 50},
+    )
+    dep.wait_state("flaky", 2, "ready")
+    codes = Counter(dep.invoke("alice", "flaky").status_code for _ in range(40))
+    assert codes[500] >= 5 and codes[500] <= 12, codes  # opens after ~10 requests at 50%
+    assert all(dep.invoke("alice", "flaky").status_code == 200 for _ in range(10))
+    v = dep("GET", "api/deployments/flaky/versions/2").json()
+    assert v["breaker"]["open"] and "failed" in v["breaker"]["reason"]
+    m = dep("GET", "api/deployments/flaky/metrics").json()["versions"]["2"]
+    assert m["breaker"]["open"] and m["error_rate"] > 0.5
+
+
+def test_restart_brings_versions_back_and_delete(dep):
+    import psutil
+
+    dep("POST", "api/deployments", json={"name": "steady", "model_uri": "fake:steady"})
+    dep.wait_state("steady", 1, "ready")
+    pid = next(
+        c.pid
+        for c in psutil.net_connections("tcp")
+        if c.status == "LISTEN" and c.laddr.port == dep.hub.deployer_port
+    )
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 30)
+
+    def serving():  # the proxy answers with the hub's HTML page while the service is down
+        try:
+            r = requests.post(
+                dep.base + "models/alice/steady/invocations",
+                json={"inputs": [[1]]},
+                headers={"Authorization": f"token {dep.token}"},
+                timeout=5,
+            )
+        except requests.RequestException:
+            return False
+        return r.status_code == 200
+
+    wait_for(serving, 60, 0.3, "the restarted deployer to serve again")
+    assert dep.invoke("alice", "steady").json() == {"predictions": ["steady"]}
+    assert dep("DELETE", "api/deployments/steady").status_code == 204
+    assert dep("GET", "api/deployments/steady").status_code == 404
+    assert dep.invoke("alice", "steady").status_code == 404
+    names = [d["name"] for d in dep("GET", "api/deployments").json()["deployments"]]
+    assert "steady" not in names
