@@ -629,7 +629,11 @@ class ShipyardMagics(Magics):
         "mlflow.pyfunc.PythonModel), an MLflow run id, or models:/NAME/VERSION.",
     )
     @argument("--name", help="The deployment's name: lowercase letters, digits and dashes.")
-    @argument("--profile", help="The profile its replicas run in (default: your default one).")
+    @argument(
+        "--profile",
+        help="The profile its replicas run in (default: this server's, whose environment "
+        "trained the model; else your default one).",
+    )
     @argument("--replicas", type=int, metavar="N", help="How many replicas serve it (default 1).")
     @argument(
         "--canary",
@@ -758,8 +762,10 @@ class ShipyardMagics(Magics):
             progress.update(2, f"{published.model_uri}")
             summary = deploying.training_summary(example)
             body: dict = {"model_uri": published.model_uri, "lineage": published.lineage}
-            if args.profile:
-                body["profile"] = unquote(args.profile)
+            # the model serves in the environment it was trained in: this server's profile
+            profile = unquote(args.profile) if args.profile else os.environ.get("SHIPYARD_PROFILE")
+            if profile:
+                body["profile"] = profile
             if summary is not None:
                 body["training_summary"] = summary
             if published.signature is not None:
