@@ -20,6 +20,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import ipywidgets
 import pytest
@@ -559,19 +561,52 @@ def test_deploy_serve_list_roll_back(deployed_hub, ip, alice, capsys, monkeypatc
     assert "<b>iris</b>" in table.value and f"<code>{url}</code>" in table.value
     assert "100%" in table.value and ">ready<" in table.value and "1/1 ready" in table.value
 
-    # a second version takes the traffic; a rollback gives it back to the first
-    ip.run_cell("model2 = LogisticRegression(max_iter=300, C=0.01).fit(X, y)")
-    ip.run_line_magic("deploy", "model2 --name iris --input-example X")
-    out = capsys.readouterr().out
-    assert "Version 2 of 'iris' is ready (models:/alice-iris/2" in out
-    r = invoke(url, alice["token"], {"dataframe_split": rows})
-    assert r.headers["X-Shipyard-Model-Version"] == "2"
-    ip.run_line_magic("deploy", "--rollback iris")
-    assert "Rolled back 'iris': version 1 takes 100% of the traffic." in capsys.readouterr().out
-    r = invoke(url, alice["token"], {"dataframe_split": rows})
-    assert r.headers["X-Shipyard-Model-Version"] == "1"
-    ip.run_line_magic("deploy", "--promote iris 2")
-    assert "Promoted 'iris': version 2 takes 100% of the traffic." in capsys.readouterr().out
+    # a second version takes the traffic; a rollback gives it back to the first; all under
+    # steady load at concurrency 8 on the real model servers, and no request fails
+    statuses: list[int] = []
+    versions: set[str] = set()
+    done = threading.Event()
+
+    def load() -> None:
+        session = requests.Session()
+        while not done.is_set():
+            try:
+                answer = session.post(
+                    url,
+                    json={"dataframe_split": rows},
+                    headers={"Authorization": f"token {alice['token']}"},
+                    timeout=30,
+                )
+                statuses.append(answer.status_code)
+                versions.add(answer.headers.get("X-Shipyard-Model-Version", ""))
+            except requests.RequestException as e:
+                statuses.append(repr(e))
+
+    clients = [threading.Thread(target=load, daemon=True) for _ in range(8)]
+    for client in clients:
+        client.start()
+    try:
+        ip.run_cell("model2 = LogisticRegression(max_iter=300, C=0.01).fit(X, y)")
+        ip.run_line_magic("deploy", "model2 --name iris --input-example X")
+        out = capsys.readouterr().out
+        assert "Version 2 of 'iris' is ready (models:/alice-iris/2" in out
+        wait_for(lambda: "2" in versions, 30, 0.1, "version 2 to take the traffic")
+        ip.run_line_magic("deploy", "--rollback iris")
+        assert "Rolled back 'iris': version 1 takes 100% of the traffic." in (
+            capsys.readouterr().out
+        )
+        r = invoke(url, alice["token"], {"dataframe_split": rows})
+        assert r.headers["X-Shipyard-Model-Version"] == "1"
+        ip.run_line_magic("deploy", "--promote iris 2")
+        assert "Promoted 'iris': version 2 takes 100% of the traffic." in capsys.readouterr().out
+        time.sleep(1)
+    finally:
+        done.set()
+        for client in clients:
+            client.join(60)
+    failed = [s for s in statuses if s != 200]
+    assert not failed and len(statuses) > 100, (len(statuses), failed[:5])
+    assert {"1", "2"} <= versions
 
     # a version that cannot load fails with its reason; the one before keeps serving
     ip.run_cell(

@@ -99,17 +99,18 @@ def version_spec(model_uri: str, *, name: str = "churn", version: int = 1, **fie
     return VersionSpec(**values)
 
 
-def invoke(url: str, rows: list[list[float]]) -> list:
+def invoke(url: str, rows: list[list[float]], headers: dict[str, str]) -> list:
+    """Predictions of a replica, called as the deployer calls it (with the replica's secret)."""
     body = json.dumps({"dataframe_split": {"columns": ["x"], "data": rows}}).encode()
     request = urllib.request.Request(
-        f"{url}/invocations", body, {"Content-Type": "application/json"}
+        f"{url}/invocations", body, {"Content-Type": "application/json", **headers}
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - 127.0.0.1
         return json.loads(response.read())["predictions"]
 
 
-async def ainvoke(url: str, rows: list[list[float]]) -> list:
-    return await asyncio.to_thread(invoke, url, rows)
+async def ainvoke(url: str, rows: list[list[float]], headers: dict[str, str]) -> list:
+    return await asyncio.to_thread(invoke, url, rows, headers)
 
 
 def proc_status(pid: int) -> dict[str, str]:
@@ -269,7 +270,16 @@ async def test_start_serves_as_the_owner_in_its_cgroup(backend, spec, model_serv
 
     [url] = backend.endpoints(spec.key)
     assert url.startswith("http://127.0.0.1:")
-    assert await ainvoke(url, [[1.0], [4.0]]) == pytest.approx([3.0, 9.0])
+    assert await ainvoke(url, [[1.0], [4.0]], backend.request_headers(spec.key)) == pytest.approx(
+        [3.0, 9.0]
+    )
+    # the port is open to every local account: without the replica's secret, nothing
+    for headers in ({}, {"X-Shipyard-Replica-Secret": "guess"}):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            await ainvoke(url, [[1.0]], headers)
+        assert refused.value.code == 403
+    with urllib.request.urlopen(f"{url}/health", timeout=10) as response:  # noqa: S310
+        assert response.status == 200  # probes need no secret
 
     [replica] = backend.describe(spec.key)
     pid = replica["pid"]
@@ -302,6 +312,7 @@ async def test_start_serves_as_the_owner_in_its_cgroup(backend, spec, model_serv
         *("PATH", "HOME", "USER", "LOGNAME", "PYTHONUNBUFFERED", "LANG", "LC_ALL", "TZ"),
         *("SHIPYARD_ENV", "SHIPYARD_ENV_DIGEST", "VIRTUAL_ENV", "SHIPYARD_PROFILE"),
         *("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"),
+        "SHIPYARD_REPLICA_SECRET",  # readable by the owner's own account only
     }
 
     # the training summary: a file only the owner can read
@@ -334,7 +345,7 @@ async def test_a_replica_that_dies_is_restarted(backend, spec):
     assert after["pid"] != before["pid"]
     assert after["restarts"] == 1
     assert after["cgroup"] == before["cgroup"]
-    assert await ainvoke(url, [[0.0]]) == pytest.approx([1.0])
+    assert await ainvoke(url, [[0.0]], backend.request_headers(spec.key)) == pytest.approx([1.0])
     assert "r0: was killed by SIGKILL; restarting" in backend.log_tail(spec.key)
 
 
@@ -354,7 +365,7 @@ async def test_a_replica_that_stops_answering_is_replaced(backend, spec, monkeyp
             os.kill(before["pid"], signal.SIGCONT)
     [after] = backend.describe(spec.key)
     assert after["pid"] != before["pid"] and not alive(before["pid"])
-    assert await ainvoke(url, [[3.0]]) == pytest.approx([7.0])
+    assert await ainvoke(url, [[3.0]], backend.request_headers(spec.key)) == pytest.approx([7.0])
     assert "r0: missed 3 health checks; killing it" in backend.log_tail(spec.key)
 
 
@@ -376,7 +387,9 @@ async def test_scaling_never_leaves_the_version_without_a_replica(backend, spec,
         urls = backend.endpoints(spec.key)
         assert len(urls) == 2
         for url in urls:
-            assert await ainvoke(url, [[2.0]]) == pytest.approx([5.0])
+            assert await ainvoke(url, [[2.0]], backend.request_headers(spec.key)) == pytest.approx(
+                [5.0]
+            )
         replicas = backend.describe(spec.key)
         assert [r["cgroup"] for r in replicas] == [f"{spec.key}-r0", f"{spec.key}-r1"]
         second = replicas[1]
@@ -438,10 +451,12 @@ async def test_a_replica_recycled_after_a_timeout_restarts_at_once(
     await backend.start(spec)
     try:
         [url] = backend.endpoints(spec.key)
-        assert await ainvoke(url, [[0.0]]) == pytest.approx([1.0])
+        assert await ainvoke(url, [[0.0]], backend.request_headers(spec.key)) == pytest.approx(
+            [1.0]
+        )
         [before] = backend.describe(spec.key)
         with pytest.raises(urllib.error.HTTPError) as timed_out:
-            await ainvoke(url, [[3.0]])
+            await ainvoke(url, [[3.0]], backend.request_headers(spec.key))
         assert timed_out.value.code == 504
         await eventually(lambda: not backend.endpoints(spec.key), 10, "the replica to leave")
         started = time.monotonic()
@@ -449,7 +464,9 @@ async def test_a_replica_recycled_after_a_timeout_restarts_at_once(
         print(f"recycled replica serving again after {time.monotonic() - started:.1f}s")
         [after] = backend.describe(spec.key)
         assert after["pid"] != before["pid"] and after["restarts"] == 1
-        assert await ainvoke(url, [[0.0]]) == pytest.approx([1.0])
+        assert await ainvoke(url, [[0.0]], backend.request_headers(spec.key)) == pytest.approx(
+            [1.0]
+        )
         log = backend.log_tail(spec.key)
         assert "r0: exited after a request timed out (recycled); restarting" in log
     finally:
@@ -585,7 +602,7 @@ async def test_replicas_die_with_the_deployer_and_serve_again_after_a_restart(
     await fresh.start(spec)
     try:
         [url] = fresh.endpoints(spec.key)
-        assert await ainvoke(url, [[1.0]]) == pytest.approx([3.0])
+        assert await ainvoke(url, [[1.0]], fresh.request_headers(spec.key)) == pytest.approx([3.0])
     finally:
         await fresh.stop(spec.key, grace=5)
     assert cgroups_of(spec.key) == []

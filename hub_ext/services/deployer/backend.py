@@ -183,6 +183,15 @@ class Backend(LoggingConfigurable, metaclass=_BackendMeta):
         does I/O. An unknown key has none.
         """
 
+    def request_headers(self, key: str) -> Mapping[str, str]:
+        """Headers every request to a replica of ``key`` carries (the replica's secret).
+
+        The local backend's replicas listen on loopback, which every account of the
+        machine reaches, so they answer only requests with their secret; on Kubernetes
+        a NetworkPolicy admits only the deployer, and this is empty.
+        """
+        return {}
+
     @abstractmethod
     async def scale(self, spec: VersionSpec) -> None:
         """Run ``spec.replicas`` replicas of a started version, without downtime.

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -433,18 +433,24 @@ class DeployerCore:
                         metrics.TRAFFIC.labels(*labels).set(route.traffic.get(version, 0))
                         metrics.BREAKER_OPEN.labels(*labels).set(self.breakers.describe(key).open)
                     if endpoints:
-                        self.stats[key] = await self._poll_stats(client, endpoints)
+                        self.stats[key] = await self._poll_stats(
+                            client, endpoints, self.backend.request_headers(key)
+                        )
                         for feature, psi in self.stats[key].get("drift", {}).items():
                             metrics.DRIFT.labels(*labels, feature).set(psi)
             await asyncio.sleep(self.monitor_interval)
 
     @staticmethod
-    async def _poll_stats(client: AsyncHTTPClient, endpoints: list[str]) -> dict[str, Any]:
+    async def _poll_stats(
+        client: AsyncHTTPClient, endpoints: list[str], headers: Mapping[str, str]
+    ) -> dict[str, Any]:
         """The replicas' ``/stats`` merged: summed counts, each feature's worst drift."""
         merged: dict[str, Any] = {"requests": 0, "errors": 0, "rows_seen": 0, "drift": {}}
         for endpoint in endpoints:
             try:
-                response = await client.fetch(endpoint.rstrip("/") + "/stats", request_timeout=3)
+                response = await client.fetch(
+                    endpoint.rstrip("/") + "/stats", headers=dict(headers), request_timeout=3
+                )
                 stats = json.loads(response.body)
             except Exception as e:  # a replica that is going away: the next poll sees it
                 log.debug("No stats from %s: %s", endpoint, e)

@@ -61,6 +61,7 @@ import json
 import os
 import pwd
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -95,6 +96,7 @@ from hub_ext.quantities import format_memory
 from hub_ext.services.scheduler.executors.local import PASSED_THROUGH, die_with_parent
 
 from .backend import Backend, DeployFailed, VersionSpec
+from .modelserver import REPLICA_SECRET_ENV, REPLICA_SECRET_HEADER
 
 #: How a replica is started: this module, run with the environment's Python (contract 1).
 MODEL_SERVER_MODULE = "hub_ext.services.deployer.modelserver"
@@ -268,6 +270,8 @@ class _Version:
     stopped: bool = False
     #: set once every replica is gone and the cgroups are removed
     gone: asyncio.Event = field(default_factory=asyncio.Event)
+    #: what the replicas answer to (their ports are reachable by every local account)
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @property
     def summary(self) -> Path | None:
@@ -734,6 +738,10 @@ class LocalBackend(Backend):
             for _, r in sorted(version.replicas.items())
             if r.healthy and not r.stopping and r.pid is not None
         ]
+
+    def request_headers(self, key: str) -> dict[str, str]:
+        version = self._versions.get(key)
+        return {REPLICA_SECRET_HEADER: version.secret} if version is not None else {}
 
     async def scale(self, spec: VersionSpec) -> None:
         """Run ``spec.replicas`` replicas: new ones serve before surplus ones get SIGTERM.
@@ -1203,6 +1211,7 @@ class LocalBackend(Backend):
                 "PYTHONUNBUFFERED": "1",
                 **built.env_vars(),
                 "SHIPYARD_PROFILE": spec.profile.slug,
+                REPLICA_SECRET_ENV: version.secret,
                 # an empty list hides every GPU from replicas whose profile has none
                 "CUDA_VISIBLE_DEVICES": ",".join(gpus),
                 "NVIDIA_VISIBLE_DEVICES": ",".join(gpus) or "void",

@@ -67,6 +67,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import hmac
 import io
 import json
 import logging
@@ -721,6 +722,37 @@ def _split(preds, sizes: list[int]) -> list | None:
     return parts
 
 
+#: The environment variable a replica's secret arrives in, and the header callers send it
+#: in. Replicas listen on loopback, which every account of the machine reaches: without
+#: the secret, anyone could call a model directly, past the deployer's authorization.
+REPLICA_SECRET_ENV = "SHIPYARD_REPLICA_SECRET"
+REPLICA_SECRET_HEADER = "x-shipyard-replica-secret"
+#: What answers without the secret: the probes, which say nothing about the model's data.
+OPEN_PATHS = frozenset({"/health", "/ping"})
+
+
+class RequireSecret:
+    """ASGI wrapper: every HTTP request but :data:`OPEN_PATHS` must carry the replica secret."""
+
+    def __init__(self, app, secret: str):
+        self.app = app
+        self.secret = secret.encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            sent = next(
+                (v for k, v in scope["headers"] if k == REPLICA_SECRET_HEADER.encode()), b""
+            )
+            if not hmac.compare_digest(sent, self.secret):
+                await ServingError(
+                    403,
+                    "PERMISSION_DENIED",
+                    "Call models through the deployer: /services/deployer/models/<owner>/<name>/",
+                ).response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(server: ModelServer) -> Starlette:
     """The ASGI app: routes to ``server``'s methods, every error as JSON."""
 
@@ -832,9 +864,12 @@ def _serve(args: argparse.Namespace, sockets=None) -> int:
     import uvicorn
 
     disable_created_metrics()  # no *_created series: the deployer reads totals only
+    # taken out of the environment before the model (code) is loaded in this process
+    secret = os.environ.pop(REPLICA_SECRET_ENV, "")
     server = ModelServer(args)
+    app = create_app(server)
     config = uvicorn.Config(
-        create_app(server),
+        RequireSecret(app, secret) if secret else app,
         host=args.host,
         port=args.port,
         access_log=False,

@@ -222,12 +222,16 @@ class ModelRouter:
 
     # ---------------------------------------------------------- forwarding
 
-    async def _fetch(self, endpoint: str, body: bytes, content_type: str) -> HTTPResponse:
+    async def _fetch(self, key: str, endpoint: str, body: bytes, content_type: str) -> HTTPResponse:
         request = HTTPRequest(
             endpoint.rstrip("/") + "/invocations",
             method="POST",
             body=body,
-            headers={"Content-Type": content_type, "Accept": "application/json"},
+            headers={
+                "Content-Type": content_type,
+                "Accept": "application/json",
+                **self.backend.request_headers(key),
+            },
             connect_timeout=5,
             request_timeout=self.timeout + 5,
             decompress_response=False,
@@ -261,7 +265,7 @@ class ModelRouter:
         key = route.keys[version]
         endpoint = self._endpoint(key)
         started = time.perf_counter()
-        response = await self._fetch(endpoint, body, content_type)
+        response = await self._fetch(key, endpoint, body, content_type)
         if self._unreachable(response):
             retry_version, retry_endpoint = version, self._endpoint(key, exclude=endpoint)
             if retry_endpoint is None and pinned is None:
@@ -273,7 +277,7 @@ class ModelRouter:
                 RETRIES.labels(route.owner, route.name, str(version)).inc()
                 log.info("Retrying %s/%s v%d on another replica", route.owner, route.name, version)
                 version, key = retry_version, route.keys[retry_version]
-                response = await self._fetch(retry_endpoint, body, content_type)
+                response = await self._fetch(key, retry_endpoint, body, content_type)
         elapsed = time.perf_counter() - started
         if response.code == 599:
             timed_out = not self._unreachable(response)
