@@ -427,7 +427,7 @@ def example_payload(example: Any = None, signature: dict | None = None) -> dict:
 
     A DataFrame row is sent as ``dataframe_split`` (columns named, as MLflow's scoring
     protocol reads it), an array row as ``inputs``. Without an example, a row of zeros in the
-    signature's columns; without a signature, one placeholder row.
+    signature's columns; without a signature, a one-value row ``[[0.0]]``.
     """
     with contextlib.suppress(Exception):
         if _is_frame(example):

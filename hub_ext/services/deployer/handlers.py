@@ -39,6 +39,8 @@ from .router import model_routes
 class BaseHandler(_SchedulerBaseHandler):
     """The scheduler's base handler, for the deployer's core."""
 
+    service_name = "deployer"
+
     @property
     def core(self) -> DeployerCore:  # type: ignore[override]
         return self.settings["deployer"]

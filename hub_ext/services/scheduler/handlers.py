@@ -59,6 +59,9 @@ def _error_list(error: ValidationError) -> list[dict[str, Any]]:
 class BaseHandler(HubOAuthenticated, web.RequestHandler):
     """JSON in and out, the hub's identity, one error translator."""
 
+    #: Named in 500 answers (the deployer reuses this class).
+    service_name = "scheduler"
+
     @property
     def core(self) -> SchedulerCore:
         return self.settings["scheduler"]
@@ -92,7 +95,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         elif isinstance(error, web.HTTPError) and error.log_message:
             message = error.log_message % error.args if error.args else error.log_message
         elif status_code >= 500:
-            message = "Internal error in the scheduler; the admin finds the details in its log."
+            message = (
+                f"Internal error in the {self.service_name}; "
+                "the admin finds the details in its log."
+            )
         else:
             message = self._reason
         self.set_header("Content-Type", "application/json; charset=utf-8")
