@@ -24,20 +24,22 @@ import threading
 import time
 
 import ipywidgets
+import numpy as np
+import pandas as pd
 import pytest
 import requests
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from hub_ext.environments import EnvironmentBuilder, get_environment
+from hub_ext.services.deployer import drift
 from server_ext import deploy_client as deploying
 from server_ext.deploy_client import DeployerClient, DeployerError, VersionRow
 
 from .conftest import TEST_ENVS_DIR, TEST_PROFILES, needs_root
-from .hubtools import REPO, free_port, wait_for
+from .hubtools import free_port, wait_for
 from .test_server_ext import _start_server
 
-MODEL_SERVER = REPO / "hub_ext" / "services" / "deployer" / "modelserver.py"
 DEPLOYER_CONFIG = """
 c.DeployerService.drain_seconds = 1
 c.DeployerService.monitor_interval = 0.5
@@ -111,7 +113,6 @@ def test_names_that_are_not_deployment_names(name):
 
 
 def test_example_code_reads_the_token_from_the_environment():
-    pd = pytest.importorskip("pandas")
     frame = pd.DataFrame({"a": [1.5, float("nan")], "it's": [2, 3]})
     payload = deploying.example_payload(frame)
     assert payload == {"dataframe_split": {"columns": ["a", "it's"], "data": [[1.5, 2]]}}
@@ -132,7 +133,6 @@ def test_example_code_reads_the_token_from_the_environment():
     assert "os.environ['JUPYTERHUB_API_TOKEN']" in code and "t0k" not in code
     compile(code, "example", "exec")
 
-    np = pytest.importorskip("numpy")
     assert deploying.example_payload(np.array([[1.0, np.nan], [2.0, 3.0]])) == {
         "inputs": [[1.0, None]]
     }
@@ -232,7 +232,6 @@ def ip(tmp_path_factory):
 
 
 def test_bad_input_says_what_to_fix_before_anything_is_sent(ip, monkeypatch):
-    pytest.importorskip("sklearn")
     port = free_port()  # nothing listens: any request would be an error of its own
     monkeypatch.setenv("SHIPYARD_DEPLOYER_URL", f"http://127.0.0.1:{port}/services/deployer")
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "t")
@@ -522,7 +521,6 @@ def invoke(url: str, token: str, payload: dict) -> requests.Response:
 
 
 @needs_root
-@pytest.mark.skipif(not MODEL_SERVER.exists(), reason="the model server is not written yet")
 def test_deploy_serve_list_roll_back(deployed_hub, ip, alice, capsys, monkeypatch):
     shown = []  # the progress widget, kept to read its last state
     monkeypatch.setattr("server_ext.magics.display", shown.append)
@@ -630,8 +628,6 @@ def test_deploy_serve_list_roll_back(deployed_hub, ip, alice, capsys, monkeypatc
 
 
 def test_the_drift_baseline_is_the_deployer_drift_modules_summary():
-    pd = pytest.importorskip("pandas")
-    drift = pytest.importorskip("hub_ext.services.deployer.drift")
     frame = pd.DataFrame({"x": [float(i) for i in range(200)], "c": ["a", "b"] * 100})
     assert deploying.training_summary(frame) == json.loads(json.dumps(drift.summarize(frame)))
     array = frame[["x"]].to_numpy()
