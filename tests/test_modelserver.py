@@ -13,6 +13,7 @@ import concurrent.futures
 import json
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -502,3 +503,30 @@ def test_imports_only_the_model_server_environment():
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
     assert out.stdout.strip() == ""
+
+
+def test_a_downloaded_model_is_kept_and_restarts_load_the_copy(training, workdir):
+    """A replica restarted after its source is gone (or its token expired) still serves."""
+    _, _, model_dir, _ = training
+    source = workdir / "remote-model"
+    shutil.copytree(model_dir, source)
+    cache = workdir / "version-folder" / "model"
+    cache.parent.mkdir()
+    uri = source.as_uri()  # not a local folder path: downloaded through MLflow
+    payload = {"dataframe_split": {"columns": COLUMNS, "data": [[0.5, 1.0, 2.0, 3.0]]}}
+    answers = []
+    for attempt in range(2):
+        server = ModelServerProcess(
+            uri, workdir / f"cached-{attempt}.log", "--model-cache", str(cache)
+        )
+        try:
+            server.wait_ready()
+            r = server.post(payload)
+            assert r.status_code == 200, r.text
+            answers.append(r.json())
+        finally:
+            server.stop()
+        assert (cache / "MLmodel").is_file()
+        assert [p.name for p in cache.parent.iterdir()] == ["model"]  # no download left over
+        shutil.rmtree(source, ignore_errors=True)  # the second start has only the copy
+    assert answers[0] == answers[1]

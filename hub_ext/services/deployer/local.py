@@ -1056,6 +1056,8 @@ class LocalBackend(Backend):
         ]
         if version.summary is not None:
             argv += ["--training-summary", str(version.summary)]
+        # the first replica downloads the model as the owner; restarts load that copy
+        argv += ["--model-cache", str(version.folder / "model")]
         protocol = _Output(version.log, replica.source)
         try:
             transport, _ = await loop.subprocess_exec(

@@ -309,6 +309,37 @@ class ModelServer:
         finally:
             await self.batcher.stop()
 
+    def _local_copy(self) -> str:
+        """Where to load the model from: ``--model-cache`` once it holds a copy, else the URI.
+
+        A replica restarted later (after a crash, a recycle, a scale-up) loads the copy the
+        first one downloaded, so it needs neither the tracking server nor a token that may
+        have expired by then. Replicas starting together each download into a folder of
+        their own and rename it into place; the first rename wins.
+        """
+        cache = self.args.model_cache
+        if not cache or os.path.isdir(self.args.model_uri):
+            return self.args.model_uri
+        if os.path.exists(os.path.join(cache, "MLmodel")):
+            return cache
+        import tempfile
+
+        import mlflow.artifacts
+
+        parent = os.path.dirname(os.path.abspath(cache))
+        fresh = tempfile.mkdtemp(prefix=".model-", dir=parent)
+        copy = mlflow.artifacts.download_artifacts(artifact_uri=self.args.model_uri, dst_path=fresh)
+        try:
+            os.rename(copy, cache)
+        except OSError:  # another replica's copy is in place
+            pass
+        if os.path.exists(os.path.join(cache, "MLmodel")):
+            import shutil
+
+            shutil.rmtree(fresh, ignore_errors=True)
+            return cache
+        return copy
+
     def _load(self, loop: asyncio.AbstractEventLoop) -> None:
         t0 = time.monotonic()
         try:
@@ -322,7 +353,7 @@ class ModelServer:
 
             # suppress_warnings: the dependency-mismatch check reads every installed
             # distribution's metadata (~1 s); the deployer checks requirements instead.
-            model = mlflow.pyfunc.load_model(self.args.model_uri, suppress_warnings=True)
+            model = mlflow.pyfunc.load_model(self._local_copy(), suppress_warnings=True)
             self._mlflow = {
                 "MlflowException": MlflowException,
                 "infer_and_parse_data": infer_and_parse_data,
@@ -846,6 +877,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--training-summary",
         default=None,
         help="JSON file from drift.summarize(); enables drift in /stats and /metrics",
+    )
+    p.add_argument(
+        "--model-cache",
+        default=None,
+        help="folder that keeps a downloaded copy of a models:/ or runs:/ model; "
+        "later starts load the copy",
     )
     p.add_argument("--workers", type=int, default=1, help="processes, each loading the model")
     p.add_argument("--log-level", default="info", help="logging level")
