@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import secrets
 import shutil
 import tempfile
@@ -14,7 +15,14 @@ import pytest
 
 from hub_ext.environments import BuiltEnvironment, EnvironmentBuilder, get_environment
 
-from .hubtools import REPO, HubProcess, remove_cgroups, remove_test_accounts
+from .hubtools import (
+    CGROUP_ROOT,
+    REPO,
+    HubProcess,
+    remove_account,
+    remove_cgroups,
+    remove_test_accounts,
+)
 
 #: Environments the tests build, kept between runs (a rebuild of an unchanged lock
 #: is a no-op) and apart from a developer's own /opt/shipyard/envs. Hubs, the
@@ -57,6 +65,25 @@ quotas:
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root: creates system accounts and cgroups"
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftovers_of_an_interrupted_run():
+    """Remove what a killed test run (CI timeout, a second ^C) could not clean up.
+
+    Its test accounts would otherwise be found again by name, with their old homes and
+    whatever earlier runs wrote there, and its cgroups would still hold its processes.
+    Test accounts are those homed in a ``shipyard-*`` folder of the temporary directory;
+    test cgroups are the ``shipyard-test*`` parents. Run one test session at a time.
+    """
+    temp = os.path.join(tempfile.gettempdir(), "shipyard-")
+    for entry in pwd.getpwall():
+        if entry.pw_dir.startswith(temp) and entry.pw_uid >= 1000:
+            remove_account(entry.pw_name)
+    for base in (CGROUP_ROOT / "memory", CGROUP_ROOT / "cpu", CGROUP_ROOT):
+        if base.is_dir():
+            for parent in base.glob("shipyard-test*"):
+                remove_cgroups(parent.name)
 
 
 @pytest.fixture(scope="session")
@@ -133,3 +160,12 @@ def postgres_database() -> Iterator[str]:
     finally:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         admin.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Mark a test whose body failed (``item.failed``), for fixtures that keep evidence."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item.failed = True

@@ -270,17 +270,22 @@ def cgroup_dirs(parent: str) -> list[Path]:
     return found
 
 
-def remove_test_accounts(prefix: str) -> None:
+def remove_account(name: str) -> None:
+    """Kill every process of the account ``name``, then delete it and its home."""
     from hub_ext.accounts import delete_account
 
+    uid = pwd.getpwnam(name).pw_uid
+    for pid in processes_of(uid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    delete_account(name)
+
+
+def remove_test_accounts(prefix: str) -> None:
     for name in accounts_with_prefix(prefix):
-        uid = pwd.getpwnam(name).pw_uid
-        for pid in processes_of(uid):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        delete_account(name)
+        remove_account(name)
 
 
 def remove_cgroups(parent: str) -> None:

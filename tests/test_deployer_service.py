@@ -188,7 +188,10 @@ class Client:
             headers["Authorization"] = f"token {token or self.token}"
         r = requests.request(method, self.base + path, headers=headers, timeout=60, **kwargs)
         if r.status_code != 204 and r.content:
-            assert r.headers["Content-Type"].startswith("application/json"), r.text[:200]
+            # HTML is the hub's error page: the proxy found the deployer down
+            assert r.headers["Content-Type"].startswith("application/json"), (
+                f"{method} {path}: {r.status_code} {r.text[:120]}\n{self.hub.log_tail(40)}"
+            )
         assert "frame-ancestors" in r.headers.get("Content-Security-Policy", "")
         return r
 
@@ -454,8 +457,16 @@ def test_restart_brings_versions_back_and_delete(dep):
         for c in psutil.net_connections("tcp")
         if c.status == "LISTEN" and c.laddr.port == dep.hub.deployer_port
     )
+    starts = dep.hub.log_path.read_text().count("Starting service 'deployer'")
     os.kill(pid, signal.SIGTERM)
     wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 30)
+    # the hub notices the exit at its next poll of the service (every 30 s) and starts it again
+    wait_for(
+        lambda: dep.hub.log_path.read_text().count("Starting service 'deployer'") > starts,
+        60,
+        0.5,
+        "the hub to start the deployer again",
+    )
 
     def serving():  # the proxy answers with the hub's HTML page while the service is down
         try:
