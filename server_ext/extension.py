@@ -7,7 +7,7 @@ from jupyter_server.extension.application import ExtensionApp
 from hub_ext import __version__
 
 from .deploy_handlers import deployer_routes
-from .handlers import ProfileHandler
+from .handlers import ExperimentsHandler, ProfileHandler
 from .scheduler_handlers import scheduler_routes
 
 
@@ -20,5 +20,10 @@ class ShipyardExtension(ExtensionApp):
 
     def initialize_handlers(self):
         self.handlers.extend(
-            [(r"/shipyard/api/profile", ProfileHandler), *scheduler_routes(), *deployer_routes()]
+            [
+                (r"/shipyard/api/profile", ProfileHandler),
+                (r"/shipyard/api/experiments", ExperimentsHandler),
+                *scheduler_routes(),
+                *deployer_routes(),
+            ]
         )

@@ -11,13 +11,17 @@ from __future__ import annotations
 import json
 import os
 import sys
+from urllib.parse import urlsplit
 
+import psutil
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
-from tornado import web
+from tornado import httpclient, web
 
 from hub_ext.cgroups import describe_process
+
+from .client import display_url
 
 AUTH_RESOURCE = "shipyard"
 
@@ -60,7 +64,41 @@ def current_profile() -> dict:
             "gpus": [g for g in gpus.split(",") if g] if gpus is not None else None,
         },
         "enforced": describe_process(os.getpid()),
+        "usage": current_usage(),
     }
+
+
+#: The server's processes seen at the previous call, kept so that psutil's
+#: ``cpu_percent`` measures the time since then (a new Process object starts at zero).
+_SEEN: dict[int, psutil.Process] = {}
+
+
+def current_usage() -> dict:
+    """CPU and memory in use by this server and its kernels (its process tree), right now.
+
+    ``cpu_percent`` is the tree's CPU time since the previous call as a percentage of one
+    core (0 on the first call); ``mem_bytes`` is the cgroup's charge where the server
+    runs in one, else the tree's resident memory.
+    """
+    try:
+        me = psutil.Process()
+        tree = [me, *me.children(recursive=True)]
+    except psutil.Error:
+        return {"cpu_percent": None, "mem_bytes": None}
+    cpu, rss, alive = 0.0, 0, {}
+    for proc in tree:
+        known = _SEEN.get(proc.pid)
+        proc = known if known is not None and known == proc else proc
+        try:
+            cpu += proc.cpu_percent(None)
+            rss += proc.memory_info().rss
+        except psutil.Error:
+            continue
+        alive[proc.pid] = proc
+    _SEEN.clear()
+    _SEEN.update(alive)
+    charged = describe_process(os.getpid()).get("mem_usage")
+    return {"cpu_percent": round(cpu, 1), "mem_bytes": charged if charged else rss}
 
 
 class ProfileHandler(ExtensionHandlerMixin, APIHandler):
@@ -72,3 +110,85 @@ class ProfileHandler(ExtensionHandlerMixin, APIHandler):
     @authorized
     def get(self):
         self.finish(json.dumps(current_profile()))
+
+
+def _tracking_base() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if urlsplit(uri).scheme not in ("http", "https"):
+        raise web.HTTPError(
+            404,
+            "Experiment tracking is not set up for this server: the hub's admin turns it on "
+            "with SHIPYARD_TRACKING=1 (or MLFLOW_TRACKING_URI for a server of your own).",
+        )
+    return uri.rstrip("/")
+
+
+class ExperimentsHandler(ExtensionHandlerMixin, APIHandler):
+    """GET /shipyard/api/experiments: the user's most recent tracked runs, newest first.
+
+    Asks the tracking service (MLflow's REST API) with the server's own token, so it sees
+    exactly what the user may see there. ``max_results`` (1 to 100, default 20) caps the runs.
+    """
+
+    auth_resource = AUTH_RESOURCE
+
+    async def _mlflow(self, base: str, path: str, body: dict) -> dict:
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN", "")
+        request = httpclient.HTTPRequest(
+            f"{base}/api/2.0/mlflow/{path}",
+            method="POST",
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            request_timeout=20,
+        )
+        try:
+            response = await httpclient.AsyncHTTPClient().fetch(request)
+        except httpclient.HTTPClientError as e:
+            raise web.HTTPError(
+                502, f"The tracking service answered {e.code} to {path}: try again later."
+            ) from None
+        except OSError as e:
+            raise web.HTTPError(
+                503, f"The tracking service at {display_url(base)} is not reachable ({e})."
+            ) from None
+        return json.loads(response.body or b"{}")
+
+    @web.authenticated
+    @authorized
+    async def get(self):
+        raw = self.get_argument("max_results", "20")
+        if not raw.isdigit() or not 1 <= int(raw) <= 100:
+            raise web.HTTPError(
+                400, f"max_results must be a whole number from 1 to 100, not {raw!r}."
+            )
+        base = _tracking_base()
+        ui = os.environ.get("SHIPYARD_TRACKING_UI_URL") or base
+        ui = display_url(ui) if ui.startswith(("http://", "https://", "/")) else None
+        found = await self._mlflow(base, "experiments/search", {"max_results": 1000})
+        names = {e["experiment_id"]: e["name"] for e in found.get("experiments", [])}
+        runs = []
+        if names:
+            body = {
+                "experiment_ids": sorted(names),
+                "max_results": int(raw),
+                "order_by": ["attributes.start_time DESC"],
+            }
+            for run in (await self._mlflow(base, "runs/search", body)).get("runs", []):
+                info, data = run["info"], run.get("data", {})
+                experiment = info["experiment_id"]
+                runs.append(
+                    {
+                        "run_id": info["run_id"],
+                        "run_name": info.get("run_name") or info["run_id"][:8],
+                        "experiment_id": experiment,
+                        "experiment_name": names.get(experiment, experiment),
+                        "status": info.get("status"),
+                        "start_time": info.get("start_time"),
+                        "end_time": info.get("end_time"),
+                        "metrics": {m["key"]: m["value"] for m in data.get("metrics", [])},
+                        "url": f"{ui}/#/experiments/{experiment}/runs/{info['run_id']}"
+                        if ui
+                        else None,
+                    }
+                )
+        self.finish(json.dumps({"tracking_ui": ui, "runs": runs}))
