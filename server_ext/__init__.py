@@ -10,6 +10,11 @@ def load_ipython_extension(ip):
     load_ipython_extension(ip)
 
 
+def _jupyter_labextension_paths():
+    """The JupyterLab extension built from labextension/ (``jupyter labextension develop``)."""
+    return [{"src": "labextension", "dest": "shipyard-jupyterlab"}]
+
+
 def _jupyter_server_extension_points():
     from .extension import ShipyardExtension
 

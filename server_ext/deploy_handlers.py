@@ -30,7 +30,7 @@ from typing import Any
 from tornado import web
 
 from .deploy_client import DeployerClient, DeployerError, path_segment
-from .scheduler_handlers import SchedulerForwardHandler
+from .scheduler_handlers import SchedulerForwardHandler, without_cache_buster
 
 PREFIX = r"/shipyard/api/deployer"
 #: One path segment of a name or version (never ``/`` or ``..``); the service validates
@@ -61,7 +61,7 @@ class DeployerForwardHandler(SchedulerForwardHandler):
                 client.forward,
                 self.request.method,
                 self.target.format(*(path_segment(i) for i in ids)),
-                self.request.query,
+                without_cache_buster(self.request.query),
                 self.request.body or None,
             )
         except DeployerError as exc:  # not configured, or not reachable

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
@@ -56,6 +57,18 @@ ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
     ("/notifications", "api/notifications", ("GET",)),
     (f"/notifications/{ID}", "api/notifications/{}", ("PATCH",)),
 ]
+
+
+def without_cache_buster(query: str) -> str:
+    """``query`` without the ``?<milliseconds>`` key JupyterLab adds to its GET requests.
+
+    ``ServerConnection.makeRequest`` appends the current time as a bare key when requests
+    are ``no-store`` (its default), so browsers never answer from a cache. The services
+    refuse query parameters they do not know (a typo must not be silently ignored), so the
+    forwarders drop that one key, and only that: an all-digit name with no value.
+    """
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode([(k, v) for k, v in pairs if not (k.isdigit() and v == "")])
 
 
 class SchedulerForwardHandler(ExtensionHandlerMixin, APIHandler):
@@ -91,7 +104,7 @@ class SchedulerForwardHandler(ExtensionHandlerMixin, APIHandler):
                 client.forward,
                 self.request.method,
                 self.target.format(*(path_segment(i) for i in ids)),
-                self.request.query,
+                without_cache_buster(self.request.query),
                 self.request.body or None,
             )
         except SchedulerError as exc:  # not configured, or not reachable

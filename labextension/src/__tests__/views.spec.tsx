@@ -1,0 +1,379 @@
+/**
+ * The panel and the dialogs' forms rendered to HTML (react-dom/server, no browser): the
+ * selectors the browser tests and users' styles rely on, and what each state says.
+ */
+import * as React from 'react';
+import { renderToStaticMarkup } from 'react-dom/server';
+import { describe, expect, it } from 'vitest';
+
+import type { IDeployment, IJob, IRun, IServerProfile } from '../api/types';
+import { DeployForm } from '../dialogs/deployForm';
+import { ScheduleForm } from '../dialogs/scheduleForm';
+import { parseParametersCell } from '../logic/parameters';
+import { jobRows, pushSample } from '../logic/state';
+import type { IPanelState, ISection, ShipyardModel } from '../panel/model';
+import { IPanelActions, PanelView } from '../panel/views';
+
+const noop = () => undefined;
+const actions: IPanelActions = {
+  refresh: noop,
+  runNow: noop,
+  togglePause: noop,
+  downloadOutput: noop,
+  showLogs: noop,
+  rollback: noop,
+  outputHref: run => `/user/alice/shipyard/api/scheduler/runs/${run.id}/output`
+};
+
+function ok<T>(data: T): ISection<T> {
+  return { status: 'ok', data, error: null, updated: 1 };
+}
+
+function render(state: IPanelState): HTMLString {
+  const model = {
+    state,
+    changed: { connect: noop, disconnect: noop }
+  } as unknown as ShipyardModel;
+  return renderToStaticMarkup(<PanelView model={model} actions={actions} busy={new Set()} />);
+}
+type HTMLString = string;
+
+const profile: IServerProfile = {
+  user: 'alice',
+  server_name: '',
+  profile: {
+    slug: 'science',
+    display_name: 'Data science',
+    environment: 'datascience',
+    gpu: 0
+  },
+  environment: {
+    name: 'datascience',
+    digest: 'sha256:0123456789abcdef0123456789',
+    python: '/opt/envs/datascience/bin/python',
+    python_version: '3.11.9'
+  },
+  limits: {
+    cpu_limit: 2,
+    cpu_guarantee: 0.5,
+    mem_limit: 4 * 1024 ** 3,
+    mem_guarantee: null,
+    gpus: null
+  },
+  usage: { cpu_percent: 37.5, mem_bytes: 1024 ** 3 }
+};
+
+const job = {
+  id: 'j1',
+  owner: 'alice',
+  name: 'nightly-iris',
+  source_path: 'iris.ipynb',
+  parameters: {},
+  profile: 'science',
+  paused: false,
+  version: 1,
+  read_only: false,
+  created_at: '2025-01-01T00:00:00Z',
+  updated_at: '2025-01-01T00:00:00Z',
+  triggers: [
+    {
+      id: 't1',
+      trigger: { kind: 'cron', expression: '30 5 * * 1-5', timezone: 'Europe/Berlin' },
+      next_fire_at: '2025-03-31T03:30:00Z',
+      last_fired_at: null
+    }
+  ]
+} as IJob;
+const running = {
+  id: 'r1',
+  job_id: 'j1',
+  status: 'running',
+  reason: '',
+  queued_at: '2025-03-30T10:00:00Z',
+  started_at: '2025-03-30T10:00:01Z',
+  ended_at: null,
+  output_path: null,
+  log_path: '/logs/r1.log',
+  cells_done: 3,
+  cells_total: 12,
+  outputs_deleted_at: null
+} as unknown as IRun;
+
+const deployment = {
+  owner: 'alice',
+  name: 'iris',
+  url: '/services/deployer/models/alice/iris/invocations',
+  profile: 'science',
+  replicas: 1,
+  traffic: { '1': 100 },
+  previous_version: null,
+  versions: [
+    {
+      version: 1,
+      model_uri: 'models:/alice-iris/1',
+      profile: 'science',
+      state: 'ready',
+      reason: null,
+      created_at: '2025-01-01T00:00:00Z',
+      ready_at: '2025-01-01T00:01:00Z',
+      stopped_at: null,
+      pending_percent: null,
+      breaker: { open: false, reason: null, since: null, serving: false }
+    }
+  ],
+  created_at: '2025-01-01T00:00:00Z',
+  updated_at: '2025-01-01T00:00:00Z'
+} as IDeployment;
+const metrics = {
+  versions: {
+    '1': {
+      state: 'ready',
+      breaker: { open: false, reason: null, since: null, serving: false },
+      traffic: 100,
+      replicas_ready: 1,
+      requests: 40,
+      errors: 0,
+      window_seconds: 60,
+      window_requests: 30,
+      window_errors: 0,
+      rate: 0.5,
+      error_rate: 0,
+      latency_ms: { p50: 12, p99: 40 }
+    }
+  }
+} as const;
+
+describe('PanelView', () => {
+  it('renders the four sections with their data and hooks', () => {
+    let history = pushSample({}, 'iris', metrics as never, 1000);
+    history = pushSample(history, 'iris', metrics as never, 6000);
+    const html = render({
+      profile: ok(profile),
+      experiments: ok({
+        tracking_ui: 'http://hub/services/tracking/',
+        runs: [
+          {
+            run_id: 'abc',
+            run_name: 'browser-run',
+            experiment_id: '1',
+            experiment_name: 'iris',
+            status: 'FINISHED',
+            start_time: 1,
+            metrics: { accuracy: 0.9666 },
+            url: 'http://hub/services/tracking/#/experiments/1/runs/abc'
+          }
+        ]
+      }),
+      jobs: ok(jobRows([job], new Map([['j1', running]]))),
+      deployments: ok([{ deployment, metrics: metrics as never, metricsError: null }]),
+      history
+    });
+    for (const name of ['profile', 'experiments', 'jobs', 'deployments']) {
+      expect(html).toContain(`data-shipyard-section="${name}"`);
+    }
+    expect(html).toContain('data-action="refresh"');
+    // profile
+    expect(html).toContain('Data science');
+    expect(html).toContain('2 cores');
+    expect(html).toContain('4 GiB');
+    expect(html).toContain('sha256:0123456789ab');
+    expect(html).toContain('37.5% of 200%');
+    expect(html).toContain('1 GiB of 4 GiB');
+    // experiments
+    expect(html).toMatch(
+      /data-action="open-mlflow" href="http:\/\/hub\/services\/tracking\/"[^>]*>Open MLflow/
+    );
+    expect(html).toContain('browser-run');
+    expect(html).toContain('data-status="finished"');
+    expect(html).toContain('0.9666');
+    // jobs
+    expect(html).toContain('data-shipyard-job="nightly-iris"');
+    expect(html).toContain('class="shipyard-status" data-status="running"');
+    expect(html).toContain('Next run: Mon 2025-03-31 05:30 CEST');
+    expect(html).toMatch(/<progress class="shipyard-progress" max="12" value="3"/);
+    expect(html).toContain('3/12 cells');
+    expect(html).toContain('data-action="run-now"');
+    expect(html).toMatch(/data-action="pause" aria-pressed="false"[^>]*>Pause</);
+    expect(html).toContain('data-action="logs"');
+    expect(html).not.toContain('data-action="output"'); // no output while running
+    // deployments
+    expect(html).toContain('data-shipyard-deployment="iris" data-live-version="1"');
+    expect(html).toContain('data-shipyard-version="1"');
+    expect(html).toContain('100%');
+    expect(html).toContain('12 ms');
+    expect(html).toContain('40 ms');
+    expect(html).toContain('0.5 req/s');
+    expect(html).toContain('<svg');
+    expect(html).toMatch(/data-action="rollback" disabled=""/); // nothing to roll back to
+  });
+
+  it('says what to do next when there is nothing yet', () => {
+    const html = render({
+      profile: ok({ ...profile, profile: null }),
+      experiments: {
+        status: 'unavailable',
+        data: null,
+        error: 'Experiment tracking is not set up for this server',
+        updated: 1
+      },
+      jobs: ok([]),
+      deployments: ok([]),
+      history: {}
+    });
+    expect(html).toContain('No Shipyard profile');
+    expect(html).toContain('Experiment tracking is not set up for this server');
+    expect(html).toContain('No jobs yet: use <strong>Schedule…</strong>');
+    expect(html).toContain('%schedule');
+    expect(html).toContain('No deployments yet');
+  });
+
+  it('shows a section’s error above what it showed before, and a paused job', () => {
+    const finished = {
+      ...running,
+      status: 'failed',
+      reason: 'cell 4 raised ValueError',
+      ended_at: '2025-03-30T10:02:00Z',
+      output_path: '/out/r1.ipynb'
+    } as IRun;
+    const html = render({
+      profile: { status: 'loading', data: null, error: null, updated: null },
+      experiments: ok({ tracking_ui: null, runs: [] }),
+      jobs: {
+        status: 'error',
+        data: jobRows([{ ...job, paused: true }], new Map([['j1', finished]])),
+        error: 'The scheduler is not reachable',
+        updated: 2
+      },
+      deployments: ok([]),
+      history: {}
+    });
+    expect(html).toContain('Loading…');
+    expect(html).toMatch(/role="alert">The scheduler is not reachable/);
+    expect(html).toContain('data-status="failed"');
+    expect(html).toContain('cell 4 raised ValueError');
+    expect(html).toMatch(/data-action="pause" aria-pressed="true"[^>]*>Resume</);
+    expect(html).toContain('Paused: resume it to run again.');
+    expect(html).toContain('href="/user/alice/shipyard/api/scheduler/runs/r1/output"');
+    expect(html).toContain('No runs yet');
+    expect(html).not.toContain('Open MLflow');
+  });
+});
+
+describe('ScheduleForm', () => {
+  const parameters = parseParametersCell('city = "Berlin"\nn: int = 3\n');
+  const profiles = [
+    { slug: 'tiny', display_name: 'Tiny', description: '', environment: 'base', default: true },
+    {
+      slug: 'science',
+      display_name: 'Data science',
+      description: '',
+      environment: 'datascience',
+      default: false
+    }
+  ];
+
+  it('has the named inputs, the cron preview and three next runs', () => {
+    const html = renderToStaticMarkup(
+      <ScheduleForm
+        initial={{
+          name: 'iris',
+          cron: '30 5 * * 1-5',
+          timezone: 'Europe/Berlin',
+          profile: 'science',
+          params: { city: 'Berlin', n: '3' }
+        }}
+        profiles={profiles}
+        profilesError={null}
+        parameters={parameters}
+        errors={[]}
+        onChange={noop}
+      />
+    );
+    for (const name of [
+      'shipyard-job-name',
+      'shipyard-cron',
+      'shipyard-tz',
+      'shipyard-profile',
+      'shipyard-param-city',
+      'shipyard-param-n'
+    ]) {
+      expect(html).toContain(`name="${name}"`);
+    }
+    expect(html).toMatch(
+      /class="shipyard-cron-preview" data-valid="true"[^>]*>At 05:30, Monday through Friday</
+    );
+    expect(html.match(/<li data-time=/g)).toHaveLength(3);
+    expect(html).toMatch(
+      /<option value="science"[^>]*selected=""[^>]*>Data science \(science\)<\/option>/
+    );
+    expect(html).toContain('value="Berlin"');
+  });
+
+  it('shows the refusal above the values as typed', () => {
+    const html = renderToStaticMarkup(
+      <ScheduleForm
+        initial={{
+          name: 'iris',
+          cron: '0 0 6 * * *',
+          timezone: 'UTC',
+          profile: 'tiny',
+          params: {}
+        }}
+        profiles={profiles}
+        profilesError={null}
+        parameters={[]}
+        errors={["a job named 'iris' already exists"]}
+        onChange={noop}
+      />
+    );
+    expect(html).toMatch(
+      /shipyard-dialog-error" role="alert"><div>a job named &#x27;iris&#x27; already exists/
+    );
+    expect(html).toContain('data-valid="false"');
+    expect(html).toContain('has 6 fields, not 5');
+    expect(html).not.toContain('<li data-time=');
+    expect(html).toContain('No cell tagged <code>parameters</code>');
+  });
+});
+
+describe('DeployForm', () => {
+  it('has the named inputs and previews the %deploy line', () => {
+    const html = renderToStaticMarkup(
+      <DeployForm
+        initial={{ model: 'model', name: 'iris', profile: '' }}
+        profiles={[
+          {
+            slug: 'science',
+            display_name: 'Data science',
+            description: '',
+            environment: 'x',
+            default: false
+          }
+        ]}
+        errors={[]}
+        onChange={noop}
+      />
+    );
+    for (const name of [
+      'shipyard-deploy-model',
+      'shipyard-deploy-name',
+      'shipyard-deploy-profile'
+    ]) {
+      expect(html).toContain(`name="${name}"`);
+    }
+    expect(html).toContain('<code>%deploy model --name iris</code>');
+  });
+
+  it('says what is wrong before anything runs', () => {
+    const html = renderToStaticMarkup(
+      <DeployForm
+        initial={{ model: 'model', name: 'Iris--1', profile: '' }}
+        profiles={[]}
+        errors={[]}
+        onChange={noop}
+      />
+    );
+    expect(html).toContain('data-valid="false"');
+    expect(html).toContain('is not a deployment name');
+  });
+});

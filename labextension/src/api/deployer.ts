@@ -1,0 +1,53 @@
+/**
+ * The deployer, through the server extension's forwarding routes
+ * (server_ext/deploy_handlers.py ``ROUTES``, under /shipyard/api/deployer/).
+ */
+import { ServerConnection } from '@jupyterlab/services';
+
+import { requestAPI } from './request';
+import type { IDeployment, IDeploymentMetrics } from './types';
+
+const BASE = 'deployer/deployments';
+
+function segment(name: string): string {
+  return encodeURIComponent(name);
+}
+
+/** One typed client for the deployer's routes the panel uses. */
+export class DeployerService {
+  constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
+
+  /** The user's deployments. */
+  async list(): Promise<IDeployment[]> {
+    const answer = await requestAPI<{ deployments: IDeployment[] }>(BASE, {}, this.settings);
+    return answer.deployments;
+  }
+
+  /** One deployment. */
+  get(name: string): Promise<IDeployment> {
+    return requestAPI<IDeployment>(`${BASE}/${segment(name)}`, {}, this.settings);
+  }
+
+  /** What the router saw for each version over the last window. */
+  metrics(name: string): Promise<IDeploymentMetrics> {
+    return requestAPI<IDeploymentMetrics>(`${BASE}/${segment(name)}/metrics`, {}, this.settings);
+  }
+
+  /** Send all traffic back to ``version``, or to the version that served before. */
+  rollback(name: string, version?: number): Promise<IDeployment> {
+    return requestAPI<IDeployment>(
+      `${BASE}/${segment(name)}/rollback`,
+      { method: 'POST', body: JSON.stringify(version === undefined ? {} : { version }) },
+      this.settings
+    );
+  }
+
+  /** Send all traffic to ``version``. */
+  promote(name: string, version: number): Promise<IDeployment> {
+    return requestAPI<IDeployment>(
+      `${BASE}/${segment(name)}/promote`,
+      { method: 'POST', body: JSON.stringify({ version }) },
+      this.settings
+    );
+  }
+}

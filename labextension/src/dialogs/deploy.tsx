@@ -1,0 +1,65 @@
+/**
+ * The Deploy… dialog: deploy a model with ``%deploy``, in the notebook.
+ *
+ * Deploying a model variable needs the kernel (the magic logs it to MLflow first), and
+ * the magic shows its progress and result as ipywidgets; so the dialog writes the magic
+ * into the active cell when that is an empty code cell, else into a new cell below it, and
+ * runs it there, where the user sees everything. The
+ * inputs are checked here with the deployer's rules first, with messages that say what
+ * to fix; a refusal reopens the dialog with the values as typed.
+ */
+import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { ReactWidget } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import type { ISchedulerProfile } from '../api/types';
+import { deployLine, IDeployValues } from '../logic/forms';
+import { DeployForm, IDeployFormProps } from './deployForm';
+
+class DeployBody extends ReactWidget implements Dialog.IBodyWidget<IDeployValues> {
+  constructor(private readonly props: Omit<IDeployFormProps, 'onChange'>) {
+    super();
+    this.addClass('shipyard-dialog-body');
+    this._values = props.initial;
+  }
+
+  getValue(): IDeployValues {
+    return this._values;
+  }
+
+  render(): React.ReactElement {
+    return <DeployForm {...this.props} onChange={v => (this._values = v)} />;
+  }
+
+  private _values: IDeployValues;
+}
+
+/**
+ * Ask what to deploy until the values are valid or the user cancels.
+ *
+ * @returns the ``%deploy`` line to run, or null when cancelled.
+ */
+export async function askDeploy(
+  initial: IDeployValues,
+  profiles: ISchedulerProfile[]
+): Promise<string | null> {
+  let values = initial;
+  let errors: string[] = [];
+  for (;;) {
+    const result = await showDialog<IDeployValues>({
+      title: 'Deploy a model',
+      body: new DeployBody({ initial: values, profiles, errors }),
+      buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Deploy' })],
+      focusNodeSelector: 'input[name="shipyard-deploy-model"]'
+    });
+    if (!result.button.accept || !result.value) {
+      return null;
+    }
+    values = result.value;
+    const line = deployLine(values);
+    if (line.ok) {
+      return line.line;
+    }
+    errors = line.errors;
+  }
+}

@@ -1,0 +1,248 @@
+"""The whole journey in a real browser: Debian's chromium driven by Playwright.
+
+One scientist, one hub with every service of the embedded platform (tracking, scheduler,
+deployer): log in on the hub's page, pick a profile card, open JupyterLab, write a notebook
+that trains and tracks a model, schedule it with the toolbar's dialog, run it now from the
+Shipyard panel and watch it succeed there, deploy the model twice with the Deploy dialog
+(which writes and runs a %deploy cell), call the endpoint, and roll back from the panel.
+
+Playwright cannot download its own browsers here, so it drives /usr/bin/chromium
+(``apt-get install chromium``; `make test` installs it). A failing step leaves a screenshot
+and the page's HTML in test-artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+from hub_ext.environments import EnvironmentBuilder, get_environment
+
+from .conftest import TEST_ENVS_DIR, TEST_PROFILES, needs_root
+from .hubtools import REPO, wait_for
+
+CHROMIUM = os.environ.get("SHIPYARD_TEST_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+
+#: The test profiles, and one on the data-science environment (scikit-learn, pandas) that
+#: both the notebook and its model servers run in.
+PROFILES = TEST_PROFILES.replace(
+    "quotas:",
+    "  - slug: science\n    display_name: Data science\n"
+    "    description: numpy, pandas, scikit-learn\n    environment: datascience\n"
+    "    cpu_limit: '1'\n    mem_limit: 1Gi\nquotas:",
+)
+
+TRAIN = """%%track --name browser-run
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+iris = load_iris(as_frame=True)
+X = iris.data.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+model = LogisticRegression(max_iter=300).fit(X, iris.target)
+log(accuracy=float(model.score(X, iris.target)))
+"""
+
+pytestmark = [
+    needs_root,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+        reason=f"no chromium at {CHROMIUM}: apt-get install chromium",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def science_env():
+    """The ``datascience`` environment the profile above uses (built once per lock)."""
+    TEST_ENVS_DIR.parent.mkdir(exist_ok=True)
+    TEST_ENVS_DIR.parent.chmod(0o755)
+    return EnvironmentBuilder(TEST_ENVS_DIR).build(get_environment("datascience")).env
+
+
+@pytest.fixture(scope="module")
+def platform(hub_factory, science_env, tmp_path_factory):
+    """The embedded platform with every service, and alice, a user the admin added."""
+    config = tmp_path_factory.mktemp("browser-config") / "deployer_config.py"
+    config.write_text(
+        "c.DeployerService.drain_seconds = 1\nc.DeployerService.monitor_interval = 1\n"
+    )
+    hub = hub_factory(
+        profiles=PROFILES,
+        name="browser",
+        account_prefix="sybrw-",
+        cgroup_parent="shipyard-test-browser",
+        extra_env={
+            "SHIPYARD_TRACKING": "1",
+            "SHIPYARD_SCHEDULER": "1",
+            "SHIPYARD_DEPLOYER": "1",
+            "SHIPYARD_DEPLOYER_CONFIG": str(config),
+        },
+    )
+    token = hub.create_user("alice")
+    password = json.loads((hub.data_dir / "credentials.json").read_text())["user_password"]
+
+    def services_up() -> bool:
+        try:
+            return all(
+                requests.get(f"{hub.url}/services/{name}/{path}", timeout=5).status_code == 200
+                for name, path in (("scheduler", "health"), ("deployer", "health"))
+            )
+        except requests.RequestException:
+            return False
+
+    wait_for(services_up, 120, 0.5, "the scheduler and the deployer")
+    return hub, token, password
+
+
+@pytest.fixture
+def page(request):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        yield page
+        if getattr(request.node, "failed", False):
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shot = ARTIFACTS / f"{request.node.name}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            (ARTIFACTS / f"{request.node.name}.html").write_text(page.content())
+            print(f"screenshot of the failure: {shot}")
+        browser.close()
+
+
+def type_into_cell(page, index: int, code: str) -> None:
+    """Put ``code`` into the notebook's cell ``index`` as typed text (no auto-indent)."""
+    editor = page.locator(".jp-NotebookPanel:visible .jp-Cell").nth(index).locator(".cm-content")
+    editor.click()
+    page.keyboard.insert_text(code)
+
+
+def panel_section(page, name: str):
+    return page.locator(f'#shipyard-panel [data-shipyard-section="{name}"]')
+
+
+def test_login_schedule_run_deploy_and_roll_back_in_the_browser(platform, page):
+    hub, token, password = platform
+    # -- log in through the hub's own page, pick a profile card, start the server
+    page.goto(f"{hub.url}/hub/login")
+    page.fill("#username_input", "alice")
+    page.fill("#password_input", password)
+    page.click("#login_submit")
+    page.wait_for_url(re.compile(r"/hub/spawn"))
+    card = page.locator('.shipyard-profile[data-profile="science"]')
+    assert "Data science" in card.inner_text()
+    card.click()
+    page.locator('#spawn_form [type="submit"]').click()
+    page.wait_for_url(re.compile(r"/user/alice/lab"), timeout=180_000)
+    page.wait_for_selector("#shipyard-panel", state="attached", timeout=90_000)
+
+    # -- the panel shows the server's profile
+    page.locator(
+        '.jp-SideBar [title="Shipyard"], .jp-SideBar [data-id="shipyard-panel"]'
+    ).first.click()
+    profile = panel_section(page, "profile")
+    wait_for(lambda: "Data science" in profile.inner_text(), 30, 0.5, "the profile section")
+
+    # -- a new notebook that trains a model in a tracked cell
+    page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+    page.wait_for_selector(".jp-NotebookPanel:visible .jp-Cell .cm-content")
+    wait_for(
+        lambda: "| Idle" in page.locator("#jp-main-statusbar").inner_text(),
+        120,
+        0.5,
+        "the notebook's kernel",
+    )
+    type_into_cell(page, 0, TRAIN)
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-NotebookPanel:visible .jp-Cell").nth(0).locator(".jp-OutputArea")
+    wait_for(lambda: "browser-run" in output.inner_text(), 120, 0.5, "the tracked cell's run")
+    page.keyboard.press("Control+s")  # the first save asks for a name
+    rename = page.locator(".jp-Dialog")
+    rename.locator("input.jp-mod-styled").first.fill("iris.ipynb")
+    rename.locator("button", has_text="Rename and Save").click()
+    page.locator(".jp-NotebookPanel:visible").wait_for()
+    wait_for(
+        lambda: "iris.ipynb" in page.locator(".jp-mod-current .lm-TabBar-tabLabel, "
+        ".lm-TabBar-tab.jp-mod-current").first.inner_text(),
+        30,
+        0.3,
+        "the notebook saved as iris.ipynb",
+    )
+
+    # -- schedule it with the toolbar's dialog; the preview reads the cron expression
+    page.locator(".shipyard-schedule-button").first.click()
+    dialog = page.locator(".jp-Dialog")
+    dialog.locator('[name="shipyard-job-name"]').fill("nightly-iris")
+    dialog.locator('[name="shipyard-cron"]').fill("30 5 * * 1-5")
+    wait_for(
+        lambda: (
+            "05:30" in dialog.locator(".shipyard-cron-preview").inner_text()
+            or "5:30" in dialog.locator(".shipyard-cron-preview").inner_text()
+        ),
+        10,
+        0.2,
+        "the cron preview",
+    )
+    assert dialog.locator(".shipyard-next-runs li").count() == 3
+    dialog.locator('[name="shipyard-profile"]').select_option("science")
+    dialog.locator("button", has_text="Schedule").click()
+
+    # -- run it now from the panel and see the run succeed there
+    job = panel_section(page, "jobs").locator('[data-shipyard-job="nightly-iris"]')
+    job.wait_for(timeout=30_000)
+    job.locator('[data-action="run-now"]').click()
+    job.locator('.shipyard-status[data-status="succeeded"]').wait_for(timeout=240_000)
+
+    # the scheduled run tracked a second MLflow run; the experiments section lists both
+    experiments = panel_section(page, "experiments")
+    wait_for(lambda: experiments.inner_text().count("browser-run") >= 2, 60, 1, "both tracked runs")
+
+    # -- deploy the model with the Deploy dialog: it writes and runs a %deploy cell
+    def deploy() -> None:
+        page.locator(".shipyard-deploy-button").first.click()
+        dialog = page.locator(".jp-Dialog")
+        dialog.locator('[name="shipyard-deploy-model"]').fill("model")
+        dialog.locator('[name="shipyard-deploy-name"]').fill("iris")
+        dialog.locator("button", has_text="Deploy").click()
+
+    deploy()
+    deployment = panel_section(page, "deployments").locator('[data-shipyard-deployment="iris"]')
+    deployment.wait_for(timeout=180_000)
+    wait_for(lambda: deployment.get_attribute("data-live-version") == "1", 180, 1, "version 1 live")
+    cells = page.locator(".jp-NotebookPanel:visible .jp-Cell")
+    assert "%deploy model --name iris" in cells.nth(1).inner_text()
+
+    # -- call the endpoint as an MLflow client would
+    endpoint = f"{hub.url}/services/deployer/models/alice/iris/invocations"
+    row = {"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}
+    r = requests.post(
+        endpoint,
+        json={"dataframe_records": [row]},
+        headers={"Authorization": f"token {token}"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == [0]
+    anonymous = requests.post(endpoint, json={"dataframe_records": [row]}, timeout=60)
+    assert anonymous.status_code in (401, 403)
+
+    # -- a second version, then roll back from the panel
+    deploy()
+    wait_for(lambda: deployment.get_attribute("data-live-version") == "2", 180, 1, "version 2 live")
+    deployment.locator('[data-action="rollback"]').click()
+    page.locator(".jp-Dialog button", has_text="Roll back").click()
+    wait_for(lambda: deployment.get_attribute("data-live-version") == "1", 60, 0.5, "the rollback")
+    r = requests.get(
+        f"{hub.url}/services/deployer/api/deployments/iris",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
