@@ -213,3 +213,19 @@ def test_experiments_says_when_tracking_is_off_or_unreachable(tmp_path):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.parametrize(
+    "query, sent",
+    [
+        ("1796551439779", ""),
+        ("status=failed&1796551439779", "status=failed"),
+        ("limit=5&offset=10", "limit=5&offset=10"),
+        ("123=4", "123=4"),  # a digit name with a value is the user's: the service judges it
+        ("name=a+b", "name=a+b"),
+    ],
+)
+def test_forwarders_drop_only_jupyterlabs_cache_buster(query, sent):
+    from server_ext.scheduler_handlers import without_cache_buster
+
+    assert without_cache_buster(query) == sent
