@@ -7,8 +7,8 @@ import { renderToStaticMarkup } from 'react-dom/server';
 import { describe, expect, it } from 'vitest';
 
 import type { IDeployment, IJob, IRun, IServerProfile } from '../api/types';
-import { DeployForm } from '../dialogs/deployForm';
-import { ScheduleForm } from '../dialogs/scheduleForm';
+import { DeployForm, IDeployFormProps } from '../dialogs/deployForm';
+import { IScheduleFormProps, ScheduleForm } from '../dialogs/scheduleForm';
 import { parseParametersCell } from '../logic/parameters';
 import { jobRows, pushSample } from '../logic/state';
 import type { IPanelState, ISection, ShipyardModel } from '../panel/model';
@@ -271,24 +271,23 @@ describe('ScheduleForm', () => {
       default: false
     }
   ];
+  const renderForm = (props: Pick<IScheduleFormProps, 'initial' | 'parameters' | 'errors'>) =>
+    renderToStaticMarkup(
+      <ScheduleForm profiles={profiles} profilesError={null} onChange={noop} {...props} />
+    );
 
   it('has the named inputs, the cron preview and three next runs', () => {
-    const html = renderToStaticMarkup(
-      <ScheduleForm
-        initial={{
-          name: 'iris',
-          cron: '30 5 * * 1-5',
-          timezone: 'Europe/Berlin',
-          profile: 'science',
-          params: { city: 'Berlin', n: '3' }
-        }}
-        profiles={profiles}
-        profilesError={null}
-        parameters={parameters}
-        errors={[]}
-        onChange={noop}
-      />
-    );
+    const html = renderForm({
+      initial: {
+        name: 'iris',
+        cron: '30 5 * * 1-5',
+        timezone: 'Europe/Berlin',
+        profile: 'science',
+        params: { city: 'Berlin', n: '3' }
+      },
+      parameters,
+      errors: []
+    });
     for (const name of [
       'shipyard-job-name',
       'shipyard-cron',
@@ -310,22 +309,11 @@ describe('ScheduleForm', () => {
   });
 
   it('shows the refusal above the values as typed', () => {
-    const html = renderToStaticMarkup(
-      <ScheduleForm
-        initial={{
-          name: 'iris',
-          cron: '0 0 6 * * *',
-          timezone: 'UTC',
-          profile: 'tiny',
-          params: {}
-        }}
-        profiles={profiles}
-        profilesError={null}
-        parameters={[]}
-        errors={["a job named 'iris' already exists"]}
-        onChange={noop}
-      />
-    );
+    const html = renderForm({
+      initial: { name: 'iris', cron: '0 0 6 * * *', timezone: 'UTC', profile: 'tiny', params: {} },
+      parameters: [],
+      errors: ["a job named 'iris' already exists"]
+    });
     expect(html).toMatch(
       /shipyard-dialog-error" role="alert"><div>a job named &#x27;iris&#x27; already exists/
     );
@@ -337,23 +325,22 @@ describe('ScheduleForm', () => {
 });
 
 describe('DeployForm', () => {
+  const renderForm = (props: Pick<IDeployFormProps, 'initial' | 'profiles'>) =>
+    renderToStaticMarkup(<DeployForm errors={[]} onChange={noop} {...props} />);
+
   it('has the named inputs and previews the %deploy line', () => {
-    const html = renderToStaticMarkup(
-      <DeployForm
-        initial={{ model: 'model', name: 'iris', profile: '' }}
-        profiles={[
-          {
-            slug: 'science',
-            display_name: 'Data science',
-            description: '',
-            environment: 'x',
-            default: false
-          }
-        ]}
-        errors={[]}
-        onChange={noop}
-      />
-    );
+    const html = renderForm({
+      initial: { model: 'model', name: 'iris', profile: '' },
+      profiles: [
+        {
+          slug: 'science',
+          display_name: 'Data science',
+          description: '',
+          environment: 'x',
+          default: false
+        }
+      ]
+    });
     for (const name of [
       'shipyard-deploy-model',
       'shipyard-deploy-name',
@@ -365,14 +352,10 @@ describe('DeployForm', () => {
   });
 
   it('says what is wrong before anything runs', () => {
-    const html = renderToStaticMarkup(
-      <DeployForm
-        initial={{ model: 'model', name: 'Iris--1', profile: '' }}
-        profiles={[]}
-        errors={[]}
-        onChange={noop}
-      />
-    );
+    const html = renderForm({
+      initial: { model: 'model', name: 'Iris--1', profile: '' },
+      profiles: []
+    });
     expect(html).toContain('data-valid="false"');
     expect(html).toContain('is not a deployment name');
   });

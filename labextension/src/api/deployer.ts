@@ -4,14 +4,10 @@
  */
 import { ServerConnection } from '@jupyterlab/services';
 
-import { requestAPI } from './request';
+import { requestAPI, segment } from './request';
 import type { IDeployment, IDeploymentMetrics } from './types';
 
 const BASE = 'deployer/deployments';
-
-function segment(name: string): string {
-  return encodeURIComponent(name);
-}
 
 /** One typed client for the deployer's routes the panel uses. */
 export class DeployerService {

@@ -117,6 +117,11 @@ export async function requestAPI<T>(
   }
 }
 
+/** A name or id as one segment of a route's path (``/`` and the like escaped). */
+export function segment(name: string): string {
+  return encodeURIComponent(name);
+}
+
 /** ``?a=1&b=2`` for the defined values of ``query`` ('' when none). */
 export function queryString(
   query: Record<string, string | number | boolean | undefined | null>

@@ -4,7 +4,7 @@
  */
 import { ServerConnection } from '@jupyterlab/services';
 
-import { dispositionFilename, queryString, requestAPI, requestResponse } from './request';
+import { dispositionFilename, queryString, requestAPI, requestResponse, segment } from './request';
 import type {
   ICreateJob,
   IJob,
@@ -17,10 +17,6 @@ import type {
 import type { JSONValue } from '../logic/parameters';
 
 const BASE = 'scheduler';
-
-function segment(id: string): string {
-  return encodeURIComponent(id);
-}
 
 /** One typed client for the scheduler's routes the panel and the dialogs use. */
 export class SchedulerService {

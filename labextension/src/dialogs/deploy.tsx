@@ -9,30 +9,11 @@
  * to fix; a refusal reopens the dialog with the values as typed.
  */
 import { Dialog, showDialog } from '@jupyterlab/apputils';
-import { ReactWidget } from '@jupyterlab/ui-components';
-import * as React from 'react';
 
 import type { ISchedulerProfile } from '../api/types';
 import { deployLine, IDeployValues } from '../logic/forms';
-import { DeployForm, IDeployFormProps } from './deployForm';
-
-class DeployBody extends ReactWidget implements Dialog.IBodyWidget<IDeployValues> {
-  constructor(private readonly props: Omit<IDeployFormProps, 'onChange'>) {
-    super();
-    this.addClass('shipyard-dialog-body');
-    this._values = props.initial;
-  }
-
-  getValue(): IDeployValues {
-    return this._values;
-  }
-
-  render(): React.ReactElement {
-    return <DeployForm {...this.props} onChange={v => (this._values = v)} />;
-  }
-
-  private _values: IDeployValues;
-}
+import { FormBody } from './body';
+import { DeployForm } from './deployForm';
 
 /**
  * Ask what to deploy until the values are valid or the user cancels.
@@ -48,7 +29,7 @@ export async function askDeploy(
   for (;;) {
     const result = await showDialog<IDeployValues>({
       title: 'Deploy a model',
-      body: new DeployBody({ initial: values, profiles, errors }),
+      body: new FormBody(DeployForm, { initial: values, profiles, errors }),
       buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Deploy' })],
       focusNodeSelector: 'input[name="shipyard-deploy-model"]'
     });

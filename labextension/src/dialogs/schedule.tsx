@@ -8,8 +8,6 @@
  * the message on top, so nothing is lost.
  */
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
-import { ReactWidget } from '@jupyterlab/ui-components';
-import * as React from 'react';
 
 import { errorMessage } from '../api/request';
 import type { SchedulerService } from '../api/scheduler';
@@ -19,27 +17,10 @@ import { browserTimeZone, formatInZone, previewCron } from '../logic/cron';
 import { IScheduleValues, scheduleRequest } from '../logic/forms';
 import { defaultJobName } from '../logic/names';
 import { IParameter, parameterInputText } from '../logic/parameters';
-import { IScheduleFormProps, ScheduleForm } from './scheduleForm';
+import { FormBody } from './body';
+import { ScheduleForm } from './scheduleForm';
 
 export const DEFAULT_CRON = '0 6 * * *';
-
-class ScheduleBody extends ReactWidget implements Dialog.IBodyWidget<IScheduleValues> {
-  constructor(private readonly props: Omit<IScheduleFormProps, 'onChange'>) {
-    super();
-    this.addClass('shipyard-dialog-body');
-    this._values = props.initial;
-  }
-
-  getValue(): IScheduleValues {
-    return this._values;
-  }
-
-  render(): React.ReactElement {
-    return <ScheduleForm {...this.props} onChange={v => (this._values = v)} />;
-  }
-
-  private _values: IScheduleValues;
-}
 
 /** What the Schedule dialog needs to know about the notebook. */
 export interface IScheduleTarget {
@@ -86,7 +67,7 @@ export async function scheduleNotebook(
   };
   let errors: string[] = [];
   for (;;) {
-    const body = new ScheduleBody({
+    const body = new FormBody(ScheduleForm, {
       initial: values,
       profiles: profiles.list,
       profilesError: profiles.error,

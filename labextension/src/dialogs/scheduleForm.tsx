@@ -9,6 +9,7 @@ import type { ISchedulerProfile } from '../api/types';
 import { formatInZone, previewCron } from '../logic/cron';
 import type { IScheduleValues } from '../logic/forms';
 import { IParameter, parameterInputText } from '../logic/parameters';
+import { FormErrors, ProfileSelect, TextField, useFormValues } from './fields';
 
 export interface IScheduleFormProps {
   initial: IScheduleValues;
@@ -20,12 +21,7 @@ export interface IScheduleFormProps {
 }
 
 export function ScheduleForm(props: IScheduleFormProps): React.ReactElement {
-  const [values, setValues] = React.useState<IScheduleValues>(props.initial);
-  const set = (patch: Partial<IScheduleValues>) => {
-    const next = { ...values, ...patch };
-    setValues(next);
-    props.onChange(next);
-  };
+  const { values, set, field } = useFormValues(props.initial, props.onChange);
   const preview = React.useMemo(
     () => previewCron(values.cron, values.timezone.trim(), 3),
     [values.cron, values.timezone]
@@ -33,49 +29,21 @@ export function ScheduleForm(props: IScheduleFormProps): React.ReactElement {
   const knownProfile = props.profiles.some(p => p.slug === values.profile);
   return (
     <form className="shipyard-form shipyard-schedule-form" onSubmit={e => e.preventDefault()}>
-      {props.errors.length ? (
-        <div className="shipyard-error shipyard-dialog-error" role="alert">
-          {props.errors.map((e, i) => (
-            <div key={i}>{e}</div>
-          ))}
-        </div>
-      ) : null}
-      <label>
-        <span>Job name</span>
-        <input
-          className="jp-mod-styled"
-          name="shipyard-job-name"
-          value={values.name}
-          spellCheck={false}
-          autoComplete="off"
-          onChange={e => set({ name: e.target.value })}
-        />
-      </label>
+      <FormErrors errors={props.errors} />
+      <TextField label="Job name" name="shipyard-job-name" {...field('name')} />
       <div className="shipyard-form-row">
-        <label>
-          <span>Cron</span>
-          <input
-            className="jp-mod-styled"
-            name="shipyard-cron"
-            value={values.cron}
-            spellCheck={false}
-            autoComplete="off"
-            placeholder="minute hour day-of-month month day-of-week"
-            onChange={e => set({ cron: e.target.value })}
-          />
-        </label>
-        <label>
-          <span>Time zone</span>
-          <input
-            className="jp-mod-styled"
-            name="shipyard-tz"
-            value={values.timezone}
-            spellCheck={false}
-            autoComplete="off"
-            placeholder="Europe/Berlin"
-            onChange={e => set({ timezone: e.target.value })}
-          />
-        </label>
+        <TextField
+          label="Cron"
+          name="shipyard-cron"
+          placeholder="minute hour day-of-month month day-of-week"
+          {...field('cron')}
+        />
+        <TextField
+          label="Time zone"
+          name="shipyard-tz"
+          placeholder="Europe/Berlin"
+          {...field('timezone')}
+        />
       </div>
       <div
         className={`shipyard-cron-preview${preview.ok ? '' : ' shipyard-invalid'}`}
@@ -93,24 +61,17 @@ export function ScheduleForm(props: IScheduleFormProps): React.ReactElement {
           ))}
         </ol>
       ) : null}
-      <label>
-        <span>Profile</span>
-        <select
-          className="jp-mod-styled"
-          name="shipyard-profile"
-          value={values.profile}
-          onChange={e => set({ profile: e.target.value })}
-        >
-          {!knownProfile ? (
+      <ProfileSelect
+        name="shipyard-profile"
+        profiles={props.profiles}
+        first={
+          !knownProfile ? (
             <option value={values.profile}>{values.profile || '(choose a profile)'}</option>
-          ) : null}
-          {props.profiles.map(p => (
-            <option key={p.slug} value={p.slug} title={p.description}>
-              {p.display_name} ({p.slug}){p.default ? ' – default' : ''}
-            </option>
-          ))}
-        </select>
-      </label>
+          ) : null
+        }
+        markDefault
+        {...field('profile')}
+      />
       {props.profilesError ? (
         <div className="shipyard-error" role="alert">
           Profiles: {props.profilesError}
@@ -125,21 +86,20 @@ export function ScheduleForm(props: IScheduleFormProps): React.ReactElement {
               others keep following the notebook.
             </p>
             {props.parameters.map(p => (
-              <label key={p.name} className="shipyard-param">
-                <span>
-                  {p.name}
-                  {p.annotation ? <span className="shipyard-muted">: {p.annotation}</span> : null}
-                </span>
-                <input
-                  className="jp-mod-styled"
-                  name={`shipyard-param-${p.name}`}
-                  data-type={p.type ?? 'any'}
-                  value={values.params[p.name] ?? parameterInputText(p)}
-                  spellCheck={false}
-                  autoComplete="off"
-                  onChange={e => set({ params: { ...values.params, [p.name]: e.target.value } })}
-                />
-              </label>
+              <TextField
+                key={p.name}
+                className="shipyard-param"
+                label={
+                  <>
+                    {p.name}
+                    {p.annotation ? <span className="shipyard-muted">: {p.annotation}</span> : null}
+                  </>
+                }
+                name={`shipyard-param-${p.name}`}
+                dataType={p.type ?? 'any'}
+                value={values.params[p.name] ?? parameterInputText(p)}
+                onChange={v => set({ params: { ...values.params, [p.name]: v } })}
+              />
             ))}
           </>
         ) : (

@@ -137,25 +137,37 @@ export function describeCron(expression: string): string {
 
 // ------------------------------------------------------------------ time zones
 
-const formatters = new Map<string, Intl.DateTimeFormat>();
-
-function fieldsFormatter(tz: string): Intl.DateTimeFormat {
-  let f = formatters.get(tz);
-  if (!f) {
-    f = new Intl.DateTimeFormat('en-US', {
-      timeZone: tz,
-      hourCycle: 'h23',
-      year: 'numeric',
-      month: 'numeric',
-      day: 'numeric',
-      hour: 'numeric',
-      minute: 'numeric',
-      second: 'numeric'
-    });
-    formatters.set(tz, f);
-  }
-  return f;
+/**
+ * A formatter per time zone: one ``Intl.DateTimeFormat`` of ``locale`` and ``options`` for
+ * each zone, made the first time the zone is asked for (making one is slow).
+ */
+function formatterCache(
+  locale: string,
+  options: Intl.DateTimeFormatOptions
+): { has(tz: string): boolean; get(tz: string): Intl.DateTimeFormat } {
+  const cache = new Map<string, Intl.DateTimeFormat>();
+  return {
+    has: tz => cache.has(tz),
+    get: tz => {
+      let f = cache.get(tz);
+      if (!f) {
+        f = new Intl.DateTimeFormat(locale, { ...options, timeZone: tz });
+        cache.set(tz, f);
+      }
+      return f;
+    }
+  };
 }
+
+const fieldsFormatters = formatterCache('en-US', {
+  hourCycle: 'h23',
+  year: 'numeric',
+  month: 'numeric',
+  day: 'numeric',
+  hour: 'numeric',
+  minute: 'numeric',
+  second: 'numeric'
+});
 
 /**
  * The wall-clock time in ``tz`` at ``instant`` (ms since the epoch), as the ms of the
@@ -163,7 +175,7 @@ function fieldsFormatter(tz: string): Intl.DateTimeFormat {
  */
 export function wallClock(instant: number, tz: string): number {
   const parts: Record<string, number> = {};
-  for (const part of fieldsFormatter(tz).formatToParts(new Date(instant))) {
+  for (const part of fieldsFormatters.get(tz).formatToParts(new Date(instant))) {
     if (part.type !== 'literal') {
       parts[part.type] = Number(part.value);
     }
@@ -328,7 +340,16 @@ export function previewCron(
 
 // ------------------------------------------------------------------ formatting
 
-const displayFormatters = new Map<string, Intl.DateTimeFormat>();
+const displayFormatters = formatterCache('en-GB', {
+  hourCycle: 'h23',
+  weekday: 'short',
+  year: 'numeric',
+  month: '2-digit',
+  day: '2-digit',
+  hour: '2-digit',
+  minute: '2-digit',
+  timeZoneName: 'short'
+});
 
 /**
  * ``date`` as the wall clock in ``tz`` shows it: ``Sun 2025-03-30 03:00 CEST``.
@@ -340,23 +361,8 @@ export function formatInZone(date: Date | string | number, tz: string): string {
   if (!displayFormatters.has(tz) && !isValidTimeZone(tz)) {
     tz = 'UTC'; // a zone this browser does not know: still show the time
   }
-  let f = displayFormatters.get(tz);
-  if (!f) {
-    f = new Intl.DateTimeFormat('en-GB', {
-      timeZone: tz,
-      hourCycle: 'h23',
-      weekday: 'short',
-      year: 'numeric',
-      month: '2-digit',
-      day: '2-digit',
-      hour: '2-digit',
-      minute: '2-digit',
-      timeZoneName: 'short'
-    });
-    displayFormatters.set(tz, f);
-  }
   const parts: Record<string, string> = {};
-  for (const part of f.formatToParts(new Date(date))) {
+  for (const part of displayFormatters.get(tz).formatToParts(new Date(date))) {
     parts[part.type] = part.value;
   }
   return `${parts.weekday} ${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute} ${parts.timeZoneName}`;

@@ -336,23 +336,36 @@ class LiteralParser {
 
 // ------------------------------------------------------------------ the cell
 
+/**
+ * One step of a scan of Python source, at ``code[i]``, where it is inside the string literal
+ * that ``quote`` opened (``quote`` not '') or opens one: the index of the last character
+ * the step consumes, and the quote still open after it ('' once closed). ``null`` for a
+ * character outside strings that opens none.
+ */
+function quoteStep(code: string, i: number, quote: string): [number, string] | null {
+  if (quote) {
+    if (code[i] === '\\') {
+      return [i + 1, quote];
+    }
+    return code.startsWith(quote, i) ? [i + quote.length - 1, ''] : [i, quote];
+  }
+  const c = code[i];
+  if (c === "'" || c === '"') {
+    const opened = code.startsWith(c.repeat(3), i) ? c.repeat(3) : c;
+    return [i + opened.length - 1, opened];
+  }
+  return null;
+}
+
 /** The end of a statement's code, before a comment (quotes respected). */
 function stripComment(line: string): string {
   let quote = '';
   for (let i = 0; i < line.length; i++) {
-    const c = line[i];
-    if (quote) {
-      if (c === '\\') {
-        i++;
-      } else if (line.startsWith(quote, i)) {
-        i += quote.length - 1;
-        quote = '';
-      }
-    } else if (c === '#') {
+    const step = quoteStep(line, i, quote);
+    if (step) {
+      [i, quote] = step;
+    } else if (line[i] === '#') {
       return line.slice(0, i);
-    } else if (c === "'" || c === '"') {
-      quote = line.startsWith(c.repeat(3), i) ? c.repeat(3) : c;
-      i += quote.length - 1;
     }
   }
   return line;
@@ -363,23 +376,16 @@ function isOpen(code: string): boolean {
   let depth = 0;
   let quote = '';
   for (let i = 0; i < code.length; i++) {
-    const c = code[i];
-    if (quote) {
-      if (c === '\\') {
-        i++;
-      } else if (code.startsWith(quote, i)) {
-        i += quote.length - 1;
-        quote = '';
-      }
+    const step = quoteStep(code, i, quote);
+    if (step) {
+      [i, quote] = step;
       continue;
     }
+    const c = code[i];
     if (c === '#') {
       while (i < code.length && code[i] !== '\n') {
         i++;
       }
-    } else if (c === "'" || c === '"') {
-      quote = code.startsWith(c.repeat(3), i) ? c.repeat(3) : c;
-      i += quote.length - 1;
     } else if ('([{'.includes(c)) {
       depth++;
     } else if (')]}'.includes(c)) {

@@ -142,6 +142,27 @@ function Empty(props: { children: React.ReactNode }): React.ReactElement {
   return <div className="shipyard-empty">{props.children}</div>;
 }
 
+/**
+ * ``items`` as a ``ul.shipyard-list``, or ``empty`` where there are none; nothing while
+ * they are not known.
+ */
+function ItemList<T>(props: {
+  items: T[] | null | undefined;
+  className: string;
+  empty: React.ReactNode;
+  render: (item: T) => React.ReactElement;
+}): React.ReactElement | null {
+  const { items } = props;
+  if (!items) {
+    return null;
+  }
+  return items.length ? (
+    <ul className={`shipyard-list ${props.className}`}>{items.map(item => props.render(item))}</ul>
+  ) : (
+    <Empty>{props.empty}</Empty>
+  );
+}
+
 // ------------------------------------------------------------------ profile
 
 function ProfileSection(props: { section: ISection<IServerProfile> }): React.ReactElement {
@@ -277,19 +298,17 @@ function ExperimentsSection(props: {
   return (
     <SectionFrame name="experiments" title="Experiments" section={section} extra={link}>
       {section.status === 'unavailable' ? <Empty>{section.error}</Empty> : null}
-      {data && !data.runs.length ? (
-        <Empty>
-          No runs yet: track one with <code>%%track</code> in a notebook cell (and{' '}
-          <code>%experiment NAME</code> to choose the experiment).
-        </Empty>
-      ) : null}
-      {data?.runs.length ? (
-        <ul className="shipyard-list shipyard-runs">
-          {data.runs.map(run => (
-            <ExperimentRunItem key={run.run_id} run={run} />
-          ))}
-        </ul>
-      ) : null}
+      <ItemList
+        items={data?.runs}
+        className="shipyard-runs"
+        empty={
+          <>
+            No runs yet: track one with <code>%%track</code> in a notebook cell (and{' '}
+            <code>%experiment NAME</code> to choose the experiment).
+          </>
+        }
+        render={run => <ExperimentRunItem key={run.run_id} run={run} />}
+      />
     </SectionFrame>
   );
 }
@@ -349,23 +368,42 @@ function JobsSection(props: {
   busy: ReadonlySet<string>;
 }): React.ReactElement {
   const { section, actions, busy } = props;
-  const rows = section.data;
   return (
     <SectionFrame name="jobs" title="Scheduled jobs" section={section}>
-      {rows && !rows.length ? (
-        <Empty>
-          No jobs yet: use <strong>Schedule…</strong> in a notebook's toolbar or{' '}
-          <code>%schedule "0 6 * * *"</code> in a cell.
-        </Empty>
-      ) : null}
-      {rows?.length ? (
-        <ul className="shipyard-list shipyard-jobs">
-          {rows.map(row => (
-            <JobItem key={row.job.id} row={row} actions={actions} busy={busy} />
-          ))}
-        </ul>
-      ) : null}
+      <ItemList
+        items={section.data}
+        className="shipyard-jobs"
+        empty={
+          <>
+            No jobs yet: use <strong>Schedule…</strong> in a notebook's toolbar or{' '}
+            <code>%schedule "0 6 * * *"</code> in a cell.
+          </>
+        }
+        render={row => <JobItem key={row.job.id} row={row} actions={actions} busy={busy} />}
+      />
     </SectionFrame>
+  );
+}
+
+/** A ``.shipyard-link[data-action]`` that runs ``onClick`` in place of following ``href``. */
+function ActionLink(props: {
+  action: string;
+  href: string;
+  onClick: () => void;
+  children: React.ReactNode;
+}): React.ReactElement {
+  return (
+    <a
+      className="shipyard-link"
+      data-action={props.action}
+      href={props.href}
+      onClick={event => {
+        event.preventDefault();
+        props.onClick();
+      }}
+    >
+      {props.children}
+    </a>
   );
 }
 
@@ -430,30 +468,18 @@ function JobItem(props: {
           ) : null}
           <div className="shipyard-links">
             {hasOutput ? (
-              <a
-                className="shipyard-link"
-                data-action="output"
+              <ActionLink
+                action="output"
                 href={actions.outputHref(latest)}
-                onClick={event => {
-                  event.preventDefault();
-                  actions.downloadOutput(latest, job);
-                }}
+                onClick={() => actions.downloadOutput(latest, job)}
               >
                 Output
-              </a>
+              </ActionLink>
             ) : null}
             {latest.log_path || latest.status === 'running' || latest.status === 'queued' ? (
-              <a
-                className="shipyard-link"
-                data-action="logs"
-                href="#"
-                onClick={event => {
-                  event.preventDefault();
-                  actions.showLogs(latest, job);
-                }}
-              >
+              <ActionLink action="logs" href="#" onClick={() => actions.showLogs(latest, job)}>
                 Logs
-              </a>
+              </ActionLink>
             ) : null}
           </div>
         </div>
@@ -494,28 +520,27 @@ function DeploymentsSection(props: {
   busy: ReadonlySet<string>;
 }): React.ReactElement {
   const { section, history, actions, busy } = props;
-  const rows = section.data;
   return (
     <SectionFrame name="deployments" title="Deployments" section={section}>
-      {rows && !rows.length ? (
-        <Empty>
-          No deployments yet: use <strong>Deploy…</strong> in a notebook's toolbar or{' '}
-          <code>%deploy model --name NAME</code> in a cell.
-        </Empty>
-      ) : null}
-      {rows?.length ? (
-        <ul className="shipyard-list shipyard-deployments">
-          {rows.map(s => (
-            <DeploymentItem
-              key={`${s.deployment.owner}/${s.deployment.name}`}
-              state={s}
-              samples={history[s.deployment.name] ?? []}
-              actions={actions}
-              busy={busy}
-            />
-          ))}
-        </ul>
-      ) : null}
+      <ItemList
+        items={section.data}
+        className="shipyard-deployments"
+        empty={
+          <>
+            No deployments yet: use <strong>Deploy…</strong> in a notebook's toolbar or{' '}
+            <code>%deploy model --name NAME</code> in a cell.
+          </>
+        }
+        render={s => (
+          <DeploymentItem
+            key={`${s.deployment.owner}/${s.deployment.name}`}
+            state={s}
+            samples={history[s.deployment.name] ?? []}
+            actions={actions}
+            busy={busy}
+          />
+        )}
+      />
     </SectionFrame>
   );
 }
