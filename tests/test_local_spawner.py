@@ -307,13 +307,15 @@ def extra_profile(hub, yaml_item: str):
 
 def test_spawn_of_an_environment_not_built_is_refused_with_the_fix(hub):
     hub.create_user("ed")
-    sci = "  - slug: sci\n    display_name: Sci\n    environment: datascience\n"
+    # gpu: an environment of images/ that no test builds (the browser test builds
+    # datascience into the same test envs folder)
+    sci = "  - slug: sci\n    display_name: Sci\n    environment: gpu\n"
     with extra_profile(hub, sci):
         r = hub.api("POST", "/users/ed/server", json={"profile": "sci"})
         assert r.status_code == 503
         assert r.json()["message"] == (
-            "The environment 'datascience' of profile 'sci' is not built on this machine. "
-            "An admin builds it with `shipyard env build datascience` (`shipyard up` builds "
+            "The environment 'gpu' of profile 'sci' is not built on this machine. "
+            "An admin builds it with `shipyard env build gpu` (`shipyard up` builds "
             "every profile's environment)."
         )
         assert hub.api("GET", "/users/ed").json()["servers"] == {}
