@@ -890,6 +890,12 @@ class ModelPublisher:
                         # cloudpickle, not MLflow 3's skops default: model servers run the
                         # profile's environment, which need not have skops
                         serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+                        # the flavor's own pins (scikit-learn, cloudpickle as installed here):
+                        # left out, MLflow infers them by loading the model in a fresh
+                        # Python process, which costs ~4 s of every %deploy
+                        pip_requirements=mlflow.sklearn.get_default_pip_requirements(
+                            include_cloudpickle=True
+                        ),
                     )
                 else:
                     import mlflow.pyfunc

@@ -87,6 +87,8 @@ from .spool import default_spool_dir
 
 #: Lines of a notebook's diff ``%schedule`` shows when it updates a job.
 MAX_DIFF_LINES = 20
+#: Seconds between looks at a starting version while ``%deploy`` waits for it (at most).
+DEPLOY_POLL_SECONDS = 0.2
 #: The stages ``%deploy`` shows its progress through.
 DEPLOY_STAGES = ("log model", "register", "deploy", "starting replicas", "ready")
 
@@ -884,8 +886,10 @@ class ShipyardMagics(Magics):
         """Follow version ``number`` to ready; a UsageError with the reason when it fails."""
         progress.update(3, f"version {number}")
         try:
+            # a version is ready seconds after it starts: look often (a cheap read), so the
+            # endpoint is announced as soon as it serves, not up to poll_interval later
             for version in client.follow_version(
-                name, number, self.poll_interval, self.deploy_timeout
+                name, number, min(self.poll_interval, DEPLOY_POLL_SECONDS), self.deploy_timeout
             ):
                 progress.update(3, f"version {number} {version['state']}")
         except KeyboardInterrupt:

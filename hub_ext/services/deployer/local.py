@@ -1102,7 +1102,8 @@ class LocalBackend(Backend):
                     + "\n".join(list(replica.protocol.tail)[-10:])
                 )
             await asyncio.wait({exited}, timeout=min(pause, max(left, 0)))
-            pause = min(pause * 2, 1.0)
+            # a loopback GET is cheap, and every pause is time the version is not yet serving
+            pause = min(pause * 2, 0.2)
 
     async def _watch(self, replica: _Replica) -> int | None:
         """Until the replica exits (or is killed for missing health checks); its exit status."""

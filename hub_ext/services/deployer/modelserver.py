@@ -352,7 +352,7 @@ class ModelServer:
             )
 
             # suppress_warnings: the dependency-mismatch check reads every installed
-            # distribution's metadata (~1 s); the deployer checks requirements instead.
+            # distribution's metadata (~1 s); the profile's environment is built from a lock.
             model = mlflow.pyfunc.load_model(self._local_copy(), suppress_warnings=True)
             self._mlflow = {
                 "MlflowException": MlflowException,
