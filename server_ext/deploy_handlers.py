@@ -11,7 +11,7 @@ or an answer that is not the service's (the hub's page for a wrong URL), is a 50
 same schema, with a message that says why.
 
 The handler is the scheduler's :class:`~server_ext.scheduler_handlers.SchedulerForwardHandler`
-with another client: the same ``@authorized`` methods (resource ``shipyard``; XSRF on
+with another client (``client_class``, ``client_error``): the same ``@authorized`` methods (resource ``shipyard``; XSRF on
 cookie-authenticated writes, as every jupyter-server ``APIHandler``), the same error schema,
 the same 405 for a method a route does not list, the forwarding in a thread.
 
@@ -24,13 +24,10 @@ catch-all proxy.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from tornado import web
-
-from .deploy_client import DeployerClient, DeployerError, path_segment
-from .scheduler_handlers import SchedulerForwardHandler, without_cache_buster
+from .deploy_client import DeployerClient, DeployerError
+from .scheduler_handlers import SchedulerForwardHandler
 
 PREFIX = r"/shipyard/api/deployer"
 #: One path segment of a name or version (never ``/`` or ``..``); the service validates
@@ -52,27 +49,8 @@ ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
 class DeployerForwardHandler(SchedulerForwardHandler):
     """Forward one route of :data:`ROUTES` to the deployer as the server's user."""
 
-    async def _forward(self, *ids: str) -> None:
-        if self.request.method not in self.methods:
-            raise web.HTTPError(405, f"{self.request.path} takes {', '.join(self.methods)}")
-        try:
-            client = DeployerClient.from_environment()
-            answer = await asyncio.to_thread(
-                client.forward,
-                self.request.method,
-                self.target.format(*(path_segment(i) for i in ids)),
-                without_cache_buster(self.request.query),
-                self.request.body or None,
-            )
-        except DeployerError as exc:  # not configured, or not reachable
-            raise web.HTTPError(502, "%s", exc.message) from None
-        self.set_status(answer.status)
-        self.set_header("Cache-Control", "no-store")
-        if answer.status == 204:
-            self.finish()
-            return
-        content_type = answer.headers.get("Content-Type", "application/json")
-        self.finish(answer.body, set_content_type=content_type)
+    client_class = DeployerClient
+    client_error = DeployerError
 
 
 def deployer_routes() -> list[tuple[str, type, dict[str, Any]]]:

@@ -75,6 +75,10 @@ class SchedulerForwardHandler(ExtensionHandlerMixin, APIHandler):
     """Forward one route of :data:`ROUTES` to the scheduler as the server's user."""
 
     auth_resource = AUTH_RESOURCE
+    #: The service's client (``from_environment()`` and ``forward()``), and the error it
+    #: raises when the service is not configured or cannot be reached (a 502 here).
+    client_class: Any = SchedulerClient
+    client_error: type[Exception] = SchedulerError
 
     def initialize(self, name: str, target: str = "", methods: tuple[str, ...] = ()) -> None:
         super().initialize(name)
@@ -99,7 +103,7 @@ class SchedulerForwardHandler(ExtensionHandlerMixin, APIHandler):
         if self.request.method not in self.methods:
             raise web.HTTPError(405, f"{self.request.path} takes {', '.join(self.methods)}")
         try:
-            client = SchedulerClient.from_environment()
+            client = self.client_class.from_environment()
             answer = await asyncio.to_thread(
                 client.forward,
                 self.request.method,
@@ -107,7 +111,7 @@ class SchedulerForwardHandler(ExtensionHandlerMixin, APIHandler):
                 without_cache_buster(self.request.query),
                 self.request.body or None,
             )
-        except SchedulerError as exc:  # not configured, or not reachable
+        except self.client_error as exc:  # not configured, or not reachable
             raise web.HTTPError(502, "%s", exc.message) from None
         self.set_status(answer.status)
         self.set_header("Cache-Control", "no-store")
