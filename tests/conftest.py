@@ -7,21 +7,21 @@ import os
 import pwd
 import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from hub_ext.environments import BuiltEnvironment, EnvironmentBuilder, get_environment
 
 from .hubtools import (
-    CGROUP_ROOT,
     REPO,
     HubProcess,
+    left_behind,
     remove_account,
     remove_cgroups,
+    remove_empty_cgroups,
     remove_test_accounts,
+    session_folder,
 )
 
 #: Environments the tests build, kept between runs (a rebuild of an unchanged lock
@@ -73,24 +73,20 @@ def no_leftovers_of_an_interrupted_run():
 
     Its test accounts would otherwise be found again by name, with their old homes and
     whatever earlier runs wrote there, and its cgroups would still hold its processes.
-    Test accounts are those homed in a ``shipyard-*`` folder of the temporary directory;
-    test cgroups are the ``shipyard-test*`` parents. Run one test session at a time.
+    A test account is one homed in a ``shipyard-*`` folder of the temporary directory
+    (:func:`~tests.hubtools.session_folder`); it is left behind when that folder names no
+    live pytest. A test session running meanwhile keeps its accounts and busy cgroups.
     """
-    temp = os.path.join(tempfile.gettempdir(), "shipyard-")
     for entry in pwd.getpwall():
-        if entry.pw_dir.startswith(temp) and entry.pw_uid >= 1000:
+        if entry.pw_uid >= 1000 and left_behind(entry.pw_dir):
             remove_account(entry.pw_name)
-    for base in (CGROUP_ROOT / "memory", CGROUP_ROOT / "cpu", CGROUP_ROOT):
-        if base.is_dir():
-            for parent in base.glob("shipyard-test*"):
-                remove_cgroups(parent.name)
+    remove_empty_cgroups()
 
 
 @pytest.fixture(scope="session")
 def home_root():
     """A world-traversable directory for the test accounts' homes (pytest's tmp is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="shipyard-homes-"))
-    path.chmod(0o755)
+    path = session_folder("homes-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -22,10 +22,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -270,6 +272,42 @@ def cgroup_dirs(parent: str) -> list[Path]:
     return found
 
 
+#: In each ``shipyard-*`` folder a test session makes: the pid of that session's pytest.
+OWNER_FILE = ".pytest-owner"
+
+
+def session_folder(prefix: str) -> Path:
+    """A world-traversable temporary folder ``shipyard-<prefix>…`` (pytest's tmp is 0700).
+
+    It carries this session's pid, so another session that starts meanwhile can tell it
+    from what an interrupted run left (see :func:`left_behind`).
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"shipyard-{prefix}"))
+    path.chmod(0o755)
+    (path / OWNER_FILE).write_text(str(os.getpid()))
+    return path
+
+
+def left_behind(home: str) -> bool:
+    """Whether an account homed at ``home`` is a test account of a run that no longer runs.
+
+    Test accounts live in the ``shipyard-*`` folders of :func:`session_folder`; one whose
+    folder names no live pytest (or no pytest at all) is a leftover.
+    """
+    temp = Path(tempfile.gettempdir())
+    try:
+        top = temp / Path(home).relative_to(temp).parts[0]
+    except (ValueError, IndexError):
+        return False
+    if not top.name.startswith("shipyard-"):
+        return False
+    try:
+        pid = int((top / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return True
+    return pid != os.getpid() and not psutil.pid_exists(pid)
+
+
 def remove_account(name: str) -> None:
     """Kill every process of the account ``name``, then delete it and its home."""
     from hub_ext.accounts import delete_account
@@ -286,6 +324,22 @@ def remove_account(name: str) -> None:
 def remove_test_accounts(prefix: str) -> None:
     for name in accounts_with_prefix(prefix):
         remove_account(name)
+
+
+def remove_empty_cgroups(pattern: str = "shipyard-test*") -> None:
+    """Remove the cgroups under parents matching ``pattern`` that hold no process.
+
+    What an interrupted run left, once its accounts' processes are gone; a cgroup with a
+    process in it (another test session's, running now) is left alone.
+    """
+    for base in (CGROUP_ROOT / "memory", CGROUP_ROOT / "cpu", CGROUP_ROOT):
+        for parent in base.glob(pattern) if base.is_dir() else []:
+            for child in [p for p in parent.iterdir() if p.is_dir()] + [parent]:
+                try:
+                    if not (child / "cgroup.procs").read_text().strip():
+                        child.rmdir()
+                except OSError:
+                    continue
 
 
 def remove_cgroups(parent: str) -> None:

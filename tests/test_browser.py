@@ -170,8 +170,12 @@ def test_login_schedule_run_deploy_and_roll_back_in_the_browser(platform, page):
     rename.locator("button", has_text="Rename and Save").click()
     page.locator(".jp-NotebookPanel:visible").wait_for()
     wait_for(
-        lambda: "iris.ipynb" in page.locator(".jp-mod-current .lm-TabBar-tabLabel, "
-        ".lm-TabBar-tab.jp-mod-current").first.inner_text(),
+        lambda: (
+            "iris.ipynb"
+            in page.locator(
+                ".jp-mod-current .lm-TabBar-tabLabel, .lm-TabBar-tab.jp-mod-current"
+            ).first.inner_text()
+        ),
         30,
         0.3,
         "the notebook saved as iris.ipynb",

@@ -19,7 +19,6 @@ import pwd
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -51,7 +50,13 @@ from hub_ext.services.deployer.local import LocalBackend
 from hub_ext.slugs import account_name, user_slug
 
 from .conftest import TEST_ENVS_DIR, needs_root
-from .hubtools import cgroup_dirs, processes_of, remove_cgroups, remove_test_accounts
+from .hubtools import (
+    cgroup_dirs,
+    processes_of,
+    remove_cgroups,
+    remove_test_accounts,
+    session_folder,
+)
 from .test_traits import help_problem
 
 ACCOUNT_PREFIX = "sydeploy-"
@@ -183,8 +188,7 @@ def model_server_env():
 @pytest.fixture(scope="module")
 def place():
     """A world-traversable folder for models (pytest's tmp is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="shipyard-deploy-"))
-    path.chmod(0o755)
+    path = session_folder("deploy-")
     yield path
     subprocess.run(["rm", "-rf", str(path)], check=False)  # noqa: S603, S607
 

@@ -61,7 +61,13 @@ from hub_ext.services.scheduler.executors.local import PASSED_THROUGH, LocalExec
 from hub_ext.slugs import account_name, user_slug
 
 from .conftest import TEST_ENVS_DIR, needs_root
-from .hubtools import cgroup_dirs, processes_of, remove_cgroups, remove_test_accounts
+from .hubtools import (
+    cgroup_dirs,
+    processes_of,
+    remove_cgroups,
+    remove_test_accounts,
+    session_folder,
+)
 from .test_traits import help_problem
 
 ACCOUNT_PREFIX = "syexec-"
@@ -208,8 +214,7 @@ def output_cells(report: RunReport) -> list[dict]:
 @pytest.fixture(scope="module")
 def place():
     """A world-traversable folder for snapshots and outputs (pytest's tmp is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="shipyard-exec-"))
-    path.chmod(0o755)
+    path = session_folder("exec-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

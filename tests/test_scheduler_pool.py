@@ -20,9 +20,7 @@ import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
@@ -37,7 +35,13 @@ from hub_ext.services.scheduler.executors.warm import (
 from hub_ext.slugs import account_name
 
 from .conftest import TEST_ENVS_DIR, needs_root
-from .hubtools import cgroup_dirs, processes_of, remove_cgroups, remove_test_accounts
+from .hubtools import (
+    cgroup_dirs,
+    processes_of,
+    remove_cgroups,
+    remove_test_accounts,
+    session_folder,
+)
 from .test_scheduler_executors import (
     EXTRA_ENV,
     FACTS_CELL,
@@ -136,8 +140,7 @@ async def assert_all_gone(executor: LocalExecutor, *owners: str) -> None:
 @pytest.fixture(scope="module")
 def place():
     """A world-traversable folder for snapshots and outputs (pytest's tmp is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="shipyard-warm-"))
-    path.chmod(0o755)
+    path = session_folder("warm-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
