@@ -3,7 +3,8 @@
 This is the "one machine" column of ARCHITECTURE.md for deployed models. A
 version goes through a short list of named steps, as a scheduled run does in
 :mod:`hub_ext.services.scheduler.executors.local`, whose building blocks it
-shares (accounts, cgroups, environments, death with the parent):
+shares through :mod:`hub_ext.localproc` (accounts, cgroups, environments,
+death with the parent):
 
 1. ``_find_environment``: the profile's built environment (``shipyard env build``);
    the model server runs on its Python, so the model meets the packages its
@@ -68,12 +69,10 @@ import socket
 import stat
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import psutil
 from traitlets import (
     Bool,
     CaselessStrEnum,
@@ -86,14 +85,22 @@ from traitlets import (
     validate,
 )
 
-from hub_ext import slugs
-from hub_ext.accounts import AccountError, ensure_account
-from hub_ext.cgroups import DRIVERS, CgroupDriver, Limits, detect_driver
-from hub_ext.environments import BuiltEnvironment, default_envs_dir, find_built
+from hub_ext.cgroups import DRIVERS, CgroupDriver
+from hub_ext.environments import BuiltEnvironment, default_envs_dir
 from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus
+from hub_ext.localproc import (
+    find_environment,
+    kill_cgroup,
+    kill_tree,
+    make_cgroup,
+    oom_kills,
+    open_driver,
+    owner_account,
+    process_environment,
+    spawn,
+)
 from hub_ext.profiles import Profile
 from hub_ext.quantities import format_memory
-from hub_ext.services.scheduler.executors.local import PASSED_THROUGH, die_with_parent
 
 from .backend import Backend, DeployFailed, VersionSpec
 from .modelserver import REPLICA_SECRET_ENV, REPLICA_SECRET_HEADER
@@ -678,15 +685,13 @@ class LocalBackend(Backend):
     @property
     def driver(self) -> CgroupDriver:
         if self._driver is None:
-            if self.cgroup_driver == "auto":
-                self._driver = detect_driver(self.cgroup_parent)
-            else:
-                self._driver = DRIVERS[self.cgroup_driver](self.cgroup_parent)
-            if not self._driver.enforces_total:
-                self.log.warning(
-                    "No writable cgroup hierarchy: model replicas get per-process rlimits "
-                    "and no CPU limit."
-                )
+            self._driver = open_driver(
+                self.cgroup_driver,
+                self.cgroup_parent,
+                self.log,
+                "No writable cgroup hierarchy: model replicas get per-process rlimits "
+                "and no CPU limit.",
+            )
         return self._driver
 
     @property
@@ -872,34 +877,18 @@ class LocalBackend(Backend):
         return _Version(spec, built, user, folder, log)
 
     def _find_environment(self, profile: Profile) -> BuiltEnvironment:
-        built = find_built(profile.environment, Path(self.environments_dir))
-        if built is None:
-            raise DeployFailed(
-                f"The environment {profile.environment!r} of profile '{profile.slug}' is not "
-                f"built on this machine. An admin builds it with `shipyard env build "
-                f"{profile.environment}`."
-            )
-        return built
+        return find_environment(profile, self.environments_dir, DeployFailed)
 
     async def _account(self, owner: str) -> pwd.struct_passwd:
         """The owner's account (as root), or the service's own user."""
-        if not self.run_as_root:
-            return pwd.getpwuid(os.getuid())
-        account = slugs.account_name(owner, self.system_user_prefix)
-        try:
-            return pwd.getpwnam(account)
-        except KeyError:
-            if not self.create_system_users:
-                raise DeployFailed(
-                    f"No system account {account!r} exists for {owner} and Shipyard is "
-                    "configured not to create one (create_system_users = False)."
-                ) from None
-        try:
-            return await ensure_account(
-                account, self.home_dir_template.format(account=account), f"Shipyard user {owner}"
-            )
-        except AccountError as e:
-            raise DeployFailed(str(e)) from None
+        return await owner_account(
+            owner,
+            run_as_root=self.run_as_root,
+            prefix=self.system_user_prefix,
+            home_template=self.home_dir_template,
+            create=self.create_system_users,
+            error=DeployFailed,
+        )
 
     @staticmethod
     def _owned(path: Path) -> bool:
@@ -1034,7 +1023,6 @@ class LocalBackend(Backend):
         """The replica's cgroup and model server process."""
         version = replica.version
         spec = version.spec
-        loop = asyncio.get_running_loop()
         replica.port = self._free_port()
         await self._make_cgroup(replica.cgroup, spec.profile)
         argv = [
@@ -1060,16 +1048,17 @@ class LocalBackend(Backend):
         argv += ["--model-cache", str(version.folder / "model")]
         protocol = _Output(version.log, replica.source)
         try:
-            transport, _ = await loop.subprocess_exec(
-                lambda: protocol,
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+            # the replica dies with the deployer, even by kill -9, and the next
+            # deployer starts it again
+            transport = await spawn(
+                protocol,
+                argv,
                 env=self._environment(version, replica.gpus),
                 cwd=str(version.folder),
-                preexec_fn=self._preexec(replica.cgroup, version.user),
-                start_new_session=True,
+                driver=self.driver,
+                cgroup=replica.cgroup,
+                user=version.user,
+                run_as_root=self.run_as_root,
             )
         except (OSError, subprocess.SubprocessError) as e:
             raise DeployFailed(f"Could not start the model server: {e}") from None
@@ -1139,7 +1128,7 @@ class LocalBackend(Backend):
         return (f"{reason}:\n{tail}" if tail else f"{reason}.")[:MAX_REASON]
 
     def _exit_text(self, replica: _Replica, code: int | None) -> str:
-        if self._oom_kills(replica.cgroup):
+        if oom_kills(self.driver, replica.cgroup):
             limit = replica.version.spec.profile.mem_limit_bytes
             memory = f"memory limit of {format_memory(limit)}" if limit else "memory limit"
             return f"was killed for using more than the profile's {memory}"
@@ -1149,21 +1138,6 @@ class LocalBackend(Backend):
             with contextlib.suppress(ValueError):
                 return f"was killed by {signal.Signals(-code).name}"
         return f"exited with status {code}"
-
-    def _oom_kills(self, cgroup: str) -> int:
-        """How often the kernel's OOM killer struck in ``cgroup`` (v1 or v2)."""
-        count = 0
-        for directory in self.driver.directories(cgroup):
-            for name in ("memory.oom_control", "memory.events"):
-                try:
-                    text = (directory / name).read_text()
-                except OSError:
-                    continue
-                for line in text.splitlines():
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill" and value.strip().isdigit():
-                        count += int(value)
-        return count
 
     # ------------------------------------------------------ processes, cgroups
 
@@ -1187,74 +1161,33 @@ class LocalBackend(Backend):
         raise DeployFailed("No free port for a model server on 127.0.0.1 (port_range is full).")
 
     async def _make_cgroup(self, name: str, profile: Profile) -> None:
-        limits = Limits(
-            cpu_limit=profile.cpu_limit_cores,
-            cpu_guarantee=profile.cpu_guarantee_cores,
-            mem_limit=profile.mem_limit_bytes,
-            mem_guarantee=profile.mem_guarantee_bytes,
-        )
-        if self.driver.exists(name):  # a restart, or left by a deployer that died
-            await asyncio.to_thread(self.driver.remove, name, self.cleanup_timeout)
+        # one of that name is left by a restart, or by a deployer that died
         try:
-            await asyncio.to_thread(self.driver.create, name, limits)
+            await make_cgroup(self.driver, name, profile, self.cleanup_timeout)
         except OSError as e:
             raise DeployFailed(f"Could not create the replica's cgroup {name}: {e}") from None
 
     def _environment(self, version: _Version, gpus: list[str]) -> dict[str, str]:
         """The replica's whole environment, built from nothing: no variable of the service leaks."""
-        user, built, spec = version.user, version.built, version.spec
+        spec = version.spec
         env = dict(spec.env)
-        env.update({k: os.environ[k] for k in PASSED_THROUGH if k in os.environ})
         env.update(
-            {
-                "PATH": os.pathsep.join([str(built.bin), "/usr/local/bin", "/usr/bin", "/bin"]),
-                "HOME": user.pw_dir,
-                "USER": user.pw_name,
-                "LOGNAME": user.pw_name,
-                "PYTHONUNBUFFERED": "1",
-                **built.env_vars(),
-                "SHIPYARD_PROFILE": spec.profile.slug,
-                REPLICA_SECRET_ENV: version.secret,
-                # an empty list hides every GPU from replicas whose profile has none
-                "CUDA_VISIBLE_DEVICES": ",".join(gpus),
-                "NVIDIA_VISIBLE_DEVICES": ",".join(gpus) or "void",
-            }
+            process_environment(
+                version.user,
+                version.built,
+                spec.profile,
+                gpus,
+                extra={REPLICA_SECRET_ENV: version.secret},
+            )
         )
         return env
-
-    def _preexec(self, cgroup: str, user: pwd.struct_passwd):
-        join_cgroup = self.driver.preexec(cgroup)
-        if self.run_as_root:
-            from jupyterhub.spawner import set_user_setuid
-
-            become_user = set_user_setuid(user.pw_name, chdir=False)
-        else:
-            become_user = None
-
-        def preexec() -> None:
-            join_cgroup()  # while still root: the cgroup files are root's
-            if become_user is not None:
-                become_user()
-            # after the switch of user, which clears it: the replica dies with the
-            # deployer, even by kill -9, and the next deployer starts it again
-            die_with_parent(signal.SIGKILL)
-
-        return preexec
 
     async def _kill(self, replica: _Replica) -> None:
         """Kill every process of the replica (its cgroup stays until :meth:`_end`)."""
         if self.driver.enforces_total:
-            await asyncio.to_thread(self._kill_cgroup, replica.cgroup)
+            await asyncio.to_thread(kill_cgroup, self.driver, replica.cgroup, self.cleanup_timeout)
         elif replica.pid is not None:
-            _kill_tree(replica.pid)
-
-    def _kill_cgroup(self, name: str) -> None:
-        deadline = time.monotonic() + self.cleanup_timeout
-        while (left := self.driver.pids(name)) and time.monotonic() < deadline:
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
+            kill_tree(replica.pid)
 
     async def _end(self, replica: _Replica) -> None:
         """The replica's process is over: kill what is left, remove its cgroup."""
@@ -1314,16 +1247,3 @@ class LocalBackend(Backend):
             if self._versions.get(version.spec.key) is version:
                 del self._versions[version.spec.key]
             version.gone.set()
-
-
-def _kill_tree(pid: int) -> None:
-    """Without cgroups: kill the process tree as it is now, and the process's session."""
-    try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)

@@ -22,6 +22,10 @@ goes through a short list of named steps (papermill's ``execute.py`` style):
 7. ``_release``: every process left in the cgroup is killed and the cgroup
    removed, whatever happened, before the outputs are read back for the report.
 
+How steps 2, 4 and 5 start a process as its owner (account, cgroup, switch of
+user, environment, death with the service, killing) is shared with the
+deployer's LocalBackend, in :mod:`hub_ext.localproc`.
+
 Steps 4 and 5 have a fast path: a *warm process* (:mod:`.warm`) that has
 already imported papermill and started its kernel, as the same owner, in the
 same environment, in a cgroup of its own (``warm-<slug>``) with the profile's
@@ -51,7 +55,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import hashlib
 import inspect
@@ -61,21 +64,30 @@ import os
 import pwd
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from traitlets import Bool, CaselessStrEnum, Float, Integer, List, Unicode, default
 
 from hub_ext import slugs
-from hub_ext.accounts import AccountError, ensure_account
-from hub_ext.cgroups import DRIVERS, CgroupDriver, Limits, detect_driver
+from hub_ext.cgroups import DRIVERS, CgroupDriver
 from hub_ext.environments import BuiltEnvironment, default_envs_dir, find_built
 from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus
+from hub_ext.localproc import PASSED_THROUGH as PASSED_THROUGH  # re-exported: public here
+from hub_ext.localproc import die_with_parent as die_with_parent  # re-exported: public here
+from hub_ext.localproc import (
+    find_environment,
+    kill_cgroup,
+    kill_tree,
+    make_cgroup,
+    oom_kills,
+    open_driver,
+    owner_account,
+    process_environment,
+    spawn,
+)
 from hub_ext.profiles import Profile
 from hub_ext.quantities import format_memory
 
@@ -105,8 +117,6 @@ from .pool import WarmKey, WarmPool, WarmProcess
 
 #: papermill's exit status when the kernel died (``papermill.cli``).
 DEAD_KERNEL_EXIT = warm_protocol.DEAD_KERNEL_EXIT
-#: Variables of the service's own environment a run may see: locale and time zone only.
-PASSED_THROUGH = ("LANG", "LC_ALL", "TZ")
 #: How a warm process is started: its module, run with the environment's Python.
 WARM_MODULE = "hub_ext.services.scheduler.executors.warm"
 #: Seconds a warm process may take to print READY (imports and a kernel start).
@@ -115,18 +125,6 @@ WARM_START_TIMEOUT = warm_protocol.START_TIMEOUT
 WARM_STOP_GRACE = 3
 #: The most a warm process may print before its run; the rest is not kept.
 _EARLY_OUTPUT_LIMIT = 64 * 2**10
-
-
-try:  # looked up here, not between fork and exec, where loading a library may deadlock
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux
-    _prctl = None
-
-
-def die_with_parent(sig: int) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent dies (``PR_SET_PDEATHSIG``)."""
-    if _prctl is not None:
-        _prctl(1, int(sig))
 
 
 class _Output(asyncio.SubprocessProtocol):
@@ -469,15 +467,13 @@ class LocalExecutor(Executor):
     @property
     def driver(self) -> CgroupDriver:
         if self._driver is None:
-            if self.cgroup_driver == "auto":
-                self._driver = detect_driver(self.cgroup_parent)
-            else:
-                self._driver = DRIVERS[self.cgroup_driver](self.cgroup_parent)
-            if not self._driver.enforces_total:
-                self.log.warning(
-                    "No writable cgroup hierarchy: runs get per-process rlimits, no CPU limit, "
-                    "and a timeout cannot find every process a notebook started."
-                )
+            self._driver = open_driver(
+                self.cgroup_driver,
+                self.cgroup_parent,
+                self.log,
+                "No writable cgroup hierarchy: runs get per-process rlimits, no CPU limit, "
+                "and a timeout cannot find every process a notebook started.",
+            )
         return self._driver
 
     @property
@@ -568,37 +564,21 @@ class LocalExecutor(Executor):
             except ExecutorError as e:
                 run.sink.note(str(e))
                 run.html_exit = -1
-        run.oom_kills = self._oom_kills(run)
+        run.oom_kills = oom_kills(self.driver, run.cgroup)
 
     def _find_environment(self, profile: Profile) -> BuiltEnvironment:
-        built = find_built(profile.environment, Path(self.environments_dir))
-        if built is None:
-            raise ExecutorError(
-                f"The environment {profile.environment!r} of profile '{profile.slug}' is not "
-                f"built on this machine. An admin builds it with `shipyard env build "
-                f"{profile.environment}`."
-            )
-        return built
+        return find_environment(profile, self.environments_dir, ExecutorError)
 
     async def _account(self, owner: str) -> pwd.struct_passwd:
         """The owner's account (as root), or the service's own user."""
-        if not self.run_as_root:
-            return pwd.getpwuid(os.getuid())
-        account = slugs.account_name(owner, self.system_user_prefix)
-        try:
-            return pwd.getpwnam(account)
-        except KeyError:
-            if not self.create_system_users:
-                raise ExecutorError(
-                    f"No system account {account!r} exists for {owner} and Shipyard is "
-                    "configured not to create one (create_system_users = False)."
-                ) from None
-        try:
-            return await ensure_account(
-                account, self.home_dir_template.format(account=account), f"Shipyard user {owner}"
-            )
-        except AccountError as e:
-            raise ExecutorError(str(e)) from None
+        return await owner_account(
+            owner,
+            run_as_root=self.run_as_root,
+            prefix=self.system_user_prefix,
+            home_template=self.home_dir_template,
+            create=self.create_system_users,
+            error=ExecutorError,
+        )
 
     def _prepare(self, run: _Run) -> None:
         """Log, output directory and work folder (input copy, parameters); in a thread."""
@@ -648,15 +628,8 @@ class LocalExecutor(Executor):
         run.cgroup_live = True
 
     async def _make_cgroup(self, name: str, profile: Profile) -> None:
-        limits = Limits(
-            cpu_limit=profile.cpu_limit_cores,
-            cpu_guarantee=profile.cpu_guarantee_cores,
-            mem_limit=profile.mem_limit_bytes,
-            mem_guarantee=profile.mem_guarantee_bytes,
-        )
-        if self.driver.exists(name):  # left by a service that died mid-run
-            await asyncio.to_thread(self.driver.remove, name, self.cleanup_timeout)
-        await asyncio.to_thread(self.driver.create, name, limits)
+        # one of that name is left by a service that died mid-run
+        await make_cgroup(self.driver, name, profile, self.cleanup_timeout)
 
     def _environment(self, run: _Run, gpus: list[str]) -> dict[str, str]:
         """The run's whole environment, built from nothing: no variable of the service leaks."""
@@ -677,43 +650,14 @@ class LocalExecutor(Executor):
         user: pwd.struct_passwd, built: BuiltEnvironment, profile: Profile, gpus: list[str]
     ) -> dict[str, str]:
         """What every process of an owner's profile gets, whatever the run (warm ones too)."""
-        env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
-        env.update(
-            {
-                "PATH": os.pathsep.join([str(built.bin), "/usr/local/bin", "/usr/bin", "/bin"]),
-                "HOME": user.pw_dir,
-                "USER": user.pw_name,
-                "LOGNAME": user.pw_name,
-                "SHELL": user.pw_shell or "/bin/bash",
-                "PYTHONUNBUFFERED": "1",
-                **built.env_vars(),
-                "SHIPYARD_PROFILE": profile.slug,
-                "SHIPYARD_PROFILE_JSON": json.dumps(profile.public_summary()),
-                # an empty list hides every GPU from runs whose profile has none
-                "CUDA_VISIBLE_DEVICES": ",".join(gpus),
-                "NVIDIA_VISIBLE_DEVICES": ",".join(gpus) or "void",
-            }
+        return process_environment(
+            user,
+            built,
+            profile,
+            gpus,
+            shell=True,
+            extra={"SHIPYARD_PROFILE_JSON": json.dumps(profile.public_summary())},
         )
-        return env
-
-    def _preexec(self, cgroup: str, user: pwd.struct_passwd):
-        join_cgroup = self.driver.preexec(cgroup)
-        if self.run_as_root:
-            from jupyterhub.spawner import set_user_setuid
-
-            become_user = set_user_setuid(user.pw_name, chdir=False)
-        else:
-            become_user = None
-
-        def preexec() -> None:
-            join_cgroup()  # while still root: the cgroup files are root's
-            if become_user is not None:
-                become_user()
-            # after the switch of user, which clears it: papermill (or a warm process)
-            # dies with the service, even by kill -9, instead of running on unwatched
-            die_with_parent(signal.SIGKILL)
-
-        return preexec
 
     async def _spawn(self, run: _Run, argv: list[str], env: dict, cwd: str) -> int | None:
         """Run ``argv`` in the run's cgroup until it exits or the deadline; its exit status.
@@ -728,16 +672,16 @@ class LocalExecutor(Executor):
             return None
         protocol = _Output(run.sink)
         try:
-            transport, _ = await loop.subprocess_exec(
-                lambda: protocol,
-                *argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+            # papermill (or nbconvert) dies with the service, even by kill -9
+            transport = await spawn(
+                protocol,
+                argv,
                 env=env,
                 cwd=cwd,
-                preexec_fn=self._preexec(run.cgroup, run.user),
-                start_new_session=True,
+                driver=self.driver,
+                cgroup=run.cgroup,
+                user=run.user,
+                run_as_root=self.run_as_root,
             )
         except (OSError, subprocess.SubprocessError) as e:
             if run.stopping:  # cancelled meanwhile: the cgroup it was to join is gone
@@ -778,32 +722,9 @@ class LocalExecutor(Executor):
         """Kill every process of the run (the cgroup stays, empty, until released)."""
         if self.driver.enforces_total:
             if run.cgroup_live:
-                await asyncio.to_thread(self._kill_cgroup, run.cgroup)
+                await asyncio.to_thread(kill_cgroup, self.driver, run.cgroup, self.cleanup_timeout)
         elif run.pid is not None:
-            _kill_tree(run.pid)
-
-    def _kill_cgroup(self, name: str) -> None:
-        deadline = time.monotonic() + self.cleanup_timeout
-        while (left := self.driver.pids(name)) and time.monotonic() < deadline:
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
-
-    def _oom_kills(self, run: _Run) -> int:
-        """How often the kernel's OOM killer struck in the run's cgroup (v1 or v2)."""
-        count = 0
-        for directory in self.driver.directories(run.cgroup):
-            for name in ("memory.oom_control", "memory.events"):
-                try:
-                    text = (directory / name).read_text()
-                except OSError:
-                    continue
-                for line in text.splitlines():
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill" and value.strip().isdigit():
-                        count += int(value)
-        return count
+            kill_tree(run.pid)
 
     async def _release(self, run: _Run) -> None:
         """Kill what is left, remove the cgroup, free the GPUs and the work folder."""
@@ -1062,7 +983,6 @@ class LocalExecutor(Executor):
         self, key: WarmKey, user: pwd.struct_passwd, built: BuiltEnvironment, profile: Profile
     ) -> WarmProcess:
         """Start a warm process as a cold papermill would start, and wait for its READY."""
-        loop = asyncio.get_running_loop()
         name = f"warm-{slugs.user_slug(f'{key.owner}-{secrets.token_hex(4)}')}"
         env = self._process_environment(user, built, profile, [])
         cwd = user.pw_dir if os.path.isdir(user.pw_dir) else "/"
@@ -1072,19 +992,17 @@ class LocalExecutor(Executor):
             await self._make_cgroup(name, profile)
             sockets = self._warm_sockets(name)
             await asyncio.to_thread(self._private_folder, sockets, user)
-            transport, _ = await loop.subprocess_exec(
-                lambda: protocol,
-                str(built.python),
-                "-m",
-                WARM_MODULE,
-                str(sockets),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
+            # it dies with the service, even by kill -9, as papermill does
+            transport = await spawn(
+                protocol,
+                [str(built.python), "-m", WARM_MODULE, str(sockets)],
                 env=env,
                 cwd=cwd,
-                preexec_fn=self._preexec(name, user),
-                start_new_session=True,
+                driver=self.driver,
+                cgroup=name,
+                user=user,
+                run_as_root=self.run_as_root,
+                stdin=subprocess.PIPE,
             )
             await asyncio.wait(
                 {protocol.ready, protocol.exited},
@@ -1117,7 +1035,7 @@ class LocalExecutor(Executor):
             await asyncio.to_thread(self.driver.remove, name, self.cleanup_timeout)
         else:
             if transport is not None and transport.get_pid() is not None:
-                _kill_tree(transport.get_pid())
+                kill_tree(transport.get_pid())
             self.driver.remove(name)
         if transport is not None:
             with contextlib.suppress(Exception):  # of a closed event loop
@@ -1145,16 +1063,3 @@ class LocalExecutor(Executor):
         if run.sink is not None:
             run.sink.note("cancelled")
         await self._kill(run)
-
-
-def _kill_tree(pid: int) -> None:
-    """Without cgroups: kill the process tree as it is now, and the process's session."""
-    try:
-        procs = [psutil.Process(pid), *psutil.Process(pid).children(True)]
-    except psutil.NoSuchProcess:
-        procs = []
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)
