@@ -15,21 +15,18 @@ is in :mod:`.core`, :mod:`.store`, :mod:`.router` and the backends.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import signal
 from pathlib import Path
-from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from jupyterhub.services.auth import HubOAuth
 from jupyterhub.traitlets import ByteSpecification, EntryPointType
-from tornado import web
 from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Application
 
 from hub_ext import __version__
 from hub_ext.profiles import ProfileStore
 
+from ..common.web import listen, make_app, stop_event
 from .backend import BACKENDS, Backend
 from .breaker import Breakers
 from .core import DeployerCore, HubDirectory, TrackingCredentials
@@ -398,31 +395,26 @@ class DeployerService(Application):
             max_body_bytes=int(self.max_body_size),
             monitor_interval=self.monitor_interval,
         )
-        app = web.Application(
-            [(prefix + "oauth_callback", HubOAuthCallbackHandler), *routes(prefix)],
-            default_handler_class=NotFoundHandler,
+        app = make_app(
+            prefix,
+            routes(prefix),
+            base_handler=BaseHandler,
+            not_found=NotFoundHandler,
             hub_auth=hub_auth,
-            cookie_secret=os.urandom(32),
+            service_name="deployer",
             deployer=core,
             model_router=router,
-            openapi=build_openapi(prefix),
-            log_function=_log_request,
+            build_openapi=build_openapi,
         )
-        BaseHandler.hub_auth = hub_auth
-        HubOAuthCallbackHandler.hub_auth = hub_auth
-        url = urlparse(self.service_url)
 
         async def serve() -> None:
-            server = app.listen(
-                url.port or 80,
-                url.hostname or "127.0.0.1",
+            server = listen(
+                app,
+                self.service_url,
                 max_body_size=2 * int(self.max_body_size) + 1024**2,
                 xheaders=False,
             )
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
+            stop = stop_event()
             await core.recover()
             monitor = asyncio.create_task(core.monitor())
             self.log.info(
@@ -445,19 +437,6 @@ class DeployerService(Application):
         finally:
             store.engine.dispose()
             self.log.info("Deployer stopped")
-
-
-def _log_request(handler: web.RequestHandler) -> None:
-    # Never log query strings or headers: tokens and user input stay out of logs (SECURITY 8).
-    status = handler.get_status()
-    level = "warning" if status >= 500 else "info" if status >= 400 else "debug"
-    getattr(logging.getLogger("shipyard.deployer"), level)(
-        "%d %s %s %.1fms",
-        status,
-        handler.request.method,
-        handler.request.path,
-        1000 * handler.request.request_time(),
-    )
 
 
 main = DeployerService.launch_instance

@@ -7,7 +7,8 @@ JSON 401 without a login, and one error translator (the scheduler's
 ``errors`` carry their status; pydantic's ``ValidationError`` is a 400
 listing each bad field; anything else a 500 with the traceback only in the
 log). Only the service's core, its request counter and the caller's check
-differ here.
+differ here; the OpenAPI, health, metrics and 404 routes are the shared ones of
+:mod:`hub_ext.services.common.web`.
 
 Every ``api/deployments/{name}`` route also takes ``?owner=`` for hub admins
 (a non-admin naming someone else gets the 404 of a missing deployment).
@@ -16,10 +17,9 @@ Model traffic has its own handlers and authorization (:mod:`.router`).
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado import web
 
-from ..scheduler.core import Caller
+from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
 from ..scheduler.handlers import BaseHandler as _SchedulerBaseHandler
 from .core import DeployerCore
 from .metrics import REQUESTS
@@ -40,38 +40,16 @@ class BaseHandler(_SchedulerBaseHandler):
     """The scheduler's base handler, for the deployer's core."""
 
     service_name = "deployer"
+    request_counter = REQUESTS
+    non_user_message = "Deployments belong to hub users; a service may only invoke models."
 
     @property
     def core(self) -> DeployerCore:  # type: ignore[override]
         return self.settings["deployer"]
 
-    def on_finish(self) -> None:
-        route = getattr(self, "route_name", type(self).__name__)
-        REQUESTS.labels(route, self.request.method, str(self.get_status())).inc()
-
-    async def caller(self) -> Caller:
-        user = self.current_user
-        if not user:
-            raise web.HTTPError(
-                401,
-                "A hub login is needed: send 'Authorization: token <hub API token>' (in a "
-                "Shipyard server, $JUPYTERHUB_API_TOKEN) or log in to the hub.",
-            )
-        if user.get("kind", "user") != "user":
-            raise web.HTTPError(
-                403, "Deployments belong to hub users; a service may only invoke models."
-            )
-        groups = await self.core.groups_of(user["name"], user.get("groups"))
-        return Caller(name=user["name"], groups=tuple(groups), admin=bool(user.get("admin")))
-
     @property
     def owner(self) -> str | None:
         return self.get_query_argument("owner", None) or None
-
-    def no_content(self) -> None:
-        self.set_status(204)
-        self.clear_header("Content-Type")
-        self.finish()
 
 
 class DeploymentsHandler(BaseHandler):
@@ -171,45 +149,20 @@ class DeploymentMetricsHandler(BaseHandler):
         self.send(await self.core.deployment_metrics(caller, name, self.owner))
 
 
-class OpenAPIHandler(BaseHandler):
-    route_name = "openapi"
-
-    def get_current_user(self):
-        return None
-
-    def get(self) -> None:
-        self.send(self.settings["openapi"])
+class OpenAPIHandler(OpenAPIRoute, BaseHandler):
+    """This service's OpenAPI document."""
 
 
-class HealthHandler(BaseHandler):
-    route_name = "health"
-
-    def get_current_user(self):
-        return None
-
-    def get(self) -> None:
-        self.send(self.core.health())
+class HealthHandler(HealthRoute, BaseHandler):
+    """Whether the service is up."""
 
 
-class MetricsHandler(BaseHandler):
+class MetricsHandler(MetricsRoute, BaseHandler):
     """Prometheus metrics, for hub admins."""
 
-    route_name = "metrics"
 
-    async def get(self) -> None:
-        caller = await self.caller()
-        if not caller.admin:
-            raise web.HTTPError(403, "Metrics are for hub admins.")
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(generate_latest())
-
-
-class NotFoundHandler(BaseHandler):
+class NotFoundHandler(NotFoundRoute, BaseHandler):
     """Unknown paths under the prefix: a JSON 404 like every other error."""
-
-    def prepare(self):
-        super().prepare()
-        raise web.HTTPError(404, "No such endpoint; the API is described at openapi.json.")
 
 
 #: Deployment names in paths: the model's pattern (the body's name is validated by pydantic).

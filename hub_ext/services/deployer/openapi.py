@@ -2,19 +2,16 @@
 
 One source for the REST schema (STYLE rule 18): bodies come from
 :mod:`.models`; a test checks that every route of :data:`.handlers.API_TABLE`
-and every method it implements is described here. The document's builder
-follows the scheduler's :func:`hub_ext.services.scheduler.openapi.build_openapi`
-(the two could share it once it takes its operations as an argument).
+and every method it implements is described here. The document itself is
+built by :func:`hub_ext.services.common.openapi.build_document`, as the
+scheduler's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
-
-from hub_ext import __version__
-
+from ..common.openapi import build_document
 from .models import (
     CreateDeployment,
     CreateVersion,
@@ -118,73 +115,22 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+def _body_required(method: str, op: dict[str, Any]) -> bool:
+    # a rollback may send no body: it goes back to the previous version
+    return method != "post" or op["request"] is not RollbackVersion
+
+
 def build_openapi(prefix: str = "/services/deployer/") -> dict[str, Any]:
     """Return the OpenAPI 3.1 document for a service served under ``prefix``."""
-    models = {ErrorResponse}
-    for op in OPERATIONS.values():
-        models.update(m for m in (op.get("request"), op.get("response")) if m is not None)
-    ordered = sorted(models, key=lambda m: m.__name__)
-    keys, schemas = models_json_schema(
-        [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
+    return build_document(
+        OPERATIONS,
+        error_model=ErrorResponse,
+        title="Shipyard deployer",
+        description=(
+            "MLflow models served as hub-authenticated endpoints with immutable versions, "
+            "traffic splits, promote and rollback. Model traffic: POST "
+            "models/{owner}/{name}/invocations with a token that has custom:models:invoke."
+        ),
+        prefix=prefix,
+        body_required=_body_required,
     )
-    ref = {m: keys[(m, "validation")]["$ref"] for m in ordered}
-    error = {
-        "description": "What went wrong and what to fix.",
-        "content": {"application/json": {"schema": {"$ref": ref[ErrorResponse]}}},
-    }
-    paths: dict[str, dict[str, Any]] = {}
-    for (path, method), op in OPERATIONS.items():
-        if "response" in op:
-            ok = {
-                "description": op["summary"],
-                "content": {"application/json": {"schema": {"$ref": ref[op["response"]]}}},
-            }
-        elif "raw" in op:
-            media = "application/json" if op["raw"] == "object" else op["raw"]
-            schema = {"type": "object"} if op["raw"] == "object" else {"type": "string"}
-            ok = {"description": op["summary"], "content": {media: {"schema": schema}}}
-        else:
-            ok = {"description": op["summary"]}
-        responses = {str(op.get("status", 200)): ok}
-        for code in ("400", "401", "403", "404", "409"):
-            responses[code] = error
-        operation: dict[str, Any] = {
-            "operationId": f"{method}_{path.replace('/', '_').replace('{', '').replace('}', '')}",
-            "summary": op["summary"],
-            "parameters": op.get("params", []),
-            "responses": responses,
-        }
-        if "request" in op:
-            operation["requestBody"] = {
-                "required": method != "post" or op["request"] is not RollbackVersion,
-                "content": {"application/json": {"schema": {"$ref": ref[op["request"]]}}},
-            }
-        if op.get("auth", True) is False:
-            operation["security"] = []
-        paths.setdefault(f"/{path}", {})[method] = operation
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Shipyard deployer",
-            "version": __version__,
-            "description": (
-                "MLflow models served as hub-authenticated endpoints with immutable versions, "
-                "traffic splits, promote and rollback. Model traffic: POST "
-                "models/{owner}/{name}/invocations with a token that has custom:models:invoke."
-            ),
-        },
-        "servers": [{"url": prefix.rstrip("/")}],
-        "components": {
-            "schemas": schemas.get("$defs", {}),
-            "securitySchemes": {
-                "hubToken": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "Authorization",
-                    "description": "'token <hub API token>'",
-                }
-            },
-        },
-        "security": [{"hubToken": []}],
-        "paths": paths,
-    }

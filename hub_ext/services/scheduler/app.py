@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from jupyterhub.services.auth import HubOAuth
 from jupyterhub.traitlets import ByteSpecification, Callable
-from tornado import web
 from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from traitlets.config import Application
 
 from hub_ext import __version__
 from hub_ext.profiles import ProfileStore
 
+from ..common.web import listen, make_app, stop_event
 from .core import HubDirectory, SchedulerCore, home_resolver
 from .db import make_engine, upgrade
 from .executors import EXECUTORS, load_executor
-from .handlers import BaseHandler, routes
+from .handlers import BaseHandler, NotFoundHandler, routes
 from .notify import Notifier
 from .openapi import build_openapi
 from .queueing import utcnow
@@ -45,14 +43,6 @@ from .worker import Worker, new_worker_id
 
 def _data_dir() -> Path:
     return Path(os.environ.get("SHIPYARD_DATA_DIR") or ".shipyard").resolve()
-
-
-class NotFoundHandler(BaseHandler):
-    """Unknown paths under the prefix: a JSON 404 like every other error."""
-
-    def prepare(self):
-        super().prepare()
-        raise web.HTTPError(404, "No such endpoint; the API is described at openapi.json.")
 
 
 class SchedulerService(Application):
@@ -490,29 +480,24 @@ class SchedulerService(Application):
             self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
         )
         hub_auth = HubOAuth(api_token=token, cache_max_age=30)
-        app = web.Application(
-            [(prefix + "oauth_callback", HubOAuthCallbackHandler), *routes(prefix)],
-            default_handler_class=NotFoundHandler,
+        app = make_app(
+            prefix,
+            routes(prefix),
+            base_handler=BaseHandler,
+            not_found=NotFoundHandler,
             hub_auth=hub_auth,
-            cookie_secret=os.urandom(32),
+            service_name="scheduler",
             scheduler=core,
-            openapi=build_openapi(prefix),
-            log_function=_log_request,
+            build_openapi=build_openapi,
         )
-        BaseHandler.hub_auth = hub_auth
-        HubOAuthCallbackHandler.hub_auth = hub_auth
-        url = urlparse(self.service_url)
 
         async def serve() -> None:
-            server = app.listen(
-                url.port or 80,
-                url.hostname or "127.0.0.1",
+            server = listen(
+                app,
+                self.service_url,
                 max_body_size=core.max_request_bytes,
             )
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
+            stop = stop_event()
             from .filewatch import FileWatcher
 
             sweep = getattr(executor, "sweep", None)
@@ -547,25 +532,6 @@ class SchedulerService(Application):
 
     def _public_hub_url(self) -> str:
         return os.environ.get("SHIPYARD_PUBLIC_URL", "")
-
-
-def _log_request(handler: web.RequestHandler) -> None:
-    # Never log query strings or headers: a URL may carry what a user typed (SECURITY rule 8).
-    status = handler.get_status()
-    level = "warning" if status >= 500 else "info" if status >= 400 else "debug"
-    getattr(_logger(), level)(
-        "%d %s %s %.1fms",
-        status,
-        handler.request.method,
-        handler.request.path,
-        1000 * handler.request.request_time(),
-    )
-
-
-def _logger():
-    import logging
-
-    return logging.getLogger("shipyard.scheduler")
 
 
 main = SchedulerService.launch_instance

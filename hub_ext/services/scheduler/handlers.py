@@ -27,10 +27,10 @@ import traceback
 from typing import Any
 
 from jupyterhub.services.auth import HubOAuthenticated
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from tornado import web
 
+from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
 from .api import (
     CreateJobRequest,
     MarkNotification,
@@ -61,6 +61,10 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     #: Named in 500 answers (the deployer reuses this class).
     service_name = "scheduler"
+    #: Counts requests by route, method and status.
+    request_counter = REQUESTS
+    #: The 403 answer to a caller that is not a hub user (a service).
+    non_user_message = "Jobs belong to hub users; services cannot own them."
 
     @property
     def core(self) -> SchedulerCore:
@@ -71,7 +75,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     def on_finish(self) -> None:
         route = getattr(self, "route_name", type(self).__name__)
-        REQUESTS.labels(route, self.request.method, str(self.get_status())).inc()
+        self.request_counter.labels(route, self.request.method, str(self.get_status())).inc()
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -141,7 +145,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
                 "Shipyard server, $JUPYTERHUB_API_TOKEN) or log in to the hub.",
             )
         if user.get("kind", "user") != "user":
-            raise web.HTTPError(403, "Jobs belong to hub users; services cannot own them.")
+            raise web.HTTPError(403, self.non_user_message)
         groups = await self.core.groups_of(user["name"], user.get("groups"))
         return Caller(name=user["name"], groups=tuple(groups), admin=bool(user.get("admin")))
 
@@ -177,6 +181,12 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         else:
             self.finish(json.dumps(value, default=str))
 
+    def no_content(self) -> None:
+        """Finish with a 204 and no body."""
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()
+
 
 class JobsHandler(BaseHandler):
     route_name = "jobs"
@@ -205,9 +215,7 @@ class JobHandler(BaseHandler):
     async def delete(self, job_id: str) -> None:
         caller = await self.caller()
         await self.core.delete_job(caller, job_id)
-        self.set_status(204)
-        self.clear_header("Content-Type")
-        self.finish()
+        self.no_content()
 
 
 class JobNotebookHandler(BaseHandler):
@@ -350,37 +358,20 @@ class WebhookHandler(BaseHandler):
         self.send(await self.core.fire_webhook(job_id, secret), 202)
 
 
-class OpenAPIHandler(BaseHandler):
-    route_name = "openapi"
-
-    def get_current_user(self):
-        return None
-
-    def get(self) -> None:
-        self.send(self.settings["openapi"])
+class OpenAPIHandler(OpenAPIRoute, BaseHandler):
+    """This service's OpenAPI document."""
 
 
-class HealthHandler(BaseHandler):
-    route_name = "health"
-
-    def get_current_user(self):
-        return None
-
-    def get(self) -> None:
-        self.send(self.core.health())
+class HealthHandler(HealthRoute, BaseHandler):
+    """Whether the service is up."""
 
 
-class MetricsHandler(BaseHandler):
+class MetricsHandler(MetricsRoute, BaseHandler):
     """Prometheus metrics, for hub admins (and services with a token of an admin)."""
 
-    route_name = "metrics"
 
-    async def get(self) -> None:
-        caller = await self.caller()
-        if not caller.admin:
-            raise web.HTTPError(403, "Metrics are for hub admins.")
-        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(generate_latest())
+class NotFoundHandler(NotFoundRoute, BaseHandler):
+    """Unknown paths under the prefix: a JSON 404 like every other error."""
 
 
 def routes(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:

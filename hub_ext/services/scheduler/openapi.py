@@ -12,10 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 
-from hub_ext import __version__
-
+from ..common.openapi import ERROR_CODES, build_document
 from .api import (
     CreateJobRequest,
     ErrorResponse,
@@ -203,71 +201,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 
 def build_openapi(prefix: str = "/services/scheduler/") -> dict[str, Any]:
     """Return the OpenAPI 3.1 document for a service served under ``prefix``."""
-    models = {ErrorResponse}
-    for op in OPERATIONS.values():
-        models.update(m for m in (op.get("request"), op.get("response")) if m is not None)
-    ordered = sorted(models, key=lambda m: m.__name__)
-    keys, schemas = models_json_schema(
-        [(m, "validation") for m in ordered], ref_template="#/components/schemas/{model}"
+    return build_document(
+        OPERATIONS,
+        error_model=ErrorResponse,
+        title="Shipyard scheduler",
+        description=(
+            "Notebook jobs run by papermill on cron, file arrival, webhooks and other jobs, "
+            "as a JupyterHub service. Authenticate with a hub API token."
+        ),
+        prefix=prefix,
+        error_codes=(*ERROR_CODES, "413"),
     )
-    ref = {m: keys[(m, "validation")]["$ref"] for m in ordered}
-    error = {
-        "description": "What went wrong and what to fix.",
-        "content": {"application/json": {"schema": {"$ref": ref[ErrorResponse]}}},
-    }
-    paths: dict[str, dict[str, Any]] = {}
-    for (path, method), op in OPERATIONS.items():
-        status = str(op.get("status", 200))
-        if "response" in op:
-            ok = {
-                "description": op["summary"],
-                "content": {"application/json": {"schema": {"$ref": ref[op["response"]]}}},
-            }
-        elif "raw" in op:
-            media = "application/json" if op["raw"] == "object" else op["raw"]
-            schema = {"type": "object"} if op["raw"] == "object" else {"type": "string"}
-            ok = {"description": op["summary"], "content": {media: {"schema": schema}}}
-        else:
-            ok = {"description": op["summary"]}
-        responses = {status: ok}
-        for code in ("400", "401", "403", "404", "409", "413"):
-            responses[code] = error
-        operation: dict[str, Any] = {
-            "operationId": f"{method}_{path.replace('/', '_').replace('{', '').replace('}', '')}",
-            "summary": op["summary"],
-            "parameters": op.get("params", []) + op.get("query", []),
-            "responses": responses,
-        }
-        if "request" in op:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": ref[op["request"]]}}},
-            }
-        if op.get("auth", True) is False:
-            operation["security"] = []
-        paths.setdefault(f"/{path}", {})[method] = operation
-    return {
-        "openapi": "3.1.0",
-        "info": {
-            "title": "Shipyard scheduler",
-            "version": __version__,
-            "description": (
-                "Notebook jobs run by papermill on cron, file arrival, webhooks and other jobs, "
-                "as a JupyterHub service. Authenticate with a hub API token."
-            ),
-        },
-        "servers": [{"url": prefix.rstrip("/")}],
-        "components": {
-            "schemas": schemas.get("$defs", {}),
-            "securitySchemes": {
-                "hubToken": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "Authorization",
-                    "description": "'token <hub API token>'",
-                }
-            },
-        },
-        "security": [{"hubToken": []}],
-        "paths": paths,
-    }

@@ -1,0 +1,194 @@
+"""Tornado pieces both services' REST APIs share: standard routes and app wiring.
+
+Shared because the scheduler and the deployer serve their APIs the same way:
+the same OpenAPI, health, metrics and 404 routes, the same HubOAuth wiring of
+the tornado application, the same request log line and the same shutdown on
+SIGTERM/SIGINT. The handler base class itself is the scheduler's
+:class:`hub_ext.services.scheduler.handlers.BaseHandler` (its error translator
+knows the scheduler's errors, which the deployer raises too); the mixins here
+expect its interface (``send``, ``caller``, ``core``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlparse
+
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from tornado import web
+from tornado.httpserver import HTTPServer
+
+
+class OpenAPIRoute:
+    """``GET openapi.json``: the service's OpenAPI document, without a hub login.
+
+    Mix in before the service's base handler; the document is the
+    application's ``openapi`` setting.
+    """
+
+    route_name = "openapi"
+
+    def get_current_user(self):
+        return None
+
+    def get(self) -> None:
+        self.send(self.settings["openapi"])
+
+
+class HealthRoute:
+    """``GET health``: the core's health report, without a hub login."""
+
+    route_name = "health"
+
+    def get_current_user(self):
+        return None
+
+    def get(self) -> None:
+        self.send(self.core.health())
+
+
+class MetricsRoute:
+    """``GET metrics``: Prometheus metrics of the process, for hub admins."""
+
+    route_name = "metrics"
+
+    async def get(self) -> None:
+        caller = await self.caller()
+        if not caller.admin:
+            raise web.HTTPError(403, "Metrics are for hub admins.")
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(generate_latest())
+
+
+class NotFoundRoute:
+    """Unknown paths under the prefix: a JSON 404 like every other error."""
+
+    def prepare(self):
+        super().prepare()
+        raise web.HTTPError(404, "No such endpoint; the API is described at openapi.json.")
+
+
+def make_app(
+    prefix: str,
+    routes: Iterable[tuple[str, type[web.RequestHandler]]],
+    *,
+    base_handler: type[web.RequestHandler],
+    not_found: type[web.RequestHandler],
+    hub_auth: HubOAuth,
+    service_name: str,
+    build_openapi: Callable[[str], dict[str, Any]],
+    **settings: Any,
+) -> web.Application:
+    """Return a service's tornado application, behind the hub's OAuth.
+
+    Parameters
+    ----------
+    prefix : str
+        The service's URL prefix, ending in ``/``; the OAuth callback is under it.
+    routes : iterable of (str, handler class)
+        The service's routes, already under the prefix.
+    base_handler : handler class
+        The service's base handler; it (and the OAuth callback) get ``hub_auth``.
+    not_found : handler class
+        The handler of every other path.
+    hub_auth : jupyterhub.services.auth.HubOAuth
+        The hub's authenticator for the service's token.
+    service_name : str
+        The service's name: its request log is ``shipyard.<service_name>``.
+    build_openapi : callable
+        ``build_openapi(prefix)``: the service's OpenAPI document, served by
+        :class:`OpenAPIRoute` (the ``openapi`` setting).
+    **settings
+        More application settings (the core under the service's name).
+
+    Returns
+    -------
+    tornado.web.Application
+        The application, not yet listening.
+    """
+    app = web.Application(
+        [(prefix + "oauth_callback", HubOAuthCallbackHandler), *routes],
+        default_handler_class=not_found,
+        hub_auth=hub_auth,
+        cookie_secret=os.urandom(32),
+        log_function=request_logger(f"shipyard.{service_name}"),
+        openapi=build_openapi(prefix),
+        **settings,
+    )
+    base_handler.hub_auth = hub_auth
+    HubOAuthCallbackHandler.hub_auth = hub_auth
+    return app
+
+
+def listen(app: web.Application, service_url: str, **options: Any) -> HTTPServer:
+    """Start serving ``app`` where the hub's proxy sends the service's traffic.
+
+    Parameters
+    ----------
+    app : tornado.web.Application
+        The service's application (:func:`make_app`).
+    service_url : str
+        The service's URL (``JUPYTERHUB_SERVICE_URL``); port 80 and 127.0.0.1
+        where it names none.
+    **options
+        More ``HTTPServer`` options (``max_body_size``, ``xheaders``).
+
+    Returns
+    -------
+    tornado.httpserver.HTTPServer
+        The listening server; ``stop()`` it to stop accepting.
+    """
+    url = urlparse(service_url)
+    return app.listen(url.port or 80, url.hostname or "127.0.0.1", **options)
+
+
+def request_logger(name: str) -> Callable[[web.RequestHandler], None]:
+    """Return a tornado ``log_function`` that logs each request to the logger ``name``.
+
+    Parameters
+    ----------
+    name : str
+        The logger's name.
+
+    Returns
+    -------
+    callable
+        ``log(handler)``: one line a request, 5xx as warnings, 4xx as info, the
+        rest as debug.
+    """
+
+    def log_request(handler: web.RequestHandler) -> None:
+        # Never log query strings or headers: tokens and what a user typed stay out of
+        # logs (SECURITY rule 8).
+        status = handler.get_status()
+        level = "warning" if status >= 500 else "info" if status >= 400 else "debug"
+        getattr(logging.getLogger(name), level)(
+            "%d %s %s %.1fms",
+            status,
+            handler.request.method,
+            handler.request.path,
+            1000 * handler.request.request_time(),
+        )
+
+    return log_request
+
+
+def stop_event() -> asyncio.Event:
+    """Return an event set on SIGTERM or SIGINT; call it in the running event loop.
+
+    Returns
+    -------
+    asyncio.Event
+        Set when the process is asked to stop.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
