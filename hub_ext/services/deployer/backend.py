@@ -22,19 +22,21 @@ deployer only reads :meth:`Backend.endpoints`.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 from abc import ABCMeta, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any
 
 from traitlets import MetaHasTraits
 from traitlets.config import LoggingConfigurable
 
+from hub_ext.plugins import plugin_class
 from hub_ext.profiles import Profile
 from hub_ext.slugs import user_slug
+
+#: The model server's module, run with the environment's Python (contract section 1).
+MODEL_SERVER_MODULE = "hub_ext.services.deployer.modelserver"
 
 #: Longest version key: a DNS label, so it can name Kubernetes objects as is.
 KEY_MAX_LENGTH = 63
@@ -121,6 +123,40 @@ class VersionSpec:
     def display_name(self) -> str:
         """``owner/name/version``, the model server's ``--name``."""
         return f"{self.owner}/{self.name}/{self.version}"
+
+
+def model_server_args(spec: VersionSpec, host: str, port: int) -> list[str]:
+    """The model server's arguments every backend passes for ``spec`` (contract section 1).
+
+    Parameters
+    ----------
+    spec : VersionSpec
+        The version: its model, name, timeout and largest request body.
+    host : str
+        The address the server binds (``--host``).
+    port : int
+        The port it listens on (``--port``).
+
+    Returns
+    -------
+    list of str
+        The arguments after ``python -m`` :data:`MODEL_SERVER_MODULE`; a
+        backend adds ``--training-summary`` and its own options.
+    """
+    return [
+        "--model-uri",
+        spec.model_uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--name",
+        spec.display_name,
+        "--timeout",
+        f"{spec.timeout_seconds:g}",
+        "--max-body-bytes",
+        str(spec.max_body_bytes),
+    ]
 
 
 class DeployFailed(Exception):
@@ -226,18 +262,12 @@ def load_backend(name: str, **kwargs: Any) -> Backend:
     ValueError
         Nothing of that name is installed; the message lists what is.
     """
-    found = {ep.name: ep for ep in entry_points(group="shipyard.deployer_backends")}
-    if name in found:
-        cls = found[name].load()
-    elif name in BACKENDS:
-        module, _, attr = BACKENDS[name].partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-    elif "." in name:
-        module, _, attr = name.rpartition(".")
-        cls = getattr(importlib.import_module(module), attr)
-    else:
-        known = sorted(set(found) | set(BACKENDS))
-        raise ValueError(f"unknown deployer backend {name!r}: choose one of {', '.join(known)}")
-    if not (isinstance(cls, type) and issubclass(cls, Backend)):
-        raise ValueError(f"{name!r} is not a deployer Backend subclass")
+    cls = plugin_class(
+        name,
+        group="shipyard.deployer_backends",
+        shipped=BACKENDS,
+        base=Backend,
+        kind="deployer backend",
+        not_a="a deployer Backend subclass",
+    )
     return cls(**kwargs)

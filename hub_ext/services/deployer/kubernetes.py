@@ -8,8 +8,8 @@ rule 8, as KubeSpawner's ``objects.py`` and the scheduler's Job builder):
 - :func:`deployment_manifest`: an ``apps/v1`` Deployment of model server
   pods. The image of the profile's environment, its resources (GPU
   included), node selector and tolerations, as the scheduler's Jobs get them
-  (:func:`hub_ext.services.scheduler.executors.kubernetes.image_for` and
-  ``resources``); the spawner's locked-down security context (non-root, no
+  (:func:`hub_ext.k8s.image_for`, :func:`~hub_ext.k8s.resources` and
+  :func:`~hub_ext.k8s.place_pod`); the spawner's locked-down security context (non-root, no
   privilege escalation, all capabilities dropped, RuntimeDefault seccomp) plus
   a read-only root filesystem, with an ``emptyDir`` at ``/tmp`` as the only
   writable place (and ``HOME``); startup, readiness and liveness probes on
@@ -47,19 +47,25 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from traitlets import Dict, Integer, Unicode, default
 
+from hub_ext.k8s import (
+    container_env,
+    container_security_context,
+    default_namespace,
+    image_for,
+    kubespawner_client,
+    place_pod,
+    pod_settings,
+    resources,
+)
 from hub_ext.kubespawner import PROFILE_LABEL, USER_LABEL
-from hub_ext.services.scheduler.executors.kubernetes import SECURE_CONTEXT, image_for, resources
 from hub_ext.slugs import user_slug
 
-from .backend import Backend, DeployFailed, VersionSpec
+from .backend import MODEL_SERVER_MODULE, Backend, DeployFailed, VersionSpec, model_server_args
 
-#: The model server's module, as on one machine (contract section 1).
-MODEL_SERVER_MODULE = "hub_ext.services.deployer.modelserver"
 VERSION_KEY_LABEL = "shipyard.io/version-key"
 DEPLOYMENT_LABEL = "shipyard.io/deployment"
 MODEL_VERSION_LABEL = "shipyard.io/model-version"
@@ -186,14 +192,7 @@ def _environment(kv: KubeVersion) -> list[dict[str, Any]]:
         "SHIPYARD_ENV_DIGEST": kv.settings.env_digest,
         "SHIPYARD_PROFILE": profile.slug,
     }
-    override = profile.kubernetes.kubespawner_override.get("environment")
-    if isinstance(override, Mapping):
-        plain.update({k: v for k, v in override.items() if isinstance(v, str)})
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items() if v is not None]
-    env += [
-        {"name": k, "valueFrom": {"secretKeyRef": {"name": kv.name, "key": k}}} for k in kv.spec.env
-    ]
-    return env
+    return container_env(profile, plain, kv.name, kv.spec.env)
 
 
 def deployment_manifest(kv: KubeVersion) -> dict[str, Any]:
@@ -201,20 +200,8 @@ def deployment_manifest(kv: KubeVersion) -> dict[str, Any]:
     spec, settings = kv.spec, kv.settings
     profile = spec.profile
     override = profile.kubernetes.kubespawner_override
-    args = [
-        "--model-uri",
-        spec.model_uri,
-        "--host",
-        "0.0.0.0",  # noqa: S104 - the pod's own address; the NetworkPolicy admits the deployer
-        "--port",
-        str(settings.port),
-        "--name",
-        spec.display_name,
-        "--timeout",
-        f"{spec.timeout_seconds:g}",
-        "--max-body-bytes",
-        str(spec.max_body_bytes),
-    ]
+    # the pod's own address; the NetworkPolicy admits the deployer
+    args = model_server_args(spec, "0.0.0.0", settings.port)  # noqa: S104
     mounts = [{"name": "tmp", "mountPath": SCRATCH_DIR}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     if spec.training_summary is not None:
@@ -245,9 +232,7 @@ def deployment_manifest(kv: KubeVersion) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": settings.port, "protocol": "TCP"}],
         "resources": resources(profile),
         "securityContext": {
-            "runAsUser": settings.uid,
-            "runAsGroup": settings.gid,
-            **SECURE_CONTEXT,
+            **container_security_context(settings.uid, settings.gid),
             "readOnlyRootFilesystem": True,
         },
         # loading may take long: liveness only starts once the model has loaded
@@ -296,17 +281,12 @@ def deployment_manifest(kv: KubeVersion) -> dict[str, Any]:
             }
         },
     }
-    if profile.kubernetes.node_selector:
-        pod["nodeSelector"] = dict(profile.kubernetes.node_selector)
-    if profile.kubernetes.tolerations:
-        pod["tolerations"] = [
-            t.model_dump(exclude_none=True) for t in profile.kubernetes.tolerations
-        ]
-    if settings.service_account:
-        pod["serviceAccountName"] = settings.service_account
-    priority = override.get("priority_class_name", settings.priority_class_name)
-    if priority:
-        pod["priorityClassName"] = priority
+    place_pod(
+        pod,
+        profile,
+        service_account=settings.service_account,
+        priority_class_name=settings.priority_class_name,
+    )
     metadata = _metadata(kv)
     # what labels cannot hold (they are slugs)
     metadata["annotations"] = {
@@ -463,14 +443,6 @@ def pod_failure(pod: Mapping[str, Any]) -> str | None:
 # ------------------------------------------------------------ the backend
 
 
-def _default_namespace() -> str:
-    # as KubeSpawner: the namespace the service's own pod runs in
-    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    with contextlib.suppress(OSError):
-        return path.read_text().strip()
-    return "default"
-
-
 class KubernetesBackend(Backend):
     """Runs each version as a Deployment, a Service and an autoscaler built above.
 
@@ -500,7 +472,7 @@ class KubernetesBackend(Backend):
 
     @default("namespace")
     def _default_namespace(self):
-        return _default_namespace()
+        return default_namespace()
 
     image_template = Unicode(
         "shipyard/{environment}:latest",
@@ -673,35 +645,19 @@ class KubernetesBackend(Backend):
         self._ready: dict[str, str] = {}
 
     def settings(self, spec: VersionSpec) -> ManifestSettings:
-        from hub_ext.environments import EnvironmentProblem, get_environment
-
-        try:
-            digest = get_environment(spec.profile.environment).digest
-        except EnvironmentProblem:
-            digest = None  # images/ is not shipped with this service: the image still has it
         return ManifestSettings(
-            namespace=self.namespace,
-            image_template=self.image_template,
-            uid=self.uid,
-            gid=self.gid,
-            fs_gid=self.gid,
+            **pod_settings(self, spec.profile.environment),
             max_replicas=self.max_replicas,
             cpu_target_percent=self.cpu_target_percent,
             drain_seconds=self.drain_seconds,
             grace_seconds=self.grace_seconds,
             start_timeout=self.start_timeout,
-            service_account=self.service_account or None,
-            env_digest=digest,
             ingress_from=dict(self.deployer_pod_labels),
             ingress_namespace=self.deployer_namespace or None,
         )
 
     async def _clients(self) -> dict[str, Any]:
-        try:
-            from kubespawner.clients import load_config, shared_client
-        except ImportError as e:  # pragma: no cover - a dependency of Shipyard
-            raise DeployFailed(f"Kubernetes deployments need jupyterhub-kubespawner: {e}") from None
-        await asyncio.to_thread(load_config)
+        shared_client = await kubespawner_client(DeployFailed, "Kubernetes deployments")
         return {
             "Secret": (shared_client("CoreV1Api"), "secret"),
             "Service": (shared_client("CoreV1Api"), "service"),

@@ -102,11 +102,9 @@ from hub_ext.localproc import (
 from hub_ext.profiles import Profile
 from hub_ext.quantities import format_memory
 
-from .backend import Backend, DeployFailed, VersionSpec
+from .backend import MODEL_SERVER_MODULE, Backend, DeployFailed, VersionSpec, model_server_args
 from .modelserver import REPLICA_SECRET_ENV, REPLICA_SECRET_HEADER
 
-#: How a replica is started: this module, run with the environment's Python (contract 1).
-MODEL_SERVER_MODULE = "hub_ext.services.deployer.modelserver"
 #: The model server's exit status after a request timed out (EX_TEMPFAIL): restart at once.
 RECYCLE_EXIT = 75
 #: Lines of a replica's own output kept in memory, for the reason of a failed start.
@@ -1029,18 +1027,7 @@ class LocalBackend(Backend):
             str(version.built.python),
             "-m",
             MODEL_SERVER_MODULE,
-            "--model-uri",
-            spec.model_uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(replica.port),
-            "--name",
-            spec.display_name,
-            "--timeout",
-            f"{spec.timeout_seconds:g}",
-            "--max-body-bytes",
-            str(spec.max_body_bytes),
+            *model_server_args(spec, "127.0.0.1", replica.port),
         ]
         if version.summary is not None:
             argv += ["--training-summary", str(version.summary)]

@@ -10,9 +10,9 @@ the service is configured with, by entry point name (group
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
 from typing import Any
+
+from hub_ext.plugins import plugin_class
 
 from .base import (
     CellError,
@@ -39,20 +39,14 @@ def load_executor(name: str, **kwargs: Any) -> Executor:
     ValueError
         Nothing of that name is installed; the message lists what is.
     """
-    found = {ep.name: ep for ep in entry_points(group="shipyard.executors")}
-    if name in found:
-        cls = found[name].load()
-    elif name in EXECUTORS:
-        module, _, attr = EXECUTORS[name].partition(":")
-        cls = getattr(importlib.import_module(module), attr)
-    elif "." in name:
-        module, _, attr = name.rpartition(".")
-        cls = getattr(importlib.import_module(module), attr)
-    else:
-        known = sorted(set(found) | set(EXECUTORS))
-        raise ValueError(f"unknown executor {name!r}: choose one of {', '.join(known)}")
-    if not (isinstance(cls, type) and issubclass(cls, Executor)):
-        raise ValueError(f"{name!r} is not an Executor subclass")
+    cls = plugin_class(
+        name,
+        group="shipyard.executors",
+        shipped=EXECUTORS,
+        base=Executor,
+        kind="executor",
+        not_a="an Executor subclass",
+    )
     return cls(**kwargs)
 
 

@@ -19,6 +19,8 @@ What a Job gets from the profile, as KubeProfileSpawner's pods do:
   escalation, all capabilities dropped, RuntimeDefault seccomp), no service
   account token and no service links in the environment.
 
+These pieces are shared with the deployer's Deployments through :mod:`hub_ext.k8s`.
+
 The run itself: ``activeDeadlineSeconds`` is the timeout (the cluster kills the
 pod and reports ``DeadlineExceeded``), ``backoffLimit: 0`` because retries are
 the scheduler's decision, ``ttlSecondsAfterFinished`` lets the cluster delete
@@ -43,13 +45,23 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from traitlets import Dict, Integer, List, Unicode, default
 
+# shared with the deployer in hub_ext.k8s; SECURE_CONTEXT stays importable from here
+from hub_ext.k8s import SECURE_CONTEXT as SECURE_CONTEXT
+from hub_ext.k8s import (
+    container_env,
+    container_security_context,
+    default_namespace,
+    image_for,
+    kubespawner_client,
+    place_pod,
+    pod_settings,
+    resources,
+)
 from hub_ext.kubespawner import PROFILE_LABEL, USER_LABEL
-from hub_ext.profiles import GPU_RESOURCE, Profile
 from hub_ext.slugs import user_slug
 
 from .base import (
@@ -81,16 +93,6 @@ PARAMETERS_DIR = "/etc/shipyard"
 PARAMETERS_FILE = "parameters.yaml"
 #: Kubernetes refuses objects whose annotations total more than 256 KiB.
 MAX_PARAMETERS_BYTES = 200 * 2**10
-
-#: The containers' security context, as KubeProfileSpawner's defaults plus KubeSpawner's
-#: ``allow_privilege_escalation = False``: the Pod Security Standards' "restricted" level
-#: https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
-SECURE_CONTEXT = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 @dataclass(frozen=True)
@@ -131,38 +133,6 @@ def secret_name(spec: RunSpec) -> str:
     return f"{spec.name}-env"
 
 
-def image_for(profile: Profile, image_template: str) -> str:
-    """The profile's image: its override, else the template filled with its environment."""
-    image = profile.kubernetes.kubespawner_override.get("image")
-    return (
-        image
-        if isinstance(image, str) and image
-        else image_template.format(environment=profile.environment)
-    )
-
-
-def _cpu(cores: float) -> str:
-    millis = round(cores * 1000)
-    return str(millis // 1000) if millis % 1000 == 0 else f"{millis}m"
-
-
-def resources(profile: Profile) -> dict[str, dict[str, str]]:
-    """Requests (guarantees) and limits of a profile, in Kubernetes quantities."""
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
-    if profile.cpu_guarantee:
-        requests["cpu"] = _cpu(profile.cpu_guarantee_cores)
-    if profile.mem_guarantee:
-        requests["memory"] = str(profile.mem_guarantee_bytes)
-    if profile.cpu_limit:
-        limits["cpu"] = _cpu(profile.cpu_limit_cores)
-    if profile.mem_limit:
-        limits["memory"] = str(profile.mem_limit_bytes)
-    if profile.gpu:
-        requests[GPU_RESOURCE] = limits[GPU_RESOURCE] = str(profile.gpu)
-    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
-
-
 def _environment(spec: RunSpec, settings: JobSettings) -> list[dict[str, Any]]:
     profile = spec.profile
     plain = {
@@ -175,15 +145,7 @@ def _environment(spec: RunSpec, settings: JobSettings) -> list[dict[str, Any]]:
         RESULT_FILE_ENV: str(spec.result_file),
         "PYTHONUNBUFFERED": "1",
     }
-    override = profile.kubernetes.kubespawner_override.get("environment")
-    if isinstance(override, Mapping):
-        plain.update({k: v for k, v in override.items() if isinstance(v, str)})
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items() if v is not None]
-    env += [
-        {"name": k, "valueFrom": {"secretKeyRef": {"name": secret_name(spec), "key": k}}}
-        for k in spec.extra_env
-    ]
-    return env
+    return container_env(profile, plain, secret_name(spec), spec.extra_env)
 
 
 def job_manifest(spec: RunSpec, settings: JobSettings) -> dict[str, Any]:
@@ -199,7 +161,7 @@ def job_manifest(spec: RunSpec, settings: JobSettings) -> dict[str, Any]:
             f"at most {MAX_PARAMETERS_BYTES}. Pass large inputs as files instead."
         )
     labels = {**settings.extra_labels, **run_labels(spec)}
-    context = {"runAsUser": settings.uid, "runAsGroup": settings.gid, **SECURE_CONTEXT}
+    context = container_security_context(settings.uid, settings.gid)
     mounts = [{"name": "shipyard-parameters", "mountPath": PARAMETERS_DIR, "readOnly": True}]
     mounts += [dict(m) for m in settings.volume_mounts]
     pull_policy = override.get("image_pull_policy", settings.image_pull_policy)
@@ -269,17 +231,12 @@ def job_manifest(spec: RunSpec, settings: JobSettings) -> dict[str, Any]:
         pod["containers"] = [papermill]
     if settings.fs_gid is not None:
         pod["securityContext"] = {"fsGroup": settings.fs_gid}
-    if profile.kubernetes.node_selector:
-        pod["nodeSelector"] = dict(profile.kubernetes.node_selector)
-    if profile.kubernetes.tolerations:
-        pod["tolerations"] = [
-            t.model_dump(exclude_none=True) for t in profile.kubernetes.tolerations
-        ]
-    if settings.service_account:
-        pod["serviceAccountName"] = settings.service_account
-    priority = override.get("priority_class_name", settings.priority_class_name)
-    if priority:
-        pod["priorityClassName"] = priority
+    place_pod(
+        pod,
+        profile,
+        service_account=settings.service_account,
+        priority_class_name=settings.priority_class_name,
+    )
 
     return {
         "apiVersion": "batch/v1",
@@ -335,14 +292,6 @@ def job_outcome(status: Mapping[str, Any] | None) -> tuple[str, str] | None:
 # ------------------------------------------------------------ the executor
 
 
-def _default_namespace() -> str:
-    # as KubeSpawner: the namespace the service's own pod runs in
-    path = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-    with contextlib.suppress(OSError):
-        return path.read_text().strip()
-    return "default"
-
-
 @dataclass(eq=False)
 class _KubeRun:
     spec: RunSpec
@@ -377,7 +326,7 @@ class KubernetesExecutor(Executor):
 
     @default("namespace")
     def _default_namespace(self):
-        return _default_namespace()
+        return default_namespace()
 
     image_template = Unicode(
         "shipyard/{environment}:latest",
@@ -503,31 +452,15 @@ class KubernetesExecutor(Executor):
         self._runs: dict[str, _KubeRun] = {}
 
     def settings_for(self, spec: RunSpec) -> JobSettings:
-        from hub_ext.environments import EnvironmentProblem, get_environment
-
-        try:
-            digest = get_environment(spec.profile.environment).digest
-        except EnvironmentProblem:
-            digest = None  # images/ is not shipped with this service: the image still has it
         return JobSettings(
-            namespace=self.namespace,
-            image_template=self.image_template,
-            uid=self.uid,
-            gid=self.gid,
-            fs_gid=self.gid,
+            **pod_settings(self, spec.profile.environment),
             ttl_seconds_after_finished=self.ttl_seconds_after_finished,
-            service_account=self.service_account or None,
-            env_digest=digest,
             volumes=tuple(self.volumes),
             volume_mounts=tuple(self.volume_mounts),
         )
 
     async def _clients(self):
-        try:
-            from kubespawner.clients import load_config, shared_client
-        except ImportError as e:  # pragma: no cover - a dependency of Shipyard
-            raise ExecutorError(f"Kubernetes runs need jupyterhub-kubespawner: {e}") from None
-        await asyncio.to_thread(load_config)
+        shared_client = await kubespawner_client(ExecutorError, "Kubernetes runs")
         return shared_client("BatchV1Api"), shared_client("CoreV1Api")
 
     async def execute(self, spec: RunSpec, progress: ProgressCallback) -> RunReport:
