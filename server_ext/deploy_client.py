@@ -5,8 +5,9 @@ only parse arguments and show progress, STYLE rule 22):
 
 * :class:`DeployerClient`, the one client of the deployer service (hub service ``deployer`` at
   ``<hub>/services/deployer/``, contract section 2, :mod:`hub_ext.services.deployer`). It is
-  the scheduler's client in shape (:mod:`server_ext.scheduler_client`): the same order for
-  the URL (``$SHIPYARD_DEPLOYER_URL``, else ``$JUPYTERHUB_PUBLIC_HUB_URL`` with
+  the scheduler's client in shape (:mod:`server_ext.scheduler_client`; both extend
+  :class:`~server_ext.service_client.ServiceClient`, which holds what they share): the same
+  order for the URL (``$SHIPYARD_DEPLOYER_URL``, else ``$JUPYTERHUB_PUBLIC_HUB_URL`` with
   ``/services/deployer``), the same token (``$JUPYTERHUB_API_TOKEN``, the server's own, which
   the hub scopes to ``access:services!service=deployer`` and ``custom:models:invoke``), only
   ever in the ``Authorization`` header, and one translator (:meth:`DeployerClient._refusal`)
@@ -46,16 +47,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
-
-import requests
+from urllib.parse import urlsplit, urlunsplit
 
 from .client import TrackingClient, TrackingError, _translated
 from .lineage import git_tags, installed_packages, lineage_tags, notebook_path
-from .scheduler_client import FORWARDED_HEADERS, Forwarded
+from .service_client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from .service_client import FORWARDED_HEADERS as FORWARDED_HEADERS
+from .service_client import Forwarded as Forwarded
+from .service_client import ServiceClient, ServiceError
 
-#: Seconds any one request may take.
-DEFAULT_TIMEOUT = 30.0
 #: The prefix the deployer serves under, behind the hub's proxy and on its own port alike.
 SERVICE_PATH = "/services/deployer"
 #: A deployment's name (the service's ``DeploymentName``): a slug without ``--`` or a final ``-``.
@@ -72,24 +72,12 @@ EXAMPLE_ROWS = 5
 SETTLED = ("ready", "failed", "stopped")
 
 
-class DeployerError(Exception):
-    """A refusal or failure the user can act on; ``str()`` is the message to show.
+class DeployerError(ServiceError):
+    """A refusal or failure of the deployer the user can act on; ``str()`` is the message.
 
-    Parameters
-    ----------
-    message : str
-        The service's ``message`` (what to fix), or what to do when it did not answer.
-    status : int, optional
-        The HTTP status the service answered with; None when it was not reached.
-    errors : list of dict, optional
-        The service's per-field errors of a 400 (``{"field", "message"}``).
+    As :class:`~server_ext.service_client.ServiceError`: ``message``, the HTTP ``status``
+    (None when the deployer was not reached) and the service's per-field ``errors``.
     """
-
-    def __init__(self, message: str, status: int | None = None, errors: list | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.errors = errors or []
 
 
 # ------------------------------------------------------------------- names and URLs
@@ -130,71 +118,27 @@ def normalise_url(url: str) -> str:
     DeployerError
         For a URL that is not http(s), or that carries a credential: tokens go in a header.
     """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DeployerError(
-            f"{url!r} is not the deployer's URL: give an http(s) URL such as "
-            f"https://hub.example.org{SERVICE_PATH}"
-        )
-    if parts.username is not None or parts.password is not None or "token" in parts.query:
-        raise DeployerError(
-            "The deployer URL carries a credential: give the token in JUPYTERHUB_API_TOKEN "
-            "instead, never in a URL (URLs end up in logs and shell history)."
-        )
-    path = parts.path.rstrip("/") or SERVICE_PATH
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return DeployerClient.normalise_url(url)
 
 
 def deployer_url(environ: dict[str, str] | None = None) -> str:
     """Where this server reaches the deployer: ``$SHIPYARD_DEPLOYER_URL``, else the hub's."""
-    environ = os.environ if environ is None else environ
-    explicit = environ.get("SHIPYARD_DEPLOYER_URL")
-    if explicit:
-        return normalise_url(explicit)
-    public_hub = environ.get("JUPYTERHUB_PUBLIC_HUB_URL")
-    if public_hub:
-        base = public_hub.rstrip("/")
-        base = base[: -len("/hub")] if base.endswith("/hub") else base
-        return normalise_url(base + SERVICE_PATH)
-    raise DeployerError(
-        "The deployer's address is unknown here: SHIPYARD_DEPLOYER_URL is not set. Restart "
-        "your server from the hub to get it, or set it to your hub's URL followed by "
-        f"{SERVICE_PATH}."
-    )
+    return DeployerClient.service_url(environ)
 
 
 def path_segment(value: str) -> str:
     """A name as one quoted path segment: never a way into another route."""
-    if value in (".", ".."):
-        raise DeployerError(f"{value!r} is not a deployment name.")
-    return quote(value, safe="")
-
-
-class _TokenAuth(requests.auth.AuthBase):
-    """``Authorization: token ...``, the header the hub and its services read."""
-
-    def __init__(self, token: str):
-        self.token = token
-
-    def __call__(self, request):
-        request.headers["Authorization"] = f"token {self.token}"
-        return request
+    return DeployerClient.path_segment(value)
 
 
 # ---------------------------------------------------------------- the REST client
 
 
-class DeployerClient:
+class DeployerClient(ServiceClient):
     """The deployer's REST API, one method per call, each returning the service's JSON.
 
-    Parameters
-    ----------
-    url : str
-        The service's base URL, e.g. ``https://hub.example.org/services/deployer``.
-    token : str
-        A hub API token of the user (in a server, ``$JUPYTERHUB_API_TOKEN``).
-    timeout : float
-        Seconds any one request may take.
+    Parameters as :class:`~server_ext.service_client.ServiceClient`'s, ``url`` being e.g.
+    ``https://hub.example.org/services/deployer``.
 
     Examples
     --------
@@ -203,117 +147,13 @@ class DeployerClient:
     ['churn']
     """
 
-    def __init__(self, url: str, token: str, timeout: float = DEFAULT_TIMEOUT):
-        self.url = normalise_url(url)
-        if not token:
-            raise DeployerError(
-                "No token for the deployer: JUPYTERHUB_API_TOKEN is not set. In a Shipyard "
-                "server it always is; elsewhere give a hub API token of yours."
-            )
-        self.timeout = timeout
-        self._session = requests.Session()
-        # as the session's auth, so a ~/.netrc entry for the hub never replaces the token
-        self._session.auth = _TokenAuth(token)
-
-    @classmethod
-    def from_environment(
-        cls, url: str | None = None, token: str | None = None, timeout: float = DEFAULT_TIMEOUT
-    ) -> DeployerClient:
-        """The deployer of this server (or ``url``), as the user of ``$JUPYTERHUB_API_TOKEN``."""
-        return cls(
-            url or deployer_url(), token or os.environ.get("JUPYTERHUB_API_TOKEN", ""), timeout
-        )
-
-    # ------------------------------------------------------------- transport
-
-    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            return self._session.request(
-                method,
-                f"{self.url}/{path}",
-                timeout=self.timeout,
-                allow_redirects=False,
-                **kwargs,
-            )
-        except requests.RequestException as exc:
-            raise DeployerError(
-                f"Cannot reach the deployer at {self.url} ({type(exc).__name__}); ask your "
-                "admin whether it runs."
-            ) from None
-
-    def _refusal(self, response: requests.Response) -> DeployerError:
-        """The error an answer that is not a success means: the service's words if it sent any."""
-        status = response.status_code
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
-            return DeployerError(body["message"], status, body.get("errors"))
-        if status < 400:  # the hub's redirect of a path no service has: a wrong URL
-            return DeployerError(
-                f"{self.url} answered with a redirect to "
-                f"{response.headers.get('Location', 'elsewhere')}, not the deployer's API: "
-                f"is it the deployer's URL (it ends in {SERVICE_PATH}), and does your hub run "
-                "the deployer? Ask your admin.",
-                status,
-            )
-        if status in (401, 403):
-            return DeployerError(
-                f"The hub did not let the token through to the deployer at {self.url} "
-                f"(HTTP {status}): it is missing, expired or lacks "
-                "access:services!service=deployer. Restart your server from the hub to get a "
-                "fresh one.",
-                status,
-            )
-        if status == 404:
-            return DeployerError(
-                f"Nothing answers at {response.url} (HTTP 404): is {self.url} the deployer's "
-                f"URL (it ends in {SERVICE_PATH})?",
-                status,
-            )
-        return DeployerError(
-            f"Cannot reach the deployer at {self.url} (HTTP {status}); ask your admin "
-            "whether it runs.",
-            status,
-        )
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """A JSON call; the decoded body (None for 204)."""
-        response = self._send(method, path, **kwargs)
-        if response.status_code >= 300:
-            raise self._refusal(response)
-        if response.status_code == 204:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise DeployerError(
-                f"{self.url}/{path} answered with a web page, not the deployer's API: is "
-                f"{self.url} the deployer's URL, and the token valid?",
-                response.status_code,
-            ) from None
-
-    def forward(
-        self, method: str, path: str, query: str = "", body: bytes | None = None
-    ) -> Forwarded:
-        """Send a request as it came and return the answer as it came, errors included.
-
-        As :meth:`server_ext.scheduler_client.SchedulerClient.forward`: an answer that is not
-        a success and not the service's JSON becomes a 502 in the service's error schema;
-        only a deployer that cannot be reached at all raises :class:`DeployerError`.
-        """
-        headers = {"Content-Type": "application/json"} if body else {}
-        response = self._send(
-            method, f"{path}?{query}" if query else path, data=body or None, headers=headers
-        )
-        status = response.status_code
-        if status >= 300 and "json" not in response.headers.get("Content-Type", ""):
-            error = self._refusal(response)
-            data = {"status": 502, "message": error.message, "errors": error.errors}
-            return Forwarded(502, {"Content-Type": "application/json"}, json.dumps(data).encode())
-        kept = {k: response.headers[k] for k in FORWARDED_HEADERS if k in response.headers}
-        return Forwarded(status, kept, response.content)
+    service = "deployer"
+    service_path = SERVICE_PATH
+    url_variable = "SHIPYARD_DEPLOYER_URL"
+    error = DeployerError
+    token_advice = "in JUPYTERHUB_API_TOKEN"
+    refused_token_advice = "Restart your server from the hub to get a fresh one."
+    segment_noun = "a deployment name"
 
     def public_url(self, path: str) -> str:
         """A path the service answers with (``Deployment.url``) as a full URL on its origin."""

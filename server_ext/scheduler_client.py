@@ -7,7 +7,8 @@ The scheduler is a hub service at ``<hub>/services/scheduler/`` (see
 JupyterLab panel's calls, and ``shipyard jobs`` in :mod:`hub_ext.cli`. So the service's
 errors are translated in one place (:meth:`SchedulerClient._check`) into a
 :class:`SchedulerError` whose ``str()`` is the service's own ``message``, and a service that
-does not answer is reported the same way everywhere.
+does not answer is reported the same way everywhere. The transport, that translation and the
+URL rules below are the deployer's client's too: they live in :mod:`server_ext.service_client`.
 
 Where and as whom:
 
@@ -44,19 +45,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import requests
+from .service_client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from .service_client import FORWARDED_HEADERS as FORWARDED_HEADERS
+from .service_client import Forwarded as Forwarded
+from .service_client import ServiceClient, ServiceError
 
-#: Seconds any one request may take.
-DEFAULT_TIMEOUT = 30.0
 #: The prefix the scheduler serves under, behind the hub's proxy and on its own port alike.
 SERVICE_PATH = "/services/scheduler"
 #: The header that carries a job's webhook secret (the service's ``WEBHOOK_SECRET_HEADER``).
 WEBHOOK_SECRET_HEADER = "X-Shipyard-Webhook-Secret"
-#: Response headers the server extension passes on with a forwarded body.
-FORWARDED_HEADERS = ("Content-Type", "Content-Disposition")
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 #: Job names are slugs (the service's ``JobName``): at most this long.
 MAX_JOB_NAME = 63
@@ -65,33 +65,12 @@ PLAIN_SLUG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 ENDED = ("succeeded", "failed", "cancelled", "timed_out", "orphaned", "skipped")
 
 
-class SchedulerError(Exception):
-    """A refusal or failure the user can act on; ``str()`` is the message to show.
+class SchedulerError(ServiceError):
+    """A refusal or failure of the scheduler the user can act on; ``str()`` is the message.
 
-    Parameters
-    ----------
-    message : str
-        The service's ``message`` (what to fix), or what to do when it did not answer.
-    status : int, optional
-        The HTTP status the service answered with; None when it was not reached.
-    errors : list of dict, optional
-        The service's per-field errors of a 400 (``{"field", "message"}``).
+    As :class:`~server_ext.service_client.ServiceError`: ``message``, the HTTP ``status``
+    (None when the scheduler was not reached) and the service's per-field ``errors``.
     """
-
-    def __init__(self, message: str, status: int | None = None, errors: list | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.errors = errors or []
-
-
-@dataclass(frozen=True)
-class Forwarded:
-    """A response of the service as it came, for the server extension to pass on."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
 
 
 def normalise_url(url: str) -> str:
@@ -103,44 +82,17 @@ def normalise_url(url: str) -> str:
         For a URL that is not http(s), or that carries a credential (a user, a password or a
         ``token=`` query): tokens go in a header, never in a URL.
     """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SchedulerError(
-            f"{url!r} is not the scheduler's URL: give an http(s) URL such as "
-            f"https://hub.example.org{SERVICE_PATH}"
-        )
-    if parts.username is not None or parts.password is not None or "token" in parts.query:
-        raise SchedulerError(
-            "The scheduler URL carries a credential: give the token with --token or "
-            "JUPYTERHUB_API_TOKEN instead, never in a URL (URLs end up in logs and shell history)."
-        )
-    path = parts.path.rstrip("/") or SERVICE_PATH
-    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    return SchedulerClient.normalise_url(url)
 
 
 def scheduler_url(environ: dict[str, str] | None = None) -> str:
     """Where this server reaches the scheduler; see the module docstring for the order."""
-    environ = os.environ if environ is None else environ
-    explicit = environ.get("SHIPYARD_SCHEDULER_URL")
-    if explicit:
-        return normalise_url(explicit)
-    public_hub = environ.get("JUPYTERHUB_PUBLIC_HUB_URL")
-    if public_hub:
-        base = public_hub.rstrip("/")
-        base = base[: -len("/hub")] if base.endswith("/hub") else base
-        return normalise_url(base + SERVICE_PATH)
-    raise SchedulerError(
-        "The scheduler's address is unknown here: SHIPYARD_SCHEDULER_URL is not set. Restart "
-        "your server from the hub to get it, or set it to your hub's URL followed by "
-        f"{SERVICE_PATH}."
-    )
+    return SchedulerClient.service_url(environ)
 
 
 def path_segment(value: str) -> str:
     """An id as one quoted path segment: never a way into another route (``/``, ``..``)."""
-    if value in (".", ".."):
-        raise SchedulerError(f"{value!r} is not an id.")
-    return quote(value, safe="")
+    return SchedulerClient.path_segment(value)
 
 
 def _query(params: dict[str, Any]) -> dict[str, str]:
@@ -152,28 +104,11 @@ def _query(params: dict[str, Any]) -> dict[str, str]:
     }
 
 
-class _TokenAuth(requests.auth.AuthBase):
-    """``Authorization: token ...``, the header the hub and its services read."""
-
-    def __init__(self, token: str):
-        self.token = token
-
-    def __call__(self, request):
-        request.headers["Authorization"] = f"token {self.token}"
-        return request
-
-
-class SchedulerClient:
+class SchedulerClient(ServiceClient):
     """The scheduler's REST API, one method per call, each returning the service's JSON.
 
-    Parameters
-    ----------
-    url : str
-        The service's base URL, e.g. ``https://hub.example.org/services/scheduler``.
-    token : str
-        A hub API token of the user (in a server, ``$JUPYTERHUB_API_TOKEN``).
-    timeout : float
-        Seconds any one request may take.
+    Parameters as :class:`~server_ext.service_client.ServiceClient`'s, ``url`` being e.g.
+    ``https://hub.example.org/services/scheduler``.
 
     Examples
     --------
@@ -182,124 +117,15 @@ class SchedulerClient:
     ['daily-report']
     """
 
-    def __init__(self, url: str, token: str, timeout: float = DEFAULT_TIMEOUT):
-        self.url = normalise_url(url)
-        if not token:
-            raise SchedulerError(
-                "No token for the scheduler: JUPYTERHUB_API_TOKEN is not set. In a Shipyard "
-                "server it always is; elsewhere give a hub API token of yours."
-            )
-        self.timeout = timeout
-        self._session = requests.Session()
-        # as the session's auth, so a ~/.netrc entry for the hub never replaces the token
-        self._session.auth = _TokenAuth(token)
-
-    @classmethod
-    def from_environment(
-        cls, url: str | None = None, token: str | None = None, timeout: float = DEFAULT_TIMEOUT
-    ) -> SchedulerClient:
-        """The scheduler of this server (or ``url``), as the user of ``$JUPYTERHUB_API_TOKEN``."""
-        return cls(
-            url or scheduler_url(), token or os.environ.get("JUPYTERHUB_API_TOKEN", ""), timeout
-        )
-
-    # ------------------------------------------------------------- transport
-
-    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            return self._session.request(
-                method,
-                f"{self.url}/{path}",
-                timeout=self.timeout,
-                allow_redirects=False,
-                **kwargs,
-            )
-        except requests.RequestException as exc:
-            raise SchedulerError(
-                f"Cannot reach the scheduler at {self.url} ({type(exc).__name__}); ask your "
-                "admin whether it runs."
-            ) from None
-
-    def _check(self, response: requests.Response) -> requests.Response:
-        """The one translator: any answer that is not a success becomes a SchedulerError."""
-        if response.status_code < 300:
-            return response
-        raise self._refusal(response)
-
-    def _refusal(self, response: requests.Response) -> SchedulerError:
-        """The error an answer that is not a success means: the service's words if it sent any."""
-        status = response.status_code
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
-            return SchedulerError(body["message"], status, body.get("errors"))
-        if status < 400:  # the hub's redirect of a path no service has: a wrong URL
-            return SchedulerError(
-                f"{self.url} answered with a redirect to "
-                f"{response.headers.get('Location', 'elsewhere')}, not the scheduler's API: "
-                f"is it the scheduler's URL (it ends in {SERVICE_PATH}), and does your hub run "
-                "the scheduler? Ask your admin.",
-                status,
-            )
-        if status in (401, 403):
-            return SchedulerError(
-                f"The hub did not let the token through to the scheduler at {self.url} "
-                f"(HTTP {status}): it is missing, expired or lacks "
-                "access:services!service=scheduler. Restart your server from the hub to get a "
-                "fresh one, or give another token.",
-                status,
-            )
-        if status == 404:
-            return SchedulerError(
-                f"Nothing answers at {response.url} (HTTP 404): is {self.url} the scheduler's "
-                f"URL (it ends in {SERVICE_PATH})?",
-                status,
-            )
-        return SchedulerError(
-            f"Cannot reach the scheduler at {self.url} (HTTP {status}); ask your admin "
-            "whether it runs.",
-            status,
-        )
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """A JSON call; the decoded body (None for 204)."""
-        response = self._check(self._send(method, path, **kwargs))
-        if response.status_code == 204:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            raise SchedulerError(
-                f"{self.url}/{path} answered with a web page, not the scheduler's API: is "
-                f"{self.url} the scheduler's URL, and the token valid?",
-                response.status_code,
-            ) from None
-
-    def forward(
-        self, method: str, path: str, query: str = "", body: bytes | None = None
-    ) -> Forwarded:
-        """Send a request as it came and return the answer as it came, errors included.
-
-        For the server extension's handlers, which pass the service's status and JSON error
-        body on unchanged. An answer that is not a success and not the service's JSON (the
-        proxy's page when the service is down, the hub's redirect for a wrong URL) is not the
-        service's: it becomes a 502 in the service's error schema, with the message
-        :meth:`_check` would give. Only a service that cannot be reached at all raises
-        :class:`SchedulerError`.
-        """
-        headers = {"Content-Type": "application/json"} if body else {}
-        response = self._send(
-            method, f"{path}?{query}" if query else path, data=body or None, headers=headers
-        )
-        status = response.status_code
-        if status >= 300 and "json" not in response.headers.get("Content-Type", ""):
-            error = self._refusal(response)
-            data = {"status": 502, "message": error.message, "errors": error.errors}
-            return Forwarded(502, {"Content-Type": "application/json"}, json.dumps(data).encode())
-        kept = {k: response.headers[k] for k in FORWARDED_HEADERS if k in response.headers}
-        return Forwarded(status, kept, response.content)
+    service = "scheduler"
+    service_path = SERVICE_PATH
+    url_variable = "SHIPYARD_SCHEDULER_URL"
+    error = SchedulerError
+    token_advice = "with --token or JUPYTERHUB_API_TOKEN"
+    refused_token_advice = (
+        "Restart your server from the hub to get a fresh one, or give another token."
+    )
+    segment_noun = "an id"
 
     def browser_path(self, path: str) -> str:
         """``path`` under the service as a link on the hub's origin (which the browser reaches).
