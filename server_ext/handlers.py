@@ -46,6 +46,7 @@ def current_profile() -> dict:
     raw = os.environ.get("SHIPYARD_PROFILE_JSON")
     profile = json.loads(raw) if raw else None
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+    enforced = describe_process(os.getpid())
     return {
         "user": os.environ.get("JUPYTERHUB_USER"),
         "server_name": os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
@@ -63,8 +64,8 @@ def current_profile() -> dict:
             "mem_guarantee": _int("MEM_GUARANTEE"),
             "gpus": [g for g in gpus.split(",") if g] if gpus is not None else None,
         },
-        "enforced": describe_process(os.getpid()),
-        "usage": current_usage(),
+        "enforced": enforced,
+        "usage": current_usage(enforced.get("mem_usage")),
     }
 
 
@@ -73,12 +74,13 @@ def current_profile() -> dict:
 _SEEN: dict[int, psutil.Process] = {}
 
 
-def current_usage() -> dict:
+def current_usage(charged: int | None = None) -> dict:
     """CPU and memory in use by this server and its kernels (its process tree), right now.
 
     ``cpu_percent`` is the tree's CPU time since the previous call as a percentage of one
-    core (0 on the first call); ``mem_bytes`` is the cgroup's charge where the server
-    runs in one, else the tree's resident memory.
+    core (0 on the first call); ``mem_bytes`` is ``charged`` (the memory charged to the
+    server's cgroup, from :func:`describe_process`) where it runs in one, else the tree's
+    resident memory.
     """
     try:
         me = psutil.Process()
@@ -97,7 +99,6 @@ def current_usage() -> dict:
         alive[proc.pid] = proc
     _SEEN.clear()
     _SEEN.update(alive)
-    charged = describe_process(os.getpid()).get("mem_usage")
     return {"cpu_percent": round(cpu, 1), "mem_bytes": charged if charged else rss}
 
 

@@ -66,7 +66,8 @@ def test_extension_version_is_shipyards():
     package = json.loads((LABEXT / "package.json").read_text())
     assert package["name"] == NAME
     assert package["version"] == __version__, (
-        "labextension/package.json and hub_ext/__init__.py must give the same version"
+        "hub_ext.__version__ comes from labextension/package.json through the build's "
+        "hub_ext/_version.py: reinstall (make install) after changing the version"
     )
     assert package["jupyterlab"]["outputDir"] == "../server_ext/labextension"
 
