@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,7 @@ def emit(
             "details": _clean_details(details),
         }
         # A naive UTC time: jupyter_events appends "Z" to isoformat().
-        now = datetime.now(UTC).replace(tzinfo=None)
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
         trail.handler.last = None
         trail.logger.emit(schema_id=SCHEMA_ID, data=data, timestamp_override=now)
         return trail.handler.last
