@@ -175,16 +175,27 @@ if env("SHIPYARD_SCHEDULER", "1") != "0":
                         if env("SHIPYARD_TRACKING", "1") != "0"
                         else None
                     ),
+                    "SHIPYARD_SCHEDULER_DEPLOYER_URL": (
+                        public_url + "/services/deployer"
+                        if env("SHIPYARD_DEPLOYER", "1") != "0"
+                        else None
+                    ),
                 }.items()
                 if v
             },
         }
     )
-    # the service reads users' groups (quotas, profiles, shared jobs); with tracking on it
-    # gives each run a short-lived token of its owner's, for the tracking service only
+    # the service reads users' groups (quotas, profiles, shared jobs); it gives each run a
+    # token of its owner's that expires with the run, for the tracking service and the
+    # deployer only (a token's scopes must be the service's own too)
     scheduler_scopes = ["list:users", "read:users:groups", "read:users:name"]
-    if env("SHIPYARD_TRACKING", "1") != "0":
-        scheduler_scopes += ["tokens", "access:services!service=tracking"]
+    run_scopes = [
+        f"access:services!service={name}"
+        for name in ("tracking", "deployer")
+        if env(f"SHIPYARD_{name.upper()}", "1") != "0"
+    ]
+    if run_scopes:
+        scheduler_scopes += ["tokens", *run_scopes]
     c.JupyterHub.load_roles.append(
         {"name": "scheduler", "scopes": scheduler_scopes, "services": ["scheduler"]}
     )

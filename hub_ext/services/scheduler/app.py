@@ -351,6 +351,28 @@ class SchedulerService(Application):
     def _default_tracking_url(self):
         return os.environ.get("SHIPYARD_SCHEDULER_TRACKING_URL", "")
 
+    deployer_url = Unicode(
+        help="""
+        The deployer service's URL as runs reach it (``SHIPYARD_DEPLOYER_URL``); empty: none.
+
+        With a URL, each run's token may also call the deployer, as the run's
+        owner, so a scheduled notebook can retrain and ``%deploy`` its owner's
+        models; the token expires with the run and is revoked when it ends.
+        The service's own role needs ``access:services!service=deployer`` to
+        hand that scope out. Defaults to ``$SHIPYARD_SCHEDULER_DEPLOYER_URL``.
+
+        Example::
+
+            c.SchedulerService.deployer_url = "http://127.0.0.1:8000/services/deployer"
+
+        .. versionadded:: 0.5
+        """
+    ).tag(config=True)
+
+    @default("deployer_url")
+    def _default_deployer_url(self):
+        return os.environ.get("SHIPYARD_SCHEDULER_DEPLOYER_URL", "")
+
     service_url = Unicode(
         help="""
         Where the service listens; the hub's proxy sends /services/scheduler/ here.
@@ -449,6 +471,7 @@ class SchedulerService(Application):
         async def groups_of(user: str) -> tuple[str, ...]:
             return await directory.groups_of(user)
 
+        run_env = RunEnvironment(api_url, token, self.tracking_url, self.deployer_url)
         worker = Worker(
             store=store,
             executor=executor,
@@ -461,7 +484,8 @@ class SchedulerService(Application):
             stale_after=self.stale_after,
             group_quotas=dict(self.group_quotas),
             notify=notifier.notify,
-            extra_env=RunEnvironment(api_url, token, self.tracking_url),
+            extra_env=run_env,
+            release_env=run_env.release,
             worker_id=new_worker_id(),
         )
         core = SchedulerCore(

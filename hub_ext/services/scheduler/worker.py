@@ -76,6 +76,9 @@ class Worker:
         Where each run gets ``<run id>/`` with its log and ``output/``.
     extra_env : callable
         ``await extra_env(job, run)``: variables for the run (tracking, ...).
+    release_env : callable
+        ``await release_env(run_id)`` once the run ended: revokes what ``extra_env``
+        handed out for it (the run's token).
     notify : callable
         ``await notify(job, run)`` after a run ended.
     """
@@ -92,6 +95,7 @@ class Worker:
     quota_retry: float = 5.0
     group_quotas: dict[str, int] = field(default_factory=dict)
     extra_env: Callable[[DescribeJob, DescribeRun], Awaitable[dict[str, str]]] | None = None
+    release_env: Callable[[str], Awaitable[None]] | None = None
     notify: Callable[[DescribeJob, DescribeRun], Awaitable[None]] | None = None
     worker_id: str = field(default_factory=new_worker_id)
 
@@ -264,6 +268,8 @@ class Worker:
             beat.cancel()
             RUNS_RUNNING.dec()
             await progress.flush()
+            if self.release_env is not None:
+                await self.release_env(run.id)
         status = report.status.value if report else "failed"
         RUN_DURATION.labels(status).observe(time.monotonic() - began)
         await self._finish(job, started, report, failure, spec)
