@@ -114,7 +114,9 @@ class TrailWriter:
 
     def __init__(self, settings: AuditSettings):
         self.settings = settings
-        self._lock = threading.Lock()
+        # Re-entrant: retention appends its own record while it holds the lock.
+        self._lock = threading.RLock()
+        self._depth = 0
         self._pid = os.getpid()
         self._lock_fd: int | None = None
         self._fd: int | None = None
@@ -146,6 +148,13 @@ class TrailWriter:
     def locked(self) -> Iterator[None]:
         """Hold the trail's lock (this process's threads and every other writer)."""
         with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
             self._after_fork()
             if self._lock_fd is None:
                 self._ensure_dir()
@@ -153,9 +162,11 @@ class TrailWriter:
                     self.settings.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
                 )
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._depth = 1
             try:
                 yield
             finally:
+                self._depth = 0
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     # -- the file ----------------------------------------------------------
