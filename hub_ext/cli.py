@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from .audit import cli as audit_cli
 from .environments import (
     EnvironmentBuilder,
     EnvironmentProblem,
@@ -656,6 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
         "scheduler gives it, in this folder; - for stdout)",
     )
     joutput.set_defaults(func=_scheduler_command(cmd_jobs_output))
+    audit_cli.add_parser(sub)
     return parser
 
 
