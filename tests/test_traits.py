@@ -22,6 +22,8 @@ MODULES = [
     "hub_ext.services.deployer.kubernetes",
     "server_ext.extension",
     "server_ext.magics",
+    "hub_ext.auth.ldap",
+    "hub_ext.auth.oidc",
 ]
 
 
