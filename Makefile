@@ -23,13 +23,22 @@ LABEXT_SOURCES = labextension/package.json labextension/yarn.lock labextension/t
 LABEXT_LINK    = $(VENV)/share/jupyter/labextensions/shipyard-jupyterlab
 JLPM           = PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/jlpm
 
-.PHONY: up test install labextension lint bench clean
+.PHONY: up test install test-packages labextension lint bench clean
 
 up: install
 	$(BIN)/shipyard up
 
-test: install
+test: install test-packages
 	$(BIN)/python -m tests.run
+
+# Debian packages only the tests use (never installed by `make up`): slapd, the OpenLDAP
+# server the directory tests start with their own config on a free port. Its postinst is
+# told to make no default directory, so no system instance is configured or started.
+test-packages:
+	@test -x /usr/sbin/slapd || { export DEBIAN_FRONTEND=noninteractive; \
+		echo "slapd slapd/no_configuration boolean true" | debconf-set-selections; \
+		apt-get install -y -q slapd || { apt-get update -q && apt-get install -y -q slapd; }; } \
+		|| { echo "slapd is missing: apt-get install -y slapd"; exit 1; }
 
 install: $(STAMP) labextension
 
