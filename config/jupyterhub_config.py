@@ -9,6 +9,11 @@ for the README, for CI and for a small team's server:
     SHIPYARD_HUB_BIND_URL    the hub's internal API (http://127.0.0.1:8081)
     SHIPYARD_PROXY_API_URL   configurable-http-proxy's API (http://127.0.0.1:8001)
     SHIPYARD_HUB_DB_URL      the hub's database (sqlite in the data dir; a postgresql:// URL in production)
+    SHIPYARD_AUTH            how people log in: native (per-user accounts, the default), ldap or oidc
+    SHIPYARD_NATIVE_SIGNUP   native: 1 offers the sign-up page (an admin approves each sign-up); 0 does not
+    SHIPYARD_NATIVE_LOCKOUT_FAILURES  native: failed logins in a row that lock an account (5; 0 never)
+    SHIPYARD_NATIVE_LOCKOUT_SECONDS   native: how long a locked account stays locked (600)
+    SHIPYARD_NATIVE_MIN_PASSWORD_LENGTH native: the shortest password accepted (10)
     SHIPYARD_PROFILES        the profiles file (config/profiles.yaml)
     SHIPYARD_CULL_TIMEOUT    seconds of inactivity before a server is culled (3600; 0 turns culling off)
     SHIPYARD_TRACKING        1 runs the tracking service (MLflow at /services/tracking/); 0 does not
@@ -23,6 +28,12 @@ for the README, for CI and for a small team's server:
     SHIPYARD_DEPLOYER_URL    where the deployer listens (http://127.0.0.1:8004)
     SHIPYARD_DEPLOYER_DB_URL the deployer's database (sqlite in the data dir; a postgresql:// URL in production)
     SHIPYARD_DEPLOYER_CONFIG a deployer config file (c.DeployerService..., c.LocalBackend...)
+    SHIPYARD_SECRETS         1 runs the secrets service (users' secrets at /services/secrets/); 0 does not
+    SHIPYARD_SECRETS_URL     where the secrets service listens (http://127.0.0.1:8005)
+    SHIPYARD_SECRETS_DB_URL  the secrets database (sqlite in the data dir; a postgresql:// URL in production)
+    SHIPYARD_SECRETS_KEY_FILE the key file that encrypts secret values ($SHIPYARD_DATA_DIR/secrets.key, made 0600)
+    SHIPYARD_SECRETS_BACKEND where values are kept: database (encrypted, the default) or kubernetes (Secrets)
+    SHIPYARD_SECRETS_CONFIG  a secrets service config file (c.SecretsService..., c.DatabaseBackend...)
 
 Anything else: add `c.Class.trait = value` lines below, as in any jupyterhub_config.py.
 """
@@ -32,7 +43,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from hub_ext.embedded import data_dir, load_or_create_credentials, load_or_create_token
+from hub_ext.auth import configure_authenticator
+from hub_ext.embedded import data_dir, load_or_create_token
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
@@ -56,14 +68,10 @@ chp = shutil.which(
 if chp:
     c.ConfigurableHTTPProxy.command = [chp]
 
-# -- login: a password is always required (admin: generated, printed once by `shipyard up`)
-creds, _ = load_or_create_credentials(data)
-c.JupyterHub.authenticator_class = "shared-password"
-c.SharedPasswordAuthenticator.admin_users = {creds.admin_user}
-c.SharedPasswordAuthenticator.admin_password = creds.admin_password
-c.SharedPasswordAuthenticator.user_password = creds.user_password
-# users an admin added (admin page or REST API) may log in with the user password
-c.Authenticator.allow_existing_users = True
+# -- login: per-user accounts (SHIPYARD_AUTH: native, ldap or oidc); no shared password.
+# native: the admin's password is generated and printed once by `shipyard up`; users sign
+# up and wait for an admin's approval, or an admin adds them (`shipyard users add NAME`)
+configure_authenticator(c, data)
 
 # -- servers: one per user (and named servers), each in its resource profile
 c.JupyterHub.spawner_class = "shipyard-local"
@@ -100,14 +108,23 @@ if cull_timeout > 0:
         }
     )
 
-# `shipyard profiles usage` reads servers and their profiles with this token
+# `shipyard profiles usage` and `shipyard users` reach the hub with this token
 c.JupyterHub.services.append(
     {"name": "shipyard-cli", "api_token": load_or_create_token(data, "cli-token")}
 )
 c.JupyterHub.load_roles.append(
     {
         "name": "shipyard-cli",
-        "scopes": ["list:users", "read:users", "read:servers", "admin:server_state", "read:groups"],
+        # admin:users, admin:groups: `shipyard users add/list/reset-password/approve`
+        "scopes": [
+            "list:users",
+            "read:users",
+            "read:servers",
+            "admin:server_state",
+            "read:groups",
+            "admin:users",
+            "admin:groups",
+        ],
         "services": ["shipyard-cli"],
     }
 )
@@ -269,3 +286,53 @@ if env("SHIPYARD_DEPLOYER", "1") != "0":
         "custom:models:invoke",
     ]
     c.LocalProfileSpawner.deployer_url = public_url + "/services/deployer"
+
+# -- secrets: users' named secrets at /services/secrets/, given to their runs and replicas
+if env("SHIPYARD_SECRETS", "1") != "0":
+    secrets_url = env("SHIPYARD_SECRETS_URL", "http://127.0.0.1:8005")
+    c.JupyterHub.services.append(
+        {
+            "name": "secrets",
+            "url": secrets_url,
+            "command": [sys.executable, "-m", "hub_ext.services.secrets"],
+            "display": False,
+            "oauth_no_confirm": True,
+            # hub-side settings only; the key file is never passed to anyone
+            "environment": {
+                k: v
+                for k, v in {
+                    "SHIPYARD_DATA_DIR": str(data),
+                    "SHIPYARD_SECRETS_DB_URL": env("SHIPYARD_SECRETS_DB_URL"),
+                    "SHIPYARD_SECRETS_KEY_FILE": env("SHIPYARD_SECRETS_KEY_FILE"),
+                    "SHIPYARD_SECRETS_BACKEND": env("SHIPYARD_SECRETS_BACKEND"),
+                    "SHIPYARD_SECRETS_CONFIG": env("SHIPYARD_SECRETS_CONFIG"),
+                }.items()
+                if v
+            },
+        }
+    )
+    # the service only checks tokens: it needs no scope of its own
+    c.JupyterHub.load_roles.append({"name": "secrets", "scopes": [], "services": ["secrets"]})
+    # users and their servers' tokens (%secret, the CLI) may call it
+    user_role = next((r for r in c.JupyterHub.load_roles if r["name"] == "user"), None)
+    if user_role is None:
+        user_role = {"name": "user", "scopes": ["self"]}
+        c.JupyterHub.load_roles.append(user_role)
+    user_role["scopes"].append("access:services!service=secrets")
+    scopes = c.Spawner.server_token_scopes
+    if not isinstance(scopes, list):
+        scopes = ["users:activity!user", "access:servers!server"]
+    c.Spawner.server_token_scopes = [*scopes, "access:services!service=secrets"]
+    c.LocalProfileSpawner.secrets_url = (
+        env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/") + "/services/secrets"
+    )
+    # the scheduler and the deployer resolve values for runs and replicas (POST api/resolve),
+    # straight to the service (it is served under its prefix there too)
+    for role in c.JupyterHub.load_roles:
+        if role["name"] in ("scheduler", "deployer"):
+            role["scopes"].append("access:services!service=secrets")
+    for service in c.JupyterHub.services:
+        if service["name"] in ("scheduler", "deployer"):
+            service.setdefault("environment", {})["SHIPYARD_SECRETS_API_URL"] = (
+                secrets_url.rstrip("/") + "/services/secrets/"
+            )

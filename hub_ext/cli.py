@@ -1,7 +1,9 @@
 """The ``shipyard`` command.
 
     shipyard up                              start the embedded platform (hub on 127.0.0.1:8000)
-    shipyard credentials                     show the generated login credentials again
+    shipyard credentials                     show the generated admin credentials again
+    shipyard users add NAME [--group G]      add a user; prints a one-time password
+    shipyard users list | reset-password NAME | approve NAME
     shipyard profiles validate FILE [FILE…]  check profiles files, every error with file:line
     shipyard profiles export --format z2jh   print Zero to JupyterHub's singleuser.profileList
     shipyard profiles usage                  who runs which profile, and their quota use
@@ -32,7 +34,9 @@ from pathlib import Path
 
 import yaml
 
+from . import secrets_cli
 from .audit import cli as audit_cli
+from .auth import cli as users_cli
 from .environments import (
     EnvironmentBuilder,
     EnvironmentProblem,
@@ -108,8 +112,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             "\n  Shipyard generated login credentials (shown once; kept with mode 0600 in\n"
             f"  {directory / 'credentials.json'}; `shipyard credentials` shows them again):\n\n"
             f"    admin user      {creds.admin_user}\n"
-            f"    admin password  {creds.admin_password}\n"
-            f"    user password   {creds.user_password}   (for users an admin adds)\n",
+            f"    admin password  {creds.admin_password}\n\n"
+            "  Everyone else has a password of their own: add people with\n"
+            "  `shipyard users add NAME` (it prints a one-time password they change at first\n"
+            f"  login), or approve their sign-ups ({url}/hub/signup) at {url}/hub/authorize.\n",
             flush=True,
         )
     if os.geteuid() != 0:
@@ -248,8 +254,11 @@ def cmd_credentials(args: argparse.Namespace) -> int:
         raise CLIError(
             f"Cannot read {path}: {e}. Delete it and run `shipyard up` to make new ones."
         ) from None
-    for key, value in creds.items():
-        print(f"{key:15} {value}")
+    # the admin's first password; an admin who changed it since uses their own.
+    # (A shared user password of an older version, if the file still has one, opens
+    # nothing any more and is not shown.)
+    for key in ("admin_user", "admin_password"):
+        print(f"{key:15} {creds.get(key, '?')}")
     return 0
 
 
@@ -551,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(func=cmd_up)
 
-    creds = sub.add_parser("credentials", help="show the generated login credentials")
+    creds = sub.add_parser("credentials", help="show the generated admin credentials")
     creds.add_argument("--data-dir", help="the data dir `shipyard up` used")
     creds.set_defaults(func=cmd_credentials)
 
@@ -657,7 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
         "scheduler gives it, in this folder; - for stdout)",
     )
     joutput.set_defaults(func=_scheduler_command(cmd_jobs_output))
+    users_cli.add_parser(sub)
     audit_cli.add_parser(sub)
+    secrets_cli.add_parser(sub)
     return parser
 
 

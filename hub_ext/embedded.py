@@ -3,7 +3,8 @@
 Secrets are generated on first start, written with mode 0600 in a 0700 data
 dir, and never logged: ``shipyard up`` prints the admin credentials once, when
 it creates them, and ``shipyard credentials`` shows them again to whoever can
-read the file.
+read the file. There is no shared user password: each user has their own
+(:mod:`hub_ext.auth.native`).
 """
 
 from __future__ import annotations
@@ -40,21 +41,31 @@ def _read_private(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Credentials:
+    """The first admin's login; every other user has a password of their own."""
+
     admin_user: str
     admin_password: str
-    user_password: str
 
 
 def load_or_create_credentials(directory: Path) -> tuple[Credentials, bool]:
-    """The hub's login credentials, generated on first use. Returns (credentials, created)."""
+    """The hub's login credentials, generated on first use. Returns (credentials, created).
+
+    A file written before per-user login also held a shared ``user_password``: it is
+    removed from the file, since nothing accepts it any more.
+    """
     path = directory / "credentials.json"
     if path.exists():
-        return Credentials(**json.loads(_read_private(path))), False
+        stored = json.loads(_read_private(path))
+        if "user_password" in stored:
+            stored.pop("user_password")
+            path.write_text(json.dumps(stored, indent=2))
+        return Credentials(
+            admin_user=stored["admin_user"], admin_password=stored["admin_password"]
+        ), False
     creds = Credentials(
         admin_user=ADMIN_USER,
-        # SharedPasswordAuthenticator wants at least 32 characters for admins
+        # 43 characters: well past any password policy, within bcrypt's 72 bytes
         admin_password=secrets.token_urlsafe(32),
-        user_password=secrets.token_urlsafe(12),
     )
     try:
         _write_private(path, json.dumps(asdict(creds), indent=2))
