@@ -34,7 +34,6 @@ from pathlib import Path
 
 import yaml
 
-from . import secrets_cli
 from .audit import cli as audit_cli
 from .auth import cli as users_cli
 from .environments import (
@@ -668,7 +667,6 @@ def build_parser() -> argparse.ArgumentParser:
     joutput.set_defaults(func=_scheduler_command(cmd_jobs_output))
     users_cli.add_parser(sub)
     audit_cli.add_parser(sub)
-    secrets_cli.add_parser(sub)
     return parser
 
 
