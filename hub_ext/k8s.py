@@ -150,6 +150,36 @@ def container_env(
     return env
 
 
+#: Prefix of the Kubernetes Secret that holds one user's Shipyard secrets.
+USER_SECRETS_PREFIX = "shipyard-secrets-"
+
+
+def user_secrets_name(owner: str) -> str:
+    """The Secret that holds ``owner``'s secrets (the secrets service's kubernetes backend).
+
+    One Secret per user, named from the one slug function (SECURITY rule 10),
+    so the secrets service that writes it and the scheduler and deployer that
+    reference it agree without talking to each other.
+    """
+    from hub_ext.slugs import user_slug
+
+    return USER_SECRETS_PREFIX + user_slug(owner)
+
+
+def user_secret_env(owner: str, names: Iterable[str]) -> list[dict[str, Any]]:
+    """``env`` entries that read ``owner``'s secrets ``names`` from their Secret.
+
+    Each variable is the secret's name, read from the key of that name in
+    :func:`user_secrets_name`; a key that is missing fails the pod's start
+    (``optional`` is left false), as a missing secret must.
+    """
+    secret = user_secrets_name(owner)
+    return [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": name}}}
+        for name in names
+    ]
+
+
 def place_pod(
     pod: dict[str, Any],
     profile: Profile,

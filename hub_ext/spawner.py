@@ -540,6 +540,25 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         """,
     ).tag(config=True)
 
+    secrets_url = Unicode(
+        "",
+        help="""
+        URL of Shipyard's secrets service (users' secrets behind hub login), or empty for none.
+
+        When set, every server and kernel gets ``SHIPYARD_SECRETS_URL`` (this URL), where
+        ``%secret`` and ``shipyard secrets`` reach the service with the server's own hub
+        token (scoped to ``access:services!service=secrets``). Values never travel the
+        other way: a server cannot read a secret back. The embedded config sets it when it
+        runs the secrets service. **LocalProfileSpawner only.**
+
+        Example::
+
+            c.LocalProfileSpawner.secrets_url = "https://hub.example.org/services/secrets"
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
     @default("cmd")
     def _default_cmd(self):
         # replaced at start by the profile environment's own interpreter
@@ -744,6 +763,8 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             env["SHIPYARD_SCHEDULER_URL"] = self.scheduler_url
         if self.deployer_url:
             env["SHIPYARD_DEPLOYER_URL"] = self.deployer_url
+        if self.secrets_url:
+            env["SHIPYARD_SECRETS_URL"] = self.secrets_url
         if self.built_env is not None:
             env.update(self.built_env.env_vars())
             # terminals and `!pip` in a notebook find the environment's tools first

@@ -1017,6 +1017,9 @@ def load_ipython_extension(ip) -> None:
     """Register the magics, put ``log`` in the namespace, and send what dead kernels left."""
     magics = ShipyardMagics(shell=ip)
     ip.register_magics(magics)
+    from .secret_magics import SecretMagics  # its own module: %secret
+
+    ip.register_magics(SecretMagics(shell=ip))
     if isinstance(ip.user_ns.get("log", magics.logger), MetricLogger):
         ip.push({"log": magics.logger}, interactive=False)
     else:

@@ -12,6 +12,7 @@ expect its interface (``send``, ``caller``, ``core``).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -177,6 +178,17 @@ def request_logger(name: str) -> Callable[[web.RequestHandler], None]:
         )
 
     return log_request
+
+
+def die_with_parent() -> None:
+    """Get SIGTERM when the parent process (the hub) dies, even by kill -9 (Linux only).
+
+    For services the hub starts (``JUPYTERHUB_SERVICE_NAME`` set); elsewhere nothing.
+    """
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def stop_event() -> asyncio.Event:

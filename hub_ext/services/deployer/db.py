@@ -1,6 +1,6 @@
 """Engines and schema upgrades for the deployer's database.
 
-The engine is the scheduler's :func:`hub_ext.services.scheduler.db.make_engine`
+The engine is the shared :func:`hub_ext.services.common.db.make_engine`
 (SQLite in WAL mode with a busy timeout and foreign keys on; PostgreSQL
 through psycopg 3), so both services talk to their databases the same way.
 What differs is only where the Alembic revisions are and which table records
@@ -18,7 +18,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from ..scheduler.db import make_engine, normalize_url
+from ..common.db import make_engine, normalize_url
 
 __all__ = ["ALEMBIC_DIR", "UPGRADE_LOCK_KEY", "VERSION_TABLE", "make_engine", "upgrade"]
 

@@ -27,105 +27,29 @@ cannot change an existing schema and leads to hand-written ``ALTER TABLE``
 
 from __future__ import annotations
 
-import sqlite3
-import time
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+
+# The engine is shared by every service (moved to services/common); re-exported here.
+from ..common.db import SQLITE_BUSY_TIMEOUT, make_engine, normalize_url
+
+__all__ = [
+    "ALEMBIC_DIR",
+    "SQLITE_BUSY_TIMEOUT",
+    "UPGRADE_LOCK_KEY",
+    "alembic_config",
+    "make_engine",
+    "normalize_url",
+    "upgrade",
+]
 
 ALEMBIC_DIR = Path(__file__).with_name("alembic")
-
-#: Seconds a SQLite connection waits for another process's write lock.
-SQLITE_BUSY_TIMEOUT = 30.0
 
 #: Key of the PostgreSQL advisory lock that serialises concurrent upgrades
 #: (two service replicas starting at once). Any fixed 64-bit number will do.
 UPGRADE_LOCK_KEY = 0x5348_4950_5944_0001
-
-
-def normalize_url(db_url: str) -> str:
-    """Return ``db_url`` with PostgreSQL URLs pointed at the psycopg 3 driver.
-
-    Parameters
-    ----------
-    db_url : str
-        A SQLAlchemy URL: ``sqlite:///path``, ``postgresql://...`` or
-        ``postgresql+psycopg://...``.
-    """
-    url = make_url(db_url)
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
-    return url.render_as_string(hide_password=False)
-
-
-def make_engine(db_url: str, **kwargs: Any) -> Engine:
-    """Create an engine for the scheduler's database.
-
-    Parameters
-    ----------
-    db_url : str
-        SQLite or PostgreSQL URL (see :func:`normalize_url`).
-    **kwargs
-        Passed on to :func:`sqlalchemy.create_engine`.
-
-    Returns
-    -------
-    sqlalchemy.Engine
-        For SQLite, transactions begin with ``BEGIN``, or ``BEGIN IMMEDIATE``
-        on an engine derived with ``execution_options(sqlite_begin="IMMEDIATE")``.
-    """
-    url = make_url(normalize_url(db_url))
-    if url.get_backend_name() != "sqlite":
-        kwargs.setdefault("pool_pre_ping", True)
-        return create_engine(url, **kwargs)
-
-    connect_args = kwargs.pop("connect_args", {})
-    connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT)
-    # Connections move between the service's worker threads, one at a time.
-    connect_args.setdefault("check_same_thread", False)
-    engine = create_engine(url, connect_args=connect_args, **kwargs)
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN, below
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
-        if url.database and url.database != ":memory:":
-            _use_wal(cursor)
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode, and faster
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection):
-        mode = connection.get_execution_options().get("sqlite_begin", "")
-        if mode not in ("", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"):
-            raise ValueError(f"unknown sqlite_begin mode {mode!r}")
-        connection.exec_driver_sql(f"BEGIN {mode}".strip())
-
-    return engine
-
-
-def _use_wal(cursor) -> None:
-    """Switch the database file to WAL once; later connections find it so.
-
-    Switching needs a moment without other connections, and SQLite does not
-    apply the busy timeout to it: connections opening together (replicas
-    starting, the first requests) retry briefly instead of failing.
-    """
-    for attempt in range(50):
-        try:
-            if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or attempt == 49:
-                raise
-            time.sleep(0.05 + 0.01 * attempt)
 
 
 def alembic_config(db_url: str) -> Config:

@@ -1,0 +1,178 @@
+"""A JSON handler base for hub services: the hub's identity, one error translator.
+
+The same contract as the scheduler's handler base (which the deployer reuses),
+without any service's errors or core in it, so a newer service (secrets) can
+build on it without importing another service's package:
+
+- JSON in and out, ``no-store`` and a frame-ancestors CSP on every answer;
+- authentication is the hub's (HubOAuth: ``Authorization: token ...`` or the
+  hub's cookie); a request without either gets a JSON 401, never a redirect;
+- errors are translated in one place (STYLE rule 16): a
+  :class:`~.errors.ServiceError` carries its status, pydantic's
+  ``ValidationError`` is a 400 listing each bad field, anything else a 500
+  whose traceback is only logged;
+- request bodies are never logged (they may hold a secret value).
+
+A service subclasses it, sets :attr:`service_name`, :attr:`request_counter`
+and :attr:`core_setting`, and mixes in :mod:`.web`'s routes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from typing import Any
+
+from jupyterhub.services.auth import HubOAuthenticated
+from pydantic import BaseModel, ValidationError
+from tornado import web
+
+from .errors import Invalid, ServiceError, TooLarge
+
+log = logging.getLogger("shipyard.services")
+
+
+def error_list(error: ValidationError) -> list[dict[str, Any]]:
+    """Each bad field of ``error``: ``{"field", "message"}``, without the input sent.
+
+    The input is left out on purpose: it may be a secret value.
+    """
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
+        for e in error.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+class ServiceHandler(HubOAuthenticated, web.RequestHandler):
+    """JSON in and out, the hub's identity, one error translator."""
+
+    #: Named in 500 answers and in the log.
+    service_name = "service"
+    #: A prometheus Counter labelled (route, method, status); None counts nothing.
+    request_counter: Any = None
+    #: The application setting that holds the service's core.
+    core_setting = "core"
+    #: Largest request body read, in bytes.
+    max_body_bytes = 1024**2
+
+    @property
+    def core(self) -> Any:
+        return self.settings[self.core_setting]
+
+    def prepare(self) -> None:
+        self._started = time.perf_counter()
+
+    def on_finish(self) -> None:
+        if self.request_counter is not None:
+            route = getattr(self, "route_name", type(self).__name__)
+            self.request_counter.labels(route, self.request.method, str(self.get_status())).inc()
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "frame-ancestors 'none'")
+
+    def check_xsrf_cookie(self) -> None:
+        # Token requests need no XSRF check; HubOAuth refuses a cookie-authenticated
+        # write without the XSRF token itself.
+        return
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        errors: list[dict[str, Any]] = []
+        if isinstance(error, ServiceError):
+            message = error.message
+        elif isinstance(error, ValidationError):
+            errors = error_list(error)
+            message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        elif isinstance(error, web.HTTPError) and error.log_message:
+            message = error.log_message % error.args if error.args else error.log_message
+        elif status_code >= 500:
+            message = (
+                f"Internal error in the {self.service_name} service; "
+                "the admin finds the details in its log."
+            )
+        else:
+            message = self._reason
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"status": status_code, "message": message, "errors": errors}))
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, ServiceError):
+            log.info("%s %s: %s %s", self.request.method, self.request.path, typ.__name__, value)
+            return
+        if isinstance(value, ValidationError):
+            fields = ", ".join(e["field"] for e in error_list(value))
+            log.info("%s %s: invalid %s", self.request.method, self.request.path, fields)
+            return
+        if isinstance(value, web.HTTPError) and value.status_code < 500:
+            log.info("%s %s: %s", self.request.method, self.request.path, value.log_message)
+            return
+        log.error(
+            "Uncaught error in %s %s\n%s",
+            self.request.method,
+            self.request.path,
+            "".join(traceback.format_exception(typ, value, tb)),
+        )
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, ServiceError | ValidationError):
+            status = e.status if isinstance(e, ServiceError) else 400
+            self.log_exception(type(e), e, e.__traceback__)
+            self.send_error(status, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+    # -- identity
+
+    def hub_identity(self) -> dict[str, Any]:
+        """The hub model of the caller (a user or a service); a JSON 401 without a login."""
+        model = self.current_user
+        if not model:
+            raise web.HTTPError(
+                401,
+                "A hub login is needed: send 'Authorization: token <hub API token>' (in a "
+                "Shipyard server, $JUPYTERHUB_API_TOKEN) or log in to the hub.",
+            )
+        return model
+
+    @property
+    def client_address(self) -> str | None:
+        return self.request.remote_ip
+
+    # -- bodies
+
+    def json_body(self) -> Any:
+        if len(self.request.body) > self.max_body_bytes:
+            raise TooLarge(
+                f"the request is {len(self.request.body)} bytes, over the limit of "
+                f"{self.max_body_bytes}"
+            )
+        if not self.request.body:
+            return {}
+        try:
+            return json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise Invalid("the request body is not JSON") from None
+
+    def parse(self, model: type[BaseModel]) -> Any:
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise Invalid("the request body must be a JSON object")
+        return model.model_validate(body)
+
+    def send(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        if isinstance(value, BaseModel):
+            self.finish(value.model_dump_json())
+        else:
+            self.finish(json.dumps(value, default=str))
+
+    def no_content(self) -> None:
+        """Finish with a 204 and no body."""
+        self.set_status(204)
+        self.clear_header("Content-Type")
+        self.finish()

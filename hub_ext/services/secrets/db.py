@@ -1,0 +1,40 @@
+"""Engines and schema upgrades for the secrets database.
+
+The engine is the shared :func:`hub_ext.services.common.db.make_engine`
+(SQLite in WAL mode with a busy timeout; PostgreSQL through psycopg 3). The
+revisions record themselves in ``secrets_alembic_version``, so the service
+may share one PostgreSQL database with the others without reading their
+revision. :func:`upgrade` runs on every start (STYLE rule 12).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+from ..common.db import make_engine, normalize_url
+
+__all__ = ["ALEMBIC_DIR", "UPGRADE_LOCK_KEY", "VERSION_TABLE", "make_engine", "upgrade"]
+
+ALEMBIC_DIR = Path(__file__).with_name("alembic")
+
+#: Alembic's revision table of this service.
+VERSION_TABLE = "secrets_alembic_version"
+
+#: PostgreSQL advisory lock serialising concurrent upgrades (the scheduler's is ...0001).
+UPGRADE_LOCK_KEY = 0x5348_4950_5944_0005
+
+
+def alembic_config(db_url: str) -> Config:
+    """Return an Alembic configuration for the shipped revisions, without an ini file."""
+    config = Config()
+    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    config.set_main_option("sqlalchemy.url", normalize_url(db_url).replace("%", "%%"))
+    return config
+
+
+def upgrade(db_url: str, revision: str = "head") -> None:
+    """Create the schema, or upgrade it to ``revision``; safe on every start and concurrently."""
+    command.upgrade(alembic_config(db_url), revision)
