@@ -443,6 +443,10 @@ def settings_from_env() -> dict:
     # before are not allowed for that alone (JupyterHub's allow_existing_users)
     s["allow_existing_users"] = False
     s["auth_refresh_age"] = _env.integer("SHIPYARD_LDAP_REFRESH_AGE", 300)
+    # with a search account, a failed re-read means "left the directory or every allowed
+    # group" (an unreachable directory keeps the session): then the user's API tokens stop
+    # working too, not only their browser session (JupyterHub's auth_refresh_strict)
+    s["auth_refresh_strict"] = bool(bind_user and group_base)
     return s
 
 
