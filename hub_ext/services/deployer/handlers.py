@@ -51,9 +51,17 @@ class BaseHandler(_SchedulerBaseHandler):
     def owner(self) -> str | None:
         return self.get_query_argument("owner", None) or None
 
+    @property
+    def audit_owner(self) -> str | None:
+        # the deployment's owner when the answer does not say (a refusal): ?owner= or the caller
+        user = self.current_user
+        return self.owner or (user.get("name") if isinstance(user, dict) else None)
+
 
 class DeploymentsHandler(BaseHandler):
     route_name = "deployments"
+    audit_actions = {"POST": "deployment.create"}
+    audit_target = "deployment/{result[name]}"
 
     async def get(self) -> None:
         caller = await self.caller()
@@ -68,6 +76,8 @@ class DeploymentsHandler(BaseHandler):
 
 class DeploymentHandler(BaseHandler):
     route_name = "deployment"
+    audit_actions = {"PATCH": "deployment.scale", "DELETE": "deployment.delete"}
+    audit_target = "deployment/{0}"
 
     async def get(self, name: str) -> None:
         caller = await self.caller()
@@ -86,6 +96,8 @@ class DeploymentHandler(BaseHandler):
 
 class VersionsHandler(BaseHandler):
     route_name = "versions"
+    audit_actions = {"POST": "deployment.create"}
+    audit_target = "deployment/{0}"
 
     async def post(self, name: str) -> None:
         caller = await self.caller()
@@ -103,6 +115,8 @@ class VersionHandler(BaseHandler):
 
 class TrafficHandler(BaseHandler):
     route_name = "traffic"
+    audit_actions = {"PUT": "deployment.traffic"}
+    audit_target = "deployment/{0}"
 
     async def put(self, name: str) -> None:
         caller = await self.caller()
@@ -112,6 +126,8 @@ class TrafficHandler(BaseHandler):
 
 class PromoteHandler(BaseHandler):
     route_name = "promote"
+    audit_actions = {"POST": "deployment.promote"}
+    audit_target = "deployment/{0}"
 
     async def post(self, name: str) -> None:
         caller = await self.caller()
@@ -123,6 +139,8 @@ class PromoteHandler(BaseHandler):
 
 class RollbackHandler(BaseHandler):
     route_name = "rollback"
+    audit_actions = {"POST": "deployment.rollback"}
+    audit_target = "deployment/{0}"
 
     async def post(self, name: str) -> None:
         caller = await self.caller()

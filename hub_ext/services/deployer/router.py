@@ -53,6 +53,8 @@ from jupyterhub.services.auth import HubAuth, check_scopes
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 
+from hub_ext.audit import emit
+
 from .backend import Backend, version_key
 from .breaker import Breakers
 from .metrics import MODEL_LATENCY, MODEL_REQUESTS, RETRIES, VersionWindow
@@ -148,7 +150,30 @@ class ModelRouter:
     # ---------------------------------------------------------------- auth
 
     async def authorize(self, handler: web.RequestHandler, owner: str, name: str) -> Route:
-        """The route of ``owner/name`` if the request's token may invoke it; else an HTTP error."""
+        """The route of ``owner/name`` if the request's token may invoke it; else an HTTP error.
+
+        A refusal is recorded in the audit trail (``model.invoke_denied``) with the caller,
+        if the hub knows the token, and the reason the caller was given.
+        """
+        handler.invoker = None
+        try:
+            return await self._authorize(handler, owner, name)
+        except web.HTTPError as e:
+            caller = handler.invoker or {}
+            emit(
+                "model.invoke_denied",
+                actor=caller.get("name"),
+                actor_kind=caller.get("kind", "user") if caller else "anonymous",
+                target=f"deployment/{name}",
+                owner=owner,
+                outcome="denied",
+                reason="not found" if e.status_code == 404 else e.log_message,
+                client=handler.request.remote_ip,
+                details={"status": e.status_code, "path": handler.request.path},
+            )
+            raise
+
+    async def _authorize(self, handler: web.RequestHandler, owner: str, name: str) -> Route:
         match = HubAuth.auth_header_pat.match(handler.request.headers.get("Authorization", ""))
         if not match:
             raise web.HTTPError(
@@ -159,6 +184,7 @@ class ModelRouter:
         model = await self.hub_auth.user_for_token(match.group(1), sync=False)
         if not model:
             raise web.HTTPError(401, "The hub does not know this token (expired or revoked?).")
+        handler.invoker = model
         if not check_scopes({f"{INVOKE_SCOPE}!user={owner}"}, set(model.get("scopes") or ())):
             raise web.HTTPError(
                 403,

@@ -30,6 +30,7 @@ from jupyterhub.services.auth import HubOAuthenticated
 from pydantic import BaseModel, ValidationError
 from tornado import web
 
+from ..common import audit as audit_trail
 from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
 from .api import (
     CreateJobRequest,
@@ -65,6 +66,9 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     request_counter = REQUESTS
     #: The 403 answer to a caller that is not a hub user (a service).
     non_user_message = "Jobs belong to hub users; services cannot own them."
+    #: Audited methods and their actions, and the target's form (hub_ext.services.common.audit).
+    audit_actions: dict[str, audit_trail.Action] = {}
+    audit_target = ""
 
     @property
     def core(self) -> SchedulerCore:
@@ -76,6 +80,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
     def on_finish(self) -> None:
         route = getattr(self, "route_name", type(self).__name__)
         self.request_counter.labels(route, self.request.method, str(self.get_status())).inc()
+        audit_trail.record(self)
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -105,6 +110,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
             )
         else:
             message = self._reason
+        self.audit_reason = message
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"status": status_code, "message": message, "errors": errors}))
 
@@ -175,6 +181,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         return model.model_validate(args)
 
     def send(self, value: Any, status: int = 200) -> None:
+        self.audit_result = value
         self.set_status(status)
         if isinstance(value, BaseModel):
             self.finish(value.model_dump_json())
@@ -188,8 +195,20 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         self.finish()
 
 
+def _job_patch_action(handler: BaseHandler) -> str:
+    try:
+        body = json.loads(handler.request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and body.get("paused") is not None:
+        return "job.pause" if body["paused"] else "job.resume"
+    return "job.update"
+
+
 class JobsHandler(BaseHandler):
     route_name = "jobs"
+    audit_actions = {"POST": "job.create"}
+    audit_target = "job/{result[id]}"
 
     async def get(self) -> None:
         caller = await self.caller()
@@ -203,6 +222,8 @@ class JobsHandler(BaseHandler):
 
 class JobHandler(BaseHandler):
     route_name = "job"
+    audit_actions = {"PATCH": _job_patch_action, "DELETE": "job.delete"}
+    audit_target = "job/{0}"
 
     async def get(self, job_id: str) -> None:
         caller = await self.caller()
@@ -220,6 +241,8 @@ class JobHandler(BaseHandler):
 
 class JobNotebookHandler(BaseHandler):
     route_name = "job_notebook"
+    audit_actions = {"PUT": "job.update"}
+    audit_target = "job/{0}"
 
     async def get(self, job_id: str) -> None:
         caller = await self.caller()
@@ -258,6 +281,8 @@ class JobUpcomingHandler(BaseHandler):
 
 class JobRunsHandler(BaseHandler):
     route_name = "job_runs"
+    audit_actions = {"POST": "job.run"}
+    audit_target = "job/{0}"
 
     async def get(self, job_id: str) -> None:
         caller = await self.caller()
@@ -307,6 +332,8 @@ class RunLogHandler(BaseHandler):
 
 class RunOutputHandler(BaseHandler):
     route_name = "run_output"
+    audit_actions = {"GET": "run.output_download"}
+    audit_target = "run/{0}"
 
     async def get(self, run_id: str) -> None:
         caller = await self.caller()

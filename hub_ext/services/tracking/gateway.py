@@ -21,6 +21,7 @@ from jupyterhub.services.auth import HubOAuthenticated
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from tornado import httpclient, web
 
+from . import audit as audit_trail
 from .mlflow_auth import ADMIN_HEADER, SECRET_HEADER, USER_HEADER
 from .mlflow_process import BOOTSTRAP_ADMIN
 from .policies import Access, decide
@@ -81,6 +82,8 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
     def on_finish(self) -> None:
         REQUESTS.labels(self._access, str(self.get_status())).inc()
         LATENCY.labels(self._access).observe(time.perf_counter() - self._started)
+        if self.path_args:
+            audit_trail.record(self, self.path_args[0])
 
     @property
     def mlflow_url(self) -> str:
@@ -98,6 +101,7 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
             code, message = "PERMISSION_DENIED", "Your hub token does not grant access to tracking."
         else:
             code, message = "INTERNAL_ERROR", self._reason
+        self.audit_reason = message
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error_code": code, "message": message}))
 
