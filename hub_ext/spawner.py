@@ -33,6 +33,7 @@ from traitlets.config import Configurable
 
 from . import slugs
 from .accounts import AccountError, ensure_account
+from .audit import spawner as audit_spawner
 from .cgroups import DRIVERS, CgroupDriver, Limits, detect_driver
 from .environments import BuiltEnvironment, default_envs_dir, find_built, find_built_at
 from .gpus import GpuAllocator, GpuUnavailable, detect_gpus
@@ -146,8 +147,26 @@ class ProfileSpawnerMixin(Configurable):
 
     @property
     def profiles(self) -> ProfilesConfig:
-        """The current profiles (re-read when the file changed)."""
-        return ProfileStore.for_path(self.profiles_file).get()
+        """The current profiles (re-read when the file changed; a change is audited)."""
+        store = ProfileStore.for_path(self.profiles_file)
+        config = store.get()
+        audit_spawner.profiles_seen(store, config)
+        return config
+
+    async def start(self):
+        """The concrete spawner's start, audited (``server.start``, with the profile)."""
+        try:
+            started = await super().start()
+        except Exception as e:
+            audit_spawner.server_event(self, "server.start", "failed", str(e))
+            raise
+        audit_spawner.server_event(self, "server.start")
+        return started
+
+    async def stop(self, now=False):
+        """The concrete spawner's stop, audited (``server.stop``)."""
+        await super().stop(now=now)
+        audit_spawner.server_event(self, "server.stop")
 
     @property
     def user_groups(self) -> list[str]:
