@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from .audit import cli as audit_cli
+from .audit import emit as audit_emit
 from .auth import cli as users_cli
 from .environments import (
     EnvironmentBuilder,
@@ -148,6 +149,21 @@ def _build_profile_environments(config: ProfilesConfig) -> None:
         _build_one(name, force=False, installer="auto", python=None, echo=False)
 
 
+def _audit_build(name: str, outcome: str, reason: str | None, details: dict) -> None:
+    """Record ``environment.build`` for the account that ran the command."""
+    import getpass
+
+    audit_emit(
+        "environment.build",
+        actor=getpass.getuser(),
+        actor_kind="system",
+        target=f"environment/{name}",
+        outcome=outcome,
+        reason=reason,
+        details=details,
+    )
+
+
 def _build_one(name: str, *, force: bool, installer: str, python: str | None, echo: bool):
     started = time.monotonic()
 
@@ -161,8 +177,11 @@ def _build_one(name: str, *, force: bool, installer: str, python: str | None, ec
         )
         result = builder.build(env, force=force)
     except EnvironmentProblem as e:
+        _audit_build(name, "failed", str(e), {"installer": installer})
         raise CLIError(str(e)) from None
     built = result.env
+    if not result.reused:  # an up-to-date environment was not built again
+        _audit_build(name, "allowed", None, {"digest": built.digest, "installer": installer})
     verb = "is up to date" if result.reused else f"built in {result.seconds:.1f} s"
     print(f"  {name} {verb}: {built.path} ({built.digest[:19]}…)", flush=True)
     return result
