@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import secrets
 import signal
 import socket
@@ -202,6 +203,52 @@ class HubProcess:
         r = self.api("POST", f"/users/{name}/tokens", json={"note": "test", "expires_in": 3600})
         assert r.status_code == 201, r.text
         return r.json()["token"]
+
+    def login(self, user: str, password: str) -> tuple[requests.Session, requests.Response]:
+        """Log in through the hub's login form; return the session and the form's answer.
+
+        A successful login answers 302 (not followed); a refused one 403; a one-time
+        password 200 with the "choose your password" form.
+        """
+        session = requests.Session()
+        session.get(self.url + "/hub/login", timeout=30)
+        r = session.post(
+            self.url + "/hub/login",
+            data={"username": user, "password": password, "_xsrf": session.cookies.get("_xsrf")},
+            timeout=60,
+            allow_redirects=False,
+        )
+        return session, r
+
+    def add_user_with_password(
+        self, name: str, groups: list[str] = (), password: str | None = None
+    ) -> str:
+        """Create ``name`` the way an admin does, and give them a password of their own.
+
+        As ``shipyard users add`` does: the user is created through the REST API and gets
+        a one-time password (``/hub/api/shipyard/users/NAME/one-time-password``), which
+        they replace at their first login. Returns the password they chose.
+        """
+        self.create_user(name, groups)
+        r = self.api("POST", f"/shipyard/users/{name}/one-time-password", json={})
+        assert r.status_code == 201, r.text
+        session, form = self.login(name, r.json()["password"])
+        ticket = re.search(r'name="ticket" value="([^"]+)"', form.text)
+        assert form.status_code == 200 and ticket, f"no first-password form: {form.status_code}"
+        password = password or f"{name}-Pw-{secrets.token_hex(6)}"
+        r = session.post(
+            self.url + "/hub/first-password",
+            data={
+                "ticket": ticket.group(1),
+                "new_password": password,
+                "new_password_confirmation": password,
+                "_xsrf": session.cookies.get("_xsrf"),
+            },
+            timeout=60,
+            allow_redirects=False,
+        )
+        assert r.status_code == 302, f"first password refused: {r.status_code}"
+        return password
 
     def server_url(self, user: str, server: str = "") -> str:
         return f"{self.url}/user/{user}/{server + '/' if server else ''}"

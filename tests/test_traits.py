@@ -24,6 +24,7 @@ MODULES = [
     "server_ext.magics",
     "hub_ext.auth.ldap",
     "hub_ext.auth.oidc",
+    "hub_ext.auth.native",
 ]
 
 

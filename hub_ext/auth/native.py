@@ -521,6 +521,7 @@ class LoginHandler(_Templates, native_handlers.LoginHandler):
         if ticket:
             html = await self.render_template(
                 "shipyard-first-password.html",
+                min_length=self.authenticator.minimum_password_length,
                 ticket=ticket[0],
                 user_name=ticket[1],
                 next=self.get_argument("next", default=""),
@@ -555,6 +556,7 @@ class FirstPasswordHandler(_Templates, BaseHandler):
             self.set_status(403)
             html = await self.render_template(
                 "shipyard-first-password.html",
+                min_length=self.authenticator.minimum_password_length,
                 expired=True,
                 login_url=self.settings["login_url"],
             )
@@ -569,6 +571,7 @@ class FirstPasswordHandler(_Templates, BaseHandler):
             self.set_status(400)
             html = await self.render_template(
                 "shipyard-first-password.html",
+                min_length=self.authenticator.minimum_password_length,
                 ticket=ticket,
                 user_name=username,
                 next=self.get_body_argument("next", ""),
