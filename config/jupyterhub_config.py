@@ -14,6 +14,19 @@ for the README, for CI and for a small team's server:
     SHIPYARD_NATIVE_LOCKOUT_FAILURES  native: failed logins in a row that lock an account (5; 0 never)
     SHIPYARD_NATIVE_LOCKOUT_SECONDS   native: how long a locked account stays locked (600)
     SHIPYARD_NATIVE_MIN_PASSWORD_LENGTH native: the shortest password accepted (10)
+    SHIPYARD_LDAP_*          with SHIPYARD_AUTH=ldap, the directory (hub_ext/auth/ldap.py says more):
+        URL (ldap://host for StartTLS, ldaps://host), TLS (starttls|ldaps|insecure), CA_FILE;
+        BIND_DN_TEMPLATE (uid={username},ou=people,dc=example,dc=org), or USER_SEARCH_BASE and
+        USER_ATTRIBUTE (uid; sAMAccountName in AD) to look users up; BIND_USER and
+        BIND_PASSWORD_FILE (or BIND_PASSWORD), a search account; USER_FILTER; GROUP_SEARCH_BASE
+        (the user's groups there become hub groups), GROUP_FILTER, GROUP_NAME_ATTRIBUTE (cn);
+        ALLOWED_GROUPS (names) or ALLOW_ALL=1; ADMIN_GROUPS; REFRESH_AGE (300 s between re-reads)
+    SHIPYARD_OIDC_*          with SHIPYARD_AUTH=oidc, the provider (hub_ext/auth/oidc.py says more):
+        ISSUER (endpoints discovered), or AUTHORIZE_URL, TOKEN_URL and USERINFO_URL; CLIENT_ID;
+        CLIENT_SECRET_FILE (or CLIENT_SECRET); SCOPES (openid profile email); USERNAME_CLAIM
+        (preferred_username); GROUPS_CLAIM (groups: they become hub groups); ALLOWED_GROUPS or
+        ALLOW_ALL=1; ADMIN_GROUPS; REFRESH_AGE (300 s between re-reads); CALLBACK_URL
+        ($SHIPYARD_BIND_URL/hub/oauth_callback); CA_FILE; LOGIN_SERVICE; LOGOUT_URL
     SHIPYARD_PROFILES        the profiles file (config/profiles.yaml)
     SHIPYARD_CULL_TIMEOUT    seconds of inactivity before a server is culled (3600; 0 turns culling off)
     SHIPYARD_TRACKING        1 runs the tracking service (MLflow at /services/tracking/); 0 does not
