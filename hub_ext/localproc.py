@@ -45,7 +45,7 @@ from pathlib import Path
 import psutil
 
 from hub_ext import slugs
-from hub_ext.accounts import AccountError, ensure_account
+from hub_ext.accounts import USER_UMASK, AccountError, ensure_account
 from hub_ext.cgroups import DRIVERS, CgroupDriver, Limits, detect_driver
 from hub_ext.environments import BuiltEnvironment, find_built
 from hub_ext.profiles import Profile
@@ -365,6 +365,9 @@ def make_preexec(
 ) -> Callable[[], None]:
     """What runs between fork and exec: join the cgroup, become the owner, die with the parent.
 
+    As the owner, the process gets :data:`~hub_ext.accounts.USER_UMASK` (files it
+    creates are the owner's alone).
+
     Everything that may load a library or read a file (the cgroup's paths,
     the account's groups) is looked up here, before the fork.
 
@@ -395,6 +398,7 @@ def make_preexec(
         join_cgroup()  # while still root: the cgroup files are root's
         if become_user is not None:
             become_user()
+            os.umask(USER_UMASK)  # what the user's code saves is theirs alone
         # after the switch of user, which clears it: the process dies with the
         # service, even by kill -9, instead of running on unwatched
         die_with_parent(signal.SIGKILL)

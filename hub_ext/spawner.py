@@ -32,7 +32,7 @@ from traitlets import Bool, CaselessStrEnum, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
 from . import slugs
-from .accounts import AccountError, ensure_account
+from .accounts import USER_UMASK, AccountError, ensure_account, make_home_private
 from .audit import spawner as audit_spawner
 from .cgroups import DRIVERS, CgroupDriver, Limits, detect_driver
 from .environments import BuiltEnvironment, default_envs_dir, find_built, find_built_at
@@ -730,15 +730,18 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     async def _ensure_account(self) -> None:
         account = self.account
         try:
-            pwd.getpwnam(account)
-            return
+            entry = pwd.getpwnam(account)
         except KeyError:
-            if not self.create_system_users:
-                raise web.HTTPError(
-                    403,
-                    f"No system account {account!r} exists for {self.user.name} and Shipyard is "
-                    "configured not to create one (create_system_users = False). Ask an admin.",
-                ) from None
+            entry = None
+        if entry is not None:  # a home made before homes were private is repaired
+            await asyncio.to_thread(make_home_private, entry)
+            return
+        if not self.create_system_users:
+            raise web.HTTPError(
+                403,
+                f"No system account {account!r} exists for {self.user.name} and Shipyard is "
+                "configured not to create one (create_system_users = False). Ask an admin.",
+            )
         try:
             await ensure_account(
                 account,
@@ -761,9 +764,14 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
                 except OSError:
                     pass
 
+        # decided before the fork: in the child, after the switch, nobody is root
+        umask = USER_UMASK if self.run_as_root else None
+
         def preexec():
             join_cgroup()  # while still root: the cgroup files are root's
             become_user()
+            if umask is not None:  # notebooks and files the user saves are theirs alone
+                os.umask(umask)
 
         return preexec
 
