@@ -430,3 +430,13 @@ def test_the_settings_an_admin_gives(monkeypatch, tmp_path):
     assert s["allowed_group_names"] == {"staff", "research"}
     assert s["admin_group_names"] == {"admins"}
     assert s["manage_groups"] and not s["allow_existing_users"] and not s["allow_all"]
+
+
+@needs_root
+def test_no_password_reaches_the_hub_log(ldap_hub, directory):
+    """After every login above: neither a user's nor the search account's password is logged."""
+    LoginCheck(ldap_hub)("alice", PASSWORDS["alice"], allowed=True)
+    log = ldap_hub.log_path.read_text(errors="replace")
+    assert "alice" in log
+    for secret in [directory.reader_password, *PASSWORDS.values()]:
+        assert secret not in log

@@ -398,3 +398,20 @@ def test_the_settings_an_admin_gives(oidc, monkeypatch, tmp_path):
     assert key.stat().st_mode & 0o777 == 0o600
     assert c.CryptKeeper["keys"] == [key.read_text().strip()]
     assert settings_from_env()["allow_all"] is False
+
+
+@needs_root
+def test_no_secret_reaches_the_hub_log(oidc):
+    """After every login above: no password, client secret or token is in the hub's log."""
+    hub, provider = oidc
+    login(oidc, "alice", allowed=True)
+    log = hub.log_path.read_text(errors="replace")
+    assert "alice" in log
+    for secret in [provider.client_secret, *PASSWORDS.values()]:
+        assert secret not in log
+    # the access and refresh tokens the hub holds for alice are encrypted at rest
+    state = hub.api("GET", "/users/alice").json()["auth_state"]  # admin:auth_state
+    assert state["access_token"] and state["refresh_token"]
+    db = b"".join(p.read_bytes() for p in hub.data_dir.glob("jupyterhub.sqlite*"))
+    assert state["access_token"].encode() not in db
+    assert state["refresh_token"].encode() not in db
