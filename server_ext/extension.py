@@ -6,6 +6,7 @@ from jupyter_server.extension.application import ExtensionApp
 
 from hub_ext import __version__
 
+from .audit_handlers import audit_routes
 from .deploy_handlers import deployer_routes
 from .handlers import ExperimentsHandler, ProfileHandler
 from .scheduler_handlers import scheduler_routes
@@ -25,5 +26,6 @@ class ShipyardExtension(ExtensionApp):
                 (r"/shipyard/api/experiments", ExperimentsHandler),
                 *scheduler_routes(),
                 *deployer_routes(),
+                *audit_routes(),
             ]
         )

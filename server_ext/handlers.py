@@ -102,15 +102,34 @@ def current_usage(charged: int | None = None) -> dict:
     return {"cpu_percent": round(cpu, 1), "mem_bytes": charged if charged else rss}
 
 
+def owner_is_admin(user: object) -> bool:
+    """Whether the hub says this server's owner is a hub admin, from the request's login.
+
+    Inside JupyterHub the request's user carries the hub's model of the login
+    (``hub_user``, which the hub gives every token, with ``admin``); it counts only when
+    the login is the server's owner, since the server's forwarders call the services as
+    the owner. Elsewhere (a server outside JupyterHub) there is no hub and no admin.
+
+    Only a hint for the panel, which shows its Audit section to admins and keeps every
+    other user's browser from asking: the audit service alone decides who reads the
+    trail, and answers 403 to anyone else, whatever this says.
+    """
+    hub_user = getattr(user, "hub_user", None)
+    if not isinstance(hub_user, dict):
+        return False
+    owner = os.environ.get("JUPYTERHUB_USER")
+    return bool(owner) and hub_user.get("name") == owner and hub_user.get("admin") is True
+
+
 class ProfileHandler(ExtensionHandlerMixin, APIHandler):
-    """GET /shipyard/api/profile: what this server runs with."""
+    """GET /shipyard/api/profile: what this server runs with, and whether its owner is an admin."""
 
     auth_resource = AUTH_RESOURCE
 
     @web.authenticated
     @authorized
     def get(self):
-        self.finish(json.dumps(current_profile()))
+        self.finish(json.dumps({**current_profile(), "admin": owner_is_admin(self.current_user)}))
 
 
 def _tracking_base() -> str:
