@@ -265,6 +265,8 @@ def test_a_session_follows_the_directory_through_the_search_account(ldap_hub, di
         LoginCheck(ldap_hub)(
             "erin", PASSWORDS["erin"], allowed=False, reason="not in an allowed directory group"
         )
+        # the hub ended the session cleanly (no "Failed to get current user" traceback)
+        assert "Failed to get current user" not in ldap_hub.log_tail(400)
     finally:
         directory.add_member("research", "erin")
         directory.add_member("staff", "erin")

@@ -295,6 +295,8 @@ def test_a_session_follows_the_provider_at_each_refresh(oidc):
         r = session.get(f"{hub.url}/hub/home", allow_redirects=False, timeout=30)
         assert r.status_code == 302 and "/hub/login" in r.headers["Location"], r.status_code
         login(oidc, "erin", allowed=False)
+        # the hub ended the session cleanly (no "Failed to get current user" traceback)
+        assert "Failed to get current user" not in hub.log_tail(400)
     finally:
         provider.set_groups("erin", ["staff", "research"])
 

@@ -59,6 +59,7 @@ from ldapauthenticator import LDAPAuthenticator
 from traitlets import Set, Unicode
 
 from . import AuthConfigError, _env
+from ._compat import mark_cookie_request
 from .audited import AuditedAuthenticatorMixin, note_login_failure
 
 #: What one login's group search found, handed from the worker thread's lookup
@@ -268,6 +269,7 @@ class ShipyardLDAPAuthenticator(AuditedAuthenticatorMixin, LDAPAuthenticator):
             return True
         if found is None:
             self.log.info("%s is no longer in the directory: a new login is needed.", user.name)
+            mark_cookie_request(handler)
             return False
         model = {"name": user.name, "admin": None}
         self._apply_groups(model, found)
@@ -276,6 +278,7 @@ class ShipyardLDAPAuthenticator(AuditedAuthenticatorMixin, LDAPAuthenticator):
         if self.allowed_group_names and set(found) & self.allowed_group_names:
             return model
         self.log.info("%s left every allowed directory group: a new login is needed.", user.name)
+        mark_cookie_request(handler)
         return False
 
     def _reread(self, username: str) -> list[str] | None:
@@ -447,6 +450,8 @@ def settings_from_env() -> dict:
     # group" (an unreachable directory keeps the session): then the user's API tokens stop
     # working too, not only their browser session (JupyterHub's auth_refresh_strict)
     s["auth_refresh_strict"] = bool(bind_user and group_base)
+    # and a server starts with the groups the directory has now (they pick its profile)
+    s["refresh_pre_spawn"] = bool(bind_user and group_base)
     return s
 
 

@@ -51,6 +51,7 @@ from oauthenticator.generic import GenericOAuthenticator
 from hub_ext.embedded import load_or_create_token
 
 from . import AuthConfigError, _env
+from ._compat import mark_cookie_request
 from .audited import AuditedAuthenticatorMixin, note_login_failure
 
 #: Where oauthenticator keeps the userinfo answer in auth_state.
@@ -82,7 +83,9 @@ class ShipyardOIDCAuthenticator(AuditedAuthenticatorMixin, GenericOAuthenticator
             refreshed["name"], refreshed
         ):
             self.log.info("%s is no longer in an allowed group: a new login is needed.", user.name)
-            return False
+            refreshed = False
+        if refreshed is False:
+            mark_cookie_request(handler)
         return refreshed
 
 
