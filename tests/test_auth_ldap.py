@@ -435,6 +435,26 @@ def test_the_settings_an_admin_gives(monkeypatch, tmp_path):
 
 
 @needs_root
+def test_directory_groups_decide_the_profiles_at_the_next_spawn(ldap_hub, directory):
+    """``roomy`` is for ``research`` (tests/conftest.py): the directory decides who gets it.
+
+    No new login in between: a spawn re-reads the groups with the search account first.
+    """
+    LoginCheck(ldap_hub)("alice", PASSWORDS["alice"], allowed=True)
+    ldap_hub.start_server("alice", profile="roomy")
+    ldap_hub.stop_server("alice")
+    directory.remove_member("research", "alice")
+    try:
+        time.sleep(1.2)  # past SHIPYARD_LDAP_REFRESH_AGE
+        r = ldap_hub.api("POST", "/users/alice/server", json={"profile": "roomy"})
+        assert r.status_code == 403, r.text
+        assert "only for members of the groups research" in r.json()["message"]
+        assert hub_groups(ldap_hub, "alice") == ["staff"]
+    finally:
+        directory.add_member("research", "alice")
+
+
+@needs_root
 def test_no_password_reaches_the_hub_log(ldap_hub, directory):
     """After every login above: neither a user's nor the search account's password is logged."""
     LoginCheck(ldap_hub)("alice", PASSWORDS["alice"], allowed=True)
