@@ -432,6 +432,15 @@ class ShipyardMagics(Magics):
     @argument("--retries", type=int, metavar="N", help="Retry a failed run up to N times.")
     @argument("--timeout", type=int, metavar="SECONDS", help="Stop a run after this long.")
     @argument("--html", action="store_true", help="Keep each run's output as HTML too.")
+    @argument(
+        "--secret",
+        dest="secrets",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="One of your secrets (%%secret set NAME) that runs get as $NAME; repeat for more. "
+        "Given, the list replaces the job's.",
+    )
     @line_magic
     @_user_errors
     def schedule(self, line: str):
@@ -473,6 +482,8 @@ class ShipyardMagics(Magics):
             settings["retry_attempts"] = args.retries
         if args.timeout is not None:
             settings["timeout_seconds"] = args.timeout
+        if args.secrets:
+            settings["secrets"] = [unquote(n) for n in args.secrets]
 
         client = SchedulerClient.from_environment()
         existing = client.job_named(name)
@@ -669,6 +680,15 @@ class ShipyardMagics(Magics):
         help="Send all of NAME's traffic to VERSION (after a --canary).",
     )
     @argument("--delete", metavar="NAME", help="Stop every version of NAME and remove it.")
+    @argument(
+        "--secret",
+        dest="secrets",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="One of your secrets (%%secret set NAME) the replicas get as $NAME; repeat for "
+        "more. Given, the list replaces the deployment's.",
+    )
     @line_magic
     @_user_errors
     def deploy(self, line: str):
@@ -772,6 +792,8 @@ class ShipyardMagics(Magics):
                 body["training_summary"] = summary
             if published.signature is not None:
                 body["signature"] = published.signature
+            if args.secrets:
+                body["secrets"] = [unquote(n) for n in args.secrets]
             if existing is None:
                 body = {"name": name, **body}
                 if args.replicas is not None:

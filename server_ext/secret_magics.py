@@ -42,6 +42,13 @@ class SecretMagics(Magics):
     @line_magic
     def secret(self, line: str = ""):
         """Keep secrets for jobs and models: ``%secret set NAME``, ``list``, ``delete NAME``."""
+        words = line.split()
+        if len(words) > 2 or (len(words) == 2 and "=" in words[1]):
+            # someone typed the value into the cell: refuse it before it is sent anywhere
+            raise UsageError(
+                "%secret takes only a verb and a NAME; the value is asked for in a password "
+                "prompt, never typed into a cell (cells are saved with the notebook)."
+            )
         args = parse_argstring(self.secret, line)  # a bad line raises UsageError
         if args.verb not in VERBS:
             raise UsageError(
@@ -53,12 +60,6 @@ class SecretMagics(Magics):
             return self._list()
         if not args.name:
             raise UsageError(f"Name the secret: %secret {args.verb} NAME")
-        if "=" in args.name or len(line.split()) > 2:
-            # someone typed the value into the cell: refuse it before it is sent anywhere
-            raise UsageError(
-                f"%secret {args.verb} takes only a NAME; the value is asked for in a password "
-                "prompt, never typed into a cell (cells are saved with the notebook)."
-            )
         if args.verb == "set":
             return self._set(args.name)
         return self._delete(args.name)

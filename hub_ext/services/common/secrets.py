@@ -5,6 +5,9 @@
   token (which the hub lets through to the secrets service; the service
   refuses any caller but the scheduler and the deployer). Values come back
   for one run or replica at a time and are never stored by the caller.
+- :func:`check_name` and :data:`SecretNames`: what may name a secret (an
+  environment variable name, not one the platform sets), the rule of the
+  secrets service and of a job's or deployment's ``secrets`` list alike;
 - :class:`~.scrub.Scrubber` (in :mod:`.scrub`) then removes the values from
   what the run or replica wrote (notebooks, HTML, logs) before anyone reads it.
 
@@ -17,11 +20,108 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
+from typing import Annotated
 
+from pydantic import AfterValidator
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from .errors import Invalid
+
 log = logging.getLogger("shipyard.secrets.client")
+
+#: An environment variable name, as POSIX shells accept it.
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+#: Longest secret name.
+MAX_NAME_LENGTH = 128
+
+#: Names a run or replica gets from the platform; a secret may not shadow them.
+RESERVED_NAMES = frozenset(
+    {
+        "HOME",
+        "LANG",
+        "LD_LIBRARY_PATH",
+        "LD_PRELOAD",
+        "LOGNAME",
+        "PATH",
+        "PWD",
+        "PYTHONHOME",
+        "PYTHONPATH",
+        "SHELL",
+        "TMPDIR",
+        "USER",
+        "VIRTUAL_ENV",
+        "CUDA_VISIBLE_DEVICES",
+    }
+)
+
+#: Prefixes of names the platform sets (hub tokens, tracking, Shipyard's own).
+RESERVED_PREFIXES = ("JUPYTERHUB_", "JUPYTER_", "MLFLOW_", "SHIPYARD_", "KUBERNETES_")
+
+#: Most secret names one job or deployment may name.
+MAX_SECRETS_PER_OBJECT = 50
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it may name a secret; raise :class:`~.errors.Invalid` saying why not.
+
+    Parameters
+    ----------
+    name : str
+        The name the caller sent.
+
+    Raises
+    ------
+    Invalid
+        Not an environment variable name, too long, or reserved.
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise Invalid(
+            f"{name!r} is not a valid secret name: use an environment variable name "
+            "(letters, digits and underscores, not starting with a digit), e.g. DB_PASSWORD"
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise Invalid(f"a secret name has at most {MAX_NAME_LENGTH} characters")
+    if name.upper() in RESERVED_NAMES or name.upper().startswith(RESERVED_PREFIXES):
+        raise Invalid(
+            f"{name!r} is set by Shipyard itself in runs and replicas; choose another name "
+            f"(not {', '.join(sorted(RESERVED_NAMES))}, nor one starting with "
+            f"{', '.join(RESERVED_PREFIXES)})"
+        )
+    return name
+
+
+def _names(value: list[str]) -> list[str]:
+    for name in value:
+        check_name(name)
+    if len(set(value)) != len(value):
+        raise ValueError("a secret is named twice")
+    if len(value) > MAX_SECRETS_PER_OBJECT:
+        raise ValueError(f"at most {MAX_SECRETS_PER_OBJECT} secrets")
+    return value
+
+
+def _name(value: str) -> str:
+    return check_name(value)
+
+
+def _as_value_error(func):
+    # pydantic turns ValueError (not our Invalid) into a field error
+    def check(value):
+        try:
+            return func(value)
+        except Invalid as e:
+            raise ValueError(e.message) from None
+
+    return check
+
+
+#: A secret's name, for pydantic models.
+SecretName = Annotated[str, AfterValidator(_as_value_error(_name))]
+#: A list of distinct secret names, for pydantic models (jobs and deployments use the same rule).
+SecretNames = Annotated[list[str], AfterValidator(_as_value_error(_names))]
 
 
 class SecretsUnavailable(Exception):

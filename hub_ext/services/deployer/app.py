@@ -26,6 +26,7 @@ from traitlets.config import Application
 from hub_ext import __version__
 from hub_ext.profiles import ProfileStore
 
+from ..common.secrets import SecretsResolver
 from ..common.web import listen, make_app, stop_event
 from .backend import BACKENDS, Backend
 from .breaker import Breakers
@@ -388,6 +389,8 @@ class DeployerService(Application):
             credentials=TrackingCredentials(
                 api_url, token, self.tracking_url, self.tracking_token_seconds
             ),
+            # the secrets service's URL comes from the hub's config (SHIPYARD_SECRETS_API_URL)
+            secrets=SecretsResolver.from_environment(),
             drain_seconds=self.drain_seconds,
             stop_grace=self.stop_grace,
             max_replicas=self.max_replicas,

@@ -95,6 +95,11 @@ class VersionSpec:
     env : Mapping[str, str]
         Extra environment of each replica: ``MLFLOW_TRACKING_URI`` and the
         owner's short-lived ``MLFLOW_TRACKING_TOKEN`` (tracking access only).
+    secrets : Mapping[str, str]
+        The owner's secrets the deployment names, by name, resolved for this
+        start: environment variables of each local replica (the Kubernetes
+        backend references the owner's Secret instead), scrubbed from the
+        version's log. Never in ``repr``.
     training_summary : dict or None
         The training data's summary for drift (``--training-summary``).
     timeout_seconds : float
@@ -110,6 +115,7 @@ class VersionSpec:
     profile: Profile
     replicas: int
     env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
     training_summary: dict[str, Any] | None = None
     timeout_seconds: float = 30
     max_body_bytes: int = 10 * 1024**2

@@ -42,6 +42,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from hub_ext.profiles import ProfileChoiceError, ProfileStore
 
+from ..common.secrets import SecretsResolver, SecretsUnavailable
 from ..scheduler.core import Caller, HubDirectory
 from ..scheduler.errors import Forbidden, Invalid, NotFound
 from . import metrics
@@ -120,6 +121,9 @@ class DeployerCore:
     profiles: ProfileStore
     directory: HubDirectory | None
     credentials: Callable[[str, str], Any]
+    #: ``await secrets(owner, names, purpose, details)``: the values of the owner's secrets
+    #: (:class:`~hub_ext.services.common.secrets.SecretsResolver`).
+    secrets: Callable[..., Any] = field(default_factory=lambda: SecretsResolver("", ""))
     max_request_bytes: int = 4 * 1024**2
     drain_seconds: float = 10.0
     stop_grace: float = 20.0
@@ -170,6 +174,12 @@ class DeployerCore:
             raise NotFound("no such deployment")
         return owner
 
+    @staticmethod
+    def _check_secrets(caller: Caller, owner: str, secrets: Sequence[str] | None) -> None:
+        """Only the owner names the secrets their replicas get (not an admin acting for them)."""
+        if secrets and caller.name != owner:
+            raise Forbidden(f"only {owner!r} can choose which of their secrets a deployment gets")
+
     async def _profile(self, owner: str, caller: Caller, slug: str | None) -> str:
         groups = caller.groups if owner == caller.name else await self.groups_of(owner)
         try:
@@ -213,6 +223,7 @@ class DeployerCore:
         self, caller: Caller, request: CreateDeployment, owner: str | None
     ) -> DescribeDeployment:
         owner = self.owner_for(caller, owner)
+        self._check_secrets(caller, owner, request.secrets)
         self._check_replicas(request.replicas)
         profile = await self._profile(owner, caller, request.profile)
         async with self._lock((owner, request.name)):
@@ -224,6 +235,7 @@ class DeployerCore:
     ) -> DescribeVersion:
         owner = self.owner_for(caller, owner)
         current = await self._call(self.store.get, owner, name)
+        self._check_secrets(caller, owner, request.secrets)
         profile = await self._profile(owner, caller, request.profile or current.profile)
         async with self._lock((owner, name)):
             change, version = await self._call(
@@ -326,6 +338,15 @@ class DeployerCore:
             )
         summary = await self._call(self.store.training_summary, d.owner, d.name, v.version)
         what = f"{d.owner}/{d.name}/{v.version}"
+        try:  # at each start and scale: replicas get values, the deployer keeps none
+            secrets = await self.secrets(
+                d.owner,
+                d.secrets,
+                f"deployment {d.name} version {v.version}",
+                {"deployment": d.name, "version": str(v.version)},
+            )
+        except SecretsUnavailable as e:
+            raise DeployFailed(f"the replicas cannot get their secrets: {e}") from None
         return VersionSpec(
             owner=d.owner,
             name=d.name,
@@ -334,6 +355,7 @@ class DeployerCore:
             profile=profile,
             replicas=d.replicas,
             env=await self.credentials(d.owner, what),
+            secrets=secrets,
             training_summary=summary,
             timeout_seconds=self.timeout_seconds,
             max_body_bytes=self.max_body_bytes,

@@ -60,6 +60,7 @@ from hub_ext.k8s import (
     place_pod,
     pod_settings,
     resources,
+    user_secret_env,
 )
 from hub_ext.kubespawner import PROFILE_LABEL, USER_LABEL
 from hub_ext.slugs import user_slug
@@ -192,7 +193,10 @@ def _environment(kv: KubeVersion) -> list[dict[str, Any]]:
         "SHIPYARD_ENV_DIGEST": kv.settings.env_digest,
         "SHIPYARD_PROFILE": profile.slug,
     }
-    return container_env(profile, plain, kv.name, kv.spec.env)
+    # the owner's secrets by reference to their Secret (the secrets service's kubernetes
+    # backend), never by value; first, so a variable the platform sets wins
+    secrets = user_secret_env(kv.spec.owner, sorted(kv.spec.secrets))
+    return secrets + container_env(profile, plain, kv.name, kv.spec.env)
 
 
 def deployment_manifest(kv: KubeVersion) -> dict[str, Any]:

@@ -69,6 +69,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,6 +103,7 @@ from hub_ext.localproc import (
 from hub_ext.profiles import Profile
 from hub_ext.quantities import format_memory
 
+from ..common.scrub import Scrubber
 from .backend import MODEL_SERVER_MODULE, Backend, DeployFailed, VersionSpec, model_server_args
 from .modelserver import REPLICA_SECRET_ENV, REPLICA_SECRET_HEADER
 
@@ -134,9 +136,11 @@ class VersionLog:
     and the newest lines always are.
     """
 
-    def __init__(self, path: Path, limit: int):
+    def __init__(self, path: Path, limit: int, secrets: Mapping[str, str] | None = None):
         self.path = path
         self.limit = max(1024, limit)
+        # the replicas' secrets never reach the file (nor the tail a failure shows)
+        self.scrub = Scrubber(secrets or {}).text
         self.file = None
         self._open()
 
@@ -207,7 +211,7 @@ class _Output(asyncio.SubprocessProtocol):
             self._emit(bytes(line))
 
     def _emit(self, raw: bytes) -> None:
-        text = raw.decode("utf-8", "replace").rstrip("\r")
+        text = self.log.scrub(raw.decode("utf-8", "replace").rstrip("\r"))
         self.tail.append(text)
         self.log.line(self.source, text)
 
@@ -864,7 +868,9 @@ class LocalBackend(Backend):
         log_dir = Path(self.log_dir)
         try:
             await asyncio.to_thread(log_dir.mkdir, 0o700, True, True)
-            log = await asyncio.to_thread(VersionLog, self.log_path(spec.key), self.max_log_bytes)
+            log = await asyncio.to_thread(
+                VersionLog, self.log_path(spec.key), self.max_log_bytes, spec.secrets
+            )
         except OSError as e:
             raise DeployFailed(f"Cannot open the version's log in {log_dir}: {e}") from None
         try:
@@ -1157,7 +1163,9 @@ class LocalBackend(Backend):
     def _environment(self, version: _Version, gpus: list[str]) -> dict[str, str]:
         """The replica's whole environment, built from nothing: no variable of the service leaks."""
         spec = version.spec
-        env = dict(spec.env)
+        # the owner's secrets first: every variable the platform sets below wins over them
+        env = dict(spec.secrets)
+        env.update(spec.env)
         env.update(
             process_environment(
                 version.user,

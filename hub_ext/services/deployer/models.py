@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 from pydantic_core import PydanticCustomError
 
+from ..common.secrets import SecretNames
 from ..scheduler.api import ErrorResponse
 
 __all__ = [
@@ -137,6 +138,14 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Doc of the deployments' ``secrets`` fields.
+SECRETS_DOC = (
+    "Names of the owner's secrets (the secrets service) the replicas get as environment "
+    "variables; names only, never values. Only the owner may set them. A version whose "
+    "secret is missing fails to start, naming it."
+)
+
+
 class CreateDeployment(_Input):
     """A new deployment and its version 1."""
 
@@ -149,6 +158,7 @@ class CreateDeployment(_Input):
     training_summary: Document = None
     signature: Document = None
     lineage: Document = None
+    secrets: SecretNames = Field(default_factory=list, description=SECRETS_DOC)
 
 
 class CreateVersion(_Input):
@@ -166,6 +176,11 @@ class CreateVersion(_Input):
     training_summary: Document = None
     signature: Document = None
     lineage: Document = None
+    secrets: SecretNames | None = Field(
+        None,
+        description=SECRETS_DOC + " Given, the list replaces the deployment's (for every "
+        "replica started from now on); left out, the deployment keeps its list.",
+    )
 
 
 class UpdateDeployment(_Input):
@@ -264,6 +279,7 @@ class DescribeDeployment(BaseModel):
     previous_version: int | None = None
     versions: list[DescribeVersion]
     grants: Grants
+    secrets: list[str] = Field(default_factory=list, description=SECRETS_DOC)
     created_at: datetime
     updated_at: datetime
 

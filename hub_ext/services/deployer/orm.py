@@ -73,6 +73,8 @@ class Deployment(Base):
     traffic: Mapped[dict[str, Any]] = mapped_column(JSON)
     previous_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     grants: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: Names of the owner's secrets the replicas get (never values: the secrets service has those).
+    secrets: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

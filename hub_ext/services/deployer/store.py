@@ -147,6 +147,7 @@ class DeploymentStore:
             previous_version=row.previous_version,
             versions=[self._describe_version(v) for v in row.versions],
             grants=Grants.model_validate(row.grants),
+            secrets=row.secrets or [],
             created_at=row.created_at,
             updated_at=row.updated_at,
         )
@@ -234,6 +235,7 @@ class DeploymentStore:
             traffic={},
             previous_version=None,
             grants=Grants().model_dump(),
+            secrets=list(request.secrets),
             created_at=now,
             updated_at=now,
         )
@@ -284,6 +286,8 @@ class DeploymentStore:
             version = self._new_version(number, request, profile, pending, now)
             row.versions.append(version)
             row.profile = profile
+            if request.secrets is not None:
+                row.secrets = list(request.secrets)
             row.updated_at = now
             session.flush()
             described = self._describe_version(version)

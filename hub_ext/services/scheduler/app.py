@@ -27,6 +27,7 @@ from traitlets.config import Application
 from hub_ext import __version__
 from hub_ext.profiles import ProfileStore
 
+from ..common.secrets import SecretsResolver
 from ..common.web import listen, make_app, stop_event
 from .core import HubDirectory, SchedulerCore, home_resolver
 from .db import make_engine, upgrade
@@ -35,7 +36,7 @@ from .handlers import BaseHandler, NotFoundHandler, routes
 from .notify import Notifier
 from .openapi import build_openapi
 from .queueing import utcnow
-from .runenv import RunEnvironment
+from .runenv import RunEnvironment, RunSecrets
 from .snapshots import SnapshotStore
 from .store import JobStore
 from .worker import Worker, new_worker_id
@@ -486,6 +487,8 @@ class SchedulerService(Application):
             notify=notifier.notify,
             extra_env=run_env,
             release_env=run_env.release,
+            # the secrets service's URL comes from the hub's config (SHIPYARD_SECRETS_API_URL)
+            secrets=RunSecrets(SecretsResolver.from_environment()),
             worker_id=new_worker_id(),
         )
         core = SchedulerCore(

@@ -96,6 +96,7 @@ def describe_job(
         notify=notify_policy(job.notify),
         keep_runs=job.keep_runs,
         keep_days=job.keep_days,
+        secrets=job.secrets or [],
         read_only=read_only,
         webhook_secret=webhook_secret,
     )

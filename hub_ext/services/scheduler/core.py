@@ -228,6 +228,11 @@ class SchedulerCore:
         if job.read_only:
             # the store says so too; checking here first keeps the message the store's
             return await self._call(self.store.update_job, job_id, *caller.access, update)
+        if update.secrets is not None and caller.name != job.owner:
+            # the list decides whose values a run gets: the owner's choice alone, not an admin's
+            raise Forbidden(
+                f"only {job.owner!r} can choose which of their secrets job {job.name!r} gets"
+            )
         if update.profile is not None:
             owner_groups = await self.groups_of(job.owner) if caller.admin else caller.groups
             self._check_profile(update.profile, Caller(job.owner, owner_groups, caller.admin))

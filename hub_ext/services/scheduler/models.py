@@ -51,6 +51,8 @@ from croniter.croniter import CroniterBadDateError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from ..common.secrets import SecretNames
+
 SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _SLUG = re.compile(SLUG_PATTERN)
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
@@ -517,6 +519,15 @@ RETENTION_DOC = (
 )
 
 
+#: Doc shared by the ``secrets`` fields of CreateJob, UpdateJob and DescribeJob.
+SECRETS_DOC = (
+    "Names of the owner's secrets (the secrets service) the runs get as environment "
+    "variables; names only, never values. Only the owner may set them: a group the job is "
+    "shared with sees the names, never the values. A run fails, naming it, when a secret "
+    "is missing."
+)
+
+
 class CreateJob(_Input):
     """A new job; the notebook's bytes travel beside it (a multipart upload or a path).
 
@@ -540,6 +551,7 @@ class CreateJob(_Input):
     notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
     keep_runs: KeepRuns | None = Field(default=None, description=RETENTION_DOC)
     keep_days: KeepDays | None = Field(default=None, description=RETENTION_DOC)
+    secrets: SecretNames = Field(default_factory=list, description=SECRETS_DOC)
 
 
 #: Fields of :class:`UpdateJob` that may be sent as ``null`` (to clear them).
@@ -571,6 +583,7 @@ class UpdateJob(_Input):
     notify: NotifyPolicy | None = None
     keep_runs: KeepRuns | None = Field(default=None, description=RETENTION_DOC)
     keep_days: KeepDays | None = Field(default=None, description=RETENTION_DOC)
+    secrets: SecretNames | None = Field(default=None, description=SECRETS_DOC)
     expected_version: int | None = None
 
     @model_validator(mode="after")
@@ -630,6 +643,7 @@ class DescribeJob(BaseModel):
     notify: NotifyPolicy
     keep_runs: int | None = Field(description=RETENTION_DOC)
     keep_days: int | None = Field(description=RETENTION_DOC)
+    secrets: list[str] = Field(default_factory=list, description=SECRETS_DOC)
     #: True when the caller sees the job through a group share (no edits).
     read_only: bool = False
     #: The webhook secret, only in the response of the call that made it; never again.

@@ -160,6 +160,8 @@ class Job(Base):
     #: runs, and none older than ``keep_days`` days; NULL keeps everything.
     keep_runs: Mapped[int | None] = mapped_column(Integer)
     keep_days: Mapped[int | None] = mapped_column(Integer)
+    #: Names of the owner's secrets the runs get (never values; the secrets service has those).
+    secrets: Mapped[list[str]]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
     version: Mapped[int] = mapped_column(Integer)

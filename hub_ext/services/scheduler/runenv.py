@@ -36,6 +36,7 @@ import logging
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from ..common.secrets import SecretsResolver
 from .models import DescribeJob, DescribeRun
 
 log = logging.getLogger("shipyard.scheduler.runenv")
@@ -134,3 +135,35 @@ class RunEnvironment:
             request_timeout=10,
         )
         return await AsyncHTTPClient().fetch(request)
+
+
+class RunSecrets:
+    """The owner's secrets a job names, resolved for one run (apart from the run's token).
+
+    The values come from the secrets service (``POST api/resolve``, which
+    records a ``secret.use`` for the run in the audit trail) at the start of
+    each run and live only in the run's :class:`~.executors.base.RunSpec`:
+    they are never stored by the scheduler, and the run's log and outputs are
+    scrubbed of them (:mod:`hub_ext.services.common.scrub`). A job shared
+    with a group runs with its owner's secrets; members of the group see the
+    names, never the values.
+
+    Parameters
+    ----------
+    resolver : hub_ext.services.common.secrets.SecretsResolver
+        The client of the secrets service, with the scheduler's token.
+    """
+
+    def __init__(self, resolver: SecretsResolver):
+        self.resolver = resolver
+
+    async def __call__(self, job: DescribeJob, run: DescribeRun) -> dict[str, str]:
+        """The values of ``job.secrets``; raises ``SecretsUnavailable`` naming what is missing."""
+        if not job.secrets:
+            return {}
+        return await self.resolver(
+            job.owner,
+            job.secrets,
+            f"job {job.id} run {run.id}",
+            {"job": job.id, "job_name": job.name, "run": run.id},
+        )

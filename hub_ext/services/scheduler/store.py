@@ -250,6 +250,7 @@ class JobStore(WorkerMixin, FiringMixin, QuotaMixin, RetentionMixin, Notificatio
                     notify=notify_dict(job.notify),
                     keep_runs=job.keep_runs,
                     keep_days=job.keep_days,
+                    secrets=job.secrets,
                     created_at=now,
                     updated_at=now,
                     triggers=triggers,

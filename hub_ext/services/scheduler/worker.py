@@ -42,6 +42,8 @@ from pathlib import Path
 
 from hub_ext.profiles import ProfileStore
 
+from ..common.scrub import Scrubber
+from ..common.secrets import SecretsUnavailable
 from .errors import Conflict, NotFound
 from .executors.base import Executor, ExecutorError, RunReport, RunSpec
 from .metrics import ORPHANS, RUN_DURATION, RUNS_FINISHED, RUNS_RUNNING, START_LATENCY
@@ -79,6 +81,10 @@ class Worker:
     release_env : callable
         ``await release_env(run_id)`` once the run ended: revokes what ``extra_env``
         handed out for it (the run's token).
+    secrets : callable
+        ``await secrets(job, run)``: the owner's secrets the job names, by name
+        (:class:`~.runenv.RunSecrets`); a missing one fails the run, named in its reason.
+        The run's log and outputs are scrubbed of the values before they are recorded.
     notify : callable
         ``await notify(job, run)`` after a run ended.
     """
@@ -96,6 +102,7 @@ class Worker:
     group_quotas: dict[str, int] = field(default_factory=dict)
     extra_env: Callable[[DescribeJob, DescribeRun], Awaitable[dict[str, str]]] | None = None
     release_env: Callable[[str], Awaitable[None]] | None = None
+    secrets: Callable[[DescribeJob, DescribeRun], Awaitable[dict[str, str]]] | None = None
     notify: Callable[[DescribeJob, DescribeRun], Awaitable[None]] | None = None
     worker_id: str = field(default_factory=new_worker_id)
 
@@ -240,6 +247,11 @@ class Worker:
 
         folder = self.runs_dir / run.id
         await asyncio.to_thread(_prepare_folder, folder)
+        try:  # before the run's token is made: a refused run has nothing to revoke
+            secrets = await self.secrets(job, started) if self.secrets is not None else {}
+        except SecretsUnavailable as e:
+            await self._finish(job, started, None, f"The run cannot get its secrets: {e}")
+            return
         env = await self.extra_env(job, started) if self.extra_env is not None else {}
         spec = RunSpec(
             run_id=run.id,
@@ -253,6 +265,7 @@ class Worker:
             parameters=started.parameters,
             output_formats=tuple(f for f in job.output_formats if f in ("ipynb", "html")),
             extra_env=env,
+            secrets=secrets,
         )
         RUNS_RUNNING.inc()
         progress = _Progress(self.store, run.id, self.worker_id)
@@ -270,6 +283,8 @@ class Worker:
             await progress.flush()
             if self.release_env is not None:
                 await self.release_env(run.id)
+            if secrets:
+                await asyncio.to_thread(_scrub_outputs, spec, secrets)
         status = report.status.value if report else "failed"
         RUN_DURATION.labels(status).observe(time.monotonic() - began)
         await self._finish(job, started, report, failure, spec)
@@ -390,3 +405,27 @@ def _prepare_folder(folder: Path) -> None:
 
 
 __all__ = ["Worker", "new_worker_id", "datetime"]
+
+
+def _scrub_outputs(spec: RunSpec, secrets: dict[str, str]) -> None:
+    """Replace the run's secret values in its log and outputs, before the run is recorded.
+
+    The log was scrubbed as it was written (:class:`~.executors.base.RunLog`); this
+    catches a value split across lines. A file that cannot be scrubbed (replaced by a
+    symlink, hard-linked) is deleted rather than served with a value in it.
+    """
+    scrubber = Scrubber(secrets)
+    paths = spec.output_paths()
+    for path, notebook in [
+        (spec.log_path, False),
+        *((p, fmt == "ipynb") for fmt, p in paths.items()),
+    ]:
+        try:
+            if notebook:
+                scrubber.notebook_file(path)
+            else:
+                scrubber.text_file(path)
+        except OSError as e:
+            log.warning("Could not scrub %s of run %s (%s); deleting it", path, spec.run_id, e)
+            with contextlib.suppress(OSError):
+                path.unlink()

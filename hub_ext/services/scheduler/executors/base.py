@@ -49,6 +49,8 @@ from traitlets.config import LoggingConfigurable
 from hub_ext.profiles import Profile
 from hub_ext.slugs import user_slug
 
+from ...common.scrub import Scrubber, StreamScrubber
+
 #: Formats a run can produce. The executed notebook is always one of them.
 OUTPUT_FORMATS = ("ipynb", "html")
 
@@ -184,6 +186,12 @@ class RunSpec:
     extra_env : Mapping
         Variables the service gives the run, e.g. ``MLFLOW_TRACKING_URI`` and
         the owner's own ``MLFLOW_TRACKING_TOKEN``. Never hub secrets.
+    secrets : Mapping
+        The owner's secrets the job names, by name, resolved for this run only.
+        An executor gives them to the run as environment variables (a local
+        process) or references the owner's Secret (Kubernetes); the run's log
+        is scrubbed of them as it is written (:class:`RunLog`), and the
+        service scrubs the outputs after the run. Never in ``repr``.
     cwd : Path, optional
         Working directory of the kernel; the output directory when None.
     """
@@ -200,6 +208,7 @@ class RunSpec:
     output_formats: tuple[str, ...] = ("ipynb",)
     extra_env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         for name in ("run_id", "job_id", "owner"):
@@ -223,6 +232,10 @@ class RunSpec:
                 raise ValueError(
                     f"extra_env entry {key!r} must be a variable name with a string value"
                 )
+        for key, value in self.secrets.items():
+            if not isinstance(key, str) or not _ENV_NAME.match(key) or not isinstance(value, str):
+                # the message names the secret, never its value
+                raise ValueError(f"secret {key!r} must be a variable name with a string value")
         notebook = Path(self.notebook)
         if notebook.suffix != ".ipynb":
             raise ValueError(f"the notebook snapshot {notebook} is not an .ipynb file")
@@ -239,6 +252,7 @@ class RunSpec:
         set_(self, "parameters", check_parameters(self.parameters))
         set_(self, "output_formats", formats)
         set_(self, "extra_env", dict(self.extra_env))
+        set_(self, "secrets", dict(self.secrets))
 
     @property
     def name(self) -> str:
@@ -439,7 +453,7 @@ class RunLog:
     after those checks.
     """
 
-    def __init__(self, path: Path, limit: int):
+    def __init__(self, path: Path, limit: int, secrets: Mapping[str, str] | None = None):
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         fd = os.open(path, flags, 0o640)
         info = os.fstat(fd)
@@ -455,8 +469,17 @@ class RunLog:
         self.on_line: Callable[[str], None] | None = None
         self._line = bytearray()
         self._skip = False
+        # the run's secrets never reach the file, even split across two writes
+        scrubber = Scrubber(secrets or {})
+        self._scrub = StreamScrubber(scrubber, self._write) if scrubber else None
 
     def write(self, data: bytes) -> None:
+        if self._scrub is not None:
+            self._scrub.write(data)
+        else:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
         room = self.limit - self.written
         if room > 0:
             self.file.write(data[:room])
@@ -469,6 +492,8 @@ class RunLog:
 
     def note(self, text: str) -> None:
         """A line of the executor's own, marked as such."""
+        if self._scrub is not None:
+            self._scrub.flush()  # what the run printed before it comes first
         self.file.write(f"[shipyard] {text}\n".encode())
 
     def _scan(self, data: bytes) -> None:
@@ -496,6 +521,8 @@ class RunLog:
         return "\n".join(text.splitlines()[-lines:])
 
     def close(self) -> None:
+        if self._scrub is not None:
+            self._scrub.flush()
         self.file.close()
 
 

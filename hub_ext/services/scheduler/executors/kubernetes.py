@@ -60,6 +60,7 @@ from hub_ext.k8s import (
     place_pod,
     pod_settings,
     resources,
+    user_secret_env,
 )
 from hub_ext.kubespawner import PROFILE_LABEL, USER_LABEL
 from hub_ext.slugs import user_slug
@@ -145,7 +146,10 @@ def _environment(spec: RunSpec, settings: JobSettings) -> list[dict[str, Any]]:
         RESULT_FILE_ENV: str(spec.result_file),
         "PYTHONUNBUFFERED": "1",
     }
-    return container_env(profile, plain, secret_name(spec), spec.extra_env)
+    # the owner's secrets by reference to their Secret (the secrets service's kubernetes
+    # backend), never by value; first, so a variable the platform sets wins
+    secrets = user_secret_env(spec.owner, sorted(spec.secrets))
+    return secrets + container_env(profile, plain, secret_name(spec), spec.extra_env)
 
 
 def job_manifest(spec: RunSpec, settings: JobSettings) -> dict[str, Any]:
@@ -580,7 +584,7 @@ class KubernetesExecutor(Executor):
             if event:
                 found.append(event)
 
-        log = RunLog(run.spec.log_path, self.max_log_bytes)
+        log = RunLog(run.spec.log_path, self.max_log_bytes, run.spec.secrets)
         log.on_line = on_line
         try:
             async for chunk in response.content.iter_any():

@@ -601,7 +601,7 @@ class LocalExecutor(Executor):
         run.cell_count = papermill_cell_count(notebook, bool(spec.parameters))
 
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        run.sink = RunLog(spec.log_path, self.max_log_bytes)
+        run.sink = RunLog(spec.log_path, self.max_log_bytes, spec.secrets)
         spec.output_dir.mkdir(parents=True, exist_ok=True)
         own(spec.output_dir, 0o750)
         for stale in (*run.outputs.values(), spec.result_file):  # of an earlier attempt
@@ -634,7 +634,9 @@ class LocalExecutor(Executor):
     def _environment(self, run: _Run, gpus: list[str]) -> dict[str, str]:
         """The run's whole environment, built from nothing: no variable of the service leaks."""
         spec = run.spec
-        env = dict(spec.extra_env)
+        # the owner's secrets first: every variable the platform sets below wins over them
+        env = dict(spec.secrets)
+        env.update(spec.extra_env)
         env.update(self._process_environment(run.user, run.built, spec.profile, gpus))
         env.update(
             {
