@@ -1,6 +1,7 @@
 /**
  * Shipyard's JupyterLab extension: a sidebar panel (profile, experiments, scheduled jobs,
- * deployments) and Schedule… / Deploy… buttons on notebooks.
+ * deployments, and the audit trail for hub admins) and Schedule… / Deploy… buttons on
+ * notebooks.
  *
  * Everything talks to the server extension's REST handlers under /shipyard/api/ on the
  * user's own server (see ./api/request.ts), never to the hub services directly.
@@ -13,6 +14,7 @@ import {
 } from '@jupyterlab/application';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { AuditService } from './api/audit';
 import { DeployerService } from './api/deployer';
 import { SchedulerService } from './api/scheduler';
 import { ShipyardServerService } from './api/server';
@@ -38,7 +40,8 @@ const plugin: JupyterFrontEndPlugin<IShipyardPanel> = {
     const clients = {
       server: new ShipyardServerService(settings),
       scheduler: new SchedulerService(settings),
-      deployer: new DeployerService(settings)
+      deployer: new DeployerService(settings),
+      audit: new AuditService(settings)
     };
     const panel = new ShipyardPanel(clients);
     labShell.add(panel, 'left', { rank: 900 });

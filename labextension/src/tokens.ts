@@ -3,6 +3,7 @@
  */
 import { Token } from '@lumino/coreutils';
 
+import type { AuditService } from './api/audit';
 import type { DeployerService } from './api/deployer';
 import type { SchedulerService } from './api/scheduler';
 import type { ShipyardServerService } from './api/server';
@@ -17,6 +18,7 @@ export interface IShipyardPanel {
     readonly server: ShipyardServerService;
     readonly scheduler: SchedulerService;
     readonly deployer: DeployerService;
+    readonly audit: AuditService;
   };
   /** Refresh every section now. */
   refresh(): Promise<void>;

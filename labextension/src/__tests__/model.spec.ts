@@ -5,7 +5,8 @@
 import { describe, expect, it, vi } from 'vitest';
 
 import { ShipyardAPIError } from '../api/request';
-import type { IDeployment, IJob, IRun } from '../api/types';
+import type { IAuditRecord, IDeployment, IJob, IRun } from '../api/types';
+import { AUDIT_PAGE } from '../logic/audit';
 import { IShipyardClients, ShipyardModel } from '../panel/model';
 
 const job = (id: string, name: string, paused = false) =>
@@ -41,6 +42,20 @@ function clients(overrides: Record<string, unknown> = {}) {
         }
       })),
       rollback: vi.fn(async () => deployment('churn', { '1': 100 }))
+    },
+    audit: {
+      records: vi.fn(async (_query?: Record<string, unknown>) => ({
+        records: [] as IAuditRecord[],
+        next_before: null as number | null
+      })),
+      verify: vi.fn(async () => ({
+        ok: true,
+        file_records: 0,
+        table_records: 0,
+        first_seq: null,
+        last_seq: null,
+        problems: []
+      }))
     },
     ...overrides
   };
@@ -140,5 +155,149 @@ describe('ShipyardModel', () => {
     c.scheduler.runNow.mockRejectedValue(new ShipyardAPIError('job daily is already running', 409));
     const model = new ShipyardModel(c);
     await expect(model.runNow(job('j1', 'daily'))).rejects.toThrow('already running');
+  });
+});
+
+const rec = (seq: number, action = 'server.start') =>
+  ({ seq, action, outcome: 'allowed', __timestamp__: '2026-12-06T16:00:00Z' }) as IAuditRecord;
+
+/** Clients whose server says the user is (or is not) a hub admin. */
+function adminClients(admin: boolean) {
+  const c = clients();
+  c.server.profile.mockResolvedValue({ user: 'root', admin } as never);
+  return c;
+}
+
+describe('ShipyardModel: the Audit section', () => {
+  it('never asks the audit service for a user who is not an admin', async () => {
+    const c = adminClients(false);
+    const model = new ShipyardModel(c);
+    await model.refresh();
+    await model.refresh(true);
+    await model.loadAudit();
+    await model.loadMoreAudit();
+    await model.verifyAudit();
+    expect(c.audit.records).not.toHaveBeenCalled();
+    expect(c.audit.verify).not.toHaveBeenCalled();
+    expect(model.state.audit).toMatchObject({ admin: false, status: 'idle' });
+  });
+
+  it('loads the newest records once an admin’s profile arrives, and not on every poll', async () => {
+    const c = adminClients(true);
+    c.audit.records.mockResolvedValue({ records: [rec(2), rec(1)], next_before: null });
+    const model = new ShipyardModel(c);
+    await model.refresh();
+    expect(c.audit.records).toHaveBeenCalledTimes(1);
+    expect(c.audit.records).toHaveBeenCalledWith({ limit: AUDIT_PAGE });
+    expect(model.state.audit).toMatchObject({ admin: true, status: 'ok', nextBefore: null });
+    expect(model.state.audit.records.map(r => r.seq)).toEqual([2, 1]);
+    // the 5 s poll: every read of the trail is itself recorded, so it is not repeated
+    await model.refresh();
+    await model.refresh();
+    expect(c.audit.records).toHaveBeenCalledTimes(1);
+    // the refresh button (forced) reads it again, with the filters shown
+    await model.loadAudit({ user: 'alice', action: 'server', since: '' });
+    await model.refresh(true);
+    expect(c.audit.records).toHaveBeenLastCalledWith({
+      limit: AUDIT_PAGE,
+      user: 'alice',
+      action: 'server'
+    });
+    expect(c.audit.records).toHaveBeenCalledTimes(3);
+  });
+
+  it('pages back with before= and the same filters', async () => {
+    const c = adminClients(true);
+    c.audit.records
+      .mockResolvedValueOnce({ records: [], next_before: null }) // when the profile arrives
+      .mockResolvedValueOnce({ records: [rec(60), rec(59)], next_before: 59 })
+      .mockResolvedValueOnce({ records: [rec(58)], next_before: null });
+    const model = new ShipyardModel(c);
+    await model.refreshProfile();
+    await model.loadAudit({ user: '', action: 'server', since: '7d' });
+    await model.loadMoreAudit();
+    expect(c.audit.records).toHaveBeenLastCalledWith({
+      limit: AUDIT_PAGE,
+      action: 'server',
+      since: '7d',
+      before: 59
+    });
+    expect(model.state.audit.records.map(r => r.seq)).toEqual([60, 59, 58]);
+    await model.loadMoreAudit(); // no next page: nothing asked
+    expect(c.audit.records).toHaveBeenCalledTimes(3);
+  });
+
+  it('drops the answer of a load that a newer one replaced', async () => {
+    const c = adminClients(true);
+    let release: (v: unknown) => void = () => undefined;
+    c.audit.records
+      .mockImplementationOnce(async () => ({ records: [], next_before: null }))
+      .mockImplementationOnce(
+        () =>
+          new Promise(resolve => {
+            release = resolve as (v: unknown) => void;
+          }) as never
+      )
+      .mockResolvedValueOnce({ records: [rec(5, 'job.create')], next_before: null });
+    const model = new ShipyardModel(c);
+    await model.refreshProfile();
+    const slow = model.loadAudit({ user: '', action: 'server', since: '' });
+    await model.loadAudit({ user: '', action: 'job', since: '' });
+    release({ records: [rec(9, 'server.start')], next_before: null });
+    await slow;
+    expect(model.state.audit.records.map(r => r.action)).toEqual(['job.create']);
+    expect(model.state.audit.filters.action).toBe('job');
+  });
+
+  it('keeps a refused filter’s message in the section, and hides it on the service’s 403', async () => {
+    const c = adminClients(true);
+    const model = new ShipyardModel(c);
+    await model.refreshProfile();
+    c.audit.records.mockRejectedValueOnce(
+      new ShipyardAPIError("action='nonsense' is not an audited action", 400)
+    );
+    await model.loadAudit({ user: '', action: 'nonsense', since: '' });
+    expect(model.state.audit).toMatchObject({
+      status: 'error',
+      errorStatus: 400,
+      error: "action='nonsense' is not an audited action"
+    });
+    c.audit.records.mockRejectedValueOnce(
+      new ShipyardAPIError('The audit trail is for hub admins.', 403)
+    );
+    await model.loadAudit();
+    expect(model.state.audit).toMatchObject({ forbidden: true, records: [] });
+    await model.refresh(true);
+    await model.verifyAudit();
+    expect(c.audit.records).toHaveBeenCalledTimes(3);
+    expect(c.audit.verify).not.toHaveBeenCalled();
+  });
+
+  it('verifies the trail and keeps the verdict, or why it could not', async () => {
+    const c = adminClients(true);
+    const model = new ShipyardModel(c);
+    await model.refreshProfile();
+    await model.verifyAudit();
+    expect(model.state.audit.verify).toMatchObject({ status: 'done', result: { ok: true } });
+    c.audit.verify.mockRejectedValueOnce(
+      new ShipyardAPIError('Cannot reach the audit service', 502)
+    );
+    await model.verifyAudit();
+    expect(model.state.audit.verify).toEqual({
+      status: 'error',
+      result: null,
+      error: 'Cannot reach the audit service'
+    });
+  });
+
+  it('forgets the records when the user is no longer an admin', async () => {
+    const c = adminClients(true);
+    c.audit.records.mockResolvedValue({ records: [rec(1)], next_before: null });
+    const model = new ShipyardModel(c);
+    await model.refreshProfile();
+    expect(model.state.audit.records).toHaveLength(1);
+    c.server.profile.mockResolvedValue({ user: 'root', admin: false } as never);
+    await model.refreshProfile();
+    expect(model.state.audit).toMatchObject({ admin: false, records: [], status: 'idle' });
   });
 });

@@ -6,9 +6,10 @@ import * as React from 'react';
 import { renderToStaticMarkup } from 'react-dom/server';
 import { describe, expect, it } from 'vitest';
 
-import type { IDeployment, IJob, IRun, IServerProfile } from '../api/types';
+import type { IAuditRecord, IDeployment, IJob, IRun, IServerProfile } from '../api/types';
 import { DeployForm, IDeployFormProps } from '../dialogs/deployForm';
 import { IScheduleFormProps, ScheduleForm } from '../dialogs/scheduleForm';
+import { IAuditState, INITIAL_AUDIT } from '../logic/audit';
 import { parseParametersCell } from '../logic/parameters';
 import { jobRows, pushSample } from '../logic/state';
 import type { IPanelState, ISection, ShipyardModel } from '../panel/model';
@@ -22,7 +23,10 @@ const actions: IPanelActions = {
   downloadOutput: noop,
   showLogs: noop,
   rollback: noop,
-  outputHref: run => `/user/alice/shipyard/api/scheduler/runs/${run.id}/output`
+  outputHref: run => `/user/alice/shipyard/api/scheduler/runs/${run.id}/output`,
+  auditFilter: noop,
+  auditMore: noop,
+  auditVerify: noop
 };
 
 function ok<T>(data: T): ISection<T> {
@@ -166,7 +170,8 @@ describe('PanelView', () => {
       }),
       jobs: ok(jobRows([job], new Map([['j1', running]]))),
       deployments: ok([{ deployment, metrics: metrics as never, metricsError: null }]),
-      history
+      history,
+      audit: INITIAL_AUDIT
     });
     for (const name of ['profile', 'experiments', 'jobs', 'deployments']) {
       expect(html).toContain(`data-shipyard-section="${name}"`);
@@ -205,6 +210,9 @@ describe('PanelView', () => {
     expect(html).toContain('0.5 req/s');
     expect(html).toContain('<svg');
     expect(html).toMatch(/data-action="rollback" disabled=""/); // nothing to roll back to
+    // not an admin: nothing of the Audit section
+    expect(html).not.toContain('data-shipyard-section="audit"');
+    expect(html).not.toContain('audit-verify');
   });
 
   it('says what to do next when there is nothing yet', () => {
@@ -218,7 +226,8 @@ describe('PanelView', () => {
       },
       jobs: ok([]),
       deployments: ok([]),
-      history: {}
+      history: {},
+      audit: INITIAL_AUDIT
     });
     expect(html).toContain('No Shipyard profile');
     expect(html).toContain('Experiment tracking is not set up for this server');
@@ -245,7 +254,8 @@ describe('PanelView', () => {
         updated: 2
       },
       deployments: ok([]),
-      history: {}
+      history: {},
+      audit: INITIAL_AUDIT
     });
     expect(html).toContain('Loading…');
     expect(html).toMatch(/role="alert">The scheduler is not reachable/);
@@ -358,5 +368,155 @@ describe('DeployForm', () => {
     });
     expect(html).toContain('data-valid="false"');
     expect(html).toContain('is not a deployment name');
+  });
+});
+
+describe('PanelView: the Audit section', () => {
+  const base = {
+    profile: ok(profile),
+    experiments: ok({ tracking_ui: null, runs: [] }),
+    jobs: ok([]),
+    deployments: ok([]),
+    history: {}
+  };
+  const records: IAuditRecord[] = [
+    {
+      seq: 12,
+      __timestamp__: '2026-12-06T16:05:03.5Z',
+      action: 'audit.read',
+      actor: 'bob',
+      actor_kind: 'user',
+      target: 'audit/records',
+      owner: null,
+      outcome: 'denied',
+      reason: 'The audit trail is for hub admins.',
+      client: '10.0.0.7',
+      prev_hash: 'a',
+      hash: 'b'
+    },
+    {
+      seq: 11,
+      __timestamp__: '2026-12-06T16:04:00Z',
+      action: 'server.start',
+      actor: 'root',
+      actor_kind: 'user',
+      target: 'server/alice',
+      owner: 'alice',
+      outcome: 'allowed',
+      reason: null,
+      client: '127.0.0.1',
+      prev_hash: 'c',
+      hash: 'a'
+    }
+  ];
+  const audit = (changes: Partial<IAuditState>): IAuditState => ({
+    ...INITIAL_AUDIT,
+    admin: true,
+    ...changes
+  });
+
+  it('lists records with time, actor, action, target, outcome and client; refusals marked', () => {
+    const html = render({
+      ...base,
+      audit: audit({ status: 'ok', records, nextBefore: 11, updated: 1 })
+    });
+    expect(html).toContain('data-shipyard-section="audit"');
+    expect(html).toMatch(
+      /class="shipyard-item shipyard-audit-record shipyard-audit-denied" data-audit-seq="12" data-audit-action="audit.read" data-outcome="denied"/
+    );
+    expect(html).toContain('class="shipyard-status" data-status="denied">denied<');
+    expect(html).toContain('The audit trail is for hub admins.');
+    expect(html).toContain('from 10.0.0.7');
+    expect(html).toMatch(
+      /data-audit-seq="11" data-audit-action="server.start" data-outcome="allowed"/
+    );
+    expect(html).toContain('data-audit-actor="root">root<');
+    expect(html).toContain('server/alice');
+    expect(html).toContain('2026-12-06 16:04:00 UTC');
+    // filters, verify, and the next page
+    for (const name of ['user', 'action', 'since']) {
+      expect(html).toContain(`name="shipyard-audit-${name}"`);
+    }
+    expect(html).toContain('<option value="server.start">');
+    expect(html).toContain('data-action="audit-apply"');
+    expect(html).toMatch(/data-action="audit-verify"[^>]*>Verify trail</);
+    expect(html).toMatch(/data-action="audit-more"[^>]*>Load more</);
+  });
+
+  it('says what to do when there is nothing, and has no next page on the last', () => {
+    const none = render({ ...base, audit: audit({ status: 'ok', records: [] }) });
+    expect(none).toContain('No records yet');
+    expect(none).not.toContain('audit-more');
+    const filtered = render({
+      ...base,
+      audit: audit({ status: 'ok', filters: { user: 'bob', action: '', since: '' } })
+    });
+    expect(filtered).toContain('No records match these filters');
+    expect(filtered).toContain('value="bob"');
+  });
+
+  it('shows the service’s message and what to do when it is down', () => {
+    const html = render({
+      ...base,
+      audit: audit({
+        status: 'error',
+        error: 'Cannot reach the audit service at http://hub/services/audit (HTTP 503)',
+        errorStatus: 502
+      })
+    });
+    expect(html).toMatch(/role="alert">Cannot reach the audit service/);
+    expect(html).toContain('SHIPYARD_AUDIT_SERVICE=0');
+    const loading = render({ ...base, audit: audit({ status: 'idle' }) });
+    expect(loading).toContain('Loading…');
+  });
+
+  it('shows the verdict: intact, or which record is broken', () => {
+    const intact = render({
+      ...base,
+      audit: audit({
+        status: 'ok',
+        records,
+        verify: {
+          status: 'done',
+          error: null,
+          result: {
+            ok: true,
+            file_records: 12,
+            table_records: 12,
+            first_seq: 1,
+            last_seq: 12,
+            problems: []
+          }
+        }
+      })
+    });
+    expect(intact).toMatch(/data-verify="ok"><div>Trail intact: 12 records \(seq 1–12\)/);
+    const broken = render({
+      ...base,
+      audit: audit({
+        status: 'ok',
+        records,
+        verify: {
+          status: 'done',
+          error: null,
+          result: {
+            ok: false,
+            file_records: 12,
+            table_records: 12,
+            first_seq: 1,
+            last_seq: 12,
+            problems: [{ where: 'table', seq: 7, kind: 'edited', message: 'hash mismatch' }]
+          }
+        }
+      })
+    });
+    expect(broken).toMatch(/role="alert" data-verify="broken"/);
+    expect(broken).toContain('the first at seq 7 (edited, table)');
+    expect(broken).toContain('<li>seq 7 (table): edited: hash mismatch</li>');
+  });
+
+  it('renders nothing of the section once the service refused', () => {
+    const html = render({ ...base, audit: audit({ forbidden: true }) });
+    expect(html).not.toContain('data-shipyard-section="audit"');
   });
 });

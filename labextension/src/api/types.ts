@@ -1,7 +1,7 @@
 /**
  * The JSON the server extension's REST handlers answer with (server_ext/handlers.py and
  * the scheduler's and deployer's models it forwards: hub_ext/services/scheduler/models.py
- * and api.py, hub_ext/services/deployer/models.py). Times are ISO 8601 strings in UTC
+ * and api.py, hub_ext/services/deployer/models.py, hub_ext/services/audit/models.py). Times are ISO 8601 strings in UTC
  * unless a field says otherwise. Only the fields the frontend reads are typed.
  */
 import type { JSONValue } from '../logic/parameters';
@@ -58,6 +58,12 @@ export interface IServerProfile {
     cpu_percent: number | null;
     mem_bytes: number | null;
   };
+  /**
+   * Whether the hub says the server's owner is a hub admin (server_ext/handlers.py
+   * ``owner_is_admin``): the panel shows its Audit section then. The audit service alone
+   * decides who reads the trail.
+   */
+  admin?: boolean;
 }
 
 // ------------------------------------------------------------------ /shipyard/api/experiments
@@ -239,4 +245,74 @@ export interface IVersionMetrics {
 
 export interface IDeploymentMetrics {
   versions: Record<string, IVersionMetrics>;
+}
+
+// ------------------------------------------------------------------ audit
+
+export type AuditOutcome = 'allowed' | 'denied' | 'failed';
+
+/**
+ * One record of the trail, as stored and hashed (hub_ext/services/audit/models.py
+ * ``AuditRecord``; schema record.v1 plus the chain).
+ */
+export interface IAuditRecord {
+  /** Position in the trail: 1, 2, 3, ... */
+  seq: number;
+  /** When, ISO 8601 UTC (jupyter_events' own field). */
+  __timestamp__: string;
+  /** ``<object type>.<verb>``, e.g. ``job.create``. */
+  action: string;
+  /** Who acted (a hub user or a service); null if anonymous. */
+  actor: string | null;
+  actor_kind: string;
+  on_behalf_of?: string | null;
+  /** ``<type>/<id or name>``. */
+  target: string | null;
+  owner: string | null;
+  outcome: AuditOutcome | string;
+  reason: string | null;
+  /** The client address. */
+  client: string | null;
+  source?: string | null;
+  details?: Record<string, JSONValue> | null;
+  prev_hash: string;
+  hash: string;
+}
+
+/** GET /shipyard/api/audit/records: a page, newest first. */
+export interface IAuditRecords {
+  records: IAuditRecord[];
+  /** Pass as ``before`` for the next (older) page; null on the last page. */
+  next_before: number | null;
+}
+
+/** Filters of the records (all optional); the service checks them and says what to fix. */
+export interface IAuditQuery {
+  user?: string;
+  /** An action (``job.create``) or a family (``job``). */
+  action?: string;
+  /** An ISO time, or an age: ``30m``, ``2h``, ``7d``, ``4w``. */
+  since?: string;
+  limit?: number;
+  before?: number;
+}
+
+/** One break in the trail. */
+export interface IAuditProblem {
+  /** ``file``, ``table`` or ``both``. */
+  where: string;
+  seq: number | null;
+  /** edited, deleted, inserted, reordered, mismatch or malformed. */
+  kind: string;
+  message: string;
+}
+
+/** GET /shipyard/api/audit/verify. */
+export interface IAuditVerify {
+  ok: boolean;
+  file_records: number;
+  table_records: number;
+  first_seq: number | null;
+  last_seq: number | null;
+  problems: IAuditProblem[];
 }

@@ -1,15 +1,20 @@
 /**
  * The panel's state: the four sections, refreshed from the services, and the actions on
- * them. The React views render it; the widget decides when to refresh (polling while
- * visible).
+ * them, plus the Audit section for hub admins. The React views render it; the widget
+ * decides when to refresh (polling while visible).
  *
  * Each section loads on its own: one service being down shows its message in its
  * section and leaves the others alone. Errors of a refresh are kept in the state and
  * shown inline (a notification every five seconds would bury the user); errors of an
  * action (run now, pause, roll back) are thrown to the caller, which notifies.
+ *
+ * The Audit section (../logic/audit.ts) is not polled: it loads when the profile first says
+ * the user is an admin, on a forced refresh, and on the section's own buttons, and keeps
+ * its errors, verification included, in its state.
  */
 import { ISignal, Signal } from '@lumino/signaling';
 
+import type { AuditService } from '../api/audit';
 import type { DeployerService } from '../api/deployer';
 import { ShipyardAPIError, errorMessage } from '../api/request';
 import type { SchedulerService } from '../api/scheduler';
@@ -22,6 +27,19 @@ import type {
   IRun,
   IServerProfile
 } from '../api/types';
+import {
+  auditQuery,
+  auditVisible,
+  IAuditFilters,
+  IAuditState,
+  INITIAL_AUDIT,
+  startLoad,
+  startVerify,
+  withLoadError,
+  withPage,
+  withVerify,
+  withVerifyError
+} from '../logic/audit';
 import {
   History,
   IJobRow,
@@ -55,12 +73,14 @@ export interface IPanelState {
   jobs: ISection<IJobRow[]>;
   deployments: ISection<IDeploymentState[]>;
   history: History;
+  audit: IAuditState;
 }
 
 export interface IShipyardClients {
   server: ShipyardServerService;
   scheduler: SchedulerService;
   deployer: DeployerService;
+  audit: AuditService;
 }
 
 function empty<T>(): ISection<T> {
@@ -92,16 +112,97 @@ export class ShipyardModel {
   async refresh(force = false): Promise<void> {
     const experiments = this._state.experiments.updated;
     const due = force || experiments === null || Date.now() - experiments >= EXPERIMENTS_EVERY_MS;
+    const audit = this._state.audit;
     await Promise.all([
       this.refreshProfile(),
       due ? this.refreshExperiments() : Promise.resolve(),
       this.refreshJobs(),
-      this.refreshDeployments()
+      this.refreshDeployments(),
+      // asked for by the user: the records again (the poll never reads the trail)
+      force && auditVisible(audit) && audit.status !== 'idle'
+        ? this.loadAudit(audit.filters)
+        : Promise.resolve()
     ]);
   }
 
   async refreshProfile(): Promise<void> {
     await this._load('profile', () => this.clients.server.profile());
+    const profile = this._state.profile;
+    if (profile.status !== 'ok' || !profile.data) {
+      return; // keep what was known
+    }
+    const admin = profile.data.admin === true;
+    if (admin !== this._state.audit.admin) {
+      // no longer an admin: nothing of the trail stays in the page
+      const forbidden = this._state.audit.forbidden;
+      this._setAudit(admin ? { ...this._state.audit, admin } : { ...INITIAL_AUDIT, forbidden });
+    }
+    if (auditVisible(this._state.audit) && this._state.audit.status === 'idle') {
+      await this.loadAudit(this._state.audit.filters);
+    }
+  }
+
+  // -------------------------------------------------------------- audit (admins)
+
+  /**
+   * The newest records matching ``filters`` (the first page). Never rejects: an error is
+   * kept in the section, and the service's 403 hides it.
+   */
+  async loadAudit(filters: IAuditFilters = this._state.audit.filters): Promise<void> {
+    if (!auditVisible(this._state.audit)) {
+      return;
+    }
+    const ticket = ++this._auditTicket;
+    this._setAudit(startLoad(this._state.audit, filters));
+    const query = auditQuery(this._state.audit.filters);
+    try {
+      const page = await this.clients.audit.records(query);
+      if (ticket === this._auditTicket) {
+        this._setAudit(withPage(this._state.audit, page, false, Date.now()));
+      }
+    } catch (error) {
+      if (ticket === this._auditTicket) {
+        this._setAudit(
+          withLoadError(this._state.audit, errorMessage(error), statusOf(error), Date.now())
+        );
+      }
+    }
+  }
+
+  /** The next (older) page of the records shown; nothing when there is none. */
+  async loadMoreAudit(): Promise<void> {
+    const audit = this._state.audit;
+    if (!auditVisible(audit) || audit.nextBefore === null || audit.loadingMore) {
+      return;
+    }
+    const ticket = this._auditTicket;
+    this._setAudit({ ...audit, loadingMore: true });
+    try {
+      const page = await this.clients.audit.records(auditQuery(audit.filters, audit.nextBefore));
+      if (ticket === this._auditTicket) {
+        this._setAudit(withPage(this._state.audit, page, true, Date.now()));
+      }
+    } catch (error) {
+      if (ticket === this._auditTicket) {
+        this._setAudit(
+          withLoadError(this._state.audit, errorMessage(error), statusOf(error), Date.now())
+        );
+      }
+    }
+  }
+
+  /** Check the trail's hash chain; the result (or why it could not run) stays in the state. */
+  async verifyAudit(): Promise<void> {
+    if (!auditVisible(this._state.audit) || this._state.audit.verify.status === 'running') {
+      return;
+    }
+    this._setAudit(startVerify(this._state.audit));
+    try {
+      const result = await this.clients.audit.verify();
+      this._setAudit(withVerify(this._state.audit, result));
+    } catch (error) {
+      this._setAudit(withVerifyError(this._state.audit, errorMessage(error), statusOf(error)));
+    }
   }
 
   async refreshExperiments(): Promise<void> {
@@ -210,12 +311,25 @@ export class ShipyardModel {
     this._changed.emit();
   }
 
+  private _setAudit(audit: IAuditState): void {
+    this._state = { ...this._state, audit };
+    this._changed.emit();
+  }
+
   private _state: IPanelState = {
     profile: empty(),
     experiments: empty(),
     jobs: empty(),
     deployments: empty(),
-    history: {}
+    history: {},
+    audit: INITIAL_AUDIT
   };
+  /** Bumped by each first-page load: answers of an older one are dropped. */
+  private _auditTicket = 0;
   private _changed = new Signal<this, void>(this);
+}
+
+/** The HTTP status of an error (0 when the server was not reached or it is not an API error). */
+function statusOf(error: unknown): number {
+  return error instanceof ShipyardAPIError ? error.status : 0;
 }

@@ -1,14 +1,30 @@
 /**
- * The panel's React views: four sections rendered from :class:`ShipyardModel`'s state.
+ * The panel's React views: four sections rendered from :class:`ShipyardModel`'s state, and
+ * the Audit section for hub admins (nothing of it is rendered for anyone else).
  *
  * Stable hooks for tests and users' own styles: every section is an element with
  * ``data-shipyard-section``; jobs and deployments carry their name in
  * ``data-shipyard-job`` / ``data-shipyard-deployment``; buttons and links carry
- * ``data-action``; statuses are ``.shipyard-status[data-status]``.
+ * ``data-action``; statuses are ``.shipyard-status[data-status]``; audit records carry
+ * ``data-audit-seq``, ``data-audit-action`` and ``data-outcome``, the verification's
+ * result ``data-verify`` (``ok`` or ``broken``).
  */
 import * as React from 'react';
 
-import type { IExperimentRun, IJob, IRun, IServerProfile } from '../api/types';
+import type { IAuditRecord, IExperimentRun, IJob, IRun, IServerProfile } from '../api/types';
+import {
+  actionSuggestions,
+  auditVisible,
+  describeActor,
+  emptyMessage,
+  errorAdvice,
+  formatAuditTime,
+  IAuditFilters,
+  IAuditState,
+  isDenied,
+  NO_FILTERS,
+  verifySummary
+} from '../logic/audit';
 import { formatInZone } from '../logic/cron';
 import {
   formatAgo,
@@ -37,6 +53,12 @@ export interface IPanelActions {
   showLogs(run: IRun, job: IJob): void;
   rollback(state: IDeploymentState): void;
   outputHref(run: IRun): string;
+  /** Show the newest audit records matching ``filters``. */
+  auditFilter(filters: IAuditFilters): void;
+  /** Show the next (older) page of audit records. */
+  auditMore(): void;
+  /** Check the audit trail's hash chain. */
+  auditVerify(): void;
 }
 
 /** Re-render on every change of the model. */
@@ -81,6 +103,7 @@ export function PanelView(props: {
         actions={actions}
         busy={busy}
       />
+      {auditVisible(state.audit) ? <AuditSection audit={state.audit} actions={actions} /> : null}
     </div>
   );
 }
@@ -635,6 +658,202 @@ function DeploymentItem(props: {
           Roll back
         </button>
       </div>
+    </li>
+  );
+}
+
+// ------------------------------------------------------------------ audit (hub admins)
+
+function AuditSection(props: { audit: IAuditState; actions: IPanelActions }): React.ReactElement {
+  const { audit, actions } = props;
+  const section: ISection<IAuditRecord[]> = {
+    status: audit.status === 'idle' ? 'loading' : audit.status,
+    data: audit.status === 'ok' || audit.records.length ? audit.records : null,
+    error: audit.error,
+    updated: audit.updated
+  };
+  const advice = audit.status === 'error' ? errorAdvice(audit.errorStatus) : null;
+  return (
+    <SectionFrame
+      name="audit"
+      title="Audit"
+      section={section}
+      extra={<span className="shipyard-badge shipyard-title-badge">admins</span>}
+    >
+      {advice ? <div className="shipyard-muted shipyard-audit-advice">{advice}</div> : null}
+      <AuditFilterForm
+        key={`${audit.filters.user}|${audit.filters.action}|${audit.filters.since}`}
+        applied={audit.filters}
+        suggestions={actionSuggestions(audit.records)}
+        busy={audit.status === 'loading'}
+        onApply={filters => actions.auditFilter(filters)}
+      />
+      <VerifyBox audit={audit} actions={actions} />
+      {audit.status === 'ok' || audit.records.length ? (
+        audit.records.length ? (
+          <ul className="shipyard-list shipyard-audit-records">
+            {audit.records.map(r => (
+              <AuditRecordItem key={r.seq} record={r} />
+            ))}
+          </ul>
+        ) : (
+          <Empty>{emptyMessage(audit.filters)}</Empty>
+        )
+      ) : null}
+      {audit.nextBefore !== null && audit.records.length ? (
+        <div className="shipyard-actions">
+          <button
+            className="jp-Button jp-mod-styled shipyard-button"
+            data-action="audit-more"
+            disabled={audit.loadingMore || audit.status === 'loading'}
+            title={`Older records, before seq ${audit.nextBefore}`}
+            onClick={() => actions.auditMore()}
+          >
+            {audit.loadingMore ? 'Loading…' : 'Load more'}
+          </button>
+        </div>
+      ) : null}
+    </SectionFrame>
+  );
+}
+
+function AuditFilterForm(props: {
+  applied: IAuditFilters;
+  suggestions: string[];
+  busy: boolean;
+  onApply: (filters: IAuditFilters) => void;
+}): React.ReactElement {
+  const [draft, setDraft] = React.useState<IAuditFilters>(props.applied);
+  const field = (key: keyof IAuditFilters, label: string, placeholder: string, list?: string) => (
+    <label className="shipyard-audit-field">
+      <span>{label}</span>
+      <input
+        className="jp-mod-styled"
+        name={`shipyard-audit-${key}`}
+        value={draft[key]}
+        placeholder={placeholder}
+        list={list}
+        spellCheck={false}
+        onChange={event => setDraft({ ...draft, [key]: event.target.value })}
+      />
+    </label>
+  );
+  return (
+    <form
+      className="shipyard-audit-filters"
+      onSubmit={event => {
+        event.preventDefault();
+        props.onApply(draft);
+      }}
+    >
+      {field('user', 'User', 'any user')}
+      {field('action', 'Action', 'e.g. server or job.create', 'shipyard-audit-actions')}
+      {field('since', 'Since', 'e.g. 2h, 7d, 2026-01-31')}
+      <datalist id="shipyard-audit-actions">
+        {props.suggestions.map(a => (
+          <option key={a} value={a} />
+        ))}
+      </datalist>
+      <div className="shipyard-actions">
+        <button
+          type="submit"
+          className="jp-Button jp-mod-styled jp-mod-accept shipyard-button"
+          data-action="audit-apply"
+          disabled={props.busy}
+        >
+          Apply
+        </button>
+        <button
+          type="button"
+          className="jp-Button jp-mod-styled shipyard-button"
+          data-action="audit-clear"
+          disabled={props.busy}
+          onClick={() => {
+            setDraft(NO_FILTERS);
+            props.onApply(NO_FILTERS);
+          }}
+        >
+          Clear
+        </button>
+      </div>
+    </form>
+  );
+}
+
+function VerifyBox(props: { audit: IAuditState; actions: IPanelActions }): React.ReactElement {
+  const { verify } = props.audit;
+  const summary = verify.result ? verifySummary(verify.result) : null;
+  return (
+    <div className="shipyard-audit-verify">
+      <button
+        className="jp-Button jp-mod-styled shipyard-button"
+        data-action="audit-verify"
+        disabled={verify.status === 'running'}
+        title="Check every record's hash against the one before it, in the file and the table"
+        onClick={() => props.actions.auditVerify()}
+      >
+        {verify.status === 'running' ? 'Verifying…' : 'Verify trail'}
+      </button>
+      {verify.status === 'error' && verify.error ? (
+        <div className="shipyard-error" role="alert" data-verify="error">
+          Could not verify the trail: {verify.error}
+        </div>
+      ) : null}
+      {summary && verify.result ? (
+        <div
+          className={`shipyard-audit-verdict ${verify.result.ok ? 'shipyard-ok' : 'shipyard-error'}`}
+          role={verify.result.ok ? 'status' : 'alert'}
+          data-verify={verify.result.ok ? 'ok' : 'broken'}
+        >
+          <div>{summary.headline}</div>
+          {summary.problems.length ? (
+            <ul className="shipyard-audit-problems">
+              {summary.problems.slice(0, 5).map((p, i) => (
+                <li key={i}>{p}</li>
+              ))}
+            </ul>
+          ) : null}
+        </div>
+      ) : null}
+    </div>
+  );
+}
+
+function AuditRecordItem(props: { record: IAuditRecord }): React.ReactElement {
+  const { record } = props;
+  const denied = isDenied(record);
+  const time = record.__timestamp__;
+  return (
+    <li
+      className={`shipyard-item shipyard-audit-record${denied ? ' shipyard-audit-denied' : ''}`}
+      data-audit-seq={record.seq}
+      data-audit-action={record.action}
+      data-outcome={record.outcome}
+    >
+      <div className="shipyard-item-head">
+        <code className="shipyard-item-name">{record.action}</code>
+        <span className="shipyard-status" data-status={record.outcome}>
+          {record.outcome}
+        </span>
+      </div>
+      <div className="shipyard-item-meta">
+        <span data-audit-actor={record.actor ?? ''}>{describeActor(record)}</span>
+        {record.target ? (
+          <>
+            {' → '}
+            <span className="shipyard-audit-target">{record.target}</span>
+          </>
+        ) : null}
+      </div>
+      <div className="shipyard-item-meta">
+        <time dateTime={time} title={`${formatAgo(time)} · seq ${record.seq}`}>
+          {formatAuditTime(time)}
+        </time>
+        {record.client ? ` · from ${record.client}` : ''}
+      </div>
+      {record.reason && record.outcome !== 'allowed' ? (
+        <div className="shipyard-reason">{record.reason}</div>
+      ) : null}
     </li>
   );
 }

@@ -43,7 +43,11 @@ export class ShipyardPanel extends ReactWidget implements IShipyardPanel {
       downloadOutput: (run, job) => void this._download(run, job),
       showLogs: (run, job) => void showRunLog(this.clients.scheduler, run, job),
       rollback: state => void this._rollback(state),
-      outputHref: run => this.clients.scheduler.outputUrl(run.id)
+      outputHref: run => this.clients.scheduler.outputUrl(run.id),
+      // errors stay in the Audit section's state: these never reject
+      auditFilter: filters => void this.model.loadAudit(filters),
+      auditMore: () => void this.model.loadMoreAudit(),
+      auditVerify: () => void this.model.verifyAudit()
     };
   }
 
