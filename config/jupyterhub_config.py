@@ -293,3 +293,14 @@ if env("SHIPYARD_DEPLOYER", "1") != "0":
         "custom:models:invoke",
     ]
     c.LocalProfileSpawner.deployer_url = public_url + "/services/deployer"
+
+# -- the JupyterLab panel's Audit section (hub admins only): each server forwards to the audit
+# service with its own token, so it needs the service's public address (as the other services'
+# *_url settings give theirs)
+if env("SHIPYARD_AUDIT_SERVICE", "1") != "0":
+    c.Spawner.environment.update(
+        {
+            "SHIPYARD_AUDIT_URL": env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/")
+            + "/services/audit"
+        }
+    )
