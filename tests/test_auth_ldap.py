@@ -365,6 +365,18 @@ def test_refresh_of_a_user_the_directory_does_not_have_asks_for_a_login(
 
 # ------------------------------------------------------------ settings errors
 
+
+@needs_root
+def test_a_hub_missing_a_setting_stops_at_start_and_names_it(hub_factory, directory):
+    hub = hub_factory(
+        name="ldapbad",
+        start=False,
+        extra_env={"SHIPYARD_AUTH": "ldap", "SHIPYARD_LDAP_URL": directory.url},
+    )
+    with pytest.raises(RuntimeError, match="SHIPYARD_LDAP_BIND_DN_TEMPLATE is not set"):
+        hub.start()
+
+
 BASE_ENV = {
     "SHIPYARD_LDAP_URL": "ldap://ldap.example.org",
     "SHIPYARD_LDAP_BIND_DN_TEMPLATE": "uid={username},ou=people,dc=example,dc=org",

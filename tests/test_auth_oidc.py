@@ -303,6 +303,19 @@ def test_a_session_follows_the_provider_at_each_refresh(oidc):
 
 # ------------------------------------------------------------ settings errors
 
+
+@needs_root
+def test_a_hub_missing_a_setting_stops_at_start_and_names_it(oidc, hub_factory):
+    _, provider = oidc
+    hub = hub_factory(
+        name="oidcbad",
+        start=False,
+        extra_env={"SHIPYARD_AUTH": "oidc", "SHIPYARD_OIDC_ISSUER": provider.issuer},
+    )
+    with pytest.raises(RuntimeError, match="SHIPYARD_OIDC_CLIENT_ID is not set"):
+        hub.start()
+
+
 BASE_ENV = {
     "SHIPYARD_OIDC_AUTHORIZE_URL": "https://idp.example.org/authorize",
     "SHIPYARD_OIDC_TOKEN_URL": "https://idp.example.org/token",
