@@ -66,7 +66,16 @@ class TrailHandler(logging.Handler):
     def __init__(self, writer: TrailWriter):
         super().__init__(level=logging.INFO)
         self.writer = writer
-        self.last: dict[str, Any] | None = None
+        # the record each thread wrote last (logging calls emit in the caller's thread)
+        self._local = threading.local()
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return getattr(self._local, "last", None)
+
+    @last.setter
+    def last(self, value: dict[str, Any] | None) -> None:
+        self._local.last = value
 
     def emit(self, record: logging.LogRecord) -> None:
         event = record.msg

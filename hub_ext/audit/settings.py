@@ -112,11 +112,15 @@ class AuditSettings(Configurable):
         if not raw:
             return 365
         try:
-            return int(raw)
+            days = int(raw)
         except ValueError:
+            days = -1
+        if days < 0:
             raise ValueError(
-                f"SHIPYARD_AUDIT_RETENTION_DAYS={raw!r}: give a whole number of days (0 = forever)"
-            ) from None
+                f"SHIPYARD_AUDIT_RETENTION_DAYS={raw!r}: give a whole number of days "
+                "(0 (keep forever) or more)"
+            )
+        return days
 
     @validate("retention_days")
     def _check_retention_days(self, proposal):

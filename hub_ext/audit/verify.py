@@ -119,24 +119,41 @@ def check_chain(
     records: list[dict[str, Any]],
     where: str,
     anchors: set[tuple[int, str]],
-) -> list[Problem]:
-    """The problems of one sequence of records (in stored order)."""
+) -> tuple[list[Problem], dict[int, dict[str, Any]]]:
+    """The problems of one sequence of records (in stored order), and the records by seq.
+
+    Where a ``seq`` appears more than once, the genuine copy is the one the
+    next record links to (its hash is the next record's ``prev_hash``); the
+    others are reported as inserted.
+    """
     problems: list[Problem] = []
-    by_seq: dict[int, dict[str, Any]] = {}
+    copies: dict[int, list[dict[str, Any]]] = {}
     highest: int | None = None
     for r in records:
         seq = int(r["seq"])
-        if record_hash(r) != r.get("hash"):
-            problems.append(Problem(where, seq, "edited", "its hash does not match its contents"))
-        if seq in by_seq:
-            problems.append(Problem(where, seq, "inserted", "this seq appears more than once"))
-            continue
-        if highest is not None and seq < highest:
+        if highest is not None and seq < highest and seq not in copies:
             problems.append(Problem(where, seq, "reordered", f"it comes after seq {highest}"))
-        by_seq[seq] = r
+        copies.setdefault(seq, []).append(r)
         highest = seq if highest is None else max(highest, seq)
+    by_seq: dict[int, dict[str, Any]] = {}
+    for seq, found in copies.items():
+        genuine = found[0]
+        if len(found) > 1:
+            linked = {r.get("prev_hash") for r in copies.get(seq + 1, [])}
+            valid = [r for r in found if record_hash(r) == r.get("hash")]
+            genuine = next((r for r in valid if r.get("hash") in linked), None) or (
+                valid[0] if valid else found[0]
+            )
+            for r in found:
+                if r is not genuine:
+                    problems.append(
+                        Problem(where, seq, "inserted", "a second record with this seq")
+                    )
+        if record_hash(genuine) != genuine.get("hash"):
+            problems.append(Problem(where, seq, "edited", "its hash does not match its contents"))
+        by_seq[seq] = genuine
     if not by_seq:
-        return problems
+        return problems, by_seq
     first, last = min(by_seq), max(by_seq)
     head = by_seq[first]
     if (
@@ -182,7 +199,7 @@ def check_chain(
                     "a record was inserted or replaced here",
                 )
             )
-    return problems
+    return problems, by_seq
 
 
 def _row_problems(row: AuditRecord) -> tuple[dict[str, Any] | None, list[Problem]]:
@@ -245,11 +262,13 @@ def verify(settings: AuditSettings) -> Report:
     table_records, anchor_row = read_table(settings, report)
     report.table_records = len(table_records)
     anchors |= _anchors(table_records)
-    report.problems.extend(check_chain(file_records, "file", anchors))
+    found, in_file = check_chain(file_records, "file", anchors)
+    report.problems.extend(found)
     table_anchors = set(anchors)
     if anchor_row is not None:
         table_anchors.add(anchor_row)
-    report.problems.extend(check_chain(table_records, "table", table_anchors))
+    found, in_table = check_chain(table_records, "table", table_anchors)
+    report.problems.extend(found)
     if anchor_row is not None and anchor_row not in anchors:
         report.problems.append(
             Problem(
@@ -259,7 +278,7 @@ def verify(settings: AuditSettings) -> Report:
                 "the anchor row matches no audit.retention record",
             )
         )
-    report.problems.extend(compare(file_records, table_records))
+    report.problems.extend(compare(in_file, in_table))
     seqs = [int(r["seq"]) for r in file_records] + [int(r["seq"]) for r in table_records]
     if seqs:
         report.first_seq, report.last_seq = min(seqs), max(seqs)
@@ -267,11 +286,9 @@ def verify(settings: AuditSettings) -> Report:
 
 
 def compare(
-    file_records: list[dict[str, Any]], table_records: list[dict[str, Any]]
+    in_file: dict[int, dict[str, Any]], in_table: dict[int, dict[str, Any]]
 ) -> list[Problem]:
-    """Differences between the file and the table, over the range both keep."""
-    in_file = {int(r["seq"]): r for r in file_records}
-    in_table = {int(r["seq"]): r for r in table_records}
+    """Differences between the file and the table (records by seq), over the range both keep."""
     if not in_file or not in_table:
         if in_file and not in_table:
             return [

@@ -1,0 +1,1 @@
+"""The ``audit`` hub service: the audit trail's REST API for hub admins."""

@@ -1,0 +1,215 @@
+"""REST handlers of the audit service: admins only, JSON in and out, one error translator.
+
+Authentication is the hub's (HubOAuth: a token or the hub's cookie);
+authorization is one rule, checked by :meth:`BaseHandler.admin`: the caller
+must be a hub admin. A token's user model carries ``admin`` only when the
+token may read it (a server's token, as the JupyterLab panel uses, may not),
+so when the field is missing the service asks the hub with its own token
+(its role has ``read:users``) and caches the answer briefly. A non-admin
+gets 403, a request without a login 401. Every read is itself recorded
+(``audit.read``), refusals included, through the services' generic
+mechanism (:mod:`hub_ext.services.common.audit`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from jupyterhub.services.auth import HubOAuthenticated
+from pydantic import BaseModel
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from hub_ext.audit.query import QueryError, list_records, parse_filters
+from hub_ext.audit.verify import verify
+
+from ..common import audit as audit_trail
+from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
+from .models import ListRecordsResponse, VerifyResponse
+
+log = logging.getLogger("shipyard.audit.api")
+
+#: Seconds an answer of the hub about a user's admin flag is reused.
+ADMIN_CACHE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    admin: bool
+
+
+class BaseHandler(HubOAuthenticated, web.RequestHandler):
+    """The hub's identity, admins only, one error translator."""
+
+    audit_actions: dict[str, audit_trail.Action] = {}
+    audit_target = ""
+    _admins: dict[str, tuple[float, bool]] = {}
+
+    @property
+    def core(self):
+        return self.settings["audit"]
+
+    def on_finish(self) -> None:
+        audit_trail.record(self)
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "frame-ancestors 'none'")
+
+    def check_xsrf_cookie(self) -> None:
+        return  # read-only API; HubOAuth checks cookie-authenticated writes itself
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, QueryError):
+            message = str(error)
+        elif isinstance(error, web.HTTPError) and error.log_message:
+            message = error.log_message % error.args if error.args else error.log_message
+        elif status_code >= 500:
+            message = "Internal error in the audit service; the admin finds the details in its log."
+        else:
+            message = self._reason
+        self.audit_reason = message
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps({"status": status_code, "message": message}))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, QueryError):
+            log.info("%s %s: %s", self.request.method, self.request.path, e)
+            self.send_error(400, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+    def log_exception(self, typ, value, tb) -> None:
+        if isinstance(value, web.HTTPError) and value.status_code < 500:
+            log.info("%s %s: %s", self.request.method, self.request.path, value.log_message)
+            return
+        log.error(
+            "Uncaught error in %s %s\n%s",
+            self.request.method,
+            self.request.path,
+            "".join(traceback.format_exception(typ, value, tb)),
+        )
+
+    async def _is_admin(self, user: dict[str, Any]) -> bool:
+        if "admin" in user:
+            return bool(user["admin"])
+        name = user["name"]
+        cached = self._admins.get(name)
+        if cached and time.monotonic() - cached[0] < ADMIN_CACHE_SECONDS:
+            return cached[1]
+        auth = self.hub_auth
+        request = HTTPRequest(
+            f"{auth.api_url}/users/{name}",
+            headers={"Authorization": f"token {auth.api_token}"},
+            request_timeout=10,
+        )
+        try:
+            response = await AsyncHTTPClient().fetch(request)
+            admin = bool(json.loads(response.body).get("admin"))
+        except HTTPClientError as e:
+            if e.code == 404:
+                admin = False
+            else:
+                raise web.HTTPError(503, f"Cannot ask the hub who {name} is: {e}") from None
+        self._admins[name] = (time.monotonic(), admin)
+        return admin
+
+    async def caller(self) -> Caller:
+        """The hub user making the request; 401 without a login."""
+        user = self.current_user
+        if not user:
+            raise web.HTTPError(
+                401,
+                "A hub login is needed: send 'Authorization: token <hub API token>' "
+                "or log in to the hub.",
+            )
+        if user.get("kind", "user") != "user":
+            return Caller(user["name"], False)
+        return Caller(user["name"], await self._is_admin(user))
+
+    async def admin(self) -> Caller:
+        """The caller if a hub admin; 401 without a login, 403 otherwise."""
+        caller = await self.caller()
+        if not caller.admin:
+            raise web.HTTPError(403, "The audit trail is for hub admins.")
+        return caller
+
+    def send(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        if isinstance(value, BaseModel):
+            self.finish(value.model_dump_json(by_alias=True))
+        else:
+            self.finish(json.dumps(value, default=str))
+
+
+class RecordsHandler(BaseHandler):
+    route_name = "records"
+    audit_actions = {"GET": "audit.read"}
+    audit_target = "audit/records"
+
+    async def get(self) -> None:
+        await self.admin()
+        args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        unknown = sorted(set(args) - {"user", "action", "since", "limit", "before"})
+        if unknown:
+            raise QueryError(
+                f"unknown filter(s) {', '.join(unknown)}: use user, action, since, limit, before"
+            )
+        filters = parse_filters(**args)
+        self.audit_details = {k: v for k, v in args.items() if k in ("user", "action", "since")}
+        records = await self.core.run(list_records, self.core.engine, filters)
+        more = len(records) == filters.limit and records and records[-1]["seq"] > 1
+        self.send(
+            ListRecordsResponse.model_validate(
+                {"records": records, "next_before": records[-1]["seq"] if more else None}
+            )
+        )
+
+
+class VerifyHandler(BaseHandler):
+    route_name = "verify"
+    audit_actions = {"GET": "audit.read"}
+    audit_target = "audit/verify"
+
+    async def get(self) -> None:
+        await self.admin()
+        report = await self.core.run(verify, self.core.settings)
+        self.audit_details = {"ok": report.ok, "problems": len(report.problems)}
+        self.send(VerifyResponse.model_validate(report.to_dict()))
+
+
+class OpenAPIHandler(OpenAPIRoute, BaseHandler):
+    """The OpenAPI document, without a hub login."""
+
+
+class HealthHandler(HealthRoute, BaseHandler):
+    """Whether the service is up, without a hub login."""
+
+
+class MetricsHandler(MetricsRoute, BaseHandler):
+    """Prometheus metrics, for hub admins."""
+
+
+class NotFoundHandler(NotFoundRoute, BaseHandler):
+    """Unknown paths under the prefix: a JSON 404."""
+
+
+def routes(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
+    """The route table under the service prefix (``/services/audit/``)."""
+    table = [
+        ("openapi.json", OpenAPIHandler),
+        ("health", HealthHandler),
+        ("metrics", MetricsHandler),
+        ("api/records", RecordsHandler),
+        ("api/verify", VerifyHandler),
+    ]
+    return [(prefix + path, handler) for path, handler in table]
