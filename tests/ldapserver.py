@@ -2,9 +2,10 @@
 
 :class:`LDAPServer` writes its own ``slapd.conf`` (mdb backend, the stock core, cosine,
 inetorgperson and nis schemas), seeds the database offline with ``slapadd`` and starts
-``slapd -f`` on a free loopback port, with StartTLS from a throw-away CA made here. It
-owns its config, data directory and pid file, so it runs beside a system slapd (the
-package's own instance listens on 389 with /etc/ldap/slapd.d; neither touches the other).
+``slapd -f`` on free loopback ports: ``ldap://`` (StartTLS) and ``ldaps://``, with a
+certificate from a throw-away CA made here. It owns its config, data directory and pid
+file, so it runs beside a system slapd (the package's own instance listens on 389 with
+/etc/ldap/slapd.d; neither touches the other).
 
 Entries live under ``dc=shipyard,dc=test``: people in ``ou=people`` (``inetOrgPerson``
 with ``uid`` and a salted SHA password), groups in ``ou=groups`` (``groupOfNames``;
@@ -139,6 +140,7 @@ class LDAPServer:
     def __post_init__(self):
         self.port = free_port()
         self.url = f"ldap://127.0.0.1:{self.port}"
+        self.ldaps_url = f"ldaps://127.0.0.1:{free_port()}"
         self.proc: subprocess.Popen | None = None
         self.ca_file = self.cert_file = self.key_file = None
 
@@ -215,7 +217,7 @@ access to *
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         # -d 0: stay in the foreground (a child the tests can stop) and log nothing extra
         self.proc = subprocess.Popen(
-            [SLAPD, "-d", "0", "-f", str(conf), "-h", f"{self.url}/"],
+            [SLAPD, "-d", "0", "-f", str(conf), "-h", f"{self.url}/ {self.ldaps_url}/"],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -342,6 +342,19 @@ def test_the_directory_certificate_is_checked(directory, tmp_path, monkeypatch, 
     assert attempt(authenticator, "alice", PASSWORDS["alice"])["name"] == "alice"
 
 
+def test_ldaps_as_active_directory_offers_it(directory, tmp_path, monkeypatch, audit_trail):
+    env = ldap_env(directory, tmp_path)
+    env["SHIPYARD_LDAP_URL"] = directory.ldaps_url
+    authenticator = authenticator_from_env(monkeypatch, env)
+    assert authenticator.tls_strategy.name == "on_connect"
+    assert authenticator.server_port == int(directory.ldaps_url.rsplit(":", 1)[1])
+    assert attempt(authenticator, "alice", PASSWORDS["alice"])["groups"] == ["research", "staff"]
+    assert attempt(authenticator, "alice", "wrong") is None
+    # the certificate is checked here too
+    del env["SHIPYARD_LDAP_CA_FILE"]
+    assert attempt(authenticator_from_env(monkeypatch, env), "alice", PASSWORDS["alice"]) is None
+
+
 def test_plain_ldap_only_when_asked_for(directory, tmp_path, monkeypatch, audit_trail):
     env = ldap_env(directory, tmp_path)
     env["SHIPYARD_LDAP_TLS"] = "insecure"
