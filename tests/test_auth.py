@@ -209,6 +209,8 @@ def test_a_sign_up_waits_for_approval(hub):
 
     admin = admin_session(hub)
     trail.mark()
+    home = admin.get(hub.url + "/hub/home", timeout=30).text
+    assert 'href="/hub/authorize"' in home and 'href="/hub/change-password"' in home
     page = admin.get(hub.url + "/hub/authorize", timeout=30)
     assert page.status_code == 200 and 'id="user-dina"' in page.text
     # approving is a POST with the XSRF token: a GET (a link followed) changes nothing
@@ -503,3 +505,50 @@ def test_accounts_live_in_the_hubs_postgresql_database(hub_factory):
                 assert password.encode() not in bytes(hashed)
         finally:
             pg_hub.stop()
+
+
+# ------------------------------------------------------------------ settings
+
+
+def test_native_settings_come_from_the_environment(tmp_path, monkeypatch):
+    from traitlets.config import Config
+
+    from hub_ext.auth import AuthConfigError, configure_authenticator
+    from hub_ext.auth.native import ShipyardNativeAuthenticator
+
+    monkeypatch.delenv("SHIPYARD_AUTH", raising=False)
+    for name, value in {
+        "SHIPYARD_NATIVE_SIGNUP": "0",
+        "SHIPYARD_NATIVE_LOCKOUT_FAILURES": "7",
+        "SHIPYARD_NATIVE_LOCKOUT_SECONDS": "90",
+        "SHIPYARD_NATIVE_MIN_PASSWORD_LENGTH": "12",
+    }.items():
+        monkeypatch.setenv(name, value)
+    c = Config()
+    assert configure_authenticator(c, tmp_path) == "native"
+    assert c.JupyterHub.authenticator_class is ShipyardNativeAuthenticator
+    native = c.ShipyardNativeAuthenticator
+    assert (native.enable_signup, native.allowed_failed_logins) == (False, 7)
+    assert (native.seconds_before_next_try, native.minimum_password_length) == (90, 12)
+    assert native.admin_credentials_file == str(tmp_path / "credentials.json")
+    assert c.Authenticator.admin_users == {"admin"}
+    assert "user_password" not in (tmp_path / "credentials.json").read_text()
+
+    for name, value, message in [
+        ("SHIPYARD_NATIVE_LOCKOUT_FAILURES", "many", "is not a whole number"),
+        ("SHIPYARD_NATIVE_LOCKOUT_SECONDS", "0", "must be at least 1"),
+        ("SHIPYARD_NATIVE_MIN_PASSWORD_LENGTH", "4", "must be at least 8"),
+    ]:
+        monkeypatch.setenv(name, value)
+        with pytest.raises(AuthConfigError, match=message):
+            configure_authenticator(Config(), tmp_path)
+        monkeypatch.delenv(name)
+
+
+def test_a_stale_login_form_gets_the_login_page_not_a_server_error(hub):
+    """JupyterHub 6 renders a refused form post through _render(**kwargs)."""
+    r = requests.post(
+        hub.url + "/hub/login", data={"username": "alice", "password": "x"}, timeout=30
+    )
+    assert r.status_code == 403
+    assert 'id="login_submit"' in r.text and "Login form invalid or expired" in r.text

@@ -13,7 +13,6 @@ and the page's HTML in test-artifacts/browser/.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -83,8 +82,10 @@ def platform(hub_factory, science_env, tmp_path_factory):
             "SHIPYARD_DEPLOYER_CONFIG": str(config),
         },
     )
-    token = hub.create_user("alice")
-    password = json.loads((hub.data_dir / "credentials.json").read_text())["user_password"]
+    # added as an admin does (a one-time password), with a password of her own chosen
+    password = hub.add_user_with_password("alice")
+    token = hub.api("POST", "/users/alice/tokens", json={"note": "test", "expires_in": 3600})
+    token = token.json()["token"]
 
     def services_up() -> bool:
         try:

@@ -339,10 +339,24 @@ def test_credentials_shows_what_up_created(capsys, tmp_path):
     assert created
     assert main(["credentials", "--data-dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out == (
-        f"admin_user      admin\n"
-        f"admin_password  {creds.admin_password}\n"
-        f"user_password   {creds.user_password}\n"
+        f"admin_user      admin\nadmin_password  {creds.admin_password}\n"
     )
+
+
+def test_an_old_shared_user_password_is_dropped_and_never_shown(capsys, tmp_path):
+    """Before per-user login the file also held a shared user password; it opens nothing now."""
+    (tmp_path / "credentials.json").write_text(
+        json.dumps({"admin_user": "admin", "admin_password": "a" * 43, "user_password": "shared1"})
+    )
+    (tmp_path / "credentials.json").chmod(0o600)
+    assert main(["credentials", "--data-dir", str(tmp_path)]) == 0
+    assert "shared1" not in capsys.readouterr().out
+    creds, created = load_or_create_credentials(tmp_path)
+    assert not created and creds.admin_password == "a" * 43
+    assert json.loads((tmp_path / "credentials.json").read_text()) == {
+        "admin_user": "admin",
+        "admin_password": "a" * 43,
+    }
 
 
 # ------------------------------------------------------------ embedded secrets
@@ -381,13 +395,11 @@ def test_credentials_are_private_and_stable(tmp_path, open_umask):
     path = tmp_path / "credentials.json"
     assert created and mode(path) == 0o600
     assert creds.admin_user == "admin"
-    assert len(creds.admin_password) >= 32  # SharedPasswordAuthenticator's minimum for admins
-    assert len(creds.user_password) >= 16
-    assert creds.admin_password != creds.user_password
+    # long enough for any password policy, short enough for bcrypt (72 bytes)
+    assert 32 <= len(creds.admin_password) <= 72
     assert json.loads(path.read_text()) == {
         "admin_user": "admin",
         "admin_password": creds.admin_password,
-        "user_password": creds.user_password,
     }
     assert load_or_create_credentials(tmp_path) == (creds, False)
 

@@ -139,8 +139,9 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
 
         _, wrong = _login(url, "admin", "not-the-password")
         assert wrong.status_code == 403 and "Invalid username or password" in wrong.text
-        _, stranger = _login(url, "mallory", creds["user_password"])
-        assert stranger.status_code == 403, "only users an admin added may log in"
+        assert "user password" not in log.read_text(), "no shared password any more"
+        _, stranger = _login(url, "mallory", creds["admin_password"])
+        assert stranger.status_code == 403, "a known password opens no other account"
         session, ok = _login(url, "admin", creds["admin_password"])
         assert ok.status_code == 302
 

@@ -156,9 +156,7 @@ def _login(hub, user: str, password: str) -> requests.Session:
 
 
 def test_spawn_form_lists_allowed_profiles_and_refuses_tampering(hub):
-    creds = __import__("json").loads((hub.data_dir / "credentials.json").read_text())
-    hub.create_user("dave")
-    session = _login(hub, "dave", creds["user_password"])
+    session = _login(hub, "dave", hub.add_user_with_password("dave"))
     form = session.get(hub.url + "/hub/spawn/dave/f1", timeout=30)
     assert form.status_code == 200
     assert 'value="tiny"' in form.text and "checked" in form.text
@@ -322,9 +320,7 @@ def test_spawn_of_an_environment_not_built_is_refused_with_the_fix(hub):
 
 
 def test_profiles_file_is_reread_without_restart(hub):
-    creds = __import__("json").loads((hub.data_dir / "credentials.json").read_text())
-    hub.create_user("uma")
-    session = _login(hub, "uma", creds["user_password"])
+    session = _login(hub, "uma", hub.add_user_with_password("uma"))
     before = session.get(hub.url + "/hub/spawn/uma/r", timeout=30).text
     assert 'value="fresh"' not in before
     fresh = "  - slug: fresh\n    display_name: Fresh\n    mem_limit: 300Mi\n"

@@ -59,6 +59,8 @@ from nativeauthenticator import handlers as native_handlers
 from nativeauthenticator.orm import UserInfo
 from sqlalchemy import Column, DateTime, MetaData, String, Table, inspect
 from tornado import web
+from tornado.escape import url_escape
+from tornado.httputil import url_concat
 from traitlets import Bool, Integer, Unicode, default
 
 from .audited import AuditedAuthenticatorMixin, audit, note_login_failure
@@ -486,25 +488,46 @@ def _tell(handler, message: str) -> None:
 
 
 class _Templates:
-    """Adds Shipyard's auth templates (after JupyterHub's and NativeAuthenticator's)."""
+    """Adds Shipyard's and NativeAuthenticator's templates after JupyterHub's.
 
-    _registered = False
+    To both of JupyterHub's template environments: the asynchronous one of pages, and
+    the synchronous one ``write_error`` renders with (NativeAuthenticator registers only
+    the first, so an error on its login page could not find its template).
+    """
 
     def initialize(self, *args, **kwargs):
         super().initialize(*args, **kwargs)
-        if not _Templates._registered:
-            env = self.settings["jinja2_env"]
-            env.loader = ChoiceLoader([env.loader, FileSystemLoader([str(TEMPLATES)])])
-            _Templates._registered = True
+        for key in ("jinja2_env", "jinja2_env_sync"):
+            env = self.settings.get(key)
+            if env is not None and not getattr(env, "_shipyard_auth_templates", False):
+                extra = FileSystemLoader([str(TEMPLATES), native_handlers.TEMPLATE_DIR])
+                env.loader = ChoiceLoader([env.loader, extra])
+                env._shipyard_auth_templates = True
 
 
 class LoginHandler(_Templates, native_handlers.LoginHandler):
     """NativeAuthenticator's login page, fixed for JupyterHub 6, with the first-password step."""
 
-    def _render(self, login_error=None, username=None, **kwargs):
-        # JupyterHub 6 renders a failed form post through _render(**error_page_namespace);
-        # NativeAuthenticator's _render takes no keyword arguments (a 500 there)
-        return super()._render(login_error=login_error, username=username)
+    def _render(self, login_error=None, username=None, sync=False, **kwargs):
+        # JupyterHub 6 renders a refused form post (a stale XSRF token, say) through
+        # _render(sync=True, **error_page_namespace) from the synchronous write_error;
+        # NativeAuthenticator's _render takes no keyword arguments and always renders
+        # asynchronously (a 500 there). The namespace is NativeAuthenticator's.
+        next_url = self.get_argument("next", default="")
+        return self.render_template(
+            "native-login.html",
+            sync=sync,
+            next=url_escape(next_url),
+            username=username,
+            login_error=login_error,
+            custom_html=self.authenticator.custom_html,
+            login_url=self.settings["login_url"],
+            enable_signup=self.authenticator.enable_signup,
+            two_factor_auth=self.authenticator.allow_2fa,
+            authenticator_login_url=url_concat(
+                self.authenticator.login_url(self.hub.base_url), {"next": next_url}
+            ),
+        )
 
     async def post(self):
         data = {
@@ -926,6 +949,9 @@ def configure(c, data_dir: Path) -> None:
     # users an admin adds on the admin page or with `shipyard users add` may log in
     # once they have a password (see ChangePasswordAdminHandler and the CLI)
     c.Authenticator.allow_existing_users = True
+    # the nav bar links to the change-password and sign-up pages (templates/nav/page.html)
+    paths = c.JupyterHub.template_paths if isinstance(c.JupyterHub.template_paths, list) else []
+    c.JupyterHub.template_paths = [*paths, str(TEMPLATES / "nav")]
     cls = c.ShipyardNativeAuthenticator
     cls.admin_credentials_file = str(Path(data_dir) / "credentials.json")
     signup = os.environ.get("SHIPYARD_NATIVE_SIGNUP", "1").strip().lower()
