@@ -41,6 +41,12 @@ for the README, for CI and for a small team's server:
     SHIPYARD_DEPLOYER_URL    where the deployer listens (http://127.0.0.1:8004)
     SHIPYARD_DEPLOYER_DB_URL the deployer's database (sqlite in the data dir; a postgresql:// URL in production)
     SHIPYARD_DEPLOYER_CONFIG a deployer config file (c.DeployerService..., c.LocalBackend...)
+    SHIPYARD_SECRETS         1 runs the secrets service (users' secrets at /services/secrets/); 0 does not
+    SHIPYARD_SECRETS_URL     where the secrets service listens (http://127.0.0.1:8005)
+    SHIPYARD_SECRETS_DB_URL  the secrets database (sqlite in the data dir; a postgresql:// URL in production)
+    SHIPYARD_SECRETS_KEY_FILE the key file that encrypts secret values ($SHIPYARD_DATA_DIR/secrets.key, made 0600)
+    SHIPYARD_SECRETS_BACKEND where values are kept: database (encrypted, the default) or kubernetes (Secrets)
+    SHIPYARD_SECRETS_CONFIG  a secrets service config file (c.SecretsService..., c.DatabaseBackend...)
 
 Anything else: add `c.Class.trait = value` lines below, as in any jupyterhub_config.py.
 """
@@ -304,3 +310,53 @@ if env("SHIPYARD_AUDIT_SERVICE", "1") != "0":
             + "/services/audit"
         }
     )
+
+# -- secrets: users' named secrets at /services/secrets/, given to their runs and replicas
+if env("SHIPYARD_SECRETS", "1") != "0":
+    secrets_url = env("SHIPYARD_SECRETS_URL", "http://127.0.0.1:8005")
+    c.JupyterHub.services.append(
+        {
+            "name": "secrets",
+            "url": secrets_url,
+            "command": [sys.executable, "-m", "hub_ext.services.secrets"],
+            "display": False,
+            "oauth_no_confirm": True,
+            # hub-side settings only; the key file is never passed to anyone
+            "environment": {
+                k: v
+                for k, v in {
+                    "SHIPYARD_DATA_DIR": str(data),
+                    "SHIPYARD_SECRETS_DB_URL": env("SHIPYARD_SECRETS_DB_URL"),
+                    "SHIPYARD_SECRETS_KEY_FILE": env("SHIPYARD_SECRETS_KEY_FILE"),
+                    "SHIPYARD_SECRETS_BACKEND": env("SHIPYARD_SECRETS_BACKEND"),
+                    "SHIPYARD_SECRETS_CONFIG": env("SHIPYARD_SECRETS_CONFIG"),
+                }.items()
+                if v
+            },
+        }
+    )
+    # the service only checks tokens: it needs no scope of its own
+    c.JupyterHub.load_roles.append({"name": "secrets", "scopes": [], "services": ["secrets"]})
+    # users and their servers' tokens (%secret, the CLI) may call it
+    user_role = next((r for r in c.JupyterHub.load_roles if r["name"] == "user"), None)
+    if user_role is None:
+        user_role = {"name": "user", "scopes": ["self"]}
+        c.JupyterHub.load_roles.append(user_role)
+    user_role["scopes"].append("access:services!service=secrets")
+    scopes = c.Spawner.server_token_scopes
+    if not isinstance(scopes, list):
+        scopes = ["users:activity!user", "access:servers!server"]
+    c.Spawner.server_token_scopes = [*scopes, "access:services!service=secrets"]
+    c.LocalProfileSpawner.secrets_url = (
+        env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/") + "/services/secrets"
+    )
+    # the scheduler and the deployer resolve values for runs and replicas (POST api/resolve),
+    # straight to the service (it is served under its prefix there too)
+    for role in c.JupyterHub.load_roles:
+        if role["name"] in ("scheduler", "deployer"):
+            role["scopes"].append("access:services!service=secrets")
+    for service in c.JupyterHub.services:
+        if service["name"] in ("scheduler", "deployer"):
+            service.setdefault("environment", {})["SHIPYARD_SECRETS_API_URL"] = (
+                secrets_url.rstrip("/") + "/services/secrets/"
+            )

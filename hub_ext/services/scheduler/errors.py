@@ -13,9 +13,11 @@ hidden one answer with the same body.
 
 from __future__ import annotations
 
+from ..common.errors import ServiceError
 
-class SchedulerError(Exception):
-    """Base class of the scheduler's expected errors.
+
+class SchedulerError(ServiceError):
+    """Base class of the scheduler's expected errors (one family with every service's).
 
     Parameters
     ----------
@@ -30,10 +32,6 @@ class SchedulerError(Exception):
     """
 
     status: int = 500
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 class Invalid(SchedulerError):

@@ -3,8 +3,9 @@
 On Kubernetes, users' secrets are Kubernetes Secrets, so the cluster's own
 protection applies (RBAC, encryption at rest configured for the API server,
 audit logs), and runs and replicas read them through ``secretKeyRef``
-(:func:`hub_ext.k8s.user_secret_env`): at run time the values go from the
-API server to the kubelet, never through Shipyard.
+(:func:`hub_ext.k8s.user_secret_env`): the pods get the values from the API
+server, not from Shipyard. (The scheduler and the deployer still resolve them
+once per run or start, through this service, only to scrub outputs and logs.)
 
 - :func:`secret_manifest` is the pure builder (STYLE rule 8): one typed spec
   in, the v1 Secret out, validated against the Kubernetes schema in tests.
