@@ -34,6 +34,7 @@ from pathlib import Path
 
 import yaml
 
+from . import secrets_cli
 from .audit import cli as audit_cli
 from .audit import emit as audit_emit
 from .auth import cli as users_cli
@@ -686,6 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     joutput.set_defaults(func=_scheduler_command(cmd_jobs_output))
     users_cli.add_parser(sub)
     audit_cli.add_parser(sub)
+    secrets_cli.add_parser(sub)
     return parser
 
 
