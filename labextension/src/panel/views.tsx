@@ -717,6 +717,13 @@ function AuditSection(props: { audit: IAuditState; actions: IPanelActions }): Re
   );
 }
 
+/** What each filter takes (the service checks it and says what to fix). */
+const FILTER_HINTS: Record<keyof IAuditFilters, string> = {
+  user: 'Records where this user acted or owned the target',
+  action: 'An action (job.create) or a family (job)',
+  since: 'An age (30m, 2h, 7d, 4w) or an ISO time (2026-01-31T12:00Z)'
+};
+
 function AuditFilterForm(props: {
   applied: IAuditFilters;
   suggestions: string[];
@@ -725,7 +732,7 @@ function AuditFilterForm(props: {
 }): React.ReactElement {
   const [draft, setDraft] = React.useState<IAuditFilters>(props.applied);
   const field = (key: keyof IAuditFilters, label: string, placeholder: string, list?: string) => (
-    <label className="shipyard-audit-field">
+    <label className="shipyard-audit-field" title={FILTER_HINTS[key]}>
       <span>{label}</span>
       <input
         className="jp-mod-styled"
@@ -746,9 +753,9 @@ function AuditFilterForm(props: {
         props.onApply(draft);
       }}
     >
-      {field('user', 'User', 'any user')}
-      {field('action', 'Action', 'e.g. server or job.create', 'shipyard-audit-actions')}
-      {field('since', 'Since', 'e.g. 2h, 7d, 2026-01-31')}
+      {field('user', 'User', 'anyone')}
+      {field('action', 'Action', 'e.g. job', 'shipyard-audit-actions')}
+      {field('since', 'Since', 'e.g. 7d')}
       <datalist id="shipyard-audit-actions">
         {props.suggestions.map(a => (
           <option key={a} value={a} />
