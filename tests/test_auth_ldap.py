@@ -23,7 +23,6 @@ errors are tested on the authenticator itself, against the same slapd.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import time
@@ -37,6 +36,7 @@ from hub_ext.auth import AuthConfigError, configure_authenticator
 from hub_ext.auth.ldap import ShipyardLDAPAuthenticator, settings_from_env
 
 from . import ldapserver
+from .auditrecords import AUDITED, all_records, directory_changes, login_records
 from .conftest import needs_root
 from .hubtools import wait_for
 from .ldapserver import GROUPS, PEOPLE, READER_DN, LDAPServer
@@ -55,7 +55,6 @@ GROUP_MEMBERS = {
     "interns": ["carol"],
     "admins": ["dave"],
 }
-AUDITED = importlib.util.find_spec("hub_ext.audit") is not None
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +88,13 @@ def ldap_env(server: LDAPServer, secrets_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def ldap_hub(hub_factory, directory, tmp_path_factory):
     env = ldap_env(directory, tmp_path_factory.mktemp("ldap-secrets"))
-    hub = hub_factory(name="ldaphub", extra_env=env)
+    # accounts and cgroups of its own: other modules' hubs have users named alice too
+    hub = hub_factory(
+        name="ldaphub",
+        account_prefix="sydir-",
+        cgroup_parent="shipyard-test-ldap",
+        extra_env=env,
+    )
     yield hub
     hub.stop()
 
@@ -108,17 +113,6 @@ def form_login(hub, name: str, password: str) -> tuple[requests.Session, request
     return s, r
 
 
-def audit_records(data_dir: Path, name: str) -> list[dict]:
-    """The login records the hub wrote about ``name`` (actor or claimed account)."""
-    path = data_dir / "audit" / "audit.jsonl"
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [
-        r for r in records if r["action"].startswith("login.") and f"user/{name}" == r.get("target")
-    ]
-
-
 class LoginCheck:
     """Log in and check the answer and the one audit record it leaves."""
 
@@ -126,7 +120,7 @@ class LoginCheck:
         self.hub = hub
 
     def __call__(self, name: str, password: str, allowed: bool, reason: str | None = None):
-        before = len(audit_records(self.hub.data_dir, name))
+        before = len(login_records(self.hub.data_dir, name))
         session, r = form_login(self.hub, name, password)
         if allowed:
             assert r.status_code == 302, f"{name}: {r.status_code} {r.text[:300]}"
@@ -136,13 +130,13 @@ class LoginCheck:
             assert "Invalid username or password" in r.text
         if AUDITED:
             new = wait_for(
-                lambda: audit_records(self.hub.data_dir, name)[before:] or None,
+                lambda: login_records(self.hub.data_dir, name)[before:] or None,
                 10,
                 0.1,
                 f"the audit record of {name}'s login",
             )
             time.sleep(0.2)  # nothing more may follow
-            new = audit_records(self.hub.data_dir, name)[before:]
+            new = login_records(self.hub.data_dir, name)[before:]
             assert len(new) == 1, new
             record = new[0]
             if allowed:
@@ -203,10 +197,23 @@ def test_user_outside_the_allowed_groups_is_refused(ldap_hub):
 
 @needs_root
 def test_admin_group_makes_an_admin(ldap_hub):
+    since = len(all_records(ldap_hub.data_dir))
     LoginCheck(ldap_hub)("dave", PASSWORDS["dave"], allowed=True)
     model = ldap_hub.api("GET", "/users/dave").json()
     assert model["admin"] is True
     assert model["groups"] == ["admins"]
+    if AUDITED:
+        # the first login made the user, the group, the membership and the admin: each once
+        assert directory_changes(ldap_hub.data_dir, since, "ldap") == [
+            ("user.create", "user/dave", {"source": "ldap"}),
+            ("group.create", "group/admins", {"source": "ldap"}),
+            ("group.members_add", "group/admins", {"users": ["dave"], "source": "ldap"}),
+            ("role.change", "user/dave", {"admin": True, "source": "ldap"}),
+        ]
+        # a login that changes nothing records nothing but the login
+        since = len(all_records(ldap_hub.data_dir))
+        LoginCheck(ldap_hub)("dave", PASSWORDS["dave"], allowed=True)
+        assert directory_changes(ldap_hub.data_dir, since, "ldap") == []
 
 
 @needs_root
@@ -216,14 +223,24 @@ def test_group_removed_in_the_directory_is_gone_at_the_next_login(ldap_hub, dire
     assert hub_groups(ldap_hub, "alice") == ["research", "staff"]
     directory.remove_member("research", "alice")
     try:
+        since = len(all_records(ldap_hub.data_dir))
         login("alice", PASSWORDS["alice"], allowed=True)
         assert hub_groups(ldap_hub, "alice") == ["staff"]
         assert "alice" not in ldap_hub.api("GET", "/groups/research").json()["users"]
+        if AUDITED:
+            assert directory_changes(ldap_hub.data_dir, since, "ldap") == [
+                ("group.members_remove", "group/research", {"users": ["alice"], "source": "ldap"})
+            ]
     finally:
         directory.add_member("research", "alice")
     # and a group added in the directory comes back the same way
+    since = len(all_records(ldap_hub.data_dir))
     login("alice", PASSWORDS["alice"], allowed=True)
     assert hub_groups(ldap_hub, "alice") == ["research", "staff"]
+    if AUDITED:
+        assert directory_changes(ldap_hub.data_dir, since, "ldap") == [
+            ("group.members_add", "group/research", {"users": ["alice"], "source": "ldap"})
+        ]
 
 
 @needs_root
@@ -253,9 +270,14 @@ def test_a_session_follows_the_directory_through_the_search_account(ldap_hub, di
     directory.remove_member("research", "erin")
     try:
         time.sleep(1.2)  # past SHIPYARD_LDAP_REFRESH_AGE
+        since = len(all_records(ldap_hub.data_dir))
         r = session.get(f"{ldap_hub.url}/hub/home", allow_redirects=False, timeout=30)
         assert r.status_code == 200, r.status_code
         assert hub_groups(ldap_hub, "erin") == ["staff"]
+        if AUDITED:
+            assert directory_changes(ldap_hub.data_dir, since, "ldap") == [
+                ("group.members_remove", "group/research", {"users": ["erin"], "source": "ldap"})
+            ]
 
         # out of every allowed group: the session ends (login again, which is refused)
         directory.remove_member("staff", "erin")
@@ -363,15 +385,27 @@ def test_plain_ldap_only_when_asked_for(directory, tmp_path, monkeypatch, audit_
     assert attempt(authenticator, "alice", PASSWORDS["alice"])["groups"] == ["research", "staff"]
 
 
-def test_refresh_of_a_user_the_directory_does_not_have_asks_for_a_login(
-    directory, tmp_path, monkeypatch
+def test_a_refresh_re_reads_groups_and_asks_a_vanished_user_to_log_in(
+    directory, tmp_path, monkeypatch, audit_trail
 ):
-    class User:
+    """The search account re-reads a hub user's groups (without their password)."""
+
+    class Group:
+        def __init__(self, name):
+            self.name = name
+
+    class User:  # what the hub holds: erin, in staff only so far
         name = "erin"
+        admin = False
+        groups = [Group("staff")]
 
     authenticator = authenticator_from_env(monkeypatch, ldap_env(directory, tmp_path))
     refreshed = asyncio.run(authenticator.refresh_user(User()))
     assert refreshed["groups"] == ["research", "staff"]
+    if AUDITED:
+        assert directory_changes(audit_trail, 0, "ldap") == [
+            ("group.members_add", "group/research", {"users": ["erin"], "source": "ldap"})
+        ]
     User.name = "ghost"
     assert asyncio.run(authenticator.refresh_user(User())) is False
 

@@ -21,12 +21,10 @@ erin     staff, research      has a session while her groups change
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
@@ -36,10 +34,9 @@ from traitlets.config import Config
 from hub_ext.auth import AuthConfigError, configure_authenticator
 from hub_ext.auth.oidc import ShipyardOIDCAuthenticator, settings_from_env
 
+from .auditrecords import AUDITED, all_records, directory_changes, login_records
 from .conftest import needs_root
 from .oidc_provider import OIDCProvider
-
-AUDITED = importlib.util.find_spec("hub_ext.audit") is not None
 
 PASSWORDS = {n: f"{n}-idp-{i}9Z" for i, n in enumerate(("alice", "bob", "carol", "dave", "erin"))}
 USERS = {
@@ -173,14 +170,6 @@ def oidc_login(hub, provider, name: str, password: str):
     return s, r
 
 
-def login_records(data_dir: Path) -> list[dict]:
-    path = data_dir / "audit" / "audit.jsonl"
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r["action"].startswith("login.")]
-
-
 def login(oidc, name: str, allowed: bool, password: str | None = None):
     """Log ``name`` in through the provider; check the hub's answer and the audit record."""
     hub, provider = oidc
@@ -266,8 +255,13 @@ def test_group_removed_at_the_provider_is_gone_at_the_next_login(oidc):
     login(oidc, "bob", allowed=True)
     assert hub_groups(hub, "bob") == ["staff"]
     provider.set_groups("bob", ["staff", "research"])
+    since = len(all_records(hub.data_dir))
     login(oidc, "bob", allowed=True)
     assert hub_groups(hub, "bob") == ["research", "staff"]
+    if AUDITED:
+        assert directory_changes(hub.data_dir, since, "oidc") == [
+            ("group.members_add", "group/research", {"users": ["bob"], "source": "oidc"})
+        ]
     provider.set_groups("bob", ["interns"])
     try:
         login(oidc, "bob", allowed=False)
@@ -285,9 +279,14 @@ def test_a_session_follows_the_provider_at_each_refresh(oidc):
     try:
         # past the access token's life: the refresh token gets a new one, then userinfo
         time.sleep(TOKEN_LIFETIME + 0.5)
+        since = len(all_records(hub.data_dir))
         r = session.get(f"{hub.url}/hub/home", allow_redirects=False, timeout=30)
         assert r.status_code == 200, r.status_code
         assert hub_groups(hub, "erin") == ["staff"]
+        if AUDITED:
+            assert directory_changes(hub.data_dir, since, "oidc") == [
+                ("group.members_remove", "group/research", {"users": ["erin"], "source": "oidc"})
+            ]
 
         # out of every allowed group: the session ends at the next refresh
         provider.set_groups("erin", ["interns"])

@@ -60,6 +60,7 @@ from traitlets import Set, Unicode
 
 from . import AuthConfigError, _env
 from ._compat import mark_cookie_request
+from ._sync import record_directory_changes
 from .audited import AuditedAuthenticatorMixin, note_login_failure
 
 #: What one login's group search found, handed from the worker thread's lookup
@@ -239,6 +240,12 @@ class ShipyardLDAPAuthenticator(AuditedAuthenticatorMixin, LDAPAuthenticator):
         if self.admin_group_names and model["name"] not in self.admin_users:
             model["admin"] = bool(set(groups) & self.admin_group_names)
 
+    async def run_post_auth_hook(self, handler, auth_model):
+        """JupyterHub's hook, then the audit records of what this login changes in the hub."""
+        auth_model = await super().run_post_auth_hook(handler, auth_model)
+        record_directory_changes("ldap", handler, auth_model["name"], auth_model)
+        return auth_model
+
     async def check_allowed(self, username, auth_model):
         """ldapauthenticator's rules, then the allowed (and admin) group names."""
         if await super().check_allowed(username, auth_model):
@@ -273,9 +280,13 @@ class ShipyardLDAPAuthenticator(AuditedAuthenticatorMixin, LDAPAuthenticator):
             return False
         model = {"name": user.name, "admin": None}
         self._apply_groups(model, found)
-        if self.allow_all or user.name in self.allowed_users or model.get("admin") is True:
-            return model
-        if self.allowed_group_names and set(found) & self.allowed_group_names:
+        if (
+            self.allow_all
+            or user.name in self.allowed_users
+            or model.get("admin") is True
+            or set(found) & self.allowed_group_names
+        ):
+            record_directory_changes("ldap", handler, user.name, model, user=user)
             return model
         self.log.info("%s left every allowed directory group: a new login is needed.", user.name)
         mark_cookie_request(handler)

@@ -52,6 +52,7 @@ from hub_ext.embedded import load_or_create_token
 
 from . import AuthConfigError, _env
 from ._compat import mark_cookie_request
+from ._sync import record_directory_changes
 from .audited import AuditedAuthenticatorMixin, note_login_failure
 
 #: Where oauthenticator keeps the userinfo answer in auth_state.
@@ -63,6 +64,12 @@ DISCOVERY_WAIT = 15
 
 class ShipyardOIDCAuthenticator(AuditedAuthenticatorMixin, GenericOAuthenticator):
     """GenericOAuthenticator whose refresh also re-checks the allowed groups, audited."""
+
+    async def run_post_auth_hook(self, handler, auth_model):
+        """JupyterHub's hook, then the audit records of what this login changes in the hub."""
+        auth_model = await super().run_post_auth_hook(handler, auth_model)
+        record_directory_changes("oidc", handler, auth_model["name"], auth_model)
+        return auth_model
 
     async def check_allowed(self, username, auth_model):
         """oauthenticator's rules; a refusal says why in the audit record."""
@@ -79,11 +86,14 @@ class ShipyardOIDCAuthenticator(AuditedAuthenticatorMixin, GenericOAuthenticator
         the refreshed user is no longer allowed.
         """
         refreshed = await super().refresh_user(user, handler, **kwargs)
-        if isinstance(refreshed, dict) and not await super().check_allowed(
-            refreshed["name"], refreshed
-        ):
-            self.log.info("%s is no longer in an allowed group: a new login is needed.", user.name)
-            refreshed = False
+        if isinstance(refreshed, dict):
+            if await super().check_allowed(refreshed["name"], refreshed):
+                record_directory_changes("oidc", handler, user.name, refreshed, user=user)
+            else:
+                self.log.info(
+                    "%s is no longer in an allowed group: a new login is needed.", user.name
+                )
+                refreshed = False
         if refreshed is False:
             mark_cookie_request(handler)
         return refreshed
