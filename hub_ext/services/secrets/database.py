@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import MultiFernet
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,7 +24,7 @@ from traitlets import Unicode, default
 
 from .backend import SecretBackend, SecretInfo
 from .db import make_engine, upgrade
-from .keys import decrypt, encrypt, load_or_create
+from .keys import Keys, decrypt, encrypt, load_or_create
 from .orm import Secret
 
 
@@ -89,7 +88,7 @@ class DatabaseBackend(SecretBackend):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self._keys: MultiFernet | None = None
+        self._keys: Keys | None = None
         self._sessions: sessionmaker[Session] | None = None
         self._engine = None
 
@@ -107,7 +106,7 @@ class DatabaseBackend(SecretBackend):
         upgrade(self.db_url)
         self._engine = make_engine(self.db_url)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
-        if len(self._keys._fernets) > 1:  # noqa: SLF001 - MultiFernet keeps no public count
+        if self._keys.count > 1:
             self._rotate()
 
     def _rotate(self) -> None:

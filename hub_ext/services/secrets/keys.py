@@ -34,7 +34,15 @@ class KeyFileError(Exception):
     """The key file cannot be used; the message says what to fix."""
 
 
-def load_or_create(path: Path) -> MultiFernet:
+class Keys(MultiFernet):
+    """The key file's keys: the first encrypts, every one decrypts; ``count`` says how many."""
+
+    def __init__(self, fernets: list[Fernet]):
+        super().__init__(fernets)
+        self.count = len(fernets)
+
+
+def load_or_create(path: Path) -> Keys:
     """Return the keys of ``path``, creating the file with one new key (0600) if missing.
 
     Parameters
@@ -89,7 +97,7 @@ def load_or_create(path: Path) -> MultiFernet:
             ) from None
     if not keys:
         raise KeyFileError(f"the secrets key file {path} holds no key")
-    return MultiFernet(keys)
+    return Keys(keys)
 
 
 def _plaintext(owner: str, name: str, value: str) -> bytes:
