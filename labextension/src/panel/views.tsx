@@ -754,7 +754,7 @@ function AuditFilterForm(props: {
       }}
     >
       {field('user', 'User', 'anyone')}
-      {field('action', 'Action', 'e.g. job', 'shipyard-audit-actions')}
+      {field('action', 'Action', 'any', 'shipyard-audit-actions')}
       {field('since', 'Since', 'e.g. 7d')}
       <datalist id="shipyard-audit-actions">
         {props.suggestions.map(a => (
