@@ -5,12 +5,15 @@ service the routes answer a 502 that says why; against a real hub running the re
 service they answer exactly what the service answers, as the server's user: the records and
 the verification for an admin, the service's 403 for anyone else, the service's 400 for a
 filter it refuses. The profile answer's ``admin`` (the panel's hint to show the section) is
-checked here outside a hub and in the browser (tests/test_browser_audit.py) inside one.
+checked here outside a hub and in the browser (tests/test_browser_audit.py) inside one. The
+panel's types of the service's answers (labextension/src/api/types.ts) are diffed against
+the service's pydantic models, so neither drifts from the other unnoticed.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -20,7 +23,7 @@ from server_ext.audit_client import AuditClient, AuditError
 from server_ext.handlers import owner_is_admin
 
 from .conftest import needs_root
-from .hubtools import free_port, wait_for
+from .hubtools import REPO, free_port, wait_for
 from .test_server_ext import _start_server
 
 
@@ -146,3 +149,33 @@ def test_the_routes_answer_what_the_service_answers(audit_hub, tmp_path, who):
     else:
         assert forwarded.status_code == 403 and "admins" in forwarded.json()["message"]
         assert verify.status_code == 403 and "admins" in verify.json()["message"]
+
+
+# ------------------------------------------------------------- the panel's types
+
+
+def _ts_interfaces() -> dict[str, set[str]]:
+    """The property names of each ``export interface`` in the panel's api/types.ts."""
+    text = (REPO / "labextension" / "src" / "api" / "types.ts").read_text()
+    found = {}
+    for name, body in re.findall(r"export interface (\w+) \{(.*?)\n\}", text, re.S):
+        found[name] = set(re.findall(r"^  (\w+)\??:", body, re.M))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("interface", "model"),
+    [
+        ("IAuditRecord", "AuditRecord"),
+        ("IAuditRecords", "ListRecordsResponse"),
+        ("IAuditQuery", "ListRecordsQuery"),
+        ("IAuditVerify", "VerifyResponse"),
+        ("IAuditProblem", "Problem"),
+    ],
+)
+def test_the_panels_types_are_the_services_models(interface, model):
+    """STYLE rule 18: the panel's hand-written types may not drift from the service's models."""
+    from hub_ext.services.audit import models
+
+    fields = set(getattr(models, model).model_json_schema(by_alias=True)["properties"])
+    assert _ts_interfaces()[interface] == fields
