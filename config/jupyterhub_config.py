@@ -47,6 +47,12 @@ for the README, for CI and for a small team's server:
     SHIPYARD_SECRETS_KEY_FILE the key file that encrypts secret values ($SHIPYARD_DATA_DIR/secrets.key, made 0600)
     SHIPYARD_SECRETS_BACKEND where values are kept: database (encrypted, the default) or kubernetes (Secrets)
     SHIPYARD_SECRETS_CONFIG  a secrets service config file (c.SecretsService..., c.DatabaseBackend...)
+    SHIPYARD_AUDIT           0 turns the audit trail off (1: every privileged action is recorded)
+    SHIPYARD_AUDIT_DIR       the trail's JSON-lines file, archives and SQLite table ($SHIPYARD_DATA_DIR/audit)
+    SHIPYARD_AUDIT_DB_URL    the trail's table (sqlite in the audit dir; a postgresql:// URL in production)
+    SHIPYARD_AUDIT_RETENTION_DAYS days an audit record is kept (365; 0 keeps them forever)
+    SHIPYARD_AUDIT_SERVICE   1 runs the audit service (the trail's REST API for admins at /services/audit/); 0 does not
+    SHIPYARD_AUDIT_SERVICE_URL where the audit service listens (http://127.0.0.1:8006)
 
 Anything else: add `c.Class.trait = value` lines below, as in any jupyterhub_config.py.
 """
@@ -360,3 +366,49 @@ if env("SHIPYARD_SECRETS", "1") != "0":
             service.setdefault("environment", {})["SHIPYARD_SECRETS_API_URL"] = (
                 secrets_url.rstrip("/") + "/services/secrets/"
             )
+
+# -- audit trail: one hash-chained record per privileged action, in the hub and every
+# service (hub_ext/audit). Keep this block last: it passes the trail's settings to every
+# hub-managed service declared above.
+from hub_ext.audit.hub import configure as configure_audit  # noqa: E402
+
+os.environ.setdefault("SHIPYARD_AUDIT_DIR", str(data / "audit"))  # the hub's own records
+configure_audit(c)  # the hub's REST API: users, groups, roles, tokens
+if env("SHIPYARD_AUDIT_SERVICE", "1") != "0":
+    c.JupyterHub.services.append(
+        {
+            "name": "audit",
+            "url": env("SHIPYARD_AUDIT_SERVICE_URL", "http://127.0.0.1:8006"),
+            "command": [sys.executable, "-m", "hub_ext.services.audit"],
+            "display": False,
+            "oauth_no_confirm": True,
+        }
+    )
+    # read:users: the service asks the hub whether a caller is an admin (a server's token
+    # does not say); the service itself refuses everyone else
+    c.JupyterHub.load_roles.append(
+        {"name": "audit", "scopes": ["read:users"], "services": ["audit"]}
+    )
+    user_role = next((r for r in c.JupyterHub.load_roles if r["name"] == "user"), None)
+    if user_role is None:
+        user_role = {"name": "user", "scopes": ["self"]}
+        c.JupyterHub.load_roles.append(user_role)
+    user_role["scopes"].append("access:services!service=audit")
+    scopes = c.Spawner.server_token_scopes
+    if not isinstance(scopes, list):
+        scopes = ["users:activity!user", "access:servers!server"]
+    # the JupyterLab panel (a server's token) shows the admin section from it
+    c.Spawner.server_token_scopes = [*scopes, "access:services!service=audit"]
+audit_env = {
+    k: v
+    for k, v in {
+        "SHIPYARD_AUDIT": env("SHIPYARD_AUDIT"),
+        "SHIPYARD_AUDIT_DIR": env("SHIPYARD_AUDIT_DIR"),
+        "SHIPYARD_AUDIT_DB_URL": env("SHIPYARD_AUDIT_DB_URL"),
+        "SHIPYARD_AUDIT_RETENTION_DAYS": env("SHIPYARD_AUDIT_RETENTION_DAYS"),
+    }.items()
+    if v
+}
+for service in c.JupyterHub.services:
+    if "command" in service:  # hub-managed: it writes the same trail
+        service.setdefault("environment", {}).update(audit_env)

@@ -75,6 +75,7 @@ class HubProcess:
         self.tracking_port = free_port()
         self.scheduler_port = free_port()
         self.deployer_port = free_port()
+        self.audit_port = free_port()
         self.secrets_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_token = secrets.token_hex(32)
@@ -106,6 +107,9 @@ class HubProcess:
                 # the deployer only for its own tests (extra_env SHIPYARD_DEPLOYER=1)
                 "SHIPYARD_DEPLOYER": "0",
                 "SHIPYARD_DEPLOYER_URL": f"http://127.0.0.1:{self.deployer_port}",
+                # the audit service only for its own tests (extra_env SHIPYARD_AUDIT_SERVICE=1)
+                "SHIPYARD_AUDIT_SERVICE": "0",
+                "SHIPYARD_AUDIT_SERVICE_URL": f"http://127.0.0.1:{self.audit_port}",
                 # the secrets service only for its own tests (extra_env SHIPYARD_SECRETS=1)
                 "SHIPYARD_SECRETS": "0",
                 "SHIPYARD_SECRETS_URL": f"http://127.0.0.1:{self.secrets_port}",

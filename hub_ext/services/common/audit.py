@@ -35,9 +35,18 @@ from hub_ext.audit import emit
 Action = str | Callable[[Any], str | None]
 
 
+_RESULT_KEYS = ("id", "name", "owner", "job_id", "version")
+
+
 def _result_dict(result: Any) -> dict[str, Any]:
+    """The identifying fields of an answer (or of the object it wraps: ``{"job": ...}``)."""
     if isinstance(result, BaseModel):
-        return {k: getattr(result, k, None) for k in ("id", "name", "owner", "job_id", "version")}
+        found = {k: getattr(result, k, None) for k in _RESULT_KEYS}
+        if found["owner"] is None:
+            for value in vars(result).values():
+                if isinstance(value, BaseModel) and getattr(value, "owner", None):
+                    return {k: getattr(value, k, None) for k in _RESULT_KEYS}
+        return found
     return result if isinstance(result, dict) else {}
 
 

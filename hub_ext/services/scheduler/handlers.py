@@ -292,7 +292,9 @@ class JobRunsHandler(BaseHandler):
 
     async def post(self, job_id: str) -> None:
         caller = await self.caller()
-        self.send(await self.core.run_now(caller, job_id, self.parse(CreateRun)), 201)
+        run = await self.core.run_now(caller, job_id, self.parse(CreateRun))
+        self.audit_owner = (await self.core.get_job(caller, job_id)).owner  # a run names no owner
+        self.send(run, 201)
 
 
 class RunsHandler(BaseHandler):
