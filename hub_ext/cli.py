@@ -78,6 +78,28 @@ def _config_file(explicit: str | None) -> Path:
     )
 
 
+def _check_login_settings() -> str:
+    """SHIPYARD_AUTH's choice, its settings checked before anything starts (CLIError if not).
+
+    The directory choices (ldap, oidc) read their SHIPYARD_LDAP_* / SHIPYARD_OIDC_*
+    settings here the way the hub's config will, so a missing one is one line naming the
+    variable rather than a traceback in the hub's log after environments were built.
+    """
+    from traitlets.config import Config
+
+    from .auth import AuthConfigError, configure_authenticator
+    from .embedded import data_dir
+
+    auth = (os.environ.get("SHIPYARD_AUTH") or "native").strip().lower()
+    if auth == "native":
+        return auth
+    try:
+        configure_authenticator(Config(), data_dir())
+    except AuthConfigError as e:
+        raise CLIError(f"The login settings are incomplete: {e}") from None
+    return auth
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from .embedded import data_dir, load_or_create_credentials
 
@@ -89,6 +111,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         os.environ["SHIPYARD_PROFILES"] = str(Path(args.profiles).resolve())
     if args.envs_dir:
         os.environ["SHIPYARD_ENVS_DIR"] = str(Path(args.envs_dir).resolve())
+    auth = _check_login_settings()
     config = _config_file(args.config)
     profiles = os.environ.get("SHIPYARD_PROFILES") or str(config.parent / "profiles.yaml")
     try:
@@ -108,7 +131,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     directory = data_dir()
     creds, created = load_or_create_credentials(directory)
     url = os.environ.get("SHIPYARD_BIND_URL", "http://127.0.0.1:8000")
-    if created:
+    if auth != "native":
+        print(
+            f"\n  People log in through the organisation's directory (SHIPYARD_AUTH={auth}); "
+            "its groups\n  become hub groups at each login.\n",
+            flush=True,
+        )
+    elif created:
         print(
             "\n  Shipyard generated login credentials (shown once; kept with mode 0600 in\n"
             f"  {directory / 'credentials.json'}; `shipyard credentials` shows them again):\n\n"

@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -430,6 +432,21 @@ BASE_ENV = {
     "SHIPYARD_LDAP_GROUP_SEARCH_BASE": "ou=groups,dc=example,dc=org",
     "SHIPYARD_LDAP_ALLOWED_GROUPS": "staff",
 }
+
+
+def test_shipyard_up_names_a_missing_setting_before_starting_anything(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_LDAP_")}
+    env["SHIPYARD_AUTH"] = "ldap"
+    r = subprocess.run(
+        [sys.executable, "-m", "hub_ext.cli", "up", "--data-dir", str(tmp_path / "data")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.startswith("shipyard: The login settings are incomplete: SHIPYARD_LDAP_URL")
+    assert "Traceback" not in r.stderr and "Starting JupyterHub" not in r.stdout
 
 
 @pytest.mark.parametrize(
