@@ -24,6 +24,8 @@ MODULES = [
     "hub_ext.services.secrets.backend",
     "hub_ext.services.secrets.database",
     "hub_ext.services.secrets.kubernetes",
+    "hub_ext.audit.settings",
+    "hub_ext.services.audit.app",
     "server_ext.extension",
     "server_ext.magics",
     "hub_ext.auth.ldap",
