@@ -325,6 +325,9 @@ def test_weak_passwords_are_refused_at_sign_up_and_change(hub):
             assert r.status_code == 400 and message in r.text, password
     r = signup(hub, "gus", "Gus-Gus-Gus-1", "Gus-Gus-Gus-2")
     assert r.status_code == 400 and "differ" in r.text
+    for bad in ("two words", "x" * 65, "a/b"):
+        r = signup(hub, bad, "Good-Enough-Pass-1")
+        assert r.status_code == 400 and "A user name has 1 to 64 characters" in r.text, bad
     r = signup(hub, "hansolo990", "hansolo990")
     assert r.status_code == 400 and "not be your user name" in r.text
 

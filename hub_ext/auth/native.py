@@ -631,11 +631,15 @@ class SignUpHandler(_Templates, native_handlers.SignUpHandler):
         username = self.get_body_argument("username", "", strip=False)
         password = self.get_body_argument("signup_password", "", strip=False)
         confirmation = self.get_body_argument("signup_password_confirmation", "", strip=False)
-        problem = None
-        if password != confirmation:
+        name = self.authenticator.normalize_username(username.strip())
+        if not name or len(name) > 64 or not self.authenticator.validate_username(name):
+            # users_info.username holds 128 characters: a longer name was a database
+            # error on PostgreSQL, and NativeAuthenticator's message did not say which
+            problem = "A user name has 1 to 64 characters, without spaces, commas or slashes."
+        elif password != confirmation:
             problem = "The two passwords differ; type the same password twice."
         else:
-            problem = self.authenticator.password_problem(password, username)
+            problem = self.authenticator.password_problem(password, name)
         if problem is None:
             await super().post()
             return
