@@ -46,7 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy import Connection, Engine, func, insert, select, text
 
 from .chain import GENESIS, dumps_line, seal
 from .db import CHAIN_LOCK_KEY, make_engine, upgrade
@@ -125,6 +125,9 @@ class TrailWriter:
         self._cached: tuple[int, int] | None = None
         self._head: tuple[int, str] = (0, GENESIS)
         self._engine: Engine | None = None
+        self._conn: Connection | None = None
+        # the seq this writer last inserted into the table
+        self._table_head: int | None = None
 
     # -- locking ---------------------------------------------------------
 
@@ -140,6 +143,7 @@ class TrailWriter:
         if self._pid != os.getpid():
             self._pid = os.getpid()
             self._lock_fd = self._fd = self._fd_ino = self._cached = None
+            self._conn = self._table_head = None
             if self._engine is not None:
                 self._engine.dispose(close=False)
                 self._engine = None
@@ -257,21 +261,40 @@ class TrailWriter:
                         p.chmod(0o600)
         return self._engine
 
+    def _connection(self) -> Connection:
+        # one connection kept open per writer: a pool checkout and a new transaction
+        # object per record cost more than the insert itself on SQLite
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        return self._conn
+
     def _insert(self, record: dict[str, Any]) -> None:
-        with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
-            top = conn.execute(select(func.max(AuditRecord.seq))).scalar()
-            if top is not None and top >= record["seq"]:
-                raise RuntimeError(
-                    f"the table already holds record {top} >= {record['seq']}: "
-                    "the file and the table disagree; run `shipyard audit verify`"
-                )
-            rows = []
-            if top is not None and top < record["seq"] - 1:
-                rows = [row_values(r) for r in self.records_between(top, record["seq"])]
-            rows.append(row_values(record))
-            conn.execute(insert(AuditRecord), rows)
+        try:
+            conn = self._connection()
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
+                rows = []
+                if self._table_head != record["seq"] - 1:
+                    # someone else wrote since our last insert: check that the table
+                    # caught up with the file, and copy what it lacks
+                    top = conn.execute(select(func.max(AuditRecord.seq))).scalar()
+                    if top is not None and top >= record["seq"]:
+                        raise RuntimeError(
+                            f"the table already holds record {top} >= {record['seq']}: "
+                            "the file and the table disagree; run `shipyard audit verify`"
+                        )
+                    if top is not None and top < record["seq"] - 1:
+                        rows = [row_values(r) for r in self.records_between(top, record["seq"])]
+                rows.append(row_values(record))
+                conn.execute(insert(AuditRecord), rows)
+        except Exception:
+            self._table_head = None
+            if self._conn is not None:
+                self._conn.invalidate()
+                self._conn = None
+            raise
+        self._table_head = record["seq"]
 
     def sync_table(self) -> int:
         """Copy into the table the records of the file it lacks; returns how many."""
@@ -312,6 +335,9 @@ class TrailWriter:
                 if fd is not None and self._pid == os.getpid():
                     os.close(fd)
             self._fd = self._lock_fd = self._fd_ino = self._cached = None
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = self._table_head = None
             if self._engine is not None:
                 self._engine.dispose()
                 self._engine = None
