@@ -358,13 +358,28 @@ def test_verify_names_reordered_rows(trail):
     assert ("both", 2, "mismatch") in found
 
 
-def test_a_record_missing_from_the_table_is_copied_at_the_next_write(trail):
+CRASHING_WRITER = """
+import os
+from hub_ext.audit import emit, get_writer
+
+def crash(record):  # the process dies after the line, before the row
+    os._exit(9)
+
+get_writer()._insert = crash
+emit("job.delete", actor="alice", target="job/1")
+"""
+
+
+def test_a_record_a_crashed_writer_left_out_of_the_table_is_copied_at_the_next_write(trail):
     some_records(3)
-    execute(AuditSettings(), "DELETE FROM audit_records WHERE seq = 3")
-    some_records(1)  # the writer copies seq 3 before it inserts seq 4
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_WRITER], cwd=REPO, timeout=120)
+    assert crashed.returncode == 9
+    assert [r["action"] for r in lines(trail)][-1] == "job.delete"
+    assert len(table_rows(AuditSettings())) == 3
+    some_records(1)  # this writer copies seq 4 before it inserts seq 5
     report = verify(AuditSettings())
     assert report.ok, report.problems
-    assert report.table_records == 4
+    assert report.table_records == 5
 
 
 # ------------------------------------------------------------------ retention
