@@ -79,8 +79,6 @@ NOTEBOOK = {
 ELSEWHERE = {
     "audit.retention": "tests/test_audit.py::test_retention_rotates_prunes_and_keeps_the_chain_verifiable",
     # the parts below land with the AUTH and SECRETS work of issue 12; each adds its rows here
-    "login.succeeded": "pending: the per-user login (AUTH)",
-    "login.failed": "pending: the per-user login (AUTH)",
     "login.locked_out": "pending: the per-user login (AUTH)",
     "user.approve": "pending: the per-user login (AUTH)",
     "user.password_change": "pending: the per-user login (AUTH)",
@@ -128,6 +126,19 @@ def expect(actor, target, outcome="allowed", **more) -> dict:
 
 
 # ------------------------------------------------------------------- the hub
+
+
+def login_succeeded(w: World):
+    creds = json.loads((w.hub.data_dir / "credentials.json").read_text())
+    _, r = w.hub.login(creds["admin_user"], creds["admin_password"])
+    assert r.status_code == 302, r.status_code
+    return expect("admin", "user/admin")
+
+
+def login_failed(w: World):
+    _, r = w.hub.login("admin", "not-the-password")
+    assert r.status_code == 403, r.status_code
+    return expect(None, "user/admin", "denied", actor_kind="anonymous")
 
 
 def user_create(w: World):
@@ -465,6 +476,8 @@ def audit_read_anonymous(w: World):
 
 #: (action, step), in the order they run.
 CASES: list[tuple[str, Callable[[World], dict]]] = [
+    ("login.succeeded", login_succeeded),
+    ("login.failed", login_failed),
     ("user.create", user_create),
     ("user.create", user_create_denied),
     ("user.update", user_update),
