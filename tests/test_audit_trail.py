@@ -287,6 +287,28 @@ def job_run(w: World):
     return expect("alice", f"job/{job}", owner="alice")
 
 
+def job_run_by_trigger(w: World):
+    body = {
+        "name": "hooked",
+        "profile": "tiny",
+        "notebook": NOTEBOOK,
+        "triggers": [{"kind": "webhook"}],
+    }
+    r = w.service("scheduler", "POST", "api/jobs", "alice", json=body)
+    assert r.status_code == 201, r.text
+    job = r.json()
+    r = w.service(
+        "scheduler",
+        "POST",
+        f"api/webhooks/{job['id']}",
+        None,
+        headers={"X-Shipyard-Webhook-Secret": job["webhook_secret"]},
+    )
+    assert r.status_code == 202, r.text
+    # the job acts for its owner: the scheduler records the run when it starts it
+    return expect(job["id"], f"job/{job['id']}", actor_kind="job", on_behalf_of="alice")
+
+
 def run_output_download(w: World):
     run = w.made["run"]
 
@@ -501,6 +523,7 @@ CASES: list[tuple[str, Callable[[World], dict]]] = [
     ("job.pause", job_pause),
     ("job.resume", job_resume),
     ("job.run", job_run),
+    ("job.run", job_run_by_trigger),
     ("run.output_download", run_output_download),
     ("run.output_download", run_output_download_denied),
     ("job.delete", job_delete),

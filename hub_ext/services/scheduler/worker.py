@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from hub_ext.audit import emit
 from hub_ext.profiles import ProfileStore
 
 from ..common.scrub import Scrubber
@@ -241,6 +242,20 @@ class Worker:
             log.info("Not starting run %s: %s", run.id, e)
             return
         START_LATENCY.observe(max(0.0, (utcnow() - started.not_before).total_seconds()))
+        if started.trigger_id is not None or started.retry_of is not None:
+            # a run the scheduler starts by itself (a trigger fired, a retry) is the job
+            # acting for its owner; a run asked for through the API is its request's record
+            emit(
+                "job.run",
+                actor=job.id,
+                actor_kind="job",
+                on_behalf_of=job.owner,
+                target=f"job/{job.id}",
+                owner=job.owner,
+                outcome="failed" if refused else "allowed",
+                reason=refused,
+                details={"run": run.id, "trigger": started.reason, "attempt": started.attempt},
+            )
         if refused is not None:
             await self._finish(job, started, None, refused)
             return
