@@ -504,6 +504,7 @@ def test_changes_are_audited_and_no_value_reaches_the_trail_or_the_logs(api, tok
     api.call("PUT", "api/secrets/TRAIL", alice, json={"value": value + "2"})
     api.call("DELETE", "api/secrets/TRAIL", alice)
     api.call("DELETE", "api/secrets/TRAIL", alice)  # denied: missing
+    api.call("PUT", "api/secrets/1TRAIL", alice, json={"value": value})  # denied: bad name
 
     def mine():
         return [r for r in audit_records(api.hub.data_dir) if r["target"] == "secret/alice/TRAIL"]
@@ -516,6 +517,16 @@ def test_changes_are_audited_and_no_value_reaches_the_trail_or_the_logs(api, tok
         ("secret.delete", "denied"),
     ]
     assert all(r["actor"] == "alice" and r["actor_kind"] == "user" for r in records)
+    bad = wait_for(
+        lambda: [
+            r for r in audit_records(api.hub.data_dir) if r["target"] == "secret/alice/1TRAIL"
+        ],
+        10,
+        0.2,
+        "the denied create",
+    )
+    assert [(r["action"], r["outcome"]) for r in bad] == [("secret.create", "denied")]
+    assert "environment variable name" in bad[0]["reason"]
     for path in [api.hub.log_path, *(api.hub.data_dir / "audit").iterdir()]:
         if path.is_file():
             assert value.encode() not in path.read_bytes(), path
