@@ -23,6 +23,7 @@ trail is configured by the environment (:class:`.settings.AuditSettings`):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -138,8 +139,6 @@ def _default_source() -> str:
 def _clean_details(details: dict[str, Any] | None) -> dict[str, Any] | None:
     if not details:
         return None
-    import json
-
     cleaned = {
         str(k): ("[redacted]" if str(k).lower() in REDACTED_KEYS else v) for k, v in details.items()
     }

@@ -22,11 +22,14 @@ refuses (the previous version stays in force), is recorded as ``failed``.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 from . import emit
+
+log = logging.getLogger(__name__)
 
 _seen: dict[str, tuple[int, str | None, int | None]] = {}
 _seen_lock = threading.Lock()
@@ -112,6 +115,4 @@ def server_event(
             details={"profile": getattr(profile, "slug", None), "server": name},
         )
     except Exception:  # emit never raises; this guards reading the spawner
-        import logging
-
-        logging.getLogger(__name__).exception("could not audit %s", action)
+        log.exception("could not audit %s", action)
