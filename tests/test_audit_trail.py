@@ -228,7 +228,7 @@ def server_stop(w: World):
 def server_start_denied(w: World):
     r = w.hub_api("POST", "/users/alice/server", user="bob")
     assert r.status_code in (403, 404), r.text
-    return expect("bob", "user/alice", "denied", owner="alice")
+    return expect("bob", "server/alice", "denied", owner="alice")
 
 
 def profiles_change(w: World):

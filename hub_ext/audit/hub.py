@@ -134,9 +134,12 @@ def records_for(action: str, params: dict[str, str], body: dict[str, Any]) -> li
                 }
             )
         return out or [{"target": f"user/{user}", "owner": user, "details": None}]
-    if action.startswith("user.") or action.startswith("server."):
-        details = {"server": params["server"]} if params.get("server") else None
-        return [{"target": f"user/{user}", "owner": user, "details": details}]
+    if action.startswith("server."):  # the same target as the spawner's records
+        server = params.get("server")
+        target = f"server/{user}/{server}" if server else f"server/{user}"
+        return [{"target": target, "owner": user, "details": {"server": server or ""}}]
+    if action.startswith("user."):
+        return [{"target": f"user/{user}", "owner": user, "details": None}]
     if action == "token.create":
         details = {k: body[k] for k in _TOKEN_KEYS if k in body}
         return [{"target": f"token/{user}", "owner": user, "details": details or None}]
