@@ -595,3 +595,55 @@ def test_the_migration_makes_the_orm_schema(sqlite_trail):
     assert sqlite3.connect(sqlite_trail / "audit.sqlite").execute(
         "SELECT version_num FROM audit_alembic_version"
     ).fetchone() == ("a0001",)
+
+
+def test_hub_requests_make_one_record_per_object(sqlite_trail):
+    from hub_ext.audit.hub import records_for
+
+    made = records_for("user.create", {}, {"usernames": ["ann", "ben"], "admin": False})
+    assert [r["target"] for r in made] == ["user/ann", "user/ben"]
+    both = records_for("user.update", {"user": "ann"}, {"name": "anne", "admin": True})
+    assert [r.get("action", "user.update") for r in both] == ["user.update", "role.change"]
+    token = records_for(
+        "token.create", {"user": "ann"}, {"note": "ci", "auth": {"password": "hunter2"}}
+    )
+    assert token == [{"target": "token/ann", "owner": "ann", "details": {"note": "ci"}}]
+
+
+PROFILES_V1 = """
+profiles:
+  - slug: small
+    display_name: Small
+    default: true
+    mem_limit: 1Gi
+"""
+
+
+def test_profiles_changes_are_recorded_with_both_digests(sqlite_trail, tmp_path):
+    import hashlib
+
+    from hub_ext.audit.spawner import profiles_seen
+    from hub_ext.profiles import ProfileStore
+
+    path = tmp_path / "profiles.yaml"
+    path.write_text(PROFILES_V1)
+    store = ProfileStore(path)
+    first = hashlib.sha256(path.read_bytes()).hexdigest()
+    profiles_seen(store, store.get())  # first read: nothing changed
+    profiles_seen(store, store.get())  # same version: nothing
+    assert not (sqlite_trail / "audit.jsonl").exists()
+    time.sleep(0.01)
+    path.write_text(PROFILES_V1 + "  - slug: big\n    display_name: Big\n    mem_limit: 2Gi\n")
+    profiles_seen(store, store.get())
+    second = hashlib.sha256(path.read_bytes()).hexdigest()
+    time.sleep(0.01)
+    path.write_text("profiles: [{slug: 'Not A Slug'}]\n")
+    profiles_seen(store, store.get())  # refused: the previous version stays
+    profiles_seen(store, store.get())
+    changed, refused = lines(sqlite_trail)
+    assert (changed["action"], changed["outcome"]) == ("profiles.change", "allowed")
+    assert changed["details"]["old_digest"] == first
+    assert changed["details"]["new_digest"] == second
+    assert changed["details"]["profiles"] == 2
+    assert (refused["outcome"], refused["details"]["old_digest"]) == ("failed", second)
+    assert "invalid" in refused["reason"]
