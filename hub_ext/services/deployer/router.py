@@ -159,6 +159,8 @@ class ModelRouter:
         try:
             return await self._authorize(handler, owner, name)
         except web.HTTPError as e:
+            if not handler.request.path.endswith("/invocations"):
+                raise  # a refused health check is not a refused model call
             caller = handler.invoker or {}
             emit(
                 "model.invoke_denied",
