@@ -329,6 +329,16 @@ def run_output_download_denied(w: World):
     return expect("bob", f"run/{run}", "denied", reason="not found")
 
 
+def run_cancel(w: World):
+    sleeping = {**NOTEBOOK["cells"][0], "source": "import time\ntime.sleep(60)"}
+    body = {"name": "sleepy", "profile": "tiny", "notebook": {**NOTEBOOK, "cells": [sleeping]}}
+    job = w.service("scheduler", "POST", "api/jobs", "alice", json=body).json()["id"]
+    run = w.service("scheduler", "POST", f"api/jobs/{job}/runs", "alice", json={}).json()["id"]
+    r = w.service("scheduler", "PATCH", f"api/runs/{run}", "alice", json={"status": "cancelled"})
+    assert r.status_code == 200, r.text
+    return expect("alice", f"run/{run}")
+
+
 def job_delete(w: World):
     job = w.made["job"]
     assert w.service("scheduler", "DELETE", f"api/jobs/{job}", "alice").status_code == 204
@@ -396,6 +406,13 @@ def model_invoke_denied(w: World):
     )
     assert r.status_code == 404, r.text
     return expect("bob", "deployment/churn", "denied", owner="alice", reason="not found")
+
+
+def deployment_grant(w: World):
+    body = {"users": ["bob"], "groups": [], "services": []}
+    r = w.service("deployer", "PUT", "api/deployments/churn/grants", "alice", json=body)
+    assert r.status_code == 200, r.text
+    return expect("alice", "deployment/churn", owner="alice", details={"users": ["bob"]})
 
 
 def deployment_delete(w: World):
@@ -526,6 +543,7 @@ CASES: list[tuple[str, Callable[[World], dict]]] = [
     ("job.run", job_run_by_trigger),
     ("run.output_download", run_output_download),
     ("run.output_download", run_output_download_denied),
+    ("run.cancel", run_cancel),
     ("job.delete", job_delete),
     ("deployment.create", deployment_create),
     ("deployment.create", deployment_create_version),
@@ -534,6 +552,7 @@ CASES: list[tuple[str, Callable[[World], dict]]] = [
     ("deployment.promote", deployment_promote),
     ("deployment.rollback", deployment_rollback),
     ("model.invoke_denied", model_invoke_denied),
+    ("deployment.grant", deployment_grant),
     ("deployment.delete", deployment_delete),
     ("tracking.permission_grant", permission_grant),
     ("tracking.permission_grant", permission_grant_denied),

@@ -1,7 +1,8 @@
 """The audited actions, as data: one name per action, with what it records.
 
 The names are fixed by issue 12 (point 3) and shared by every component that
-calls :func:`hub_ext.audit.emit`; the JSON schema only checks their form
+calls :func:`hub_ext.audit.emit`, plus two the issue's list lacked for
+state changes the services offer (``run.cancel``, ``deployment.grant``); the JSON schema only checks their form
 ("<object type>.<verb>"), so that a record of an action added later is never
 lost to validation. The completeness test (tests/test_audit_trail.py) and
 ``shipyard audit list --action`` use this table.
@@ -36,12 +37,14 @@ ACTIONS: dict[str, str] = {
     "job.delete": "a scheduled job was deleted",
     "job.run": "a run of a job was started",
     "run.output_download": "a run's output was downloaded",
+    "run.cancel": "a run was cancelled",
     "deployment.create": "a model deployment was created",
     "deployment.promote": "a deployment version was promoted",
     "deployment.rollback": "a deployment was rolled back",
     "deployment.scale": "a deployment's replicas were changed",
     "deployment.delete": "a deployment was deleted",
     "deployment.traffic": "a deployment's traffic split was changed",
+    "deployment.grant": "who may invoke a deployment changed (details: users, groups, services)",
     "model.invoke_denied": "a call to a model endpoint was refused",
     "tracking.permission_grant": "an MLflow permission was granted",
     "tracking.permission_revoke": "an MLflow permission was revoked",

@@ -152,10 +152,13 @@ class RollbackHandler(BaseHandler):
 
 class GrantsHandler(BaseHandler):
     route_name = "grants"
+    audit_actions = {"PUT": "deployment.grant"}
+    audit_target = "deployment/{0}"
 
     async def put(self, name: str) -> None:
         caller = await self.caller()
         request = self.parse(Grants)
+        self.audit_details = request.model_dump()
         self.send(await self.core.set_grants(caller, name, request, self.owner))
 
 

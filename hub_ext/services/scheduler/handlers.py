@@ -307,6 +307,8 @@ class RunsHandler(BaseHandler):
 
 class RunHandler(BaseHandler):
     route_name = "run"
+    audit_actions = {"PATCH": "run.cancel"}
+    audit_target = "run/{0}"
 
     async def get(self, run_id: str) -> None:
         caller = await self.caller()
