@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -377,6 +378,31 @@ def test_ldaps_as_active_directory_offers_it(directory, tmp_path, monkeypatch, a
     # the certificate is checked here too
     del env["SHIPYARD_LDAP_CA_FILE"]
     assert attempt(authenticator_from_env(monkeypatch, env), "alice", PASSWORDS["alice"]) is None
+
+
+def test_a_directory_that_never_answers_refuses_the_login_in_time(
+    directory, tmp_path, monkeypatch, audit_trail
+):
+    """A listener that accepts and stays silent: the login gives up after the timeout."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        env = ldap_env(directory, tmp_path)
+        env["SHIPYARD_LDAP_URL"] = f"ldap://127.0.0.1:{silent.getsockname()[1]}"
+        env["SHIPYARD_LDAP_TIMEOUT"] = "1"
+        authenticator = authenticator_from_env(monkeypatch, env)
+        started = time.monotonic()
+        assert attempt(authenticator, "alice", PASSWORDS["alice"]) is None
+        assert time.monotonic() - started < 5
+        if AUDITED:
+            record = all_records(audit_trail)[-1]
+            assert (record["action"], record["reason"]) == (
+                "login.failed",
+                "directory unavailable",
+            )
+    finally:
+        silent.close()
 
 
 def test_plain_ldap_only_when_asked_for(directory, tmp_path, monkeypatch, audit_trail):

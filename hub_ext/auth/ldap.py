@@ -33,7 +33,9 @@ Certificates are checked.
 The hub does not wait on the directory.
     ldap3 is synchronous, and ldapauthenticator calls it on the hub's event loop, so a
     slow directory would stall every request of the hub. Each login and refresh runs in
-    a worker thread instead.
+    a worker thread instead, and every connection has a connect and receive timeout
+    (:attr:`~ShipyardLDAPAuthenticator.directory_timeout`; ldapauthenticator sets none,
+    so a directory that accepts and never answers held a login forever).
 
 Every attempt is recorded once in the audit trail by
 :class:`~hub_ext.auth.audited.AuditedAuthenticatorMixin`.
@@ -52,11 +54,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import ldap3
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPBindError, LDAPException
+from ldap3.core.tls import Tls
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 from ldapauthenticator import LDAPAuthenticator
-from traitlets import Set, Unicode
+from ldapauthenticator.ldapauthenticator import TlsStrategy
+from traitlets import Integer, Set, Unicode
 
 from . import AuthConfigError, _env
 from ._compat import mark_cookie_request
@@ -155,6 +159,25 @@ class ShipyardLDAPAuthenticator(AuditedAuthenticatorMixin, LDAPAuthenticator):
         """,
     )
 
+    directory_timeout = Integer(
+        30,
+        config=True,
+        help="""Whole seconds to wait for the directory to accept a connection, and for each answer.
+
+        ldapauthenticator gives ldap3 no timeout, so a directory that accepts the
+        connection and never answers would hold a login (and the worker thread it runs
+        in, and the hub's shutdown) forever. With this, the login is refused (audited as
+        "directory unavailable") and a group re-read keeps the groups the user has.
+        ``SHIPYARD_LDAP_TIMEOUT`` sets it.
+
+        Example::
+
+            c.ShipyardLDAPAuthenticator.directory_timeout = 10
+
+        .. versionadded:: 0.9
+        """,
+    )
+
     # ------------------------------------------------------------ login
 
     async def authenticate(self, handler, data):
@@ -194,6 +217,37 @@ class ShipyardLDAPAuthenticator(AuditedAuthenticatorMixin, LDAPAuthenticator):
         if found is not None and self.group_search_base:
             found["groups"] = self._search_groups(conn, userdn)
         return attributes
+
+    def get_connection(self, userdn, password):
+        """ldapauthenticator's ``get_connection`` with timeouts (:attr:`directory_timeout`).
+
+        The same TLS strategies, and the same answers: a bound connection, ``None`` when
+        the bind is refused, an exception when the directory cannot be reached.
+        """
+        if self.tls_strategy == TlsStrategy.on_connect:
+            use_ssl, auto_bind = True, ldap3.AUTO_BIND_NO_TLS
+        elif self.tls_strategy == TlsStrategy.before_bind:
+            use_ssl, auto_bind = False, ldap3.AUTO_BIND_TLS_BEFORE_BIND
+        else:
+            use_ssl, auto_bind = False, ldap3.AUTO_BIND_NO_TLS
+        server = ldap3.Server(
+            self.server_address,
+            port=self.server_port,
+            use_ssl=use_ssl,
+            tls=Tls(**self.tls_kwargs),
+            connect_timeout=self.directory_timeout,
+        )
+        try:
+            return ldap3.Connection(
+                server,
+                user=userdn,
+                password=password,
+                auto_bind=auto_bind,
+                receive_timeout=self.directory_timeout,
+            )
+        except LDAPBindError:
+            self.log.debug("The directory refused the bind of %s", userdn)
+            return None
 
     def _login_value(self, conn, userdn: str) -> str:
         """The user's login attribute (``uid``), for filters on ``memberUid``."""
@@ -457,6 +511,7 @@ def settings_from_env() -> dict:
     # before are not allowed for that alone (JupyterHub's allow_existing_users)
     s["allow_existing_users"] = False
     s["auth_refresh_age"] = _env.integer("SHIPYARD_LDAP_REFRESH_AGE", 300)
+    s["directory_timeout"] = _env.integer("SHIPYARD_LDAP_TIMEOUT", 30, minimum=1)
     # with a search account, a failed re-read means "left the directory or every allowed
     # group" (an unreachable directory keeps the session): then the user's API tokens stop
     # working too, not only their browser session (JupyterHub's auth_refresh_strict)
