@@ -1,7 +1,7 @@
 """The audit trail is complete: every audited action, performed once, leaves exactly one record.
 
-One real hub per module, with the tracking, scheduler, deployer and audit
-services on, and real users with real tokens. :data:`CASES` is the table:
+One real hub per module, with the tracking, scheduler, deployer, secrets and
+audit services on, and real users with real tokens. :data:`CASES` is the table:
 each row names an action of issue 12 (point 3) and a step that performs it
 once through the hub's API or a service's API (or the CLI), returning what
 the record must say (actor, target, outcome; owner where there is one).
@@ -12,7 +12,7 @@ action, with those fields. Denials are rows too: another user's job answers
 
 Actions not performed here are in :data:`ELSEWHERE`, each with where it is
 tested; ``test_every_action_is_covered`` fails when an action is in neither,
-so a new action (or a part that lands: logins, secrets) must add its row.
+so a new action must add its row.
 
 The deployer runs the test double of its backend (tests/test_deployer_service.py's
 FakeModelBackend: real HTTP processes on loopback); everything else is real.
@@ -21,6 +21,7 @@ FakeModelBackend: real HTTP processes on loopback); everything else is real.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -42,6 +43,10 @@ from .hubtools import REPO, remove_cgroups, wait_for
 pytestmark = [needs_root]
 
 PREFIX = "syaud-"
+#: Failed logins that lock an account here (the default is 5).
+LOCKOUT_FAILURES = 3
+#: Users who log in with a password in the steps below.
+PASSWORD_USERS = ("lenny", "pat")
 CGROUPS = "shipyard-test-aud"
 
 DEPLOYER_CONFIG = f"""
@@ -78,14 +83,6 @@ NOTEBOOK = {
 #: Actions this module does not perform, and where each is tested.
 ELSEWHERE = {
     "audit.retention": "tests/test_audit.py::test_retention_rotates_prunes_and_keeps_the_chain_verifiable",
-    # the parts below land with the AUTH and SECRETS work of issue 12; each adds its rows here
-    "login.locked_out": "pending: the per-user login (AUTH)",
-    "user.approve": "pending: the per-user login (AUTH)",
-    "user.password_change": "pending: the per-user login (AUTH)",
-    "secret.create": "pending: the secrets service (SECRETS)",
-    "secret.update": "pending: the secrets service (SECRETS)",
-    "secret.use": "pending: the secrets service (SECRETS)",
-    "secret.delete": "pending: the secrets service (SECRETS)",
 }
 
 
@@ -139,6 +136,64 @@ def login_failed(w: World):
     _, r = w.hub.login("admin", "not-the-password")
     assert r.status_code == 403, r.status_code
     return expect(None, "user/admin", "denied", actor_kind="anonymous")
+
+
+def password_user(w: World, name: str) -> str:
+    """The password of ``name``, made by the fixture as an admin adds users."""
+    return w.made[f"password:{name}"]
+
+
+def login_locked_out(w: World):
+    password = password_user(w, "lenny")
+    for _ in range(LOCKOUT_FAILURES):
+        assert w.hub.login("lenny", "not-lennys-password")[1].status_code == 403
+    # locked: even the right password is refused
+    assert w.hub.login("lenny", password)[1].status_code == 403
+    return expect(None, "user/lenny", "denied", actor_kind="anonymous")
+
+
+def user_approve(w: World):
+    session = requests.Session()
+    session.get(w.hub.url + "/hub/signup", timeout=30)
+    r = session.post(
+        w.hub.url + "/hub/signup",
+        data={
+            "username": "sunny",
+            "signup_password": "Sunny-Sails-Far-7",
+            "signup_password_confirmation": "Sunny-Sails-Far-7",
+            "_xsrf": session.cookies.get("_xsrf"),
+        },
+        timeout=60,
+    )
+    assert r.status_code == 200, r.status_code
+    creds = json.loads((w.hub.data_dir / "credentials.json").read_text())
+    admin, r = w.hub.login(creds["admin_user"], creds["admin_password"])
+    assert r.status_code == 302, r.status_code
+    r = admin.post(
+        w.hub.url + "/hub/authorize/sunny",
+        data={"approve": "1", "_xsrf": admin.cookies.get("_xsrf")},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.status_code
+    return expect("admin", "user/sunny")
+
+
+def user_password_change(w: World):
+    password = password_user(w, "pat")
+    session, r = w.hub.login("pat", password)
+    assert r.status_code == 302, r.status_code
+    r = session.post(
+        w.hub.url + "/hub/change-password",
+        data={
+            "old_password": password,
+            "new_password": "Pat-Changed-It-9",
+            "new_password_confirmation": "Pat-Changed-It-9",
+            "_xsrf": session.cookies.get("_xsrf"),
+        },
+        timeout=60,
+    )
+    assert r.status_code == 200 and re.search("has been changed", r.text), r.status_code
+    return expect("pat", "user/pat")
 
 
 def user_create(w: World):
@@ -479,6 +534,63 @@ def tracking_share(w: World):
     return expect("alice", f"experiment/{experiment(w)}", details={"groups": ["team"]})
 
 
+# ----------------------------------------------------------------- secrets
+
+SECRET_VALUE = "s3cr3t-value-of-alice-0042"
+
+
+def secret_create(w: World):
+    r = w.service(
+        "secrets", "PUT", "api/secrets/DB_PASSWORD", "alice", json={"value": SECRET_VALUE}
+    )
+    assert r.status_code == 201, r.text
+    return expect("alice", "secret/alice/DB_PASSWORD", owner="alice")
+
+
+def secret_update(w: World):
+    r = w.service(
+        "secrets", "PUT", "api/secrets/DB_PASSWORD", "alice", json={"value": SECRET_VALUE + "!"}
+    )
+    assert r.status_code == 200, r.text
+    return expect("alice", "secret/alice/DB_PASSWORD", owner="alice")
+
+
+def secret_use(w: World):
+    body = {"name": "withsecret", "profile": "tiny", "notebook": NOTEBOOK}
+    body["secrets"] = ["DB_PASSWORD"]
+    r = w.service("scheduler", "POST", "api/jobs", "alice", json=body)
+    assert r.status_code == 201, r.text
+    job = r.json()["id"]
+    r = w.service("scheduler", "POST", f"api/jobs/{job}/runs", "alice", json={})
+    assert r.status_code == 201, r.text
+    return expect(
+        "scheduler",
+        "secret/alice/DB_PASSWORD",
+        owner="alice",
+        on_behalf_of="alice",
+        actor_kind="service",
+    )
+
+
+def secret_use_denied(w: World):
+    body = {"owner": "alice", "names": ["DB_PASSWORD"], "purpose": "a user trying"}
+    r = w.service("secrets", "POST", "api/resolve", "bob", json=body)
+    assert r.status_code == 403, r.text
+    return expect("bob", "secret/alice/DB_PASSWORD", "denied", owner="alice")
+
+
+def secret_delete_denied(w: World):
+    # bob cannot reach alice's secret: his own namespace has no such name
+    assert w.service("secrets", "DELETE", "api/secrets/DB_PASSWORD", "bob").status_code == 404
+    return expect("bob", "secret/bob/DB_PASSWORD", "denied", owner="bob")
+
+
+def secret_delete(w: World):
+    r = w.service("secrets", "DELETE", "api/secrets/DB_PASSWORD", "alice")
+    assert r.status_code == 204, r.text
+    return expect("alice", "secret/alice/DB_PASSWORD", owner="alice")
+
+
 # ----------------------------------------------------------- the CLI, the audit API
 
 
@@ -517,6 +629,9 @@ def audit_read_anonymous(w: World):
 CASES: list[tuple[str, Callable[[World], dict]]] = [
     ("login.succeeded", login_succeeded),
     ("login.failed", login_failed),
+    ("login.locked_out", login_locked_out),
+    ("user.approve", user_approve),
+    ("user.password_change", user_password_change),
     ("user.create", user_create),
     ("user.create", user_create_denied),
     ("user.update", user_update),
@@ -558,6 +673,12 @@ CASES: list[tuple[str, Callable[[World], dict]]] = [
     ("tracking.permission_grant", permission_grant_denied),
     ("tracking.permission_revoke", permission_revoke),
     ("tracking.share", tracking_share),
+    ("secret.create", secret_create),
+    ("secret.update", secret_update),
+    ("secret.use", secret_use),
+    ("secret.use", secret_use_denied),
+    ("secret.delete", secret_delete_denied),
+    ("secret.delete", secret_delete),
     ("environment.build", environment_build),
     ("audit.read", audit_read),
     ("audit.read", audit_read_denied),
@@ -596,6 +717,8 @@ def world(hub_factory, tmp_path_factory, home_root):
             "SHIPYARD_DEPLOYER": "1",
             "SHIPYARD_DEPLOYER_CONFIG": str(folder / "deployer_config.py"),
             "SHIPYARD_AUDIT_SERVICE": "1",
+            "SHIPYARD_SECRETS": "1",
+            "SHIPYARD_NATIVE_LOCKOUT_FAILURES": str(LOCKOUT_FAILURES),
         },
     )
     tokens = {
@@ -607,10 +730,15 @@ def world(hub_factory, tmp_path_factory, home_root):
     account = account_name("alice", PREFIX)
     _create(account, str(home_root / account), "audit test user alice")
     w = World(hub, tokens)
+    # users with passwords of their own, made before any step counts records (adding one
+    # is itself a one-time password and a first password change)
+    for name in PASSWORD_USERS:
+        w.made[f"password:{name}"] = hub.add_user_with_password(name)
     for name, path in (
         ("scheduler", "health"),
         ("deployer", "health"),
         ("audit", "health"),
+        ("secrets", "health"),
         ("tracking", "version"),
     ):
 
