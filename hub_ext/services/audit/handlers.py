@@ -14,25 +14,20 @@ mechanism (:mod:`hub_ext.services.common.audit`).
 from __future__ import annotations
 
 import json
-import logging
 import time
-import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from jupyterhub.services.auth import HubOAuthenticated
-from pydantic import BaseModel
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from hub_ext.audit.query import QueryError, list_records, parse_filters
 from hub_ext.audit.verify import verify
 
-from ..common import audit as audit_trail
+from ..common.errors import Invalid
+from ..common.handlers import ServiceHandler
 from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
 from .models import ListRecordsResponse, VerifyResponse
-
-log = logging.getLogger("shipyard.audit.api")
 
 #: Seconds an answer of the hub about a user's admin flag is reused.
 ADMIN_CACHE_SECONDS = 30.0
@@ -44,60 +39,17 @@ class Caller:
     admin: bool
 
 
-class BaseHandler(HubOAuthenticated, web.RequestHandler):
-    """The hub's identity, admins only, one error translator."""
+class BaseHandler(ServiceHandler):
+    """The services' JSON handler base, admins only."""
 
-    audit_actions: dict[str, audit_trail.Action] = {}
-    audit_target = ""
+    service_name = "audit"
+    core_setting = "audit"
     _admins: dict[str, tuple[float, bool]] = {}
 
-    @property
-    def core(self):
-        return self.settings["audit"]
-
-    def on_finish(self) -> None:
-        audit_trail.record(self)
-
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Content-Security-Policy", "frame-ancestors 'none'")
-
-    def check_xsrf_cookie(self) -> None:
-        return  # read-only API; HubOAuth checks cookie-authenticated writes itself
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(error, QueryError):
-            message = str(error)
-        elif isinstance(error, web.HTTPError) and error.log_message:
-            message = error.log_message % error.args if error.args else error.log_message
-        elif status_code >= 500:
-            message = "Internal error in the audit service; the admin finds the details in its log."
-        else:
-            message = self._reason
-        self.audit_reason = message
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"status": status_code, "message": message}))
-
     def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, QueryError):
-            log.info("%s %s: %s", self.request.method, self.request.path, e)
-            self.send_error(400, exc_info=(type(e), e, e.__traceback__))
-            return
+        if isinstance(e, QueryError):  # a filter the admin can fix: 400 with the message
+            e = Invalid(str(e))
         super()._handle_request_exception(e)
-
-    def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, web.HTTPError) and value.status_code < 500:
-            log.info("%s %s: %s", self.request.method, self.request.path, value.log_message)
-            return
-        log.error(
-            "Uncaught error in %s %s\n%s",
-            self.request.method,
-            self.request.path,
-            "".join(traceback.format_exception(typ, value, tb)),
-        )
 
     async def _is_admin(self, user: dict[str, Any]) -> bool:
         if "admin" in user:
@@ -125,13 +77,7 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
 
     async def caller(self) -> Caller:
         """The hub user making the request; 401 without a login."""
-        user = self.current_user
-        if not user:
-            raise web.HTTPError(
-                401,
-                "A hub login is needed: send 'Authorization: token <hub API token>' "
-                "or log in to the hub.",
-            )
+        user = self.hub_identity()
         if user.get("kind", "user") != "user":
             return Caller(user["name"], False)
         return Caller(user["name"], await self._is_admin(user))
@@ -142,13 +88,6 @@ class BaseHandler(HubOAuthenticated, web.RequestHandler):
         if not caller.admin:
             raise web.HTTPError(403, "The audit trail is for hub admins.")
         return caller
-
-    def send(self, value: Any, status: int = 200) -> None:
-        self.set_status(status)
-        if isinstance(value, BaseModel):
-            self.finish(value.model_dump_json(by_alias=True))
-        else:
-            self.finish(json.dumps(value, default=str))
 
 
 class RecordsHandler(BaseHandler):

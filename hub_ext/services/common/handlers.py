@@ -11,9 +11,12 @@ build on it without importing another service's package:
   :class:`~.errors.ServiceError` carries its status, pydantic's
   ``ValidationError`` is a 400 listing each bad field, anything else a 500
   whose traceback is only logged;
-- request bodies are never logged (they may hold a secret value).
+- request bodies are never logged (they may hold a secret value);
+- what a route does is recorded in the audit trail from data on the handler
+  (``audit_actions``, ``audit_target``: :mod:`.audit`), once the outcome is known.
 
-A service subclasses it, sets :attr:`service_name`, :attr:`request_counter`
+Every service's handlers build on it (scheduler, deployer, secrets, audit). A
+service subclasses it, sets :attr:`service_name`, :attr:`request_counter`
 and :attr:`core_setting`, and mixes in :mod:`.web`'s routes.
 """
 
@@ -29,6 +32,7 @@ from jupyterhub.services.auth import HubOAuthenticated
 from pydantic import BaseModel, ValidationError
 from tornado import web
 
+from . import audit as audit_trail
 from .errors import Invalid, ServiceError, TooLarge
 
 log = logging.getLogger("shipyard.services")
@@ -56,6 +60,9 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
     core_setting = "core"
     #: Largest request body read, in bytes.
     max_body_bytes = 1024**2
+    #: Audited methods and their actions, and the target's form (:mod:`.audit`).
+    audit_actions: dict[str, audit_trail.Action] = {}
+    audit_target = ""
 
     @property
     def core(self) -> Any:
@@ -68,6 +75,7 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         if self.request_counter is not None:
             route = getattr(self, "route_name", type(self).__name__)
             self.request_counter.labels(route, self.request.method, str(self.get_status())).inc()
+        audit_trail.record(self)
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -97,6 +105,7 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             )
         else:
             message = self._reason
+        self.audit_reason = message
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"status": status_code, "message": message, "errors": errors}))
 
@@ -164,10 +173,16 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             raise Invalid("the request body must be a JSON object")
         return model.model_validate(body)
 
+    def query(self, model: type[BaseModel]) -> Any:
+        """The query arguments (the last of each) validated as ``model``."""
+        args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        return model.model_validate(args)
+
     def send(self, value: Any, status: int = 200) -> None:
+        self.audit_result = value  # the audit record takes the owner and id from it
         self.set_status(status)
-        if isinstance(value, BaseModel):
-            self.finish(value.model_dump_json())
+        if isinstance(value, BaseModel):  # by alias: a field may be named as on the wire
+            self.finish(value.model_dump_json(by_alias=True))
         else:
             self.finish(json.dumps(value, default=str))
 

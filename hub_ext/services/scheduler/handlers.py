@@ -3,7 +3,8 @@
 Every handler is thin (STYLE rule 16): it parses the request into a pydantic
 model, calls :class:`~.core.SchedulerCore` (which runs store calls in a thread
 pool: the event loop never blocks on the database) and writes the result.
-Errors are translated in one place, :meth:`BaseHandler.write_error`:
+Errors are translated in one place, the services' common handler base
+(:class:`hub_ext.services.common.handlers.ServiceHandler`):
 
 - :class:`~.errors.SchedulerError` subclasses carry their status (400, 403,
   404, 409, 413);
@@ -21,16 +22,10 @@ per-job secret sent in a header (never in the URL: SECURITY rule 8).
 from __future__ import annotations
 
 import json
-import logging
-import time
-import traceback
-from typing import Any
 
-from jupyterhub.services.auth import HubOAuthenticated
-from pydantic import BaseModel, ValidationError
 from tornado import web
 
-from ..common import audit as audit_trail
+from ..common.handlers import ServiceHandler
 from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
 from .api import (
     CreateJobRequest,
@@ -39,160 +34,40 @@ from .api import (
     UpdateRunRequest,
 )
 from .core import Caller, SchedulerCore
-from .errors import Invalid, SchedulerError
+from .errors import Invalid
 from .metrics import REQUESTS
 from .models import CreateRun, ListJobsQuery, ListRunsQuery, UpdateJob
-from .paths import TooLarge
-
-log = logging.getLogger("shipyard.scheduler.api")
 
 #: Header that carries a job's webhook secret.
 WEBHOOK_SECRET_HEADER = "X-Shipyard-Webhook-Secret"
 
 
-def _error_list(error: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "message": e["msg"]}
-        for e in error.errors(include_url=False, include_input=False)
-    ]
-
-
-class BaseHandler(HubOAuthenticated, web.RequestHandler):
-    """JSON in and out, the hub's identity, one error translator."""
+class BaseHandler(ServiceHandler):
+    """The services' JSON handler base, for the scheduler's core and its callers."""
 
     #: Named in 500 answers (the deployer reuses this class).
     service_name = "scheduler"
     #: Counts requests by route, method and status.
     request_counter = REQUESTS
+    core_setting = "scheduler"
     #: The 403 answer to a caller that is not a hub user (a service).
     non_user_message = "Jobs belong to hub users; services cannot own them."
-    #: Audited methods and their actions, and the target's form (hub_ext.services.common.audit).
-    audit_actions: dict[str, audit_trail.Action] = {}
-    audit_target = ""
 
     @property
     def core(self) -> SchedulerCore:
-        return self.settings["scheduler"]
+        return self.settings[self.core_setting]
 
-    def prepare(self) -> None:
-        self._started = time.perf_counter()
-
-    def on_finish(self) -> None:
-        route = getattr(self, "route_name", type(self).__name__)
-        self.request_counter.labels(route, self.request.method, str(self.get_status())).inc()
-        audit_trail.record(self)
-
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Content-Security-Policy", "frame-ancestors 'none'")
-
-    def check_xsrf_cookie(self) -> None:
-        # Token requests need no XSRF check; HubOAuth checks cookie-authenticated writes
-        # itself (it refuses a cookie login for a write without the XSRF token).
-        return
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        errors: list[dict[str, Any]] = []
-        if isinstance(error, SchedulerError):
-            message = error.message
-        elif isinstance(error, ValidationError):
-            errors = _error_list(error)
-            message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        elif isinstance(error, web.HTTPError) and error.log_message:
-            message = error.log_message % error.args if error.args else error.log_message
-        elif status_code >= 500:
-            message = (
-                f"Internal error in the {self.service_name}; "
-                "the admin finds the details in its log."
-            )
-        else:
-            message = self._reason
-        self.audit_reason = message
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps({"status": status_code, "message": message, "errors": errors}))
-
-    def log_exception(self, typ, value, tb) -> None:
-        if isinstance(value, SchedulerError | ValidationError):
-            log.info("%s %s: %s %s", self.request.method, self.request.path, typ.__name__, value)
-            return
-        if isinstance(value, web.HTTPError) and value.status_code < 500:
-            log.info("%s %s: %s", self.request.method, self.request.path, value.log_message)
-            return
-        log.error(
-            "Uncaught error in %s %s\n%s",
-            self.request.method,
-            self.request.path,
-            "".join(traceback.format_exception(typ, value, tb)),
-        )
-
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, SchedulerError):
-            self.log_exception(type(e), e, e.__traceback__)
-            self.send_error(e.status, exc_info=(type(e), e, e.__traceback__))
-            return
-        if isinstance(e, ValidationError):
-            self.log_exception(type(e), e, e.__traceback__)
-            self.send_error(400, exc_info=(type(e), e, e.__traceback__))
-            return
-        super()._handle_request_exception(e)
-
-    # -- identity
+    @property
+    def max_body_bytes(self) -> int:  # type: ignore[override]
+        return self.core.max_request_bytes
 
     async def caller(self) -> Caller:
         """The hub user making the request; a JSON 401 without a login."""
-        user = self.current_user
-        if not user:
-            raise web.HTTPError(
-                401,
-                "A hub login is needed: send 'Authorization: token <hub API token>' (in a "
-                "Shipyard server, $JUPYTERHUB_API_TOKEN) or log in to the hub.",
-            )
+        user = self.hub_identity()
         if user.get("kind", "user") != "user":
             raise web.HTTPError(403, self.non_user_message)
         groups = await self.core.groups_of(user["name"], user.get("groups"))
         return Caller(name=user["name"], groups=tuple(groups), admin=bool(user.get("admin")))
-
-    # -- bodies
-
-    def json_body(self) -> Any:
-        if len(self.request.body) > self.core.max_request_bytes:
-            raise TooLarge(
-                f"the request is {len(self.request.body)} bytes, over the limit of "
-                f"{self.core.max_request_bytes}"
-            )
-        if not self.request.body:
-            return {}
-        try:
-            return json.loads(self.request.body)
-        except (ValueError, UnicodeDecodeError):
-            raise Invalid("the request body is not JSON") from None
-
-    def parse(self, model: type[BaseModel]) -> Any:
-        body = self.json_body()
-        if not isinstance(body, dict):
-            raise Invalid("the request body must be a JSON object")
-        return model.model_validate(body)
-
-    def query(self, model: type[BaseModel]) -> Any:
-        args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
-        return model.model_validate(args)
-
-    def send(self, value: Any, status: int = 200) -> None:
-        self.audit_result = value
-        self.set_status(status)
-        if isinstance(value, BaseModel):
-            self.finish(value.model_dump_json())
-        else:
-            self.finish(json.dumps(value, default=str))
-
-    def no_content(self) -> None:
-        """Finish with a 204 and no body."""
-        self.set_status(204)
-        self.clear_header("Content-Type")
-        self.finish()
 
 
 def _job_patch_action(handler: BaseHandler) -> str:
