@@ -103,7 +103,29 @@ c.JupyterHub.cleanup_servers = env("SHIPYARD_CLEANUP_SERVERS", "1") != "0"
 
 # -- services
 c.JupyterHub.services = []
-c.JupyterHub.load_roles = []
+# every user's role, and what their servers' tokens (kernels, the panel) may do; each
+# service below that users call adds its access scope to both (allow_users)
+user_role = {"name": "user", "scopes": ["self"]}
+c.JupyterHub.load_roles = [user_role]
+c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server"]
+public_url = env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/")
+
+
+def allow_users(*scopes: str) -> None:
+    """Give every user, and their servers' tokens, ``scopes`` (a service's access...)."""
+    user_role["scopes"] += scopes
+    c.Spawner.server_token_scopes = [*c.Spawner.server_token_scopes, *scopes]
+
+
+def only_set(**variables: str | None) -> dict[str, str]:
+    """A service's ``environment``: the variables that have a value (hub-side settings)."""
+    return {name: value for name, value in variables.items() if value}
+
+
+def service_on(name: str) -> bool:
+    """Whether ``SHIPYARD_<NAME>`` runs that service (every service is on by default)."""
+    return env(f"SHIPYARD_{name.upper()}", "1") != "0"
+
 
 cull_timeout = int(env("SHIPYARD_CULL_TIMEOUT", "3600"))
 if cull_timeout > 0:
@@ -149,7 +171,7 @@ c.JupyterHub.load_roles.append(
 )
 
 # -- experiment tracking: a managed MLflow behind hub login at /services/tracking/
-if env("SHIPYARD_TRACKING", "1") != "0":
+if service_on("tracking"):
     c.JupyterHub.services.append(
         {
             "name": "tracking",
@@ -158,34 +180,20 @@ if env("SHIPYARD_TRACKING", "1") != "0":
             "display": True,
             "oauth_no_confirm": True,
             # hub-side settings only; the service passes none of them to users
-            "environment": {
-                k: v
-                for k, v in {
-                    "SHIPYARD_DATA_DIR": str(data),
-                    "SHIPYARD_TRACKING_DB_URL": env("SHIPYARD_TRACKING_DB_URL"),
-                    "SHIPYARD_TRACKING_AUTH_DB_URL": env("SHIPYARD_TRACKING_AUTH_DB_URL"),
-                    "SHIPYARD_TRACKING_ARTIFACTS": env("SHIPYARD_TRACKING_ARTIFACTS"),
-                }.items()
-                if v
-            },
+            "environment": only_set(
+                SHIPYARD_DATA_DIR=str(data),
+                SHIPYARD_TRACKING_DB_URL=env("SHIPYARD_TRACKING_DB_URL"),
+                SHIPYARD_TRACKING_AUTH_DB_URL=env("SHIPYARD_TRACKING_AUTH_DB_URL"),
+                SHIPYARD_TRACKING_ARTIFACTS=env("SHIPYARD_TRACKING_ARTIFACTS"),
+            ),
         }
     )
     # every user may use it, and so may their servers' tokens (which kernels inherit)
-    c.JupyterHub.load_roles.append(
-        {"name": "user", "scopes": ["self", "access:services!service=tracking"]}
-    )
-    c.Spawner.server_token_scopes = [
-        "users:activity!user",
-        "access:servers!server",
-        "access:services!service=tracking",
-    ]
-    c.LocalProfileSpawner.tracking_url = (
-        env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/") + "/services/tracking"
-    )
+    allow_users("access:services!service=tracking")
+    c.LocalProfileSpawner.tracking_url = public_url + "/services/tracking"
 
 # -- scheduled notebooks: papermill jobs at /services/scheduler/, running while servers are stopped
-if env("SHIPYARD_SCHEDULER", "1") != "0":
-    public_url = env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/")
+if service_on("scheduler"):
     c.JupyterHub.services.append(
         {
             "name": "scheduler",
@@ -195,30 +203,22 @@ if env("SHIPYARD_SCHEDULER", "1") != "0":
             "oauth_no_confirm": True,
             # hub-side settings only: runs get none of them (the executor builds their
             # environment from nothing)
-            "environment": {
-                k: v
-                for k, v in {
-                    "SHIPYARD_DATA_DIR": str(data),
-                    "SHIPYARD_PROFILES": str(c.LocalProfileSpawner.profiles_file),
-                    "SHIPYARD_PUBLIC_URL": public_url,
-                    "SHIPYARD_SCHEDULER_DB_URL": env("SHIPYARD_SCHEDULER_DB_URL"),
-                    "SHIPYARD_RUNS_DIR": env("SHIPYARD_RUNS_DIR"),
-                    "SHIPYARD_ENVS_DIR": env("SHIPYARD_ENVS_DIR"),
-                    "SHIPYARD_SCHEDULER_CONFIG": env("SHIPYARD_SCHEDULER_CONFIG"),
-                    "SHIPYARD_SMTP_PASSWORD": env("SHIPYARD_SMTP_PASSWORD"),
-                    "SHIPYARD_SCHEDULER_TRACKING_URL": (
-                        public_url + "/services/tracking"
-                        if env("SHIPYARD_TRACKING", "1") != "0"
-                        else None
-                    ),
-                    "SHIPYARD_SCHEDULER_DEPLOYER_URL": (
-                        public_url + "/services/deployer"
-                        if env("SHIPYARD_DEPLOYER", "1") != "0"
-                        else None
-                    ),
-                }.items()
-                if v
-            },
+            "environment": only_set(
+                SHIPYARD_DATA_DIR=str(data),
+                SHIPYARD_PROFILES=str(c.LocalProfileSpawner.profiles_file),
+                SHIPYARD_PUBLIC_URL=public_url,
+                SHIPYARD_SCHEDULER_DB_URL=env("SHIPYARD_SCHEDULER_DB_URL"),
+                SHIPYARD_RUNS_DIR=env("SHIPYARD_RUNS_DIR"),
+                SHIPYARD_ENVS_DIR=env("SHIPYARD_ENVS_DIR"),
+                SHIPYARD_SCHEDULER_CONFIG=env("SHIPYARD_SCHEDULER_CONFIG"),
+                SHIPYARD_SMTP_PASSWORD=env("SHIPYARD_SMTP_PASSWORD"),
+                SHIPYARD_SCHEDULER_TRACKING_URL=(
+                    public_url + "/services/tracking" if service_on("tracking") else None
+                ),
+                SHIPYARD_SCHEDULER_DEPLOYER_URL=(
+                    public_url + "/services/deployer" if service_on("deployer") else None
+                ),
+            ),
         }
     )
     # the service reads users' groups (quotas, profiles, shared jobs); it gives each run a
@@ -226,9 +226,7 @@ if env("SHIPYARD_SCHEDULER", "1") != "0":
     # deployer only (a token's scopes must be the service's own too)
     scheduler_scopes = ["list:users", "read:users:groups", "read:users:name"]
     run_scopes = [
-        f"access:services!service={name}"
-        for name in ("tracking", "deployer")
-        if env(f"SHIPYARD_{name.upper()}", "1") != "0"
+        f"access:services!service={name}" for name in ("tracking", "deployer") if service_on(name)
     ]
     if run_scopes:
         scheduler_scopes += ["tokens", *run_scopes]
@@ -236,21 +234,11 @@ if env("SHIPYARD_SCHEDULER", "1") != "0":
         {"name": "scheduler", "scopes": scheduler_scopes, "services": ["scheduler"]}
     )
     # users, and their servers' tokens (the magics, the panel), may call it
-    user_role = next((r for r in c.JupyterHub.load_roles if r["name"] == "user"), None)
-    if user_role is None:
-        user_role = {"name": "user", "scopes": ["self"]}
-        c.JupyterHub.load_roles.append(user_role)
-    user_role["scopes"].append("access:services!service=scheduler")
-    scopes = c.Spawner.server_token_scopes
-    if not isinstance(scopes, list):
-        scopes = ["users:activity!user", "access:servers!server"]
-    c.Spawner.server_token_scopes = [*scopes, "access:services!service=scheduler"]
+    allow_users("access:services!service=scheduler")
     c.LocalProfileSpawner.scheduler_url = public_url + "/services/scheduler"
 
 # -- model deployment: MLflow models as versioned endpoints at /services/deployer/
-if env("SHIPYARD_DEPLOYER", "1") != "0":
-    public_url = env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/")
-    tracking_on = env("SHIPYARD_TRACKING", "1") != "0"
+if service_on("deployer"):
     c.JupyterHub.services.append(
         {
             "name": "deployer",
@@ -259,20 +247,16 @@ if env("SHIPYARD_DEPLOYER", "1") != "0":
             "display": False,
             "oauth_no_confirm": True,
             # hub-side settings only: model servers get none of them
-            "environment": {
-                k: v
-                for k, v in {
-                    "SHIPYARD_DATA_DIR": str(data),
-                    "SHIPYARD_PROFILES": str(c.LocalProfileSpawner.profiles_file),
-                    "SHIPYARD_DEPLOYER_DB_URL": env("SHIPYARD_DEPLOYER_DB_URL"),
-                    "SHIPYARD_ENVS_DIR": env("SHIPYARD_ENVS_DIR"),
-                    "SHIPYARD_DEPLOYER_CONFIG": env("SHIPYARD_DEPLOYER_CONFIG"),
-                    "SHIPYARD_DEPLOYER_TRACKING_URL": (
-                        public_url + "/services/tracking" if tracking_on else None
-                    ),
-                }.items()
-                if v
-            },
+            "environment": only_set(
+                SHIPYARD_DATA_DIR=str(data),
+                SHIPYARD_PROFILES=str(c.LocalProfileSpawner.profiles_file),
+                SHIPYARD_DEPLOYER_DB_URL=env("SHIPYARD_DEPLOYER_DB_URL"),
+                SHIPYARD_ENVS_DIR=env("SHIPYARD_ENVS_DIR"),
+                SHIPYARD_DEPLOYER_CONFIG=env("SHIPYARD_DEPLOYER_CONFIG"),
+                SHIPYARD_DEPLOYER_TRACKING_URL=(
+                    public_url + "/services/tracking" if service_on("tracking") else None
+                ),
+            ),
         }
     )
     # models are invoked with hub tokens that carry this scope (filterable !user=<owner>)
@@ -285,40 +269,23 @@ if env("SHIPYARD_DEPLOYER", "1") != "0":
     # the service reads users' groups (profiles, group grants); with tracking on it gives
     # each model server a short-lived token of its owner's, for the tracking service only
     deployer_scopes = ["list:users", "read:users:groups", "read:users:name"]
-    if tracking_on:
+    if service_on("tracking"):
         deployer_scopes += ["tokens", "access:services!service=tracking"]
     c.JupyterHub.load_roles.append(
         {"name": "deployer", "scopes": deployer_scopes, "services": ["deployer"]}
     )
-    user_role = next((r for r in c.JupyterHub.load_roles if r["name"] == "user"), None)
-    if user_role is None:
-        user_role = {"name": "user", "scopes": ["self"]}
-        c.JupyterHub.load_roles.append(user_role)
-    user_role["scopes"] += ["access:services!service=deployer", "custom:models:invoke"]
-    scopes = c.Spawner.server_token_scopes
-    if not isinstance(scopes, list):
-        scopes = ["users:activity!user", "access:servers!server"]
-    # servers' tokens (%deploy, notebooks calling a model) may call the API and invoke
-    c.Spawner.server_token_scopes = [
-        *scopes,
-        "access:services!service=deployer",
-        "custom:models:invoke",
-    ]
+    # users and servers' tokens (%deploy, notebooks calling a model) may call the API and invoke
+    allow_users("access:services!service=deployer", "custom:models:invoke")
     c.LocalProfileSpawner.deployer_url = public_url + "/services/deployer"
 
 # -- the JupyterLab panel's Audit section (hub admins only): each server forwards to the audit
 # service with its own token, so it needs the service's public address (as the other services'
 # *_url settings give theirs)
-if env("SHIPYARD_AUDIT_SERVICE", "1") != "0":
-    c.Spawner.environment.update(
-        {
-            "SHIPYARD_AUDIT_URL": env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/")
-            + "/services/audit"
-        }
-    )
+if service_on("audit_service"):
+    c.Spawner.environment.update({"SHIPYARD_AUDIT_URL": public_url + "/services/audit"})
 
 # -- secrets: users' named secrets at /services/secrets/, given to their runs and replicas
-if env("SHIPYARD_SECRETS", "1") != "0":
+if service_on("secrets"):
     secrets_url = env("SHIPYARD_SECRETS_URL", "http://127.0.0.1:8005")
     c.JupyterHub.services.append(
         {
@@ -328,34 +295,20 @@ if env("SHIPYARD_SECRETS", "1") != "0":
             "display": False,
             "oauth_no_confirm": True,
             # hub-side settings only; the key file is never passed to anyone
-            "environment": {
-                k: v
-                for k, v in {
-                    "SHIPYARD_DATA_DIR": str(data),
-                    "SHIPYARD_SECRETS_DB_URL": env("SHIPYARD_SECRETS_DB_URL"),
-                    "SHIPYARD_SECRETS_KEY_FILE": env("SHIPYARD_SECRETS_KEY_FILE"),
-                    "SHIPYARD_SECRETS_BACKEND": env("SHIPYARD_SECRETS_BACKEND"),
-                    "SHIPYARD_SECRETS_CONFIG": env("SHIPYARD_SECRETS_CONFIG"),
-                }.items()
-                if v
-            },
+            "environment": only_set(
+                SHIPYARD_DATA_DIR=str(data),
+                SHIPYARD_SECRETS_DB_URL=env("SHIPYARD_SECRETS_DB_URL"),
+                SHIPYARD_SECRETS_KEY_FILE=env("SHIPYARD_SECRETS_KEY_FILE"),
+                SHIPYARD_SECRETS_BACKEND=env("SHIPYARD_SECRETS_BACKEND"),
+                SHIPYARD_SECRETS_CONFIG=env("SHIPYARD_SECRETS_CONFIG"),
+            ),
         }
     )
     # the service only checks tokens: it needs no scope of its own
     c.JupyterHub.load_roles.append({"name": "secrets", "scopes": [], "services": ["secrets"]})
     # users and their servers' tokens (%secret, the CLI) may call it
-    user_role = next((r for r in c.JupyterHub.load_roles if r["name"] == "user"), None)
-    if user_role is None:
-        user_role = {"name": "user", "scopes": ["self"]}
-        c.JupyterHub.load_roles.append(user_role)
-    user_role["scopes"].append("access:services!service=secrets")
-    scopes = c.Spawner.server_token_scopes
-    if not isinstance(scopes, list):
-        scopes = ["users:activity!user", "access:servers!server"]
-    c.Spawner.server_token_scopes = [*scopes, "access:services!service=secrets"]
-    c.LocalProfileSpawner.secrets_url = (
-        env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/") + "/services/secrets"
-    )
+    allow_users("access:services!service=secrets")
+    c.LocalProfileSpawner.secrets_url = public_url + "/services/secrets"
     # the scheduler and the deployer resolve values for runs and replicas (POST api/resolve),
     # straight to the service (it is served under its prefix there too)
     for role in c.JupyterHub.load_roles:
@@ -374,7 +327,7 @@ from hub_ext.audit.hub import configure as configure_audit  # noqa: E402
 
 os.environ.setdefault("SHIPYARD_AUDIT_DIR", str(data / "audit"))  # the hub's own records
 configure_audit(c)  # the hub's REST API: users, groups, roles, tokens
-if env("SHIPYARD_AUDIT_SERVICE", "1") != "0":
+if service_on("audit_service"):
     c.JupyterHub.services.append(
         {
             "name": "audit",
@@ -389,26 +342,14 @@ if env("SHIPYARD_AUDIT_SERVICE", "1") != "0":
     c.JupyterHub.load_roles.append(
         {"name": "audit", "scopes": ["read:users"], "services": ["audit"]}
     )
-    user_role = next((r for r in c.JupyterHub.load_roles if r["name"] == "user"), None)
-    if user_role is None:
-        user_role = {"name": "user", "scopes": ["self"]}
-        c.JupyterHub.load_roles.append(user_role)
-    user_role["scopes"].append("access:services!service=audit")
-    scopes = c.Spawner.server_token_scopes
-    if not isinstance(scopes, list):
-        scopes = ["users:activity!user", "access:servers!server"]
     # the JupyterLab panel (a server's token) shows the admin section from it
-    c.Spawner.server_token_scopes = [*scopes, "access:services!service=audit"]
-audit_env = {
-    k: v
-    for k, v in {
-        "SHIPYARD_AUDIT": env("SHIPYARD_AUDIT"),
-        "SHIPYARD_AUDIT_DIR": env("SHIPYARD_AUDIT_DIR"),
-        "SHIPYARD_AUDIT_DB_URL": env("SHIPYARD_AUDIT_DB_URL"),
-        "SHIPYARD_AUDIT_RETENTION_DAYS": env("SHIPYARD_AUDIT_RETENTION_DAYS"),
-    }.items()
-    if v
-}
+    allow_users("access:services!service=audit")
+audit_env = only_set(
+    SHIPYARD_AUDIT=env("SHIPYARD_AUDIT"),
+    SHIPYARD_AUDIT_DIR=env("SHIPYARD_AUDIT_DIR"),
+    SHIPYARD_AUDIT_DB_URL=env("SHIPYARD_AUDIT_DB_URL"),
+    SHIPYARD_AUDIT_RETENTION_DAYS=env("SHIPYARD_AUDIT_RETENTION_DAYS"),
+)
 for service in c.JupyterHub.services:
     if "command" in service:  # hub-managed: it writes the same trail
         service.setdefault("environment", {}).update(audit_env)
