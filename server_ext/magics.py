@@ -887,8 +887,14 @@ class ShipyardMagics(Magics):
         if self.last_tracked_run:
             return self.last_tracked_run
         import mlflow
+        from mlflow.exceptions import MlflowException
 
-        last = mlflow.last_active_run()
+        try:
+            last = mlflow.last_active_run()
+        except MlflowException:
+            # the run is gone, or not this user's any more (deleted, another tracking
+            # server or token): the model is deployed without a source run, not refused
+            return None
         if last is not None and last.info.run_id not in self._deploy_runs:
             return last.info.run_id
         return None

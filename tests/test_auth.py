@@ -18,6 +18,7 @@ import requests
 from hub_ext.cli import main
 
 from .conftest import postgres_database
+from .hubtools import wait_for
 
 LOCKOUT_FAILURES = 3
 LOCKOUT_SECONDS = 4
@@ -271,6 +272,10 @@ def test_a_one_time_password_must_be_changed_before_anything_else(hub):
         timeout=30,
     )
     assert r.status_code == 403
+    # the hub records the refused token request as the answer goes out: it may land
+    # just after the client has it
+    refused = wait_for(lambda: trail.new("token.create"), 10, 0.05, "the refused token's record")
+    assert refused[0]["outcome"] == "denied" and refused[0]["target"] == "token/fay"
     one_login_record(trail)
 
     ticket = re.search(r'name="ticket" value="([^"]+)"', form.text).group(1)
