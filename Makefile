@@ -86,6 +86,7 @@ bench: install
 	$(BIN)/python bench/spawn.py
 	$(BIN)/python bench/envbuild.py
 	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/audit.py
 
 clean:
 	rm -rf $(VENV) .shipyard .shipyard-test .pytest_cache
