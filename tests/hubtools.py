@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import random
 import re
 import secrets
 import signal
@@ -36,10 +37,42 @@ HUB_CONFIG = REPO / "tests" / "hub_config.py"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
+#: Ports this process handed out already: never twice.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, for a server a test starts a moment later.
+
+    Chosen below the kernel's ephemeral range, never from it: a port from that range
+    (what binding port 0 gives) can be taken as the source port of any outgoing
+    connection between this choice and the server's bind, and a hub with six services
+    makes many connections while it starts ("Address already in use" for a service, or
+    a restarted service's port taken while it was down).
+    """
+    low, _ = _ephemeral_range()
+    first = max(1024, low - 20000)
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(first, low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port between {first} and {low}")
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = "condition"):
