@@ -498,18 +498,25 @@ def run_in_kernel(server_url: str, token: str, code: str, timeout: float = 60) -
     )
     messages = []
     deadline = time.monotonic() + timeout
+    replied = idle = False
     try:
-        while time.monotonic() < deadline:
+        # Done when both the reply (shell channel) and the kernel's "idle" after this
+        # request (iopub) came: the channels are not ordered, so output printed by the
+        # code can arrive after the reply.
+        while time.monotonic() < deadline and not (replied and idle):
             try:
                 msg = json.loads(ws.recv())
             except websocket.WebSocketTimeoutException:
                 break
             messages.append(msg)
             kind = msg.get("msg_type") or msg["header"]["msg_type"]
+            mine = msg["parent_header"].get("msg_id") == msg_id
             if kind == "status" and msg["content"]["execution_state"] in ("restarting", "dead"):
                 break
-            if kind == "execute_reply" and msg["parent_header"].get("msg_id") == msg_id:
-                break
+            if kind == "execute_reply" and mine:
+                replied = True
+            if kind == "status" and mine and msg["content"]["execution_state"] == "idle":
+                idle = True
     finally:
         ws.close()
     return messages
