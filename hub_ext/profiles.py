@@ -191,6 +191,20 @@ class Profile(_Strict):
         """True when a member of ``groups`` may use this profile (no groups: everyone)."""
         return not self.groups or bool(set(self.groups) & set(groups))
 
+    def unavailable_reason(self, gpu_count: int | None) -> str | None:
+        """Why this profile can never start on a machine with ``gpu_count`` GPUs, or None.
+
+        ``gpu_count`` None means the spawner does not know the machine (Kubernetes: the
+        cluster finds a node, or says why not). The reason is what the spawn form's card
+        shows and what a refused spawn says, rather than an error about an environment
+        that ``shipyard up`` skipped building because there was no GPU for it.
+        """
+        if gpu_count is None or self.gpu <= gpu_count:
+            return None
+        if gpu_count == 0:
+            return "no GPU on this machine"
+        return f"it needs {self.gpu} GPUs and this machine has {gpu_count}"
+
     def public_summary(self) -> dict[str, Any]:
         """What a user may see of this profile (never the Kubernetes passthrough)."""
         return {
@@ -256,19 +270,29 @@ class ProfilesConfig(_Strict):
         groups = set(groups)
         return [p for p in self.profiles if p.allows(groups)]
 
-    def default_for(self, groups: Iterable[str]) -> Profile | None:
-        """The file's default when the user may use it, else their first allowed profile."""
-        allowed = self.allowed_for(groups)
-        return next((p for p in allowed if p.default), allowed[0] if allowed else None)
+    def default_for(self, groups: Iterable[str], gpu_count: int | None = None) -> Profile | None:
+        """The file's default when the user may use it, else their first allowed profile.
 
-    def resolve(self, slug: str | None, groups: Iterable[str]) -> Profile:
+        With ``gpu_count``, a profile that cannot start on such a machine is passed over
+        while another can (see :meth:`Profile.unavailable_reason`).
+        """
+        allowed = self.allowed_for(groups)
+        usable = [p for p in allowed if p.unavailable_reason(gpu_count) is None] or allowed
+        return next((p for p in usable if p.default), usable[0] if usable else None)
+
+    def resolve(
+        self, slug: str | None, groups: Iterable[str], gpu_count: int | None = None
+    ) -> Profile:
         """Return the profile a user asked for, or say exactly why they cannot have it.
+
+        ``gpu_count`` is how many GPUs the machine has (None: unknown, not checked).
 
         Raises
         ------
         ProfileChoiceError
-            unknown slug (400), a profile outside the user's groups (403), or no
-            profile open to the user at all (403).
+            unknown slug (400), a profile outside the user's groups (403), no
+            profile open to the user at all (403), or a profile this machine cannot
+            run, e.g. a GPU profile without a GPU (409).
         """
         groups = sorted(set(groups))
         allowed = self.allowed_for(groups)
@@ -278,18 +302,29 @@ class ProfilesConfig(_Strict):
                 f"No profile is open to you: your groups ({', '.join(groups) or 'none'}) match "
                 "none of the profiles' groups. Ask an admin to add you to a group.",
             )
+        usable = [p for p in allowed if p.unavailable_reason(gpu_count) is None]
+        choices = (
+            f"Choose one of: {', '.join(p.slug for p in usable)}."
+            if usable
+            else "None of the profiles open to you can start on this machine: ask an admin."
+        )
         if not slug:
-            return self.default_for(groups)
-        profile = self.get(slug)
-        choices = ", ".join(p.slug for p in allowed)
-        if profile is None:
-            raise ProfileChoiceError(400, f"Unknown profile {slug!r}. Choose one of: {choices}.")
-        if not profile.allows(groups):
+            profile = self.default_for(groups, gpu_count)
+        else:
+            profile = self.get(slug)
+            if profile is None:
+                raise ProfileChoiceError(400, f"Unknown profile {slug!r}. {choices}")
+            if not profile.allows(groups):
+                raise ProfileChoiceError(
+                    403,
+                    f"Profile {slug!r} is only for members of the groups "
+                    f"{', '.join(profile.groups)}; you are in {', '.join(groups) or 'no group'}. "
+                    f"{choices}",
+                )
+        reason = profile.unavailable_reason(gpu_count)
+        if reason:
             raise ProfileChoiceError(
-                403,
-                f"Profile {slug!r} is only for members of the groups "
-                f"{', '.join(profile.groups)}; you are in {', '.join(groups) or 'no group'}. "
-                f"Choose one of: {choices}.",
+                409, f"Profile {profile.slug!r} cannot start: {reason}. {choices}"
             )
         return profile
 

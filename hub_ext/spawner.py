@@ -179,18 +179,32 @@ class ProfileSpawnerMixin(Configurable):
         return self.render_profiles_form
 
     def render_profiles_form(self, spawner=None) -> str:
-        """The spawn form: one card per profile this user may start."""
+        """The spawn form: one card per profile this user may use.
+
+        A profile this machine cannot run (a GPU profile where there is no GPU) is shown
+        disabled with the reason, so that nobody picks it to be refused after the click.
+        """
         config = self.profiles
         groups = self.user_groups
-        allowed = config.allowed_for(groups)
+        gpu_count = self.gpu_count
+        cards = [(p, p.unavailable_reason(gpu_count)) for p in config.allowed_for(groups)]
+        usable = {p.slug for p, reason in cards if reason is None}
         last = (self.orm_spawner.user_options or {}).get("profile") if self.orm_spawner else None
-        if not isinstance(last, str) or last not in {p.slug for p in allowed}:
-            default = config.default_for(groups)
-            last = default.slug if default else None
+        if not isinstance(last, str) or last not in usable:
+            default = config.default_for(groups, gpu_count)
+            last = default.slug if default is not None and default.slug in usable else None
         quota = config.quota_for(groups)
         return _templates.get_template("profiles_form.html").render(
-            profiles=allowed, selected=last, quota_text=self._quota_text(quota)
+            cards=cards, selected=last, quota_text=self._quota_text(quota)
         )
+
+    @property
+    def gpu_count(self) -> int | None:
+        """How many GPUs this spawner's machine has; None where it does not know (the mixin).
+
+        Profiles needing more are shown disabled and refused (``Profile.unavailable_reason``).
+        """
+        return None
 
     @default("options_from_form")
     def _default_options_from_form(self):
@@ -215,7 +229,8 @@ class ProfileSpawnerMixin(Configurable):
         ------
         tornado.web.HTTPError
             400 for malformed options or an unknown profile, 403 for a profile
-            outside the user's groups; the message says what to do.
+            outside the user's groups, 409 for a profile this machine cannot run (a
+            GPU profile without a GPU); the message says what to do.
         """
         options = self.user_options or {}
         if not isinstance(options, dict):
@@ -233,7 +248,7 @@ class ProfileSpawnerMixin(Configurable):
         if slug is not None and not isinstance(slug, str):
             raise web.HTTPError(400, f"'profile' must be a profile slug (a string), not {slug!r}.")
         try:
-            return self.profiles.resolve(slug, self.user_groups)
+            return self.profiles.resolve(slug, self.user_groups, self.gpu_count)
         except ProfileChoiceError as e:
             raise web.HTTPError(e.status, e.message) from None
 
@@ -626,6 +641,11 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             self.log.info("Enforcing profile limits with %s", driver.kind)
             self._drivers[key] = driver
         return self._drivers[key]
+
+    @property
+    def gpu_count(self) -> int:
+        """The GPUs profiles may have here (``gpu_devices``): a GPU profile needs one."""
+        return len(self.gpu_devices)
 
     @property
     def allocator(self) -> GpuAllocator:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import pwd
+import re
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,32 @@ def test_profiles_file_is_reread_without_restart(hub):
         still = session.get(hub.url + "/hub/spawn/uma/r", timeout=30)
         assert still.status_code == 200 and 'value="fresh"' in still.text
         assert "is invalid; keeping the previous version" in hub.log_tail(200)
+
+
+def test_a_gpu_profile_on_a_machine_without_gpu_is_shown_disabled_and_refused(hub_factory):
+    """No GPU: the GPU card says so and cannot be chosen; a crafted choice is refused with
+    that reason, not with the environment that `shipyard up` did not build for it."""
+    hub = hub_factory(name="nogpu", extra_env={"SHIPYARD_TEST_GPUS": ""})
+    session = _login(hub, "gwen", hub.add_user_with_password("gwen", ["research"]))
+    form = session.get(hub.url + "/hub/spawn/gwen/g1", timeout=30)
+    assert form.status_code == 200
+    card = re.search(r'<label class="([^"]*)" data-profile="gpu"(.*?)</label>', form.text, re.S)
+    assert card, "the GPU profile is listed (gwen's groups allow it)"
+    assert "shipyard-unavailable" in card.group(1)
+    assert re.search(r'<input type="radio" name="profile" value="gpu" disabled>', card.group(2))
+    assert "Not available: no GPU on this machine." in card.group(2)
+    assert re.search(r'value="tiny" checked', form.text)
+    assert form.text.count(" checked") == 1
+    refusal = "Profile 'gpu' cannot start: no GPU on this machine. Choose one of: tiny, roomy."
+    r = session.post(
+        hub.url + "/hub/spawn/gwen/g1",
+        data={"profile": "gpu", "_xsrf": session.cookies.get("_xsrf")},
+        timeout=60,
+        allow_redirects=False,
+    )
+    assert r.status_code == 409
+    assert refusal.replace("'", "&#39;") in r.text
+    assert "not built" not in r.text
+    r = hub.api("POST", "/users/gwen/servers/g2", json={"profile": "gpu"})
+    assert (r.status_code, r.json()["message"]) == (409, refusal)
+    assert hub.api("GET", "/users/gwen").json()["servers"] == {}

@@ -465,6 +465,63 @@ def test_allowed_and_default_for(text, groups, allowed, default):
         assert config.resolve(None, groups).slug == default
 
 
+# ------------------------------------------------- profiles this machine cannot run
+
+TWO_GPUS = """\
+profiles:
+  - slug: gpu
+    display_name: GPU
+    default: true
+    gpu: 1
+  - slug: small
+    display_name: Small
+  - slug: pair
+    display_name: Pair
+    gpu: 2
+"""
+
+
+@pytest.mark.parametrize(
+    "gpu_count, reasons",
+    [
+        (None, {}),  # the spawner does not know the machine (Kubernetes): nothing refused
+        (0, {"gpu": "no GPU on this machine", "pair": "no GPU on this machine"}),
+        (1, {"pair": "it needs 2 GPUs and this machine has 1"}),
+        (2, {}),
+    ],
+)
+def test_gpu_profiles_are_unavailable_without_the_gpus(gpu_count, reasons):
+    config = parse(TWO_GPUS)
+    found = {p.slug: p.unavailable_reason(gpu_count) for p in config.profiles}
+    assert {slug: reason for slug, reason in found.items() if reason} == reasons
+
+
+def test_a_gpu_profile_is_refused_with_the_reason_and_the_default_passes_it_over():
+    config = parse(TWO_GPUS)
+    with pytest.raises(ProfileChoiceError) as e:
+        config.resolve("gpu", [], gpu_count=0)
+    assert (e.value.status, e.value.message) == (
+        409,
+        "Profile 'gpu' cannot start: no GPU on this machine. Choose one of: small.",
+    )
+    # the file's default needs a GPU: a start without a choice gets one that can start
+    assert config.default_for([], gpu_count=0).slug == "small"
+    assert config.resolve(None, [], gpu_count=0).slug == "small"
+    assert config.resolve(None, [], gpu_count=1).slug == "gpu"
+    assert config.resolve("pair", [], gpu_count=2).slug == "pair"
+    # an unknown profile lists only those that can start here
+    with pytest.raises(ProfileChoiceError) as e:
+        config.resolve("huge", [], gpu_count=1)
+    assert e.value.message == "Unknown profile 'huge'. Choose one of: gpu, small."
+    only_gpu = parse("profiles:\n  - {slug: gpu, display_name: GPU, gpu: 1, default: true}\n")
+    with pytest.raises(ProfileChoiceError) as e:
+        only_gpu.resolve(None, [], gpu_count=0)
+    assert e.value.message == (
+        "Profile 'gpu' cannot start: no GPU on this machine. None of the profiles open to "
+        "you can start on this machine: ask an admin."
+    )
+
+
 # ------------------------------------------------------------ quotas
 
 QUOTAS = (
