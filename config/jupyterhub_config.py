@@ -156,7 +156,10 @@ c.JupyterHub.services.append(
 c.JupyterHub.load_roles.append(
     {
         "name": "shipyard-cli",
-        # admin:users, admin:groups: `shipyard users add/list/reset-password/approve`
+        # admin:users, admin:groups: `shipyard users add/list/reset-password/approve`;
+        # tokens: `shipyard jobs` and `shipyard models` on this machine get a short-lived token
+        # of the admin's for the scheduler or the deployer (hub_ext/cli_common.py), since
+        # those services act for users, never for a service
         "scopes": [
             "list:users",
             "read:users",
@@ -165,6 +168,7 @@ c.JupyterHub.load_roles.append(
             "read:groups",
             "admin:users",
             "admin:groups",
+            "tokens",
         ],
         "services": ["shipyard-cli"],
     }
