@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -38,6 +39,10 @@ MAX_PARAM_VALUE = 6000
 MAX_KEY = 250
 PROBE_TIMEOUT = 3.0
 SPOOL_TAG = "shipyard.spool_id"
+#: An MLflow run id: 32 lowercase hex digits.
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+#: How many runs of one name :meth:`TrackingClient.find_run` looks at (it takes the newest).
+MAX_SAME_NAME = 100
 
 
 def display_url(uri: str) -> str:
@@ -296,16 +301,72 @@ class TrackingClient:
             )
         return [self._detail(run) for run in runs]
 
-    def run(self, run_id: str) -> RunDetail:
-        """One run; :class:`NotFound` with advice when there is no such run."""
+    def find_run(self, ref: str, experiment: str) -> tuple[RunDetail, int]:
+        """The run ``ref`` names, as ``%runs`` shows it: a run id, or a run's name.
+
+        An id is looked up anywhere; a name in the experiment named ``experiment``, where
+        the newest run of that name wins (MLflow allows several). Returns the run and how
+        many runs have the name.
+
+        The hub's tracking gateway answers a run id it cannot find *or* that is another
+        user's with 403, which reads like a refused token. Such a 403 is taken for "no run
+        of yours" (SECURITY rule 3): the same token reads the experiment next, so a token
+        that is really refused still fails, there, with that message.
+
+        Raises
+        ------
+        NotFound
+            no run has that id (readable by this token) or that name in ``experiment``.
+        """
         self.check()
+        looks_like_id = RUN_ID.fullmatch(ref) is not None
+        if looks_like_id:
+            try:
+                with _translated(self.uri):
+                    return self._detail(self._mlflow.get_run(ref)), 1
+            except (NotFound, Refused, TokenRefused):
+                pass  # perhaps a run named like an id; else "no run" below
         try:
-            with _translated(self.uri):
-                return self._detail(self._mlflow.get_run(run_id))
-        except (NotFound, Refused):  # a malformed id is refused rather than not found
+            experiment_id, _ = self._experiment_id(experiment, create=False)
+        except NotFound:
+            if not looks_like_id:
+                raise
+            named = []
+        else:
+            named = self._runs_named(experiment_id, ref)
+        if named:
+            return self._detail(named[0]), len(named)
+        if looks_like_id:
             raise NotFound(
-                f"No run {run_id!r} on {display_url(self.uri)}: check the id with %runs."
-            ) from None
+                f"No run {ref!r}: no run you can read has that id, and no run in experiment "
+                f"{experiment!r} has that name. %runs shows runs' names and ids."
+            )
+        raise NotFound(
+            f"No run named {ref!r} in experiment {experiment!r}: %runs shows its runs' "
+            "names and ids (a run id finds a run of any experiment)."
+        )
+
+    def _runs_named(self, experiment_id: str, name: str) -> list:
+        """The runs called ``name`` in the experiment, newest first.
+
+        MLflow's filter strings have no escape for a quote: quote with the kind ``name``
+        lacks, and for a name with both, match ``LIKE`` with ``_`` for every quote (and
+        backslash) and keep the exact matches.
+        """
+        if "'" not in name:
+            where = f"attributes.run_name = '{name}'"
+        elif '"' not in name:
+            where = f'attributes.run_name = "{name}"'
+        else:
+            where = "attributes.run_name LIKE '{}'".format(re.sub(r"['\"\\]", "_", name))
+        with _translated(self.uri):
+            runs = self._mlflow.search_runs(
+                [experiment_id],
+                filter_string=where,
+                max_results=MAX_SAME_NAME,
+                order_by=["attributes.start_time DESC"],
+            )
+        return [run for run in runs if run.info.run_name == name]
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """``(step, value)`` of every value of one metric, in step order."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 import ast
 import functools
 import os
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -262,13 +263,19 @@ class ShipyardMagics(Magics):
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="A parameter to record; repeat for more. Quote values with spaces.",
+        help="A parameter to record and set as a variable of the cell (lr=0.1 sets the "
+        "float lr); repeat for more. Quote values with spaces.",
     )
     @cell_magic
     @output_can_be_silenced
     @_user_errors
     def track(self, line: str, cell: str):
         """Run the cell inside an MLflow run, recording its lineage; ``log()`` adds metrics.
+
+        Each ``--param NAME=VALUE`` is also a variable of the cell, set before it runs, as
+        papermill sets its parameters: ``True``, ``False``, ``None``, numbers and quoted
+        strings are read as Python literals (data, never code), anything else is a string;
+        MLflow records the value as it was written.
 
         Records parameters (``--param`` and papermill's), the notebook file, the cell source,
         the installed packages, git commit and dirty state, profile, environment, and wall
@@ -281,7 +288,8 @@ class ShipyardMagics(Magics):
         """
         __tracebackhide__ = True
         args = parse_argstring(self.track, line)
-        params = {**papermill_parameters(self.shell), **parse_params(args.param)}
+        given = parse_params(args.param)
+        params = {**papermill_parameters(self.shell), **given}
         code, last = self._compile(line, cell)  # a syntax error starts no run
         notebook = notebook_path()
         packages = installed_packages()
@@ -298,6 +306,8 @@ class ShipyardMagics(Magics):
         outer = self.logger.journal  # a %%track inside a tracked cell gets its own run
         self.logger.journal, status, started = journal, "FAILED", time.monotonic()
         try:
+            # as papermill does: the cell reads its parameters as variables, typed
+            self.shell.push({k: param_value(v) for k, v in given.items()}, interactive=False)
             self._check_log_name()
             exec(code, self.shell.user_ns)
             result = eval(last, self.shell.user_ns) if last else None
@@ -361,20 +371,40 @@ class ShipyardMagics(Magics):
         return runs_table(ref, client.recent_runs(ref.id, args.max))
 
     @magic_arguments()
-    @argument("run_a", help="A run id (see %%runs).")
-    @argument("run_b", help="Another run id.")
+    @argument("run_a", help="A run's name or id, as %%runs shows them.")
+    @argument("run_b", help="Another run's name or id.")
+    @argument(
+        "--experiment",
+        help="Where to find runs by name (default: the one set by %%experiment, as %%runs).",
+    )
     @line_magic
     @_user_errors
     def compare(self, line: str):
         """Two runs' parameters and metrics side by side, with a plot of their shared metrics.
 
+        A run is given by its name or its id, as ``%runs`` shows them; a name is looked up
+        in the experiment ``%runs`` shows (the newest run of that name, when there are
+        several), an id anywhere.
+
         Examples
         --------
+        ``%compare baseline tuned``
+
         ``%compare 3f2a9c... 81b0de...``
         """
         args = parse_argstring(self.compare, line)
         client = TrackingClient.from_environment()
-        a, b = client.run(unquote(args.run_a)), client.run(unquote(args.run_b))
+        experiment = unquote(args.experiment) or self._experiment()
+        runs = []
+        for ref in (unquote(args.run_a), unquote(args.run_b)):
+            run, same_name = client.find_run(ref, experiment)
+            if same_name > 1:
+                print(
+                    f"{same_name} runs are named {ref!r}; comparing the newest, {run.run_id} "
+                    "(give a run id from %runs for another)."
+                )
+            runs.append(run)
+        a, b = runs
         from .widgets import MAX_PLOTS, comparison
 
         shared = sorted(set(a.metrics) & set(b.metrics))[:MAX_PLOTS]
@@ -584,19 +614,27 @@ class ShipyardMagics(Magics):
         metavar="NAME=VALUE",
         help="A parameter for this run only, as in %%schedule. Repeat for more.",
     )
-    @argument("--wait", action="store_true", help="Show its progress and log until it ends.")
+    @argument(
+        "--wait",
+        action="store_true",
+        help="Keep the cell busy until the run ends, showing its log as well as the bar.",
+    )
     @line_magic
     @_user_errors
     def run_now(self, line: str):
-        """Queue a run of a job now; with ``--wait``, follow it to its end.
+        """Queue a run of a job now, with a bar of its executed cells that follows it to its end.
 
-        Waiting shows a bar of the executed cells and the run's log as it grows, then the
-        run's status and a link to its output. Interrupting the kernel stops the waiting, not
-        the run.
+        The cell returns at once and the bar goes on updating while you work (a background
+        thread asks the scheduler how the run goes); it ends with the run's status and a link
+        to its output. With ``--wait`` the cell stays busy until the run ends and shows the
+        run's log as it grows, then its status and output; interrupting the kernel stops the
+        waiting, not the run.
 
         Examples
         --------
-        ``%run_now daily-report -p n=5 --wait``
+        ``%run_now daily-report -p n=5``
+
+        ``%run_now daily-report --wait``
         """
         args = parse_argstring(self.run_now, line)
         params = parse_parameters(shell_words(args.params))
@@ -604,17 +642,26 @@ class ShipyardMagics(Magics):
         job = client.find_job(unquote(args.job))
         run = client.run_now(job["id"], params)
         print(f"Queued run {run['id']} of job {job['name']!r}.")
-        if not args.wait:
-            print("%jobs shows how it ends; %run_now --wait follows a run.")
-            return
         progress = None
         try:
             from .widgets import RunProgress
 
             progress = RunProgress(job["name"])
+        except ImportError:  # no ipywidgets: the log alone, and only while waiting
+            if not args.wait:
+                print("%jobs shows how it ends; %run_now --wait follows a run.")
+                return
+        if progress is not None:
             display(progress.widget)
-        except ImportError:  # no ipywidgets: the log alone
-            pass
+        if not args.wait:
+            # the client is the thread's alone from here: this cell is done with it
+            threading.Thread(
+                target=self._follow_quietly,
+                args=(client, run["id"], progress),
+                name=f"shipyard-run-{run['id']}",
+                daemon=True,
+            ).start()
+            return
         try:
             for chunk in client.follow_log(run["id"], interval=self.poll_interval):
                 if progress is not None:
@@ -625,12 +672,28 @@ class ShipyardMagics(Magics):
             print(f"\nStopped waiting; run {run['id']} goes on (%jobs shows how it ends).")
             return
         run = client.get_run(run["id"])
+        if progress is not None:
+            progress.ended(run, client.output_link(run["id"]) if run.get("output_path") else None)
         reason = f": {run['reason']}" if run.get("reason") and run["status"] != "succeeded" else ""
         print(f"\nRun {run['id']} {run['status']}{reason}")
         if run.get("output_path"):
             print(f"Output: {client.output_url(run['id'])}")
             if "html" in job.get("output_formats", []):
                 print(f"HTML: {client.output_url(run['id'], 'html')}")
+
+    def _follow_quietly(self, client: SchedulerClient, run_id: str, progress) -> None:
+        """The bar of ``%run_now`` without ``--wait``, kept up to date from a thread.
+
+        It prints nothing (output from a thread lands in whichever cell runs then) and never
+        raises: a failure to follow is said on the bar, and the run goes on regardless.
+        """
+        try:
+            for chunk in client.follow_log(run_id, interval=self.poll_interval):
+                progress.update(chunk["status"], chunk["cells_done"], chunk["cells_total"])
+            run = client.get_run(run_id)
+            progress.ended(run, client.output_link(run_id) if run.get("output_path") else None)
+        except Exception as exc:  # noqa: BLE001 - a thread's error would reach no one
+            progress.lost(f"stopped following ({exc}); %jobs shows how it ends")
 
     # ------------------------------------------------------------ deployment
 
@@ -1094,6 +1157,27 @@ def parse_params(items: list[str]) -> dict[str, str]:
             raise UsageError(f"--param {key} is given twice with different values: give it once.")
         params[key] = value
     return params
+
+
+def param_value(text: str) -> bool | int | float | str | None:
+    """The value ``--param NAME=TEXT`` gives the variable ``NAME`` in a tracked cell.
+
+    Read like papermill's ``-p``: ``True``/``False``/``None``, an int, a float or a quoted
+    string as that Python literal (:func:`ast.literal_eval`, which evaluates no code);
+    anything else, a list or a bare word included, is the text itself.
+
+    Examples
+    --------
+    >>> param_value("0.1"), param_value("10"), param_value("True"), param_value("adam")
+    (0.1, 10, True, 'adam')
+    """
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return text
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return text
 
 
 def shell_words(items: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Widgets of ``%runs``, ``%compare``, ``%jobs``, ``%run_now --wait``, ``%deploy`` and
+"""Widgets of ``%runs``, ``%compare``, ``%jobs``, ``%run_now``, ``%deploy`` and
 ``%deployments``: HTML tables, inline SVG plots and progress bars, in ``ipywidgets``.
 
 Shipyard's base environment has ipywidgets but not matplotlib, so plots are SVG polylines
@@ -99,12 +99,17 @@ def jobs_html(
 
 
 class RunProgress:
-    """``%run_now --wait``: a bar of the run's executed cells and its status beside it."""
+    """``%run_now``: a bar of the run's executed cells, its status beside it, then its output.
+
+    Updated from the cell itself with ``--wait``, else from a background thread: widget
+    state is sent on the kernel's iopub channel, which takes messages from any thread.
+    """
 
     def __init__(self, title: str):
         self.bar = ipywidgets.IntProgress(value=0, min=0, max=1, description=title[:20])
         self.label = ipywidgets.Label("queued")
-        self.widget = ipywidgets.HBox([self.bar, self.label])
+        self.output = ipywidgets.HTML("")
+        self.widget = ipywidgets.HBox([self.bar, self.label, self.output])
 
     def update(self, status: str, done: int | None, total: int | None) -> None:
         """Show ``done`` of ``total`` cells and the status (``running`` ...)."""
@@ -118,6 +123,19 @@ class RunProgress:
             self.bar.bar_style = "success"
         elif status not in ("queued", "running"):
             self.bar.bar_style = "danger"
+
+    def ended(self, run: dict, output: str | None) -> None:
+        """The run's end: its status, a failure's reason, a link to its output (if any)."""
+        self.update(run["status"], run.get("cells_done"), run.get("cells_total"))
+        if run.get("reason") and run["status"] != "succeeded":
+            self.label.value += f": {run['reason'][:200]}"
+        if output:
+            self.output.value = _link("output", output)
+
+    def lost(self, text: str) -> None:
+        """Following the run failed (the run itself goes on): say so on the bar."""
+        self.bar.bar_style = "warning"
+        self.label.value = text[:300]
 
 
 def runs_html(experiment: ExperimentRef, runs: list[RunSummary]) -> str:

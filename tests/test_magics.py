@@ -205,6 +205,40 @@ def test_track_records_lineage_params_and_artifacts(ip, mlflow, tmp_path, monkey
     assert find_run(mlflow, dirty).data.tags["shipyard.git.dirty"] == "true"
 
 
+def test_track_params_are_typed_variables_of_the_cell(ip, mlflow):
+    """papermill's way: ``--param lr=0.1`` is the float ``lr`` in the cell, recorded as written."""
+    for name in ("lr", "epochs", "shuffle", "opt", "note", "none", "code"):
+        ip.user_ns.pop(name, None)
+    name = unique("typed")
+    params = (
+        "--param lr=0.1 --param epochs=10 --param shuffle=True --param opt=adam "
+        '--param "note=two words" --param none=None --param "code=__import__(\'os\').getpid()"'
+    )
+    cell = (
+        "seen = {k: (type(v).__name__, v) for k, v in dict(lr=lr, epochs=epochs, "
+        "shuffle=shuffle, opt=opt, note=note, none=none, code=code).items()}\nlr * 2"
+    )
+    assert ip.run_cell_magic("track", f"--name {name} {params}", cell) == 0.2
+    assert ip.user_ns["seen"] == {
+        "lr": ("float", 0.1),
+        "epochs": ("int", 10),
+        "shuffle": ("bool", True),
+        "opt": ("str", "adam"),
+        "note": ("str", "two words"),
+        "none": ("NoneType", None),
+        "code": ("str", "__import__('os').getpid()"),  # data, never evaluated
+    }
+    assert find_run(mlflow, name).data.params == {
+        "lr": "0.1",
+        "epochs": "10",
+        "shuffle": "True",
+        "opt": "adam",
+        "note": "two words",
+        "none": "None",
+        "code": "__import__('os').getpid()",
+    }
+
+
 def test_track_outside_a_repository_and_without_a_notebook(ip, mlflow, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     name = unique("plain")
@@ -321,8 +355,64 @@ def test_runs_and_compare_bad_input(ip, mlflow_server):
     )
     message = usage_error(ip.run_line_magic, "runs", "--max 0")
     assert message == "--max 0: give a number from 1 to 1000, e.g. --max 20."
+    ip.run_line_magic("experiment", "Default")
     message = usage_error(ip.run_line_magic, "compare", "0123abcd nope")
-    assert message == f"No run '0123abcd' on {mlflow_server}: check the id with %runs."
+    assert message == (
+        "No run named '0123abcd' in experiment 'Default': %runs shows its runs' names and "
+        "ids (a run id finds a run of any experiment)."
+    )
+    missing = "0123456789abcdef0123456789abcdef"
+    message = usage_error(ip.run_line_magic, "compare", f"{missing} nope")
+    assert message == (
+        f"No run {missing!r}: no run you can read has that id, and no run in experiment "
+        "'Default' has that name. %runs shows runs' names and ids."
+    )
+
+
+def test_compare_takes_the_names_runs_shows(ip, mlflow, capsys):
+    """``%compare NAME NAME`` with the names in %runs' table; the newest of a repeated name."""
+    experiment = unique("named")
+    ip.run_line_magic("experiment", experiment)
+    base, tuned = unique("baseline"), unique("tuned")
+    for name, lr in ((base, "0.1"), (tuned, "0.2"), (base, "0.3")):
+        ip.run_cell_magic("track", f"--name {name} --param lr={lr}", f"log(loss={lr})")
+    assert base in ip.run_line_magic("runs", "").value  # the name the user copies
+    capsys.readouterr()
+
+    compared = ip.run_line_magic("compare", f"{base} {tuned}").value
+    assert f">{base}</a>" in compared and f">{tuned}</a>" in compared
+    assert "<b>0.3</b>" in compared and "<b>0.2</b>" in compared  # the newest baseline
+    newest = mlflow.search_runs(
+        [mlflow.get_experiment_by_name(experiment).experiment_id],
+        filter_string=f"attributes.run_name = '{base}'",
+        order_by=["attributes.start_time DESC"],
+    )[0].info.run_id
+    assert capsys.readouterr().out == (
+        f"2 runs are named {base!r}; comparing the newest, {newest} "
+        "(give a run id from %runs for another).\n"
+    )
+    # a name, and an id of a run of another experiment
+    other = find_run(mlflow, tuned).info.run_id
+    ip.run_line_magic("experiment", unique("elsewhere"))
+    assert (
+        f">{tuned}</a>"
+        in ip.run_line_magic("compare", f"{other} {base} --experiment {experiment}").value
+    )
+    message = usage_error(ip.run_line_magic, "compare", f"{base} {tuned}")
+    assert message.startswith(f"No run named {base!r} in experiment 'elsewhere-")
+
+
+@pytest.mark.parametrize("name", ["it's", 'say "hi"', "both ' and \"", "50%_off\\"])
+def test_run_names_with_quotes_are_found(mlflow, mlflow_server, name):
+    from server_ext.client import TrackingClient
+
+    experiment = unique("quotes")
+    eid = mlflow.create_experiment(experiment)
+    decoy = name.replace("'", "_").replace('"', "_").replace("\\", "_")
+    mlflow.create_run(eid, run_name=decoy)  # matches the LIKE of a name with both quotes
+    run = mlflow.create_run(eid, run_name=name).info.run_id
+    found, count = TrackingClient(mlflow_server).find_run(name, experiment)
+    assert (found.run_id, found.name, count) == (run, name, 1)
 
 
 # an unreachable server, a refused token

@@ -37,7 +37,7 @@ from server_ext.scheduler_client import (
 
 from . import test_scheduler_service as service
 from .conftest import needs_root
-from .hubtools import REPO, free_port
+from .hubtools import REPO, free_port, wait_for
 from .test_scheduler_service import create_job, notebook, put_file, scheduler_hub
 from .test_server_ext import _start_server
 
@@ -399,9 +399,10 @@ def test_jobs_table_and_run_now_with_its_progress(ip, sched, alice, users, capsy
     assert "Executing Cell" in out and "cell 5" in out  # the log, streamed
     assert f"\nRun {run['id']} succeeded\n" in out
     (progress,) = shown
-    bar, label = progress.children
+    bar, label, link = progress.children
     assert (bar.value, bar.max, bar.bar_style) == (5, 5, "success")
     assert label.value == "5/5 cells, succeeded"
+    assert f"href='/services/scheduler/api/runs/{run['id']}/output'" in link.value
     base = f"{sched.hub.url}/services/scheduler"
     assert f"Output: {base}/api/runs/{run['id']}/output\n" in out
     assert f"HTML: {base}/api/runs/{run['id']}/output?format=html" in out
@@ -436,6 +437,36 @@ def test_jobs_table_and_run_now_with_its_progress(ip, sched, alice, users, capsy
     # a job shared read-only: the service refuses, in its words
     message = usage_error(ip.run_line_magic, "run_now", "bobs")
     assert "bob" in message
+
+
+@needs_root
+def test_run_now_shows_its_bar_by_default_and_the_cell_returns(
+    ip, sched, alice, capsys, monkeypatch
+):
+    """Without --wait the bar is shown at once and a thread keeps it up to date to the end."""
+    shown = []
+    monkeypatch.setattr("server_ext.magics.display", shown.append)
+    nb = notebook("import time", "time.sleep(2)", "print('done')")
+    job = create_job(sched, alice, "bar-me", nb)
+    ip.run_line_magic("run_now", "bar-me")
+    run = sched.call("GET", f"api/jobs/{job['id']}/runs", alice[0]).json()["runs"][0]
+    assert run["status"] in ("queued", "running"), "the cell returned before the run ended"
+    assert capsys.readouterr().out == f"Queued run {run['id']} of job 'bar-me'.\n"
+    (progress,) = shown
+    bar, label, link = progress.children
+    wait_for(lambda: link.value, timeout=120, what="the bar to follow the run to its end")
+    assert (bar.value, bar.max, bar.bar_style) == (3, 3, "success")
+    assert label.value == "3/3 cells, succeeded"
+    assert f"href='/services/scheduler/api/runs/{run['id']}/output'" in link.value
+    assert capsys.readouterr().out == ""  # the thread prints nothing into later cells
+
+    create_job(sched, alice, "bar-fails", notebook("raise ValueError('no')"))
+    ip.run_line_magic("run_now", "bar-fails")
+    bar, label, _ = shown[1].children
+    # the reason comes last, with the run's end (the status "failed" is shown before it)
+    wait_for(lambda: "failed: " in label.value, timeout=120, what="the failed run's bar")
+    assert bar.bar_style == "danger"
+    assert "cells, failed: " in label.value and "ValueError" in label.value, label.value
 
 
 # -------------------------------------------------------------------- the CLI

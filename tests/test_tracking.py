@@ -331,6 +331,36 @@ def test_kernel_logs_as_its_user_without_setup_and_sees_no_hub_secret(tracking):
         f"{API}/metrics/get-history", run_id=runs[0]["info"]["run_id"], metric_key="loss"
     )
     assert len(history.json()["metrics"]) == 100
+
+    # %compare takes the names %runs shows; through the gateway, a run that is missing or
+    # another user's is "no run", never a refused token
+    r = clients["mallory"].post(f"{API}/experiments/create", name="mallory/own")
+    theirs = clients["mallory"].post(
+        f"{API}/runs/create", experiment_id=r.json()["experiment_id"], start_time=1
+    )
+    theirs = theirs.json()["run"]["info"]["run_id"]
+    compare = (
+        "from IPython.core.error import UsageError\n"
+        "ip = get_ipython()\n"
+        "shown = ip.run_line_magic('compare', 'tracked tracked').value\n"
+        "print('compared:', '>tracked</a>' in shown and '<b>Parameters</b>' in shown)\n"
+        f"for line in ('nope tracked', '{theirs} tracked'):\n"
+        "    try:\n"
+        "        ip.run_line_magic('compare', line)\n"
+        "    except UsageError as e:\n"
+        "        print('refused:', e)\n"
+    )
+    out = stdout_of(run_in_kernel(hub.server_url("alice"), tokens["alice"], compare, timeout=120))
+    assert "compared: True\n" in out, out
+    assert (
+        "refused: No run named 'nope' in experiment 'alice/Default': %runs shows its runs' "
+        "names and ids (a run id finds a run of any experiment).\n"
+    ) in out
+    assert (
+        f"refused: No run '{theirs}': no run you can read has that id, and no run in "
+        "experiment 'alice/Default' has that name. %runs shows runs' names and ids.\n"
+    ) in out
+    assert "token" not in out
     state = hub.server_state("alice")
     environ = Path(f"/proc/{state['pid']}/environ").read_bytes()
     assert b"SHIPYARD_TRACKING_GATEWAY_SECRET" not in environ
