@@ -1,6 +1,6 @@
 """The ``shipyard`` command.
 
-    shipyard up                              start the embedded platform (hub on 127.0.0.1:8000)
+    shipyard up                              start the embedded platform (hub on $SHIPYARD_BIND_URL)
     shipyard credentials                     show the generated admin credentials again
     shipyard users add NAME [--group G]      add a user; prints a one-time password
     shipyard users list | reset-password NAME | approve NAME
@@ -10,13 +10,18 @@
     shipyard env list                        the environments in images/ and their builds
     shipyard env build ENV [ENV…]            build environments from their locks (cached)
     shipyard env check ENV [ENV…]            compare built environments with their locks
-    shipyard jobs list                       your scheduled notebooks, next and last runs
+    shipyard jobs list                       your scheduled notebooks, next and last runs (ids)
     shipyard jobs run JOB [-p K=V] [--wait]  run a job now; --wait shows its cells as they run
-    shipyard jobs logs RUN [--follow]        a run's log; --follow until the run ends
-    shipyard jobs output RUN [-o FILE]       save a run's output notebook (--format html)
+    shipyard jobs logs RUN|JOB [--follow]    a run's log (a job's: its newest run's)
+    shipyard jobs output RUN|JOB [-o FILE]   save a run's output notebook (--format html)
+    shipyard models list                     deployed models: traffic, newest version, state
+    shipyard models status NAME              one deployment's versions, health and endpoint
+    shipyard models rollback NAME [--to V]   all traffic back to the version before (or V)
 
 Errors are one clear line on stderr and exit status 1 (2 for a wrong command
-line); no traceback for anything a user can fix.
+line); no traceback for anything a user can fix. ``jobs`` and ``models`` send the user's
+token, or on the hub's machine the hub admin's (:mod:`hub_ext.cli_common`); the command
+modules are :mod:`hub_ext.jobs_cli` and :mod:`hub_ext.models_cli`.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ from pathlib import Path
 
 import yaml
 
-from . import secrets_cli
+from . import jobs_cli, models_cli, secrets_cli
 from .audit import cli as audit_cli
 from .audit import emit as audit_emit
 from .auth import cli as users_cli
+from .cli_common import CLIError, data_dir_of, hub_api_url, hub_url
 from .environments import (
     EnvironmentBuilder,
     EnvironmentProblem,
@@ -51,11 +57,6 @@ from .gpus import detect_gpus
 from .profiles import Profile, ProfilesConfig, ProfilesInvalid, load_profiles, z2jh_values
 from .quantities import format_cpu, format_memory
 from .spawner import Usage, default_profiles_file
-
-
-class CLIError(Exception):
-    """A problem the user can fix; printed without a traceback."""
-
 
 # ---------------------------------------------------------------------- up
 
@@ -285,11 +286,9 @@ def cmd_env_check(args: argparse.Namespace) -> int:
     return 1 if drifted else 0
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
-    """The data dir to read from; unlike `up`, reading never creates it."""
-    return Path(
-        getattr(args, "data_dir", None) or os.environ.get("SHIPYARD_DATA_DIR") or ".shipyard"
-    ).resolve()
+#: The data dir to read from; unlike `up`, reading never creates it (``shipyard users``
+#: imports it by this name).
+_data_dir = data_dir_of
 
 
 def cmd_credentials(args: argparse.Namespace) -> int:
@@ -407,11 +406,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
                 "No token: pass --token, set JUPYTERHUB_API_TOKEN, or run `shipyard up` first."
             )
         token = token_file.read_text().strip()
-    api_url = (
-        args.hub_api_url
-        or os.environ.get("JUPYTERHUB_API_URL")
-        or os.environ.get("SHIPYARD_BIND_URL", "http://127.0.0.1:8000").rstrip("/") + "/hub/api"
-    )
+    api_url = args.hub_api_url or hub_api_url()
     config = _load(args.file)
     users = _hub_get(api_url, token, "/users?state=active")
     rows = []
@@ -456,149 +451,21 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return 0
 
 
-# -------------------------------------------------------------------- jobs
-#
-# The scheduler's client lives with the magics (server_ext.scheduler_client): one client for
-# the kernel, the server and this command, so its errors read the same everywhere.
-
-DEFAULT_SCHEDULER_URL = "http://127.0.0.1:8000/services/scheduler"
-
-
-def _scheduler(args: argparse.Namespace):
-    from server_ext.scheduler_client import SERVICE_PATH, SchedulerClient, normalise_url
-
-    bind = os.environ.get("SHIPYARD_BIND_URL")
-    url = normalise_url(  # first: a token in the URL is refused, whatever else is given
-        args.url
-        or os.environ.get("SHIPYARD_SCHEDULER_URL")
-        or (bind.rstrip("/") + SERVICE_PATH if bind else DEFAULT_SCHEDULER_URL)
-    )
-    token = args.token or os.environ.get("JUPYTERHUB_API_TOKEN")
-    if not token:
-        raise CLIError(
-            "No token: set JUPYTERHUB_API_TOKEN (a terminal of your Shipyard server has it) or "
-            "pass --token with a hub API token of yours (the hub's Token page makes one)."
-        )
-    return SchedulerClient(url, token)
-
-
-def _scheduler_command(command):
-    """Run ``command``; the scheduler's errors become one line, as every CLIError."""
-
-    def run(args: argparse.Namespace) -> int:
-        from server_ext.scheduler_client import SchedulerError
-
-        try:
-            return command(args)
-        except SchedulerError as e:
-            raise CLIError(e.message) from None
-
-    return run
-
-
-def cmd_jobs_list(args: argparse.Namespace) -> int:
-    from server_ext.scheduler_client import job_summaries, jobs_text
-
-    client = _scheduler(args)
-    print(jobs_text(job_summaries(client), os.environ.get("JUPYTERHUB_USER")))
-    return 0
-
-
-def cmd_jobs_run(args: argparse.Namespace) -> int:
-    from server_ext.scheduler_client import parse_parameters
-
-    client = _scheduler(args)
-    params = parse_parameters(args.param)
-    job = client.find_job(args.job)
-    run = client.run_now(job["id"], params)
-    print(f"Queued run {run['id']} of job {job['name']!r}.", flush=True)
-    if not args.wait:
-        print(f"Follow it with `shipyard jobs logs {run['id']} --follow`.")
-        return 0
-    tty = sys.stderr.isatty()
-    shown = None
-    try:
-        for chunk in client.follow_log(run["id"]):
-            done, total = chunk["cells_done"], chunk["cells_total"]
-            line = (
-                f"  {chunk['status']}: cells {done or 0}/{total}"
-                if total
-                else f"  {chunk['status']}"
-            )
-            if line != shown:
-                print(
-                    f"\r{line:40}" if tty else line,
-                    end="" if tty else "\n",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                shown = line
-    except KeyboardInterrupt:
-        print(f"\nStopped waiting; run {run['id']} goes on.", file=sys.stderr)
-        return 130
-    if tty:
-        print(file=sys.stderr)
-    run = client.get_run(run["id"])
-    reason = f": {run['reason']}" if run.get("reason") and run["status"] != "succeeded" else ""
-    print(f"Run {run['id']} {run['status']}{reason}")
-    if run.get("output_path"):
-        print(f"Output: {client.output_url(run['id'])}")
-    return 0 if run["status"] == "succeeded" else 1
-
-
-def cmd_jobs_logs(args: argparse.Namespace) -> int:
-    client = _scheduler(args)
-    if args.follow:
-        chunks = client.follow_log(args.run)
-    else:
-
-        def chunks():  # what the log holds now: read until no more text comes
-            offset = 0
-            while True:
-                chunk = client.run_log(args.run, offset)
-                yield chunk
-                if chunk["complete"] or chunk["next_offset"] == offset:
-                    return
-                offset = chunk["next_offset"]
-
-        chunks = chunks()
-    try:
-        for chunk in chunks:
-            sys.stdout.write(chunk["text"])
-            sys.stdout.flush()
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-def cmd_jobs_output(args: argparse.Namespace) -> int:
-    client = _scheduler(args)
-    name, data = client.run_output(args.run, args.format)
-    if args.output == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return 0
-    target = Path(args.output or name)
-    try:
-        target.write_bytes(data)
-    except OSError as e:
-        raise CLIError(f"Cannot write {target}: {e.strerror or e}.") from None
-    print(f"Saved run {args.run}'s {args.format} output to {target} ({len(data)} bytes).")
-    return 0
-
-
 # -------------------------------------------------------------------- main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    url = hub_url()  # $SHIPYARD_BIND_URL: the hub these commands talk to, and `up` starts
     parser = argparse.ArgumentParser(
-        prog="shipyard", description="Shipyard: a data-science platform on JupyterHub."
+        prog="shipyard",
+        description=f"Shipyard: a data-science platform on JupyterHub. The hub: {url} "
+        "($SHIPYARD_BIND_URL).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    up = sub.add_parser("up", help="start the embedded platform (JupyterHub on 127.0.0.1:8000)")
+    up = sub.add_parser("up", help=f"start the embedded platform (JupyterHub on {url})")
     up.add_argument("--data-dir", help="where the hub keeps its state (default: ./.shipyard)")
-    up.add_argument("--bind-url", help="public URL of the hub (default: http://127.0.0.1:8000)")
+    up.add_argument("--bind-url", help=f"public URL of the hub (default: {url})")
     up.add_argument("--profiles", help="profiles file (default: config/profiles.yaml)")
     up.add_argument(
         "--config", help="jupyterhub_config.py to use (default: config/jupyterhub_config.py)"
@@ -666,54 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("envs", nargs="+", metavar="ENV")
     check.set_defaults(func=cmd_env_check)
 
-    jobs = sub.add_parser("jobs", help="scheduled notebooks: list jobs, run one, read its log")
-    jsub = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
-    service = argparse.ArgumentParser(add_help=False)
-    service.add_argument(
-        "--url",
-        help="the scheduler's URL (default: $SHIPYARD_SCHEDULER_URL, else "
-        f"{DEFAULT_SCHEDULER_URL})",
-    )
-    service.add_argument(
-        "--token",
-        help="a hub API token of yours (default: $JUPYTERHUB_API_TOKEN, which is safer: "
-        "command lines are visible to other users)",
-    )
-    jlist = jsub.add_parser(
-        "list", parents=[service], help="your jobs and shared ones: triggers, next and last run"
-    )
-    jlist.set_defaults(func=_scheduler_command(cmd_jobs_list))
-    jrun = jsub.add_parser("run", parents=[service], help="queue a run of a job now")
-    jrun.add_argument("job", metavar="JOB", help="the job's name or id")
-    jrun.add_argument(
-        "-p",
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a parameter for this run: a JSON value (3, true, '\"3\"'), else a string",
-    )
-    jrun.add_argument(
-        "--wait", action="store_true", help="show its cells as they run; exit 1 unless it succeeds"
-    )
-    jrun.set_defaults(func=_scheduler_command(cmd_jobs_run))
-    jlogs = jsub.add_parser("logs", parents=[service], help="print a run's log")
-    jlogs.add_argument("run", metavar="RUN", help="the run's id")
-    jlogs.add_argument("--follow", action="store_true", help="keep printing until the run ends")
-    jlogs.set_defaults(func=_scheduler_command(cmd_jobs_logs))
-    joutput = jsub.add_parser("output", parents=[service], help="save a run's output")
-    joutput.add_argument("run", metavar="RUN", help="the run's id")
-    joutput.add_argument(
-        "--format", choices=["ipynb", "html"], default="ipynb", help="which output (default ipynb)"
-    )
-    joutput.add_argument(
-        "-o",
-        "--output",
-        metavar="FILE",
-        help="where to save it (default: the name the "
-        "scheduler gives it, in this folder; - for stdout)",
-    )
-    joutput.set_defaults(func=_scheduler_command(cmd_jobs_output))
+    jobs_cli.add_parser(sub)
+    models_cli.add_parser(sub)
     users_cli.add_parser(sub)
     audit_cli.add_parser(sub)
     secrets_cli.add_parser(sub)

@@ -131,6 +131,11 @@ def path_segment(value: str) -> str:
     return DeployerClient.path_segment(value)
 
 
+def _owner(owner: str | None) -> dict[str, str] | None:
+    """``?owner=``: whose deployment an admin means (the caller's own without it)."""
+    return {"owner": owner} if owner else None
+
+
 # ---------------------------------------------------------------- the REST client
 
 
@@ -164,12 +169,11 @@ class DeployerClient(ServiceClient):
 
     def list_deployments(self, owner: str | None = None) -> list[dict]:
         """``GET api/deployments``: the user's deployments (an admin's ``owner``'s)."""
-        params = {"owner": owner} if owner else None
-        return self._call("GET", "api/deployments", params=params)["deployments"]
+        return self._call("GET", "api/deployments", params=_owner(owner))["deployments"]
 
-    def get_deployment(self, name: str) -> dict:
-        """``GET api/deployments/{name}``."""
-        return self._call("GET", f"api/deployments/{path_segment(name)}")
+    def get_deployment(self, name: str, owner: str | None = None) -> dict:
+        """``GET api/deployments/{name}`` (an admin's ``owner``'s)."""
+        return self._call("GET", f"api/deployments/{path_segment(name)}", params=_owner(owner))
 
     def find_deployment(self, name: str) -> dict | None:
         """The deployment ``name`` of the user, or None when there is none."""
@@ -188,9 +192,13 @@ class DeployerClient(ServiceClient):
         """``POST api/deployments/{name}/versions``: a new version, ``starting``."""
         return self._call("POST", f"api/deployments/{path_segment(name)}/versions", json=body)
 
-    def get_version(self, name: str, version: int) -> dict:
-        """``GET api/deployments/{name}/versions/{v}``."""
-        return self._call("GET", f"api/deployments/{path_segment(name)}/versions/{int(version)}")
+    def get_version(self, name: str, version: int, owner: str | None = None) -> dict:
+        """``GET api/deployments/{name}/versions/{v}`` (an admin's ``owner``'s)."""
+        return self._call(
+            "GET",
+            f"api/deployments/{path_segment(name)}/versions/{int(version)}",
+            params=_owner(owner),
+        )
 
     def scale(self, name: str, replicas: int) -> dict:
         """``PATCH api/deployments/{name}``: every running version gets ``replicas``."""
@@ -213,14 +221,21 @@ class DeployerClient(ServiceClient):
             "POST", f"api/deployments/{path_segment(name)}/promote", json={"version": version}
         )
 
-    def rollback(self, name: str, version: int | None = None) -> dict:
+    def rollback(self, name: str, version: int | None = None, owner: str | None = None) -> dict:
         """``POST api/deployments/{name}/rollback``: all traffic back (default: the previous)."""
         body = {"version": version} if version is not None else {}
-        return self._call("POST", f"api/deployments/{path_segment(name)}/rollback", json=body)
+        return self._call(
+            "POST",
+            f"api/deployments/{path_segment(name)}/rollback",
+            json=body,
+            params=_owner(owner),
+        )
 
-    def metrics(self, name: str) -> dict:
+    def metrics(self, name: str, owner: str | None = None) -> dict:
         """``GET api/deployments/{name}/metrics``: ``{"versions": {"1": VersionMetrics}}``."""
-        return self._call("GET", f"api/deployments/{path_segment(name)}/metrics")
+        return self._call(
+            "GET", f"api/deployments/{path_segment(name)}/metrics", params=_owner(owner)
+        )
 
     def follow_version(
         self,
@@ -374,12 +389,20 @@ def version_rows(client: DeployerClient, deployments: list[dict] | None = None) 
     rows = []
     for deployment in client.list_deployments() if deployments is None else deployments:
         try:
-            stats = client.metrics(deployment["name"]).get("versions", {})
+            stats = client.metrics(deployment["name"], deployment.get("owner")).get("versions", {})
         except DeployerError:  # deleted meanwhile, or metrics unavailable: show the rest
             stats = {}
         for version in sorted(deployment["versions"], key=lambda v: -v["version"]):
             rows.append(VersionRow(deployment, version, stats.get(str(version["version"]), {})))
     return rows
+
+
+def rollback_target(deployment: dict) -> int:
+    """The version a rollback sends the traffic to: the one taking (or about to take) it all."""
+    for version in deployment["versions"]:
+        if version.get("pending_percent") == 100:
+            return version["version"]
+    return int(max(deployment["traffic"].items(), key=lambda item: item[1])[0])
 
 
 def number(value: float | None, digits: int = 3) -> str:

@@ -4,7 +4,7 @@ The scheduler is a hub service at ``<hub>/services/scheduler/`` (see
 :mod:`hub_ext.services.scheduler`). Everything user-facing calls it through
 :class:`SchedulerClient`: the magics in :mod:`server_ext.magics` (``%schedule``, ``%jobs``,
 ``%run_now``), the REST handlers of :mod:`server_ext.scheduler_handlers` that forward the
-JupyterLab panel's calls, and ``shipyard jobs`` in :mod:`hub_ext.cli`. So the service's
+JupyterLab panel's calls, and ``shipyard jobs`` in :mod:`hub_ext.jobs_cli`. So the service's
 errors are translated in one place (:meth:`SchedulerClient._check`) into a
 :class:`SchedulerError` whose ``str()`` is the service's own ``message``, and a service that
 does not answer is reported the same way everywhere. The transport, that translation and the
@@ -256,18 +256,30 @@ class SchedulerClient(ServiceClient):
         ]
         return found[0] if found else None
 
-    def find_job(self, ref: str) -> dict:
-        """The job with id ``ref``, else the one called ``ref`` (yours before shared ones)."""
+    def find_job(self, ref: str, user: str | None = None) -> dict:
+        """The job with id ``ref``, else the one called ``ref`` (yours before shared ones).
+
+        ``OWNER/NAME`` names someone else's job, as :func:`jobs_text` shows it. ``user`` is
+        whose jobs come first (default ``$JUPYTERHUB_USER``). None found is a
+        :class:`SchedulerError` with status 404, as a missing id is.
+        """
         if JOB_ID.fullmatch(ref):
             return self.get_job(ref)
-        named = [j for j in self.all_jobs(name_prefix=ref[:MAX_JOB_NAME]) if j["name"] == ref]
-        mine = [j for j in named if j["owner"] == os.environ.get("JUPYTERHUB_USER")]
+        user = user or os.environ.get("JUPYTERHUB_USER")
+        owner, _, name = ref.rpartition("/")  # job names are slugs: never a "/" in them
+        named = [
+            j
+            for j in self.all_jobs(name_prefix=name[:MAX_JOB_NAME])
+            if j["name"] == name and (not owner or j["owner"] == owner)
+        ]
+        mine = [j for j in named if j["owner"] == user]
         if len(mine) == 1 or len(named) == 1:
             return (mine or named)[0]
         if not named:
             raise SchedulerError(
                 f"No job named {ref!r} that you can see: check the name (%jobs or "
-                "`shipyard jobs list` lists them), or give the job's id."
+                "`shipyard jobs list` lists them), or give the job's id.",
+                404,
             )
         owners = ", ".join(sorted(j["owner"] for j in named))
         raise SchedulerError(
@@ -562,23 +574,30 @@ def job_summaries(client: SchedulerClient) -> list[JobSummary]:
 
 
 def jobs_text(summaries: list[JobSummary], user: str | None = None) -> str:
-    """A plain-text table of jobs: name, triggers, next run, last run, id."""
+    """A plain-text table of jobs: name, triggers, next run, last run (its state, time and
+    id: what ``shipyard jobs logs`` takes), the job's id.
+
+    Others' jobs are named ``OWNER/NAME``, as ``find_job`` takes them.
+    """
     if not summaries:
         return "No jobs yet: schedule a notebook with %schedule in it."
-    rows = [("NAME", "TRIGGERS", "NEXT RUN", "LAST RUN", "ID")]
+    rows = [("NAME", "TRIGGERS", "NEXT RUN", "LAST RUN", "LAST RUN ID", "JOB ID")]
     for item in summaries:
         job, run = item.job, item.last_run
         name = job["name"] if job["owner"] == user else f"{job['owner']}/{job['name']}"
         tz = cron_timezone(job)
         when = "paused" if job.get("paused") else format_time(item.next_run, tz)
-        last = ""
+        last, run_id = "", ""
         if run:
             last = f"{run['status']} {format_time(run['ended_at'] or run['queued_at'], tz)}"
-        rows.append((name, describe_triggers(job), when, last, job["id"]))
+            run_id = run["id"]
+        rows.append((name, describe_triggers(job), when, last, run_id, job["id"]))
+    # the ids are never cut: they are what other commands take
     widths = [min(max(len(row[i]) for row in rows), 48) for i in range(4)]
+    widths.append(max(len(row[4]) for row in rows))
     return "\n".join(
-        "  ".join(cell[:48].ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+        "  ".join(cell[:width].ljust(width) for cell, width in zip(row[:5], widths, strict=True))
         + "  "
-        + row[4]
+        + row[5]
         for row in rows
     )

@@ -323,6 +323,47 @@ def test_usage_bad_profiles_file(capsys, bad_file):
     assert err.splitlines() == ["shipyard: The profiles file has errors:", *bad_errors(bad_file)]
 
 
+# ------------------------------------------------------------ the hub's URL, the token
+
+
+def test_help_shows_the_configured_hub(capsys, monkeypatch):
+    """`shipyard --help` names the hub of $SHIPYARD_BIND_URL, and so do the defaults it lists."""
+    monkeypatch.setenv("SHIPYARD_BIND_URL", "https://hub.example.org/")
+    for args, url in (
+        (["--help"], "https://hub.example.org"),
+        (["up", "--help"], "https://hub.example.org"),
+        (["jobs", "list", "--help"], "https://hub.example.org/services/scheduler"),
+        (["models", "rollback", "--help"], "https://hub.example.org/services/deployer"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 0
+        out = capsys.readouterr().out
+        assert url in out and "127.0.0.1" not in out, (args, out)
+    monkeypatch.delenv("SHIPYARD_BIND_URL")
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "http://127.0.0.1:8000" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args, service",
+    [(["jobs", "list"], "scheduler"), (["models", "list"], "deployer")],
+)
+def test_without_any_token_the_error_says_what_to_do(capsys, tmp_path, monkeypatch, args, service):
+    monkeypatch.chdir(tmp_path)  # no .shipyard here: not the hub's data dir
+    assert main(args) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"shipyard: No token for the {service}. On the hub's machine: run this as the user who "
+        "ran `shipyard up` (root), where it ran or with its data dir in --data-dir or "
+        f"$SHIPYARD_DATA_DIR (there is no cli-token in {tmp_path / '.shipyard'}). Elsewhere: "
+        "set JUPYTERHUB_API_TOKEN (a terminal of your Shipyard server has it) or pass --token "
+        "with a hub API token of yours (http://127.0.0.1:8000/hub/token makes one).\n"
+    )
+
+
 # ------------------------------------------------------------ credentials
 
 
