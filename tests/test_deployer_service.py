@@ -157,6 +157,11 @@ class FakeModelBackend(Backend):
     async def close(self) -> None:
         return
 
+    @property
+    def gpu_count(self) -> int:
+        """A machine without GPU, as LocalBackend with no ``gpu_devices`` reports it."""
+        return 0
+
 
 DEPLOYER_CONFIG = f"""
 import sys
@@ -284,6 +289,61 @@ def test_bad_requests(dep):
     assert dep("GET", "api/deployments", token="").status_code == 401
     assert dep("GET", "api/nothing-here").status_code == 404
     assert dep("GET", "api/deployments?owner=bob").status_code == 403
+
+
+def test_a_gpu_profile_without_a_gpu_is_refused_with_the_reason(dep):
+    """On a machine without GPU a deployment (or version) asking for the GPU profile is
+    refused (409) with the reason before anything starts, not failed later on an environment
+    ``shipyard up`` skipped; a version whose profile gained a GPU since fails at its start
+    with that reason, and the traffic stays where it was."""
+    rhea = Client(dep.hub, dep.hub.create_user("rhea", groups=["research"]))
+    body = {"name": "vision", "model_uri": "fake:v", "profile": "gpu"}
+    r = rhea("POST", "api/deployments", json=body)
+    assert r.status_code == 409, r.text
+    message = r.json()["message"]
+    assert "no GPU on this machine" in message and "tiny" in message, message
+    assert rhea("GET", "api/deployments/vision").status_code == 404
+    r = rhea("POST", "api/deployments", json={**body, "profile": "roomy"})
+    assert r.status_code == 201, r.text
+    rhea.wait_state("vision", 1, "ready")
+    r = rhea(
+        "POST", "api/deployments/vision/versions", json={"model_uri": "fake:w", "profile": "gpu"}
+    )
+    assert r.status_code == 409 and "no GPU on this machine" in r.json()["message"], r.text
+
+    r = rhea(
+        "POST", "api/deployments/vision/versions", json={"model_uri": "fake:w", "profile": "tiny"}
+    )
+    assert r.status_code == 201 and r.json()["version"] == 2, r.text
+    rhea.wait_state("vision", 2, "ready")
+    rhea.wait_state("vision", 1, "stopped")
+    # the admin gives roomy a GPU (the file is re-read): rolling back to version 1 fails
+    original = dep.hub.profiles_file.read_text()
+    changed = original.replace(
+        "    groups: [research]\n  - slug: gpu", "    gpu: 1\n    groups: [research]\n  - slug: gpu"
+    )
+    assert changed != original
+    dep.hub.profiles_file.write_text(changed)
+    try:
+        r = rhea("POST", "api/deployments/vision/rollback", json={"version": 1})
+        assert r.status_code == 200, r.text
+        v = rhea.wait_state("vision", 1, "failed")
+        assert "cannot run here: no GPU on this machine" in v["reason"], v["reason"]
+        assert rhea("GET", "api/deployments/vision").json()["traffic"] == {"2": 100}
+    finally:
+        dep.hub.profiles_file.write_text(original)
+    assert rhea("DELETE", "api/deployments/vision").status_code == 204
+
+
+def test_the_backends_count_the_gpus_as_the_spawners_do():
+    """LocalBackend counts its ``gpu_devices``, as LocalProfileSpawner does; Kubernetes does
+    not know the node (None: nothing is refused, the cluster schedules or says why not)."""
+    from hub_ext.services.deployer.kubernetes import KubernetesBackend
+    from hub_ext.services.deployer.local import LocalBackend
+
+    assert LocalBackend(gpu_devices=["0", "1"]).gpu_count == 2
+    assert LocalBackend(gpu_devices=[]).gpu_count == 0
+    assert KubernetesBackend().gpu_count is None
 
 
 def test_deploy_invoke_and_access(dep, bob):

@@ -58,6 +58,8 @@ c.SchedulerService.max_notebook_size = 200000
 c.SchedulerService.group_quotas = {{"limited": 1}}
 c.SchedulerService.groups_cache_seconds = 0.5
 c.Notifier.allow_private_webhooks = True
+# a machine without GPU, whatever this one has (GPU profiles are listed unavailable)
+c.LocalExecutor.gpu_devices = []
 """
 )
 
@@ -360,6 +362,61 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(sched, users):
         json={**base, "source_path": "notebooks/c.ipynb", "profile": "roomy"},
     )
     assert r.status_code == 403
+
+
+def test_a_gpu_profile_without_a_gpu_is_listed_unavailable_and_refused_with_the_reason(sched):
+    """The Schedule and Deploy dialogs list what api/profiles answers: on a machine without
+    GPU the GPU profile says why it cannot run and is never the default; a job asking for it
+    is refused (409) when it is made, not failed at its run on an environment that
+    ``shipyard up`` skipped; a job whose profile gained a GPU since is refused at its run."""
+    token = sched.hub.create_user("rhea", ["research"])
+    listed = {p["slug"]: p for p in sched.call("GET", "api/profiles", token).json()["profiles"]}
+    assert set(listed) == {"tiny", "roomy", "gpu"}
+    assert listed["gpu"]["available"] is False and listed["gpu"]["default"] is False
+    assert listed["gpu"]["unavailable_reason"] == "no GPU on this machine"
+    assert listed["tiny"]["available"] is True and listed["tiny"]["default"] is True
+    assert listed["tiny"]["unavailable_reason"] is None
+
+    body = {"name": "train", "profile": "gpu", "notebook": notebook("print(1)")}
+    r = sched.call("POST", "api/jobs", token, json=body)
+    assert r.status_code == 409, r.text
+    message = r.json()["message"]
+    assert "no GPU on this machine" in message and "tiny" in message, message
+    assert "gpu" not in message.split("Choose one of:")[1]
+    assert "train" not in [j["name"] for j in sched.call("GET", "api/jobs", token).json()["jobs"]]
+    job = sched.call("POST", "api/jobs", token, json={**body, "profile": "roomy"}).json()
+    r = sched.call("PATCH", f"api/jobs/{job['id']}", token, json={"profile": "gpu"})
+    assert r.status_code == 409 and "no GPU on this machine" in r.json()["message"], r.text
+
+    # the admin gives roomy a GPU (the file is re-read): roomy's job is refused at its run
+    original = sched.hub.profiles_file.read_text()
+    changed = original.replace(
+        "    groups: [research]\n  - slug: gpu", "    gpu: 1\n    groups: [research]\n  - slug: gpu"
+    )
+    assert changed != original
+    sched.hub.profiles_file.write_text(changed)
+    try:
+        listed = sched.call("GET", "api/profiles", token).json()["profiles"]
+        assert [p["slug"] for p in listed if not p["available"]] == ["roomy", "gpu"]
+        run = sched.call("POST", f"api/jobs/{job['id']}/runs", token, json={}).json()
+        run = sched.wait_run(run["id"], token, timeout=30)
+        assert run["status"] == "failed", run
+        assert "cannot run here: no GPU on this machine" in run["reason"], run["reason"]
+    finally:
+        sched.hub.profiles_file.write_text(original)
+    r = sched.call("DELETE", f"api/jobs/{job['id']}", token)
+    assert r.status_code == 204, r.text
+
+
+def test_the_executors_count_the_gpus_as_the_spawners_do():
+    """LocalExecutor counts its ``gpu_devices``, as LocalProfileSpawner does; Kubernetes does
+    not know the node (None: nothing is refused, the cluster schedules or says why not)."""
+    from hub_ext.services.scheduler.executors.kubernetes import KubernetesExecutor
+    from hub_ext.services.scheduler.executors.local import LocalExecutor
+
+    assert LocalExecutor(gpu_devices=["0", "1"]).gpu_count == 2
+    assert LocalExecutor(gpu_devices=[]).gpu_count == 0
+    assert KubernetesExecutor().gpu_count is None
 
 
 def test_other_users_jobs_and_runs_look_missing(sched, users):

@@ -397,6 +397,8 @@ class DeployerService(Application):
             timeout_seconds=self.request_timeout,
             max_body_bytes=int(self.max_body_size),
             monitor_interval=self.monitor_interval,
+            # read once here: LocalBackend's default asks nvidia-smi (a subprocess)
+            gpu_count=backend.gpu_count,
         )
         app = make_app(
             prefix,

@@ -206,6 +206,17 @@ class Backend(LoggingConfigurable, metaclass=_BackendMeta):
                     f"{cls.__name__}.{name} must be {kind} instance method, as in Backend"
                 )
 
+    @property
+    def gpu_count(self) -> int | None:
+        """How many GPUs replicas may have here; None where the backend does not know.
+
+        A deployment asking for a profile that needs more is refused when it is made
+        (``Profile.unavailable_reason``: "no GPU on this machine"), not failed later on
+        an environment ``shipyard up`` skipped. None (the default, and Kubernetes: the
+        cluster picks a node or says why not) checks nothing.
+        """
+        return None
+
     @abstractmethod
     async def start(self, spec: VersionSpec) -> None:
         """Start ``spec.replicas`` replicas; return when all answer ``GET /health`` with 200.

@@ -44,7 +44,7 @@ from hub_ext.profiles import ProfileChoiceError, ProfileStore
 
 from ..common.secrets import SecretsResolver, SecretsUnavailable
 from ..scheduler.core import Caller, HubDirectory
-from ..scheduler.errors import Forbidden, Invalid, NotFound
+from ..scheduler.errors import Conflict, Forbidden, Invalid, NotFound
 from . import metrics
 from .backend import Backend, DeployFailed, VersionSpec, version_key
 from .breaker import Breakers
@@ -112,7 +112,11 @@ class TrackingCredentials:
 
 @dataclass
 class DeployerCore:
-    """What the handlers call; see the module docstring."""
+    """What the handlers call; see the module docstring.
+
+    ``gpu_count`` is the backend's GPUs (:attr:`.backend.Backend.gpu_count`, read once at
+    start); a profile needing more is refused (409), None (Kubernetes) checks nothing.
+    """
 
     store: DeploymentStore
     backend: Backend
@@ -131,6 +135,7 @@ class DeployerCore:
     timeout_seconds: float = 30.0
     max_body_bytes: int = 10 * 1024**2
     monitor_interval: float = 5.0
+    gpu_count: int | None = None
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     _tasks: set[asyncio.Task] = field(default_factory=set)
     _locks: dict[Any, asyncio.Lock] = field(default_factory=dict)
@@ -183,9 +188,9 @@ class DeployerCore:
     async def _profile(self, owner: str, caller: Caller, slug: str | None) -> str:
         groups = caller.groups if owner == caller.name else await self.groups_of(owner)
         try:
-            return self.profiles.get().resolve(slug, groups).slug
+            return self.profiles.get().resolve(slug, groups, self.gpu_count).slug
         except ProfileChoiceError as e:
-            raise (Forbidden(str(e)) if e.status == 403 else Invalid(str(e))) from None
+            raise {403: Forbidden, 409: Conflict}.get(e.status, Invalid)(str(e)) from None
 
     def _present(self, d: DescribeDeployment) -> DescribeDeployment:
         versions = [
@@ -334,6 +339,12 @@ class DeployerCore:
         if profile is None:
             raise DeployFailed(
                 f"the profile {v.profile!r} no longer exists on this hub; deploy the model "
+                "again with another profile"
+            )
+        reason = profile.unavailable_reason(self.gpu_count)
+        if reason:  # deployed before the machine lost its GPU (or the profile gained one)
+            raise DeployFailed(
+                f"the profile {v.profile!r} cannot run here: {reason}; deploy the model "
                 "again with another profile"
             )
         summary = await self._call(self.store.training_summary, d.owner, d.name, v.version)

@@ -702,6 +702,11 @@ class LocalBackend(Backend):
             self._allocator = GpuAllocator(self.gpu_devices)
         return self._allocator
 
+    @property
+    def gpu_count(self) -> int:
+        """The GPUs replicas may have here (``gpu_devices``), as LocalProfileSpawner counts its own."""
+        return len(self.gpu_devices)
+
     # ------------------------------------------------------------ interface
 
     async def start(self, spec: VersionSpec) -> None:

@@ -107,17 +107,26 @@ class ParametersResponse(BaseModel):
 
 
 class ProfileInfo(BaseModel):
-    """A profile the caller may run jobs in."""
+    """A profile open to the caller; ``available`` false: this machine cannot run it (why)."""
 
     slug: str
     display_name: str
     description: str
     environment: str
     default: bool
+    available: bool = Field(
+        default=True,
+        description="False when this machine cannot run the profile (a GPU profile "
+        "without a GPU): a job asking for it is refused with 409.",
+    )
+    unavailable_reason: str | None = Field(
+        default=None,
+        description="Why it is not available, e.g. 'no GPU on this machine'; null when it is.",
+    )
 
 
 class ProfilesResponse(BaseModel):
-    """The profiles open to the caller's groups."""
+    """The profiles open to the caller's groups, each saying whether this machine can run it."""
 
     profiles: list[ProfileInfo]
 

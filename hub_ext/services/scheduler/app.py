@@ -502,6 +502,8 @@ class SchedulerService(Application):
             worker_id=worker.worker_id,
             started_at=time.monotonic(),
             cancel_local=worker.cancel_local,
+            # read once here: LocalExecutor's default asks nvidia-smi (a subprocess)
+            gpu_count=executor.gpu_count,
         )
         prefix = (
             self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"

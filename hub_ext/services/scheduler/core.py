@@ -6,8 +6,10 @@ event loop never waits on the database (STYLE rule 13):
 
 - the notebook is read from the owner's home through :mod:`.paths` (or taken
   inline), limited in size (413), and snapshotted;
-- the profile must exist and be open to the owner's groups (the hub's groups,
-  looked up with the service's token and cached briefly);
+- the profile must exist, be open to the owner's groups (the hub's groups,
+  looked up with the service's token and cached briefly), and be one this
+  machine can run: a GPU profile where the executor has no GPU is listed as
+  unavailable and refused (409) when the job is made, not failed at its run;
 - parameters must be declared by the notebook's ``parameters`` cell, with the
   right types (:mod:`.notebooks`), for the job and for each manual run;
 - a run's log and outputs are read only for callers who may see the run, and
@@ -48,7 +50,7 @@ from .api import (
     WebhookResponse,
 )
 from .cron import cron_next
-from .errors import Forbidden, Invalid, NotFound, SchedulerError
+from .errors import Conflict, Forbidden, Invalid, NotFound, SchedulerError
 from .models import (
     CreateJob,
     CreateRun,
@@ -129,6 +131,9 @@ class SchedulerCore:
         Tells the worker that a run was queued (so it starts now, not at its next poll).
     max_notebook_bytes, max_request_bytes : int
         Size limits (413 above them).
+    gpu_count : int, optional
+        The executor's GPUs (:attr:`.executors.base.Executor.gpu_count`); None where it
+        does not know (Kubernetes), which checks nothing.
     """
 
     store: JobStore
@@ -142,6 +147,7 @@ class SchedulerCore:
     started_at: float = 0.0
     #: ``await cancel_local(run_id)``: stop a run this process executes, now.
     cancel_local: Callable[[str], Any] | None = None
+    gpu_count: int | None = None
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -156,26 +162,35 @@ class SchedulerCore:
 
     def _check_profile(self, slug: str, caller: Caller) -> None:
         try:
-            self.profiles.get().resolve(slug, caller.groups)
+            self.profiles.get().resolve(slug, caller.groups, self.gpu_count)
         except ProfileChoiceError as e:
-            error = Forbidden(str(e)) if e.status == 403 else Invalid(str(e))
-            raise error from None
+            error = {403: Forbidden, 409: Conflict}.get(e.status, Invalid)
+            raise error(str(e)) from None
 
     def profiles_for(self, caller: Caller) -> ProfilesResponse:
+        """The caller's profiles; one this machine cannot run says why and is never the default.
+
+        Listed rather than left out, so the dialogs can show it disabled with the reason,
+        as the spawn form shows its card, instead of a profile that silently went missing.
+        """
         config = self.profiles.get()
-        default = config.default_for(caller.groups)
-        return ProfilesResponse(
-            profiles=[
+        default = config.default_for(caller.groups, self.gpu_count)
+        infos = []
+        for p in config.allowed_for(caller.groups):
+            reason = p.unavailable_reason(self.gpu_count)
+            infos.append(
                 ProfileInfo(
                     slug=p.slug,
                     display_name=p.display_name,
                     description=p.description or "",
                     environment=p.environment,
-                    default=default is not None and p.slug == default.slug,
+                    # default_for falls back to an unusable one when nothing else is open
+                    default=reason is None and default is not None and p.slug == default.slug,
+                    available=reason is None,
+                    unavailable_reason=reason,
                 )
-                for p in config.allowed_for(caller.groups)
-            ]
-        )
+            )
+        return ProfilesResponse(profiles=infos)
 
     def _read_notebook(self, owner: str, source_path: str | None, inline: dict | None) -> bytes:
         if inline is not None:

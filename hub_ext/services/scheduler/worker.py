@@ -7,7 +7,8 @@ the notebook and reports:
 1. ``claim`` (:meth:`~.claims.WorkerMixin.claim_due`): due cron ticks become
    runs and queued runs are claimed, in one transaction;
 2. ``admit``: the owner's groups' quotas on concurrent runs, and the run's
-   profile (which must still be open to the owner); a run over quota is
+   profile (which must still be open to the owner, and one this machine can
+   run: no GPU profile without a GPU); a run over quota is
    released with a "waiting: ..." reason and tried again shortly;
 3. ``start`` (:meth:`~.claims.WorkerMixin.start_run`), then ``execute``
    while a heartbeat task records liveness and cell progress, and stops the
@@ -235,6 +236,10 @@ class Worker:
                 f"{job.owner} is no longer in a group allowed to use profile {run.profile!r}; "
                 "change the job's profile"
             )
+        elif reason := profile.unavailable_reason(self.executor.gpu_count):
+            # a job made before the machine lost its GPU (or the profile gained one):
+            # say so, rather than fail on the environment shipyard up skipped
+            refused = f"profile {run.profile!r} cannot run here: {reason}; change the job's profile"
 
         try:
             started = await asyncio.to_thread(self.store.start_run, run.id, self.worker_id)

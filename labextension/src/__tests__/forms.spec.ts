@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { deployLine, scheduleRequest } from '../logic/forms';
+import { deployLine, initialProfile, scheduleRequest } from '../logic/forms';
 import { parseParametersCell } from '../logic/parameters';
 
 describe('scheduleRequest', () => {
@@ -62,6 +62,28 @@ describe('scheduleRequest', () => {
       ok: false,
       errors: ["unknown time zone 'Berlin': use an IANA name such as 'Europe/Paris' or 'UTC'"]
     });
+  });
+});
+
+describe('initialProfile', () => {
+  const profile = (slug: string, extra: object = {}) => ({
+    slug,
+    display_name: slug,
+    description: '',
+    environment: 'base',
+    default: false,
+    ...extra
+  });
+  const noGpu = { available: false, unavailable_reason: 'no GPU on this machine' };
+
+  it("starts on the server's profile, else the default, else the first it can run", () => {
+    const list = [profile('gpu', noGpu), profile('small', { default: true }), profile('big')];
+    expect(initialProfile(list, 'big')).toBe('big');
+    expect(initialProfile(list, null)).toBe('small');
+    expect(initialProfile(list, 'gpu')).toBe('small');
+    expect(initialProfile([profile('gpu', noGpu), profile('big')], null)).toBe('big');
+    expect(initialProfile([profile('gpu', { ...noGpu, default: true })], 'x')).toBe('x');
+    expect(initialProfile([profile('old')], null)).toBe('old'); // a scheduler without the field
   });
 });
 

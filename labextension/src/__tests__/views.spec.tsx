@@ -318,6 +318,35 @@ describe('ScheduleForm', () => {
     expect(html).toContain('value="Berlin"');
   });
 
+  it('shows a profile this machine cannot run disabled, with the reason', () => {
+    const html = renderToStaticMarkup(
+      <ScheduleForm
+        profiles={[
+          ...profiles,
+          {
+            slug: 'gpu',
+            display_name: 'GPU',
+            description: 'One NVIDIA GPU',
+            environment: 'gpu',
+            default: false,
+            available: false,
+            unavailable_reason: 'no GPU on this machine'
+          }
+        ]}
+        profilesError={null}
+        onChange={noop}
+        initial={{ name: 'iris', cron: '0 6 * * *', timezone: 'UTC', profile: 'tiny', params: {} }}
+        parameters={[]}
+        errors={[]}
+      />
+    );
+    expect(html).toMatch(
+      /<option value="gpu" title="Not available: no GPU on this machine" disabled="">GPU \(gpu\) – not available: no GPU on this machine<\/option>/
+    );
+    expect(html).toMatch(/<option value="tiny"[^>]*>Tiny \(tiny\) – default<\/option>/);
+    expect(html).not.toMatch(/<option value="tiny"[^>]*disabled/);
+  });
+
   it('shows the refusal above the values as typed', () => {
     const html = renderForm({
       initial: { name: 'iris', cron: '0 0 6 * * *', timezone: 'UTC', profile: 'tiny', params: {} },

@@ -177,6 +177,10 @@ export interface ISchedulerProfile {
   description: string;
   environment: string;
   default: boolean;
+  /** False when this machine cannot run it (a GPU profile without a GPU); absent: true. */
+  available?: boolean;
+  /** Why not, e.g. "no GPU on this machine". */
+  unavailable_reason?: string | null;
 }
 
 /** POST /jobs (hub_ext/services/scheduler/api.py ``CreateJobRequest``), what the dialog sends. */

@@ -98,7 +98,10 @@ export interface IProfileSelectProps {
   markDefault?: boolean;
 }
 
-/** A labelled "Profile" select: an option a profile, titled with its description. */
+/**
+ * A labelled "Profile" select: an option a profile, titled with its description. One this
+ * machine cannot run is shown disabled with the reason (as the spawn form's card is).
+ */
 export function ProfileSelect(props: IProfileSelectProps): React.ReactElement {
   return (
     <label>
@@ -110,11 +113,25 @@ export function ProfileSelect(props: IProfileSelectProps): React.ReactElement {
         onChange={e => props.onChange(e.target.value)}
       >
         {props.first}
-        {props.profiles.map(p => (
-          <option key={p.slug} value={p.slug} title={p.description}>
-            {p.display_name} ({p.slug}){props.markDefault && p.default ? ' – default' : ''}
-          </option>
-        ))}
+        {props.profiles.map(p => {
+          const unavailable = p.available === false;
+          const reason = p.unavailable_reason || 'not available here';
+          return (
+            <option
+              key={p.slug}
+              value={p.slug}
+              title={unavailable ? `Not available: ${reason}` : p.description}
+              disabled={unavailable}
+            >
+              {p.display_name} ({p.slug})
+              {unavailable
+                ? ` – not available: ${reason}`
+                : props.markDefault && p.default
+                  ? ' – default'
+                  : ''}
+            </option>
+          );
+        })}
       </select>
     </label>
   );

@@ -14,7 +14,7 @@ import type { SchedulerService } from '../api/scheduler';
 import type { ShipyardServerService } from '../api/server';
 import type { ISchedulerProfile } from '../api/types';
 import { browserTimeZone, formatInZone, previewCron } from '../logic/cron';
-import { IScheduleValues, scheduleRequest } from '../logic/forms';
+import { initialProfile, IScheduleValues, scheduleRequest } from '../logic/forms';
 import { defaultJobName } from '../logic/names';
 import { IParameter, parameterInputText } from '../logic/parameters';
 import { FormBody } from './body';
@@ -52,12 +52,7 @@ export async function scheduleNotebook(
       () => null
     )
   ]);
-  const defaultProfile =
-    profiles.list.find(p => p.slug === serverProfile)?.slug ??
-    profiles.list.find(p => p.default)?.slug ??
-    profiles.list[0]?.slug ??
-    serverProfile ??
-    '';
+  const defaultProfile = initialProfile(profiles.list, serverProfile);
   let values: IScheduleValues = {
     name: defaultJobName(target.path),
     cron: DEFAULT_CRON,

@@ -3,10 +3,28 @@
  *
  * No JupyterLab imports: unit-tested in src/__tests__/forms.spec.ts.
  */
-import type { ICreateJob } from '../api/types';
+import type { ICreateJob, ISchedulerProfile } from '../api/types';
 import { checkCronForm, isValidTimeZone, normalizeCron, previewCron, timeZoneError } from './cron';
 import { checkDeploymentName, checkJobName, checkProfileSlug, classifyModelRef } from './names';
 import { changedParameters, type IParameter } from './parameters';
+
+/**
+ * The profile a dialog starts on: the server's own, else the hub's default, else the first,
+ * of those this machine can run (a GPU profile without a GPU is listed, never chosen).
+ */
+export function initialProfile(
+  profiles: ISchedulerProfile[],
+  serverProfile: string | null
+): string {
+  const usable = profiles.filter(p => p.available !== false);
+  return (
+    usable.find(p => p.slug === serverProfile)?.slug ??
+    usable.find(p => p.default)?.slug ??
+    usable[0]?.slug ??
+    serverProfile ??
+    ''
+  );
+}
 
 /** What the Schedule dialog holds (every input's text, so nothing typed is lost). */
 export interface IScheduleValues {

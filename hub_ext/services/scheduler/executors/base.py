@@ -350,6 +350,17 @@ class Executor(LoggingConfigurable, metaclass=_ExecutorMeta):
                     f"as in {Executor.__name__}"
                 )
 
+    @property
+    def gpu_count(self) -> int | None:
+        """How many GPUs runs may have here; None where the executor does not know.
+
+        The service lists a profile that needs more as unavailable and refuses a job
+        asking for it (``Profile.unavailable_reason``), instead of a run failing later
+        on an environment ``shipyard up`` skipped because there was no GPU. None (the
+        default, and Kubernetes: the cluster picks a node or says why not) checks nothing.
+        """
+        return None
+
     @abstractmethod
     async def execute(self, spec: RunSpec, progress: ProgressCallback) -> RunReport:
         """Run ``spec`` to its end and report how it ended.

@@ -482,6 +482,11 @@ class LocalExecutor(Executor):
             self._allocator = GpuAllocator(self.gpu_devices)
         return self._allocator
 
+    @property
+    def gpu_count(self) -> int:
+        """The GPUs runs may have here (``gpu_devices``), as LocalProfileSpawner counts its own."""
+        return len(self.gpu_devices)
+
     # ------------------------------------------------------------ the run
 
     async def execute(self, spec: RunSpec, progress: ProgressCallback) -> RunReport:
