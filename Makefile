@@ -9,10 +9,18 @@
 # server_ext/labextension whenever its sources change, and linked into the venv's
 # share/jupyter/labextensions so its JupyterLab loads the build (`make labextension`).
 
+# a comma inside $(call ...) arguments
+, := ,
+
 PYTHON ?= /usr/bin/python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+TEST_STAMP = $(VENV)/.installed-test
+
+# every recipe line runs in bash with pipefail, so a filtered pip still fails when pip does
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 # the JupyterLab extension: its sources, its build (the wheel's shared-data), and where
 # the venv's JupyterLab looks for it
@@ -23,49 +31,73 @@ LABEXT_SOURCES = labextension/package.json labextension/yarn.lock labextension/t
 LABEXT_LINK    = $(VENV)/share/jupyter/labextensions/shipyard-jupyterlab
 JLPM           = PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/jlpm
 
-.PHONY: up test install test-packages labextension lint bench clean
+# `$(call step,WHAT)` opens a step: its name now, and (with `$(done)` at the end of the
+# same recipe line) how long it took, so an install is never minutes of silence
+step = printf '\n==> %s\n' "$(1)"; started=$$(date +%s)
+done = printf '    done in %ss\n' "$$(( $$(date +%s) - started ))"
+# pip's own progress, a line per package it fetches, without its resolver chatter
+PIP_PROGRESS = sed -un -e 's/^Collecting \([^ ]*\).*/    fetching \1/p' -e 's/^Successfully installed .*/    installed/p' -e '/ERROR\|error:/p'
+
+.PHONY: up test install test-install test-packages labextension lint bench clean
 
 up: install
 	$(BIN)/shipyard up
 
-test: install test-packages
+test: install test-install
 	$(BIN)/python -m tests.run
 
-# Debian packages only the tests use (never installed by `make up`): slapd, the OpenLDAP
-# server the directory tests start with their own config on a free port. Its postinst is
-# told to make no default directory, so no system instance is configured or started.
-test-packages:
-	@test -x /usr/sbin/slapd || { export DEBIAN_FRONTEND=noninteractive; \
-		echo "slapd slapd/no_configuration boolean true" | debconf-set-selections; \
-		apt-get install -y -q slapd || { apt-get update -q && apt-get install -y -q slapd; }; } \
-		|| { echo "slapd is missing: apt-get install -y slapd"; exit 1; }
+# What only the tests use, never installed by `make up`: the test extras (pytest,
+# Playwright, Django for the OIDC provider...), Debian's chromium for the browser tests
+# (Playwright cannot download browsers here) and slapd, the OpenLDAP server the directory
+# tests start with their own config on a free port (its postinst is told to make no
+# default directory, so no system instance is configured or started).
+test-install: $(TEST_STAMP) test-packages
 
+$(TEST_STAMP): pyproject.toml $(STAMP)
+	@$(call step,the test extras (pytest$(,) Playwright$(,) Django...)); \
+		$(BIN)/python -m pip install --progress-bar off -e '.[test]' 2>&1 | $(PIP_PROGRESS) && $(done)
+	touch $(TEST_STAMP)
+
+test-packages:
+	@test -x /usr/bin/chromium || { $(call step,Debian's chromium for the browser tests); \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } \
+		|| { echo "chromium is missing: apt-get install -y chromium"; exit 1; } && $(done); }
+	@test -x /usr/sbin/slapd || { $(call step,Debian's slapd for the LDAP tests); \
+		export DEBIAN_FRONTEND=noninteractive; \
+		echo "slapd slapd/no_configuration boolean true" | debconf-set-selections; \
+		{ apt-get install -y -q slapd || { apt-get update -q && apt-get install -y -q slapd; }; } \
+		|| { echo "slapd is missing: apt-get install -y slapd"; exit 1; } && $(done); }
+
+# What the platform needs, and nothing more: the venv with Shipyard and its
+# dependencies, the JupyterLab extension, configurable-http-proxy.
 install: $(STAMP) labextension
 
 # the venv and JupyterLab first: jlpm, which builds the extension, comes with it
 $(BIN)/jlpm:
 	@command -v npm >/dev/null || { echo "npm is missing: apt-get install -y nodejs npm"; exit 1; }
 	@$(PYTHON) -c 'import venv, ensurepip' 2>/dev/null || { echo "python3-venv is missing: apt-get install -y python3-venv"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet 'jupyterlab>=4.2,<5'
+	@$(call step,[1/4] a virtual environment in $(VENV) with JupyterLab); \
+		{ test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } && \
+		$(BIN)/python -m pip install --quiet --upgrade pip && \
+		$(BIN)/python -m pip install --progress-bar off 'jupyterlab>=4.2,<5' 2>&1 | $(PIP_PROGRESS) && $(done)
 
 # rebuilt when any source of the extension changes (the build rewrites package.json)
 $(LABEXT_BUILT): $(LABEXT_SOURCES) | $(BIN)/jlpm
-	cd labextension && $(JLPM) install && $(JLPM) build:prod
+	@$(call step,[2/4] the JupyterLab extension (labextension/ with jlpm)); \
+		log=$(CURDIR)/$(VENV)/labextension-build.log; \
+		{ cd labextension && $(JLPM) install && $(JLPM) build:prod; } > $$log 2>&1 \
+		|| { tail -40 $$log; echo "The extension's build failed: $$log has all of it."; exit 1; }; $(done)
 	touch $@
 
 # the editable install finds the extension built (its build hook then skips npm)
 $(STAMP): pyproject.toml | $(LABEXT_BUILT)
 	@command -v npm >/dev/null || { echo "npm is missing: apt-get install -y nodejs npm"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	test -x $(BIN)/configurable-http-proxy || npm install --silent -g --prefix $(VENV) configurable-http-proxy@5
-	@# the browser test drives Debian's chromium (Playwright cannot download browsers here)
-	@test -x /usr/bin/chromium || { export DEBIAN_FRONTEND=noninteractive; \
-		apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } \
-		|| { echo "chromium is missing: apt-get install -y chromium"; exit 1; }
+	@$(call step,[3/4] Shipyard and what it runs on (JupyterHub$(,) MLflow$(,) papermill...)); \
+		{ test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); } && \
+		$(BIN)/python -m pip install --progress-bar off -e . 2>&1 | $(PIP_PROGRESS) && $(done)
+	@$(call step,[4/4] configurable-http-proxy (npm)); \
+		{ test -x $(BIN)/configurable-http-proxy || npm install --silent -g --prefix $(VENV) configurable-http-proxy@5; } && $(done)
 	touch $(STAMP)
 
 # Build the extension if its sources changed, and make the venv's JupyterLab load this

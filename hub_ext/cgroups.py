@@ -144,6 +144,35 @@ class CgroupDriver(ABC):
                         break
                     time.sleep(0.05)
 
+    def remove_parent(self) -> bool:
+        """Delete the parent cgroup (``shipyard``) if no cgroup is left in it.
+
+        Called when the last user of the parent stops (the hub, the scheduler,
+        the deployer), so a stopped Shipyard leaves no empty cgroup behind. A
+        parent that still holds a cgroup (a server or model kept running on
+        purpose) stays.
+
+        Returns
+        -------
+        bool
+            Whether no parent is left.
+        """
+        gone = True
+        for directory in {d.parent for d in self.directories("probe")}:
+            if directory == self.root or not directory.is_dir():
+                continue
+            if any(p.is_dir() for p in directory.iterdir()):
+                gone = False
+                continue
+            try:
+                directory.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as e:  # a process joined it directly, or EBUSY
+                log.info("Kept cgroup %s: %s", directory, e)
+                gone = False
+        return gone
+
 
 def _write(path: Path, value: str | int) -> None:
     path.write_text(str(value))

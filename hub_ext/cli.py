@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from . import jobs_cli, models_cli, secrets_cli
+from . import instance, jobs_cli, models_cli, secrets_cli
 from .audit import cli as audit_cli
 from .audit import emit as audit_emit
 from .auth import cli as users_cli
@@ -112,6 +112,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         os.environ["SHIPYARD_PROFILES"] = str(Path(args.profiles).resolve())
     if args.envs_dir:
         os.environ["SHIPYARD_ENVS_DIR"] = str(Path(args.envs_dir).resolve())
+    if args.instance:
+        os.environ["SHIPYARD_INSTANCE"] = args.instance
+    try:
+        instance_name = instance.name()
+    except instance.InvalidInstanceName as e:
+        raise CLIError(str(e)) from None
     auth = _check_login_settings()
     config = _config_file(args.config)
     profiles = os.environ.get("SHIPYARD_PROFILES") or str(config.parent / "profiles.yaml")
@@ -156,9 +162,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    print(f"  Starting JupyterHub on {url} (Ctrl-C stops everything)\n", flush=True)
+    named = "" if instance_name == instance.DEFAULT else f" (instance {instance_name})"
+    print(f"  Starting JupyterHub on {url}{named} (Ctrl-C stops everything)\n", flush=True)
     os.chdir(directory)
-    argv = [sys.executable, "-m", "jupyterhub", "-f", str(config)]
+    argv = [sys.executable, "-m", "hub_ext.hub", "-f", str(config)]  # JupyterHub (hub.py)
     os.execv(sys.executable, argv)  # noqa: S606 - the hub takes over this process and its signals
 
 
@@ -471,7 +478,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", help="jupyterhub_config.py to use (default: config/jupyterhub_config.py)"
     )
     up.add_argument(
-        "--envs-dir", help="where environments are built (default: /opt/shipyard/envs as root)"
+        "--envs-dir",
+        help="where environments are built (default: /opt/<instance>/envs as root)",
+    )
+    up.add_argument(
+        "--instance",
+        help="this Shipyard's name on the machine, for a second one beside the first "
+        "(default: $SHIPYARD_INSTANCE, else shipyard): its cgroups, system accounts and "
+        "folders derive from it; give it its own --data-dir and ports",
     )
     up.set_defaults(func=cmd_up)
 

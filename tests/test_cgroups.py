@@ -434,3 +434,17 @@ def test_rlimit_preexec_runs_in_the_child_only():
         check=True,
     ).stdout
     assert out == f"({GiB}, {GiB})\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write cgroups")
+def test_remove_parent_only_when_nothing_is_left_in_it(v1_driver):
+    """A stopped Shipyard leaves no empty parent cgroup; one still in use stays."""
+    parent = [CGROUP_ROOT / c / v1_driver.parent for c in ("memory", "cpu")]
+    v1_driver.create("kept", Limits(mem_limit=256 * MiB))
+    assert not v1_driver.remove_parent(), "a parent with a cgroup in it stays"
+    assert all(p.is_dir() for p in parent)
+    v1_driver.remove("kept")
+    assert v1_driver.remove_parent()
+    assert not any(p.exists() for p in parent)
+    assert v1_driver.remove_parent(), "no parent at all is fine too"
+    assert RlimitFallback("x").remove_parent(), "nothing to remove without cgroups"

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import requests
+
+from hub_ext.cgroups import CGROUP_ROOT, Limits, detect_driver
 
 from .conftest import TEST_PROFILES, needs_root, postgres_database
 from .hubtools import (
@@ -92,6 +96,15 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
         SHIPYARD_CULL_TIMEOUT="0",
         SHIPYARD_TRACKING="1",
         SHIPYARD_TRACKING_URL=f"http://127.0.0.1:{free_port()}",
+        # every service, as `shipyard up` runs them: Ctrl-C stops them all
+        SHIPYARD_SCHEDULER="1",
+        SHIPYARD_SCHEDULER_URL=f"http://127.0.0.1:{free_port()}",
+        SHIPYARD_DEPLOYER="1",
+        SHIPYARD_DEPLOYER_URL=f"http://127.0.0.1:{free_port()}",
+        SHIPYARD_SECRETS="1",
+        SHIPYARD_SECRETS_URL=f"http://127.0.0.1:{free_port()}",
+        SHIPYARD_AUDIT_SERVICE="1",
+        SHIPYARD_AUDIT_SERVICE_URL=f"http://127.0.0.1:{free_port()}",
         SHIPYARD_TEST_ACCOUNT_PREFIX=prefix,
         SHIPYARD_TEST_CGROUP_PARENT=parent,
         SHIPYARD_TEST_HOME_ROOT=str(home_root),
@@ -171,8 +184,25 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
         wait_for(mlflow_ui, 120, 0.5, "the MLflow UI through the hub")
         assert _processes_mentioning(str(data / "tracking")), "MLflow runs in the data dir"
 
+        # what runs and models leave once they have run: the scheduler's and the
+        # deployer's parent cgroups, the replicas' runtime folder
+        for part in ("jobs", "models"):
+            leftover = detect_driver(f"{parent}-{part}")
+            leftover.create("done", Limits())
+            leftover.remove("done")
+        runtime = Path(tempfile.gettempdir()) / f"{parent}-models"
+        runtime.mkdir(mode=0o711, exist_ok=True)
+
+        stopping = time.monotonic()
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         assert proc.wait(60) == 0
+        took = time.monotonic() - stopping
+        stopped = log.read_text()
+        for service in ("tracking", "scheduler", "deployer", "secrets", "audit"):
+            assert f"Stopping service {service}..." in stopped
+            assert re.search(rf"Service {service} stopped \(\d+\.\d s\)", stopped), service
+        assert "Shipyard stopped in" in stopped
+        assert took < 10, f"Ctrl-C took {took:.1f} s"
         assert not processes_of(uid), "no orphan process after Ctrl-C"
         wait_for(
             lambda: not _processes_mentioning(str(data / "tracking")),
@@ -181,6 +211,10 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
             "MLflow to stop with the hub",
         )
         assert not cgroup_dirs(parent), "no leftover cgroup after Ctrl-C"
+        for name in (parent, f"{parent}-jobs", f"{parent}-models"):
+            for hierarchy in (CGROUP_ROOT / "memory", CGROUP_ROOT / "cpu", CGROUP_ROOT):
+                assert not (hierarchy / name).exists(), f"empty cgroup {name} left behind"
+        assert not runtime.exists(), "the replicas' runtime folder is left behind"
         with pytest.raises(requests.ConnectionError):
             requests.get(url + "/hub/login", timeout=5)  # the proxy is gone too
 
@@ -195,7 +229,8 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         remove_test_accounts(prefix)
-        remove_cgroups(parent)
+        for name in (parent, f"{parent}-jobs", f"{parent}-models"):
+            remove_cgroups(name)
 
 
 def _processes_mentioning(text: str) -> list[int]:
