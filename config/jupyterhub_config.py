@@ -4,6 +4,10 @@ Started by `shipyard up` (or `make up`). Every setting an admin is likely to
 change can be given as an environment variable, so this file works unchanged
 for the README, for CI and for a small team's server:
 
+    SHIPYARD_INSTANCE        this Shipyard's name on the machine (shipyard): the cgroups, the users'
+        system accounts, /opt/<instance>/envs, /var/lib/<instance>/runs and the temporary folders
+        derive from it, so a staging and a production hub (with their own data dirs and ports)
+        share nothing; the default keeps the names installs always had (hub_ext/instance.py)
     SHIPYARD_DATA_DIR        where the hub keeps its database, secrets and logs (.shipyard)
     SHIPYARD_BIND_URL        public URL of the hub (http://127.0.0.1:8000)
     SHIPYARD_HUB_BIND_URL    the hub's internal API (http://127.0.0.1:8081)
@@ -62,6 +66,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from hub_ext import instance
 from hub_ext.auth import configure_authenticator
 from hub_ext.embedded import data_dir, load_or_create_token
 
@@ -348,12 +353,15 @@ if service_on("audit_service"):
     )
     # the JupyterLab panel (a server's token) shows the admin section from it
     allow_users("access:services!service=audit")
-audit_env = only_set(
+service_env = only_set(
     SHIPYARD_AUDIT=env("SHIPYARD_AUDIT"),
     SHIPYARD_AUDIT_DIR=env("SHIPYARD_AUDIT_DIR"),
     SHIPYARD_AUDIT_DB_URL=env("SHIPYARD_AUDIT_DB_URL"),
     SHIPYARD_AUDIT_RETENTION_DAYS=env("SHIPYARD_AUDIT_RETENTION_DAYS"),
 )
+# every hub-managed service writes the same trail, and derives its machine-wide names
+# (cgroups, accounts, folders) from the same instance name as the hub's spawner
+service_env["SHIPYARD_INSTANCE"] = instance.name()
 for service in c.JupyterHub.services:
-    if "command" in service:  # hub-managed: it writes the same trail
-        service.setdefault("environment", {}).update(audit_env)
+    if "command" in service:
+        service.setdefault("environment", {}).update(service_env)

@@ -14,7 +14,7 @@ On one machine the same lock becomes a virtual environment, built here by
 and every server, kernel and job sees it as ``SHIPYARD_ENV_DIGEST``, so a
 tracked run records exactly which packages ran.
 
-Layout of the environments dir (``/opt/shipyard/envs`` when the hub runs as
+Layout of the environments dir (``/opt/shipyard/envs``, the instance's, when the hub runs as
 root, so every user's account can run them; the data dir otherwise)::
 
     envs/
@@ -56,7 +56,7 @@ from packaging.markers import InvalidMarker, Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from . import __version__
+from . import __version__, instance
 
 LOCK_NAME = "requirements.lock"
 INPUT_NAME = "requirements.in"
@@ -109,15 +109,18 @@ def default_images_dir() -> Path:
 
 
 def default_envs_dir() -> Path:
-    """``$SHIPYARD_ENVS_DIR``; else ``/opt/shipyard/envs`` as root; else ``<data dir>/envs``.
+    """``$SHIPYARD_ENVS_DIR``; else ``/opt/<instance>/envs`` as root; else ``<data dir>/envs``.
 
     As root the environments must be readable by every user's account, and
-    the data dir (mode 0700, it holds secrets) is not.
+    the data dir (mode 0700, it holds secrets) is not. ``<instance>`` is
+    ``shipyard`` unless ``$SHIPYARD_INSTANCE`` says otherwise
+    (:mod:`hub_ext.instance`): two Shipyards on one machine never update each
+    other's environments.
     """
     if os.environ.get("SHIPYARD_ENVS_DIR"):
         return Path(os.environ["SHIPYARD_ENVS_DIR"]).resolve()
     if os.geteuid() == 0:
-        return Path("/opt/shipyard/envs")
+        return Path(instance.system_dir("/opt", "envs"))
     return Path(os.environ.get("SHIPYARD_DATA_DIR") or ".shipyard").resolve() / "envs"
 
 

@@ -31,7 +31,7 @@ from tornado import web
 from traitlets import Bool, CaselessStrEnum, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
-from . import slugs
+from . import instance, slugs
 from .accounts import USER_UMASK, AccountError, ensure_account, make_home_private
 from .audit import spawner as audit_spawner
 from .cgroups import DRIVERS, CgroupDriver, Limits, detect_driver
@@ -416,9 +416,11 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     ).tag(config=True)
 
     cgroup_parent = Unicode(
-        "shipyard",
         help="""
         Name of the cgroup under which every server gets its own (``shipyard/alice``).
+
+        Defaults to the instance name (``$SHIPYARD_INSTANCE``, ``shipyard``; see
+        :mod:`hub_ext.instance`), so two Shipyards on one machine never share it.
 
         Example::
 
@@ -429,9 +431,11 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     ).tag(config=True)
 
     system_user_prefix = Unicode(
-        "jupyter-",
         help="""
         Prefix of the system accounts created for hub users when the hub runs as root.
+
+        Defaults to ``jupyter-``, or ``<instance>-`` when ``$SHIPYARD_INSTANCE``
+        names another instance than ``shipyard`` (:mod:`hub_ext.instance`).
 
         Hub user ``alice`` runs as ``jupyter-alice``; a username that is not a
         plain lowercase name becomes a slug with a hash (see
@@ -444,6 +448,14 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         .. versionadded:: 0.1
         """,
     ).tag(config=True)
+
+    @default("cgroup_parent")
+    def _default_cgroup_parent(self):
+        return instance.cgroup_parent()
+
+    @default("system_user_prefix")
+    def _default_system_user_prefix(self):
+        return instance.account_prefix()
 
     home_dir_template = Unicode(
         "/home/{account}",
@@ -517,7 +529,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         before the hub starts. **LocalProfileSpawner only**: on Kubernetes the
         environment is the profile's image.
 
-        Defaults to ``$SHIPYARD_ENVS_DIR``, else ``/opt/shipyard/envs`` when
+        Defaults to ``$SHIPYARD_ENVS_DIR``, else ``/opt/<instance>/envs`` when
         the hub runs as root, else ``envs`` in the data dir.
 
         Example::

@@ -86,6 +86,7 @@ from traitlets import (
     validate,
 )
 
+from hub_ext import instance
 from hub_ext.cgroups import DRIVERS, CgroupDriver
 from hub_ext.environments import BuiltEnvironment, default_envs_dir
 from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus
@@ -355,9 +356,11 @@ class LocalBackend(Backend):
     ).tag(config=True)
 
     cgroup_parent = Unicode(
-        "shipyard-models",
         help="""
         Cgroup under which every replica gets its own, named ``<version key>-r<N>``.
+
+        Defaults to ``shipyard-models``: the instance name (``$SHIPYARD_INSTANCE``, see
+        :mod:`hub_ext.instance`) and ``-models``.
 
         Kept apart from the servers' (``shipyard``) and the jobs'
         (``shipyard-jobs``) parents, so an admin can cap all deployed models
@@ -374,9 +377,11 @@ class LocalBackend(Backend):
     ).tag(config=True)
 
     system_user_prefix = Unicode(
-        "jupyter-",
         help="""
         Prefix of the owners' system accounts; keep it equal to LocalProfileSpawner's.
+
+        Defaults to the spawner's default: ``jupyter-``, or ``<instance>-``
+        for another instance than ``shipyard`` (:mod:`hub_ext.instance`).
 
         A model of hub user ``alice`` runs as ``jupyter-alice``, the account
         her server and jobs run as, so it can read what she saved.
@@ -388,6 +393,14 @@ class LocalBackend(Backend):
         .. versionadded:: 0.4
         """,
     ).tag(config=True)
+
+    @default("cgroup_parent")
+    def _default_cgroup_parent(self):
+        return instance.cgroup_parent("models")
+
+    @default("system_user_prefix")
+    def _default_system_user_prefix(self):
+        return instance.account_prefix()
 
     home_dir_template = Unicode(
         "/home/{account}",
@@ -832,8 +845,23 @@ class LocalBackend(Backend):
             )
 
     async def close(self) -> None:
-        """Stop every version (SIGTERM, ``stop_grace``), at service shutdown."""
+        """Stop every version (SIGTERM, ``stop_grace``), at service shutdown.
+
+        Then the parent cgroup and the runtime folder go too when nothing is
+        left in them, so a stopped deployer leaves nothing behind; the next
+        start makes them again (and :meth:`sweep` clears what a crash left).
+        """
         await asyncio.gather(*(self.stop(key, self.stop_grace) for key in list(self._versions)))
+
+        def tidy() -> None:
+            if self.driver.enforces_total:
+                self.driver.remove_parent()
+            runtime = Path(self.runtime_dir)
+            with contextlib.suppress(OSError):  # not ours, or a folder still in it
+                if runtime.is_dir() and not runtime.is_symlink() and self._owned(runtime):
+                    runtime.rmdir()
+
+        await asyncio.to_thread(tidy)
 
     # ------------------------------------------------------- for the service
 

@@ -24,7 +24,7 @@ from jupyterhub.traitlets import ByteSpecification, Callable
 from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from traitlets.config import Application
 
-from hub_ext import __version__
+from hub_ext import __version__, instance
 from hub_ext.profiles import ProfileStore
 
 from ..common.secrets import SecretsResolver
@@ -121,8 +121,9 @@ class SchedulerService(Application):
 
         Runs write their outputs as their owner's account, so the folder's
         parents must be traversable by those accounts (the hub's data dir is
-        not). Defaults to ``$SHIPYARD_RUNS_DIR``, else ``/var/lib/shipyard/runs``
-        as root, else ``runs`` in the state dir.
+        not). Defaults to ``$SHIPYARD_RUNS_DIR``, else ``/var/lib/<instance>/runs``
+        as root (``/var/lib/shipyard/runs`` unless ``$SHIPYARD_INSTANCE`` names
+        another, :mod:`hub_ext.instance`), else ``runs`` in the state dir.
 
         Example::
 
@@ -137,7 +138,7 @@ class SchedulerService(Application):
         if os.environ.get("SHIPYARD_RUNS_DIR"):
             return os.environ["SHIPYARD_RUNS_DIR"]
         if os.geteuid() == 0:
-            return "/var/lib/shipyard/runs"
+            return instance.system_dir("/var/lib", "runs")
         return str(Path(self.state_dir) / "runs")
 
     profiles_file = Unicode(
@@ -179,9 +180,11 @@ class SchedulerService(Application):
     ).tag(config=True)
 
     account_prefix = Unicode(
-        "jupyter-",
         help="""
         Prefix of the users' system accounts, as LocalProfileSpawner's ``system_user_prefix``.
+
+        Defaults to the spawner's default: ``jupyter-``, or ``<instance>-``
+        for another instance than ``shipyard`` (:mod:`hub_ext.instance`).
 
         The service reads a job's notebook from that account's home.
 
@@ -192,6 +195,10 @@ class SchedulerService(Application):
         .. versionadded:: 0.3
         """,
     ).tag(config=True)
+
+    @default("account_prefix")
+    def _default_account_prefix(self):
+        return instance.account_prefix()
 
     max_concurrent_runs = Integer(
         4,

@@ -71,7 +71,7 @@ from pathlib import Path
 
 from traitlets import Bool, CaselessStrEnum, Float, Integer, List, Unicode, default
 
-from hub_ext import slugs
+from hub_ext import instance, slugs
 from hub_ext.cgroups import DRIVERS, CgroupDriver
 from hub_ext.environments import BuiltEnvironment, default_envs_dir, find_built
 from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus
@@ -237,9 +237,11 @@ class LocalExecutor(Executor):
     ).tag(config=True)
 
     cgroup_parent = Unicode(
-        "shipyard-jobs",
         help="""
         Cgroup under which every run gets its own, named ``job-<run slug>``.
+
+        Defaults to ``shipyard-jobs``: the instance name (``$SHIPYARD_INSTANCE``, see
+        :mod:`hub_ext.instance`) and ``-jobs``.
 
         Kept apart from the servers' parent (``shipyard``), so job names can
         never meet user names and an admin can cap all jobs together by
@@ -254,9 +256,11 @@ class LocalExecutor(Executor):
     ).tag(config=True)
 
     system_user_prefix = Unicode(
-        "jupyter-",
         help="""
         Prefix of the owners' system accounts; keep it equal to LocalProfileSpawner's.
+
+        Defaults to the spawner's default: ``jupyter-``, or ``<instance>-``
+        for another instance than ``shipyard`` (:mod:`hub_ext.instance`).
 
         A run of hub user ``alice`` runs as ``jupyter-alice``, the account her
         server runs as, so both see the same home and files.
@@ -268,6 +272,14 @@ class LocalExecutor(Executor):
         .. versionadded:: 0.3
         """,
     ).tag(config=True)
+
+    @default("cgroup_parent")
+    def _default_cgroup_parent(self):
+        return instance.cgroup_parent("jobs")
+
+    @default("system_user_prefix")
+    def _default_system_user_prefix(self):
+        return instance.account_prefix()
 
     home_dir_template = Unicode(
         "/home/{account}",
@@ -864,9 +876,12 @@ class LocalExecutor(Executor):
     async def close(self) -> None:
         """Stop every warm process and remove its cgroup (the service calls it at shutdown).
 
-        Runs in progress are not touched.
+        Runs in progress are not touched. The parent cgroup goes too when no
+        run is left in it, so a stopped scheduler leaves no empty cgroup behind.
         """
         await self.pool.close()
+        if self.driver.enforces_total:
+            await asyncio.to_thread(self.driver.remove_parent)
 
     async def sweep(self) -> list[str]:
         """Kill and remove every run and warm cgroup under ``cgroup_parent``; their names.
