@@ -440,7 +440,7 @@ class LocalBackend(Backend):
 
         A replica runs on the Python of its profile's environment. Defaults as
         for LocalProfileSpawner: ``$SHIPYARD_ENVS_DIR``, else
-        ``/opt/shipyard/envs`` as root, else ``envs`` in the data dir.
+        ``/opt/<instance>/envs`` as root, else ``envs`` in the data dir.
 
         Example::
 

@@ -319,7 +319,7 @@ class LocalExecutor(Executor):
 
         Papermill, the kernel and nbconvert all run with the Python of the
         run's profile environment. Defaults as for LocalProfileSpawner:
-        ``$SHIPYARD_ENVS_DIR``, else ``/opt/shipyard/envs`` as root, else
+        ``$SHIPYARD_ENVS_DIR``, else ``/opt/<instance>/envs`` as root, else
         ``envs`` in the data dir.
 
         Example::
