@@ -410,7 +410,10 @@ def cmd_usage(args: argparse.Namespace) -> int:
         token_file = _data_dir(args) / "cli-token"
         if not token_file.exists():
             raise CLIError(
-                "No token: pass --token, set JUPYTERHUB_API_TOKEN, or run `shipyard up` first."
+                f"No token for the hub: there is no {token_file.name} in {token_file.parent}. "
+                "On the hub's machine run this as the user who ran `shipyard up`, where it "
+                "ran or with its data dir in --data-dir or $SHIPYARD_DATA_DIR; elsewhere set "
+                "JUPYTERHUB_API_TOKEN or pass --token with an admin's hub API token."
             )
         token = token_file.read_text().strip()
     api_url = args.hub_api_url or hub_api_url()

@@ -309,7 +309,10 @@ def test_usage_without_a_token(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("SHIPYARD_DATA_DIR", str(tmp_path))
     assert main(["profiles", "usage", "--file", str(PROFILES)]) == 1
     assert capsys.readouterr().err == (
-        "shipyard: No token: pass --token, set JUPYTERHUB_API_TOKEN, or run `shipyard up` first.\n"
+        f"shipyard: No token for the hub: there is no cli-token in {tmp_path}. On the hub's "
+        "machine run this as the user who ran `shipyard up`, where it ran or with its data dir "
+        "in --data-dir or $SHIPYARD_DATA_DIR; elsewhere set JUPYTERHUB_API_TOKEN or pass "
+        "--token with an admin's hub API token.\n"
     )
 
 
