@@ -150,6 +150,7 @@ def test_v2_pids(tmp_path):
     assert driver.pids("nobody") == set()
 
 
+@pytest.mark.ci_may_skip("the host's cgroup layout decides which of these run")
 @pytest.mark.skipif(
     "0::" not in Path("/proc/self/cgroup").read_text(),
     reason="this host mounts no cgroup2 hierarchy, so /proc/self/cgroup has no 0:: line",
@@ -224,6 +225,7 @@ def test_detect_falls_back_to_rlimits(tmp_path, layout):
 
 
 @pytest.mark.root
+@pytest.mark.ci_may_skip("the host's cgroup layout decides which of these run")
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write cgroups")
 @pytest.mark.skipif(
     (CGROUP_ROOT / "cgroup.controllers").exists()
