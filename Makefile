@@ -119,6 +119,7 @@ bench: install
 	$(BIN)/python bench/envbuild.py
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/tracking.py
 
 clean:
 	rm -rf $(VENV) .shipyard .shipyard-test .pytest_cache

@@ -280,7 +280,8 @@ def test_malformed_params(ip, mlflow, params, expected):
 # log()
 
 
-def test_ten_thousand_log_calls_are_fast_and_all_arrive(ip, mlflow):
+def test_ten_thousand_log_calls_all_arrive_in_order(ip, mlflow):
+    """Every value, in order; how long the cell takes is bench/tracking.py's to print."""
     name = unique("fast")
     cell = (
         "import time\n"
@@ -292,7 +293,6 @@ def test_ten_thousand_log_calls_are_fast_and_all_arrive(ip, mlflow):
     ip.run_cell_magic("track", f"--name {name}", cell)
     elapsed = ip.user_ns["elapsed"]
     print(f"\n10,000 log() calls took {elapsed * 1000:.1f} ms of cell time")
-    assert elapsed < 0.5
     run = find_run(mlflow, name)
     history = sorted(mlflow.get_metric_history(run.info.run_id, "loss"), key=lambda m: m.step)
     assert [m.step for m in history] == list(range(10_000))
