@@ -197,11 +197,15 @@ class Notifier(LoggingConfigurable):
             f"Reason: {run.reason}" if run.reason else "",
             f"Attempt {run.attempt}; started {run.started_at}, ended {run.ended_at}.",
         ]
-        if self.hub_url:
-            lines.append(
-                f"Output: {self.hub_url.rstrip('/')}/services/scheduler/api/runs/{run.id}/output"
-            )
+        if link := self._run_link(run):
+            lines.append(f"Output: {link}")
         return subject, "\n".join(line for line in lines if line)
+
+    def _run_link(self, run: DescribeRun) -> str:
+        """The run's output on the hub, or "" without ``hub_url``."""
+        if not self.hub_url:
+            return ""
+        return f"{self.hub_url.rstrip('/')}/services/scheduler/api/runs/{run.id}/output"
 
     # ------------------------------------------------------------ how
 
@@ -222,7 +226,7 @@ class Notifier(LoggingConfigurable):
         if job.notify.emails:
             sends.append(self._email(job.notify.emails, subject, body, run.id))
         if job.notify.webhook_url:
-            sends.append(self._webhook(job, run, body))
+            sends.append(self._webhook(job, run, subject, body))
         await asyncio.gather(*sends)
 
     async def _email(self, to: list[str], subject: str, body: str, run_id: str) -> None:
@@ -254,7 +258,7 @@ class Notifier(LoggingConfigurable):
                 smtp.login(self.smtp_username, self.smtp_password)
             smtp.send_message(message)
 
-    async def _webhook(self, job: DescribeJob, run: DescribeRun, body: str) -> None:
+    async def _webhook(self, job: DescribeJob, run: DescribeRun, subject: str, body: str) -> None:
         url = job.notify.webhook_url
         try:
             await self._check_address(url)
@@ -274,6 +278,7 @@ class Notifier(LoggingConfigurable):
             "ended_at": run.ended_at.isoformat() if run.ended_at else None,
             "mlflow_run_id": run.mlflow_run_id,
             "message": body,
+            **chat_fields(subject, body, self._run_link(run)),
         }
         request = HTTPRequest(
             url,
@@ -302,3 +307,50 @@ class Notifier(LoggingConfigurable):
                     f"{host} resolves to {address}, which is not a public address "
                     "(an admin may set Notifier.allow_private_webhooks)"
                 )
+
+
+def chat_fields(subject: str, body: str, link: str = "") -> dict:
+    """The fields chat tools' incoming webhooks display, to sit beside the structured ones.
+
+    A webhook body is read by programs (the structured fields) and, just as
+    often, pasted into a chat tool's incoming webhook, which shows a message
+    only from its own fields and ignores the rest:
+
+    - ``text``: Slack (https://api.slack.com/messaging/webhooks), Mattermost,
+      and Microsoft Teams' Office 365 connectors, which answer "Summary or Text
+      is required" to a body without it (the legacy ``MessageCard`` format).
+    - ``type: "message"`` with an Adaptive Card in ``attachments``: Teams'
+      incoming webhooks and the Workflows ("When a Teams webhook request is
+      received") that replace the connectors; the flow posts
+      ``attachments[].content``. See
+      https://learn.microsoft.com/en-us/microsoftteams/platform/webhooks-and-connectors/how-to/connectors-using#send-adaptive-cards-using-an-incoming-webhook
+      The attachment also carries Slack's ``fallback``, so Slack, which reads
+      ``attachments`` as its own legacy attachments, shows no empty one.
+
+    Rejected alternative: a per-job "format" setting (Slack, Teams, JSON):
+    one more thing to get wrong, for a body all three read.
+    """
+    blocks = [
+        {"type": "TextBlock", "text": subject, "weight": "Bolder", "wrap": True},
+        {"type": "TextBlock", "text": body, "wrap": True},
+    ]
+    card = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": blocks,
+    }
+    if link:
+        card["actions"] = [{"type": "Action.OpenUrl", "title": "Open the output", "url": link}]
+    return {
+        "text": f"{subject}\n{body}",
+        "type": "message",
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": card,
+                "fallback": subject,
+            }
+        ],
+    }
