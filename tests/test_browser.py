@@ -4,7 +4,9 @@ One scientist, one hub with every service of the embedded platform (tracking, sc
 deployer): log in on the hub's page, pick a profile card, open JupyterLab, write a notebook
 that trains and tracks a model, schedule it with the toolbar's dialog, run it now from the
 Shipyard panel and watch it succeed there, deploy the model twice with the Deploy dialog
-(which writes and runs a %deploy cell), call the endpoint, and roll back from the panel.
+(which writes and runs a %deploy cell), call the endpoint, and roll back from the panel;
+then open MLflow's UI from the panel's link to the tracked run and find there her run, its
+metric and artifacts, her experiment and her registered model, and nothing of another user's.
 
 Playwright cannot download its own browsers here, so it drives /usr/bin/chromium
 (``apt-get install chromium``; `make test` installs it). A failing step leaves a screenshot
@@ -13,8 +15,12 @@ and the page's HTML in test-artifacts/browser/.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import os
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -23,7 +29,7 @@ import requests
 from hub_ext.environments import EnvironmentBuilder, get_environment
 
 from .conftest import TEST_ENVS_DIR, TEST_PROFILES, needs_root
-from .hubtools import REPO, wait_for
+from .hubtools import REPO, free_port, wait_for
 
 CHROMIUM = os.environ.get("SHIPYARD_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "browser"
@@ -128,6 +134,146 @@ def type_into_cell(page, index: int, code: str) -> None:
 
 def panel_section(page, name: str):
     return page.locator(f'#shipyard-panel [data-shipyard-section="{name}"]')
+
+
+class Tracking:
+    """MLflow's REST API through the gateway, as one hub user (their API token)."""
+
+    API = "/api/2.0/mlflow"
+
+    def __init__(self, hub, token: str):
+        self.base, self.token = f"{hub.url}/services/tracking", token
+
+    def __call__(self, method: str, path: str, **kwargs) -> dict:
+        r = requests.request(
+            method,
+            self.base + self.API + path,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=60,
+            **kwargs,
+        )
+        assert r.status_code == 200, f"{method} {path}: {r.status_code} {r.text}"
+        return r.json()
+
+
+def someone_elses_work(hub, name: str = "bob") -> dict[str, str]:
+    """An experiment, a run with a metric and an artifact, and a model of ``name``'s.
+
+    Made through the gateway with their own token, as their notebooks would.
+    """
+    other = Tracking(hub, hub.create_user(name))
+    experiment = other("POST", "/experiments/create", json={"name": f"{name}/secret-study"})
+    experiment = experiment["experiment_id"]
+    run = other("POST", "/runs/create", json={"experiment_id": experiment, "run_name": "secret"})
+    run = run["run"]["info"]["run_id"]
+    other("POST", "/runs/log-metric", json={"run_id": run, "key": "secret_auc", "value": 1,
+                                            "timestamp": 1})  # fmt: skip
+    r = requests.put(
+        f"{other.base}/api/2.0/mlflow-artifacts/artifacts/{experiment}/{run}/artifacts/secret.txt",
+        data=b"not for alice",
+        headers={"Authorization": f"Bearer {other.token}"},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    other("POST", "/registered-models/create", json={"name": f"{name}-secret-model"})
+    return {"experiment": experiment, "experiment_name": f"{name}/secret-study", "run": run,
+            "metric": "secret_auc", "model": f"{name}-secret-model"}  # fmt: skip
+
+
+#: What MLflow's UI shows when the gateway refuses its calls.
+REFUSED = re.compile(r"status code 40[13]|hub API token is needed|X-XSRFToken")
+
+
+def body_text(ui) -> str:
+    return ui.locator("body").inner_text()
+
+
+def mlflow_ui_shows_only_own_work(ui, hub, token: str, run_id: str, other: dict) -> None:
+    """MLflow's UI, in tab ``ui`` (logged in by the hub alone), shows the user's work only.
+
+    The user's run (its name, metrics and artifacts), experiment and registered models come
+    from the REST API with the user's ``token``; ``other`` is :func:`someone_elses_work`.
+    Each page is first seen with the user's data, so what it lacks it does not show.
+    """
+    mine = Tracking(hub, token)
+    run = mine("GET", "/runs/get", params={"run_id": run_id})["run"]
+    experiment_id = run["info"]["experiment_id"]
+    experiment = mine("GET", "/experiments/get", params={"experiment_id": experiment_id})
+    metrics = [m["key"] for m in run["data"]["metrics"]]
+    artifacts = mine("GET", "/artifacts/list", params={"run_id": run_id}).get("files", [])
+    models = [m["name"] for m in mine("GET", "/registered-models/search")["registered_models"]]
+    assert metrics and artifacts and models, (metrics, artifacts, models)
+    page = f"{hub.url}/services/tracking/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def shows(*texts: str, timeout: float = 30) -> None:
+        def seen(text: str) -> bool:
+            refused = ui.get_by_text(REFUSED).first
+            if refused.count():  # fail at once, with what MLflow's page says
+                raise AssertionError(f"MLflow's UI shows {refused.inner_text()!r}")
+            return ui.get_by_text(text, exact=True).count() > 0
+
+        for text in texts:
+            wait_for(functools.partial(seen, text), timeout, 0.3, f"{text!r} in MLflow's UI")
+
+    # the run: its name and metrics, then its artifacts (their top-level names)
+    if ui.url != page:
+        ui.goto(page)
+    shows(run["info"]["run_name"], *metrics, timeout=60)
+    ui.get_by_role("tab", name="Artifacts").first.click()
+    shows(*[a["path"].rsplit("/", 1)[-1] for a in artifacts])
+    # the experiments and the registered models
+    ui.goto(f"{hub.url}/services/tracking/#/experiments")
+    shows(experiment["experiment"]["name"])
+    assert other["experiment_name"] not in body_text(ui)
+    ui.goto(f"{hub.url}/services/tracking/#/models")
+    shows(*models)
+    assert other["model"] not in body_text(ui)
+    # another user's run, by its address: refused, so none of it shows
+    with ui.expect_response(lambda r: r.url.endswith("/graphql")) as answer:
+        ui.goto(f"{hub.url}/services/tracking/#/experiments/{other['experiment']}/runs/"
+                f"{other['run']}")  # fmt: skip
+    assert answer.value.status == 200  # GraphQL's errors come inside
+    ui.wait_for_timeout(2000)
+    text = body_text(ui)
+    assert other["metric"] not in text and "secret.txt" not in text, text[:2000]
+
+    # a page of another origin on the same host (the browser sends the hub's cookies with
+    # its requests) cannot read the token: its forged request is refused, and made nothing
+    with page_elsewhere() as elsewhere:
+        ui.goto(elsewhere)
+        create = f"{hub.url}/services/tracking/ajax-api/2.0/mlflow/experiments/create"
+        with ui.expect_response(lambda r: r.url == create) as answer:
+            ui.evaluate(
+                """url => fetch(url, {method: 'POST', mode: 'no-cors', credentials: 'include',
+                                      body: JSON.stringify({name: 'alice/forged'})})""",
+                create,
+            )
+        assert answer.value.status == 401, answer.value.status
+    found = mine("POST", "/experiments/search", json={"max_results": 1000})["experiments"]
+    assert "alice/forged" not in {e["name"] for e in found}
+
+
+@contextlib.contextmanager
+def page_elsewhere():
+    """A page served from another port of the hub's host: another origin, the same site."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><title>elsewhere</title>")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_login_schedule_run_deploy_and_roll_back_in_the_browser(platform, page):
@@ -251,3 +397,13 @@ def test_login_schedule_run_deploy_and_roll_back_in_the_browser(platform, page):
         timeout=30,
     )
     assert r.status_code == 200, r.text
+
+    # -- MLflow's UI, from the panel's link to the tracked run, logged in by the hub alone
+    other = someone_elses_work(hub)
+    link = experiments.locator('[data-action="open-run"]', has_text="browser-run").first
+    run_id = link.locator("xpath=ancestor::li[@data-shipyard-run]").get_attribute(
+        "data-shipyard-run"
+    )
+    with page.context.expect_page() as opened:
+        link.click()
+    mlflow_ui_shows_only_own_work(opened.value, hub, token, run_id, other)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import urllib.parse
 from pathlib import Path
 
@@ -369,22 +370,167 @@ def test_kernel_logs_as_its_user_without_setup_and_sees_no_hub_secret(tracking):
     hub.stop_server("alice")
 
 
-def test_ui_opens_after_hub_login(tracking):
+#: What a browser sends with a page view, a script, a font and a fetch of the page's own
+#: origin (Sec-Fetch-* are set by the browser, never by a page's code).
+NAVIGATE = {
+    "Sec-Fetch-Mode": "navigate",
+    "Sec-Fetch-Site": "same-origin",
+    "Sec-Fetch-Dest": "document",
+}
+SCRIPT = {"Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Dest": "script"}
+FONT = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Dest": "font"}
+FETCH = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin", "Sec-Fetch-Dest": "empty"}
+
+
+@pytest.fixture(scope="module")
+def browser(tracking, owned):
+    """alice logged in on the hub's page, then on the UI (the service's OAuth), as a browser.
+
+    Returns the session and the ``_xsrf`` cookie's value that the UI's page reads.
+    """
     hub, base, _, _ = tracking
-    creds = __import__("json").loads((hub.data_dir / "credentials.json").read_text())
-    session = requests.Session()
-    r = session.get(hub.url + "/hub/login", timeout=30)
-    xsrf = session.cookies.get("_xsrf")
-    r = session.post(
-        hub.url + "/hub/login",
-        data={"username": "admin", "password": creds["admin_password"], "_xsrf": xsrf},
-        timeout=30,
-    )
-    r = session.get(base + "/", timeout=60)
+    session, r = hub.login("alice", hub.add_user_with_password("alice"))
+    assert r.status_code == 302, r.status_code
+    r = session.get(base + "/", headers=NAVIGATE, timeout=60)
+    assert r.status_code == 200 and r.url == base + "/", (r.status_code, r.url)
+    xsrf = session.cookies.get("_xsrf", path="/services/tracking/")
+    assert xsrf, "the UI's page view leaves the service's _xsrf cookie"
+    return session, xsrf
+
+
+def test_ui_opens_after_hub_login(tracking, browser):
+    hub, base, _, _ = tracking
+    session, _ = browser
+    r = session.get(base + "/", headers=NAVIGATE, timeout=60)
     assert r.status_code == 200, r.text[:500]
     assert "MLflow" in r.text
     services = hub.api("GET", "/services").json()
     assert services["tracking"]["display"] is True
+
+
+def test_the_ui_page_loads_the_xsrf_script_first(tracking, browser):
+    """MLflow's page carries the script, whole and unencoded, whatever the browser accepts."""
+    _, base, _, _ = tracking
+    session, _ = browser
+    r = session.get(
+        base + "/",
+        headers={**NAVIGATE, "Accept-Encoding": "gzip, deflate, br", "If-None-Match": '"mlflow"'},
+        timeout=60,
+        stream=True,
+    )
+    body = r.raw.read()  # as sent: nothing decoded by requests
+    assert r.status_code == 200
+    assert "Content-Encoding" not in r.headers
+    assert int(r.headers["Content-Length"]) == len(body)
+    tag = b'<script src="/services/tracking/shipyard/xsrf.js"></script>'
+    assert body.count(tag) == 1, body[:400]
+    assert body.index(tag) < body.index(b"static-files/static/js/main."), "before MLflow's code"
+    # cached by the gateway's own ETag, of the page with the script
+    again = session.get(
+        base + "/", headers={**NAVIGATE, "If-None-Match": r.headers["Etag"]}, timeout=60
+    )
+    assert again.status_code == 304
+
+    script = session.get(base + "/shipyard/xsrf.js", headers=SCRIPT, timeout=30)
+    assert script.status_code == 200
+    assert script.headers["Content-Type"].startswith("text/javascript")
+    assert "X-XSRFToken" in script.text and "_xsrf" in script.text
+    anonymous = requests.get(
+        base + "/shipyard/xsrf.js", headers=SCRIPT, timeout=30, allow_redirects=False
+    )
+    assert anonymous.status_code == 401, "for logged-in users only"
+
+
+def test_cookie_requests_need_the_xsrf_token(tracking, owned, browser):
+    """The login cookie works with the page's token; without it, from anywhere, it does not."""
+    _, base, _, _ = tracking
+    session, xsrf = browser
+    search = base + "/ajax-api/2.0/mlflow/experiments/search"
+
+    def fetch(method="GET", url=search, headers=FETCH, **kwargs):
+        return session.request(
+            method, url, headers=headers, timeout=60, allow_redirects=False, **kwargs
+        )
+
+    # what the UI sends: its own experiment, and the same through GraphQL
+    r = fetch(headers={**FETCH, "X-XSRFToken": xsrf}, params={"max_results": 100})
+    assert r.status_code == 200, r.text
+    assert owned["experiment"] in {e["experiment_id"] for e in r.json()["experiments"]}
+    graphql = {
+        "query": "query($id: String) { mlflowGetRun(input: {runId: $id}) { run { info "
+        "{ runId } } } }",
+        "variables": {"id": owned["run"]},
+    }
+    r = fetch("POST", base + "/graphql", {**FETCH, "X-XSRFToken": xsrf}, json=graphql)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["mlflowGetRun"]["run"]["info"]["runId"] == owned["run"]
+
+    # the cookie alone: from this origin, from another origin of the same site (another
+    # port: the browser sends the cookie), from a form, or with a wrong token
+    cookie_only = (
+        "A request with the hub's login cookie needs the X-XSRFToken header holding the "
+        "_xsrf cookie's value, which MLflow's pages here send: reload the page; other "
+        "clients send a hub API token."
+    )
+    other = {
+        "Sec-Fetch-Mode": "cors",
+        "Sec-Fetch-Site": "same-site",
+        "Origin": "http://127.0.0.1:1",
+    }
+    form = {**NAVIGATE, "Sec-Fetch-Site": "same-site", "Origin": "http://127.0.0.1:1"}
+    create = base + "/api/2.0/mlflow/experiments/create"
+    for method, url, headers in (
+        ("GET", search, FETCH),
+        ("GET", search, other),
+        ("POST", create, {**other, "Content-Type": "text/plain"}),
+        ("POST", create, form),
+        ("GET", search, {**other, "X-XSRFToken": xsrf[:-4] + "AAAA"}),
+    ):
+        r = fetch(method, url, headers, data='{"name": "alice/forged"}')
+        assert r.status_code == 401, (method, headers, r.status_code, r.text)
+        assert r.json() == {"error_code": "UNAUTHENTICATED", "message": cookie_only}
+    r = requests.get(search, headers={"Authorization": f"Bearer {xsrf}"}, timeout=30)
+    assert r.status_code == 401, "the XSRF token is no API token"
+    r = fetch(headers={**FETCH, "X-XSRFToken": xsrf}, params={"max_results": 100})
+    assert "alice/forged" not in {e["name"] for e in r.json()["experiments"]}
+
+    # a fetch without the token is answered, never sent through the hub's OAuth (which
+    # would replace the login and _xsrf cookies under the page's requests in flight)
+    r = fetch(url=base + "/get-artifact", params={"path": "model.txt", "run_uuid": owned["run"]})
+    assert r.status_code == 401, r.headers.get("Location")
+
+    # MLflow's public bundle: fonts and workers load in cors mode from this origin only
+    css = session.get(base + "/", headers=NAVIGATE, timeout=60).text
+    asset = "/" + re.search(r"(static-files/static/css/main\.[0-9a-f]+\.css)", css).group(1)
+    assert fetch(url=base + asset, headers=FONT).status_code == 200
+    r = fetch(url=base + asset, headers={**FONT, "Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 401
+
+
+def test_the_xsrf_script_goes_into_any_page_mlflow_may_send():
+    """gzip or deflate, a nonce for a script policy, no <head>: the page is handled or says why."""
+    import gzip
+    import zlib
+
+    from hub_ext.services.tracking.ui import NotInjectable, with_script
+
+    page = b'<!doctype html><html><HEAD lang="en"><script nonce="r4nd0m" src="m.js"></script>'
+    tag = b'<script src="/services/tracking/shipyard/xsrf.js" nonce="r4nd0m"></script>'
+    expected = page.replace(b'<HEAD lang="en">', b'<HEAD lang="en">' + tag)
+    for encoding, body in (
+        (None, page),
+        ("identity", page),
+        ("gzip", gzip.compress(page)),
+        ("deflate", zlib.compress(page)),
+    ):
+        assert with_script(body, encoding, "/services/tracking/") == expected, encoding
+    for encoding, body in (
+        ("br", page),
+        ("gzip", b"not gzip"),
+        (None, b"<html><body>no head</body></html>"),
+    ):
+        with pytest.raises(NotInjectable):
+            with_script(body, encoding, "/services/tracking/")
 
 
 def test_dot_segments_that_reach_the_gateway_are_refused(tracking):

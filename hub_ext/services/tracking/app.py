@@ -29,6 +29,7 @@ from ... import __version__
 from .gateway import GatewayHandler, MetricsHandler
 from .mlflow_process import MlflowServer, die_with_parent
 from .shares import ShareSync
+from .ui import SCRIPT_PATH, XsrfScriptHandler
 
 
 def _data_dir() -> Path:
@@ -205,6 +206,7 @@ class TrackingService(Application):
             [
                 (prefix + "oauth_callback", HubOAuthCallbackHandler),
                 (prefix + "shipyard/metrics", MetricsHandler),
+                (prefix + SCRIPT_PATH, XsrfScriptHandler),
                 (prefix + "(.*)", GatewayHandler),
             ],
             hub_auth=hub_auth,
@@ -237,6 +239,7 @@ class TrackingService(Application):
         # the handlers find HubOAuth as self.hub_auth through the application settings
         GatewayHandler.hub_auth = app.settings["hub_auth"]
         MetricsHandler.hub_auth = app.settings["hub_auth"]
+        XsrfScriptHandler.hub_auth = app.settings["hub_auth"]
         HubOAuthCallbackHandler.hub_auth = app.settings["hub_auth"]
         url = urlparse(self.service_url)
 

@@ -7,6 +7,9 @@ for browsers), then checked against :mod:`.policies`, then forwarded to MLflow
 with the gateway's secret and the hub user's name. Cookies and credentials of
 the caller never reach MLflow.
 
+A browser's login is the hub's cookie, which JupyterHub accepts on a fetch only with
+its XSRF token in a header; MLflow's page gets a script that sends it (:mod:`.ui`).
+
 Errors are answered in MLflow's own JSON shape (``error_code`` and
 ``message``) so MLflow's clients show them as they show MLflow's.
 """
@@ -25,6 +28,7 @@ from . import audit as audit_trail
 from .mlflow_auth import ADMIN_HEADER, SECRET_HEADER, USER_HEADER
 from .mlflow_process import BOOTSTRAP_ADMIN
 from .policies import Access, decide
+from .ui import NotInjectable, is_ui_page, with_script
 
 #: Not forwarded either way: per-connection headers, and the caller's credentials.
 _HOP = {
@@ -40,6 +44,11 @@ _HOP = {
     "content-length",
 }
 _CALLER_ONLY = {"authorization", "cookie"}
+#: Not forwarded for MLflow's page, which the gateway rewrites: it asks for the whole
+#: page, unencoded (a 304 or a compressed body could not carry the script).
+_PAGE_REQUEST_ONLY = {"accept-encoding", "if-none-match", "if-modified-since", "range"}
+#: Not passed back with the rewritten page: they describe MLflow's bytes, not the gateway's.
+_PAGE_RESPONSE_ONLY = {"content-encoding", "etag", "last-modified", "content-md5"}
 _CREATE_EXPERIMENT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/experiments/create")
 _RENAME_EXPERIMENT = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/experiments/update")
 _CREATE_RUN = re.compile(r"/(?:ajax-)?api/2\.0/mlflow/runs/create")
@@ -106,14 +115,58 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
         self.finish(json.dumps({"error_code": code, "message": message}))
 
     def _is_api_call(self, path: str) -> bool:
-        """A client's API call (answered 401 without a login), not a browser's page view."""
+        """A client's call (answered 401 without a login), not a browser's page view.
+
+        Only a page view goes to the hub's login. A fetch, a script or MLflow's manifest
+        sent there would, while the hub session lasts, come back through the OAuth
+        callback with a new login cookie and a new ``_xsrf`` cookie, and the page's
+        requests in flight would then carry a stale XSRF token and be refused.
+        """
         if self.request.headers.get("Authorization"):
             return True
+        if self.request.headers.get("Sec-Fetch-Mode", "navigate") != "navigate":
+            return True
         return path.lstrip("/").startswith(("api/", "ajax-api/", "graphql", "shipyard/"))
+
+    def check_xsrf_cookie(self) -> None:
+        """JupyterHub's XSRF rule, except for same-origin reads of MLflow's bundle.
+
+        Browsers load fonts and web workers in ``cors`` and ``same-origin`` modes, which
+        cannot carry the token; JupyterHub accepts the login cookie without it only for
+        page views and ``no-cors`` reads. MLflow's ``static-files/`` are the same public
+        files for everyone, so a read of them from this origin (``Sec-Fetch-Site``, which
+        a page cannot set) needs no token; everything else does.
+        """
+        if (
+            self.request.method in ("GET", "HEAD")
+            and self.request.headers.get("Sec-Fetch-Site") == "same-origin"
+            and self.request.path.startswith(self.prefix + "/static-files/")
+        ):
+            return
+        super().check_xsrf_cookie()
+
+    def _refused_for_xsrf(self) -> bool:
+        """Whether the request has the hub login cookie but not the XSRF token it needs."""
+        if not self.get_cookie(self.hub_auth.cookie_name):
+            return False
+        try:
+            self.check_xsrf_cookie()
+        except web.HTTPError:
+            return True
+        return False  # the cookie's login expired: a token is needed as for anyone
 
     # every method is the same forward
     async def get(self, path: str) -> None:
         if self.current_user is None and self._is_api_call(path):
+            if self._refused_for_xsrf():
+                # a page of another origin, or an MLflow page from before the script
+                raise GatewayError(
+                    401,
+                    "UNAUTHENTICATED",
+                    "A request with the hub's login cookie needs the X-XSRFToken header "
+                    "holding the _xsrf cookie's value, which MLflow's pages here send: reload "
+                    "the page; other clients send a hub API token.",
+                )
             raise GatewayError(
                 401,
                 "UNAUTHENTICATED",
@@ -207,11 +260,17 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
             # the request itself still goes through, with the grants the user has
             self.log.warning("Could not apply group shares for %s: %s", user["name"], e)
         body = self._checked_body(path, user)
+        page = is_ui_page(self.request.method, path)
+        dropped = _HOP | _CALLER_ONLY | (_PAGE_REQUEST_ONLY if page else set())
         headers = {
             k: v
             for k, v in self.request.headers.get_all()
-            if k.lower() not in _HOP | _CALLER_ONLY and not k.lower().startswith("x-shipyard-")
+            if k.lower() not in dropped and not k.lower().startswith("x-shipyard-")
         }
+        if page:
+            # a page view (navigation) sets the _xsrf cookie anew when the login changed
+            # since it was set, so the page's script always finds the current token
+            self.xsrf_token  # noqa: B018 - read for its effect
         headers[SECRET_HEADER] = self.settings["gateway_secret"]
         headers[USER_HEADER] = user["name"]
         headers[ADMIN_HEADER] = "1" if user.get("admin") else "0"
@@ -250,13 +309,23 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
             )
         if response.code == 200 and _TAG_WRITE.fullmatch(path):
             self.settings["shares"].invalidate()  # a share may have changed
+        response_body, skipped = response.body, _HOP | {"set-cookie"}
+        if page and response.code == 200:
+            try:
+                response_body = with_script(
+                    response.body, response.headers.get("Content-Encoding"), self.prefix
+                )
+                skipped |= _PAGE_RESPONSE_ONLY
+            except NotInjectable as e:
+                # the page still opens; its data calls will be refused, which says why
+                self.log.error("MLflow's page cannot carry the XSRF script: %s", e)
         self.set_status(response.code, response.reason)
         self.clear_header("Content-Type")
         for key, value in response.headers.get_all():
-            if key.lower() not in _HOP and key.lower() != "set-cookie":
+            if key.lower() not in skipped:
                 self.add_header(key, value)
-        if response.body and self.request.method != "HEAD":
-            self.write(response.body)
+        if response_body and self.request.method != "HEAD":
+            self.write(response_body)
         self.finish()
 
 
