@@ -39,6 +39,7 @@ from hub_ext.slugs import account_name
 
 from .conftest import needs_root
 from .hubtools import REPO, remove_cgroups, wait_for
+from .openapi_checks import assert_references_resolve
 
 pytestmark = [needs_root]
 
@@ -855,3 +856,4 @@ def test_audit_openapi_covers_every_route(world):
         for method in ("get", "post", "put", "patch", "delete"):
             if getattr(handler, method) is not getattr(web.RequestHandler, method):
                 assert method in doc["paths"][path], (path, method)
+    assert_references_resolve(doc)

@@ -37,6 +37,7 @@ from hub_ext.services.secrets.models import check_name
 
 from .conftest import needs_root, postgres_database
 from .hubtools import REPO, wait_for
+from .openapi_checks import assert_references_resolve
 
 #: Tokens of the test's own services (declared in the hub through SHIPYARD_TEST_EXTRA_SERVICES).
 RESOLVER_TOKEN = random.token_hex(24)
@@ -391,6 +392,7 @@ def test_openapi_describes_every_route(api):
         assert path in spec["paths"], path
         assert methods <= set(spec["paths"][path]), (path, methods)
     assert "value" not in spec["components"]["schemas"]["DescribeSecret"]["properties"]
+    assert_references_resolve(spec)
 
 
 def test_set_list_update_delete_never_answer_a_value(api, tokens):

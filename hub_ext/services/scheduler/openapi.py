@@ -28,41 +28,62 @@ from .api import (
     WebhookResponse,
 )
 from .models import (
+    ID_PATTERN,
     CreateRun,
     DescribeJob,
     DescribeNotification,
     DescribeRun,
     ListJobsQuery,
     ListJobsResponse,
+    ListNotificationsQuery,
     ListNotificationsResponse,
     ListRunsQuery,
     ListRunsResponse,
+    LogQuery,
+    OutputQuery,
+    UpcomingQuery,
     UpdateJob,
     UpdateJobResponse,
 )
 
-JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
-RUN_ID = {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}}
-NOTE_ID = {"name": "notification_id", "in": "path", "required": True, "schema": {"type": "string"}}
+def _id(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": ID_PATTERN},
+    }
+
+
+JOB_ID = _id("job_id")
+RUN_ID = _id("run_id")
+NOTE_ID = _id("notification_id")
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """``node`` with pydantic's local ``#/$defs/X`` references replaced by their schemas.
+
+    A query parameter's schema stands alone in the document: a ``$defs`` reference
+    there would point at nothing.
+    """
+    if isinstance(node, dict):
+        ref = node.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {key: _inline(value, defs) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_inline(value, defs) for value in node]
+    return node
 
 
 def _query(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     schema = model.model_json_schema()
+    defs = schema.get("$defs", {})
     return [
-        {"name": name, "in": "query", "required": False, "schema": prop}
+        {"name": name, "in": "query", "required": False, "schema": _inline(prop, defs)}
         for name, prop in schema["properties"].items()
         if name not in skip
     ]
-
-
-def _int_query(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": {"type": "integer", "minimum": 0},
-    }
 
 
 #: (path, method) -> operation; None bodies are empty. ``auth`` False: no hub login.
@@ -119,7 +140,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("api/jobs/{job_id}/upcoming", "get"): {
         "summary": "The next times the job's cron triggers fire.",
-        "params": [JOB_ID, _int_query("count", "How many (1 to 50; 3 by default).")],
+        "params": [JOB_ID, *_query(UpcomingQuery)],
         "response": UpcomingResponse,
     },
     ("api/jobs/{job_id}/runs", "get"): {
@@ -152,27 +173,17 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("api/runs/{run_id}/log", "get"): {
         "summary": "The run's log from a byte offset, and its cell progress (poll for live logs).",
-        "params": [RUN_ID, _int_query("offset", "Byte offset to read from.")],
+        "params": [RUN_ID, *_query(LogQuery)],
         "response": LogChunk,
     },
     ("api/runs/{run_id}/output", "get"): {
         "summary": "Download the run's output notebook (format=ipynb) or its HTML (format=html).",
-        "params": [
-            RUN_ID,
-            {
-                "name": "format",
-                "in": "query",
-                "required": False,
-                "schema": {"type": "string", "enum": ["ipynb", "html"], "default": "ipynb"},
-            },
-        ],
+        "params": [RUN_ID, *_query(OutputQuery)],
         "raw": "application/octet-stream",
     },
     ("api/notifications", "get"): {
         "summary": "Your notifications about your jobs' runs, newest first.",
-        "params": [
-            {"name": "unread", "in": "query", "required": False, "schema": {"type": "boolean"}}
-        ],
+        "query": _query(ListNotificationsQuery),
         "response": ListNotificationsResponse,
     },
     ("api/notifications/{notification_id}", "patch"): {
