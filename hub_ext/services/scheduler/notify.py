@@ -11,7 +11,12 @@ token, the notebook, or its outputs (SECURITY rule 8).
 A webhook URL is the user's, called by the service: addresses on loopback,
 private and link-local networks are refused unless the admin allows them
 (``allow_private_webhooks``), so a job cannot make the service poke the hub's
-own API or a cloud metadata endpoint.
+own API or a cloud metadata endpoint. The check runs when the job is saved
+(:meth:`Notifier.check_webhook_url`: a 400 saying why) and again at each call,
+where the name is resolved once and the request goes to exactly the addresses
+that were checked (:class:`PinnedResolver`), so a DNS answer that changes
+between the check and the connection (DNS rebinding) cannot slip a private
+address in. TLS still verifies the certificate against the URL's host name.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from email.message import EmailMessage
 from urllib.parse import urlsplit
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.netutil import Resolver
 from traitlets import Any, Bool, Float, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
@@ -261,7 +267,7 @@ class Notifier(LoggingConfigurable):
     async def _webhook(self, job: DescribeJob, run: DescribeRun, subject: str, body: str) -> None:
         url = job.notify.webhook_url
         try:
-            await self._check_address(url)
+            addresses = None if self.allow_private_webhooks else await resolve_public(url)
         except ValueError as e:
             NOTIFICATIONS.labels("webhook", "refused").inc()
             self.log.warning("Webhook of job %s not called: %s", job.id, e)
@@ -288,25 +294,76 @@ class Notifier(LoggingConfigurable):
             request_timeout=self.timeout,
             follow_redirects=False,
         )
+        if addresses is None:
+            client = AsyncHTTPClient()
+        else:  # connect to the addresses just checked, never to a second answer of the DNS
+            client = AsyncHTTPClient(force_instance=True, resolver=PinnedResolver(addresses))
         try:
-            await AsyncHTTPClient().fetch(request)
+            await client.fetch(request)
             NOTIFICATIONS.labels("webhook", "sent").inc()
         except (HTTPClientError, OSError) as e:
             NOTIFICATIONS.labels("webhook", "failed").inc()
             self.log.warning("Webhook of job %s answered badly: %s", job.id, e)
+        finally:
+            if addresses is not None:
+                client.close()
 
-    async def _check_address(self, url: str) -> None:
-        if self.allow_private_webhooks:
-            return
-        host = urlsplit(url).hostname or ""
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not address.is_global:
-                raise ValueError(
-                    f"{host} resolves to {address}, which is not a public address "
-                    "(an admin may set Notifier.allow_private_webhooks)"
-                )
+    async def check_webhook_url(self, url: str) -> None:
+        """Raise ValueError saying why the scheduler would not call ``url``; for the API.
+
+        The same rule as at each call (:func:`resolve_public`), so a job whose webhook
+        could never be called is refused when it is saved rather than silently later.
+        """
+        if not self.allow_private_webhooks:
+            await resolve_public(url)
+
+
+async def resolve_public(url: str) -> list[tuple[int, tuple]]:
+    """Resolve ``url``'s host once; return its addresses, or raise ValueError saying why not.
+
+    Every address must be public (``is_global``): one private answer among public ones
+    refuses the URL, since a client may connect to any of them.
+
+    Returns
+    -------
+    list of (family, sockaddr)
+        What :class:`PinnedResolver` connects to.
+    """
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, 0, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise ValueError(
+            f"the host {host!r} does not resolve from the scheduler's machine: check the name"
+        ) from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        if not address.is_global:
+            raise ValueError(
+                f"{host} resolves to {address}, which is not a public address "
+                "(an admin may set Notifier.allow_private_webhooks)"
+            )
+    return [(info[0], info[4]) for info in infos]
+
+
+class PinnedResolver(Resolver):
+    """A tornado resolver that answers every name with addresses resolved and checked before.
+
+    Parameters
+    ----------
+    addresses : list of (family, sockaddr)
+        From :func:`resolve_public`; the port in each is replaced by the request's.
+    """
+
+    def initialize(self, addresses: list[tuple[int, tuple]]) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int, family: int = socket.AF_UNSPEC):
+        return [
+            (fam, (sockaddr[0], port, *sockaddr[2:]))
+            for fam, sockaddr in self.addresses
+            if family in (socket.AF_UNSPEC, fam)
+        ]
 
 
 def chat_fields(subject: str, body: str, link: str = "") -> dict:
