@@ -13,6 +13,23 @@ starts, into a cgroup of its own:
   ``RLIMIT_AS`` caps each process's address space, not the server's total, and
   CPU is not limited at all. The hub log says so.
 
+Devices are filtered too, where the kernel allows it: a cgroup may open only
+the standard device nodes every process needs (:data:`STANDARD_DEVICES`) and
+the nodes of the GPUs assigned to it, with the NVIDIA driver's shared control
+nodes (:data:`NVIDIA_CONTROL`). ``CUDA_VISIBLE_DEVICES`` alone is advice a
+process may reset; the filter is what keeps one user's process off another's
+GPU. **cgroup v1 only** (the ``devices`` controller, ``devices.deny`` then
+``devices.allow``): cgroup v2 has no device files, only BPF programs of type
+``BPF_PROG_TYPE_CGROUP_DEVICE`` attached with bpf(2), which Shipyard does not
+load yet; on v2 the hub log says that GPUs are assigned but not isolated.
+Filesystems under ``/dev`` (``/dev/shm``, ``/dev/mqueue``) are not device
+nodes and are not affected.
+
+Where systemd is PID 1, only systemd may write the root cgroup: Shipyard's
+cgroups then go under the cgroup of the unit it runs in, which must be a
+service with ``Delegate=yes`` (:func:`systemd_base`; docs/profiles.md shows the
+unit). Without systemd (containers, CI) they stay at the root, as before.
+
 The process joins its cgroup between fork and exec (:meth:`CgroupDriver.preexec`),
 before it drops privileges, so no code of the user's ever runs outside it.
 Removing a cgroup first kills whatever is still inside (kernels that outlived
@@ -29,17 +46,40 @@ import logging
 import os
 import resource
 import signal
+import stat
+import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .gpus import device_node
+
 log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: CFS period used for CPU quotas (the kernel's default, 100 ms).
 CPU_PERIOD_US = 100_000
+
+#: Device nodes every process may open: the list container runtimes allow by
+#: default (runc's ``AllowedDevices``), less what a notebook has no use for.
+#: Each is looked up by its major:minor number when a cgroup is created.
+STANDARD_DEVICES = (
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+)
+#: Pseudo-terminal slaves (``/dev/pts/N``, terminals and ``pty`` users): majors
+#: 136 to 143, any minor (Linux's Documentation/admin-guide/devices.txt).
+PTS_RULES = tuple(f"c {major}:* rwm" for major in range(136, 144))
+#: The NVIDIA driver's nodes every CUDA process opens besides its GPUs'
+#: ``/dev/nvidia<minor>``; allowed only to a cgroup that has a GPU.
+NVIDIA_CONTROL = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset")
 
 
 @dataclass(frozen=True)
@@ -50,6 +90,64 @@ class Limits:
     cpu_guarantee: float | None = None
     mem_limit: int | None = None
     mem_guarantee: int | None = None
+    #: indices of the GPUs the cgroup may open (as in ``CUDA_VISIBLE_DEVICES``);
+    #: none by default: where the driver filters devices, no other GPU is reachable
+    gpus: tuple[str, ...] = ()
+
+
+def device_rule(path: str | Path) -> str | None:
+    """The devices-controller rule that allows the node at ``path`` (None: no such node).
+
+    Parameters
+    ----------
+    path : str or Path
+        A character or block device node (symlinks are followed: ``/dev/ptmx``).
+
+    Returns
+    -------
+    str or None
+        ``"c 1:3 rwm"`` for ``/dev/null``.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if stat.S_ISCHR(st.st_mode):
+        kind = "c"
+    elif stat.S_ISBLK(st.st_mode):
+        kind = "b"
+    else:
+        return None
+    return f"{kind} {os.major(st.st_rdev)}:{os.minor(st.st_rdev)} rwm"
+
+
+def device_rules(
+    gpus: tuple[str, ...] | list[str],
+    standard: tuple[str, ...] = STANDARD_DEVICES,
+    dev: Path = Path("/dev"),
+) -> list[str]:
+    """Every device a cgroup with ``gpus`` may open, as devices-controller rules.
+
+    Parameters
+    ----------
+    gpus : sequence of str
+        GPU indices (:func:`hub_ext.gpus.device_node` finds their nodes).
+    standard : tuple of str
+        The nodes every process may open.
+    dev : Path
+        Where the GPUs' nodes are (a folder of test nodes in tests).
+
+    Returns
+    -------
+    list of str
+        Nodes that do not exist on this machine are left out.
+    """
+    paths = [*standard]
+    if gpus:
+        paths += [str(device_node(index, dev)) for index in gpus]
+        paths += [str(dev / name) for name in NVIDIA_CONTROL]
+    rules = [rule for rule in map(device_rule, paths) if rule is not None]
+    return rules + list(PTS_RULES)
 
 
 class CgroupDriver(ABC):
@@ -59,15 +157,46 @@ class CgroupDriver(ABC):
     kind: str = ""
     #: False for the rlimit fallback, which only approximates limits
     enforces_total: bool = True
+    #: whether only the standard devices and the cgroup's own GPUs can be opened
+    filters_devices: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if not cls.kind:
             raise TypeError(f"{cls.__name__} must set `kind`")
 
-    def __init__(self, parent: str = "shipyard", root: Path = CGROUP_ROOT):
+    def __init__(
+        self,
+        parent: str = "shipyard",
+        root: Path = CGROUP_ROOT,
+        *,
+        base: str = "",
+        standard_devices: tuple[str, ...] = STANDARD_DEVICES,
+        dev: Path = Path("/dev"),
+    ):
         self.parent = parent
         self.root = Path(root)
+        #: the delegated cgroup Shipyard's own go under ("" for the root; see systemd_base)
+        self.base = base.strip("/")
+        self.standard_devices = standard_devices
+        self.dev = Path(dev)
+        self._warned_devices = False
+
+    def _top(self, hierarchy: Path) -> Path:
+        """The parent cgroup's directory in ``hierarchy``."""
+        return hierarchy / self.base / self.parent if self.base else hierarchy / self.parent
+
+    def _warn_unfiltered(self, limits: Limits) -> None:
+        """Say once that this driver leaves GPUs reachable, on a machine that has some."""
+        if self.filters_devices or self._warned_devices:
+            return
+        if limits.gpus or (self.dev / "nvidiactl").exists():
+            self._warned_devices = True
+            log.warning(
+                "The %s driver cannot filter devices: GPUs are assigned by "
+                "CUDA_VISIBLE_DEVICES only, and a process that resets it can open every GPU.",
+                self.kind,
+            )
 
     @classmethod
     @abstractmethod
@@ -86,6 +215,7 @@ class CgroupDriver(ABC):
         """Create (or reset) cgroup ``name`` with ``limits``."""
         for directory in self.directories(name):
             directory.mkdir(parents=True, exist_ok=True)
+        self._warn_unfiltered(limits)
         self._write_limits(name, limits)
 
     def preexec(self, name: str) -> Callable[[], None]:
@@ -192,18 +322,34 @@ class CgroupV2(CgroupDriver):
         return {"memory", "cpu"} <= set(controllers) and os.access(root, os.W_OK)
 
     def directories(self, name: str) -> list[Path]:
-        return [self.root / self.parent / name]
+        return [self._top(self.root) / name]
 
     def create(self, name: str, limits: Limits) -> None:
         # Controllers must be enabled in every ancestor's subtree_control
-        # before a child cgroup gets their interface files.
-        parent = self.root / self.parent
+        # before a child cgroup gets their interface files: from the top of
+        # what is Shipyard's (the root, or the delegated unit's cgroup, whose
+        # ancestors systemd manages) down to the parent.
+        top = self.root / self.base if self.base else self.root
+        parent = self._top(self.root)
         parent.mkdir(exist_ok=True)
-        for directory in (self.root, parent):
+        for directory in (top, parent):
             enabled = (directory / "cgroup.subtree_control").read_text().split()
             missing = [c for c in ("memory", "cpu") if c not in enabled]
-            if missing:
+            if not missing:
+                continue
+            try:
                 _write(directory / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
+            except OSError as e:
+                if e.errno != errno.EBUSY or directory != top or not self.base:
+                    raise
+                # cgroup v2's "no internal processes" rule: the unit's own
+                # processes must live in a child cgroup, not in the unit's
+                raise OSError(
+                    e.errno,
+                    f"Cannot enable the memory and cpu controllers in {top}: Shipyard's "
+                    "own processes run in it. Add DelegateSubgroup=supervisor to the "
+                    "unit (systemd 254 or later; see docs/profiles.md).",
+                ) from None
         super().create(name, limits)
 
     def _write_limits(self, name: str, limits: Limits) -> None:
@@ -238,11 +384,20 @@ class CgroupV1(CgroupDriver):
             for c in ("memory", "cpu")
         )
 
+    def __init__(self, parent: str = "shipyard", root: Path = CGROUP_ROOT, **kwargs):
+        super().__init__(parent, root, **kwargs)
+        devices = self.root / "devices"
+        # optional: limits work without it, the warning says GPUs are not isolated
+        self.filters_devices = (devices / "devices.allow").exists() and os.access(devices, os.W_OK)
+
     def directories(self, name: str) -> list[Path]:
-        return [self.root / "memory" / self.parent / name, self.root / "cpu" / self.parent / name]
+        hierarchies = ["memory", "cpu", "devices"] if self.filters_devices else ["memory", "cpu"]
+        return [self._top(self.root / h) / name for h in hierarchies]
 
     def _write_limits(self, name: str, limits: Limits) -> None:
-        memory, cpu = self.directories(name)
+        memory, cpu = self.directories(name)[:2]
+        if self.filters_devices:
+            self._write_devices(self.directories(name)[2], limits)
         swap = memory / "memory.memsw.limit_in_bytes"
         if swap.exists():
             # The kernel refuses a memory limit above the memory+swap limit
@@ -265,6 +420,17 @@ class CgroupV1(CgroupDriver):
         _write(cpu / "cpu.cfs_quota_us", quota)
         _write(cpu / "cpu.shares", max(2, int((limits.cpu_guarantee or 1) * 1024)))
 
+    def _write_devices(self, directory: Path, limits: Limits) -> None:
+        """Deny every device, then allow the standard nodes and the cgroup's GPUs.
+
+        ``a`` in ``devices.deny`` empties the allow list and makes deny the
+        default (the kernel accepts it only in a cgroup without children, which
+        a fresh one is); each ``devices.allow`` write then adds one rule.
+        """
+        _write(directory / "devices.deny", "a")
+        for rule in device_rules(limits.gpus, self.standard_devices, self.dev):
+            _write(directory / "devices.allow", rule)
+
 
 class RlimitFallback(CgroupDriver):
     """No writable cgroup: cap each process's address space. Not a real limit."""
@@ -272,8 +438,8 @@ class RlimitFallback(CgroupDriver):
     kind = "rlimit"
     enforces_total = False
 
-    def __init__(self, parent: str = "shipyard", root: Path = CGROUP_ROOT):
-        super().__init__(parent, root)
+    def __init__(self, parent: str = "shipyard", root: Path = CGROUP_ROOT, **kwargs):
+        super().__init__(parent, root, **kwargs)
         self._limits: dict[str, Limits] = {}
 
     @classmethod
@@ -284,6 +450,7 @@ class RlimitFallback(CgroupDriver):
         return []
 
     def create(self, name: str, limits: Limits) -> None:
+        self._warn_unfiltered(limits)
         self._limits[name] = limits
 
     def _write_limits(self, name: str, limits: Limits) -> None:  # pragma: no cover - unused
@@ -309,12 +476,178 @@ DRIVERS: dict[str, type[CgroupDriver]] = {
 }
 
 
-def detect_driver(parent: str = "shipyard", root: Path = CGROUP_ROOT) -> CgroupDriver:
+def detect_driver(parent: str = "shipyard", root: Path = CGROUP_ROOT, **kwargs) -> CgroupDriver:
     """The best driver this host allows: cgroup v2, then v1, then rlimits."""
     for cls in (CgroupV2, CgroupV1):
         if cls.available(root):
-            return cls(parent, root)
-    return RlimitFallback(parent, root)
+            return cls(parent, root, **kwargs)
+    return RlimitFallback(parent, root, **kwargs)
+
+
+# ------------------------------------------------------------ systemd
+
+
+class CgroupPlacementError(RuntimeError):
+    """Shipyard's cgroups have no place it may write; the message says what to fix."""
+
+
+def systemd_is_init(proc_root: Path = Path("/proc"), run_root: Path = Path("/run")) -> bool:
+    """Whether systemd manages this machine's cgroups (as ``sd_booted()`` decides, plus PID 1).
+
+    Parameters
+    ----------
+    proc_root, run_root : Path
+        Where ``/proc`` and ``/run`` are (fake ones in tests).
+
+    Returns
+    -------
+    bool
+        True when PID 1 is systemd and ``/run/systemd/system`` exists. A
+        container whose PID 1 is something else (CI) is not managed by systemd
+        even if its image carries /run/systemd.
+    """
+    try:
+        init = (Path(proc_root) / "1" / "comm").read_text().strip()
+    except OSError:
+        return False
+    return init == "systemd" and (Path(run_root) / "systemd" / "system").is_dir()
+
+
+def unit_cgroup(proc_cgroup: str, kind: str) -> str | None:
+    """The cgroup of the systemd unit a process runs in, from its ``/proc/<pid>/cgroup``.
+
+    Parameters
+    ----------
+    proc_cgroup : str
+        The text of ``/proc/<pid>/cgroup``.
+    kind : str
+        ``cgroup2`` (the unified line, ``0::``) or ``cgroup1`` (the memory
+        hierarchy's line, else systemd's own ``name=systemd``).
+
+    Returns
+    -------
+    str or None
+        ``system.slice/shipyard.service`` also for a process in one of the
+        unit's own sub-cgroups (``.../shipyard.service/supervisor``); None when
+        the process is in no service or scope.
+    """
+    paths: dict[str, str] = {}
+    for line in proc_cgroup.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(",") if controllers else [""]:
+            paths[controller] = path
+    if kind == "cgroup2":
+        path = paths.get("")
+    else:
+        path = paths.get("memory") or paths.get("name=systemd")
+    parts = [p for p in (path or "").split("/") if p]
+    for i in range(len(parts), 0, -1):
+        if parts[i - 1].endswith((".service", ".scope")):
+            return "/".join(parts[:i])
+    return None
+
+
+def unit_delegates(unit: str) -> bool | None:
+    """Whether systemd delegates ``unit``'s cgroup (``Delegate=yes``); None when unknown."""
+    try:
+        out = subprocess.run(  # noqa: S603 - fixed argv, a unit name systemd gave
+            ["systemctl", "show", "--property=Delegate", "--value", unit],  # noqa: S607
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode:
+        return None
+    return out.stdout.strip() == "yes"
+
+
+def systemd_base(
+    kind: str,
+    proc_root: Path = Path("/proc"),
+    run_root: Path = Path("/run"),
+    delegates: Callable[[str], bool | None] = unit_delegates,
+) -> str:
+    """Where Shipyard's cgroups go, relative to the hierarchy's root: "" for the root itself.
+
+    Without systemd (containers, CI), the root, as always. With systemd as
+    PID 1 only systemd may write the root cgroup: the cgroup of the service
+    Shipyard runs in, which systemd leaves to it when the unit says
+    ``Delegate=yes`` (as JupyterHub's systemdspawner and TLJH's units do).
+    Rejected: a ``shipyard.slice`` of Shipyard's own (systemd does not
+    delegate slices, so writing under one is writing systemd's tree again), and
+    one transient unit per server (``systemd-run``), which would make
+    Shipyard's process supervision, cleanup and restart recovery depend on
+    systemd's D-Bus API and differ between hosts with and without systemd.
+
+    Parameters
+    ----------
+    kind : str
+        The driver's kind (``cgroup2``, ``cgroup1``).
+    proc_root, run_root : Path
+        Where ``/proc`` and ``/run`` are (fake ones in tests).
+    delegates : callable
+        Tells whether a unit has ``Delegate=yes`` (:func:`unit_delegates`).
+
+    Returns
+    -------
+    str
+        ``system.slice/shipyard.service`` for a hub run by that service.
+
+    Raises
+    ------
+    CgroupPlacementError
+        Under systemd, in no service or scope of its own (cannot happen to a
+        process systemd started); the message says how to run Shipyard.
+    """
+    if not systemd_is_init(proc_root, run_root):
+        return ""
+    try:
+        text = (Path(proc_root) / "self" / "cgroup").read_text()
+    except OSError as e:
+        raise CgroupPlacementError(f"Cannot read this process's cgroup: {e}") from None
+    unit = unit_cgroup(text, kind)
+    if unit is None:
+        raise CgroupPlacementError(
+            "systemd manages this machine's cgroups but Shipyard runs in no unit of its "
+            "own: run it as a service with Delegate=yes (docs/profiles.md)."
+        )
+    if delegates(unit.rsplit("/", 1)[-1]) is False:
+        log.warning(
+            "Shipyard's cgroups go under %s, whose unit has no Delegate=yes: systemd may "
+            "move or reset them. Run Shipyard as a service with Delegate=yes "
+            "(docs/profiles.md).",
+            unit,
+        )
+    return unit
+
+
+def make_driver(
+    choice: str = "auto",
+    parent: str = "shipyard",
+    root: Path = CGROUP_ROOT,
+    proc_root: Path = Path("/proc"),
+    run_root: Path = Path("/run"),
+) -> CgroupDriver:
+    """The driver ``choice`` names (``auto``: :func:`detect_driver`), placed where systemd allows.
+
+    Parameters
+    ----------
+    choice : str
+        ``auto`` or a name of :data:`DRIVERS`.
+    parent : str
+        The cgroup under which every process gets its own.
+    root, proc_root, run_root : Path
+        Where the cgroup hierarchies, ``/proc`` and ``/run`` are.
+
+    Returns
+    -------
+    CgroupDriver
+    """
+    cls = type(detect_driver(parent, root)) if choice == "auto" else DRIVERS[choice]
+    base = "" if cls is RlimitFallback else systemd_base(cls.kind, proc_root, run_root)
+    return cls(parent, root, base=base)
 
 
 # ------------------------------------------------------------ introspection

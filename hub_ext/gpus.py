@@ -2,16 +2,21 @@
 
 A server whose profile asks for N GPUs gets N free device indices in
 ``CUDA_VISIBLE_DEVICES``; a server whose profile asks for none gets an empty
-``CUDA_VISIBLE_DEVICES`` so it cannot reach the GPUs at all. Assignments are
+``CUDA_VISIBLE_DEVICES``. That variable is only advice a process may reset:
+the kernel enforces the assignment, through the cgroup's device filter, which
+lets a process open only its own GPUs' device nodes (:func:`device_node`,
+:mod:`hub_ext.cgroups`). Assignments are
 kept in the spawner's state, so a hub restart re-registers the GPUs of servers
 that are still running instead of handing them out twice.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import threading
+from pathlib import Path
 
 
 def detect_gpus() -> list[str]:
@@ -31,6 +36,71 @@ def detect_gpus() -> list[str]:
     if out.returncode != 0:
         return []
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+def _bus_dir(bus_id: str) -> str:
+    """``00000000:3B:00.0`` (nvidia-smi) as ``0000:3b:00.0`` (/proc/driver/nvidia/gpus)."""
+    domain, _, rest = bus_id.strip().partition(":")
+    return f"{domain[-4:]}:{rest}".lower()
+
+
+def parse_minor_numbers(smi_csv: str, proc_root: Path = Path("/proc")) -> dict[str, int]:
+    """The device minor number (``/dev/nvidia<minor>``) of each GPU index.
+
+    The index ``CUDA_VISIBLE_DEVICES`` takes need not be the number of the GPU's
+    device node: the driver numbers nodes in its own probe order. The driver
+    writes each GPU's node number ("Device Minor") under its PCI address in
+    ``/proc/driver/nvidia/gpus/<address>/information``; nvidia-smi gives the
+    address of each index.
+
+    Parameters
+    ----------
+    smi_csv : str
+        ``nvidia-smi --query-gpu=index,pci.bus_id --format=csv,noheader``.
+    proc_root : Path
+        Where ``/proc`` is (a fake one in tests).
+
+    Returns
+    -------
+    dict of str to int
+        Only the indices whose node number the driver tells.
+    """
+    minors = {}
+    for line in smi_csv.splitlines():
+        index, _, bus_id = (part.strip() for part in line.partition(","))
+        info = proc_root / "driver" / "nvidia" / "gpus" / _bus_dir(bus_id) / "information"
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        for entry in text.splitlines():
+            key, _, value = entry.partition(":")
+            if key.strip() == "Device Minor" and value.strip().isdigit():
+                minors[index] = int(value)
+    return minors
+
+
+@functools.cache
+def minor_numbers() -> dict[str, int]:
+    """:func:`parse_minor_numbers` for this machine (asked once: GPUs do not come and go)."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return {}
+    try:
+        out = subprocess.run(  # noqa: S603 - fixed argv
+            [smi, "--query-gpu=index,pci.bus_id", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return parse_minor_numbers(out.stdout) if out.returncode == 0 else {}
+
+
+def device_node(index: str, dev: Path = Path("/dev")) -> Path:
+    """The device node of GPU ``index``: ``/dev/nvidia<minor>``, the index where unknown."""
+    return dev / f"nvidia{minor_numbers().get(index, index)}"
 
 
 class GpuUnavailable(Exception):

@@ -10,8 +10,9 @@ security rules apply to it whatever it is:
 - it runs as the owner's system account, named and created exactly as
   LocalProfileSpawner does (:func:`owner_account`), never as root
   (SECURITY rule 5);
-- it joins a cgroup of its own with the profile's CPU and memory limits
-  between fork and exec, while still root, and only then switches to the
+- it joins a cgroup of its own with the profile's CPU and memory limits,
+  and a device filter that lets it open only its own GPUs, between fork and
+  exec, while still root, and only then switches to the
   account (groups, then gid, then uid, by JupyterHub's ``set_user_setuid``),
   so no code of the user's ever runs outside its limits (SECURITY rule 6);
 - it dies with the service, even by ``kill -9`` (``PR_SET_PDEATHSIG``, set
@@ -46,7 +47,7 @@ import psutil
 
 from hub_ext import slugs
 from hub_ext.accounts import USER_UMASK, AccountError, ensure_account
-from hub_ext.cgroups import DRIVERS, CgroupDriver, Limits, detect_driver
+from hub_ext.cgroups import CgroupDriver, Limits, make_driver
 from hub_ext.environments import BuiltEnvironment, find_built
 from hub_ext.profiles import Profile
 
@@ -83,7 +84,9 @@ def open_driver(choice: str, parent: str, log: logging.Logger, unenforced: str) 
     ----------
     choice : str
         ``auto`` (as LocalProfileSpawner picks: cgroup v2, then v1, then
-        rlimits) or a name of :data:`hub_ext.cgroups.DRIVERS`.
+        rlimits) or a name of :data:`hub_ext.cgroups.DRIVERS`. Placed under
+        the delegated unit where systemd is PID 1
+        (:func:`hub_ext.cgroups.make_driver`).
     parent : str
         The cgroup under which every process of the service gets its own.
     log : logging.Logger
@@ -95,21 +98,20 @@ def open_driver(choice: str, parent: str, log: logging.Logger, unenforced: str) 
     -------
     CgroupDriver
     """
-    if choice == "auto":
-        driver = detect_driver(parent)
-    else:
-        driver = DRIVERS[choice](parent)
+    driver = make_driver(choice, parent)
     if not driver.enforces_total:
         log.warning(unenforced)
     return driver
 
 
-def profile_limits(profile: Profile) -> Limits:
-    """The CPU and memory limits and guarantees of ``profile``, for a cgroup.
+def profile_limits(profile: Profile, gpus: Sequence[str] = ()) -> Limits:
+    """The CPU and memory limits and guarantees of ``profile``, and the GPUs, for a cgroup.
 
     Parameters
     ----------
     profile : Profile
+    gpus : sequence of str
+        The GPUs assigned to the process: the only ones its cgroup may open.
 
     Returns
     -------
@@ -120,11 +122,16 @@ def profile_limits(profile: Profile) -> Limits:
         cpu_guarantee=profile.cpu_guarantee_cores,
         mem_limit=profile.mem_limit_bytes,
         mem_guarantee=profile.mem_guarantee_bytes,
+        gpus=tuple(gpus),
     )
 
 
 async def make_cgroup(
-    driver: CgroupDriver, name: str, profile: Profile, cleanup_timeout: float
+    driver: CgroupDriver,
+    name: str,
+    profile: Profile,
+    cleanup_timeout: float,
+    gpus: Sequence[str] = (),
 ) -> None:
     """Create cgroup ``name`` with the profile's limits, removing one left under that name.
 
@@ -140,6 +147,8 @@ async def make_cgroup(
         Whose limits the cgroup gets.
     cleanup_timeout : float
         Seconds to wait for the processes of a left cgroup to die.
+    gpus : sequence of str
+        The GPUs assigned to the process; none by default, so it can open no GPU.
 
     Raises
     ------
@@ -148,7 +157,7 @@ async def make_cgroup(
     """
     if driver.exists(name):
         await asyncio.to_thread(driver.remove, name, cleanup_timeout)
-    await asyncio.to_thread(driver.create, name, profile_limits(profile))
+    await asyncio.to_thread(driver.create, name, profile_limits(profile, gpus))
 
 
 def kill_cgroup(driver: CgroupDriver, name: str, timeout: float) -> None:

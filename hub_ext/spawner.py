@@ -34,7 +34,7 @@ from traitlets.config import Configurable
 from . import instance, slugs
 from .accounts import USER_UMASK, AccountError, ensure_account, make_home_private
 from .audit import spawner as audit_spawner
-from .cgroups import DRIVERS, CgroupDriver, Limits, detect_driver
+from .cgroups import DRIVERS, CgroupDriver, Limits, make_driver
 from .environments import BuiltEnvironment, default_envs_dir, find_built, find_built_at
 from .gpus import GpuAllocator, GpuUnavailable, detect_gpus
 from .profiles import Profile, ProfileChoiceError, ProfilesConfig, ProfileStore, Quota
@@ -640,10 +640,8 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     def driver(self) -> CgroupDriver:
         key = (self.cgroup_driver, self.cgroup_parent)
         if key not in self._drivers:
-            if self.cgroup_driver == "auto":
-                driver = detect_driver(self.cgroup_parent)
-            else:
-                driver = DRIVERS[self.cgroup_driver](self.cgroup_parent)
+            # under the delegated unit where systemd is PID 1 (hub_ext.cgroups.systemd_base)
+            driver = make_driver(self.cgroup_driver, self.cgroup_parent)
             if not driver.enforces_total and not LocalProfileSpawner._warned_rlimit:
                 LocalProfileSpawner._warned_rlimit = True
                 self.log.warning(
@@ -699,6 +697,8 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             cpu_guarantee=profile.cpu_guarantee_cores,
             mem_limit=profile.mem_limit_bytes,
             mem_guarantee=profile.mem_guarantee_bytes,
+            # the kernel, not CUDA_VISIBLE_DEVICES, keeps the server off other GPUs
+            gpus=tuple(self.gpus),
         )
         driver = self.driver
         try:

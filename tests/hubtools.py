@@ -35,6 +35,9 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 HUB_CONFIG = REPO / "tests" / "hub_config.py"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: Where Shipyard's cgroups can be: the v1 hierarchies it writes (devices: the
+#: GPU filter) and the v2 root.
+HIERARCHIES = tuple(CGROUP_ROOT / h for h in ("memory", "cpu", "devices")) + (CGROUP_ROOT,)
 
 
 #: Ports this process handed out already: never twice.
@@ -353,7 +356,7 @@ def processes_of(uid: int) -> list[int]:
 def cgroup_dirs(parent: str) -> list[Path]:
     """Every cgroup directory under ``parent`` (v1 controllers and v2)."""
     found = []
-    for base in (CGROUP_ROOT / "memory", CGROUP_ROOT / "cpu", CGROUP_ROOT):
+    for base in HIERARCHIES:
         directory = base / parent
         if directory.is_dir():
             found.extend(p for p in directory.iterdir() if p.is_dir())
@@ -420,7 +423,7 @@ def remove_empty_cgroups(pattern: str = "shipyard-test*") -> None:
     What an interrupted run left, once its accounts' processes are gone; a cgroup with a
     process in it (another test session's, running now) is left alone.
     """
-    for base in (CGROUP_ROOT / "memory", CGROUP_ROOT / "cpu", CGROUP_ROOT):
+    for base in HIERARCHIES:
         for parent in base.glob(pattern) if base.is_dir() else []:
             for child in [p for p in parent.iterdir() if p.is_dir()] + [parent]:
                 try:
@@ -436,7 +439,7 @@ def remove_cgroups(parent: str) -> None:
     driver = detect_driver(parent)
     for directory in cgroup_dirs(parent):
         driver.remove(directory.name)
-    for base in (CGROUP_ROOT / "memory", CGROUP_ROOT / "cpu", CGROUP_ROOT):
+    for base in HIERARCHIES:
         try:
             (base / parent).rmdir()
         except OSError:

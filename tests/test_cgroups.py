@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import uuid
@@ -12,13 +13,21 @@ import pytest
 from hub_ext.cgroups import (
     CGROUP_ROOT,
     CgroupDriver,
+    CgroupPlacementError,
     CgroupV1,
     CgroupV2,
     Limits,
     RlimitFallback,
     describe_process,
     detect_driver,
+    device_rule,
+    device_rules,
+    make_driver,
+    systemd_base,
+    systemd_is_init,
+    unit_cgroup,
 )
+from hub_ext.gpus import parse_minor_numbers
 
 MiB = 2**20
 GiB = 2**30
@@ -259,7 +268,7 @@ def v1_driver():
     try:
         yield driver
     finally:
-        for hierarchy in ("memory", "cpu"):
+        for hierarchy in ("memory", "cpu", "devices"):
             top = CGROUP_ROOT / hierarchy / parent
             if not top.exists():
                 continue
@@ -270,7 +279,7 @@ def v1_driver():
 
 
 def v1_files(driver: CgroupV1, name: str) -> dict[str, str]:
-    memory, cpu = driver.directories(name)
+    memory, cpu = driver.directories(name)[:2]
     names = ["memory.limit_in_bytes", "memory.soft_limit_in_bytes", "memory.memsw.limit_in_bytes"]
     files = {n: (memory / n).read_text().strip() for n in names if (memory / n).exists()}
     for n in ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.shares"):
@@ -332,7 +341,7 @@ def test_v1_confines_a_process_and_removes_it(v1_driver):
         driver.remove("alice")
         assert proc.wait(timeout=5) == -9
         assert not driver.exists("alice")
-        assert [d.exists() for d in driver.directories("alice")] == [False, False]
+        assert not any(d.exists() for d in driver.directories("alice"))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -441,7 +450,7 @@ def test_rlimit_preexec_runs_in_the_child_only():
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write cgroups")
 def test_remove_parent_only_when_nothing_is_left_in_it(v1_driver):
     """A stopped Shipyard leaves no empty parent cgroup; one still in use stays."""
-    parent = [CGROUP_ROOT / c / v1_driver.parent for c in ("memory", "cpu")]
+    parent = [d.parent for d in v1_driver.directories("kept")]
     v1_driver.create("kept", Limits(mem_limit=256 * MiB))
     assert not v1_driver.remove_parent(), "a parent with a cgroup in it stays"
     assert all(p.is_dir() for p in parent)
@@ -450,3 +459,307 @@ def test_remove_parent_only_when_nothing_is_left_in_it(v1_driver):
     assert not any(p.exists() for p in parent)
     assert v1_driver.remove_parent(), "no parent at all is fine too"
     assert RlimitFallback("x").remove_parent(), "nothing to remove without cgroups"
+
+
+# ------------------------------------------------------------ device filter (#14, point 9)
+
+#: Opens each path given and prints "path ok" or "path <errno>".
+OPEN_EACH = (
+    "import sys\n"
+    "for p in sys.argv[1:]:\n"
+    "    try:\n"
+    "        open(p, 'rb').close()\n"
+    "        print(p, 'ok')\n"
+    "    except OSError as e:\n"
+    "        print(p, e.errno)\n"
+)
+
+
+def opened_in(driver: CgroupDriver, name: str, *paths) -> dict[str, str]:
+    """What a child process in cgroup ``name`` gets when it opens each of ``paths``."""
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", OPEN_EACH, *map(str, paths)],
+        preexec_fn=driver.preexec(name),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(line.rsplit(" ", 1) for line in out.splitlines())
+
+
+@pytest.fixture
+def devices_driver():
+    """A real v1 driver whose cgroups may open only /dev/null besides their GPUs."""
+    if not CgroupV1.available() or not (CGROUP_ROOT / "devices" / "devices.allow").exists():
+        pytest.skip("no writable cgroup v1 memory, cpu and devices hierarchies on this host")
+    parent = f"shipyard-unit-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    driver = CgroupV1(parent, standard_devices=("/dev/null",))
+    try:
+        yield driver
+    finally:
+        for directory in {d.parent for d in driver.directories("x")}:
+            for child in directory.iterdir() if directory.exists() else []:
+                if child.is_dir():
+                    driver.remove(child.name, timeout=5)
+        driver.remove_parent()
+
+
+EPERM = str(1)
+
+
+@pytest.mark.root
+@pytest.mark.ci_may_skip("the host's cgroup layout decides whether v1 devices is there")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write cgroups")
+def test_v1_device_filter_allows_null_and_refuses_zero(devices_driver):
+    """The kernel, not an environment variable, decides which nodes a process opens."""
+    driver = devices_driver
+    assert driver.filters_devices
+    driver.create("alice", Limits(mem_limit=256 * MiB))
+    # outside the cgroup, both open; inside, only the allowed one
+    assert opened_in(RlimitFallback("sy"), "nobody", "/dev/null", "/dev/zero") == {
+        "/dev/null": "ok",
+        "/dev/zero": "ok",
+    }
+    assert opened_in(driver, "alice", "/dev/null", "/dev/zero") == {
+        "/dev/null": "ok",
+        "/dev/zero": EPERM,
+    }
+    devices = driver.directories("alice")[2]
+    assert devices == CGROUP_ROOT / "devices" / driver.parent / "alice"
+    listed = (devices / "devices.list").read_text().splitlines()
+    assert listed == ["c 1:3 rwm", *(f"c {major}:* rwm" for major in range(136, 144))]
+
+
+@pytest.fixture
+def fake_gpu_nodes(tmp_path):
+    """A /dev with GPU nodes that are really /dev/zero (1:5) and /dev/full (1:7)."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name, minor in (("nvidia0", 5), ("nvidia1", 7), ("nvidiactl", 9)):
+        os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(1, minor))
+    return dev
+
+
+@pytest.mark.root
+@pytest.mark.ci_may_skip("the host's cgroup layout decides whether v1 devices is there")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write cgroups and device nodes")
+def test_v1_device_filter_opens_only_the_cgroups_own_gpu(devices_driver, fake_gpu_nodes):
+    """Two users, one GPU each: neither can open the other's, whatever CUDA_VISIBLE_DEVICES says."""
+    dev = fake_gpu_nodes
+    driver = CgroupV1(devices_driver.parent, standard_devices=("/dev/null",), dev=dev)
+    gpu0, gpu1, ctl = dev / "nvidia0", dev / "nvidia1", dev / "nvidiactl"
+    driver.create("alice", Limits(gpus=("0",)))
+    driver.create("bob", Limits(gpus=("1",)))
+    driver.create("carol", Limits())
+    assert opened_in(driver, "alice", gpu0, gpu1, ctl) == {
+        str(gpu0): "ok",
+        str(gpu1): EPERM,
+        str(ctl): "ok",
+    }
+    assert opened_in(driver, "bob", gpu0, gpu1, ctl) == {
+        str(gpu0): EPERM,
+        str(gpu1): "ok",
+        str(ctl): "ok",
+    }
+    # no GPU: not even the driver's control node
+    assert opened_in(driver, "carol", gpu0, gpu1, ctl) == {
+        str(gpu0): EPERM,
+        str(gpu1): EPERM,
+        str(ctl): EPERM,
+    }
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make device nodes")
+def test_device_rules_name_each_node_by_number(fake_gpu_nodes):
+    dev = fake_gpu_nodes
+    pts = [f"c {major}:* rwm" for major in range(136, 144)]
+    assert device_rules((), ("/dev/null", "/dev/no-such-node", "/etc/passwd"), dev) == [
+        "c 1:3 rwm",
+        *pts,
+    ]
+    # a GPU's own node and the control nodes that exist (no nvidia-uvm here)
+    assert device_rules(("1",), ("/dev/null",), dev) == [
+        "c 1:3 rwm",
+        "c 1:7 rwm",
+        "c 1:9 rwm",
+        *pts,
+    ]
+    assert device_rule("/dev/zero") == "c 1:5 rwm"
+
+
+def test_gpu_node_numbers_come_from_the_drivers_proc_files(tmp_path):
+    """CUDA index 0 may be /dev/nvidia3: the driver's /proc files say which."""
+    gpus = tmp_path / "driver" / "nvidia" / "gpus"
+    for address, minor in (("0000:3b:00.0", 3), ("0000:af:00.0", 0)):
+        (gpus / address).mkdir(parents=True)
+        (gpus / address / "information").write_text(
+            f"Model: \t\t NVIDIA H100\nIRQ:   \t\t 42\nDevice Minor: \t {minor}\n"
+        )
+    smi = "0, 00000000:3B:00.0\n1, 00000000:AF:00.0\n2, 00000000:D8:00.0\n"
+    assert parse_minor_numbers(smi, tmp_path) == {"0": 3, "1": 0}
+
+
+def test_v2_does_not_claim_to_filter_devices(tmp_path, caplog):
+    """cgroup v2 needs a BPF program Shipyard does not load: the log says GPUs are not isolated."""
+    root = fake_v2_root(tmp_path)
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "nvidiactl").write_text("")  # a machine with the NVIDIA driver
+    (root / "sy").mkdir()
+    (root / "sy" / "cgroup.subtree_control").write_text("")
+    driver = CgroupV2("sy", root, dev=dev)
+    assert driver.filters_devices is False
+    driver.create("alice", Limits(gpus=("0",)))
+    driver.create("bob", Limits())
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "The cgroup2 driver cannot filter devices: GPUs are assigned by CUDA_VISIBLE_DEVICES "
+        "only, and a process that resets it can open every GPU."
+    ]
+
+
+# ------------------------------------------------------------ systemd (#14, point 10)
+
+
+def fake_host(tmp_path: Path, init: str, run_systemd: bool, cgroup: str) -> tuple[Path, Path]:
+    """Fake /proc and /run: PID 1's name, /run/systemd/system, and /proc/self/cgroup."""
+    proc, run = tmp_path / "proc", tmp_path / "run"
+    (proc / "1").mkdir(parents=True)
+    (proc / "1" / "comm").write_text(init + "\n")
+    (proc / "self").mkdir()
+    (proc / "self" / "cgroup").write_text(cgroup)
+    (run / "systemd" / ("system" if run_systemd else "journal")).mkdir(parents=True)
+    return proc, run
+
+
+V2_SERVICE = "0::/system.slice/shipyard.service/supervisor\n"
+V1_SERVICE = (
+    "12:devices:/system.slice/shipyard.service\n"
+    "4:memory:/system.slice/shipyard.service\n"
+    "3:cpu,cpuacct:/system.slice/shipyard.service\n"
+    "1:name=systemd:/system.slice/shipyard.service\n"
+    "0::/system.slice/shipyard.service\n"
+)
+
+
+@pytest.mark.parametrize(
+    "init, run_systemd, expected",
+    [
+        ("systemd", True, True),
+        # a container image that ships /run/systemd but runs something else as PID 1
+        ("process_api", True, False),
+        ("bash", False, False),
+        # systemd as PID 1 that did not boot the machine (sd_booted() is false)
+        ("systemd", False, False),
+    ],
+)
+def test_systemd_is_detected_by_pid_1_and_run_dir(tmp_path, init, run_systemd, expected):
+    proc, run = fake_host(tmp_path, init, run_systemd, V2_SERVICE)
+    assert systemd_is_init(proc, run) is expected
+
+
+def test_no_proc_is_no_systemd(tmp_path):
+    assert systemd_is_init(tmp_path / "none", tmp_path / "none") is False
+
+
+@pytest.mark.parametrize(
+    "text, kind, unit",
+    [
+        (V2_SERVICE, "cgroup2", "system.slice/shipyard.service"),
+        ("0::/system.slice/shipyard.service\n", "cgroup2", "system.slice/shipyard.service"),
+        (V1_SERVICE, "cgroup1", "system.slice/shipyard.service"),
+        # hybrid: the v1 memory line is what the v1 driver writes under
+        (
+            "4:memory:/system.slice/jupyterhub.service\n0::/system.slice/other.service\n",
+            "cgroup1",
+            "system.slice/jupyterhub.service",
+        ),
+        ("1:name=systemd:/system.slice/hub.service\n", "cgroup1", "system.slice/hub.service"),
+        (
+            "0::/user.slice/user-0.slice/session-4.scope\n",
+            "cgroup2",
+            "user.slice/user-0.slice/session-4.scope",
+        ),
+        ("0::/\n", "cgroup2", None),
+        ("0::/user.slice\n", "cgroup2", None),
+        ("4:memory:/\n", "cgroup1", None),
+    ],
+)
+def test_unit_cgroup_is_the_nearest_service_or_scope(text, kind, unit):
+    assert unit_cgroup(text, kind) == unit
+
+
+def test_without_systemd_cgroups_stay_at_the_root(tmp_path):
+    """Containers and CI: today's layout, <root>/<parent>/<name>."""
+    proc, run = fake_host(tmp_path, "process_api", True, V2_SERVICE)
+    root = fake_v2_root(tmp_path)
+    driver = make_driver("auto", "sy", root, proc, run)
+    assert (type(driver), driver.base) == (CgroupV2, "")
+    assert driver.directories("alice") == [root / "sy" / "alice"]
+
+
+def test_under_systemd_v2_cgroups_go_under_the_delegated_service(tmp_path):
+    proc, run = fake_host(tmp_path, "systemd", True, V2_SERVICE)
+    root = fake_v2_root(tmp_path)
+    unit = root / "system.slice" / "shipyard.service"
+    unit.mkdir(parents=True)
+    (unit / "cgroup.subtree_control").write_text("")
+    (root / "system.slice" / "cgroup.subtree_control").write_text("cpu memory pids\n")
+    driver = make_driver("cgroup2", "sy", root, proc, run)
+    assert driver.base == "system.slice/shipyard.service"
+    assert driver.directories("alice") == [unit / "sy" / "alice"]
+    (unit / "sy").mkdir()
+    (unit / "sy" / "cgroup.subtree_control").write_text("")
+    driver.create("alice", Limits(mem_limit=GiB))
+    assert (unit / "sy" / "alice" / "memory.max").read_text() == str(GiB)
+    # controllers enabled from the unit's cgroup down; systemd's own tree untouched
+    assert read(unit / "cgroup.subtree_control") == "+memory +cpu"
+    assert read(unit / "sy" / "cgroup.subtree_control") == "+memory +cpu"
+    assert read(root / "cgroup.subtree_control") == ""
+    assert read(root / "system.slice" / "cgroup.subtree_control") == "cpu memory pids\n"
+    assert not (root / "sy").exists()
+
+
+def test_under_systemd_v1_cgroups_go_under_the_service_in_each_hierarchy(tmp_path):
+    proc, run = fake_host(tmp_path, "systemd", True, V1_SERVICE)
+    root = tmp_path / "cgroup"
+    for hierarchy in ("memory", "cpu"):
+        (root / hierarchy).mkdir(parents=True)
+        (root / hierarchy / "cgroup.procs").write_text("")
+    driver = make_driver("auto", "sy", root, proc, run)
+    assert (type(driver), driver.base) == (CgroupV1, "system.slice/shipyard.service")
+    assert driver.directories("alice") == [
+        root / h / "system.slice" / "shipyard.service" / "sy" / "alice" for h in ("memory", "cpu")
+    ]
+
+
+def test_rlimit_fallback_needs_no_place(tmp_path):
+    proc, run = fake_host(tmp_path, "systemd", True, "0::/\n")
+    driver = make_driver("rlimit", "sy", tmp_path / "cgroup", proc, run)
+    assert (type(driver), driver.base) == (RlimitFallback, "")
+
+
+def test_under_systemd_outside_any_unit_is_refused(tmp_path):
+    proc, run = fake_host(tmp_path, "systemd", True, "0::/\n")
+    with pytest.raises(CgroupPlacementError) as e:
+        systemd_base("cgroup2", proc, run, delegates=lambda unit: True)
+    assert str(e.value) == (
+        "systemd manages this machine's cgroups but Shipyard runs in no unit of its own: "
+        "run it as a service with Delegate=yes (docs/profiles.md)."
+    )
+
+
+def test_a_unit_without_delegate_is_used_with_a_warning(tmp_path, caplog):
+    proc, run = fake_host(tmp_path, "systemd", True, V2_SERVICE)
+    asked = []
+    base = systemd_base("cgroup2", proc, run, delegates=lambda unit: asked.append(unit) or False)
+    assert (base, asked) == ("system.slice/shipyard.service", ["shipyard.service"])
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "Shipyard's cgroups go under system.slice/shipyard.service, whose unit has no "
+        "Delegate=yes: systemd may move or reset them. Run Shipyard as a service with "
+        "Delegate=yes (docs/profiles.md)."
+    ]
+    caplog.clear()
+    assert systemd_base("cgroup2", proc, run, delegates=lambda unit: True) == base
+    assert not caplog.records

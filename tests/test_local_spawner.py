@@ -10,19 +10,52 @@ from pathlib import Path
 import pytest
 import requests
 
+from hub_ext.cgroups import CgroupDriver, device_rules, make_driver
+from hub_ext.localproc import oom_kills
+
 from .conftest import needs_root
-from .hubtools import CGROUP_ROOT, cgroup_dirs, processes_of, run_in_kernel, stdout_of, wait_for
+from .hubtools import cgroup_dirs, processes_of, run_in_kernel, stdout_of, wait_for
 
 pytestmark = needs_root
 
+#: A node anyone may open (crw-rw-rw-) that no Shipyard cgroup allows: the device
+#: filter's witness.
+UNLISTED_DEVICE = next((p for p in ("/dev/fuse", "/dev/net/tun") if Path(p).exists()), "/dev/fuse")
+
+
+def host_driver(hub) -> CgroupDriver:
+    """The driver the hub picks on this host (v1 or v2, under systemd or not)."""
+    return make_driver("auto", hub.cgroup_parent)
+
 
 def cgroup_of(pid: int) -> dict[str, str]:
+    """Each v1 controller's cgroup of ``pid``, and the v2 one under ``""``."""
     paths = {}
     for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
         _, controllers, path = line.split(":", 2)
-        for c in controllers.split(","):
+        for c in controllers.split(",") if controllers else [""]:
             paths[c] = path
     return paths
+
+
+def limits_of(driver: CgroupDriver, name: str) -> tuple[int, int, int]:
+    """Memory limit, CPU quota (per 100 ms) and CPU shares of cgroup ``name``, v1 or v2.
+
+    v2's ``cpu.weight`` is given as the v1 ``cpu.shares`` it stands for (100 to 1024).
+    """
+    if driver.kind == "cgroup1":
+        memory, cpu = driver.directories(name)[:2]
+        assert int((cpu / "cpu.cfs_period_us").read_text()) == 100_000
+        return (
+            int((memory / "memory.limit_in_bytes").read_text()),
+            int((cpu / "cpu.cfs_quota_us").read_text()),
+            int((cpu / "cpu.shares").read_text()),
+        )
+    (directory,) = driver.directories(name)
+    quota, period = (directory / "cpu.max").read_text().split()
+    assert int(period) == 100_000
+    weight = int((directory / "cpu.weight").read_text())
+    return int((directory / "memory.max").read_text()), int(quota), weight * 1024 // 100
 
 
 def test_spawn_two_profiles_enforces_limits_and_accounts(hub, base_env):
@@ -31,6 +64,7 @@ def test_spawn_two_profiles_enforces_limits_and_accounts(hub, base_env):
     hub.start_server("alice")
     hub.start_server("rita", profile="roomy")
 
+    driver = host_driver(hub)
     for user, mem, quota, shares in (
         ("alice", 400 * 2**20, 50_000, 102),
         ("rita", 768 * 2**20, 100_000, 512),
@@ -38,14 +72,10 @@ def test_spawn_two_profiles_enforces_limits_and_accounts(hub, base_env):
         state = hub.server_state(user)
         pid = state["pid"]
         cg = cgroup_of(pid)
-        assert cg["memory"] == f"/{hub.cgroup_parent}/{user}"
-        assert cg["cpu"] == f"/{hub.cgroup_parent}/{user}"
-        memory = CGROUP_ROOT / "memory" / hub.cgroup_parent / user
-        cpu = CGROUP_ROOT / "cpu" / hub.cgroup_parent / user
-        assert int((memory / "memory.limit_in_bytes").read_text()) == mem
-        assert int((cpu / "cpu.cfs_quota_us").read_text()) == quota
-        assert int((cpu / "cpu.cfs_period_us").read_text()) == 100_000
-        assert int((cpu / "cpu.shares").read_text()) == shares
+        where = "/" + "/".join(filter(None, [driver.base, hub.cgroup_parent, user]))
+        controllers = ["memory", "cpu"] if driver.kind == "cgroup1" else [""]
+        assert {c: cg[c] for c in controllers} == dict.fromkeys(controllers, where)
+        assert limits_of(driver, user) == (mem, quota, shares)
         account = pwd.getpwnam(f"sytest-{user}")
         status = Path(f"/proc/{pid}/status").read_text()
         uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
@@ -83,7 +113,7 @@ def test_profile_api_reports_profile_and_enforced_limits(hub, base_env):
     assert body["limits"]["mem_limit"] == 400 * 2**20
     assert body["limits"]["cpu_limit"] == 0.5
     assert body["limits"]["gpus"] == []
-    assert body["enforced"]["kind"] == "cgroup1"
+    assert body["enforced"]["kind"] == host_driver(hub).kind
     assert body["enforced"]["mem_limit"] == 400 * 2**20
     assert body["enforced"]["cpu_limit"] == 0.5
     assert body["user"] == "alice"
@@ -202,13 +232,33 @@ def test_quota_refuses_with_quota_and_current_use(hub):
 
 
 def test_gpu_assignment_does_not_overlap(hub):
-    hub.create_user("gina", ["research"])
+    gina = hub.create_user("gina", ["research"])
     hub.create_user("hugo", ["research"])
     hub.create_user("ivan", ["research"])
     hub.start_server("gina", profile="gpu")
     hub.start_server("hugo", profile="gpu")
     gpus = [hub.server_state(u)["gpus"] for u in ("gina", "hugo")]
     assert sorted(gpus) == [["0"], ["1"]]
+
+    # the kernel enforces it (#14, point 9): each server's cgroup may open its own GPU's
+    # node and the standard ones, nothing else, whatever CUDA_VISIBLE_DEVICES says
+    driver = host_driver(hub)
+    if driver.filters_devices:
+        for user, devices in zip(("gina", "hugo"), gpus, strict=True):
+            listed = (driver.directories(user)[2] / "devices.list").read_text().splitlines()
+            assert listed == device_rules(tuple(devices)), user
+        probe = (
+            "import os\n"
+            "os.environ.pop('CUDA_VISIBLE_DEVICES', None)\n"
+            f"for p in ('/dev/null', {UNLISTED_DEVICE!r}):\n"
+            "    try:\n"
+            "        open(p, 'rb').close()\n"
+            "        print(p, 'ok')\n"
+            "    except OSError as e:\n"
+            "        print(p, e.errno)\n"
+        )
+        out = stdout_of(run_in_kernel(hub.server_url("gina"), gina, probe))
+        assert out.splitlines() == ["/dev/null ok", f"{UNLISTED_DEVICE} 1"], out
     r = hub.api("POST", "/users/ivan/server", json={"profile": "gpu"})
     assert r.status_code == 409
     assert r.json()["message"].startswith(
@@ -238,9 +288,10 @@ def test_kernel_past_memory_limit_is_killed_and_others_live_on(hub, base_env):
     hub.start_server("pete")
     url = hub.server_url("olga")
     ok = run_in_kernel(url, olga, "import os; print(open(f'/proc/{os.getpid()}/cgroup').read())")
-    assert f"memory:/{hub.cgroup_parent}/olga" in stdout_of(ok), (
-        "kernels must run in the server's cgroup"
-    )
+    driver = host_driver(hub)
+    where = "/" + "/".join(filter(None, [driver.base, hub.cgroup_parent, "olga"]))
+    controller = "memory" if driver.kind == "cgroup1" else ""
+    assert f":{controller}:{where}\n" in stdout_of(ok), "kernels must run in the server's cgroup"
     where = run_in_kernel(
         url, olga, "import os, sys; print(sys.executable, os.environ['SHIPYARD_ENV_DIGEST'])"
     )
@@ -254,8 +305,7 @@ def test_kernel_past_memory_limit_is_killed_and_others_live_on(hub, base_env):
     ]
     assert "restarting" in states or "dead" in states, f"kernel was not killed: {states}"
     assert "survived" not in stdout_of(messages)
-    oom = (CGROUP_ROOT / "memory" / hub.cgroup_parent / "olga" / "memory.oom_control").read_text()
-    assert int(oom.split("oom_kill ")[1].split()[0]) >= 1
+    assert oom_kills(driver, "olga") >= 1
 
     # the hub, olga's server and another user's server all live on
     assert hub.api("GET", "/users/olga").json()["servers"][""]["ready"]

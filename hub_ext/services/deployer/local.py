@@ -1061,7 +1061,7 @@ class LocalBackend(Backend):
         version = replica.version
         spec = version.spec
         replica.port = self._free_port()
-        await self._make_cgroup(replica.cgroup, spec.profile)
+        await self._make_cgroup(replica.cgroup, spec.profile, replica.gpus)
         argv = [
             str(version.built.python),
             "-m",
@@ -1186,10 +1186,11 @@ class LocalBackend(Backend):
                 return found
         raise DeployFailed("No free port for a model server on 127.0.0.1 (port_range is full).")
 
-    async def _make_cgroup(self, name: str, profile: Profile) -> None:
-        # one of that name is left by a restart, or by a deployer that died
+    async def _make_cgroup(self, name: str, profile: Profile, gpus: list[str]) -> None:
+        # one of that name is left by a restart, or by a deployer that died; the
+        # replica's GPUs are the only ones its cgroup may open
         try:
-            await make_cgroup(self.driver, name, profile, self.cleanup_timeout)
+            await make_cgroup(self.driver, name, profile, self.cleanup_timeout, gpus)
         except OSError as e:
             raise DeployFailed(f"Could not create the replica's cgroup {name}: {e}") from None
 

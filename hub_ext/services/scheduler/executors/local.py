@@ -543,7 +543,7 @@ class LocalExecutor(Executor):
         if warm is not None:
             run.papermill_exit = await self._hand_over(run, warm, env, cwd)
         else:
-            await self._create_cgroup(run)
+            await self._create_cgroup(run, gpus)
             # ``python -m papermill`` with its kernel on Unix sockets in the work folder,
             # whose names cannot collide as the TCP ports of kernels starting together do
             # (warm.kernel_config)
@@ -640,13 +640,14 @@ class LocalExecutor(Executor):
         except GpuUnavailable as e:
             raise ExecutorError(str(e)) from None
 
-    async def _create_cgroup(self, run: _Run) -> None:
-        await self._make_cgroup(run.cgroup, run.spec.profile)
+    async def _create_cgroup(self, run: _Run, gpus: list[str]) -> None:
+        await self._make_cgroup(run.cgroup, run.spec.profile, gpus)
         run.cgroup_live = True
 
-    async def _make_cgroup(self, name: str, profile: Profile) -> None:
-        # one of that name is left by a service that died mid-run
-        await make_cgroup(self.driver, name, profile, self.cleanup_timeout)
+    async def _make_cgroup(self, name: str, profile: Profile, gpus: list[str]) -> None:
+        # one of that name is left by a service that died mid-run; the run's GPUs are
+        # the only ones its cgroup may open
+        await make_cgroup(self.driver, name, profile, self.cleanup_timeout, gpus)
 
     def _environment(self, run: _Run, gpus: list[str]) -> dict[str, str]:
         """The run's whole environment, built from nothing: no variable of the service leaks."""
@@ -1011,7 +1012,7 @@ class LocalExecutor(Executor):
         protocol = _Output(None, self.log, name)
         transport = None
         try:
-            await self._make_cgroup(name, profile)
+            await self._make_cgroup(name, profile, [])  # a warm process has no GPU
             sockets = self._warm_sockets(name)
             await asyncio.to_thread(self._private_folder, sockets, user)
             # it dies with the service, even by kill -9, as papermill does
