@@ -18,12 +18,13 @@ the standard device nodes every process needs (:data:`STANDARD_DEVICES`) and
 the nodes of the GPUs assigned to it, with the NVIDIA driver's shared control
 nodes (:data:`NVIDIA_CONTROL`). ``CUDA_VISIBLE_DEVICES`` alone is advice a
 process may reset; the filter is what keeps one user's process off another's
-GPU. **cgroup v1 only** (the ``devices`` controller, ``devices.deny`` then
-``devices.allow``): cgroup v2 has no device files, only BPF programs of type
-``BPF_PROG_TYPE_CGROUP_DEVICE`` attached with bpf(2), which Shipyard does not
-load yet; on v2 the hub log says that GPUs are assigned but not isolated.
-Filesystems under ``/dev`` (``/dev/shm``, ``/dev/mqueue``) are not device
-nodes and are not affected.
+GPU. On cgroup v1 that is the ``devices`` controller (``devices.deny`` then
+``devices.allow``); cgroup v2 has no device files, so the same rules become a
+BPF program of type ``BPF_PROG_TYPE_CGROUP_DEVICE`` attached to the cgroup
+(:mod:`hub_ext.bpfdev`), as runc and systemd do. Where neither works (no
+devices hierarchy, a kernel without ``CONFIG_CGROUP_BPF``, rlimits) the hub
+log says GPUs are assigned but not isolated. Filesystems under ``/dev``
+(``/dev/shm``, ``/dev/mqueue``) are not device nodes and are not affected.
 
 Where systemd is PID 1, only systemd may write the root cgroup: Shipyard's
 cgroups then go under the cgroup of the unit it runs in, which must be a
@@ -54,6 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import bpfdev
 from .gpus import device_node
 
 log = logging.getLogger(__name__)
@@ -186,16 +188,17 @@ class CgroupDriver(ABC):
         """The parent cgroup's directory in ``hierarchy``."""
         return hierarchy / self.base / self.parent if self.base else hierarchy / self.parent
 
-    def _warn_unfiltered(self, limits: Limits) -> None:
+    def _warn_unfiltered(self, limits: Limits, why: str = "") -> None:
         """Say once that this driver leaves GPUs reachable, on a machine that has some."""
         if self.filters_devices or self._warned_devices:
             return
         if limits.gpus or (self.dev / "nvidiactl").exists():
             self._warned_devices = True
             log.warning(
-                "The %s driver cannot filter devices: GPUs are assigned by "
+                "The %s driver cannot filter devices%s: GPUs are assigned by "
                 "CUDA_VISIBLE_DEVICES only, and a process that resets it can open every GPU.",
                 self.kind,
+                f" ({why})" if why else "",
             )
 
     @classmethod
@@ -312,6 +315,8 @@ class CgroupV2(CgroupDriver):
     """The unified hierarchy mounted at /sys/fs/cgroup."""
 
     kind = "cgroup2"
+    #: until the kernel refuses the BPF device program (then the log says so)
+    filters_devices = True
 
     @classmethod
     def available(cls, root: Path = CGROUP_ROOT) -> bool:
@@ -369,6 +374,12 @@ class CgroupV2(CgroupDriver):
         # weight 100 is one CPU's fair share, as cpu.shares 1024 is in v1
         weight = int((limits.cpu_guarantee or 1) * 100)
         _write(directory / "cpu.weight", min(10000, max(1, weight)))
+        if self.filters_devices:
+            try:
+                bpfdev.attach(directory, device_rules(limits.gpus, self.standard_devices, self.dev))
+            except OSError as e:  # no CONFIG_CGROUP_BPF, no CAP_SYS_ADMIN, not a cgroup
+                self.filters_devices = False
+                self._warn_unfiltered(limits, f"bpf(2): {e.strerror or e}")
 
 
 class CgroupV1(CgroupDriver):

@@ -1,15 +1,19 @@
 """cgroup drivers: exact files on a fake v2 root, real v1 limits on this machine, the rlimit fallback."""
 
+import contextlib
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from hub_ext import bpfdev
 from hub_ext.cgroups import (
     CGROUP_ROOT,
     CgroupDriver,
@@ -600,8 +604,8 @@ def test_gpu_node_numbers_come_from_the_drivers_proc_files(tmp_path):
     assert parse_minor_numbers(smi, tmp_path) == {"0": 3, "1": 0}
 
 
-def test_v2_does_not_claim_to_filter_devices(tmp_path, caplog):
-    """cgroup v2 needs a BPF program Shipyard does not load: the log says GPUs are not isolated."""
+def test_v2_says_when_the_kernel_refuses_the_device_filter(tmp_path, caplog):
+    """No BPF device program (here: a fake cgroup): the log says GPUs are not isolated, once."""
     root = fake_v2_root(tmp_path)
     dev = tmp_path / "dev"
     dev.mkdir()
@@ -609,14 +613,113 @@ def test_v2_does_not_claim_to_filter_devices(tmp_path, caplog):
     (root / "sy").mkdir()
     (root / "sy" / "cgroup.subtree_control").write_text("")
     driver = CgroupV2("sy", root, dev=dev)
-    assert driver.filters_devices is False
+    assert driver.filters_devices is True
     driver.create("alice", Limits(gpus=("0",)))
     driver.create("bob", Limits())
+    assert driver.filters_devices is False
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [
-        "The cgroup2 driver cannot filter devices: GPUs are assigned by CUDA_VISIBLE_DEVICES "
-        "only, and a process that resets it can open every GPU."
+        "The cgroup2 driver cannot filter devices (bpf(2): Bad file descriptor): GPUs are "
+        "assigned by CUDA_VISIBLE_DEVICES only, and a process that resets it can open every GPU."
     ]
+
+
+def cgroup2_mount() -> Path | None:
+    """The host's cgroup v2 hierarchy: the root (v2 hosts) or ``unified`` (hybrid hosts)."""
+    for path in (CGROUP_ROOT, CGROUP_ROOT / "unified"):
+        if (path / "cgroup.procs").exists() and (path / "cgroup.subtree_control").exists():
+            return path
+    return None
+
+
+@pytest.fixture
+def v2_cgroup():
+    """An empty cgroup on the host's real cgroup v2 hierarchy, removed after the test."""
+    mount = cgroup2_mount()
+    if mount is None or not os.access(mount, os.W_OK):
+        pytest.skip("no writable cgroup v2 hierarchy on this host")
+    directory = mount / f"shipyard-unit-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    directory.mkdir()
+    try:
+        yield directory
+    finally:
+        for pid in (directory / "cgroup.procs").read_text().split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), 9)
+        for _ in range(100):
+            try:
+                directory.rmdir()
+                break
+            except OSError:
+                time.sleep(0.02)
+
+
+class InCgroup(CgroupDriver):
+    """Only joins an existing cgroup directory: for testing what is attached to it."""
+
+    kind = "test-join"
+
+    def __init__(self, directory: Path):
+        super().__init__()
+        self.directory = directory
+
+    @classmethod
+    def available(cls, root=CGROUP_ROOT) -> bool:
+        return True
+
+    def directories(self, name: str) -> list[Path]:
+        return [self.directory]
+
+    def _write_limits(self, name, limits) -> None:
+        pass
+
+
+@pytest.mark.root
+@pytest.mark.ci_may_skip("the host's cgroup layout decides whether a v2 hierarchy is writable")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write cgroups and load BPF")
+def test_v2_bpf_filter_allows_null_and_refuses_zero_for_real(v2_cgroup, fake_gpu_nodes):
+    """The v2 device filter on the real kernel (on hybrid hosts, the unified hierarchy).
+
+    Loading again replaces the program: a cgroup created again with another GPU
+    is not left with the old one's rules.
+    """
+    dev = fake_gpu_nodes  # nvidia0 is 1:5 (/dev/zero), nvidia1 1:7, nvidiactl 1:9
+    joined = InCgroup(v2_cgroup)
+    bpfdev.attach(v2_cgroup, device_rules((), ("/dev/null",), dev))
+    assert opened_in(joined, "x", "/dev/null", "/dev/zero", dev / "nvidia1", dev / "nvidiactl") == {
+        "/dev/null": "ok",
+        "/dev/zero": EPERM,
+        str(dev / "nvidia1"): EPERM,
+        str(dev / "nvidiactl"): EPERM,
+    }
+    bpfdev.attach(v2_cgroup, device_rules(("1",), ("/dev/null",), dev))
+    assert opened_in(joined, "x", dev / "nvidia0", dev / "nvidia1", dev / "nvidiactl") == {
+        str(dev / "nvidia0"): EPERM,
+        str(dev / "nvidia1"): "ok",
+        str(dev / "nvidiactl"): "ok",
+    }
+
+
+@pytest.mark.parametrize(
+    "rule, parsed",
+    [
+        ("c 1:3 rwm", (bpfdev.BPF_DEVCG_DEV_CHAR, 1, 3)),
+        ("c 136:* rwm", (bpfdev.BPF_DEVCG_DEV_CHAR, 136, None)),
+        ("b 8:0 rwm", (bpfdev.BPF_DEVCG_DEV_BLOCK, 8, 0)),
+        ("c *:* rwm", (bpfdev.BPF_DEVCG_DEV_CHAR, None, None)),
+    ],
+)
+def test_bpf_rules_parse(rule, parsed):
+    assert bpfdev.parse_rule(rule) == parsed
+
+
+def test_bpf_program_is_one_block_per_rule():
+    """Four loads, then per rule its checks plus "return 1", then "return 0"."""
+    program = bpfdev.assemble(["c 1:3 rwm", "c 136:* rwm"])
+    assert len(program) == 8 * (4 + (3 + 2) + (2 + 2) + 2)
+    # the first rule's type check jumps over its major and minor checks and its return
+    code, regs, off, imm = struct.unpack_from("<BBhi", program, 8 * 4)
+    assert (code, regs, off, imm) == (0x55, 2, 4, bpfdev.BPF_DEVCG_DEV_CHAR)
 
 
 # ------------------------------------------------------------ systemd (#14, point 10)
