@@ -28,7 +28,7 @@ import kubernetes_validate
 import pytest
 import pytest_asyncio
 
-from hub_ext.cgroups import detect_driver
+from hub_ext.cgroups import detect_driver, device_rules
 from hub_ext.environments import EnvironmentBuilder, get_environment
 from hub_ext.profiles import GPU_RESOURCE, Profile, parse_profiles
 from hub_ext.services.deployer.backend import DeployFailed, VersionSpec
@@ -334,6 +334,20 @@ async def test_start_serves_as_the_owner_in_its_cgroup(backend, spec, model_serv
     assert f"r0: started pid {pid}" in log
     assert "r0: serving on port" in log
     assert " r0 | " in log
+
+
+@needs_root
+@pytest.mark.ci_may_skip("a host whose kernel filters no devices (no v1 devices hierarchy)")
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_replica_opens_only_the_standard_devices(backend, spec):
+    """The replica started above is in a device-filtered cgroup (#14, point 9): no GPU."""
+    driver = backend.driver
+    if driver.kind != "cgroup1" or not driver.filters_devices:
+        pytest.skip("the devices list is readable on cgroup v1 only (v2: tests/test_cgroups.py)")
+    [replica] = backend.describe(spec.key)
+    devices = driver.directories(replica["cgroup"])[2]
+    assert replica["pid"] in {int(p) for p in (devices / "cgroup.procs").read_text().split()}
+    assert (devices / "devices.list").read_text().splitlines() == device_rules(())
 
 
 @needs_root

@@ -110,6 +110,16 @@ FACTS_CELL = textwrap.dedent(
             if controllers == "":
                 return path, open(f"/sys/fs/cgroup{path.rstrip('/')}/memory.max").read().strip()
 
+    def opens(*paths):
+        found = {}
+        for p in paths:
+            try:
+                open(p, "rb").close()
+                found[p] = "ok"
+            except OSError as e:
+                found[p] = e.errno
+        return found
+
     path, limit = memory_cgroup()
     facts = {
         "uid": os.getuid(),
@@ -120,6 +130,7 @@ FACTS_CELL = textwrap.dedent(
         "cwd": os.getcwd(),
         "env": dict(os.environ),
         "params": {name: repr(globals()[name]) for name in PARAMETER_NAMES},
+        "devices": opens("/dev/null", "/dev/fuse"),
     }
     json.dump(facts, open("facts.json", "w"))
     """
@@ -292,6 +303,16 @@ def test_the_notebook_runs_as_its_owner_in_its_cgroup_on_the_environment(identit
     assert facts["executable"].startswith(str(base_env.path) + "/")
     assert facts["cwd"] == str(spec.output_dir)
     assert spec.output_dir.stat().st_uid == account.pw_uid
+
+
+@needs_root
+@pytest.mark.ci_may_skip("a host whose kernel filters no devices (no v1 devices, no cgroup BPF)")
+def test_the_run_opens_only_the_standard_devices(identity, executor):
+    """The run's cgroup has the device filter (#14, point 9): no GPU, nor /dev/fuse (rw-rw-rw-)."""
+    if not executor.driver.filters_devices or not Path("/dev/fuse").exists():
+        pytest.skip("this host's cgroup driver filters no devices, or has no /dev/fuse")
+    _, _, _, facts = identity
+    assert facts["devices"] == {"/dev/null": "ok", "/dev/fuse": 1}  # EPERM
 
 
 @needs_root
