@@ -700,6 +700,52 @@ def test_v2_bpf_filter_allows_null_and_refuses_zero_for_real(v2_cgroup, fake_gpu
     }
 
 
+@pytest.mark.root
+@pytest.mark.ci_may_skip("runs only where the host is cgroup v2 (this CI kind is v1)")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to write cgroups")
+@pytest.mark.skipif(not CgroupV2.available(), reason="this host is not a cgroup v2 host")
+def test_v2_driver_confines_a_process_for_real():
+    """The v2 driver on a real v2 kernel: limits, the device filter, cleanup (#14, point 12).
+
+    Placed as the hub would place it (under the delegated unit where systemd runs).
+    """
+    parent = f"shipyard-unit-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    driver = make_driver("cgroup2", parent)
+    driver.standard_devices = ("/dev/null",)
+    try:
+        driver.create("alice", Limits(cpu_limit=0.5, mem_limit=256 * MiB))
+        (directory,) = driver.directories("alice")
+        assert (directory / "memory.max").read_text().strip() == str(256 * MiB)
+        assert (directory / "cpu.max").read_text().split() == ["50000", "100000"]
+        assert driver.filters_devices, "the kernel refused the BPF device program"
+        assert opened_in(driver, "alice", "/dev/null", "/dev/zero") == {
+            "/dev/null": "ok",
+            "/dev/zero": EPERM,
+        }
+        proc = subprocess.Popen(["sleep", "60"], preexec_fn=driver.preexec("alice"))  # noqa: S603, S607
+        try:
+            where = "/" + "/".join(filter(None, [driver.base, parent, "alice"]))
+            assert controller_paths(proc.pid)[""] == where
+            described = describe_process(proc.pid)
+            assert (described["kind"], described["mem_limit"], described["cpu_limit"]) == (
+                "cgroup2",
+                256 * MiB,
+                0.5,
+            )
+            driver.remove("alice")
+            assert proc.wait(timeout=5) == -9
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert not driver.exists("alice")
+        assert driver.remove_parent()
+    finally:
+        if driver.exists("alice"):
+            driver.remove("alice")
+        driver.remove_parent()
+
+
 @pytest.mark.parametrize(
     "rule, parsed",
     [
