@@ -57,6 +57,9 @@ for the README, for CI and for a small team's server:
     SHIPYARD_AUDIT_RETENTION_DAYS days an audit record is kept (365; 0 keeps them forever)
     SHIPYARD_AUDIT_SERVICE   1 runs the audit service (the trail's REST API for admins at /services/audit/); 0 does not
     SHIPYARD_AUDIT_SERVICE_URL where the audit service listens (http://127.0.0.1:8006)
+    SHIPYARD_MLFLOW_TELEMETRY 1 lets MLflow send its usage telemetry from the services, servers,
+        kernels, runs and model servers; off by default (MLFLOW_DISABLE_TELEMETRY and DO_NOT_TRACK
+        are set in every process Shipyard starts: hub_ext/telemetry.py)
 
 Anything else: add `c.Class.trait = value` lines below, as in any jupyterhub_config.py.
 """
@@ -66,7 +69,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from hub_ext import instance
+from hub_ext import instance, telemetry
 from hub_ext.auth import configure_authenticator
 from hub_ext.embedded import data_dir, load_or_create_token
 
@@ -74,6 +77,10 @@ c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
 data = data_dir()
 env = os.environ.get
+# MLflow's usage telemetry off (SHIPYARD_MLFLOW_TELEMETRY=1 allows it): in the hub's own
+# environment for the processes it starts with it (the proxy); the services get it below,
+# and the spawner and the services give it to servers, kernels, runs and model servers
+os.environ.update(telemetry.environment())
 
 # -- where the hub listens and keeps its state
 c.JupyterHub.bind_url = env("SHIPYARD_BIND_URL", "http://127.0.0.1:8000")
@@ -362,6 +369,9 @@ service_env = only_set(
 # every hub-managed service writes the same trail, and derives its machine-wide names
 # (cgroups, accounts, folders) from the same instance name as the hub's spawner
 service_env["SHIPYARD_INSTANCE"] = instance.name()
+# ...and the same choice about MLflow's usage telemetry, which they pass on to their
+# runs and model servers (tracking: to its mlflow server)
+service_env.update(telemetry.environment())
 for service in c.JupyterHub.services:
     if "command" in service:
         service.setdefault("environment", {}).update(service_env)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from kubespawner import KubeSpawner
 from traitlets import TraitError, Unicode, default, validate
 
+from . import telemetry
 from .profiles import Profile, kubespawner_profile_list
 from .slugs import user_slug
 from .spawner import ProfileSpawnerMixin, Usage
@@ -154,6 +155,8 @@ class KubeProfileSpawner(ProfileSpawnerMixin, KubeSpawner):
         env = super().get_env()
         # after KubeSpawner's template expansion, which would mangle the JSON's braces
         env.update(self.profile_env())
+        # MLflow's usage telemetry off in the pod unless the admin allows it
+        env.update(telemetry.environment())
         return env
 
     # ---------------------------------------------------------------- state

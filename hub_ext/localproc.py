@@ -45,7 +45,7 @@ from pathlib import Path
 
 import psutil
 
-from hub_ext import slugs
+from hub_ext import slugs, telemetry
 from hub_ext.accounts import USER_UMASK, AccountError, ensure_account
 from hub_ext.cgroups import CgroupDriver, Limits, make_driver
 from hub_ext.environments import BuiltEnvironment, find_built
@@ -320,7 +320,8 @@ def process_environment(
 ) -> dict[str, str]:
     """A process's whole environment, built from nothing: no variable of the service leaks.
 
-    Only :data:`PASSED_THROUGH` comes from the service's own environment.
+    Only :data:`PASSED_THROUGH` comes from the service's own environment, and the
+    admin's choice about MLflow's telemetry (:func:`hub_ext.telemetry.environment`).
 
     Parameters
     ----------
@@ -356,6 +357,8 @@ def process_environment(
         {
             "PYTHONUNBUFFERED": "1",
             **built.env_vars(),
+            # MLflow's usage telemetry off unless the admin allows it (hub_ext/telemetry.py)
+            **telemetry.environment(),
             "SHIPYARD_PROFILE": profile.slug,
             **(extra or {}),
             # an empty list hides every GPU from processes whose profile has none

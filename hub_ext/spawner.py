@@ -31,7 +31,7 @@ from tornado import web
 from traitlets import Bool, CaselessStrEnum, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
-from . import instance, slugs
+from . import instance, slugs, telemetry
 from .accounts import USER_UMASK, AccountError, ensure_account, make_home_private
 from .audit import spawner as audit_spawner
 from .cgroups import DRIVERS, CgroupDriver, Limits, make_driver
@@ -828,6 +828,9 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             env.update(self.built_env.env_vars())
             # terminals and `!pip` in a notebook find the environment's tools first
             env["PATH"] = os.pathsep.join([str(self.built_env.bin), env.get("PATH", "")])
+        # MLflow's usage telemetry off in the server and its kernels, unless the admin
+        # allows it (SHIPYARD_MLFLOW_TELEMETRY, hub_ext/telemetry.py)
+        env.update(telemetry.environment())
         devices = ",".join(self.gpus)
         # an empty list hides every GPU from servers whose profile has none
         env["CUDA_VISIBLE_DEVICES"] = devices

@@ -293,8 +293,9 @@ async def test_start_serves_as_the_owner_in_its_cgroup(backend, spec, model_serv
     # on the profile environment's own Python
     assert Path(f"/proc/{pid}/exe").resolve() == model_server_env.python.resolve()
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    assert b"hub_ext.services.deployer.modelserver" in cmdline
-    assert [b"--host", b"127.0.0.1"] == cmdline[cmdline.index(b"--host") :][:2]
+    # its options come through the environment, which only its owner reads: the command
+    # line, which every account reads, names neither the model nor the port
+    assert cmdline[1:] == [b"-m", b"hub_ext.services.deployer.modelserver", b""]
 
     # in its own cgroup, with the profile's memory limit enforced
     cgroup = memory_cgroup(pid)
@@ -303,6 +304,8 @@ async def test_start_serves_as_the_owner_in_its_cgroup(backend, spec, model_serv
 
     # an environment built from nothing: the owner's settings, never the deployer's secrets
     env = proc_environ(pid)
+    assert env["SHIPYARD_MODELSERVER_HOST"] == "127.0.0.1"
+    assert env["SHIPYARD_MODELSERVER_MODEL_URI"] == spec.model_uri
     for name in SECRETS:
         assert name not in env
     assert not set(SECRETS.values()) & set(env.values())
@@ -317,10 +320,13 @@ async def test_start_serves_as_the_owner_in_its_cgroup(backend, spec, model_serv
         *("SHIPYARD_ENV", "SHIPYARD_ENV_DIGEST", "VIRTUAL_ENV", "SHIPYARD_PROFILE"),
         *("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"),
         "SHIPYARD_REPLICA_SECRET",  # readable by the owner's own account only
+        *(name for name in env if name.startswith("SHIPYARD_MODELSERVER_")),  # its options
+        *("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"),  # MLflow's telemetry off
     }
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
 
     # the training summary: a file only the owner can read
-    summary = Path(cmdline[cmdline.index(b"--training-summary") + 1].decode())
+    summary = Path(env["SHIPYARD_MODELSERVER_TRAINING_SUMMARY"])
     info = summary.stat()
     assert (info.st_uid, info.st_mode & 0o777) == (account.pw_uid, 0o600)
     assert (summary.parent.stat().st_uid, summary.parent.stat().st_mode & 0o777) == (

@@ -234,12 +234,18 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
 
 
 def _processes_mentioning(text: str) -> list[int]:
-    """PIDs whose command line contains ``text``."""
+    """PIDs whose command line or environment contains ``text``.
+
+    The environment too: MLflow gets its settings (its folders) there, off its command line.
+    """
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                if text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if any(
+                    text.encode() in Path(f"/proc/{pid}/{part}").read_bytes()
+                    for part in ("cmdline", "environ")
+                ):
                     found.append(int(pid))
             except OSError:
                 continue

@@ -661,7 +661,8 @@ def test_a_hub_killed_hard_takes_the_service_and_mlflow_with_it(hub_factory):
                     env = Path(f"/proc/{pid}/environ").read_bytes()
                 except OSError:
                     continue
-                if state.encode() in argv or (
+                # MLflow's settings (its state dir) are in its environment, not its argv
+                if state.encode() in env or (
                     b"hub_ext.services.tracking" in argv and str(hub.data_dir).encode() in env
                 ):
                     found.append(int(pid))

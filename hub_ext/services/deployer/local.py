@@ -106,7 +106,7 @@ from hub_ext.quantities import format_memory
 
 from ..common.scrub import Scrubber
 from .backend import MODEL_SERVER_MODULE, Backend, DeployFailed, VersionSpec, model_server_args
-from .modelserver import REPLICA_SECRET_ENV, REPLICA_SECRET_HEADER
+from .modelserver import REPLICA_SECRET_ENV, REPLICA_SECRET_HEADER, options_environment
 
 #: The model server's exit status after a request timed out (EX_TEMPFAIL): restart at once.
 RECYCLE_EXIT = 75
@@ -1062,16 +1062,16 @@ class LocalBackend(Backend):
         spec = version.spec
         replica.port = self._free_port()
         await self._make_cgroup(replica.cgroup, spec.profile, replica.gpus)
-        argv = [
-            str(version.built.python),
-            "-m",
-            MODEL_SERVER_MODULE,
-            *model_server_args(spec, "127.0.0.1", replica.port),
-        ]
+        options = model_server_args(spec, "127.0.0.1", replica.port)
         if version.summary is not None:
-            argv += ["--training-summary", str(version.summary)]
+            options += ["--training-summary", str(version.summary)]
         # the first replica downloads the model as the owner; restarts load that copy
-        argv += ["--model-cache", str(version.folder / "model")]
+        options += ["--model-cache", str(version.folder / "model")]
+        # the options in the environment, which only the owner reads: every account reads
+        # a command line, and these name the owner's run, model and port
+        env = self._environment(version, replica.gpus)
+        env.update(options_environment(options))
+        argv = [str(version.built.python), "-m", MODEL_SERVER_MODULE]
         protocol = _Output(version.log, replica.source)
         try:
             # the replica dies with the deployer, even by kill -9, and the next
@@ -1079,7 +1079,7 @@ class LocalBackend(Backend):
             transport = await spawn(
                 protocol,
                 argv,
-                env=self._environment(version, replica.gpus),
+                env=env,
                 cwd=str(version.folder),
                 driver=self.driver,
                 cgroup=replica.cgroup,

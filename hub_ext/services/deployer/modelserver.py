@@ -77,7 +77,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -840,8 +840,53 @@ def create_app(server: ModelServer) -> Starlette:
     )
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """The command line of docs/deploy-contract.md section 1."""
+#: Every option may come from the environment instead: ``--model-uri`` from
+#: ``SHIPYARD_MODELSERVER_MODEL_URI``, ``--port`` from ``SHIPYARD_MODELSERVER_PORT``...
+#: (the command line wins). Every account of the machine reads a process's command line
+#: (``ps``, ``/proc/<pid>/cmdline``), which would show the owner's MLflow run id, model
+#: name and port to all; only the owner (and root) reads its environment. The deployer
+#: passes every option so (:func:`options_environment`).
+OPTIONS_ENV_PREFIX = "SHIPYARD_MODELSERVER_"
+
+
+def options_environment(args: Sequence[str]) -> dict[str, str]:
+    """The environment that gives a model server the options ``args`` would give it.
+
+    Parameters
+    ----------
+    args : sequence of str
+        Options as on the command line: ``["--model-uri", "runs:/.../model", "--port",
+        "8080"]``, each followed by its value (no flags without one).
+
+    Returns
+    -------
+    dict of str to str
+        ``{"SHIPYARD_MODELSERVER_MODEL_URI": "runs:/.../model", ...}``, read back by
+        :func:`parse_args`.
+    """
+    if len(args) % 2:
+        raise ValueError(f"an option without its value in {list(args)!r}")
+    env = {}
+    for option, value in zip(args[::2], args[1::2], strict=True):
+        if not option.startswith("--"):
+            raise ValueError(f"not an option: {option!r}")
+        env[OPTIONS_ENV_PREFIX + option[2:].replace("-", "_").upper()] = value
+    return env
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> argparse.Namespace:
+    """The command line of docs/deploy-contract.md section 1, or its environment.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments; ``sys.argv[1:]`` by default.
+    environ : mapping of str to str, optional
+        Where options missing from ``argv`` are read (:data:`OPTIONS_ENV_PREFIX`);
+        this process's environment by default.
+    """
     p = argparse.ArgumentParser(
         prog="python -m hub_ext.services.deployer.modelserver",
         description="Serve one MLflow model over MLflow's scoring protocol.",
@@ -886,6 +931,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--workers", type=int, default=1, help="processes, each loading the model")
     p.add_argument("--log-level", default="info", help="logging level")
+    environ = os.environ if environ is None else environ
+    for action in p._actions:
+        name = OPTIONS_ENV_PREFIX + action.dest.upper()
+        if action.option_strings and name in environ:
+            # a string default goes through the option's type, as a command-line value
+            action.default = environ[name]
+            action.required = False
     return p.parse_args(argv)
 
 

@@ -23,6 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub_ext import telemetry
+
 from .mlflow_auth import SECRET_ENV
 
 #: MLflow's own admin account, used by nobody: hub admins are MLflow admins
@@ -80,31 +82,17 @@ class MlflowServer:
         return path
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--app-name",
-            "basic-auth",
-            "--backend-store-uri",
-            self.backend_store_uri,
-            "--default-artifact-root",
-            "mlflow-artifacts:/",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            self.artifacts_destination,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            str(self.workers),
-            "--static-prefix",
-            self.static_prefix,
-        ]
+        """``mlflow server`` with no setting on its command line: see :meth:`environment`."""
+        return [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth"]
 
     def environment(self, config: Path) -> dict[str, str]:
+        """MLflow's whole environment, its settings included.
+
+        Every setting goes through the environment (``mlflow server`` reads each option
+        from its ``MLFLOW_*`` variable), never through the command line: every account
+        of the machine reads a process's command line, and a PostgreSQL store URL holds
+        its password; only the service's account (and root) reads the environment.
+        """
         # nothing of the hub's: the service's own token is not MLflow's business
         env = {
             k: v
@@ -113,6 +101,14 @@ class MlflowServer:
         }
         env.update(
             {
+                "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,
+                "MLFLOW_DEFAULT_ARTIFACT_ROOT": "mlflow-artifacts:/",
+                "MLFLOW_SERVE_ARTIFACTS": "true",
+                "MLFLOW_ARTIFACTS_DESTINATION": self.artifacts_destination,
+                "MLFLOW_HOST": "127.0.0.1",
+                "MLFLOW_PORT": str(self.port),
+                "MLFLOW_WORKERS": str(self.workers),
+                "MLFLOW_STATIC_PREFIX": self.static_prefix,
                 "MLFLOW_AUTH_CONFIG_PATH": str(config),
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_urlsafe(32),
                 "MLFLOW_SERVER_ENABLE_GRAPHQL_AUTH": "true",
@@ -120,6 +116,8 @@ class MlflowServer:
                 # starts dozens of worker processes; tracking does not need it
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                 SECRET_ENV: self.secret,
+                # MLflow's usage telemetry off unless the admin allows it
+                **telemetry.environment(),
             }
         )
         return env

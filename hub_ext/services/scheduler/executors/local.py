@@ -546,16 +546,10 @@ class LocalExecutor(Executor):
             await self._create_cgroup(run, gpus)
             # ``python -m papermill`` with its kernel on Unix sockets in the work folder,
             # whose names cannot collide as the TCP ports of kernels starting together do
-            # (warm.kernel_config)
+            # (warm.kernel_config); its arguments in the work folder (_prepare)
             run.papermill_exit = await self._spawn(
                 run,
-                [
-                    python,
-                    "-c",
-                    warm_protocol.PAPERMILL_CLI_CODE,
-                    str(run.workdir),
-                    *papermill_args(run.input, run.outputs["ipynb"], run.parameters_file, cwd),
-                ],
+                [python, "-c", warm_protocol.PAPERMILL_CLI_CODE, str(run.workdir)],
                 env,
                 cwd,
             )
@@ -564,6 +558,8 @@ class LocalExecutor(Executor):
             html = run.outputs["html"]
             run.sink.note(f"converting the notebook to {html.name}")
             try:
+                # in the output folder, named relative to it: the folder (the run's id)
+                # stays off the command line
                 run.html_exit = await self._spawn(
                     run,
                     [
@@ -571,12 +567,12 @@ class LocalExecutor(Executor):
                         "-m",
                         "nbconvert",
                         "--to=html",
-                        f"--output-dir={html.parent}",
+                        "--output-dir=.",
                         f"--output={html.stem}",
-                        str(run.outputs["ipynb"]),
+                        os.path.relpath(run.outputs["ipynb"], html.parent),
                     ],
                     env,
-                    cwd,
+                    str(html.parent),
                 )
             except ExecutorError as e:
                 run.sink.note(str(e))
@@ -625,7 +621,8 @@ class LocalExecutor(Executor):
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
 
-        run.workdir = Path(tempfile.mkdtemp(prefix=f"shipyard-{spec.name}-"))
+        # named by chance, not by the run: the folder is on papermill's command line
+        run.workdir = Path(tempfile.mkdtemp(prefix="shipyard-run-"))
         own(run.workdir, 0o700)
         run.input = run.workdir / spec.notebook.name
         run.input.write_bytes(data)
@@ -633,6 +630,15 @@ class LocalExecutor(Executor):
         run.parameters_file = run.workdir / "parameters.yaml"
         run.parameters_file.write_text(parameters_yaml(spec.parameters), encoding="utf-8")
         own(run.parameters_file, 0o600)
+        # a cold papermill's arguments, in a file of the owner's rather than on its command
+        # line, which every account reads and where they would name the run's folders
+        args = run.workdir / warm_protocol.PAPERMILL_ARGS_FILE
+        cwd = os.path.abspath(spec.cwd or spec.output_dir)
+        args.write_text(
+            json.dumps(papermill_args(run.input, run.outputs["ipynb"], run.parameters_file, cwd)),
+            encoding="utf-8",
+        )
+        own(args, 0o600)
 
     def _allocate_gpus(self, run: _Run) -> list[str]:
         try:
@@ -1067,8 +1073,13 @@ class LocalExecutor(Executor):
 
     @staticmethod
     def _warm_sockets(name: str) -> Path:
-        """The folder of warm process ``name``'s kernel sockets; removed with its cgroup."""
-        return Path(tempfile.gettempdir()) / f"shipyard-{name}"
+        """The folder of warm process ``name``'s kernel sockets; removed with its cgroup.
+
+        Named by a digest of ``name``, which holds the owner's name: the folder is on the
+        warm process's command line, which every account of the machine reads.
+        """
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"shipyard-warm-{digest}"
 
     def _private_folder(self, path: Path, user: pwd.struct_passwd) -> None:
         os.mkdir(path, 0o700)  # fails on anything already there, a link included

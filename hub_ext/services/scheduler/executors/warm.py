@@ -29,9 +29,9 @@ The protocol, on the process's own pipes:
 4. it shuts the kernel down and exits. A kernel serves one run, never two.
 
 The cold path's papermill is :data:`PAPERMILL_CLI_CODE`: ``python -c CODE
-FOLDER ARGS`` is ``python -m papermill ARGS`` (the same click command, exit
-statuses and output) with its kernel on Unix sockets in FOLDER, as
-:func:`kernel_config` starts them.
+FOLDER`` is ``python -m papermill ARGS`` (the same click command, exit
+statuses and output) with ARGS read from FOLDER's :data:`PAPERMILL_ARGS_FILE`
+and its kernel on Unix sockets in FOLDER, as :func:`kernel_config` starts them.
 
 End of input before a request (the pool stopping it, or the service gone)
 shuts the kernel down and exits 0; a kernel that dies while waiting makes it
@@ -273,23 +273,32 @@ def kernel_config(folder: str | None = None):
     return Config({"KernelManager": {"transport": "ipc", "ip": ip}})
 
 
-#: ``python -c PAPERMILL_CLI_CODE FOLDER ARGS``: ``python -m papermill ARGS`` with its
-#: kernels on Unix sockets in FOLDER (the run's private work folder, which the executor
-#: removes), as :func:`kernel_config` starts them (keep the two in step); exits as the
-#: CLI does. The CLI's one call of ``execute_notebook`` gets the config as an engine
-#: keyword, which reaches nbclient's NotebookClient, which gives it to the kernel manager.
+#: The file in a cold run's private work folder that holds papermill's arguments (a
+#: JSON list). Not the command line: every account of the machine reads a process's
+#: command line, and the arguments name the run's folders (its id) and the notebook;
+#: the folder is the owner's alone (0700).
+PAPERMILL_ARGS_FILE = "papermill-args.json"
+
+#: ``python -c PAPERMILL_CLI_CODE FOLDER``: ``python -m papermill ARGS`` with ARGS read
+#: from FOLDER/:data:`PAPERMILL_ARGS_FILE` and its kernels on Unix sockets in FOLDER (the
+#: run's private work folder, which the executor removes), as :func:`kernel_config`
+#: starts them (keep the two in step); exits as the CLI does. The CLI's one call of
+#: ``execute_notebook`` gets the config as an engine keyword, which reaches nbclient's
+#: NotebookClient, which gives it to the kernel manager.
 #: Code of its own rather than this module's ``main``: ``python -m`` this module imports
 #: its packages (pydantic, traitlets, the profiles: 0.15 s), which a cold run does not need.
-PAPERMILL_CLI_CODE = """\
-import functools, os, sys
+PAPERMILL_CLI_CODE = f"""\
+import functools, json, os, sys
 sys.modules.setdefault("rfc3987_syntax", None)  # as UNUSED_MODULES: 0.95 s of import
 import papermill.cli
 from traitlets.config import Config
 ip = os.path.join(sys.argv[1], "kernel")
 if len(ip.encode()) <= 100:  # a Unix socket's path has at most 107 bytes: else TCP
-    config = Config({"KernelManager": {"transport": "ipc", "ip": ip}})
+    config = Config({{"KernelManager": {{"transport": "ipc", "ip": ip}}}})
     papermill.cli.execute_notebook = functools.partial(papermill.cli.execute_notebook, config=config)
-papermill.cli.papermill.main(args=sys.argv[2:], prog_name="papermill")
+with open(os.path.join(sys.argv[1], {PAPERMILL_ARGS_FILE!r})) as f:
+    args = json.load(f)
+papermill.cli.papermill.main(args=args, prog_name="papermill")
 """
 
 
