@@ -413,7 +413,7 @@ def wait_version(w: World, version: int, state: str = "ready") -> None:
 
 
 def deployment_create(w: World):
-    body = {"name": "churn", "model_uri": "fake:one"}
+    body = {"name": "churn", "model_uri": "models:/fake/one"}
     r = w.service("deployer", "POST", "api/deployments", "alice", json=body)
     assert r.status_code == 201, r.text
     wait_version(w, 1)
@@ -421,7 +421,7 @@ def deployment_create(w: World):
 
 
 def deployment_create_version(w: World):
-    body = {"model_uri": "fake:two", "canary_percent": 50}
+    body = {"model_uri": "models:/fake/two", "canary_percent": 50}
     r = w.service("deployer", "POST", "api/deployments/churn/versions", "alice", json=body)
     assert r.status_code == 201, r.text
     wait_version(w, 2)

@@ -209,7 +209,7 @@ def deployer(hub, token: str) -> Client:
 def test_models_list_status_rollback_and_who_may(shell, hub, users):
     tokens = {name: user[0] for name, user in users.items()}
     alice = deployer(hub, tokens["alice"])
-    r = alice("POST", "api/deployments", json={"name": "churn", "model_uri": "fake:one"})
+    r = alice("POST", "api/deployments", json={"name": "churn", "model_uri": "models:/fake/one"})
     assert r.status_code == 201, r.text
     alice.wait_state("churn", 1, "ready")
     # nothing served before v1: rollback needs --to
@@ -217,7 +217,7 @@ def test_models_list_status_rollback_and_who_may(shell, hub, users):
         "No earlier version has served 'churn': give the version to go back to with --to N "
         "(`shipyard models status churn` lists them)."
     )
-    r = alice("POST", "api/deployments/churn/versions", json={"model_uri": "fake:two"})
+    r = alice("POST", "api/deployments/churn/versions", json={"model_uri": "models:/fake/two"})
     assert r.status_code == 201, r.text
     alice.wait_state("churn", 2, "ready")
     alice.wait_state("churn", 1, "stopped")
@@ -236,7 +236,7 @@ def test_models_list_status_rollback_and_who_may(shell, hub, users):
     assert "Traffic: v2 100%\n" in out
     assert f"Endpoint: {hub.url}/services/deployer/models/alice/churn/invocations\n" in out
     assert "Previous version: v1 (`shipyard models rollback churn` sends" in out
-    assert "v2: fake:two, created " in out and "v1: fake:one, created " in out
+    assert "v2: models:/fake/two, created " in out and "v1: models:/fake/one, created " in out
     versions = [line.split()[:4] for line in out.splitlines() if line.startswith("churn ")]
     assert versions[0] == ["churn", "2", "100%", "ready"]
     assert versions[1][:3] == ["churn", "1", "0%"] and versions[1][3].startswith("stopped")

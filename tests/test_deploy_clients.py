@@ -676,9 +676,9 @@ def test_rollouts_follow_the_deployer(fake_backend_hub, ip, monkeypatch, capsys)
 
     def publish(self, progress, user, name, ref, *rest):
         # the registry is tested above; here the deployer's answers are. The double's
-        # replicas never start for a "fake-broken:" URI.
+        # replicas never start for a "models:/fake-broken/" URI.
         version = ref.rsplit("/", 1)[1]
-        uri = "fake-broken:x" if version == "99" else ref
+        uri = "models:/fake-broken/x" if version == "99" else ref
         return deploying.Published(uri, f"{user}-{name}", version, {"run_id": "0" * 32})
 
     monkeypatch.setattr("server_ext.magics.ShipyardMagics._publish", publish)

@@ -83,8 +83,9 @@ server.server_close()  # joins the requests in flight
 class FakeModelBackend(Backend):
     """Test double of a backend: loopback processes of :data:`FAKE_MODEL_SERVER`.
 
-    ``model_uri`` says what the fake model does: ``fake:<tag>`` predicts
-    ``<tag>``, ``fake-error:<tag>`` answers 500, ``fake-broken:`` never starts.
+    ``model_uri`` (a ``models:/`` URI, a form the API accepts) says what the fake
+    model does: ``models:/fake/<tag>`` predicts ``<tag>``, ``models:/fake-error/<tag>``
+    answers 500, ``models:/fake-broken/<tag>`` never starts.
     """
 
     def __init__(self, **kwargs):
@@ -92,7 +93,7 @@ class FakeModelBackend(Backend):
         self.replicas: dict[str, list[tuple[subprocess.Popen, int]]] = {}
 
     def _spawn(self, spec: VersionSpec) -> tuple[subprocess.Popen, int]:
-        kind, _, tag = spec.model_uri.partition(":")
+        kind, _, tag = spec.model_uri.removeprefix("models:/").partition("/")
         port = free_port()
         mode = "error" if kind == "fake-error" else "ok"
         proc = subprocess.Popen(
@@ -115,7 +116,7 @@ class FakeModelBackend(Backend):
         raise DeployFailed("the fake model server never became healthy")
 
     async def start(self, spec: VersionSpec) -> None:
-        if spec.model_uri.startswith("fake-broken:"):
+        if spec.model_uri.startswith("models:/fake-broken/"):
             await asyncio.sleep(0.3)
             raise DeployFailed("could not load the model: fake-broken models never load")
         started = [self._spawn(spec) for _ in range(spec.replicas)]
@@ -258,18 +259,21 @@ def test_openapi_describes_every_route(dep):
 @pytest.mark.parametrize(
     "body,field",
     [
-        ({"name": "Bad_Name", "model_uri": "fake:a"}, "name"),
-        ({"name": "a--b", "model_uri": "fake:a"}, "name"),
+        ({"name": "Bad_Name", "model_uri": "models:/fake/a"}, "name"),
+        ({"name": "a--b", "model_uri": "models:/fake/a"}, "name"),
         ({"name": "ok", "model_uri": "relative/path"}, "model_uri"),
         ({"name": "ok", "model_uri": "-x"}, "model_uri"),
-        ({"name": "ok", "model_uri": "fake:a", "replicas": 0}, "replicas"),
-        ({"name": "ok", "model_uri": "fake:a", "replicas": True}, "replicas"),
-        ({"name": "ok", "model_uri": "fake:a", "replicas": 4}, "replicas"),
-        ({"name": "ok", "model_uri": "fake:a", "profile": "nope"}, "profile"),
-        ({"name": "ok", "model_uri": "fake:a", "profile": "Not A Slug"}, "profile"),
-        ({"name": "ok", "model_uri": "fake:a", "training_summary": [1]}, "training_summary"),
-        ({"name": "ok", "model_uri": "fake:a", "colour": "red"}, "colour"),
-        ({"model_uri": "fake:a"}, "name"),
+        ({"name": "ok", "model_uri": "models:/fake/a", "replicas": 0}, "replicas"),
+        ({"name": "ok", "model_uri": "models:/fake/a", "replicas": True}, "replicas"),
+        ({"name": "ok", "model_uri": "models:/fake/a", "replicas": 4}, "replicas"),
+        ({"name": "ok", "model_uri": "models:/fake/a", "profile": "nope"}, "profile"),
+        ({"name": "ok", "model_uri": "models:/fake/a", "profile": "Not A Slug"}, "profile"),
+        (
+            {"name": "ok", "model_uri": "models:/fake/a", "training_summary": [1]},
+            "training_summary",
+        ),
+        ({"name": "ok", "model_uri": "models:/fake/a", "colour": "red"}, "colour"),
+        ({"model_uri": "models:/fake/a"}, "name"),
     ],
 )
 def test_bad_input_is_400_naming_the_field(dep, body, field):
@@ -282,7 +286,9 @@ def test_bad_requests(dep):
     r = dep("POST", "api/deployments", data=b"{not json", headers={"Content-Type": "x"})
     assert r.status_code == 400 and "not JSON" in r.json()["message"]
     r = dep(
-        "POST", "api/deployments", json={"name": "ok", "model_uri": "fake:a", "profile": "roomy"}
+        "POST",
+        "api/deployments",
+        json={"name": "ok", "model_uri": "models:/fake/a", "profile": "roomy"},
     )
     assert r.status_code == 403 and "research" in r.json()["message"]
     assert dep("GET", "api/deployments/missing").status_code == 404
@@ -297,7 +303,7 @@ def test_a_gpu_profile_without_a_gpu_is_refused_with_the_reason(dep):
     ``shipyard up`` skipped; a version whose profile gained a GPU since fails at its start
     with that reason, and the traffic stays where it was."""
     rhea = Client(dep.hub, dep.hub.create_user("rhea", groups=["research"]))
-    body = {"name": "vision", "model_uri": "fake:v", "profile": "gpu"}
+    body = {"name": "vision", "model_uri": "models:/fake/v", "profile": "gpu"}
     r = rhea("POST", "api/deployments", json=body)
     assert r.status_code == 409, r.text
     message = r.json()["message"]
@@ -307,12 +313,16 @@ def test_a_gpu_profile_without_a_gpu_is_refused_with_the_reason(dep):
     assert r.status_code == 201, r.text
     rhea.wait_state("vision", 1, "ready")
     r = rhea(
-        "POST", "api/deployments/vision/versions", json={"model_uri": "fake:w", "profile": "gpu"}
+        "POST",
+        "api/deployments/vision/versions",
+        json={"model_uri": "models:/fake/w", "profile": "gpu"},
     )
     assert r.status_code == 409 and "no GPU on this machine" in r.json()["message"], r.text
 
     r = rhea(
-        "POST", "api/deployments/vision/versions", json={"model_uri": "fake:w", "profile": "tiny"}
+        "POST",
+        "api/deployments/vision/versions",
+        json={"model_uri": "models:/fake/w", "profile": "tiny"},
     )
     assert r.status_code == 201 and r.json()["version"] == 2, r.text
     rhea.wait_state("vision", 2, "ready")
@@ -347,7 +357,7 @@ def test_the_backends_count_the_gpus_as_the_spawners_do():
 
 
 def test_deploy_invoke_and_access(dep, bob):
-    r = dep("POST", "api/deployments", json={"name": "churn", "model_uri": "fake:one"})
+    r = dep("POST", "api/deployments", json={"name": "churn", "model_uri": "models:/fake/one"})
     assert r.status_code == 201, r.text
     d = r.json()
     assert d["versions"][0]["state"] == "starting" and d["traffic"] == {}
@@ -397,7 +407,7 @@ def test_deploy_invoke_and_access(dep, bob):
 
 
 def test_failed_version_keeps_traffic(dep):
-    r = dep("POST", "api/deployments/churn/versions", json={"model_uri": "fake-broken:x"})
+    r = dep("POST", "api/deployments/churn/versions", json={"model_uri": "models:/fake-broken/x"})
     assert r.status_code == 201 and r.json()["version"] == 2
     v = dep.wait_state("churn", 2, "failed")
     assert "never load" in v["reason"]
@@ -411,7 +421,7 @@ def test_canary_split_promote_rollback(dep):
     r = dep(
         "POST",
         "api/deployments/churn/versions",
-        json={"model_uri": "fake:three", "canary_percent": 50},
+        json={"model_uri": "models:/fake/three", "canary_percent": 50},
     )
     assert r.status_code == 201
     dep.wait_state("churn", 3, "ready")
@@ -476,7 +486,7 @@ def test_zero_failures_under_load_during_rollout(dep):
         for _ in range(8):
             pool.submit(client)
         time.sleep(1)
-        dep("POST", "api/deployments/churn/versions", json={"model_uri": "fake:four"})
+        dep("POST", "api/deployments/churn/versions", json={"model_uri": "models:/fake/four"})
         dep.wait_state("churn", 4, "ready")
         dep.wait_state("churn", 1, "stopped", timeout=40)
         time.sleep(0.5)
@@ -490,12 +500,12 @@ def test_zero_failures_under_load_during_rollout(dep):
 
 
 def test_breaker_takes_failing_version_out(dep):
-    dep("POST", "api/deployments", json={"name": "flaky", "model_uri": "fake:good"})
+    dep("POST", "api/deployments", json={"name": "flaky", "model_uri": "models:/fake/good"})
     dep.wait_state("flaky", 1, "ready")
     dep(
         "POST",
         "api/deployments/flaky/versions",
-        json={"model_uri": "fake-error:bad", "canary_percent": 50},
+        json={"model_uri": "models:/fake-error/bad", "canary_percent": 50},
     )
     dep.wait_state("flaky", 2, "ready")
     codes = Counter(dep.invoke("alice", "flaky").status_code for _ in range(40))
@@ -510,7 +520,7 @@ def test_breaker_takes_failing_version_out(dep):
 def test_restart_brings_versions_back_and_delete(dep):
     import psutil
 
-    dep("POST", "api/deployments", json={"name": "steady", "model_uri": "fake:steady"})
+    dep("POST", "api/deployments", json={"name": "steady", "model_uri": "models:/fake/steady"})
     dep.wait_state("steady", 1, "ready")
     pid = next(
         c.pid

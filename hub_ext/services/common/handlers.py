@@ -12,6 +12,13 @@ build on it without importing another service's package:
   ``ValidationError`` is a 400 listing each bad field, anything else a 500
   whose traceback is only logged;
 - request bodies are never logged (they may hold a secret value);
+- every JSON body and query string is checked for its shape before anything
+  walks it (:func:`check_json`): size, nesting depth, no ``NaN``/``Infinity``
+  (not JSON), no lone surrogate that the database could not store; a body or
+  query past a limit is a 400 (413 for the byte size), never a
+  ``RecursionError`` or ``TypeError`` deep inside a service (issue #14, point 3);
+- a method a route does not implement is a 405 with the ``Allow`` header
+  listing those it does (RFC 9110, section 15.5.6);
 - what a route does is recorded in the audit trail from data on the handler
   (``audit_actions``, ``audit_target``: :mod:`.audit`), once the outcome is known.
 
@@ -36,6 +43,63 @@ from . import audit as audit_trail
 from .errors import Invalid, ServiceError, TooLarge
 
 log = logging.getLogger("shipyard.services")
+
+#: Deepest nesting of arrays and objects a request body may have. Far beyond any real
+#: request (a notebook is 5 levels deep, parameters at most 32), and far below Python's
+#: recursion limit, so no code that walks a body recursively can overflow.
+MAX_JSON_DEPTH = 64
+#: Most query arguments one request may carry, and the longest value of one.
+MAX_QUERY_ARGUMENTS = 32
+MAX_QUERY_VALUE = 4096
+#: The methods a route may implement, in the order ``Allow`` lists them.
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _not_json_constant(name: str) -> Any:
+    raise Invalid(f"the request body holds {name}, which is not JSON: send a number or null")
+
+
+def check_json(value: Any, max_depth: int = MAX_JSON_DEPTH, what: str = "the request body") -> Any:
+    """Return ``value`` (parsed JSON) when every part of it is one a service can walk.
+
+    Iterative, so a body nested deeper than Python's recursion limit is refused here
+    instead of crashing whatever walks it next; strings (and keys) must be valid
+    Unicode (a lone surrogate from ``"\\ud800"`` cannot be stored or sent on).
+
+    Raises
+    ------
+    Invalid
+        Nested deeper than ``max_depth``, or a string that is not valid Unicode.
+    """
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            _check_text(node, what)
+            continue
+        if not isinstance(node, dict | list):
+            continue
+        if depth > max_depth:
+            raise Invalid(
+                f"{what} nests arrays and objects deeper than {max_depth} levels: flatten it"
+            )
+        if isinstance(node, dict):
+            for key, item in node.items():
+                _check_text(key, what)
+                stack.append((item, depth + 1))
+        else:
+            stack.extend((item, depth + 1) for item in node)
+    return value
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid(
+            f"{what} holds a string that is not valid Unicode (a lone surrogate such as "
+            "\\ud800): send UTF-8 text"
+        ) from None
 
 
 def error_list(error: ValidationError) -> list[dict[str, Any]]:
@@ -106,6 +170,8 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         else:
             message = self._reason
         self.audit_reason = message
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps({"status": status_code, "message": message, "errors": errors}))
 
@@ -135,6 +201,15 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             return
         super()._handle_request_exception(e)
 
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The methods this route implements (what a 405's ``Allow`` header lists)."""
+        return [
+            m
+            for m in HTTP_METHODS
+            if getattr(cls, m.lower(), None) is not getattr(web.RequestHandler, m.lower(), None)
+        ]
+
     # -- identity
 
     def hub_identity(self) -> dict[str, Any]:
@@ -163,9 +238,15 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         if not self.request.body:
             return {}
         try:
-            return json.loads(self.request.body)
+            body = json.loads(self.request.body, parse_constant=_not_json_constant)
+        except RecursionError:
+            raise Invalid(
+                f"the request body nests arrays and objects deeper than {MAX_JSON_DEPTH} "
+                "levels: flatten it"
+            ) from None
         except (ValueError, UnicodeDecodeError):
             raise Invalid("the request body is not JSON") from None
+        return check_json(body)
 
     def parse(self, model: type[BaseModel]) -> Any:
         body = self.json_body()
@@ -173,10 +254,26 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
             raise Invalid("the request body must be a JSON object")
         return model.model_validate(body)
 
-    def query(self, model: type[BaseModel]) -> Any:
-        """The query arguments (the last of each) validated as ``model``."""
-        args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
-        return model.model_validate(args)
+    def query_arguments(self) -> dict[str, str]:
+        """The query arguments, the last of each, checked for number, size and Unicode.
+
+        As sent: tornado's ``get_query_argument`` would turn control characters into
+        spaces and strip them, so ``?owner=%18`` would pass for no owner at all.
+        """
+        if len(self.request.query_arguments) > MAX_QUERY_ARGUMENTS:
+            raise Invalid(f"the query has more than {MAX_QUERY_ARGUMENTS} arguments")
+        args = {}
+        for name, values in self.request.query_arguments.items():
+            value = self.decode_argument(values[-1], name=name)
+            if len(name) > MAX_QUERY_VALUE or len(value) > MAX_QUERY_VALUE:
+                raise Invalid(f"a query argument is longer than {MAX_QUERY_VALUE} characters")
+            check_json([name, value], what="the query")
+            args[name] = value
+        return args
+
+    def query(self, model: type[BaseModel], **fixed: Any) -> Any:
+        """The query arguments (the last of each), and ``fixed`` values, validated as ``model``."""
+        return model.model_validate({**self.query_arguments(), **fixed})
 
     def send(self, value: Any, status: int = 200) -> None:
         self.audit_result = value  # the audit record takes the owner and id from it

@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, WithJsonSchema
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from .errors import Invalid
@@ -118,10 +118,44 @@ def _as_value_error(func):
     return check
 
 
+def _any_case(text: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in text)
+
+
+#: The JSON schema of a secret name: exactly what :func:`check_name` accepts, so the
+#: OpenAPI documents say it (ECMA regexes have no case-insensitive flag: ``[Hh]...``).
+NAME_SCHEMA = {
+    "type": "string",
+    "pattern": f"^{NAME_PATTERN.pattern}$",
+    "maxLength": MAX_NAME_LENGTH,
+    "not": {
+        "pattern": "^(?:"
+        + "|".join(
+            [_any_case(n) + "$" for n in sorted(RESERVED_NAMES)]
+            + [_any_case(p) for p in RESERVED_PREFIXES]
+        )
+        + ")"
+    },
+}
+
 #: A secret's name, for pydantic models.
-SecretName = Annotated[str, AfterValidator(_as_value_error(_name))]
+SecretName = Annotated[
+    str, AfterValidator(_as_value_error(_name)), WithJsonSchema(NAME_SCHEMA, mode="validation")
+]
 #: A list of distinct secret names, for pydantic models (jobs and deployments use the same rule).
-SecretNames = Annotated[list[str], AfterValidator(_as_value_error(_names))]
+SecretNames = Annotated[
+    list[str],
+    AfterValidator(_as_value_error(_names)),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": NAME_SCHEMA,
+            "maxItems": MAX_SECRETS_PER_OBJECT,
+            "uniqueItems": True,
+        },
+        mode="validation",
+    ),
+]
 
 
 class SecretsUnavailable(Exception):

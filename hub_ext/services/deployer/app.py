@@ -409,7 +409,7 @@ class DeployerService(Application):
             service_name="deployer",
             deployer=core,
             model_router=router,
-            build_openapi=build_openapi,
+            build_openapi=lambda prefix: build_openapi(prefix, self.max_replicas),
         )
 
         async def serve() -> None:

@@ -49,7 +49,7 @@ class BaseHandler(_SchedulerBaseHandler):
 
     @property
     def owner(self) -> str | None:
-        return self.get_query_argument("owner", None) or None
+        return self.query(ListDeploymentsQuery).owner or None
 
     @property
     def audit_owner(self) -> str | None:

@@ -10,12 +10,21 @@ Validation happens here, once, with messages that say what to fix:
   and not ending in ``-``: they become part of process, cgroup and
   Kubernetes names (SECURITY rule 10), and ``--`` is the separator of
   :func:`.backend.version_key`.
-- A model URI is a URI with a scheme (``models:/``, ``runs:/``, ``s3://``,
-  ``file://``...) or an absolute path, without whitespace or control
-  characters and never starting with ``-`` (it is passed to the model server
-  as an argument). The model server reads it as the owner: the URI gives
-  nobody access to anything the owner cannot read.
-- Replicas, percentages and versions are whole numbers (``true`` is not 1).
+- A model URI is one the model server can load (:data:`MODEL_URI_SCHEMES`):
+  ``models:/`` and ``runs:/`` (read through the tracking service with the
+  owner's token), ``mlflow-artifacts:/``, or a model directory on this
+  machine (``file:/`` or an absolute path, for the local backend); without
+  whitespace or control characters. Anything else (``javascript:``,
+  ``s3://`` without the cloud clients in the environments, a relative path)
+  is refused when the deployment is made, not failed at the replica's start.
+  The model server reads it as the owner: the URI gives nobody access to
+  anything the owner cannot read.
+- Replicas, percentages and versions are whole numbers (``true`` and ``"1"``
+  are not 1; ``1.0`` is, as JSON Schema reads it).
+- Each rule a JSON schema can say is in the model's schema too, from the same
+  constant, so the OpenAPI document says what the service does; the replica
+  limit is the service's setting (``DeployerService.max_replicas``), written
+  into the document when the service starts (:func:`.openapi.build_openapi`).
 - Free-form documents (training summary, signature, lineage) are JSON objects
   of bounded size.
 
@@ -30,7 +39,15 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from ..common.secrets import SecretNames
@@ -54,11 +71,24 @@ __all__ = [
     "VersionMetrics",
 ]
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
+#: A deployment name: lowercase words joined by single dashes (at most 40 characters).
+NAME_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+MAX_NAME = 40
 _NAME = re.compile(NAME_PATTERN)
-_PROFILE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
-_PRINCIPAL = re.compile(r"^[^\x00-\x1f\x7f/]{1,255}$")
+PROFILE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_PROFILE = re.compile(PROFILE_PATTERN)
+#: What the model server loads (mlflow.artifacts.download_artifacts, then
+#: mlflow.pyfunc.load_model): registry and run URIs through the tracking service, its
+#: artifact proxy, and a local model directory. MLflow's other stores (s3, gs, wasbs,
+#: hdfs...) need cloud clients that no Shipyard environment installs.
+MODEL_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/", "file:/", "/")
+MODEL_URI_PATTERN = r"^(?:models:/|runs:/|mlflow-artifacts:/|file:/|/)[^\s\x00-\x1f\x7f]*$"
+_MODEL_URI = re.compile(MODEL_URI_PATTERN)
+PRINCIPAL_PATTERN = r"^[^\x00-\x1f\x7f/]{1,255}$"
+_PRINCIPAL = re.compile(PRINCIPAL_PATTERN)
+#: Traffic split keys: version numbers as the path writes them.
+VERSION_KEY_PATTERN = r"^[1-9][0-9]{0,8}$"
+MAX_VERSION = 999_999_999
 MAX_REPLICAS = 64
 MAX_URI = 2048
 MAX_DOCUMENT_BYTES = 1024**2
@@ -72,7 +102,7 @@ def _error(kind: str, message: str, **context: Any) -> PydanticCustomError:
 
 
 def _check_name(value: str) -> str:
-    if not _NAME.match(value) or "--" in value or value.endswith("-"):
+    if len(value) > MAX_NAME or not _NAME.fullmatch(value):
         raise _error(
             "deployment_name",
             "'{value}' is not a deployment name: use 1 to 40 lowercase letters, digits and "
@@ -84,7 +114,7 @@ def _check_name(value: str) -> str:
 
 
 def _check_profile(value: str) -> str:
-    if len(value) > 63 or not _PROFILE.match(value):
+    if len(value) > 63 or not _PROFILE.fullmatch(value):
         raise _error(
             "profile", "'{value}' is not a profile slug (see GET api/profiles)", value=value
         )
@@ -96,11 +126,12 @@ def _check_uri(value: str) -> str:
         raise _error("model_uri", f"a model URI has 1 to {MAX_URI} characters")
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
         raise _error("model_uri", "a model URI has no spaces or control characters")
-    if not (value.startswith("/") or _URI_SCHEME.match(value)):
+    if not _MODEL_URI.fullmatch(value):
         raise _error(
             "model_uri",
-            "'{value}' is neither an absolute path nor a URI such as 'models:/name/3' "
-            "or 'runs:/<run id>/model'",
+            "'{value}' is not a model the model server can load: use 'models:/<name>/<version>', "
+            "'runs:/<run id>/<path>', 'mlflow-artifacts:/...', or the absolute path of a model "
+            "directory on this machine",
             value=value,
         )
     return value
@@ -114,7 +145,7 @@ def _check_document(value: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _check_principals(values: list[str]) -> list[str]:
     for value in values:
-        if not _PRINCIPAL.match(value):
+        if not _PRINCIPAL.fullmatch(value):
             raise _error(
                 "principal",
                 "'{value}' is not a hub user, group or service name (1 to 255 characters, "
@@ -124,14 +155,57 @@ def _check_principals(values: list[str]) -> list[str]:
     return sorted(set(values))
 
 
-DeploymentName = Annotated[str, AfterValidator(_check_name)]
-ProfileSlug = Annotated[str, AfterValidator(_check_profile)]
-ModelURI = Annotated[str, AfterValidator(_check_uri)]
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" is any number without a fraction: 2.0 is 2
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: A whole number in a JSON body: never a string ("2") or a boolean (true).
+Whole = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
+def _bounds(schema: dict[str, Any]) -> None:
+    # pydantic writes a bound behind a BeforeValidator under its own name (ge, le)
+    for ours, theirs in (("ge", "minimum"), ("le", "maximum")):
+        if ours in schema:
+            schema[theirs] = schema.pop(ours)
+
+
+def _whole(low: int, high: int) -> Any:
+    return Annotated[Whole, Field(ge=low, le=high, json_schema_extra=_bounds)]
+
+
+DeploymentName = Annotated[
+    str,
+    AfterValidator(_check_name),
+    Field(json_schema_extra={"pattern": NAME_PATTERN, "minLength": 1, "maxLength": MAX_NAME}),
+]
+ProfileSlug = Annotated[
+    str,
+    AfterValidator(_check_profile),
+    Field(json_schema_extra={"pattern": PROFILE_PATTERN, "minLength": 1, "maxLength": 63}),
+]
+ModelURI = Annotated[
+    str,
+    AfterValidator(_check_uri),
+    Field(json_schema_extra={"pattern": MODEL_URI_PATTERN, "minLength": 1, "maxLength": MAX_URI}),
+]
 Document = Annotated[dict[str, Any] | None, AfterValidator(_check_document)]
-Replicas = Annotated[StrictInt, Field(ge=1, le=MAX_REPLICAS)]
-Percent = Annotated[StrictInt, Field(ge=0, le=100)]
-VersionNumber = Annotated[StrictInt, Field(ge=1)]
-Principals = Annotated[list[str], Field(max_length=MAX_GRANTS), AfterValidator(_check_principals)]
+Replicas = _whole(1, MAX_REPLICAS)
+Percent = _whole(0, 100)
+VersionNumber = _whole(1, MAX_VERSION)
+Principals = Annotated[
+    list[str],
+    Field(
+        max_length=MAX_GRANTS,
+        json_schema_extra={
+            "items": {"type": "string", "pattern": PRINCIPAL_PATTERN},
+        },
+    ),
+    AfterValidator(_check_principals),
+]
 
 
 class _Input(BaseModel):
@@ -192,12 +266,14 @@ class UpdateDeployment(_Input):
 class SetTraffic(_Input):
     """The whole traffic split: ready versions and their percentages, summing to 100."""
 
-    split: dict[str, Percent] = Field(min_length=1)
+    split: dict[str, Percent] = Field(
+        min_length=1, json_schema_extra={"propertyNames": {"pattern": VERSION_KEY_PATTERN}}
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> SetTraffic:
         for key in self.split:
-            if not key.isdigit() or key.startswith("0"):
+            if not re.fullmatch(VERSION_KEY_PATTERN, key):
                 raise _error(
                     "split", "'{key}' is not a version number: use keys like \"1\"", key=key
                 )
@@ -233,7 +309,7 @@ class Grants(_Input):
 class ListDeploymentsQuery(_Input):
     """``?owner=``: whose deployments (admins only; others see their own)."""
 
-    owner: str | None = None
+    owner: str | None = Field(default=None, max_length=255)
 
 
 class BreakerState(BaseModel):

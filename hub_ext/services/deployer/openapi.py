@@ -4,7 +4,9 @@ One source for the REST schema (STYLE rule 18): bodies come from
 :mod:`.models`; a test checks that every route of :data:`.handlers.API_TABLE`
 and every method it implements is described here. The document itself is
 built by :func:`hub_ext.services.common.openapi.build_document`, as the
-scheduler's.
+scheduler's. What depends on the service's settings (the most replicas a
+version may have) is written in when the service starts, so the document a
+client reads is the one the service enforces.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from typing import Any
 
 from ..common.openapi import build_document
 from .models import (
+    MAX_NAME,
+    MAX_VERSION,
+    NAME_PATTERN,
     CreateDeployment,
     CreateVersion,
     DeploymentMetrics,
@@ -27,14 +32,24 @@ from .models import (
     UpdateDeployment,
 )
 
-NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "integer"}}
+NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": NAME_PATTERN, "maxLength": MAX_NAME},
+}
+VERSION = {
+    "name": "version",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+}
 OWNER = {
     "name": "owner",
     "in": "query",
     "required": False,
     "description": "Another user's deployments (hub admins only).",
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "maxLength": 255},
 }
 D = [NAME, OWNER]
 
@@ -120,9 +135,20 @@ def _body_required(method: str, op: dict[str, Any]) -> bool:
     return method != "post" or op["request"] is not RollbackVersion
 
 
-def build_openapi(prefix: str = "/services/deployer/") -> dict[str, Any]:
-    """Return the OpenAPI 3.1 document for a service served under ``prefix``."""
-    return build_document(
+def build_openapi(
+    prefix: str = "/services/deployer/", max_replicas: int | None = None
+) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document for a service served under ``prefix``.
+
+    Parameters
+    ----------
+    prefix : str
+        Where the service is served.
+    max_replicas : int, optional
+        The service's ``max_replicas``: the ``maximum`` of every ``replicas`` field
+        (the models' own bound, 64, is the most any service may set).
+    """
+    document = build_document(
         OPERATIONS,
         error_model=ErrorResponse,
         title="Shipyard deployer",
@@ -134,3 +160,8 @@ def build_openapi(prefix: str = "/services/deployer/") -> dict[str, Any]:
         prefix=prefix,
         body_required=_body_required,
     )
+    if max_replicas is not None:
+        for name in ("CreateDeployment", "UpdateDeployment"):
+            replicas = document["components"]["schemas"][name]["properties"]["replicas"]
+            replicas["maximum"] = min(replicas["maximum"], max_replicas)
+    return document

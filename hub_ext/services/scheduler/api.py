@@ -15,18 +15,37 @@ A job's notebook reaches the service one of two ways, never both:
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic_core import PydanticCustomError
 
-from .models import CreateJob, SourcePath
+from .models import CreateJob, SourcePath, Whole
+from .notebooks import NOTEBOOK_SCHEMA, notebook_problem
+
+
+def _check_notebook(value: dict[str, Any]) -> dict[str, Any]:
+    problem = notebook_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("notebook", "not a Jupyter notebook that can run: " + problem)
+    return value
+
+
+#: An inline notebook: checked to be one that can run (:data:`.notebooks.NOTEBOOK_SCHEMA`,
+#: also its schema in the OpenAPI document), kept as sent.
+Notebook = Annotated[
+    dict[str, Any],
+    AfterValidator(_check_notebook),
+    Field(json_schema_extra=lambda schema: schema.update(copy.deepcopy(NOTEBOOK_SCHEMA))),
+]
 
 
 class CreateJobRequest(CreateJob):
     """A new job: its settings, and the notebook by ``source_path`` or inline ``notebook``."""
 
-    notebook: dict[str, Any] | None = Field(
+    notebook: Notebook | None = Field(
         default=None, description="The .ipynb document (JSON); else read from source_path."
     )
 
@@ -49,8 +68,8 @@ class ReplaceNotebookRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source_path: SourcePath | None = None
-    notebook: dict[str, Any] | None = None
-    expected_version: int | None = None
+    notebook: Notebook | None = None
+    expected_version: Whole | None = None
 
 
 class ReplaceNotebookResponse(BaseModel):
@@ -143,7 +162,13 @@ class MarkNotification(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    read: Literal[True]
+    read: Annotated[StrictBool, Field(json_schema_extra={"const": True})]
+
+    @model_validator(mode="after")
+    def _only_read(self) -> MarkNotification:
+        if self.read is not True:
+            raise ValueError("read must be true: a notification cannot be marked unread")
+        return self
 
 
 class ErrorResponse(BaseModel):

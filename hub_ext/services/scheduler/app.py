@@ -540,6 +540,7 @@ class SchedulerService(Application):
             if sweep is not None:
                 await sweep()
 
+            check_webhook=notifier.check_webhook_url,
             watcher = FileWatcher(store, core.home_of, self.file_watch_interval, wake=worker.wake)
             tasks = [asyncio.create_task(worker.run()), asyncio.create_task(watcher.run())]
             self.log.info(

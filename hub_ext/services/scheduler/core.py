@@ -5,7 +5,12 @@ and calls the synchronous :class:`~.store.JobStore` in a thread pool so the
 event loop never waits on the database (STYLE rule 13):
 
 - the notebook is read from the owner's home through :mod:`.paths` (or taken
-  inline), limited in size (413), and snapshotted;
+  inline), limited in size (413), checked to be a notebook that can run
+  (:func:`.notebooks.check_notebook`: a cell without ``source`` is a 400 now,
+  not a failed run later), and snapshotted;
+- a notification webhook must reach a public address (unless the admin
+  allows private ones): checked when the job is saved, by the notifier's own
+  rule (:meth:`.notify.Notifier.check_webhook_url`);
 - the profile must exist, be open to the owner's groups (the hub's groups,
   looked up with the service's token and cached briefly), and be one this
   machine can run: a GPU profile where the executor has no GPU is listed as
@@ -26,7 +31,7 @@ import json
 import os
 import pwd
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,7 +65,12 @@ from .models import (
     ListRunsQuery,
     UpdateJob,
 )
-from .notebooks import check_against_notebook, declared_parameters, notebook_diff
+from .notebooks import (
+    check_against_notebook,
+    check_notebook,
+    declared_parameters,
+    notebook_diff,
+)
 from .paths import TooLarge, read_in_home
 from .store import JobStore
 
@@ -134,6 +144,10 @@ class SchedulerCore:
     gpu_count : int, optional
         The executor's GPUs (:attr:`.executors.base.Executor.gpu_count`); None where it
         does not know (Kubernetes), which checks nothing.
+    check_webhook : callable, optional
+        ``await check_webhook(url)`` raises ValueError saying why the scheduler would
+        not call a notification webhook (:meth:`.notify.Notifier.check_webhook_url`);
+        None checks nothing.
     """
 
     store: JobStore
@@ -148,6 +162,7 @@ class SchedulerCore:
     #: ``await cancel_local(run_id)``: stop a run this process executes, now.
     cancel_local: Callable[[str], Any] | None = None
     gpu_count: int | None = None
+    check_webhook: Callable[[str], Awaitable[None]] | None = None
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -200,14 +215,25 @@ class SchedulerCore:
                     f"the notebook is {len(data)} bytes, over the limit of "
                     f"{self.max_notebook_bytes}: clear large outputs first"
                 )
-            return data
+            return data  # the request model checked it (api.Notebook)
         home = self.home_of(owner)
         if home is None:
             raise NotFound(
                 f"no notebook at {source_path!r}: you have no home directory on this machine "
                 "yet (start your server once), or send the notebook itself"
             )
-        return read_in_home(home, source_path, self.max_notebook_bytes)
+        data = read_in_home(home, source_path, self.max_notebook_bytes)
+        check_notebook(data, f"the notebook at {source_path!r}")
+        return data
+
+    async def _check_webhook(self, notify: Any) -> None:
+        url = getattr(notify, "webhook_url", None)
+        if url is None or self.check_webhook is None:
+            return
+        try:
+            await self.check_webhook(url)
+        except ValueError as e:
+            raise Invalid(f"notify.webhook_url will not be called: {e}") from None
 
     @staticmethod
     def _check_parameters(notebook: bytes, parameters: dict[str, Any]) -> None:
@@ -221,6 +247,7 @@ class SchedulerCore:
 
     async def create_job(self, caller: Caller, request: CreateJobRequest) -> DescribeJob:
         self._check_profile(request.profile, caller)
+        await self._check_webhook(request.notify)
         data = await self._call(
             self._read_notebook, caller.name, request.source_path, request.notebook
         )
@@ -254,6 +281,7 @@ class SchedulerCore:
         if update.parameters is not None:
             data = await self._call(self.store.snapshots.get, job.notebook_digest)
             await self._call(self._check_parameters, data, update.parameters)
+        await self._check_webhook(update.notify)
         result = await self._call(self.store.update_job, job_id, *caller.access, update)
         self.wake()
         return result

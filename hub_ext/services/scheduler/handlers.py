@@ -34,9 +34,17 @@ from .api import (
     UpdateRunRequest,
 )
 from .core import Caller, SchedulerCore
-from .errors import Invalid
 from .metrics import REQUESTS
-from .models import CreateRun, ListJobsQuery, ListRunsQuery, UpdateJob
+from .models import (
+    CreateRun,
+    ListJobsQuery,
+    ListNotificationsQuery,
+    ListRunsQuery,
+    LogQuery,
+    OutputQuery,
+    UpcomingQuery,
+    UpdateJob,
+)
 
 #: Header that carries a job's webhook secret.
 WEBHOOK_SECRET_HEADER = "X-Shipyard-Webhook-Secret"
@@ -145,13 +153,8 @@ class JobUpcomingHandler(BaseHandler):
 
     async def get(self, job_id: str) -> None:
         caller = await self.caller()
-        try:
-            count = int(self.get_query_argument("count", "3"))
-        except ValueError:
-            raise Invalid("count must be a whole number from 1 to 50") from None
-        if not 1 <= count <= 50:
-            raise Invalid("count must be a whole number from 1 to 50")
-        self.send(await self.core.upcoming(caller, job_id, count))
+        query = self.query(UpcomingQuery)
+        self.send(await self.core.upcoming(caller, job_id, query.count))
 
 
 class JobRunsHandler(BaseHandler):
@@ -161,9 +164,7 @@ class JobRunsHandler(BaseHandler):
 
     async def get(self, job_id: str) -> None:
         caller = await self.caller()
-        args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
-        args["job_id"] = job_id
-        self.send(await self.core.list_runs(caller, ListRunsQuery.model_validate(args)))
+        self.send(await self.core.list_runs(caller, self.query(ListRunsQuery, job_id=job_id)))
 
     async def post(self, job_id: str) -> None:
         caller = await self.caller()
@@ -200,13 +201,7 @@ class RunLogHandler(BaseHandler):
 
     async def get(self, run_id: str) -> None:
         caller = await self.caller()
-        try:
-            offset = int(self.get_query_argument("offset", "0"))
-        except ValueError:
-            raise Invalid("offset must be a whole number of bytes, 0 or more") from None
-        if offset < 0:
-            raise Invalid("offset must be a whole number of bytes, 0 or more")
-        self.send(await self.core.run_log(caller, run_id, offset))
+        self.send(await self.core.run_log(caller, run_id, self.query(LogQuery).offset))
 
 
 class RunOutputHandler(BaseHandler):
@@ -216,7 +211,7 @@ class RunOutputHandler(BaseHandler):
 
     async def get(self, run_id: str) -> None:
         caller = await self.caller()
-        fmt = self.get_query_argument("format", "ipynb")
+        fmt = self.query(OutputQuery).format
         name, content_type, data = await self.core.run_output(caller, run_id, fmt)
         self.set_header("Content-Type", content_type)
         self.set_header("Content-Disposition", f'attachment; filename="{name}"')
@@ -230,8 +225,8 @@ class NotificationsHandler(BaseHandler):
 
     async def get(self) -> None:
         caller = await self.caller()
-        unread = self.get_query_argument("unread", "false").lower() in ("1", "true", "yes")
-        self.send(await self.core.list_notifications(caller, unread))
+        query = self.query(ListNotificationsQuery)
+        self.send(await self.core.list_notifications(caller, query.unread))
 
 
 class NotificationHandler(BaseHandler):

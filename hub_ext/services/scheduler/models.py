@@ -30,7 +30,17 @@ Validation happens here, once, with messages that say what to fix:
   end up in job descriptions and logs).
 
 Unknown fields are errors on input models, so a typo (``timout_seconds``)
-does not silently keep the default.
+does not silently keep the default. Numbers and booleans are strict: ``"60"``
+is not a number and ``1`` is not ``true`` (a number written ``60.0`` is 60, as
+JSON Schema reads it). Query strings, which are all text, have their own
+types (:data:`QueryBool`, :data:`QueryInt`): a boolean is ``true`` or
+``false``, nothing else.
+
+Every rule that a JSON schema can say is in the model's schema too (a
+``pattern``, a bound, an ``enum``), built from the same constant the check
+uses, so the OpenAPI document says what the service does (issue #14, point 5);
+the rules it cannot say (a cron grammar, whether a time fires, the notebook's
+declared parameters) are listed with their reasons in tests/test_api_contract.py.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import json
 import keyword
 import math
 import re
+import zoneinfo
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import PurePosixPath
@@ -48,15 +59,51 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from croniter.croniter import CroniterBadDateError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from ..common.secrets import SecretNames
 
 SLUG_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _SLUG = re.compile(SLUG_PATTERN)
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
-_GROUP = re.compile(r"^[\w.@+-]{1,255}$")
+#: Job, run and notification ids: what :func:`.queueing.new_id` makes.
+ID_PATTERN = r"^[0-9a-f]{32}$"
+_HEX32 = re.compile(ID_PATTERN)
+#: Hub group names, in ASCII: a JSON schema's ``\w`` (ECMA) is ASCII, Python's is not.
+GROUP_PATTERN = r"^[A-Za-z0-9_.@+-]{1,255}$"
+_GROUP = re.compile(GROUP_PATTERN)
+#: A relative path of the owner's home, as the one resolver (:mod:`.paths`) reads it: not
+#: absolute, not ``~``, no empty, ``..`` or hidden (``.name``) component. Hidden files and
+#: folders are refused as jupyter-server's contents API refuses them by default
+#: (``allow_hidden``): what a user cannot open in JupyterLab is not scheduled either.
+SOURCE_PATH_PATTERN = r"^[^/.~\x00][^/\x00]*(?:/[^/.\x00][^/\x00]*)*$"
+_SOURCE_PATH = re.compile(SOURCE_PATH_PATTERN)
+#: A file glob: relative, not ``~``, no empty or ``..`` component (hidden ones are fine:
+#: a file trigger may watch a dot-folder a tool writes to).
+_GLOB_PART = r"(?:[^/.\x00][^/\x00]*|\.|\.[^/.\x00][^/\x00]*|\.\.[^/\x00]+)"
+GLOB_PATTERN = (
+    r"^(?:[^/.~\x00][^/\x00]*|\.|\.[^/.\x00][^/\x00]*|\.\.[^/\x00]+)"
+    + r"(?:/"
+    + _GLOB_PART
+    + r")*$"
+)
+_GLOB = re.compile(GLOB_PATTERN)
+MAX_PATH = 4096
+#: A parameter name: an ASCII Python identifier (not a keyword, checked apart).
+PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
+_PARAMETER_NAME = re.compile(PARAMETER_NAME_PATTERN)
+#: The IANA time zones this machine knows (tzdata is a dependency: the same everywhere).
+TIME_ZONES = tuple(sorted(zoneinfo.available_timezones()))
+_TIME_ZONES = frozenset(TIME_ZONES)
 #: ``@reboot`` is refused: a service restart is not an event users schedule on.
 CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 #: nbconvert exporters a run may also write; ``ipynb`` is always written.
@@ -71,12 +118,25 @@ MAX_KEEP_DAYS = 3650
 MAX_NOTIFY_EMAILS = 10
 MAX_WEBHOOK_URL = 2048
 #: A plausible address, not RFC 5322: no spaces, commas, quotes or brackets in
-#: the local part, and a dotted domain of letters, digits and dashes.
-_EMAIL = re.compile(
+#: the local part, and a dotted domain of letters, digits and dashes; at most
+#: 254 characters (RFC 5321's path), which keeps the domain under 253.
+EMAIL_PATTERN = (
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
-    r"@(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
+_EMAIL = re.compile(EMAIL_PATTERN)
+MAX_EMAIL = 254
+#: An http(s) URL with a host (a name, an IPv4 address or a bracketed IPv6 one), an
+#: optional port up to 65535, no ``user:password@``, no spaces or control characters.
+_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+WEBHOOK_URL_PATTERN = (
+    r"^[Hh][Tt][Tt][Pp][Ss]?://"
+    r"(?:[^\s/?#@:\[\]\\\x00-\x1f\x7f]+|\[[0-9A-Fa-f:.]{2,45}\])"
+    rf"(?::{_PORT})?"
+    r"(?:[/?#][^\s\x00-\x1f\x7f]*)?$"
+)
+_WEBHOOK_URL = re.compile(WEBHOOK_URL_PATTERN)
 
 
 class ConcurrencyPolicy(str, Enum):
@@ -156,27 +216,45 @@ def _check_job_id(value: str) -> str:
     return value
 
 
-def _check_relative_path(value: str, what: str) -> str:
-    if not value or len(value) > 4096 or "\x00" in value:
+def _check_relative_path(value: str, what: str, pattern: re.Pattern[str], example: str) -> str:
+    if not value or len(value) > MAX_PATH or "\x00" in value:
         raise _error("path", "{what} must be 1 to 4096 characters without NUL", what=what)
     path = PurePosixPath(value)
     if path.is_absolute() or value.startswith("~") or ".." in path.parts:
         raise _error(
             "path",
             "{what} {value!r} must be relative to your home directory and must not contain "
-            "'..' (e.g. 'data/*.csv')",
+            "'..' (e.g. {example!r})",
             what=what,
             value=value,
+            example=example,
+        )
+    if "" in value.split("/"):
+        raise _error(
+            "path",
+            "{what} {value!r} has an empty part ('//' or a '/' at an end)",
+            what=what,
+            value=value,
+        )
+    if not pattern.fullmatch(value):
+        raise _error(
+            "path",
+            "{what} {value!r} is in a hidden folder or names a hidden file (a part starting "
+            "with '.'): JupyterLab does not show or open those, so the scheduler does not "
+            "read them either; move the notebook out of it (e.g. {example!r})",
+            what=what,
+            value=value,
+            example=example,
         )
     return value
 
 
 def _check_glob(value: str) -> str:
-    return _check_relative_path(value, "file glob")
+    return _check_relative_path(value, "file glob", _GLOB, "data/*.csv")
 
 
 def _check_source_path(value: str) -> str:
-    return _check_relative_path(value, "source path")
+    return _check_relative_path(value, "source path", _SOURCE_PATH, "reports/daily.ipynb")
 
 
 def _check_parameter_value(value: Any, where: str, depth: int) -> None:
@@ -224,7 +302,7 @@ def _check_parameter_value(value: Any, where: str, depth: int) -> None:
 
 def _check_parameters(value: dict[str, Any]) -> dict[str, Any]:
     for name, item in value.items():
-        if not name.isidentifier() or keyword.iskeyword(name) or len(name) > 100:
+        if not _PARAMETER_NAME.fullmatch(name) or keyword.iskeyword(name):
             raise _error(
                 "parameter_name",
                 "parameter name {name!r} is not a Python identifier: use letters, digits and "
@@ -272,6 +350,8 @@ def _check_cron(value: str) -> str:
 
 def _check_timezone(value: str) -> str:
     try:
+        if value not in _TIME_ZONES:  # ZoneInfo also opens paths such as 'Europe/../UTC'
+            raise ZoneInfoNotFoundError(value)
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
         raise _error(
@@ -315,7 +395,7 @@ def _check_emails(value: list[str]) -> list[str]:
             limit=MAX_NOTIFY_EMAILS,
         )
     for address in value:
-        if not _EMAIL.fullmatch(address):
+        if len(address) > MAX_EMAIL or not _EMAIL.fullmatch(address):
             raise _error(
                 "email",
                 "{address!r} is not an e-mail address: use one address of the form "
@@ -359,6 +439,13 @@ def _check_webhook_url(value: str) -> str:
             "secrets stay out of URLs, which are shown in the job and logged; remove that part "
             "and have the receiving endpoint accept the scheduler's requests without it",
         )
+    if not _WEBHOOK_URL.fullmatch(value):
+        raise _error(
+            "webhook_url",
+            "notify.webhook_url is not an http or https URL with a host name or address and "
+            "a port up to 65535 ({example})",
+            example=example,
+        )
     return value
 
 
@@ -379,52 +466,162 @@ def _bounded(low: int, high: int, what: str, why: str = "") -> AfterValidator:
     return AfterValidator(check)
 
 
-JobName = Annotated[str, AfterValidator(_check_job_name), Field(max_length=63)]
-ProfileSlug = Annotated[str, AfterValidator(_check_profile), Field(max_length=63)]
-JobId = Annotated[str, AfterValidator(_check_job_id)]
-Parameters = Annotated[dict[str, Any], AfterValidator(_check_parameters)]
-CronExpression = Annotated[str, AfterValidator(_check_cron)]
-TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
-Glob = Annotated[str, AfterValidator(_check_glob)]
-SourcePath = Annotated[str, AfterValidator(_check_source_path)]
-Groups = Annotated[list[str], AfterValidator(_check_groups), Field(max_length=50)]
-OutputFormats = Annotated[list[str], AfterValidator(_check_output_formats)]
+def _integral(value: Any) -> Any:
+    # JSON Schema's "integer" is any number without a fraction: 60.0 is 60. A string,
+    # a boolean or 60.5 is left for the strict check to refuse.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: A whole number in a JSON body: never a string ("60") or a boolean (true).
+Whole = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
+def _query_bool(value: Any) -> Any:
+    if value in ("true", "false"):
+        return value == "true"
+    if isinstance(value, bool):
+        return value
+    raise _error("query_bool", "must be true or false, not {value!r}", value=value)
+
+
+def _query_int(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,9}", value):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _error(
+        "query_int", "must be a whole number written in digits, not {value!r}", value=value
+    )
+
+
+#: A boolean in a query string: ``true`` or ``false`` (what OpenAPI clients write), nothing
+#: else; ``-1``, ``yes`` or ``1`` are refused rather than read as one or the other.
+QueryBool = Annotated[bool, BeforeValidator(_query_bool)]
+#: A whole number in a query string, in digits.
+QueryInt = Annotated[int, BeforeValidator(_query_int)]
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    # An optional field that may not be sent as null: drop null from its schema
+    # (pydantic writes ``X | None = None`` as anyOf [X, null] with default null).
+    options = [o for o in schema.pop("anyOf", []) if o.get("type") != "null"]
+    if len(options) == 1:
+        schema.update(options[0])
+    elif options:
+        schema["anyOf"] = options
+    schema.pop("default", None)
+
+
+#: A field that may be left out but never sent as ``null`` (a PATCH keeps what is left out).
+NOT_NULL = Field(default=None, json_schema_extra=_not_null)
+
+JobName = Annotated[
+    str,
+    AfterValidator(_check_job_name),
+    Field(json_schema_extra={"pattern": SLUG_PATTERN, "minLength": 1, "maxLength": 63}),
+]
+ProfileSlug = Annotated[
+    str,
+    AfterValidator(_check_profile),
+    Field(json_schema_extra={"pattern": SLUG_PATTERN, "minLength": 1, "maxLength": 63}),
+]
+JobId = Annotated[
+    str, AfterValidator(_check_job_id), Field(json_schema_extra={"pattern": ID_PATTERN})
+]
+Parameters = Annotated[
+    dict[str, Any],
+    AfterValidator(_check_parameters),
+    Field(
+        json_schema_extra={
+            "propertyNames": {
+                "pattern": PARAMETER_NAME_PATTERN,
+                "not": {"enum": list(keyword.kwlist)},
+            },
+            "description": "Values for the notebook's parameters cell, by name: JSON values, "
+            f"at most {MAX_PARAMETER_DEPTH} levels deep and {MAX_PARAMETERS_BYTES} bytes in all.",
+        }
+    ),
+]
+CronExpression = Annotated[
+    str, AfterValidator(_check_cron), Field(json_schema_extra={"minLength": 1, "maxLength": 255})
+]
+TimeZoneName = Annotated[
+    str, AfterValidator(_check_timezone), Field(json_schema_extra={"enum": list(TIME_ZONES)})
+]
+Glob = Annotated[
+    str,
+    AfterValidator(_check_glob),
+    Field(json_schema_extra={"pattern": GLOB_PATTERN, "minLength": 1, "maxLength": MAX_PATH}),
+]
+SourcePath = Annotated[
+    str,
+    AfterValidator(_check_source_path),
+    Field(
+        json_schema_extra={"pattern": SOURCE_PATH_PATTERN, "minLength": 1, "maxLength": MAX_PATH}
+    ),
+]
+Groups = Annotated[
+    list[str],
+    AfterValidator(_check_groups),
+    Field(max_length=50, json_schema_extra={"items": {"type": "string", "pattern": GROUP_PATTERN}}),
+]
+OutputFormats = Annotated[
+    list[str],
+    AfterValidator(_check_output_formats),
+    Field(json_schema_extra={"items": {"type": "string", "enum": list(OUTPUT_FORMATS)}}),
+]
 TimeoutSeconds = Annotated[
-    int,
+    Whole,
     _bounded(1, MAX_TIMEOUT_SECONDS, "timeout_seconds", ": every run needs a finite timeout"),
     Field(json_schema_extra={"minimum": 1, "maximum": MAX_TIMEOUT_SECONDS}),
 ]
 RetryAttempts = Annotated[
-    int,
+    Whole,
     _bounded(0, MAX_RETRIES, "retry_attempts"),
     Field(json_schema_extra={"minimum": 0, "maximum": MAX_RETRIES}),
 ]
 BackoffSeconds = Annotated[
-    int,
+    Whole,
     _bounded(0, MAX_TIMEOUT_SECONDS, "retry_backoff_seconds"),
     Field(json_schema_extra={"minimum": 0, "maximum": MAX_TIMEOUT_SECONDS}),
 ]
 KeepRuns = Annotated[
-    int,
+    Whole,
     _bounded(
         1, MAX_KEEP_RUNS, "keep_runs", " (leave it out, or null, to keep every run's outputs)"
     ),
     Field(json_schema_extra={"minimum": 1, "maximum": MAX_KEEP_RUNS}),
 ]
 KeepDays = Annotated[
-    int,
+    Whole,
     _bounded(1, MAX_KEEP_DAYS, "keep_days", " (leave it out, or null, to keep outputs of any age)"),
     Field(json_schema_extra={"minimum": 1, "maximum": MAX_KEEP_DAYS}),
 ]
 Emails = Annotated[
     list[str],
     AfterValidator(_check_emails),
-    Field(json_schema_extra={"maxItems": MAX_NOTIFY_EMAILS}),
+    Field(
+        json_schema_extra={
+            "maxItems": MAX_NOTIFY_EMAILS,
+            "items": {"type": "string", "pattern": EMAIL_PATTERN, "maxLength": MAX_EMAIL},
+        }
+    ),
 ]
 WebhookUrl = Annotated[
     str,
     AfterValidator(_check_webhook_url),
-    Field(json_schema_extra={"maxLength": MAX_WEBHOOK_URL, "format": "uri"}),
+    Field(
+        json_schema_extra={
+            "maxLength": MAX_WEBHOOK_URL,
+            "format": "uri",
+            "pattern": WEBHOOK_URL_PATTERN,
+            "description": "An http(s) URL whose host resolves to public addresses only "
+            "(unless the admin allows private ones); checked when the job is saved and "
+            "again, with the same resolution as the request, when it is called.",
+        }
+    ),
 ]
 
 
@@ -501,9 +698,9 @@ class NotifyPolicy(_Input):
     """Whom the scheduler tells when a run of the job ends, and about which endings."""
 
     #: Tell about runs that ``failed``, ``timed_out`` or were ``orphaned``.
-    on_failure: bool = True
+    on_failure: StrictBool = True
     #: Tell about runs that ``succeeded``.
-    on_success: bool = False
+    on_success: StrictBool = False
     #: Up to 10 addresses to mail.
     emails: Emails = Field(default_factory=list)
     #: An http(s) URL to POST a JSON description of the ended run to.
@@ -546,7 +743,7 @@ class CreateJob(_Input):
     missed_run_policy: MissedRunPolicy = MissedRunPolicy.run_once
     output_formats: OutputFormats = Field(default_factory=lambda: ["ipynb"])
     shared_with_groups: Groups = Field(default_factory=list)
-    paused: bool = False
+    paused: StrictBool = False
     triggers: Triggers = Field(default_factory=list)
     notify: NotifyPolicy = Field(default_factory=NotifyPolicy)
     keep_runs: KeepRuns | None = Field(default=None, description=RETENTION_DOC)
@@ -567,24 +764,26 @@ class UpdateJob(_Input):
     again.
     """
 
-    name: JobName | None = None
-    profile: ProfileSlug | None = None
+    name: JobName | None = NOT_NULL
+    profile: ProfileSlug | None = NOT_NULL
     source_path: SourcePath | None = None
-    parameters: Parameters | None = None
-    timeout_seconds: TimeoutSeconds | None = None
-    retry_attempts: RetryAttempts | None = None
-    retry_backoff_seconds: BackoffSeconds | None = None
-    concurrency_policy: ConcurrencyPolicy | None = None
-    missed_run_policy: MissedRunPolicy | None = None
-    output_formats: OutputFormats | None = None
-    shared_with_groups: Groups | None = None
-    paused: bool | None = None
-    triggers: Triggers | None = None
-    notify: NotifyPolicy | None = None
+    parameters: Parameters | None = NOT_NULL
+    timeout_seconds: TimeoutSeconds | None = NOT_NULL
+    retry_attempts: RetryAttempts | None = NOT_NULL
+    retry_backoff_seconds: BackoffSeconds | None = NOT_NULL
+    concurrency_policy: ConcurrencyPolicy | None = NOT_NULL
+    missed_run_policy: MissedRunPolicy | None = NOT_NULL
+    output_formats: OutputFormats | None = NOT_NULL
+    shared_with_groups: Groups | None = NOT_NULL
+    paused: StrictBool | None = NOT_NULL
+    triggers: Triggers | None = NOT_NULL
+    notify: NotifyPolicy | None = NOT_NULL
     keep_runs: KeepRuns | None = Field(default=None, description=RETENTION_DOC)
     keep_days: KeepDays | None = Field(default=None, description=RETENTION_DOC)
-    secrets: SecretNames | None = Field(default=None, description=SECRETS_DOC)
-    expected_version: int | None = None
+    secrets: SecretNames | None = Field(
+        default=None, description=SECRETS_DOC, json_schema_extra=_not_null
+    )
+    expected_version: Whole | None = None
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> UpdateJob:
@@ -659,16 +858,20 @@ class UpdateJobResponse(BaseModel):
     notebook_changed: bool
 
 
+#: A page token: opaque, base64url as :func:`.convert.encode_token` writes it.
+PageToken = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
 class ListJobsQuery(_Input):
     """Which jobs to list: the caller's own, plus those shared with their groups."""
 
     #: Only this owner's jobs (admins see anyone's; others see what is shared).
-    owner: str | None = None
-    name_prefix: str | None = Field(default=None, max_length=63)
-    paused: bool | None = None
-    include_shared: bool = True
-    limit: int = Field(default=50, ge=1, le=200)
-    next_token: str | None = Field(default=None, max_length=1024)
+    owner: str | None = Field(default=None, max_length=255, json_schema_extra=_not_null)
+    name_prefix: str | None = Field(default=None, max_length=63, json_schema_extra=_not_null)
+    paused: QueryBool | None = Field(default=None, json_schema_extra=_not_null)
+    include_shared: QueryBool = True
+    limit: QueryInt = Field(default=50, ge=1, le=200)
+    next_token: PageToken | None = Field(default=None, json_schema_extra=_not_null)
 
 
 class ListJobsResponse(BaseModel):
@@ -721,10 +924,10 @@ class DescribeRun(BaseModel):
 class ListRunsQuery(_Input):
     """Which runs to list, newest first."""
 
-    job_id: JobId | None = None
-    status: RunStatus | None = None
-    limit: int = Field(default=50, ge=1, le=500)
-    next_token: str | None = Field(default=None, max_length=1024)
+    job_id: JobId | None = Field(default=None, json_schema_extra=_not_null)
+    status: RunStatus | None = Field(default=None, json_schema_extra=_not_null)
+    limit: QueryInt = Field(default=50, ge=1, le=500)
+    next_token: PageToken | None = Field(default=None, json_schema_extra=_not_null)
 
 
 class ListRunsResponse(BaseModel):
@@ -752,3 +955,27 @@ class ListNotificationsResponse(BaseModel):
     """The caller's notifications, newest first."""
 
     notifications: list[DescribeNotification]
+
+
+class ListNotificationsQuery(_Input):
+    """``?unread=true``: only the notifications not yet marked read."""
+
+    unread: QueryBool = False
+
+
+class UpcomingQuery(_Input):
+    """``?count=``: how many of the next cron times (1 to 50)."""
+
+    count: QueryInt = Field(default=3, ge=1, le=50)
+
+
+class LogQuery(_Input):
+    """``?offset=``: the byte of the log to read from."""
+
+    offset: QueryInt = Field(default=0, ge=0)
+
+
+class OutputQuery(_Input):
+    """``?format=``: the run's output notebook (``ipynb``) or its HTML export (``html``)."""
+
+    format: Literal["ipynb", "html"] = "ipynb"

@@ -17,6 +17,17 @@ request instead of a run that fails an hour later:
 
 A notebook without a ``parameters`` cell takes no parameters: papermill would
 inject them at the top, where nothing reads them, which is never what was meant.
+
+Before any of that, a notebook must be one (:func:`check_notebook`): a JSON
+object of nbformat 4 whose cells each have a ``cell_type`` and a ``source``
+(text, or a list of lines), no deeper than the services' JSON limit. Checked
+when the job is made or its notebook replaced, inline or read from the home,
+so a run never fails on a notebook that could never run, and nothing here
+walks a ``cells`` that is a number (issue #14, points 3 and 4).
+:data:`NOTEBOOK_SCHEMA` is what the OpenAPI document shows and what the check
+validates with (one source), a subset of nbformat's own schema: what the
+scheduler and papermill read, leaving the rest (outputs, attachments) to
+papermill.
 """
 
 from __future__ import annotations
@@ -29,7 +40,86 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from ..common.handlers import check_json
 from .errors import Invalid
+
+#: Most cells a notebook may have.
+MAX_CELLS = 10_000
+
+#: What the scheduler requires of a notebook: JSON Schema 2020-12 (the OpenAPI 3.1 dialect).
+NOTEBOOK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "A Jupyter notebook (nbformat 4): its cells each have a cell_type and a source.",
+    "required": ["cells", "metadata", "nbformat", "nbformat_minor"],
+    "properties": {
+        "cells": {
+            "type": "array",
+            "maxItems": MAX_CELLS,
+            "items": {
+                "type": "object",
+                "required": ["cell_type", "source"],
+                "properties": {
+                    "cell_type": {"enum": ["code", "markdown", "raw"]},
+                    "source": {
+                        "anyOf": [
+                            {"type": "string"},
+                            {"type": "array", "items": {"type": "string"}},
+                        ]
+                    },
+                    "metadata": {
+                        "type": "object",
+                        "properties": {"tags": {"type": "array", "items": {"type": "string"}}},
+                    },
+                    "outputs": {"type": "array"},
+                    "execution_count": {"type": ["integer", "null"]},
+                },
+            },
+        },
+        "metadata": {"type": "object"},
+        "nbformat": {"const": 4},
+        "nbformat_minor": {"type": "integer", "minimum": 0},
+    },
+}
+_NOTEBOOK = Draft202012Validator(NOTEBOOK_SCHEMA)
+
+
+def notebook_problem(notebook: Any) -> str | None:
+    """What makes ``notebook`` (parsed JSON) not a notebook the scheduler can run; None if nothing.
+
+    The first problem only, named by where it is (``cells[3]``), so the message stays short.
+    """
+    error = best_match(_NOTEBOOK.iter_errors(notebook))
+    if error is None:
+        return None
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    where = where.lstrip(".") or "the notebook"
+    return f"{where}: {error.message}"[:500]
+
+
+def check_notebook(data: bytes, what: str = "the notebook") -> Any:
+    """Return the notebook in ``data`` parsed, or raise :class:`Invalid` saying what is wrong.
+
+    Raises
+    ------
+    Invalid
+        Not JSON, nested deeper than the services' limit, or not a notebook
+        (:data:`NOTEBOOK_SCHEMA`): a cell without ``source``, ``cells`` not a list...
+    """
+    try:
+        notebook = json.loads(data)
+    except RecursionError:
+        raise Invalid(f"{what} nests too deeply to be a notebook") from None
+    except (ValueError, UnicodeDecodeError):
+        raise Invalid(f"{what} is not JSON, so not a Jupyter notebook (.ipynb)") from None
+    check_json(notebook, what=what)
+    problem = notebook_problem(notebook)
+    if problem is not None:
+        raise Invalid(f"{what} is not a Jupyter notebook that can run: {problem}")
+    return notebook
+
 
 #: Annotation or literal type name -> the JSON types a value may have.
 _ACCEPTS: dict[str, tuple[type, ...]] = {

@@ -46,6 +46,7 @@ from .models import (
     UpdateJobResponse,
 )
 
+
 def _id(name: str) -> dict[str, Any]:
     return {
         "name": name,

@@ -1,0 +1,416 @@
+"""The scheduler's and the deployer's OpenAPI documents say what the services do.
+
+Schemathesis (property-based tests generated from an OpenAPI document) runs
+against both real services, behind a real hub, with a real user's token and
+**all** its checks: not only "no 500", but every answer documented, schema-valid
+requests accepted, schema-invalid ones refused, 405 answers with ``Allow``, no
+answer without authentication. The few deliberate exceptions are listed in
+:data:`EXCEPTIONS`, each with its reason; anything else it finds fails the test.
+
+The run is bounded (a few examples per operation, a fixed seed by default so a
+failure reproduces; ``SHIPYARD_SCHEMATHESIS_SEED`` changes it) so that each
+service takes well under a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from hub_ext.accounts import _create
+from hub_ext.slugs import account_name
+
+from .conftest import needs_root
+from .hubtools import wait_for
+from .test_deployer_service import DEPLOYER_CONFIG, Client
+from .test_scheduler_service import SCHEDULER_CONFIG, notebook, put_file, scheduler_hub
+
+pytestmark = [needs_root]
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+#: Examples per operation and phase: enough to find a gap in a limit or a format, small
+#: enough that a service's run stays well under a minute on two cores.
+MAX_EXAMPLES = int(os.environ.get("SHIPYARD_SCHEMATHESIS_EXAMPLES", "10"))
+SEED = os.environ.get("SHIPYARD_SCHEMATHESIS_SEED", "14")
+
+
+#: Refusals of schema-valid requests that no OpenAPI document can announce, by service and
+#: operation, each with its reason. For these operations schemathesis also takes a 400 for a
+#: schema-valid request; every other check, and every other operation, stays as strict.
+EXCEPTIONS = {
+    "scheduler": [
+        (
+            "POST",
+            "/api/jobs",
+            "a job's profile must be in the admin's profiles file, which the service re-reads "
+            "while it runs; a cron expression must parse and fire; the parameters must be "
+            "those the notebook's parameters cell declares, with its types; a webhook URL's "
+            "host must resolve to public addresses (DNS decides); at most one webhook trigger "
+            "and no trigger twice (relations between items JSON Schema cannot say)",
+        ),
+        ("PATCH", "/api/jobs/{job_id}", "the same rules as POST /api/jobs, for what is sent"),
+        (
+            "POST",
+            "/api/jobs/{job_id}/runs",
+            "a run's parameters must be those the job's notebook declares, with its types",
+        ),
+        (
+            "PUT",
+            "/api/jobs/{job_id}/notebook",
+            "the new notebook must declare the job's parameters",
+        ),
+        *[
+            (
+                "GET",
+                path,
+                "next_token must be one this service issued (it is opaque: any base64url "
+                "text has the token's form)",
+            )
+            for path in ("/api/jobs", "/api/runs", "/api/jobs/{job_id}/runs")
+        ],
+    ],
+    "deployer": [
+        (
+            "POST",
+            "/api/deployments",
+            "the profile must be in the admin's profiles file, which the service re-reads "
+            "while it runs",
+        ),
+        ("POST", "/api/deployments/{name}/versions", "the same profile rule"),
+        (
+            "PUT",
+            "/api/deployments/{name}/traffic",
+            "the percentages of a split must sum to 100: JSON Schema has no sum",
+        ),
+    ],
+}
+#: What schemathesis expects of a schema-valid request by default, plus the 400 of EXCEPTIONS.
+_ACCEPTED_OR_EXCEPTED = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+
+def exceptions_config(service: str, folder: Path) -> Path:
+    """A schemathesis.toml that lets the operations in ``EXCEPTIONS[service]`` answer 400."""
+    lines = []
+    for method, path, reason in EXCEPTIONS[service]:
+        lines += [
+            f"# {reason}",
+            "[[operations]]",
+            f'include-method = "{method}"',
+            f'include-path = "{path}"',
+            "checks.positive_data_acceptance.expected-statuses = "
+            + "["
+            + ", ".join(f'"{s}"' for s in _ACCEPTED_OR_EXCEPTED)
+            + "]",
+            "",
+        ]
+    config = folder / f"schemathesis-{service}.toml"
+    config.write_text("\n".join(lines))
+    return config
+
+
+def schemathesis(base: str, token: str, config: Path | None = None, timeout: float = 300):
+    """Run schemathesis with every check against ``base``openapi.json; return (rc, output)."""
+    command = [str(SCHEMATHESIS)]
+    if config is not None:
+        command += ["--config-file", str(config)]
+    command += [
+        "run",
+        base + "openapi.json",
+        "--checks",
+        "all",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        SEED,
+        # one worker: hypothesis reads lambdas' source with ``ast``, which is not thread-safe
+        "--workers",
+        "1",
+        "--no-color",
+        "--generation-database",
+        "none",
+        "--output-truncate",
+        "false",
+        "--header",
+        f"Authorization: token {token}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def sched(hub_factory, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("contract-scheduler")
+    # the tests' usual config, less its allowance of private webhooks (the default is off)
+    config = folder / "contract_scheduler_config.py"
+    config.write_text(
+        SCHEDULER_CONFIG.format(clock=str(folder / "clock")).replace(
+            "c.Notifier.allow_private_webhooks = True", ""
+        )
+    )
+    with scheduler_hub(
+        hub_factory,
+        folder,
+        "contract-sched",
+        "sycon-",
+        "shipyard-test-con",
+        SHIPYARD_SCHEDULER_CONFIG=str(config),
+    ) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def hana(sched, home_root):
+    """A user with an account and a home (notebooks by source_path), and her token."""
+    token = sched.hub.create_user("hana")
+    account = account_name("hana", sched.hub.account_prefix)
+    entry = _create(account, str(home_root / account), "test user hana")
+    return (token, Path(entry.pw_dir), entry)
+
+
+DEEP = "__deep__"
+
+
+def deep(body: dict, depth: int) -> bytes:
+    """``body`` as JSON with its ``DEEP`` string replaced by a list ``depth`` levels deep
+    (written as text: ``json.dumps`` itself stops near Python's recursion limit)."""
+    return json.dumps(body).replace(f'"{DEEP}"', "[" * depth + "1" + "]" * depth).encode()
+
+
+def refused(r: requests.Response, *words: str, status: int = 400) -> str:
+    """Assert a JSON refusal with ``status`` whose message holds ``words``; return the message."""
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/json"), r.headers
+    message = r.json()["message"]
+    for word in words:
+        assert word.lower() in message.lower(), (word, message)
+    return message
+
+
+# ---------------------------------------------------------------- point 3: malformed input
+
+
+def test_malformed_bodies_and_queries_are_400_never_500(sched, hana):
+    """Issue #14, point 3: structure is checked before anything walks it, in the handler
+    base every service shares (depth, size, JSON itself, Unicode), and the models are
+    strict where a string or a boolean must not pass for a number."""
+    token = hana[0]
+    nb = notebook("x = 1", parameters="x = 1")
+    job = {"name": "shape", "profile": "tiny", "notebook": nb}
+    cases = [
+        # parameters 1000 levels deep were a RecursionError (500)
+        # a notebook whose cells is a number was a TypeError (500)
+        ({**job, "notebook": {**nb, "cells": 3}}, "notebook"),
+        ({**job, "notebook": {**nb, "cells": [{"cell_type": "code", "source": 3}]}}, "cells[0]"),
+        (
+            {**job, "notebook": {**nb, "cells": [{**nb["cells"][0], "metadata": {"tags": 7}}]}},
+            "tags",
+        ),
+        # a string is not a number, a number not a boolean ("60" was accepted)
+        ({**job, "timeout_seconds": "60"}, "timeout_seconds"),
+        ({**job, "retry_attempts": True}, "retry_attempts"),
+        ({**job, "paused": 1}, "paused"),
+        ({**job, "notify": {"on_failure": "yes"}}, "on_failure"),
+        ({**job, "parameters": {"x": 1}, "keep_runs": "5"}, "keep_runs"),
+    ]
+    for body, words in cases:
+        r = sched.call("POST", "api/jobs", token, json=body)
+        refused(r, words)
+    # parameters 1000 levels deep were a RecursionError (500)
+    r = sched.call("POST", "api/jobs", token, data=deep({**job, "parameters": {"x": DEEP}}, 1000))
+    refused(r, "deeper than 64")
+    # what json.dumps cannot write: deeper than Python's parser goes, NaN, a lone surrogate
+    for raw, words in (
+        (b"[" * 100_000 + b"]" * 100_000, "deeper"),
+        (b'{"name": "shape", "profile": "tiny", "timeout_seconds": NaN}', "not JSON"),
+        (b'{"name": "shape\\ud800", "profile": "tiny"}', "Unicode"),
+    ):
+        r = sched.call("POST", "api/jobs", token, data=raw)
+        refused(r, words)
+    # 60.0 is 60 (JSON Schema's integer): accepted
+    r = sched.call("POST", "api/jobs", token, json={**job, "timeout_seconds": 60.0})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["timeout_seconds"] == 60
+    # a manual run's and an update's parameters: the same guard
+    r = sched.call(
+        "POST", f"api/jobs/{created['id']}/runs", token, data=deep({"parameters": {"x": DEEP}}, 999)
+    )
+    refused(r, "deeper")
+    r = sched.call("PATCH", f"api/jobs/{created['id']}", token, json={"timeout_seconds": "9"})
+    refused(r, "timeout_seconds")
+    # query strings: a boolean is true or false (-1 was read as false), numbers are digits
+    for path, words in (
+        ("api/notifications?unread=-1", "unread"),
+        ("api/notifications?unread=yes", "unread"),
+        ("api/jobs?paused=1", "paused"),
+        ("api/jobs?limit=1e3", "limit"),
+        (f"api/jobs/{created['id']}/upcoming?count=-2", "count"),
+        ("api/runs?next_token=", "next_token"),
+        ("api/jobs?" + "&".join(f"a{i}=1" for i in range(40)), "arguments"),
+    ):
+        refused(sched.call("GET", path, token), words)
+    assert sched.call("GET", "api/notifications?unread=true", token).status_code == 200
+    assert sched.call("DELETE", f"api/jobs/{created['id']}", token).status_code == 204
+
+
+# ----------------------------------------------------- point 4: refused when it is made
+
+
+def test_what_can_never_run_is_refused_when_the_job_is_made(sched, hana):
+    """Issue #14, point 4: a notebook cell without ``source``, a notebook in a hidden folder,
+    a webhook that points at loopback, link-local or private addresses are 400s with the
+    reason when the job is saved (each was a 201 and a failure later)."""
+    token, home, entry = hana
+    good = notebook("print(1)")
+    no_source = {**good, "cells": [{"cell_type": "code", "metadata": {}, "outputs": []}]}
+    base = {"name": "never", "profile": "tiny"}
+    refused(
+        sched.call("POST", "api/jobs", token, json={**base, "notebook": no_source}),
+        "cells[0]",
+        "source",
+    )
+    put_file(hana, "nb/no-source.ipynb", no_source)
+    refused(
+        sched.call("POST", "api/jobs", token, json={**base, "source_path": "nb/no-source.ipynb"}),
+        "nb/no-source.ipynb",
+        "source",
+    )
+    # hidden folders and files, as the contents API refuses them by default
+    for path in (
+        ".hidden/report.ipynb",
+        "work/.ipynb_checkpoints/report-checkpoint.ipynb",
+        ".report.ipynb",
+    ):
+        put_file(hana, path, good)
+        refused(
+            sched.call("POST", "api/jobs", token, json={**base, "source_path": path}),
+            "hidden",
+        )
+    # webhooks that could never be called: refused at creation, and at an update
+    for url, words in (
+        ("http://127.0.0.1:8081/hub/api", "not a public address"),
+        ("http://localhost/hook", "not a public address"),
+        ("http://169.254.169.254/latest/meta-data", "not a public address"),
+        ("http://10.1.2.3/hook", "not a public address"),
+        ("http://[::1]:80/hook", "not a public address"),
+        ("http://no-such-host.invalid/hook", "does not resolve"),
+    ):
+        r = sched.call(
+            "POST",
+            "api/jobs",
+            token,
+            json={**base, "notebook": good, "notify": {"webhook_url": url}},
+        )
+        refused(r, "webhook_url", words)
+    assert "never" not in [j["name"] for j in sched.call("GET", "api/jobs", token).json()["jobs"]]
+    job = sched.call("POST", "api/jobs", token, json={**base, "notebook": good}).json()
+    r = sched.call(
+        "PATCH",
+        f"api/jobs/{job['id']}",
+        token,
+        json={"notify": {"webhook_url": "http://127.0.0.1:9/hook"}},
+    )
+    refused(r, "not a public address")
+    assert sched.call("DELETE", f"api/jobs/{job['id']}", token).status_code == 204
+
+
+async def test_the_webhook_goes_to_the_addresses_that_were_checked():
+    """Issue #14, point 4: the name is resolved once; the request connects to exactly the
+    addresses checked (a name no DNS knows here reaches the pinned loopback server)."""
+    from tornado.httpclient import AsyncHTTPClient
+    from tornado.web import Application, RequestHandler
+
+    from hub_ext.services.scheduler.notify import PinnedResolver, resolve_public
+
+    class Hook(RequestHandler):
+        def post(self):
+            self.write({"host": self.request.host})
+
+    server = Application([("/hook", Hook)]).listen(0, "127.0.0.1")
+    port = next(iter(server._sockets.values())).getsockname()[1]
+    client = AsyncHTTPClient(force_instance=True, resolver=PinnedResolver([(2, ("127.0.0.1", 0))]))
+    try:
+        r = await client.fetch(f"http://hooks.example.invalid:{port}/hook", method="POST", body="")
+        assert json.loads(r.body) == {"host": f"hooks.example.invalid:{port}"}
+    finally:
+        client.close()
+        server.stop()
+    with pytest.raises(ValueError, match="not a public address"):
+        await resolve_public(f"http://localhost:{port}/hook")
+
+
+# ------------------------------------------------- point 5: the documents say the truth
+
+
+def test_405_names_the_methods_allowed(sched, hana):
+    r = requests.request(
+        "PUT", sched.base + "api/jobs", headers={"Authorization": f"token {hana[0]}"}, timeout=30
+    )
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, POST", r.headers
+    r = requests.request("TRACE", sched.base + "health", timeout=30)
+    assert r.status_code == 405 and r.headers["Allow"] == "GET", r.headers
+
+
+def test_the_scheduler_does_what_its_openapi_document_says(sched, tmp_path):
+    token = sched.hub.create_user("stella")
+    rc, output = schemathesis(sched.base, token, exceptions_config("scheduler", tmp_path))
+    assert rc == 0, output
+
+
+@pytest.fixture(scope="module")
+def dep(hub_factory, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("contract-deployer")
+    config = folder / "deployer_config.py"
+    config.write_text(DEPLOYER_CONFIG)
+    hub = hub_factory(
+        name="contract-deployer",
+        account_prefix="sycdp-",
+        cgroup_parent="shipyard-test-cdp",
+        extra_env={"SHIPYARD_DEPLOYER": "1", "SHIPYARD_DEPLOYER_CONFIG": str(config)},
+    )
+    client = Client(hub, hub.create_user("dora"))
+    wait_for(
+        lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
+        60,
+        0.2,
+        "the deployer to answer",
+    )
+    yield client
+    hub.stop()
+
+
+def test_deployments_refuse_malformed_input_and_models_that_cannot_load(dep):
+    """Issue #14, points 3 and 4 for the deployer: strict numbers, the shared depth guard,
+    and a model URI the model server cannot load (``javascript:``) refused when it is made."""
+    body = {"name": "shape", "model_uri": "models:/fake/a"}
+    for change, words in (
+        ({"replicas": "2"}, "replicas"),
+        ({"replicas": True}, "replicas"),
+        ({"model_uri": "javascript:alert(1)"}, "model_uri"),
+        ({"model_uri": "s3://bucket/model"}, "model_uri"),
+        ({"model_uri": "relative/model"}, "model_uri"),
+        ({"model_uri": "-rf"}, "model_uri"),
+    ):
+        refused(dep("POST", "api/deployments", json={**body, **change}), words)
+    r = dep("POST", "api/deployments", data=deep({**body, "training_summary": {"x": DEEP}}, 900))
+    refused(r, "deeper than 64")
+    r = dep("PUT", "api/deployments/shape/traffic", json={"split": {"1": "100"}})
+    refused(r, "split")
+    assert dep("GET", "api/deployments/shape").status_code == 404
+    # the limit the service enforces is the one its document states
+    doc = dep("GET", "openapi.json", token="").json()
+    replicas = doc["components"]["schemas"]["UpdateDeployment"]["properties"]["replicas"]
+    assert replicas["maximum"] == 3  # DEPLOYER_CONFIG's max_replicas
+    r = dep("PUT", "api/deployments", token="")
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, POST", r.headers
+
+
+def test_the_deployer_does_what_its_openapi_document_says(dep, tmp_path):
+    rc, output = schemathesis(dep.base, dep.token, exceptions_config("deployer", tmp_path))
+    assert rc == 0, output
