@@ -349,3 +349,20 @@ def test_model_server_options_come_from_its_environment():
     args = parse_args([], env)
     assert (args.model_uri, args.port, args.timeout) == ("runs:/abc/model", 8123, 2.5)
     assert parse_args(["--port", "9"], env).port == 9  # the command line wins
+
+
+def test_kubernetes_runs_and_replicas_have_mlflow_telemetry_off():
+    from hub_ext.services.deployer.kubernetes import deployment_manifest
+    from hub_ext.services.scheduler.executors.kubernetes import job_manifest
+
+    from .test_deployer_backends import KUBE_PROFILES as MODEL_PROFILES
+    from .test_deployer_backends import kube_version
+    from .test_scheduler_executors import KUBE_PROFILES as RUN_PROFILES
+    from .test_scheduler_executors import SETTINGS, kube_spec
+
+    job = job_manifest(kube_spec(RUN_PROFILES[0]), SETTINGS)
+    deployment = deployment_manifest(kube_version(MODEL_PROFILES[0]))
+    for pod in (job["spec"]["template"]["spec"], deployment["spec"]["template"]["spec"]):
+        for container in pod["containers"]:
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert env["MLFLOW_DISABLE_TELEMETRY"] == env["DO_NOT_TRACK"] == "true"

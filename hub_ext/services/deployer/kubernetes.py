@@ -51,6 +51,7 @@ from typing import Any
 
 from traitlets import Dict, Integer, Unicode, default
 
+from hub_ext import telemetry
 from hub_ext.k8s import (
     container_env,
     container_security_context,
@@ -192,6 +193,8 @@ def _environment(kv: KubeVersion) -> list[dict[str, Any]]:
         "SHIPYARD_ENV": profile.environment,
         "SHIPYARD_ENV_DIGEST": kv.settings.env_digest,
         "SHIPYARD_PROFILE": profile.slug,
+        # MLflow's usage telemetry off unless the admin allows it (hub_ext/telemetry.py)
+        **telemetry.environment(),
     }
     # the owner's secrets by reference to their Secret (the secrets service's kubernetes
     # backend), never by value; first, so a variable the platform sets wins

@@ -49,6 +49,8 @@ from typing import Any
 
 from traitlets import Dict, Integer, List, Unicode, default
 
+from hub_ext import telemetry
+
 # shared with the deployer in hub_ext.k8s; SECURE_CONTEXT stays importable from here
 from hub_ext.k8s import SECURE_CONTEXT as SECURE_CONTEXT
 from hub_ext.k8s import (
@@ -145,6 +147,8 @@ def _environment(spec: RunSpec, settings: JobSettings) -> list[dict[str, Any]]:
         "SHIPYARD_RUN_ID": spec.run_id,
         RESULT_FILE_ENV: str(spec.result_file),
         "PYTHONUNBUFFERED": "1",
+        # MLflow's usage telemetry off unless the admin allows it (hub_ext/telemetry.py)
+        **telemetry.environment(),
     }
     # the owner's secrets by reference to their Secret (the secrets service's kubernetes
     # backend), never by value; first, so a variable the platform sets wins
