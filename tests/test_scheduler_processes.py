@@ -7,13 +7,19 @@
 - A hub with the tracking service and the scheduler on PostgreSQL: a
   scheduled notebook logs to MLflow as its owner, and the run records the
   MLflow run id.
+- One scheduler slot (SQLite and PostgreSQL) killed with ``kill -9`` and
+  started again: its run is retried within seconds (not after ``stale_after``),
+  exactly once, with nothing of the killed attempt left; and killed around cron
+  ticks, each tick runs once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -233,3 +239,267 @@ def test_a_scheduled_notebook_logs_to_mlflow_as_its_owner_on_postgres(tracked, h
     with Session(engine) as s:
         assert s.get(Run, run["id"]).mlflow_run_id == run["mlflow_run_id"]
     engine.dispose()
+
+
+# ----------------------------------------------------------------------------- restarts
+
+#: A service with the default ``stale_after`` (60 s): what recovers a killed
+#: process's runs in seconds is its successor taking its identity over.
+RESTART_CONFIG = (
+    CLOCK_CONFIG
+    + """
+c.SchedulerService.poll_interval = 0.1
+c.SchedulerService.heartbeat_interval = 1
+c.LocalExecutor.warm_pool_size = 0
+"""
+)
+
+
+class Replica:
+    """One scheduler slot, run as an external service of a hub: started, killed, started again.
+
+    Every start uses the same arguments and service URL, hence the same
+    identity (``instance_id``'s default: host name and listening address).
+    """
+
+    def __init__(self, hub, token: str, url: str, folder: Path, home_root: Path, prefix: str):
+        self.folder, self.url, self.prefix = folder, url, prefix
+        self.cgroup_parent = f"{hub.cgroup_parent}-jobs"
+        self.clock = folder / "clock"
+        self.clock.write_text("0")
+        config = folder / "config.py"
+        config.write_text(RESTART_CONFIG.format(clock=str(self.clock)))
+        profiles = folder / "profiles.yaml"
+        profiles.write_text(TEST_PROFILES)
+        state = home_root / f"{folder.name}-state"
+        self.state = state
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+        self.env.update(
+            {
+                "JUPYTERHUB_API_TOKEN": token,
+                "JUPYTERHUB_API_URL": f"http://127.0.0.1:{hub.hub_port}/hub/api",
+                "JUPYTERHUB_SERVICE_URL": f"http://127.0.0.1:{free_port()}",
+                "SHIPYARD_PROFILES": str(profiles),
+                "SHIPYARD_RUNS_DIR": str(home_root / f"{folder.name}-runs"),
+            }
+        )
+        self.argv = [
+            sys.executable,
+            "-m",
+            "hub_ext.services.scheduler",
+            f"--SchedulerService.config_file={config}",
+            f"--SchedulerService.db_url={url}",
+            f"--SchedulerService.state_dir={state}",
+            f"--SchedulerService.account_prefix={prefix}",
+            f"--LocalExecutor.system_user_prefix={prefix}",
+            f"--LocalExecutor.cgroup_parent={self.cgroup_parent}",
+            f"--LocalExecutor.home_dir_template={home_root}/{{account}}",
+        ]
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log = open(self.folder / f"scheduler{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdout=log, stderr=log)
+
+    def kill_9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- start {n}:\n"
+            + (self.folder / f"scheduler{n}.log").read_text(errors="replace")[-4000:]
+            for n in range(1, self.starts + 1)
+        )
+
+    def alive(self) -> None:
+        assert self.proc.poll() is None, "the scheduler process died:\n" + self.logs()
+
+
+@pytest.fixture(scope="module")
+def restart_hub(hub_factory):
+    token = secrets.token_hex(32)
+    service = {
+        "name": "scheduler-slot",
+        "api_token": token,
+        "scopes": ["list:users", "read:users:groups", "read:users:name"],
+    }
+    hub = hub_factory(
+        name="restart",
+        account_prefix="syrst-",
+        cgroup_parent="shipyard-test-rst",
+        extra_env={"SHIPYARD_TEST_EXTRA_SERVICES": json.dumps([service])},
+    )
+    hub.create_user("phoenix")
+    yield hub, token
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def replica(request, restart_hub, tmp_path, home_root):
+    hub, token = restart_hub
+    folder = tmp_path / f"slot-{request.param}"
+    folder.mkdir()
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{folder}/scheduler.sqlite"
+        else:
+            url = stack.enter_context(postgres_database())
+        upgrade(url)
+        r = Replica(hub, token, url, folder, home_root, hub.account_prefix)
+        r.store = JobStore(make_engine(url), SnapshotStore(r.state / "snapshots"))
+        try:
+            yield r
+        finally:
+            r.stop()
+            r.store.engine.dispose()
+
+
+def job_runs(store: JobStore, job_id: str) -> list[Run]:
+    with Session(store.engine) as s:
+        return list(
+            s.scalars(select(Run).where(Run.job_id == job_id).order_by(Run.queued_at, Run.attempt))
+        )
+
+
+def test_a_killed_process_restarted_retries_its_run_within_seconds(replica, home_root):
+    """kill -9 mid-run, start the same slot again: the run is orphaned and retried at once.
+
+    ``stale_after`` is the default 60 s, so a recovery within seconds is the
+    successor's take-over. The job has one retry: exactly two runs must exist
+    (a duplicate retry fails this), and no process of the killed attempt may
+    survive (its kernel and papermill pids, written by the run itself, so
+    this holds for warm kernels too, whose command lines lack the run id).
+    """
+    # where the run (its owner's account) can write: pytest's tmp_path is root's alone
+    marks = home_root / f"rst-marks-{secrets.token_hex(4)}"
+    marks.mkdir(mode=0o1777)
+    marks.chmod(0o1777)
+    first = marks / "first.json"
+    nb = notebook(
+        "import json, os, time\n"
+        f"path = {str(first)!r}\n"
+        "if not os.path.exists(path):\n"
+        "    json.dump([os.getpid(), os.getppid()], open(path, 'w'))\n"
+        "    time.sleep(600)\n"
+    )
+    job = replica.store.create_job(
+        "phoenix",
+        CreateJob(name="phoenix", profile="tiny", retry_attempts=1, retry_backoff_seconds=0),
+        json.dumps(nb).encode(),
+    )
+    replica.start()
+    run = replica.store.queue_manual_run(job.id, "phoenix")
+    try:
+        wait_for(lambda: first.exists() and first.read_text(), 120, 0.1, "the first attempt")
+    except TimeoutError:
+        runs = [(r.status, r.reason) for r in job_runs(replica.store, job.id)]
+        raise AssertionError(f"the first attempt did not start: {runs}\n{replica.logs()}") from None
+    pids = json.loads(first.read_text())
+    with Session(replica.store.engine) as s:
+        killed_worker = s.get(Run, run.id).claimed_by
+    replica.alive()
+    replica.kill_9()
+    killed_at = time.monotonic()
+    replica.start()
+
+    def retried():
+        replica.alive()
+        runs = job_runs(replica.store, job.id)
+        return runs if len(runs) == 2 and runs[1].started_at else None
+
+    try:
+        wait_for(retried, 50, 0.1, "the retry to start")
+    except TimeoutError:
+        raise AssertionError("no retry within 50 s:\n" + replica.logs()) from None
+    took = time.monotonic() - killed_at
+    assert took < 20, f"the retry started {took:.1f} s after the kill"
+
+    def ended():
+        runs = job_runs(replica.store, job.id)
+        return runs if all(r.status not in ("queued", "running") for r in runs) else None
+
+    runs = wait_for(ended, 120, 0.2, "the retry to end")
+    assert [(r.attempt, r.status) for r in runs] == [(1, "orphaned"), (2, "succeeded")], [
+        (r.attempt, r.status, r.reason) for r in runs
+    ]
+    assert runs[0].id == run.id and runs[1].retry_of == run.id
+    assert f"its scheduler process {killed_worker!r} died" in runs[0].reason
+    assert runs[1].claimed_by != killed_worker
+    # nothing the killed attempt started is left: its kernel and its papermill
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _not_the_run(pid, replica.cgroup_parent), pid
+    time.sleep(1)  # a poll or two later, still exactly these two runs
+    assert len(job_runs(replica.store, job.id)) == 2
+    shutil.rmtree(marks, ignore_errors=True)
+
+
+def _not_the_run(pid: int, cgroup_parent: str) -> bool:
+    """A live pid reused by another process: not in one of the scheduler's run cgroups."""
+    try:
+        return cgroup_parent not in Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return True
+
+
+def test_a_process_restarted_around_cron_ticks_runs_each_tick_once(replica):
+    """Killed right after a tick fired, and down over the next tick: each tick runs once."""
+    nb = notebook("print('tick')")
+    job = replica.store.create_job(
+        "phoenix",
+        CreateJob(
+            name="ticker",
+            profile="tiny",
+            concurrency_policy="allow",  # tick 2 must not be skipped for tick 1's run
+            retry_attempts=1,
+            retry_backoff_seconds=0,
+            triggers=[{"kind": "cron", "expression": "*/5 * * * *"}],
+        ),
+        json.dumps(nb).encode(),
+    )
+    tick1 = job.triggers[0].next_fire_at
+    tick2 = tick1 + timedelta(minutes=5)
+    offset = (tick1 - datetime.now(timezone.utc)).total_seconds()
+    replica.start()
+    replica.clock.write_text(str(offset + 1))
+
+    def fired():
+        replica.alive()
+        return job_runs(replica.store, job.id) or None
+
+    wait_for(fired, 120, 0.02, "the first tick to fire")
+    replica.kill_9()  # right after the tick's run was made: queued, claimed or running
+    replica.clock.write_text(str(offset + 301))  # the next tick passes while it is down
+    replica.start()
+
+    def done():
+        replica.alive()
+        runs = job_runs(replica.store, job.id)
+        final = all(r.status not in ("queued", "running") for r in runs)
+        return runs if final and any(r.tick == tick2 for r in runs) else None
+
+    try:
+        runs = wait_for(done, 120, 0.2, "both ticks to run")
+    except TimeoutError:
+        raise AssertionError("the ticks did not run:\n" + replica.logs()) from None
+    time.sleep(1)  # polls after the last tick make nothing more
+    runs = job_runs(replica.store, job.id)
+    firsts = sorted(r.tick for r in runs if r.attempt == 1)
+    assert firsts == [tick1, tick2], [(r.tick, r.attempt, r.status, r.reason) for r in runs]
+    for tick in (tick1, tick2):
+        attempts = [r for r in runs if r.tick == tick]
+        assert attempts[-1].status == "succeeded", [(r.attempt, r.status, r.reason) for r in runs]
+        # a tick killed mid-run is orphaned by the successor and retried once, no more
+        assert len(attempts) <= 2
+        if len(attempts) == 2:
+            assert attempts[0].status == "orphaned" and "died" in attempts[0].reason

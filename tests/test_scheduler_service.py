@@ -531,22 +531,47 @@ def test_cron_fires_once_per_tick_with_the_clock_moved(sched, users):
 
 
 def test_kill_9_mid_run_is_recovered_and_retried(sched, users):
+    """kill -9 of the hub-managed service mid-run, in a warm kernel: one retry, nothing left.
+
+    The hub restarts the service with the same URL, hence the same identity: the
+    restarted process recovers the run as its dead predecessor's (the reason says
+    so), not by a stale heartbeat. The job's runs are counted (a duplicate retry
+    fails this), and the killed attempt's processes are found by the pids it
+    wrote itself: a warm kernel's command line never names the run.
+    """
     alice = users["alice"]
+    uid = alice[2].pw_uid
+    # a run of a job with a trigger leaves a warm kernel for alice's next run
+    warmer = create_job(
+        sched, alice, "warmer", notebook("print(1)"), triggers=[{"kind": "webhook"}]
+    )
+    run = sched.call("POST", f"api/jobs/{warmer['id']}/runs", alice[0], json={}).json()
+    assert sched.wait_run(run["id"], alice[0])["status"] == "succeeded"
+    warm = "hub_ext[.]services[.]scheduler[.]executors[.]warm"
+    wait_for(
+        lambda: subprocess.run(["pgrep", "-u", str(uid), "-f", warm], capture_output=True).stdout,
+        60,
+        0.2,
+        "a warm kernel for alice",
+    )
     nb = notebook(
-        "import os, time\n"
-        "marker = 'attempt-' + os.environ['SHIPYARD_RUN_ID']\n"
-        "first = not os.path.exists(os.path.expanduser('~/retried'))\n"
-        "open(os.path.expanduser('~/retried'), 'a').close()\n"
-        "time.sleep(60 if first else 0)"
+        "import json, os, time\n"
+        "mark = os.path.expanduser('~/killed-attempt.json')\n"
+        "if not os.path.exists(mark):\n"
+        "    cgroup = open('/proc/self/cgroup').read()\n"
+        "    json.dump({'pids': [os.getpid(), os.getppid()], 'cgroup': cgroup}, open(mark, 'w'))\n"
+        "    time.sleep(120)"
     )
     job = create_job(sched, alice, "crashy", nb, retry_attempts=1, retry_backoff_seconds=0)
     run = sched.call("POST", f"api/jobs/{job['id']}/runs", alice[0], json={}).json()
-    # killed once the first attempt is in its cell (it has left its mark, and sleeps)
-    wait_for(lambda: (alice[1] / "retried").exists(), 90, 0.1, "the first attempt's cell")
+    mark = alice[1] / "killed-attempt.json"
+    wait_for(lambda: mark.exists() and mark.read_text(), 90, 0.1, "the first attempt's cell")
+    killed = json.loads(mark.read_text())
+    assert "warm-" in killed["cgroup"], killed["cgroup"]  # it ran in the warm kernel
     os.kill(sched.pid(), signal.SIGKILL)
     orphaned = sched.wait_run(run["id"], alice[0], timeout=90)
     assert orphaned["status"] == "orphaned", orphaned
-    assert "heartbeat" in orphaned["reason"]
+    assert "its scheduler process" in orphaned["reason"] and "died" in orphaned["reason"]
 
     def retry():
         runs = sched.call("GET", f"api/jobs/{job['id']}/runs", alice[0]).json()["runs"]
@@ -555,9 +580,20 @@ def test_kill_9_mid_run_is_recovered_and_retried(sched, users):
     second = wait_for(retry, 60, 0.3, "the retry")
     second = sched.wait_run(second["id"], alice[0])
     assert second["status"] == "succeeded" and second["attempt"] == 2
-    # the killed attempt's processes did not survive: no process of its run is left
-    leftover = subprocess.run(["pgrep", "-f", run["id"]], capture_output=True, text=True).stdout
-    assert leftover == ""
+    time.sleep(1)  # polls after the retry ended make no third run
+    runs = sched.call("GET", f"api/jobs/{job['id']}/runs", alice[0]).json()["runs"]
+    assert sorted((r["attempt"], r["status"]) for r in runs) == [
+        (1, "orphaned"),
+        (2, "succeeded"),
+    ], runs
+    # the killed attempt's kernel and the warm process that ran it are gone
+    for pid in killed["pids"]:
+        try:
+            cgroup = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue  # gone
+        assert "warm-" not in cgroup and "job-" not in cgroup, (pid, cgroup)  # a reused pid
+    mark.unlink()
 
 
 def test_forbid_refuses_a_second_run_while_one_runs(sched, users):

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from jupyterhub.services.auth import HubOAuth
 from jupyterhub.traitlets import ByteSpecification, Callable
@@ -31,6 +33,7 @@ from ..common.secrets import SecretsResolver
 from ..common.web import listen, make_app, stop_event
 from .core import HubDirectory, SchedulerCore, home_resolver
 from .db import make_engine, upgrade
+from .errors import Conflict
 from .executors import EXECUTORS, load_executor
 from .handlers import BaseHandler, NotFoundHandler, routes
 from .notify import Notifier
@@ -395,6 +398,31 @@ class SchedulerService(Application):
     def _default_service_url(self):
         return os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:8003")
 
+    instance_id = Unicode(
+        help="""
+        This scheduler process's identity: stable across its restarts, one live process each.
+
+        A process that starts takes over its identity's lease in the database and
+        recovers the runs its predecessor held at once (that process is dead), instead
+        of waiting ``stale_after`` for their heartbeats to stop. Runs of other
+        identities (other replicas) are left to their own process. Defaults to the host
+        name and the address the service listens on, which a hub-managed service keeps
+        across restarts; on Kubernetes use a StatefulSet pod's name. **Never give two
+        live processes one identity**: the second refuses to start when the first runs
+        on the same machine; otherwise the first loses its runs and stops.
+
+        Example::
+
+            c.SchedulerService.instance_id = "scheduler-0"
+
+        .. versionadded:: 0.4
+        """
+    ).tag(config=True)
+
+    @default("instance_id")
+    def _default_instance_id(self):
+        return f"{socket.gethostname()}:{urlsplit(self.service_url).netloc}"
+
     service_prefix = Unicode(
         help="""
         The URL prefix the service is served under. Defaults to ``$JUPYTERHUB_SERVICE_PREFIX``.
@@ -497,6 +525,7 @@ class SchedulerService(Application):
             # the secrets service's URL comes from the hub's config (SHIPYARD_SECRETS_API_URL)
             secrets=RunSecrets(SecretsResolver.from_environment()),
             worker_id=new_worker_id(),
+            identity=self.instance_id,
         )
         core = SchedulerCore(
             store=store,
@@ -511,6 +540,7 @@ class SchedulerService(Application):
             cancel_local=worker.cancel_local,
             # read once here: LocalExecutor's default asks nvidia-smi (a subprocess)
             gpu_count=executor.gpu_count,
+            check_webhook=notifier.check_webhook_url,
         )
         prefix = (
             self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
@@ -528,6 +558,13 @@ class SchedulerService(Application):
         )
 
         async def serve() -> None:
+            # before the sweep: a second live process of this identity must not
+            # remove the first one's run cgroups
+            try:
+                await worker.take_over()
+            except Conflict as e:
+                self.log.critical("%s", e)
+                self.exit(2)
             server = listen(
                 app,
                 self.service_url,
@@ -540,7 +577,6 @@ class SchedulerService(Application):
             if sweep is not None:
                 await sweep()
 
-            check_webhook=notifier.check_webhook_url,
             watcher = FileWatcher(store, core.home_of, self.file_watch_interval, wake=worker.wake)
             tasks = [asyncio.create_task(worker.run()), asyncio.create_task(watcher.run())]
             self.log.info(

@@ -19,6 +19,14 @@ Requirements and how they are met:
   runs; ``recover_orphans`` turns runs without a recent heartbeat into
   ``orphaned`` and queues the next attempt after the job's backoff while
   retries remain.
+- **A restarted process recovers its own runs at once.** Each process holds
+  the lease of its *identity* (``SchedulerService.instance_id``: one live
+  process per identity, stable across restarts) in ``scheduler_workers``.
+  :meth:`WorkerMixin.take_over` hands the lease to the new process and, in
+  the same transaction, orphans and retries the runs the previous holder's
+  worker id had claimed: that process is dead, so there is no heartbeat to
+  wait for. Runs of other identities (other live replicas) are not touched;
+  theirs are recovered by ``recover_orphans`` when their heartbeats stop.
 - **A forbid job never runs twice at once**, however many workers claim:
   claims lock the jobs too, and ``start_run`` checks again under the lock.
 
@@ -30,17 +38,19 @@ would serialise claims but leave the tick itself unprotected.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import Enum
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import ColumnElement, and_, exists, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from .convert import describe_job, describe_run
 from .cron import cron_count, cron_latest, cron_next
 from .errors import Conflict, Invalid, NotFound
 from .models import DescribeJob, DescribeRun, RunStatus
-from .orm import Job, Run, Trigger
+from .orm import Job, Run, SchedulerWorker, Trigger
 from .queueing import ACTIVE, QueueMixin, is_id
 
 log = logging.getLogger(__name__)
@@ -475,45 +485,158 @@ class WorkerMixin(QueueMixin):
         now = self._now(now)
         cutoff = now - stale_after
         stale = or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff)
-        orphaned: list[DescribeRun] = []
+
+        def note(run: Run) -> str:
+            last = run.heartbeat_at.isoformat() if run.heartbeat_at else "never"
+            return (
+                f"orphaned: no heartbeat from worker {run.claimed_by!r} since {last} "
+                f"(stale after {int(stale_after.total_seconds())} s)"
+            )
+
         with self._write.begin() as session:
-            job_ids = sorted(
-                set(
-                    session.scalars(
-                        select(Run.job_id).where(
-                            stale,
-                            or_(
-                                Run.status == "running",
-                                and_(Run.status == "queued", Run.claimed_by.is_not(None)),
-                            ),
-                        )
+            return self._orphan(session, stale, now, note, skip_locked=True)
+
+    def _orphan(
+        self,
+        session: Session,
+        which: ColumnElement[bool],
+        now: datetime,
+        note: Callable[[Run], str],
+        *,
+        skip_locked: bool,
+    ) -> list[DescribeRun]:
+        """Orphan (and retry) the running runs ``which`` selects; release its queued claims."""
+        orphaned: list[DescribeRun] = []
+        job_ids = sorted(
+            set(
+                session.scalars(
+                    select(Run.job_id).where(
+                        which,
+                        or_(
+                            Run.status == "running",
+                            and_(Run.status == "queued", Run.claimed_by.is_not(None)),
+                        ),
                     )
                 )
             )
-            for job_id in job_ids:
-                job = self._lock_job(session, job_id, skip_locked=True)
-                if job is None:  # being changed right now: next time
+        )
+        for job_id in job_ids:  # lock order: job ids
+            job = self._lock_job(session, job_id, skip_locked=skip_locked)
+            if job is None:  # being changed right now (or deleted): next time
+                continue
+            runs = session.scalars(
+                select(Run)
+                .where(Run.job_id == job_id, Run.status.in_(ACTIVE), which)
+                .order_by(Run.id)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).all()
+            for run in runs:
+                if run.status == "queued":
+                    if run.claimed_by is not None:
+                        log.warning("Releasing run %s claimed by %s", run.id, run.claimed_by)
+                        run.claimed_by = run.heartbeat_at = None
                     continue
-                runs = session.scalars(
-                    select(Run)
-                    .where(Run.job_id == job_id, Run.status.in_(ACTIVE), stale)
-                    .order_by(Run.id)
-                    .with_for_update()
-                    .execution_options(populate_existing=True)
-                ).all()
-                for run in runs:
-                    if run.status == "queued":
-                        if run.claimed_by is not None:
-                            log.warning("Releasing run %s claimed by %s", run.id, run.claimed_by)
-                            run.claimed_by = run.heartbeat_at = None
-                        continue
-                    last = run.heartbeat_at.isoformat() if run.heartbeat_at else "never"
-                    note = (
-                        f"orphaned: no heartbeat from worker {run.claimed_by!r} since {last} "
-                        f"(stale after {int(stale_after.total_seconds())} s)"
-                    )
-                    run.status, run.ended_at = "orphaned", now
-                    run.reason = f"{run.reason}; {note}" if run.reason else note
-                    self._retry(session, job, run, now)
-                    orphaned.append(describe_run(run))
+                why = note(run)
+                run.status, run.ended_at = "orphaned", now
+                run.reason = f"{run.reason}; {why}" if run.reason else why
+                self._retry(session, job, run, now)
+                orphaned.append(describe_run(run))
         return orphaned
+
+    # ------------------------------------------------------------ leases
+
+    def take_over(
+        self,
+        identity: str,
+        worker_id: str,
+        *,
+        stale_after: timedelta,
+        alive: Callable[[str], bool] | None = None,
+        now: datetime | None = None,
+    ) -> list[DescribeRun]:
+        """Hold ``identity``'s lease for ``worker_id``; recover its previous holder's runs now.
+
+        A process calls it when it starts, before it claims anything. The
+        process that held the identity before is dead (one live process per
+        identity is the contract of ``instance_id``), so its running runs
+        become ``orphaned`` and are retried under the jobs' policies, and
+        its queued claims are released, in the same transaction that moves
+        the lease: two processes starting at once cannot both recover them.
+
+        Parameters
+        ----------
+        identity : str
+            The process's stable identity (``SchedulerService.instance_id``).
+        worker_id : str
+            This process's worker id (what its runs' ``claimed_by`` will say).
+        stale_after : datetime.timedelta
+            A lease not renewed for this long is dead, whatever ``alive`` says.
+        alive : callable, optional
+            ``alive(previous_worker_id)``: whether the previous holder is
+            certainly still running (a live process on this machine). A fresh
+            lease held by a live process is refused rather than taken.
+
+        Returns
+        -------
+        list of DescribeRun
+            The runs now ``orphaned``.
+
+        Raises
+        ------
+        Conflict
+            Another live process holds ``identity``: two processes were given one.
+        """
+        now = self._now(now)
+        if not identity or len(identity) > 255:
+            raise Invalid("a scheduler identity is 1 to 255 characters")
+        with self._write.begin() as session:
+            # insert-if-missing, then lock: a second process starting at the same
+            # moment waits here for the first's commit, then sees its worker id
+            insert = (
+                postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+            )
+            session.execute(
+                insert(SchedulerWorker)
+                .values(identity=identity, worker_id=worker_id, started_at=now, renewed_at=now)
+                .on_conflict_do_nothing(index_elements=["identity"])
+            )
+            lease = session.scalars(
+                select(SchedulerWorker)
+                .where(SchedulerWorker.identity == identity)
+                .with_for_update()
+                .execution_options(populate_existing=True)
+            ).one()
+            previous = lease.worker_id
+            if previous == worker_id:
+                return []
+            if lease.renewed_at > now - stale_after and alive is not None and alive(previous):
+                raise Conflict(
+                    f"scheduler identity {identity!r} is held by {previous!r}, which is still "
+                    "running: give each scheduler process its own SchedulerService.instance_id"
+                )
+            lease.worker_id, lease.started_at, lease.renewed_at = worker_id, now, now
+            died = f"orphaned: its scheduler process {previous!r} died; {worker_id!r} took over"
+            orphaned = self._orphan(
+                session, Run.claimed_by == previous, now, lambda _run: died, skip_locked=False
+            )
+        if orphaned:
+            log.warning(
+                "Took over %s from %s: recovered %d run(s)", identity, previous, len(orphaned)
+            )
+        return orphaned
+
+    def renew_lease(self, identity: str, worker_id: str, *, now: datetime | None = None) -> bool:
+        """Renew ``worker_id``'s lease of ``identity``; False when another process took it over.
+
+        A process that loses its lease must stop: its runs have been
+        recovered by the process that took over (whose retries are running).
+        """
+        now = self._now(now)
+        with self._write.begin() as session:
+            done = session.execute(
+                update(SchedulerWorker)
+                .where(SchedulerWorker.identity == identity, SchedulerWorker.worker_id == worker_id)
+                .values(renewed_at=now)
+            )
+            return done.rowcount == 1

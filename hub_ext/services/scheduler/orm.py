@@ -1,4 +1,4 @@
-"""The scheduler's tables: jobs, their triggers and runs, and notifications (SQLAlchemy 2).
+"""The scheduler's tables: jobs, their triggers and runs, notifications, workers (SQLAlchemy 2).
 
 These classes are storage only. They never import the API models of
 :mod:`.models` (STYLE rule 11, as jupyter-scheduler keeps ``orm.py`` apart from
@@ -28,6 +28,11 @@ Choices worth knowing:
   transaction.
 - Retention deletes a run's output *files*, never its row: the run's record
   stays (history), with ``outputs_deleted_at`` saying when its files went.
+- ``scheduler_workers`` holds one lease per scheduler *identity* (a name
+  stable across restarts of one process slot, see ``worker.py``): the worker
+  id that holds it now. A new process of the same identity takes the lease
+  over and knows its predecessor is dead, so the runs recorded as claimed by
+  that worker id are recovered at once, not after ``stale_after``.
 - ``notifications.run_id`` has no foreign key, like ``runs.retry_of``: it is
   a record of what happened, and a notification must not block anything.
   ``job_id`` does have one (``ON DELETE CASCADE``): deleting a job deletes
@@ -277,3 +282,18 @@ class Notification(Base):
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     read_at: Mapped[datetime | None]
+
+
+class SchedulerWorker(Base):
+    """The lease of one scheduler identity: which process (worker id) holds it, since when."""
+
+    __tablename__ = "scheduler_workers"
+
+    #: ``SchedulerService.instance_id``: stable across restarts, one live process each.
+    identity: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: The worker id (``host:pid:random``) of the process that holds it; runs'
+    #: ``claimed_by`` name the same ids.
+    worker_id: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime]
+    #: Renewed while the process lives (every heartbeat interval).
+    renewed_at: Mapped[datetime]

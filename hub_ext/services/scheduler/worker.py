@@ -24,6 +24,19 @@ The worker wakes at once when the API queues a run (``wake``) and otherwise
 polls every ``poll_interval``; it recovers orphans at start and every
 ``stale_after / 2``. Several workers (processes, machines) may share one
 database: the claims make that safe.
+
+A worker with an ``identity`` (``SchedulerService.instance_id``) first takes
+over that identity's lease (:meth:`~.claims.WorkerMixin.take_over`): the
+process that held it before is dead, so its runs are recovered at start
+rather than after ``stale_after`` without heartbeats, which is what makes a
+restart after ``kill -9`` retry them within seconds. The lease is renewed
+every ``heartbeat_interval``; a worker that finds its lease taken (two
+processes were given one identity) stops claiming and stops its runs, which
+the new holder has already recovered. Rejected alternative: recognising the
+predecessor by its host and pid alone: in a container every scheduler is
+pid 1 on a new host name, and the pid of a process on another machine says
+nothing; the identity is what an admin can keep stable (a StatefulSet pod's
+name, the hub-managed service's URL).
 """
 
 from __future__ import annotations
@@ -65,6 +78,36 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def worker_alive(worker_id: str) -> bool:
+    """Whether ``worker_id`` (from :func:`new_worker_id`) is certainly a live process here.
+
+    Only a process on this machine can be checked: another machine's (or a
+    reused host name's) is not known to be alive. This process's own pid is
+    not its predecessor's (a container's scheduler is always pid 1), and a
+    zombie (killed, not yet reaped) is dead.
+    """
+    host, _, rest = worker_id.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
 @dataclass
 class Worker:
     """Runs the scheduler's runs in this process; see the module docstring.
@@ -89,6 +132,10 @@ class Worker:
         The run's log and outputs are scrubbed of the values before they are recorded.
     notify : callable
         ``await notify(job, run)`` after a run ended.
+    identity : str
+        This process's stable identity (``SchedulerService.instance_id``), whose
+        lease it takes over at start; empty: no lease, runs of a dead
+        predecessor wait for ``stale_after``.
     """
 
     store: JobStore
@@ -107,12 +154,14 @@ class Worker:
     secrets: Callable[[DescribeJob, DescribeRun], Awaitable[dict[str, str]]] | None = None
     notify: Callable[[DescribeJob, DescribeRun], Awaitable[None]] | None = None
     worker_id: str = field(default_factory=new_worker_id)
+    identity: str = ""
 
     def __post_init__(self):
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task] = {}
         self._stopping = False
         self._last_recovery = 0.0
+        self._last_renewal = 0.0
 
     # ------------------------------------------------------------ loop
 
@@ -120,12 +169,35 @@ class Worker:
         """A run was queued or cancelled: look now rather than at the next poll."""
         self._wake.set()
 
+    async def take_over(self) -> None:
+        """Take this process's identity over and recover its dead predecessor's runs now.
+
+        Raises
+        ------
+        Conflict
+            A live process on this machine holds the identity.
+        """
+        if not self.identity:
+            return
+        orphans = await asyncio.to_thread(
+            self.store.take_over,
+            self.identity,
+            self.worker_id,
+            stale_after=timedelta(seconds=self.stale_after),
+            alive=worker_alive,
+        )
+        self._last_renewal = time.monotonic()
+        await self._after_orphaned(orphans)
+
     async def run(self) -> None:
-        """Claim and execute runs until :meth:`stop`."""
+        """Claim and execute runs until :meth:`stop` (or until another process takes over)."""
+        await self.take_over()
         await self._recover()
         while not self._stopping:
             self._wake.clear()
             try:
+                if not await self._renew():
+                    break
                 await self._claim()
                 if time.monotonic() - self._last_recovery > self.stale_after / 2:
                     await self._recover()
@@ -157,11 +229,33 @@ class Worker:
         self._tasks.pop(run_id, None)
         self._wake.set()  # a slot is free
 
+    async def _renew(self) -> bool:
+        """Renew the lease every heartbeat interval; False (and stop) when it was taken over."""
+        if not self.identity or time.monotonic() - self._last_renewal < self.heartbeat_interval:
+            return True
+        if await asyncio.to_thread(self.store.renew_lease, self.identity, self.worker_id):
+            self._last_renewal = time.monotonic()
+            return True
+        log.error(
+            "Another scheduler process took over identity %r: this one (%s) stops. Give each "
+            "scheduler process its own SchedulerService.instance_id.",
+            self.identity,
+            self.worker_id,
+        )
+        self._stopping = True
+        for run_id in list(self._tasks):  # already recovered (and retried) by the new holder
+            with contextlib.suppress(Exception):
+                await self.executor.cancel(run_id)
+        return False
+
     async def _recover(self) -> None:
         self._last_recovery = time.monotonic()
         orphans = await asyncio.to_thread(
             self.store.recover_orphans, timedelta(seconds=self.stale_after)
         )
+        await self._after_orphaned(orphans)
+
+    async def _after_orphaned(self, orphans: list[DescribeRun]) -> None:
         for run in orphans:
             ORPHANS.inc()
             log.warning("Run %s of job %s was orphaned: %s", run.id, run.job_id, run.reason)
@@ -424,7 +518,7 @@ def _prepare_folder(folder: Path) -> None:
     os.chmod(folder, 0o711)
 
 
-__all__ = ["Worker", "new_worker_id", "datetime"]
+__all__ = ["Worker", "new_worker_id", "worker_alive", "datetime"]
 
 
 def _scrub_outputs(spec: RunSpec, secrets: dict[str, str]) -> None:
