@@ -311,7 +311,7 @@ def test_a_run_with_outbound_connections_refused_succeeds_quickly(platform, scen
 # ------------------------------------------------------------------ without a hub
 
 
-def test_telemetry_is_off_unless_the_admin_allows_it(monkeypatch):
+def test_telemetry_is_off_unless_the_admin_allows_it():
     from hub_ext import telemetry
 
     assert telemetry.environment({}) == {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
