@@ -423,7 +423,10 @@ def test_a_killed_process_restarted_retries_its_run_within_seconds(replica, home
     except TimeoutError:
         raise AssertionError("no retry within 50 s:\n" + replica.logs()) from None
     took = time.monotonic() - killed_at
-    assert took < 20, f"the retry started {took:.1f} s after the kill"
+    print(f"the retry started {took:.1f} s after kill -9 (stale_after: 60 s)")
+    # measured 5.6 s (SQLite) and 10.4 s (PostgreSQL) on a busy 2-core machine, most of
+    # it the new process's start; without the take-over it cannot be under 59 s
+    assert took < 30, f"the retry started {took:.1f} s after the kill"
 
     def ended():
         runs = job_runs(replica.store, job.id)
