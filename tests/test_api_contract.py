@@ -400,6 +400,7 @@ def test_deployments_refuse_malformed_input_and_models_that_cannot_load(dep):
         refused(dep("POST", "api/deployments", json={**body, **change}), words)
     r = dep("POST", "api/deployments", data=deep({**body, "training_summary": {"x": DEEP}}, 900))
     refused(r, "deeper than 64")
+    refused(dep("POST", "api/deployments?owner=" + "x" * 300, json=body), "owner")
     r = dep("PUT", "api/deployments/shape/traffic", json={"split": {"1": "100"}})
     refused(r, "split")
     assert dep("GET", "api/deployments/shape").status_code == 404

@@ -17,8 +17,10 @@ Model traffic has its own handlers and authorization (:mod:`.router`).
 
 from __future__ import annotations
 
+from pydantic import ValidationError
 from tornado import web
 
+from ..common.errors import ServiceError
 from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
 from ..scheduler.handlers import BaseHandler as _SchedulerBaseHandler
 from .core import DeployerCore
@@ -55,7 +57,11 @@ class BaseHandler(_SchedulerBaseHandler):
     def audit_owner(self) -> str | None:
         # the deployment's owner when the answer does not say (a refusal): ?owner= or the caller
         user = self.current_user
-        return self.owner or (user.get("name") if isinstance(user, dict) else None)
+        try:
+            owner = self.owner
+        except (ServiceError, ValidationError):  # the query was refused: the caller's own
+            owner = None
+        return owner or (user.get("name") if isinstance(user, dict) else None)
 
 
 class DeploymentsHandler(BaseHandler):
