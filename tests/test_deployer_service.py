@@ -177,6 +177,8 @@ c.DeployerService.groups_cache_seconds = 0.5
 c.DeployerService.auth_cache_seconds = 1
 c.DeployerService.max_replicas = 3
 c.DeployerService.max_body_size = 4096
+c.DeployerService.queue_timeout = 2
+c.DeployerService.max_queued_requests = 2
 """
 
 
@@ -497,6 +499,46 @@ def test_zero_failures_under_load_during_rollout(dep):
         stop.set()
     assert not failures, failures[:5]
     assert results["one"] > 0 and results["four"] > 0
+
+
+def test_a_request_waits_for_a_replica_then_gets_503_with_retry_after(dep):
+    """A ready version whose only replica died (this backend double never restarts it):
+    requests wait for a replica ``queue_timeout`` (2 s here) in a queue of at most
+    ``max_queued_requests`` (2 here), then get 503 JSON with Retry-After; a request that
+    finds the queue full gets it at once."""
+    import psutil
+
+    dep("POST", "api/deployments", json={"name": "lonely", "model_uri": "models:/fake/lonely"})
+    dep.wait_state("lonely", 1, "ready")
+    assert dep.invoke("alice", "lonely").status_code == 200
+    [replica] = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if (p.info["cmdline"] or ["", ""])[-1] == "ok" and p.info["cmdline"][-2].endswith("lonely")
+    ]
+    replica.kill()
+    replica.wait(10)
+
+    def timed(_):
+        started = time.monotonic()
+        r = dep.invoke("alice", "lonely")
+        return r, time.monotonic() - started
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(timed, range(6)))
+    waited, refused = [], []
+    for r, seconds in answers:
+        assert r.status_code == 503 and r.json()["error_code"] == "UNAVAILABLE", r.text
+        assert r.headers["Retry-After"] == "2"
+        message = r.json()["message"]
+        if "became ready within 2 seconds" in message:
+            waited.append(seconds)
+        else:
+            assert "2 requests wait for them already" in message, message
+            refused.append(seconds)
+    assert waited and refused, answers
+    assert min(waited) >= 2 and max(refused) < 2, (waited, refused)
+    assert dep("DELETE", "api/deployments/lonely").status_code == 204
 
 
 def test_breaker_takes_failing_version_out(dep):

@@ -198,7 +198,7 @@ class DeployerService(Application):
     max_body_size = ByteSpecification(
         10 * 1024**2,
         help=_help(
-            "Largest model request body (413 above it, before it is read).",
+            "Largest model request body (413 above it; what is over is never kept).",
             'c.DeployerService.max_body_size = "50M"',
             "Checked by the router and, again, by each model server (``--max-body-bytes``).",
         ),
@@ -218,6 +218,47 @@ class DeployerService(Application):
         help=_help(
             "Model requests the router forwards at once; more wait in its queue.",
             "c.DeployerService.max_concurrent_requests = 1024",
+        ),
+    ).tag(config=True)
+
+    queue_timeout = Float(
+        10.0,
+        min=0,
+        help=_help(
+            "Seconds a model request waits for a replica while its version has none ready.",
+            "c.DeployerService.queue_timeout = 15",
+            "A replica that died (a crash, ``kill -9``, the OOM killer) or stopped is "
+            "restarted by the backend in a few seconds; meanwhile requests to a version "
+            "with no other ready replica wait for it instead of failing, and get 503 with "
+            "``Retry-After`` only after this. Keep it above a replica's restart time: "
+            "``LocalBackend.restart_backoff`` (1 s), the model server's start and the "
+            "model's load (about 3 s on an idle machine for a small model; 6 to 11 s were "
+            "measured on a loaded 2-core test machine). A version that is not ready "
+            "(failed, stopped, starting) answers 503 at once. 0 never waits.",
+        ),
+    ).tag(config=True)
+
+    max_queued_requests = Integer(
+        256,
+        min=0,
+        help=_help(
+            "Model requests that may wait for a replica at once (503 with Retry-After above).",
+            "c.DeployerService.max_queued_requests = 1024",
+            "Each waiting request holds its body in memory (up to ``max_body_size``) for "
+            "up to ``queue_timeout`` seconds.",
+        ),
+    ).tag(config=True)
+
+    max_discard_size = ByteSpecification(
+        128 * 1024**2,
+        help=_help(
+            "Largest model request body read and thrown away to answer a refused request.",
+            'c.DeployerService.max_discard_size = "1G"',
+            "A request refused before its body is read (413 over ``max_body_size``, 401, "
+            "403, 404, 415) is answered once the body has come: the hub's proxy sends a "
+            "body without waiting for ``Expect: 100-continue``, and closing the connection "
+            "under it turns the answer into the hub's HTML 503 page. Nothing of the body "
+            "is kept. A body over this gets its connection closed instead.",
         ),
     ).tag(config=True)
 
@@ -378,6 +419,9 @@ class DeployerService(Application):
             max_body_bytes=int(self.max_body_size),
             timeout=self.request_timeout,
             max_clients=self.max_concurrent_requests,
+            queue_timeout=self.queue_timeout,
+            max_queued=self.max_queued_requests,
+            max_discard_bytes=int(self.max_discard_size),
         )
         core = DeployerCore(
             store=store,

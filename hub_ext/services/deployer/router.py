@@ -25,15 +25,41 @@ bursts), skipping versions whose circuit breaker is open (:mod:`.breaker`)
 or that have no healthy replica; a version's replicas are used in turn.
 ``…/v/{version}/invocations`` pins one version.
 
-**Never failing a client for the deployer's reasons.** The body limit (413,
-from ``Content-Length`` before anything is read, and while a chunked body
-streams in) and the content type (415: JSON or CSV only, SECURITY rule 5)
-are checked before forwarding. A connection error to one replica (it is
-stopping, or died) is retried once on another healthy replica of the same
-version, else of another version of the split: model requests are
-predictions, safe to send twice. That retry is what keeps a rollout at zero
-failed requests: a replica that got SIGTERM refuses new connections while it
-finishes the requests it has. Tokens are never logged (only the path).
+**Never failing a client for the deployer's reasons.** The body limit (413)
+and the content type (415: JSON or CSV only, SECURITY rule 5) are checked
+before forwarding. A request refused here while its body is still coming
+(401, 403, 404, 413, 415) is answered only once that body has been read and
+thrown away, up to ``c.DeployerService.max_discard_size``: the hub's proxy
+(configurable-http-proxy) sends a body without waiting for
+``Expect: 100-continue``, and a connection closed under it becomes the hub's
+HTML 503 page instead of this JSON answer. Past that bound the connection is
+closed. A body is never kept beyond the limit.
+
+Model requests are predictions: **safe to send twice**. So a request whose
+replica refuses the connection or drops it before answering (a replica that
+got SIGTERM refuses new connections while it finishes the others; one killed
+by ``kill -9`` or the OOM killer resets them), or answers 503 (a model server
+that is stopping or loading says so, and has not run the request), is sent
+once more, to another ready replica of the same version, else of another
+version of the split. Tornado raises connection errors even with
+``raise_error=False``, so they are caught as exceptions (:func:`_failure`).
+A replica that failed so is passed over for :data:`SUSPECT_SECONDS` by every
+request, until the backend notices it.
+When no replica can take a request now but its version is ready (a replica
+restarting), the request waits, in a queue of at most
+``c.DeployerService.max_queued_requests``, for up to
+``c.DeployerService.queue_timeout`` seconds; only then, or when the queue is
+full, the caller gets 503 with ``Retry-After``. A timeout (the model took too
+long) is never resent: 504. A version that is not ready (failed, stopped,
+still starting) answers 503 at once: no replica is coming. Tokens are never
+logged (only the path).
+
+Rejected alternatives: resending any 5xx (a model that raises would run
+twice for nothing, and a 500 is the model's answer); an unbounded queue (a
+dead model would hold every client and its body); a notification from the
+backend instead of looking at :meth:`Backend.endpoints` every
+:data:`QUEUE_POLL_SECONDS` while requests wait (the backend interface has
+none, and the look is an in-memory read).
 
 Forwarding uses tornado's ``AsyncHTTPClient`` with ``max_clients`` sized by
 ``c.DeployerService.max_concurrent_requests``; the curl client (keep-alive
@@ -43,15 +69,18 @@ connections to replicas) when ``pycurl`` is installed, the simple client
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from jupyterhub.services.auth import HubAuth, check_scopes
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.iostream import StreamClosedError
 
 from hub_ext.audit import emit
 
@@ -66,6 +95,45 @@ log = logging.getLogger("shipyard.deployer.router")
 INVOKE_SCOPE = "custom:models:invoke"
 #: Request body types the model servers accept (MLflow's scoring protocol).
 CONTENT_TYPES = ("application/json", "text/csv")
+#: Seconds a replica that refused or dropped a connection is passed over by every request.
+#: A replica that got SIGTERM refuses connections while the backend still lists it (until
+#: its next health check); one that was killed is usually gone from the list at once.
+SUSPECT_SECONDS = 2.0
+#: Seconds between two looks at the backend's replicas while requests wait for one.
+QUEUE_POLL_SECONDS = 0.05
+
+
+@dataclass
+class Answer:
+    """The router's answer to one model request."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    #: the version that answered; 0 when none did
+    version: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _failure(error: BaseException) -> str | None:
+    """How a request to a replica ended without an answer, or None for any other error.
+
+    ``"unreachable"``: the connection was refused, reset or closed before an answer, or
+    could not be made in time; safe to send elsewhere (model calls are predictions).
+    ``"timeout"``: the model did not answer in time; never resent. Tornado's simple
+    client raises ``ConnectionRefusedError`` and ``HTTPStreamClosedError``, the curl
+    client ``CurlError``; both raise ``HTTPTimeoutError``-like 599 errors for timeouts
+    ("Timeout while connecting" and curl's "Connection timed out" are unreachable).
+    """
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    no_answer = isinstance(error, HTTPClientError) and error.code == 599
+    if not (no_answer or isinstance(error, OSError | StreamClosedError)):
+        return None
+    text = str(error).lower()
+    if ("timeout" in text or "timed out" in text) and "connect" not in text:
+        return "timeout"
+    return "unreachable"
 
 
 @dataclass
@@ -109,6 +177,9 @@ class ModelRouter:
         timeout: float,
         max_clients: int = 256,
         window_seconds: float = 60.0,
+        queue_timeout: float = 10.0,
+        max_queued: int = 256,
+        max_discard_bytes: int = 128 * 1024**2,
     ):
         self.backend = backend
         self.breakers = breakers
@@ -117,6 +188,13 @@ class ModelRouter:
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout
         self.window_seconds = window_seconds
+        self.queue_timeout = queue_timeout
+        self.max_queued = max_queued
+        self.max_discard_bytes = max(max_discard_bytes, max_body_bytes)
+        #: requests waiting for a replica now
+        self.queued = 0
+        #: replica URL -> until when it is passed over (it refused or dropped a connection)
+        self._suspects: dict[str, float] = {}
         self.routes: dict[tuple[str, str], Route] = {}
         self.windows: dict[str, VersionWindow] = {}
         self._turn: dict[str, int] = {}
@@ -210,21 +288,51 @@ class ModelRouter:
 
     # ------------------------------------------------------------ choosing
 
-    def candidates(self, route: Route, pinned: int | None = None) -> list[int]:
-        """Versions a request may go to now: routable by breaker, with healthy replicas."""
+    def _usable(self, key: str, exclude: frozenset[str] | set[str] = frozenset()) -> list[str]:
+        """The healthy replicas of ``key`` a request may go to: not suspect, not excluded."""
+        endpoints = self.backend.endpoints(key)
+        if not self._suspects and not exclude:
+            return endpoints
+        now = time.monotonic()
+        return [e for e in endpoints if e not in exclude and self._suspects.get(e, 0) <= now]
+
+    def _suspect(self, endpoint: str) -> None:
+        now = time.monotonic()
+        self._suspects = {e: t for e, t in self._suspects.items() if t > now}
+        self._suspects[endpoint] = now + SUSPECT_SECONDS
+
+    def candidates(
+        self,
+        route: Route,
+        pinned: int | None = None,
+        exclude: frozenset[str] | set[str] = frozenset(),
+    ) -> list[int]:
+        """Versions a request may go to now: routable by breaker, with usable replicas."""
         if pinned is not None:
-            if pinned in route.ready and self.backend.endpoints(route.keys[pinned]):
+            if pinned in route.ready and self._usable(route.keys[pinned], exclude):
                 return [pinned]
             return []
         live = [
             v
             for v, share in route.traffic.items()
-            if share > 0 and v in route.keys and self.backend.endpoints(route.keys[v])
+            if share > 0 and v in route.keys and self._usable(route.keys[v], exclude)
         ]
         closed = [v for v in live if self.breakers[route.keys[v]].routable()]
         for v in live:  # an open breaker serves only when nothing else can
             self.breakers[route.keys[v]].serving = not closed
         return closed or live
+
+    @staticmethod
+    def _expected(route: Route, pinned: int | None) -> bool:
+        """Whether replicas should be serving the request (its version is ready): worth a wait."""
+        if pinned is not None:
+            return pinned in route.ready
+        return any(share > 0 and v in route.ready for v, share in route.traffic.items())
+
+    def _servable(self, route: Route, pinned: int | None, exclude: set[str]) -> bool:
+        """Whether some replica could take the request now (no side effect on the breakers)."""
+        versions = [pinned] if pinned is not None else [v for v, s in route.traffic.items() if s]
+        return any(v in route.keys and self._usable(route.keys[v], exclude) for v in versions)
 
     @staticmethod
     def pick(route: Route, candidates: list[int]) -> int:
@@ -240,13 +348,59 @@ class ModelRouter:
         route.weights[best] -= total
         return best
 
-    def _endpoint(self, key: str, exclude: str | None = None) -> str | None:
-        endpoints = [e for e in self.backend.endpoints(key) if e != exclude]
+    def _endpoint(self, key: str, exclude: frozenset[str] | set[str] = frozenset()) -> str | None:
+        endpoints = self._usable(key, exclude)
         if not endpoints:
             return None
         turn = self._turn.get(key, 0)
         self._turn[key] = turn + 1
         return endpoints[turn % len(endpoints)]
+
+    def _choose(
+        self, route: Route, pinned: int | None, exclude: set[str], prefer: int | None = None
+    ) -> tuple[int, str] | None:
+        """A version and one of its replicas for the request, or None when none can take it.
+
+        A resent request stays with its version (``prefer``) while that has another replica.
+        """
+        if prefer is not None and prefer in route.keys:
+            endpoint = self._endpoint(route.keys[prefer], exclude)
+            if endpoint is not None:
+                return prefer, endpoint
+        candidates = self.candidates(route, pinned, exclude)
+        if not candidates:
+            return None
+        version = self.pick(route, candidates) if pinned is None else pinned
+        endpoint = self._endpoint(route.keys[version], exclude)
+        return (version, endpoint) if endpoint is not None else None
+
+    async def _queue(
+        self, route: Route, pinned: int | None, exclude: set[str], deadline: float
+    ) -> Route | None:
+        """Wait for a replica that can take the request; its route then, None past ``deadline``.
+
+        Also returns when the version is no longer ready (nothing to wait for). A replica
+        this request tried that left the backend's list and came back is a new process:
+        it may be tried again.
+        """
+        loop = asyncio.get_running_loop()
+        self.queued += 1
+        try:
+            while (left := deadline - loop.time()) > 0:
+                await asyncio.sleep(min(QUEUE_POLL_SECONDS, left))
+                current = self.routes.get((route.owner, route.name))
+                if current is None:
+                    return None
+                if exclude:
+                    listed = {e for k in current.keys.values() for e in self.backend.endpoints(k)}
+                    for gone in exclude - listed:
+                        exclude.discard(gone)
+                        self._suspects.pop(gone, None)
+                if not self._expected(current, pinned) or self._servable(current, pinned, exclude):
+                    return current
+            return None
+        finally:
+            self.queued -= 1
 
     # ---------------------------------------------------------- forwarding
 
@@ -265,68 +419,108 @@ class ModelRouter:
             decompress_response=False,
             follow_redirects=False,
         )
-        return await self.client.fetch(request, raise_error=False)
+        response = await self.client.fetch(request, raise_error=False)
+        if response.code == 599 and response.error is not None:  # not an HTTP answer
+            raise response.error
+        return response
 
-    @staticmethod
-    def _unreachable(response: HTTPResponse) -> bool:
-        """A connection error (refused, reset, closed): safe to send elsewhere. Not a timeout."""
-        return response.code == 599 and "timeout" not in str(response.error).lower()
+    def _unavailable(self, message: str, retry: bool = True) -> Answer:
+        """503; with ``Retry-After`` when a replica is expected back."""
+        headers = {"Retry-After": str(max(1, math.ceil(self.queue_timeout)))} if retry else {}
+        return Answer(503, _error_body(503, "UNAVAILABLE", message), headers=headers)
 
     async def forward(
         self, route: Route, body: bytes, content_type: str, pinned: int | None = None
-    ) -> tuple[int, int, str, bytes]:
-        """Send a request; return ``(version, status, content_type, body)``."""
-        candidates = self.candidates(route, pinned)
-        if not candidates:
-            return (
-                0,
-                503,
-                "application/json",
-                _error_body(
-                    503,
-                    "UNAVAILABLE",
-                    "The model has no ready replica right now (starting, or failed: see "
-                    "GET api/deployments/<name>); try again shortly.",
-                ),
-            )
-        version = self.pick(route, candidates) if pinned is None else pinned
-        key = route.keys[version]
-        endpoint = self._endpoint(key)
-        started = time.perf_counter()
-        response = await self._fetch(key, endpoint, body, content_type)
-        if self._unreachable(response):
-            retry_version, retry_endpoint = version, self._endpoint(key, exclude=endpoint)
-            if retry_endpoint is None and pinned is None:
-                others = [v for v in self.candidates(route) if v != version]
-                if others:
-                    retry_version = self.pick(route, others)
-                    retry_endpoint = self._endpoint(route.keys[retry_version])
-            if retry_endpoint is not None:
+    ) -> Answer:
+        """Send a request to a replica (see the module docstring); return the answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.queue_timeout
+        tried: set[str] = set()
+        resent_from: int | None = None
+        started: float | None = None
+        while True:
+            chosen = self._choose(route, pinned, tried, prefer=resent_from)
+            if chosen is None:
+                if not self._expected(route, pinned):
+                    return self._unavailable(
+                        "The model has no ready replica (starting, or failed: see "
+                        "GET api/deployments/<name>).",
+                        retry=False,
+                    )
+                if self.queued >= self.max_queued:
+                    return self._unavailable(
+                        f"The model's replicas are restarting and {self.max_queued} requests "
+                        "wait for them already; try again shortly."
+                    )
+                waited = await self._queue(route, pinned, tried, deadline)
+                if waited is None:
+                    return self._unavailable(
+                        f"No replica of the model became ready within {self.queue_timeout:g} "
+                        "seconds (restarting, or failing: see GET api/deployments/<name>); "
+                        "try again shortly."
+                    )
+                route = waited
+                continue
+            version, endpoint = chosen
+            key = route.keys[version]
+            if started is None:
+                started = time.perf_counter()
+            failure = response = None
+            try:
+                response = await self._fetch(key, endpoint, body, content_type)
+            except Exception as e:
+                failure = _failure(e)
+                if failure is None:
+                    raise
+                unserved, reason = failure == "unreachable", f"did not answer ({e})"
+            else:
+                # a model server answers 503 only when it did not run the request (stopping,
+                # loading): as safe to send elsewhere as a refused connection
+                unserved, reason = response.code == 503, "answered 503 (stopping or loading)"
+            if unserved and resent_from is None:
+                # never served: sent once more, elsewhere (model calls are predictions)
+                tried.add(endpoint)
+                self._suspect(endpoint)
+                resent_from = version
                 RETRIES.labels(route.owner, route.name, str(version)).inc()
-                log.info("Retrying %s/%s v%d on another replica", route.owner, route.name, version)
-                version, key = retry_version, route.keys[retry_version]
-                response = await self._fetch(key, retry_endpoint, body, content_type)
+                log.info(
+                    "Resending a request to %s/%s v%d: its replica %s %s",
+                    route.owner,
+                    route.name,
+                    version,
+                    endpoint,
+                    reason,
+                )
+                continue
+            if failure == "unreachable":
+                self._suspect(endpoint)
+            break
         elapsed = time.perf_counter() - started
-        if response.code == 599:
-            timed_out = not self._unreachable(response)
-            status = 504 if timed_out else 502
-            reply = _error_body(
-                status,
-                "TIMEOUT" if timed_out else "UNAVAILABLE",
-                "The model did not answer in time." if timed_out else "No replica answered.",
+        if failure is not None:
+            timed_out = failure == "timeout"
+            answer = Answer(
+                504 if timed_out else 502,
+                _error_body(
+                    504 if timed_out else 502,
+                    "TIMEOUT" if timed_out else "UNAVAILABLE",
+                    "The model did not answer in time." if timed_out else "No replica answered.",
+                ),
+                version=version,
             )
-            reply_type = "application/json"
         else:
-            status = response.code
-            reply = response.body or b""
-            reply_type = response.headers.get("Content-Type", "application/json")
-        ok = status < 500
+            answer = Answer(
+                response.code,
+                response.body or b"",
+                response.headers.get("Content-Type", "application/json"),
+                version=version,
+            )
+        ok = answer.status < 500
         self.breakers[key].record(ok)
-        self.window(key).record(elapsed, ok, status)
+        self.window(key).record(elapsed, ok, answer.status)
         labels = (route.owner, route.name, str(version))
-        MODEL_REQUESTS.labels(*labels, str(status)).inc()
+        MODEL_REQUESTS.labels(*labels, str(answer.status)).inc()
         MODEL_LATENCY.labels(*labels).observe(elapsed)
-        return version, status, reply_type, reply
+        return answer
 
 
 def _error_body(status: int, code: str, message: str) -> bytes:
@@ -370,9 +564,37 @@ class _ModelHandler(web.RequestHandler):
 
 @web.stream_request_body
 class InvocationHandler(_ModelHandler):
-    """``POST models/{owner}/{name}[/v/{version}]/invocations``."""
+    """``POST models/{owner}/{name}[/v/{version}]/invocations``.
+
+    A request refused before its body is read keeps its refusal until the body has
+    come and been thrown away (up to the router's ``max_discard_bytes``): closing the
+    connection under a proxy still sending it would lose the answer (module docstring).
+    """
 
     async def prepare(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.refusal: web.HTTPError | None = None
+        if self.request.method == "POST":
+            # read a refused or oversized body to its end (thrown away), up to this bound
+            self.request.connection.set_max_body_size(self.router.max_discard_bytes)
+        try:
+            await self._admit()
+        except web.HTTPError as e:
+            if not self._body_follows():
+                raise
+            self.refusal = e
+
+    def _body_follows(self) -> bool:
+        """Whether a body is coming that the refusal can wait for (not past the bound)."""
+        if self.request.method != "POST":
+            return False
+        length = self.request.headers.get("Content-Length")
+        if length is None:
+            return "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        return length.isdigit() and 0 < int(length) <= self.router.max_discard_bytes
+
+    async def _admit(self) -> None:
         owner, name, *rest = self.path_args
         self.pinned = int(rest[0]) if rest and rest[0] else None
         self.route = await self.router.authorize(self, owner, name)
@@ -380,10 +602,11 @@ class InvocationHandler(_ModelHandler):
             return
         if self.pinned is not None and self.pinned not in self.route.keys:
             raise web.HTTPError(404, f"deployment {owner}/{name} has no version {self.pinned}")
-        limit = self.router.max_body_bytes
         length = self.request.headers.get("Content-Length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            raise web.HTTPError(413, f"The request body is over the limit of {limit} bytes.")
+        if length is not None and (
+            not length.isdigit() or int(length) > self.router.max_body_bytes
+        ):
+            raise self._too_large()
         media = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if media not in CONTENT_TYPES:
             raise web.HTTPError(
@@ -391,29 +614,34 @@ class InvocationHandler(_ModelHandler):
                 f"Send the inputs as application/json or text/csv, not {media or 'no type'!r}.",
             )
         self.media = self.request.headers["Content-Type"]
-        self.chunks: list[bytes] = []
-        self.size = 0
+
+    def _too_large(self) -> web.HTTPError:
+        return web.HTTPError(
+            413, f"The request body is over the limit of {self.router.max_body_bytes} bytes."
+        )
 
     def data_received(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        if self.size <= self.router.max_body_bytes:
+        if self.refusal is None and self.size <= self.router.max_body_bytes:
             self.chunks.append(chunk)
         else:
-            self.chunks = []
+            self.chunks = []  # never kept: read only so the answer reaches the client
 
     async def post(self, owner: str, name: str, version: str | None = None) -> None:
+        if self.refusal is not None:
+            raise self.refusal
         if self.size > self.router.max_body_bytes:
-            raise web.HTTPError(
-                413, f"The request body is over the limit of {self.router.max_body_bytes} bytes."
-            )
-        served, status, content_type, body = await self.router.forward(
+            raise self._too_large()
+        answer = await self.router.forward(
             self.route, b"".join(self.chunks), self.media, self.pinned
         )
-        self.set_status(status)
-        self.set_header("Content-Type", content_type)
-        if served:
-            self.set_header("X-Shipyard-Model-Version", str(served))
-        self.finish(body)
+        self.set_status(answer.status)
+        self.set_header("Content-Type", answer.content_type)
+        for header, value in answer.headers.items():
+            self.set_header(header, value)
+        if answer.version:
+            self.set_header("X-Shipyard-Model-Version", str(answer.version))
+        self.finish(answer.body)
 
 
 class ModelHealthHandler(_ModelHandler):
