@@ -401,6 +401,10 @@ def test_deployments_refuse_malformed_input_and_models_that_cannot_load(dep):
     r = dep("POST", "api/deployments", data=deep({**body, "training_summary": {"x": DEEP}}, 900))
     refused(r, "deeper than 64")
     refused(dep("POST", "api/deployments?owner=" + "x" * 300, json=body), "owner")
+    # a form body tornado cannot parse is refused before routing; its audit record still works
+    r = dep("POST", "api/deployments", data=b"x", headers={"Content-Type": "multipart/form-data"})
+    assert r.status_code == 400, r.text
+    assert "Uncaught exception" not in dep.hub.log_path.read_text()
     r = dep("PUT", "api/deployments/shape/traffic", json={"split": {"1": "100"}})
     refused(r, "split")
     assert dep("GET", "api/deployments/shape").status_code == 404
@@ -410,6 +414,25 @@ def test_deployments_refuse_malformed_input_and_models_that_cannot_load(dep):
     assert replicas["maximum"] == 3  # DEPLOYER_CONFIG's max_replicas
     r = dep("PUT", "api/deployments", token="")
     assert r.status_code == 405 and r.headers["Allow"] == "GET, POST", r.headers
+
+
+def test_scaling_a_version_whose_replicas_cannot_start_is_a_409(dep):
+    """Found by schemathesis: a new version naming secrets replaces the deployment's list;
+    scaling then could not build the running version's replicas (no secrets service on this
+    hub) and the DeployFailed escaped as a 500."""
+    r = dep("POST", "api/deployments", json={"name": "scaly", "model_uri": "models:/fake/a"})
+    assert r.status_code == 201, r.text
+    dep.wait_state("scaly", 1, "ready")
+    r = dep(
+        "POST",
+        "api/deployments/scaly/versions",
+        json={"model_uri": "models:/fake/b", "secrets": ["API_KEY"]},
+    )
+    assert r.status_code == 201, r.text
+    dep.wait_state("scaly", 2, "failed")
+    r = dep("PATCH", "api/deployments/scaly", json={"replicas": 2})
+    refused(r, "version 1", "secrets", status=409)
+    assert dep("DELETE", "api/deployments/scaly").status_code == 204
 
 
 def test_the_deployer_does_what_its_openapi_document_says(dep, tmp_path):

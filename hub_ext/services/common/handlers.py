@@ -139,6 +139,8 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         if self.request_counter is not None:
             route = getattr(self, "route_name", type(self).__name__)
             self.request_counter.labels(route, self.request.method, str(self.get_status())).inc()
+        if not hasattr(self, "path_args"):  # refused before routing: a form body tornado
+            self.path_args, self.path_kwargs = [], {}  # could not parse (multipart, no boundary)
         audit_trail.record(self)
 
     def set_default_headers(self) -> None:

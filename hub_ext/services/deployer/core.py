@@ -296,11 +296,20 @@ class DeployerCore:
         self._check_replicas(replicas)
         async with self._lock((owner, name)):
             d = await self._call(self.store.set_replicas, owner, name, replicas)
+        failed = []
         for v in d.versions:
             if v.state == "ready":
-                spec = await self._spec(d, v)
-                async with self._lock(spec.key):
-                    await self.backend.scale(spec)
+                try:  # a replica that cannot start (its secrets, its health) is the caller's 409
+                    spec = await self._spec(d, v)
+                    async with self._lock(spec.key):
+                        await self.backend.scale(spec)
+                except DeployFailed as e:
+                    failed.append(f"version {v.version}: {e.reason}")
+        if failed:
+            raise Conflict(
+                f"{name!r} is set to {replicas} replica(s), but its running versions keep "
+                f"theirs until this is fixed: {'; '.join(failed)}"
+            )
         return self._present(d)
 
     async def delete(self, caller: Caller, name: str, owner: str | None) -> None:
