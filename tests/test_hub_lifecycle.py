@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from hub_ext.cgroups import CGROUP_ROOT, Limits, detect_driver
+from hub_ext.cgroups import Limits, detect_driver
 
 from .conftest import TEST_PROFILES, needs_root, postgres_database
 from .hubtools import (
+    HIERARCHIES,
     HUB_CONFIG,
     HubProcess,
     cgroup_dirs,
@@ -212,7 +213,7 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
         )
         assert not cgroup_dirs(parent), "no leftover cgroup after Ctrl-C"
         for name in (parent, f"{parent}-jobs", f"{parent}-models"):
-            for hierarchy in (CGROUP_ROOT / "memory", CGROUP_ROOT / "cpu", CGROUP_ROOT):
+            for hierarchy in HIERARCHIES:  # the devices one too (the GPU filter)
                 assert not (hierarchy / name).exists(), f"empty cgroup {name} left behind"
         assert not runtime.exists(), "the replicas' runtime folder is left behind"
         with pytest.raises(requests.ConnectionError):
