@@ -150,7 +150,10 @@ def load(rules: list[str]) -> int:
         soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
         if soft == resource.RLIM_INFINITY:
             raise
-        resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY,) * 2)
+        try:
+            resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY,) * 2)
+        except (ValueError, OSError):  # not privileged: the first refusal says it
+            raise e from None
         return _bpf(BPF_PROG_LOAD, attr)
 
 

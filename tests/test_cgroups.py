@@ -746,6 +746,39 @@ def test_v2_driver_confines_a_process_for_real():
         driver.remove_parent()
 
 
+def as_nobody() -> None:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_bpf_refused_without_privilege_is_a_device_filter_error():
+    """Not privileged: an OSError the v2 driver turns into a warning, never a failed spawn.
+
+    The retry with a higher RLIMIT_MEMLOCK (kernels before 5.11) must not turn
+    the refusal into the ValueError of an unprivileged setrlimit.
+    """
+    code = (
+        "from hub_ext import bpfdev\n"
+        "try:\n"
+        "    bpfdev.load(['c 1:3 rwm'])\n"
+        "except OSError as e:\n"
+        "    print(type(e).__name__, e.errno)\n"
+    )
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code],
+        preexec_fn=as_nobody,
+        cwd="/",
+        env={"PYTHONPATH": str(Path(bpfdev.__file__).parent.parent)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout == "DeviceFilterError 1\n", out.stderr
+
+
 @pytest.mark.parametrize(
     "rule, parsed",
     [
