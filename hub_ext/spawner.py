@@ -421,6 +421,9 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
 
         Defaults to the instance name (``$SHIPYARD_INSTANCE``, ``shipyard``; see
         :mod:`hub_ext.instance`), so two Shipyards on one machine never share it.
+        It lies at the root of the cgroup hierarchy, or, where systemd is PID 1,
+        in the cgroup of the unit the hub runs in, which needs ``Delegate=yes``
+        (docs/profiles.md, "Under systemd").
 
         Example::
 
