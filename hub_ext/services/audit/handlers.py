@@ -97,7 +97,7 @@ class RecordsHandler(BaseHandler):
 
     async def get(self) -> None:
         await self.admin()
-        args = {k: self.get_query_argument(k) for k in self.request.query_arguments}
+        args = self.query_arguments()  # the shared guard: number, length, Unicode, as sent
         unknown = sorted(set(args) - {"user", "action", "since", "limit", "before"})
         if unknown:
             raise QueryError(
