@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hub_ext.cgroups import Limits, make_driver  # noqa: E402
+from hub_ext.cgroups import CgroupPlacementError, Limits, make_driver  # noqa: E402
 from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus, device_node  # noqa: E402
 
 PROBE = (
@@ -80,12 +80,29 @@ def check_isolation(gpus: list[str], failures: list[str]) -> None:
     if os.geteuid() != 0:
         failures.append("isolation not checked: run as root (it creates cgroups)")
         return
-    driver = make_driver("auto", "shipyard-gpu-smoke")
+    try:
+        driver = make_driver("auto", "shipyard-gpu-smoke")
+    except CgroupPlacementError as e:  # systemd, but not run from a unit of its own
+        failures.append(str(e))
+        return
     print(f"cgroup driver: {driver.kind} (base {driver.base or '/'})")
     first, second = tuple(gpus[:1]), tuple(gpus[1:2])
+    mount = Path("/sys/fs/cgroup")
+    layout = (
+        "v2"
+        if (mount / "cgroup.controllers").exists()
+        else "hybrid"
+        if (mount / "unified").is_dir()
+        else "v1"
+    )
+    print(f"cgroup layout: {layout}; kernel {os.uname().release}")
     try:
-        driver.create("first", Limits(gpus=first))
-        driver.create("second", Limits(gpus=second))
+        try:
+            driver.create("first", Limits(gpus=first))
+            driver.create("second", Limits(gpus=second))
+        except OSError as e:  # e.g. v2 in a container whose root cgroup holds processes
+            failures.append(f"the {driver.kind} driver cannot create cgroups here: {e}")
+            return
         if not driver.filters_devices:
             failures.append(f"the {driver.kind} driver cannot filter devices on this host")
             return
