@@ -151,6 +151,20 @@ def test_the_routes_answer_what_the_service_answers(audit_hub, tmp_path, who):
         assert verify.status_code == 403 and "admins" in verify.json()["message"]
 
 
+@needs_root
+def test_the_records_query_goes_through_the_shared_guard(audit_hub):
+    """Issue #14, point 3: the audit service's query is checked like the other services'
+    (number of arguments, length of a value) before it is parsed."""
+    hub, tokens = audit_hub
+    direct = requests.Session()
+    direct.headers["Authorization"] = f"token {tokens['admin']}"
+    records = f"{hub.url}/services/audit/api/records"
+    r = direct.get(records + "?" + "&".join(f"a{i}=1" for i in range(40)), timeout=60)
+    assert r.status_code == 400 and "more than 32 arguments" in r.json()["message"], r.text
+    r = direct.get(records + "?limit=" + "9" * 5000, timeout=60)
+    assert r.status_code == 400 and "longer than" in r.json()["message"], r.text
+
+
 # ------------------------------------------------------------- the panel's types
 
 
