@@ -21,6 +21,8 @@ cannot clean.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 
 from jupyterhub.app import JupyterHub
@@ -29,11 +31,31 @@ from jupyterhub.app import JupyterHub
 class ShipyardHub(JupyterHub):
     """JupyterHub whose shutdown stops the services in parallel and tidies the cgroups."""
 
+    async def _interrupt(self, service) -> None:
+        """SIGINT the service and watch it closely until it exits (or its interrupt timeout).
+
+        JupyterHub's own stop sends the same signal but checks for the exit with an
+        exponential back-off (up to 1.6 s between checks after a second), which made
+        a service that exits in 1 s look like one that takes 3.
+        """
+        spawner = service.spawner
+        if spawner is None or not spawner.pid or await spawner.poll() is not None:
+            return
+        spawner.stop_polling()  # its exit is expected: no automatic restart
+        try:
+            os.kill(spawner.pid, signal.SIGINT)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + spawner.interrupt_timeout
+        while await spawner.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
     async def _stop_service(self, service) -> None:
         started = time.monotonic()
         self.log.info("Stopping service %s...", service.name)
         try:
-            await service.stop()
+            await self._interrupt(service)
+            await service.stop()  # SIGTERM/SIGKILL if still running; JupyterHub's bookkeeping
         except Exception as e:  # one service's failure must not keep the others running
             self.log.error("Service %s did not stop cleanly: %s", service.name, e)
             return
