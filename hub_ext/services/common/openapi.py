@@ -12,8 +12,9 @@ An operation is a dict, keyed by ``(path, method)``:
 - ``params`` and ``query``: lists of parameter objects (``query`` follows
   ``params``);
 - ``request`` and ``response``: pydantic models of the JSON bodies;
-- ``raw``: instead of ``response``, ``"object"`` (any JSON object) or a media
-  type whose body is a string;
+- ``raw``: instead of ``response``, ``"object"`` (any JSON object), a media
+  type (a JSON object for ``+json`` types, else a string), or a tuple of media
+  types when the answer's type depends on the request (a run's output);
 - ``status``: the success status (200 by default);
 - ``auth``: False for routes without a hub login.
 """
@@ -102,9 +103,12 @@ def build_document(
                 "content": {"application/json": {"schema": {"$ref": ref[op["response"]]}}},
             }
         elif "raw" in op:
-            media = "application/json" if op["raw"] == "object" else op["raw"]
-            schema = {"type": "object"} if op["raw"] == "object" else {"type": "string"}
-            ok = {"description": op["summary"], "content": {media: {"schema": schema}}}
+            raw = op["raw"] if isinstance(op["raw"], tuple) else (op["raw"],)
+            content = {}
+            for media in ("application/json" if m == "object" else m for m in raw):
+                json_like = media.endswith("/json") or media.endswith("+json")
+                content[media] = {"schema": {"type": "object" if json_like else "string"}}
+            ok = {"description": op["summary"], "content": content}
         else:
             ok = {"description": op["summary"]}
         responses = {str(op.get("status", 200)): ok}

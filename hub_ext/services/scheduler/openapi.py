@@ -180,7 +180,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("api/runs/{run_id}/output", "get"): {
         "summary": "Download the run's output notebook (format=ipynb) or its HTML (format=html).",
         "params": [RUN_ID, *_query(OutputQuery)],
-        "raw": "application/octet-stream",
+        "raw": ("application/x-ipynb+json", "text/html"),
     },
     ("api/notifications", "get"): {
         "summary": "Your notifications about your jobs' runs, newest first.",
@@ -211,6 +211,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+def _body_required(method: str, op: dict[str, Any]) -> bool:
+    # a body whose every field may be left out may be left out itself (a run without
+    # parameters, an update that changes nothing): the handlers read no body as {}
+    return any(field.is_required() for field in op["request"].model_fields.values())
+
+
 def build_openapi(prefix: str = "/services/scheduler/") -> dict[str, Any]:
     """Return the OpenAPI 3.1 document for a service served under ``prefix``."""
     return build_document(
@@ -223,4 +229,5 @@ def build_openapi(prefix: str = "/services/scheduler/") -> dict[str, Any]:
         ),
         prefix=prefix,
         error_codes=(*ERROR_CODES, "413"),
+        body_required=_body_required,
     )
