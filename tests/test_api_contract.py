@@ -158,7 +158,9 @@ def schemathesis(base: str, token: str, config: Path | None = None, timeout: flo
         "--header",
         f"Authorization: token {token}",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    # its cache (.schemathesis/) goes next to the config, never into the checkout
+    cwd = config.parent if config is not None else None
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd)
     return done.returncode, done.stdout + done.stderr
 
 
