@@ -5,6 +5,7 @@ tracked files with no virtual environment, which is what a new machine's
 ``make up`` would execute; ``make test`` is checked the same way.
 """
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,8 +36,11 @@ def fresh_clone(tmp_path_factory) -> Path:
 
 
 def dry_run(clone: Path, target: str) -> str:
+    # as a newcomer's shell runs it: not as a sub-make of `make test`, whose MAKEFLAGS
+    # and MAKELEVEL would add "Entering directory" lines and pass its own options
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     done = subprocess.run(
-        ["make", "-n", target], cwd=clone, capture_output=True, text=True, timeout=60
+        ["make", "-n", target], cwd=clone, capture_output=True, text=True, timeout=60, env=env
     )
     assert done.returncode == 0, done.stderr
     return done.stdout

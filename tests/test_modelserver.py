@@ -336,10 +336,11 @@ def test_concurrent_requests_are_batched_and_answered_each(flaky):
         _metric(flaky, "shipyard_model_batch_rows_sum"),
     )
     payloads = [{"dataframe_records": [{"a": float(i + 20), "b": 0.5}]} for i in range(30)]
+    # the slow predict (1.5 s) holds the model while all 30 arrive, even on a busy machine
     results, slow = _burst(
-        flaky, payloads, slow_first={"dataframe_records": [{"a": 99.0, "b": 0.6}]}
+        flaky, payloads, slow_first={"dataframe_records": [{"a": 99.0, "b": 1.5}]}
     )
-    assert slow.status_code == 200 and slow.json() == {"predictions": [198.6]}
+    assert slow.status_code == 200 and slow.json() == {"predictions": [199.5]}
     for i, r in enumerate(results):
         assert r.status_code == 200, r.text
         assert r.json() == {"predictions": [(i + 20) * 2 + 0.5]}
