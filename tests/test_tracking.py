@@ -84,25 +84,30 @@ def owned(tracking):
     return {"experiment": experiment, "run": run, "artifact": artifact, "model": "alice-churn"}
 
 
-def _matrix(owned):
+#: What each user's writes in the matrix write, told apart from the others' writes.
+WRITTEN = {"alice": 0.1, "mallory": 0.666, "admin": 0.2}
+
+
+def _matrix(owned, who):
     e, run, art, model = owned["experiment"], owned["run"], owned["artifact"], owned["model"]
     return [
         # (what, method, path, body or params, is it a write)
         ("read experiment", "GET", f"{API}/experiments/get", {"experiment_id": e}, False),
         ("rename experiment", "POST", f"{API}/experiments/update",
-         {"experiment_id": e, "new_name": "stolen"}, True),
+         {"experiment_id": e, "new_name": f"renamed-by-{who}"}, True),
         ("read run", "GET", f"{API}/runs/get", {"run_id": run}, False),
         ("write run", "POST", f"{API}/runs/log-metric",
-         {"run_id": run, "key": "auc", "value": 0.1, "timestamp": 2}, True),
+         {"run_id": run, "key": "auc", "value": WRITTEN[who], "timestamp": 2}, True),
         ("read metric", "GET", f"{API}/metrics/get-history", {"run_id": run, "metric_key": "auc"},
          False),
         ("download artifact", "GET", art, None, False),
-        ("upload artifact", "PUT", art.replace("model.txt", "evil.txt"), b"x", True),
+        ("upload artifact", "PUT", art.replace("model.txt", f"by-{who}.txt"), who.encode(), True),
         ("list artifacts", "GET", "/api/2.0/mlflow-artifacts/artifacts",
          {"path": f"{e}/{run}/artifacts"}, False),
         ("read model", "GET", f"{API}/registered-models/get", {"name": model}, False),
         ("write model", "POST", f"{API}/model-versions/create",
-         {"name": model, "source": f"mlflow-artifacts:/{e}/{run}/artifacts", "run_id": run}, True),
+         {"name": model, "source": f"mlflow-artifacts:/{e}/{run}/artifacts", "run_id": run,
+          "description": f"by {who}"}, True),
     ]  # fmt: skip
 
 
@@ -114,16 +119,38 @@ def _send(client: Client, method: str, path: str, payload) -> requests.Response:
     return client.call(method, path, json=payload)
 
 
+def _writes_seen_by_the_owner(clients, owned, who) -> dict[str, bool]:
+    """Which of ``who``'s matrix writes alice finds on her objects."""
+    alice, e, run = clients["alice"], owned["experiment"], owned["run"]
+    r = alice.get(f"{API}/experiments/get", experiment_id=e)
+    assert r.status_code == 200, r.text
+    renamed = r.json()["experiment"]["name"] == f"renamed-by-{who}"
+    r = alice.get(f"{API}/metrics/get-history", run_id=run, metric_key="auc")
+    assert r.status_code == 200, r.text
+    logged = WRITTEN[who] in {m["value"] for m in r.json()["metrics"]}
+    r = alice.call("GET", owned["artifact"].replace("model.txt", f"by-{who}.txt"))
+    assert r.status_code in (200, 404), r.text
+    uploaded = r.status_code == 200 and r.content == who.encode()
+    r = alice.get(f"{API}/model-versions/search", filter=f"name = '{owned['model']}'")
+    assert r.status_code == 200, r.text
+    # MLflow leaves an empty list out of its answer (the model may have no version yet)
+    versions = r.json().get("model_versions", [])
+    versioned = f"by {who}" in {v.get("description") for v in versions}
+    return {
+        "rename experiment": renamed,
+        "write run": logged,
+        "upload artifact": uploaded,
+        "write model": versioned,
+    }
+
+
 @pytest.mark.parametrize("who", ["alice", "mallory", "admin"])
 def test_permission_matrix(tracking, owned, who):
-    """Owner and admin may do everything; a stranger nothing, reads included."""
+    """Owner and admin may do everything, writes included; a stranger nothing, reads included."""
     _, _, clients, _ = tracking
     client = clients[who]
-    for what, method, path, payload, write in _matrix(owned):
-        if write and who != "alice":
-            # writes by anyone but the owner are checked before admins, who may write too
-            if who == "admin":
-                continue
+    matrix = _matrix(owned, who)
+    for what, method, path, payload, _ in matrix:
         r = _send(client, method, path, payload)
         if who == "mallory":
             assert r.status_code == 403, f"mallory could {what}: {r.status_code} {r.text}"
@@ -131,14 +158,27 @@ def test_permission_matrix(tracking, owned, who):
             assert r.json()["error_code"] == "PERMISSION_DENIED", what
         else:
             assert r.status_code == 200, f"{who} could not {what}: {r.status_code} {r.text}"
+    # each write took effect (the owner finds it), or for the stranger none did
+    done = _writes_seen_by_the_owner(clients, owned, who)
+    assert set(done) == {what for what, *_, write in matrix if write}, "each write is checked"
     if who == "mallory":
-        # searches show strangers nothing of alice's
-        r = client.post(f"{API}/experiments/search", max_results=100)
-        assert owned["experiment"] not in {
-            x["experiment_id"] for x in r.json().get("experiments", [])
-        }
-        r = client.get(f"{API}/registered-models/search")
-        assert "alice-churn" not in {m["name"] for m in r.json().get("registered_models", [])}
+        assert not any(done.values()), done
+        # searches show strangers their own things and nothing of alice's (MLflow leaves
+        # an empty list out of its answer: mallory's own keep a refusal from passing as one)
+        r = client.post(f"{API}/experiments/create", name="mallory/matrix")
+        assert r.status_code == 200, r.text
+        own = r.json()["experiment_id"]
+        assert client.post(f"{API}/registered-models/create", name="mallory-matrix").ok
+        r = client.post(f"{API}/experiments/search", max_results=1000)
+        assert r.status_code == 200 and "experiments" in r.json(), r.text
+        seen = {x["experiment_id"] for x in r.json()["experiments"]}
+        assert own in seen and owned["experiment"] not in seen, seen
+        r = client.get(f"{API}/registered-models/search", max_results=1000)
+        assert r.status_code == 200 and "registered_models" in r.json(), r.text
+        seen = {m["name"] for m in r.json()["registered_models"]}
+        assert "mallory-matrix" in seen and owned["model"] not in seen, seen
+    else:
+        assert all(done.values()), done
 
 
 def test_a_run_is_always_recorded_as_the_hub_user_who_created_it(tracking, owned):
@@ -368,6 +408,140 @@ def test_kernel_logs_as_its_user_without_setup_and_sees_no_hub_secret(tracking):
     assert b"MLFLOW_FLASK_SERVER_SECRET_KEY" not in environ
     assert urllib.parse.quote(base, safe=":/").encode() in environ
     hub.stop_server("alice")
+
+
+#: The GraphQL queries of MLflow's UI (its run, experiment, artifact, chart and model pages),
+#: with the variables they take from an experiment id, a run id and a model name.
+GRAPHQL = {
+    "mlflowGetExperiment": (
+        "query MlflowGetExperimentQuery($input: MlflowGetExperimentInput) {"
+        " mlflowGetExperiment(input: $input) { apiError { code message }"
+        " experiment { experimentId name artifactLocation lifecycleStage lastUpdateTime"
+        " tags { key value } } } }",
+        lambda e, run, model: {"input": {"experimentId": e}},
+    ),
+    "mlflowGetRun": (
+        'query GetRun($data: MlflowGetRunInput!) @component(name: "MLflow.ExperimentRunTracking")'
+        " { mlflowGetRun(input: $data) { apiError { code message } run {"
+        " info { runUuid experimentId runName status startTime endTime artifactUri"
+        " lifecycleStage userId }"
+        " experiment { experimentId name tags { key value } artifactLocation }"
+        " modelVersions { status version name source }"
+        " data { metrics { key value step timestamp } params { key value }"
+        " tags { key value } }"
+        " inputs { datasetInputs { dataset { digest name source sourceType } } } } } }",
+        lambda e, run, model: {"data": {"runId": run}},
+    ),
+    "mlflowListArtifacts": (
+        "query ListArtifacts($input: MlflowListArtifactsInput) {"
+        " mlflowListArtifacts(input: $input) { apiError { code message } rootUri"
+        " files { path isDir fileSize } } }",
+        lambda e, run, model: {"input": {"runId": run, "path": ""}},
+    ),
+    "mlflowGetMetricHistoryBulkInterval": (
+        "query GetMetricHistoryBulkInterval($data: MlflowGetMetricHistoryBulkIntervalInput) {"
+        " mlflowGetMetricHistoryBulkInterval(input: $data) { __typename"
+        " metrics { timestamp step runId key value } apiError { code message } } }",
+        lambda e, run, model: {"data": {"runIds": [run], "metricKey": "auc", "maxResults": 320}},
+    ),
+    "mlflowSearchRuns": (
+        "mutation SearchRuns($data: MlflowSearchRunsInput) { mlflowSearchRuns(input: $data) {"
+        " apiError { code message } nextPageToken runs { info { runUuid runName experimentId"
+        " status } data { metrics { key value } params { key value } tags { key value } } } } }",
+        lambda e, run, model: {"data": {"experimentIds": [e], "maxResults": 100}},
+    ),
+    "mlflowSearchDatasets": (
+        "mutation SearchDatasets($input: MlflowSearchDatasetsInput) {"
+        " mlflowSearchDatasets(input: $input) { apiError { code message }"
+        " datasetSummaries { experimentId name digest context } } }",
+        lambda e, run, model: {"input": {"experimentIds": [e]}},
+    ),
+    "mlflowSearchModelVersions": (
+        "query SearchModelVersions($input: MlflowSearchModelVersionsInput) {"
+        " mlflowSearchModelVersions(input: $input) { apiError { code message }"
+        " modelVersions { name version runId source description } } }",
+        lambda e, run, model: {"input": {"filter": f"name = '{model}'"}},
+    ),
+}
+
+
+def _graphql(client: Client, query: str, variables: dict | None = None) -> dict:
+    r = client.call("POST", "/graphql", json={"query": query, "variables": variables})
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("application/json"), r.text
+    return r.json()
+
+
+def test_graphql_shows_a_stranger_nothing_and_changes_nothing(tracking, owned):
+    """mallory sends the UI's GraphQL queries for alice's ids: she gets what she would get
+    for ids that do not exist (nothing), and GraphQL has no way to write."""
+    _, _, clients, _ = tracking
+    alice, mallory = clients["alice"], clients["mallory"]
+    e, run, model = hers = (owned["experiment"], owned["run"], owned["model"])
+    missing = ("987654321", "f" * 32, "no-such-model")
+    # alice's run has an input dataset and her model a version, for the searches to find
+    r = alice.post(
+        f"{API}/runs/log-inputs",
+        run_id=run,
+        datasets=[{"dataset": {"name": "train", "digest": "d1", "source_type": "local",
+                               "source": "{}"}}],
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    r = alice.post(
+        f"{API}/model-versions/create",
+        name=model,
+        source=f"mlflow-artifacts:/{e}/{run}/artifacts",
+        run_id=run,
+    )
+    assert r.status_code == 200, r.text
+    run_before = alice.get(f"{API}/runs/get", run_id=run).json()
+
+    def normalized(answer: dict, ids: tuple) -> str:
+        text = json.dumps(answer, sort_keys=True)
+        for value, placeholder in zip(ids, ("<experiment>", "<run>", "<model>"), strict=True):
+            text = re.sub(rf"\b{re.escape(value)}\b", placeholder, text)
+        return text
+
+    def found(answer: dict, field: str) -> list:
+        """What the answer holds of objects (its fields but the error and the type name)."""
+        value = answer["data"][field]
+        return [v for k, v in (value or {}).items() if k not in ("apiError", "__typename") and v]
+
+    for field, (query, variables) in GRAPHQL.items():
+        # the owner's answer: the query is the UI's and finds her objects
+        mine = _graphql(alice, query, variables(*hers))
+        assert not mine.get("errors") and found(mine, field), (field, mine)
+        text = json.dumps(mine)
+        assert f'"{e}"' in text or run in text or model in text, (field, mine)
+        seen = _graphql(mallory, query, variables(*hers))
+        absent = _graphql(mallory, query, variables(*missing))
+        assert normalized(seen, hers) == normalized(absent, missing), (field, seen, absent)
+        # nothing of alice's: no object (a search finds none), no name of hers
+        assert not seen.get("errors") and not found(seen, field), (field, seen)
+        text = json.dumps(seen)
+        assert "renamed-by" not in text and "alice/churn" not in text, text
+        assert "model.txt" not in text and "auc" not in text, text
+
+    # GraphQL offers no writes: its mutations are searches (and MLflow's echo test)
+    schema = _graphql(mallory, "{ __schema { mutationType { fields { name } } } }")
+    mutations = {f["name"] for f in schema["data"]["__schema"]["mutationType"]["fields"]}
+    assert mutations <= {"mlflowSearchRuns", "mlflowSearchDatasets", "testMutation"}, mutations
+    # and the writes MLflow's REST API has are no GraphQL fields, for mallory or alice
+    for client in (mallory, alice):
+        for write in (
+            f'mlflowSetTag(input: {{runId: "{owned["run"]}", key: "k", value: "v"}})',
+            f'mlflowLogMetric(input: {{runId: "{owned["run"]}", key: "auc", value: 1}})',
+            f'mlflowDeleteRun(input: {{runId: "{owned["run"]}"}})',
+            f'mlflowUpdateExperiment(input: {{experimentId: "{owned["experiment"]}", '
+            f'newName: "taken"}})',
+            f'mlflowDeleteRegisteredModel(input: {{name: "{owned["model"]}"}})',
+        ):
+            answer = _graphql(client, f"mutation {{ {write} {{ apiError {{ code }} }} }}")
+            assert answer["data"] is None and answer["errors"], (write, answer)
+            assert "Cannot query field" in answer["errors"][0], answer
+    assert alice.get(f"{API}/runs/get", run_id=run).json() == run_before
+    r = alice.get(f"{API}/registered-models/get", name=model)
+    assert r.status_code == 200, "the model is still there"
 
 
 #: What a browser sends with a page view, a script, a font and a fetch of the page's own
