@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -475,3 +479,335 @@ def test_the_deployer_does_what_its_openapi_document_says(dep, tmp_path):
     config = exceptions_config("deployer", tmp_path, {"path.name": "real"})
     rc, output = schemathesis(dep.base, dep.token, config)
     assert rc == 0, output
+
+
+# --------------------------------------- point 12: another user's object looks missing
+#
+# SECURITY rule 3: a stranger's request about someone's object is answered exactly as the
+# same request about an object that does not exist. Checked over every operation of each
+# service's own OpenAPI document (as the running service serves it), so that a new route
+# is checked, or listed below with its reason, or the test fails.
+
+#: Response headers left out of the comparison, each with why its value may differ between
+#: two answers that say the same thing. Every other header must be equal once the ids are
+#: replaced, Content-Length included (the missing ids have the real ones' length). The
+#: hub's proxy (configurable-http-proxy) adds no header of its own to a service's answer.
+UNCOMPARED_HEADERS = {
+    "date": "the second the answer was written",
+}
+
+#: Per service: the operations of its OpenAPI document that name no object of one user's,
+#: (method, path) to why a stranger has no hidden object there to compare with a missing one.
+NOT_PER_OBJECT = {
+    "scheduler": {
+        ("GET", "/openapi.json"): "the document itself, public",
+        ("GET", "/health"): "the service's health, public",
+        ("GET", "/metrics"): "the process's metrics, for hub admins only",
+        ("GET", "/api/profiles"): "the caller's own profiles",
+        ("GET", "/api/jobs"): "a listing of what the caller may see (?owner= filters it)",
+        ("POST", "/api/jobs"): "makes a job of the caller's own",
+        ("GET", "/api/notifications"): "a listing of the caller's own notifications",
+    },
+    "deployer": {
+        ("GET", "/openapi.json"): "the document itself, public",
+        ("GET", "/health"): "the service's health, public",
+        ("GET", "/metrics"): "the process's metrics, for hub admins only",
+        ("GET", "/api/deployments"): "a listing: a non-admin's ?owner=<another user> is 403 "
+        "whoever that user is and whatever they own",
+    },
+}
+
+#: Per service: the parameters (in the path or the query) that name one user's object.
+OWNED_PARAMETERS = {
+    "scheduler": {"job_id", "run_id", "notification_id"},
+    "deployer": {"name", "version"},
+}
+#: Per service: the query parameter that names whose objects a request is about (the
+#: stranger names the owner there), if any.
+OWNER_PARAMETER = {"scheduler": None, "deployer": "owner"}
+
+#: Plausible valid bodies of the checked operations ("<name>" stands for the object's
+#: name): a body refused as malformed (400) would hide the ownership check behind
+#: validation, so every checked operation that takes a body has one here.
+BODIES = {
+    "scheduler": {
+        ("PATCH", "/api/jobs/{job_id}"): {"paused": True, "timeout_seconds": 30},
+        ("PUT", "/api/jobs/{job_id}/notebook"): {"notebook": notebook("print('replaced')")},
+        ("POST", "/api/jobs/{job_id}/runs"): {"parameters": {}},
+        ("PATCH", "/api/runs/{run_id}"): {"status": "cancelled"},
+        ("PATCH", "/api/notifications/{notification_id}"): {"read": True},
+    },
+    "deployer": {
+        # the object named in the body, in the owner's namespace (?owner=)
+        ("POST", "/api/deployments"): {"name": "<name>", "model_uri": "models:/fake/stranger"},
+        ("PATCH", "/api/deployments/{name}"): {"replicas": 2},
+        ("POST", "/api/deployments/{name}/versions"): {"model_uri": "models:/fake/stranger"},
+        ("PUT", "/api/deployments/{name}/traffic"): {"split": {"1": 100}},
+        ("POST", "/api/deployments/{name}/promote"): {"version": 1},
+        ("POST", "/api/deployments/{name}/rollback"): {"version": 1},
+        ("PUT", "/api/deployments/{name}/grants"): {"users": ["bob"], "groups": ["everyone"]},
+    },
+}
+
+#: Request headers the document requires of a checked operation, with a plausible value.
+REQUEST_HEADERS = {
+    "scheduler": {
+        # a secret of the real ones' form (token_urlsafe(32)), not the job's
+        ("POST", "/api/webhooks/{job_id}"): {"X-Shipyard-Webhook-Secret": "s" * 43},
+    },
+    "deployer": {},
+}
+
+#: Model traffic (not in the deployer's OpenAPI document: it is the models' own API), by
+#: (method, path) to a plausible body; the test checks this covers every route of
+#: :func:`hub_ext.services.deployer.router.model_routes`.
+MODEL_ROUTES = {
+    ("POST", "/models/{owner}/{name}/invocations"): {"inputs": [[1.0, 2.0]]},
+    ("POST", "/models/{owner}/{name}/v/{version}/invocations"): {"inputs": [[1.0, 2.0]]},
+    ("GET", "/models/{owner}/{name}/health"): None,
+}
+
+_METHODS = ("get", "put", "post", "patch", "delete")
+
+
+@dataclass
+class Operation:
+    """One operation to ask as a stranger: its path template, parameters and body."""
+
+    method: str
+    path: str
+    owned: list[str]  # the owned parameters it names (path, query or body)
+    query: list[str]  # the query parameters to send (owned ones, and the owner's)
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def operations_to_check(service: str, doc: dict) -> list[Operation]:
+    """Every operation of ``doc`` that names an owned object; fail on any that is neither
+    checkable (a body or header it needs is missing here) nor listed in NOT_PER_OBJECT."""
+    owned_names = OWNED_PARAMETERS[service]
+    skipped = NOT_PER_OBJECT[service]
+    seen, checked, problems = set(), [], []
+    for path, item in doc["paths"].items():
+        for method in (m for m in item if m in _METHODS):
+            key = (method.upper(), path)
+            seen.add(key)
+            op = item[method]
+            params = op.get("parameters", []) + item.get("parameters", [])
+            body = BODIES[service].get(key)
+            owned = [p["name"] for p in params if p["name"] in owned_names]
+            owned += [n for n in owned_names if f'"<{n}>"' in json.dumps(body)]
+            if key in skipped:
+                if owned:
+                    problems.append(f"{key} is listed as not per object, but names {owned}")
+                continue
+            if not owned:
+                problems.append(f"{key} names no owned object: list it in NOT_PER_OBJECT")
+                continue
+            if "requestBody" in op and body is None:
+                problems.append(f"{key} takes a body: give a valid one in BODIES")
+            headers = REQUEST_HEADERS[service].get(key, {})
+            for p in params:
+                if not p.get("required") or p["in"] == "path":
+                    continue
+                if p["in"] != "header" or p["name"] not in headers:
+                    problems.append(f"{key} requires {p['in']} {p['name']!r}: give a value")
+            query = [
+                p["name"]
+                for p in params
+                if p["in"] == "query"
+                and (p["name"] in owned_names or p["name"] == OWNER_PARAMETER[service])
+            ]
+            checked.append(
+                Operation(key[0], path, list(dict.fromkeys(owned)), query, body, headers)
+            )
+    for table in (NOT_PER_OBJECT, BODIES, REQUEST_HEADERS):
+        stale = set(table[service]) - seen
+        assert not stale, f"{service}: entries for operations the document lacks: {stale}"
+    assert not problems, "\n".join(problems)
+    return checked
+
+
+def _fill(template: Any, values: dict[str, str]) -> Any:
+    """``template`` with each string "<param>" replaced by ``values[param]``."""
+    if isinstance(template, dict):
+        return {k: _fill(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill(v, values) for v in template]
+    if isinstance(template, str) and template.startswith("<") and template.endswith(">"):
+        return values[template[1:-1]]
+    return template
+
+
+def _ask(base: str, token: str, op: Operation, values: dict[str, str]) -> requests.Response:
+    path = op.path
+    for name, value in values.items():
+        path = path.replace("{" + name + "}", value)
+    headers = {"Authorization": f"token {token}", **op.headers}
+    data = None
+    if op.body is not None:
+        data = json.dumps(_fill(op.body, values)).encode()
+        headers["Content-Type"] = "application/json"
+    return requests.request(
+        op.method,
+        base + path.lstrip("/"),
+        params={name: values[name] for name in op.query},
+        data=data,
+        headers=headers,
+        timeout=60,
+        allow_redirects=False,
+    )
+
+
+def _masked(r: requests.Response, values: dict[str, str], owned: list[str]) -> tuple:
+    """(status line, body, headers) of ``r``, the values of ``owned`` replaced by "<param>"."""
+
+    def mask(text: str) -> str:
+        for name in sorted(owned, key=lambda n: -len(values[n])):
+            # the value as a word of its own: not inside a name, an id or "6.6.1"
+            pattern = rf"(?<![\w.-]){re.escape(values[name])}(?!\.?[\w-])"
+            text = re.sub(pattern, f"<{name}>", text)
+        return text
+
+    headers = {
+        k.lower(): mask(v) for k, v in r.headers.items() if k.lower() not in UNCOMPARED_HEADERS
+    }
+    return f"{r.status_code} {r.reason}", mask(r.text), headers
+
+
+def stranger_differences(
+    service: str,
+    base: str,
+    token: str,
+    operations: list[Operation],
+    real: dict[str, str],
+    missing: dict[str, str],
+) -> list[str]:
+    """Ask each operation about ``real`` (another user's objects) and about ``missing``
+    ones (each owned parameter in turn, then all of them); return every difference."""
+    failures = []
+    # DELETE last: one that wrongly succeeded would leave the others nothing to find
+    for op in sorted(operations, key=lambda op: op.method == "DELETE"):
+        variants = [{n: missing[n] if n == name else real[n] for n in real} for name in op.owned]
+        if len(op.owned) > 1:
+            variants.append({n: missing[n] if n in op.owned else real[n] for n in real})
+        hidden = _ask(base, token, op, real)
+        seen = _masked(hidden, real, op.owned)
+        route = f"{service} {op.method} {op.path}"
+        if hidden.status_code != 404:
+            failures.append(
+                f"{route}: another user's object answers {hidden.status_code}, "
+                f"not 404: {hidden.text[:300]}"
+            )
+            continue
+        for values in variants:
+            other = _masked(_ask(base, token, op, values), values, op.owned)
+            what = ", ".join(f"{n}={values[n]}" for n in op.owned if values[n] != real[n])
+            if other == seen:
+                continue
+            headers = {
+                k: (seen[2].get(k), other[2].get(k))
+                for k in seen[2].keys() | other[2].keys()
+                if seen[2].get(k) != other[2].get(k)
+            }
+            failures.append(
+                f"{route}: another user's object answers unlike a missing one ({what}):\n"
+                f"  status  hidden: {seen[0]!r}, missing: {other[0]!r}\n"
+                f"  body    hidden: {seen[1]}\n"
+                f"          missing: {other[1]}\n"
+                f"  headers (hidden, missing): {headers}"
+            )
+    return failures
+
+
+def test_another_users_jobs_runs_and_notifications_answer_as_missing_ones(sched, home_root):
+    """Issue #14, point 12: every operation of the scheduler's document that names a job,
+    a run or a notification answers a stranger exactly as it answers about a missing one
+    (status, whole body, headers), and a stranger's writes change nothing."""
+    alice = sched.hub.create_user("alice")
+    bob = sched.hub.create_user("bob")
+    account = account_name("alice", sched.hub.account_prefix)
+    _create(account, str(home_root / account), "test user alice")
+    doc = requests.get(sched.base + "openapi.json", timeout=30).json()
+    operations = operations_to_check("scheduler", doc)
+    # a job with a webhook whose run fails: a run, its output and a notification to hide
+    body = {
+        "name": "alices",
+        "profile": "tiny",
+        "notebook": notebook("raise ValueError('planned')"),
+        "triggers": [{"kind": "webhook"}],
+    }
+    job = sched.call("POST", "api/jobs", alice, json=body).json()
+    run = sched.call("POST", f"api/jobs/{job['id']}/runs", alice, json={}).json()
+    assert sched.wait_run(run["id"], alice)["status"] == "failed"
+    notes = wait_for(
+        lambda: sched.call("GET", "api/notifications", alice).json()["notifications"],
+        30,
+        0.2,
+        "alice's notification",
+    )
+
+    def state() -> list:
+        return [
+            sched.call("GET", path, alice).content
+            for path in (
+                f"api/jobs/{job['id']}",
+                f"api/jobs/{job['id']}/notebook",
+                f"api/jobs/{job['id']}/runs",
+                "api/notifications",
+            )
+        ]
+
+    before = state()
+    real = {"job_id": job["id"], "run_id": run["id"], "notification_id": notes[0]["id"]}
+    missing = {name: uuid.uuid4().hex for name in real}
+    failures = stranger_differences("scheduler", sched.base, bob, operations, real, missing)
+    assert not failures, "\n".join(failures)
+    assert {(op.method, op.path) for op in operations} >= {
+        ("DELETE", "/api/jobs/{job_id}"),
+        ("GET", "/api/runs"),  # ?job_id=
+        ("POST", "/api/webhooks/{job_id}"),
+    }
+    assert state() == before, "a stranger's request changed alice's job"
+
+
+def test_another_users_deployments_answer_as_missing_ones(dep):
+    """Issue #14, point 12: every operation of the deployer's document that names a
+    deployment or a version, asked by a stranger with ``?owner=`` its owner, and every
+    model route, answer exactly as about a missing one; a stranger's writes change nothing."""
+    from hub_ext.services.deployer.router import model_routes
+
+    alice = Client(dep.hub, dep.hub.create_user("alice"))
+    bob = dep.hub.create_user("bob")
+    doc = alice("GET", "openapi.json", token="").json()
+    operations = operations_to_check("deployer", doc)
+    name = "alices-model"
+    r = alice("POST", "api/deployments", json={"name": name, "model_uri": "models:/fake/a"})
+    assert r.status_code == 201, r.text
+    alice.wait_state(name, 1, "ready")
+    # the model routes: all of router.model_routes, each with its methods
+    routes = set()
+    for pattern, handler in model_routes("/"):
+        path = pattern.replace("([^/]+)", "{owner}", 1).replace("([a-z0-9-]+)", "{name}", 1)
+        path = path.replace("([1-9][0-9]{0,8})", "{version}").replace("()", "")
+        routes |= {(m.upper(), path) for m in _METHODS if m in vars(handler)}
+    assert routes == set(MODEL_ROUTES), routes
+    operations += [
+        Operation(method, path, ["name", "version"] if "{version}" in path else ["name"], [], body)
+        for (method, path), body in MODEL_ROUTES.items()
+    ]
+
+    def state() -> list:
+        return [
+            alice("GET", path).json()
+            for path in (f"api/deployments/{name}", f"api/deployments/{name}/versions/1")
+        ]
+
+    before = state()
+    real = {"owner": "alice", "name": name, "version": "1"}
+    missing = {"owner": "alice", "name": "z" * len(name), "version": "2"}
+    failures = stranger_differences("deployer", dep.base, bob, operations, real, missing)
+    assert not failures, "\n".join(failures)
+    assert state() == before, "a stranger's request changed alice's deployment"
+    assert alice.invoke("alice", name).status_code == 200
+    assert alice("DELETE", f"api/deployments/{name}").status_code == 204
