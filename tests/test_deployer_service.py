@@ -245,6 +245,22 @@ def bob(dep):
     return dep.hub.create_user("bob", groups=["team"])
 
 
+def deploy(dep, name: str, model_uri: str) -> int:
+    """A new deployment of alice's, ready; its first version's number."""
+    r = dep("POST", "api/deployments", json={"name": name, "model_uri": model_uri})
+    assert r.status_code == 201, r.text
+    [first] = r.json()["versions"]
+    dep.wait_state(name, first["version"], "ready")
+    return first["version"]
+
+
+def add_version(dep, name: str, **body) -> int:
+    """A new version of ``name`` (not waited for); its number, as the API gives it."""
+    r = dep("POST", f"api/deployments/{name}/versions", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()["version"]
+
+
 def test_openapi_describes_every_route(dep):
     from hub_ext.services.deployer.handlers import API_TABLE
 
@@ -313,7 +329,8 @@ def test_a_gpu_profile_without_a_gpu_is_refused_with_the_reason(dep):
     assert rhea("GET", "api/deployments/vision").status_code == 404
     r = rhea("POST", "api/deployments", json={**body, "profile": "roomy"})
     assert r.status_code == 201, r.text
-    rhea.wait_state("vision", 1, "ready")
+    [first] = [v["version"] for v in r.json()["versions"]]
+    rhea.wait_state("vision", first, "ready")
     r = rhea(
         "POST",
         "api/deployments/vision/versions",
@@ -326,9 +343,11 @@ def test_a_gpu_profile_without_a_gpu_is_refused_with_the_reason(dep):
         "api/deployments/vision/versions",
         json={"model_uri": "models:/fake/w", "profile": "tiny"},
     )
-    assert r.status_code == 201 and r.json()["version"] == 2, r.text
-    rhea.wait_state("vision", 2, "ready")
-    rhea.wait_state("vision", 1, "stopped")
+    assert r.status_code == 201, r.text
+    second = r.json()["version"]
+    assert second == first + 1, "the refused version took no number"
+    rhea.wait_state("vision", second, "ready")
+    rhea.wait_state("vision", first, "stopped")
     # the admin gives roomy a GPU (the file is re-read): rolling back to version 1 fails
     original = dep.hub.profiles_file.read_text()
     changed = original.replace(
@@ -337,11 +356,11 @@ def test_a_gpu_profile_without_a_gpu_is_refused_with_the_reason(dep):
     assert changed != original
     dep.hub.profiles_file.write_text(changed)
     try:
-        r = rhea("POST", "api/deployments/vision/rollback", json={"version": 1})
+        r = rhea("POST", "api/deployments/vision/rollback", json={"version": first})
         assert r.status_code == 200, r.text
-        v = rhea.wait_state("vision", 1, "failed")
+        v = rhea.wait_state("vision", first, "failed")
         assert "cannot run here: no GPU on this machine" in v["reason"], v["reason"]
-        assert rhea("GET", "api/deployments/vision").json()["traffic"] == {"2": 100}
+        assert rhea("GET", "api/deployments/vision").json()["traffic"] == {str(second): 100}
     finally:
         dep.hub.profiles_file.write_text(original)
     assert rhea("DELETE", "api/deployments/vision").status_code == 204
@@ -362,13 +381,15 @@ def test_deploy_invoke_and_access(dep, bob):
     r = dep("POST", "api/deployments", json={"name": "churn", "model_uri": "models:/fake/one"})
     assert r.status_code == 201, r.text
     d = r.json()
-    assert d["versions"][0]["state"] == "starting" and d["traffic"] == {}
+    [first] = d["versions"]
+    assert first["state"] == "starting" and d["traffic"] == {}
     assert d["url"] == "/services/deployer/models/alice/churn/invocations"
-    dep.wait_state("churn", 1, "ready")
-    assert dep("GET", "api/deployments/churn").json()["traffic"] == {"1": 100}
+    one = str(first["version"])
+    dep.wait_state("churn", first["version"], "ready")
+    assert dep("GET", "api/deployments/churn").json()["traffic"] == {one: 100}
     r = dep.invoke("alice", "churn")
     assert r.status_code == 200, r.text
-    assert r.json() == {"predictions": ["one"]} and r.headers["X-Shipyard-Model-Version"] == "1"
+    assert r.json() == {"predictions": ["one"]} and r.headers["X-Shipyard-Model-Version"] == one
     r = dep.invoke("alice", "churn", data="a,b\n1,2\n", headers={"Content-Type": "text/csv"})
     assert r.status_code == 200
     # limits before forwarding
@@ -406,99 +427,135 @@ def test_deploy_invoke_and_access(dep, bob):
     assert dep.invoke("alice", "churn", token=bob).status_code == 404
     health = dep("GET", "models/alice/churn/health")
     assert health.status_code == 200 and health.json()["status"] == "ready"
+    assert dep("DELETE", "api/deployments/churn").status_code == 204
 
 
 def test_failed_version_keeps_traffic(dep):
-    r = dep("POST", "api/deployments/churn/versions", json={"model_uri": "models:/fake-broken/x"})
-    assert r.status_code == 201 and r.json()["version"] == 2
-    v = dep.wait_state("churn", 2, "failed")
+    one = deploy(dep, "keeps-traffic", "models:/fake/one")
+    broken = add_version(dep, "keeps-traffic", model_uri="models:/fake-broken/x")
+    v = dep.wait_state("keeps-traffic", broken, "failed")
     assert "never load" in v["reason"]
-    assert dep("GET", "api/deployments/churn").json()["traffic"] == {"1": 100}
-    assert dep.invoke("alice", "churn").json() == {"predictions": ["one"]}
-    r = dep("POST", "api/deployments/churn/promote", json={"version": 2})
+    assert dep("GET", "api/deployments/keeps-traffic").json()["traffic"] == {str(one): 100}
+    assert dep.invoke("alice", "keeps-traffic").json() == {"predictions": ["one"]}
+    # the failed version has no replica to call, and takes no traffic
+    assert dep.invoke("alice", "keeps-traffic", version=broken).status_code == 503
+    r = dep("POST", "api/deployments/keeps-traffic/promote", json={"version": broken})
     assert r.status_code == 409 and "failed" in r.json()["message"]
+    r = dep("PUT", "api/deployments/keeps-traffic/traffic", json={"split": {str(broken): 100}})
+    assert r.status_code == 409, r.text
+    assert dep("DELETE", "api/deployments/keeps-traffic").status_code == 204
 
 
 def test_canary_split_promote_rollback(dep):
-    r = dep(
-        "POST",
-        "api/deployments/churn/versions",
-        json={"model_uri": "models:/fake/three", "canary_percent": 50},
-    )
-    assert r.status_code == 201
-    dep.wait_state("churn", 3, "ready")
-    assert dep("GET", "api/deployments/churn").json()["traffic"] == {"1": 50, "3": 50}
-    seen = Counter(dep.invoke("alice", "churn").json()["predictions"][0] for _ in range(20))
+    one = deploy(dep, "canary", "models:/fake/one")
+    three = add_version(dep, "canary", model_uri="models:/fake/three", canary_percent=50)
+    dep.wait_state("canary", three, "ready")
+    assert dep("GET", "api/deployments/canary").json()["traffic"] == {
+        str(one): 50,
+        str(three): 50,
+    }
+    seen = Counter(dep.invoke("alice", "canary").json()["predictions"][0] for _ in range(20))
     assert seen == {"one": 10, "three": 10}
-    assert dep.invoke("alice", "churn", version=3).json() == {"predictions": ["three"]}
-    assert dep.invoke("alice", "churn", version=2).status_code == 503  # failed: no replica
-    assert dep.invoke("alice", "churn", version=9).status_code == 404
+    assert dep.invoke("alice", "canary", version=three).json() == {"predictions": ["three"]}
+    assert dep.invoke("alice", "canary", version=three + 1).status_code == 404
     # bad splits
-    for split, status in [({"1": 50}, 400), ({"1": 50, "x": 50}, 400), ({"2": 100}, 409)]:
+    for split, status in [({str(one): 50}, 400), ({str(one): 50, "x": 50}, 400)]:
         assert (
-            dep("PUT", "api/deployments/churn/traffic", json={"split": split}).status_code == status
+            dep("PUT", "api/deployments/canary/traffic", json={"split": split}).status_code
+            == status
         )
-    r = dep("POST", "api/deployments/churn/promote", json={"version": 3})
-    assert r.json()["traffic"] == {"3": 100} and r.json()["previous_version"] == 1
-    dep.wait_state("churn", 1, "stopped")
-    # rollback (no version: the previous one) restarts version 1, then switches
-    r = dep("POST", "api/deployments/churn/rollback", json={})
+    r = dep("POST", "api/deployments/canary/promote", json={"version": three})
+    assert r.json()["traffic"] == {str(three): 100} and r.json()["previous_version"] == one
+    dep.wait_state("canary", one, "stopped")
+    # rollback (no version: the previous one) restarts the first version, then switches
+    r = dep("POST", "api/deployments/canary/rollback", json={})
     assert r.status_code == 200, r.text
-    assert r.json()["traffic"] == {"3": 100}
-    dep.wait_state("churn", 1, "ready")
-    assert dep("GET", "api/deployments/churn").json()["traffic"] == {"1": 100}
-    assert dep.invoke("alice", "churn").json() == {"predictions": ["one"]}
-    dep.wait_state("churn", 3, "stopped")
+    assert r.json()["traffic"] == {str(three): 100}
+    dep.wait_state("canary", one, "ready")
+    assert dep("GET", "api/deployments/canary").json()["traffic"] == {str(one): 100}
+    assert dep.invoke("alice", "canary").json() == {"predictions": ["one"]}
+    dep.wait_state("canary", three, "stopped")
+    assert dep("DELETE", "api/deployments/canary").status_code == 204
 
 
 def test_scale_and_metrics(dep):
-    r = dep("PATCH", "api/deployments/churn", json={"replicas": 2})
+    one = deploy(dep, "scaled", "models:/fake/one")
+    r = dep("PATCH", "api/deployments/scaled", json={"replicas": 2})
     assert r.status_code == 200 and r.json()["replicas"] == 2
-    assert dep("PATCH", "api/deployments/churn", json={"replicas": 9}).status_code == 400
+    assert dep("PATCH", "api/deployments/scaled", json={"replicas": 9}).status_code == 400
     for _ in range(5):
-        assert dep.invoke("alice", "churn").status_code == 200
+        assert dep.invoke("alice", "scaled").status_code == 200
 
     def polled():
-        m = dep("GET", "api/deployments/churn/metrics").json()["versions"]["1"]
+        m = dep("GET", "api/deployments/scaled/metrics").json()["versions"][str(one)]
         return m if m["drift"] and m["replicas_ready"] == 2 else None
 
     m = wait_for(polled, 10, 0.2, "stats to be polled")
     assert m["state"] == "ready" and m["traffic"] == 100 and m["requests"] >= 5
     assert m["latency_ms"]["p50"] > 0 and m["error_rate"] == 0 and m["drift"] == {"x": 0.25}
+    assert dep("DELETE", "api/deployments/scaled").status_code == 204
 
 
 def test_zero_failures_under_load_during_rollout(dep):
-    """Deploy v4, then roll back to v1, while 8 clients call the model without pause."""
+    """Deploy a second version, then roll back to the first, while 8 clients call the model
+    without pause; every client's every answer is read and must be its model's prediction."""
+    one = deploy(dep, "loaded", "models:/fake/one")
     stop = threading.Event()
+    lock = threading.Lock()
     results: Counter = Counter()
-    failures: list[str] = []
 
-    def client():
+    def client() -> tuple[Counter, list[str]]:
+        """This client's predictions and failures, until ``stop``."""
+        mine: Counter = Counter()
+        failures: list[str] = []
         session = requests.Session()
         session.headers["Authorization"] = f"token {dep.token}"
-        url = dep.base + "models/alice/churn/invocations"
+        url = dep.base + "models/alice/loaded/invocations"
         while not stop.is_set():
             r = session.post(url, json={"inputs": [[1]]}, timeout=30)
             if r.status_code != 200:
                 failures.append(f"{r.status_code} {r.text[:200]}")
-            else:
-                results[r.json()["predictions"][0]] += 1
+                continue
+            prediction = r.json()["predictions"][0]
+            mine[prediction] += 1
+            with lock:
+                results[prediction] += 1
+        return mine, failures
+
+    def served(tag: str, more_than: int):
+        def enough() -> bool:
+            for c in clients:
+                if c.done():  # a client ends before ``stop`` only by an exception: raise it
+                    c.result()
+                    raise AssertionError("a client stopped before the end")
+            return results[tag] > more_than
+
+        return enough
 
     with ThreadPoolExecutor(8) as pool:
-        for _ in range(8):
-            pool.submit(client)
-        time.sleep(1)
-        dep("POST", "api/deployments/churn/versions", json={"model_uri": "models:/fake/four"})
-        dep.wait_state("churn", 4, "ready")
-        dep.wait_state("churn", 1, "stopped", timeout=40)
-        time.sleep(0.5)
-        dep("POST", "api/deployments/churn/rollback", json={"version": 1})
-        dep.wait_state("churn", 1, "ready")
-        dep.wait_state("churn", 4, "stopped", timeout=40)
-        time.sleep(0.5)
-        stop.set()
-    assert not failures, failures[:5]
+        clients = [pool.submit(client) for _ in range(8)]
+        try:
+            wait_for(served("one", 8), 30, 0.05, "the clients to be served")
+            four = add_version(dep, "loaded", model_uri="models:/fake/four")
+            dep.wait_state("loaded", four, "ready")
+            dep.wait_state("loaded", one, "stopped", timeout=40)
+            # the load goes on against the new version alone for a while
+            wait_for(served("four", results["four"] + 16), 30, 0.05, "requests to four")
+            r = dep("POST", "api/deployments/loaded/rollback", json={"version": one})
+            assert r.status_code == 200, r.text
+            dep.wait_state("loaded", one, "ready")
+            dep.wait_state("loaded", four, "stopped", timeout=40)
+            wait_for(served("one", results["one"] + 16), 30, 0.05, "requests to one again")
+        finally:
+            stop.set()
+        answers = [c.result(timeout=60) for c in clients]  # a client's exception fails here
+    for mine, failures in answers:
+        assert not failures, failures[:5]
+        assert sum(mine.values()) > 0, "every client was served"
+        assert set(mine) <= {"one", "four"}, mine
+    assert sum((mine for mine, _ in answers), Counter()) == results
     assert results["one"] > 0 and results["four"] > 0
+    assert dep("DELETE", "api/deployments/loaded").status_code == 204
 
 
 def test_a_request_waits_for_a_replica_then_gets_503_with_retry_after(dep):
@@ -508,8 +565,7 @@ def test_a_request_waits_for_a_replica_then_gets_503_with_retry_after(dep):
     finds the queue full gets it at once."""
     import psutil
 
-    dep("POST", "api/deployments", json={"name": "lonely", "model_uri": "models:/fake/lonely"})
-    dep.wait_state("lonely", 1, "ready")
+    deploy(dep, "lonely", "models:/fake/lonely")
     assert dep.invoke("alice", "lonely").status_code == 200
     [replica] = [
         p
@@ -542,28 +598,23 @@ def test_a_request_waits_for_a_replica_then_gets_503_with_retry_after(dep):
 
 
 def test_breaker_takes_failing_version_out(dep):
-    dep("POST", "api/deployments", json={"name": "flaky", "model_uri": "models:/fake/good"})
-    dep.wait_state("flaky", 1, "ready")
-    dep(
-        "POST",
-        "api/deployments/flaky/versions",
-        json={"model_uri": "models:/fake-error/bad", "canary_percent": 50},
-    )
-    dep.wait_state("flaky", 2, "ready")
+    deploy(dep, "flaky", "models:/fake/good")
+    bad = add_version(dep, "flaky", model_uri="models:/fake-error/bad", canary_percent=50)
+    dep.wait_state("flaky", bad, "ready")
     codes = Counter(dep.invoke("alice", "flaky").status_code for _ in range(40))
     assert codes[500] >= 5 and codes[500] <= 12, codes  # opens after ~10 requests at 50%
     assert all(dep.invoke("alice", "flaky").status_code == 200 for _ in range(10))
-    v = dep("GET", "api/deployments/flaky/versions/2").json()
+    v = dep("GET", f"api/deployments/flaky/versions/{bad}").json()
     assert v["breaker"]["open"] and "failed" in v["breaker"]["reason"]
-    m = dep("GET", "api/deployments/flaky/metrics").json()["versions"]["2"]
+    m = dep("GET", "api/deployments/flaky/metrics").json()["versions"][str(bad)]
     assert m["breaker"]["open"] and m["error_rate"] > 0.5
+    assert dep("DELETE", "api/deployments/flaky").status_code == 204
 
 
 def test_restart_brings_versions_back_and_delete(dep):
     import psutil
 
-    dep("POST", "api/deployments", json={"name": "steady", "model_uri": "models:/fake/steady"})
-    dep.wait_state("steady", 1, "ready")
+    deploy(dep, "steady", "models:/fake/steady")
     pid = next(
         c.pid
         for c in psutil.net_connections("tcp")
