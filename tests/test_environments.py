@@ -96,6 +96,13 @@ def test_lock_is_hash_pinned_and_covers_its_input(name):
     assert env.python_version == "3.11"
     header = env.lock_path.read_text().splitlines()[1]
     assert "uv pip compile" in header and "--generate-hashes" in header
+    assert "--override images/overrides.txt" in header, f"{name}: regenerate it as README says"
+    dropped = {
+        line.split(";")[0].strip().lower()
+        for line in (IMAGES / "overrides.txt").read_text().splitlines()
+        if 'sys_platform == "never"' in line
+    }
+    assert dropped and not dropped & set(locked), f"{name} locks what overrides.txt leaves out"
     assert env.digest == "sha256:" + hashlib.sha256(env.lock_path.read_bytes()).hexdigest()
 
 
