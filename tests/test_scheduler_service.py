@@ -488,8 +488,11 @@ def test_a_file_arriving_runs_the_job_with_its_path_and_digest(sched, users):
     job = create_job(
         sched, alice, "on-file", nb, triggers=[{"kind": "file", "glob": "inbox/*.csv"}]
     )
-    time.sleep(0.05)
-    put_file(alice, "inbox/data.csv", "a,b\n1,2\n")
+    arrived = put_file(alice, "inbox/data.csv", "a,b\n1,2\n")
+    # a file older than its trigger never fires: the file arrives now by the scheduler's
+    # clock (which the cron test moves), after the trigger was made by that clock
+    now = time.time() + float(sched.clock_file.read_text() or 0)
+    os.utime(arrived, (now, now))
     put_file(alice, "inbox/ignored.txt", "nope")
 
     def runs():
@@ -500,7 +503,9 @@ def test_a_file_arriving_runs_the_job_with_its_path_and_digest(sched, users):
     run = sched.wait_run(found[0]["id"], alice[0])
     assert run["status"] == "succeeded", run
     assert run["parameters"]["trigger_path"].endswith("inbox/data.csv")
-    time.sleep(1.5)  # a few more scans: the same file does not fire again
+    # lets time pass on purpose: a few more scans (every 0.3 s), in which the same file
+    # must not fire again (nothing to wait for: what is checked is that nothing happens)
+    time.sleep(1.5)
     assert len(runs()) == 1
 
 
@@ -526,6 +531,8 @@ def test_cron_fires_once_per_tick_with_the_clock_moved(sched, users):
     run = sched.wait_run(found[0]["id"], alice[0])
     assert run["status"] == "succeeded"
     assert datetime.fromisoformat(run["tick"]) == first
+    # lets time pass on purpose: a few more polls (every 0.3 s), in which the same tick must
+    # not fire again (nothing to wait for: what is checked is that nothing happens)
     time.sleep(1)
     assert len(runs()) == 1
 
@@ -580,7 +587,9 @@ def test_kill_9_mid_run_is_recovered_and_retried(sched, users):
     second = wait_for(retry, 60, 0.3, "the retry")
     second = sched.wait_run(second["id"], alice[0])
     assert second["status"] == "succeeded" and second["attempt"] == 2
-    time.sleep(1)  # polls after the retry ended make no third run
+    # lets time pass on purpose: polls after the retry ended must make no third run
+    # (nothing to wait for: what is checked is that nothing happens)
+    time.sleep(1)
     runs = sched.call("GET", f"api/jobs/{job['id']}/runs", alice[0]).json()["runs"]
     assert sorted((r["attempt"], r["status"]) for r in runs) == [
         (1, "orphaned"),
@@ -694,7 +703,9 @@ def test_group_quota_holds_a_second_run_with_the_reason(sched, users):
     alice = users["alice"]
     sched.hub.api("POST", "/groups/limited")
     sched.hub.api("POST", "/groups/limited/users", json={"users": ["alice"]})
-    time.sleep(1)  # the service caches groups for 0.5 s here
+    # lets time pass on purpose: the service caches a user's groups for 0.5 s here, and
+    # its API shows no state that says when alice's new group is seen
+    time.sleep(1)
     a = create_job(sched, alice, "quota-a", notebook("import time; time.sleep(4)"))
     b = create_job(sched, alice, "quota-b", notebook("print(1)"))
     run_a = sched.call("POST", f"api/jobs/{a['id']}/runs", alice[0], json={}).json()
