@@ -12,13 +12,25 @@ build on it without importing another service's package:
   ``ValidationError`` is a 400 listing each bad field, anything else a 500
   whose traceback is only logged;
 - request bodies are never logged (they may hold a secret value);
+- a request body is streamed in (:func:`tornado.web.stream_request_body`) and kept
+  up to the service's limit (:attr:`ServiceHandler.max_body_bytes`); what is over it
+  is read and thrown away, up to the discard bound (the application's
+  ``max_discard_bytes`` setting, :data:`MAX_DISCARD_BYTES` by default), and the
+  handler answers as it would anyway, :meth:`~ServiceHandler.json_body` with the
+  JSON 413. Closing the connection at the limit, which tornado's ``max_body_size``
+  does, loses that answer behind the hub's proxy: configurable-http-proxy sends a
+  body without waiting for ``Expect: 100-continue`` and turns a connection closed
+  under it into the hub's HTML 503 page (issue #14, point 2). A ``Content-Length``
+  over the discard bound is answered 413 at once and its connection closed; a
+  chunked body that grows past it is cut off;
 - every JSON body and query string is checked for its shape before anything
   walks it (:func:`check_json`): size, nesting depth, no ``NaN``/``Infinity``
   (not JSON), no lone surrogate that the database could not store; a body or
   query past a limit is a 400 (413 for the byte size), never a
   ``RecursionError`` or ``TypeError`` deep inside a service (issue #14, point 3);
 - a method a route does not implement is a 405 with the ``Allow`` header
-  listing those it does (RFC 9110, section 15.5.6);
+  listing those it does (RFC 9110, section 15.5.6), also one tornado does not
+  know (``QUERY``), and only once the body has come, as every other answer;
 - what a route does is recorded in the audit trail from data on the handler
   (``audit_actions``, ``audit_target``: :mod:`.audit`), once the outcome is known.
 
@@ -38,6 +50,7 @@ from typing import Any
 from jupyterhub.services.auth import HubOAuthenticated
 from pydantic import BaseModel, ValidationError
 from tornado import web
+from tornado.concurrent import Future
 
 from . import audit as audit_trail
 from .errors import Invalid, ServiceError, TooLarge
@@ -53,6 +66,22 @@ MAX_QUERY_ARGUMENTS = 32
 MAX_QUERY_VALUE = 4096
 #: The methods a route may implement, in the order ``Allow`` lists them.
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+#: Largest request body read (and thrown away past the service's limit) so that a refusal
+#: reaches the client; the application's ``max_discard_bytes`` setting, when it has one,
+#: replaces it (:func:`.web.listen`). Reading costs bandwidth, never memory.
+MAX_DISCARD_BYTES = 128 * 1024**2
+#: What ``request.method`` reads, until the body has come, for a method no route may
+#: implement (``QUERY``, ``PROPFIND``): tornado then calls ``_method_not_allowed``.
+_NOT_ALLOWED = "_METHOD_NOT_ALLOWED"
+
+
+class _EveryMethod(tuple):
+    """``SUPPORTED_METHODS`` that holds every method: tornado refuses any other method
+    before the body has come (closing the connection under the proxy), and the handler
+    base refuses it after (:meth:`ServiceHandler.prepare`)."""
+
+    def __contains__(self, method: object) -> bool:
+        return True
 
 
 def _not_json_constant(name: str) -> Any:
@@ -113,8 +142,14 @@ def error_list(error: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+@web.stream_request_body
 class ServiceHandler(HubOAuthenticated, web.RequestHandler):
-    """JSON in and out, the hub's identity, one error translator."""
+    """JSON in and out, the hub's identity, one error translator.
+
+    The body is streamed in and, once it has all come, is ``self.request.body`` as
+    tornado would have set it; empty when it was over :attr:`max_body_bytes`, which
+    :meth:`json_body` answers with 413.
+    """
 
     #: Named in 500 answers and in the log.
     service_name = "service"
@@ -127,6 +162,10 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
     #: Audited methods and their actions, and the target's form (:mod:`.audit`).
     audit_actions: dict[str, audit_trail.Action] = {}
     audit_target = ""
+    #: Bytes of the body received so far, and whether it is over :attr:`max_body_bytes`.
+    _body_size = 0
+    _body_over = False
+    SUPPORTED_METHODS = _EveryMethod(HTTP_METHODS)
 
     @property
     def core(self) -> Any:
@@ -134,13 +173,68 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
 
     def prepare(self) -> None:
         self._started = time.perf_counter()
+        if self.request.method not in HTTP_METHODS:  # a 405, once the body has come
+            self._method_sent = self.request.method
+            self.request.method = _NOT_ALLOWED
+        self._receive_body()
+
+    def _method_not_allowed(self, *args: Any, **kwargs: Any) -> None:
+        self.request.method = self._method_sent  # as sent, for the log and the audit record
+        raise web.HTTPError(405)
+
+    # -- the body, streamed
+
+    def _receive_body(self) -> None:
+        """Get ready to keep the body up to the limit and read the rest up to the bound."""
+        self._chunks: list[bytes] = []
+        self._body_size = 0
+        self._body_limit = self.max_body_bytes
+        discard = max(self.settings.get("max_discard_bytes", MAX_DISCARD_BYTES), self._body_limit)
+        length = self.request.headers.get("Content-Length", "")
+        announced = int(length) if length.isdigit() else None
+        self._body_over = announced is not None and announced > self._body_limit
+        # the connection's own bound (``max_body_size``, checked before any handler code for
+        # a body that is not streamed) closes the connection without an answer: raise it to
+        # the discard bound, so that the body is read and the answer is sent
+        set_max_body_size = getattr(self.request.connection, "set_max_body_size", None)
+        if announced is not None and announced > discard:
+            # too large even to read and drop: answered now, and tornado closes the
+            # connection once the answer is written (it does so for a body not read); the
+            # bound is the announced length only so that tornado does not write its own
+            # bare 400 after this answer
+            if set_max_body_size is not None:
+                set_max_body_size(announced)
+            raise TooLarge(
+                f"the request is {announced} bytes, over the limit of {self._body_limit}"
+            )
+        if set_max_body_size is not None:
+            set_max_body_size(discard)
+        # tornado resolves this future when the whole body has come and only then calls the
+        # method; this callback, added before tornado awaits the future, runs first
+        body_future: Future[None] = self.request._body_future
+        body_future.add_done_callback(self._body_received)
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size > self._body_limit:
+            self._body_over = True
+        if self._body_over:
+            self._chunks.clear()  # never kept: read only so that the answer reaches the client
+        else:
+            self._chunks.append(chunk)
+
+    def _body_received(self, future: Future[None]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # the client went away
+        self.request.body = b"" if self._body_over else b"".join(self._chunks)
+        self._chunks = []
 
     def on_finish(self) -> None:
         if self.request_counter is not None:
             route = getattr(self, "route_name", type(self).__name__)
             self.request_counter.labels(route, self.request.method, str(self.get_status())).inc()
-        if not hasattr(self, "path_args"):  # refused before routing: a form body tornado
-            self.path_args, self.path_kwargs = [], {}  # could not parse (multipart, no boundary)
+        if not hasattr(self, "path_args"):  # refused by tornado before routing
+            self.path_args, self.path_kwargs = [], {}
         audit_trail.record(self)
 
     def set_default_headers(self) -> None:
@@ -232,11 +326,18 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
     # -- bodies
 
     def json_body(self) -> Any:
-        if len(self.request.body) > self.max_body_bytes:
-            raise TooLarge(
-                f"the request is {len(self.request.body)} bytes, over the limit of "
-                f"{self.max_body_bytes}"
-            )
+        """The request body, parsed and checked (:func:`check_json`); ``{}`` when empty.
+
+        Raises
+        ------
+        TooLarge
+            The body was over :attr:`max_body_bytes` (it was read and thrown away).
+        Invalid
+            The body is not JSON, or not JSON a service can walk.
+        """
+        size = max(self._body_size, len(self.request.body))
+        if self._body_over or size > self.max_body_bytes:
+            raise TooLarge(f"the request is {size} bytes, over the limit of {self.max_body_bytes}")
         if not self.request.body:
             return {}
         try:

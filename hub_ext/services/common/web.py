@@ -69,11 +69,17 @@ class MetricsRoute:
 
 
 class NotFoundRoute:
-    """Unknown paths under the prefix: a JSON 404 like every other error."""
+    """Unknown paths under the prefix: a JSON 404 like every other error.
 
-    def prepare(self):
-        super().prepare()
+    Answered by the methods, not in ``prepare``: once a body sent with the request has
+    come (an answer before it would close the connection under the hub's proxy).
+    """
+
+    def _not_found(self, *args: Any) -> None:
         raise web.HTTPError(404, "No such endpoint; the API is described at openapi.json.")
+
+    get = head = post = put = patch = delete = options = _not_found
+    _method_not_allowed = _not_found  # any other method (QUERY): not found either
 
 
 def make_app(
@@ -128,7 +134,12 @@ def make_app(
     return app
 
 
-def listen(app: web.Application, service_url: str, **options: Any) -> HTTPServer:
+def listen(
+    app: web.Application,
+    service_url: str,
+    max_discard_bytes: int | None = None,
+    **options: Any,
+) -> HTTPServer:
     """Start serving ``app`` where the hub's proxy sends the service's traffic.
 
     Parameters
@@ -138,14 +149,24 @@ def listen(app: web.Application, service_url: str, **options: Any) -> HTTPServer
     service_url : str
         The service's URL (``JUPYTERHUB_SERVICE_URL``); port 80 and 127.0.0.1
         where it names none.
+    max_discard_bytes : int, optional
+        Largest request body the service's handlers read, throwing away what is
+        over their limit, to answer it with a JSON 413 (the application's
+        ``max_discard_bytes`` setting; by default
+        :data:`~hub_ext.services.common.handlers.MAX_DISCARD_BYTES`).
     **options
-        More ``HTTPServer`` options (``max_body_size``, ``xheaders``).
+        More ``HTTPServer`` options (``xheaders``; ``max_body_size``, which bounds
+        only the bodies of handlers that do not stream them, such as the OAuth
+        callback: a :class:`~hub_ext.services.common.handlers.ServiceHandler`
+        raises it to the discard bound).
 
     Returns
     -------
     tornado.httpserver.HTTPServer
         The listening server; ``stop()`` it to stop accepting.
     """
+    if max_discard_bytes is not None:
+        app.settings["max_discard_bytes"] = max_discard_bytes
     url = urlparse(service_url)
     return app.listen(url.port or 80, url.hostname or "127.0.0.1", **options)
 

@@ -26,6 +26,7 @@ from traitlets.config import Application
 from hub_ext import __version__
 from hub_ext.profiles import ProfileStore
 
+from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.secrets import SecretsResolver
 from ..common.web import listen, make_app, stop_event
 from .backend import BACKENDS, Backend
@@ -250,15 +251,16 @@ class DeployerService(Application):
     ).tag(config=True)
 
     max_discard_size = ByteSpecification(
-        128 * 1024**2,
+        MAX_DISCARD_BYTES,
         help=_help(
-            "Largest model request body read and thrown away to answer a refused request.",
+            "Largest request body read and thrown away to answer a refused request.",
             'c.DeployerService.max_discard_size = "1G"',
-            "A request refused before its body is read (413 over ``max_body_size``, 401, "
-            "403, 404, 415) is answered once the body has come: the hub's proxy sends a "
-            "body without waiting for ``Expect: 100-continue``, and closing the connection "
-            "under it turns the answer into the hub's HTML 503 page. Nothing of the body "
-            "is kept. A body over this gets its connection closed instead.",
+            "A model request refused before its body is read (413 over ``max_body_size``, "
+            "401, 403, 404, 415), and a REST API request over its limit (4 MiB: 413), is "
+            "answered once the body has come: the hub's proxy sends a body without "
+            "waiting for ``Expect: 100-continue``, and closing the connection under it "
+            "turns the answer into the hub's HTML 503 page. Nothing of the body past the "
+            "limit is kept. A body over this gets its connection closed instead.",
         ),
     ).tag(config=True)
 
@@ -460,6 +462,7 @@ class DeployerService(Application):
             server = listen(
                 app,
                 self.service_url,
+                max_discard_bytes=int(self.max_discard_size),
                 max_body_size=2 * int(self.max_body_size) + 1024**2,
                 xheaders=False,
             )

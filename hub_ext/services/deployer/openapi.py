@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..common.openapi import build_document
+from ..common.openapi import ERROR_CODES, build_document
 from .models import (
     MAX_NAME,
     MAX_VERSION,
@@ -159,6 +159,7 @@ def build_openapi(
             "models/{owner}/{name}/invocations with a token that has custom:models:invoke."
         ),
         prefix=prefix,
+        error_codes=(*ERROR_CODES, "413"),  # a body over the REST API's 4 MiB
         body_required=_body_required,
     )
     if max_replicas is not None:

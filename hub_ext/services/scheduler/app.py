@@ -29,6 +29,7 @@ from traitlets.config import Application
 from hub_ext import __version__, instance
 from hub_ext.profiles import ProfileStore
 
+from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.secrets import SecretsResolver
 from ..common.web import listen, make_app, stop_event
 from .core import HubDirectory, SchedulerCore, home_resolver
@@ -312,6 +313,26 @@ class SchedulerService(Application):
         """,
     ).tag(config=True)
 
+    max_discard_size = ByteSpecification(
+        MAX_DISCARD_BYTES,
+        help="""
+        Largest request body read, and thrown away, to answer a body over the limit with 413.
+
+        The REST API keeps a body up to its limit (twice ``max_notebook_size`` and
+        1 MiB); what is over it is read and dropped, then the request gets the JSON
+        413: the hub's proxy sends a body without waiting for ``Expect: 100-continue``,
+        and closing the connection under it turns the answer into the hub's HTML 503
+        page. A body over this bound gets its connection closed instead. Reading costs
+        bandwidth, never memory.
+
+        Example::
+
+            c.SchedulerService.max_discard_size = "1G"
+
+        .. versionadded:: 0.12
+        """,
+    ).tag(config=True)
+
     file_watch_interval = Float(
         5.0,
         help="""
@@ -568,6 +589,7 @@ class SchedulerService(Application):
             server = listen(
                 app,
                 self.service_url,
+                max_discard_bytes=int(self.max_discard_size),
                 max_body_size=core.max_request_bytes,
             )
             stop = stop_event()

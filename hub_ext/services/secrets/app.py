@@ -23,6 +23,7 @@ from traitlets.config import Application
 
 from hub_ext import __version__
 
+from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.web import die_with_parent, listen, make_app, stop_event
 from .backend import BACKENDS, load_backend
 from .core import SecretsCore
@@ -96,6 +97,26 @@ class SecretsService(Application):
             c.SecretsService.max_value_size = "16K"
 
         .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    max_discard_size = ByteSpecification(
+        MAX_DISCARD_BYTES,
+        help="""
+        Largest request body read, and thrown away, to answer a body over the limit with 413.
+
+        A body over the limit (six times ``max_value_size`` and 64 KiB: a value
+        JSON-escaped) is read and dropped, then the request gets the JSON 413: the
+        hub's proxy sends a body without waiting for ``Expect: 100-continue``, and
+        closing the connection under it turns the answer into the hub's HTML 503
+        page. A body over this bound gets its connection closed instead. Reading
+        costs bandwidth, never memory.
+
+        Example::
+
+            c.SecretsService.max_discard_size = "16M"
+
+        .. versionadded:: 0.12
         """,
     ).tag(config=True)
 
@@ -208,7 +229,12 @@ class SecretsService(Application):
             except KeyFileError as e:
                 self.log.critical("%s", e)
                 sys.exit(2)
-            server = listen(app, self.service_url, max_body_size=core.max_request_bytes)
+            server = listen(
+                app,
+                self.service_url,
+                max_discard_bytes=int(self.max_discard_size),
+                max_body_size=core.max_request_bytes,
+            )
             stop = stop_event()
             self.log.info(
                 "Secrets service on %s (%s backend)", self.service_url, self.backend_class
