@@ -165,7 +165,9 @@ class HubProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterhub", "-f", str(self.config_file)],
+            # Shipyard's hub (what `shipyard up` runs): JupyterHub with its services started,
+            # watched and stopped in parallel (hub_ext/hub.py)
+            [sys.executable, "-m", "hub_ext.hub", "-f", str(self.config_file)],
             cwd=self.data_dir,
             env=self.env(),
             stdout=log,

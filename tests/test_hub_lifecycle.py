@@ -185,6 +185,30 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
         wait_for(mlflow_ui, 120, 0.5, "the MLflow UI through the hub")
         assert _processes_mentioning(str(data / "tracking")), "MLflow runs in the data dir"
 
+        # a service killed outright is back at once: the hub watches its process
+        for service in ("scheduler", "deployer"):
+            pid = _service_pid(service, data)
+            health = f"{url}/services/{service}/health"
+            assert requests.get(health, timeout=5).status_code == 200
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            wait_for(
+                lambda pid=pid, service=service, health=health: (
+                    _service_pid(service, data) not in (None, pid)
+                    and requests.get(health, timeout=5).status_code == 200
+                ),
+                30,
+                0.05,
+                f"the {service} to be restarted",
+            )
+            back = time.monotonic() - killed
+            print(f"{service}: kill -9 to healthy in {back:.2f} s")
+            assert back < 10, f"the {service} took {back:.1f} s to come back"
+            assert re.search(
+                rf"Service {service} exited with status -9 after [\d.]+ s; restarting it now",
+                log.read_text(),
+            )
+
         # what runs and models leave once they have run: the scheduler's and the
         # deployer's parent cgroups, the replicas' runtime folder
         for part in ("jobs", "models"):
@@ -232,6 +256,19 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
         remove_test_accounts(prefix)
         for name in (parent, f"{parent}-jobs", f"{parent}-models"):
             remove_cgroups(name)
+
+
+def _service_pid(name: str, data: Path) -> int | None:
+    """The PID of the hub's managed service ``name`` whose hub keeps its data in ``data``."""
+    marks = (f"JUPYTERHUB_SERVICE_NAME={name}\0".encode(), str(data).encode())
+    for pid in _processes_mentioning(str(data)):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if all(mark in environ for mark in marks):
+            return pid
+    return None
 
 
 def _processes_mentioning(text: str) -> list[int]:
