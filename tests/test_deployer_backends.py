@@ -46,7 +46,7 @@ from hub_ext.services.deployer.kubernetes import (
     secret_manifest,
     service_manifest,
 )
-from hub_ext.services.deployer.local import LocalBackend
+from hub_ext.services.deployer.local import LocalBackend, get_health
 from hub_ext.slugs import account_name, user_slug
 
 from .conftest import TEST_ENVS_DIR, needs_root
@@ -584,7 +584,7 @@ from pathlib import Path
 
 async def main():
     backend = make_backend(Path(sys.argv[1]), Path(sys.argv[2]))
-    spec = version_spec(sys.argv[3], name="survivor")
+    spec = version_spec(sys.argv[3], name="survivor", replicas=2)
     await backend.start(spec)
     print(json.dumps(backend.describe(spec.key)), flush=True)
     await asyncio.sleep(300)
@@ -595,9 +595,13 @@ asyncio.run(main())
 
 @needs_root
 @pytest.mark.asyncio(loop_scope="module")
-async def test_replicas_die_with_the_deployer_and_serve_again_after_a_restart(
+async def test_replicas_outlive_a_killed_deployer_and_are_adopted(
     home_root, place, model_dir, backend
 ):
+    """Issue 15 point 2: a deployer killed with -9 leaves its replicas serving; the next
+    one serves them as soon as it has recovered (before it starts anything), takes them
+    over without a restart (same pids), supervises them (one killed is restarted) and
+    stops them all on a clean stop."""
     deployer = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -609,27 +613,86 @@ async def test_replicas_die_with_the_deployer_and_serve_again_after_a_restart(
         cwd=str(Path(__file__).parent.parent),
     )
     try:
-        line = await asyncio.wait_for(deployer.stdout.readline(), 60)
-        [replica] = json.loads(line)
-        assert alive(replica["pid"])
+        line = await asyncio.wait_for(deployer.stdout.readline(), 90)
+        replicas = json.loads(line)
+        assert len(replicas) == 2 and all(alive(r["pid"]) for r in replicas)
     finally:
         deployer.kill()  # kill -9: no clean-up of its own
         await deployer.wait()
-    await eventually(lambda: not alive(replica["pid"]), 5, "the replica to die with the deployer")
+    pids = sorted(r["pid"] for r in replicas)
+    urls = sorted(r["url"] for r in replicas)
+    uid = pwd.getpwnam(replicas[0]["account"]).pw_uid
+    # no longer the deployer's children, and still serving
+    for r in replicas:
+        status, _ = await get_health(r["port"], 5)
+        assert status == 200 and alive(r["pid"])
 
-    # the next deployer: sweep, then start what its database says should serve
-    spec = version_spec(str(model_dir), name="survivor")
-    assert cgroups_of(spec.key) != []  # left behind, empty
+    spec = version_spec(str(model_dir), name="survivor", replicas=2)
     fresh = make_backend(home_root, place)
-    await fresh.sweep()
-    assert cgroups_of(spec.key) == []
-    await fresh.start(spec)
     try:
-        [url] = fresh.endpoints(spec.key)
-        assert await ainvoke(url, [[1.0]], fresh.request_headers(spec.key)) == pytest.approx([3.0])
+        await fresh.recover({spec.key})
+        assert sorted(fresh.endpoints(spec.key)) == urls  # serving before start
+        headers = fresh.request_headers(spec.key)
+        for url in urls:
+            assert await ainvoke(url, [[1.0]], headers) == pytest.approx([3.0])
+        await fresh.start(spec)
+        assert sorted(r["pid"] for r in fresh.describe(spec.key)) == pids  # adopted
+        assert sorted(fresh.endpoints(spec.key)) == urls
+        log = fresh.log_tail(spec.key)
+        assert "adopted 2 replica(s) still serving" in log
+
+        # supervised like its own: a replica killed is restarted
+        os.kill(pids[0], signal.SIGKILL)
+        await eventually(
+            lambda: (
+                len(fresh.endpoints(spec.key)) == 2
+                and pids[0] not in {r["pid"] for r in fresh.describe(spec.key)}
+            ),
+            60,
+            "the adopted replica to be restarted",
+        )
+        # not its child: no exit status to read, but the exit is seen at once
+        assert ": exited; restarting" in fresh.log_tail(spec.key)
     finally:
-        await fresh.stop(spec.key, grace=5)
+        await fresh.close()
+    assert live_processes(uid) == []
     assert cgroups_of(spec.key) == []
+    assert not (place / "run").exists() or list((place / "run").iterdir()) == []
+
+
+@needs_root
+@pytest.mark.asyncio(loop_scope="module")
+async def test_replicas_of_a_version_no_longer_wanted_are_removed(
+    home_root, place, model_dir, backend
+):
+    """What a dead deployer left running for a version the database no longer wants (deleted
+    meanwhile) is killed and removed at the next start, as is a record naming a pid that is
+    now another process's."""
+    deployer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        DEPLOYER,
+        str(home_root),
+        str(place),
+        str(model_dir),
+        stdout=subprocess.PIPE,
+        cwd=str(Path(__file__).parent.parent),
+    )
+    try:
+        replicas = json.loads(await asyncio.wait_for(deployer.stdout.readline(), 90))
+    finally:
+        deployer.kill()
+        await deployer.wait()
+    spec = version_spec(str(model_dir), name="survivor", replicas=2)
+    uid = pwd.getpwnam(replicas[0]["account"]).pw_uid
+    assert len(live_processes(uid)) == 2
+    fresh = make_backend(home_root, place)
+    await fresh.recover(set())
+    await eventually(lambda: live_processes(uid) == [], 10, "the replicas to be killed")
+    assert fresh.endpoints(spec.key) == []
+    assert cgroups_of(spec.key) == []
+    assert list((place / "run").iterdir()) == []
+    await fresh.close()
 
 
 @pytest.mark.parametrize("cls", [LocalBackend, KubernetesBackend], ids=lambda c: c.__name__)

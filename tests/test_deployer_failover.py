@@ -19,6 +19,8 @@ configurable-http-proxy in front, which is the path every client takes.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import pwd
 import signal
@@ -112,6 +114,29 @@ class Deployer:
                 pids.add(proc.pid)
         return pids
 
+    def all_replica_pids(self) -> set[int]:
+        """Every model server of the test account, whatever its deployment."""
+        uid = pwd.getpwnam(self.account).pw_uid
+        return {
+            proc.pid
+            for proc in psutil.process_iter(["uids", "cmdline", "status"])
+            if proc.info["uids"]
+            and proc.info["uids"].real == uid
+            and proc.info["status"] != psutil.STATUS_ZOMBIE
+            and "hub_ext.services.deployer.modelserver" in (proc.info["cmdline"] or [])
+        }
+
+    def service_pid(self) -> int | None:
+        """The deployer's process: the hub's child running ``-m hub_ext.services.deployer``."""
+        for child in psutil.Process(self.hub.proc.pid).children():
+            with contextlib.suppress(psutil.Error):
+                if (
+                    "hub_ext.services.deployer" in child.cmdline()
+                    and child.status() != psutil.STATUS_ZOMBIE
+                ):
+                    return child.pid
+        return None
+
 
 class Load:
     """``threads`` clients calling a model without pause through the proxy; every answer counted.
@@ -120,10 +145,12 @@ class Load:
     not the model's prediction (status and body) and every request that got no answer.
     """
 
-    def __init__(self, deployer: Deployer, name: str, threads: int = 4):
+    def __init__(self, deployer: Deployer, name: str, threads: int = 4, rate: float = 0):
         self.url = f"{deployer.base}models/alice/{name}/invocations"
         self.token = deployer.token
         self.threads = threads
+        #: requests per second of all clients together (0: each sends its next one at once)
+        self.rate = rate
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.sent = self.ok = 0
@@ -133,11 +160,16 @@ class Load:
     def _client(self) -> None:
         session = requests.Session()
         session.headers["Authorization"] = f"token {self.token}"
+        interval = self.threads / self.rate if self.rate else 0
+        due = time.monotonic()
         while not self.stop.is_set():
             with self.lock:
                 if self.sent >= MAX_REQUESTS:
                     return
                 self.sent += 1
+            if interval:  # a steady rate: the next request is due one interval later
+                self.stop.wait(max(0.0, due - time.monotonic()))
+                due = max(due + interval, time.monotonic() - interval)
             started = time.monotonic()
             try:
                 r = session.post(self.url, json=ROW, timeout=QUEUE_TIMEOUT + 30)
@@ -198,8 +230,12 @@ def deployer(hub_factory, tmp_path_factory, model_server_env):  # noqa: F811
         "the deployer to answer",
     )
     yield client
-    hub.stop()
-    remove_cgroups("shipyard-test-fo-models")
+    try:
+        # a clean stop (Ctrl-C) stops every replica, the adopted ones too, and leaves none
+        hub.stop()
+        wait_for(lambda: not client.all_replica_pids(), 30, 0.1, "no replica left after a stop")
+    finally:
+        remove_cgroups("shipyard-test-fo-models")
 
 
 # ------------------------------------------------- point 1: a replica dies under load
@@ -349,3 +385,46 @@ def test_a_refused_body_gets_its_json_answer_through_the_proxy(
     assert r.status_code == 503 and r.json()["error_code"] == "UNAVAILABLE", r.text
     # its version is not ready (starting, then failed): no replica is coming, no wait
     assert "Retry-After" not in r.headers and time.monotonic() - started < QUEUE_TIMEOUT / 2
+
+
+# ------------------------------ issue 15 point 2: the deployer is killed under load
+
+
+def test_the_replicas_outlive_a_deployer_killed_under_load(deployer, model_dir):  # noqa: F811
+    """``kill -9`` of the deployer at 40 requests per second: the hub starts a new one,
+    which adopts the running replicas (the same processes serve on) instead of killing
+    and starting them again, and an existing deployment never answers 404, not even
+    while the new deployer starts. Every failed request is counted and printed; the
+    module's teardown checks that a clean stop of the hub then leaves no replica."""
+    name = "survivor"
+    deployer.deploy(name, str(model_dir), 2)
+    deployer.wait_serving(name, 2)
+    wait_for(lambda: len(deployer.replica_pids(name)) == 2, 30, 0.05, "two model servers")
+    before = deployer.replica_pids(name)
+    victim = deployer.service_pid()
+    assert victim is not None
+    with Load(deployer, name, threads=8, rate=40) as load:
+        load.wait_ok(80, "2 s of answers before the kill")
+        killed_at, answered = time.monotonic(), load.ok
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: _dead(victim), 30, 0.02, "the deployer to exit")
+
+        def serving_again():
+            pid = deployer.service_pid()
+            if pid in (None, victim):
+                return False
+            with contextlib.suppress(requests.RequestException, AssertionError):
+                return deployer.ready_replicas(name) == 2
+            return False
+
+        wait_for(serving_again, 60, 0.05, "a new deployer serving both replicas")
+        back_after = time.monotonic() - killed_at
+        load.wait_ok(load.ok + 80, "2 s of answers after the restart")
+    statuses = collections.Counter(f.split(" ", 1)[0] for f in load.failures)
+    print(
+        f"\ndeployer kill -9 at 40 req/s: {load.sent} requests, {len(load.failures)} failed "
+        f"{dict(statuses)}, {load.ok - answered} answered after the kill, serving again "
+        f"after {back_after:.1f}s, slowest answer {load.slowest:.2f}s"
+    )
+    assert deployer.replica_pids(name) == before, "the replicas were restarted, not adopted"
+    assert not [f for f in load.failures if f.startswith("404")], load.failures[:5]

@@ -459,6 +459,10 @@ class DeployerService(Application):
         )
 
         async def serve() -> None:
+            # routes and adopted replicas first: from its first request on, the service
+            # knows every deployment (never a 404 for one that exists) and serves those
+            # whose replicas outlived the deployer before it
+            await core.recover()
             server = listen(
                 app,
                 self.service_url,
@@ -467,7 +471,7 @@ class DeployerService(Application):
                 xheaders=False,
             )
             stop = stop_event()
-            await core.recover()
+            await core.start_wanted()
             monitor = asyncio.create_task(core.monitor())
             self.log.info(
                 "Deployer on %s (%s database, %s backend)",

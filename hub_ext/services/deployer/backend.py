@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from abc import ABCMeta, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,6 +263,17 @@ class Backend(LoggingConfigurable, metaclass=_BackendMeta):
     @abstractmethod
     async def sweep(self) -> None:
         """At service start: remove what an earlier deployer process left running."""
+
+    async def recover(self, wanted: Collection[str]) -> None:
+        """At service start, before any :meth:`start`: what an earlier deployer left running.
+
+        A backend that can adopts the replicas of the versions whose keys are in
+        ``wanted`` that still serve (they are in :meth:`endpoints` from then on,
+        and :meth:`start` of their version takes them over without a restart)
+        and removes the rest. By default it removes everything (:meth:`sweep`),
+        and :meth:`start` starts every version anew.
+        """
+        await self.sweep()
 
     @abstractmethod
     async def close(self) -> None:

@@ -18,8 +18,10 @@ backend (what runs) and the router (where traffic goes):
   the lock keeps the router's table in the same order), and backend calls
   for one version key by another, so a rollback that restarts a version
   waits for its stop to finish instead of racing it.
-- **Restart.** :meth:`recover` sweeps what an earlier deployer left running
-  and starts every version the database wants, without user action.
+- **Restart.** :meth:`recover` routes every deployment and lets the backend
+  adopt the replicas an earlier deployer left serving (a deployer that died
+  costs the models no restart); :meth:`start_wanted` then starts, or takes
+  over, every version the database wants, without user action.
 - **Monitoring.** :meth:`monitor` polls each healthy replica's ``/stats``
   (drift, the model server's counts) every ``monitor_interval`` seconds.
 
@@ -394,6 +396,8 @@ class DeployerCore:
             return  # deleted while starting: the delete stops it
         except DeployFailed as e:
             log.warning("Version %s failed to start: %s", key, e.reason)
+            # replicas the backend found serving at start, if it could not adopt them
+            await self.backend.stop(key, self.stop_grace)
             await self._call(self.store.mark_failed, owner, name, version, e.reason)
             await self._refresh(owner, name)
             return
@@ -452,15 +456,25 @@ class DeployerCore:
     # ----------------------------------------------------- start and watch
 
     async def recover(self) -> None:
-        """At service start: sweep leftovers, route every deployment, start what should run."""
-        await self.backend.sweep()
+        """At service start, before it listens: route every deployment, take over what runs.
+
+        The routes come first, so an existing deployment is never answered 404;
+        the backend then adopts the replicas an earlier deployer left serving
+        (:meth:`.backend.Backend.recover`: they serve from then on) and removes
+        the rest. Call :meth:`start_wanted` once the service listens.
+        """
         count = await self._call(self.store.recover)
         for d in await self._call(self.store.list, None):
             self.router.update(d)
-        for d, v in await self._call(self.store.wanted):
-            self._spawn(self._start(d.owner, d.name, v.version))
+        wanted = await self._call(self.store.wanted)
+        await self.backend.recover({version_key(d.owner, d.name, v.version) for d, v in wanted})
         if count:
             log.info("Starting %d model version(s) again", count)
+
+    async def start_wanted(self) -> None:
+        """Start (or adopt, where the backend found it serving) every version that should run."""
+        for d, v in await self._call(self.store.wanted):
+            self._spawn(self._start(d.owner, d.name, v.version))
 
     async def monitor(self) -> None:
         """Poll the healthy replicas' ``/stats`` and keep the gauges current, until cancelled."""

@@ -33,16 +33,27 @@ backoff (none after a recycle, which is expected). Scaling adds replicas
 before it removes any, and a removed replica leaves the endpoints before its
 SIGTERM, so no request meets a closed port.
 
-Replicas die with the deployer (``PR_SET_PDEATHSIG``, even on ``kill -9``),
-and a new deployer first removes what is left (:meth:`LocalBackend.sweep`)
-and then starts every version its database says should serve. Rejected
-alternative: replicas that outlive the deployer and are re-adopted. That
-needs their ports and pids recorded somewhere, and a process that nobody
-supervises (the deployer is down) serving traffic nobody can see; the
-database already holds the desired state, and a model server starts in
-seconds. **Each deployer process on a machine needs its own**
-``cgroup_parent``: the sweep cannot tell another live deployer's replicas
-from a dead one's.
+**Replicas outlive a deployer that dies** (a crash, ``kill -9``, the OOM
+killer) and are adopted by the next one, so a deployer restart costs the
+models no restart and no lost request. Each running version has a record in
+the runtime folder (``<key>.json``, the service's, mode 0600): the replicas'
+pids with their start times (a pid reused by another process is not taken
+for the replica), ports, cgroups and GPUs, the version's folder and the
+secret the replicas answer to. A replica writes its output to a FIFO of its
+own in the runtime folder (``<cgroup>.out``), opened read-write by the
+replica, so it never meets a closed pipe while no deployer reads: lines wait
+in the pipe (up to 1 MiB) and the next deployer writes them to the version's
+log. At start, :meth:`LocalBackend.recover` takes each recorded replica of a
+version the database still wants whose process is the recorded one and that
+answers ``GET /health`` with 200; it serves at once
+(:meth:`LocalBackend.endpoints`), and :meth:`LocalBackend.start` then puts it
+under a supervisor without restarting it. Everything else under
+``cgroup_parent`` and in the runtime folder (replicas not recorded, not
+healthy, or of a version no longer wanted) is killed and removed. A clean
+stop of the deployer (SIGTERM, Ctrl-C of the hub) stops every replica as
+before. **Each deployer process on a machine needs its own**
+``cgroup_parent`` and ``runtime_dir``: the recovery cannot tell another live
+deployer's replicas from a dead one's.
 
 Rejected alternatives: loading models in the deployer's own process (a model
 is code: SECURITY rule 5), one process serving several owners' models (same
@@ -58,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -69,11 +81,12 @@ import socket
 import stat
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
 from traitlets import (
     Bool,
     CaselessStrEnum,
@@ -87,6 +100,7 @@ from traitlets import (
 )
 
 from hub_ext import instance
+from hub_ext.accounts import USER_UMASK
 from hub_ext.cgroups import DRIVERS, CgroupDriver
 from hub_ext.environments import BuiltEnvironment, default_envs_dir
 from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus
@@ -99,7 +113,6 @@ from hub_ext.localproc import (
     open_driver,
     owner_account,
     process_environment,
-    spawn,
 )
 from hub_ext.profiles import Profile
 from hub_ext.quantities import format_memory
@@ -118,6 +131,11 @@ MAX_REASON = 2000
 MAX_LINE = 16 * 2**10
 #: Name of the training summary in a version's private folder.
 SUMMARY_NAME = "training-summary.json"
+#: A replica's output FIFO holds this much while no deployer reads it (Linux's default
+#: maximum for a pipe; a replica that prints more waits for the next deployer).
+PIPE_BYTES = 2**20
+#: ``fcntl`` command that sets a pipe's size (Linux; not in Python's fcntl before 3.10).
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 def _data_dir() -> Path:
@@ -191,18 +209,22 @@ def read_tail(path: Path, lines: int = 100, chunk: int = 64 * 2**10) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class _Output(asyncio.SubprocessProtocol):
-    """A replica's output, line by line, into the version log and a short tail of its own."""
+class _Output(asyncio.Protocol):
+    """A replica's output (its FIFO), line by line, into the version log and a short tail.
+
+    ``ended`` is set when no process writes to the FIFO any more (the replica and
+    every process it started have exited) and every line has been written.
+    """
 
     def __init__(self, log: VersionLog, source: str):
         loop = asyncio.get_running_loop()
         self.log = log
         self.source = source
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        self.exited = loop.create_future()
+        self.ended = loop.create_future()
         self._partial = bytearray()
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:
         self._partial += data
         while b"\n" in self._partial or len(self._partial) > MAX_LINE:
             line, sep, rest = self._partial.partition(b"\n")
@@ -216,14 +238,73 @@ class _Output(asyncio.SubprocessProtocol):
         self.tail.append(text)
         self.log.line(self.source, text)
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         if self._partial:
             self._emit(bytes(self._partial))
             self._partial.clear()
+        if not self.ended.done():
+            self.ended.set_result(None)
 
-    def process_exited(self) -> None:
+
+def _start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch); None when it is gone."""
+    try:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
+    except psutil.Error:
+        return None
+
+
+class _Process:
+    """A replica's model server process, started here or adopted, watched through a pidfd.
+
+    ``exited`` is set when it ends; ``returncode`` is its exit status when this
+    deployer started it (an adopted process is another's child: None).
+    """
+
+    def __init__(self, pid: int, started: float, popen: subprocess.Popen | None = None):
+        self.loop = asyncio.get_running_loop()
+        self.pid, self.started, self.popen = pid, started, popen
+        self.exited = self.loop.create_future()
+        self.returncode: int | None = None
+        self._fd: int | None = None
+        self._poll: asyncio.TimerHandle | None = None
+        try:
+            self._fd = os.pidfd_open(pid)
+        except ProcessLookupError:  # gone already
+            self._done()
+            return
+        except OSError:  # no pidfd (Linux before 5.3): checked 5 times a second
+            self._check()
+            return
+        if popen is None and _start_time(pid) != started:  # the pid is another process's now
+            self._done()
+            return
+        self.loop.add_reader(self._fd, self._done)
+
+    def _check(self) -> None:
+        gone = self.popen.poll() is not None if self.popen else _start_time(self.pid) is None
+        if gone or (self.popen is None and _start_time(self.pid) != self.started):
+            self._done()
+        else:
+            self._poll = self.loop.call_later(0.2, self._check)
+
+    def _done(self) -> None:
+        self.close()
+        if self.popen is not None:
+            self.returncode = self.popen.poll()  # reaps it
         if not self.exited.done():
             self.exited.set_result(None)
+
+    def close(self) -> None:
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+        if self._fd is not None:
+            with contextlib.suppress(Exception):  # of a closed event loop
+                self.loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
 
 
 # ------------------------------------------------------------------ health
@@ -298,8 +379,9 @@ class _Replica:
     cgroup: str
     gpus: list[str] = field(default_factory=list)
     port: int = 0
-    transport: asyncio.SubprocessTransport | None = None
+    process: _Process | None = None
     protocol: _Output | None = None
+    reader: asyncio.ReadTransport | None = None
     healthy: bool = False
     stopping: bool = False
     restarts: int = 0
@@ -319,9 +401,35 @@ class _Replica:
 
     @property
     def pid(self) -> int | None:
-        if self.transport is None or self.transport.get_returncode() is not None:
+        if self.process is None or self.process.exited.done():
             return None
-        return self.transport.get_pid()
+        return self.process.pid
+
+    def record(self) -> dict:
+        """What the next deployer needs to adopt this replica."""
+        return {
+            "index": self.index,
+            "cgroup": self.cgroup,
+            "pid": self.process.pid,
+            "started": self.process.started,
+            "port": self.port,
+            "gpus": self.gpus,
+        }
+
+
+@dataclass
+class _Found:
+    """A version's replicas left by an earlier deployer that still serve: adopted at its start."""
+
+    key: str
+    account: str
+    folder: Path
+    secret: str
+    replicas: list[dict]
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{r['port']}" for r in self.replicas]
 
 
 # ------------------------------------------------------------------ backend
@@ -365,8 +473,8 @@ class LocalBackend(Backend):
         Kept apart from the servers' (``shipyard``) and the jobs'
         (``shipyard-jobs``) parents, so an admin can cap all deployed models
         together by limiting this one. Everything under it belongs to this
-        deployer: :meth:`sweep` removes it at start, so two deployers on one
-        machine need two parents.
+        deployer: :meth:`recover` removes what it does not adopt at start, so two deployers on one
+        machine need two parents (and two ``runtime_dir``).
 
         Example::
 
@@ -482,8 +590,11 @@ class LocalBackend(Backend):
         Folder of the running versions' private folders (each the owner's, mode 0700).
 
         A version's folder holds its training summary and is the replicas'
-        working directory; it is removed when the version stops, and
-        :meth:`sweep` empties this folder at start. It must be the deployer's
+        working directory; it is removed when the version stops. Beside the
+        folders are the running versions' records and the replicas' output
+        FIFOs, by which a deployer that starts after one that died adopts the
+        replicas still serving; at start, :meth:`recover` removes everything
+        else in this folder. It must be the deployer's
         own (created 0711 if missing; refused when someone else owns it).
         Defaults to ``<cgroup_parent>`` in the system's temporary folder.
 
@@ -690,6 +801,8 @@ class LocalBackend(Backend):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._versions: dict[str, _Version] = {}
+        #: replicas an earlier deployer left serving, by version key, until start adopts them
+        self._found: dict[str, _Found] = {}
         self._driver: CgroupDriver | None = None
         self._allocator: GpuAllocator | None = None
 
@@ -737,6 +850,11 @@ class LocalBackend(Backend):
         """
         if spec.replicas < 1:
             raise DeployFailed("A version needs at least one replica.")
+        found = self._found.get(spec.key)
+        if found is not None:
+            await self._adopt(spec, found)
+            await self.scale(spec)
+            return
         version = self._versions.get(spec.key)
         if version is not None and version.stopped:  # still stopping: its cgroups' names
             await version.gone.wait()
@@ -756,7 +874,10 @@ class LocalBackend(Backend):
 
     def endpoints(self, key: str) -> list[str]:
         version = self._versions.get(key)
-        if version is None or version.stopped:
+        if version is None:
+            found = self._found.get(key)  # serving since the deployer started, not yet adopted
+            return found.urls if found is not None else []
+        if version.stopped:
             return []
         return [
             r.url
@@ -765,7 +886,7 @@ class LocalBackend(Backend):
         ]
 
     def request_headers(self, key: str) -> dict[str, str]:
-        version = self._versions.get(key)
+        version = self._versions.get(key) or self._found.get(key)
         return {REPLICA_SECRET_HEADER: version.secret} if version is not None else {}
 
     async def scale(self, spec: VersionSpec) -> None:
@@ -797,6 +918,9 @@ class LocalBackend(Backend):
                 await asyncio.gather(*(self._stop_replica(r, self.stop_grace) for r in surplus))
 
     async def stop(self, key: str, grace: float = 20) -> None:
+        found = self._found.pop(key, None)
+        if found is not None:
+            await self._stop_found(found, grace)
         version = self._versions.get(key)
         if version is None:
             return
@@ -810,48 +934,132 @@ class LocalBackend(Backend):
         await self._discard(version, grace)
 
     async def sweep(self) -> None:
-        """Kill and remove every replica cgroup under ``cgroup_parent`` and every private folder.
+        """Kill and remove every replica, cgroup and private folder an earlier deployer left."""
+        await self.recover(())
 
-        The service calls it once at start, before it starts any version:
-        what is there was left by a deployer process that died. Its replicas
-        died with it (they are started with ``PR_SET_PDEATHSIG``); this
-        removes any process that escaped into a new session of its cgroup,
-        the cgroups themselves, and the training summaries.
+    async def recover(self, wanted: Collection[str]) -> None:
+        """At service start: keep the live replicas of ``wanted`` versions, remove the rest.
+
+        A replica is kept when its version's record (see the module docstring)
+        names it, its pid is still the recorded process (same start time) and
+        it answers ``GET /health`` with 200; it serves from now on
+        (:meth:`endpoints`), and :meth:`start` of its version adopts it.
+        Everything else under ``cgroup_parent`` and in the runtime folder is
+        killed and removed: replicas of versions no longer wanted, ones that do
+        not answer, processes no record names, and their folders.
         """
-
-        def sweep() -> list[str]:
-            names: set[str] = set()
-            if self.driver.enforces_total:
-                for directory in self.driver.directories("probe"):
-                    parent = directory.parent
-                    if parent.is_dir():
-                        names.update(p.name for p in parent.iterdir() if p.is_dir())
-                for name in sorted(names):
-                    self.driver.remove(name, self.cleanup_timeout)
-            runtime = Path(self.runtime_dir)
-            if runtime.is_dir() and not runtime.is_symlink() and self._owned(runtime):
-                for entry in runtime.iterdir():
-                    names.add(entry.name)
-                    if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry, True)
-                    else:
-                        entry.unlink(missing_ok=True)
-            return sorted(names)
-
-        removed = await asyncio.to_thread(sweep)
+        records = await asyncio.to_thread(self._read_records)
+        found: dict[str, _Found] = {}
+        for record in records:
+            try:
+                item = _Found(
+                    key=record["key"],
+                    account=record["account"],
+                    folder=Path(record["folder"]),
+                    secret=record["secret"],
+                    replicas=[],
+                )
+                replicas = list(record["replicas"])
+            except (KeyError, TypeError):
+                continue
+            if item.key not in wanted:
+                continue
+            checks = await asyncio.gather(*(self._still_serving(r) for r in replicas))
+            item.replicas = [r for r, ok in zip(replicas, checks, strict=True) if ok]
+            if item.replicas:
+                found[item.key] = item
+        removed = await asyncio.to_thread(self._remove_leftovers, records, found)
+        self._found.update(found)
+        if found:
+            self.log.info(
+                "Adopting %d replica(s) of %d version(s) left serving by an earlier deployer",
+                sum(len(f.replicas) for f in found.values()),
+                len(found),
+            )
         if removed:
             self.log.warning(
                 "Removed %d leftovers of an earlier deployer: %s", len(removed), ", ".join(removed)
             )
+
+    async def _still_serving(self, replica: dict) -> bool:
+        try:
+            pid, started, port = (
+                int(replica["pid"]),
+                float(replica["started"]),
+                int(replica["port"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return False
+        if _start_time(pid) != started:
+            return False
+        status, _ = await get_health(port, self.health_timeout)
+        return status == 200
+
+    def _read_records(self) -> list[dict]:
+        runtime = Path(self.runtime_dir)
+        if not runtime.is_dir() or runtime.is_symlink() or not self._owned(runtime):
+            return []
+        records = []
+        for path in runtime.glob("*.json"):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb") as f:
+                    if os.fstat(f.fileno()).st_uid != os.geteuid():
+                        continue
+                    record = json.loads(f.read())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
+    def _remove_leftovers(self, records: list[dict], found: Mapping[str, _Found]) -> list[str]:
+        """Kill and remove what ``found`` does not keep (in a thread: it waits for deaths)."""
+        kept_cgroups = {r["cgroup"] for f in found.values() for r in f.replicas}
+        kept_files = {f"{f.key}.json" for f in found.values()} | {
+            f.folder.name for f in found.values()
+        }
+        kept_files |= {f"{name}.out" for name in kept_cgroups}
+        names: set[str] = set()
+        # recorded replicas not kept: killed by pid too, for a driver without cgroups
+        for record in records:
+            for replica in record.get("replicas") or ():
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    if replica["cgroup"] in kept_cgroups:
+                        continue
+                    if _start_time(int(replica["pid"])) == float(replica["started"]):
+                        kill_tree(int(replica["pid"]))
+                        names.add(replica["cgroup"])
+        if self.driver.enforces_total:
+            cgroups: set[str] = set()
+            for directory in self.driver.directories("probe"):
+                parent = directory.parent
+                if parent.is_dir():
+                    cgroups.update(p.name for p in parent.iterdir() if p.is_dir())
+            for name in sorted(cgroups - kept_cgroups):
+                self.driver.remove(name, self.cleanup_timeout)
+                names.add(name)
+        runtime = Path(self.runtime_dir)
+        if runtime.is_dir() and not runtime.is_symlink() and self._owned(runtime):
+            for entry in runtime.iterdir():
+                if entry.name in kept_files:
+                    continue
+                names.add(entry.name)
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, True)
+                else:
+                    entry.unlink(missing_ok=True)
+        return sorted(names)
 
     async def close(self) -> None:
         """Stop every version (SIGTERM, ``stop_grace``), at service shutdown.
 
         Then the parent cgroup and the runtime folder go too when nothing is
         left in them, so a stopped deployer leaves nothing behind; the next
-        start makes them again (and :meth:`sweep` clears what a crash left).
+        start makes them again (and :meth:`recover` adopts or clears what a crash left).
         """
-        await asyncio.gather(*(self.stop(key, self.stop_grace) for key in list(self._versions)))
+        keys = set(self._versions) | set(self._found)
+        await asyncio.gather(*(self.stop(key, self.stop_grace) for key in keys))
 
         def tidy() -> None:
             if self.driver.enforces_total:
@@ -912,6 +1120,109 @@ class LocalBackend(Backend):
             log.close()
             raise
         return _Version(spec, built, user, folder, log)
+
+    async def _adopt(self, spec: VersionSpec, found: _Found) -> None:
+        """Put the replicas :meth:`recover` found serving under supervision, as started here.
+
+        They keep serving throughout: the version replaces ``found`` in one step.
+        Replicas that cannot be adopted (another account's, a folder that is
+        gone) are stopped, and the version starts as usual.
+        """
+        built = self._find_environment(spec.profile)
+        user = await self._account(spec.owner)
+        folder = found.folder
+        if (
+            user.pw_name != found.account
+            or folder.parent != Path(self.runtime_dir)
+            or folder.is_symlink()
+            or not folder.is_dir()
+        ):
+            self._found.pop(spec.key, None)
+            await self._stop_found(found, self.stop_grace)
+            return
+        log_dir = Path(self.log_dir)
+        try:
+            await asyncio.to_thread(log_dir.mkdir, 0o700, True, True)
+            log = await asyncio.to_thread(
+                VersionLog, self.log_path(spec.key), self.max_log_bytes, spec.secrets
+            )
+        except OSError as e:
+            raise DeployFailed(f"Cannot open the version's log in {log_dir}: {e}") from None
+        version = _Version(spec, built, user, folder, log, secret=found.secret)
+        for record in found.replicas:
+            replica = _Replica(version, int(record["index"]), str(record["cgroup"]))
+            replica.port = int(record["port"])
+            replica.gpus = [str(g) for g in record.get("gpus") or ()]
+            self.allocator.restore(replica.cgroup, replica.gpus)
+            replica.process = _Process(int(record["pid"]), float(record["started"]))
+            try:
+                await self._read_output(replica)
+            except OSError as e:  # its FIFO is gone: its lines are lost, it serves on
+                self.log.warning("No output of adopted replica %s: %s", replica.cgroup, e)
+            replica.healthy = True
+            replica.first.set_result(None)
+            version.replicas[replica.index] = replica
+        self._versions[spec.key] = version
+        self._found.pop(spec.key, None)
+        for replica in version.replicas.values():
+            replica.task = asyncio.create_task(self._supervise(replica, adopted=True))
+        self._save_record(version)
+        pids = ", ".join(f"{r.source} pid {r.process.pid}" for r in version.replicas.values())
+        version.log.note(f"adopted {len(version.replicas)} replica(s) still serving: {pids}")
+
+    async def _stop_found(self, found: _Found, grace: float) -> None:
+        """Stop replicas found serving that were never adopted: SIGTERM, ``grace``, then killed."""
+        procs = []
+        for record in found.replicas:
+            with contextlib.suppress(psutil.Error, KeyError, TypeError, ValueError):
+                proc = psutil.Process(int(record["pid"]))
+                if proc.create_time() == float(record["started"]):
+                    proc.terminate()
+                    procs.append(proc)
+
+        def finish() -> None:
+            psutil.wait_procs(procs, timeout=grace)
+            for record in found.replicas:
+                pid = int(record["pid"])
+                if _start_time(pid) == float(record["started"]):
+                    kill_tree(pid)
+                self.driver.remove(record["cgroup"], self.cleanup_timeout)
+                (Path(self.runtime_dir) / f"{record['cgroup']}.out").unlink(missing_ok=True)
+            shutil.rmtree(found.folder, True)
+            self._record_path(found.key).unlink(missing_ok=True)
+
+        await asyncio.to_thread(finish)
+
+    def _record_path(self, key: str) -> Path:
+        return Path(self.runtime_dir) / f"{key}.json"
+
+    def _save_record(self, version: _Version) -> None:
+        """The version's record, for a deployer that starts after this one died (mode 0600).
+
+        Written whole to a new file, then renamed over the old one: a crash
+        mid-write leaves the previous record.
+        """
+        path = self._record_path(version.spec.key)
+        replicas = [r.record() for _, r in sorted(version.replicas.items()) if r.pid is not None]
+        if not replicas:
+            path.unlink(missing_ok=True)
+            return
+        record = {
+            "key": version.spec.key,
+            "account": version.user.pw_name,
+            "folder": str(version.folder),
+            "secret": version.secret,
+            "replicas": replicas,
+        }
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            with os.fdopen(os.open(temporary, flags, 0o600), "w", encoding="utf-8") as f:
+                json.dump(record, f)
+            os.replace(temporary, path)
+        except OSError as e:
+            temporary.unlink(missing_ok=True)
+            self.log.warning("Could not record the replicas of %s: %s", version.spec.key, e)
 
     def _find_environment(self, profile: Profile) -> BuiltEnvironment:
         return find_environment(profile, self.environments_dir, DeployFailed)
@@ -994,15 +1305,18 @@ class LocalBackend(Backend):
 
     # --------------------------------------------------------- supervision
 
-    async def _supervise(self, replica: _Replica) -> None:
-        """Start the replica, then keep it serving: restart it whenever it exits or hangs."""
+    async def _supervise(self, replica: _Replica, adopted: bool = False) -> None:
+        """Start the replica (unless ``adopted``: it serves already), then keep it serving:
+        restart it whenever it exits or hangs."""
         loop = asyncio.get_running_loop()
         log = replica.version.log
         backoff = self.restart_backoff
         while not replica.stopping:
             code = None
             try:
-                await self._launch_until_healthy(replica)
+                if not adopted:
+                    await self._launch_until_healthy(replica)
+                adopted = False
             except DeployFailed as e:
                 await self._end(replica)
                 if not replica.first.done():
@@ -1018,7 +1332,7 @@ class LocalBackend(Backend):
             else:
                 if not replica.first.done():
                     replica.first.set_result(None)
-                log.note(f"{replica.source}: serving on port {replica.port}")
+                    log.note(f"{replica.source}: serving on port {replica.port}")
                 replica.healthy = True
                 since = loop.time()
                 code = await self._watch(replica)
@@ -1072,36 +1386,95 @@ class LocalBackend(Backend):
         env = self._environment(version, replica.gpus)
         env.update(options_environment(options))
         argv = [str(version.built.python), "-m", MODEL_SERVER_MODULE]
-        protocol = _Output(version.log, replica.source)
+        # the replica outlives this process (no PR_SET_PDEATHSIG): a deployer that dies is
+        # replaced by one that adopts it (see the module docstring)
+        output = await asyncio.to_thread(self._make_output, replica)
         try:
-            # the replica dies with the deployer, even by kill -9, and the next
-            # deployer starts it again
-            transport = await spawn(
-                protocol,
+            popen = subprocess.Popen(
                 argv,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
                 env=env,
                 cwd=str(version.folder),
-                driver=self.driver,
-                cgroup=replica.cgroup,
-                user=version.user,
-                run_as_root=self.run_as_root,
+                preexec_fn=self._preexec(replica.cgroup, version.user),
+                start_new_session=True,
             )
         except (OSError, subprocess.SubprocessError) as e:
             raise DeployFailed(f"Could not start the model server: {e}") from None
-        replica.transport, replica.protocol = transport, protocol
+        finally:
+            os.close(output)
+        replica.process = _Process(popen.pid, _start_time(popen.pid) or 0.0, popen)
+        await self._read_output(replica)
+        self._save_record(version)
         version.log.note(
-            f"{replica.source}: started pid {transport.get_pid()} on port {replica.port} "
+            f"{replica.source}: started pid {popen.pid} on port {replica.port} "
             f"as {version.user.pw_name} in {replica.cgroup}"
         )
+
+    def _output_path(self, replica: _Replica) -> Path:
+        return Path(self.runtime_dir) / f"{replica.cgroup}.out"
+
+    def _make_output(self, replica: _Replica) -> int:
+        """The replica's FIFO, made anew; returns its end for the replica (read-write).
+
+        Opened read-write, the replica's end keeps the FIFO open while no
+        deployer reads it, so the replica never writes to a closed pipe.
+        """
+        path = self._output_path(replica)
+        path.unlink(missing_ok=True)
+        os.mkfifo(path, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):  # the default (64 KiB) where the host caps it lower
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+        return fd
+
+    async def _read_output(self, replica: _Replica) -> None:
+        """Read the replica's FIFO into the version's log from now on."""
+        fd = os.open(
+            self._output_path(replica), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+        )
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(f"{self._output_path(replica)} is not a FIFO")
+        protocol = _Output(replica.version.log, replica.source)
+        loop = asyncio.get_running_loop()
+        replica.reader, _ = await loop.connect_read_pipe(
+            lambda: protocol, os.fdopen(fd, "rb", buffering=0)
+        )
+        replica.protocol = protocol
+
+    def _preexec(self, cgroup: str, user: pwd.struct_passwd):
+        """Between fork and exec: join the cgroup, then become the owner (as root).
+
+        As :func:`hub_ext.localproc.make_preexec`, without its death with the
+        parent: a replica outlives the deployer, to be adopted by the next one.
+        """
+        join_cgroup = self.driver.preexec(cgroup)
+        become_user = None
+        if self.run_as_root:
+            from jupyterhub.spawner import set_user_setuid
+
+            become_user = set_user_setuid(user.pw_name, chdir=False)
+
+        def preexec() -> None:
+            join_cgroup()  # while still root: the cgroup files are root's
+            if become_user is not None:
+                become_user()
+                os.umask(USER_UMASK)  # what the user's code saves is theirs alone
+
+        return preexec
 
     async def _until_healthy(self, replica: _Replica) -> None:
         """Poll ``/health`` until 200; DeployFailed with the reason otherwise."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
-        exited = replica.protocol.exited
+        exited = replica.process.exited
         pause = 0.05
         while True:
             if exited.done():
+                # its last lines, which say why
+                await asyncio.wait({replica.protocol.ended}, timeout=1)
                 raise DeployFailed(self._failure_reason(replica))
             left = deadline - loop.time()
             status, body = await get_health(replica.port, min(self.health_timeout, max(left, 0.1)))
@@ -1122,12 +1495,12 @@ class LocalBackend(Backend):
 
     async def _watch(self, replica: _Replica) -> int | None:
         """Until the replica exits (or is killed for missing health checks); its exit status."""
-        exited = replica.protocol.exited
+        exited = replica.process.exited
         missed = 0
         while True:
             done, _ = await asyncio.wait({exited}, timeout=self.health_interval)
             if done:
-                return replica.transport.get_returncode()
+                return replica.process.returncode
             status, _ = await get_health(replica.port, self.health_timeout)
             if exited.done() or replica.stopping:
                 continue
@@ -1144,10 +1517,10 @@ class LocalBackend(Backend):
                 await self._kill(replica)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(exited), self.cleanup_timeout)
-                return replica.transport.get_returncode()
+                return replica.process.returncode
 
     def _failure_reason(self, replica: _Replica) -> str:
-        code = replica.transport.get_returncode()
+        code = replica.process.returncode
         text = self._exit_text(replica, code)
         tail = "\n".join(list(replica.protocol.tail)[-10:]).strip()
         reason = f"The model server {text} before it was ready"
@@ -1163,6 +1536,8 @@ class LocalBackend(Backend):
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
                 return f"was killed by {signal.Signals(-code).name}"
+        if code is None:  # adopted: another process's child, whose status this one cannot read
+            return "exited"
         return f"exited with status {code}"
 
     # ------------------------------------------------------ processes, cgroups
@@ -1221,20 +1596,26 @@ class LocalBackend(Backend):
     async def _end(self, replica: _Replica) -> None:
         """The replica's process is over: kill what is left, remove its cgroup."""
         replica.healthy = False
-        transport = replica.transport
-        if transport is not None and transport.get_returncode() is None:
+        process = replica.process
+        if process is not None and not process.exited.done():
             await self._kill(replica)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.shield(replica.protocol.exited), self.cleanup_timeout
-                )
+                await asyncio.wait_for(asyncio.shield(process.exited), self.cleanup_timeout)
         if self.driver.enforces_total:
             await asyncio.to_thread(self.driver.remove, replica.cgroup, self.cleanup_timeout)
         else:
             self.driver.remove(replica.cgroup)
-        if transport is not None:
+        if replica.protocol is not None:  # the last lines of a process that is gone
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(replica.protocol.ended), 1)
+        if replica.reader is not None:
             with contextlib.suppress(Exception):  # of a closed event loop
-                transport.close()
+                replica.reader.close()
+            replica.reader = None
+        if process is not None:
+            process.close()
+        self._output_path(replica).unlink(missing_ok=True)
+        self._save_record(replica.version)
 
     async def _stop_replica(self, replica: _Replica, grace: float) -> None:
         """Out of the endpoints, SIGTERM, ``grace`` seconds, then killed; its cgroup removed."""
@@ -1254,12 +1635,12 @@ class LocalBackend(Backend):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(replica.protocol.exited), grace)
+                await asyncio.wait_for(asyncio.shield(replica.process.exited), grace)
         await self._end(replica)
         self.allocator.release(replica.cgroup)
         replica.version.replicas.pop(replica.index, None)
-        if replica.transport is not None:
-            code = replica.transport.get_returncode()
+        if replica.process is not None:
+            code = replica.process.returncode
             replica.version.log.note(f"{replica.source}: {self._exit_text(replica, code)}")
 
     async def _discard(self, version: _Version, grace: float = 0) -> None:
@@ -1271,6 +1652,7 @@ class LocalBackend(Backend):
             )
         finally:
             await asyncio.to_thread(shutil.rmtree, version.folder, True)
+            self._record_path(version.spec.key).unlink(missing_ok=True)
             version.log.note("stopped")
             version.log.close()
             if self._versions.get(version.spec.key) is version:
