@@ -90,6 +90,7 @@ class Contender:
     hub: HubProcess | None = None
     token: str = ""
     samples: list[float] = field(default_factory=list)
+    stops: list[float] = field(default_factory=list)
 
     def summary(self) -> dict:
         return {
@@ -100,6 +101,8 @@ class Contender:
             "min_s": min(self.samples),
             "max_s": max(self.samples),
             "samples_s": self.samples,
+            "stop_median_s": statistics.median(self.stops) if self.stops else None,
+            "stop_samples_s": self.stops,
         }
 
 
@@ -145,10 +148,22 @@ def check_proxy(contender: Contender) -> None:
     assert r.status_code == 200, f"{contender.label}: GET {url} answered {r.status_code}"
 
 
+def stop_to_gone(hub: HubProcess) -> float:
+    """Seconds from the stop request to the hub answering that the server is gone.
+
+    JupyterHub's ``DELETE`` waits for the spawner's stop (up to its 10 s
+    ``slow_stop_timeout``) and answers 204 once the server is stopped.
+    """
+    started = time.perf_counter()
+    r = hub.api("DELETE", f"/users/{USER}/server")
+    assert r.status_code == 204, f"the stop took over 10 s: {r.status_code} {r.text}"
+    return time.perf_counter() - started
+
+
 def one_spawn(contender: Contender) -> float:
     seconds = spawn_to_ready(contender.hub)
     check_proxy(contender)
-    contender.hub.stop_server(USER)
+    contender.stops.append(stop_to_gone(contender.hub))
     return seconds
 
 
@@ -163,6 +178,9 @@ def report(contenders: list[Contender], rounds: int, as_json: bool) -> None:
             f"{c.key + ' (' + c.label + ')':<36}"
             f"{s['median_s']:>8.3f}s{s['min_s']:>8.3f}s{s['max_s']:>8.3f}s{s['n']:>5}"
         )
+    print("stop (DELETE .../server until the hub answers 204: the server's process is gone)")
+    for c, s in zip(contenders, (shipyard, stock), strict=True):
+        print(f"{c.key + ' (' + c.label + ')':<36}{s['stop_median_s']:>8.3f}s median")
     verdict = "within target" if ratio <= TARGET_RATIO else "ABOVE TARGET"
     print(f"ratio (shipyard/stock) of medians: {ratio:.2f}")
     print(f"target: at most {TARGET_RATIO:.2f} ({verdict})")
@@ -210,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             start_hub(c, args.log_dir, scratch)
             print(f"warm-up spawn on the {c.key} hub (not counted)", file=sys.stderr)
             one_spawn(c)
+            c.stops.clear()
         for i in range(args.rounds):
             order = contenders if i % 2 == 0 else contenders[::-1]
             times = {c.key: one_spawn(c) for c in order}

@@ -412,3 +412,33 @@ def test_a_gpu_profile_on_a_machine_without_gpu_is_shown_disabled_and_refused(hu
     r = hub.api("POST", "/users/gwen/servers/g2", json={"profile": "gpu"})
     assert (r.status_code, r.json()["message"]) == (409, refusal)
     assert hub.api("GET", "/users/gwen").json()["servers"] == {}
+
+
+def test_a_stop_is_woken_by_the_servers_exit_not_by_polling():
+    """wait_for_death returns once the process exits, asking poll() once (no back-off)."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from hub_ext.spawner import LocalProfileSpawner
+
+    class Counting(LocalProfileSpawner):
+        polls = 0
+
+        async def poll(self):
+            self.polls += 1
+            return await super().poll()
+
+    async def main():
+        spawner = Counting()
+        spawner.proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.6)"])
+        spawner.pid = spawner.proc.pid
+        assert await spawner.wait_for_death(timeout=0.2) is False  # still running
+        spawner.polls = 0
+        assert await spawner.wait_for_death(timeout=10) is True
+        assert spawner.proc is None or spawner.proc.poll() is not None
+        assert spawner.polls == 1, f"polled {spawner.polls} times"
+        spawner.pid = 0
+        assert await spawner.wait_for_death(timeout=1) is True  # nothing to wait for
+
+    asyncio.run(main())
