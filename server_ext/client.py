@@ -8,23 +8,44 @@ module that imports ``mlflow`` (lazily: ``%load_ext`` must work, and say what to
 environment without it). It is kept apart from the parts that call it:
 
 * :mod:`server_ext.spool`: where ``log()`` puts values until the server has them;
-* :mod:`server_ext.sender`: the background thread that sends them with :class:`TrackingClient`;
+* :mod:`server_ext.sender`: the background threads that send them with :class:`TrackingClient`;
 * :mod:`server_ext.lineage`: what a ``%%track`` run records about where its cell ran.
 
 The dataclasses here (:class:`RunPlan`, :class:`RunSummary` ...) are what passes between those
 modules and the widgets, so none of them handles MLflow's entities.
 
-MLflow retries a refused connection 7 times with exponential backoff (about four minutes), so
-every operation first opens a TCP connection to the server with a short timeout
-(:meth:`TrackingClient.check`): a server that is down is reported in seconds, not minutes.
+MLflow retries a refused connection, a timeout and a 429 or 5xx answer 7 times with exponential
+backoff, each attempt waiting up to 120 s (``MLFLOW_HTTP_REQUEST_*``): minutes before a call
+fails, while a cell waits. Shipyard's own calls fail in seconds instead:
+
+* every operation first opens a TCP connection to the server with a short timeout
+  (:meth:`TrackingClient.check`), so a closed port is reported at once;
+* its requests (and only its requests) get :data:`REQUEST_RETRIES` immediate retry (none
+  for creating a run, which must not happen twice) and :data:`REQUEST_TIMEOUT` seconds per
+  attempt (:func:`_bounded`). That covers what the probe cannot see: a proxy that takes the
+  connection and answers 502/503/504 because the tracking service behind it is down, or a
+  server that never answers. The sender (:mod:`server_ext.sender`) retries with its own
+  backoff, in the background; a cell waits for a server only while it answers.
+
+How the bound is applied, and what was rejected: MLflow reads these settings from the
+environment on every request, and takes no per-client or per-call setting for them
+(``MlflowClient`` and ``RestStore`` call ``http_request`` without ``max_retries`` or
+``timeout``, and so do the artifact repositories). Setting the environment variables would
+change the user's own ``mlflow`` calls in the same kernel, whose patient retries suit rate
+limits; re-implementing MLflow's REST store and artifact uploads to pass the arguments would
+copy private code that changes between releases. So the three settings read Shipyard's values
+only while a :class:`TrackingClient` call runs on the current thread (a
+:class:`~contextvars.ContextVar`), and the environment otherwise, exactly as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import re
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,6 +59,10 @@ PARAMS_PER_BATCH = 100
 MAX_PARAM_VALUE = 6000
 MAX_KEY = 250
 PROBE_TIMEOUT = 3.0
+#: Shipyard's requests: immediate retries of a failed attempt (a dropped keep-alive
+#: connection, a 503 of a restarting service), and seconds each attempt may take.
+REQUEST_RETRIES = 1
+REQUEST_TIMEOUT = 15
 SPOOL_TAG = "shipyard.spool_id"
 #: An MLflow run id: 32 lowercase hex digits.
 RUN_ID = re.compile(r"[0-9a-f]{32}")
@@ -109,6 +134,10 @@ class TrackingWarning(UserWarning):
     """Shown once per outage, and when the server rejected a run's data."""
 
 
+#: Answers of a proxy whose backend is down or slow: the server is unavailable, the data fine.
+_GATEWAY_DOWN = frozenset({502, 503, 504})
+
+
 def _classify(exc: Exception, uri: str, refused: str) -> TrackingError:
     """The :class:`TrackingError` for an exception of MLflow, ``requests`` or the filesystem."""
     import requests
@@ -132,7 +161,11 @@ def _classify(exc: Exception, uri: str, refused: str) -> TrackingError:
     if isinstance(cause, requests.RequestException) and not (
         isinstance(cause, requests.HTTPError) and statuses & {400, 404, 409, 413, 422}
     ):
-        return Unreachable(uri, type(cause).__name__)
+        # retries used up on a 429 or 5xx answer: say which (urllib3 names it in the error)
+        answered = re.search(r"too many (\d{3}) error responses", str(cause))
+        return Unreachable(uri, f"HTTP {answered[1]}" if answered else type(cause).__name__)
+    if down := statuses & _GATEWAY_DOWN:  # a gateway with nothing (answering) behind it
+        return Unreachable(uri, f"HTTP {min(down)}")
     if "not in a valid JSON format" in message:  # e.g. a proxy's login page after a redirect
         return Unreachable(
             uri, "it answered with a web page, not MLflow's API; is the token valid?"
@@ -144,17 +177,72 @@ def _classify(exc: Exception, uri: str, refused: str) -> TrackingError:
 
 
 @contextlib.contextmanager
-def _translated(uri: str, refused: str = "{reason}") -> Iterator[None]:
+def _translated(uri: str, refused: str = "{reason}", bounded: bool = False) -> Iterator[None]:
     """Turn MLflow's, ``requests``' and artifact stores' exceptions into TrackingErrors.
 
-    ``refused`` formats the message of a :class:`Refused` (``{reason}`` is MLflow's).
+    ``refused`` formats the message of a :class:`Refused` (``{reason}`` is MLflow's). With
+    ``bounded``, MLflow's requests in the block follow Shipyard's retries and timeout
+    (:func:`_bounded`).
     """
     from mlflow.exceptions import MlflowException
 
     try:
-        yield
+        with _bounded() if bounded else contextlib.nullcontext():
+            yield
     except (MlflowException, OSError) as exc:  # requests' exceptions are OSErrors
         raise _classify(exc, uri, refused) from exc
+
+
+#: The request settings of the Shipyard call running on this thread; None outside one.
+_SHIPYARD_REQUEST: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "shipyard_request", default=None
+)
+_SCOPED_SETTINGS = (
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+)
+_scoping = threading.Lock()
+_scoped = False
+
+
+@contextlib.contextmanager
+def _bounded(retries: int = REQUEST_RETRIES) -> Iterator[None]:
+    """MLflow's requests made in the block by this thread follow Shipyard's bounds.
+
+    ``retries`` immediate retries, :data:`REQUEST_TIMEOUT` seconds per attempt. The first use
+    makes MLflow's three request settings scoped: each reads Shipyard's value while
+    :data:`_SHIPYARD_REQUEST` is set, and the environment (as MLflow always does) otherwise.
+    Other threads, and this one outside the block, are unaffected. An MLflow without these
+    settings keeps its own retries: slower, still correct.
+    """
+    global _scoped
+    with _scoping:
+        if not _scoped:
+            from mlflow import environment_variables as settings
+
+            for name in _SCOPED_SETTINGS:
+                setting = getattr(settings, name, None)
+                if setting is None or not callable(getattr(setting, "get_raw", None)):
+                    continue
+
+                def get_raw(environ=setting.get_raw, name=name):
+                    ours = _SHIPYARD_REQUEST.get()
+                    return ours[name] if ours else environ()
+
+                setting.get_raw = get_raw
+            _scoped = True
+    token = _SHIPYARD_REQUEST.set(
+        {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
+        }
+    )
+    try:
+        yield
+    finally:
+        _SHIPYARD_REQUEST.reset(token)
 
 
 @dataclass(frozen=True)
@@ -255,7 +343,7 @@ class TrackingClient:
 
         self.check()
         experiment_id, created = self._experiment_id(name, create=True)
-        with _translated(self.uri):
+        with _translated(self.uri, bounded=True):
             mlflow.set_experiment(experiment_id=experiment_id)
         return ExperimentRef(experiment_id, name, self.ui_url(experiment_id), created)
 
@@ -270,7 +358,7 @@ class TrackingClient:
             f"MLflow refused the experiment name {name!r}: {{reason}}. "
             "Choose a non-empty name of at most 500 characters."
         )
-        with _translated(self.uri, refused):
+        with _translated(self.uri, refused, bounded=True):
             found = self._mlflow.get_experiment_by_name(name)
             if found is None and create:
                 try:
@@ -295,7 +383,7 @@ class TrackingClient:
     def recent_runs(self, experiment_id: str, max_results: int) -> list[RunSummary]:
         """The experiment's runs, newest first."""
         self.check()
-        with _translated(self.uri):
+        with _translated(self.uri, bounded=True):
             runs = self._mlflow.search_runs(
                 [experiment_id], max_results=max_results, order_by=["attributes.start_time DESC"]
             )
@@ -322,7 +410,7 @@ class TrackingClient:
         looks_like_id = RUN_ID.fullmatch(ref) is not None
         if looks_like_id:
             try:
-                with _translated(self.uri):
+                with _translated(self.uri, bounded=True):
                     return self._detail(self._mlflow.get_run(ref)), 1
             except (NotFound, Refused, TokenRefused):
                 pass  # perhaps a run named like an id; else "no run" below
@@ -359,7 +447,7 @@ class TrackingClient:
             where = f'attributes.run_name = "{name}"'
         else:
             where = "attributes.run_name LIKE '{}'".format(re.sub(r"['\"\\]", "_", name))
-        with _translated(self.uri):
+        with _translated(self.uri, bounded=True):
             runs = self._mlflow.search_runs(
                 [experiment_id],
                 filter_string=where,
@@ -370,7 +458,7 @@ class TrackingClient:
 
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """``(step, value)`` of every value of one metric, in step order."""
-        with _translated(self.uri):
+        with _translated(self.uri, bounded=True):
             history = self._mlflow.get_metric_history(run_id, key)
         return [(m.step, m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
 
@@ -397,7 +485,7 @@ class TrackingClient:
         from mlflow.entities import Param
 
         experiment_id, _ = self._experiment_id(plan.experiment, create=True)
-        with _translated(self.uri, "MLflow refused the run: {reason}."):
+        with _translated(self.uri, "MLflow refused the run: {reason}.", bounded=True):
             found = []
             if find_existing:
                 found = self._mlflow.search_runs(
@@ -406,12 +494,15 @@ class TrackingClient:
             if found:
                 run_id = found[0].info.run_id
             else:
-                run = self._mlflow.create_run(
-                    experiment_id,
-                    start_time=plan.start_time,
-                    tags={**plan.tags, SPOOL_TAG: plan.spool_id},
-                    run_name=plan.run_name,
-                )
+                # never retried here: a retry after a lost answer would make a second run;
+                # the sender's next attempt looks for this one by its spool id first
+                with _bounded(retries=0):
+                    run = self._mlflow.create_run(
+                        experiment_id,
+                        start_time=plan.start_time,
+                        tags={**plan.tags, SPOOL_TAG: plan.spool_id},
+                        run_name=plan.run_name,
+                    )
                 run_id = run.info.run_id
             params = [Param(k, v) for k, v in plan.params.items()]
             for i in range(0, len(params), PARAMS_PER_BATCH):
@@ -422,14 +513,14 @@ class TrackingClient:
         """Send up to :data:`METRICS_PER_BATCH` ``(key, value, timestamp, step)`` in one call."""
         from mlflow.entities import Metric
 
-        with _translated(self.uri, "MLflow refused the run's metrics: {reason}."):
+        with _translated(self.uri, "MLflow refused the run's metrics: {reason}.", bounded=True):
             self._mlflow.log_batch(run_id, metrics=[Metric(*row) for row in batch])
 
     def finish(self, run_id: str, files: Path, end: dict) -> None:
         """Upload the spooled artifacts, set the end tags, and end the run with its status."""
         from mlflow.entities import RunTag
 
-        with _translated(self.uri, "MLflow refused to end the run: {reason}."):
+        with _translated(self.uri, "MLflow refused to end the run: {reason}.", bounded=True):
             if files.is_dir() and any(files.iterdir()):
                 self._mlflow.log_artifacts(run_id, str(files))
             tags = [RunTag(k, v) for k, v in end["tags"].items()]

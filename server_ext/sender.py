@@ -1,25 +1,39 @@
 """The background sender: spooled runs reach the tracking server, late if need be, never twice.
 
 :class:`MetricSender` creates and ends the runs of ``%%track`` cells and sends what
-:mod:`server_ext.spool` holds from one daemon thread, with ``MlflowClient.log_batch`` through
+:mod:`server_ext.spool` holds, with ``MlflowClient.log_batch`` through
 :class:`~server_ext.client.TrackingClient`, at most :data:`~server_ext.client.METRICS_PER_BATCH`
 metrics per call. It is apart from the spool because it is the part that waits: on the
 server, on backoff, on a cell's end; the spool is the part that must never wait.
 
+* Each tracking server has its own daemon thread, a *lane*, the only thread that talks to
+  that server about spooled runs. A server that hangs holds up its own runs and no other
+  server's: with one thread for all servers, every run waited behind the slowest one. In a
+  lane one request is in flight at a time, so each run's values arrive in order.
+* A cell waits for the lane only while the server answers: at its start until the run is
+  created, at its end until the run is complete on the server. It stops waiting as soon as a
+  request fails, when a step (create the run, send a batch, end the run) goes unanswered for
+  ``answer_timeout`` seconds, or after ``finish_timeout``; the lane goes on in the background,
+  and :class:`Health` tells the user once per outage. Requests fail in seconds, not after
+  MLflow's minutes of retries (see :mod:`server_ext.client`).
 * A server that fails is retried with exponential backoff (``min_backoff`` doubling up to
-  ``max_backoff``) while cells keep running; :class:`Health` tells the user once per outage.
+  ``max_backoff``) while cells keep running.
 * :meth:`MetricSender.recover`, run when the extension loads, adopts the journals that
-  killed kernels left and finishes them. Runs carry the tag ``shipyard.spool_id``, so a replay
-  never creates one twice, and MLflow's SQL stores ignore a metric sent twice with the same
-  key, value, timestamp and step, so resending the batch that was in flight when a kernel died
-  is harmless.
+  killed kernels left and finishes them. Runs carry the tag ``shipyard.spool_id``, and a run
+  whose creation may have reached the server is looked up by it before it is created again,
+  so a replay never creates one twice; MLflow's SQL stores ignore a metric sent twice with
+  the same key, value, timestamp and step, so resending the batch that was in flight when a
+  kernel died is harmless.
 * Data the server refuses is never retried forever: the journal is kept as
-  ``<id>.json.rejected`` and the user is told where.
-* The thread never keeps a kernel alive; :meth:`MetricSender.flush` tries once more at exit.
+  ``<id>.json.rejected`` and the user is told where. A run refused at its cell's start is an
+  error of that cell instead, and nothing is kept.
+* The threads never keep a kernel alive; :meth:`MetricSender.flush` tries once more at exit.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -30,9 +44,14 @@ from .client import (
     ServerUnavailable,
     TrackingClient,
     TrackingError,
+    Unreachable,
     display_url,
 )
 from .spool import Journal
+
+#: Seconds a cell waits for one step of the server (create its run, take a batch, end the
+#: run) before it stops waiting and the step is left to the background.
+ANSWER_TIMEOUT = 5.0
 
 
 class Health:
@@ -79,40 +98,74 @@ class Health:
         return out
 
 
+class _Lane:
+    """One tracking server: its journals, and its thread's request in flight."""
+
+    def __init__(self, uri: str, client: TrackingClient | None):
+        self.uri = uri
+        self.client = client  # made by the lane's thread when None (mlflow may be missing)
+        self.journals: list[Journal] = []
+        self.wake = threading.Event()
+        self.asked_at: float | None = None  # time.monotonic() when the step in flight began
+
+    @contextlib.contextmanager
+    def asking(self):
+        """Mark one step of requests in flight, for :meth:`stalled`."""
+        self.asked_at = time.monotonic()
+        try:
+            yield
+        finally:
+            self.asked_at = None
+
+    def stalled(self, limit: float) -> bool:
+        """Whether the step in flight has waited for an answer longer than ``limit`` seconds."""
+        asked = self.asked_at
+        return asked is not None and time.monotonic() - asked > limit
+
+
 class MetricSender:
-    """Starts and ends spooled runs, and sends their metrics from one background thread.
+    """Starts and ends spooled runs, and sends their metrics from one thread per server.
 
     Parameters
     ----------
     directory : Path
         The spool directory.
     finish_timeout : float
-        How long the end of a tracked cell waits for its metrics to be sent.
+        The longest a tracked cell waits, at its end, for its run to be complete.
     max_backoff : float
         The longest wait between two attempts to reach a failing server.
     poll : float
         How often values that do not fill a batch are sent.
+    min_backoff : float
+        The first wait after a failed attempt.
+    answer_timeout : float
+        How long a cell waits for one unanswered step before it stops waiting.
     """
 
     def __init__(
-        self, directory: Path, finish_timeout=60.0, max_backoff=30.0, poll=1.0, min_backoff=0.5
+        self,
+        directory: Path,
+        finish_timeout=60.0,
+        max_backoff=30.0,
+        poll=1.0,
+        min_backoff=0.5,
+        answer_timeout=ANSWER_TIMEOUT,
     ):
         self.directory = directory
         self.finish_timeout = finish_timeout
         self.max_backoff = max_backoff
         self.min_backoff = min_backoff
         self.poll = poll
+        self.answer_timeout = answer_timeout
         self.health = Health(directory)
-        self._journals: list[Journal] = []
-        self._clients: dict[str, TrackingClient] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._lanes: dict[str, _Lane] = {}
+        self._lock = threading.Lock()  # the lanes and their journal lists
+        self._at_exit = False
 
     def start_run(
         self, client: TrackingClient, plan: RunPlan, files: dict[str, Path], texts: dict[str, str]
     ) -> Journal:
-        """Spool a run and create it now if the server answers, else later in the background.
+        """Spool a run; wait while the server answers for the run to be created there.
 
         Raises :class:`Refused` (and spools nothing) when MLflow rejects the run itself.
         """
@@ -125,40 +178,40 @@ class MetricSender:
             ) from None
         try:
             client.check()
-            journal.set_run_id(client.create_run(plan))
-            self._recovered(client.uri)
-        except ServerUnavailable as exc:
+        except ServerUnavailable as exc:  # nothing listens: do not even wait for the lane
             self.health.failed(client.uri, exc)
-        except BaseException:
-            journal.close()
-            raise
-        self._add(journal)
+            self._add(journal, client)
+            return journal
+        journal.starting = True
+        self._add(journal, client)
+        interrupted = True
+        try:
+            self._wait(journal, lambda: journal.run_id is not None or journal.refusal is not None)
+            interrupted = False
+        finally:
+            with journal.progress:  # from here on, the lane rejects a refused run itself
+                journal.starting = False
+            if journal.refusal is not None:  # the lane let it go: the cell's error
+                journal.close()
+            elif interrupted:  # the cell never ran: its run ends KILLED
+                journal.end("KILLED", {})
+                journal.wake()
+        if journal.refusal is not None:
+            raise journal.refusal
         return journal
 
     def end_run(self, journal: Journal, status: str, tags: dict[str, str]) -> None:
-        """Record how the cell ended; wait for its metrics, then end the run on the server.
+        """Record how the cell ended; wait while the server answers for the run to complete.
 
-        Waits only while the server takes requests; otherwise the thread ends the run later.
+        The lane sends what is left and ends the run, now or, past the wait, later.
         """
         journal.end(status, tags)
-        self._wake.set()
-        deadline = time.monotonic() + self.finish_timeout
-        try:
-            with journal.progress:
-                while not journal.drained() and time.monotonic() < deadline:
-                    if self.health.problem(journal.uri) or journal.backoff:
-                        break
-                    journal.progress.wait(0.1)
-            if journal.drained() and not self.health.problem(journal.uri):
-                with journal.io:
-                    if self._finish(journal):
-                        return
-        finally:  # also when the wait is interrupted: the thread takes over
-            journal.handoff = True
-            self._wake.set()
+        if journal.wake:
+            journal.wake()
+        self._wait(journal, lambda: journal.closed)
 
     def recover(self) -> list[Journal]:
-        """Adopt the journals of kernels that died; the thread sends what they left."""
+        """Adopt the journals of kernels that died; their lanes send what they left."""
         adopted = [j for h in sorted(self.directory.glob("*.json")) if (j := Journal.adopt(h))]
         for journal in adopted:
             self._add(journal)
@@ -167,51 +220,60 @@ class MetricSender:
     def flush(self, timeout: float) -> bool:
         """Try once more to send everything, for up to ``timeout`` seconds (at exit)."""
         with self._lock:
-            journals = list(self._journals)
+            lanes = list(self._lanes.values())
+            journals = [journal for lane in lanes for journal in lane.journals]
         for journal in journals:
             if not journal.ended:
                 journal.end("KILLED", {})
-            journal.handoff, journal.retry_at = True, 0.0
-        self._wake.set()
+            journal.retry_at = 0.0
+        for lane in lanes:
+            lane.wake.set()
         deadline = time.monotonic() + timeout
-        while self._journals and time.monotonic() < deadline:
+        while any(lane.journals for lane in lanes) and time.monotonic() < deadline:
             time.sleep(0.05)
-        return not self._journals
+        return not any(lane.journals for lane in lanes)
 
-    def _client(self, uri: str) -> TrackingClient:
-        if uri not in self._clients:
-            self._clients[uri] = TrackingClient(uri)
-        return self._clients[uri]
+    def _wait(self, journal: Journal, done) -> None:
+        """Wait until ``done()`` while the server answers; hand over to the lane otherwise.
 
-    def _recovered(self, uri: str) -> None:
-        """A request to ``uri`` worked: retry its runs now instead of after their backoff."""
-        self.health.ok(uri)
+        Stops at once when this run's last attempt failed (it is in backoff), when the lane's
+        step in flight has waited ``answer_timeout`` (the user is warned, as for an outage),
+        or after ``finish_timeout``.
+        """
+        lane = self._lanes[journal.uri]
+        deadline = time.monotonic() + self.finish_timeout
+        with journal.progress:
+            while not done():
+                if journal.backoff or time.monotonic() >= deadline:
+                    return
+                if lane.stalled(self.answer_timeout):
+                    said = f"no answer in {self.answer_timeout:g} s"
+                    self.health.failed(journal.uri, Unreachable(journal.uri, said))
+                    return
+                journal.progress.wait(0.05)
+
+    def _add(self, journal: Journal, client: TrackingClient | None = None) -> None:
         with self._lock:
-            for journal in self._journals:
-                if journal.uri == uri:
-                    journal.backoff = journal.retry_at = 0.0
-        self._wake.set()
+            lane = self._lanes.get(journal.uri)
+            if lane is None:
+                lane = self._lanes[journal.uri] = _Lane(journal.uri, client)
+                name = f"shipyard-metrics-{len(self._lanes)}"
+                # daemon: never keeps a kernel alive; flush() runs at exit
+                threading.Thread(target=self._loop, args=(lane,), name=name, daemon=True).start()
+                if not self._at_exit:
+                    atexit.register(self.flush, 3.0)
+                    self._at_exit = True
+            journal.wake = lane.wake.set
+            lane.journals.append(journal)
+        lane.wake.set()
 
-    def _add(self, journal: Journal) -> None:
-        journal.wake = self._wake.set
+    def _forget(self, lane: _Lane, journal: Journal, keep_as: str | None = None) -> None:
         with self._lock:
-            self._journals.append(journal)
-            if self._thread is None:
-                import atexit
-
-                self._thread = threading.Thread(target=self._loop, name="shipyard-metrics")
-                self._thread.daemon = True  # never keeps a kernel alive; flush() runs at exit
-                self._thread.start()
-                atexit.register(self.flush, 3.0)
-        self._wake.set()
-
-    def _forget(self, journal: Journal, keep_as: str | None = None) -> None:
-        with self._lock:
-            if journal in self._journals:
-                self._journals.remove(journal)
+            if journal in lane.journals:
+                lane.journals.remove(journal)
         journal.close(keep_as)
 
-    def _loop(self) -> None:
+    def _loop(self, lane: _Lane) -> None:
         """Send when woken (a batch is full, a cell ended) or every ``poll`` seconds.
 
         A run whose server failed waits for its backoff, whatever wakes the thread.
@@ -219,68 +281,85 @@ class MetricSender:
         while True:
             with self._lock:
                 now = time.monotonic()
-                waits = [j.retry_at - now for j in self._journals]
+                waits = [j.retry_at - now for j in lane.journals]
             timeout = max(min([*waits, self.poll]), 0.01) if waits else None
-            woken = self._wake.wait(timeout)
-            self._wake.clear()
+            woken = lane.wake.wait(timeout)
+            lane.wake.clear()
             with self._lock:
-                journals = list(self._journals)
+                journals = list(lane.journals)
             now = time.monotonic()
             for journal in journals:
                 if journal.retry_at <= now or (woken and not journal.backoff):
-                    self._advance(journal)
+                    self._advance(lane, journal)
 
-    def _advance(self, journal: Journal) -> None:
-        """Create the run if needed, send what is pending, and end it once handed off."""
-        if journal.run_id and not journal.pending and not (journal.handoff and journal.ended):
+    def _advance(self, lane: _Lane, journal: Journal) -> None:
+        """Create the run if needed, send what is pending, and end it once its cell ended."""
+        ended = journal.ended  # read first: every value of an ended run is pending by now
+        if journal.run_id and not journal.pending and not ended:
             journal.retry_at = time.monotonic() + self.poll
             return
-        with journal.io:
-            if journal not in self._journals:
-                return  # end_run finished it meanwhile
-            try:
-                client = self._client(journal.uri)
-                client.check()
-                if journal.run_id is None:
-                    journal.set_run_id(client.create_run(journal.plan, find_existing=True))
-                while batch := journal.take(METRICS_PER_BATCH):
-                    try:
-                        client.log_metrics(journal.run_id, batch)
-                    except BaseException:
-                        journal.giveback(batch)
-                        raise
-                    journal.acked(len(batch))
-            except ServerUnavailable as exc:
-                self.health.failed(journal.uri, exc)
-                journal.backoff = min(max(2 * journal.backoff, self.min_backoff), self.max_backoff)
-                journal.retry_at = time.monotonic() + journal.backoff
-                journal.notify()
-                return
-            except Exception as exc:  # refused data, or a bug: keep it, never retry forever
-                self._reject(journal, exc)
-                return
-            self.health.ok(journal.uri)
-            journal.backoff, journal.retry_at = 0.0, time.monotonic() + self.poll
-            if journal.handoff and journal.ended:
-                self._finish(journal)
-
-    def _finish(self, journal: Journal) -> bool:
-        """End the run on the server and delete its journal; False if the server is down."""
+        creating = journal.run_id is None
         try:
-            self._client(journal.uri).finish(journal.run_id, journal.files, journal.state["end"])
+            if lane.client is None:
+                lane.client = TrackingClient(lane.uri)
+            client = lane.client
+            with lane.asking():
+                client.check()
+                if creating:
+                    # after an attempt that may have reached the server, look for its run
+                    find, journal.tried = journal.tried, True
+                    journal.set_run_id(client.create_run(journal.plan, find_existing=find))
+            creating = False
+            journal.notify()
+            while batch := journal.take(METRICS_PER_BATCH):
+                try:
+                    with lane.asking():
+                        client.log_metrics(journal.run_id, batch)
+                except BaseException:
+                    journal.giveback(batch)
+                    raise
+                journal.acked(len(batch))
+            if ended:
+                with lane.asking():
+                    client.finish(journal.run_id, journal.files, journal.state["end"])
         except ServerUnavailable as exc:
-            self.health.failed(journal.uri, exc)
-            return False
-        except Exception as exc:
-            self._reject(journal, exc)
-            return True
-        self._forget(journal)
+            self.health.failed(lane.uri, exc)
+            journal.backoff = min(max(2 * journal.backoff, self.min_backoff), self.max_backoff)
+            journal.retry_at = time.monotonic() + journal.backoff
+            journal.notify()
+            return
+        except Exception as exc:  # refused data, or a bug: keep it, never retry forever
+            if not (creating and self._refuse_start(lane, journal, exc)):
+                self._reject(lane, journal, exc)
+            return
+        self._answered(lane)
+        journal.backoff, journal.retry_at = 0.0, time.monotonic() + self.poll
+        if ended:
+            self._forget(lane, journal)
+
+    def _answered(self, lane: _Lane) -> None:
+        """The server took a request: its other runs are retried now, not after their backoff."""
+        if self.health.problem(lane.uri):
+            with self._lock:
+                for journal in lane.journals:
+                    journal.backoff = journal.retry_at = 0.0
+        self.health.ok(lane.uri)
+
+    def _refuse_start(self, lane: _Lane, journal: Journal, exc: Exception) -> bool:
+        """Give a run refused while its cell waits back to the cell, which raises; else False."""
+        with journal.progress:
+            if not journal.starting:
+                return False
+            journal.refusal = exc
+            with self._lock:
+                lane.journals.remove(journal)
+            journal.progress.notify_all()
         return True
 
-    def _reject(self, journal: Journal, exc: Exception) -> None:
+    def _reject(self, lane: _Lane, journal: Journal, exc: Exception) -> None:
         self.health.note(
             f"The tracking server {display_url(journal.uri)} did not take run "
             f"{journal.run_id or journal.plan.spool_id}: {exc} Its data is kept in "
             f"{journal.header}.rejected and the files beside it; fix the cause and log it again."
         )
-        self._forget(journal, keep_as=".rejected")
+        self._forget(lane, journal, keep_as=".rejected")

@@ -90,7 +90,7 @@ class Journal:
     Create one with :meth:`create` (a new run) or :meth:`adopt` (one a dead kernel left).
     :meth:`log` is the hot path of ``log()``; the sender uses :meth:`take`, :meth:`acked`,
     :meth:`giveback`. This process holds an ``flock`` on the metrics file until
-    :meth:`close`.
+    :meth:`close`. A run whose :meth:`end` is recorded is the sender's to end on the server.
     """
 
     def __init__(self, header: Path, state: dict, fd: int, records=()):
@@ -99,12 +99,15 @@ class Journal:
         self._fd = fd
         self.pending: deque[tuple[str, float, int, int]] = deque(records)
         self.total = state["sent"] + len(self.pending)
-        self.handoff = False  # the sender may end the run: its cell is over, or its kernel died
+        # The sender's bookkeeping (one thread per server talks to it about this run):
         self.backoff = 0.0  # seconds; 0 while the server takes our requests
         self.retry_at = 0.0  # time.monotonic() of the next attempt
         self.wake = None  # set by the sender: called when a batch is ready
-        self.io = threading.Lock()  # one thread talks to the server about this run at a time
-        self.progress = threading.Condition()
+        self.tried = False  # a request to create the run was sent: look for it before another
+        self.starting = False  # its cell waits for the run to be created (guarded by progress)
+        self.refusal: Exception | None = None  # why the server refused to create the run
+        self.closed = False
+        self.progress = threading.Condition()  # notified on every step the sender makes
         self._lock = threading.Lock()  # file order == queue order; one state writer
         self._steps: dict[str, int] = {}
         self._keys: set[str] = set()
@@ -167,7 +170,7 @@ class Journal:
         if state["end"] is None:  # its kernel died in the middle of the cell
             died = int(os.stat(fd).st_mtime * 1000)
             journal.end("KILLED", {"shipyard.recovered": "true"}, died)
-        journal.handoff = True
+        journal.tried = True  # the dead kernel may have created the run
         return journal
 
     def log(self, metrics: dict[str, object], step: int | None) -> None:
@@ -255,4 +258,5 @@ class Journal:
             self.metrics.unlink(missing_ok=True)
             shutil.rmtree(self.files, ignore_errors=True)
         os.close(self._fd)  # releases the lock, last
+        self.closed = True
         self.notify()

@@ -1,8 +1,10 @@
 """The tracking magics in a real IPython shell and real kernels, against a real ``mlflow server``.
 
 What the server recorded is read back with ``MlflowClient``; every user error is checked for
-its message. An outage is a closed port that later forwards to the real server; a refused
-token is a tiny HTTP server answering 401 or 403 (or a login page).
+its message. An outage is a closed port that later forwards to the real server, or a
+forwarder switched to a tiny HTTP server answering 503 (the hub's proxy when the tracking
+service is dead) or to a port that never answers; a refused token is a tiny HTTP server
+answering 401 or 403 (or a login page).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 import warnings
 from contextlib import suppress
@@ -31,6 +34,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from mlflow import MlflowClient
 
 from server_ext.client import TrackingWarning
+from server_ext.sender import ANSWER_TIMEOUT
 
 from .hubtools import REPO, free_port, wait_for
 
@@ -419,11 +423,16 @@ def test_run_names_with_quotes_are_found(mlflow, mlflow_server, name):
 
 
 class Forwarder:
-    """Pipes connections on ``port`` to ``target``: a tracking server back after an outage."""
+    """Pipes connections on ``port`` to ``target``: a tracking server back after an outage.
+
+    :meth:`switch` sends new connections elsewhere and cuts the open ones, as a proxy does
+    when the service behind it dies or comes back.
+    """
 
     def __init__(self, port: int, target: int):
         self.listener = socket.create_server(("127.0.0.1", port))
         self.target = target
+        self.open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -432,9 +441,21 @@ class Forwarder:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(("127.0.0.1", self.target))
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # the target is gone too: so is this connection
+                conn.close()
+                continue
+            self.open += [conn, upstream]
             for src, dst in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def switch(self, target: int):
+        self.target = target
+        for sock in self.open:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.open.clear()
 
     @staticmethod
     def _pipe(src, dst):
@@ -447,6 +468,7 @@ class Forwarder:
 
     def close(self):
         self.listener.close()
+        self.switch(self.target)
 
 
 def test_unreachable_server_warns_once_and_sends_later(ip, mlflow, mlflow_server, monkeypatch):
@@ -482,6 +504,118 @@ def test_unreachable_server_warns_once_and_sends_later(ip, mlflow, mlflow_server
             assert values(mlflow, run.info.run_id, "v") == list(map(float, range(100)))
     finally:
         forwarder.close()
+
+
+def test_a_gateway_without_its_service_does_not_hold_the_cell(
+    ip, mlflow, mlflow_server, monkeypatch, refusing_server
+):
+    """The hub's proxy when the tracking service dies mid-cell: it takes connections and
+    answers 503. The cell ends with its code and one warning; the run completes later, once."""
+    page = b"<html><body><h1>503 Service Unavailable</h1></body></html>"
+    gateway = int(refusing_server(503, page, "text/html").rsplit(":", 1)[1])
+    service, port = int(mlflow_server.rsplit(":", 1)[1]), free_port()
+    proxy = Forwarder(port, service)
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    ip.user_ns["service_dies"] = lambda: proxy.switch(gateway)
+    name = unique("gateway")
+    cell = (
+        "import time\nlog(v=0)\nservice_dies()\nfor i in range(1, 300):\n    log(v=i)\n"
+        "code_ended = time.monotonic()"
+    )
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ip.run_cell_magic("track", f"--name {name}", cell)
+            waited = time.monotonic() - ip.user_ns["code_ended"]
+        told = [str(w.message) for w in caught if w.category is TrackingWarning]
+        told = [m for m in told if f"server {uri} (" in m]  # not an earlier test's server
+        assert waited < 2, f"the cell ended {waited:.1f} s after its code"
+        assert len(told) == 1, told
+        assert told[0].startswith(f"Cannot reach the tracking server {uri} (HTTP 503)"), told
+        assert find_run(mlflow, name).info.status == "RUNNING"  # created before the outage
+
+        proxy.switch(service)  # the service is back
+
+        def finished():
+            run = find_run(mlflow, name)
+            return run.info.status == "FINISHED" and run
+
+        run = wait_for(finished, timeout=15, what="the spooled run")
+        assert values(mlflow, run.info.run_id, "v") == list(map(float, range(300)))
+    finally:
+        proxy.close()
+
+
+def test_only_shipyards_own_requests_are_bounded(monkeypatch):
+    """The user's own ``mlflow`` calls keep MLflow's settings, on every thread, meanwhile."""
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES as retries
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT as timeout
+
+    from server_ext.client import REQUEST_RETRIES, REQUEST_TIMEOUT, _bounded
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")  # as a user may set it
+    users = (retries.default, 300)
+    seen = []
+    with _bounded():
+        assert (retries.get(), timeout.get()) == (REQUEST_RETRIES, REQUEST_TIMEOUT)
+        with _bounded(retries=0):  # creating a run: never retried
+            assert retries.get() == 0
+        other = threading.Thread(target=lambda: seen.append((retries.get(), timeout.get())))
+        other.start()
+        other.join()
+    assert seen == [users]
+    assert (retries.get(), timeout.get()) == users
+
+
+def test_a_hanging_server_holds_up_only_its_own_runs(ip, mlflow, mlflow_server, monkeypatch):
+    """A server that takes connections and never answers: its cell stops waiting after
+    ``ANSWER_TIMEOUT`` with one warning, and a run on another server ends at once meanwhile."""
+    service, port = int(mlflow_server.rsplit(":", 1)[1]), free_port()
+    hanging = socket.create_server(("127.0.0.1", 0))  # the kernel queues connections: no answer
+    proxy = Forwarder(port, service)
+    slow = f"http://127.0.0.1:{port}"
+    ip.user_ns["server_hangs"] = lambda: proxy.switch(hanging.getsockname()[1])
+    hung, healthy = unique("hung"), unique("healthy")
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", slow)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ip.run_cell_magic(
+                "track",
+                f"--name {hung}",
+                "import time\nlog(v=0)\nserver_hangs()\nlog(v=1)\ncode_ended = time.monotonic()",
+            )
+            waited_hung = time.monotonic() - ip.user_ns["code_ended"]
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+            ip.run_cell_magic(
+                "track",
+                f"--name {healthy}",
+                "import time\nfor i in range(100):\n    log(w=i)\ncode_ended = time.monotonic()",
+            )
+            waited_healthy = time.monotonic() - ip.user_ns["code_ended"]
+        told = [str(w.message) for w in caught if w.category is TrackingWarning]
+        told = [m for m in told if f"server {slow} (" in m or f"server {mlflow_server} (" in m]
+        assert waited_healthy < 2, f"{waited_healthy:.1f} s on the healthy server"
+        assert waited_hung < ANSWER_TIMEOUT + 2, f"{waited_hung:.1f} s on the hanging server"
+        run = find_run(mlflow, healthy)  # complete when its cell ended
+        assert run.info.status == "FINISHED"
+        assert values(mlflow, run.info.run_id, "w") == list(map(float, range(100)))
+        assert len(told) == 1, told
+        said = f"Cannot reach the tracking server {slow} (no answer in {ANSWER_TIMEOUT:g} s)."
+        assert told[0].startswith(said), told
+
+        proxy.switch(service)  # it answers again: the hung run completes
+
+        def finished():
+            run = find_run(mlflow, hung)
+            return run.info.status == "FINISHED" and run
+
+        run = wait_for(finished, timeout=15, what="the hung run")
+        assert values(mlflow, run.info.run_id, "v") == [0.0, 1.0]
+    finally:
+        proxy.close()
+        hanging.close()
 
 
 @pytest.fixture
