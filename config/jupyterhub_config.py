@@ -88,6 +88,9 @@ c.JupyterHub.hub_bind_url = env("SHIPYARD_HUB_BIND_URL", "http://127.0.0.1:8081"
 c.JupyterHub.db_url = env("SHIPYARD_HUB_DB_URL", f"sqlite:///{data}/jupyterhub.sqlite")
 c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
+# the managed services' pids and tokens: they outlive a hub that crashes, and the next
+# hub adopts them (hub_ext/hub.py)
+c.ShipyardHub.service_state_dir = str(data / "services")
 
 # -- the proxy: configurable-http-proxy, installed next to the hub's Python by `make install`
 c.ConfigurableHTTPProxy.api_url = env("SHIPYARD_PROXY_API_URL", "http://127.0.0.1:8001")
@@ -147,7 +150,9 @@ if cull_timeout > 0:
             "command": [
                 sys.executable,
                 "-m",
-                "jupyterhub_idle_culler",
+                # jupyterhub-idle-culler that keeps its token out of the log and dies with
+                # the hub (hub_ext/culler.py)
+                "hub_ext.culler",
                 f"--timeout={cull_timeout}",
                 f"--cull-every={max(10, min(300, cull_timeout // 2))}",
             ],

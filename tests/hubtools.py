@@ -529,3 +529,43 @@ def run_in_kernel(server_url: str, token: str, code: str, timeout: float = 60) -
 
 def stdout_of(messages: list[dict]) -> str:
     return "".join(m["content"]["text"] for m in messages if m["header"]["msg_type"] == "stream")
+
+
+# ------------------------------------------------------------------ crash checks
+
+
+def secret_leaks(secrets: dict[str, str], paths) -> list[str]:
+    """Where any of ``secrets`` (label: value) appears in the files ``paths``.
+
+    Returns ``"<path>:<line>: <label>"`` for each line holding one; never the value
+    itself, so a failing test does not print the secret it found.
+    """
+    found = []
+    wanted = {label: value.encode() for label, value in secrets.items() if value}
+    for path in paths:
+        try:
+            lines = Path(path).read_bytes().splitlines()
+        except OSError:
+            continue
+        for number, line in enumerate(lines, 1):
+            found += [f"{path}:{number}: {label}" for label, v in wanted.items() if v in line]
+    return found
+
+
+def process_table() -> dict[int, dict]:
+    """Every process: ``{pid: {"ppid", "cmd", "environ"}}`` (what ``/proc`` lets us read)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":
+            continue
+        table[int(entry.name)] = {"ppid": int(fields[1]), "cmd": cmd.strip(), "environ": environ}
+    return table

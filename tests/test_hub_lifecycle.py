@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,13 +26,63 @@ from .hubtools import (
     HubProcess,
     cgroup_dirs,
     free_port,
+    process_table,
     processes_of,
     remove_cgroups,
     remove_test_accounts,
+    secret_leaks,
     wait_for,
 )
 
 pytestmark = needs_root
+
+#: What the hubs of this module wrote and minted, for the token check at its end:
+#: data dirs (their logs, their token files), more logs, and every token a test made.
+_DATA_DIRS: list[Path] = []
+_LOGS: list[Path] = []
+_MINTED: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_token_in_any_log():
+    """After the module: no token that its hubs minted or used is in any log they wrote.
+
+    The tokens: each hub's admin token, every user token the tests made (:func:`mint`),
+    and every token kept in a data dir (the services', the CLI's); the logs: the hubs'
+    own, and every ``*.log`` under their data dirs (services, MLflow, replicas, runs).
+    """
+    yield
+    minted = dict(_MINTED)
+    logs = list(_LOGS)
+    for data in _DATA_DIRS:
+        for path in data.rglob("*"):
+            if path.is_file() and path.name.endswith(("token", "secret")):
+                minted[f"{path.relative_to(data.parent)}"] = path.read_text().strip()
+        logs += [p for p in data.rglob("*.log") if p.is_file()]
+    assert minted and logs
+    leaks = secret_leaks(minted, logs)
+    assert not leaks, "tokens written into logs:\n" + "\n".join(leaks)
+
+
+@pytest.fixture
+def hubs(hub_factory):
+    """``hub_factory`` whose hubs' logs and tokens the module's token check reads."""
+
+    def make(**kwargs) -> HubProcess:
+        hub = hub_factory(**kwargs)
+        _DATA_DIRS.append(hub.data_dir)
+        _LOGS.append(hub.log_path)
+        _MINTED[f"{hub.data_dir.parent.name} admin token"] = hub.admin_token
+        return hub
+
+    return make
+
+
+def mint(hub: HubProcess, user: str, groups: list[str] = ()) -> str:
+    """``hub.create_user``, with the token remembered for the module's token check."""
+    token = hub.create_user(user, groups)
+    _MINTED[f"{user}'s token ({hub.data_dir.parent.name})"] = token
+    return token
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -44,12 +95,12 @@ def hub_db_url(request):
         yield url
 
 
-def test_running_server_survives_hub_restart(hub_factory, hub_db_url):
+def test_running_server_survives_hub_restart(hubs, hub_db_url):
     env = {"SHIPYARD_CLEANUP_SERVERS": "0"}
     if hub_db_url:
         env["SHIPYARD_HUB_DB_URL"] = hub_db_url
-    hub = hub_factory(name="restart", extra_env=env)
-    token = hub.create_user("sam")
+    hub = hubs(name="restart", extra_env=env)
+    token = mint(hub, "sam")
     hub.start_server("sam")
     pid = hub.server_state("sam")["pid"]
 
@@ -124,8 +175,11 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
         str(HUB_CONFIG),
     ]
 
+    _DATA_DIRS.append(data)
+
     def start() -> tuple[subprocess.Popen, Path]:
         log = tmp_path / f"up-{time.monotonic_ns()}.log"
+        _LOGS.append(log)
         proc = subprocess.Popen(
             shipyard,
             env=env,
@@ -258,6 +312,206 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
             remove_cgroups(name)
 
 
+#: The services of the crash test, and an API call of each that needs a user's token.
+CRASH_SERVICES = {
+    "tracking": "api/2.0/mlflow/experiments/search?max_results=1",
+    "scheduler": "api/jobs",
+    "deployer": "api/deployments",
+    "secrets": "api/secrets",
+}
+
+
+def test_services_outlive_a_hub_crash_and_are_adopted(hubs):
+    hub = hubs(
+        name="crash",
+        extra_env={
+            **{f"SHIPYARD_{name.upper()}": "1" for name in CRASH_SERVICES},
+            "SHIPYARD_CULL_TIMEOUT": "3600",  # the culler too: it must not outlive the hub
+        },
+    )
+    data = hub.data_dir
+    try:
+        token = mint(hub, "cora")
+        fresh = mint(hub, "dora")  # never used before the crash: no service has it cached
+        auth = {"Authorization": f"token {token}"}
+
+        def answers(name: str, headers: dict | None = None) -> requests.Response:
+            # tracking's health is MLflow's, behind the hub's login: its API call says it
+            path = CRASH_SERVICES[name] if headers or name == "tracking" else "health"
+            headers = headers or (auth if name == "tracking" else None)
+            return requests.get(
+                f"{hub.url}/services/{name}/{path}",
+                headers=headers,
+                timeout=10,
+                allow_redirects=False,  # to the hub's login: not an answer of the service
+            )
+
+        def all_up() -> bool:  # the tracking gateway answers "starting" until MLflow is up
+            return all(
+                answers(name).status_code == 200 and answers(name, auth).status_code == 200
+                for name in CRASH_SERVICES
+            )
+
+        wait_for(all_up, 180, 0.5, "every service's health and API through the proxy")
+        pids = {name: _recorded_pid(name, data) for name in [*CRASH_SERVICES, "idle-culler"]}
+        assert pids == {name: _service_pid(name, data) for name in pids}, "the records name them"
+        before = _processes_of_hub(data)
+        print("before the crash:\n" + _describe(before))
+
+        os.kill(hub.proc.pid, signal.SIGKILL)  # the hub only, not its process group
+        hub.proc.wait(10)
+        down = time.monotonic()
+        culler = pids.pop("idle-culler")
+        wait_for(lambda: not _alive(culler), 10, 0.1, "the idle culler to die with the hub")
+        # while the hub is down: every service answers through the proxy, and a token it
+        # has already checked is still good
+        for name, pid in pids.items():
+            assert _alive(pid), f"{name} died with the hub"
+            assert answers(name).status_code == 200, name
+            r = answers(name, auth)
+            assert r.status_code == 200, (name, r.status_code, r.text[:300])
+            # a token it has not seen: it cannot ask the hub; "retry later", never a 500
+            r = answers(name, {"Authorization": f"token {fresh}"})
+            print(f"{name}, new token while the hub is down: {r.status_code} {r.text[:200]!r}")
+            assert r.status_code != 500, (name, r.text[:300])
+        print(f"served {time.monotonic() - down:.1f} s without the hub")
+
+        hub.start(timeout=120)
+        log = hub.log_path.read_text()
+        for name, pid in pids.items():
+            assert f"Adopted service {name} (pid {pid})" in log, name
+            assert _service_pids(name, data) == [pid], f"{name}: not one process, the same"
+            assert answers(name).status_code == 200, name
+            r = answers(name, auth)
+            assert r.status_code == 200, (name, r.status_code, r.text[:300])
+        r = answers("scheduler", {"Authorization": f"token {fresh}"})
+        assert r.status_code == 200, r.text[:300]
+        new_culler = wait_for(lambda: _service_pid("idle-culler", data), 10, 0.1, "a new culler")
+        assert new_culler != culler and _service_pids("idle-culler", data) == [new_culler]
+        after = _processes_of_hub(data)
+        print("after the restart:\n" + _describe(after))
+        _assert_all_managed(after, hub.proc.pid, data)
+
+        # an adopted service that dies is restarted at once, as one the hub started
+        killed = pids["scheduler"]
+        os.kill(killed, signal.SIGKILL)
+        wait_for(
+            lambda: (
+                _service_pid("scheduler", data) not in (None, killed)
+                and answers("scheduler").status_code == 200
+            ),
+            30,
+            0.1,
+            "the adopted scheduler to be restarted",
+        )
+        assert "Service scheduler exited with status unknown (adopted)" in hub.log_path.read_text()
+
+        # Ctrl-C stops everything, adopted services too: nothing of this hub is left
+        assert hub.stop() == 0
+        stopped = hub.log_path.read_text()
+        for name in CRASH_SERVICES:
+            assert re.search(rf"Service {name} stopped \(\d+\.\d s\)", stopped), name
+        wait_for(lambda: not _processes_of_hub(data), 20, 0.2, "every process of the hub to end")
+        assert not list((data / "services").glob("*.json")), "records of stopped services"
+    finally:  # a failure with the hub killed: its services have no hub to stop them
+        for pid in _processes_of_hub(data):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_culler_keeps_its_token_out_of_the_log(tmp_path):
+    """The culler's passes fail (no hub): the error is logged, its token is not.
+
+    jupyterhub-idle-culler runs its periodic pass as ``partial(cull_idle, api_token=...)``
+    and tornado logs a failed one as ``Exception in callback <the partial's repr>``.
+    """
+    token = secrets.token_hex(32)
+    _MINTED["the culler test's token"] = token
+    log = tmp_path / "culler.log"
+    _LOGS.append(log)
+    api = f"http://127.0.0.1:{free_port()}/hub/api"  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hub_ext.culler", "--timeout=60", "--cull-every=1", f"--url={api}"],
+        env={**env, "JUPYTERHUB_API_TOKEN": token},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(
+            # two periodic passes: the first one's record is complete
+            lambda: log.read_text().count("partial(<function cull_idle") >= 2,
+            30,
+            0.1,
+            "the culler's failed periodic pass",
+        )
+    finally:
+        proc.kill()
+        proc.wait()
+    text = log.read_text()
+    assert "Exception in callback functools.partial(<function cull_idle" in text, text
+    assert "api_token='[secret]'" in text, text
+    assert token not in text
+
+
+def _recorded_pid(name: str, data: Path) -> int | None:
+    try:
+        return json.loads((data / "services" / f"{name}.json").read_text())["pid"]
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _service_pids(name: str, data: Path) -> list[int]:
+    """Every process that is the managed service ``name`` of the hub whose data is ``data``."""
+    marks = (f"JUPYTERHUB_SERVICE_NAME={name}\0".encode(), str(data).encode())
+    table = process_table()
+    marked = {pid for pid, p in table.items() if all(m in p["environ"] for m in marks)}
+    # not its children (the deployer's socket holder inherits its environment)
+    return sorted(pid for pid in marked if table[pid]["ppid"] not in marked and _alive(pid))
+
+
+def _processes_of_hub(data: Path) -> dict[int, dict]:
+    """Every process the hub of ``data`` started, directly or not (they all name ``data``)."""
+    return {
+        pid: p
+        for pid, p in process_table().items()
+        if str(data).encode() in p["environ"] + p["cmd"].encode()
+    }
+
+
+def _describe(processes: dict[int, dict]) -> str:
+    return "\n".join(
+        f"  {pid:>7} (parent {p['ppid']:>7}) {p['cmd'][:110]}"
+        for pid, p in sorted(processes.items())
+    )
+
+
+def _assert_all_managed(processes: dict[int, dict], hub_pid: int, data: Path) -> None:
+    """Each process is the hub, a service it adopted (recorded), or a descendant of one."""
+    managers = {hub_pid} | {
+        json.loads(p.read_text())["pid"] for p in (data / "services").glob("*.json")
+    }
+    table = process_table()
+    for pid in processes:
+        chain, current = [], pid
+        while current not in managers and current in table and current > 1:
+            chain.append(current)
+            current = table[current]["ppid"]
+        assert current in managers, (
+            f"process {pid} ({processes[pid]['cmd'][:100]}) has no manager: {chain}"
+        )
+
+
 def _service_pid(name: str, data: Path) -> int | None:
     """The PID of the hub's managed service ``name`` whose hub keeps its data in ``data``."""
     marks = (f"JUPYTERHUB_SERVICE_NAME={name}\0".encode(), str(data).encode())
@@ -290,11 +544,11 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def test_idle_servers_are_culled(hub_factory):
-    hub = hub_factory(name="cull", extra_env={"SHIPYARD_CULL_TIMEOUT": "5"})
+def test_idle_servers_are_culled(hubs):
+    hub = hubs(name="cull", extra_env={"SHIPYARD_CULL_TIMEOUT": "5"})
     services = hub.api("GET", "/services").json()
     assert "idle-culler" in services
-    hub.create_user("ida")
+    mint(hub, "ida")
     hub.start_server("ida")
     wait_for(
         lambda: "" not in hub.api("GET", "/users/ida").json()["servers"],
@@ -307,9 +561,9 @@ def test_idle_servers_are_culled(hub_factory):
     hub.stop()
 
 
-def test_profiles_usage_shows_who_runs_what(hub_factory):
-    hub = hub_factory(name="usage")
-    hub.create_user("una", ["research"])
+def test_profiles_usage_shows_who_runs_what(hubs):
+    hub = hubs(name="usage")
+    mint(hub, "una", ["research"])
     hub.start_server("una", profile="roomy")
     token = (hub.data_dir / "cli-token").read_text().strip()
     out = subprocess.run(

@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from jupyterhub.services.auth import HubOAuth
 from sqlalchemy import Engine
 from traitlets import Float, Unicode, default
 from traitlets.config import Application
@@ -35,7 +34,7 @@ from hub_ext.audit.db import make_engine, upgrade
 from hub_ext.audit.retention import prune
 from hub_ext.audit.settings import AuditSettings
 
-from ..common.web import die_with_parent, listen, make_app, stop_event
+from ..common.web import HubOAuth, listen, make_app, stop_event
 from .handlers import BaseHandler, NotFoundHandler, routes
 from .openapi import build_openapi
 
@@ -119,8 +118,6 @@ class AuditService(Application):
             self.log.exception("Audit retention failed; the next pass retries")
 
     def start(self) -> None:
-        if os.environ.get("JUPYTERHUB_SERVICE_NAME"):
-            die_with_parent()
         set_source("audit")
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
         if not token:

@@ -13,7 +13,6 @@ expect their shared interface (``send``, ``caller``, ``core``).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -21,10 +20,33 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from jupyterhub.services import auth as hub_auth_module
+from jupyterhub.services.auth import HubOAuthCallbackHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tornado import web
 from tornado.httpserver import HTTPServer
+
+#: What a service answers a caller it cannot identify while the hub is down.
+HUB_DOWN = "The hub is restarting: the caller cannot be checked now; retry in a few seconds."
+
+
+class HubOAuth(hub_auth_module.HubOAuth):
+    """JupyterHub's ``HubOAuth``, answering 503 (not 500) while the hub is unreachable.
+
+    The services outlive a hub that crashes (``hub_ext/hub.py``). Meanwhile a token the
+    service checked within its cache time (``cache_max_age``) still works; one it has not
+    seen cannot be checked, and JupyterHub's ``HubAuth`` answers that with a 500 "Failed
+    to connect to Hub API". That is not the service's fault and a retry in a moment
+    works, so it is a 503 here. Every other answer is JupyterHub's.
+    """
+
+    async def _api_request(self, method, url, /, **kwargs):
+        try:
+            return await super()._api_request(method, url, **kwargs)
+        except web.HTTPError as e:
+            if e.status_code == 500 and (e.log_message or "").startswith("Failed to connect"):
+                raise web.HTTPError(503, HUB_DOWN) from None
+            raise
 
 
 class OpenAPIRoute:
@@ -200,17 +222,6 @@ def request_logger(name: str) -> Callable[[web.RequestHandler], None]:
         )
 
     return log_request
-
-
-def die_with_parent() -> None:
-    """Get SIGTERM when the parent process (the hub) dies, even by kill -9 (Linux only).
-
-    For services the hub starts (``JUPYTERHUB_SERVICE_NAME`` set); elsewhere nothing.
-    """
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def stop_event() -> asyncio.Event:

@@ -18,7 +18,6 @@ import asyncio
 import os
 from pathlib import Path
 
-from jupyterhub.services.auth import HubOAuth
 from jupyterhub.traitlets import ByteSpecification, EntryPointType
 from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Application
@@ -28,7 +27,7 @@ from hub_ext.profiles import ProfileStore
 
 from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.secrets import SecretsResolver
-from ..common.web import listen, make_app, stop_event
+from ..common.web import HubOAuth, listen, make_app, stop_event
 from .backend import BACKENDS, Backend
 from .breaker import Breakers
 from .core import DeployerCore, HubDirectory, TrackingCredentials
@@ -366,10 +365,14 @@ class DeployerService(Application):
     ).tag(config=True)
 
     kill_children_on_exit = Bool(
-        True,
+        False,
         help=_help(
             "Die with the hub (Linux ``PR_SET_PDEATHSIG``) when run as its managed service.",
-            "c.DeployerService.kill_children_on_exit = False",
+            "c.DeployerService.kill_children_on_exit = True",
+            "Off by default: the deployer (and so its model servers) outlives a hub that "
+            "crashes (kill -9), models keep answering through the proxy, and the next hub "
+            "adopts it (``hub_ext/hub.py``). On, a crash of the hub stops every model until "
+            "the next start.",
         ),
     ).tag(config=True)
 

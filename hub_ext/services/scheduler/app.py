@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from jupyterhub.services.auth import HubOAuth
 from jupyterhub.traitlets import ByteSpecification, Callable
 from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from traitlets.config import Application
@@ -31,7 +30,7 @@ from hub_ext.profiles import ProfileStore
 
 from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.secrets import SecretsResolver
-from ..common.web import listen, make_app, stop_event
+from ..common.web import HubOAuth, listen, make_app, stop_event
 from .core import HubDirectory, SchedulerCore, home_resolver
 from .db import make_engine, upgrade
 from .errors import Conflict
@@ -470,11 +469,21 @@ class SchedulerService(Application):
     ).tag(config=True)
 
     kill_children_on_exit = Bool(
-        True,
+        False,
         help="""
         Die with the hub (Linux ``PR_SET_PDEATHSIG``) when run as its managed service.
 
+        Off by default: the scheduler outlives a hub that crashes (kill -9), keeps
+        running jobs and answering through the proxy, and the next hub adopts it
+        (``hub_ext/hub.py``). On, a crash of the hub stops it until the next start.
+
+        Example::
+
+            c.SchedulerService.kill_children_on_exit = True
+
         .. versionadded:: 0.3
+        .. versionchanged:: 0.13
+           Off by default.
         """,
     ).tag(config=True)
 

@@ -16,7 +16,6 @@ import asyncio
 import os
 import sys
 
-from jupyterhub.services.auth import HubOAuth
 from jupyterhub.traitlets import ByteSpecification
 from traitlets import Integer, List, Unicode, default
 from traitlets.config import Application
@@ -24,7 +23,7 @@ from traitlets.config import Application
 from hub_ext import __version__
 
 from ..common.handlers import MAX_DISCARD_BYTES
-from ..common.web import die_with_parent, listen, make_app, stop_event
+from ..common.web import HubOAuth, listen, make_app, stop_event
 from .backend import BACKENDS, load_backend
 from .core import SecretsCore
 from .database import DatabaseBackend
@@ -193,8 +192,6 @@ class SecretsService(Application):
             self.update_config(self.cli_config)  # the command line wins over the file
 
     def start(self) -> None:
-        if os.environ.get("JUPYTERHUB_SERVICE_NAME"):
-            die_with_parent()
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
         if not token:
             self.log.critical(

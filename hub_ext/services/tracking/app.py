@@ -20,14 +20,15 @@ import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from jupyterhub.services.auth import HubOAuthCallbackHandler
 from tornado import web
 from traitlets import Integer, Unicode, default
 from traitlets.config import Application
 
 from ... import __version__
+from ..common.web import HubOAuth
 from .gateway import GatewayHandler, MetricsHandler
-from .mlflow_process import MlflowServer, die_with_parent
+from .mlflow_process import MlflowServer
 from .shares import ShareSync
 from .ui import SCRIPT_PATH, XsrfScriptHandler
 
@@ -230,9 +231,9 @@ class TrackingService(Application):
         )
 
     def start(self) -> None:
-        # a hub that dies without stopping its services (kill -9, a crash at start) takes
-        # this service, and so MLflow, with it: SIGTERM runs the clean shutdown below
-        die_with_parent()
+        # no dying with the hub: a hub that crashes leaves the gateway and MLflow
+        # serving, and the next hub adopts them (hub_ext/hub.py); MLflow dies with
+        # the gateway (mlflow_process.py)
         mlflow = self.mlflow_server()
         mlflow.prepare()
         app = self.make_app(mlflow)
