@@ -194,6 +194,7 @@ class HubProcess:
         """Stop the hub as Ctrl-C would; return its exit code."""
         if self.proc is None or self.proc.poll() is not None:
             self._kill_leftover_proxy()
+            self._kill_leftover_services()
             return self.proc.returncode if self.proc else 0
         self.proc.send_signal(sig)
         try:
@@ -203,7 +204,21 @@ class HubProcess:
             code = self.proc.wait()
         self._log.close()
         self._kill_leftover_proxy()
+        self._kill_leftover_services()
         return code
+
+    def _kill_leftover_services(self) -> None:
+        """Services outlive a hub that dies (they are adopted by the next one, as in
+        production); a hub the tests end for good must not leave them running."""
+        from hub_ext.hub import is_running
+
+        for record in (self.data_dir / "services").glob("*.json"):
+            try:
+                info = json.loads(record.read_text())
+                if is_running(info["pid"], info["started"]):
+                    os.kill(info["pid"], signal.SIGKILL)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
 
     def _kill_leftover_proxy(self) -> None:
         """A hub that fails at start leaves its proxy running: end it, or it outlives the tests."""
