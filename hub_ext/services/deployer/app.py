@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 from jupyterhub.traitlets import ByteSpecification, EntryPointType
+from tornado.httpserver import HTTPServer
 from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Application
 
@@ -27,12 +29,13 @@ from hub_ext.profiles import ProfileStore
 
 from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.secrets import SecretsResolver
-from ..common.web import HubOAuth, listen, make_app, stop_event
+from ..common.web import HubOAuth, make_app, stop_event
 from .backend import BACKENDS, Backend
 from .breaker import Breakers
 from .core import DeployerCore, HubDirectory, TrackingCredentials
 from .db import make_engine, upgrade
 from .handlers import BaseHandler, NotFoundHandler, routes
+from .holder import HeldSocket
 from .openapi import build_openapi
 from .router import ModelRouter
 from .store import DeploymentStore
@@ -466,13 +469,17 @@ class DeployerService(Application):
             # knows every deployment (never a 404 for one that exists) and serves those
             # whose replicas outlived the deployer before it
             await core.recover()
-            server = listen(
-                app,
-                self.service_url,
-                max_discard_bytes=int(self.max_discard_size),
-                max_body_size=2 * int(self.max_body_size) + 1024**2,
-                xheaders=False,
+            # the listening socket outlives this process (holder.py): while the next deployer
+            # starts, the proxy's connections wait in its backlog instead of being refused
+            url = urlparse(self.service_url)
+            held = HeldSocket.take(
+                url.hostname or "127.0.0.1",
+                url.port or 80,
+                Path(self.state_dir) / "listener.sock",
             )
+            app.settings["max_discard_bytes"] = int(self.max_discard_size)
+            server = HTTPServer(app, max_body_size=2 * int(self.max_body_size) + 1024**2)
+            server.add_sockets([held.listener])
             stop = stop_event()
             await core.start_wanted()
             monitor = asyncio.create_task(core.monitor())
@@ -484,6 +491,7 @@ class DeployerService(Application):
             )
             await stop.wait()
             server.stop()
+            held.release()  # a clean stop closes the port
             monitor.cancel()
             await core.close()
             if self.stop_on_exit:
