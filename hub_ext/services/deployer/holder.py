@@ -39,6 +39,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hub_ext import telemetry
+
 #: The backlog of the listening socket: the connections that may wait for a deployer
 #: that restarts (40 requests per second for 5 s is 200; the kernel caps it at
 #: ``net.core.somaxconn``).
@@ -132,8 +134,12 @@ class HeldSocket:
             ],
             pass_fds=(listener.fileno(), server.fileno()),
             stdin=subprocess.DEVNULL,
-            # it needs none of the deployer's variables (its hub token among them)
-            env={k: v for k, v in os.environ.items() if k in HOLDER_ENV},
+            # it needs none of the deployer's variables (its hub token among them); the
+            # telemetry setting every process of Shipyard's carries
+            env={
+                **{k: v for k, v in os.environ.items() if k in HOLDER_ENV},
+                **telemetry.environment(),
+            },
             start_new_session=True,  # not stopped with the deployer's process group
         )
         server.close()
