@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from alembic import command
 from pydantic import ValidationError
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,7 @@ from hub_ext.services.scheduler.db import alembic_config, make_engine, upgrade
 from hub_ext.services.scheduler.errors import Conflict, Invalid, NotFound
 from hub_ext.services.scheduler.models import (
     CreateJob,
+    ListJobsQuery,
     NotifyPolicy,
     UpdateJob,
 )
@@ -27,7 +28,7 @@ from hub_ext.services.scheduler.orm import Job, Notification, Run
 from hub_ext.services.scheduler.store import JobStore
 
 from . import test_scheduler_store as base
-from .test_scheduler_store import T0, at, db_runs, fresh_database, make_job
+from .test_scheduler_store import HOURLY, T0, at, db_runs, fresh_database, make_job
 
 # The shared fixtures, by assignment rather than import so that test arguments
 # of the same name do not read as redefinitions.
@@ -260,6 +261,67 @@ def test_get_job_for_worker_needs_no_user_but_an_existing_job(store):
     for missing in ("0" * 32, "../x", None):
         with pytest.raises(NotFound, match="no job"):
             store.get_job_for_worker(missing)
+
+
+def test_a_page_of_jobs_loads_one_page_of_rows_whatever_the_others(store):
+    """Visibility, order and the page size are the database's work: it returns a page, no more.
+
+    #15, point 7: the listing used to read every job after the page token, in chunks
+    of 200, and keep the caller's in Python; with thousands of other users' jobs
+    each page cost the service thousands of rows of work.
+    """
+    for i in range(60):  # "alice" < "bob": all of these come first in the order
+        make_job(store, owner="alice", name=f"hidden-{i:02d}")
+    make_job(store, owner="carol", name="shared-1", shared_with_groups=["team"])
+    make_job(store, owner="carol", name="shared-2", shared_with_groups=["other", "team"])
+    make_job(store, owner="carol", name="not-shared", shared_with_groups=["other"])
+    for name in ("one", "two", "three"):
+        make_job(store, owner="bob", name=name)
+
+    loaded: list[str] = []
+
+    def count(job, _context):
+        loaded.append(job.name)
+
+    event.listen(Job, "load", count)
+    try:
+        names, token, pages = [], None, 0
+        while True:
+            loaded.clear()
+            query = ListJobsQuery(limit=2, next_token=token)
+            page = store.list_jobs("bob", ["team", "nobody"], query=query)
+            assert len(loaded) <= 3, loaded  # the page and one more, to know another follows
+            names += [j.name for j in page.jobs]
+            pages += 1
+            token = page.next_token
+            if token is None:
+                break
+        assert names == ["one", "three", "two", "shared-1", "shared-2"]
+        assert pages == 3
+        loaded.clear()
+        own = store.list_jobs("bob", ["team"], query=ListJobsQuery(include_shared=False))
+        assert [j.name for j in own.jobs] == ["one", "three", "two"] and len(loaded) == 3
+        loaded.clear()
+        first = store.list_jobs("root", admin=True, query=ListJobsQuery(limit=5))
+        assert [j.name for j in first.jobs] == [f"hidden-{i:02d}" for i in range(5)]
+        assert len(loaded) == 6
+    finally:
+        event.remove(Job, "load", count)
+
+
+def test_a_stored_cron_expression_is_listed_without_being_checked_again(store, clock):
+    """Listing describes stored triggers as they are: no croniter walk per trigger.
+
+    A rule tightened later must not make an existing job unreadable either (as
+    :func:`~hub_ext.services.scheduler.convert.notify_policy` reads notify).
+    """
+    job = make_job(store, triggers=[HOURLY])
+    never = {"expression": "0 0 30 2 *", "timezone": "UTC"}  # refused when a job is saved
+    with Session(store.engine) as session, session.begin():
+        session.get(Job, job.id).triggers[0].spec = never
+    listed = store.list_jobs("alice").jobs
+    assert [t.trigger.expression for t in listed[0].triggers] == ["0 0 30 2 *"]
+    assert store.get_job(job.id, "alice").triggers[0].trigger.expression == "0 0 30 2 *"
 
 
 # ----------------------------------------------------------------------------- progress

@@ -30,6 +30,7 @@ import asyncio
 import json
 import os
 import pwd
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,12 @@ from .store import JobStore
 
 #: How long a user's hub groups are cached (group changes apply within this).
 GROUPS_TTL = 30.0
+#: Longest a thread keeps the GIL while another waits for it (seconds; Python's default
+#: is 0.005). Store calls run in threads, but turning rows into models is Python work
+#: that holds the GIL, and the event loop takes it back at each socket read and write
+#: of a request: at 5 ms per hand-over, a /health beside a job listing waited tens of
+#: milliseconds (#15, point 7).
+GIL_SWITCH_INTERVAL = 0.0005
 #: The largest piece of a log one request returns.
 LOG_CHUNK = 256 * 1024
 OUTPUT_TYPES = {"ipynb": "application/x-ipynb+json", "html": "text/html; charset=utf-8"}
@@ -148,6 +155,8 @@ class SchedulerCore:
         ``await check_webhook(url)`` raises ValueError saying why the scheduler would
         not call a notification webhook (:meth:`.notify.Notifier.check_webhook_url`);
         None checks nothing.
+    switch_interval : float, optional
+        The process's GIL switch interval (:data:`GIL_SWITCH_INTERVAL`); None leaves it.
     """
 
     store: JobStore
@@ -163,6 +172,13 @@ class SchedulerCore:
     cancel_local: Callable[[str], Any] | None = None
     gpu_count: int | None = None
     check_webhook: Callable[[str], Awaitable[None]] | None = None
+    #: ``sys.setswitchinterval`` for the process (see :data:`GIL_SWITCH_INTERVAL`);
+    #: None leaves it. The service makes one core per process, so it is set here.
+    switch_interval: float | None = GIL_SWITCH_INTERVAL
+
+    def __post_init__(self) -> None:
+        if self.switch_interval is not None:
+            sys.setswitchinterval(self.switch_interval)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
