@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -31,7 +32,7 @@ from hub_ext.profiles import ProfileStore
 from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.secrets import SecretsResolver
 from ..common.web import HubOAuth, listen, make_app, stop_event
-from .core import HubDirectory, SchedulerCore, home_resolver
+from .core import GIL_SWITCH_INTERVAL, HubDirectory, SchedulerCore, home_resolver
 from .db import make_engine, upgrade
 from .errors import Conflict
 from .executors import EXECUTORS, load_executor
@@ -519,6 +520,9 @@ class SchedulerService(Application):
             from ..tracking.mlflow_process import die_with_parent
 
             die_with_parent()
+        # the event loop gets the GIL back sooner from a thread building a page of
+        # jobs, so /health and small requests are not held up behind it (#15, point 7)
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         store = self._store()
         profiles = ProfileStore.for_path(self.profiles_file)
         executor = load_executor(self.executor_class, parent=self)

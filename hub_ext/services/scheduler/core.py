@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import pwd
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -155,8 +154,6 @@ class SchedulerCore:
         ``await check_webhook(url)`` raises ValueError saying why the scheduler would
         not call a notification webhook (:meth:`.notify.Notifier.check_webhook_url`);
         None checks nothing.
-    switch_interval : float, optional
-        The process's GIL switch interval (:data:`GIL_SWITCH_INTERVAL`); None leaves it.
     """
 
     store: JobStore
@@ -172,13 +169,6 @@ class SchedulerCore:
     cancel_local: Callable[[str], Any] | None = None
     gpu_count: int | None = None
     check_webhook: Callable[[str], Awaitable[None]] | None = None
-    #: ``sys.setswitchinterval`` for the process (see :data:`GIL_SWITCH_INTERVAL`);
-    #: None leaves it. The service makes one core per process, so it is set here.
-    switch_interval: float | None = GIL_SWITCH_INTERVAL
-
-    def __post_init__(self) -> None:
-        if self.switch_interval is not None:
-            sys.setswitchinterval(self.switch_interval)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
