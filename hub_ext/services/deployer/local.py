@@ -1388,7 +1388,7 @@ class LocalBackend(Backend):
         argv = [str(version.built.python), "-m", MODEL_SERVER_MODULE]
         # the replica outlives this process (no PR_SET_PDEATHSIG): a deployer that dies is
         # replaced by one that adopts it (see the module docstring)
-        output = await asyncio.to_thread(self._make_output, replica)
+        reader, output = await asyncio.to_thread(self._make_output, replica)
         try:
             popen = subprocess.Popen(
                 argv,
@@ -1401,11 +1401,12 @@ class LocalBackend(Backend):
                 start_new_session=True,
             )
         except (OSError, subprocess.SubprocessError) as e:
+            os.close(reader)
             raise DeployFailed(f"Could not start the model server: {e}") from None
         finally:
             os.close(output)
         replica.process = _Process(popen.pid, _start_time(popen.pid) or 0.0, popen)
-        await self._read_output(replica)
+        await self._read_output(replica, reader)
         self._save_record(version)
         version.log.note(
             f"{replica.source}: started pid {popen.pid} on port {replica.port} "
@@ -1415,25 +1416,29 @@ class LocalBackend(Backend):
     def _output_path(self, replica: _Replica) -> Path:
         return Path(self.runtime_dir) / f"{replica.cgroup}.out"
 
-    def _make_output(self, replica: _Replica) -> int:
-        """The replica's FIFO, made anew; returns its end for the replica (read-write).
+    def _make_output(self, replica: _Replica) -> tuple[int, int]:
+        """The replica's FIFO, made anew: this deployer's end, and the replica's (read-write).
 
         Opened read-write, the replica's end keeps the FIFO open while no
-        deployer reads it, so the replica never writes to a closed pipe.
+        deployer reads it, so the replica never writes to a closed pipe. Ours is
+        open before the replica starts: what a replica that exits at once wrote
+        is still there to read.
         """
         path = self._output_path(replica)
         path.unlink(missing_ok=True)
         os.mkfifo(path, 0o600)
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC
+        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | flags)
+        writer = os.open(path, os.O_RDWR | flags)
         with contextlib.suppress(OSError):  # the default (64 KiB) where the host caps it lower
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
-        return fd
+            fcntl.fcntl(writer, F_SETPIPE_SZ, PIPE_BYTES)
+        return reader, writer
 
-    async def _read_output(self, replica: _Replica) -> None:
-        """Read the replica's FIFO into the version's log from now on."""
-        fd = os.open(
-            self._output_path(replica), os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
-        )
+    async def _read_output(self, replica: _Replica, fd: int | None = None) -> None:
+        """Read the replica's FIFO (``fd``, else opened by its path) into the version's log."""
+        if fd is None:
+            flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self._output_path(replica), flags)
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             os.close(fd)
             raise OSError(f"{self._output_path(replica)} is not a FIFO")
