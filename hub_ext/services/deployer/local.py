@@ -3,8 +3,8 @@
 This is the "one machine" column of ARCHITECTURE.md for deployed models. A
 version goes through a short list of named steps, as a scheduled run does in
 :mod:`hub_ext.services.scheduler.executors.local`, whose building blocks it
-shares through :mod:`hub_ext.localproc` (accounts, cgroups, environments,
-death with the parent):
+shares through :mod:`hub_ext.localproc` (accounts, cgroups, environments; not its
+death with the parent, see below):
 
 1. ``_find_environment``: the profile's built environment (``shipyard env build``);
    the model server runs on its Python, so the model meets the packages its
