@@ -128,6 +128,7 @@ bench: install
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/tracking.py
+	$(BIN)/python bench/chaos.py
 
 clean:
 	rm -rf $(VENV) .shipyard .shipyard-test .pytest_cache
