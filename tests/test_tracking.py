@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -846,3 +848,80 @@ def test_a_hub_killed_hard_takes_the_service_and_mlflow_with_it(hub_factory):
     os.kill(hub.proc.pid, 9)
     hub.proc.wait()
     wait_for(lambda: not ours(), 30, 0.3, "the service and MLflow to end with the hub")
+
+
+def _environ_has(pid: str, *marks: bytes) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return all(mark in environ for mark in marks)
+
+
+def _tracking_gateway(data: Path) -> int | None:
+    """The tracking service's process of the hub whose data dir is ``data``."""
+    marks = (b"JUPYTERHUB_SERVICE_NAME=tracking\0", str(data).encode())
+    found = [int(p) for p in os.listdir("/proc") if p.isdigit() and _environ_has(p, *marks)]
+    # MLflow gets none of the hub's variables: these are the gateway (and no child of it)
+    return min(found) if found else None
+
+
+def _mlflow_processes(state: Path) -> dict[int, int]:
+    """MLflow's processes of the tracking state dir ``state``: pid -> parent pid."""
+    mark = f"MLFLOW_AUTH_CONFIG_PATH={state}/".encode()
+    found = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and _environ_has(pid, mark):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] not in ("Z", "X"):
+                found[int(pid)] = int(fields[1])
+    return found
+
+
+def test_a_killed_gateway_is_back_in_seconds_with_the_same_mlflow(hub_factory):
+    """kill -9 of the tracking service: the new gateway adopts the MLflow that still runs.
+
+    Before, MLflow died with its gateway and the service waited for a new one
+    (about 30 s on a loaded machine); the hub's Ctrl-C still ends MLflow.
+    """
+    hub = hub_factory(name="trackadopt", extra_env={"SHIPYARD_TRACKING": "1"})
+    alice = Client(hub.url + "/services/tracking", hub.create_user("alice"))
+    wait_for(lambda: alice.get("/version").status_code == 200, 180, 0.5, "MLflow")
+    r = alice.post(f"{API}/experiments/create", name="alice/kept")
+    assert r.status_code == 200, r.text
+    experiment = r.json()["experiment_id"]
+    data, state = hub.data_dir, hub.data_dir / "tracking"
+
+    gateway = _tracking_gateway(data)
+    mlflow = _mlflow_processes(state)
+    leaders = [pid for pid, parent in mlflow.items() if parent not in mlflow]
+    assert gateway and len(leaders) == 1, (gateway, mlflow)
+
+    def answers() -> bool:
+        try:
+            r = alice.get(f"{API}/experiments/get", experiment_id=experiment)
+        except requests.RequestException:
+            return False
+        return r.status_code == 200 and _tracking_gateway(data) not in (None, gateway)
+
+    killed = time.monotonic()
+    os.kill(gateway, signal.SIGKILL)
+    wait_for(answers, 120, 0.05, "the tracking API through a new gateway")
+    back = time.monotonic() - killed
+    print(f"tracking: kill -9 of the gateway to the API answering in {back:.2f} s")
+    after = _mlflow_processes(state)
+    assert set(after) == set(mlflow), f"MLflow was not adopted: {mlflow} before, {after} after"
+    r = alice.get(f"{API}/experiments/get", experiment_id=experiment)
+    assert r.json()["experiment"]["name"] == "alice/kept"
+    assert back < 20, f"the tracking service took {back:.1f} s to come back"
+
+    # the hub's Ctrl-C stops the service, which stops the MLflow it adopted
+    stopping = time.monotonic()
+    assert hub.stop() == 0
+    wait_for(lambda: not _mlflow_processes(state), 20, 0.2, "MLflow to end with the hub")
+    print(f"tracking: the hub's Ctrl-C to no MLflow left in {time.monotonic() - stopping:.2f} s")
+    assert not (state / "mlflow.json").exists()

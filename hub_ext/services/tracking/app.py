@@ -232,8 +232,8 @@ class TrackingService(Application):
 
     def start(self) -> None:
         # no dying with the hub: a hub that crashes leaves the gateway and MLflow
-        # serving, and the next hub adopts them (hub_ext/hub.py); MLflow dies with
-        # the gateway (mlflow_process.py)
+        # serving, and the next hub adopts them (hub_ext/hub.py); MLflow outlives the
+        # gateway too, and a restarted gateway adopts it (mlflow_process.py)
         mlflow = self.mlflow_server()
         mlflow.prepare()
         app = self.make_app(mlflow)
@@ -243,8 +243,10 @@ class TrackingService(Application):
         XsrfScriptHandler.hub_auth = app.settings["hub_auth"]
         HubOAuthCallbackHandler.hub_auth = app.settings["hub_auth"]
         url = urlparse(self.service_url)
+        failed = False
 
         async def serve() -> None:
+            nonlocal failed
             server = app.listen(
                 url.port or 80, url.hostname or "127.0.0.1", max_body_size=self.max_body_size
             )
@@ -254,7 +256,8 @@ class TrackingService(Application):
                 loop.add_signal_handler(sig, stop.set)
             # the gateway answers at once (503 "starting" until MLflow is up), so the
             # hub, which waits for its managed services, starts without waiting on MLflow
-            self.log.info("Gateway on %s; starting MLflow on %s", self.service_url, mlflow.url)
+            how = f"adopting MLflow (pid {mlflow.pid})" if mlflow.adopted else "starting MLflow"
+            self.log.info("Gateway on %s; %s on %s", self.service_url, how, mlflow.url)
             try:
                 await asyncio.to_thread(mlflow.start)
             except RuntimeError as e:
@@ -262,15 +265,61 @@ class TrackingService(Application):
                 server.stop()
                 raise SystemExit(1) from None
             app.settings["mlflow_ready"] = True
-            self.log.info("MLflow is up (%s store)", mlflow.backend_store_uri.split(":")[0])
-            await stop.wait()
+            self.log.info(
+                "MLflow (pid %s%s) is up (%s store)",
+                mlflow.pid,
+                ", adopted" if mlflow.adopted else "",
+                mlflow.backend_store_uri.split(":")[0],
+            )
+            ended = loop.create_future()
+            watching = _watch_exit(loop, mlflow.pid, ended)
+            try:
+                await asyncio.wait(
+                    [asyncio.ensure_future(stop.wait()), ended],
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                watching()
             server.stop()
+            if ended.done() and not stop.is_set():
+                # the hub restarts the service, which starts a new MLflow
+                self.log.critical("MLflow (pid %s) exited: stopping the service", mlflow.pid)
+                failed = True
 
         try:
             asyncio.run(serve())
         finally:
+            # a clean stop (the hub's Ctrl-C, SIGTERM) stops MLflow; a kill -9 of this
+            # process does not, and the next gateway adopts it
             mlflow.stop()
             self.log.info("Tracking service stopped")
+        if failed:
+            raise SystemExit(1)
+
+
+def _watch_exit(loop: asyncio.AbstractEventLoop, pid: int, ended: asyncio.Future):
+    """Resolve ``ended`` when process ``pid`` exits (a pidfd; MLflow may not be a child).
+
+    Returns the function that stops watching. Without pidfds (Linux before 5.3)
+    nothing is watched.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return lambda: None
+
+    def exited() -> None:
+        loop.remove_reader(fd)
+        if not ended.done():
+            ended.set_result(None)
+
+    loop.add_reader(fd, exited)
+
+    def unwatch() -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+    return unwatch
 
 
 main = TrackingService.launch_instance
