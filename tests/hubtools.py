@@ -14,6 +14,7 @@ each call, as JupyterHub's own ``api_request`` does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -212,13 +213,22 @@ class HubProcess:
         production); a hub the tests end for good must not leave them running."""
         from hub_ext.hub import is_running
 
+        left = []
         for record in (self.data_dir / "services").glob("*.json"):
             try:
                 info = json.loads(record.read_text())
                 if is_running(info["pid"], info["started"]):
-                    os.kill(info["pid"], signal.SIGKILL)
+                    os.kill(info["pid"], signal.SIGTERM)  # a clean stop ends its children too
+                    left.append((info["pid"], info["started"]))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
+        deadline = time.monotonic() + 15
+        while left and time.monotonic() < deadline:
+            left = [(pid, started) for pid, started in left if is_running(pid, started)]
+            time.sleep(0.1)
+        for pid, _ in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def _kill_leftover_proxy(self) -> None:
         """A hub that fails at start leaves its proxy running: end it, or it outlives the tests."""

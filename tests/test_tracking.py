@@ -821,7 +821,8 @@ def test_prometheus_metrics_for_admins_only(tracking):
     assert "shipyard_tracking_request_duration_seconds_bucket" in r.text
 
 
-def test_a_hub_killed_hard_takes_the_service_and_mlflow_with_it(hub_factory):
+def test_a_hub_killed_hard_leaves_tracking_running_until_the_hub_is_ended(hub_factory):
+    """Services outlive a hub crash (the next hub adopts them); ending the hub ends them."""
     hub = hub_factory(name="trackkill", extra_env={"SHIPYARD_TRACKING": "1"})
     token = hub.create_user("admin")
     admin = Client(hub.url + "/services/tracking", token)
@@ -844,9 +845,12 @@ def test_a_hub_killed_hard_takes_the_service_and_mlflow_with_it(hub_factory):
                     found.append(int(pid))
         return found
 
-    assert len(ours()) >= 2, "the service and MLflow run"
+    running = set(ours())
+    assert len(running) >= 2, "the service and MLflow run"
     os.kill(hub.proc.pid, 9)
     hub.proc.wait()
+    assert set(ours()) == running, "a hub crash leaves the service and MLflow as they were"
+    hub.stop()  # what ends a hub for good: its recorded services are stopped too
     wait_for(lambda: not ours(), 30, 0.3, "the service and MLflow to end with the hub")
 
 
