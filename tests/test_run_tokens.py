@@ -1,17 +1,25 @@
-"""A scheduled run's token: only what the run needs, as its owner, gone with the run.
+"""Tokens Shipyard mints for its owners' code: only what it needs, gone with its use.
 
 Issue 12 point 6, against a real hub with the scheduler, the tracking service and
 the deployer: the run's notebook asks the hub who its token is and what it may do,
 tries the services it should and should not reach, and leaves the token where the
 test finds it after the run, to show it no longer works.
+
+Issue 15 point 6, on the same hub with the real LocalBackend and model server: a
+replica's tracking token is revoked once the version's model is loaded, later
+replicas (a scale-up, a restart after kill -9) serve from the version's copy with
+no token, and nothing of a deleted deployment stays valid.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 from datetime import datetime
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -20,8 +28,10 @@ from hub_ext.services.scheduler.runenv import TOKEN_MARGIN
 from hub_ext.slugs import account_name
 
 from .conftest import needs_root
-from .hubtools import wait_for
-from .test_scheduler_service import create_job, notebook, scheduler_hub
+from .hubtools import remove_cgroups, wait_for
+from .test_deploy_clients import DEPLOYER_CONFIG, PROFILES, model_server_env  # noqa: F401
+from .test_process_privacy import log_model
+from .test_scheduler_service import SCHEDULER_CONFIG, Scheduler, create_job, notebook
 
 pytestmark = [needs_root]
 
@@ -57,30 +67,59 @@ with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f
 """
 
 
+CGROUPS = "shipyard-test-tok"
+
+
 @pytest.fixture(scope="module")
-def sched(hub_factory, tmp_path_factory):
+def sched(hub_factory, tmp_path_factory, model_server_env):  # noqa: F811
+    """The hub with the scheduler, tracking and the deployer (LocalBackend, real replicas)."""
     folder = tmp_path_factory.mktemp("run-token-config")
-    with scheduler_hub(
-        hub_factory,
-        folder,
-        "runtok",
-        "sytok-",
-        "shipyard-test-tok",
-        SHIPYARD_TRACKING="1",
-        SHIPYARD_DEPLOYER="1",
-    ) as client:
-        admin = client.hub.create_user("tokadmin")
+    clock = folder / "clock"
+    clock.write_text("0")
+    scheduler_config = folder / "scheduler_config.py"
+    scheduler_config.write_text(SCHEDULER_CONFIG.format(clock=str(clock)))
+    deployer_config = folder / "deployer_config.py"
+    deployer_config.write_text(DEPLOYER_CONFIG)
+    hub = hub_factory(
+        profiles=PROFILES,
+        name="runtok",
+        account_prefix="sytok-",
+        cgroup_parent=CGROUPS,
+        extra_env={
+            "SHIPYARD_SCHEDULER": "1",
+            "SHIPYARD_SCHEDULER_CONFIG": str(scheduler_config),
+            "SHIPYARD_TRACKING": "1",
+            "SHIPYARD_DEPLOYER": "1",
+            "SHIPYARD_DEPLOYER_CONFIG": str(deployer_config),
+        },
+    )
+    client = Scheduler(hub, clock)
+    admin = hub.create_user("tokadmin")
 
-        def tracking_up():  # the gateway answers 503 until MLflow behind it is up
-            answer = requests.get(
-                f"{client.hub.url}/services/tracking/version",
-                headers={"Authorization": f"token {admin}"},
-                timeout=10,
+    def up():  # the tracking gateway answers 503 until MLflow behind it is up
+        try:
+            answers = [
+                requests.get(f"{hub.url}/services/{name}/health", timeout=5)
+                for name in ("scheduler", "deployer")
+            ]
+            answers.append(
+                requests.get(
+                    f"{hub.url}/services/tracking/version",
+                    headers={"Authorization": f"token {admin}"},
+                    timeout=10,
+                )
             )
-            return answer.status_code == 200
+        except requests.RequestException:
+            return False
+        return all(a.status_code == 200 for a in answers)
 
-        wait_for(tracking_up, 180, 0.5, "the tracking service")
+    try:
+        wait_for(up, 240, 0.5, "the scheduler, the deployer and the tracking service")
         yield client
+    finally:
+        hub.stop()
+        remove_cgroups(f"{CGROUPS}-jobs")
+        remove_cgroups(f"{CGROUPS}-models")
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +198,104 @@ def test_a_run_token_never_outlives_the_run_by_more_than_the_margin(sched, users
     assert r.status_code == 200, r.text
     sched.wait_run(run_id, alice[0], timeout=120)
     wait_for(lambda: issued() is None, 30, 0.2, "the token of the cancelled run to go")
+
+
+# ------------------------------------------------------------- replicas' tokens
+
+
+def replica_pids(hub, name: str) -> set[int]:
+    """The model server processes serving ``name`` (``owner/deployment/version``)."""
+    pids = set()
+    for proc in psutil.Process(hub.proc.pid).children(recursive=True):
+        try:
+            if "hub_ext.services.deployer.modelserver" not in " ".join(proc.cmdline()):
+                continue
+            if proc.environ().get("SHIPYARD_MODELSERVER_NAME") == name:
+                pids.add(proc.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def hub_accepts(hub, token: str) -> bool:
+    answer = requests.get(
+        f"{hub.url}/hub/api/user", headers={"Authorization": f"token {token}"}, timeout=30
+    )
+    assert answer.status_code in (200, 401, 403), answer.text
+    return answer.status_code == 200
+
+
+def deployment_tokens(hub, owner: str, name: str) -> list[dict]:
+    """The owner's tokens whose note names the deployment (the deployer's notes do)."""
+    tokens = hub.api("GET", f"/users/{owner}/tokens").json()["api_tokens"]
+    return [t for t in tokens if f"{owner}/{name}/" in (t.get("note") or "")]
+
+
+def test_a_replica_token_ends_once_the_model_is_loaded_and_nothing_outlives_the_deployment(
+    sched, users
+):
+    hub = sched.hub
+    token = users["alice"][0]
+    headers = {"Authorization": f"token {token}"}
+    deployments = f"{hub.url}/services/deployer/api/deployments"
+    name = "tokmodel"
+    run_id = log_model(hub, token)
+    r = requests.post(
+        deployments,
+        json={"name": name, "model_uri": f"runs:/{run_id}/model", "profile": "serving"},
+        headers=headers,
+        timeout=60,
+    )
+    assert r.status_code == 201, r.text
+
+    def ready():
+        v = requests.get(f"{deployments}/{name}/versions/1", headers=headers, timeout=30)
+        assert v.status_code == 200 and v.json()["state"] != "failed", v.text
+        return v.json()["state"] == "ready"
+
+    wait_for(ready, 240, 0.3, "the deployment")
+
+    def predicts() -> bool:
+        answer = requests.post(
+            f"{hub.url}/services/deployer/models/alice/{name}/invocations",
+            json={"dataframe_split": {"columns": ["x"], "data": [[1.0], [2.0]]}},
+            headers=headers,
+            timeout=30,
+        )
+        assert answer.status_code in (200, 503), answer.text
+        return answer.status_code == 200 and len(answer.json()["predictions"]) == 2
+
+    # the replica read the model with a token of alice's (tracking only) ...
+    (first,) = replica_pids(hub, f"alice/{name}/1")
+    replica_token = psutil.Process(first).environ().get("MLFLOW_TRACKING_TOKEN")
+    assert replica_token, "the replica got no tracking token to read runs:/ with"
+    # ... which is revoked now that the model is loaded, while the replica serves on
+    wait_for(lambda: not hub_accepts(hub, replica_token), 30, 0.2, "the token to be revoked")
+    assert predicts()
+    assert deployment_tokens(hub, "alice", name) == []
+
+    # a new replica loads the version's copy: no token is made for it
+    r = requests.patch(f"{deployments}/{name}", json={"replicas": 2}, headers=headers, timeout=300)
+    assert r.status_code == 200, r.text
+    assert len(replica_pids(hub, f"alice/{name}/1")) == 2
+    assert deployment_tokens(hub, "alice", name) == []
+
+    # a replica killed is restarted and serves from the copy, with no valid token
+    os.kill(first, signal.SIGKILL)
+
+    def replaced():
+        pids = replica_pids(hub, f"alice/{name}/1")
+        return len(pids) == 2 and first not in pids and pids
+
+    pids = wait_for(replaced, 120, 0.2, "the killed replica to be restarted")
+    wait_for(predicts, 120, 0.2, "the restarted replicas to serve")
+    for pid in pids:
+        left = psutil.Process(pid).environ().get("MLFLOW_TRACKING_TOKEN")
+        assert not left or not hub_accepts(hub, left)
+    assert deployment_tokens(hub, "alice", name) == []
+
+    # deleted: no token of the deployment is left
+    r = requests.delete(f"{deployments}/{name}", headers=headers, timeout=120)
+    assert r.status_code == 204, r.text
+    assert deployment_tokens(hub, "alice", name) == []
+    assert not hub_accepts(hub, replica_token)

@@ -162,13 +162,21 @@ class DeployerService(Application):
         return os.environ.get("SHIPYARD_DEPLOYER_TRACKING_URL", "")
 
     tracking_token_seconds = Integer(
-        86400,
+        0,
+        min=0,
         help=_help(
             "Lifetime of the owner's tracking token given to a version's model servers.",
-            "c.DeployerService.tracking_token_seconds = 3600",
-            "A fresh token is made at each start and scale. **A replica that the backend "
-            "restarts after the token expired can no longer read a models:/ URI**: keep it "
-            "longer than a version usually lives, or deploy from local directories.",
+            "c.DeployerService.tracking_token_seconds = 900",
+            "0 (the default): the backend's longest start (``c.LocalBackend.start_timeout``, "
+            "``c.KubernetesBackend.start_timeout``) plus 5 minutes. A token is made only when "
+            "the replicas read the model through the tracking server (not for a local path, "
+            "nor where the local backend has the version's copy), and revoked as soon as it is "
+            "no longer needed: on the local backend once the version is ready or failed (later "
+            "starts load the copy the first replica downloaded), on every backend when the "
+            "version stops. **Kubernetes pods read the model at every start**: there the "
+            "deployer makes a fresh token at half this lifetime and puts it in the version's "
+            "Secret. The lifetime bounds what a token the deployer could not revoke (it died) "
+            "is worth; the next deployer revokes it at its start.",
         ),
     ).tag(config=True)
 
@@ -439,7 +447,12 @@ class DeployerService(Application):
             profiles=ProfileStore.for_path(self.profiles_file),
             directory=directory,
             credentials=TrackingCredentials(
-                api_url, token, self.tracking_url, self.tracking_token_seconds
+                api_url,
+                token,
+                self.tracking_url,
+                self.tracking_token_seconds
+                or int(backend.start_seconds) + TrackingCredentials.MARGIN,
+                ledger=Path(self.state_dir) / "tracking-tokens.json",
             ),
             # the secrets service's URL comes from the hub's config (SHIPYARD_SECRETS_API_URL)
             secrets=SecretsResolver.from_environment(),

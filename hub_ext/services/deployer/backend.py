@@ -93,8 +93,10 @@ class VersionSpec:
     replicas : int
         How many replicas should serve.
     env : Mapping[str, str]
-        Extra environment of each replica: ``MLFLOW_TRACKING_URI`` and the
-        owner's short-lived ``MLFLOW_TRACKING_TOKEN`` (tracking access only).
+        Extra environment of each replica: ``MLFLOW_TRACKING_URI`` and, when the
+        replicas read the model through it (:meth:`Backend.needs_credentials`), the
+        owner's short-lived ``MLFLOW_TRACKING_TOKEN`` (tracking access only), revoked
+        once they no longer need it.
     secrets : Mapping[str, str]
         The owner's secrets the deployment names, by name, resolved for this
         start: environment variables of each local replica (the Kubernetes
@@ -191,8 +193,8 @@ class Backend(LoggingConfigurable, metaclass=_BackendMeta):
     or not) as here; one that does not fails when it is defined (STYLE rule 6).
     """
 
-    _async_interface = ("start", "scale", "stop", "sweep", "close")
-    _sync_interface = ("endpoints",)
+    _async_interface = ("start", "scale", "stop", "sweep", "close", "refresh_env")
+    _sync_interface = ("endpoints", "needs_credentials")
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -205,6 +207,38 @@ class Backend(LoggingConfigurable, metaclass=_BackendMeta):
                 raise TypeError(
                     f"{cls.__name__}.{name} must be {kind} instance method, as in Backend"
                 )
+
+    #: True where a replica reads its model through the tracking server at every start
+    #: (no copy outlives a pod): the version's tracking token must then stay valid while
+    #: the version runs, and the deployer renews it (:meth:`refresh_env`) before it
+    #: expires. False where restarts load a copy kept on the machine (the local
+    #: backend): the token is revoked once every replica loaded the model.
+    keeps_credentials = False
+
+    def needs_credentials(self, spec: VersionSpec) -> bool:
+        """Whether the replicas of ``spec`` read their model through the tracking server.
+
+        Not for a model directory on this machine (an absolute path); a backend that
+        keeps a copy of the model (the local one) also says no while the copy exists.
+        The deployer mints the owner's tracking token only when this says yes.
+        """
+        return not spec.model_uri.startswith("/")
+
+    @property
+    def start_seconds(self) -> float:
+        """The longest a version's start may take here (its replicas loading the model).
+
+        The deployer's tracking tokens live this long plus a margin by default
+        (``c.DeployerService.tracking_token_seconds``).
+        """
+        return 300.0
+
+    async def refresh_env(self, key: str, env: Mapping[str, str]) -> None:
+        """Give the replicas of ``key`` that start from now on ``env`` (a renewed token).
+
+        Only called where :attr:`keeps_credentials` is true; replicas that run
+        keep theirs (they have read the model already).
+        """
 
     @property
     def gpu_count(self) -> int | None:

@@ -36,8 +36,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -69,47 +71,168 @@ __all__ = ["Caller", "DeployerCore", "HubDirectory", "TrackingCredentials"]
 
 
 class TrackingCredentials:
-    """``MLFLOW_TRACKING_URI`` and a token of the owner's for the tracking service only.
+    """``MLFLOW_TRACKING_URI`` and tokens of the owner's for the tracking service only.
 
     As the scheduler's :class:`~hub_ext.services.scheduler.runenv.RunEnvironment`:
-    the token is asked of the hub (``POST /users/{owner}/tokens``, the service's
+    a token is asked of the hub (``POST /users/{owner}/tokens``, the service's
     ``tokens`` scope), grants only ``access:services!service=tracking``, and
-    expires after ``lifetime`` seconds. The deployer's own token never reaches
-    a model server. Without a tracking URL (or when the hub refuses), the model
-    server gets no token; a ``models:/`` URI then fails with MLflow's message
-    and the version's reason says so.
+    lives only as long as its use:
+
+    - it expires after ``lifetime`` seconds (by default the backend's longest
+      start plus a margin), so a token the deployer could not revoke (it died)
+      is soon worthless;
+    - the deployer revokes it (``DELETE /users/{owner}/tokens/{id}``,
+      :meth:`release`) once the replicas no longer need it: on the local
+      backend when the version is ready (every later start loads the copy
+      the first one downloaded) or failed; on every backend when the version
+      stops or its deployment is deleted. Where replicas read the model at
+      every start (Kubernetes), the deployer renews the token before it
+      expires (:meth:`issue` again, then :meth:`release` of the older ones);
+    - the ids of the tokens not yet revoked are kept in ``ledger`` (a JSON file
+      of the service's, mode 0600; ids only, never a token), so the next
+      deployer revokes what this one minted (:meth:`release_earlier`).
+
+    The deployer's own token never reaches a model server. Without a tracking
+    URL (or when the hub refuses), the model server gets no token; a
+    ``models:/`` URI then fails with MLflow's message and the version's reason
+    says so.
+
+    Rejected: one long-lived token per version (24 hours before: each stayed
+    valid long after its deployment was deleted), and listing the owners'
+    tokens by note at start (the owner of a deployment deleted while the
+    deployer was down is no longer known).
     """
 
-    def __init__(self, api_url: str, token: str, tracking_url: str, lifetime: int = 86400):
+    #: Seconds a token outlives the backend's longest start by default.
+    MARGIN = 300
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        tracking_url: str,
+        lifetime: int = 600,
+        ledger: Path | None = None,
+    ):
         self.api_url = api_url.rstrip("/")
         self.token = token
         self.tracking_url = tracking_url.rstrip("/")
         self.lifetime = lifetime
+        self.ledger = ledger
+        #: version key -> {"owner", "what", "ids": [token ids, oldest first]}
+        self._issued: dict[str, dict[str, Any]] = {}
+        self._saving = asyncio.Lock()  # one write at a time, each of the newest state
 
-    async def __call__(self, owner: str, what: str) -> dict[str, str]:
-        if not self.tracking_url or not self.token:
-            return {}
-        env = {"MLFLOW_TRACKING_URI": self.tracking_url}
-        request = HTTPRequest(
-            f"{self.api_url}/users/{owner}/tokens",
-            method="POST",
-            body=json.dumps(
-                {
-                    "note": f"model server of {what}",
-                    "expires_in": self.lifetime,
-                    "scopes": ["access:services!service=tracking"],
-                }
-            ),
-            headers={"Authorization": f"token {self.token}"},
-            request_timeout=10,
-        )
+    def environment(self) -> dict[str, str]:
+        """What replicas that need no token get: the tracking URL (or nothing)."""
+        return {"MLFLOW_TRACKING_URI": self.tracking_url} if self.tracking_url else {}
+
+    def keys(self) -> list[tuple[str, str, str]]:
+        """``(key, owner, what)`` of every version holding a token now."""
+        return [(k, v["owner"], v["what"]) for k, v in self._issued.items()]
+
+    async def issue(self, owner: str, key: str, what: str) -> dict[str, str]:
+        """The environment of the replicas of ``key``, with a fresh token of ``owner``'s."""
+        env = self.environment()
+        if not env or not self.token:
+            return env
+        body = {
+            "note": f"model server of {what}",
+            "expires_in": self.lifetime,
+            "scopes": ["access:services!service=tracking"],
+        }
         try:
-            response = await AsyncHTTPClient().fetch(request)
+            response = await self._hub("POST", f"/users/{owner}/tokens", body)
         except (HTTPClientError, OSError) as e:
             log.warning("No tracking token for the model server of %s: %s", what, e)
             return env
-        env["MLFLOW_TRACKING_TOKEN"] = json.loads(response.body)["token"]
+        answer = json.loads(response.body)
+        entry = self._issued.setdefault(key, {"owner": owner, "what": what, "ids": []})
+        entry["ids"].append(answer["id"])
+        await self._save()
+        env["MLFLOW_TRACKING_TOKEN"] = answer["token"]
         return env
+
+    async def release(self, key: str, keep_latest: bool = False) -> None:
+        """Revoke the tokens of ``key`` (all, or all but the newest); nothing if it has none.
+
+        A failure is logged, not raised: the token still expires on its own.
+        """
+        entry = self._issued.get(key)
+        if entry is None:
+            return
+        ids = entry["ids"][:-1] if keep_latest else entry["ids"]
+        if not ids:
+            return
+        entry["ids"] = entry["ids"][len(ids) :]
+        if not entry["ids"]:
+            del self._issued[key]
+        await self._save()
+        await asyncio.gather(*(self._revoke(entry["owner"], i, entry["what"]) for i in ids))
+
+    async def release_earlier(self) -> None:
+        """At start, before any :meth:`issue`: revoke every token an earlier deployer left."""
+        if self.ledger is None:
+            return
+        try:
+            earlier = json.loads(await asyncio.to_thread(self.ledger.read_bytes))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as e:
+            log.warning("Cannot read the tracking tokens of an earlier deployer: %s", e)
+            return
+        revoke = [
+            (entry["owner"], token_id, entry["what"])
+            for entry in (earlier.values() if isinstance(earlier, dict) else ())
+            if isinstance(entry, dict)
+            for token_id in entry.get("ids") or ()
+        ]
+        await self._save()
+        if revoke:
+            log.info("Revoking %d tracking token(s) of an earlier deployer", len(revoke))
+        await asyncio.gather(*(self._revoke(*r) for r in revoke))
+
+    async def _revoke(self, owner: str, token_id: str, what: str) -> None:
+        try:
+            await self._hub("DELETE", f"/users/{owner}/tokens/{token_id}")
+        except HTTPClientError as e:
+            if e.code != 404:  # 404: the owner (or an admin) revoked it already
+                log.warning("Could not revoke the tracking token of %s: %s", what, e)
+        except OSError as e:
+            log.warning("Could not revoke the tracking token of %s: %s", what, e)
+
+    async def _save(self) -> None:
+        if self.ledger is None:
+            return
+        async with self._saving:
+            data = json.dumps(self._issued).encode()
+            try:
+                await asyncio.to_thread(_write_private, self.ledger, data)
+            except OSError as e:
+                log.warning("Could not record the tracking tokens in %s: %s", self.ledger, e)
+
+    async def _hub(self, method: str, path: str, body: dict | None = None):
+        request = HTTPRequest(
+            f"{self.api_url}{path}",
+            method=method,
+            body=None if body is None else json.dumps(body),
+            headers={"Authorization": f"token {self.token}"},
+            request_timeout=10,
+        )
+        return await AsyncHTTPClient().fetch(request)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` (mode 0600), whole or not at all: a new file renamed over it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        with os.fdopen(os.open(temporary, flags, 0o600), "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 @dataclass
@@ -126,7 +249,7 @@ class DeployerCore:
     breakers: Breakers
     profiles: ProfileStore
     directory: HubDirectory | None
-    credentials: Callable[[str, str], Any]
+    credentials: TrackingCredentials
     #: ``await secrets(owner, names, purpose, details)``: the values of the owner's secrets
     #: (:class:`~hub_ext.services.common.secrets.SecretsResolver`).
     secrets: Callable[..., Any] = field(default_factory=lambda: SecretsResolver("", ""))
@@ -307,6 +430,7 @@ class DeployerCore:
                         await self.backend.scale(spec)
                 except DeployFailed as e:
                     failed.append(f"version {v.version}: {e.reason}")
+                await self._settle_credentials(version_key(owner, name, v.version))
         if failed:
             raise Conflict(
                 f"{name!r} is set to {replicas} replica(s), but its running versions keep "
@@ -369,19 +493,30 @@ class DeployerCore:
             )
         except SecretsUnavailable as e:
             raise DeployFailed(f"the replicas cannot get their secrets: {e}") from None
-        return VersionSpec(
+        spec = VersionSpec(
             owner=d.owner,
             name=d.name,
             version=v.version,
             model_uri=v.model_uri,
             profile=profile,
             replicas=d.replicas,
-            env=await self.credentials(d.owner, what),
+            env=self.credentials.environment(),
             secrets=secrets,
             training_summary=summary,
             timeout_seconds=self.timeout_seconds,
             max_body_bytes=self.max_body_bytes,
         )
+        if not self.backend.needs_credentials(spec):  # a local path, or a copy kept here
+            return spec
+        return replace(spec, env=await self.credentials.issue(d.owner, spec.key, what))
+
+    async def _settle_credentials(self, key: str) -> None:
+        """After a start or scale: revoke the tokens the replicas of ``key`` no longer need.
+
+        All of them where restarts load a kept copy of the model; all but the
+        newest (the one the replicas now get) where the backend keeps them.
+        """
+        await self.credentials.release(key, keep_latest=self.backend.keeps_credentials)
 
     async def _start(self, owner: str, name: str, version: int) -> None:
         key = version_key(owner, name, version)
@@ -396,6 +531,7 @@ class DeployerCore:
             return  # deleted while starting: the delete stops it
         except DeployFailed as e:
             log.warning("Version %s failed to start: %s", key, e.reason)
+            await self.credentials.release(key)
             # replicas the backend found serving at start, if it could not adopt them
             await self.backend.stop(key, self.stop_grace)
             await self._call(self.store.mark_failed, owner, name, version, e.reason)
@@ -411,9 +547,11 @@ class DeployerCore:
                 "the deployer could not start it (an internal error; the admin finds it in the "
                 "deployer's log)",
             )
+            await self.credentials.release(key)
             await self.backend.stop(key, self.stop_grace)
             await self._refresh(owner, name)
             return
+        await self._settle_credentials(key)
         async with self._lock((owner, name)):
             try:
                 change = await self._call(self.store.mark_ready, owner, name, version)
@@ -446,6 +584,7 @@ class DeployerCore:
         async with self._lock(key):
             log.info("Stopping %s", key)
             await self.backend.stop(key, self.stop_grace)
+            await self.credentials.release(key)
         window = self.router.windows.pop(key, None)
         served = self.stats.pop(key, {})
         self.breakers.forget(key)
@@ -463,6 +602,7 @@ class DeployerCore:
         (:meth:`.backend.Backend.recover`: they serve from then on) and removes
         the rest. Call :meth:`start_wanted` once the service listens.
         """
+        await self.credentials.release_earlier()  # the replicas that run get new ones
         count = await self._call(self.store.recover)
         for d in await self._call(self.store.list, None):
             self.router.update(d)
@@ -475,6 +615,31 @@ class DeployerCore:
         """Start (or adopt, where the backend found it serving) every version that should run."""
         for d, v in await self._call(self.store.wanted):
             self._spawn(self._start(d.owner, d.name, v.version))
+        if self.backend.keeps_credentials:
+            self._spawn(self._renew())
+
+    async def _renew(self) -> None:
+        """Where replicas need their token as long as they run: a fresh one at half its life.
+
+        The backend gives it to the replicas that start from then on
+        (:meth:`.backend.Backend.refresh_env`); the older one is revoked then.
+        Until cancelled.
+        """
+        while True:
+            await asyncio.sleep(max(self.credentials.lifetime / 2, 1))
+            for key, owner, what in self.credentials.keys():
+                async with self._lock(key):  # a stop meanwhile has released it: skip
+                    if key not in {k for k, _, _ in self.credentials.keys()}:
+                        continue
+                    env = await self.credentials.issue(owner, key, what)
+                    if "MLFLOW_TRACKING_TOKEN" not in env:
+                        continue  # the hub refused: the current token lives on until it expires
+                    try:
+                        await self.backend.refresh_env(key, env)
+                    except Exception:
+                        log.exception("Could not renew the tracking token of %s", key)
+                        continue
+                    await self.credentials.release(key, keep_latest=True)
 
     async def monitor(self) -> None:
         """Poll the healthy replicas' ``/stats`` and keep the gauges current, until cancelled."""

@@ -25,7 +25,11 @@ rule 8, as KubeSpawner's ``objects.py`` and the scheduler's Job builder):
   measure).
 - :func:`secret_manifest`: the owner's tracking token and the training summary
   (mounted as a file only the pod's user reads). A token in the Deployment
-  would be readable by anyone who may list Deployments.
+  would be readable by anyone who may list Deployments. Every pod start reads
+  the model through the tracking server, so the token lives as long as the
+  version: short-lived, renewed by the deployer at half its life
+  (:meth:`KubernetesBackend.refresh_env` applies the Secret alone: no
+  rollout), revoked when the version stops.
 - :func:`network_policy_manifest`: only the deployer's pods may reach the
   model servers, so nobody in the cluster bypasses its authorization.
 
@@ -46,7 +50,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from traitlets import Dict, Integer, Unicode, default
@@ -647,9 +651,19 @@ class KubernetesBackend(Backend):
         """,
     ).tag(config=True)
 
+    #: Pods read the model at every start (no copy outlives a pod): the version's
+    #: tracking token stays valid while it runs, renewed by the deployer in its Secret.
+    keeps_credentials = True
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._ready: dict[str, str] = {}
+        #: the spec each running version was last applied with (its Secret's source)
+        self._specs: dict[str, VersionSpec] = {}
+
+    @property
+    def start_seconds(self) -> float:
+        return float(self.start_timeout)
 
     def settings(self, spec: VersionSpec) -> ManifestSettings:
         return ManifestSettings(
@@ -760,6 +774,7 @@ class KubernetesBackend(Backend):
                 await self._delete(kv.name, kv.settings.namespace)
             raise DeployFailed(f"Kubernetes refused the version: {e}") from None
         self._ready[spec.key] = kv.url
+        self._specs[spec.key] = spec
 
     def endpoints(self, key: str) -> list[str]:
         url = self._ready.get(key)
@@ -775,12 +790,38 @@ class KubernetesBackend(Backend):
             ready keep serving (``maxUnavailable: 0``).
         """
         kv = KubeVersion(spec, self.settings(spec))
+        self._specs[spec.key] = spec
         await self._apply(kv)
         await self._wait_rolled_out(kv)
         self._ready[spec.key] = kv.url
 
+    async def refresh_env(self, key: str, env: Mapping[str, str]) -> None:
+        """Apply the version's Secret again with ``env``: pods that start later read it.
+
+        Only the Secret changes (the Deployment names the same keys), so nothing
+        rolls out; a running pod keeps the environment it started with.
+        """
+        spec = self._specs.get(key)
+        if spec is None:
+            return
+        spec = replace(spec, env=dict(env))
+        manifest = secret_manifest(KubeVersion(spec, self.settings(spec)))
+        if manifest is None:
+            return
+        api, kind = (await self._clients())["Secret"]
+        await getattr(api, f"patch_namespaced_{kind}")(
+            manifest["metadata"]["name"],
+            manifest["metadata"]["namespace"],
+            manifest,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+        self._specs[key] = spec
+
     async def stop(self, key: str, grace: float = 20) -> None:
         self._ready.pop(key, None)
+        self._specs.pop(key, None)
         await self._delete(object_name(key), self.namespace)
 
     async def sweep(self) -> None:

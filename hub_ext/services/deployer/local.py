@@ -131,6 +131,8 @@ MAX_REASON = 2000
 MAX_LINE = 16 * 2**10
 #: Name of the training summary in a version's private folder.
 SUMMARY_NAME = "training-summary.json"
+#: The copy of the model the first replica downloads, in the version's private folder.
+MODEL_CACHE = "model"
 #: A replica's output FIFO holds this much while no deployer reads it (Linux's default
 #: maximum for a pipe; a replica that prints more waits for the next deployer).
 PIPE_BYTES = 2**20
@@ -835,6 +837,30 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------ interface
 
+    @property
+    def start_seconds(self) -> float:
+        """A replica's ``start_timeout``: replicas of a version start side by side."""
+        return self.start_timeout
+
+    def needs_credentials(self, spec: VersionSpec) -> bool:
+        """No while the version's folder holds the model's copy (``--model-cache``).
+
+        The first replica of a version downloads the model into its folder; every
+        later start (a restart, a scale-up, an adopted version) loads that copy and
+        needs neither the tracking server nor a token.
+        """
+        if not super().needs_credentials(spec):
+            return False
+        version = self._versions.get(spec.key)
+        found = self._found.get(spec.key)
+        if version is not None and not version.stopped:
+            folder = version.folder
+        elif found is not None:
+            folder = found.folder
+        else:
+            return True
+        return not (folder / MODEL_CACHE / "MLmodel").is_file()
+
     async def start(self, spec: VersionSpec) -> None:
         """Start the version's replicas; return once every one answers ``/health`` with 200.
 
@@ -1380,7 +1406,7 @@ class LocalBackend(Backend):
         if version.summary is not None:
             options += ["--training-summary", str(version.summary)]
         # the first replica downloads the model as the owner; restarts load that copy
-        options += ["--model-cache", str(version.folder / "model")]
+        options += ["--model-cache", str(version.folder / MODEL_CACHE)]
         # the options in the environment, which only the owner reads: every account reads
         # a command line, and these name the owner's run, model and port
         env = self._environment(version, replica.gpus)
