@@ -95,6 +95,9 @@ c.ShipyardHub.service_state_dir = str(data / "services")
 # -- the proxy: configurable-http-proxy, installed next to the hub's Python by `make install`
 c.ConfigurableHTTPProxy.api_url = env("SHIPYARD_PROXY_API_URL", "http://127.0.0.1:8001")
 c.ConfigurableHTTPProxy.pid_file = str(data / "proxy.pid")
+# a hub restarted after a crash adopts the proxy that still runs (its token is kept
+# beside the pid file) instead of replacing it: no request is refused meanwhile
+c.JupyterHub.proxy_class = "hub_ext.proxy.ShipyardProxy"
 chp = shutil.which(
     "configurable-http-proxy",
     path=os.pathsep.join([str(Path(sys.prefix) / "bin"), env("PATH", "")]),

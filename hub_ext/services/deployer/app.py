@@ -341,6 +341,21 @@ class DeployerService(Application):
         ),
     ).tag(config=True)
 
+    auth_stale_seconds = Float(
+        300.0,
+        help=_help(
+            "Seconds the router keeps serving a token's last answer from the hub while the "
+            "hub cannot be reached.",
+            "c.DeployerService.auth_stale_seconds = 60",
+            "While the hub is down (a crash, a restart), a token used in this window (plus "
+            "``auth_cache_seconds``) keeps invoking models, with the caller's last known "
+            "groups; a token not seen in it gets 503 with Retry-After until the hub is back. "
+            "This is also how long a token revoked just before the outage may still invoke "
+            "(nothing can be revoked while the hub is down). 0 turns it off: every model "
+            "call whose token is not in the cache fails while the hub is down.",
+        ),
+    ).tag(config=True)
+
     service_url = Unicode(
         help=_help(
             "Where the service listens; the hub's proxy sends /services/deployer/ here.",
@@ -438,6 +453,7 @@ class DeployerService(Application):
             queue_timeout=self.queue_timeout,
             max_queued=self.max_queued_requests,
             max_discard_bytes=int(self.max_discard_size),
+            auth_stale_seconds=self.auth_stale_seconds,
         )
         core = DeployerCore(
             store=store,

@@ -19,6 +19,17 @@ Then, in this order:
    **404**, identical for both (SECURITY rule 3: the caller may not know it
    exists).
 
+**While the hub is down** (a crash, a restart) the services keep running and
+the models keep answering. A token the router identified in the last
+``c.DeployerService.auth_stale_seconds`` (5 minutes) keeps its last answer
+from the hub, and so do the caller's groups, until the hub answers again; a
+token not seen in that window cannot be checked: **503** with ``Retry-After``
+(never a 401 or 404: nothing was refused). Only a hub that cannot be reached
+is answered from stale entries; any answer the hub gives (an unknown token, a
+403, a 5xx) is used as it is. The window is also how long a token revoked
+just before or during an outage may still invoke (the hub cannot revoke
+anything while it is down).
+
 **Where a request goes.** The split's versions are chosen by smooth
 weighted round-robin (nginx's: exact shares over any 100 requests, no
 bursts), skipping versions whose circuit breaker is open (:mod:`.breaker`)
@@ -70,6 +81,7 @@ connections to replicas) when ``pycurl`` is installed, the simple client
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -84,6 +96,7 @@ from tornado.iostream import StreamClosedError
 
 from hub_ext.audit import emit
 
+from ..common.web import HUB_DOWN
 from .backend import Backend, version_key
 from .breaker import Breakers
 from .metrics import MODEL_LATENCY, MODEL_REQUESTS, RETRIES, VersionWindow
@@ -101,6 +114,60 @@ CONTENT_TYPES = ("application/json", "text/csv")
 SUSPECT_SECONDS = 2.0
 #: Seconds between two looks at the backend's replicas while requests wait for one.
 QUEUE_POLL_SECONDS = 0.05
+#: Seconds a caller is told to wait (``Retry-After``) while the hub cannot be reached.
+HUB_RETRY_SECONDS = 2
+#: Most tokens (and users' groups) whose last answer from the hub is kept for an outage.
+STALE_ENTRIES = 10_000
+
+
+class HubUnreachable(web.HTTPError):
+    """503: the hub cannot be reached and has no recent answer for this caller."""
+
+    def __init__(self) -> None:
+        super().__init__(503, HUB_DOWN)
+
+
+def _hub_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the hub could not be reached (not an answer of the hub's).
+
+    ``HubOAuth`` (:mod:`..common.web`) turns a failed connection into a 503 with
+    :data:`HUB_DOWN`; the groups lookup raises the HTTP client's own errors.
+    """
+    if isinstance(error, web.HTTPError):
+        return error.status_code == 503 and error.log_message == HUB_DOWN
+    if isinstance(error, HTTPClientError):
+        return error.code == 599
+    return isinstance(error, OSError | StreamClosedError | TimeoutError)
+
+
+class LastGood:
+    """The hub's last answer per key, served for ``stale_seconds`` while it is unreachable."""
+
+    def __init__(self, stale_seconds: float, limit: int = STALE_ENTRIES):
+        self.stale_seconds = stale_seconds
+        self.limit = limit
+        self._entries: dict[str, tuple[float, Any]] = {}
+
+    def put(self, key: str, value: Any) -> None:
+        if self.stale_seconds <= 0:
+            return
+        self._entries.pop(key, None)  # re-inserted last: the dict stays oldest first
+        self._entries[key] = (time.monotonic(), value)
+        if len(self._entries) > self.limit:
+            horizon = time.monotonic() - self.stale_seconds
+            self._entries = {k: v for k, v in self._entries.items() if v[0] >= horizon}
+            while len(self._entries) > self.limit:
+                del self._entries[next(iter(self._entries))]
+
+    def drop(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def get(self, key: str) -> Any:
+        """The value kept for ``key`` if it is recent enough; else raise :class:`HubUnreachable`."""
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > self.stale_seconds:
+            raise HubUnreachable()
+        return entry[1]
 
 
 @dataclass
@@ -180,6 +247,7 @@ class ModelRouter:
         queue_timeout: float = 10.0,
         max_queued: int = 256,
         max_discard_bytes: int = 128 * 1024**2,
+        auth_stale_seconds: float = 300.0,
     ):
         self.backend = backend
         self.breakers = breakers
@@ -191,6 +259,9 @@ class ModelRouter:
         self.queue_timeout = queue_timeout
         self.max_queued = max_queued
         self.max_discard_bytes = max(max_discard_bytes, max_body_bytes)
+        #: the hub's last answers (identities, groups), for while it cannot be reached
+        self.last_identity = LastGood(auth_stale_seconds)
+        self.last_groups = LastGood(auth_stale_seconds)
         #: requests waiting for a replica now
         self.queued = 0
         #: replica URL -> until when it is passed over (it refused or dropped a connection)
@@ -237,8 +308,8 @@ class ModelRouter:
         try:
             return await self._authorize(handler, owner, name)
         except web.HTTPError as e:
-            if not handler.request.path.endswith("/invocations"):
-                raise  # a refused health check is not a refused model call
+            if not handler.request.path.endswith("/invocations") or e.status_code >= 500:
+                raise  # a refused health check, or the hub unreachable: not a refused call
             caller = handler.invoker or {}
             emit(
                 "model.invoke_denied",
@@ -261,7 +332,7 @@ class ModelRouter:
                 "A hub API token is needed: send 'Authorization: token <token>' "
                 "(in a Shipyard server, $JUPYTERHUB_API_TOKEN).",
             )
-        model = await self.hub_auth.user_for_token(match.group(1), sync=False)
+        model = await self._identify(match.group(1))
         if not model:
             raise web.HTTPError(401, "The hub does not know this token (expired or revoked?).")
         handler.invoker = model
@@ -276,6 +347,32 @@ class ModelRouter:
             raise web.HTTPError(404, f"no deployment {owner}/{name}")
         return route
 
+    async def _identify(self, token: str) -> dict[str, Any] | None:
+        """The hub's model of ``token`` (None: unknown); its last one while the hub is down."""
+        key = hashlib.sha256(token.encode("utf8", "replace")).hexdigest()
+        try:
+            model = await self.hub_auth.user_for_token(token, sync=False)
+        except Exception as e:
+            if not _hub_unreachable(e):
+                raise
+            return self.last_identity.get(key)
+        if model:
+            self.last_identity.put(key, model)
+        else:
+            self.last_identity.drop(key)
+        return model
+
+    async def _groups(self, who: str) -> set[str]:
+        """The hub groups of user ``who``; their last known ones while the hub is down."""
+        try:
+            groups = set(await self.groups_of(who))
+        except Exception as e:
+            if not _hub_unreachable(e):
+                raise
+            return self.last_groups.get(who)
+        self.last_groups.put(who, groups)
+        return groups
+
     async def _granted(self, model: dict[str, Any], route: Route) -> bool:
         who = model.get("name", "")
         if model.get("kind", "user") == "service":
@@ -283,7 +380,7 @@ class ModelRouter:
         if who == route.owner or model.get("admin") or who in route.users:
             return True
         if route.groups:
-            return bool(route.groups & set(await self.groups_of(who)))
+            return bool(route.groups & await self._groups(who))
         return False
 
     # ------------------------------------------------------------ choosing
@@ -553,6 +650,9 @@ class _ModelHandler(web.RequestHandler):
         codes = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND"}
         code = codes.get(status_code, "BAD_REQUEST" if status_code < 500 else "INTERNAL_ERROR")
         code = {413: "REQUEST_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE"}.get(status_code, code)
+        if isinstance(error, HubUnreachable):
+            code = "UNAVAILABLE"
+            self.set_header("Retry-After", str(HUB_RETRY_SECONDS))
         self.set_header("Content-Type", "application/json")
         self.finish(_error_body(status_code, code, message))
 
