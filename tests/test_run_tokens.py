@@ -299,3 +299,32 @@ def test_a_replica_token_ends_once_the_model_is_loaded_and_nothing_outlives_the_
     assert r.status_code == 204, r.text
     assert deployment_tokens(hub, "alice", name) == []
     assert not hub_accepts(hub, replica_token)
+
+
+def test_a_deployer_revokes_the_tokens_its_predecessor_left(sched, users, tmp_path):
+    """A deployer that died could not revoke; the next one does, from the ids it recorded."""
+    import asyncio
+
+    from hub_ext.services.deployer.core import TrackingCredentials
+
+    hub = sched.hub
+    ledger = tmp_path / "tracking-tokens.json"
+
+    def credentials() -> TrackingCredentials:
+        return TrackingCredentials(
+            f"{hub.url}/hub/api", hub.admin_token, "http://tracking", 600, ledger=ledger
+        )
+
+    env = asyncio.run(credentials().issue("alice", "alice--gone-v1", "alice/gone/1"))
+    token = env["MLFLOW_TRACKING_TOKEN"]
+    assert hub_accepts(hub, token)
+    assert (ledger.stat().st_mode & 0o777) == 0o600
+    assert token not in ledger.read_text()  # ids only
+    (listed,) = deployment_tokens(hub, "alice", "gone")
+    created = datetime.fromisoformat(listed["created"].replace("Z", "+00:00"))
+    expires = datetime.fromisoformat(listed["expires_at"].replace("Z", "+00:00"))
+    assert (expires - created).total_seconds() <= 601
+
+    asyncio.run(credentials().release_earlier())  # the next deployer, at its start
+    assert not hub_accepts(hub, token)
+    assert deployment_tokens(hub, "alice", "gone") == []
