@@ -497,10 +497,10 @@ def _describe(processes: dict[int, dict]) -> str:
 
 
 def _assert_all_managed(processes: dict[int, dict], hub_pid: int, data: Path) -> None:
-    """Each process is the hub, a service it adopted (recorded), or a descendant of one."""
-    managers = {hub_pid} | {
-        json.loads(p.read_text())["pid"] for p in (data / "services").glob("*.json")
-    }
+    """Each process is the hub, a service or the proxy it adopted (recorded), or a
+    descendant of one."""
+    records = [*(data / "services").glob("*.json"), *data.glob("proxy.json")]
+    managers = {hub_pid} | {json.loads(p.read_text())["pid"] for p in records}
     table = process_table()
     for pid in processes:
         chain, current = [], pid
