@@ -395,7 +395,8 @@ def test_env_check_lists_every_difference_from_the_lock(tmp_path, base_env):
     EnvironmentBuilder(envs, cache_dir=CACHE).build(get_environment("base"))
     env = {"SHIPYARD_ENVS_DIR": str(envs)}
     clean = shipyard("env", "check", "base", env=env)
-    assert clean.returncode == 0 and clean.stdout.startswith("base: matches its lock (143 "), (
+    count = len(get_environment("base").packages())
+    assert clean.returncode == 0 and clean.stdout.startswith(f"base: matches its lock ({count} "), (
         clean.stdout + clean.stderr
     )
 
