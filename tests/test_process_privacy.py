@@ -334,7 +334,7 @@ def test_mlflow_server_gets_its_settings_and_telemetry_through_the_environment(t
         port=5005,
     )
     assert "hunter2" not in " ".join(server.command())
-    env = server.environment(tmp_path / "auth.ini")
+    env = server.environment()
     assert env["MLFLOW_BACKEND_STORE_URI"] == "postgresql://mlflow:hunter2@db/mlflow"
     assert env["MLFLOW_PORT"] == "5005" and env["MLFLOW_DISABLE_TELEMETRY"] == "true"
 
