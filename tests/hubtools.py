@@ -91,14 +91,35 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.1, what: str = 
         time.sleep(interval)
 
 
+#: Tells apart the accounts and cgroups of test sessions that run at the same time: each
+#: pytest-xdist worker's number, after SHIPYARD_TEST_TAG (set it in a second checkout
+#: that tests beside this one). Empty for a lone session, so names stay as written.
+RUN_TAG = os.environ.get("SHIPYARD_TEST_TAG", "") + os.environ.get(
+    "PYTEST_XDIST_WORKER", ""
+).removeprefix("gw")
+
+
+def tagged(name: str) -> str:
+    """``name``, a test account prefix (``sy…-``) or cgroup parent (``shipyard-test…``),
+    with this session's :data:`RUN_TAG` after its fixed head.
+
+    ``tagged("syfo-")`` is ``"sy1fo-"`` on worker ``gw1``; a derived name keeps matching:
+    ``tagged("shipyard-test-fo") + "-models" == tagged("shipyard-test-fo-models")``.
+    """
+    for head in ("shipyard-test", "sy"):
+        if name.startswith(head):
+            return head + RUN_TAG + name[len(head) :]
+    raise ValueError(f"{name!r} is not a test account prefix or cgroup parent")
+
+
 @dataclass
 class HubProcess:
     """One JupyterHub with Shipyard's embedded config, on free ports."""
 
     data_dir: Path
     profiles_file: Path
-    account_prefix: str = "sytest-"
-    cgroup_parent: str = "shipyard-test"
+    account_prefix: str = field(default_factory=lambda: tagged("sytest-"))
+    cgroup_parent: str = field(default_factory=lambda: tagged("shipyard-test"))
     home_root: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     spawner_class: str = "shipyard-local"

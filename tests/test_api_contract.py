@@ -31,7 +31,7 @@ from hub_ext.accounts import _create
 from hub_ext.slugs import account_name
 
 from .conftest import needs_root
-from .hubtools import wait_for
+from .hubtools import tagged, wait_for
 from .test_deployer_service import DEPLOYER_CONFIG, Client
 from .test_scheduler_service import SCHEDULER_CONFIG, notebook, put_file, scheduler_hub
 
@@ -182,8 +182,8 @@ def sched(hub_factory, tmp_path_factory):
         hub_factory,
         folder,
         "contract-sched",
-        "sycon-",
-        "shipyard-test-con",
+        tagged("sycon-"),
+        tagged("shipyard-test-con"),
         SHIPYARD_SCHEDULER_CONFIG=str(config),
     ) as client:
         yield client
@@ -407,8 +407,8 @@ def dep(hub_factory, tmp_path_factory):
     config.write_text(DEPLOYER_CONFIG)
     hub = hub_factory(
         name="contract-deployer",
-        account_prefix="sycdp-",
-        cgroup_parent="shipyard-test-cdp",
+        account_prefix=tagged("sycdp-"),
+        cgroup_parent=tagged("shipyard-test-cdp"),
         extra_env={"SHIPYARD_DEPLOYER": "1", "SHIPYARD_DEPLOYER_CONFIG": str(config)},
     )
     client = Client(hub, hub.create_user("dora"))

@@ -23,7 +23,7 @@ from server_ext.audit_client import AuditClient, AuditError
 from server_ext.handlers import owner_is_admin
 
 from .conftest import needs_root
-from .hubtools import REPO, free_port, wait_for
+from .hubtools import REPO, free_port, tagged, wait_for
 from .test_server_ext import _start_server
 
 
@@ -93,8 +93,8 @@ def audit_hub(hub_factory):
     """A hub with the audit service; API tokens of its bootstrapped admin and of a user."""
     hub = hub_factory(
         name="audit-routes",
-        account_prefix="syaur-",
-        cgroup_parent="shipyard-test-audit-routes",
+        account_prefix=tagged("syaur-"),
+        cgroup_parent=tagged("shipyard-test-audit-routes"),
         extra_env={"SHIPYARD_AUDIT_SERVICE": "1"},
     )
     admin = json.loads((hub.data_dir / "credentials.json").read_text())["admin_user"]

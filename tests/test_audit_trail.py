@@ -38,17 +38,17 @@ from hub_ext.audit.actions import ACTIONS
 from hub_ext.slugs import account_name
 
 from .conftest import needs_root
-from .hubtools import REPO, remove_cgroups, wait_for
+from .hubtools import REPO, remove_cgroups, tagged, wait_for
 from .openapi_checks import assert_references_resolve
 
 pytestmark = [needs_root]
 
-PREFIX = "syaud-"
+PREFIX = tagged("syaud-")
 #: Failed logins that lock an account here (the default is 5).
 LOCKOUT_FAILURES = 3
 #: Users who log in with a password in the steps below.
 PASSWORD_USERS = ("lenny", "pat")
-CGROUPS = "shipyard-test-aud"
+CGROUPS = tagged("shipyard-test-aud")
 
 DEPLOYER_CONFIG = f"""
 import sys

@@ -41,7 +41,7 @@ from hub_ext.auth.ldap import ShipyardLDAPAuthenticator, settings_from_env
 from . import ldapserver
 from .auditrecords import AUDITED, all_records, directory_changes, login_records
 from .conftest import needs_root
-from .hubtools import wait_for
+from .hubtools import tagged, wait_for
 from .ldapserver import GROUPS, PEOPLE, READER_DN, LDAPServer
 
 _missing = ldapserver.available()
@@ -94,8 +94,8 @@ def ldap_hub(hub_factory, directory, tmp_path_factory):
     # accounts and cgroups of its own: other modules' hubs have users named alice too
     hub = hub_factory(
         name="ldaphub",
-        account_prefix="sydir-",
-        cgroup_parent="shipyard-test-ldap",
+        account_prefix=tagged("sydir-"),
+        cgroup_parent=tagged("shipyard-test-ldap"),
         extra_env=env,
     )
     yield hub

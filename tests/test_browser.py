@@ -29,7 +29,7 @@ import requests
 from hub_ext.environments import EnvironmentBuilder, get_environment
 
 from .conftest import TEST_ENVS_DIR, TEST_PROFILES, needs_root
-from .hubtools import REPO, free_port, wait_for
+from .hubtools import REPO, free_port, tagged, wait_for
 
 CHROMIUM = os.environ.get("SHIPYARD_TEST_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "browser"
@@ -79,8 +79,8 @@ def platform(hub_factory, science_env, tmp_path_factory):
     hub = hub_factory(
         profiles=PROFILES,
         name="browser",
-        account_prefix="sybrw-",
-        cgroup_parent="shipyard-test-browser",
+        account_prefix=tagged("sybrw-"),
+        cgroup_parent=tagged("shipyard-test-browser"),
         extra_env={
             "SHIPYARD_TRACKING": "1",
             "SHIPYARD_SCHEDULER": "1",

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from .conftest import needs_root
-from .hubtools import wait_for
+from .hubtools import tagged, wait_for
 from .test_browser import ARTIFACTS, CHROMIUM, page, panel_section  # noqa: F401 - page: a fixture
 
 pytestmark = [
@@ -42,8 +42,8 @@ def audited(hub_factory):
     """
     hub = hub_factory(
         name="browser-audit",
-        account_prefix="sybau-",
-        cgroup_parent="shipyard-test-browser-audit",
+        account_prefix=tagged("sybau-"),
+        cgroup_parent=tagged("shipyard-test-browser-audit"),
         extra_env={
             "SHIPYARD_AUDIT_SERVICE": "1",
             "SHIPYARD_SCHEDULER": "1",

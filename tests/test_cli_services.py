@@ -29,7 +29,7 @@ from hub_ext.cli import main
 from . import test_scheduler_service as service
 from .auditrecords import all_records
 from .conftest import needs_root
-from .hubtools import REPO, free_port, wait_for
+from .hubtools import REPO, free_port, tagged, wait_for
 from .test_deployer_service import DEPLOYER_CONFIG, Client
 from .test_scheduler_service import create_job, notebook, scheduler_hub
 
@@ -49,8 +49,8 @@ def sched(hub_factory, tmp_path_factory):
         hub_factory,
         folder,
         "cli-services",
-        "syadm-",
-        "shipyard-test-adm",
+        tagged("syadm-"),
+        tagged("shipyard-test-adm"),
         SHIPYARD_DEPLOYER="1",
         SHIPYARD_DEPLOYER_CONFIG=str(deployer_config),
     ) as client:

@@ -37,7 +37,7 @@ from server_ext import deploy_client as deploying
 from server_ext.deploy_client import DeployerClient, DeployerError, VersionRow
 
 from .conftest import TEST_ENVS_DIR, TEST_PROFILES, needs_root
-from .hubtools import free_port, wait_for
+from .hubtools import free_port, tagged, wait_for
 from .test_server_ext import _start_server
 
 DEPLOYER_CONFIG = """
@@ -352,8 +352,8 @@ def deployed_hub(hub_factory, tmp_path_factory, model_server_env):
     hub = hub_factory(
         profiles=PROFILES,
         name="deploy-clients",
-        account_prefix="sydc-",
-        cgroup_parent="shipyard-test-dc",
+        account_prefix=tagged("sydc-"),
+        cgroup_parent=tagged("shipyard-test-dc"),
         extra_env={
             "SHIPYARD_TRACKING": "1",
             "SHIPYARD_DEPLOYER": "1",
@@ -648,8 +648,8 @@ def fake_backend_hub(hub_factory, tmp_path_factory):
     config.write_text(FAKE_CONFIG)
     hub = hub_factory(
         name="deploy-fake",
-        account_prefix="sydf-",
-        cgroup_parent="shipyard-test-df",
+        account_prefix=tagged("sydf-"),
+        cgroup_parent=tagged("shipyard-test-df"),
         extra_env={"SHIPYARD_DEPLOYER": "1", "SHIPYARD_DEPLOYER_CONFIG": str(config)},
     )
     client = Hub(hub, hub.create_user("alice"))

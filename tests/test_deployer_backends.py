@@ -56,11 +56,12 @@ from .hubtools import (
     remove_cgroups,
     remove_test_accounts,
     session_folder,
+    tagged,
 )
 from .test_traits import help_problem
 
-ACCOUNT_PREFIX = "sydeploy-"
-CGROUP_PARENT = "shipyard-test-models"
+ACCOUNT_PREFIX = tagged("sydeploy-")
+CGROUP_PARENT = tagged("shipyard-test-models")
 OWNER = "Ada.Lovelace@example.org"
 
 #: What the service hands a replica: the owner's tracking settings.

@@ -37,7 +37,7 @@ from hub_ext.services.deployer.backend import version_key
 from hub_ext.slugs import account_name
 
 from .conftest import needs_root
-from .hubtools import remove_cgroups, wait_for
+from .hubtools import remove_cgroups, tagged, wait_for
 from .test_deploy_clients import PROFILES, model_server_env  # noqa: F401
 from .test_deployer_backends import model_dir, place  # noqa: F401
 
@@ -230,8 +230,8 @@ def deployer(hub_factory, tmp_path_factory, model_server_env):  # noqa: F811
     hub = hub_factory(
         profiles=PROFILES,
         name="failover",
-        account_prefix="syfo-",
-        cgroup_parent="shipyard-test-fo",
+        account_prefix=tagged("syfo-"),
+        cgroup_parent=tagged("shipyard-test-fo"),
         extra_env={"SHIPYARD_DEPLOYER": "1", "SHIPYARD_DEPLOYER_CONFIG": str(config)},
     )
     client = Deployer(hub, hub.create_user("alice"))
@@ -248,7 +248,7 @@ def deployer(hub_factory, tmp_path_factory, model_server_env):  # noqa: F811
         wait_for(lambda: not client.all_replica_pids(), 30, 0.1, "no replica left after a stop")
         wait_for(lambda: not client.holder_pids(), 10, 0.1, "the socket holder to exit")
     finally:
-        remove_cgroups("shipyard-test-fo-models")
+        remove_cgroups(tagged("shipyard-test-fo-models"))
 
 
 # ------------------------------------------------- point 1: a replica dies under load

@@ -28,7 +28,7 @@ import requests
 
 from hub_ext.services.deployer.backend import Backend, DeployFailed, VersionSpec
 
-from .hubtools import REPO, free_port, wait_for
+from .hubtools import REPO, free_port, tagged, wait_for
 
 #: A model server double: predicts its tag for each row; ``error`` answers 500 to everything.
 FAKE_MODEL_SERVER = r"""
@@ -226,8 +226,8 @@ def dep(hub_factory, tmp_path_factory):
     config.write_text(DEPLOYER_CONFIG)
     hub = hub_factory(
         name="deployer",
-        account_prefix="sydep-",
-        cgroup_parent="shipyard-test-dep",
+        account_prefix=tagged("sydep-"),
+        cgroup_parent=tagged("shipyard-test-dep"),
         extra_env={"SHIPYARD_DEPLOYER": "1", "SHIPYARD_DEPLOYER_CONFIG": str(config)},
     )
     client = Client(hub, hub.create_user("alice"))

@@ -31,6 +31,7 @@ from .hubtools import (
     remove_cgroups,
     remove_test_accounts,
     secret_leaks,
+    tagged,
     wait_for,
 )
 
@@ -139,7 +140,7 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
     data = tmp_path / "data"
     profiles = tmp_path / "profiles.yaml"
     profiles.write_text(TEST_PROFILES)
-    port, parent, prefix = free_port(), "shipyard-test-up", "syup-"
+    port, parent, prefix = free_port(), tagged("shipyard-test-up"), tagged("syup-")
     env = dict(
         os.environ,
         SHIPYARD_DATA_DIR=str(data),

@@ -31,12 +31,12 @@ from hub_ext.accounts import _create
 from hub_ext.slugs import account_name
 
 from .conftest import needs_root
-from .hubtools import remove_cgroups, run_in_kernel, stdout_of, wait_for
+from .hubtools import remove_cgroups, run_in_kernel, stdout_of, tagged, wait_for
 from .test_deploy_clients import DEPLOYER_CONFIG, PROFILES, model_server_env  # noqa: F401
 from .test_scheduler_service import SCHEDULER_CONFIG, Scheduler, create_job, notebook
 
-PREFIX = "sypv-"
-CGROUPS = "shipyard-test-pv"
+PREFIX = tagged("sypv-")
+CGROUPS = tagged("shipyard-test-pv")
 DEPLOYMENT = "privy-model"
 JOB = "privy-job"
 

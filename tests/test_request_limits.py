@@ -22,7 +22,7 @@ import requests
 from hub_ext.services.deployer.core import DeployerCore
 
 from .conftest import needs_root
-from .hubtools import wait_for
+from .hubtools import tagged, wait_for
 from .test_deployer_service import DEPLOYER_CONFIG
 from .test_scheduler_service import notebook, scheduler_hub
 
@@ -65,8 +65,8 @@ def hub(hub_factory, tmp_path_factory):
         hub_factory,
         folder,
         "request-limits",
-        "sylim-",
-        "shipyard-test-lim",
+        tagged("sylim-"),
+        tagged("shipyard-test-lim"),
         SHIPYARD_DEPLOYER="1",
         SHIPYARD_DEPLOYER_CONFIG=str(folder / "deployer_config.py"),
         SHIPYARD_SECRETS="1",

@@ -28,7 +28,7 @@ from hub_ext.services.scheduler.runenv import TOKEN_MARGIN
 from hub_ext.slugs import account_name
 
 from .conftest import needs_root
-from .hubtools import remove_cgroups, wait_for
+from .hubtools import remove_cgroups, tagged, wait_for
 from .test_deploy_clients import DEPLOYER_CONFIG, PROFILES, model_server_env  # noqa: F401
 from .test_process_privacy import log_model
 from .test_scheduler_service import SCHEDULER_CONFIG, Scheduler, create_job, notebook
@@ -67,7 +67,7 @@ with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f
 """
 
 
-CGROUPS = "shipyard-test-tok"
+CGROUPS = tagged("shipyard-test-tok")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def sched(hub_factory, tmp_path_factory, model_server_env):  # noqa: F811
     hub = hub_factory(
         profiles=PROFILES,
         name="runtok",
-        account_prefix="sytok-",
+        account_prefix=tagged("sytok-"),
         cgroup_parent=CGROUPS,
         extra_env={
             "SHIPYARD_SCHEDULER": "1",

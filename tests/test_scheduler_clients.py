@@ -37,7 +37,7 @@ from server_ext.scheduler_client import (
 
 from . import test_scheduler_service as service
 from .conftest import needs_root
-from .hubtools import REPO, free_port, wait_for
+from .hubtools import REPO, free_port, tagged, wait_for
 from .test_scheduler_service import create_job, notebook, put_file, scheduler_hub
 from .test_server_ext import _start_server
 
@@ -55,7 +55,7 @@ def sched(hub_factory, tmp_path_factory):
     """
     folder = tmp_path_factory.mktemp("scheduler-config")
     with scheduler_hub(
-        hub_factory, folder, "sched-clients", "sycli-", "shipyard-test-cli"
+        hub_factory, folder, "sched-clients", tagged("sycli-"), tagged("shipyard-test-cli")
     ) as client:
         yield client
 

@@ -67,11 +67,12 @@ from .hubtools import (
     remove_cgroups,
     remove_test_accounts,
     session_folder,
+    tagged,
 )
 from .test_traits import help_problem
 
-ACCOUNT_PREFIX = "syexec-"
-CGROUP_PARENT = "shipyard-test-exec"
+ACCOUNT_PREFIX = tagged("syexec-")
+CGROUP_PARENT = tagged("shipyard-test-exec")
 PWNED = Path("/tmp/pwned")  # noqa: S108 - the file the injection string would create
 
 #: Every kind of value a parameter can be, with the ones that break naive quoting.

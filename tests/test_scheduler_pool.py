@@ -41,6 +41,7 @@ from .hubtools import (
     remove_cgroups,
     remove_test_accounts,
     session_folder,
+    tagged,
 )
 from .test_scheduler_executors import (
     EXTRA_ENV,
@@ -56,8 +57,8 @@ from .test_scheduler_executors import (
     write_notebook,
 )
 
-ACCOUNT_PREFIX = "sywarm-"
-CGROUP_PARENT = "shipyard-test-warm"
+ACCOUNT_PREFIX = tagged("sywarm-")
+CGROUP_PARENT = tagged("shipyard-test-warm")
 
 #: A cell that records when the kernel's own process started (epoch seconds), to 10 ms:
 #: its start in clock ticks since boot against /proc/uptime. (psutil's create_time adds

@@ -38,7 +38,7 @@ from hub_ext.services.scheduler.orm import Run
 from hub_ext.services.scheduler.store import JobStore, SnapshotStore
 
 from .conftest import TEST_PROFILES, needs_root, postgres_database
-from .hubtools import REPO, free_port, remove_cgroups, remove_test_accounts, wait_for
+from .hubtools import REPO, free_port, remove_cgroups, remove_test_accounts, tagged, wait_for
 from .test_scheduler_service import (
     CLOCK_CONFIG,
     create_job,
@@ -61,7 +61,10 @@ c.LocalExecutor.warm_pool_size = 0
 def test_two_processes_on_one_postgres_database_run_each_tick_once(
     tmp_path, home_root, hub_factory
 ):
-    prefix, parents = "syrace-", ["shipyard-test-race0", "shipyard-test-race1"]
+    prefix, parents = (
+        tagged("syrace-"),
+        [tagged("shipyard-test-race0"), tagged("shipyard-test-race1")],
+    )
     state = home_root / "race-state"
     clock = tmp_path / "clock"
     clock.write_text("0")
@@ -81,7 +84,7 @@ def test_two_processes_on_one_postgres_database_run_each_tick_once(
     hub = hub_factory(
         name="race",
         account_prefix=prefix,
-        cgroup_parent="shipyard-test-race",
+        cgroup_parent=tagged("shipyard-test-race"),
         extra_env={"SHIPYARD_TEST_EXTRA_SERVICES": json.dumps(replicas)},
     )
     hub.create_user("racer")
@@ -190,8 +193,8 @@ def tracked(hub_factory, tmp_path_factory):
             hub_factory,
             folder,
             "tracked",
-            "sytrk-",
-            "shipyard-test-trk",
+            tagged("sytrk-"),
+            tagged("shipyard-test-trk"),
             SHIPYARD_TRACKING="1",
             SHIPYARD_SCHEDULER_DB_URL=url,
         ) as client,
@@ -337,8 +340,8 @@ def restart_hub(hub_factory):
     }
     hub = hub_factory(
         name="restart",
-        account_prefix="syrst-",
-        cgroup_parent="shipyard-test-rst",
+        account_prefix=tagged("syrst-"),
+        cgroup_parent=tagged("shipyard-test-rst"),
         extra_env={"SHIPYARD_TEST_EXTRA_SERVICES": json.dumps([service])},
     )
     hub.create_user("phoenix")

@@ -28,7 +28,7 @@ from hub_ext.accounts import _create
 from hub_ext.slugs import account_name
 
 from .conftest import needs_root
-from .hubtools import free_port, remove_cgroups, wait_for
+from .hubtools import free_port, remove_cgroups, tagged, wait_for
 from .openapi_checks import assert_references_resolve
 
 pytestmark = [needs_root]
@@ -197,7 +197,9 @@ class Scheduler:
 @pytest.fixture(scope="module")
 def sched(hub_factory, tmp_path_factory):
     folder = tmp_path_factory.mktemp("scheduler-config")
-    with scheduler_hub(hub_factory, folder, "sched", "sysch-", "shipyard-test-sch") as client:
+    with scheduler_hub(
+        hub_factory, folder, "sched", tagged("sysch-"), tagged("shipyard-test-sch")
+    ) as client:
         yield client
 
 

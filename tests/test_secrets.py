@@ -36,7 +36,7 @@ from hub_ext.services.secrets.kubernetes import (
 from hub_ext.services.secrets.models import check_name
 
 from .conftest import needs_root, postgres_database
-from .hubtools import REPO, wait_for
+from .hubtools import REPO, tagged, wait_for
 from .openapi_checks import assert_references_resolve
 
 #: Tokens of the test's own services (declared in the hub through SHIPYARD_TEST_EXTRA_SERVICES).
@@ -358,8 +358,8 @@ def api(hub_factory, tmp_path_factory):
     ]
     hub = hub_factory(
         name="secrets",
-        account_prefix="sysec-",
-        cgroup_parent="shipyard-test-sec",
+        account_prefix=tagged("sysec-"),
+        cgroup_parent=tagged("shipyard-test-sec"),
         extra_env={
             "SHIPYARD_SECRETS": "1",
             "SHIPYARD_SECRETS_CONFIG": str(config),

@@ -24,7 +24,7 @@ from hub_ext.accounts import _create
 from hub_ext.slugs import account_name
 
 from .conftest import needs_root
-from .hubtools import remove_cgroups, wait_for
+from .hubtools import remove_cgroups, tagged, wait_for
 from .test_deploy_clients import DEPLOYER_CONFIG, PROFILES, model_server_env  # noqa: F401
 from .test_scheduler_service import SCHEDULER_CONFIG, Scheduler, create_job, notebook
 
@@ -80,8 +80,8 @@ def leak(hub_factory, tmp_path_factory, model_server_env):  # noqa: F811
     hub = hub_factory(
         profiles=PROFILES,
         name="leak",
-        account_prefix="sylk-",
-        cgroup_parent="shipyard-test-lk",
+        account_prefix=tagged("sylk-"),
+        cgroup_parent=tagged("shipyard-test-lk"),
         extra_env={
             "SHIPYARD_SECRETS": "1",
             "SHIPYARD_SCHEDULER": "1",
@@ -114,8 +114,8 @@ def leak(hub_factory, tmp_path_factory, model_server_env):  # noqa: F811
     wait_for(up, 240, 0.5, "the secrets, scheduler, deployer and tracking services")
     yield client
     hub.stop()
-    remove_cgroups("shipyard-test-lk-jobs")
-    remove_cgroups("shipyard-test-lk-models")
+    remove_cgroups(tagged("shipyard-test-lk-jobs"))
+    remove_cgroups(tagged("shipyard-test-lk-models"))
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +306,7 @@ def test_the_value_is_found_nowhere(leak, users, answers):
     env = hub.env()
     data = _files(hub.data_dir)
     runs = _files(Path(env["SHIPYARD_RUNS_DIR"]))
-    replicas = _files(Path("/tmp") / "shipyard-test-lk-models")
+    replicas = _files(Path("/tmp") / tagged("shipyard-test-lk-models"))
     places = {
         "the hub's data directory": data,
         "the runs directory": runs,
