@@ -1,10 +1,29 @@
 """`make test`: lint, then the whole pytest suite; 'no tests collected' is a failure.
 
 Usage: python -m tests.run [pytest arguments]
+
+The suite runs on every core (pytest-xdist, ``-n auto``), one test module per worker at a
+time (``--dist loadfile``): a module's hub, accounts and cgroups belong to one worker, and
+:func:`tests.hubtools.tagged` keeps the workers' names apart. ``SHIPYARD_TEST_WORKERS``
+sets the number of workers (``0`` runs in this process, as plain pytest does); a ``-n``
+among the arguments wins.
 """
 
+import os
 import subprocess
 import sys
+
+
+def worker_arguments(argv: list[str]) -> list[str]:
+    """The xdist arguments to add to ``argv``: none when the caller chose already."""
+    chosen = any(
+        a in ("-n", "--numprocesses", "--dist") or a.startswith(("-n", "--numprocesses="))
+        for a in argv
+    )
+    if chosen or "no:xdist" in argv:
+        return []
+    workers = os.environ.get("SHIPYARD_TEST_WORKERS", "auto")
+    return ["-n", workers, "--dist", "loadfile"]
 
 
 def main(argv: list[str]) -> int:
@@ -14,6 +33,7 @@ def main(argv: list[str]) -> int:
     if lint.returncode:
         print("ruff found problems (above); `ruff check --fix` mends most.", file=sys.stderr)
         return lint.returncode
+    argv = worker_arguments(argv) + argv
     code = subprocess.run([sys.executable, "-m", "pytest", *argv]).returncode
     if code == 5:  # pytest's "no tests were collected"
         print("pytest collected no tests: refusing to pass an empty run.", file=sys.stderr)
