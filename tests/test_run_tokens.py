@@ -328,3 +328,68 @@ def test_a_deployer_revokes_the_tokens_its_predecessor_left(sched, users, tmp_pa
     asyncio.run(credentials().release_earlier())  # the next deployer, at its start
     assert not hub_accepts(hub, token)
     assert deployment_tokens(hub, "alice", "gone") == []
+
+
+async def test_a_kubernetes_versions_token_is_renewed_in_its_secret_and_the_old_one_revoked(
+    sched, users, monkeypatch
+):
+    """Pods read runs:/ models at every start, so their token lives while the version runs.
+
+    The deployer renews it at half its life by applying the version's Secret again
+    (the Kubernetes API is the one double here; the hub and its tokens are real): pods
+    that start later read the new token, the old one stops working, and a stopped
+    version leaves no token valid.
+    """
+    from dataclasses import replace
+
+    from hub_ext.services.deployer.core import TrackingCredentials
+    from hub_ext.services.deployer.kubernetes import KubernetesBackend, object_name
+
+    from .test_deployer_backends import KUBE_PROFILES, READY, fake_clients, kube_version
+
+    hub = sched.hub
+    backend = KubernetesBackend(namespace="models")
+    assert backend.keeps_credentials  # what makes the deployer renew at all
+    calls = fake_clients(backend, monkeypatch, READY, [])
+    credentials = TrackingCredentials(f"{hub.url}/hub/api", hub.admin_token, "http://tracking", 60)
+    spec = kube_version(KUBE_PROFILES[0], owner="alice", name="renewed").spec
+    what = "alice/renewed/3"
+
+    def secret_tokens() -> list[str]:
+        return [
+            c[1][2]["stringData"]["MLFLOW_TRACKING_TOKEN"]
+            for c in calls
+            if c[0] == "patch_namespaced_secret" and c[1][0] == object_name(spec.key)
+        ]
+
+    env = await credentials.issue("alice", spec.key, what)
+    await backend.start(replace(spec, env={**spec.env, **env}))
+    (first,) = secret_tokens()
+    assert first == env["MLFLOW_TRACKING_TOKEN"] and hub_accepts(hub, first)
+
+    renewed = await credentials.renew(
+        spec.key, "alice", what, lambda env: backend.refresh_env(spec.key, env)
+    )
+    assert renewed
+    first_renewal, second = secret_tokens()
+    assert first_renewal == first and second != first  # the same Secret, applied again
+    assert hub_accepts(hub, second)
+    assert not hub_accepts(hub, first)  # the older token is revoked once the Secret holds the new
+    assert [c[0] for c in calls].count("patch_namespaced_deployment") == 1  # nothing rolls out
+    (listed,) = deployment_tokens(hub, "alice", "renewed")
+    created = datetime.fromisoformat(listed["created"].replace("Z", "+00:00"))
+    expires = datetime.fromisoformat(listed["expires_at"].replace("Z", "+00:00"))
+    assert (expires - created).total_seconds() <= 61  # the short lifetime, every time
+
+    # a Secret the API refuses: the running token stays valid, nothing else is revoked
+    async def refused(env):
+        raise RuntimeError("the API server refused the Secret")
+
+    assert not await credentials.renew(spec.key, "alice", what, refused)
+    assert hub_accepts(hub, second)
+
+    # the version stops: no token of it stays valid
+    await backend.stop(spec.key)
+    await credentials.release(spec.key)
+    assert deployment_tokens(hub, "alice", "renewed") == []
+    assert not hub_accepts(hub, second)

@@ -37,8 +37,9 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,31 @@ class TrackingCredentials:
             del self._issued[key]
         await self._save()
         await asyncio.gather(*(self._revoke(entry["owner"], i, entry["what"]) for i in ids))
+
+    async def renew(
+        self,
+        key: str,
+        owner: str,
+        what: str,
+        refresh: Callable[[Mapping[str, str]], Awaitable[None]],
+    ) -> bool:
+        """Give the replicas of ``key`` a fresh token, then revoke the ones before it.
+
+        ``refresh`` hands the new environment to the backend (where replicas read it at
+        their next start). Whatever fails (the hub refuses a token, ``refresh`` raises), the
+        current token stays, valid until it expires, and False is returned; the new token,
+        if one was made, is kept for :meth:`release` to revoke with the rest.
+        """
+        env = await self.issue(owner, key, what)
+        if "MLFLOW_TRACKING_TOKEN" not in env:
+            return False  # logged by issue()
+        try:
+            await refresh(env)
+        except Exception:
+            log.exception("Could not renew the tracking token of %s", what)
+            return False
+        await self.release(key, keep_latest=True)
+        return True
 
     async def release_earlier(self) -> None:
         """At start, before any :meth:`issue`: revoke every token an earlier deployer left."""
@@ -631,15 +657,9 @@ class DeployerCore:
                 async with self._lock(key):  # a stop meanwhile has released it: skip
                     if key not in {k for k, _, _ in self.credentials.keys()}:
                         continue
-                    env = await self.credentials.issue(owner, key, what)
-                    if "MLFLOW_TRACKING_TOKEN" not in env:
-                        continue  # the hub refused: the current token lives on until it expires
-                    try:
-                        await self.backend.refresh_env(key, env)
-                    except Exception:
-                        log.exception("Could not renew the tracking token of %s", key)
-                        continue
-                    await self.credentials.release(key, keep_latest=True)
+                    await self.credentials.renew(
+                        key, owner, what, partial(self.backend.refresh_env, key)
+                    )
 
     async def monitor(self) -> None:
         """Poll the healthy replicas' ``/stats`` and keep the gauges current, until cancelled."""
