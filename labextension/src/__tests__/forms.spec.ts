@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
+import type { ISchedulerProfile } from '../api/types';
 import { deployLine, initialProfile, scheduleRequest } from '../logic/forms';
 import { parseParametersCell } from '../logic/parameters';
 
@@ -66,14 +67,16 @@ describe('scheduleRequest', () => {
 });
 
 describe('initialProfile', () => {
-  const profile = (slug: string, extra: object = {}) => ({
-    slug,
-    display_name: slug,
-    description: '',
-    environment: 'base',
-    default: false,
-    ...extra
-  });
+  // typed by a cast: the 'old' profile below lacks ``available``, as an older scheduler's did
+  const profile = (slug: string, extra: object = {}) =>
+    ({
+      slug,
+      display_name: slug,
+      description: '',
+      environment: 'base',
+      default: false,
+      ...extra
+    }) as ISchedulerProfile;
   const noGpu = { available: false, unavailable_reason: 'no GPU on this machine' };
 
   it("starts on the server's profile, else the default, else the first it can run", () => {

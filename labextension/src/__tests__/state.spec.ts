@@ -21,13 +21,25 @@ function job(partial: Partial<IJob>): IJob {
     id: 'j1',
     owner: 'alice',
     name: 'daily',
+    notebook_digest: 'sha256:0',
     source_path: 'daily.ipynb',
     parameters: {},
     profile: 'small',
+    timeout_seconds: 3600,
+    retry_attempts: 0,
+    retry_backoff_seconds: 60,
+    concurrency_policy: 'forbid',
+    missed_run_policy: 'run_once',
+    output_formats: ['ipynb'],
+    shared_with_groups: [],
     paused: false,
     version: 1,
     triggers: [],
+    notify: { on_failure: false, on_success: false, emails: [], webhook_url: null },
+    keep_runs: null,
+    keep_days: null,
     read_only: false,
+    webhook_secret: null,
     created_at: '2025-01-01T00:00:00Z',
     updated_at: '2025-01-01T00:00:00Z',
     ...partial
@@ -38,15 +50,27 @@ function run(partial: Partial<IRun>): IRun {
   return {
     id: 'r1',
     job_id: 'j1',
+    job_version: 1,
+    trigger_id: null,
+    tick: null,
     status: 'succeeded',
-    reason: '',
     attempt: 1,
+    retry_of: null,
+    reason: '',
     parameters: {},
+    notebook_digest: 'sha256:0',
+    profile: 'small',
+    timeout_seconds: 3600,
     queued_at: '2025-01-01T06:00:00Z',
+    not_before: '2025-01-01T06:00:00Z',
     started_at: '2025-01-01T06:00:01Z',
     ended_at: '2025-01-01T06:01:00Z',
+    claimed_by: null,
+    heartbeat_at: null,
+    cancel_requested_at: null,
     output_path: '/out.ipynb',
     log_path: '/log.txt',
+    env_digest: null,
     mlflow_run_id: null,
     cells_done: null,
     cells_total: null,
@@ -138,14 +162,18 @@ describe('the log', () => {
       offset: 0,
       next_offset: 2,
       complete: false,
-      status: 'running'
+      status: 'running',
+      cells_done: null,
+      cells_total: null
     });
     log = appendLog(log, {
       text: 'b\n',
       offset: 2,
       next_offset: 4,
       complete: true,
-      status: 'succeeded'
+      status: 'succeeded',
+      cells_done: null,
+      cells_total: null
     });
     expect(log).toMatchObject({ text: 'a\nb\n', offset: 4, complete: true, status: 'succeeded' });
   });
@@ -170,7 +198,9 @@ describe('deployments', () => {
     ready_at: null,
     stopped_at: null,
     pending_percent: null,
-    breaker: { open: false, reason: null, since: null, serving: false }
+    breaker: { open: false, reason: null, since: null, serving: false },
+    signature: null,
+    lineage: null
   });
   const deployment: IDeployment = {
     owner: 'alice',
@@ -186,6 +216,7 @@ describe('deployments', () => {
       version(3, 'ready'),
       version(4, 'failed')
     ],
+    grants: { users: [], groups: [], services: [] },
     created_at: '2025-01-01T00:00:00Z',
     updated_at: '2025-01-01T00:00:00Z'
   };
@@ -202,6 +233,7 @@ describe('deployments', () => {
     rate: 0,
     error_rate: 0,
     latency_ms: { p50: null, p99: null },
+    rows_seen: 0,
     ...partial
   });
 

@@ -122,9 +122,12 @@ const deployment = {
       ready_at: '2025-01-01T00:01:00Z',
       stopped_at: null,
       pending_percent: null,
-      breaker: { open: false, reason: null, since: null, serving: false }
+      breaker: { open: false, reason: null, since: null, serving: false },
+      signature: null,
+      lineage: null
     }
   ],
+  grants: { users: [], groups: [], services: [] },
   created_at: '2025-01-01T00:00:00Z',
   updated_at: '2025-01-01T00:00:00Z'
 } as IDeployment;
@@ -272,13 +275,23 @@ describe('PanelView', () => {
 describe('ScheduleForm', () => {
   const parameters = parseParametersCell('city = "Berlin"\nn: int = 3\n');
   const profiles = [
-    { slug: 'tiny', display_name: 'Tiny', description: '', environment: 'base', default: true },
+    {
+      slug: 'tiny',
+      display_name: 'Tiny',
+      description: '',
+      environment: 'base',
+      default: true,
+      available: true,
+      unavailable_reason: null
+    },
     {
       slug: 'science',
       display_name: 'Data science',
       description: '',
       environment: 'datascience',
-      default: false
+      default: false,
+      available: true,
+      unavailable_reason: null
     }
   ];
   const renderForm = (props: Pick<IScheduleFormProps, 'initial' | 'parameters' | 'errors'>) =>
@@ -376,7 +389,9 @@ describe('DeployForm', () => {
           display_name: 'Data science',
           description: '',
           environment: 'x',
-          default: false
+          default: false,
+          available: true,
+          unavailable_reason: null
         }
       ]
     });
@@ -415,11 +430,14 @@ describe('PanelView: the Audit section', () => {
       action: 'audit.read',
       actor: 'bob',
       actor_kind: 'user',
+      on_behalf_of: null,
       target: 'audit/records',
       owner: null,
       outcome: 'denied',
       reason: 'The audit trail is for hub admins.',
       client: '10.0.0.7',
+      source: null,
+      details: null,
       prev_hash: 'a',
       hash: 'b'
     },
@@ -429,11 +447,14 @@ describe('PanelView: the Audit section', () => {
       action: 'server.start',
       actor: 'root',
       actor_kind: 'user',
+      on_behalf_of: null,
       target: 'server/alice',
       owner: 'alice',
       outcome: 'allowed',
       reason: null,
       client: '127.0.0.1',
+      source: null,
+      details: null,
       prev_hash: 'c',
       hash: 'a'
     }

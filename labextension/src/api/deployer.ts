@@ -5,7 +5,13 @@
 import { ServerConnection } from '@jupyterlab/services';
 
 import { requestAPI, segment } from './request';
-import type { IDeployment, IDeploymentMetrics } from './types';
+import type {
+  IDeployment,
+  IDeploymentMetrics,
+  IListDeployments,
+  IPromoteVersion,
+  IRollbackVersion
+} from './types';
 
 const BASE = 'deployer/deployments';
 
@@ -15,7 +21,7 @@ export class DeployerService {
 
   /** The user's deployments. */
   async list(): Promise<IDeployment[]> {
-    const answer = await requestAPI<{ deployments: IDeployment[] }>(BASE, {}, this.settings);
+    const answer = await requestAPI<IListDeployments>(BASE, {}, this.settings);
     return answer.deployments;
   }
 
@@ -31,18 +37,20 @@ export class DeployerService {
 
   /** Send all traffic back to ``version``, or to the version that served before. */
   rollback(name: string, version?: number): Promise<IDeployment> {
+    const body: IRollbackVersion = version === undefined ? {} : { version };
     return requestAPI<IDeployment>(
       `${BASE}/${segment(name)}/rollback`,
-      { method: 'POST', body: JSON.stringify(version === undefined ? {} : { version }) },
+      { method: 'POST', body: JSON.stringify(body) },
       this.settings
     );
   }
 
   /** Send all traffic to ``version``. */
   promote(name: string, version: number): Promise<IDeployment> {
+    const body: IPromoteVersion = { version };
     return requestAPI<IDeployment>(
       `${BASE}/${segment(name)}/promote`,
-      { method: 'POST', body: JSON.stringify({ version }) },
+      { method: 'POST', body: JSON.stringify(body) },
       this.settings
     );
   }

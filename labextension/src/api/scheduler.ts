@@ -7,12 +7,16 @@ import { ServerConnection } from '@jupyterlab/services';
 import { dispositionFilename, queryString, requestAPI, requestResponse, segment } from './request';
 import type {
   ICreateJob,
+  ICreateRun,
   IJob,
   IListJobs,
   IListRuns,
   ILogChunk,
+  IProfiles,
   IRun,
-  ISchedulerProfile
+  ISchedulerProfile,
+  IUpdateJob,
+  IUpdateJobResponse
 } from './types';
 import type { JSONValue } from '../logic/parameters';
 
@@ -24,11 +28,7 @@ export class SchedulerService {
 
   /** The profiles the user may run jobs in (``default`` marks the hub's default). */
   async profiles(): Promise<ISchedulerProfile[]> {
-    const answer = await requestAPI<{ profiles: ISchedulerProfile[] }>(
-      `${BASE}/profiles`,
-      {},
-      this.settings
-    );
+    const answer = await requestAPI<IProfiles>(`${BASE}/profiles`, {}, this.settings);
     return answer.profiles;
   }
 
@@ -61,11 +61,8 @@ export class SchedulerService {
   }
 
   /** Change some of a job's fields (``{"paused": true}`` pauses it). */
-  async updateJob(
-    jobId: string,
-    changes: Partial<Pick<IJob, 'paused'>> & Record<string, unknown>
-  ): Promise<IJob> {
-    const answer = await requestAPI<{ job: IJob; changed: string[] }>(
+  async updateJob(jobId: string, changes: IUpdateJob): Promise<IJob> {
+    const answer = await requestAPI<IUpdateJobResponse>(
       `${BASE}/jobs/${segment(jobId)}`,
       { method: 'PATCH', body: JSON.stringify(changes) },
       this.settings
@@ -75,9 +72,10 @@ export class SchedulerService {
 
   /** Queue a run now; ``parameters`` override the job's for this run only. */
   runNow(jobId: string, parameters: Record<string, JSONValue> = {}): Promise<IRun> {
+    const body: ICreateRun = { parameters };
     return requestAPI<IRun>(
       `${BASE}/jobs/${segment(jobId)}/runs`,
-      { method: 'POST', body: JSON.stringify({ parameters }) },
+      { method: 'POST', body: JSON.stringify(body) },
       this.settings
     );
   }

@@ -1,17 +1,35 @@
 /**
- * The JSON the server extension's REST handlers answer with (server_ext/handlers.py and
- * the scheduler's and deployer's models it forwards: hub_ext/services/scheduler/models.py
- * and api.py, hub_ext/services/deployer/models.py, hub_ext/services/audit/models.py). Times are ISO 8601 strings in UTC
- * unless a field says otherwise. Only the fields the frontend reads are typed.
+ * The JSON the panel reads and sends, under the names the code uses.
+ *
+ * What the scheduler, the deployer and the audit service answer (which the server
+ * extension's /shipyard/api/scheduler/, deployer/ and audit/ routes forward unchanged) is
+ * generated from each service's OpenAPI document into ./generated/ (`jlpm gen:types`,
+ * labextension/scripts/gen_types.py; tests/test_panel_types.py fails when those files are
+ * stale): the aliases below name its ``components["schemas"]``, so a field exists here
+ * exactly when the service's pydantic model has it. Never edit ./generated/ by hand.
+ *
+ * Written by hand, because no service document describes them: the server extension's
+ * own answers, GET /shipyard/api/profile and /shipyard/api/experiments
+ * (server_ext/handlers.py). Times are ISO 8601 strings in UTC unless a field says otherwise.
  */
-import type { JSONValue } from '../logic/parameters';
+import type {
+  components as AuditComponents,
+  operations as AuditOperations
+} from './generated/audit';
+import type { components as DeployerComponents } from './generated/deployer';
+import type { components as SchedulerComponents } from './generated/scheduler';
 
-/** Every error answer: ``message`` says what to fix. */
-export interface IErrorBody {
-  status?: number;
-  message: string;
-  errors?: { field: string; message: string }[];
-}
+type Scheduler = SchedulerComponents['schemas'];
+type Deployer = DeployerComponents['schemas'];
+type Audit = AuditComponents['schemas'];
+
+/**
+ * Every error answer of the services: ``message`` says what to fix, ``errors`` (the
+ * scheduler's and the deployer's 400s) lists each bad field. The deployer's model is the
+ * same; the audit service's has no ``errors``. The server extension's own errors carry a
+ * ``message`` too, so the client reads any of them as a ``Partial`` of this.
+ */
+export type IErrorBody = Scheduler['ErrorResponse'];
 
 // ------------------------------------------------------------------ /shipyard/api/profile
 
@@ -87,236 +105,62 @@ export interface IExperiments {
   runs: IExperimentRun[];
 }
 
-// ------------------------------------------------------------------ scheduler
+// ------------------------------------------------------------------ scheduler (generated)
 
-export type RunStatus =
-  | 'queued'
-  | 'running'
-  | 'succeeded'
-  | 'failed'
-  | 'cancelled'
-  | 'timed_out'
-  | 'orphaned'
-  | 'skipped';
-
-export interface ICronTrigger {
-  kind: 'cron';
-  expression: string;
-  timezone: string;
-}
-
-export type Trigger =
-  | ICronTrigger
-  | { kind: 'file'; glob: string }
-  | { kind: 'webhook' }
-  | { kind: 'after_job'; upstream_job_id: string };
-
-export interface IDescribeTrigger {
-  id: string;
-  trigger: Trigger;
-  next_fire_at: string | null;
-  last_fired_at: string | null;
-}
-
-export interface IJob {
-  id: string;
-  owner: string;
-  name: string;
-  source_path: string | null;
-  parameters: Record<string, JSONValue>;
-  profile: string;
-  paused: boolean;
-  version: number;
-  triggers: IDescribeTrigger[];
-  read_only: boolean;
-  created_at: string;
-  updated_at: string;
-}
-
-export interface IRun {
-  id: string;
-  job_id: string;
-  status: RunStatus;
-  reason: string;
-  attempt: number;
-  parameters: Record<string, JSONValue>;
-  queued_at: string;
-  started_at: string | null;
-  ended_at: string | null;
-  output_path: string | null;
-  log_path: string | null;
-  mlflow_run_id: string | null;
-  cells_done: number | null;
-  cells_total: number | null;
-  outputs_deleted_at: string | null;
-}
-
-export interface IListJobs {
-  jobs: IJob[];
-  next_token: string | null;
-}
-
-export interface IListRuns {
-  runs: IRun[];
-  next_token: string | null;
-}
-
-export interface ILogChunk {
-  text: string;
-  offset: number;
-  next_offset: number;
-  complete: boolean;
-  status: RunStatus;
-  cells_done: number | null;
-  cells_total: number | null;
-}
-
-export interface ISchedulerProfile {
-  slug: string;
-  display_name: string;
-  description: string;
-  environment: string;
-  default: boolean;
-  /** False when this machine cannot run it (a GPU profile without a GPU); absent: true. */
-  available?: boolean;
-  /** Why not, e.g. "no GPU on this machine". */
-  unavailable_reason?: string | null;
-}
-
-/** POST /jobs (hub_ext/services/scheduler/api.py ``CreateJobRequest``), what the dialog sends. */
-export interface ICreateJob {
-  name: string;
-  profile: string;
-  source_path: string;
-  parameters: Record<string, JSONValue>;
-  triggers: ICronTrigger[];
-}
-
-// ------------------------------------------------------------------ deployer
-
-export type VersionState = 'starting' | 'ready' | 'failed' | 'stopped';
-
-export interface IBreaker {
-  open: boolean;
-  reason: string | null;
-  since: string | null;
-  serving: boolean;
-}
-
-export interface IVersion {
-  version: number;
-  model_uri: string;
-  profile: string;
-  state: VersionState;
-  reason: string | null;
-  created_at: string;
-  ready_at: string | null;
-  stopped_at: string | null;
-  pending_percent: number | null;
-  breaker: IBreaker;
-}
-
-export interface IDeployment {
-  owner: string;
-  name: string;
-  url: string;
-  profile: string;
-  replicas: number;
-  /** Version number (as a string) → percent of the traffic. */
-  traffic: Record<string, number>;
-  previous_version: number | null;
-  versions: IVersion[];
-  created_at: string;
-  updated_at: string;
-}
-
-export interface IVersionMetrics {
-  state: VersionState;
-  breaker: IBreaker;
-  traffic: number;
-  replicas_ready: number;
-  requests: number;
-  errors: number;
-  window_seconds: number;
-  window_requests: number;
-  window_errors: number;
-  /** Requests per second over the window. */
-  rate: number;
-  /** Share (0 to 1) of the window's requests that failed. */
-  error_rate: number;
-  latency_ms: { p50: number | null; p99: number | null };
-}
-
-export interface IDeploymentMetrics {
-  versions: Record<string, IVersionMetrics>;
-}
-
-// ------------------------------------------------------------------ audit
-
-export type AuditOutcome = 'allowed' | 'denied' | 'failed';
+export type RunStatus = Scheduler['RunStatus'];
+export type ICronTrigger = Scheduler['CronTrigger'];
+/** An IANA time zone the scheduler knows (its document lists them). */
+export type TimeZoneName = ICronTrigger['timezone'];
+export type Trigger = IDescribeTrigger['trigger'];
+export type IDescribeTrigger = Scheduler['DescribeTrigger'];
+export type IJob = Scheduler['DescribeJob'];
+export type IRun = Scheduler['DescribeRun'];
+export type IListJobs = Scheduler['ListJobsResponse'];
+export type IListRuns = Scheduler['ListRunsResponse'];
+/** A piece of a run's log; its ``status`` is the run's, as a plain string. */
+export type ILogChunk = Scheduler['LogChunk'];
+export type ISchedulerProfile = Scheduler['ProfileInfo'];
+export type IProfiles = Scheduler['ProfilesResponse'];
+/** PATCH /jobs/<id>: only the fields sent change. */
+export type IUpdateJob = Partial<Scheduler['UpdateJob']>;
+export type IUpdateJobResponse = Scheduler['UpdateJobResponse'];
+/** POST /jobs/<id>/runs: parameters over the job's, for this run only. */
+export type ICreateRun = Scheduler['CreateRun'];
 
 /**
- * One record of the trail, as stored and hashed (hub_ext/services/audit/models.py
- * ``AuditRecord``; schema record.v1 plus the chain).
+ * POST /jobs, what the Schedule dialog sends: these fields of the scheduler's
+ * ``CreateJobRequest`` (the others keep the service's defaults).
  */
-export interface IAuditRecord {
-  /** Position in the trail: 1, 2, 3, ... */
-  seq: number;
-  /** When, ISO 8601 UTC (jupyter_events' own field). */
-  __timestamp__: string;
-  /** ``<object type>.<verb>``, e.g. ``job.create``. */
-  action: string;
-  /** Who acted (a hub user or a service); null if anonymous. */
-  actor: string | null;
-  actor_kind: string;
-  on_behalf_of?: string | null;
-  /** ``<type>/<id or name>``. */
-  target: string | null;
-  owner: string | null;
-  outcome: AuditOutcome | string;
-  reason: string | null;
-  /** The client address. */
-  client: string | null;
-  source?: string | null;
-  details?: Record<string, JSONValue> | null;
-  prev_hash: string;
-  hash: string;
-}
+export type ICreateJob = Pick<
+  Scheduler['CreateJobRequest'],
+  'name' | 'profile' | 'source_path' | 'parameters'
+> & { triggers: ICronTrigger[] };
 
+// ------------------------------------------------------------------ deployer (generated)
+
+export type VersionState = IVersion['state'];
+export type IBreaker = Deployer['BreakerState'];
+export type IVersion = Deployer['DescribeVersion'];
+export type IDeployment = Deployer['DescribeDeployment'];
+export type IListDeployments = Deployer['ListDeploymentsResponse'];
+export type IVersionMetrics = Deployer['VersionMetrics'];
+export type IDeploymentMetrics = Deployer['DeploymentMetrics'];
+export type IPromoteVersion = Deployer['PromoteVersion'];
+/** POST .../rollback: without ``version``, back to the version that served before. */
+export type IRollbackVersion = Partial<Deployer['RollbackVersion']>;
+
+// ------------------------------------------------------------------ audit (generated)
+
+/**
+ * One record of the trail, as stored and hashed (schema record.v1 plus the chain; any
+ * other field the record carries is kept, as it is part of the hash).
+ */
+export type IAuditRecord = Audit['AuditRecord'];
 /** GET /shipyard/api/audit/records: a page, newest first. */
-export interface IAuditRecords {
-  records: IAuditRecord[];
-  /** Pass as ``before`` for the next (older) page; null on the last page. */
-  next_before: number | null;
-}
-
+export type IAuditRecords = Audit['ListRecordsResponse'];
 /** Filters of the records (all optional); the service checks them and says what to fix. */
-export interface IAuditQuery {
-  user?: string;
-  /** An action (``job.create``) or a family (``job``). */
-  action?: string;
-  /** An ISO time, or an age: ``30m``, ``2h``, ``7d``, ``4w``. */
-  since?: string;
-  limit?: number;
-  before?: number;
-}
-
+export type IAuditQuery = NonNullable<AuditOperations['get_api_records']['parameters']['query']>;
 /** One break in the trail. */
-export interface IAuditProblem {
-  /** ``file``, ``table`` or ``both``. */
-  where: string;
-  seq: number | null;
-  /** edited, deleted, inserted, reordered, mismatch or malformed. */
-  kind: string;
-  message: string;
-}
-
+export type IAuditProblem = Audit['Problem'];
 /** GET /shipyard/api/audit/verify. */
-export interface IAuditVerify {
-  ok: boolean;
-  file_records: number;
-  table_records: number;
-  first_seq: number | null;
-  last_seq: number | null;
-  problems: IAuditProblem[];
-}
+export type IAuditVerify = Audit['VerifyResponse'];

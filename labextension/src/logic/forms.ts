@@ -3,7 +3,7 @@
  *
  * No JupyterLab imports: unit-tested in src/__tests__/forms.spec.ts.
  */
-import type { ICreateJob, ISchedulerProfile } from '../api/types';
+import type { ICreateJob, ISchedulerProfile, TimeZoneName } from '../api/types';
 import { checkCronForm, isValidTimeZone, normalizeCron, previewCron, timeZoneError } from './cron';
 import { checkDeploymentName, checkJobName, checkProfileSlug, classifyModelRef } from './names';
 import { changedParameters, type IParameter } from './parameters';
@@ -78,6 +78,10 @@ export function scheduleRequest(
   if (errors.length) {
     return { ok: false, errors };
   }
+  // The browser knows the zone; the scheduler's document lists the zones the service knows
+  // (its tzdata), and a name only the browser knows is refused with a 400 naming it, which
+  // the dialog shows: the list is the service's to check, not copied into the bundle.
+  const zone = timezone as TimeZoneName;
   return {
     ok: true,
     body: {
@@ -85,7 +89,7 @@ export function scheduleRequest(
       source_path: sourcePath,
       profile: values.profile,
       parameters,
-      triggers: [{ kind: 'cron', expression: normalizeCron(values.cron), timezone }]
+      triggers: [{ kind: 'cron', expression: normalizeCron(values.cron), timezone: zone }]
     }
   };
 }

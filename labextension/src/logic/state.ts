@@ -14,6 +14,7 @@ import type {
   IDeployment,
   IDeploymentMetrics,
   IJob,
+  ILogChunk,
   IRun,
   IVersion,
   IVersionMetrics,
@@ -74,9 +75,12 @@ export function describeTriggers(job: IJob): string {
     .join(', ');
 }
 
-/** The run's progress through the notebook's code cells, when the worker reports it. */
+/**
+ * The run's progress through the notebook's code cells, when the worker reports it (in the
+ * run, or in a piece of its log, whose ``status`` is a plain string).
+ */
 export function runProgress(
-  run: Pick<IRun, 'status' | 'cells_done' | 'cells_total'> | null | undefined
+  run: Pick<ILogChunk, 'status' | 'cells_done' | 'cells_total'> | null | undefined
 ): { done: number; total: number; fraction: number } | null {
   if (!run || run.status !== 'running' || !run.cells_total || run.cells_total <= 0) {
     return null;
@@ -126,7 +130,8 @@ export interface ILogState {
   text: string;
   offset: number;
   complete: boolean;
-  status: RunStatus | null;
+  /** The run's status as the log's answer gives it (a string, not a ``RunStatus``). */
+  status: string | null;
   cells_done: number | null;
   cells_total: number | null;
 }
@@ -140,18 +145,7 @@ export const EMPTY_LOG: ILogState = {
   cells_total: null
 };
 
-export function appendLog(
-  state: ILogState,
-  chunk: {
-    text: string;
-    offset: number;
-    next_offset: number;
-    complete: boolean;
-    status: RunStatus;
-    cells_done?: number | null;
-    cells_total?: number | null;
-  }
-): ILogState {
+export function appendLog(state: ILogState, chunk: ILogChunk): ILogState {
   if (chunk.offset !== state.offset) {
     return state;
   }
