@@ -23,7 +23,11 @@ def _command(name: str, command):
     """Run ``command(args, client, user)`` with the scheduler's client; errors as one line."""
 
     def run(args: argparse.Namespace) -> int:
-        from server_ext.scheduler_client import SERVICE_PATH, SchedulerClient, SchedulerError
+        from server_ext.clients.scheduler.client import (
+            SERVICE_PATH,
+            SchedulerClient,
+            SchedulerError,
+        )
 
         try:
             # the URL first: a token in it is refused, whatever else is given
@@ -46,7 +50,7 @@ def find_run(client, ref: str, user: str | None) -> tuple[dict, dict | None]:
     CLIError
         When nothing the caller can see has that id or name, or the job has no run yet.
     """
-    from server_ext.scheduler_client import JOB_ID, SchedulerError
+    from server_ext.clients.scheduler.client import JOB_ID, SchedulerError
 
     if JOB_ID.fullmatch(ref):
         try:
@@ -82,14 +86,14 @@ def _announce(run: dict, job: dict | None) -> None:
 
 
 def cmd_list(args: argparse.Namespace, client, user: str | None) -> int:
-    from server_ext.scheduler_client import job_summaries, jobs_text
+    from server_ext.clients.scheduler.text import job_summaries, jobs_text
 
     print(jobs_text(job_summaries(client), user))
     return 0
 
 
 def cmd_run(args: argparse.Namespace, client, user: str | None) -> int:
-    from server_ext.scheduler_client import parse_parameters
+    from server_ext.clients.scheduler.jobs import parse_parameters
 
     params = parse_parameters(args.param)
     job = client.find_job(args.job, user)

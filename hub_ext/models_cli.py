@@ -31,7 +31,7 @@ def _command(name: str, command):
     """Run ``command(args, client, access)`` with the deployer's client; errors as one line."""
 
     def run(args: argparse.Namespace) -> int:
-        from server_ext.deploy_client import SERVICE_PATH, DeployerClient, DeployerError
+        from server_ext.clients.deployer.client import SERVICE_PATH, DeployerClient, DeployerError
 
         try:
             # what can be checked here first: a bad name, a token in the URL
@@ -56,7 +56,7 @@ def _command(name: str, command):
 
 def _check_ref(ref: str) -> None:
     """A CLIError unless ``ref`` is ``NAME`` or ``OWNER/NAME`` (the deployer's name rule)."""
-    from server_ext.deploy_client import DeployerError, check_name
+    from server_ext.clients.deployer.client import DeployerError, check_name
 
     try:
         check_name(ref.rpartition("/")[2])
@@ -93,7 +93,7 @@ def _label(deployment: dict, user: str | None) -> str:
 
 
 def _when(value: str | None) -> str:
-    from server_ext.scheduler_client import format_time
+    from server_ext.clients.scheduler.text import format_time
 
     return format_time(value)
 
@@ -156,7 +156,7 @@ def cmd_list(args: argparse.Namespace, client, access) -> int:
 
 
 def cmd_status(args: argparse.Namespace, client, access) -> int:
-    from server_ext.deploy_client import deployments_text, endpoint_url, version_rows
+    from server_ext.clients.deployer.text import deployments_text, endpoint_url, version_rows
 
     owner, name = _split(args.name, access.user)
     d = client.get_deployment(name, owner)
@@ -216,7 +216,7 @@ def _wait_ready(client, args, owner: str | None, name: str, target: int) -> dict
 
 
 def cmd_rollback(args: argparse.Namespace, client, access) -> int:
-    from server_ext.deploy_client import rollback_target
+    from server_ext.clients.deployer.text import rollback_target
 
     owner, name = _split(args.name, access.user)
     if args.to is None:

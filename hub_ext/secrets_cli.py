@@ -32,7 +32,7 @@ def _cli_error(message: str) -> Exception:
 
 
 def _client(args: argparse.Namespace):
-    from server_ext.secrets_client import SERVICE_PATH, SecretsClient, SecretsError
+    from server_ext.clients.secrets import SERVICE_PATH, SecretsClient, SecretsError
 
     bind = os.environ.get("SHIPYARD_BIND_URL")
     url = (
@@ -57,7 +57,7 @@ def _command(command):
     """Run ``command``; the service's errors become one line, as every CLIError."""
 
     def run(args: argparse.Namespace) -> int:
-        from server_ext.secrets_client import SecretsError
+        from server_ext.clients.secrets import SecretsError
 
         try:
             return command(args)

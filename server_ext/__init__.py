@@ -1,10 +1,17 @@
-"""Shipyard inside a user's Jupyter server: REST handlers under /shipyard/, magics, widgets."""
+"""Shipyard inside a user's Jupyter server and its kernels.
+
+- :mod:`server_ext.clients`: one client per service (tracking, scheduler, deployer,
+  secrets, audit), the only way to reach one;
+- :mod:`server_ext.magics`: the magics, one module per family, and their widgets;
+- :mod:`server_ext.handlers`: the REST API under /shipyard/api/ for the JupyterLab panel;
+- :mod:`server_ext.extension`: the jupyter-server extension that serves those handlers.
+"""
 
 from hub_ext import __version__
 
 
 def load_ipython_extension(ip):
-    """``%load_ext server_ext``: the tracking magics and ``log()``, see :mod:`server_ext.magics`."""
+    """``%load_ext server_ext``: the magics and ``log()``, see :mod:`server_ext.magics`."""
     from .magics import load_ipython_extension
 
     load_ipython_extension(ip)

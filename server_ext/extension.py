@@ -1,4 +1,10 @@
-"""The Shipyard jupyter-server extension: routes only; logic lives in handlers and client."""
+"""The Shipyard jupyter-server extension: routes only; handlers are in :mod:`server_ext.handlers`.
+
+The server extension's entry point (``jupyter-config/`` enables ``server_ext``, whose
+``_jupyter_server_extension_points`` names this module), so it stays at the package's top,
+beside :mod:`server_ext.handlers`, :mod:`server_ext.clients` and :mod:`server_ext.magics`
+rather than inside one of them: it wires the handlers and nothing else.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,10 @@ from jupyter_server.extension.application import ExtensionApp
 
 from hub_ext import __version__
 
-from .audit_handlers import audit_routes
-from .deploy_handlers import deployer_routes
-from .handlers import ExperimentsHandler, ProfileHandler
-from .scheduler_handlers import scheduler_routes
+from .handlers.audit import audit_routes
+from .handlers.deployer import deployer_routes
+from .handlers.scheduler import scheduler_routes
+from .handlers.server import ExperimentsHandler, ProfileHandler
 
 
 class ShipyardExtension(ExtensionApp):

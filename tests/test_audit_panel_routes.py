@@ -19,8 +19,8 @@ from types import SimpleNamespace
 import pytest
 import requests
 
-from server_ext.audit_client import AuditClient, AuditError
-from server_ext.handlers import owner_is_admin
+from server_ext.clients.audit import AuditClient, AuditError
+from server_ext.handlers.server import owner_is_admin
 
 from .conftest import needs_root
 from .hubtools import REPO, free_port, tagged, wait_for

@@ -33,8 +33,11 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from hub_ext.environments import EnvironmentBuilder, get_environment
 from hub_ext.services.deployer import drift
-from server_ext import deploy_client as deploying
-from server_ext.deploy_client import DeployerClient, DeployerError, VersionRow
+from server_ext.clients.deployer import client as deploying
+from server_ext.clients.deployer import publish as publishing
+from server_ext.clients.deployer import text as shown_text
+from server_ext.clients.deployer.client import DeployerClient, DeployerError
+from server_ext.clients.deployer.text import VersionRow
 
 from .conftest import TEST_ENVS_DIR, TEST_PROFILES, needs_root
 from .hubtools import free_port, tagged, wait_for
@@ -114,10 +117,10 @@ def test_names_that_are_not_deployment_names(name):
 
 def test_example_code_reads_the_token_from_the_environment():
     frame = pd.DataFrame({"a": [1.5, float("nan")], "it's": [2, 3]})
-    payload = deploying.example_payload(frame)
+    payload = shown_text.example_payload(frame)
     assert payload == {"dataframe_split": {"columns": ["a", "it's"], "data": [[1.5, 2]]}}
     url = "https://hub.example.org/services/deployer/models/alice/iris/invocations"
-    curl = deploying.curl_example(url, payload)
+    curl = shown_text.curl_example(url, payload)
     assert curl.startswith(
         'curl -X POST -H "Authorization: token $JUPYTERHUB_API_TOKEN" '
         '-H "Content-Type: application/json" -d '
@@ -129,18 +132,18 @@ def test_example_code_reads_the_token_from_the_environment():
         capture_output=True, text=True, env={"JUPYTERHUB_API_TOKEN": "t0k"}, check=True,
     ).stdout.splitlines()  # fmt: skip
     assert words[3] == "Authorization: token t0k" and json.loads(words[7]) == payload
-    code = deploying.python_example(url, payload)
+    code = shown_text.python_example(url, payload)
     assert "os.environ['JUPYTERHUB_API_TOKEN']" in code and "t0k" not in code
     compile(code, "example", "exec")
 
-    assert deploying.example_payload(np.array([[1.0, np.nan], [2.0, 3.0]])) == {
+    assert shown_text.example_payload(np.array([[1.0, np.nan], [2.0, 3.0]])) == {
         "inputs": [[1.0, None]]
     }
     signature = {"inputs": json.dumps([{"type": "double", "name": "x"}])}
-    assert deploying.example_payload(None, signature) == {
+    assert shown_text.example_payload(None, signature) == {
         "dataframe_split": {"columns": ["x"], "data": [[0]]}
     }
-    assert deploying.example_payload() == {"inputs": [[0.0]]}
+    assert shown_text.example_payload() == {"inputs": [[0.0]]}
 
 
 def _deployment(**fields) -> dict:
@@ -174,7 +177,7 @@ def _rows() -> list[VersionRow]:
 
 
 def test_deployments_as_text_and_as_an_escaped_table():
-    text = deploying.deployments_text(_rows())
+    text = shown_text.deployments_text(_rows())
     header, v3, v2, v1 = text.splitlines()
     assert header.split() == [
         "NAME", "V", "TRAFFIC", "STATE", "HEALTH", "REQ/S", "P50", "MS", "P99", "MS", "ERRORS",
@@ -184,9 +187,9 @@ def test_deployments_as_text_and_as_an_escaped_table():
     assert "0.31 (y)" in v1 and v1.endswith("closed")
     assert "failed: <b>boom</b> in load_context" in v2
     assert "60.0%" in v3 and v3.endswith("open: error rate 60% over 20 requests")
-    assert deploying.deployments_text([]).startswith("No deployments yet")
+    assert shown_text.deployments_text([]).startswith("No deployments yet")
 
-    from server_ext.widgets import deployments_html
+    from server_ext.magics.widgets import deployments_html
 
     html = deployments_html(_rows(), lambda d: "https://hub/" + d["url"])
     assert html.count("<code>https://hub//services/deployer/models/alice/churn/invocations") == 1
@@ -197,8 +200,8 @@ def test_deployments_as_text_and_as_an_escaped_table():
 
 
 def test_the_progress_bar_through_the_stages():
-    from server_ext.magics import DEPLOY_STAGES
-    from server_ext.widgets import DeployProgress
+    from server_ext.clients.deployer.rollout import DEPLOY_STAGES
+    from server_ext.magics.widgets import DeployProgress
 
     progress = DeployProgress("iris", DEPLOY_STAGES)
     bar, label = progress.widget.children
@@ -227,7 +230,7 @@ def ip(tmp_path_factory):
         shell.config.ShipyardMagics.deploy_timeout = 240
         shell.run_line_magic("load_ext", "server_ext")
         yield shell
-    atexit.unregister(shell.magics_manager.registry["ShipyardMagics"].sender.flush)
+    atexit.unregister(shell.magics_manager.registry["TrackingMagics"].sender.flush)
     InteractiveShell.clear_instance()
 
 
@@ -422,7 +425,7 @@ def test_deploy_registers_the_model_with_its_lineage(deployed_hub, ip, alice, ca
     ip.run_cell_magic(
         "track", "--name train-iris", "model = LogisticRegression(max_iter=300).fit(X, y)"
     )
-    tracked = ip.magics_manager.registry["ShipyardMagics"].last_tracked_run
+    tracked = ip.magics_manager.registry["TrackingMagics"].last_tracked_run
     assert tracked
     ip.run_line_magic(
         "deploy", "model --name lineage --input-example X --profile serving --no-wait"
@@ -523,7 +526,7 @@ def invoke(url: str, token: str, payload: dict) -> requests.Response:
 @needs_root
 def test_deploy_serve_list_roll_back(deployed_hub, ip, alice, capsys, monkeypatch):
     shown = []  # the progress widget, kept to read its last state
-    monkeypatch.setattr("server_ext.magics.display", shown.append)
+    monkeypatch.setattr("server_ext.magics.deploy.display", shown.append)
     ip.run_cell(TRAIN + "model = LogisticRegression(max_iter=300).fit(X, y)\n")
     ip.run_line_magic("deploy", "model --name iris --input-example X --profile serving")
     out = capsys.readouterr().out
@@ -621,7 +624,7 @@ def test_deploy_serve_list_roll_back(deployed_hub, ip, alice, capsys, monkeypatc
     assert "the weights are missing" in message
     assert message.endswith("The previous version keeps serving: version 2 of 'iris'.")
     assert invoke(url, alice["token"], {"dataframe_split": rows}).status_code == 200
-    text = deploying.deployments_text(deploying.version_rows(DeployerClient.from_environment()))
+    text = shown_text.deployments_text(shown_text.version_rows(DeployerClient.from_environment()))
     assert "iris  3" in text and "failed: " in text
     ip.run_line_magic("deploy", "--delete iris")
     capsys.readouterr()
@@ -629,12 +632,12 @@ def test_deploy_serve_list_roll_back(deployed_hub, ip, alice, capsys, monkeypatc
 
 def test_the_drift_baseline_is_the_deployer_drift_modules_summary():
     frame = pd.DataFrame({"x": [float(i) for i in range(200)], "c": ["a", "b"] * 100})
-    assert deploying.training_summary(frame) == json.loads(json.dumps(drift.summarize(frame)))
+    assert publishing.training_summary(frame) == json.loads(json.dumps(drift.summarize(frame)))
     array = frame[["x"]].to_numpy()
-    assert deploying.training_summary(array) == json.loads(
+    assert publishing.training_summary(array) == json.loads(
         json.dumps(drift.summarize(pd.DataFrame({"0": array[:, 0]})))
     )
-    assert deploying.training_summary(None) is None
+    assert publishing.training_summary(None) is None
 
 
 @pytest.fixture(scope="module")
@@ -679,9 +682,9 @@ def test_rollouts_follow_the_deployer(fake_backend_hub, ip, monkeypatch, capsys)
         # replicas never start for a "models:/fake-broken/" URI.
         version = ref.rsplit("/", 1)[1]
         uri = "models:/fake-broken/x" if version == "99" else ref
-        return deploying.Published(uri, f"{user}-{name}", version, {"run_id": "0" * 32})
+        return publishing.Published(uri, f"{user}-{name}", version, {"run_id": "0" * 32})
 
-    monkeypatch.setattr("server_ext.magics.ShipyardMagics._publish", publish)
+    monkeypatch.setattr("server_ext.clients.deployer.rollout.Rollout.publish", publish)
     url = f"{hub.deployer}/models/alice/roll/invocations"
 
     def served() -> str:
@@ -697,7 +700,7 @@ def test_rollouts_follow_the_deployer(fake_backend_hub, ip, monkeypatch, capsys)
     out = capsys.readouterr().out
     assert "Version 2 of 'roll' is ready" in out and "takes 20% of the traffic." in out
     assert "%deploy --promote roll 2 sends it all" in out
-    text = deploying.deployments_text(deploying.version_rows(DeployerClient.from_environment()))
+    text = shown_text.deployments_text(shown_text.version_rows(DeployerClient.from_environment()))
     assert [line.split()[:3] for line in text.splitlines()[1:]] == [
         ["roll", "2", "20%"],
         ["roll", "1", "80%"],

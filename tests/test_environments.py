@@ -287,7 +287,7 @@ def test_built_environment_matches_its_lock_and_has_the_server_extension(base_en
     # server that compiles jupyter-server from source on every start is seconds slower
     site = next((base_env.path / "lib").glob("python3.*/site-packages"))
     assert list((site / "jupyter_server" / "__pycache__").glob("serverapp.*.pyc"))
-    assert list((site / "server_ext" / "__pycache__").glob("handlers.*.pyc"))
+    assert list((site / "server_ext" / "handlers" / "__pycache__").glob("server.*.pyc"))
     # every account may run it: the hub runs servers as the users' own accounts
     for path in (base_env.path, base_env.python.resolve(), base_env.bin, enabled):
         assert path.stat().st_mode & 0o005 == 0o005 or path.is_file(), path

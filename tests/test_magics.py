@@ -33,8 +33,8 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 from mlflow import MlflowClient
 
-from server_ext.client import TrackingWarning
-from server_ext.sender import ANSWER_TIMEOUT
+from server_ext.clients.tracking.client import TrackingWarning
+from server_ext.clients.tracking.sender import ANSWER_TIMEOUT
 
 from .hubtools import REPO, free_port, wait_for
 
@@ -84,7 +84,7 @@ def ip(tmp_path_factory):
         shell.run_line_magic("load_ext", "server_ext")
         yield shell
     # The refused-token runs are still waiting: do not retry them for 3 s at exit.
-    atexit.unregister(shell.magics_manager.registry["ShipyardMagics"].sender.flush)
+    atexit.unregister(shell.magics_manager.registry["TrackingMagics"].sender.flush)
     InteractiveShell.clear_instance()
 
 
@@ -408,7 +408,7 @@ def test_compare_takes_the_names_runs_shows(ip, mlflow, capsys):
 
 @pytest.mark.parametrize("name", ["it's", 'say "hi"', "both ' and \"", "50%_off\\"])
 def test_run_names_with_quotes_are_found(mlflow, mlflow_server, name):
-    from server_ext.client import TrackingClient
+    from server_ext.clients.tracking.client import TrackingClient
 
     experiment = unique("quotes")
     eid = mlflow.create_experiment(experiment)
@@ -552,7 +552,7 @@ def test_only_shipyards_own_requests_are_bounded(monkeypatch):
     from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_MAX_RETRIES as retries
     from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT as timeout
 
-    from server_ext.client import REQUEST_RETRIES, REQUEST_TIMEOUT, _bounded
+    from server_ext.clients.tracking.client import REQUEST_RETRIES, REQUEST_TIMEOUT, _bounded
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")  # as a user may set it
     users = (retries.default, 300)

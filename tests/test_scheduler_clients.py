@@ -26,14 +26,8 @@ import requests
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from server_ext.scheduler_client import (
-    SchedulerError,
-    current_notebook,
-    default_job_name,
-    normalise_url,
-    parse_parameters,
-    scheduler_url,
-)
+from server_ext.clients.scheduler.client import SchedulerError, normalise_url, scheduler_url
+from server_ext.clients.scheduler.jobs import current_notebook, default_job_name, parse_parameters
 
 from . import test_scheduler_service as service
 from .conftest import needs_root
@@ -199,7 +193,7 @@ def ip(tmp_path_factory):
         shell.config.ShipyardMagics.poll_interval = 0.2
         shell.run_line_magic("load_ext", "server_ext")
         yield shell
-    atexit.unregister(shell.magics_manager.registry["ShipyardMagics"].sender.flush)
+    atexit.unregister(shell.magics_manager.registry["TrackingMagics"].sender.flush)
     InteractiveShell.clear_instance()
 
 
@@ -385,7 +379,7 @@ def test_a_scheduler_that_does_not_answer_or_refuses_the_token(ip, sched, alice,
 @needs_root
 def test_jobs_table_and_run_now_with_its_progress(ip, sched, alice, users, capsys, monkeypatch):
     shown = []  # what the magic displays: the progress widget, kept to read its last state
-    monkeypatch.setattr("server_ext.magics.display", shown.append)
+    monkeypatch.setattr("server_ext.magics.jobs.display", shown.append)
     nb = notebook("import time", "print('cell', n)", "print('done')", parameters="n = 1")
     job = create_job(sched, alice, "table-me", nb, output_formats=["ipynb", "html"])
     failing = create_job(sched, alice, "fails-loudly", notebook("raise ValueError('<b>bad</b>')"))
@@ -445,7 +439,7 @@ def test_run_now_shows_its_bar_by_default_and_the_cell_returns(
 ):
     """Without --wait the bar is shown at once and a thread keeps it up to date to the end."""
     shown = []
-    monkeypatch.setattr("server_ext.magics.display", shown.append)
+    monkeypatch.setattr("server_ext.magics.jobs.display", shown.append)
     nb = notebook("import time", "time.sleep(2)", "print('done')")
     job = create_job(sched, alice, "bar-me", nb)
     ip.run_line_magic("run_now", "bar-me")

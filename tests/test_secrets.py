@@ -567,7 +567,7 @@ def shell(api, tokens, tmp_path, monkeypatch):
     yield ip
     import atexit
 
-    manager = ip.magics_manager.registry.get("ShipyardMagics")
+    manager = ip.magics_manager.registry.get("TrackingMagics")
     if manager is not None:
         atexit.unregister(manager.sender.flush)
     InteractiveShell.clear_instance()

@@ -276,7 +276,7 @@ def test_a_deployment_gets_the_secret_in_every_replica_and_its_log_is_scrubbed(
             )
         assert "alice has no secret named NOT_SET" in str(info.value)
     finally:
-        manager = ip.magics_manager.registry.get("ShipyardMagics")
+        manager = ip.magics_manager.registry.get("TrackingMagics")
         if manager is not None:
             atexit.unregister(manager.sender.flush)
         InteractiveShell.clear_instance()

@@ -226,6 +226,6 @@ def test_experiments_says_when_tracking_is_off_or_unreachable(tmp_path):
     ],
 )
 def test_forwarders_drop_only_jupyterlabs_cache_buster(query, sent):
-    from server_ext.scheduler_handlers import without_cache_buster
+    from server_ext.handlers.scheduler import without_cache_buster
 
     assert without_cache_buster(query) == sent

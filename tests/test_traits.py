@@ -27,7 +27,7 @@ MODULES = [
     "hub_ext.audit.settings",
     "hub_ext.services.audit.app",
     "server_ext.extension",
-    "server_ext.magics",
+    "server_ext.magics.base",
     "hub_ext.auth.ldap",
     "hub_ext.auth.oidc",
     "hub_ext.auth.native",

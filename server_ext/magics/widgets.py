@@ -22,9 +22,9 @@ from html import escape
 
 import ipywidgets
 
-from .client import ExperimentRef, RunDetail, RunSummary
-from .deploy_client import VersionRow, breaker_text, drift_text, number, percent
-from .scheduler_client import JobSummary, cron_timezone, describe_triggers, format_time
+from ..clients.deployer.text import VersionRow, breaker_text, drift_text, number, percent
+from ..clients.scheduler.text import JobSummary, cron_timezone, describe_triggers, format_time
+from ..clients.tracking.client import ExperimentRef, RunDetail, RunSummary
 
 #: How many metrics %runs shows per run, and how many shared metrics %compare plots.
 KEY_METRICS = 4

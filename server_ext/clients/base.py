@@ -1,7 +1,7 @@
 """The one way a server talks to a Shipyard hub service: what the service clients share.
 
-The scheduler (:mod:`server_ext.scheduler_client`) and the deployer
-(:mod:`server_ext.deploy_client`) are both hub services behind the hub's proxy at
+The scheduler (:mod:`server_ext.clients.scheduler.client`) and the deployer
+(:mod:`server_ext.clients.deployer.client`) are both hub services behind the hub's proxy at
 ``<hub>/services/<name>/``, and both are reached the same way from a kernel or the server
 extension: the URL from ``$SHIPYARD_<NAME>_URL`` (else ``$JUPYTERHUB_PUBLIC_HUB_URL`` with
 ``/services/<name>``), the server's own ``$JUPYTERHUB_API_TOKEN`` only ever in the

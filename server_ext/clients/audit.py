@@ -1,13 +1,13 @@
 """The audit service's client: the trail's records and its verification, for hub admins.
 
-Built on :class:`server_ext.service_client.ServiceClient` (the one way a server reaches a
+Built on :class:`server_ext.clients.base.ServiceClient` (the one way a server reaches a
 service: ``$SHIPYARD_AUDIT_URL``, else ``$JUPYTERHUB_PUBLIC_HUB_URL`` with
 ``/services/audit``; the server's own token in the header only; the service's message as
 the error). The service (:mod:`hub_ext.services.audit`) is the only judge of who may read
 the trail: it answers 403 to anyone who is not a hub admin, and that 403 reaches the caller
 unchanged. Nothing here decides on its own whether a caller is an admin.
 
-Used by the server extension's forwarding routes (:mod:`server_ext.audit_handlers`), which
+Used by the server extension's forwarding routes (:mod:`server_ext.handlers.audit`), which
 the JupyterLab panel's Audit section calls. Admins at a terminal use ``shipyard audit``,
 which reads the trail where the hub keeps it.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .service_client import ServiceClient, ServiceError
+from .base import ServiceClient, ServiceError
 
 SERVICE_PATH = "/services/audit"
 

@@ -7,9 +7,12 @@ do, and the magics turn those into a ``UsageError`` without knowing MLflow. This
 module that imports ``mlflow`` (lazily: ``%load_ext`` must work, and say what to install, in an
 environment without it). It is kept apart from the parts that call it:
 
-* :mod:`server_ext.spool`: where ``log()`` puts values until the server has them;
-* :mod:`server_ext.sender`: the background threads that send them with :class:`TrackingClient`;
-* :mod:`server_ext.lineage`: what a ``%%track`` run records about where its cell ran.
+* :mod:`~server_ext.clients.tracking.spool`: where ``log()`` puts values until the server
+  has them;
+* :mod:`~server_ext.clients.tracking.sender`: the background threads that send them with
+  :class:`TrackingClient`;
+* :mod:`~server_ext.clients.tracking.lineage`: what a ``%%track`` run records about where
+  its cell ran.
 
 The dataclasses here (:class:`RunPlan`, :class:`RunSummary` ...) are what passes between those
 modules and the widgets, so none of them handles MLflow's entities.
@@ -24,8 +27,8 @@ fails, while a cell waits. Shipyard's own calls fail in seconds instead:
   for creating a run, which must not happen twice) and :data:`REQUEST_TIMEOUT` seconds per
   attempt (:func:`_bounded`). That covers what the probe cannot see: a proxy that takes the
   connection and answers 502/503/504 because the tracking service behind it is down, or a
-  server that never answers. The sender (:mod:`server_ext.sender`) retries with its own
-  backoff, in the background; a cell waits for a server only while it answers.
+  server that never answers. The sender (:mod:`~server_ext.clients.tracking.sender`) retries
+  with its own backoff, in the background; a cell waits for a server only while it answers.
 
 How the bound is applied, and what was rejected: MLflow reads these settings from the
 environment on every request, and takes no per-client or per-call setting for them

@@ -21,7 +21,7 @@ from tornado import httpclient, web
 
 from hub_ext.cgroups import describe_process
 
-from .client import display_url
+from ..clients.tracking.client import display_url
 
 AUTH_RESOURCE = "shipyard"
 

@@ -2,13 +2,13 @@
 
 The scheduler is a hub service at ``<hub>/services/scheduler/`` (see
 :mod:`hub_ext.services.scheduler`). Everything user-facing calls it through
-:class:`SchedulerClient`: the magics in :mod:`server_ext.magics` (``%schedule``, ``%jobs``,
-``%run_now``), the REST handlers of :mod:`server_ext.scheduler_handlers` that forward the
+:class:`SchedulerClient`: the magics in :mod:`server_ext.magics.jobs` (``%schedule``, ``%jobs``,
+``%run_now``), the REST handlers of :mod:`server_ext.handlers.scheduler` that forward the
 JupyterLab panel's calls, and ``shipyard jobs`` in :mod:`hub_ext.jobs_cli`. So the service's
 errors are translated in one place (:meth:`SchedulerClient._check`) into a
 :class:`SchedulerError` whose ``str()`` is the service's own ``message``, and a service that
 does not answer is reported the same way everywhere. The transport, that translation and the
-URL rules below are the deployer's client's too: they live in :mod:`server_ext.service_client`.
+URL rules below are the deployer's client's too: they live in :mod:`server_ext.clients.base`.
 
 Where and as whom:
 
@@ -24,11 +24,11 @@ Where and as whom:
   (SECURITY rule 8: URLs end up in logs and shell history).
 
 Responses are returned as the service sends them, as plain dicts (its schema is
-:mod:`hub_ext.services.scheduler.models`); this module adds only the few helpers every
-caller needs: the notebook a kernel runs (:func:`current_notebook`), ``-p NAME=VALUE``
-parameters (:func:`parse_parameters`), default job names (:func:`default_job_name`), the
-webhook secret file (:func:`save_webhook_secret`), and a text table of jobs
-(:func:`jobs_text`).
+:mod:`hub_ext.services.scheduler.models`). What callers do with them lives beside this
+module: the steps of ``%schedule`` and the helpers every caller needs (the notebook a kernel
+runs, ``-p NAME=VALUE`` parameters, default job names, the webhook secret file) in
+:mod:`server_ext.clients.scheduler.jobs`, and the text users read (times, triggers, the
+table of jobs) in :mod:`server_ext.clients.scheduler.text`.
 
 Transport is ``requests`` (in every Shipyard environment and beside the hub) with a finite
 timeout on every call; redirects are not followed, since a redirect here is a login page.
@@ -36,22 +36,17 @@ timeout on every call; redirects are not followed, since a redirect here is a lo
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .service_client import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
-from .service_client import FORWARDED_HEADERS as FORWARDED_HEADERS
-from .service_client import Forwarded as Forwarded
-from .service_client import ServiceClient, ServiceError
+from ..base import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from ..base import FORWARDED_HEADERS as FORWARDED_HEADERS
+from ..base import Forwarded as Forwarded
+from ..base import ServiceClient, ServiceError
 
 #: The prefix the scheduler serves under, behind the hub's proxy and on its own port alike.
 SERVICE_PATH = "/services/scheduler"
@@ -68,7 +63,7 @@ ENDED = ("succeeded", "failed", "cancelled", "timed_out", "orphaned", "skipped")
 class SchedulerError(ServiceError):
     """A refusal or failure of the scheduler the user can act on; ``str()`` is the message.
 
-    As :class:`~server_ext.service_client.ServiceError`: ``message``, the HTTP ``status``
+    As :class:`~server_ext.clients.base.ServiceError`: ``message``, the HTTP ``status``
     (None when the scheduler was not reached) and the service's per-field ``errors``.
     """
 
@@ -107,7 +102,7 @@ def _query(params: dict[str, Any]) -> dict[str, str]:
 class SchedulerClient(ServiceClient):
     """The scheduler's REST API, one method per call, each returning the service's JSON.
 
-    Parameters as :class:`~server_ext.service_client.ServiceClient`'s, ``url`` being e.g.
+    Parameters as :class:`~server_ext.clients.base.ServiceClient`'s, ``url`` being e.g.
     ``https://hub.example.org/services/scheduler``.
 
     Examples
@@ -363,241 +358,3 @@ class SchedulerClient(ServiceClient):
         return self._call(
             "PATCH", f"api/notifications/{path_segment(notification_id)}", json={"read": True}
         )
-
-
-# ----------------------------------------------------------------- helpers
-
-
-def current_notebook(
-    explicit: str | None = None,
-    namespace: dict | None = None,
-    home: Path | None = None,
-) -> str:
-    """The notebook to schedule, as a path relative to the home (what the service reads).
-
-    ``explicit`` (``--notebook``) is relative to the home, as the file browser shows it, or
-    to the current folder, or absolute. Without it: the kernel's notebook, from IPython's
-    ``__session__`` (ipykernel sets it) or ``$JPY_SESSION_NAME`` (jupyter-server sets it when
-    it starts the kernel; an absolute path, or one relative to the server's root, which in
-    Shipyard is the home). Both name the notebook the kernel was started for: after a rename,
-    pass ``--notebook``.
-
-    Raises
-    ------
-    SchedulerError
-        When the notebook is unknown, missing, not an ``.ipynb``, or outside the home.
-    """
-    home = (home or Path.home()).resolve()
-    root = Path(os.environ.get("JUPYTERHUB_ROOT_DIR") or home).expanduser()
-    if explicit:
-        candidates, bases = [explicit], [home, Path.cwd()]
-    else:
-        candidates = [
-            value
-            for value in ((namespace or {}).get("__session__"), os.environ.get("JPY_SESSION_NAME"))
-            if isinstance(value, str) and value
-        ]
-        bases = [root, home]
-    for value in candidates:
-        path = Path(value).expanduser()
-        for option in [path] if path.is_absolute() else [base / path for base in bases]:
-            if option.suffix != ".ipynb" or not option.is_file():
-                continue
-            resolved = option.resolve()
-            try:
-                return resolved.relative_to(home).as_posix()
-            except ValueError:
-                raise SchedulerError(
-                    f"{resolved} is outside your home {home}: jobs run notebooks from your "
-                    "home; move or copy it there."
-                ) from None
-    if explicit:
-        raise SchedulerError(
-            f"No notebook at {explicit!r}: give the path of an .ipynb file relative to your "
-            "home (as the file browser shows it), e.g. --notebook reports/daily.ipynb."
-        )
-    raise SchedulerError(
-        "Cannot tell which notebook this kernel runs (it was not started for a notebook, or "
-        "the notebook was renamed since): pass --notebook PATH, e.g. --notebook "
-        "reports/daily.ipynb."
-    )
-
-
-def default_job_name(source_path: str) -> str:
-    """The notebook's file name, lowercased, as a job name (a slug, :mod:`hub_ext.slugs` style).
-
-    A name that already is a plain slug (``daily-report``, ``Sales`` -> ``sales``) is kept; any
-    other becomes JupyterHub's ``safe_slug``, with a short hash of the name
-    (``Daily Report`` -> ``daily-report-<hash>``), so that two such names never share a job.
-    Names that differ only in case do share one; ``%schedule`` refuses to move a job to
-    another notebook unless ``--name`` says so.
-    """
-    from jupyterhub.slugs import safe_slug
-
-    stem = PurePosixPath(source_path).stem.lower()
-    if len(stem) <= MAX_JOB_NAME and PLAIN_SLUG.fullmatch(stem):
-        return stem
-    return safe_slug(stem, max_length=MAX_JOB_NAME)
-
-
-def parse_value(text: str) -> Any:
-    """``text`` as a JSON literal when it is one (``3``, ``true``, ``"3"``), else the string."""
-
-    def refuse(constant: str) -> Any:  # NaN and Infinity are not JSON: keep them as strings
-        raise ValueError(constant)
-
-    try:
-        return json.loads(text, parse_constant=refuse)
-    except ValueError:
-        return text
-
-
-def parse_parameters(items: list[str], option: str = "-p") -> dict[str, Any]:
-    """``["n=3", "name=abc"]`` as ``{"n": 3, "name": "abc"}``; see :func:`parse_value`.
-
-    Raises
-    ------
-    SchedulerError
-        For an item without ``=``, a name that is not an identifier, or a name given twice
-        with different values.
-    """
-    params: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep:
-            raise SchedulerError(
-                f"{option} {item!r} has no '=': write NAME=VALUE, e.g. {option} n=3 or "
-                f"{option} city=Berlin."
-            )
-        if not name.isidentifier():
-            raise SchedulerError(
-                f"{option} {item!r}: {name!r} is not a parameter name. Use a Python identifier "
-                f"(letters, digits, _; not starting with a digit), e.g. {option} learning_rate=0.1."
-            )
-        value = parse_value(text)
-        if name in params and params[name] != value:
-            raise SchedulerError(
-                f"{option} {name} is given twice with different values: give it once."
-            )
-        params[name] = value
-    return params
-
-
-def save_webhook_secret(job_name: str, secret: str, home: Path | None = None) -> Path:
-    """Keep a webhook secret in ``~/.shipyard/webhooks/<job>.secret``, readable by the user only.
-
-    The secret is shown once, by the service, when the webhook is made. Printed in a
-    notebook it would be saved with the notebook's outputs, committed and shared; in this
-    file (mode 0600 in a 0700 folder) it is not, and ``$(cat FILE)`` puts it in a request.
-    """
-    folder = (home or Path.home()) / ".shipyard" / "webhooks"
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    folder.chmod(0o700)
-    path = folder / f"{job_name}.secret"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, secret.encode() + b"\n")
-    finally:
-        os.close(fd)
-    return path
-
-
-def parse_time(value: str | None) -> datetime | None:
-    """An ISO 8601 time of the service (UTC, maybe with ``Z``) as an aware datetime."""
-    if not value:
-        return None
-    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def format_time(value: str | None, tz: str | None = None) -> str:
-    """``2026-01-02 06:00 CET``: a service time in ``tz`` (default: this machine's zone)."""
-    when = parse_time(value)
-    if when is None:
-        return ""
-    try:
-        zone = ZoneInfo(tz) if tz else None
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = None
-    return when.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z").strip()
-
-
-def describe_triggers(job: dict) -> str:
-    """``cron 0 6 * * * (Europe/Berlin); file data/*.csv; webhook`` for a job's triggers."""
-    parts = []
-    for described in job.get("triggers", []):
-        trigger = described["trigger"]
-        kind = trigger["kind"]
-        if kind == "cron":
-            parts.append(f"cron {trigger['expression']} ({trigger.get('timezone', 'UTC')})")
-        elif kind == "file":
-            parts.append(f"file {trigger['glob']}")
-        elif kind == "after_job":
-            parts.append(f"after job {trigger['upstream_job_id'][:8]}")
-        else:
-            parts.append(kind)
-    return "; ".join(parts) or "manual only"
-
-
-def cron_timezone(job: dict) -> str | None:
-    """The time zone of the job's first cron trigger, to show its times in."""
-    for described in job.get("triggers", []):
-        if described["trigger"]["kind"] == "cron":
-            return described["trigger"].get("timezone")
-    return None
-
-
-def next_run(job: dict) -> str | None:
-    """The soonest ``next_fire_at`` of the job's triggers; None when paused or none is due."""
-    if job.get("paused"):
-        return None
-    times = [t["next_fire_at"] for t in job.get("triggers", []) if t.get("next_fire_at")]
-    return min(times, key=parse_time) if times else None
-
-
-@dataclass(frozen=True)
-class JobSummary:
-    """What ``%jobs`` and ``shipyard jobs list`` show of a job."""
-
-    job: dict
-    last_run: dict | None
-
-    @property
-    def next_run(self) -> str | None:
-        return next_run(self.job)
-
-
-def job_summaries(client: SchedulerClient) -> list[JobSummary]:
-    """Every job the user sees, each with its newest run."""
-    return [JobSummary(job, client.last_run(job["id"])) for job in client.all_jobs()]
-
-
-def jobs_text(summaries: list[JobSummary], user: str | None = None) -> str:
-    """A plain-text table of jobs: name, triggers, next run, last run (its state, time and
-    id: what ``shipyard jobs logs`` takes), the job's id.
-
-    Others' jobs are named ``OWNER/NAME``, as ``find_job`` takes them.
-    """
-    if not summaries:
-        return "No jobs yet: schedule a notebook with %schedule in it."
-    rows = [("NAME", "TRIGGERS", "NEXT RUN", "LAST RUN", "LAST RUN ID", "JOB ID")]
-    for item in summaries:
-        job, run = item.job, item.last_run
-        name = job["name"] if job["owner"] == user else f"{job['owner']}/{job['name']}"
-        tz = cron_timezone(job)
-        when = "paused" if job.get("paused") else format_time(item.next_run, tz)
-        last, run_id = "", ""
-        if run:
-            last = f"{run['status']} {format_time(run['ended_at'] or run['queued_at'], tz)}"
-            run_id = run["id"]
-        rows.append((name, describe_triggers(job), when, last, run_id, job["id"]))
-    # the ids are never cut: they are what other commands take
-    widths = [min(max(len(row[i]) for row in rows), 48) for i in range(4)]
-    widths.append(max(len(row[4]) for row in rows))
-    return "\n".join(
-        "  ".join(cell[:width].ljust(width) for cell, width in zip(row[:5], widths, strict=True))
-        + "  "
-        + row[5]
-        for row in rows
-    )

@@ -2,8 +2,8 @@
 
 ``log()`` never talks to the server. :meth:`Journal.log` appends one line per value to an
 on-disk spool with a single ``write(2)`` (about a microsecond, so 10,000 values cost
-milliseconds), and :class:`~server_ext.sender.MetricSender` sends them from a background
-thread. Rejected alternatives:
+milliseconds), and :class:`~server_ext.clients.tracking.sender.MetricSender` sends them from a
+background thread. Rejected alternatives:
 
 * ``mlflow.log_metric`` per value: one HTTP request per value; 10,000 values take minutes.
 * MLflow's async logging (``synchronous=False``): an in-memory queue, lost when a kernel is

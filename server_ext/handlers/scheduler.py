@@ -3,8 +3,8 @@
 The panel runs in the browser on the user's server, which holds the server's hub token
 (``$JUPYTERHUB_API_TOKEN``, scoped to the scheduler); the browser never sees it. Each route
 here forwards to the same route of the service as the server's user, through
-:meth:`~server_ext.scheduler_client.SchedulerClient.forward`, and passes the service's status,
-JSON body and error body on unchanged, so the panel reads the service's own
+:meth:`~server_ext.clients.scheduler.client.SchedulerClient.forward`, and passes the service's
+status, JSON body and error body on unchanged, so the panel reads the service's own
 ``{"status", "message", "errors"}`` (one error schema, one translator: the service's). A
 scheduler that is not configured or cannot be reached, or an answer that is not the service's
 (the hub's page for a wrong URL), is a 502 in that same schema, with a message that says why.
@@ -12,7 +12,7 @@ scheduler that is not configured or cannot be reached, or an answer that is not 
 Only what the panel needs is forwarded, listed in :data:`ROUTES` with its methods; the
 service's webhook, OpenAPI, health and metrics routes are not. Every handler takes the
 server's own authentication and ``@authorized`` (resource ``shipyard``), like
-:mod:`server_ext.handlers`; tests/test_server_ext.py fails on any route that lets an
+:mod:`server_ext.handlers.server`; tests/test_server_ext.py fails on any route that lets an
 anonymous request through. A method a route does not list answers 405 once the request is
 authorized. The forwarding runs in a thread, so the server's event loop never waits on the
 scheduler.
@@ -34,8 +34,8 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
-from .handlers import AUTH_RESOURCE
-from .scheduler_client import SchedulerClient, SchedulerError, path_segment
+from ..clients.scheduler.client import SchedulerClient, SchedulerError, path_segment
+from .server import AUTH_RESOURCE
 
 PREFIX = r"/shipyard/api/scheduler"
 #: One path segment of an id (the service's ids are hex; never ``..``).

@@ -1,9 +1,9 @@
 """The background sender: spooled runs reach the tracking server, late if need be, never twice.
 
 :class:`MetricSender` creates and ends the runs of ``%%track`` cells and sends what
-:mod:`server_ext.spool` holds, with ``MlflowClient.log_batch`` through
-:class:`~server_ext.client.TrackingClient`, at most :data:`~server_ext.client.METRICS_PER_BATCH`
-metrics per call. It is apart from the spool because it is the part that waits: on the
+:mod:`~server_ext.clients.tracking.spool` holds, with ``MlflowClient.log_batch`` through
+:class:`~server_ext.clients.tracking.client.TrackingClient`, at most
+:data:`~server_ext.clients.tracking.client.METRICS_PER_BATCH` metrics per call. It is apart from the spool because it is the part that waits: on the
 server, on backoff, on a cell's end; the spool is the part that must never wait.
 
 * Each tracking server has its own daemon thread, a *lane*, the only thread that talks to
@@ -15,7 +15,7 @@ server, on backoff, on a cell's end; the spool is the part that must never wait.
   request fails, when a step (create the run, send a batch, end the run) goes unanswered for
   ``answer_timeout`` seconds, or after ``finish_timeout``; the lane goes on in the background,
   and :class:`Health` tells the user once per outage. Requests fail in seconds, not after
-  MLflow's minutes of retries (see :mod:`server_ext.client`).
+  MLflow's minutes of retries (see :mod:`server_ext.clients.tracking.client`).
 * A server that fails is retried with exponential backoff (``min_backoff`` doubling up to
   ``max_backoff``) while cells keep running.
 * :meth:`MetricSender.recover`, run when the extension loads, adopts the journals that

@@ -6,7 +6,9 @@ cell's source, papermill's parameters, the git commit and whether the code diffe
 the installed packages and their digest, the Python version, and the profile and environment
 the platform set. All of it is read from the kernel (its history, working directory,
 environment and ``sys.path``), never from the server, so it lives apart from
-:mod:`server_ext.client`; the magics only pass it on in a :class:`~server_ext.client.RunPlan`.
+:mod:`server_ext.clients.tracking.client`; the magics only pass it on in a
+:class:`~server_ext.clients.tracking.client.RunPlan`. :class:`KernelRuns` remembers which run
+of this kernel trained a model, for the lineage ``%deploy`` records.
 
 Each reader degrades to recording less, never to failing the cell: no notebook, no repository,
 no git, or no papermill cell just leaves that part out. Rejected alternative: reading papermill's
@@ -25,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -187,3 +190,32 @@ def report_to_job(run_id: str | None) -> None:
             json.dump({"mlflow_run_id": run_id}, f)
     except OSError:
         pass
+
+
+@dataclass
+class KernelRuns:
+    """The runs this kernel made: where the source run of a deployed model comes from.
+
+    ``last_tracked_run`` is the newest ``%%track`` run; ``deploy_runs`` are the runs
+    ``%deploy`` logged models in, which are never a model's source.
+    """
+
+    last_tracked_run: str | None = None
+    deploy_runs: set[str] = field(default_factory=set)
+
+    def source_run(self) -> str | None:
+        """The run that trained a model of this kernel: the last ``%%track`` or mlflow run."""
+        if self.last_tracked_run:
+            return self.last_tracked_run
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:
+            last = mlflow.last_active_run()
+        except MlflowException:
+            # the run is gone, or not this user's any more (deleted, another tracking
+            # server or token): the model is deployed without a source run, not refused
+            return None
+        if last is not None and last.info.run_id not in self.deploy_runs:
+            return last.info.run_id
+        return None

@@ -1,6 +1,6 @@
 """REST handlers under /shipyard/api/audit/: the audit trail, for the panel's admin section.
 
-Exactly as :mod:`server_ext.scheduler_handlers` does for the scheduler: each route forwards
+Exactly as :mod:`server_ext.handlers.scheduler` does for the scheduler: each route forwards
 to the same route of the audit service as the server's user, with the server's own token
 (``$JUPYTERHUB_API_TOKEN``, which the hub scopes to ``access:services!service=audit``), and
 passes the service's status, JSON body and error body on unchanged. The service decides
@@ -8,7 +8,7 @@ who may read the trail (hub admins only): a user who is not an admin gets the se
 403 through here, never a decision of this server. An audit service that is not running or
 not configured is a 502 in the same error schema, with a message that says why.
 
-The handler is :class:`~server_ext.scheduler_handlers.SchedulerForwardHandler` with the
+The handler is :class:`~server_ext.handlers.scheduler.SchedulerForwardHandler` with the
 audit client (``client_class``, ``client_error``): the same ``@authorized`` methods
 (resource ``shipyard``), the same error schema, the same 405 for a method a route does not
 list, the forwarding in a thread. Only the two read routes the panel needs are forwarded;
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .audit_client import AuditClient, AuditError
-from .scheduler_handlers import SchedulerForwardHandler
+from ..clients.audit import AuditClient, AuditError
+from .scheduler import SchedulerForwardHandler
 
 PREFIX = r"/shipyard/api/audit"
 

@@ -1,6 +1,6 @@
 """The secrets service's client: a user's own secrets, by name, from a kernel or a terminal.
 
-Built on :class:`server_ext.service_client.ServiceClient` (the one way a server reaches a
+Built on :class:`server_ext.clients.base.ServiceClient` (the one way a server reaches a
 service: ``$SHIPYARD_SECRETS_URL``, the server's own token in the header only, the
 service's message as the error). A user sets, lists and deletes their secrets; no call
 here can read a value back (the service has no such route for users): values go to runs
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .service_client import ServiceClient, ServiceError
+from .base import ServiceClient, ServiceError
 
 SERVICE_PATH = "/services/secrets"
 

@@ -1,16 +1,16 @@
 """REST handlers under /shipyard/api/deployer/: the deployer's API, for the JupyterLab panel.
 
-Exactly as :mod:`server_ext.scheduler_handlers` does for the scheduler: the panel runs in the
+Exactly as :mod:`server_ext.handlers.scheduler` does for the scheduler: the panel runs in the
 browser on the user's server, which holds the server's hub token (``$JUPYTERHUB_API_TOKEN``,
 scoped to the deployer); the browser never sees it. Each route here forwards to the same
 route of the service as the server's user, through
-:meth:`~server_ext.deploy_client.DeployerClient.forward`, and passes the service's status,
+:meth:`~server_ext.clients.deployer.client.DeployerClient.forward`, and passes the service's status,
 JSON body and error body on unchanged, so the panel reads the service's own
 ``{"status", "message", "errors"}``. A deployer that is not configured or cannot be reached,
 or an answer that is not the service's (the hub's page for a wrong URL), is a 502 in that
 same schema, with a message that says why.
 
-The handler is the scheduler's :class:`~server_ext.scheduler_handlers.SchedulerForwardHandler`
+The handler is the scheduler's :class:`~server_ext.handlers.scheduler.SchedulerForwardHandler`
 with another client (``client_class``, ``client_error``): the same ``@authorized`` methods (resource ``shipyard``; XSRF on
 cookie-authenticated writes, as every jupyter-server ``APIHandler``), the same error schema,
 the same 405 for a method a route does not list, the forwarding in a thread.
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .deploy_client import DeployerClient, DeployerError
-from .scheduler_handlers import SchedulerForwardHandler
+from ..clients.deployer.client import DeployerClient, DeployerError
+from .scheduler import SchedulerForwardHandler
 
 PREFIX = r"/shipyard/api/deployer"
 #: One path segment of a name or version (never ``/`` or ``..``); the service validates

@@ -11,8 +11,9 @@ A job or a deployment names the secrets it needs (``%schedule --secret NAME``,
 ``%deploy --secret NAME``); its run or replica gets them as environment
 variables. A value cannot be read back here: there is no such call.
 
-Its own module (not :mod:`server_ext.magics`, already long), registered by
-:func:`server_ext.magics.load_ipython_extension` beside the other magics.
+Registered by :func:`server_ext.magics.load_ipython_extension` beside the other families;
+it has no settings, so it is a plain ``Magics`` rather than a
+:class:`~server_ext.magics.base.ShipyardMagics`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from .secrets_client import SecretsClient, SecretsError
+from ..clients.secrets import SecretsClient, SecretsError
 
 #: The verbs of ``%secret``.
 VERBS = ("set", "list", "delete")
