@@ -22,12 +22,12 @@ two differences, both set up before the culler starts:
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
-import sys
 from collections.abc import Iterable
+
+from hub_ext.host.process import die_with_parent
 
 #: What a secret is replaced with in a log record.
 REDACTED = "[secret]"
@@ -70,19 +70,9 @@ def redact_log_records(secrets: Iterable[str]) -> None:
     logging.setLogRecordFactory(redacted_record)
 
 
-def die_with_parent() -> None:
-    """SIGTERM this process when its parent (the hub) dies, even by kill -9 (Linux only)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the hub died before the request took effect
-        sys.exit(0)
-
-
 def main() -> None:
     if os.environ.get("JUPYTERHUB_SERVICE_NAME"):
-        die_with_parent()
+        die_with_parent(signal.SIGTERM, exit_if_orphaned=True)
     redact_log_records([os.environ.get("JUPYTERHUB_API_TOKEN", "")])
     from jupyterhub_idle_culler import main as culler_main
 

@@ -15,6 +15,8 @@ import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hub_ext.host.process import write_private
+
 ADMIN_USER = "admin"
 
 
@@ -24,12 +26,6 @@ def data_dir() -> Path:
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(0o700)
     return path
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
 
 
 def _read_private(path: Path) -> str:
@@ -68,7 +64,7 @@ def load_or_create_credentials(directory: Path) -> tuple[Credentials, bool]:
         admin_password=secrets.token_urlsafe(32),
     )
     try:
-        _write_private(path, json.dumps(asdict(creds), indent=2))
+        write_private(path, json.dumps(asdict(creds), indent=2), exclusive=True)
     except FileExistsError:  # another process won the race
         return load_or_create_credentials(directory)
     return creds, True
@@ -81,7 +77,7 @@ def load_or_create_token(directory: Path, name: str) -> str:
         return _read_private(path).strip()
     token = secrets.token_hex(32)
     try:
-        _write_private(path, token)
+        write_private(path, token, exclusive=True)
     except FileExistsError:
         return _read_private(path).strip()
     return token

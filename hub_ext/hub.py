@@ -66,6 +66,8 @@ from jupyterhub.services.service import _MockUser, _ServiceSpawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Unicode, default
 
+from hub_ext.host.process import is_running, process_identity, write_private
+
 #: How often a starting service is asked whether it answers yet.
 UP_CHECK_INTERVAL = 0.1
 #: A service that ran at least this long before it exited is restarted at once again.
@@ -73,26 +75,6 @@ STABLE_RUN = 30.0
 #: How long a recorded service that must go (its configuration changed) has to stop
 #: after SIGTERM before it is killed.
 REPLACE_TIMEOUT = 10.0
-
-
-def process_identity(pid: int) -> tuple[str, str] | None:
-    """``(state, start time)`` of process ``pid`` from ``/proc/<pid>/stat``; None if none.
-
-    The start time (clock ticks after boot, field 22) tells a process from a later one
-    that got the same pid.
-    """
-    try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
-    return fields[0], fields[19]
-
-
-def is_running(pid: int, started: str) -> bool:
-    """Whether ``pid`` is still the process that started at ``started``, and not a zombie."""
-    identity = process_identity(pid)
-    return identity is not None and identity[0] not in ("Z", "X") and identity[1] == started
 
 
 class AdoptedServiceSpawner(_ServiceSpawner):
@@ -176,14 +158,6 @@ class ShipyardHub(JupyterHub):
         folder.chmod(0o700)
         return folder / f"{name}{suffix}"
 
-    def _write_private(self, path: Path, text: str) -> None:
-        """Write ``text`` to ``path`` (0600) in one step: a reader never sees half of it."""
-        partial = path.with_name(path.name + ".new")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(partial, path)
-
     def _read_record(self, name: str) -> dict | None:
         try:
             record = json.loads(self._state_path(name, ".json").read_text())
@@ -198,7 +172,7 @@ class ShipyardHub(JupyterHub):
         if identity is None:
             return  # already gone (and reaped): nothing to adopt
         record = {"pid": pid, "started": identity[1], "config": self._fingerprint(service)}
-        self._write_private(self._state_path(service.name, ".json"), json.dumps(record))
+        write_private(self._state_path(service.name, ".json"), json.dumps(record))
 
     def _forget(self, name: str) -> None:
         self._state_path(name, ".json").unlink(missing_ok=True)
@@ -235,7 +209,7 @@ class ShipyardHub(JupyterHub):
         if keep and service is not None and service.api_token:
             path = self._state_path(name, ".token")
             if not path.exists() or path.read_text().strip() != service.api_token:
-                self._write_private(path, service.api_token)
+                write_private(path, service.api_token)
         return service
 
     def _kept_token(self, name: str) -> str | None:

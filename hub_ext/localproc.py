@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import pwd
@@ -49,29 +48,11 @@ from hub_ext import slugs, telemetry
 from hub_ext.accounts import USER_UMASK, AccountError, ensure_account
 from hub_ext.cgroups import CgroupDriver, Limits, make_driver
 from hub_ext.environments import BuiltEnvironment, find_built
+from hub_ext.host.process import die_with_parent
 from hub_ext.profiles import Profile
 
 #: Variables of the service's own environment a process may see: locale and time zone only.
 PASSED_THROUGH = ("LANG", "LC_ALL", "TZ")
-
-
-try:  # looked up here, not between fork and exec, where loading a library may deadlock
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux
-    _prctl = None
-
-
-def die_with_parent(sig: int) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent dies (``PR_SET_PDEATHSIG``).
-
-    Parameters
-    ----------
-    sig : int
-        The signal to receive, usually ``signal.SIGKILL``. Nothing happens
-        where ``prctl`` is not available (not Linux).
-    """
-    if _prctl is not None:
-        _prctl(1, int(sig))
 
 
 # ------------------------------------------------------------------ cgroups

@@ -51,7 +51,7 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import default
 
 from .embedded import load_or_create_token
-from .hub import is_running, process_identity
+from .host.process import is_running, process_identity
 
 #: Seconds the API of a proxy that may be adopted has to answer.
 ADOPT_CHECK_TIMEOUT = 5.0

@@ -232,7 +232,7 @@ class HubProcess:
     def _kill_leftover_services(self) -> None:
         """Services outlive a hub that dies (they are adopted by the next one, as in
         production); a hub the tests end for good must not leave them running."""
-        from hub_ext.hub import is_running
+        from hub_ext.host.process import is_running
 
         left = []
         for record in (self.data_dir / "services").glob("*.json"):

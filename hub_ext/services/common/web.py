@@ -3,10 +3,10 @@
 Shared because the scheduler and the deployer serve their APIs the same way:
 the same OpenAPI, health, metrics and 404 routes, the same HubOAuth wiring of
 the tornado application, the same request log line and the same shutdown on
-SIGTERM/SIGINT. The handler base classes are the scheduler's
-:class:`hub_ext.services.scheduler.handlers.BaseHandler` (which the deployer
-reuses) and, for newer services (secrets), the generic
-:class:`hub_ext.services.common.handlers.ServiceHandler`; the mixins here
+SIGTERM/SIGINT. The handler base classes are
+:class:`hub_ext.services.common.handlers.ServiceHandler` and, for services whose
+callers are hub users with groups (scheduler, deployer),
+:class:`hub_ext.services.common.handlers.UserServiceHandler`; the mixins here
 expect their shared interface (``send``, ``caller``, ``core``).
 """
 

@@ -22,7 +22,6 @@ deployer only reads :meth:`Backend.endpoints`.
 from __future__ import annotations
 
 import hashlib
-import inspect
 from abc import ABCMeta, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -31,9 +30,10 @@ from typing import Any
 from traitlets import MetaHasTraits
 from traitlets.config import LoggingConfigurable
 
-from hub_ext.plugins import plugin_class
 from hub_ext.profiles import Profile
 from hub_ext.slugs import user_slug
+
+from ..common.plugins import check_interface
 
 #: The model server's module, run with the environment's Python (contract section 1).
 MODEL_SERVER_MODULE = "hub_ext.services.deployer.modelserver"
@@ -198,15 +198,7 @@ class Backend(LoggingConfigurable, metaclass=_BackendMeta):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        for name in cls._async_interface + cls._sync_interface:
-            attr = inspect.getattr_static(cls, name)
-            wrong_kind = isinstance(attr, classmethod | staticmethod)
-            is_async = inspect.iscoroutinefunction(attr)
-            if wrong_kind or is_async != (name in cls._async_interface):
-                kind = "an `async def`" if name in cls._async_interface else "a plain `def`"
-                raise TypeError(
-                    f"{cls.__name__}.{name} must be {kind} instance method, as in Backend"
-                )
+        check_interface(cls, "Backend", cls._async_interface, cls._sync_interface)
 
     #: True where a replica reads its model through the tracking server at every start
     #: (no copy outlives a pod): the version's tracking token must then stay valid while
@@ -312,24 +304,3 @@ class Backend(LoggingConfigurable, metaclass=_BackendMeta):
     @abstractmethod
     async def close(self) -> None:
         """At service stop: release the backend's resources (clients, watchers)."""
-
-
-def load_backend(name: str, **kwargs: Any) -> Backend:
-    """Instantiate the backend called ``name`` (entry point or ``module.Class``).
-
-    Entry points are read here, when the service starts, never at import.
-
-    Raises
-    ------
-    ValueError
-        Nothing of that name is installed; the message lists what is.
-    """
-    cls = plugin_class(
-        name,
-        group="shipyard.deployer_backends",
-        shipped=BACKENDS,
-        base=Backend,
-        kind="deployer backend",
-        not_a="a deployer Backend subclass",
-    )
-    return cls(**kwargs)

@@ -104,6 +104,7 @@ from hub_ext.accounts import USER_UMASK
 from hub_ext.cgroups import DRIVERS, CgroupDriver
 from hub_ext.environments import BuiltEnvironment, default_envs_dir
 from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus
+from hub_ext.host.process import start_time
 from hub_ext.localproc import (
     find_environment,
     kill_cgroup,
@@ -248,15 +249,6 @@ class _Output(asyncio.Protocol):
             self.ended.set_result(None)
 
 
-def _start_time(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch); None when it is gone."""
-    try:
-        proc = psutil.Process(pid)
-        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
-    except psutil.Error:
-        return None
-
-
 class _Process:
     """A replica's model server process, started here or adopted, watched through a pidfd.
 
@@ -264,7 +256,7 @@ class _Process:
     deployer started it (an adopted process is another's child: None).
     """
 
-    def __init__(self, pid: int, started: float, popen: subprocess.Popen | None = None):
+    def __init__(self, pid: int, started: str, popen: subprocess.Popen | None = None):
         self.loop = asyncio.get_running_loop()
         self.pid, self.started, self.popen = pid, started, popen
         self.exited = self.loop.create_future()
@@ -279,14 +271,14 @@ class _Process:
         except OSError:  # no pidfd (Linux before 5.3): checked 5 times a second
             self._check()
             return
-        if popen is None and _start_time(pid) != started:  # the pid is another process's now
+        if popen is None and start_time(pid) != started:  # the pid is another process's now
             self._done()
             return
         self.loop.add_reader(self._fd, self._done)
 
     def _check(self) -> None:
-        gone = self.popen.poll() is not None if self.popen else _start_time(self.pid) is None
-        if gone or (self.popen is None and _start_time(self.pid) != self.started):
+        gone = self.popen.poll() is not None if self.popen else start_time(self.pid) is None
+        if gone or (self.popen is None and start_time(self.pid) != self.started):
             self._done()
         else:
             self._poll = self.loop.call_later(0.2, self._check)
@@ -1011,12 +1003,12 @@ class LocalBackend(Backend):
         try:
             pid, started, port = (
                 int(replica["pid"]),
-                float(replica["started"]),
+                str(replica["started"]),
                 int(replica["port"]),
             )
         except (KeyError, TypeError, ValueError):
             return False
-        if _start_time(pid) != started:
+        if start_time(pid) != started:
             return False
         status, _ = await get_health(port, self.health_timeout)
         return status == 200
@@ -1053,7 +1045,7 @@ class LocalBackend(Backend):
                 with contextlib.suppress(KeyError, TypeError, ValueError):
                     if replica["cgroup"] in kept_cgroups:
                         continue
-                    if _start_time(int(replica["pid"])) == float(replica["started"]):
+                    if start_time(int(replica["pid"])) == str(replica["started"]):
                         kill_tree(int(replica["pid"]))
                         names.add(replica["cgroup"])
         if self.driver.enforces_total:
@@ -1180,7 +1172,7 @@ class LocalBackend(Backend):
             replica.port = int(record["port"])
             replica.gpus = [str(g) for g in record.get("gpus") or ()]
             self.allocator.restore(replica.cgroup, replica.gpus)
-            replica.process = _Process(int(record["pid"]), float(record["started"]))
+            replica.process = _Process(int(record["pid"]), str(record["started"]))
             try:
                 await self._read_output(replica)
             except OSError as e:  # its FIFO is gone: its lines are lost, it serves on
@@ -1202,7 +1194,7 @@ class LocalBackend(Backend):
         for record in found.replicas:
             with contextlib.suppress(psutil.Error, KeyError, TypeError, ValueError):
                 proc = psutil.Process(int(record["pid"]))
-                if proc.create_time() == float(record["started"]):
+                if start_time(proc.pid) == str(record["started"]):
                     proc.terminate()
                     procs.append(proc)
 
@@ -1210,7 +1202,7 @@ class LocalBackend(Backend):
             psutil.wait_procs(procs, timeout=grace)
             for record in found.replicas:
                 pid = int(record["pid"])
-                if _start_time(pid) == float(record["started"]):
+                if start_time(pid) == str(record["started"]):
                     kill_tree(pid)
                 self.driver.remove(record["cgroup"], self.cleanup_timeout)
                 (Path(self.runtime_dir) / f"{record['cgroup']}.out").unlink(missing_ok=True)
@@ -1431,7 +1423,7 @@ class LocalBackend(Backend):
             raise DeployFailed(f"Could not start the model server: {e}") from None
         finally:
             os.close(output)
-        replica.process = _Process(popen.pid, _start_time(popen.pid) or 0.0, popen)
+        replica.process = _Process(popen.pid, start_time(popen.pid) or "", popen)
         await self._read_output(replica, reader)
         self._save_record(version)
         version.log.note(
