@@ -585,7 +585,7 @@ def training_summary(example: Any) -> dict | None:
     if frame is None:
         return None
     try:
-        from hub_ext.services.deployer.drift import summarize
+        from hub_ext.runtime.drift import summarize
     except ImportError:  # a Shipyard older than the drift module: deploy without drift
         return None
     return json.loads(json.dumps(summarize(frame), default=float))

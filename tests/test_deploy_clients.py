@@ -31,8 +31,9 @@ import requests
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from hub_ext.environments import EnvironmentBuilder, get_environment
-from hub_ext.services.deployer import drift
+from hub_ext.environments.build import EnvironmentBuilder
+from hub_ext.environments.catalog import get_environment
+from hub_ext.runtime import drift
 from server_ext import deploy_client as deploying
 from server_ext.deploy_client import DeployerClient, DeployerError, VersionRow
 

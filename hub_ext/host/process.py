@@ -34,7 +34,7 @@ PR_SET_PDEATHSIG = 1
 def die_with_parent(sig: int = signal.SIGTERM, *, exit_if_orphaned: bool = False) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies (``PR_SET_PDEATHSIG``).
 
-    Safe between fork and exec (a user's process, :mod:`hub_ext.localproc`): it
+    Safe between fork and exec (a user's process, :mod:`hub_ext.host.localproc`): it
     calls only ``prctl``, looked up at import.
 
     Parameters

@@ -33,7 +33,7 @@ HUB_DOWN = "The hub is restarting: the caller cannot be checked now; retry in a 
 class HubOAuth(hub_auth_module.HubOAuth):
     """JupyterHub's ``HubOAuth``, answering 503 (not 500) while the hub is unreachable.
 
-    The services outlive a hub that crashes (``hub_ext/hub.py``). Meanwhile a token the
+    The services outlive a hub that crashes (``hub_ext/hub/app.py``). Meanwhile a token the
     service checked within its cache time (``cache_max_age``) still works; one it has not
     seen cannot be checked, and JupyterHub's ``HubAuth`` answers that with a 500 "Failed
     to connect to Hub API". That is not the service's fault and a retry in a moment

@@ -27,7 +27,7 @@ from traitlets.config import Application
 
 from hub_ext import __version__
 from hub_ext.host.process import die_with_parent
-from hub_ext.profiles import ProfileStore
+from hub_ext.profiles.model import ProfileStore
 
 from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.plugins import PluginType
@@ -389,7 +389,7 @@ class DeployerService(Application):
             "c.DeployerService.kill_children_on_exit = True",
             "Off by default: the deployer (and so its model servers) outlives a hub that "
             "crashes (kill -9), models keep answering through the proxy, and the next hub "
-            "adopts it (``hub_ext/hub.py``). On, a crash of the hub stops every model until "
+            "adopts it (``hub_ext/hub/app.py``). On, a crash of the hub stops every model until "
             "the next start.",
         ),
     ).tag(config=True)

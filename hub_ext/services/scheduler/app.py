@@ -27,9 +27,10 @@ from jupyterhub.traitlets import ByteSpecification, Callable
 from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from traitlets.config import Application
 
-from hub_ext import __version__, instance
+from hub_ext import __version__
+from hub_ext.host import instance
 from hub_ext.host.process import die_with_parent
-from hub_ext.profiles import ProfileStore
+from hub_ext.profiles.model import ProfileStore
 
 from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.orm import utcnow
@@ -130,7 +131,7 @@ class SchedulerService(Application):
         parents must be traversable by those accounts (the hub's data dir is
         not). Defaults to ``$SHIPYARD_RUNS_DIR``, else ``/var/lib/<instance>/runs``
         as root (``/var/lib/shipyard/runs`` unless ``$SHIPYARD_INSTANCE`` names
-        another, :mod:`hub_ext.instance`), else ``runs`` in the state dir.
+        another, :mod:`hub_ext.host.instance`), else ``runs`` in the state dir.
 
         Example::
 
@@ -194,7 +195,7 @@ class SchedulerService(Application):
         Prefix of the users' system accounts, as LocalProfileSpawner's ``system_user_prefix``.
 
         Defaults to the spawner's default: ``jupyter-``, or ``<instance>-``
-        for another instance than ``shipyard`` (:mod:`hub_ext.instance`).
+        for another instance than ``shipyard`` (:mod:`hub_ext.host.instance`).
 
         The service reads a job's notebook from that account's home.
 
@@ -482,7 +483,7 @@ class SchedulerService(Application):
 
         Off by default: the scheduler outlives a hub that crashes (kill -9), keeps
         running jobs and answering through the proxy, and the next hub adopts it
-        (``hub_ext/hub.py``). On, a crash of the hub stops it until the next start.
+        (``hub_ext/hub/app.py``). On, a crash of the hub stops it until the next start.
 
         Example::
 

@@ -37,8 +37,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hub_ext import slugs
-from hub_ext.profiles import ProfileChoiceError, ProfileStore
+from hub_ext.host import slugs
+from hub_ext.profiles.model import ProfileChoiceError, ProfileStore
 
 from ..common.hubapi import Caller, HubDirectory
 from .api import (

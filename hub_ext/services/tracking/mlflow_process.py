@@ -48,7 +48,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from hub_ext import __version__, telemetry
+from hub_ext import __version__
+from hub_ext.host import telemetry
 from hub_ext.host.process import start_time, write_private
 
 from . import mlflow_auth

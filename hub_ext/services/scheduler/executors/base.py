@@ -45,8 +45,8 @@ import yaml
 from traitlets import MetaHasTraits
 from traitlets.config import LoggingConfigurable
 
-from hub_ext.profiles import Profile
-from hub_ext.slugs import user_slug
+from hub_ext.host.slugs import user_slug
+from hub_ext.profiles.model import Profile
 
 from ...common.plugins import check_interface
 from ...common.scrub import Scrubber, StreamScrubber

@@ -3,7 +3,7 @@
 What ``%deployments`` and ``%deploy --rollback`` do in a notebook, for a terminal and for the
 admin on the hub's machine. The deployer's client is the magics' own
 (:class:`server_ext.deploy_client.DeployerClient`), so the service's refusals read the same
-everywhere; whose token the command sends is :func:`hub_ext.cli_common.service_access`'s to
+everywhere; whose token the command sends is :func:`hub_ext.cli.common.service_access`'s to
 decide, and the service decides what that token may see: a user their own deployments, a
 hub admin anyone's (``OWNER/NAME``, ``?owner=`` on the wire).
 
@@ -21,7 +21,7 @@ import argparse
 import sys
 import time
 
-from .cli_common import CLIError, add_access_options, service_access, service_url
+from hub_ext.cli.common import CLIError, add_access_options, service_access, service_url
 
 #: Seconds between two looks at a version a rollback waits for (a cheap read).
 POLL_SECONDS = 0.5

@@ -44,12 +44,12 @@ from pathlib import Path
 
 import psutil
 
-from hub_ext import slugs, telemetry
-from hub_ext.accounts import USER_UMASK, AccountError, ensure_account
-from hub_ext.cgroups import CgroupDriver, Limits, make_driver
-from hub_ext.environments import BuiltEnvironment, find_built
+from hub_ext.environments.catalog import BuiltEnvironment, find_built
+from hub_ext.host import slugs, telemetry
+from hub_ext.host.accounts import USER_UMASK, AccountError, ensure_account
+from hub_ext.host.cgroups import CgroupDriver, Limits, make_driver
 from hub_ext.host.process import die_with_parent
-from hub_ext.profiles import Profile
+from hub_ext.profiles.model import Profile
 
 #: Variables of the service's own environment a process may see: locale and time zone only.
 PASSED_THROUGH = ("LANG", "LC_ALL", "TZ")
@@ -65,9 +65,9 @@ def open_driver(choice: str, parent: str, log: logging.Logger, unenforced: str) 
     ----------
     choice : str
         ``auto`` (as LocalProfileSpawner picks: cgroup v2, then v1, then
-        rlimits) or a name of :data:`hub_ext.cgroups.DRIVERS`. Placed under
+        rlimits) or a name of :data:`hub_ext.host.cgroups.DRIVERS`. Placed under
         the delegated unit where systemd is PID 1
-        (:func:`hub_ext.cgroups.make_driver`).
+        (:func:`hub_ext.host.cgroups.make_driver`).
     parent : str
         The cgroup under which every process of the service gets its own.
     log : logging.Logger
@@ -249,7 +249,7 @@ async def owner_account(
     """The owner's system account (as root), or the service's own user.
 
     The account is named and created exactly as LocalProfileSpawner does
-    (:func:`hub_ext.slugs.account_name`), so the process's files belong to
+    (:func:`hub_ext.host.slugs.account_name`), so the process's files belong to
     the same Unix user as the owner's server's.
 
     Parameters
@@ -302,7 +302,7 @@ def process_environment(
     """A process's whole environment, built from nothing: no variable of the service leaks.
 
     Only :data:`PASSED_THROUGH` comes from the service's own environment, and the
-    admin's choice about MLflow's telemetry (:func:`hub_ext.telemetry.environment`).
+    admin's choice about MLflow's telemetry (:func:`hub_ext.host.telemetry.environment`).
 
     Parameters
     ----------
@@ -338,7 +338,7 @@ def process_environment(
         {
             "PYTHONUNBUFFERED": "1",
             **built.env_vars(),
-            # MLflow's usage telemetry off unless the admin allows it (hub_ext/telemetry.py)
+            # MLflow's usage telemetry off unless the admin allows it (hub_ext/host/telemetry.py)
             **telemetry.environment(),
             "SHIPYARD_PROFILE": profile.slug,
             **(extra or {}),
@@ -358,7 +358,7 @@ def make_preexec(
 ) -> Callable[[], None]:
     """What runs between fork and exec: join the cgroup, become the owner, die with the parent.
 
-    As the owner, the process gets :data:`~hub_ext.accounts.USER_UMASK` (files it
+    As the owner, the process gets :data:`~hub_ext.host.accounts.USER_UMASK` (files it
     creates are the owner's alone).
 
     Everything that may load a library or read a file (the cgroup's paths,

@@ -1,6 +1,6 @@
 """The idle culler as the hub runs it: jupyterhub-idle-culler, with no token in its log.
 
-``python -m hub_ext.culler ARGS`` is ``python -m jupyterhub_idle_culler ARGS`` with
+``python -m hub_ext.hub.culler ARGS`` is ``python -m jupyterhub_idle_culler ARGS`` with
 two differences, both set up before the culler starts:
 
 * **no secret reaches a log line.** jupyterhub-idle-culler schedules each pass as

@@ -3,7 +3,7 @@
 The scheduler's client lives with the magics (:mod:`server_ext.scheduler_client`): one client
 for the kernel, the server and this command, so its errors read the same everywhere. Whose
 token the command sends (a user's, or on the hub's machine the hub admin's) is
-:func:`hub_ext.cli_common.service_access`'s to decide.
+:func:`hub_ext.cli.common.service_access`'s to decide.
 
 ``logs`` and ``output`` take what ``jobs list`` shows: a run's id (the LAST RUN ID column),
 or a job's name (``OWNER/NAME`` for someone else's) or id, meaning that job's newest run. Run
@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli_common import CLIError, add_access_options, service_access, service_url
+from hub_ext.cli.common import CLIError, add_access_options, service_access, service_url
 
 
 def _command(name: str, command):

@@ -1,9 +1,10 @@
 """What the ``shipyard`` commands share: the error they print, the hub's URL, the data dir,
 and whose token a command that calls a hub service sends.
 
-:class:`CLIError` lives here, not in :mod:`hub_ext.cli`, so that ``python -m hub_ext.cli``
-(whose module is ``__main__``, a second copy of ``hub_ext.cli``) catches the errors of the
-command modules too: both copies import this one class.
+:class:`CLIError` lives here, not in :mod:`hub_ext.cli.main`, so that the command modules
+(:mod:`hub_ext.cli.jobs`, :mod:`hub_ext.cli.secrets`...), which ``main`` imports, can raise it
+without importing ``main``; ``python -m hub_ext.cli`` runs :mod:`hub_ext.cli.__main__`, which
+imports ``main`` as every other caller does, so there is one class to catch.
 
 Whose token
 -----------

@@ -3,7 +3,7 @@
 The deployer runs model servers as Deployments
 (:mod:`hub_ext.services.deployer.kubernetes`) and the scheduler runs notebooks
 as Jobs (:mod:`hub_ext.services.scheduler.executors.kubernetes`). Both must
-treat a resource profile exactly as :class:`~hub_ext.kubespawner.KubeProfileSpawner`
+treat a resource profile exactly as :class:`~hub_ext.spawners.kubespawner.KubeProfileSpawner`
 treats it for a user's server: the same image, the same requests and limits,
 the same node placement and the same locked-down security context. These
 pieces live here, once, so that the two services cannot drift apart from each
@@ -26,7 +26,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from hub_ext.profiles import GPU_RESOURCE, Profile
+from hub_ext.profiles.model import GPU_RESOURCE, Profile
+
+#: Pod labels for cost accounting: who runs the pod, and in which profile (servers,
+#: job pods and model replicas alike).
+USER_LABEL = "shipyard.io/user"
+PROFILE_LABEL = "shipyard.io/profile"
 
 #: The containers' security context, as KubeProfileSpawner's defaults plus KubeSpawner's
 #: ``allow_privilege_escalation = False``: the Pod Security Standards' "restricted" level
@@ -44,7 +49,7 @@ def image_for(profile: Profile, image_template: str) -> str:
 
     Parameters
     ----------
-    profile : hub_ext.profiles.Profile
+    profile : hub_ext.profiles.model.Profile
         The resource profile; ``kubernetes.kubespawner_override.image`` wins when set.
     image_template : str
         The service's ``image_template``, with an ``{environment}`` field.
@@ -72,7 +77,7 @@ def resources(profile: Profile) -> dict[str, dict[str, str]]:
 
     Parameters
     ----------
-    profile : hub_ext.profiles.Profile
+    profile : hub_ext.profiles.model.Profile
         The resource profile.
 
     Returns
@@ -122,7 +127,7 @@ def container_env(
 
     Parameters
     ----------
-    profile : hub_ext.profiles.Profile
+    profile : hub_ext.profiles.model.Profile
         The resource profile; the string values of its
         ``kubernetes.kubespawner_override.environment`` replace or extend ``plain``.
     plain : Mapping[str, str or None]
@@ -161,7 +166,7 @@ def user_secrets_name(owner: str) -> str:
     so the secrets service that writes it and the scheduler and deployer that
     reference it agree without talking to each other.
     """
-    from hub_ext.slugs import user_slug
+    from hub_ext.host.slugs import user_slug
 
     return USER_SECRETS_PREFIX + user_slug(owner)
 
@@ -195,7 +200,7 @@ def place_pod(
         A pod spec; it gets ``nodeSelector``, ``tolerations``,
         ``serviceAccountName`` and ``priorityClassName``, in that order, each
         only when set.
-    profile : hub_ext.profiles.Profile
+    profile : hub_ext.profiles.model.Profile
         The resource profile: its node selector and tolerations, and its
         ``kubernetes.kubespawner_override.priority_class_name``, which wins.
     service_account : str or None
@@ -240,7 +245,7 @@ def environment_digest(environment: str) -> str | None:
         The digest of the environment's lock; None when ``images/`` is not
         shipped with the service (the image still has it).
     """
-    from hub_ext.environments import EnvironmentProblem, get_environment
+    from hub_ext.environments.catalog import EnvironmentProblem, get_environment
 
     try:
         return get_environment(environment).digest

@@ -50,8 +50,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.ioloop import PeriodicCallback
 from traitlets import default
 
-from .embedded import load_or_create_token
-from .host.process import is_running, process_identity
+from hub_ext.host.process import is_running, process_identity
+from hub_ext.hub.embedded import load_or_create_token
 
 #: Seconds the API of a proxy that may be adopted has to answer.
 ADOPT_CHECK_TIMEOUT = 5.0

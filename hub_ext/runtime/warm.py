@@ -1,6 +1,6 @@
 """A papermill process with its kernel already started, waiting for the one run it will serve.
 
-Run as ``<environment python> -m hub_ext.services.scheduler.executors.warm [FOLDER]`` by
+Run as ``<environment python> -m hub_ext.runtime.warm [FOLDER]`` by
 :class:`~.local.LocalExecutor`'s pool (:mod:`.pool`), exactly where and as whom
 a cold ``python -m papermill`` would run: the run owner's account, the
 profile's environment and limits, an environment built from nothing. Every

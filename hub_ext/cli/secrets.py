@@ -17,17 +17,13 @@ import getpass
 import os
 import sys
 
+from hub_ext.cli.common import CLIError
+
 DEFAULT_SECRETS_URL = "http://127.0.0.1:8000/services/secrets"
 
 
 def _cli_error(message: str) -> Exception:
     """The ``CLIError`` that ``hub_ext.cli.main`` catches, as one line without a traceback."""
-    running = sys.modules.get("__main__")
-    if getattr(getattr(running, "__spec__", None), "name", None) == "hub_ext.cli":
-        # ``python -m hub_ext.cli``: main() is __main__'s, which catches its own class
-        return running.CLIError(message)
-    from hub_ext.cli import CLIError  # late: hub_ext.cli imports this module
-
     return CLIError(message)
 
 

@@ -5,7 +5,7 @@ A server whose profile asks for N GPUs gets N free device indices in
 ``CUDA_VISIBLE_DEVICES``. That variable is only advice a process may reset:
 the kernel enforces the assignment, through the cgroup's device filter, which
 lets a process open only its own GPUs' device nodes (:func:`device_node`,
-:mod:`hub_ext.cgroups`). Assignments are
+:mod:`hub_ext.host.cgroups`). Assignments are
 kept in the spawner's state, so a hub restart re-registers the GPUs of servers
 that are still running instead of handing them out twice.
 """

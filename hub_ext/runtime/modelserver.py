@@ -2,7 +2,7 @@
 
 ::
 
-    python -m hub_ext.services.deployer.modelserver --model-uri URI --host 127.0.0.1 --port PORT
+    python -m hub_ext.runtime.modelserver --model-uri URI --host 127.0.0.1 --port PORT
         [--name OWNER/NAME/VERSION] [--max-body-bytes 10485760] [--timeout 30]
         [--max-batch 64] [--max-batch-wait-ms 2] [--training-summary PATH] [--workers 1]
 
@@ -96,7 +96,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .batching import AdaptiveBatcher
+from hub_ext.runtime.batching import AdaptiveBatcher
 
 log = logging.getLogger("shipyard.modelserver")
 
@@ -286,7 +286,7 @@ class ModelServer:
         self.batcher: AdaptiveBatcher | None = None
         self._mlflow: dict[str, Any] = {}
         if args.training_summary:
-            from .drift import DriftTracker
+            from hub_ext.runtime.drift import DriftTracker
 
             with open(args.training_summary) as f:
                 self.drift = DriftTracker(json.load(f))
@@ -888,7 +888,7 @@ def parse_args(
         this process's environment by default.
     """
     p = argparse.ArgumentParser(
-        prog="python -m hub_ext.services.deployer.modelserver",
+        prog="python -m hub_ext.runtime.modelserver",
         description="Serve one MLflow model over MLflow's scoring protocol.",
     )
     p.add_argument(

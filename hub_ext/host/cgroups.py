@@ -21,7 +21,7 @@ process may reset; the filter is what keeps one user's process off another's
 GPU. On cgroup v1 that is the ``devices`` controller (``devices.deny`` then
 ``devices.allow``); cgroup v2 has no device files, so the same rules become a
 BPF program of type ``BPF_PROG_TYPE_CGROUP_DEVICE`` attached to the cgroup
-(:mod:`hub_ext.bpfdev`), as runc and systemd do. Where neither works (no
+(:mod:`hub_ext.host.bpfdev`), as runc and systemd do. Where neither works (no
 devices hierarchy, a kernel without ``CONFIG_CGROUP_BPF``, rlimits) the hub
 log says GPUs are assigned but not isolated. Filesystems under ``/dev``
 (``/dev/shm``, ``/dev/mqueue``) are not device nodes and are not affected.
@@ -55,8 +55,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import bpfdev
-from .gpus import device_node
+from hub_ext.host import bpfdev
+from hub_ext.host.gpus import device_node
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def device_rules(
     Parameters
     ----------
     gpus : sequence of str
-        GPU indices (:func:`hub_ext.gpus.device_node` finds their nodes).
+        GPU indices (:func:`hub_ext.host.gpus.device_node` finds their nodes).
     standard : tuple of str
         The nodes every process may open.
     dev : Path

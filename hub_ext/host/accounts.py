@@ -3,7 +3,7 @@
 When the hub runs as root, every hub user gets an account of their own the
 first time they start a server (as The Littlest JupyterHub does): files in one
 user's home are not readable by another, and a runaway process can be traced
-to its owner. The account name comes from :func:`hub_ext.slugs.account_name`.
+to its owner. The account name comes from :func:`hub_ext.host.slugs.account_name`.
 
 Homes are private (mode 0700) whatever the host's ``HOME_MODE`` and umask say:
 useradd on a stock Debian made them 0755, so one user's kernel could list and read

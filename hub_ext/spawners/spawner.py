@@ -11,7 +11,7 @@ spawner state and in the server's environment.
 
 :class:`LocalProfileSpawner` realises a profile on one machine: a process per
 server, run as the user's own system account, inside a cgroup that enforces
-the profile's CPU and memory limits (see :mod:`hub_ext.cgroups`).
+the profile's CPU and memory limits (see :mod:`hub_ext.host.cgroups`).
 """
 
 from __future__ import annotations
@@ -31,14 +31,19 @@ from tornado import web
 from traitlets import Bool, CaselessStrEnum, Integer, List, Unicode, default
 from traitlets.config import Configurable
 
-from . import instance, slugs, telemetry
-from .accounts import USER_UMASK, AccountError, ensure_account, make_home_private
-from .audit import spawner as audit_spawner
-from .cgroups import DRIVERS, CgroupDriver, Limits, make_driver
-from .environments import BuiltEnvironment, default_envs_dir, find_built, find_built_at
-from .gpus import GpuAllocator, GpuUnavailable, detect_gpus
-from .profiles import Profile, ProfileChoiceError, ProfilesConfig, ProfileStore, Quota
-from .quantities import format_cpu, format_memory, parse_cpu, parse_memory
+from hub_ext.audit import spawner as audit_spawner
+from hub_ext.environments.catalog import (
+    BuiltEnvironment,
+    default_envs_dir,
+    find_built,
+    find_built_at,
+)
+from hub_ext.host import instance, slugs, telemetry
+from hub_ext.host.accounts import USER_UMASK, AccountError, ensure_account, make_home_private
+from hub_ext.host.cgroups import DRIVERS, CgroupDriver, Limits, make_driver
+from hub_ext.host.gpus import GpuAllocator, GpuUnavailable, detect_gpus
+from hub_ext.profiles.model import Profile, ProfileChoiceError, ProfilesConfig, ProfileStore, Quota
+from hub_ext.profiles.quantities import format_cpu, format_memory, parse_cpu, parse_memory
 
 #: The only key a user may set in user_options. Everything else (resources,
 #: image, uid, volumes, environment, node selectors) comes from the profile.
@@ -48,7 +53,7 @@ USER_OPTION_KEYS = frozenset({"profile"})
 RESOURCE_TRAITS = ("cpu_limit", "cpu_guarantee", "mem_limit", "mem_guarantee")
 
 _templates = Environment(
-    loader=PackageLoader("hub_ext", "templates"),
+    loader=PackageLoader("hub_ext.spawners", "templates"),
     autoescape=select_autoescape(default=True),
 )
 
@@ -420,7 +425,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         Name of the cgroup under which every server gets its own (``shipyard/alice``).
 
         Defaults to the instance name (``$SHIPYARD_INSTANCE``, ``shipyard``; see
-        :mod:`hub_ext.instance`), so two Shipyards on one machine never share it.
+        :mod:`hub_ext.host.instance`), so two Shipyards on one machine never share it.
         It lies at the root of the cgroup hierarchy, or, where systemd is PID 1,
         in the cgroup of the unit the hub runs in, which needs ``Delegate=yes``
         (docs/profiles.md, "Under systemd").
@@ -438,11 +443,11 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         Prefix of the system accounts created for hub users when the hub runs as root.
 
         Defaults to ``jupyter-``, or ``<instance>-`` when ``$SHIPYARD_INSTANCE``
-        names another instance than ``shipyard`` (:mod:`hub_ext.instance`).
+        names another instance than ``shipyard`` (:mod:`hub_ext.host.instance`).
 
         Hub user ``alice`` runs as ``jupyter-alice``; a username that is not a
         plain lowercase name becomes a slug with a hash (see
-        :mod:`hub_ext.slugs`). At most 22 characters, so names fit Linux's 32.
+        :mod:`hub_ext.host.slugs`). At most 22 characters, so names fit Linux's 32.
 
         Example::
 
@@ -643,7 +648,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     def driver(self) -> CgroupDriver:
         key = (self.cgroup_driver, self.cgroup_parent)
         if key not in self._drivers:
-            # under the delegated unit where systemd is PID 1 (hub_ext.cgroups.systemd_base)
+            # under the delegated unit where systemd is PID 1 (hub_ext.host.cgroups.systemd_base)
             driver = make_driver(self.cgroup_driver, self.cgroup_parent)
             if not driver.enforces_total and not LocalProfileSpawner._warned_rlimit:
                 LocalProfileSpawner._warned_rlimit = True
@@ -832,7 +837,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             # terminals and `!pip` in a notebook find the environment's tools first
             env["PATH"] = os.pathsep.join([str(self.built_env.bin), env.get("PATH", "")])
         # MLflow's usage telemetry off in the server and its kernels, unless the admin
-        # allows it (SHIPYARD_MLFLOW_TELEMETRY, hub_ext/telemetry.py)
+        # allows it (SHIPYARD_MLFLOW_TELEMETRY, hub_ext/host/telemetry.py)
         env.update(telemetry.environment())
         devices = ",".join(self.gpus)
         # an empty list hides every GPU from servers whose profile has none

@@ -25,7 +25,7 @@ audit, the idle culler) handled differently, through subclass hooks only:
   child), restarts it if it exits, and stops it at Ctrl-C like one it started. A
   recorded service whose configuration changed is stopped and started anew, and
   one no longer configured is stopped. The idle culler is the exception: it only
-  talks to the hub, so it dies with it (:mod:`hub_ext.culler`) and the next hub
+  talks to the hub, so it dies with it (:mod:`hub_ext.hub.culler`) and the next hub
   starts a new one;
 * each service keeps **one API token** across hub restarts (kept 0600 next to the
   records, reused while the hub's database still knows it): an adopted service
@@ -473,7 +473,7 @@ class ShipyardHub(JupyterHub):
 
     def _remove_empty_cgroup_parent(self) -> None:
         """Remove the local spawner's parent cgroup if no server is left in it."""
-        from .spawner import LocalProfileSpawner
+        from hub_ext.spawners.spawner import LocalProfileSpawner
 
         spawner_class = self.spawner_class
         if not (isinstance(spawner_class, type) and issubclass(spawner_class, LocalProfileSpawner)):
@@ -487,6 +487,3 @@ class ShipyardHub(JupyterHub):
 
 
 main = ShipyardHub.launch_instance
-
-if __name__ == "__main__":
-    main()

@@ -20,8 +20,8 @@
 
 Errors are one clear line on stderr and exit status 1 (2 for a wrong command
 line); no traceback for anything a user can fix. ``jobs`` and ``models`` send the user's
-token, or on the hub's machine the hub admin's (:mod:`hub_ext.cli_common`); the command
-modules are :mod:`hub_ext.jobs_cli` and :mod:`hub_ext.models_cli`.
+token, or on the hub's machine the hub admin's (:mod:`hub_ext.cli.common`); the command
+modules are :mod:`hub_ext.cli.jobs` and :mod:`hub_ext.cli.models`.
 """
 
 from __future__ import annotations
@@ -39,24 +39,28 @@ from pathlib import Path
 
 import yaml
 
-from . import instance, jobs_cli, models_cli, secrets_cli
-from .audit import cli as audit_cli
-from .audit import emit as audit_emit
-from .auth import cli as users_cli
-from .cli_common import CLIError, data_dir_of, hub_api_url, hub_url
-from .environments import (
-    EnvironmentBuilder,
+from hub_ext.audit import cli as audit_cli
+from hub_ext.audit import emit as audit_emit
+from hub_ext.auth import cli as users_cli
+from hub_ext.cli import jobs as jobs_cli
+from hub_ext.cli import models as models_cli
+from hub_ext.cli import secrets as secrets_cli
+from hub_ext.cli.common import CLIError, data_dir_of, hub_api_url, hub_url
+from hub_ext.environments.build import EnvironmentBuilder
+from hub_ext.environments.catalog import (
     EnvironmentProblem,
-    compare,
     default_envs_dir,
     find_built,
     get_environment,
     list_environments,
 )
-from .gpus import detect_gpus
-from .profiles import Profile, ProfilesConfig, ProfilesInvalid, load_profiles, z2jh_values
-from .quantities import format_cpu, format_memory
-from .spawner import Usage, default_profiles_file
+from hub_ext.environments.check import compare
+from hub_ext.host import instance
+from hub_ext.host.gpus import detect_gpus
+from hub_ext.profiles.model import Profile, ProfilesConfig, ProfilesInvalid, load_profiles
+from hub_ext.profiles.quantities import format_cpu, format_memory
+from hub_ext.profiles.z2jh import z2jh_values
+from hub_ext.spawners.spawner import Usage, default_profiles_file
 
 # ---------------------------------------------------------------------- up
 
@@ -88,8 +92,8 @@ def _check_login_settings() -> str:
     """
     from traitlets.config import Config
 
-    from .auth import AuthConfigError, configure_authenticator
-    from .embedded import data_dir
+    from hub_ext.auth import AuthConfigError, configure_authenticator
+    from hub_ext.hub.embedded import data_dir
 
     auth = (os.environ.get("SHIPYARD_AUTH") or "native").strip().lower()
     if auth == "native":
@@ -102,7 +106,7 @@ def _check_login_settings() -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .embedded import data_dir, load_or_create_credentials
+    from hub_ext.hub.embedded import data_dir, load_or_create_credentials
 
     if args.data_dir:
         os.environ["SHIPYARD_DATA_DIR"] = args.data_dir
@@ -165,7 +169,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     named = "" if instance_name == instance.DEFAULT else f" (instance {instance_name})"
     print(f"  Starting JupyterHub on {url}{named} (Ctrl-C stops everything)\n", flush=True)
     os.chdir(directory)
-    argv = [sys.executable, "-m", "hub_ext.hub", "-f", str(config)]  # JupyterHub (hub.py)
+    argv = [sys.executable, "-m", "hub_ext.hub", "-f", str(config)]  # JupyterHub (hub/app.py)
     os.execv(sys.executable, argv)  # noqa: S606 - the hub takes over this process and its signals
 
 
@@ -570,7 +574,3 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `shipyard profiles export | head`
         sys.stderr.close()
         return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
