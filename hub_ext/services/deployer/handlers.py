@@ -1,15 +1,15 @@
 """REST handlers of the deployer service: parse, call the core, serialise.
 
-The services' handler base for hub users
-(:class:`~hub_ext.services.common.handlers.UserServiceHandler`, as the
-scheduler's) does the common part: JSON in and out, the hub's identity (HubOAuth: a token, or the
-hub's cookie for browsers, with ``access:services!service=deployer``), a
-JSON 401 without a login, and one error translator (the common
-``errors`` carry their status; pydantic's ``ValidationError`` is a 400
-listing each bad field; anything else a 500 with the traceback only in the
-log). Only the service's core, its request counter and the caller's check
-differ here; the OpenAPI, health, metrics and 404 routes are the shared ones of
-:mod:`hub_ext.services.common.web`.
+The services' base for hub users' handlers
+(:class:`~hub_ext.services.common.handlers.UserServiceHandler`, the scheduler's
+too) does the common part: JSON in and out, the hub's identity (HubOAuth: a
+token, or the hub's cookie for browsers, with
+``access:services!service=deployer``), a JSON 401 without a login, and one
+error translator (the common ``errors`` carry their status; pydantic's
+``ValidationError`` is a 400 listing each bad field; anything else a 500 with
+the traceback only in the log). Only the service's core, its request counter
+and the caller's check differ here; the OpenAPI, health, metrics and 404 routes
+are the shared ones of :mod:`hub_ext.services.common.web`.
 
 Every ``api/deployments/{name}`` route also takes ``?owner=`` for hub admins
 (a non-admin naming someone else gets the 404 of a missing deployment).
