@@ -99,7 +99,7 @@ if str(REPO) not in sys.path:  # run as `python bench/chaos.py`
 import psutil  # noqa: E402
 import requests  # noqa: E402
 
-from hub_ext.slugs import account_name  # noqa: E402
+from hub_ext.host.slugs import account_name  # noqa: E402
 from tests.hubtools import HubProcess, remove_cgroups, remove_test_accounts  # noqa: E402
 
 ACCOUNT_PREFIX = "sychaos-"
@@ -371,7 +371,7 @@ class Platform:
             if p.info["uids"]
             and p.info["uids"].real == uid
             and p.info["status"] != psutil.STATUS_ZOMBIE
-            and "hub_ext.services.deployer.modelserver" in (p.info["cmdline"] or [])
+            and "hub_ext.runtime.modelserver" in (p.info["cmdline"] or [])
         }
 
     def ours(self, proc: psutil.Process) -> bool:
@@ -800,7 +800,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM cleans up like Ctrl-C
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    from hub_ext.environments import EnvironmentBuilder, get_environment
+    from hub_ext.environments.build import EnvironmentBuilder
+    from hub_ext.environments.catalog import get_environment
 
     started = time.monotonic()
     load_before = os.getloadavg()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hub_ext.environments import default_python, get_environment  # noqa: E402
+from hub_ext.environments.catalog import default_python, get_environment  # noqa: E402
 
 
 def timed(argv: list[str], env: dict[str, str]) -> float:

@@ -77,9 +77,10 @@ if str(REPO) not in sys.path:  # run as `python bench/scheduler.py`
 import psutil  # noqa: E402
 import requests  # noqa: E402
 
-from hub_ext.accounts import _create  # noqa: E402
-from hub_ext.environments import EnvironmentBuilder, default_python, get_environment  # noqa: E402
-from hub_ext.slugs import account_name  # noqa: E402
+from hub_ext.environments.build import EnvironmentBuilder  # noqa: E402
+from hub_ext.environments.catalog import default_python, get_environment  # noqa: E402
+from hub_ext.host.accounts import _create  # noqa: E402
+from hub_ext.host.slugs import account_name  # noqa: E402
 from tests.conftest import TEST_ENVS_DIR  # noqa: E402
 from tests.hubtools import (  # noqa: E402
     HubProcess,

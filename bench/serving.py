@@ -3,7 +3,7 @@
 Both servers serve the same model, on the same machine, one at a time: an sklearn
 ``LogisticRegression`` on 4 float features, trained here on 2,000 random rows and
 saved with ``mlflow.sklearn.save_model`` with its signature. Shipyard's is
-``python -m hub_ext.services.deployer.modelserver --model-uri DIR`` with its
+``python -m hub_ext.runtime.modelserver --model-uri DIR`` with its
 defaults (``--max-batch 64 --max-batch-wait-ms 2``); MLflow's is
 ``mlflow models serve -m DIR --env-manager local`` (FastAPI under uvicorn, one
 worker, as MLflow starts it). For each server, in this order:
@@ -115,7 +115,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         venv_bin = str(Path(sys.executable).parent)
         if kind == "shipyard":
-            cmd = [sys.executable, "-m", "hub_ext.services.deployer.modelserver",
+            cmd = [sys.executable, "-m", "hub_ext.runtime.modelserver",
                    "--model-uri", str(model_dir), "--port", str(self.port)]  # fmt: skip
         else:
             cmd = [os.path.join(venv_bin, "mlflow"), "models", "serve", "-m", str(model_dir),
@@ -282,7 +282,8 @@ def deploy_to_first_200(workdir: Path, rounds: int) -> list[float]:
     """Seconds from ``%deploy`` to the endpoint's first 200, once per round (see (e))."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from hub_ext.environments import EnvironmentBuilder, get_environment
+    from hub_ext.environments.build import EnvironmentBuilder
+    from hub_ext.environments.catalog import get_environment
     from tests.hubtools import HubProcess, remove_cgroups, remove_test_accounts, wait_for
 
     EnvironmentBuilder().build(get_environment("model-server"))

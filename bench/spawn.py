@@ -54,7 +54,8 @@ if str(REPO) not in sys.path:  # run as `python bench/spawn.py`
 
 import requests  # noqa: E402
 
-from hub_ext.environments import EnvironmentBuilder, get_environment  # noqa: E402
+from hub_ext.environments.build import EnvironmentBuilder  # noqa: E402
+from hub_ext.environments.catalog import get_environment  # noqa: E402
 from tests.hubtools import HubProcess, remove_cgroups, remove_test_accounts, wait_for  # noqa: E402
 
 ACCOUNT_PREFIX = "sybench-"

@@ -7,7 +7,7 @@ for the README, for CI and for a small team's server:
     SHIPYARD_INSTANCE        this Shipyard's name on the machine (shipyard): the cgroups, the users'
         system accounts, /opt/<instance>/envs, /var/lib/<instance>/runs and the temporary folders
         derive from it, so a staging and a production hub (with their own data dirs and ports)
-        share nothing; the default keeps the names installs always had (hub_ext/instance.py)
+        share nothing; the default keeps the names installs always had (hub_ext/host/instance.py)
     SHIPYARD_DATA_DIR        where the hub keeps its database, secrets and logs (.shipyard)
     SHIPYARD_BIND_URL        public URL of the hub (http://127.0.0.1:8000)
     SHIPYARD_HUB_BIND_URL    the hub's internal API (http://127.0.0.1:8081)
@@ -59,7 +59,7 @@ for the README, for CI and for a small team's server:
     SHIPYARD_AUDIT_SERVICE_URL where the audit service listens (http://127.0.0.1:8006)
     SHIPYARD_MLFLOW_TELEMETRY 1 lets MLflow send its usage telemetry from the services, servers,
         kernels, runs and model servers; off by default (MLFLOW_DISABLE_TELEMETRY and DO_NOT_TRACK
-        are set in every process Shipyard starts: hub_ext/telemetry.py)
+        are set in every process Shipyard starts: hub_ext/host/telemetry.py)
 
 Anything else: add `c.Class.trait = value` lines below, as in any jupyterhub_config.py.
 """
@@ -69,9 +69,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from hub_ext import instance, telemetry
 from hub_ext.auth import configure_authenticator
-from hub_ext.embedded import data_dir, load_or_create_token
+from hub_ext.host import instance, telemetry
+from hub_ext.hub.embedded import data_dir, load_or_create_token
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
@@ -89,7 +89,7 @@ c.JupyterHub.db_url = env("SHIPYARD_HUB_DB_URL", f"sqlite:///{data}/jupyterhub.s
 c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")
 c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
 # the managed services' pids and tokens: they outlive a hub that crashes, and the next
-# hub adopts them (hub_ext/hub.py)
+# hub adopts them (hub_ext/hub/app.py)
 c.ShipyardHub.service_state_dir = str(data / "services")
 
 # -- the proxy: configurable-http-proxy, installed next to the hub's Python by `make install`
@@ -97,7 +97,7 @@ c.ConfigurableHTTPProxy.api_url = env("SHIPYARD_PROXY_API_URL", "http://127.0.0.
 c.ConfigurableHTTPProxy.pid_file = str(data / "proxy.pid")
 # a hub restarted after a crash adopts the proxy that still runs (its token is kept
 # beside the pid file) instead of replacing it: no request is refused meanwhile
-c.JupyterHub.proxy_class = "hub_ext.proxy.ShipyardProxy"
+c.JupyterHub.proxy_class = "hub_ext.hub.proxy.ShipyardProxy"
 chp = shutil.which(
     "configurable-http-proxy",
     path=os.pathsep.join([str(Path(sys.prefix) / "bin"), env("PATH", "")]),
@@ -154,8 +154,8 @@ if cull_timeout > 0:
                 sys.executable,
                 "-m",
                 # jupyterhub-idle-culler that keeps its token out of the log and dies with
-                # the hub (hub_ext/culler.py)
-                "hub_ext.culler",
+                # the hub (hub_ext/hub/culler.py)
+                "hub_ext.hub.culler",
                 f"--timeout={cull_timeout}",
                 f"--cull-every={max(10, min(300, cull_timeout // 2))}",
             ],
@@ -178,7 +178,7 @@ c.JupyterHub.load_roles.append(
         "name": "shipyard-cli",
         # admin:users, admin:groups: `shipyard users add/list/reset-password/approve`;
         # tokens: `shipyard jobs` and `shipyard models` on this machine get a short-lived token
-        # of the admin's for the scheduler or the deployer (hub_ext/cli_common.py), since
+        # of the admin's for the scheduler or the deployer (hub_ext/cli/common.py), since
         # those services act for users, never for a service
         "scopes": [
             "list:users",

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hub_ext.environments import BuiltEnvironment, EnvironmentBuilder, get_environment
+from hub_ext.environments.build import EnvironmentBuilder
+from hub_ext.environments.catalog import BuiltEnvironment, get_environment
 
 from .hubtools import (
     REPO,

@@ -1,7 +1,7 @@
 """GPU smoke check for a machine with NVIDIA GPUs (CI has none, so pytest does not collect it).
 
 Checks, with the real driver, what the suite can only check with declared device
-indices: that :func:`hub_ext.gpus.detect_gpus` finds the GPUs, that the allocator
+indices: that :func:`hub_ext.host.gpus.detect_gpus` finds the GPUs, that the allocator
 never hands one GPU to two servers, that the ``CUDA_VISIBLE_DEVICES`` the
 spawner sets really hides or shows the GPUs to a CUDA program (PyTorch, when it
 is installed) started with it, and (as root) that the kernel isolates them: a
@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hub_ext.cgroups import CgroupPlacementError, Limits, make_driver  # noqa: E402
-from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus, device_node  # noqa: E402
+from hub_ext.host.cgroups import CgroupPlacementError, Limits, make_driver  # noqa: E402
+from hub_ext.host.gpus import GpuAllocator, GpuUnavailable, detect_gpus, device_node  # noqa: E402
 
 PROBE = (
     "import json, torch; print(json.dumps({'count': torch.cuda.device_count(), "

@@ -188,7 +188,7 @@ class HubProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             # Shipyard's hub (what `shipyard up` runs): JupyterHub with its services started,
-            # watched and stopped in parallel (hub_ext/hub.py)
+            # watched and stopped in parallel (hub_ext/hub/app.py)
             [sys.executable, "-m", "hub_ext.hub", "-f", str(self.config_file)],
             cwd=self.data_dir,
             env=self.env(),
@@ -232,7 +232,7 @@ class HubProcess:
     def _kill_leftover_services(self) -> None:
         """Services outlive a hub that dies (they are adopted by the next one, as in
         production); a hub the tests end for good must not leave them running."""
-        from hub_ext.hub import is_running
+        from hub_ext.host.process import is_running
 
         left = []
         for record in (self.data_dir / "services").glob("*.json"):
@@ -449,7 +449,7 @@ def left_behind(home: str) -> bool:
 
 def remove_account(name: str) -> None:
     """Kill every process of the account ``name``, then delete it and its home."""
-    from hub_ext.accounts import delete_account
+    from hub_ext.host.accounts import delete_account
 
     uid = pwd.getpwnam(name).pw_uid
     for pid in processes_of(uid):
@@ -482,7 +482,7 @@ def remove_empty_cgroups(pattern: str = "shipyard-test*") -> None:
 
 
 def remove_cgroups(parent: str) -> None:
-    from hub_ext.cgroups import detect_driver
+    from hub_ext.host.cgroups import detect_driver
 
     driver = detect_driver(parent)
     for directory in cgroup_dirs(parent):

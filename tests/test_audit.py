@@ -29,7 +29,7 @@ from hub_ext.audit.orm import Base
 from hub_ext.audit.retention import prune
 from hub_ext.audit.settings import AuditSettings
 from hub_ext.audit.verify import verify
-from hub_ext.cli import main as cli_main
+from hub_ext.cli.main import main as cli_main
 
 from .conftest import postgres_database
 
@@ -623,7 +623,7 @@ def test_profiles_changes_are_recorded_with_both_digests(sqlite_trail, tmp_path)
     import hashlib
 
     from hub_ext.audit.spawner import profiles_seen
-    from hub_ext.profiles import ProfileStore
+    from hub_ext.profiles.model import ProfileStore
 
     path = tmp_path / "profiles.yaml"
     path.write_text(PROFILES_V1)

@@ -33,9 +33,9 @@ from typing import Any
 import pytest
 import requests
 
-from hub_ext.accounts import _create
 from hub_ext.audit.actions import ACTIONS
-from hub_ext.slugs import account_name
+from hub_ext.host.accounts import _create
+from hub_ext.host.slugs import account_name
 
 from .conftest import needs_root
 from .hubtools import REPO, remove_cgroups, tagged, wait_for

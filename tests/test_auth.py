@@ -15,7 +15,7 @@ import time
 import pytest
 import requests
 
-from hub_ext.cli import main
+from hub_ext.cli.main import main
 
 from .conftest import postgres_database
 from .hubtools import wait_for

@@ -26,7 +26,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from hub_ext.environments import EnvironmentBuilder, get_environment
+from hub_ext.environments.build import EnvironmentBuilder
+from hub_ext.environments.catalog import get_environment
 
 from .conftest import TEST_ENVS_DIR, TEST_PROFILES, needs_root
 from .hubtools import REPO, free_port, tagged, wait_for

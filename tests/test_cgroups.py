@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hub_ext import bpfdev
-from hub_ext.cgroups import (
+from hub_ext.host import bpfdev
+from hub_ext.host.cgroups import (
     CGROUP_ROOT,
     CgroupDriver,
     CgroupPlacementError,
@@ -31,7 +31,7 @@ from hub_ext.cgroups import (
     systemd_is_init,
     unit_cgroup,
 )
-from hub_ext.gpus import parse_minor_numbers
+from hub_ext.host.gpus import parse_minor_numbers
 
 MiB = 2**20
 GiB = 2**30
@@ -761,7 +761,7 @@ def test_bpf_refused_without_privilege_is_a_device_filter_error():
     the refusal into the ValueError of an unprivileged setrlimit.
     """
     code = (
-        "from hub_ext import bpfdev\n"
+        "from hub_ext.host import bpfdev\n"
         "try:\n"
         "    bpfdev.load(['c 1:3 rwm'])\n"
         "except OSError as e:\n"

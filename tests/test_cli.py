@@ -12,14 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hub_ext.cli import main
-from hub_ext.embedded import (
-    data_dir,
-    load_or_create_credentials,
-    load_or_create_token,
-)
-from hub_ext.profiles import load_profiles, z2jh_values
-from hub_ext.quantities import CPU_HINT
+from hub_ext.cli.main import main
+from hub_ext.hub.embedded import data_dir, load_or_create_credentials, load_or_create_token
+from hub_ext.profiles.model import load_profiles
+from hub_ext.profiles.quantities import CPU_HINT
+from hub_ext.profiles.z2jh import z2jh_values
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILES = REPO / "config" / "profiles.yaml"

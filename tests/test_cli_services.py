@@ -24,7 +24,7 @@ import sys
 import pytest
 import requests
 
-from hub_ext.cli import main
+from hub_ext.cli.main import main
 
 from . import test_scheduler_service as service
 from .auditrecords import all_records

@@ -31,8 +31,9 @@ import requests
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
-from hub_ext.environments import EnvironmentBuilder, get_environment
-from hub_ext.services.deployer import drift
+from hub_ext.environments.build import EnvironmentBuilder
+from hub_ext.environments.catalog import get_environment
+from hub_ext.runtime import drift
 from server_ext.clients.deployer import client as deploying
 from server_ext.clients.deployer import publish as publishing
 from server_ext.clients.deployer import text as shown_text

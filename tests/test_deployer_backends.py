@@ -1,7 +1,7 @@
 """The deployer's backends: real model servers as their owners, and Kubernetes manifests.
 
 The local tests start the real model server (``python -m
-hub_ext.services.deployer.modelserver``) on the ``model-server`` environment,
+hub_ext.runtime.modelserver``) on the ``model-server`` environment,
 as root, with a real scikit-learn model saved by MLflow; they share one
 backend and one running version across the module (model servers take
 seconds to load), in file order: start, a crash and its restart, scaling,
@@ -28,9 +28,11 @@ import kubernetes_validate
 import pytest
 import pytest_asyncio
 
-from hub_ext.cgroups import detect_driver, device_rules
-from hub_ext.environments import EnvironmentBuilder, get_environment
-from hub_ext.profiles import GPU_RESOURCE, Profile, parse_profiles
+from hub_ext.environments.build import EnvironmentBuilder
+from hub_ext.environments.catalog import get_environment
+from hub_ext.host.cgroups import detect_driver, device_rules
+from hub_ext.host.slugs import account_name, user_slug
+from hub_ext.profiles.model import GPU_RESOURCE, Profile, parse_profiles
 from hub_ext.services.deployer.backend import DeployFailed, VersionSpec
 from hub_ext.services.deployer.kubernetes import (
     KubernetesBackend,
@@ -47,7 +49,6 @@ from hub_ext.services.deployer.kubernetes import (
     service_manifest,
 )
 from hub_ext.services.deployer.local import LocalBackend, get_health
-from hub_ext.slugs import account_name, user_slug
 
 from .conftest import TEST_ENVS_DIR, needs_root
 from .hubtools import (
@@ -296,7 +297,7 @@ async def test_start_serves_as_the_owner_in_its_cgroup(backend, spec, model_serv
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     # its options come through the environment, which only its owner reads: the command
     # line, which every account reads, names neither the model nor the port
-    assert cmdline[1:] == [b"-m", b"hub_ext.services.deployer.modelserver", b""]
+    assert cmdline[1:] == [b"-m", b"hub_ext.runtime.modelserver", b""]
 
     # in its own cgroup, with the profile's memory limit enforced
     cgroup = memory_cgroup(pid)
@@ -555,7 +556,7 @@ async def test_sweep_removes_what_a_dead_deployer_left(backend, place, home_root
     # session of its own, and a version's private folder
     driver = detect_driver(CGROUP_PARENT)
     name = "ghost--old-v1-r0"
-    from hub_ext.cgroups import Limits
+    from hub_ext.host.cgroups import Limits
 
     driver.create(name, Limits(mem_limit=64 * 2**20))
     orphan = subprocess.Popen(  # noqa: S603
@@ -841,7 +842,7 @@ def test_deployment_for_every_profile(profile):
     assert container["image"] == override.get(
         "image", f"registry.example.org/shipyard-{profile.environment}:2026.11"
     )
-    assert container["command"] == ["python", "-m", "hub_ext.services.deployer.modelserver"]
+    assert container["command"] == ["python", "-m", "hub_ext.runtime.modelserver"]
     assert container["args"] == [
         "--model-uri",
         "models:/ada-churn/3",

@@ -33,8 +33,8 @@ import psutil
 import pytest
 import requests
 
+from hub_ext.host.slugs import account_name
 from hub_ext.services.deployer.backend import version_key
-from hub_ext.slugs import account_name
 
 from .conftest import needs_root
 from .hubtools import remove_cgroups, tagged, wait_for
@@ -110,7 +110,7 @@ class Deployer:
                 info["uids"]
                 and info["uids"].real == uid
                 and info["status"] != psutil.STATUS_ZOMBIE
-                and "hub_ext.services.deployer.modelserver" in (info["cmdline"] or [])
+                and "hub_ext.runtime.modelserver" in (info["cmdline"] or [])
                 and Path(info["cwd"] or "/").name.startswith(f"{key}-")
             ):
                 pids.add(proc.pid)
@@ -125,7 +125,7 @@ class Deployer:
             if proc.info["uids"]
             and proc.info["uids"].real == uid
             and proc.info["status"] != psutil.STATUS_ZOMBIE
-            and "hub_ext.services.deployer.modelserver" in (proc.info["cmdline"] or [])
+            and "hub_ext.runtime.modelserver" in (proc.info["cmdline"] or [])
         }
 
     def holder_pids(self) -> set[int]:

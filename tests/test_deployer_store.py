@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import MetaData
 
+from hub_ext.services.common.errors import Conflict, NotFound
 from hub_ext.services.deployer.backend import version_key
 from hub_ext.services.deployer.db import make_engine, upgrade
 from hub_ext.services.deployer.models import CreateDeployment, CreateVersion, Grants
 from hub_ext.services.deployer.orm import Base
 from hub_ext.services.deployer.store import DeploymentStore, scale_split
-from hub_ext.services.scheduler.errors import Conflict, NotFound
 
 from .conftest import postgres_database
 

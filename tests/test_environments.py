@@ -14,16 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from hub_ext.environments import (
-    EnvironmentBuilder,
+from hub_ext.environments.build import EnvironmentBuilder, find_uv
+from hub_ext.environments.catalog import (
     EnvironmentProblem,
-    compare,
     find_built,
-    find_uv,
     get_environment,
     list_environments,
     parse_lock,
 )
+from hub_ext.environments.check import compare
 
 from .conftest import TEST_ENVS_DIR
 from .hubtools import REPO

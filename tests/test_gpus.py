@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus
+from hub_ext.host.gpus import GpuAllocator, GpuUnavailable, detect_gpus
 
 
 def owners_of(allocator: GpuAllocator) -> dict[str, str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from hub_ext.cgroups import Limits, detect_driver
+from hub_ext.host.cgroups import Limits, detect_driver
 
 from .conftest import TEST_PROFILES, needs_root, postgres_database
 from .hubtools import (
@@ -435,7 +435,14 @@ def test_culler_keeps_its_token_out_of_the_log(tmp_path):
     api = f"http://127.0.0.1:{free_port()}/hub/api"  # nothing listens there
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hub_ext.culler", "--timeout=60", "--cull-every=1", f"--url={api}"],
+        [
+            sys.executable,
+            "-m",
+            "hub_ext.hub.culler",
+            "--timeout=60",
+            "--cull-every=1",
+            f"--url={api}",
+        ],
         env={**env, "JUPYTERHUB_API_TOKEN": token},
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

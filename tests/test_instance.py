@@ -1,4 +1,4 @@
-"""Two Shipyards on one machine share no machine-wide name (hub_ext/instance.py).
+"""Two Shipyards on one machine share no machine-wide name (hub_ext/host/instance.py).
 
 Every name that two instances could otherwise share (cgroups, system accounts,
 environments, run outputs, the replicas' temporary folder) derives from
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from hub_ext import instance
-from hub_ext.environments import default_envs_dir
+from hub_ext.environments.catalog import default_envs_dir
+from hub_ext.host import instance
 from hub_ext.services.deployer.local import LocalBackend
 from hub_ext.services.scheduler.app import SchedulerService
 from hub_ext.services.scheduler.executors.local import LocalExecutor
-from hub_ext.spawner import LocalProfileSpawner
+from hub_ext.spawners.spawner import LocalProfileSpawner
 
 ROOT = Path(__file__).resolve().parents[1]
 

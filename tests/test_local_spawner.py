@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from hub_ext.cgroups import CgroupDriver, device_rules, make_driver
-from hub_ext.localproc import oom_kills
+from hub_ext.host.cgroups import CgroupDriver, device_rules, make_driver
+from hub_ext.host.localproc import oom_kills
 
 from .conftest import needs_root
 from .hubtools import cgroup_dirs, processes_of, run_in_kernel, stdout_of, wait_for
@@ -420,7 +420,7 @@ def test_a_stop_is_woken_by_the_servers_exit_not_by_polling():
     import subprocess
     import sys
 
-    from hub_ext.spawner import LocalProfileSpawner
+    from hub_ext.spawners.spawner import LocalProfileSpawner
 
     class Counting(LocalProfileSpawner):
         polls = 0

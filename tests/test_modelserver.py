@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 import requests
 
-from hub_ext.services.deployer import drift
+from hub_ext.runtime import drift
 
 from .hubtools import REPO, free_port, wait_for
 
@@ -55,7 +55,7 @@ mlflow.models.set_model(Flaky())
 
 
 class ModelServerProcess:
-    """``python -m hub_ext.services.deployer.modelserver`` on a free port."""
+    """``python -m hub_ext.runtime.modelserver`` on a free port."""
 
     def __init__(self, model_dir: Path, log_path: Path, *args: str):
         self.port = free_port()
@@ -67,7 +67,7 @@ class ModelServerProcess:
             [
                 sys.executable,
                 "-m",
-                "hub_ext.services.deployer.modelserver",
+                "hub_ext.runtime.modelserver",
                 "--model-uri",
                 str(model_dir),
                 "--port",
@@ -490,7 +490,7 @@ def test_failed_load_is_reported_then_exits_nonzero(workdir):
 def test_imports_only_the_model_server_environment():
     """The module must run on images/model-server: no hub-side packages at import."""
     code = (
-        "import sys, hub_ext.services.deployer.modelserver, hub_ext.services.deployer.drift\n"
+        "import sys, hub_ext.runtime.modelserver, hub_ext.runtime.drift\n"
         "bad = [m for m in ('jupyterhub', 'traitlets', 'pydantic', 'sqlalchemy', 'tornado', 'mlflow')"
         " if m in sys.modules]\n"
         "print(','.join(bad))"

@@ -14,7 +14,7 @@ import stat
 
 import requests
 
-from hub_ext.slugs import account_name
+from hub_ext.host.slugs import account_name
 
 from .conftest import needs_root
 from .hubtools import run_in_kernel, stdout_of

@@ -27,8 +27,8 @@ import psutil
 import pytest
 import requests
 
-from hub_ext.accounts import _create
-from hub_ext.slugs import account_name
+from hub_ext.host.accounts import _create
+from hub_ext.host.slugs import account_name
 
 from .conftest import needs_root
 from .hubtools import remove_cgroups, run_in_kernel, stdout_of, tagged, wait_for
@@ -232,7 +232,7 @@ def test_no_command_line_shows_a_secret_or_an_identifier(platform, scene):
     for marker in (
         "jupyterhub.singleuser",
         "ipykernel",
-        "hub_ext.services.deployer.modelserver",
+        "hub_ext.runtime.modelserver",
         "mlflow",
         "hub_ext.services.scheduler",
         "hub_ext.services.tracking",
@@ -249,7 +249,7 @@ def test_no_command_line_shows_a_secret_or_an_identifier(platform, scene):
         except psutil.Error:
             continue
         secrets |= {v for k, v in environ.items() if SECRET_NAME.search(k) and len(v) >= 8}
-        if "hub_ext.services.deployer.modelserver" in " ".join(proc.cmdline()):
+        if "hub_ext.runtime.modelserver" in " ".join(proc.cmdline()):
             ports |= {c.laddr.port for c in proc.net_connections("tcp") if c.status == "LISTEN"}
     assert ports, "no replica listens"
     identifiers = {
@@ -312,7 +312,7 @@ def test_a_run_with_outbound_connections_refused_succeeds_quickly(platform, scen
 
 
 def test_telemetry_is_off_unless_the_admin_allows_it():
-    from hub_ext import telemetry
+    from hub_ext.host import telemetry
 
     assert telemetry.environment({}) == {"MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     assert telemetry.environment({"SHIPYARD_MLFLOW_TELEMETRY": "0"}) == telemetry.OFF
@@ -340,7 +340,7 @@ def test_mlflow_server_gets_its_settings_and_telemetry_through_the_environment(t
 
 
 def test_model_server_options_come_from_its_environment():
-    from hub_ext.services.deployer.modelserver import options_environment, parse_args
+    from hub_ext.runtime.modelserver import options_environment, parse_args
 
     env = options_environment(
         ["--model-uri", "runs:/abc/model", "--port", "8123", "--timeout", "2.5"]

@@ -7,20 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from hub_ext.profiles import (
+from hub_ext.profiles.model import (
     Profile,
     ProfileChoiceError,
     ProfileError,
     ProfilesInvalid,
     ProfileStore,
     Quota,
-    kubespawner_overrides,
-    kubespawner_profile_list,
     load_profiles,
     parse_profiles,
-    z2jh_values,
 )
-from hub_ext.quantities import CPU_HINT, MEMORY_HINT
+from hub_ext.profiles.quantities import CPU_HINT, MEMORY_HINT
+from hub_ext.profiles.z2jh import kubespawner_overrides, kubespawner_profile_list, z2jh_values
 
 REPO = Path(__file__).resolve().parent.parent
 PROFILE_KEYS = (

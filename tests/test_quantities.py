@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from jupyterhub.traitlets import ByteSpecification
 
-from hub_ext.quantities import (
+from hub_ext.profiles.quantities import (
     CPU_HINT,
     MEMORY_HINT,
     QuantityError,

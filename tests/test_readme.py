@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hub_ext.cli import build_parser
+from hub_ext.cli.main import build_parser
 from hub_ext.services.scheduler.app import SchedulerService
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()

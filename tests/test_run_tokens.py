@@ -23,9 +23,9 @@ import psutil
 import pytest
 import requests
 
-from hub_ext.accounts import _create
+from hub_ext.host.accounts import _create
+from hub_ext.host.slugs import account_name
 from hub_ext.services.scheduler.runenv import TOKEN_MARGIN
-from hub_ext.slugs import account_name
 
 from .conftest import needs_root
 from .hubtools import remove_cgroups, tagged, wait_for
@@ -208,7 +208,7 @@ def replica_pids(hub, name: str) -> set[int]:
     pids = set()
     for proc in psutil.Process(hub.proc.pid).children(recursive=True):
         try:
-            if "hub_ext.services.deployer.modelserver" not in " ".join(proc.cmdline()):
+            if "hub_ext.runtime.modelserver" not in " ".join(proc.cmdline()):
                 continue
             if proc.environ().get("SHIPYARD_MODELSERVER_NAME") == name:
                 pids.add(proc.pid)

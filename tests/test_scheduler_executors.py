@@ -28,8 +28,9 @@ import nbformat
 import pytest
 import yaml
 
-from hub_ext.profiles import GPU_RESOURCE, Profile, parse_profiles
-from hub_ext.quantities import parse_memory
+from hub_ext.host.slugs import account_name, user_slug
+from hub_ext.profiles.model import GPU_RESOURCE, Profile, parse_profiles
+from hub_ext.profiles.quantities import parse_memory
 from hub_ext.services.scheduler.executors import (
     Executor,
     ExecutorError,
@@ -58,7 +59,6 @@ from hub_ext.services.scheduler.executors.kubernetes import (
     job_outcome,
 )
 from hub_ext.services.scheduler.executors.local import PASSED_THROUGH, LocalExecutor
-from hub_ext.slugs import account_name, user_slug
 
 from .conftest import TEST_ENVS_DIR, needs_root
 from .hubtools import (

@@ -203,8 +203,8 @@ def tracked(hub_factory, tmp_path_factory):
 
 
 def test_a_scheduled_notebook_logs_to_mlflow_as_its_owner_on_postgres(tracked, home_root):
-    from hub_ext.accounts import _create
-    from hub_ext.slugs import account_name
+    from hub_ext.host.accounts import _create
+    from hub_ext.host.slugs import account_name
 
     sched, url = tracked
     token = sched.hub.create_user("dora")

@@ -253,7 +253,7 @@ def test_a_users_secrets_are_one_valid_kubernetes_secret():
 
 
 def test_jobs_and_deployments_reference_the_owners_secret_never_a_value():
-    from hub_ext.k8s import user_secrets_name
+    from hub_ext.host.k8s import user_secrets_name
     from hub_ext.services.deployer.kubernetes import deployment_manifest
     from hub_ext.services.scheduler.executors.kubernetes import job_manifest
 

@@ -1,4 +1,4 @@
-"""Every derived name comes from hub_ext.slugs: pinned outputs, uniqueness and length edges."""
+"""Every derived name comes from hub_ext.host.slugs: pinned outputs, uniqueness and length edges."""
 
 import hashlib
 import itertools
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from hub_ext.slugs import account_name, server_slug, user_slug
+from hub_ext.host.slugs import account_name, server_slug, user_slug
 
 #: what useradd (shadow-utils) accepts by default, without --badname
 USERADD_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$")

@@ -10,8 +10,8 @@ from traitlets import Integer, Unicode
 from traitlets.config import Configurable
 
 MODULES = [
-    "hub_ext.spawner",
-    "hub_ext.kubespawner",
+    "hub_ext.spawners.spawner",
+    "hub_ext.spawners.kubespawner",
     "hub_ext.services.tracking.app",
     "hub_ext.services.scheduler.executors.local",
     "hub_ext.services.scheduler.executors.kubernetes",
@@ -37,7 +37,7 @@ MODULES = [
 def shipyard_modules():
     modules = []
     for name in MODULES:
-        # hub_ext.kubespawner is new and may not exist in every checkout yet;
+        # hub_ext.spawners.kubespawner is new and may not exist in every checkout yet;
         # a module that exists but fails to import is a real failure
         if importlib.util.find_spec(name) is None:
             continue

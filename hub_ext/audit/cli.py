@@ -30,7 +30,7 @@ from .verify import verify
 
 
 def _cli_error(message: str) -> Exception:
-    from hub_ext.cli import CLIError  # late: hub_ext.cli imports this module
+    from hub_ext.cli.main import CLIError  # late: hub_ext.cli imports this module
 
     return CLIError(message)
 

@@ -1,7 +1,7 @@
 """Audit records of the spawners: servers started and stopped, the profiles file changing.
 
 Both profile spawners (local and Kubernetes) share
-:class:`hub_ext.spawner.ProfileSpawnerMixin`, whose ``start``/``stop`` wrap
+:class:`hub_ext.spawners.spawner.ProfileSpawnerMixin`, whose ``start``/``stop`` wrap
 the concrete spawner's and call :func:`server_event`, so every started or
 stopped server is recorded once, with its profile, whichever backend ran it.
 The actor of a start is whoever asked (JupyterHub sets ``spawner.handler``
@@ -11,7 +11,7 @@ never reach a spawner; the hub's log function records those
 (:mod:`.hub`).
 
 The profiles file is re-read where the spawners read it
-(:class:`hub_ext.profiles.ProfileStore`, one per file per process); when the
+(:class:`hub_ext.profiles.model.ProfileStore`, one per file per process); when the
 store hands out a new version, :func:`profiles_seen` records
 ``profiles.change`` with the old and new SHA-256 of the file. It is called
 by the hub's spawners only, so the services, which read the same file,

@@ -35,7 +35,7 @@ GROUP_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def _errors():
-    from hub_ext.cli import CLIError, _data_dir
+    from hub_ext.cli.main import CLIError, _data_dir
 
     return CLIError, _data_dir
 

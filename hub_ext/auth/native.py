@@ -945,7 +945,7 @@ def configure(c, data_dir: Path) -> None:
     ``SHIPYARD_NATIVE_LOCKOUT_FAILURES``, ``SHIPYARD_NATIVE_LOCKOUT_SECONDS`` and
     ``SHIPYARD_NATIVE_MIN_PASSWORD_LENGTH``.
     """
-    from hub_ext.embedded import load_or_create_credentials
+    from hub_ext.hub.embedded import load_or_create_credentials
 
     creds, _ = load_or_create_credentials(Path(data_dir))
     c.JupyterHub.authenticator_class = ShipyardNativeAuthenticator

@@ -48,7 +48,7 @@ from pathlib import Path
 
 from oauthenticator.generic import GenericOAuthenticator
 
-from hub_ext.embedded import load_or_create_token
+from hub_ext.hub.embedded import load_or_create_token
 
 from . import AuthConfigError, _env
 from ._compat import mark_cookie_request

@@ -19,7 +19,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import httpclient, web
 
-from hub_ext.cgroups import describe_process
+from hub_ext.host.cgroups import describe_process
 
 from ..clients.tracking.client import display_url
 

@@ -4,8 +4,8 @@ A service's core raises these (or its own subclasses) and nothing else for
 expected failures, so each service needs one error translator
 (:class:`~.handlers.ServiceHandler.write_error`; STYLE rule 16) instead of an
 ``except`` ladder per verb. Anything else is a bug: a 500 with a logged
-traceback. The scheduler keeps its own ``SchedulerError`` family, which the
-deployer shares; newer services (secrets) use this one.
+traceback. The scheduler keeps its own ``SchedulerError`` family (subclasses of
+these); the deployer and the secrets service use these.
 
 :class:`NotFound` is also what another user's object looks like (SECURITY
 rule 3): its message names only what the caller sent, so a missing object and

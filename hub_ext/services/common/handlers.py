@@ -1,8 +1,7 @@
 """A JSON handler base for hub services: the hub's identity, one error translator.
 
-The same contract as the scheduler's handler base (which the deployer reuses),
-without any service's errors or core in it, so a newer service (secrets) can
-build on it without importing another service's package:
+One contract for every service's handlers, without any service's errors or
+core in it, so no service imports another service's package:
 
 - JSON in and out, ``no-store`` and a frame-ancestors CSP on every answer;
 - authentication is the hub's (HubOAuth: ``Authorization: token ...`` or the
@@ -54,6 +53,7 @@ from tornado.concurrent import Future
 
 from . import audit as audit_trail
 from .errors import Invalid, ServiceError, TooLarge
+from .hubapi import Caller
 
 log = logging.getLogger("shipyard.services")
 
@@ -391,3 +391,28 @@ class ServiceHandler(HubOAuthenticated, web.RequestHandler):
         self.set_status(204)
         self.clear_header("Content-Type")
         self.finish()
+
+
+class UserServiceHandler(ServiceHandler):
+    """A :class:`ServiceHandler` whose callers are hub users, known with their groups.
+
+    The scheduler's and the deployer's handlers build on it: a caller that is not
+    a hub user (a service's token) is a 403 with :attr:`non_user_message`; the core
+    (``core_setting``) answers ``groups_of`` and bounds request bodies
+    (``max_request_bytes``).
+    """
+
+    #: The 403 answer to a caller that is not a hub user (a service).
+    non_user_message = "Only hub users may do this; services cannot."
+
+    @property
+    def max_body_bytes(self) -> int:  # type: ignore[override]
+        return self.core.max_request_bytes
+
+    async def caller(self) -> Caller:
+        """The hub user making the request; a JSON 401 without a login."""
+        user = self.hub_identity()
+        if user.get("kind", "user") != "user":
+            raise web.HTTPError(403, self.non_user_message)
+        groups = await self.core.groups_of(user["name"], user.get("groups"))
+        return Caller(name=user["name"], groups=tuple(groups), admin=bool(user.get("admin")))

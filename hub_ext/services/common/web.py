@@ -3,10 +3,10 @@
 Shared because the scheduler and the deployer serve their APIs the same way:
 the same OpenAPI, health, metrics and 404 routes, the same HubOAuth wiring of
 the tornado application, the same request log line and the same shutdown on
-SIGTERM/SIGINT. The handler base classes are the scheduler's
-:class:`hub_ext.services.scheduler.handlers.BaseHandler` (which the deployer
-reuses) and, for newer services (secrets), the generic
-:class:`hub_ext.services.common.handlers.ServiceHandler`; the mixins here
+SIGTERM/SIGINT. The handler base classes are
+:class:`hub_ext.services.common.handlers.ServiceHandler` and, for services whose
+callers are hub users with groups (scheduler, deployer),
+:class:`hub_ext.services.common.handlers.UserServiceHandler`; the mixins here
 expect their shared interface (``send``, ``caller``, ``core``).
 """
 
@@ -33,7 +33,7 @@ HUB_DOWN = "The hub is restarting: the caller cannot be checked now; retry in a 
 class HubOAuth(hub_auth_module.HubOAuth):
     """JupyterHub's ``HubOAuth``, answering 503 (not 500) while the hub is unreachable.
 
-    The services outlive a hub that crashes (``hub_ext/hub.py``). Meanwhile a token the
+    The services outlive a hub that crashes (``hub_ext/hub/app.py``). Meanwhile a token the
     service checked within its cache time (``cache_max_age``) still works; one it has not
     seen cannot be checked, and JupyterHub's ``HubAuth`` answers that with a 500 "Failed
     to connect to Hub API". That is not the service's fault and a retry in a moment

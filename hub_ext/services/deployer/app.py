@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jupyterhub.traitlets import ByteSpecification, EntryPointType
+from jupyterhub.traitlets import ByteSpecification
 from tornado.httpserver import HTTPServer
 from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Application
 
 from hub_ext import __version__
-from hub_ext.profiles import ProfileStore
+from hub_ext.host.process import die_with_parent
+from hub_ext.profiles.model import ProfileStore
 
 from ..common.handlers import MAX_DISCARD_BYTES
+from ..common.plugins import PluginType
 from ..common.secrets import SecretsResolver
 from ..common.web import HubOAuth, make_app, stop_event
 from .backend import BACKENDS, Backend
@@ -43,18 +46,6 @@ from .store import DeploymentStore
 
 def _data_dir() -> Path:
     return Path(os.environ.get("SHIPYARD_DATA_DIR") or ".shipyard").resolve()
-
-
-class BackendType(EntryPointType):
-    """``EntryPointType`` that also knows the shipped backends before they are installed."""
-
-    def _resolve_string(self, string):
-        registry = self.load_entry_points()
-        if string.lower() in registry:
-            return registry[string.lower()].load()
-        if string.lower() in BACKENDS:
-            string = BACKENDS[string.lower()].replace(":", ".")
-        return super()._resolve_string(string)
 
 
 def _help(summary: str, example: str, detail: str = "") -> str:
@@ -117,10 +108,11 @@ class DeployerService(Application):
             or f"sqlite:///{self.state_dir}/deployer.sqlite"
         )
 
-    backend_class = BackendType(
+    backend_class = PluginType(
         "local",
         klass=Backend,
         entry_point_group="shipyard.deployer_backends",
+        shipped=BACKENDS,
         help=_help(
             f"What runs the model servers: {', '.join(BACKENDS)}, or a dotted class name.",
             'c.DeployerService.backend_class = "kubernetes"',
@@ -397,7 +389,7 @@ class DeployerService(Application):
             "c.DeployerService.kill_children_on_exit = True",
             "Off by default: the deployer (and so its model servers) outlives a hub that "
             "crashes (kill -9), models keep answering through the proxy, and the next hub "
-            "adopts it (``hub_ext/hub.py``). On, a crash of the hub stops every model until "
+            "adopts it (``hub_ext/hub/app.py``). On, a crash of the hub stops every model until "
             "the next start.",
         ),
     ).tag(config=True)
@@ -424,9 +416,7 @@ class DeployerService(Application):
             )
             self.exit(2)
         if self.kill_children_on_exit and os.environ.get("JUPYTERHUB_SERVICE_NAME"):
-            from ..tracking.mlflow_process import die_with_parent
-
-            die_with_parent()
+            die_with_parent(signal.SIGTERM, exit_if_orphaned=True)
         Path(self.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
         upgrade(self.db_url)
         prefix = self.service_prefix.rstrip("/") + "/"

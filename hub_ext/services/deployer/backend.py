@@ -5,7 +5,7 @@ database) and routes traffic; a backend only starts, scales, watches and
 stops the replicas of one model version (:class:`VersionSpec`) and says which
 of them are healthy now (:meth:`Backend.endpoints`). It never writes to the
 deployer's database, and it never loads a model: each replica is a model
-server process (``python -m hub_ext.services.deployer.modelserver``, contract
+server process (``python -m hub_ext.runtime.modelserver``, contract
 section 1) that runs as the model's owner (SECURITY rule 5).
 
 Two backends ship, selected by ``c.DeployerService.backend_class`` (entry
@@ -22,7 +22,6 @@ deployer only reads :meth:`Backend.endpoints`.
 from __future__ import annotations
 
 import hashlib
-import inspect
 from abc import ABCMeta, abstractmethod
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -31,12 +30,13 @@ from typing import Any
 from traitlets import MetaHasTraits
 from traitlets.config import LoggingConfigurable
 
-from hub_ext.plugins import plugin_class
-from hub_ext.profiles import Profile
-from hub_ext.slugs import user_slug
+from hub_ext.host.slugs import user_slug
+from hub_ext.profiles.model import Profile
+
+from ..common.plugins import check_interface
 
 #: The model server's module, run with the environment's Python (contract section 1).
-MODEL_SERVER_MODULE = "hub_ext.services.deployer.modelserver"
+MODEL_SERVER_MODULE = "hub_ext.runtime.modelserver"
 
 #: Longest version key: a DNS label, so it can name Kubernetes objects as is.
 KEY_MAX_LENGTH = 63
@@ -51,7 +51,7 @@ BACKENDS = {
 def version_key(owner: str, name: str, version: int) -> str:
     """Return the stable, collision-free key of one model version: ``<owner>--<name>-v<N>``.
 
-    The owner part is :func:`hub_ext.slugs.user_slug`, which never contains
+    The owner part is :func:`hub_ext.host.slugs.user_slug`, which never contains
     ``--``; deployment names never contain ``--`` either (the API refuses
     them), so the first ``--`` separates the owner and the ``-v<N>`` suffix
     the version: two versions never share a key. A key past 63 characters
@@ -88,7 +88,7 @@ class VersionSpec:
     model_uri : str
         What the model server loads (``--model-uri``): a local directory, or a
         ``models:/``/``runs:/`` URI read through ``$MLFLOW_TRACKING_URI``.
-    profile : hub_ext.profiles.Profile
+    profile : hub_ext.profiles.model.Profile
         Resources (CPU, memory, GPU limits) and the environment the replicas use.
     replicas : int
         How many replicas should serve.
@@ -198,15 +198,7 @@ class Backend(LoggingConfigurable, metaclass=_BackendMeta):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        for name in cls._async_interface + cls._sync_interface:
-            attr = inspect.getattr_static(cls, name)
-            wrong_kind = isinstance(attr, classmethod | staticmethod)
-            is_async = inspect.iscoroutinefunction(attr)
-            if wrong_kind or is_async != (name in cls._async_interface):
-                kind = "an `async def`" if name in cls._async_interface else "a plain `def`"
-                raise TypeError(
-                    f"{cls.__name__}.{name} must be {kind} instance method, as in Backend"
-                )
+        check_interface(cls, "Backend", cls._async_interface, cls._sync_interface)
 
     #: True where a replica reads its model through the tracking server at every start
     #: (no copy outlives a pod): the version's tracking token must then stay valid while
@@ -312,24 +304,3 @@ class Backend(LoggingConfigurable, metaclass=_BackendMeta):
     @abstractmethod
     async def close(self) -> None:
         """At service stop: release the backend's resources (clients, watchers)."""
-
-
-def load_backend(name: str, **kwargs: Any) -> Backend:
-    """Instantiate the backend called ``name`` (entry point or ``module.Class``).
-
-    Entry points are read here, when the service starts, never at import.
-
-    Raises
-    ------
-    ValueError
-        Nothing of that name is installed; the message lists what is.
-    """
-    cls = plugin_class(
-        name,
-        group="shipyard.deployer_backends",
-        shipped=BACKENDS,
-        base=Backend,
-        kind="deployer backend",
-        not_a="a deployer Backend subclass",
-    )
-    return cls(**kwargs)

@@ -36,20 +36,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from hub_ext.profiles import ProfileChoiceError, ProfileStore
+from hub_ext.host.process import write_private
+from hub_ext.profiles.model import ProfileChoiceError, ProfileStore
 
+from ..common.errors import Conflict, Forbidden, Invalid, NotFound
+from ..common.hubapi import Caller, HubDirectory, HubTokens
 from ..common.secrets import SecretsResolver, SecretsUnavailable
-from ..scheduler.core import Caller, HubDirectory
-from ..scheduler.errors import Conflict, Forbidden, Invalid, NotFound
 from . import metrics
 from .backend import Backend, DeployFailed, VersionSpec, version_key
 from .breaker import Breakers
@@ -74,7 +74,7 @@ __all__ = ["Caller", "DeployerCore", "HubDirectory", "TrackingCredentials"]
 class TrackingCredentials:
     """``MLFLOW_TRACKING_URI`` and tokens of the owner's for the tracking service only.
 
-    As the scheduler's :class:`~hub_ext.services.scheduler.runenv.RunEnvironment`:
+    As the scheduler's run tokens (its ``runenv.RunEnvironment``):
     a token is asked of the hub (``POST /users/{owner}/tokens``, the service's
     ``tokens`` scope), grants only ``access:services!service=tracking``, and
     lives only as long as its use:
@@ -117,6 +117,7 @@ class TrackingCredentials:
     ):
         self.api_url = api_url.rstrip("/")
         self.token = token
+        self.tokens = HubTokens(api_url, token)
         self.tracking_url = tracking_url.rstrip("/")
         self.lifetime = lifetime
         self.ledger = ledger
@@ -137,17 +138,16 @@ class TrackingCredentials:
         env = self.environment()
         if not env or not self.token:
             return env
-        body = {
-            "note": f"model server of {what}",
-            "expires_in": self.lifetime,
-            "scopes": ["access:services!service=tracking"],
-        }
         try:
-            response = await self._hub("POST", f"/users/{owner}/tokens", body)
+            answer = await self.tokens.issue(
+                owner,
+                note=f"model server of {what}",
+                expires_in=self.lifetime,
+                scopes=["access:services!service=tracking"],
+            )
         except (HTTPClientError, OSError) as e:
             log.warning("No tracking token for the model server of %s: %s", what, e)
             return env
-        answer = json.loads(response.body)
         entry = self._issued.setdefault(key, {"owner": owner, "what": what, "ids": []})
         entry["ids"].append(answer["id"])
         await self._save()
@@ -219,13 +219,7 @@ class TrackingCredentials:
         await asyncio.gather(*(self._revoke(*r) for r in revoke))
 
     async def _revoke(self, owner: str, token_id: str, what: str) -> None:
-        try:
-            await self._hub("DELETE", f"/users/{owner}/tokens/{token_id}")
-        except HTTPClientError as e:
-            if e.code != 404:  # 404: the owner (or an admin) revoked it already
-                log.warning("Could not revoke the tracking token of %s: %s", what, e)
-        except OSError as e:
-            log.warning("Could not revoke the tracking token of %s: %s", what, e)
+        await self.tokens.revoke(owner, token_id, f"the model server of {what}")
 
     async def _save(self) -> None:
         if self.ledger is None:
@@ -233,32 +227,9 @@ class TrackingCredentials:
         async with self._saving:
             data = json.dumps(self._issued).encode()
             try:
-                await asyncio.to_thread(_write_private, self.ledger, data)
+                await asyncio.to_thread(write_private, self.ledger, data)
             except OSError as e:
                 log.warning("Could not record the tracking tokens in %s: %s", self.ledger, e)
-
-    async def _hub(self, method: str, path: str, body: dict | None = None):
-        request = HTTPRequest(
-            f"{self.api_url}{path}",
-            method=method,
-            body=None if body is None else json.dumps(body),
-            headers={"Authorization": f"token {self.token}"},
-            request_timeout=10,
-        )
-        return await AsyncHTTPClient().fetch(request)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """``data`` into ``path`` (mode 0600), whole or not at all: a new file renamed over it."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        with os.fdopen(os.open(temporary, flags, 0o600), "wb") as f:
-            f.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 @dataclass

@@ -1,14 +1,15 @@
 """REST handlers of the deployer service: parse, call the core, serialise.
 
-The scheduler's :class:`~hub_ext.services.scheduler.handlers.BaseHandler` is
-reused as is: JSON in and out, the hub's identity (HubOAuth: a token, or the
-hub's cookie for browsers, with ``access:services!service=deployer``), a
-JSON 401 without a login, and one error translator (the scheduler's
-``errors`` carry their status; pydantic's ``ValidationError`` is a 400
-listing each bad field; anything else a 500 with the traceback only in the
-log). Only the service's core, its request counter and the caller's check
-differ here; the OpenAPI, health, metrics and 404 routes are the shared ones of
-:mod:`hub_ext.services.common.web`.
+The services' base for hub users' handlers
+(:class:`~hub_ext.services.common.handlers.UserServiceHandler`, the scheduler's
+too) does the common part: JSON in and out, the hub's identity (HubOAuth: a
+token, or the hub's cookie for browsers, with
+``access:services!service=deployer``), a JSON 401 without a login, and one
+error translator (the common ``errors`` carry their status; pydantic's
+``ValidationError`` is a 400 listing each bad field; anything else a 500 with
+the traceback only in the log). Only the service's core, its request counter
+and the caller's check differ here; the OpenAPI, health, metrics and 404 routes
+are the shared ones of :mod:`hub_ext.services.common.web`.
 
 Every ``api/deployments/{name}`` route also takes ``?owner=`` for hub admins
 (a non-admin naming someone else gets the 404 of a missing deployment).
@@ -21,8 +22,8 @@ from pydantic import ValidationError
 from tornado import web
 
 from ..common.errors import ServiceError
+from ..common.handlers import UserServiceHandler
 from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
-from ..scheduler.handlers import BaseHandler as _SchedulerBaseHandler
 from .core import DeployerCore
 from .metrics import REQUESTS
 from .models import (
@@ -38,16 +39,17 @@ from .models import (
 from .router import model_routes
 
 
-class BaseHandler(_SchedulerBaseHandler):
-    """The scheduler's base handler, for the deployer's core."""
+class BaseHandler(UserServiceHandler):
+    """The services' JSON handler base for hub users, for the deployer's core."""
 
     service_name = "deployer"
+    core_setting = "deployer"
     request_counter = REQUESTS
     non_user_message = "Deployments belong to hub users; a service may only invoke models."
 
     @property
-    def core(self) -> DeployerCore:  # type: ignore[override]
-        return self.settings["deployer"]
+    def core(self) -> DeployerCore:
+        return self.settings[self.core_setting]
 
     @property
     def owner(self) -> str | None:

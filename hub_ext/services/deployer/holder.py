@@ -39,7 +39,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hub_ext import telemetry
+from hub_ext.host import telemetry
 
 #: The backlog of the listening socket: the connections that may wait for a deployer
 #: that restarts (40 requests per second for 5 s is 200; the kernel caps it at

@@ -8,8 +8,8 @@ rule 8, as KubeSpawner's ``objects.py`` and the scheduler's Job builder):
 - :func:`deployment_manifest`: an ``apps/v1`` Deployment of model server
   pods. The image of the profile's environment, its resources (GPU
   included), node selector and tolerations, as the scheduler's Jobs get them
-  (:func:`hub_ext.k8s.image_for`, :func:`~hub_ext.k8s.resources` and
-  :func:`~hub_ext.k8s.place_pod`); the spawner's locked-down security context (non-root, no
+  (:func:`hub_ext.host.k8s.image_for`, :func:`~hub_ext.host.k8s.resources` and
+  :func:`~hub_ext.host.k8s.place_pod`); the spawner's locked-down security context (non-root, no
   privilege escalation, all capabilities dropped, RuntimeDefault seccomp) plus
   a read-only root filesystem, with an ``emptyDir`` at ``/tmp`` as the only
   writable place (and ``HOME``); startup, readiness and liveness probes on
@@ -55,8 +55,10 @@ from typing import Any
 
 from traitlets import Dict, Integer, Unicode, default
 
-from hub_ext import telemetry
-from hub_ext.k8s import (
+from hub_ext.host import telemetry
+from hub_ext.host.k8s import (
+    PROFILE_LABEL,
+    USER_LABEL,
     container_env,
     container_security_context,
     default_namespace,
@@ -67,8 +69,7 @@ from hub_ext.k8s import (
     resources,
     user_secret_env,
 )
-from hub_ext.kubespawner import PROFILE_LABEL, USER_LABEL
-from hub_ext.slugs import user_slug
+from hub_ext.host.slugs import user_slug
 
 from .backend import MODEL_SERVER_MODULE, Backend, DeployFailed, VersionSpec, model_server_args
 
@@ -197,7 +198,7 @@ def _environment(kv: KubeVersion) -> list[dict[str, Any]]:
         "SHIPYARD_ENV": profile.environment,
         "SHIPYARD_ENV_DIGEST": kv.settings.env_digest,
         "SHIPYARD_PROFILE": profile.slug,
-        # MLflow's usage telemetry off unless the admin allows it (hub_ext/telemetry.py)
+        # MLflow's usage telemetry off unless the admin allows it (hub_ext/host/telemetry.py)
         **telemetry.environment(),
     }
     # the owner's secrets by reference to their Secret (the secrets service's kubernetes

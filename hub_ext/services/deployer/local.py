@@ -3,20 +3,20 @@
 This is the "one machine" column of ARCHITECTURE.md for deployed models. A
 version goes through a short list of named steps, as a scheduled run does in
 :mod:`hub_ext.services.scheduler.executors.local`, whose building blocks it
-shares through :mod:`hub_ext.localproc` (accounts, cgroups, environments; not its
+shares through :mod:`hub_ext.host.localproc` (accounts, cgroups, environments; not its
 death with the parent, see below):
 
 1. ``_find_environment``: the profile's built environment (``shipyard env build``);
    the model server runs on its Python, so the model meets the packages its
    owner chose;
 2. ``_account``: the owner's system account, named and created exactly as the
-   spawner and the scheduler do (:func:`hub_ext.slugs.account_name`): a model
+   spawner and the scheduler do (:func:`hub_ext.host.slugs.account_name`): a model
    is code and runs only as its owner (SECURITY rule 5);
 3. ``_prepare``: the version's private folder (the owner's, mode 0700) with
    the training summary (mode 0600), and its log in the service's log folder;
 4. per replica, ``_launch``: a cgroup ``<version key>-r<N>`` under
    :attr:`LocalBackend.cgroup_parent` with the profile's CPU and memory limits
-   (SECURITY rule 6), and ``python -m hub_ext.services.deployer.modelserver``
+   (SECURITY rule 6), and ``python -m hub_ext.runtime.modelserver``
    bound to 127.0.0.1 on a free port, joined to the cgroup and switched to the
    account between fork and exec, with an environment built from nothing (the
    version's ``env``, ``HOME``, the environment's ``PATH``: no secret of the
@@ -99,12 +99,12 @@ from traitlets import (
     validate,
 )
 
-from hub_ext import instance
-from hub_ext.accounts import USER_UMASK
-from hub_ext.cgroups import DRIVERS, CgroupDriver
-from hub_ext.environments import BuiltEnvironment, default_envs_dir
-from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus
-from hub_ext.localproc import (
+from hub_ext.environments.catalog import BuiltEnvironment, default_envs_dir
+from hub_ext.host import instance
+from hub_ext.host.accounts import USER_UMASK
+from hub_ext.host.cgroups import DRIVERS, CgroupDriver
+from hub_ext.host.gpus import GpuAllocator, GpuUnavailable, detect_gpus
+from hub_ext.host.localproc import (
     find_environment,
     kill_cgroup,
     kill_tree,
@@ -114,12 +114,17 @@ from hub_ext.localproc import (
     owner_account,
     process_environment,
 )
-from hub_ext.profiles import Profile
-from hub_ext.quantities import format_memory
+from hub_ext.host.process import start_time
+from hub_ext.profiles.model import Profile
+from hub_ext.profiles.quantities import format_memory
+from hub_ext.runtime.modelserver import (
+    REPLICA_SECRET_ENV,
+    REPLICA_SECRET_HEADER,
+    options_environment,
+)
 
 from ..common.scrub import Scrubber
 from .backend import MODEL_SERVER_MODULE, Backend, DeployFailed, VersionSpec, model_server_args
-from .modelserver import REPLICA_SECRET_ENV, REPLICA_SECRET_HEADER, options_environment
 
 #: The model server's exit status after a request timed out (EX_TEMPFAIL): restart at once.
 RECYCLE_EXIT = 75
@@ -248,15 +253,6 @@ class _Output(asyncio.Protocol):
             self.ended.set_result(None)
 
 
-def _start_time(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch); None when it is gone."""
-    try:
-        proc = psutil.Process(pid)
-        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
-    except psutil.Error:
-        return None
-
-
 class _Process:
     """A replica's model server process, started here or adopted, watched through a pidfd.
 
@@ -264,7 +260,7 @@ class _Process:
     deployer started it (an adopted process is another's child: None).
     """
 
-    def __init__(self, pid: int, started: float, popen: subprocess.Popen | None = None):
+    def __init__(self, pid: int, started: str, popen: subprocess.Popen | None = None):
         self.loop = asyncio.get_running_loop()
         self.pid, self.started, self.popen = pid, started, popen
         self.exited = self.loop.create_future()
@@ -279,14 +275,14 @@ class _Process:
         except OSError:  # no pidfd (Linux before 5.3): checked 5 times a second
             self._check()
             return
-        if popen is None and _start_time(pid) != started:  # the pid is another process's now
+        if popen is None and start_time(pid) != started:  # the pid is another process's now
             self._done()
             return
         self.loop.add_reader(self._fd, self._done)
 
     def _check(self) -> None:
-        gone = self.popen.poll() is not None if self.popen else _start_time(self.pid) is None
-        if gone or (self.popen is None and _start_time(self.pid) != self.started):
+        gone = self.popen.poll() is not None if self.popen else start_time(self.pid) is None
+        if gone or (self.popen is None and start_time(self.pid) != self.started):
             self._done()
         else:
             self._poll = self.loop.call_later(0.2, self._check)
@@ -444,7 +440,7 @@ class LocalBackend(Backend):
     service runs as root, every replica uses its owner's system account
     (created if missing) and a cgroup of its own; otherwise it runs as the
     service's user with the best limits the host allows (see
-    :mod:`hub_ext.cgroups`).
+    :mod:`hub_ext.host.cgroups`).
     """
 
     cgroup_driver = CaselessStrEnum(
@@ -470,7 +466,7 @@ class LocalBackend(Backend):
         Cgroup under which every replica gets its own, named ``<version key>-r<N>``.
 
         Defaults to ``shipyard-models``: the instance name (``$SHIPYARD_INSTANCE``, see
-        :mod:`hub_ext.instance`) and ``-models``.
+        :mod:`hub_ext.host.instance`) and ``-models``.
 
         Kept apart from the servers' (``shipyard``) and the jobs'
         (``shipyard-jobs``) parents, so an admin can cap all deployed models
@@ -491,7 +487,7 @@ class LocalBackend(Backend):
         Prefix of the owners' system accounts; keep it equal to LocalProfileSpawner's.
 
         Defaults to the spawner's default: ``jupyter-``, or ``<instance>-``
-        for another instance than ``shipyard`` (:mod:`hub_ext.instance`).
+        for another instance than ``shipyard`` (:mod:`hub_ext.host.instance`).
 
         A model of hub user ``alice`` runs as ``jupyter-alice``, the account
         her server and jobs run as, so it can read what she saved.
@@ -1011,12 +1007,12 @@ class LocalBackend(Backend):
         try:
             pid, started, port = (
                 int(replica["pid"]),
-                float(replica["started"]),
+                str(replica["started"]),
                 int(replica["port"]),
             )
         except (KeyError, TypeError, ValueError):
             return False
-        if _start_time(pid) != started:
+        if start_time(pid) != started:
             return False
         status, _ = await get_health(port, self.health_timeout)
         return status == 200
@@ -1053,7 +1049,7 @@ class LocalBackend(Backend):
                 with contextlib.suppress(KeyError, TypeError, ValueError):
                     if replica["cgroup"] in kept_cgroups:
                         continue
-                    if _start_time(int(replica["pid"])) == float(replica["started"]):
+                    if start_time(int(replica["pid"])) == str(replica["started"]):
                         kill_tree(int(replica["pid"]))
                         names.add(replica["cgroup"])
         if self.driver.enforces_total:
@@ -1180,7 +1176,7 @@ class LocalBackend(Backend):
             replica.port = int(record["port"])
             replica.gpus = [str(g) for g in record.get("gpus") or ()]
             self.allocator.restore(replica.cgroup, replica.gpus)
-            replica.process = _Process(int(record["pid"]), float(record["started"]))
+            replica.process = _Process(int(record["pid"]), str(record["started"]))
             try:
                 await self._read_output(replica)
             except OSError as e:  # its FIFO is gone: its lines are lost, it serves on
@@ -1202,7 +1198,7 @@ class LocalBackend(Backend):
         for record in found.replicas:
             with contextlib.suppress(psutil.Error, KeyError, TypeError, ValueError):
                 proc = psutil.Process(int(record["pid"]))
-                if proc.create_time() == float(record["started"]):
+                if start_time(proc.pid) == str(record["started"]):
                     proc.terminate()
                     procs.append(proc)
 
@@ -1210,7 +1206,7 @@ class LocalBackend(Backend):
             psutil.wait_procs(procs, timeout=grace)
             for record in found.replicas:
                 pid = int(record["pid"])
-                if _start_time(pid) == float(record["started"]):
+                if start_time(pid) == str(record["started"]):
                     kill_tree(pid)
                 self.driver.remove(record["cgroup"], self.cleanup_timeout)
                 (Path(self.runtime_dir) / f"{record['cgroup']}.out").unlink(missing_ok=True)
@@ -1431,7 +1427,7 @@ class LocalBackend(Backend):
             raise DeployFailed(f"Could not start the model server: {e}") from None
         finally:
             os.close(output)
-        replica.process = _Process(popen.pid, _start_time(popen.pid) or 0.0, popen)
+        replica.process = _Process(popen.pid, start_time(popen.pid) or "", popen)
         await self._read_output(replica, reader)
         self._save_record(version)
         version.log.note(
@@ -1478,7 +1474,7 @@ class LocalBackend(Backend):
     def _preexec(self, cgroup: str, user: pwd.struct_passwd):
         """Between fork and exec: join the cgroup, then become the owner (as root).
 
-        As :func:`hub_ext.localproc.make_preexec`, without its death with the
+        As :func:`hub_ext.host.localproc.make_preexec`, without its death with the
         parent: a replica outlives the deployer, to be adopted by the next one.
         """
         join_cgroup = self.driver.preexec(cgroup)

@@ -50,8 +50,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from ..common.models import ErrorResponse
 from ..common.secrets import SecretNames
-from ..scheduler.api import ErrorResponse
 
 __all__ = [
     "BreakerState",

@@ -23,7 +23,7 @@ every version that should serve without anyone asking:
   before the current one, which is what a rollback without a version goes
   back to.
 
-Timestamps are :class:`hub_ext.services.scheduler.orm.UTCDateTime` (UTC,
+Timestamps are :class:`hub_ext.services.common.orm.UTCDateTime` (UTC,
 timezone-aware on both databases); states are short strings with CHECK
 constraints, not native enums (a new value is a one-line migration).
 """
@@ -46,7 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from ..scheduler.orm import NAMING_CONVENTION, UTCDateTime
+from ..common.orm import NAMING_CONVENTION, UTCDateTime
 
 #: What a version can be; ``starting`` becomes ``ready`` or ``failed``.
 VERSION_STATES = ("starting", "ready", "failed", "stopped")

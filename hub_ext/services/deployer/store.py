@@ -39,8 +39,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from ..scheduler.errors import Conflict, NotFound
-from ..scheduler.queueing import utcnow
+from ..common.errors import Conflict, NotFound
+from ..common.orm import utcnow
 from .models import (
     CreateDeployment,
     CreateVersion,

@@ -169,11 +169,3 @@ class MarkNotification(BaseModel):
         if self.read is not True:
             raise ValueError("read must be true: a notification cannot be marked unread")
         return self
-
-
-class ErrorResponse(BaseModel):
-    """Every error: ``message`` says what to fix; ``errors`` lists each bad field (400)."""
-
-    status: int
-    message: str
-    errors: list[dict[str, Any]] = Field(default_factory=list)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import sys
 import time
@@ -26,20 +27,23 @@ from jupyterhub.traitlets import ByteSpecification, Callable
 from traitlets import Bool, Dict, Float, Integer, Unicode, default
 from traitlets.config import Application
 
-from hub_ext import __version__, instance
-from hub_ext.profiles import ProfileStore
+from hub_ext import __version__
+from hub_ext.host import instance
+from hub_ext.host.process import die_with_parent
+from hub_ext.profiles.model import ProfileStore
 
 from ..common.handlers import MAX_DISCARD_BYTES
+from ..common.orm import utcnow
+from ..common.plugins import PluginType
 from ..common.secrets import SecretsResolver
 from ..common.web import HubOAuth, listen, make_app, stop_event
 from .core import GIL_SWITCH_INTERVAL, HubDirectory, SchedulerCore, home_resolver
 from .db import make_engine, upgrade
 from .errors import Conflict
-from .executors import EXECUTORS, load_executor
+from .executors import EXECUTORS, Executor
 from .handlers import BaseHandler, NotFoundHandler, routes
 from .notify import Notifier
 from .openapi import build_openapi
-from .queueing import utcnow
 from .runenv import RunEnvironment, RunSecrets
 from .snapshots import SnapshotStore
 from .store import JobStore
@@ -127,7 +131,7 @@ class SchedulerService(Application):
         parents must be traversable by those accounts (the hub's data dir is
         not). Defaults to ``$SHIPYARD_RUNS_DIR``, else ``/var/lib/<instance>/runs``
         as root (``/var/lib/shipyard/runs`` unless ``$SHIPYARD_INSTANCE`` names
-        another, :mod:`hub_ext.instance`), else ``runs`` in the state dir.
+        another, :mod:`hub_ext.host.instance`), else ``runs`` in the state dir.
 
         Example::
 
@@ -165,8 +169,11 @@ class SchedulerService(Application):
             Path(__file__).resolve().parents[3] / "config" / "profiles.yaml"
         )
 
-    executor_class = Unicode(
+    executor_class = PluginType(
         "local",
+        klass=Executor,
+        entry_point_group="shipyard.executors",
+        shipped=EXECUTORS,
         help=f"""
         What runs the notebooks: one of {", ".join(EXECUTORS)}, or a dotted class name.
 
@@ -188,7 +195,7 @@ class SchedulerService(Application):
         Prefix of the users' system accounts, as LocalProfileSpawner's ``system_user_prefix``.
 
         Defaults to the spawner's default: ``jupyter-``, or ``<instance>-``
-        for another instance than ``shipyard`` (:mod:`hub_ext.instance`).
+        for another instance than ``shipyard`` (:mod:`hub_ext.host.instance`).
 
         The service reads a job's notebook from that account's home.
 
@@ -476,7 +483,7 @@ class SchedulerService(Application):
 
         Off by default: the scheduler outlives a hub that crashes (kill -9), keeps
         running jobs and answering through the proxy, and the next hub adopts it
-        (``hub_ext/hub.py``). On, a crash of the hub stops it until the next start.
+        (``hub_ext/hub/app.py``). On, a crash of the hub stops it until the next start.
 
         Example::
 
@@ -517,15 +524,13 @@ class SchedulerService(Application):
 
     def start(self) -> None:
         if self.kill_children_on_exit and os.environ.get("JUPYTERHUB_SERVICE_NAME"):
-            from ..tracking.mlflow_process import die_with_parent
-
-            die_with_parent()
+            die_with_parent(signal.SIGTERM, exit_if_orphaned=True)
         # the event loop gets the GIL back sooner from a thread building a page of
         # jobs, so /health and small requests are not held up behind it (#15, point 7)
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         store = self._store()
         profiles = ProfileStore.for_path(self.profiles_file)
-        executor = load_executor(self.executor_class, parent=self)
+        executor = self.executor_class(parent=self)
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
         if not token:
             self.log.critical(
@@ -619,7 +624,7 @@ class SchedulerService(Application):
                 worker.worker_id,
                 self.service_url,
                 store.engine.dialect.name,
-                self.executor_class,
+                self.executor_class.__name__,
                 self.max_concurrent_runs,
             )
             await stop.wait()

@@ -37,11 +37,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from hub_ext.host import slugs
+from hub_ext.profiles.model import ProfileChoiceError, ProfileStore
 
-from hub_ext import slugs
-from hub_ext.profiles import ProfileChoiceError, ProfileStore
-
+from ..common.hubapi import Caller, HubDirectory
 from .api import (
     CreateJobRequest,
     LogChunk,
@@ -74,8 +73,6 @@ from .notebooks import (
 from .paths import TooLarge, read_in_home
 from .store import JobStore
 
-#: How long a user's hub groups are cached (group changes apply within this).
-GROUPS_TTL = 30.0
 #: Longest a thread keeps the GIL while another waits for it (seconds; Python's default
 #: is 0.005). Store calls run in threads, but turning rows into models is Python work
 #: that holds the GIL, and the event loop takes it back at each socket read and write
@@ -85,48 +82,6 @@ GIL_SWITCH_INTERVAL = 0.0005
 #: The largest piece of a log one request returns.
 LOG_CHUNK = 256 * 1024
 OUTPUT_TYPES = {"ipynb": "application/x-ipynb+json", "html": "text/html; charset=utf-8"}
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who makes a request: a hub user, their groups, and whether they are an admin."""
-
-    name: str
-    groups: tuple[str, ...]
-    admin: bool
-
-    @property
-    def access(self) -> tuple[str, tuple[str, ...], bool]:
-        return self.name, self.groups, self.admin
-
-
-class HubDirectory:
-    """Hub users' groups, asked of the hub's REST API with the service's token and cached."""
-
-    def __init__(self, api_url: str, token: str, ttl: float = GROUPS_TTL):
-        self.api_url = api_url.rstrip("/")
-        self.token = token
-        self.ttl = ttl
-        self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
-
-    async def groups_of(self, name: str) -> tuple[str, ...]:
-        cached = self._cache.get(name)
-        if cached and time.monotonic() - cached[0] < self.ttl:
-            return cached[1]
-        request = HTTPRequest(
-            f"{self.api_url}/users/{name}",
-            headers={"Authorization": f"token {self.token}"},
-            request_timeout=10,
-        )
-        try:
-            response = await AsyncHTTPClient().fetch(request)
-            groups = tuple(sorted(json.loads(response.body).get("groups") or []))
-        except HTTPClientError as e:
-            if e.code != 404:
-                raise
-            groups = ()
-        self._cache[name] = (time.monotonic(), groups)
-        return groups
 
 
 @dataclass

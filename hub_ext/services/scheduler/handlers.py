@@ -25,7 +25,7 @@ import json
 
 from tornado import web
 
-from ..common.handlers import ServiceHandler
+from ..common.handlers import UserServiceHandler
 from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
 from .api import (
     CreateJobRequest,
@@ -33,7 +33,7 @@ from .api import (
     ReplaceNotebookRequest,
     UpdateRunRequest,
 )
-from .core import Caller, SchedulerCore
+from .core import SchedulerCore
 from .metrics import REQUESTS
 from .models import (
     CreateRun,
@@ -50,32 +50,19 @@ from .models import (
 WEBHOOK_SECRET_HEADER = "X-Shipyard-Webhook-Secret"
 
 
-class BaseHandler(ServiceHandler):
-    """The services' JSON handler base, for the scheduler's core and its callers."""
+class BaseHandler(UserServiceHandler):
+    """The services' JSON handler base for hub users, for the scheduler's core."""
 
-    #: Named in 500 answers (the deployer reuses this class).
+    #: Named in 500 answers.
     service_name = "scheduler"
     #: Counts requests by route, method and status.
     request_counter = REQUESTS
     core_setting = "scheduler"
-    #: The 403 answer to a caller that is not a hub user (a service).
     non_user_message = "Jobs belong to hub users; services cannot own them."
 
     @property
     def core(self) -> SchedulerCore:
         return self.settings[self.core_setting]
-
-    @property
-    def max_body_bytes(self) -> int:  # type: ignore[override]
-        return self.core.max_request_bytes
-
-    async def caller(self) -> Caller:
-        """The hub user making the request; a JSON 401 without a login."""
-        user = self.hub_identity()
-        if user.get("kind", "user") != "user":
-            raise web.HTTPError(403, self.non_user_message)
-        groups = await self.core.groups_of(user["name"], user.get("groups"))
-        return Caller(name=user["name"], groups=tuple(groups), admin=bool(user.get("admin")))
 
 
 def _job_patch_action(handler: BaseHandler) -> str:

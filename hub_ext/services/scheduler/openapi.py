@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..common.models import ErrorResponse
 from ..common.openapi import ERROR_CODES, build_document
 from .api import (
     CreateJobRequest,
-    ErrorResponse,
     LogChunk,
     MarkNotification,
     ParametersResponse,

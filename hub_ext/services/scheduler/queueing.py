@@ -49,11 +49,6 @@ ACTIVE = ("queued", "running")
 RETRY_STATUSES = ("failed", "timed_out", "orphaned")
 
 
-def utcnow() -> datetime:
-    """Return the current time, timezone-aware UTC: the store's default clock."""
-    return datetime.now(timezone.utc)
-
-
 def new_id() -> str:
     """Return a new random id: 32 lowercase hex digits."""
     return uuid.uuid4().hex

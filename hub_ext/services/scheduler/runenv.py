@@ -31,11 +31,11 @@ behalf (the run's code would then act with the service's rights).
 
 from __future__ import annotations
 
-import json
 import logging
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import HTTPClientError
 
+from ..common.hubapi import HubTokens
 from ..common.secrets import SecretsResolver
 from .models import DescribeJob, DescribeRun
 
@@ -65,6 +65,7 @@ class RunEnvironment:
     def __init__(self, api_url: str, token: str, tracking_url: str, deployer_url: str = ""):
         self.api_url = api_url.rstrip("/")
         self.token = token
+        self.tokens = HubTokens(api_url, token)
         self.tracking_url = tracking_url.rstrip("/")
         self.deployer_url = deployer_url.rstrip("/")
         #: run id -> (owner, token id) of the tokens not yet revoked
@@ -87,19 +88,18 @@ class RunEnvironment:
         if self.tracking_url:
             env["MLFLOW_TRACKING_URI"] = self.tracking_url
             env["MLFLOW_EXPERIMENT_NAME"] = f"{job.owner}/Default"
-        body = {
-            "note": f"scheduled run {run.id} of job {job.name}",
-            "expires_in": run.timeout_seconds + TOKEN_MARGIN,
-            "scopes": scopes,
-        }
         try:
-            response = await self._hub("POST", f"/users/{job.owner}/tokens", body)
+            answer = await self.tokens.issue(
+                job.owner,
+                note=f"scheduled run {run.id} of job {job.name}",
+                expires_in=run.timeout_seconds + TOKEN_MARGIN,
+                scopes=scopes,
+            )
         except (HTTPClientError, OSError) as e:
             # the run goes on without a token; what it logs or deploys fails with the
             # services' message, which the run's output shows
             log.warning("No token for run %s of %s: %s", run.id, job.owner, e)
             return env
-        answer = json.loads(response.body)
         self._issued[run.id] = (job.owner, answer["id"])
         if self.tracking_url:
             env["MLFLOW_TRACKING_TOKEN"] = answer["token"]
@@ -118,23 +118,7 @@ class RunEnvironment:
         if issued is None:
             return
         owner, token_id = issued
-        try:
-            await self._hub("DELETE", f"/users/{owner}/tokens/{token_id}")
-        except HTTPClientError as e:
-            if e.code != 404:  # 404: the owner (or an admin) revoked it already
-                log.warning("Could not revoke the token of run %s: %s", run_id, e)
-        except OSError as e:
-            log.warning("Could not revoke the token of run %s: %s", run_id, e)
-
-    async def _hub(self, method: str, path: str, body: dict | None = None):
-        request = HTTPRequest(
-            f"{self.api_url}{path}",
-            method=method,
-            body=None if body is None else json.dumps(body),
-            headers={"Authorization": f"token {self.token}"},
-            request_timeout=10,
-        )
-        return await AsyncHTTPClient().fetch(request)
+        await self.tokens.revoke(owner, token_id, f"run {run_id}")
 
 
 class RunSecrets:

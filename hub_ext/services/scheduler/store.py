@@ -58,6 +58,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
+from ..common.orm import utcnow
 from .claims import WorkerMixin
 from .convert import (
     decode_token,
@@ -84,7 +85,7 @@ from .models import (
 )
 from .notifications import NotificationMixin
 from .orm import Job, Notification, Run, Trigger
-from .queueing import ACTIVE, ID_RE, new_id, utcnow
+from .queueing import ACTIVE, ID_RE, new_id
 from .quotas import QuotaMixin
 from .retention import RetentionMixin
 from .snapshots import SnapshotStore, check_notebook

@@ -55,15 +55,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from hub_ext.audit import emit
-from hub_ext.profiles import ProfileStore
+from hub_ext.host.process import read_stat
+from hub_ext.profiles.model import ProfileStore
 
+from ..common.orm import utcnow
 from ..common.scrub import Scrubber
 from ..common.secrets import SecretsUnavailable
 from .errors import Conflict, NotFound
 from .executors.base import Executor, ExecutorError, RunReport, RunSpec
 from .metrics import ORPHANS, RUN_DURATION, RUNS_FINISHED, RUNS_RUNNING, START_LATENCY
 from .models import DescribeJob, DescribeRun
-from .queueing import utcnow
 from .store import JobStore
 
 log = logging.getLogger("shipyard.scheduler.worker")
@@ -94,7 +95,7 @@ def worker_alive(worker_id: str) -> bool:
     if pid == os.getpid():
         return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        state, _ = read_stat(pid)
     except FileNotFoundError:
         return False
     except OSError:  # no /proc: ask the kernel
@@ -105,7 +106,7 @@ def worker_alive(worker_id: str) -> bool:
         except PermissionError:
             return True
         return True
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    return state not in ("Z", "X")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 from traitlets import MetaHasTraits
 from traitlets.config import LoggingConfigurable
 
-from hub_ext.plugins import plugin_class
+from ..common.plugins import check_interface, plugin_class
 
 #: The backends Shipyard ships, by entry point name (what ``backend_class`` takes).
 BACKENDS = {
@@ -54,12 +54,9 @@ class SecretBackend(LoggingConfigurable, metaclass=_BackendMeta):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         # fail at import, not at the first request, on a method that is not a coroutine
-        import inspect
-
-        for name in ("start", "list", "get", "put", "delete", "resolve", "count"):
-            method = getattr(cls, name, None)
-            if method is not None and not inspect.iscoroutinefunction(method):
-                raise TypeError(f"{cls.__name__}.{name} must be an async def method")
+        check_interface(
+            cls, "SecretBackend", ("start", "list", "get", "put", "delete", "resolve", "count")
+        )
 
     @abc.abstractmethod
     async def start(self) -> None:

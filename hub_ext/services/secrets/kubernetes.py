@@ -3,7 +3,7 @@
 On Kubernetes, users' secrets are Kubernetes Secrets, so the cluster's own
 protection applies (RBAC, encryption at rest configured for the API server,
 audit logs), and runs and replicas read them through ``secretKeyRef``
-(:func:`hub_ext.k8s.user_secret_env`): the pods get the values from the API
+(:func:`hub_ext.host.k8s.user_secret_env`): the pods get the values from the API
 server, not from Shipyard. (The scheduler and the deployer still resolve them
 once per run or start, through this service, only to scrub outputs and logs.)
 
@@ -32,7 +32,7 @@ from typing import Any
 
 from traitlets import Unicode, default
 
-from hub_ext.k8s import default_namespace, kubespawner_client, user_secrets_name
+from hub_ext.host.k8s import default_namespace, kubespawner_client, user_secrets_name
 
 from .backend import SecretBackend, SecretInfo
 from .errors import Unavailable

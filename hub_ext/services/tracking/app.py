@@ -232,7 +232,7 @@ class TrackingService(Application):
 
     def start(self) -> None:
         # no dying with the hub: a hub that crashes leaves the gateway and MLflow
-        # serving, and the next hub adopts them (hub_ext/hub.py); MLflow outlives the
+        # serving, and the next hub adopts them (hub_ext/hub/app.py); MLflow outlives the
         # gateway too, and a restarted gateway adopts it (mlflow_process.py)
         mlflow = self.mlflow_server()
         mlflow.prepare()

@@ -28,7 +28,9 @@ import threading
 import time
 from pathlib import Path
 
-from .mlflow_process import OWNER_GRACE, RECORD_ENV, read_record, start_time
+from hub_ext.host.process import start_time
+
+from .mlflow_process import OWNER_GRACE, RECORD_ENV, read_record
 
 
 def owner(record_path: Path, me: int) -> int | None:

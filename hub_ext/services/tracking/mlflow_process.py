@@ -48,7 +48,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from hub_ext import __version__, telemetry
+from hub_ext import __version__
+from hub_ext.host import telemetry
+from hub_ext.host.process import start_time, write_private
 
 from . import mlflow_auth
 from .mlflow_auth import SECRET_ENV
@@ -72,31 +74,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_time(pid: int) -> str | None:
-    """Start time of process ``pid`` (field 22 of /proc/<pid>/stat); None if gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{int(pid)}/stat").read_text()
-    except (OSError, ValueError):
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
-    return None if fields[0] in ("Z", "X") else fields[19]
-
-
 def read_record(path: Path) -> dict | None:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
-
-
-def write_record(path: Path, record: dict) -> None:
-    """Write ``record`` whole (a reader never sees half of it), readable by this account only."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -275,16 +258,18 @@ class MlflowServer:
 
     def _own(self) -> None:
         """Record MLflow, owned by this process (the gateway), for its keeper and the next gateway."""
-        write_record(
+        write_private(
             self.record_path,
-            {
-                "pid": self.pid,
-                "started": self.started,
-                "port": self.port,
-                "secret": self.secret,
-                "digest": self.digest(),
-                "gateway": {"pid": os.getpid(), "started": start_time(os.getpid())},
-            },
+            json.dumps(
+                {
+                    "pid": self.pid,
+                    "started": self.started,
+                    "port": self.port,
+                    "secret": self.secret,
+                    "digest": self.digest(),
+                    "gateway": {"pid": os.getpid(), "started": start_time(os.getpid())},
+                }
+            ),
         )
 
     def running(self) -> bool:

@@ -1,6 +1,6 @@
 /**
  * Names: the defaults match ``%schedule``'s (vectors computed with
- * server_ext.scheduler_client.default_job_name), the checks match the services'.
+ * server_ext.clients.scheduler.jobs.default_job_name), the checks match the services'.
  */
 import { describe, expect, it } from 'vitest';
 

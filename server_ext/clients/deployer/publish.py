@@ -155,7 +155,7 @@ def as_frame(example: Any) -> Any:
 def training_summary(example: Any) -> dict | None:
     """The drift module's summary of the training inputs (contract section 1), or None.
 
-    Uses ``hub_ext.services.deployer.drift.summarize``, the same code the model server compares
+    Uses ``hub_ext.runtime.drift.summarize``, the same code the model server compares
     its inputs with. Without an example (or without pandas) there is no summary, and the
     deployment shows no drift.
     """
@@ -163,7 +163,7 @@ def training_summary(example: Any) -> dict | None:
     if frame is None:
         return None
     try:
-        from hub_ext.services.deployer.drift import summarize
+        from hub_ext.runtime.drift import summarize
     except ImportError:  # a Shipyard older than the drift module: deploy without drift
         return None
     return json.loads(json.dumps(summarize(frame), default=float))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import enum
-import inspect
 import json
 import keyword
 import math
@@ -46,9 +45,10 @@ import yaml
 from traitlets import MetaHasTraits
 from traitlets.config import LoggingConfigurable
 
-from hub_ext.profiles import Profile
-from hub_ext.slugs import user_slug
+from hub_ext.host.slugs import user_slug
+from hub_ext.profiles.model import Profile
 
+from ...common.plugins import check_interface
 from ...common.scrub import Scrubber, StreamScrubber
 
 #: Formats a run can produce. The executed notebook is always one of them.
@@ -340,15 +340,7 @@ class Executor(LoggingConfigurable, metaclass=_ExecutorMeta):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        for name in cls._interface:
-            attr = inspect.getattr_static(cls, name)
-            if isinstance(attr, classmethod | staticmethod) or not inspect.iscoroutinefunction(
-                attr
-            ):
-                raise TypeError(
-                    f"{cls.__name__}.{name} must be an `async def` instance method, "
-                    f"as in {Executor.__name__}"
-                )
+        check_interface(cls, Executor.__name__, cls._interface)
 
     @property
     def gpu_count(self) -> int | None:

@@ -19,7 +19,7 @@ What a Job gets from the profile, as KubeProfileSpawner's pods do:
   escalation, all capabilities dropped, RuntimeDefault seccomp), no service
   account token and no service links in the environment.
 
-These pieces are shared with the deployer's Deployments through :mod:`hub_ext.k8s`.
+These pieces are shared with the deployer's Deployments through :mod:`hub_ext.host.k8s`.
 
 The run itself: ``activeDeadlineSeconds`` is the timeout (the cluster kills the
 pod and reports ``DeadlineExceeded``), ``backoffLimit: 0`` because retries are
@@ -49,11 +49,10 @@ from typing import Any
 
 from traitlets import Dict, Integer, List, Unicode, default
 
-from hub_ext import telemetry
-
-# shared with the deployer in hub_ext.k8s; SECURE_CONTEXT stays importable from here
-from hub_ext.k8s import SECURE_CONTEXT as SECURE_CONTEXT
-from hub_ext.k8s import (
+from hub_ext.host import telemetry
+from hub_ext.host.k8s import (
+    PROFILE_LABEL,
+    USER_LABEL,
     container_env,
     container_security_context,
     default_namespace,
@@ -64,8 +63,10 @@ from hub_ext.k8s import (
     resources,
     user_secret_env,
 )
-from hub_ext.kubespawner import PROFILE_LABEL, USER_LABEL
-from hub_ext.slugs import user_slug
+
+# shared with the deployer in hub_ext.host.k8s; SECURE_CONTEXT stays importable from here
+from hub_ext.host.k8s import SECURE_CONTEXT as SECURE_CONTEXT
+from hub_ext.host.slugs import user_slug
 
 from .base import (
     RESULT_FILE_ENV,
@@ -147,7 +148,7 @@ def _environment(spec: RunSpec, settings: JobSettings) -> list[dict[str, Any]]:
         "SHIPYARD_RUN_ID": spec.run_id,
         RESULT_FILE_ENV: str(spec.result_file),
         "PYTHONUNBUFFERED": "1",
-        # MLflow's usage telemetry off unless the admin allows it (hub_ext/telemetry.py)
+        # MLflow's usage telemetry off unless the admin allows it (hub_ext/host/telemetry.py)
         **telemetry.environment(),
     }
     # the owner's secrets by reference to their Secret (the secrets service's kubernetes

@@ -5,14 +5,14 @@ goes through a short list of named steps (papermill's ``execute.py`` style):
 
 1. ``_find_environment``: the profile's built environment (``shipyard env build``);
 2. ``_account``: the owner's system account, named and created exactly as
-   LocalProfileSpawner does (:func:`hub_ext.slugs.account_name`), so a job's
+   LocalProfileSpawner does (:func:`hub_ext.host.slugs.account_name`), so a job's
    files belong to the same Unix user as the server's;
 3. ``_prepare``: the log (opened by the service, never through a link), the
    output directory (the account's), and a private work folder with a copy of
    the snapshot and the parameters as a YAML file (data, never code: SECURITY
    rule 4);
 4. ``_create_cgroup``: ``job-<run slug>`` under :attr:`LocalExecutor.cgroup_parent`
-   with the profile's CPU and memory limits (:mod:`hub_ext.cgroups`);
+   with the profile's CPU and memory limits (:mod:`hub_ext.host.cgroups`);
 5. ``_spawn`` papermill with the environment's own Python, joined to the cgroup
    and then switched to the account between fork and exec, with an environment
    built from nothing (no hub secret can leak: SECURITY rule 8), under one
@@ -24,7 +24,7 @@ goes through a short list of named steps (papermill's ``execute.py`` style):
 
 How steps 2, 4 and 5 start a process as its owner (account, cgroup, switch of
 user, environment, death with the service, killing) is shared with the
-deployer's LocalBackend, in :mod:`hub_ext.localproc`.
+deployer's LocalBackend, in :mod:`hub_ext.host.localproc`.
 
 Steps 4 and 5 have a fast path: a *warm process* (:mod:`.warm`) that has
 already imported papermill and started its kernel, as the same owner, in the
@@ -71,13 +71,13 @@ from pathlib import Path
 
 from traitlets import Bool, CaselessStrEnum, Float, Integer, List, Unicode, default
 
-from hub_ext import instance, slugs
-from hub_ext.cgroups import DRIVERS, CgroupDriver
-from hub_ext.environments import BuiltEnvironment, default_envs_dir, find_built
-from hub_ext.gpus import GpuAllocator, GpuUnavailable, detect_gpus
-from hub_ext.localproc import PASSED_THROUGH as PASSED_THROUGH  # re-exported: public here
-from hub_ext.localproc import die_with_parent as die_with_parent  # re-exported: public here
-from hub_ext.localproc import (
+from hub_ext.environments.catalog import BuiltEnvironment, default_envs_dir, find_built
+from hub_ext.host import instance, slugs
+from hub_ext.host.cgroups import DRIVERS, CgroupDriver
+from hub_ext.host.gpus import GpuAllocator, GpuUnavailable, detect_gpus
+from hub_ext.host.localproc import PASSED_THROUGH as PASSED_THROUGH  # re-exported: public here
+from hub_ext.host.localproc import die_with_parent as die_with_parent  # re-exported: public here
+from hub_ext.host.localproc import (
     find_environment,
     kill_cgroup,
     kill_tree,
@@ -88,10 +88,10 @@ from hub_ext.localproc import (
     process_environment,
     spawn,
 )
-from hub_ext.profiles import Profile
-from hub_ext.quantities import format_memory
+from hub_ext.profiles.model import Profile
+from hub_ext.profiles.quantities import format_memory
+from hub_ext.runtime import warm as warm_protocol
 
-from . import warm as warm_protocol
 from .base import (
     RESULT_FILE_ENV,
     CellError,
@@ -118,7 +118,7 @@ from .pool import WarmKey, WarmPool, WarmProcess
 #: papermill's exit status when the kernel died (``papermill.cli``).
 DEAD_KERNEL_EXIT = warm_protocol.DEAD_KERNEL_EXIT
 #: How a warm process is started: its module, run with the environment's Python.
-WARM_MODULE = "hub_ext.services.scheduler.executors.warm"
+WARM_MODULE = "hub_ext.runtime.warm"
 #: Seconds a warm process may take to print READY (imports and a kernel start).
 WARM_START_TIMEOUT = warm_protocol.START_TIMEOUT
 #: Seconds a warm process told to stop (end of its input) gets to shut its kernel down.
@@ -214,7 +214,7 @@ class LocalExecutor(Executor):
     Select it with ``c.SchedulerService.executor_class = "local"``. When the
     service runs as root, every run uses its owner's system account (created
     if missing) and a cgroup of its own; otherwise it runs as the service's
-    user with the best limits the host allows (see :mod:`hub_ext.cgroups`).
+    user with the best limits the host allows (see :mod:`hub_ext.host.cgroups`).
     """
 
     cgroup_driver = CaselessStrEnum(
@@ -241,7 +241,7 @@ class LocalExecutor(Executor):
         Cgroup under which every run gets its own, named ``job-<run slug>``.
 
         Defaults to ``shipyard-jobs``: the instance name (``$SHIPYARD_INSTANCE``, see
-        :mod:`hub_ext.instance`) and ``-jobs``.
+        :mod:`hub_ext.host.instance`) and ``-jobs``.
 
         Kept apart from the servers' parent (``shipyard``), so job names can
         never meet user names and an admin can cap all jobs together by
@@ -260,7 +260,7 @@ class LocalExecutor(Executor):
         Prefix of the owners' system accounts; keep it equal to LocalProfileSpawner's.
 
         Defaults to the spawner's default: ``jupyter-``, or ``<instance>-``
-        for another instance than ``shipyard`` (:mod:`hub_ext.instance`).
+        for another instance than ``shipyard`` (:mod:`hub_ext.host.instance`).
 
         A run of hub user ``alice`` runs as ``jupyter-alice``, the account her
         server runs as, so both see the same home and files.
