@@ -1,7 +1,8 @@
 """The import rules of the layout (``[tool.importlinter]`` in ``pyproject.toml``) hold.
 
 hub_ext/'s folders say where code runs: services side by side over
-``services/common``, ``runtime`` in the user's environment, ``profiles`` a leaf.
+``services/common``, ``runtime`` in the user's environment, ``profiles`` a leaf;
+server_ext never imports hub-side code, and hub_ext reaches it only through its clients.
 import-linter checks every contract over the whole import graph; this test runs
 it as CI and ``make test`` do, and fails with its report.
 """
@@ -14,7 +15,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 #: The contracts pyproject.toml declares (a contract dropped from the file fails here too).
-CONTRACTS = {"services-independent", "runtime-alone", "services-not-server-ext", "profiles-leaf"}
+CONTRACTS = {
+    "services-independent",
+    "runtime-alone",
+    "services-not-server-ext",
+    "profiles-leaf",
+    "server-ext-not-hub-side",
+    "cli-uses-clients-only",
+}
 
 
 def lint_imports(*args: str) -> subprocess.CompletedProcess:
