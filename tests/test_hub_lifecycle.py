@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from hub_ext.cgroups import Limits, detect_driver
+from hub_ext.slugs import account_name
 
 from .conftest import TEST_PROFILES, needs_root, postgres_database
 from .hubtools import (
@@ -119,7 +120,7 @@ def test_running_server_survives_hub_restart(hubs, hub_db_url):
     assert hub.server_state("sam")["profile"]["slug"] == "tiny"
     # after the restart the hub still manages it: stopping cleans up as usual
     hub.stop_server("sam")
-    uid = pwd.getpwnam("sytest-sam").pw_uid
+    uid = pwd.getpwnam(account_name("sam", hub.account_prefix)).pw_uid
     wait_for(lambda: not processes_of(uid), 10, what="sam's processes to end")
     assert not [d for d in cgroup_dirs(hub.cgroup_parent) if d.name == "sam"]
 
@@ -557,7 +558,7 @@ def test_idle_servers_are_culled(hubs):
         1,
         "the culler to stop ida's idle server",
     )
-    uid = pwd.getpwnam("sytest-ida").pw_uid
+    uid = pwd.getpwnam(account_name("ida", hub.account_prefix)).pw_uid
     wait_for(lambda: not processes_of(uid), 10, what="ida's processes to end")
     hub.stop()
 
