@@ -283,7 +283,9 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
             assert f"Stopping service {service}..." in stopped
             assert re.search(rf"Service {service} stopped \(\d+\.\d s\)", stopped), service
         assert "Shipyard stopped in" in stopped
-        assert took < 10, f"Ctrl-C took {took:.1f} s"
+        # together, 3-4 s on a quiet machine; one after another took 35-42 s. The bound
+        # leaves room for a loaded machine (the suite runs modules side by side)
+        assert took < 20, f"Ctrl-C took {took:.1f} s: are the services stopped one by one?"
         assert not processes_of(uid), "no orphan process after Ctrl-C"
         wait_for(
             lambda: not _processes_mentioning(str(data / "tracking")),
