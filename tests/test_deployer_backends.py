@@ -24,7 +24,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 import pytest_asyncio
 
@@ -56,6 +55,7 @@ from .hubtools import (
     remove_test_accounts,
     tagged,
 )
+from .manifests import validated
 from .modelspecs import (
     EXTRA_ENV,
     KUBE_PROFILES,
@@ -684,13 +684,6 @@ EXPECTED_RESOURCES = {
     },
     "unlimited": {},
 }
-
-
-def validated(manifest: dict) -> dict:
-    kubernetes_validate.validate(
-        manifest, desired_version=kubernetes_validate.latest_version(), strict=True
-    )
-    return manifest
 
 
 @pytest.mark.parametrize("profile", KUBE_PROFILES, ids=lambda p: p.slug)

@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 import yaml
 
@@ -66,6 +65,7 @@ from .hubtools import (
     session_folder,
     tagged,
 )
+from .manifests import validated
 from .runspecs import (
     DATA,
     EXTRA_ENV,
@@ -571,13 +571,6 @@ EXPECTED_RESOURCES = {
     },
     "batch": {"limits": {"memory": "1000000000"}},
 }
-
-
-def validated(manifest: dict) -> dict:
-    kubernetes_validate.validate(
-        manifest, desired_version=kubernetes_validate.latest_version(), strict=True
-    )
-    return manifest
 
 
 @pytest.mark.parametrize("profile", KUBE_PROFILES, ids=lambda p: p.slug)

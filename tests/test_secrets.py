@@ -18,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 import requests
 from cryptography.fernet import Fernet
@@ -37,6 +36,7 @@ from hub_ext.services.secrets.models import check_name
 
 from .conftest import needs_root, postgres_database
 from .hubtools import REPO, tagged, wait_for
+from .manifests import validated
 from .openapi_checks import assert_references_resolve
 from .services import service_hub
 
@@ -222,13 +222,6 @@ def test_database_and_key_file_come_from_the_environment(monkeypatch, tmp_path):
 
 
 # ------------------------------------------------------------------ Kubernetes
-
-
-def validated(manifest: dict) -> dict:
-    kubernetes_validate.validate(
-        manifest, desired_version=kubernetes_validate.latest_version(), strict=True
-    )
-    return manifest
 
 
 def test_a_users_secrets_are_one_valid_kubernetes_secret():
