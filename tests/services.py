@@ -21,8 +21,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pwd
 import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import requests
@@ -220,7 +221,9 @@ def config_folder(hub: HubProcess) -> Path:
 # ------------------------------------------------------------------ users
 
 
-def user_with_account(hub: HubProcess, home_root: Path, name: str, groups: list[str] = ()):
+def user_with_account(
+    hub: HubProcess, home_root: Path, name: str, groups: Sequence[str] = ()
+) -> tuple[str, Path, pwd.struct_passwd]:
     """``name`` on ``hub`` (in ``groups``) with a system account and home, as a spawn makes
     them (the scheduler runs their jobs, the deployer their replicas, as that account).
 
@@ -236,7 +239,9 @@ def user_with_account(hub: HubProcess, home_root: Path, name: str, groups: list[
 TEAM = {"alice": ["team"], "bob": ["team"], "carol": []}
 
 
-def users_with_accounts(hub: HubProcess, home_root: Path, groups: dict[str, list[str]]) -> dict:
+def users_with_accounts(
+    hub: HubProcess, home_root: Path, groups: dict[str, list[str]]
+) -> dict[str, tuple[str, Path, pwd.struct_passwd]]:
     """:func:`user_with_account` for each user of ``groups`` (name: their groups)."""
     return {name: user_with_account(hub, home_root, name, g) for name, g in groups.items()}
 
