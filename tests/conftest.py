@@ -7,22 +7,31 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import suppress
+from pathlib import Path
 
 import pytest
+import requests
 
 from hub_ext.environments.build import EnvironmentBuilder
 from hub_ext.environments.catalog import BuiltEnvironment, get_environment
 
+from .browser import ARTIFACTS, CHROMIUM
 from .hubtools import (
     REPO,
     HubProcess,
+    free_port,
     left_behind,
     remove_account,
     remove_cgroups,
     remove_empty_cgroups,
     remove_test_accounts,
     session_folder,
+    wait_for,
 )
 
 #: Environments the tests build, kept between runs (a rebuild of an unchanged lock
@@ -92,12 +101,106 @@ def home_root():
     shutil.rmtree(path, ignore_errors=True)
 
 
+def built_environment(name: str) -> BuiltEnvironment:
+    """The environment ``name``, built from its lock into :data:`TEST_ENVS_DIR` (once per lock)."""
+    TEST_ENVS_DIR.parent.mkdir(exist_ok=True)
+    TEST_ENVS_DIR.parent.chmod(0o755)  # the test accounts run the environment's Python
+    return EnvironmentBuilder(TEST_ENVS_DIR).build(get_environment(name)).env
+
+
 @pytest.fixture(scope="session")
 def base_env() -> BuiltEnvironment:
     """The ``base`` environment, built from images/base/requirements.lock (once per lock)."""
-    TEST_ENVS_DIR.parent.mkdir(exist_ok=True)
-    TEST_ENVS_DIR.parent.chmod(0o755)  # the test accounts run the environment's Python
-    return EnvironmentBuilder(TEST_ENVS_DIR).build(get_environment("base")).env
+    return built_environment("base")
+
+
+@pytest.fixture(scope="module")
+def model_server_env() -> BuiltEnvironment:
+    """The ``model-server`` environment the serving profile uses (built once per lock)."""
+    return built_environment("model-server")
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real tracking server on a free loopback port; its URL."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    # Without this, MLflow 3 starts a job runner and a dozen huey consumers, each importing
+    # mlflow: half a minute of both CPUs before the server answers.
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    log = open(root / "server.log", "wb")  # closed in the finally below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
+         f"sqlite:///{root}/mlflow.db", "--default-artifact-root", str(root / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy():
+        assert proc.poll() is None, (root / "server.log").read_text()
+        with suppress(requests.RequestException):
+            return requests.get(f"{url}/health", timeout=2).ok
+
+    try:
+        wait_for(healthy, timeout=120, what="mlflow server /health")
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker
+        proc.wait(timeout=30)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def place():
+    """A world-traversable folder for models (pytest's tmp is 0700)."""
+    path = session_folder("deploy-")
+    yield path
+    subprocess.run(["rm", "-rf", str(path)], check=False)  # noqa: S603, S607
+
+
+@pytest.fixture(scope="module")
+def model_dir(place) -> Path:
+    """A real scikit-learn model saved by MLflow: y = 2x + 1."""
+    import mlflow.sklearn
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LinearRegression
+
+    x = pd.DataFrame({"x": np.arange(10, dtype=float)})
+    y = 2 * x["x"] + 1
+    model = LinearRegression().fit(x, y)
+    path = place / "model"
+    # cloudpickle: MLflow 3 defaults to skops, which the model-server lock does not hold
+    mlflow.sklearn.save_model(
+        model,
+        path,
+        signature=infer_signature(x, y),
+        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+    )
+    subprocess.run(["chmod", "-R", "a+rX", str(path)], check=True)  # noqa: S603, S607
+    return path
+
+
+@pytest.fixture
+def page(request):
+    """A chromium tab (tests/browser.py); a failed test leaves its screenshot and HTML."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        yield page
+        if getattr(request.node, "failed", False):
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            shot = ARTIFACTS / f"{request.node.name}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            (ARTIFACTS / f"{request.node.name}.html").write_text(page.content())
+            print(f"screenshot of the failure: {shot}")
+        browser.close()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ each call, as JupyterHub's own ``api_request`` does.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -575,6 +577,85 @@ def run_in_kernel(server_url: str, token: str, code: str, timeout: float = 60) -
 
 def stdout_of(messages: list[dict]) -> str:
     return "".join(m["content"]["text"] for m in messages if m["header"]["msg_type"] == "stream")
+
+
+@contextlib.contextmanager
+def ipython_shell(root: Path, **settings) -> Iterator:
+    """One real IPython shell with the extension loaded, its history and spool in ``root``.
+
+    ``settings`` are ``ShipyardMagics`` traits (``poll_interval=0.2``). At the end the
+    magics' sender is not flushed at exit (runs still waiting are not retried then).
+    """
+    import pytest
+    from IPython.core.interactiveshell import InteractiveShell
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IPYTHONDIR", str(root / "ipython"))
+        mp.setenv("SHIPYARD_SPOOL_DIR", str(root / "spool"))
+        shell = InteractiveShell.instance()
+        for name, value in settings.items():
+            setattr(shell.config.ShipyardMagics, name, value)
+        shell.run_line_magic("load_ext", "server_ext")
+        yield shell
+    atexit.unregister(shell.magics_manager.registry["TrackingMagics"].sender.flush)
+    InteractiveShell.clear_instance()
+
+
+def start_jupyter_server(
+    tmp_path: Path, extra_env: dict[str, str]
+) -> tuple[subprocess.Popen, str, str]:
+    """A jupyter-server with the server extension, as a spawner starts one, answering.
+
+    Home and root ``tmp_path``; none of the spawner's profile variables unless
+    ``extra_env`` sets them. Returns the process (the caller ends it), its URL and token.
+    """
+    token = secrets.token_hex(16)
+    port = free_port()
+    env = dict(
+        os.environ,
+        JUPYTER_TOKEN=token,
+        HOME=str(tmp_path),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
+    )
+    for key in (
+        "SHIPYARD_PROFILE_JSON",
+        "SHIPYARD_ENV",
+        "MEM_LIMIT",
+        "CPU_LIMIT",
+        "CPU_GUARANTEE",
+        "MEM_GUARANTEE",
+        "CUDA_VISIBLE_DEVICES",
+    ):
+        env.pop(key, None)
+    env.update(extra_env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.root_dir={tmp_path}",
+            "--ServerApp.open_browser=False",
+            "--allow-root",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up():
+        assert proc.poll() is None, "jupyter server exited"
+        try:
+            return requests.get(
+                url + "/api/status", headers={"Authorization": f"token {token}"}, timeout=2
+            ).ok
+        except requests.RequestException:
+            return False
+
+    wait_for(up, 60, 0.2, "jupyter server")
+    return proc, url, token
 
 
 # ------------------------------------------------------------------ crash checks

@@ -32,8 +32,15 @@ from hub_ext.host.slugs import account_name
 
 from .conftest import needs_root
 from .hubtools import tagged, wait_for
-from .test_deployer_service import DEPLOYER_CONFIG, Client
-from .test_scheduler_service import SCHEDULER_CONFIG, notebook, put_file, scheduler_hub
+from .services import (
+    SCHEDULER_CONFIG,
+    DeployerClient,
+    notebook,
+    put_file,
+    scheduler_hub,
+    service_hub,
+    user_with_account,
+)
 
 pytestmark = [needs_root]
 
@@ -169,22 +176,15 @@ def schemathesis(base: str, token: str, config: Path | None = None, timeout: flo
 
 
 @pytest.fixture(scope="module")
-def sched(hub_factory, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("contract-scheduler")
+def sched(hub_factory):
     # the tests' usual config, less its allowance of private webhooks (the default is off)
-    config = folder / "contract_scheduler_config.py"
-    config.write_text(
-        SCHEDULER_CONFIG.format(clock=str(folder / "clock")).replace(
-            "c.Notifier.allow_private_webhooks = True", ""
-        )
-    )
+    config = SCHEDULER_CONFIG.replace("c.Notifier.allow_private_webhooks = True", "")
     with scheduler_hub(
         hub_factory,
-        folder,
         "contract-sched",
         tagged("sycon-"),
         tagged("shipyard-test-con"),
-        SHIPYARD_SCHEDULER_CONFIG=str(config),
+        configs={"scheduler": config},
     ) as client:
         yield client
 
@@ -192,10 +192,7 @@ def sched(hub_factory, tmp_path_factory):
 @pytest.fixture(scope="module")
 def hana(sched, home_root):
     """A user with an account and a home (notebooks by source_path), and her token."""
-    token = sched.hub.create_user("hana")
-    account = account_name("hana", sched.hub.account_prefix)
-    entry = _create(account, str(home_root / account), "test user hana")
-    return (token, Path(entry.pw_dir), entry)
+    return user_with_account(sched.hub, home_root, "hana")
 
 
 DEEP = "__deep__"
@@ -401,25 +398,15 @@ def test_the_scheduler_does_what_its_openapi_document_says(sched, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def dep(hub_factory, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("contract-deployer")
-    config = folder / "deployer_config.py"
-    config.write_text(DEPLOYER_CONFIG)
-    hub = hub_factory(
-        name="contract-deployer",
-        account_prefix=tagged("sycdp-"),
-        cgroup_parent=tagged("shipyard-test-cdp"),
-        extra_env={"SHIPYARD_DEPLOYER": "1", "SHIPYARD_DEPLOYER_CONFIG": str(config)},
-    )
-    client = Client(hub, hub.create_user("dora"))
-    wait_for(
-        lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
-        60,
-        0.2,
-        "the deployer to answer",
-    )
-    yield client
-    hub.stop()
+def dep(hub_factory):
+    with service_hub(
+        hub_factory,
+        "contract-deployer",
+        tagged("sycdp-"),
+        tagged("shipyard-test-cdp"),
+        ["deployer"],
+    ) as hub:
+        yield DeployerClient(hub, hub.create_user("dora"))
 
 
 def test_deployments_refuse_malformed_input_and_models_that_cannot_load(dep):
@@ -777,7 +764,7 @@ def test_another_users_deployments_answer_as_missing_ones(dep):
     model route, answer exactly as about a missing one; a stranger's writes change nothing."""
     from hub_ext.services.deployer.router import model_routes
 
-    alice = Client(dep.hub, dep.hub.create_user("alice"))
+    alice = DeployerClient(dep.hub, dep.hub.create_user("alice"))
     bob = dep.hub.create_user("bob")
     doc = alice("GET", "openapi.json", token="").json()
     operations = operations_to_check("deployer", doc)

@@ -1,19 +1,18 @@
 """The server extension's audit routes (/shipyard/api/audit/...), for the panel's admin section.
 
-In a real jupyter-server (tests/test_server_ext.py's ``_start_server``): without an audit
+In a real jupyter-server (tests/hubtools.py's ``start_jupyter_server``): without an audit
 service the routes answer a 502 that says why; against a real hub running the real audit
 service they answer exactly what the service answers, as the server's user: the records and
 the verification for an admin, the service's 403 for anyone else, the service's 400 for a
 filter it refuses. The profile answer's ``admin`` (the panel's hint to show the section) is
 checked here outside a hub and in the browser (tests/test_browser_audit.py) inside one. The
-panel's types of the service's answers (labextension/src/api/types.ts) are diffed against
-the service's pydantic models, so neither drifts from the other unnoticed.
+panel's types of the service's answers are generated from its OpenAPI document
+(tests/test_panel_types.py fails when they are stale).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from types import SimpleNamespace
 
 import pytest
@@ -23,8 +22,8 @@ from server_ext.clients.audit import AuditClient, AuditError
 from server_ext.handlers.server import owner_is_admin
 
 from .conftest import needs_root
-from .hubtools import REPO, free_port, tagged, wait_for
-from .test_server_ext import _start_server
+from .hubtools import free_port, start_jupyter_server, tagged
+from .services import service_hub
 
 
 def test_the_audit_url_from_the_environment():
@@ -62,7 +61,7 @@ def test_the_routes_without_an_audit_service(tmp_path, monkeypatch, configured):
     env = {"JUPYTERHUB_API_TOKEN": "t"}
     if configured:
         env["SHIPYARD_AUDIT_URL"] = f"http://127.0.0.1:{free_port()}/services/audit"
-    proc, url, token = _start_server(tmp_path, env)
+    proc, url, token = start_jupyter_server(tmp_path, env)
     headers = {"Authorization": f"token {token}"}
     try:
         answers = {
@@ -91,25 +90,17 @@ def test_the_routes_without_an_audit_service(tmp_path, monkeypatch, configured):
 @pytest.fixture(scope="module")
 def audit_hub(hub_factory):
     """A hub with the audit service; API tokens of its bootstrapped admin and of a user."""
-    hub = hub_factory(
-        name="audit-routes",
-        account_prefix=tagged("syaur-"),
-        cgroup_parent=tagged("shipyard-test-audit-routes"),
-        extra_env={"SHIPYARD_AUDIT_SERVICE": "1"},
-    )
-    admin = json.loads((hub.data_dir / "credentials.json").read_text())["admin_user"]
-    r = hub.api("POST", f"/users/{admin}/tokens", json={"note": "test", "expires_in": 3600})
-    assert r.status_code == 201, r.text
-    tokens = {"admin": r.json()["token"], "user": hub.create_user("bob")}
-
-    def up() -> bool:
-        try:
-            return requests.get(f"{hub.url}/services/audit/health", timeout=5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_for(up, 120, 0.5, "the audit service")
-    return hub, tokens
+    with service_hub(
+        hub_factory,
+        "audit-routes",
+        tagged("syaur-"),
+        tagged("shipyard-test-audit-routes"),
+        ["audit"],
+    ) as hub:
+        admin = json.loads((hub.data_dir / "credentials.json").read_text())["admin_user"]
+        r = hub.api("POST", f"/users/{admin}/tokens", json={"note": "test", "expires_in": 3600})
+        assert r.status_code == 201, r.text
+        yield hub, {"admin": r.json()["token"], "user": hub.create_user("bob")}
 
 
 @needs_root
@@ -117,7 +108,7 @@ def audit_hub(hub_factory):
 def test_the_routes_answer_what_the_service_answers(audit_hub, tmp_path, who):
     hub, tokens = audit_hub
     service = f"{hub.url}/services/audit"
-    proc, url, token = _start_server(
+    proc, url, token = start_jupyter_server(
         tmp_path, {"JUPYTERHUB_API_TOKEN": tokens[who], "SHIPYARD_AUDIT_URL": service}
     )
     server = requests.Session()
@@ -163,33 +154,3 @@ def test_the_records_query_goes_through_the_shared_guard(audit_hub):
     assert r.status_code == 400 and "more than 32 arguments" in r.json()["message"], r.text
     r = direct.get(records + "?limit=" + "9" * 5000, timeout=60)
     assert r.status_code == 400 and "longer than" in r.json()["message"], r.text
-
-
-# ------------------------------------------------------------- the panel's types
-
-
-def _ts_interfaces() -> dict[str, set[str]]:
-    """The property names of each ``export interface`` in the panel's api/types.ts."""
-    text = (REPO / "labextension" / "src" / "api" / "types.ts").read_text()
-    found = {}
-    for name, body in re.findall(r"export interface (\w+) \{(.*?)\n\}", text, re.S):
-        found[name] = set(re.findall(r"^  (\w+)\??:", body, re.M))
-    return found
-
-
-@pytest.mark.parametrize(
-    ("interface", "model"),
-    [
-        ("IAuditRecord", "AuditRecord"),
-        ("IAuditRecords", "ListRecordsResponse"),
-        ("IAuditQuery", "ListRecordsQuery"),
-        ("IAuditVerify", "VerifyResponse"),
-        ("IAuditProblem", "Problem"),
-    ],
-)
-def test_the_panels_types_are_the_services_models(interface, model):
-    """STYLE rule 18: the panel's hand-written types may not drift from the service's models."""
-    from hub_ext.services.audit import models
-
-    fields = set(getattr(models, model).model_json_schema(by_alias=True)["properties"])
-    assert _ts_interfaces()[interface] == fields

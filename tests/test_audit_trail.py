@@ -14,7 +14,7 @@ Actions not performed here are in :data:`ELSEWHERE`, each with where it is
 tested; ``test_every_action_is_covered`` fails when an action is in neither,
 so a new action must add its row.
 
-The deployer runs the test double of its backend (tests/test_deployer_service.py's
+The deployer runs the test double of its backend (tests/fake_backend.py's
 FakeModelBackend: real HTTP processes on loopback); everything else is real.
 """
 
@@ -38,8 +38,9 @@ from hub_ext.host.accounts import _create
 from hub_ext.host.slugs import account_name
 
 from .conftest import needs_root
-from .hubtools import REPO, remove_cgroups, tagged, wait_for
+from .hubtools import REPO, tagged, wait_for
 from .openapi_checks import assert_references_resolve
+from .services import service_hub
 
 pytestmark = [needs_root]
 
@@ -53,7 +54,7 @@ CGROUPS = tagged("shipyard-test-aud")
 DEPLOYER_CONFIG = f"""
 import sys
 sys.path.insert(0, {str(REPO)!r})
-c.DeployerService.backend_class = "tests.test_deployer_service.FakeModelBackend"
+c.DeployerService.backend_class = "tests.fake_backend.FakeModelBackend"
 c.DeployerService.drain_seconds = 0.5
 c.DeployerService.monitor_interval = 0.5
 c.DeployerService.auth_cache_seconds = 1
@@ -703,59 +704,32 @@ def admin_token(hub) -> str:
 
 
 @pytest.fixture(scope="module")
-def world(hub_factory, tmp_path_factory, home_root):
-    folder = tmp_path_factory.mktemp("audit-config")
-    (folder / "deployer_config.py").write_text(DEPLOYER_CONFIG)
-    (folder / "scheduler_config.py").write_text(SCHEDULER_CONFIG)
-    hub = hub_factory(
-        name="audit",
-        account_prefix=PREFIX,
-        cgroup_parent=CGROUPS,
-        extra_env={
-            "SHIPYARD_TRACKING": "1",
-            "SHIPYARD_SCHEDULER": "1",
-            "SHIPYARD_SCHEDULER_CONFIG": str(folder / "scheduler_config.py"),
-            "SHIPYARD_DEPLOYER": "1",
-            "SHIPYARD_DEPLOYER_CONFIG": str(folder / "deployer_config.py"),
-            "SHIPYARD_AUDIT_SERVICE": "1",
-            "SHIPYARD_SECRETS": "1",
-            "SHIPYARD_NATIVE_LOCKOUT_FAILURES": str(LOCKOUT_FAILURES),
-        },
-    )
-    tokens = {
-        "alice": hub.create_user("alice", ["team"]),
-        "bob": hub.create_user("bob"),
-    }
-    tokens["admin"] = admin_token(hub)
-    # alice's runs need her system account, as a hub spawn would make it
-    account = account_name("alice", PREFIX)
-    _create(account, str(home_root / account), "audit test user alice")
-    w = World(hub, tokens)
-    # users with passwords of their own, made before any step counts records (adding one
-    # is itself a one-time password and a first password change)
-    for name in PASSWORD_USERS:
-        w.made[f"password:{name}"] = hub.add_user_with_password(name)
-    for name, path in (
-        ("scheduler", "health"),
-        ("deployer", "health"),
-        ("audit", "health"),
-        ("secrets", "health"),
-        ("tracking", "version"),
-    ):
-
-        def up(name=name, path=path):
-            try:
-                return (
-                    requests.get(f"{hub.url}/services/{name}/{path}", timeout=5).status_code == 200
-                )
-            except requests.RequestException:
-                return False
-
-        wait_for(up, 180, 0.5, f"the {name} service")
-    yield w
-    hub.stop()
-    for suffix in ("-jobs", "-models"):
-        remove_cgroups(CGROUPS + suffix)
+def world(hub_factory, home_root):
+    with service_hub(
+        hub_factory,
+        "audit",
+        PREFIX,
+        CGROUPS,
+        ["tracking", "scheduler", "deployer", "audit", "secrets"],
+        # this module's own: the real clock, and shorter drains than the deployer tests'
+        configs={"scheduler": SCHEDULER_CONFIG, "deployer": DEPLOYER_CONFIG},
+        probe="alice",
+        extra_env={"SHIPYARD_NATIVE_LOCKOUT_FAILURES": str(LOCKOUT_FAILURES)},
+    ) as hub:
+        tokens = {
+            "alice": hub.create_user("alice", ["team"]),
+            "bob": hub.create_user("bob"),
+        }
+        tokens["admin"] = admin_token(hub)
+        # alice's runs need her system account, as a hub spawn would make it
+        account = account_name("alice", PREFIX)
+        _create(account, str(home_root / account), "audit test user alice")
+        w = World(hub, tokens)
+        # users with passwords of their own, made before any step counts records (adding
+        # one is itself a one-time password and a first password change)
+        for name in PASSWORD_USERS:
+            w.made[f"password:{name}"] = hub.add_user_with_password(name)
+        yield w
 
 
 def test_every_action_is_covered():

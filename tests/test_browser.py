@@ -26,14 +26,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from hub_ext.environments.build import EnvironmentBuilder
-from hub_ext.environments.catalog import get_environment
-
-from .conftest import TEST_ENVS_DIR, TEST_PROFILES, needs_root
-from .hubtools import REPO, free_port, tagged, wait_for
-
-CHROMIUM = os.environ.get("SHIPYARD_TEST_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts" / "browser"
+from .browser import CHROMIUM, panel_section
+from .conftest import TEST_PROFILES, built_environment, needs_root
+from .hubtools import free_port, tagged, wait_for
+from .services import service_hub
 
 #: The test profiles, and one on the data-science environment (scikit-learn, pandas) that
 #: both the notebook and its model servers run in.
@@ -65,65 +61,31 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def science_env():
     """The ``datascience`` environment the profile above uses (built once per lock)."""
-    TEST_ENVS_DIR.parent.mkdir(exist_ok=True)
-    TEST_ENVS_DIR.parent.chmod(0o755)
-    return EnvironmentBuilder(TEST_ENVS_DIR).build(get_environment("datascience")).env
+    return built_environment("datascience")
 
 
 @pytest.fixture(scope="module")
-def platform(hub_factory, science_env, tmp_path_factory):
+def platform(hub_factory, science_env):
     """The embedded platform with every service, and alice, a user the admin added."""
-    config = tmp_path_factory.mktemp("browser-config") / "deployer_config.py"
-    config.write_text(
-        "c.DeployerService.drain_seconds = 1\nc.DeployerService.monitor_interval = 1\n"
-    )
-    hub = hub_factory(
-        profiles=PROFILES,
-        name="browser",
-        account_prefix=tagged("sybrw-"),
-        cgroup_parent=tagged("shipyard-test-browser"),
-        extra_env={
-            "SHIPYARD_TRACKING": "1",
-            "SHIPYARD_SCHEDULER": "1",
-            "SHIPYARD_DEPLOYER": "1",
-            "SHIPYARD_DEPLOYER_CONFIG": str(config),
+    with service_hub(
+        hub_factory,
+        "browser",
+        tagged("sybrw-"),
+        tagged("shipyard-test-browser"),
+        ["tracking", "scheduler", "deployer"],
+        # the scheduler as shipped; the deployer's real backend, draining in a second
+        configs={
+            "scheduler": None,
+            "deployer": "c.DeployerService.drain_seconds = 1\n"
+            "c.DeployerService.monitor_interval = 1\n",
         },
-    )
-    # added as an admin does (a one-time password), with a password of her own chosen
-    password = hub.add_user_with_password("alice")
-    token = hub.api("POST", "/users/alice/tokens", json={"note": "test", "expires_in": 3600})
-    token = token.json()["token"]
-
-    def services_up() -> bool:
-        try:
-            return all(
-                requests.get(f"{hub.url}/services/{name}/{path}", timeout=5).status_code == 200
-                for name, path in (("scheduler", "health"), ("deployer", "health"))
-            )
-        except requests.RequestException:
-            return False
-
-    wait_for(services_up, 120, 0.5, "the scheduler and the deployer")
-    return hub, token, password
-
-
-@pytest.fixture
-def page(request):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        context.set_default_timeout(30_000)
-        page = context.new_page()
-        yield page
-        if getattr(request.node, "failed", False):
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            shot = ARTIFACTS / f"{request.node.name}.png"
-            page.screenshot(path=str(shot), full_page=True)
-            (ARTIFACTS / f"{request.node.name}.html").write_text(page.content())
-            print(f"screenshot of the failure: {shot}")
-        browser.close()
+        profiles=PROFILES,
+        probe="alice",
+    ) as hub:
+        # added as an admin does (a one-time password), with a password of her own chosen
+        password = hub.add_user_with_password("alice")
+        token = hub.api("POST", "/users/alice/tokens", json={"note": "test", "expires_in": 3600})
+        yield hub, token.json()["token"], password
 
 
 def type_into_cell(page, index: int, code: str) -> None:
@@ -131,10 +93,6 @@ def type_into_cell(page, index: int, code: str) -> None:
     editor = page.locator(".jp-NotebookPanel:visible .jp-Cell").nth(index).locator(".cm-content")
     editor.click()
     page.keyboard.insert_text(code)
-
-
-def panel_section(page, name: str):
-    return page.locator(f'#shipyard-panel [data-shipyard-section="{name}"]')
 
 
 class Tracking:

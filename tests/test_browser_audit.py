@@ -6,7 +6,7 @@ password replaced by one of their own), each with a server started through the R
 forwarder answers them the service's 403; the admin's panel lists the records of what just
 happened (the users created, the servers started, the user's refused read marked as
 denied), filters them by action, and verifies the trail, with no error anywhere in the panel. The browser, its fixture and the
-panel's locators are tests/test_browser.py's; a failing step leaves a screenshot there too.
+panel's locators are tests/browser.py's; a failing step leaves a screenshot there too.
 Screenshots of the admin's view are kept in test-artifacts/browser/audit-admin*.png.
 """
 
@@ -17,11 +17,11 @@ import re
 from pathlib import Path
 
 import pytest
-import requests
 
+from .browser import ARTIFACTS, CHROMIUM, panel_section
 from .conftest import needs_root
 from .hubtools import tagged, wait_for
-from .test_browser import ARTIFACTS, CHROMIUM, page, panel_section  # noqa: F401 - page: a fixture
+from .services import service_hub
 
 pytestmark = [
     needs_root,
@@ -40,34 +40,22 @@ def audited(hub_factory):
     The scheduler and the deployer run too, so that the panel's other sections work and
     the admin's view shows no error at all.
     """
-    hub = hub_factory(
-        name="browser-audit",
-        account_prefix=tagged("sybau-"),
-        cgroup_parent=tagged("shipyard-test-browser-audit"),
-        extra_env={
-            "SHIPYARD_AUDIT_SERVICE": "1",
-            "SHIPYARD_SCHEDULER": "1",
-            "SHIPYARD_DEPLOYER": "1",
-        },
-    )
-    creds = json.loads((hub.data_dir / "credentials.json").read_text())
-    admin = creds["admin_user"]
-    passwords = {admin: creds["admin_password"], USER: hub.add_user_with_password(USER)}
-    assert hub.api("GET", f"/users/{admin}").json()["admin"] is True
-
-    def services_up() -> bool:
-        try:
-            return all(
-                requests.get(f"{hub.url}/services/{name}/health", timeout=5).status_code == 200
-                for name in ("audit", "scheduler", "deployer")
-            )
-        except requests.RequestException:
-            return False
-
-    wait_for(services_up, 120, 0.5, "the audit service, the scheduler and the deployer")
-    for name in passwords:
-        hub.start_server(name, timeout=180)
-    return hub, admin, passwords
+    with service_hub(
+        hub_factory,
+        "browser-audit",
+        tagged("sybau-"),
+        tagged("shipyard-test-browser-audit"),
+        ["audit", "scheduler", "deployer"],
+        # both as shipped: no test config
+        configs={"scheduler": None, "deployer": None},
+    ) as hub:
+        creds = json.loads((hub.data_dir / "credentials.json").read_text())
+        admin = creds["admin_user"]
+        passwords = {admin: creds["admin_password"], USER: hub.add_user_with_password(USER)}
+        assert hub.api("GET", f"/users/{admin}").json()["admin"] is True
+        for name in passwords:
+            hub.start_server(name, timeout=180)
+        yield hub, admin, passwords
 
 
 def open_lab(tab, hub, name: str, password: str) -> None:

@@ -22,46 +22,41 @@ import subprocess
 import sys
 
 import pytest
-import requests
 
 from hub_ext.cli.main import main
 
-from . import test_scheduler_service as service
 from .auditrecords import all_records
 from .conftest import needs_root
-from .hubtools import REPO, free_port, tagged, wait_for
-from .test_deployer_service import DEPLOYER_CONFIG, Client
-from .test_scheduler_service import create_job, notebook, scheduler_hub
+from .hubtools import REPO, free_port, tagged
+from .services import (
+    TEAM,
+    DeployerClient,
+    create_job,
+    notebook,
+    scheduler_hub,
+    users_with_accounts,
+)
 
 pytestmark = [needs_root]
 
-#: alice and bob in group team, carol in none, with accounts made for this module's hub.
-users = service.users
-
 
 @pytest.fixture(scope="module")
-def sched(hub_factory, tmp_path_factory):
+def sched(hub_factory):
     """A hub with the scheduler and the deployer (its model servers are the double's)."""
-    folder = tmp_path_factory.mktemp("cli-services-config")
-    deployer_config = folder / "deployer_config.py"
-    deployer_config.write_text(DEPLOYER_CONFIG)
     with scheduler_hub(
         hub_factory,
-        folder,
         "cli-services",
         tagged("syadm-"),
         tagged("shipyard-test-adm"),
-        SHIPYARD_DEPLOYER="1",
-        SHIPYARD_DEPLOYER_CONFIG=str(deployer_config),
+        ["deployer"],
     ) as client:
-        deployer = f"{client.hub.url}/services/deployer/health"
-        wait_for(
-            lambda: requests.get(deployer, timeout=5).status_code == 200,
-            60,
-            0.2,
-            "the deployer to answer",
-        )
         yield client
+
+
+@pytest.fixture(scope="module")
+def users(sched, home_root):
+    """alice and bob in group team, carol in none, with accounts made for this module's hub."""
+    return users_with_accounts(sched.hub, home_root, TEAM)
 
 
 @pytest.fixture
@@ -202,8 +197,8 @@ def test_jobs_refusals_say_what_to_do(shell, sched, users, report, tmp_path):
 # ------------------------------------------------------------------------- models
 
 
-def deployer(hub, token: str) -> Client:
-    return Client(hub, token)
+def deployer(hub, token: str) -> DeployerClient:
+    return DeployerClient(hub, token)
 
 
 def test_models_list_status_rollback_and_who_may(shell, hub, users):

@@ -15,7 +15,6 @@ tested without a hub.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import subprocess
@@ -29,10 +28,7 @@ import pandas as pd
 import pytest
 import requests
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
-from hub_ext.environments.build import EnvironmentBuilder
-from hub_ext.environments.catalog import get_environment
 from hub_ext.runtime import drift
 from server_ext.clients.deployer import client as deploying
 from server_ext.clients.deployer import publish as publishing
@@ -40,22 +36,10 @@ from server_ext.clients.deployer import text as shown_text
 from server_ext.clients.deployer.client import DeployerClient, DeployerError
 from server_ext.clients.deployer.text import VersionRow
 
-from .conftest import TEST_ENVS_DIR, TEST_PROFILES, needs_root
-from .hubtools import free_port, tagged, wait_for
-from .test_server_ext import _start_server
+from .conftest import needs_root
+from .hubtools import free_port, ipython_shell, start_jupyter_server, tagged, wait_for
+from .services import LOCAL_DEPLOYER_CONFIG, SERVING_PROFILES, service_hub
 
-DEPLOYER_CONFIG = """
-c.DeployerService.drain_seconds = 1
-c.DeployerService.monitor_interval = 0.5
-c.DeployerService.groups_cache_seconds = 0.5
-c.DeployerService.auth_cache_seconds = 1
-"""
-#: The test profiles and one on the model server's environment, for everyone.
-PROFILES = TEST_PROFILES.replace(
-    "quotas:",
-    "  - slug: serving\n    display_name: Serving\n    environment: model-server\n"
-    "    cpu_limit: '1'\n    mem_limit: 768Mi\nquotas:",
-)
 TRAIN = """
 import pandas as pd
 from sklearn.datasets import load_iris
@@ -222,17 +206,10 @@ def test_the_progress_bar_through_the_stages():
 @pytest.fixture(scope="module")
 def ip(tmp_path_factory):
     """One real IPython shell with the extension loaded, its history and spool kept apart."""
-    root = tmp_path_factory.mktemp("shell")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IPYTHONDIR", str(root / "ipython"))
-        mp.setenv("SHIPYARD_SPOOL_DIR", str(root / "spool"))
-        shell = InteractiveShell.instance()
-        shell.config.ShipyardMagics.poll_interval = 0.3
-        shell.config.ShipyardMagics.deploy_timeout = 240
-        shell.run_line_magic("load_ext", "server_ext")
+    with ipython_shell(
+        tmp_path_factory.mktemp("shell"), poll_interval=0.3, deploy_timeout=240
+    ) as shell:
         yield shell
-    atexit.unregister(shell.magics_manager.registry["TrackingMagics"].sender.flush)
-    InteractiveShell.clear_instance()
 
 
 def test_bad_input_says_what_to_fix_before_anything_is_sent(ip, monkeypatch):
@@ -294,7 +271,7 @@ def test_the_panel_routes_without_a_deployer(tmp_path, monkeypatch, configured):
     env = {"JUPYTERHUB_API_TOKEN": "t"}
     if configured:
         env["SHIPYARD_DEPLOYER_URL"] = f"http://127.0.0.1:{free_port()}/services/deployer"
-    proc, url, token = _start_server(tmp_path, env)
+    proc, url, token = start_jupyter_server(tmp_path, env)
     try:
         r = requests.get(
             f"{url}/shipyard/api/deployer/deployments",
@@ -314,14 +291,6 @@ def test_the_panel_routes_without_a_deployer(tmp_path, monkeypatch, configured):
 
 
 # ------------------------------------------------- against the real hub and services
-
-
-@pytest.fixture(scope="module")
-def model_server_env():
-    """The ``model-server`` environment the serving profile uses (built once per lock)."""
-    TEST_ENVS_DIR.parent.mkdir(exist_ok=True)
-    TEST_ENVS_DIR.parent.chmod(0o755)
-    return EnvironmentBuilder(TEST_ENVS_DIR).build(get_environment("model-server")).env
 
 
 class Hub:
@@ -350,37 +319,18 @@ class Hub:
 
 
 @pytest.fixture(scope="module")
-def deployed_hub(hub_factory, tmp_path_factory, model_server_env):
-    config = tmp_path_factory.mktemp("deploy-config") / "deployer_config.py"
-    config.write_text(DEPLOYER_CONFIG)
-    hub = hub_factory(
-        profiles=PROFILES,
-        name="deploy-clients",
-        account_prefix=tagged("sydc-"),
-        cgroup_parent=tagged("shipyard-test-dc"),
-        extra_env={
-            "SHIPYARD_TRACKING": "1",
-            "SHIPYARD_DEPLOYER": "1",
-            "SHIPYARD_DEPLOYER_CONFIG": str(config),
-        },
-    )
-    client = Hub(hub, hub.create_user("alice"))
-
-    def up() -> bool:
-        try:
-            tracking = requests.get(
-                f"{client.tracking}/version",
-                headers={"Authorization": f"Bearer {client.token}"},
-                timeout=5,
-            )
-            deployer = requests.get(f"{client.deployer}/health", timeout=5)
-        except requests.RequestException:
-            return False
-        return tracking.status_code == deployer.status_code == 200
-
-    wait_for(up, 240, 0.5, "the tracking service and the deployer")
-    yield client
-    hub.stop()
+def deployed_hub(hub_factory, model_server_env):
+    with service_hub(
+        hub_factory,
+        "deploy-clients",
+        tagged("sydc-"),
+        tagged("shipyard-test-dc"),
+        ["tracking", "deployer"],
+        configs={"deployer": LOCAL_DEPLOYER_CONFIG},
+        profiles=SERVING_PROFILES,
+        probe="alice",
+    ) as hub:
+        yield Hub(hub, hub.create_user("alice"))
 
 
 @pytest.fixture
@@ -491,7 +441,7 @@ def test_the_panel_routes_forward_as_the_user_and_pass_errors_on(deployed_hub, t
         "JUPYTERHUB_API_TOKEN": deployed_hub.token,
         "SHIPYARD_DEPLOYER_URL": deployed_hub.deployer,
     }
-    proc, url, token = _start_server(tmp_path, env)
+    proc, url, token = start_jupyter_server(tmp_path, env)
     session = requests.Session()
     session.headers["Authorization"] = f"token {token}"
     base = f"{url}/shipyard/api/deployer"
@@ -642,29 +592,18 @@ def test_the_drift_baseline_is_the_deployer_drift_modules_summary():
 
 
 @pytest.fixture(scope="module")
-def fake_backend_hub(hub_factory, tmp_path_factory):
+def fake_backend_hub(hub_factory):
     """A hub whose deployer's replicas are the deployer tests' double (loopback processes that
     answer their model URI's tail as the prediction): the magics' rollout flows, without
     loading models."""
-    from .test_deployer_service import DEPLOYER_CONFIG as FAKE_CONFIG
-
-    config = tmp_path_factory.mktemp("fake-deploy-config") / "deployer_config.py"
-    config.write_text(FAKE_CONFIG)
-    hub = hub_factory(
-        name="deploy-fake",
-        account_prefix=tagged("sydf-"),
-        cgroup_parent=tagged("shipyard-test-df"),
-        extra_env={"SHIPYARD_DEPLOYER": "1", "SHIPYARD_DEPLOYER_CONFIG": str(config)},
-    )
-    client = Hub(hub, hub.create_user("alice"))
-    wait_for(
-        lambda: requests.get(f"{client.deployer}/health", timeout=5).status_code == 200,
-        60,
-        0.2,
-        "the deployer",
-    )
-    yield client
-    hub.stop()
+    with service_hub(
+        hub_factory,
+        "deploy-fake",
+        tagged("sydf-"),
+        tagged("shipyard-test-df"),
+        ["deployer"],
+    ) as hub:
+        yield Hub(hub, hub.create_user("alice"))
 
 
 @needs_root

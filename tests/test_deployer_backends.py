@@ -24,15 +24,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 import pytest_asyncio
 
-from hub_ext.environments.build import EnvironmentBuilder
-from hub_ext.environments.catalog import get_environment
 from hub_ext.host.cgroups import detect_driver, device_rules
 from hub_ext.host.slugs import account_name, user_slug
-from hub_ext.profiles.model import GPU_RESOURCE, Profile, parse_profiles
+from hub_ext.profiles.model import GPU_RESOURCE, Profile
 from hub_ext.services.deployer.backend import DeployFailed, VersionSpec
 from hub_ext.services.deployer.kubernetes import (
     KubernetesBackend,
@@ -56,26 +53,28 @@ from .hubtools import (
     processes_of,
     remove_cgroups,
     remove_test_accounts,
-    session_folder,
     tagged,
 )
-from .test_traits import help_problem
+from .manifests import validated
+from .modelspecs import (
+    EXTRA_ENV,
+    KUBE_PROFILES,
+    OWNER,
+    READY,
+    SETTINGS,
+    SUMMARY,
+    fake_clients,
+    kube_version,
+)
+from .traitdocs import help_problem
 
 ACCOUNT_PREFIX = tagged("sydeploy-")
 CGROUP_PARENT = tagged("shipyard-test-models")
-OWNER = "Ada.Lovelace@example.org"
-
-#: What the service hands a replica: the owner's tracking settings.
-EXTRA_ENV = {
-    "MLFLOW_TRACKING_URI": "http://127.0.0.1:9/services/tracking",
-    "MLFLOW_TRACKING_TOKEN": "owner-token-0123",
-}
 #: Hub-side secrets in the deployer's own environment a replica must never see (SECURITY 8).
 SECRETS = {
     "JUPYTERHUB_API_TOKEN": "hub-secret-token-0123456789",
     "SHIPYARD_DEPLOYER_DB_URL": "postgresql://admin:db-secret-password@db/deployer",
 }
-SUMMARY = {"features": {"x": {"kind": "numeric", "edges": [0.0, 1.0], "proportions": [1.0]}}}
 
 
 def model_profile(**fields) -> Profile:
@@ -177,46 +176,6 @@ async def eventually(check, timeout: float = 30, what: str = "condition"):
 
 
 # ----------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def model_server_env():
-    """The ``model-server`` environment, built from images/model-server (once per lock)."""
-    TEST_ENVS_DIR.parent.mkdir(exist_ok=True)
-    TEST_ENVS_DIR.parent.chmod(0o755)  # the test accounts run the environment's Python
-    return EnvironmentBuilder(TEST_ENVS_DIR).build(get_environment("model-server")).env
-
-
-@pytest.fixture(scope="module")
-def place():
-    """A world-traversable folder for models (pytest's tmp is 0700)."""
-    path = session_folder("deploy-")
-    yield path
-    subprocess.run(["rm", "-rf", str(path)], check=False)  # noqa: S603, S607
-
-
-@pytest.fixture(scope="module")
-def model_dir(place) -> Path:
-    """A real scikit-learn model saved by MLflow: y = 2x + 1."""
-    import mlflow.sklearn
-    import numpy as np
-    import pandas as pd
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LinearRegression
-
-    x = pd.DataFrame({"x": np.arange(10, dtype=float)})
-    y = 2 * x["x"] + 1
-    model = LinearRegression().fit(x, y)
-    path = place / "model"
-    # cloudpickle: MLflow 3 defaults to skops, which the model-server lock does not hold
-    mlflow.sklearn.save_model(
-        model,
-        path,
-        signature=infer_signature(x, y),
-        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-    )
-    subprocess.run(["chmod", "-R", "a+rX", str(path)], check=True)  # noqa: S603, S607
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -714,43 +673,6 @@ def test_port_range_is_checked():
 
 # -------------------------------------------------------------- Kubernetes
 
-SETTINGS = ManifestSettings(
-    namespace="models",
-    image_template="registry.example.org/shipyard-{environment}:2026.11",
-    env_digest="sha256:" + "ab" * 32,
-    max_replicas=6,
-    ingress_from={"app.kubernetes.io/component": "deployer"},
-)
-
-KUBE_PROFILES = parse_profiles(
-    """
-profiles:
-  - slug: serving
-    display_name: Serving
-    default: true
-    environment: model-server
-    cpu_guarantee: 250m
-    cpu_limit: 1500m
-    mem_guarantee: 256Mi
-    mem_limit: 1Gi
-  - slug: gpu
-    display_name: GPU
-    environment: model-server
-    mem_limit: 8Gi
-    gpu: 1
-    kubernetes:
-      node_selector: {accelerator: nvidia-a100}
-      tolerations:
-        - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}
-      kubespawner_override:
-        image: registry.example.org/custom-serving:1
-        priority_class_name: models-high
-  - slug: unlimited
-    display_name: Unlimited
-    environment: datascience
-"""
-).profiles
-
 EXPECTED_RESOURCES = {
     "serving": {
         "requests": {"cpu": "250m", "memory": str(256 * 2**20)},
@@ -762,30 +684,6 @@ EXPECTED_RESOURCES = {
     },
     "unlimited": {},
 }
-
-
-def kube_version(profile: Profile, **fields) -> KubeVersion:
-    values = {
-        "owner": OWNER,
-        "name": "churn",
-        "version": 3,
-        "model_uri": "models:/ada-churn/3",
-        "profile": profile,
-        "replicas": 2,
-        "env": EXTRA_ENV,
-        "training_summary": SUMMARY,
-        "timeout_seconds": 12.5,
-        "max_body_bytes": 2**20,
-    }
-    values.update(fields)
-    return KubeVersion(VersionSpec(**values), SETTINGS)
-
-
-def validated(manifest: dict) -> dict:
-    kubernetes_validate.validate(
-        manifest, desired_version=kubernetes_validate.latest_version(), strict=True
-    )
-    return manifest
 
 
 @pytest.mark.parametrize("profile", KUBE_PROFILES, ids=lambda p: p.slug)
@@ -1058,60 +956,6 @@ def test_pod_failure_carries_the_model_servers_last_lines():
     starting = {"status": {"containerStatuses": [{"state": {"running": {}}}]}}
     assert pod_failure(starting) is None
     assert pod_failure({"status": {}}) is None
-
-
-class FakeApi:
-    """Records what the backend asks of one Kubernetes API group (a double for the client)."""
-
-    def __init__(self, calls: list, deployment: dict | None = None, pods: list | None = None):
-        self.calls = calls
-        self.deployment = deployment or {}
-        self.pods = pods or []
-        self.api_client = self
-
-    def sanitize_for_serialization(self, obj):
-        return obj
-
-    def __getattr__(self, method):
-        async def call(*args, **kwargs):
-            self.calls.append((method, args, kwargs))
-            if method == "read_namespaced_deployment":
-                return self.deployment
-            if method == "list_namespaced_pod":
-                return {"items": self.pods}
-            return {}
-
-        return call
-
-
-def fake_clients(backend: KubernetesBackend, monkeypatch, deployment: dict, pods: list) -> list:
-    calls: list = []
-    core = FakeApi(calls, pods=pods)
-    apps = FakeApi(calls, deployment=deployment)
-    clients = {
-        "Secret": (core, "secret"),
-        "Service": (core, "service"),
-        "Deployment": (apps, "deployment"),
-        "HorizontalPodAutoscaler": (FakeApi(calls), "horizontal_pod_autoscaler"),
-        "NetworkPolicy": (FakeApi(calls), "network_policy"),
-    }
-
-    async def _clients():
-        return clients
-
-    monkeypatch.setattr(backend, "_clients", _clients)
-    return calls
-
-
-READY = {
-    "metadata": {"generation": 1, "resourceVersion": "7"},
-    "status": {
-        "observedGeneration": 1,
-        "replicas": 2,
-        "updatedReplicas": 2,
-        "availableReplicas": 2,
-    },
-}
 
 
 async def test_kubernetes_backend_applies_then_deletes(monkeypatch):

@@ -37,9 +37,8 @@ from hub_ext.host.slugs import account_name
 from hub_ext.services.deployer.backend import version_key
 
 from .conftest import needs_root
-from .hubtools import remove_cgroups, tagged, wait_for
-from .test_deploy_clients import PROFILES, model_server_env  # noqa: F401
-from .test_deployer_backends import model_dir, place  # noqa: F401
+from .hubtools import tagged, wait_for
+from .services import SERVING_PROFILES, service_hub
 
 pytestmark = [needs_root]
 
@@ -224,38 +223,30 @@ class Load:
 
 
 @pytest.fixture(scope="module")
-def deployer(hub_factory, tmp_path_factory, model_server_env):  # noqa: F811
-    config = tmp_path_factory.mktemp("failover-config") / "deployer_config.py"
-    config.write_text(DEPLOYER_CONFIG)
-    hub = hub_factory(
-        profiles=PROFILES,
-        name="failover",
-        account_prefix=tagged("syfo-"),
-        cgroup_parent=tagged("shipyard-test-fo"),
-        extra_env={"SHIPYARD_DEPLOYER": "1", "SHIPYARD_DEPLOYER_CONFIG": str(config)},
-    )
-    client = Deployer(hub, hub.create_user("alice"))
-    wait_for(
-        lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
-        60,
-        0.2,
-        "the deployer to answer",
-    )
-    yield client
-    try:
+def deployer(hub_factory, model_server_env):
+    with service_hub(
+        hub_factory,
+        "failover",
+        tagged("syfo-"),
+        tagged("shipyard-test-fo"),
+        ["deployer"],
+        # the real LocalBackend, with its own timings (see DEPLOYER_CONFIG)
+        configs={"deployer": DEPLOYER_CONFIG},
+        profiles=SERVING_PROFILES,
+    ) as hub:
+        client = Deployer(hub, hub.create_user("alice"))
+        yield client
         # a clean stop (Ctrl-C) stops every replica, the adopted ones too, and leaves none
         hub.stop()
         wait_for(lambda: not client.all_replica_pids(), 30, 0.1, "no replica left after a stop")
         wait_for(lambda: not client.holder_pids(), 10, 0.1, "the socket holder to exit")
-    finally:
-        remove_cgroups(tagged("shipyard-test-fo-models"))
 
 
 # ------------------------------------------------- point 1: a replica dies under load
 
 
 @pytest.fixture(scope="module")
-def deployment(deployer, model_dir):  # noqa: F811
+def deployment(deployer, model_dir):
     """The module's deployment, made when a test first needs it; ``serving(n)`` scales it
     to ``n`` replicas and waits until all serve, whatever ran before."""
     name = "failover"
@@ -403,7 +394,7 @@ def test_a_refused_body_gets_its_json_answer_through_the_proxy(
 # ------------------------------ issue 15 point 2: the deployer is killed under load
 
 
-def test_the_replicas_outlive_a_deployer_killed_under_load(deployer, model_dir):  # noqa: F811
+def test_the_replicas_outlive_a_deployer_killed_under_load(deployer, model_dir):
     """``kill -9`` of the deployer at 40 requests per second: the hub starts a new one,
     which adopts the running replicas (the same processes serve on) instead of killing
     and starting them again; requests made while no deployer runs wait for the new one
@@ -453,7 +444,7 @@ def test_the_replicas_outlive_a_deployer_killed_under_load(deployer, model_dir):
 # ------------------------------------ issue 15 point 3: the hub is killed under load
 
 
-def test_models_answer_while_the_hub_is_down_and_restarts(deployer, model_dir):  # noqa: F811
+def test_models_answer_while_the_hub_is_down_and_restarts(deployer, model_dir):
     """``kill -9`` of the hub process only, under a load from two callers (the owner, and
     one granted through a hub group), both of whose tokens the router checked before the
     crash; the hub stays down past the router's auth cache, then starts again on the same

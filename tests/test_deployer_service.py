@@ -1,23 +1,19 @@
 """The deployer service behind a real hub: REST API, authorization, routing, rollouts, restart.
 
 One hub with the deployer per module. Until the real backend and model server
-are exercised end to end, the replicas here come from :class:`FakeModelBackend`,
-a **test double of the backend only**: it runs real HTTP processes on loopback
-(stdlib, :data:`FAKE_MODEL_SERVER`) that speak the model server's protocol
-(``/health``, ``/invocations``, ``/stats``, graceful SIGTERM), so the
-deployer, its router and the hub's proxy are all real. The service imports it
-by name through its config file (STYLE rule 21: doubles live in tests/ and are
-injected through a ``Type`` trait).
+are exercised end to end, the replicas here come from
+:class:`tests.fake_backend.FakeModelBackend`, a **test double of the backend only**: it
+runs real HTTP processes on loopback that speak the model server's protocol, so the
+deployer, its router and the hub's proxy are all real. The service imports it by name
+through its config file (:data:`tests.services.FAKE_DEPLOYER_CONFIG`; STYLE rule 21:
+doubles live in tests/ and are injected through a ``Type`` trait).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -26,219 +22,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from hub_ext.services.deployer.backend import Backend, DeployFailed, VersionSpec
-
-from .hubtools import REPO, free_port, tagged, wait_for
-
-#: A model server double: predicts its tag for each row; ``error`` answers 500 to everything.
-FAKE_MODEL_SERVER = r"""
-import json, signal, sys, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-port, tag, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-served = {"requests": 0, "errors": 0}
-
-class H(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def log_message(self, *a): pass
-    def reply(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-    def do_GET(self):
-        if self.path == "/health":
-            self.reply(200, {"status": "ready"})
-        elif self.path == "/stats":
-            self.reply(200, {**served, "latency_ms": {"p50": 1.0, "p99": 2.0},
-                             "window": {"seconds": 60, "requests": 0, "errors": 0},
-                             "drift": {"x": 0.25}, "rows_seen": served["requests"]})
-        else:
-            self.reply(404, {"error_code": "NOT_FOUND", "message": "no"})
-    def do_POST(self):
-        raw = self.rfile.read(int(self.headers["Content-Length"]))
-        if self.headers["Content-Type"].startswith("text/csv"):
-            body = {"inputs": raw.decode().strip().splitlines()[1:]}
-        else:
-            body = json.loads(raw)
-        served["requests"] += 1
-        time.sleep(0.02)
-        if mode == "error":
-            served["errors"] += 1
-            return self.reply(500, {"error_code": "MODEL_ERROR", "message": "boom"})
-        rows = len(body.get("inputs") or body.get("dataframe_split", {}).get("data") or [0])
-        self.reply(200, {"predictions": [tag] * rows})
-
-server = ThreadingHTTPServer(("127.0.0.1", port), H)
-server.daemon_threads = False
-def stop(*_):
-    threading.Thread(target=server.shutdown).start()
-signal.signal(signal.SIGTERM, stop)
-server.serve_forever()
-server.server_close()  # joins the requests in flight
-"""
-
-
-class FakeModelBackend(Backend):
-    """Test double of a backend: loopback processes of :data:`FAKE_MODEL_SERVER`.
-
-    ``model_uri`` (a ``models:/`` URI, a form the API accepts) says what the fake
-    model does: ``models:/fake/<tag>`` predicts ``<tag>``, ``models:/fake-error/<tag>``
-    answers 500, ``models:/fake-broken/<tag>`` never starts.
-    """
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.replicas: dict[str, list[tuple[subprocess.Popen, int]]] = {}
-
-    def _spawn(self, spec: VersionSpec) -> tuple[subprocess.Popen, int]:
-        kind, _, tag = spec.model_uri.removeprefix("models:/").partition("/")
-        port = free_port()
-        mode = "error" if kind == "fake-error" else "ok"
-        proc = subprocess.Popen(
-            [sys.executable, "-c", FAKE_MODEL_SERVER, str(port), tag, mode],
-            start_new_session=True,
-        )
-        return proc, port
-
-    async def _healthy(self, port: int) -> None:
-        for _ in range(200):
-            try:
-                r = await asyncio.to_thread(
-                    requests.get, f"http://127.0.0.1:{port}/health", timeout=1
-                )
-                if r.status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            await asyncio.sleep(0.05)
-        raise DeployFailed("the fake model server never became healthy")
-
-    async def start(self, spec: VersionSpec) -> None:
-        if spec.model_uri.startswith("models:/fake-broken/"):
-            await asyncio.sleep(0.3)
-            raise DeployFailed("could not load the model: fake-broken models never load")
-        started = [self._spawn(spec) for _ in range(spec.replicas)]
-        await asyncio.gather(*(self._healthy(port) for _, port in started))
-        self.replicas[spec.key] = started
-
-    def endpoints(self, key: str) -> list[str]:
-        return [
-            f"http://127.0.0.1:{port}"
-            for proc, port in self.replicas.get(key, [])
-            if proc.poll() is None
-        ]
-
-    async def scale(self, spec: VersionSpec) -> None:
-        current = self.replicas.get(spec.key, [])
-        if len(current) < spec.replicas:
-            added = [self._spawn(spec) for _ in range(spec.replicas - len(current))]
-            await asyncio.gather(*(self._healthy(port) for _, port in added))
-            self.replicas[spec.key] = current + added
-        else:
-            self.replicas[spec.key], extra = current[: spec.replicas], current[spec.replicas :]
-            await self._terminate(extra, 20)
-
-    async def _terminate(self, replicas, grace: float) -> None:
-        for proc, _ in replicas:
-            proc.terminate()
-        for proc, _ in replicas:
-            try:
-                await asyncio.to_thread(proc.wait, grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    async def stop(self, key: str, grace: float = 20) -> None:
-        await self._terminate(self.replicas.pop(key, []), grace)
-
-    async def sweep(self) -> None:
-        return
-
-    async def close(self) -> None:
-        return
-
-    @property
-    def gpu_count(self) -> int:
-        """A machine without GPU, as LocalBackend with no ``gpu_devices`` reports it."""
-        return 0
-
-
-DEPLOYER_CONFIG = f"""
-import sys
-sys.path.insert(0, {str(REPO)!r})
-c.DeployerService.backend_class = "tests.test_deployer_service.FakeModelBackend"
-c.DeployerService.drain_seconds = 1
-c.DeployerService.stop_grace = 5
-c.DeployerService.monitor_interval = 0.5
-c.DeployerService.breaker_min_requests = 10
-c.DeployerService.breaker_cooldown = 600
-c.DeployerService.groups_cache_seconds = 0.5
-c.DeployerService.auth_cache_seconds = 1
-c.DeployerService.max_replicas = 3
-c.DeployerService.max_body_size = 4096
-c.DeployerService.queue_timeout = 2
-c.DeployerService.max_queued_requests = 2
-"""
-
-
-class Client:
-    """The deployer through the hub's proxy, as one user's token."""
-
-    def __init__(self, hub, token: str):
-        self.hub = hub
-        self.token = token
-        self.base = f"{hub.url}/services/deployer/"
-
-    def __call__(self, method: str, path: str, token: str | None = None, **kwargs):
-        headers = kwargs.pop("headers", {})
-        if token != "":
-            headers["Authorization"] = f"token {token or self.token}"
-        r = requests.request(method, self.base + path, headers=headers, timeout=60, **kwargs)
-        if r.status_code != 204 and r.content:
-            # HTML is the hub's error page: the proxy found the deployer down
-            assert r.headers["Content-Type"].startswith("application/json"), (
-                f"{method} {path}: {r.status_code} {r.text[:120]}\n{self.hub.log_tail(40)}"
-            )
-        assert "frame-ancestors" in r.headers.get("Content-Security-Policy", "")
-        return r
-
-    def invoke(self, owner: str, name: str, token: str | None = None, version=None, **kw):
-        path = f"models/{owner}/{name}/" + (f"v/{version}/" if version else "") + "invocations"
-        kw.setdefault("json", {"inputs": [[1.0, 2.0]]})
-        return self("POST", path, token=token, **kw)
-
-    def wait_state(self, name: str, version: int, state: str, timeout: float = 30) -> dict:
-        def reached():
-            v = self("GET", f"api/deployments/{name}/versions/{version}").json()
-            if v["state"] == "failed" and state != "failed":
-                raise AssertionError(f"version {version} failed: {v['reason']}")
-            return v if v["state"] == state else None
-
-        return wait_for(reached, timeout, 0.1, f"{name} v{version} to be {state}")
+from .hubtools import tagged, wait_for
+from .services import DeployerClient, service_hub
 
 
 @pytest.fixture(scope="module")
-def dep(hub_factory, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("deployer-config")
-    config = folder / "deployer_config.py"
-    config.write_text(DEPLOYER_CONFIG)
-    hub = hub_factory(
-        name="deployer",
-        account_prefix=tagged("sydep-"),
-        cgroup_parent=tagged("shipyard-test-dep"),
-        extra_env={"SHIPYARD_DEPLOYER": "1", "SHIPYARD_DEPLOYER_CONFIG": str(config)},
-    )
-    client = Client(hub, hub.create_user("alice"))
-    wait_for(
-        lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
-        60,
-        0.2,
-        "the deployer to answer",
-    )
-    yield client
-    hub.stop()
+def dep(hub_factory):
+    with service_hub(
+        hub_factory, "deployer", tagged("sydep-"), tagged("shipyard-test-dep"), ["deployer"]
+    ) as hub:
+        yield DeployerClient(hub, hub.create_user("alice"))
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +114,7 @@ def test_a_gpu_profile_without_a_gpu_is_refused_with_the_reason(dep):
     refused (409) with the reason before anything starts, not failed later on an environment
     ``shipyard up`` skipped; a version whose profile gained a GPU since fails at its start
     with that reason, and the traffic stays where it was."""
-    rhea = Client(dep.hub, dep.hub.create_user("rhea", groups=["research"]))
+    rhea = DeployerClient(dep.hub, dep.hub.create_user("rhea", groups=["research"]))
     body = {"name": "vision", "model_uri": "models:/fake/v", "profile": "gpu"}
     r = rhea("POST", "api/deployments", json=body)
     assert r.status_code == 409, r.text

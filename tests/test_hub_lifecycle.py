@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from hub_ext.host.cgroups import Limits, detect_driver
+from hub_ext.host.slugs import account_name
 
 from .conftest import TEST_PROFILES, needs_root, postgres_database
 from .hubtools import (
@@ -119,7 +120,7 @@ def test_running_server_survives_hub_restart(hubs, hub_db_url):
     assert hub.server_state("sam")["profile"]["slug"] == "tiny"
     # after the restart the hub still manages it: stopping cleans up as usual
     hub.stop_server("sam")
-    uid = pwd.getpwnam("sytest-sam").pw_uid
+    uid = pwd.getpwnam(account_name("sam", hub.account_prefix)).pw_uid
     wait_for(lambda: not processes_of(uid), 10, what="sam's processes to end")
     assert not [d for d in cgroup_dirs(hub.cgroup_parent) if d.name == "sam"]
 
@@ -282,7 +283,9 @@ def test_shipyard_up_requires_password_and_ctrl_c_leaves_nothing(tmp_path, home_
             assert f"Stopping service {service}..." in stopped
             assert re.search(rf"Service {service} stopped \(\d+\.\d s\)", stopped), service
         assert "Shipyard stopped in" in stopped
-        assert took < 10, f"Ctrl-C took {took:.1f} s"
+        # together, 3-4 s on a quiet machine; one after another took 35-42 s. The bound
+        # leaves room for a loaded machine (the suite runs modules side by side)
+        assert took < 20, f"Ctrl-C took {took:.1f} s: are the services stopped one by one?"
         assert not processes_of(uid), "no orphan process after Ctrl-C"
         wait_for(
             lambda: not _processes_mentioning(str(data / "tracking")),
@@ -564,7 +567,7 @@ def test_idle_servers_are_culled(hubs):
         1,
         "the culler to stop ida's idle server",
     )
-    uid = pwd.getpwnam("sytest-ida").pw_uid
+    uid = pwd.getpwnam(account_name("ida", hub.account_prefix)).pw_uid
     wait_for(lambda: not processes_of(uid), 10, what="ida's processes to end")
     hub.stop()
 

@@ -14,7 +14,6 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
-import kubernetes_validate
 import pytest
 from jupyterhub import orm
 from kubernetes_asyncio.client import ApiClient
@@ -26,6 +25,8 @@ from traitlets.config import Config
 from hub_ext.profiles.model import GPU_RESOURCE, Profile, parse_profiles
 from hub_ext.spawners.kubespawner import PROFILE_LABEL, USER_LABEL, KubeProfileSpawner
 from hub_ext.spawners.spawner import Usage
+
+from .manifests import validated
 
 PROFILES_YAML = textwrap.dedent(
     """\
@@ -188,11 +189,7 @@ async def pod_for(spawner) -> dict:
     pod = await spawner.get_pod_manifest()
     async with ApiClient() as client:
         manifest = client.sanitize_for_serialization(pod)
-    manifest = {"apiVersion": "v1", "kind": "Pod", **manifest}
-    kubernetes_validate.validate(
-        manifest, desired_version=kubernetes_validate.latest_version(), strict=True
-    )
-    return manifest
+    return validated({"apiVersion": "v1", "kind": "Pod", **manifest})
 
 
 def container_env(manifest: dict) -> dict[str, str]:

@@ -12,6 +12,7 @@ import requests
 
 from hub_ext.host.cgroups import CgroupDriver, device_rules, make_driver
 from hub_ext.host.localproc import oom_kills
+from hub_ext.host.slugs import account_name
 
 from .conftest import needs_root
 from .hubtools import cgroup_dirs, processes_of, run_in_kernel, stdout_of, wait_for
@@ -76,7 +77,7 @@ def test_spawn_two_profiles_enforces_limits_and_accounts(hub, base_env):
         controllers = ["memory", "cpu"] if driver.kind == "cgroup1" else [""]
         assert {c: cg[c] for c in controllers} == dict.fromkeys(controllers, where)
         assert limits_of(driver, user) == (mem, quota, shares)
-        account = pwd.getpwnam(f"sytest-{user}")
+        account = pwd.getpwnam(account_name(user, hub.account_prefix))
         status = Path(f"/proc/{pid}/status").read_text()
         uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
         assert set(map(int, uids)) == {account.pw_uid}, "server must run as the user's own account"
@@ -274,7 +275,7 @@ def test_gpu_assignment_does_not_overlap(hub):
 def test_stop_leaves_no_process_and_no_cgroup(hub):
     hub.create_user("zoe")
     hub.start_server("zoe")
-    uid = pwd.getpwnam("sytest-zoe").pw_uid
+    uid = pwd.getpwnam(account_name("zoe", hub.account_prefix)).pw_uid
     assert processes_of(uid)
     hub.stop_server("zoe")
     assert wait_for(lambda: not processes_of(uid), 10, what="zoe's processes to end") is True

@@ -9,15 +9,12 @@ answering 401 or 403 (or a login page).
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -28,64 +25,26 @@ from pathlib import Path
 
 import ipywidgets
 import pytest
-import requests
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from mlflow import MlflowClient
 
 from server_ext.clients.tracking.client import TrackingWarning
 from server_ext.clients.tracking.sender import ANSWER_TIMEOUT
 
-from .hubtools import REPO, free_port, wait_for
+from .hubtools import REPO, free_port, ipython_shell, wait_for
 
 ENV = {"SHIPYARD_PROFILE": "small", "SHIPYARD_ENV": "base", "SHIPYARD_ENV_DIGEST": "sha256:ab12"}
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real tracking server on a free loopback port; its URL."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    # Without this, MLflow 3 starts a job runner and a dozen huey consumers, each importing
-    # mlflow: half a minute of both CPUs before the server answers.
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    log = open(root / "server.log", "wb")  # closed in the finally below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-         f"sqlite:///{root}/mlflow.db", "--default-artifact-root", str(root / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy():
-        assert proc.poll() is None, (root / "server.log").read_text()
-        with suppress(requests.RequestException):
-            return requests.get(f"{url}/health", timeout=2).ok
-
-    try:
-        wait_for(healthy, timeout=120, what="mlflow server /health")
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its uvicorn worker
-        proc.wait(timeout=30)
-        log.close()
-
-
-@pytest.fixture(scope="module")
 def ip(tmp_path_factory):
-    """One real IPython shell with the extension loaded, its history and spool kept apart."""
-    root = tmp_path_factory.mktemp("shell")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IPYTHONDIR", str(root / "ipython"))
-        mp.setenv("SHIPYARD_SPOOL_DIR", str(root / "spool"))
-        shell = InteractiveShell.instance()
-        shell.config.ShipyardMagics.max_retry_interval = 1.0
-        shell.run_line_magic("load_ext", "server_ext")
+    """One real IPython shell with the extension loaded, its history and spool kept apart.
+
+    Retries come within a second; the refused-token runs still waiting at the end are not
+    retried for 3 s at exit.
+    """
+    with ipython_shell(tmp_path_factory.mktemp("shell"), max_retry_interval=1.0) as shell:
         yield shell
-    # The refused-token runs are still waiting: do not retry them for 3 s at exit.
-    atexit.unregister(shell.magics_manager.registry["TrackingMagics"].sender.flush)
-    InteractiveShell.clear_instance()
 
 
 @pytest.fixture(autouse=True)

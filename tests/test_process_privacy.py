@@ -18,22 +18,26 @@ running; then every process in the hub's tree is read from ``/proc``:
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 
 import psutil
 import pytest
 import requests
 
-from hub_ext.host.accounts import _create
 from hub_ext.host.slugs import account_name
 
 from .conftest import needs_root
-from .hubtools import remove_cgroups, run_in_kernel, stdout_of, tagged, wait_for
-from .test_deploy_clients import DEPLOYER_CONFIG, PROFILES, model_server_env  # noqa: F401
-from .test_scheduler_service import SCHEDULER_CONFIG, Scheduler, create_job, notebook
+from .hubtools import run_in_kernel, stdout_of, tagged, wait_for
+from .services import (
+    LOCAL_DEPLOYER_CONFIG,
+    SERVING_PROFILES,
+    create_job,
+    log_model,
+    notebook,
+    scheduler_hub,
+    user_with_account,
+)
 
 PREFIX = tagged("sypv-")
 CGROUPS = tagged("shipyard-test-pv")
@@ -70,95 +74,22 @@ while not os.path.exists(os.path.join(home, "pv-go")):
 
 
 @pytest.fixture(scope="module")
-def platform(hub_factory, tmp_path_factory, model_server_env):  # noqa: F811
-    folder = tmp_path_factory.mktemp("privacy-config")
-    clock = folder / "clock"
-    clock.write_text("0")
-    scheduler_config = folder / "scheduler_config.py"
-    scheduler_config.write_text(SCHEDULER_CONFIG.format(clock=str(clock)))
-    deployer_config = folder / "deployer_config.py"
-    deployer_config.write_text(DEPLOYER_CONFIG)
-    hub = hub_factory(
-        profiles=PROFILES,
-        name="privacy",
-        account_prefix=PREFIX,
-        cgroup_parent=CGROUPS,
-        extra_env={
-            "SHIPYARD_SECRETS": "1",
-            "SHIPYARD_AUDIT_SERVICE": "1",
-            "SHIPYARD_SCHEDULER": "1",
-            "SHIPYARD_SCHEDULER_CONFIG": str(scheduler_config),
-            "SHIPYARD_TRACKING": "1",
-            "SHIPYARD_DEPLOYER": "1",
-            "SHIPYARD_DEPLOYER_CONFIG": str(deployer_config),
-        },
-    )
-    client = Scheduler(hub, clock)
-    probe = hub.create_user("probe")
-
-    def up() -> bool:
-        try:
-            answers = [
-                requests.get(f"{hub.url}/services/{name}/health", timeout=5)
-                for name in ("scheduler", "deployer", "secrets")
-            ]
-            answers.append(
-                requests.get(
-                    f"{hub.url}/services/tracking/version",
-                    headers={"Authorization": f"token {probe}"},
-                    timeout=5,
-                )
-            )
-        except requests.RequestException:
-            return False
-        return all(a.status_code == 200 for a in answers)
-
-    wait_for(up, 240, 0.5, "the secrets, scheduler, deployer and tracking services")
-    yield client
-    hub.stop()
-    remove_cgroups(f"{CGROUPS}-jobs")
-    remove_cgroups(f"{CGROUPS}-models")
+def platform(hub_factory, model_server_env):
+    with scheduler_hub(
+        hub_factory,
+        "privacy",
+        PREFIX,
+        CGROUPS,
+        ["secrets", "audit", "tracking", "deployer"],
+        configs={"deployer": LOCAL_DEPLOYER_CONFIG},
+        profiles=SERVING_PROFILES,
+    ) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def alice(platform, home_root):
-    token = platform.hub.create_user("alice")
-    account = account_name("alice", PREFIX)
-    entry = _create(account, str(home_root / account), "test user alice")
-    return token, Path(entry.pw_dir), entry
-
-
-def log_model(hub, token: str) -> str:
-    """A scikit-learn model logged to tracking as alice, from here; its MLflow run id."""
-    import mlflow
-    import mlflow.sklearn
-    import numpy as np
-    import pandas as pd
-    from sklearn.linear_model import LinearRegression
-
-    saved = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    os.environ["MLFLOW_TRACKING_TOKEN"] = token
-    try:
-        mlflow.set_tracking_uri(f"{hub.url}/services/tracking")
-        experiment = mlflow.get_experiment_by_name("alice/privacy")
-        experiment_id = (
-            experiment.experiment_id if experiment else mlflow.create_experiment("alice/privacy")
-        )
-        x = pd.DataFrame({"x": np.arange(10, dtype=float)})
-        model = LinearRegression().fit(x, 2 * x["x"] + 1)
-        with mlflow.start_run(experiment_id=experiment_id) as run:
-            mlflow.sklearn.log_model(
-                model,
-                name="model",
-                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-            )
-        return run.info.run_id
-    finally:
-        mlflow.set_tracking_uri(None)
-        if saved is None:
-            os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
-        else:
-            os.environ["MLFLOW_TRACKING_TOKEN"] = saved
+    return user_with_account(platform.hub, home_root, "alice")
 
 
 @pytest.fixture(scope="module")
@@ -355,10 +286,10 @@ def test_kubernetes_runs_and_replicas_have_mlflow_telemetry_off():
     from hub_ext.services.deployer.kubernetes import deployment_manifest
     from hub_ext.services.scheduler.executors.kubernetes import job_manifest
 
-    from .test_deployer_backends import KUBE_PROFILES as MODEL_PROFILES
-    from .test_deployer_backends import kube_version
-    from .test_scheduler_executors import KUBE_PROFILES as RUN_PROFILES
-    from .test_scheduler_executors import SETTINGS, kube_spec
+    from .modelspecs import KUBE_PROFILES as MODEL_PROFILES
+    from .modelspecs import kube_version
+    from .runspecs import KUBE_PROFILES as RUN_PROFILES
+    from .runspecs import SETTINGS, kube_spec
 
     job = job_manifest(kube_spec(RUN_PROFILES[0]), SETTINGS)
     deployment = deployment_manifest(kube_version(MODEL_PROFILES[0]))

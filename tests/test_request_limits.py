@@ -22,9 +22,8 @@ import requests
 from hub_ext.services.deployer.core import DeployerCore
 
 from .conftest import needs_root
-from .hubtools import tagged, wait_for
-from .test_deployer_service import DEPLOYER_CONFIG
-from .test_scheduler_service import notebook, scheduler_hub
+from .hubtools import tagged
+from .services import notebook, scheduler_hub
 
 pytestmark = [needs_root]
 
@@ -55,26 +54,15 @@ ROUTES = {
 
 
 @pytest.fixture(scope="module")
-def hub(hub_factory, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("request-limits")
-    (folder / "deployer_config.py").write_text(DEPLOYER_CONFIG)
-    (folder / "secrets_config.py").write_text(
-        f"c.SecretsService.max_value_size = {SECRETS_VALUE}\n"
-    )
+def hub(hub_factory):
     with scheduler_hub(
         hub_factory,
-        folder,
         "request-limits",
         tagged("sylim-"),
         tagged("shipyard-test-lim"),
-        SHIPYARD_DEPLOYER="1",
-        SHIPYARD_DEPLOYER_CONFIG=str(folder / "deployer_config.py"),
-        SHIPYARD_SECRETS="1",
-        SHIPYARD_SECRETS_CONFIG=str(folder / "secrets_config.py"),
+        ["deployer", "secrets"],
+        configs={"secrets": f"c.SecretsService.max_value_size = {SECRETS_VALUE}\n"},
     ) as scheduler:
-        for service in ("deployer", "secrets"):
-            url = f"{scheduler.hub.url}/services/{service}/health"
-            wait_for(lambda url=url: _answers(url), 60, 0.2, f"the {service} service")
         yield scheduler.hub
 
 

@@ -23,15 +23,19 @@ import psutil
 import pytest
 import requests
 
-from hub_ext.host.accounts import _create
-from hub_ext.host.slugs import account_name
 from hub_ext.services.scheduler.runenv import TOKEN_MARGIN
 
 from .conftest import needs_root
-from .hubtools import remove_cgroups, tagged, wait_for
-from .test_deploy_clients import DEPLOYER_CONFIG, PROFILES, model_server_env  # noqa: F401
-from .test_process_privacy import log_model
-from .test_scheduler_service import SCHEDULER_CONFIG, Scheduler, create_job, notebook
+from .hubtools import tagged, wait_for
+from .services import (
+    LOCAL_DEPLOYER_CONFIG,
+    SERVING_PROFILES,
+    create_job,
+    log_model,
+    notebook,
+    scheduler_hub,
+    users_with_accounts,
+)
 
 pytestmark = [needs_root]
 
@@ -71,67 +75,25 @@ CGROUPS = tagged("shipyard-test-tok")
 
 
 @pytest.fixture(scope="module")
-def sched(hub_factory, tmp_path_factory, model_server_env):  # noqa: F811
+def sched(hub_factory, model_server_env):
     """The hub with the scheduler, tracking and the deployer (LocalBackend, real replicas)."""
-    folder = tmp_path_factory.mktemp("run-token-config")
-    clock = folder / "clock"
-    clock.write_text("0")
-    scheduler_config = folder / "scheduler_config.py"
-    scheduler_config.write_text(SCHEDULER_CONFIG.format(clock=str(clock)))
-    deployer_config = folder / "deployer_config.py"
-    deployer_config.write_text(DEPLOYER_CONFIG)
-    hub = hub_factory(
-        profiles=PROFILES,
-        name="runtok",
-        account_prefix=tagged("sytok-"),
-        cgroup_parent=CGROUPS,
-        extra_env={
-            "SHIPYARD_SCHEDULER": "1",
-            "SHIPYARD_SCHEDULER_CONFIG": str(scheduler_config),
-            "SHIPYARD_TRACKING": "1",
-            "SHIPYARD_DEPLOYER": "1",
-            "SHIPYARD_DEPLOYER_CONFIG": str(deployer_config),
-        },
-    )
-    client = Scheduler(hub, clock)
-    admin = hub.create_user("tokadmin")
-
-    def up():  # the tracking gateway answers 503 until MLflow behind it is up
-        try:
-            answers = [
-                requests.get(f"{hub.url}/services/{name}/health", timeout=5)
-                for name in ("scheduler", "deployer")
-            ]
-            answers.append(
-                requests.get(
-                    f"{hub.url}/services/tracking/version",
-                    headers={"Authorization": f"token {admin}"},
-                    timeout=10,
-                )
-            )
-        except requests.RequestException:
-            return False
-        return all(a.status_code == 200 for a in answers)
-
-    try:
-        wait_for(up, 240, 0.5, "the scheduler, the deployer and the tracking service")
+    with scheduler_hub(
+        hub_factory,
+        "runtok",
+        tagged("sytok-"),
+        CGROUPS,
+        ["tracking", "deployer"],
+        configs={"deployer": LOCAL_DEPLOYER_CONFIG},
+        profiles=SERVING_PROFILES,
+        probe="tokadmin",
+    ) as client:
         yield client
-    finally:
-        hub.stop()
-        remove_cgroups(f"{CGROUPS}-jobs")
-        remove_cgroups(f"{CGROUPS}-models")
 
 
 @pytest.fixture(scope="module")
 def users(sched, home_root):
     """alice and bob, with accounts and homes (the scheduler runs alice's jobs)."""
-    made = {}
-    for name in ("alice", "bob"):
-        token = sched.hub.create_user(name)
-        account = account_name(name, sched.hub.account_prefix)
-        entry = _create(account, str(home_root / account), f"test user {name}")
-        made[name] = (token, Path(entry.pw_dir), entry)
-    return made
+    return users_with_accounts(sched.hub, home_root, {"alice": [], "bob": []})
 
 
 def test_a_run_token_reaches_tracking_and_the_deployer_as_its_owner_and_nothing_else(sched, users):
@@ -345,7 +307,7 @@ async def test_a_kubernetes_versions_token_is_renewed_in_its_secret_and_the_old_
     from hub_ext.services.deployer.core import TrackingCredentials
     from hub_ext.services.deployer.kubernetes import KubernetesBackend, object_name
 
-    from .test_deployer_backends import KUBE_PROFILES, READY, fake_clients, kube_version
+    from .modelspecs import KUBE_PROFILES, READY, fake_clients, kube_version
 
     hub = sched.hub
     backend = KubernetesBackend(namespace="models")

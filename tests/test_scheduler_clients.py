@@ -4,14 +4,13 @@
 environment a Shipyard kernel has (the user's token, ``SHIPYARD_SCHEDULER_URL``, the home);
 ``shipyard jobs`` runs as a subprocess; the server extension's forwarding handlers run in a
 real jupyter-server. The service, its hub and the runs are set up as in
-``tests/test_scheduler_service.py`` (its helpers and users; one hub for this module). What the service
+``tests/test_scheduler_service.py``, with tests/services.py's helpers (one hub for this module). What the service
 recorded is read back through its REST API; every user error is checked for its message.
 The pure helpers (parameters, names, URLs, notebook paths) are tested without a hub.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import re
@@ -24,34 +23,32 @@ import ipywidgets
 import pytest
 import requests
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 from server_ext.clients.scheduler.client import SchedulerError, normalise_url, scheduler_url
 from server_ext.clients.scheduler.jobs import current_notebook, default_job_name, parse_parameters
 
-from . import test_scheduler_service as service
 from .conftest import needs_root
-from .hubtools import REPO, free_port, tagged, wait_for
-from .test_scheduler_service import create_job, notebook, put_file, scheduler_hub
-from .test_server_ext import _start_server
-
-#: alice and bob in group team, carol in none: the service tests' users, found by pytest here
-#: too, made for this module's hub (their accounts carry its prefix).
-users = service.users
+from .hubtools import REPO, free_port, ipython_shell, start_jupyter_server, tagged, wait_for
+from .services import TEAM, create_job, notebook, put_file, scheduler_hub, users_with_accounts
 
 
 @pytest.fixture(scope="module")
-def sched(hub_factory, tmp_path_factory):
+def sched(hub_factory):
     """A hub with the scheduler, as the service tests' ``sched``, with accounts of its own.
 
     Its own account prefix and cgroup parent: the service's tests may run at the same time
     (another pytest), and end by deleting their accounts and killing their cgroups.
     """
-    folder = tmp_path_factory.mktemp("scheduler-config")
     with scheduler_hub(
-        hub_factory, folder, "sched-clients", tagged("sycli-"), tagged("shipyard-test-cli")
+        hub_factory, "sched-clients", tagged("sycli-"), tagged("shipyard-test-cli")
     ) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def users(sched, home_root):
+    """alice and bob in group team, carol in none, with accounts of this module's hub."""
+    return users_with_accounts(sched.hub, home_root, TEAM)
 
 
 def usage_error(call, *args) -> str:
@@ -185,16 +182,8 @@ def test_the_current_notebook_relative_to_the_home(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def ip(tmp_path_factory):
     """One real IPython shell with the extension loaded, its history and spool kept apart."""
-    root = tmp_path_factory.mktemp("shell")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("IPYTHONDIR", str(root / "ipython"))
-        mp.setenv("SHIPYARD_SPOOL_DIR", str(root / "spool"))
-        shell = InteractiveShell.instance()
-        shell.config.ShipyardMagics.poll_interval = 0.2
-        shell.run_line_magic("load_ext", "server_ext")
+    with ipython_shell(tmp_path_factory.mktemp("shell"), poll_interval=0.2) as shell:
         yield shell
-    atexit.unregister(shell.magics_manager.registry["TrackingMagics"].sender.flush)
-    InteractiveShell.clear_instance()
 
 
 @pytest.fixture
@@ -559,7 +548,7 @@ def lab(sched, users, tmp_path):
         "JUPYTERHUB_API_TOKEN": users["alice"][0],
         "SHIPYARD_SCHEDULER_URL": f"{sched.hub.url}/services/scheduler",
     }
-    proc, url, token = _start_server(tmp_path, env)
+    proc, url, token = start_jupyter_server(tmp_path, env)
     session = requests.Session()
     session.headers["Authorization"] = f"token {token}"
     yield f"{url}/shipyard/api/scheduler", session
@@ -629,7 +618,7 @@ def test_the_panel_routes_without_a_scheduler(tmp_path, monkeypatch, configured)
     env = {"JUPYTERHUB_API_TOKEN": "t"}
     if configured:
         env["SHIPYARD_SCHEDULER_URL"] = f"http://127.0.0.1:{free_port()}/services/scheduler"
-    proc, url, token = _start_server(tmp_path, env)
+    proc, url, token = start_jupyter_server(tmp_path, env)
     try:
         r = requests.get(
             f"{url}/shipyard/api/scheduler/jobs",
@@ -649,7 +638,7 @@ def test_the_panel_routes_without_a_scheduler(tmp_path, monkeypatch, configured)
 @needs_root
 def test_the_panel_routes_answer_json_where_the_hub_answers_a_page(sched, tmp_path):
     env = {"JUPYTERHUB_API_TOKEN": "t", "SHIPYARD_SCHEDULER_URL": f"{sched.hub.url}/services/x"}
-    proc, url, token = _start_server(tmp_path, env)
+    proc, url, token = start_jupyter_server(tmp_path, env)
     try:
         r = requests.get(
             f"{url}/shipyard/api/scheduler/jobs",

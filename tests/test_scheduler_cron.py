@@ -8,7 +8,14 @@ import pytest
 
 from hub_ext.services.scheduler.cron import cron_next
 
-from .test_scheduler_store import clock, database, db_runs, make_job, store  # noqa: F401
+from . import jobstore
+from .jobstore import db_runs, make_job
+
+# The shared fixtures, by assignment rather than import so that test arguments
+# of the same name do not read as redefinitions.
+database = jobstore.database
+clock = jobstore.clock
+store = jobstore.store
 
 UTC = timezone.utc
 

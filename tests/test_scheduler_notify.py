@@ -26,7 +26,7 @@ from hub_ext.services.scheduler.models import NotifyPolicy
 from hub_ext.services.scheduler.notify import Notifier
 from hub_ext.services.scheduler.store import JobStore, SnapshotStore
 
-from .test_scheduler_store import make_job
+from .jobstore import make_job
 
 HUB = "https://hub.example.org"
 

@@ -4,7 +4,7 @@ Each test prewarms, runs real notebooks in the real ``base`` environment, and
 ends with ``close()``, after which no process of its test accounts and no
 cgroup may be left. A run's notebook reports from inside what it saw
 (parameters, environment, folder, cgroup, and when its kernel process was
-started), as in test_scheduler_executors.py, whose helpers it shares.
+started), as in test_scheduler_executors.py, whose helpers (tests/runspecs.py) it shares.
 
 That a run used a warm kernel is checked by behaviour: its kernel process
 started before the run was handed to the executor, and it ran in the
@@ -39,7 +39,7 @@ from .hubtools import (
     session_folder,
     tagged,
 )
-from .test_scheduler_executors import (
+from .runspecs import (
     EXTRA_ENV,
     FACTS_CELL,
     MLFLOW_RUN_ID,
@@ -65,7 +65,7 @@ KERNEL_CELL = (
     "age = float(open('/proc/uptime').read().split()[0]) - ticks / os.sysconf('SC_CLK_TCK')\n"
     "json.dump({'started': time.time() - age, 'pid': os.getpid()}, open('kernel.json', 'w'))"
 )
-#: The facts cell of test_scheduler_executors.py for a notebook without parameters.
+#: The facts cell of tests/runspecs.py for a notebook without parameters.
 FACTS_CELL_NO_PARAMS = "PARAMETER_NAMES = []\n" + FACTS_CELL
 
 

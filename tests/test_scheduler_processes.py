@@ -39,13 +39,7 @@ from hub_ext.services.scheduler.store import JobStore, SnapshotStore
 
 from .conftest import TEST_PROFILES, needs_root, postgres_database
 from .hubtools import REPO, free_port, remove_cgroups, remove_test_accounts, tagged, wait_for
-from .test_scheduler_service import (
-    CLOCK_CONFIG,
-    create_job,
-    notebook,
-    put_file,
-    scheduler_hub,
-)
+from .services import CLOCK_CONFIG, create_job, notebook, put_file, scheduler_hub, user_with_account
 
 pytestmark = [needs_root]
 
@@ -185,32 +179,25 @@ def test_two_processes_on_one_postgres_database_run_each_tick_once(
 
 
 @pytest.fixture(scope="module")
-def tracked(hub_factory, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tracked-config")
+def tracked(hub_factory):
     with (
         postgres_database() as url,
         scheduler_hub(
             hub_factory,
-            folder,
             "tracked",
             tagged("sytrk-"),
             tagged("shipyard-test-trk"),
-            SHIPYARD_TRACKING="1",
-            SHIPYARD_SCHEDULER_DB_URL=url,
+            ["tracking"],
+            extra_env={"SHIPYARD_SCHEDULER_DB_URL": url},
         ) as client,
     ):
         yield client, url
 
 
 def test_a_scheduled_notebook_logs_to_mlflow_as_its_owner_on_postgres(tracked, home_root):
-    from hub_ext.host.accounts import _create
-    from hub_ext.host.slugs import account_name
-
     sched, url = tracked
-    token = sched.hub.create_user("dora")
-    account = account_name("dora", sched.hub.account_prefix)
-    entry = _create(account, str(home_root / account), "test user dora")
-    dora = (token, Path(entry.pw_dir), entry)
+    dora = user_with_account(sched.hub, home_root, "dora")
+    token = dora[0]
     nb = notebook(
         "import json, os, mlflow\n"
         "assert 'JUPYTERHUB_API_TOKEN' not in os.environ\n"

@@ -1,22 +1,20 @@
 """The scheduler service behind a real hub: REST API, real papermill runs, triggers, recovery.
 
 One hub with the scheduler per module (``sched``); users get real system
-accounts and homes, runs are real papermill processes in cgroups. The service
-reads a config file written here: short heartbeats (so kill -9 recovery takes
-seconds) and a clock the tests move forward (so cron ticks come without
-waiting for them).
+accounts and homes, runs are real papermill processes in cgroups. The hub and
+the service's config come from tests/services.py (``scheduler_hub``,
+``SCHEDULER_CONFIG``): short heartbeats (so kill -9 recovery takes seconds) and a
+clock the tests move forward (so cron ticks come without waiting for them).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -24,181 +22,25 @@ from pathlib import Path
 import pytest
 import requests
 
-from hub_ext.host.accounts import _create
-from hub_ext.host.slugs import account_name
-
 from .conftest import needs_root
-from .hubtools import free_port, remove_cgroups, tagged, wait_for
+from .hubtools import free_port, tagged, wait_for
 from .openapi_checks import assert_references_resolve
+from .services import (
+    TEAM,
+    create_job,
+    notebook,
+    put_file,
+    scheduler_hub,
+    users_with_accounts,
+)
 
 pytestmark = [needs_root]
 
-#: A clock the tests move by writing seconds of offset into a file (no sleeping for minutes).
-CLOCK_CONFIG = """
-import json, os
-from datetime import datetime, timedelta, timezone
-
-def _clock(path={clock!r}):
-    try:
-        offset = float(open(path).read() or 0)
-    except (OSError, ValueError):
-        offset = 0.0
-    return datetime.now(timezone.utc) + timedelta(seconds=offset)
-
-c.SchedulerService.clock = _clock
-"""
-
-SCHEDULER_CONFIG = (
-    CLOCK_CONFIG
-    + """
-c.SchedulerService.poll_interval = 0.3
-c.SchedulerService.heartbeat_interval = 1
-c.SchedulerService.stale_after = 4
-c.SchedulerService.file_watch_interval = 0.3
-c.SchedulerService.max_notebook_size = 200000
-c.SchedulerService.group_quotas = {{"limited": 1}}
-c.SchedulerService.groups_cache_seconds = 0.5
-c.Notifier.allow_private_webhooks = True
-# a machine without GPU, whatever this one has (GPU profiles are listed unavailable)
-c.LocalExecutor.gpu_devices = []
-"""
-)
-
-
-@contextlib.contextmanager
-def scheduler_hub(
-    hub_factory, folder: Path, name: str, account_prefix: str, cgroup_parent: str, **extra_env
-) -> Iterator[Scheduler]:
-    """A hub with the scheduler (SCHEDULER_CONFIG, its clock in ``folder``), answering.
-
-    Each module gives its own account prefix and cgroup parent: modules may run at the
-    same time (other pytests), and end by deleting their accounts and cgroups.
-    """
-    clock = folder / "clock"
-    clock.write_text("0")
-    config = folder / "scheduler_config.py"
-    config.write_text(SCHEDULER_CONFIG.format(clock=str(clock)))
-    hub = hub_factory(
-        name=name,
-        account_prefix=account_prefix,
-        cgroup_parent=cgroup_parent,
-        extra_env={
-            "SHIPYARD_SCHEDULER": "1",
-            "SHIPYARD_SCHEDULER_CONFIG": str(config),
-            **extra_env,
-        },
-    )
-    client = Scheduler(hub, clock)
-    wait_for(
-        lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
-        60,
-        0.2,
-        "the scheduler to answer",
-    )
-    try:
-        yield client
-    finally:
-        hub.stop()
-        remove_cgroups(f"{cgroup_parent}-jobs")
-
-
-def notebook(*sources: str, parameters: str | None = None) -> dict:
-    cells = []
-    if parameters is not None:
-        cells.append(
-            {
-                "cell_type": "code",
-                "metadata": {"tags": ["parameters"]},
-                "source": parameters,
-                "outputs": [],
-                "execution_count": None,
-            }
-        )
-    for source in sources:
-        cells.append(
-            {
-                "cell_type": "code",
-                "metadata": {},
-                "source": source,
-                "outputs": [],
-                "execution_count": None,
-            }
-        )
-    return {
-        "cells": cells,
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-
-
-class Scheduler:
-    """Calls to the scheduler through the hub's proxy, as a user's token."""
-
-    def __init__(self, hub, clock_file: Path):
-        self.hub = hub
-        self.base = f"{hub.url}/services/scheduler/"
-        self.clock_file = clock_file
-
-    def call(self, method: str, path: str, token: str | None, **kwargs) -> requests.Response:
-        headers = kwargs.pop("headers", {})
-        if token:
-            headers["Authorization"] = f"token {token}"
-        r = requests.request(method, self.base + path, headers=headers, timeout=60, **kwargs)
-        if r.status_code >= 400 or r.headers.get("Content-Type", "").startswith("application/json"):
-            # every error is JSON with a message that says what to fix
-            body = r.json()
-            if r.status_code >= 400:
-                assert body["message"], r.text
-                assert "Traceback" not in r.text
-        assert r.status_code < 500, r.text
-        return r
-
-    def advance(self, seconds: float) -> None:
-        current = float(self.clock_file.read_text() or 0)
-        self.clock_file.write_text(str(current + seconds))
-
-    def wait_run(self, run_id: str, token: str, timeout: float = 120, until=None) -> dict:
-        until = until or (lambda r: r["status"] not in ("queued", "running"))
-
-        def done():
-            r = requests.get(
-                self.base + f"api/runs/{run_id}",
-                headers={"Authorization": f"token {token}"},
-                timeout=30,
-            )
-            if r.status_code in (502, 503):  # the service is restarting
-                return None
-            assert r.status_code == 200, r.text
-            run = r.json()
-            return run if until(run) else None
-
-        return wait_for(done, timeout, 0.2, f"run {run_id}")
-
-    def pid(self) -> int:
-        out = subprocess.run(
-            [
-                "pgrep",
-                "-P",  # the hub's child: not a child of its own forking to start a run
-                str(self.hub.proc.pid),
-                "-f",
-                f"hub_ext[.]services[.]scheduler --SchedulerService[.]account_prefix="
-                f"{self.hub.account_prefix}",
-            ],
-            capture_output=True,
-            text=True,
-        ).stdout.split()
-        assert len(out) == 1, out
-        return int(out[0])
-
 
 @pytest.fixture(scope="module")
-def sched(hub_factory, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scheduler-config")
+def sched(hub_factory):
     with scheduler_hub(
-        hub_factory, folder, "sched", tagged("sysch-"), tagged("shipyard-test-sch")
+        hub_factory, "sched", tagged("sysch-"), tagged("shipyard-test-sch")
     ) as client:
         yield client
 
@@ -206,32 +48,7 @@ def sched(hub_factory, tmp_path_factory):
 @pytest.fixture(scope="module")
 def users(sched, home_root):
     """alice (group team), bob (group team) and carol (no group), with accounts and homes."""
-    made = {}
-    for name, groups in (("alice", ["team"]), ("bob", ["team"]), ("carol", [])):
-        token = sched.hub.create_user(name, groups)
-        account = account_name(name, sched.hub.account_prefix)
-        entry = _create(account, str(home_root / account), f"test user {name}")
-        made[name] = (token, Path(entry.pw_dir), entry)
-    return made
-
-
-def put_file(user, relative: str, content) -> Path:
-    _, home, entry = user
-    path = home / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(content) if isinstance(content, dict) else content
-    path.write_text(data)
-    for p in (path, *[q for q in path.parents if str(q).startswith(str(home))]):
-        os.chown(p, entry.pw_uid, entry.pw_gid)
-    return path
-
-
-def create_job(sched, user, name: str, nb: dict, **fields) -> dict:
-    put_file(user, f"notebooks/{name}.ipynb", nb)
-    body = {"name": name, "profile": "tiny", "source_path": f"notebooks/{name}.ipynb", **fields}
-    r = sched.call("POST", "api/jobs", user[0], json=body)
-    assert r.status_code == 201, r.text
-    return r.json()
+    return users_with_accounts(sched.hub, home_root, TEAM)
 
 
 # ------------------------------------------------------------------ the API itself

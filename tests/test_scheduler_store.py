@@ -10,12 +10,11 @@ from the database itself, not from what the store returned.
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 import sys
 import threading
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import jupyterhub.orm  # noqa: F401 - its listener on every session is active in hub services
 import pytest
@@ -47,95 +46,26 @@ from hub_ext.services.scheduler.models import (
 from hub_ext.services.scheduler.orm import Base, Job, Run, Trigger
 from hub_ext.services.scheduler.store import JobStore, SnapshotStore
 
-from .conftest import postgres_database
+from . import jobstore
 from .hubtools import REPO
+from .jobstore import (
+    HOURLY,
+    NOTEBOOK,
+    T0,
+    UTC,
+    at,
+    db_runs,
+    db_trigger,
+    fresh_database,
+    make_job,
+    notebook,
+)
 
-UTC = timezone.utc
-#: A Monday, 10:30 UTC.
-T0 = datetime(2030, 1, 7, 10, 30, tzinfo=UTC)
-HOURLY = {"kind": "cron", "expression": "0 * * * *"}
-
-
-def notebook(source: str = "x = 1") -> bytes:
-    cell = {
-        "cell_type": "code",
-        "source": source,
-        "metadata": {"tags": ["parameters"]},
-        "outputs": [],
-        "execution_count": None,
-    }
-    return json.dumps(
-        {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-    ).encode()
-
-
-NOTEBOOK = notebook()
-
-
-class Clock:
-    """A settable clock for the store."""
-
-    def __init__(self, now: datetime = T0):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-def fresh_database(kind: str, tmp_path):
-    if kind == "sqlite":
-        import contextlib
-
-        return contextlib.nullcontext(f"sqlite:///{tmp_path}/fresh.sqlite")
-    return postgres_database()
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def database(request, tmp_path_factory):
-    """A migrated database per module and kind."""
-    with fresh_database(request.param, tmp_path_factory.mktemp("db")) as url:
-        upgrade(url)
-        yield url
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def store(database, tmp_path, clock):
-    engine = make_engine(database)
-    with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(table.delete())
-    yield JobStore(engine, SnapshotStore(tmp_path / "snapshots"), clock=clock)
-    engine.dispose()
-
-
-def make_job(store: JobStore, owner: str = "alice", name: str = "report", **fields):
-    data = fields.pop("notebook", NOTEBOOK)
-    groups = fields.pop("groups", ())
-    return store.create_job(
-        owner, CreateJob(name=name, profile="tiny", **fields), data, groups=groups
-    )
-
-
-def db_runs(store: JobStore, job_id: str | None = None) -> list[Run]:
-    with Session(store.engine) as session:
-        stmt = select(Run).order_by(Run.queued_at, Run.attempt, Run.id)
-        if job_id:
-            stmt = stmt.where(Run.job_id == job_id)
-        return list(session.scalars(stmt))
-
-
-def db_trigger(store: JobStore, trigger_id: str) -> Trigger:
-    with Session(store.engine) as session:
-        return session.get(Trigger, trigger_id)
-
-
-def at(hour: int, minute: int = 0, second: int = 0) -> datetime:
-    return T0.replace(hour=hour, minute=minute, second=second)
+# The shared fixtures, by assignment rather than import so that test arguments
+# of the same name do not read as redefinitions.
+database = jobstore.database
+clock = jobstore.clock
+store = jobstore.store
 
 
 # ----------------------------------------------------------------------------- schema

@@ -1,6 +1,6 @@
 """The scheduler store's notifications, output retention, run progress and quota helpers.
 
-Like ``test_scheduler_store.py`` (whose fixtures and helpers these tests share),
+Like ``test_scheduler_store.py`` (whose fixtures and helpers, tests/jobstore.py, these tests share),
 every store test runs on SQLite and PostgreSQL with a fake clock.
 """
 
@@ -27,14 +27,14 @@ from hub_ext.services.scheduler.notifications import MAX_MESSAGE
 from hub_ext.services.scheduler.orm import Job, Notification, Run
 from hub_ext.services.scheduler.store import JobStore
 
-from . import test_scheduler_store as base
-from .test_scheduler_store import HOURLY, T0, at, db_runs, fresh_database, make_job
+from . import jobstore
+from .jobstore import HOURLY, T0, at, db_runs, fresh_database, make_job
 
 # The shared fixtures, by assignment rather than import so that test arguments
 # of the same name do not read as redefinitions.
-database = base.database
-clock = base.clock
-store = base.store
+database = jobstore.database
+clock = jobstore.clock
+store = jobstore.store
 
 DAY = timedelta(days=1)
 

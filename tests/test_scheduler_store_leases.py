@@ -1,6 +1,6 @@
 """Scheduler identities and their leases: a restarted process recovers its own runs at once.
 
-Like ``test_scheduler_store.py`` (whose fixtures these tests share), every test
+Like ``test_scheduler_store.py`` (whose fixtures, tests/jobstore.py, these tests share), every test
 runs on SQLite and PostgreSQL with a fake clock. ``stale_after`` is an hour
 here, so any run recovered within it was recovered by the lease, not by a
 heartbeat gone stale.
@@ -23,12 +23,12 @@ from hub_ext.services.scheduler.errors import Conflict, Invalid
 from hub_ext.services.scheduler.orm import SchedulerWorker
 from hub_ext.services.scheduler.worker import new_worker_id, worker_alive
 
-from . import test_scheduler_store as base
-from .test_scheduler_store import T0, at, db_runs, make_job
+from . import jobstore
+from .jobstore import T0, at, db_runs, make_job
 
-database = base.database
-clock = base.clock
-store = base.store
+database = jobstore.database
+clock = jobstore.clock
+store = jobstore.store
 
 HOUR = timedelta(hours=1)
 

@@ -18,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 import requests
 from cryptography.fernet import Fernet
@@ -37,7 +36,9 @@ from hub_ext.services.secrets.models import check_name
 
 from .conftest import needs_root, postgres_database
 from .hubtools import REPO, tagged, wait_for
+from .manifests import validated
 from .openapi_checks import assert_references_resolve
+from .services import service_hub
 
 #: Tokens of the test's own services (declared in the hub through SHIPYARD_TEST_EXTRA_SERVICES).
 RESOLVER_TOKEN = random.token_hex(24)
@@ -223,13 +224,6 @@ def test_database_and_key_file_come_from_the_environment(monkeypatch, tmp_path):
 # ------------------------------------------------------------------ Kubernetes
 
 
-def validated(manifest: dict) -> dict:
-    kubernetes_validate.validate(
-        manifest, desired_version=kubernetes_validate.latest_version(), strict=True
-    )
-    return manifest
-
-
 def test_a_users_secrets_are_one_valid_kubernetes_secret():
     from datetime import datetime, timezone
 
@@ -257,11 +251,11 @@ def test_jobs_and_deployments_reference_the_owners_secret_never_a_value():
     from hub_ext.services.deployer.kubernetes import deployment_manifest
     from hub_ext.services.scheduler.executors.kubernetes import job_manifest
 
-    from .test_deployer_backends import KUBE_PROFILES as MODEL_PROFILES
-    from .test_deployer_backends import kube_version
-    from .test_scheduler_executors import KUBE_PROFILES as JOB_PROFILES
-    from .test_scheduler_executors import SETTINGS as JOB_SETTINGS
-    from .test_scheduler_executors import kube_spec
+    from .modelspecs import KUBE_PROFILES as MODEL_PROFILES
+    from .modelspecs import kube_version
+    from .runspecs import KUBE_PROFILES as JOB_PROFILES
+    from .runspecs import SETTINGS as JOB_SETTINGS
+    from .runspecs import kube_spec
 
     value = "value-" + random.token_hex(8)
     spec = kube_spec(JOB_PROFILES[0], secrets={"DB_PASSWORD": value})
@@ -337,10 +331,8 @@ class SecretsAPI:
 
 
 @pytest.fixture(scope="module")
-def api(hub_factory, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("secrets-config")
-    config = folder / "secrets_config.py"
-    config.write_text(
+def api(hub_factory):
+    config = (
         'c.SecretsService.resolvers = ["scheduler", "deployer", "test-resolver"]\n'
         'c.SecretsService.max_value_size = "1K"\n'
     )
@@ -356,25 +348,16 @@ def api(hub_factory, tmp_path_factory):
             "scopes": ["access:services!service=secrets"],
         },
     ]
-    hub = hub_factory(
-        name="secrets",
-        account_prefix=tagged("sysec-"),
-        cgroup_parent=tagged("shipyard-test-sec"),
-        extra_env={
-            "SHIPYARD_SECRETS": "1",
-            "SHIPYARD_SECRETS_CONFIG": str(config),
-            "SHIPYARD_TEST_EXTRA_SERVICES": json.dumps(services),
-        },
-    )
-    client = SecretsAPI(hub)
-    wait_for(
-        lambda: requests.get(client.base + "health", timeout=5).status_code == 200,
-        60,
-        0.2,
-        "the secrets service to answer",
-    )
-    yield client
-    hub.stop()
+    with service_hub(
+        hub_factory,
+        "secrets",
+        tagged("sysec-"),
+        tagged("shipyard-test-sec"),
+        ["secrets"],
+        configs={"secrets": config},
+        extra_env={"SHIPYARD_TEST_EXTRA_SERVICES": json.dumps(services)},
+    ) as hub:
+        yield SecretsAPI(hub)
 
 
 @pytest.fixture(scope="module")

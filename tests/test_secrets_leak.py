@@ -20,13 +20,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from hub_ext.host.accounts import _create
-from hub_ext.host.slugs import account_name
-
 from .conftest import needs_root
-from .hubtools import remove_cgroups, tagged, wait_for
-from .test_deploy_clients import DEPLOYER_CONFIG, PROFILES, model_server_env  # noqa: F401
-from .test_scheduler_service import SCHEDULER_CONFIG, Scheduler, create_job, notebook
+from .hubtools import tagged
+from .services import (
+    LOCAL_DEPLOYER_CONFIG,
+    SERVING_PROFILES,
+    create_job,
+    notebook,
+    scheduler_hub,
+    users_with_accounts,
+)
 
 pytestmark = [needs_root]
 
@@ -69,64 +72,22 @@ X = pd.DataFrame({{"x": [1.0, 2.0, 3.0]}})
 
 
 @pytest.fixture(scope="module")
-def leak(hub_factory, tmp_path_factory, model_server_env):  # noqa: F811
-    folder = tmp_path_factory.mktemp("leak-config")
-    clock = folder / "clock"
-    clock.write_text("0")
-    scheduler_config = folder / "scheduler_config.py"
-    scheduler_config.write_text(SCHEDULER_CONFIG.format(clock=str(clock)))
-    deployer_config = folder / "deployer_config.py"
-    deployer_config.write_text(DEPLOYER_CONFIG)
-    hub = hub_factory(
-        profiles=PROFILES,
-        name="leak",
-        account_prefix=tagged("sylk-"),
-        cgroup_parent=tagged("shipyard-test-lk"),
-        extra_env={
-            "SHIPYARD_SECRETS": "1",
-            "SHIPYARD_SCHEDULER": "1",
-            "SHIPYARD_SCHEDULER_CONFIG": str(scheduler_config),
-            "SHIPYARD_TRACKING": "1",
-            "SHIPYARD_DEPLOYER": "1",
-            "SHIPYARD_DEPLOYER_CONFIG": str(deployer_config),
-        },
-    )
-    client = Scheduler(hub, clock)
-    probe = hub.create_user("probe")
-
-    def up() -> bool:
-        try:
-            answers = [
-                requests.get(f"{hub.url}/services/{name}/health", timeout=5)
-                for name in ("scheduler", "deployer", "secrets")
-            ]
-            answers.append(
-                requests.get(
-                    f"{hub.url}/services/tracking/version",
-                    headers={"Authorization": f"token {probe}"},
-                    timeout=5,
-                )
-            )
-        except requests.RequestException:
-            return False
-        return all(a.status_code == 200 for a in answers)
-
-    wait_for(up, 240, 0.5, "the secrets, scheduler, deployer and tracking services")
-    yield client
-    hub.stop()
-    remove_cgroups(tagged("shipyard-test-lk-jobs"))
-    remove_cgroups(tagged("shipyard-test-lk-models"))
+def leak(hub_factory, model_server_env):
+    with scheduler_hub(
+        hub_factory,
+        "leak",
+        tagged("sylk-"),
+        tagged("shipyard-test-lk"),
+        ["secrets", "tracking", "deployer"],
+        configs={"deployer": LOCAL_DEPLOYER_CONFIG},
+        profiles=SERVING_PROFILES,
+    ) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def users(leak, home_root):
-    made = {}
-    for name in ("alice", "bob"):
-        token = leak.hub.create_user(name, ["team"])
-        account = account_name(name, leak.hub.account_prefix)
-        entry = _create(account, str(home_root / account), f"test user {name}")
-        made[name] = (token, Path(entry.pw_dir), entry)
-    return made
+    return users_with_accounts(leak.hub, home_root, {"alice": ["team"], "bob": ["team"]})
 
 
 @pytest.fixture(scope="module")

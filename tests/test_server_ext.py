@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import subprocess
 import sys
 
 import pytest
@@ -14,8 +12,7 @@ import requests
 
 from server_ext.extension import ShipyardExtension
 
-from .hubtools import free_port, wait_for
-from .test_magics import mlflow_server  # noqa: F401 - a fixture
+from .hubtools import free_port, start_jupyter_server
 
 PROFILE = {
     "slug": "small",
@@ -30,60 +27,10 @@ PROFILE = {
 }
 
 
-def _start_server(tmp_path, extra_env: dict[str, str]) -> tuple[subprocess.Popen, str, str]:
-    token = secrets.token_hex(16)
-    port = free_port()
-    env = dict(
-        os.environ,
-        JUPYTER_TOKEN=token,
-        HOME=str(tmp_path),
-        JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
-    )
-    for key in (
-        "SHIPYARD_PROFILE_JSON",
-        "SHIPYARD_ENV",
-        "MEM_LIMIT",
-        "CPU_LIMIT",
-        "CPU_GUARANTEE",
-        "MEM_GUARANTEE",
-        "CUDA_VISIBLE_DEVICES",
-    ):
-        env.pop(key, None)
-    env.update(extra_env)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyter_server",
-            f"--ServerApp.port={port}",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.root_dir={tmp_path}",
-            "--ServerApp.open_browser=False",
-            "--allow-root",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        assert proc.poll() is None, "jupyter server exited"
-        try:
-            return requests.get(
-                url + "/api/status", headers={"Authorization": f"token {token}"}, timeout=2
-            ).ok
-        except requests.RequestException:
-            return False
-
-    wait_for(up, 60, 0.2, "jupyter server")
-    return proc, url, token
-
-
 @pytest.fixture
 def server(tmp_path, request):
     env = getattr(request, "param", {})
-    proc, url, token = _start_server(tmp_path, env)
+    proc, url, token = start_jupyter_server(tmp_path, env)
     yield url, token
     proc.terminate()
     proc.wait(30)
@@ -172,7 +119,7 @@ def test_experiments_lists_the_newest_tracked_runs_with_links(tmp_path, mlflow_s
     client.log_metric(older.info.run_id, "rmse", 0.5)
     client.set_terminated(older.info.run_id)
     newer = client.create_run(experiment, run_name="newer", start_time=older.info.start_time + 1000)
-    proc, url, token = _start_server(
+    proc, url, token = start_jupyter_server(
         tmp_path,
         {"MLFLOW_TRACKING_URI": mlflow_server, "SHIPYARD_TRACKING_UI_URL": "/services/tracking"},
     )
@@ -198,7 +145,7 @@ def test_experiments_lists_the_newest_tracked_runs_with_links(tmp_path, mlflow_s
 
 
 def test_experiments_says_when_tracking_is_off_or_unreachable(tmp_path):
-    proc, url, token = _start_server(tmp_path, {"MLFLOW_TRACKING_URI": ""})
+    proc, url, token = start_jupyter_server(tmp_path, {"MLFLOW_TRACKING_URI": ""})
     try:
         r = _experiments(url, token)
         assert r.status_code == 404 and "SHIPYARD_TRACKING" in r.json()["message"]
@@ -206,7 +153,7 @@ def test_experiments_says_when_tracking_is_off_or_unreachable(tmp_path):
         proc.terminate()
         proc.wait(30)
     down = f"http://127.0.0.1:{free_port()}"
-    proc, url, token = _start_server(tmp_path, {"MLFLOW_TRACKING_URI": down})
+    proc, url, token = start_jupyter_server(tmp_path, {"MLFLOW_TRACKING_URI": down})
     try:
         r = _experiments(url, token)
         assert r.status_code == 503 and "not reachable" in r.json()["message"], r.text

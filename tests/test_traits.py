@@ -3,11 +3,12 @@
 import importlib
 import importlib.util
 import inspect
-import textwrap
 
 import pytest
 from traitlets import Integer, Unicode
 from traitlets.config import Configurable
+
+from .traitdocs import help_problem
 
 MODULES = [
     "hub_ext.spawners.spawner",
@@ -52,17 +53,6 @@ def configurable_classes(module) -> list[type[Configurable]]:
         for _, cls in inspect.getmembers(module, inspect.isclass)
         if issubclass(cls, Configurable) and cls.__module__ == module.__name__
     ]
-
-
-def help_problem(trait) -> str | None:
-    """Why a trait's help is not good enough, or None."""
-    text = textwrap.dedent(trait.help or "").strip()
-    if not text:
-        return "has no help"
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) < 2:
-        return f"has a one-line help ({text!r}); add detail and an example"
-    return None
 
 
 CLASSES = [cls for module in shipyard_modules() for cls in configurable_classes(module)]

@@ -13,7 +13,7 @@
   spool and sender and the lineage a run records.
 
 The magics (:mod:`server_ext.magics`), the handlers (:mod:`server_ext.handlers`) and the
-``shipyard`` commands (:mod:`hub_ext.jobs_cli`, :mod:`hub_ext.models_cli`,
-:mod:`hub_ext.secrets_cli`) all go through these, so a service's refusal reads the same
+``shipyard`` commands (:mod:`hub_ext.cli.jobs`, :mod:`hub_ext.cli.models`,
+:mod:`hub_ext.cli.secrets`) all go through these, so a service's refusal reads the same
 everywhere.
 """

@@ -1,7 +1,7 @@
 """What users see of their deployments: the table of versions, the endpoint and how to call it.
 
 ``%deployments`` (:mod:`server_ext.magics.deploy`, with the widget of
-:mod:`server_ext.magics.widgets`), ``shipyard models`` (:mod:`hub_ext.models_cli`) and the
+:mod:`server_ext.magics.widgets`), ``shipyard models`` (:mod:`hub_ext.cli.models`) and the
 end of ``%deploy`` show the same rows and the same examples, from here. Apart from the wire
 calls (:mod:`server_ext.clients.deployer.client`) so that a change of wording never touches
 the client, and a change of the API never the wording.

@@ -4,7 +4,7 @@ The scheduler is a hub service at ``<hub>/services/scheduler/`` (see
 :mod:`hub_ext.services.scheduler`). Everything user-facing calls it through
 :class:`SchedulerClient`: the magics in :mod:`server_ext.magics.jobs` (``%schedule``, ``%jobs``,
 ``%run_now``), the REST handlers of :mod:`server_ext.handlers.scheduler` that forward the
-JupyterLab panel's calls, and ``shipyard jobs`` in :mod:`hub_ext.jobs_cli`. So the service's
+JupyterLab panel's calls, and ``shipyard jobs`` in :mod:`hub_ext.cli.jobs`. So the service's
 errors are translated in one place (:meth:`SchedulerClient._check`) into a
 :class:`SchedulerError` whose ``str()`` is the service's own ``message``, and a service that
 does not answer is reported the same way everywhere. The transport, that translation and the

@@ -1,7 +1,7 @@
 """Scheduling a notebook: the steps of ``%schedule``, and what every caller of the scheduler needs.
 
 ``%schedule`` (:mod:`server_ext.magics.jobs`) parses its arguments, calls
-:func:`schedule_notebook` and shows what it returns; ``shipyard jobs`` (:mod:`hub_ext.jobs_cli`)
+:func:`schedule_notebook` and shows what it returns; ``shipyard jobs`` (:mod:`hub_ext.cli.jobs`)
 uses the same helpers: the notebook a kernel runs (:func:`current_notebook`), ``-p NAME=VALUE``
 parameters (:func:`parse_parameters`), default job names (:func:`default_job_name`) and the
 webhook secret file (:func:`save_webhook_secret`, :func:`webhook_secret_file`).
@@ -78,7 +78,7 @@ def current_notebook(
 
 
 def default_job_name(source_path: str) -> str:
-    """The notebook's file name, lowercased, as a job name (a slug, :mod:`hub_ext.slugs` style).
+    """The notebook's file name, lowercased, as a job name (a slug, :mod:`hub_ext.host.slugs` style).
 
     A name that already is a plain slug (``daily-report``, ``Sales`` -> ``sales``) is kept; any
     other becomes JupyterHub's ``safe_slug``, with a short hash of the name

@@ -1,7 +1,7 @@
 """What users read about their jobs: times, triggers, the table of jobs, a notebook's diff.
 
 ``%jobs`` and ``%schedule`` (:mod:`server_ext.magics.jobs`, with the widgets of
-:mod:`server_ext.magics.widgets`) and ``shipyard jobs`` (:mod:`hub_ext.jobs_cli`) show the
+:mod:`server_ext.magics.widgets`) and ``shipyard jobs`` (:mod:`hub_ext.cli.jobs`) show the
 same text, from here, apart from the wire calls of :mod:`server_ext.clients.scheduler.client`.
 """
 
