@@ -373,7 +373,7 @@ def test_kill_9_mid_run_is_recovered_and_retried(sched, users):
     )
     run = sched.call("POST", f"api/jobs/{warmer['id']}/runs", alice[0], json={}).json()
     assert sched.wait_run(run["id"], alice[0])["status"] == "succeeded"
-    warm = "hub_ext[.]services[.]scheduler[.]executors[.]warm"
+    warm = "hub_ext[.]runtime[.]warm"
     wait_for(
         lambda: subprocess.run(["pgrep", "-u", str(uid), "-f", warm], capture_output=True).stdout,
         60,
