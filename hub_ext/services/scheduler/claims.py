@@ -8,13 +8,15 @@ and reads a run's job with :meth:`~Workers.get_job_for_worker`.
 
 Requirements and how they are met:
 
-- **A cron tick runs at most once** (SECURITY rule 7). ``claim_due`` reads
-  the due triggers *and locks them* in the same transaction that inserts
-  their runs and advances ``next_fire_at``: ``SELECT ... FOR UPDATE SKIP
-  LOCKED`` on PostgreSQL (a second worker skips what the first holds, and
-  re-reads a committed row as no longer due), ``BEGIN IMMEDIATE`` on SQLite
-  (one writer at a time). Underneath, ``UNIQUE (trigger_id, tick, attempt)``
-  rejects a second first attempt whatever the code above does.
+- **A cron tick runs at most once** (SECURITY rule 7). ``claim_due`` has
+  the cron kind (:mod:`.triggers.cron`, through
+  :meth:`~.triggers.firing.Firing.fire_due`) read the due triggers *and
+  lock them* in the same transaction that inserts their runs and advances
+  ``next_fire_at``: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL (a
+  second worker skips what the first holds, and re-reads a committed row as
+  no longer due), ``BEGIN IMMEDIATE`` on SQLite (one writer at a time).
+  Underneath, ``UNIQUE (trigger_id, tick, attempt)`` rejects a second
+  first attempt whatever the code above does.
 - **A crash leaves nothing in progress forever.** Workers heartbeat their
   runs; ``recover_orphans`` turns runs without a recent heartbeat into
   ``orphaned`` and queues the next attempt after the job's backoff while

@@ -106,9 +106,9 @@ __all__ = ["JobStore", "SnapshotStore", "check_notebook"]
 
 
 class _Part:
-    """A store method that is a part's: ``claim_due = _Part("workers")`` reads ``store.workers.claim_due``.
+    """A store method that is a part's: ``claim_due = _Part("workers")``.
 
-    The bound method of the part is returned as it is, with its signature
+    ``store.claim_due`` then reads ``store.workers.claim_due``: the bound method of the part is returned as it is, with its signature
     and docstring, so help() and the docs show the real thing.
     """
 
