@@ -441,7 +441,7 @@ def test_restart_around_a_tick_fires_it_once(database, store, clock):
     crashed = JobStore(make_engine(database), store.snapshots, clock=clock)
     session = crashed._write()
     session.begin()
-    crashed._fire_due_cron(session, at(11, 0, 1))
+    crashed.firing.fire_due(session, at(11, 0, 1))
     session.flush()
     session.rollback()
     session.close()

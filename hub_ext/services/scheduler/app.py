@@ -611,7 +611,7 @@ class SchedulerService(Application):
                 max_body_size=core.max_request_bytes,
             )
             stop = stop_event()
-            from .filewatch import FileWatcher
+            from .triggers.file import FileWatcher
 
             sweep = getattr(executor, "sweep", None)
             if sweep is not None:

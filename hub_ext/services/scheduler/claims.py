@@ -1,20 +1,22 @@
 """The worker side of the store: claiming due ticks and queued runs, and their life.
 
-Workers call :meth:`WorkerMixin.claim_due`, then :meth:`~WorkerMixin.start_run`,
-:meth:`~WorkerMixin.heartbeat` (or :meth:`~WorkerMixin.record_progress`, which
-counts as one) while executing, and :meth:`~WorkerMixin.finish_run`; the
-service calls :meth:`~WorkerMixin.recover_orphans` at start and periodically,
-and reads a run's job with :meth:`~WorkerMixin.get_job_for_worker`.
+Workers call :meth:`Workers.claim_due`, then :meth:`~Workers.start_run`,
+:meth:`~Workers.heartbeat` (or :meth:`~Workers.record_progress`, which
+counts as one) while executing, and :meth:`~Workers.finish_run`; the
+service calls :meth:`~Workers.recover_orphans` at start and periodically,
+and reads a run's job with :meth:`~Workers.get_job_for_worker`.
 
 Requirements and how they are met:
 
-- **A cron tick runs at most once** (SECURITY rule 7). ``claim_due`` reads
-  the due triggers *and locks them* in the same transaction that inserts
-  their runs and advances ``next_fire_at``: ``SELECT ... FOR UPDATE SKIP
-  LOCKED`` on PostgreSQL (a second worker skips what the first holds, and
-  re-reads a committed row as no longer due), ``BEGIN IMMEDIATE`` on SQLite
-  (one writer at a time). Underneath, ``UNIQUE (trigger_id, tick, attempt)``
-  rejects a second first attempt whatever the code above does.
+- **A cron tick runs at most once** (SECURITY rule 7). ``claim_due`` has
+  the cron kind (:mod:`.triggers.cron`, through
+  :meth:`~.triggers.firing.Firing.fire_due`) read the due triggers *and
+  lock them* in the same transaction that inserts their runs and advances
+  ``next_fire_at``: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL (a
+  second worker skips what the first holds, and re-reads a committed row as
+  no longer due), ``BEGIN IMMEDIATE`` on SQLite (one writer at a time).
+  Underneath, ``UNIQUE (trigger_id, tick, attempt)`` rejects a second
+  first attempt whatever the code above does.
 - **A crash leaves nothing in progress forever.** Workers heartbeat their
   runs; ``recover_orphans`` turns runs without a recent heartbeat into
   ``orphaned`` and queues the next attempt after the job's backoff while
@@ -22,7 +24,7 @@ Requirements and how they are met:
 - **A restarted process recovers its own runs at once.** Each process holds
   the lease of its *identity* (``SchedulerService.instance_id``: one live
   process per identity, stable across restarts) in ``scheduler_workers``.
-  :meth:`WorkerMixin.take_over` hands the lease to the new process and, in
+  :meth:`Workers.take_over` hands the lease to the new process and, in
   the same transaction, orphans and retries the runs the previous holder's
   worker id had claimed: that process is dead, so there is no heartbeat to
   wait for. Runs of other identities (other live replicas) are not touched;
@@ -47,28 +49,33 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from .convert import describe_job, describe_run
-from .cron import cron_count, cron_latest, cron_next
 from .errors import Conflict, Invalid, NotFound
 from .models import DescribeJob, DescribeRun, RunStatus
-from .orm import Job, Run, SchedulerWorker, Trigger
-from .queueing import ACTIVE, QueueMixin, is_id
+from .orm import Job, Run, SchedulerWorker
+from .queueing import ACTIVE, RunQueue, is_id
+from .triggers.firing import Firing
 
 log = logging.getLogger(__name__)
 
-#: Due cron triggers handled per claim transaction; the rest wait for the next poll.
-CRON_BATCH = 500
-#: How many missed ticks are counted for a run's reason before saying "more than".
-MISSED_COUNT_CAP = 1000
-#: What :meth:`WorkerMixin.finish_run` accepts.
+#: What :meth:`Workers.finish_run` accepts.
 FINISH_STATUSES = ("succeeded", "failed", "cancelled", "timed_out")
 
 
-class WorkerMixin(QueueMixin):
-    """What workers call on :class:`~.store.JobStore`; see the module docstring."""
+class Workers:
+    """What workers call, a part of :class:`~.store.JobStore`; see the module docstring.
 
-    late_tolerance: timedelta
-    _read: sessionmaker
-    _write: sessionmaker
+    Parameters
+    ----------
+    read, write : sessionmaker
+        The store's reading and writing sessions.
+    queue : RunQueue
+        Queues runs (retries) under the jobs' policies.
+    firing : Firing
+        Fires the triggers due in each claim, and those that follow a run's end.
+    """
+
+    def __init__(self, read: sessionmaker, write: sessionmaker, queue: RunQueue, firing: Firing):
+        self._read, self._write, self.queue, self.firing = read, write, queue, firing
 
     def claim_due(self, now: datetime | None, worker_id: str, limit: int = 10) -> list[DescribeRun]:
         """Turn due cron ticks into runs, then claim up to ``limit`` queued runs for a worker.
@@ -102,62 +109,12 @@ class WorkerMixin(QueueMixin):
         list of DescribeRun
             The runs claimed, ``queued`` and ``claimed_by`` the worker.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         with self._write.begin() as session:
-            self._fire_due_cron(session, now)
+            self.firing.fire_due(session, now)
             if limit <= 0:
                 return []
             return [describe_run(r) for r in self._claim_queued(session, now, worker_id, limit)]
-
-    def _fire_due_cron(self, session: Session, now: datetime) -> None:
-        due = session.execute(
-            select(Trigger, Job)
-            .join(Job, Trigger.job_id == Job.id)
-            .where(Trigger.kind == "cron", Trigger.next_fire_at <= now, Job.paused.is_(False))
-            .order_by(Trigger.next_fire_at, Trigger.id)
-            .limit(CRON_BATCH)
-            .with_for_update(skip_locked=True, of=(Trigger.__table__, Job.__table__))
-            .execution_options(populate_existing=True)
-        ).all()
-        for trigger, job in due:
-            try:
-                self._fire_cron(session, trigger, job, now)
-            except (ValueError, KeyError) as e:  # croniter's errors are ValueErrors
-                # One unreadable stored schedule must not stop every other job's
-                # ticks: disable it, say so, and go on.
-                log.error("Disabling cron trigger %s of job %s: %s", trigger.id, job.id, e)
-                trigger.next_fire_at = None
-
-    def _fire_cron(self, session: Session, trigger: Trigger, job: Job, now: datetime) -> None:
-        expression, tz = trigger.spec["expression"], trigger.spec["timezone"]
-        first = trigger.next_fire_at
-        latest = cron_latest(expression, tz, now)
-        trigger.next_fire_at = cron_next(expression, tz, now)
-        if latest < first:  # cannot happen unless the clock went back; just reschedule
-            return
-        trigger.last_fired_at = now
-        missed = cron_count(expression, tz, first, latest, MISSED_COUNT_CAP) - 1
-        late = now - latest > self.late_tolerance
-        count = f"{MISSED_COUNT_CAP}+" if missed + 1 >= MISSED_COUNT_CAP else str(missed + 1)
-        reason = f"cron {expression} ({tz})"
-        if job.missed_run_policy == "skip":
-            if late:
-                why = (
-                    f"skipped: {count} tick(s) from {first.isoformat()} to {latest.isoformat()} "
-                    "were missed while no scheduler ran, and the missed-run policy is skip"
-                )
-                self._insert_run(
-                    session,
-                    self._new_run(job, now, why, trigger=trigger, tick=latest, status="skipped"),
-                )
-                return
-            if missed:
-                reason += f"; {missed} earlier missed tick(s) skipped"
-        elif missed or late:
-            reason += f"; run_once for the latest of {count} missed tick(s)"
-        run = self._queue(session, job, now, reason, trigger=trigger, tick=latest)
-        if run is not None and run.status == "queued":
-            run.not_before = latest
 
     def _claim_queued(
         self, session: Session, now: datetime, worker_id: str, limit: int
@@ -234,13 +191,13 @@ class WorkerMixin(QueueMixin):
             is running (the claim is then released, for a later start). The
             worker must then not execute it.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         refused = None
         with self._write.begin() as session:
             found = session.get(Run, run_id)
-            if found is None or self._lock_job(session, found.job_id) is None:
+            if found is None or self.queue.lock_job(session, found.job_id) is None:
                 raise NotFound(f"no run {run_id!r}")
-            run = self._lock_run(session, run_id)
+            run = self.queue.lock_run(session, run_id)
             job = session.get(Job, run.job_id)
             if run.status != "queued":
                 raise Conflict(f"run {run.id} is {run.status}, not queued")
@@ -288,9 +245,9 @@ class WorkerMixin(QueueMixin):
             The run is no longer this worker's to run (orphaned, finished, or
             claimed by another): the worker must stop it.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         with self._write.begin() as session:
-            run = self._lock_run(session, run_id)
+            run = self.queue.lock_run(session, run_id)
             if run is None:
                 raise NotFound(f"no run {run_id!r}")
             if run.status != "running" or run.claimed_by != worker_id:
@@ -328,7 +285,7 @@ class WorkerMixin(QueueMixin):
             The run is not running, or not for this worker: the worker must
             stop it (as for :meth:`heartbeat`).
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         counts = (cells_done, cells_total)
         if any(isinstance(n, bool) or not isinstance(n, int) for n in counts) or not (
             0 <= cells_done <= cells_total
@@ -338,7 +295,7 @@ class WorkerMixin(QueueMixin):
                 f"{cells_done!r} of {cells_total!r}"
             )
         with self._write.begin() as session:
-            run = self._lock_run(session, run_id) if is_id(run_id) else None
+            run = self.queue.lock_run(session, run_id) if is_id(run_id) else None
             if run is None:
                 raise NotFound(f"no run {run_id!r}")
             if run.status != "running" or run.claimed_by != worker_id:
@@ -411,7 +368,7 @@ class WorkerMixin(QueueMixin):
             The run already ended (e.g. declared orphaned), or belongs to
             another worker.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         # Any str enum (the executors' RunStatus too) counts by value: str() of a
         # (str, Enum) member is "RunStatus.FAILED" before Python 3.12.
         status = status.value if isinstance(status, Enum) else str(status)
@@ -421,10 +378,10 @@ class WorkerMixin(QueueMixin):
             )
         with self._write.begin() as session:
             found = session.get(Run, run_id)
-            job = self._lock_job(session, found.job_id) if found else None
+            job = self.queue.lock_job(session, found.job_id) if found else None
             if job is None:
                 raise NotFound(f"no run {run_id!r}")
-            run = self._lock_run(session, run_id)
+            run = self.queue.lock_run(session, run_id)
             if run.status != "running" and not (run.status == "queued" and status == "cancelled"):
                 raise Conflict(f"run {run.id} is {run.status}; it cannot become {status}")
             if worker_id is not None and run.claimed_by not in (None, worker_id):
@@ -440,25 +397,10 @@ class WorkerMixin(QueueMixin):
             ):
                 if value is not None:
                     setattr(run, name, value)
-            self._retry(session, job, run, now)
+            self.queue.retry(session, job, run, now)
             described = describe_run(run)
-            if status == "succeeded":
-                self._queue_downstream(session, job, run, now)
+            self.firing.after_run(session, job, run, now)
         return described
-
-    def _queue_downstream(self, session: Session, upstream: Job, run: Run, now: datetime) -> None:
-        triggers = [
-            t
-            for t in session.scalars(select(Trigger).where(Trigger.kind == "after_job"))
-            if t.spec.get("upstream_job_id") == upstream.id
-        ]
-        for trigger in sorted(triggers, key=lambda t: t.job_id):  # lock order: job ids
-            job = self._lock_job(session, trigger.job_id)
-            if job is None or job.paused:
-                continue
-            reason = f"after run {run.id} of job {upstream.name!r} ({upstream.owner}) succeeded"
-            self._queue(session, job, now, reason, trigger=trigger)
-            trigger.last_fired_at = now
 
     def recover_orphans(
         self, stale_after: timedelta, *, now: datetime | None = None
@@ -482,7 +424,7 @@ class WorkerMixin(QueueMixin):
         list of DescribeRun
             The runs now ``orphaned``.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         cutoff = now - stale_after
         stale = or_(Run.heartbeat_at.is_(None), Run.heartbeat_at < cutoff)
 
@@ -521,7 +463,7 @@ class WorkerMixin(QueueMixin):
             )
         )
         for job_id in job_ids:  # lock order: job ids
-            job = self._lock_job(session, job_id, skip_locked=skip_locked)
+            job = self.queue.lock_job(session, job_id, skip_locked=skip_locked)
             if job is None:  # being changed right now (or deleted): next time
                 continue
             runs = session.scalars(
@@ -540,7 +482,7 @@ class WorkerMixin(QueueMixin):
                 why = note(run)
                 run.status, run.ended_at = "orphaned", now
                 run.reason = f"{run.reason}; {why}" if run.reason else why
-                self._retry(session, job, run, now)
+                self.queue.retry(session, job, run, now)
                 orphaned.append(describe_run(run))
         return orphaned
 
@@ -587,7 +529,7 @@ class WorkerMixin(QueueMixin):
         Conflict
             Another live process holds ``identity``: two processes were given one.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         if not identity or len(identity) > 255:
             raise Invalid("a scheduler identity is 1 to 255 characters")
         with self._write.begin() as session:
@@ -632,7 +574,7 @@ class WorkerMixin(QueueMixin):
         A process that loses its lease must stop: its runs have been
         recovered by the process that took over (whose retries are running).
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         with self._write.begin() as session:
             done = session.execute(
                 update(SchedulerWorker)

@@ -2,8 +2,9 @@
 
 The ORM (:mod:`.orm`) never imports the API models (:mod:`.models`); this
 module is the only bridge between them, so a field added to one shows up
-here or nowhere. A webhook trigger's secret hash never leaves the database:
-:func:`describe_trigger` does not copy it.
+here or nowhere. A trigger's API model comes from its kind
+(:meth:`~.triggers.base.TriggerKind.describe`), which leaves out what must
+stay in the database (a webhook trigger's secret hash).
 
 A job's ``notify`` column holds :class:`~.models.NotifyPolicy` as JSON;
 :func:`notify_policy` reads it back with the policy's defaults for missing
@@ -25,17 +26,14 @@ from typing import Any
 
 from .errors import Invalid
 from .models import (
-    AfterJobTrigger,
-    CronTrigger,
     DescribeJob,
     DescribeNotification,
     DescribeRun,
     DescribeTrigger,
-    FileTrigger,
     NotifyPolicy,
-    WebhookTrigger,
 )
 from .orm import Job, Notification, Run, Trigger
+from .triggers import KINDS
 
 
 def notify_policy(stored: dict[str, Any] | None) -> NotifyPolicy:
@@ -56,19 +54,8 @@ def notify_dict(policy: NotifyPolicy) -> dict[str, Any]:
 
 
 def describe_trigger(trigger: Trigger) -> DescribeTrigger:
-    spec = trigger.spec
-    model: CronTrigger | FileTrigger | WebhookTrigger | AfterJobTrigger
-    if trigger.kind == "cron":
-        model = CronTrigger.model_construct(
-            expression=spec["expression"], timezone=spec["timezone"]
-        )
-    elif trigger.kind == "file":
-        model = FileTrigger.model_construct(glob=spec["glob"])
-    elif trigger.kind == "webhook":
-        model = WebhookTrigger.model_construct()  # the secret's hash stays in the database
-    else:
-        model = AfterJobTrigger.model_construct(upstream_job_id=spec["upstream_job_id"])
-    # Not validated again (as the trigger model above): validation would rerun
+    model = KINDS[trigger.kind].describe(trigger.spec)
+    # Not validated again (nor is the kind's model): validation would rerun
     # CronTrigger's check that the expression fires, a croniter walk per trigger.
     return DescribeTrigger.model_construct(
         id=trigger.id,
@@ -152,11 +139,6 @@ def describe_notification(notification: Notification) -> DescribeNotification:
         created_at=notification.created_at,
         read_at=notification.read_at,
     )
-
-
-def public_spec(model: CronTrigger | FileTrigger | WebhookTrigger | AfterJobTrigger) -> str:
-    """A trigger's identity for matching an update's triggers to the stored ones."""
-    return model.model_dump_json()
 
 
 def encode_token(values: list[str]) -> str:

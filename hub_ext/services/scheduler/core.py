@@ -53,7 +53,6 @@ from .api import (
     UpcomingResponse,
     WebhookResponse,
 )
-from .cron import cron_next
 from .errors import Conflict, Forbidden, Invalid, NotFound, SchedulerError
 from .models import (
     CreateJob,
@@ -72,6 +71,7 @@ from .notebooks import (
 )
 from .paths import TooLarge, read_in_home
 from .store import JobStore
+from .triggers import KINDS
 
 #: Longest a thread keeps the GIL while another waits for it (seconds; Python's default
 #: is 0.005). Store calls run in threads, but turning rows into models is Python work
@@ -300,13 +300,8 @@ class SchedulerCore:
         times: list[datetime] = []
         if not job.paused:
             for trigger in job.triggers:
-                spec = trigger.trigger
-                if spec.kind != "cron" or trigger.next_fire_at is None:
-                    continue
-                when = trigger.next_fire_at
-                for _ in range(count):
-                    times.append(when)
-                    when = cron_next(spec.expression, spec.timezone, when)
+                kind = KINDS[trigger.trigger.kind]
+                times += kind.upcoming(trigger.trigger, trigger.next_fire_at, count)
         return UpcomingResponse(times=sorted(times)[:count])
 
     # -- runs

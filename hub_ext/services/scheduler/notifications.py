@@ -1,6 +1,6 @@
 """Notifications: what the scheduler tells a user about runs that ended.
 
-The service adds one with :meth:`NotificationMixin.add_notification` when a
+The service adds one with :meth:`Notifications.add_notification` when a
 run ends in a way the job's ``notify`` policy asks about (and mails or calls
 the webhook itself); users list theirs and mark them read.
 
@@ -30,7 +30,7 @@ from .convert import describe_notification
 from .errors import Invalid, NotFound
 from .models import DescribeNotification, ListNotificationsResponse
 from .orm import NOTIFICATION_EVENTS, Job, Notification
-from .queueing import QueueMixin, is_id, new_id
+from .queueing import RunQueue, is_id, new_id
 
 #: The longest message stored, in characters; longer ones are cut with "…".
 MAX_MESSAGE = 4000
@@ -38,11 +38,11 @@ MAX_MESSAGE = 4000
 MAX_LIST = 500
 
 
-class NotificationMixin(QueueMixin):
-    """Notifications on :class:`~.store.JobStore`; see the module docstring."""
+class Notifications:
+    """Notifications, a part of :class:`~.store.JobStore`; see the module docstring."""
 
-    _read: sessionmaker
-    _write: sessionmaker
+    def __init__(self, read: sessionmaker, write: sessionmaker, queue: RunQueue):
+        self._read, self._write, self.queue = read, write, queue
 
     def add_notification(
         self,
@@ -75,7 +75,7 @@ class NotificationMixin(QueueMixin):
         NotFound
             No job ``job_id`` (it may have been deleted since the run ended).
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         event = event.value if isinstance(event, Enum) else str(event)
         if event not in NOTIFICATION_EVENTS:
             raise Invalid(
@@ -147,7 +147,7 @@ class NotificationMixin(QueueMixin):
         NotFound
             No such notification, or another user's: the two look the same.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         with self._write.begin() as session:
             row = session.get(Notification, notification_id) if is_id(notification_id) else None
             if row is None or row.user != user:

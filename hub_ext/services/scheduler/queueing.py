@@ -1,7 +1,7 @@
 """Queueing runs under a job's concurrency and retry policies; the locks that makes safe.
 
 Every way a run comes to be (a cron tick, a manual run, a webhook, a file, an
-upstream job, a retry) goes through :class:`QueueMixin`, so the policies are
+upstream job, a retry) goes through :class:`RunQueue`, so the policies are
 applied in one place:
 
 - **Concurrency.** ``forbid`` with a run in progress records the new run as
@@ -11,15 +11,17 @@ applied in one place:
 - **Retries.** A run that ended failed, timed out or orphaned queues attempt
   + 1 after the job's backoff while retries remain.
 - **Exactly once per tick.** ``UNIQUE (trigger_id, tick, attempt)`` rejects
-  a second run of a tick whatever the code above does; :meth:`QueueMixin._insert_run`
+  a second run of a tick whatever the code above does; :meth:`RunQueue.insert`
   takes that in a savepoint, so one bad path cannot abort a whole claim.
 
 Lock order, to keep PostgreSQL free of deadlocks: a transaction locks job
 rows (in id order) before run rows. Inserting a run takes a key-share lock on
 its job, so runs are only inserted under that job's lock.
 
-It is a mixin of :class:`~.store.JobStore` (which sets ``clock``) rather than
-functions, because the clock is per store.
+It is an object rather than functions because the clock is per store:
+:class:`~.store.JobStore` makes one and hands it to each of its parts
+(jobs, workers, firing, quotas, retention, notifications), which hold no
+other shared state.
 """
 
 from __future__ import annotations
@@ -59,29 +61,38 @@ def is_id(value: object) -> bool:
     return isinstance(value, str) and ID_RE.match(value) is not None
 
 
-class QueueMixin:
-    """Queue runs of locked jobs; the helpers both the user and the worker side share."""
+class RunQueue:
+    """Queue runs of locked jobs; the clock and locks every part of the store shares.
 
-    clock: Callable[[], datetime]
+    Parameters
+    ----------
+    clock : callable
+        Returns the current timezone-aware time; :meth:`now` asks it when
+        given None.
+    """
 
-    def _now(self, now: datetime | None) -> datetime:
+    def __init__(self, clock: Callable[[], datetime]):
+        self.clock = clock
+
+    def now(self, now: datetime | None) -> datetime:
+        """Return ``now`` (or the clock's time) in UTC; refuse a naive datetime."""
         now = self.clock() if now is None else now
         if now.tzinfo is None or now.utcoffset() is None:
             raise ValueError(f"naive datetime {now!r}: pass a timezone-aware time")
         return now.astimezone(timezone.utc)
 
     @staticmethod
-    def _lock_job(session: Session, job_id: str, skip_locked: bool = False) -> Job | None:
+    def lock_job(session: Session, job_id: str, skip_locked: bool = False) -> Job | None:
         """Load a job row under ``FOR UPDATE`` (a no-op on SQLite, already serialised)."""
         stmt = select(Job).where(Job.id == job_id).with_for_update(skip_locked=skip_locked)
         return session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
 
     @staticmethod
-    def _lock_run(session: Session, run_id: str) -> Run | None:
+    def lock_run(session: Session, run_id: str) -> Run | None:
         stmt = select(Run).where(Run.id == run_id).with_for_update()
         return session.scalars(stmt.execution_options(populate_existing=True)).one_or_none()
 
-    def _insert_run(self, session: Session, run: Run) -> Run | None:
+    def insert(self, session: Session, run: Run) -> Run | None:
         """Insert ``run`` in a savepoint; return None if its (trigger, tick, attempt) exists.
 
         The locks taken by the callers make a duplicate impossible; this is
@@ -100,7 +111,7 @@ class QueueMixin:
             return None
         return run
 
-    def _new_run(
+    def new_run(
         self,
         job: Job,
         now: datetime,
@@ -130,7 +141,7 @@ class QueueMixin:
             ended_at=now if final else None,
         )
 
-    def _queue(
+    def queue(
         self,
         session: Session,
         job: Job,
@@ -163,11 +174,11 @@ class QueueMixin:
                     "policy is 'forbid': wait for it, cancel it, or change the policy"
                 )
             why = f"skipped: run {busy.id} is {busy.status} and the concurrency policy is forbid"
-            return self._insert_run(
+            return self.insert(
                 session,
-                self._new_run(job, now, why, trigger=trigger, tick=tick, status="skipped"),
+                self.new_run(job, now, why, trigger=trigger, tick=tick, status="skipped"),
             )
-        run = self._new_run(job, now, reason, trigger=trigger, tick=tick, parameters=parameters)
+        run = self.new_run(job, now, reason, trigger=trigger, tick=tick, parameters=parameters)
         if active and job.concurrency_policy == "replace":
             for old in active:
                 note = f"replaced by run {run.id} (concurrency policy replace)"
@@ -177,9 +188,9 @@ class QueueMixin:
                 elif old.cancel_requested_at is None:
                     old.cancel_requested_at = now
                     old.reason = f"{old.reason}; {note}" if old.reason else note
-        return self._insert_run(session, run)
+        return self.insert(session, run)
 
-    def _retry(self, session: Session, job: Job, run: Run, now: datetime) -> Run | None:
+    def retry(self, session: Session, job: Job, run: Run, now: datetime) -> Run | None:
         """Queue the next attempt of a run that ended in ``run.status``, if retries remain."""
         if run.status not in RETRY_STATUSES:
             return None
@@ -205,4 +216,4 @@ class QueueMixin:
             queued_at=now,
             not_before=now + backoff,
         )
-        return self._insert_run(session, attempt)
+        return self.insert(session, attempt)

@@ -1,10 +1,10 @@
 """Holding claimed runs back: running counts per owner, and deferring a claimed run.
 
 The service enforces per-group limits on how many runs execute at once
-(the profiles' quotas) between :meth:`~.claims.WorkerMixin.claim_due` and
-:meth:`~.claims.WorkerMixin.start_run`: it reads
-:meth:`QuotaMixin.running_counts_by_owner`, and a run over its owner's limit
-goes back to the queue with :meth:`QuotaMixin.defer_run` instead of starting.
+(the profiles' quotas) between :meth:`~.claims.Workers.claim_due` and
+:meth:`~.claims.Workers.start_run`: it reads
+:meth:`Quotas.running_counts_by_owner`, and a run over its owner's limit
+goes back to the queue with :meth:`Quotas.defer_run` instead of starting.
 
 Requirements and how they are met:
 
@@ -38,7 +38,7 @@ from .convert import describe_run
 from .errors import Conflict, Invalid, NotFound
 from .models import DescribeRun
 from .orm import Job, Run
-from .queueing import QueueMixin, is_id
+from .queueing import RunQueue, is_id
 
 #: How a deferral note starts; notes in ``run.reason`` are joined by "; ".
 WAITING = "waiting:"
@@ -68,11 +68,11 @@ def waiting_note(reason: str, note: str) -> str:
     return "; ".join([*_without_waiting(reason), note])
 
 
-class QuotaMixin(QueueMixin):
-    """Running counts and deferral on :class:`~.store.JobStore`; see the module docstring."""
+class Quotas:
+    """Running counts and deferral, a part of :class:`~.store.JobStore`; see the module doc."""
 
-    _read: sessionmaker
-    _write: sessionmaker
+    def __init__(self, read: sessionmaker, write: sessionmaker, queue: RunQueue):
+        self._read, self._write, self.queue = read, write, queue
 
     def running_counts_by_owner(self) -> dict[str, int]:
         """Return how many runs are ``running``, per owner of their job.
@@ -133,12 +133,12 @@ class QuotaMixin(QueueMixin):
         Conflict
             The run is not queued, or not claimed by ``worker_id``.
         """
-        now = self._now(now)
-        not_before = self._now(not_before)  # checks it is timezone-aware
+        now = self.queue.now(now)
+        not_before = self.queue.now(not_before)  # checks it is timezone-aware
         if not reason or not reason.strip():
             raise Invalid("say why the run is deferred: reason is empty")
         with self._write.begin() as session:
-            run = self._lock_run(session, run_id) if is_id(run_id) else None
+            run = self.queue.lock_run(session, run_id) if is_id(run_id) else None
             if run is None:
                 raise NotFound(f"no run {run_id!r}")
             if run.status != "queued" or run.claimed_by != worker_id:

@@ -1,10 +1,10 @@
 """Retention of run outputs: which finished runs' files a job's policy lets go.
 
 A job's ``keep_runs`` and ``keep_days`` bound how many run outputs it keeps
-and for how long. The service asks :meth:`RetentionMixin.expired_outputs`
+and for how long. The service asks :meth:`Retention.expired_outputs`
 which runs are past them, deletes their files itself (through the one path
 resolver, SECURITY rule 1: this module never touches files), then records it
-with :meth:`RetentionMixin.mark_outputs_deleted`.
+with :meth:`Retention.mark_outputs_deleted`.
 
 Requirements and how they are met:
 
@@ -15,7 +15,7 @@ Requirements and how they are met:
   finished runs *that still have outputs* are kept; a skipped tick or a run
   cancelled before it started (no files) does not push a real output out.
 - **Nothing in progress is touched.** Only runs in a final status qualify,
-  and :meth:`~RetentionMixin.mark_outputs_deleted` re-checks that in SQL, so
+  and :meth:`~Retention.mark_outputs_deleted` re-checks that in SQL, so
   a wrong id cannot clear the paths of a running run.
 - **Deleting files twice is harmless; recording it twice is not done.** A
   crash between deleting files and marking them leaves the runs listed
@@ -34,17 +34,17 @@ from .convert import describe_run
 from .errors import NotFound
 from .models import DescribeRun
 from .orm import FINAL_STATUSES, Job, Run
-from .queueing import QueueMixin, is_id
+from .queueing import RunQueue, is_id
 
 #: Runs marked per UPDATE statement (bound parameters stay well under every limit).
 MARK_BATCH = 500
 
 
-class RetentionMixin(QueueMixin):
-    """Expired outputs on :class:`~.store.JobStore`; see the module docstring."""
+class Retention:
+    """Expired outputs, a part of :class:`~.store.JobStore`; see the module docstring."""
 
-    _read: sessionmaker
-    _write: sessionmaker
+    def __init__(self, read: sessionmaker, write: sessionmaker, queue: RunQueue):
+        self._read, self._write, self.queue = read, write, queue
 
     def expired_outputs(self, job_id: str, *, now: datetime | None = None) -> list[DescribeRun]:
         """Return the finished runs of a job whose outputs its retention lets go.
@@ -71,7 +71,7 @@ class RetentionMixin(QueueMixin):
         NotFound
             No such job.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         with self._read.begin() as session:
             job = session.get(Job, job_id) if is_id(job_id) else None
             if job is None:
@@ -111,7 +111,7 @@ class RetentionMixin(QueueMixin):
         now : datetime, optional
             When (None: the store's clock).
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         ids = sorted({run_id for run_id in run_ids if is_id(run_id)})
         if not ids:
             return

@@ -7,22 +7,31 @@ state of its own beyond the database and the :class:`~.snapshots.SnapshotStore`,
 so any number of service processes can share one database.
 
 This module holds the user-facing side: jobs, and runs as users see, start
-and cancel them. The rest is split by
-concern, each module saying why it is as it is:
+and cancel them. The rest is split by concern into parts, each a small
+object that :class:`JobStore` makes and holds, given the sessionmakers and
+whatever else it needs in its constructor (no state shared behind their
+backs), each module saying why it is as it is:
 
-- :mod:`.claims`: the worker side (claiming due ticks and queued runs,
-  start, heartbeat and progress, finish, orphan recovery), mixed into
-  :class:`JobStore`;
-- :mod:`.quotas`: holding claimed runs back (per-owner running counts,
-  deferral);
-- :mod:`.retention`: which runs' outputs the job's retention lets go;
-- :mod:`.notifications`: messages to users about runs that ended;
-- :mod:`.queueing`: queueing a run under the concurrency and retry policies,
-  and the lock order;
-- :mod:`.triggers`: building, checking and replacing trigger rows, and
-  firing webhook and file triggers;
+- :mod:`.queueing` (``store.queue``): queueing a run under the concurrency
+  and retry policies, the lock order and the clock; every other part is
+  given it;
+- :mod:`.triggers.firing` (``store.firing``): firing triggers, through
+  the kinds of :mod:`.triggers` (one module per kind);
+- :mod:`.claims` (``store.workers``): the worker side (claiming due ticks
+  and queued runs, start, heartbeat and progress, finish, orphan recovery,
+  leases);
+- :mod:`.quotas` (``store.quotas``): holding claimed runs back (per-owner
+  running counts, deferral);
+- :mod:`.retention` (``store.retention``): which runs' outputs the job's
+  retention lets go;
+- :mod:`.notifications` (``store.notifications``): messages to users about
+  runs that ended;
 - :mod:`.convert`: rows to API models, and page tokens;
 - :mod:`.snapshots` and :mod:`.cron`: notebook bytes and cron arithmetic.
+
+The parts' public methods are also the store's (``store.claim_due`` is
+``store.workers.claim_due``, see :class:`_Part`), so the service, its
+workers and handlers call one object.
 
 Requirements met here:
 
@@ -52,6 +61,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, delete, func, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
@@ -59,7 +69,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
 from ..common.orm import utcnow
-from .claims import WorkerMixin
+from .claims import Workers
 from .convert import (
     decode_token,
     describe_job,
@@ -68,7 +78,6 @@ from .convert import (
     notify_dict,
     notify_policy,
 )
-from .cron import cron_next
 from .errors import Conflict, Forbidden, Invalid, NotFound
 from .models import (
     CreateJob,
@@ -83,19 +92,39 @@ from .models import (
     UpdateJob,
     UpdateJobResponse,
 )
-from .notifications import NotificationMixin
+from .notifications import Notifications
 from .orm import Job, Notification, Run, Trigger
-from .queueing import ACTIVE, ID_RE, new_id
-from .quotas import QuotaMixin
-from .retention import RetentionMixin
+from .queueing import ACTIVE, ID_RE, RunQueue, new_id
+from .quotas import Quotas
+from .retention import Retention
 from .snapshots import SnapshotStore, check_notebook
-from .triggers import FiringMixin, check_upstreams, new_triggers, replace_triggers
+from .triggers import KINDS, check_triggers, new_triggers, replace_triggers
+from .triggers.firing import Firing
 
 # Imported from here by the tests and older callers.
 __all__ = ["JobStore", "SnapshotStore", "check_notebook"]
 
 
-class JobStore(WorkerMixin, FiringMixin, QuotaMixin, RetentionMixin, NotificationMixin):
+class _Part:
+    """A store method that is a part's: ``claim_due = _Part("workers")``.
+
+    ``store.claim_due`` then reads ``store.workers.claim_due``: the bound method of the part is returned as it is, with its signature
+    and docstring, so help() and the docs show the real thing.
+    """
+
+    def __init__(self, part: str):
+        self.part = part
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, store: Any, owner: type | None = None) -> Any:
+        if store is None:
+            return self
+        return getattr(getattr(store, self.part), self.name)
+
+
+class JobStore:
     """Jobs, triggers and runs in a database, with snapshots in a :class:`SnapshotStore`.
 
     Parameters
@@ -123,13 +152,42 @@ class JobStore(WorkerMixin, FiringMixin, QuotaMixin, RetentionMixin, Notificatio
     ):
         self.engine = engine
         self.snapshots = snapshots
-        self.clock = clock
-        self.late_tolerance = late_tolerance
         self._read = sessionmaker(engine, expire_on_commit=False)
         # Writers take SQLite's write lock when they begin (see db.make_engine).
         self._write = sessionmaker(
             engine.execution_options(sqlite_begin="IMMEDIATE"), expire_on_commit=False
         )
+        self.queue = RunQueue(clock)
+        self.firing = Firing(self._write, self.queue, late_tolerance)
+        self.workers = Workers(self._read, self._write, self.queue, self.firing)
+        self.quotas = Quotas(self._read, self._write, self.queue)
+        self.retention = Retention(self._read, self._write, self.queue)
+        self.notifications = Notifications(self._read, self._write, self.queue)
+
+    # -- the parts' methods, called on the store by the service, its workers and handlers
+
+    fire_webhook = _Part("firing")
+    fire_trigger = _Part("firing")
+
+    claim_due = _Part("workers")
+    start_run = _Part("workers")
+    heartbeat = _Part("workers")
+    record_progress = _Part("workers")
+    get_job_for_worker = _Part("workers")
+    finish_run = _Part("workers")
+    recover_orphans = _Part("workers")
+    take_over = _Part("workers")
+    renew_lease = _Part("workers")
+
+    running_counts_by_owner = _Part("quotas")
+    defer_run = _Part("quotas")
+
+    expired_outputs = _Part("retention")
+    mark_outputs_deleted = _Part("retention")
+
+    add_notification = _Part("notifications")
+    list_notifications = _Part("notifications")
+    mark_notification_read = _Part("notifications")
 
     # -- access
 
@@ -167,7 +225,7 @@ class JobStore(WorkerMixin, FiringMixin, QuotaMixin, RetentionMixin, Notificatio
     ) -> Job:
         if not isinstance(job_id, str) or not ID_RE.match(job_id):
             raise NotFound(f"no job {job_id!r}")
-        job = self._lock_job(session, job_id) if write else session.get(Job, job_id)
+        job = self.queue.lock_job(session, job_id) if write else session.get(Job, job_id)
         return self._visible(job, job_id, user, groups, admin, write)
 
     def _run_for(
@@ -187,7 +245,7 @@ class JobStore(WorkerMixin, FiringMixin, QuotaMixin, RetentionMixin, Notificatio
         except NotFound:
             raise NotFound(f"no run {run_id!r}") from None
         if write:
-            run = self._lock_run(session, run_id)
+            run = self.queue.lock_run(session, run_id)
         return job, run
 
     # -- jobs
@@ -232,12 +290,12 @@ class JobStore(WorkerMixin, FiringMixin, QuotaMixin, RetentionMixin, Notificatio
         Conflict
             The owner already has a job of that name.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         check_notebook(notebook_bytes)
         digest = self.snapshots.put(notebook_bytes)
         try:
             with self._write.begin() as session:
-                check_upstreams(session, None, owner, job.triggers, groups, admin)
+                check_triggers(session, None, owner, job.triggers, groups, admin)
                 triggers, secret = new_triggers(job.triggers, now)
                 row = Job(
                     id=new_id(),
@@ -377,7 +435,7 @@ class JobStore(WorkerMixin, FiringMixin, QuotaMixin, RetentionMixin, Notificatio
             ``expected_version`` is stale, the new name is taken, or the job
             changed concurrently.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         update = update or UpdateJob()
         digest = None
         if notebook_bytes is not None:
@@ -420,11 +478,7 @@ class JobStore(WorkerMixin, FiringMixin, QuotaMixin, RetentionMixin, Notificatio
                     if was_paused and not job.paused:
                         # Ticks that passed while paused were not wanted: start from now.
                         for trigger in job.triggers:
-                            if trigger.kind == "cron":
-                                spec = trigger.spec
-                                trigger.next_fire_at = cron_next(
-                                    spec["expression"], spec["timezone"], now
-                                )
+                            KINDS[trigger.kind].schedule(trigger, now)
                 if changed:
                     job.updated_at = now  # also bumps ``version`` (version_id_col)
                     session.flush()
@@ -551,11 +605,11 @@ class JobStore(WorkerMixin, FiringMixin, QuotaMixin, RetentionMixin, Notificatio
         Conflict
             The job's concurrency policy is ``forbid`` and a run is in progress.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         request = request or CreateRun()
         with self._write.begin() as session:
             job = self._job_for(session, job_id, user, groups, admin, write=True)
-            run = self._queue(
+            run = self.queue.queue(
                 session,
                 job,
                 now,
@@ -583,7 +637,7 @@ class JobStore(WorkerMixin, FiringMixin, QuotaMixin, RetentionMixin, Notificatio
         Conflict
             The run has already ended.
         """
-        now = self._now(now)
+        now = self.queue.now(now)
         with self._write.begin() as session:
             _, run = self._run_for(session, run_id, user, groups, admin, write=True)
             if run.status not in ACTIVE:

@@ -4,16 +4,16 @@ The service fixes the life of a run as a template method (STYLE rule 14,
 jupyter-scheduler's ``ExecutionManager.process``); the executor only runs
 the notebook and reports:
 
-1. ``claim`` (:meth:`~.claims.WorkerMixin.claim_due`): due cron ticks become
+1. ``claim`` (:meth:`~.claims.Workers.claim_due`): due cron ticks become
    runs and queued runs are claimed, in one transaction;
 2. ``admit``: the owner's groups' quotas on concurrent runs, and the run's
    profile (which must still be open to the owner, and one this machine can
    run: no GPU profile without a GPU); a run over quota is
    released with a "waiting: ..." reason and tried again shortly;
-3. ``start`` (:meth:`~.claims.WorkerMixin.start_run`), then ``execute``
+3. ``start`` (:meth:`~.claims.Workers.start_run`), then ``execute``
    while a heartbeat task records liveness and cell progress, and stops the
    run when a user cancels it (or ``replace`` supersedes it);
-4. ``finish`` (:meth:`~.claims.WorkerMixin.finish_run`) with the report:
+4. ``finish`` (:meth:`~.claims.Workers.finish_run`) with the report:
    status, reason, outputs, environment digest and MLflow run id; an
    executor that could not start the run is a failed run with its message,
    never a run left "running";
@@ -26,7 +26,7 @@ polls every ``poll_interval``; it recovers orphans at start and every
 database: the claims make that safe.
 
 A worker with an ``identity`` (``SchedulerService.instance_id``) first takes
-over that identity's lease (:meth:`~.claims.WorkerMixin.take_over`): the
+over that identity's lease (:meth:`~.claims.Workers.take_over`): the
 process that held it before is dead, so its runs are recovered at start
 rather than after ``stale_after`` without heartbeats, which is what makes a
 restart after ``kill -9`` retry them within seconds. The lease is renewed

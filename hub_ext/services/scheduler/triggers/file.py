@@ -1,5 +1,10 @@
 """File triggers: a job runs when a file matching its glob arrives in its owner's home.
 
+The row keeps the ``glob`` (:class:`FileKind`); the service's
+:class:`FileWatcher` watches it and fires through
+:meth:`~.firing.Firing.fire_trigger`, which accepts this kind only
+(:attr:`FileKind.fired_by_service`).
+
 The watcher scans every file trigger's glob every ``interval`` seconds
 (through :func:`.paths.glob_in_home`: never outside the home, never through
 a link). A file *arrives* when its modification time is at or after the
@@ -27,13 +32,18 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from .errors import SchedulerError
-from .orm import Job, Trigger
-from .paths import glob_in_home
-from .store import JobStore
+from ..errors import SchedulerError
+from ..models import FileTrigger
+from ..orm import Job, Trigger
+from ..paths import glob_in_home
+from .base import TriggerKind
+
+if TYPE_CHECKING:
+    from ..store import JobStore
 
 log = logging.getLogger("shipyard.scheduler.files")
 
@@ -43,13 +53,27 @@ MAX_FIRES_PER_SCAN = 100
 MAX_MATCHES = 10_000
 
 
+class FileKind(TriggerKind):
+    """``file``: see the module docstring."""
+
+    name = "file"
+    model = FileTrigger
+    fired_by_service = True
+
+    def spec(self, model: FileTrigger) -> tuple[dict[str, Any], None]:
+        return {"glob": model.glob}, None
+
+    def describe(self, spec: dict[str, Any]) -> FileTrigger:
+        return FileTrigger.model_construct(glob=spec["glob"])
+
+
 def file_triggers(store: JobStore) -> list[tuple[str, str, str, str, datetime]]:
     """(trigger id, job id, owner, glob, created_at) of every file trigger of an unpaused job."""
     with store._read.begin() as session:  # noqa: SLF001 - the store's own read sessions
         rows = session.execute(
             select(Trigger.id, Job.id, Job.owner, Trigger.spec, Trigger.created_at)
             .join(Job, Trigger.job_id == Job.id)
-            .where(Trigger.kind == "file", Job.paused.is_(False))
+            .where(Trigger.kind == FileKind.name, Job.paused.is_(False))
         ).all()
     return [(t, j, owner, spec["glob"], created) for t, j, owner, spec, created in rows]
 
