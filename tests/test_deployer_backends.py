@@ -1002,3 +1002,32 @@ async def test_kubernetes_backend_reports_a_crashing_model_and_cleans_up(monkeyp
         await backend.start(spec)
     assert backend.endpoints(spec.key) == []
     assert "delete_namespaced_deployment" in [c[0] for c in calls]
+
+
+def test_a_replica_record_of_an_older_deployer_names_its_process_in_todays_form():
+    """Older deployers recorded psutil's create_time (a float): an upgrade still adopts."""
+    import subprocess
+
+    import psutil
+
+    from hub_ext.host.process import start_time
+    from hub_ext.services.deployer.local import _read_older_start_time
+
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        created = psutil.Process(sleeper.pid).create_time()
+        older = {"pid": sleeper.pid, "started": created}
+        _read_older_start_time(older)
+        assert older["started"] == start_time(sleeper.pid)  # the same process, today's form
+        another = {"pid": sleeper.pid, "started": created - 5.0}
+        _read_older_start_time(another)
+        assert another["started"] == ""  # the pid is another process's: matches nothing
+        today = {"pid": sleeper.pid, "started": start_time(sleeper.pid)}
+        _read_older_start_time(today)
+        assert today["started"] == start_time(sleeper.pid)  # today's records are left alone
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    gone = {"pid": sleeper.pid, "started": created}
+    _read_older_start_time(gone)
+    assert gone["started"] == ""

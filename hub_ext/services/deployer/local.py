@@ -253,6 +253,27 @@ class _Output(asyncio.Protocol):
             self.ended.set_result(None)
 
 
+def _read_older_start_time(replica: dict) -> None:
+    """A replica record's ``started`` as an older deployer wrote it, in today's form.
+
+    Older records hold psutil's ``create_time`` (seconds since the epoch, a float) where
+    they now hold the kernel's start time of the process (:func:`start_time`). A float
+    that names the process running under the pid becomes that process's start time, so
+    an upgraded deployer adopts (or stops) the replicas an older one left serving;
+    anything else becomes ``""``, which matches no process.
+    """
+    started = replica.get("started")
+    if not isinstance(started, float):
+        return
+    try:
+        pid = int(replica["pid"])
+        proc = psutil.Process(pid)
+        same = proc.status() != psutil.STATUS_ZOMBIE and abs(proc.create_time() - started) < 0.01
+    except (psutil.Error, KeyError, TypeError, ValueError):
+        same = False
+    replica["started"] = (start_time(pid) or "") if same else ""
+
+
 class _Process:
     """A replica's model server process, started here or adopted, watched through a pidfd.
 
@@ -1032,6 +1053,9 @@ class LocalBackend(Backend):
             except (OSError, ValueError):
                 continue
             if isinstance(record, dict):
+                for replica in record.get("replicas") or ():
+                    if isinstance(replica, dict):
+                        _read_older_start_time(replica)
                 records.append(record)
         return records
 
