@@ -1,6 +1,6 @@
 /**
  * The audit service, through the server extension's forwarding routes
- * (server_ext/audit_handlers.py ``ROUTES``, under /shipyard/api/audit/). The service
+ * (server_ext/handlers/audit.py ``ROUTES``, under /shipyard/api/audit/). The service
  * answers hub admins only; anyone else gets its 403 as a ``ShipyardAPIError``.
  */
 import { ServerConnection } from '@jupyterlab/services';

@@ -1,6 +1,6 @@
 /**
  * The deployer, through the server extension's forwarding routes
- * (server_ext/deploy_handlers.py ``ROUTES``, under /shipyard/api/deployer/).
+ * (server_ext/handlers/deployer.py ``ROUTES``, under /shipyard/api/deployer/).
  */
 import { ServerConnection } from '@jupyterlab/services';
 

@@ -1,6 +1,6 @@
 /**
  * The scheduler, through the server extension's forwarding routes
- * (server_ext/scheduler_handlers.py ``ROUTES``, under /shipyard/api/scheduler/).
+ * (server_ext/handlers/scheduler.py ``ROUTES``, under /shipyard/api/scheduler/).
  */
 import { ServerConnection } from '@jupyterlab/services';
 

@@ -10,7 +10,7 @@
  *
  * Written by hand, because no service document describes them: the server extension's
  * own answers, GET /shipyard/api/profile and /shipyard/api/experiments
- * (server_ext/handlers.py). Times are ISO 8601 strings in UTC unless a field says otherwise.
+ * (server_ext/handlers/server.py). Times are ISO 8601 strings in UTC unless a field says otherwise.
  */
 import type {
   components as AuditComponents,
@@ -33,7 +33,7 @@ export type IErrorBody = Scheduler['ErrorResponse'];
 
 // ------------------------------------------------------------------ /shipyard/api/profile
 
-/** The profile's public summary (hub_ext/profiles.py ``public_summary``). */
+/** The profile's public summary (hub_ext/profiles/model.py ``public_summary``). */
 export interface IProfileSummary {
   slug: string;
   display_name: string;
@@ -46,7 +46,7 @@ export interface IProfileSummary {
   gpu?: number | null;
 }
 
-/** GET /shipyard/api/profile (server_ext/handlers.py ``current_profile``). */
+/** GET /shipyard/api/profile (server_ext/handlers/server.py ``current_profile``). */
 export interface IServerProfile {
   user: string | null;
   server_name: string;
@@ -77,7 +77,7 @@ export interface IServerProfile {
     mem_bytes: number | null;
   };
   /**
-   * Whether the hub says the server's owner is a hub admin (server_ext/handlers.py
+   * Whether the hub says the server's owner is a hub admin (server_ext/handlers/server.py
    * ``owner_is_admin``): the panel shows its Audit section then. The audit service alone
    * decides who reads the trail.
    */

@@ -3,11 +3,11 @@
  *
  * - Job names: hub_ext/services/scheduler/models.py (``SLUG_PATTERN``, at most 63);
  *   the default name of a notebook's job is ``%schedule``'s
- *   (server_ext/scheduler_client.py ``default_job_name``, JupyterHub's ``safe_slug``), so
+ *   (server_ext/clients/scheduler/jobs.py ``default_job_name``, JupyterHub's ``safe_slug``), so
  *   the dialog and the magic name the same notebook's job the same way.
  * - Deployment names: hub_ext/services/deployer/models.py (``NAME_PATTERN``, no ``--``,
  *   not ending in ``-``).
- * - What ``%deploy`` deploys: server_ext/deploy_client.py (``describe_source``).
+ * - What ``%deploy`` deploys: server_ext/clients/deployer/publish.py (``describe_source``).
  *
  * No JupyterLab imports: unit-tested in src/__tests__/names.spec.ts.
  */
