@@ -69,7 +69,8 @@ from .modelspecs import (
 from .traitdocs import help_problem
 
 ACCOUNT_PREFIX = tagged("sydeploy-")
-CGROUP_PARENT = tagged("shipyard-test-models")
+# not "<a hub's parent>-models": a hub of the default parent puts its deployer's replicas there
+CGROUP_PARENT = tagged("shipyard-test-backends")
 #: Hub-side secrets in the deployer's own environment a replica must never see (SECURITY 8).
 SECRETS = {
     "JUPYTERHUB_API_TOKEN": "hub-secret-token-0123456789",
