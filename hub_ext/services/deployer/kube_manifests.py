@@ -195,7 +195,7 @@ def deployment_manifest(kv: KubeVersion) -> dict[str, Any]:
     override = profile.kubernetes.kubespawner_override
     # the pod's own address; the NetworkPolicy admits the deployer
     args = model_server_args(spec, "0.0.0.0", settings.port)  # noqa: S104
-    mounts = [{"name": "tmp", "mountPath": SCRATCH_DIR}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": SCRATCH_DIR}]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     if spec.training_summary is not None:
         args += ["--training-summary", f"{SUMMARY_DIR}/{SUMMARY_KEY}"]
