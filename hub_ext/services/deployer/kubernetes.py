@@ -44,7 +44,7 @@ FIELD_MANAGER = "shipyard-deployer"
 
 
 class KubernetesBackend(KubePlaced, Backend):
-    """Runs each version as a Deployment, a Service and an autoscaler built above.
+    """Runs each version as a Deployment, a Service and an autoscaler built by :mod:`.kube_manifests`.
 
     Select it with ``c.DeployerService.backend_class = "kubernetes"``. It uses
     KubeSpawner's client configuration (in-cluster, else the kubeconfig).
