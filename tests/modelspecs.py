@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from hub_ext.profiles.model import Profile, parse_profiles
 from hub_ext.services.deployer.backend import VersionSpec
-from hub_ext.services.deployer.kubernetes import KubernetesBackend, KubeVersion, ManifestSettings
+from hub_ext.services.deployer.kube_manifests import KubeVersion, ManifestSettings
+from hub_ext.services.deployer.kubernetes import KubernetesBackend
 
 OWNER = "Ada.Lovelace@example.org"
 

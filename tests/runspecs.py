@@ -17,7 +17,7 @@ import nbformat
 
 from hub_ext.profiles.model import Profile, parse_profiles
 from hub_ext.services.scheduler.executors import RunReport, RunSpec
-from hub_ext.services.scheduler.executors.kubernetes import JobSettings
+from hub_ext.services.scheduler.executors.kube_manifests import JobSettings
 
 PWNED = Path("/tmp/pwned")  # noqa: S108 - the file the injection string would create
 

@@ -28,11 +28,11 @@ import pytest
 import pytest_asyncio
 
 from hub_ext.host.cgroups import detect_driver, device_rules
+from hub_ext.host.k8s import KubePlacement
 from hub_ext.host.slugs import account_name, user_slug
 from hub_ext.profiles.model import GPU_RESOURCE, Profile
 from hub_ext.services.deployer.backend import DeployFailed, VersionSpec
-from hub_ext.services.deployer.kubernetes import (
-    KubernetesBackend,
+from hub_ext.services.deployer.kube_manifests import (
     KubeVersion,
     ManifestSettings,
     deployment_manifest,
@@ -45,6 +45,7 @@ from hub_ext.services.deployer.kubernetes import (
     secret_manifest,
     service_manifest,
 )
+from hub_ext.services.deployer.kubernetes import KubernetesBackend
 from hub_ext.services.deployer.local import LocalBackend, get_health
 
 from .conftest import TEST_ENVS_DIR, needs_root
@@ -960,7 +961,7 @@ def test_pod_failure_carries_the_model_servers_last_lines():
 
 
 async def test_kubernetes_backend_applies_then_deletes(monkeypatch):
-    backend = KubernetesBackend(namespace="models")
+    backend = KubernetesBackend(placement=KubePlacement(namespace="models"))
     calls = fake_clients(backend, monkeypatch, READY, [])
     spec = kube_version(KUBE_PROFILES[0]).spec
     await backend.start(spec)
@@ -986,7 +987,7 @@ async def test_kubernetes_backend_applies_then_deletes(monkeypatch):
 
 
 async def test_kubernetes_backend_reports_a_crashing_model_and_cleans_up(monkeypatch):
-    backend = KubernetesBackend(namespace="models")
+    backend = KubernetesBackend(placement=KubePlacement(namespace="models"))
     crashed = {
         "status": {
             "containerStatuses": [

@@ -283,8 +283,8 @@ def test_model_server_options_come_from_its_environment():
 
 
 def test_kubernetes_runs_and_replicas_have_mlflow_telemetry_off():
-    from hub_ext.services.deployer.kubernetes import deployment_manifest
-    from hub_ext.services.scheduler.executors.kubernetes import job_manifest
+    from hub_ext.services.deployer.kube_manifests import deployment_manifest
+    from hub_ext.services.scheduler.executors.kube_manifests import job_manifest
 
     from .modelspecs import KUBE_PROFILES as MODEL_PROFILES
     from .modelspecs import kube_version

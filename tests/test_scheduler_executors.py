@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hub_ext.host.k8s import KubePlacement
 from hub_ext.host.slugs import account_name, user_slug
 from hub_ext.profiles.model import GPU_RESOURCE
 from hub_ext.profiles.quantities import parse_memory
@@ -45,15 +46,15 @@ from hub_ext.services.scheduler.executors.base import (
     parameters_yaml,
     read_user_file,
 )
-from hub_ext.services.scheduler.executors.kubernetes import (
+from hub_ext.services.scheduler.executors.kube_manifests import (
     JOB_LABEL,
     PARAMETERS_ANNOTATION,
     RUN_LABEL,
-    KubernetesExecutor,
     env_secret_manifest,
     job_manifest,
     job_outcome,
 )
+from hub_ext.services.scheduler.executors.kubernetes import KubernetesExecutor
 from hub_ext.services.scheduler.executors.local import PASSED_THROUGH, LocalExecutor
 
 from .conftest import TEST_ENVS_DIR, needs_root
@@ -711,9 +712,12 @@ def test_a_job_runs_on_a_live_cluster(tmp_path):  # pragma: no cover - needs a c
     )
     spec.output_dir.mkdir(parents=True)
     spec.output_dir.chmod(0o777)
-    executor = KubernetesExecutor(
+    placement = KubePlacement(
         namespace=os.environ.get("SHIPYARD_TEST_NAMESPACE", "default"),
         image_template=os.environ.get("SHIPYARD_TEST_K8S_IMAGE", "shipyard/{environment}:latest"),
+    )
+    executor = KubernetesExecutor(
+        placement=placement,
         volumes=[{"name": "place", "hostPath": {"path": str(place)}}],
         volume_mounts=[{"name": "place", "mountPath": str(place)}],
     )

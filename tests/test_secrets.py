@@ -248,8 +248,8 @@ def test_a_users_secrets_are_one_valid_kubernetes_secret():
 
 def test_jobs_and_deployments_reference_the_owners_secret_never_a_value():
     from hub_ext.host.k8s import user_secrets_name
-    from hub_ext.services.deployer.kubernetes import deployment_manifest
-    from hub_ext.services.scheduler.executors.kubernetes import job_manifest
+    from hub_ext.services.deployer.kube_manifests import deployment_manifest
+    from hub_ext.services.scheduler.executors.kube_manifests import job_manifest
 
     from .modelspecs import KUBE_PROFILES as MODEL_PROFILES
     from .modelspecs import kube_version

@@ -13,6 +13,7 @@ from .traitdocs import help_problem
 MODULES = [
     "hub_ext.spawners.spawner",
     "hub_ext.spawners.kubespawner",
+    "hub_ext.host.k8s",
     "hub_ext.services.tracking.app",
     "hub_ext.services.scheduler.executors.local",
     "hub_ext.services.scheduler.executors.kubernetes",

@@ -1,4 +1,4 @@
-"""Pod pieces and client setup shared by Shipyard's two Kubernetes services.
+"""Kubernetes placement and pod pieces shared by Shipyard's two Kubernetes services.
 
 The deployer runs model servers as Deployments
 (:mod:`hub_ext.services.deployer.kubernetes`) and the scheduler runs notebooks
@@ -10,21 +10,35 @@ pieces live here, once, so that the two services cannot drift apart from each
 other or from the spawner; what differs (the workload's kind, its probes, its
 volumes) stays in each service's own builders.
 
-The manifest pieces (:func:`image_for`, :func:`resources`,
-:func:`container_security_context`, :func:`container_env`, :func:`place_pod`)
-are pure: they build plain dicts without I/O, as the builders that use them
-(STYLE rule 8). The rest is the services' setup: :func:`default_namespace`,
-:func:`pod_settings` (the traits both services map to settings alike, with
-:func:`environment_digest`) and :func:`kubespawner_client`.
+- :class:`KubePlacement` is the one configurable place of what the cluster
+  decides about every Shipyard pod (namespace, image template, uid/gid, service
+  account): ``c.KubePlacement.namespace = ...`` configures the scheduler's Jobs
+  and the deployer's model servers alike. It produces a :class:`PodSettings`,
+  the typed value the services' builders read (their own settings extend it).
+  Rejected alternative: the same traits declared on both services with "keep
+  these equal" in their help (what Shipyard had until 0.5); the old names
+  still work for one release through :class:`KubePlaced`'s deprecation table.
+- The manifest pieces (:func:`image_for`, :func:`resources`,
+  :func:`container_security_context`, :func:`container_env`, :func:`place_pod`)
+  are pure: they build plain dicts without I/O, as the builders that use them
+  (STYLE rule 8).
+- :func:`default_namespace` and :func:`kubespawner_client` are the services'
+  setup.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import warnings
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from traitlets import Instance, Integer, Unicode, default, validate
+from traitlets.config import Config, LoggingConfigurable
 
 from hub_ext.profiles.model import GPU_RESOURCE, Profile
 
@@ -32,6 +46,13 @@ from hub_ext.profiles.model import GPU_RESOURCE, Profile
 #: job pods and model replicas alike).
 USER_LABEL = "shipyard.io/user"
 PROFILE_LABEL = "shipyard.io/profile"
+
+#: The user and group of Shipyard's pods: jovyan and users in the Jupyter Docker Stacks images
+#: (and the model server image, images/model-server/Dockerfile), as KubeProfileSpawner's defaults
+#: https://jupyter-docker-stacks.readthedocs.io/en/latest/using/common.html#user-related-configurations
+DEFAULT_UID = 1000
+DEFAULT_GID = 100
+DEFAULT_IMAGE_TEMPLATE = "shipyard/{environment}:latest"
 
 #: The containers' security context, as KubeProfileSpawner's defaults plus KubeSpawner's
 #: ``allow_privilege_escalation = False``: the Pod Security Standards' "restricted" level
@@ -253,32 +274,247 @@ def environment_digest(environment: str) -> str | None:
         return None
 
 
-def pod_settings(service: Any, environment: str) -> dict[str, Any]:
-    """The settings both Kubernetes services take from their traits, the same way.
+@dataclass(frozen=True)
+class PodSettings:
+    """What the cluster decides about every Shipyard pod: the value :class:`KubePlacement` gives.
 
-    Parameters
-    ----------
-    service : KubernetesBackend or KubernetesExecutor
-        The configured service object: its ``namespace``, ``image_template``,
-        ``uid``, ``gid`` (also the pods' ``fsGroup``) and ``service_account``
-        (empty for the namespace's default).
-    environment : str
-        The profile's environment, for :func:`environment_digest`.
-
-    Returns
-    -------
-    dict
-        Keyword arguments of the service's settings dataclass.
+    The services' builders take settings that extend it with their workload's
+    own (``ManifestSettings`` of the deployer, ``JobSettings`` of the
+    scheduler), built by :meth:`KubePlacement.settings`.
     """
-    return {
-        "namespace": service.namespace,
-        "image_template": service.image_template,
-        "uid": service.uid,
-        "gid": service.gid,
-        "fs_gid": service.gid,
-        "service_account": service.service_account or None,
-        "env_digest": environment_digest(environment),
-    }
+
+    namespace: str
+    image_template: str = DEFAULT_IMAGE_TEMPLATE
+    uid: int = DEFAULT_UID
+    gid: int = DEFAULT_GID
+    #: the pods' ``fsGroup`` (the group of mounted volumes); None for none
+    fs_gid: int | None = DEFAULT_GID
+    service_account: str | None = None
+    image_pull_policy: str | None = None
+    priority_class_name: str | None = None
+    #: SHIPYARD_ENV_DIGEST of the image, when known (the digest of the environment's lock)
+    env_digest: str | None = None
+    python: str = "python"
+    extra_labels: Mapping[str, str] = field(default_factory=dict)
+
+
+_Settings = TypeVar("_Settings", bound=PodSettings)
+
+
+class KubePlacement(LoggingConfigurable):
+    """Where and as whom Shipyard's services run their pods: set once for both.
+
+    The scheduler's :class:`~hub_ext.services.scheduler.executors.kubernetes.KubernetesExecutor`
+    and the deployer's :class:`~hub_ext.services.deployer.kubernetes.KubernetesBackend`
+    each place their pods through one of these (their ``placement``), so one
+    ``c.KubePlacement.namespace = ...`` configures the Jobs and the model
+    servers alike. Each service reads its own config file: put the
+    ``c.KubePlacement`` lines in both, or in one file that both load
+    (``$SHIPYARD_SCHEDULER_CONFIG`` and ``$SHIPYARD_DEPLOYER_CONFIG`` may name
+    the same file). ``c.KubernetesBackend.KubePlacement.namespace = ...`` sets
+    one service's alone.
+
+    The security defaults are not settings: every container runs as
+    :attr:`uid`/:attr:`gid` with :data:`SECURE_CONTEXT` (the Pod Security
+    Standards' "restricted" level), and no pod mounts a service account token.
+    User servers are KubeSpawner's pods, configured on
+    :class:`~hub_ext.spawners.kubespawner.KubeProfileSpawner` (with the same
+    defaults).
+    """
+
+    namespace = Unicode(
+        help="""
+        Namespace of the scheduler's Jobs and of the deployer's model servers.
+
+        Defaults to the namespace the service's own pod runs in, else ``default``.
+        The user secrets the pods read (the secrets service's ``kubernetes``
+        backend) must be in this namespace too.
+
+        Example::
+
+            c.KubePlacement.namespace = "shipyard-workloads"
+
+        .. versionadded:: 0.5
+           Replaces ``c.KubernetesExecutor.namespace`` and ``c.KubernetesBackend.namespace``.
+        """,
+    ).tag(config=True)
+
+    @default("namespace")
+    def _default_namespace(self):
+        return default_namespace()
+
+    image_template = Unicode(
+        DEFAULT_IMAGE_TEMPLATE,
+        help="""
+        Image of each profile's environment; ``{environment}`` is the profile's ``environment``.
+
+        Jobs and model servers run in the image of their profile's
+        environment, so a job runs, and a model is served, on the packages its
+        owner's server has. Keep it equal to ``c.KubeProfileSpawner.image_template``
+        in the hub's config. A profile's ``kubernetes.kubespawner_override.image`` wins.
+
+        Example::
+
+            c.KubePlacement.image_template = "registry.example.org/shipyard-{environment}:2026.11"
+
+        .. versionadded:: 0.5
+           Replaces ``c.KubernetesExecutor.image_template`` and
+           ``c.KubernetesBackend.image_template``.
+        """,
+    ).tag(config=True)
+
+    uid = Integer(
+        DEFAULT_UID,
+        help="""
+        User id the pods' containers run as (never 0: the pods must run as non-root).
+
+        The notebook of a Job and the model server of a Deployment both run as it.
+
+        Example::
+
+            c.KubePlacement.uid = 1001
+
+        .. versionadded:: 0.5
+           Replaces ``c.KubernetesExecutor.uid`` and ``c.KubernetesBackend.uid``.
+        """,
+    ).tag(config=True)
+
+    gid = Integer(
+        DEFAULT_GID,
+        help="""
+        Group id the pods' containers run as, and their ``fsGroup``.
+
+        Mounted volumes (the scheduler's data, a model's training summary)
+        belong to this group in the pod.
+
+        Example::
+
+            c.KubePlacement.gid = 1001
+
+        .. versionadded:: 0.5
+           Replaces ``c.KubernetesExecutor.gid`` and ``c.KubernetesBackend.gid``.
+        """,
+    ).tag(config=True)
+
+    service_account = Unicode(
+        "",
+        help="""
+        Service account of the pods; empty for the namespace's default.
+
+        Its token is never mounted (``automountServiceAccountToken: false``);
+        the account matters for image pull secrets and admission policies.
+
+        Example::
+
+            c.KubePlacement.service_account = "shipyard-workloads"
+
+        .. versionadded:: 0.5
+           Replaces ``c.KubernetesExecutor.service_account`` and
+           ``c.KubernetesBackend.service_account``.
+        """,
+    ).tag(config=True)
+
+    def settings(self, kind: type[_Settings], environment: str, **workload: Any) -> _Settings:
+        """The settings of one workload's pods: this placement's, then the workload's own.
+
+        Parameters
+        ----------
+        kind : type
+            :class:`PodSettings` or a subclass (the service's settings).
+        environment : str
+            The profile's environment, for :func:`environment_digest`.
+        **workload
+            The values of ``kind``'s own fields.
+
+        Returns
+        -------
+        PodSettings
+            A ``kind``; ``fs_gid`` is :attr:`gid`.
+        """
+        return kind(
+            namespace=self.namespace,
+            image_template=self.image_template,
+            uid=self.uid,
+            gid=self.gid,
+            fs_gid=self.gid,
+            service_account=self.service_account or None,
+            env_digest=environment_digest(environment),
+            **workload,
+        )
+
+
+#: KubePlacement's settings under their names before 0.5, when the executor and the
+#: backend each declared them: old name -> (KubePlacement's name, version of deprecation).
+DEPRECATED_PLACEMENT: dict[str, tuple[str, str]] = {
+    name: (name, "0.5") for name in ("namespace", "image_template", "uid", "gid", "service_account")
+}
+
+
+class KubePlaced(LoggingConfigurable):
+    """A service class whose pods :class:`KubePlacement` places: its :attr:`placement`.
+
+    The old names of the placement's settings on the class
+    (``c.KubernetesExecutor.namespace``, ``KubernetesBackend(uid=...)``) keep
+    working for one release with a warning: a config value moves to the
+    class's own placement (``c.<Class>.KubePlacement``) unless
+    ``c.KubePlacement`` sets it (then it is ignored), as KubeSpawner's
+    ``_deprecated_traits``; a constructor argument sets the placement's.
+    """
+
+    placement = Instance(
+        KubePlacement,
+        help="The placement of the pods: a KubePlacement configured from this one's config.",
+    )
+
+    @default("placement")
+    def _default_placement(self):
+        return KubePlacement(parent=self)
+
+    def __init__(self, **kwargs):
+        old = {name: kwargs.pop(name) for name in list(kwargs) if name in DEPRECATED_PLACEMENT}
+        super().__init__(**kwargs)
+        for name, value in old.items():
+            new, version = DEPRECATED_PLACEMENT[name]
+            self._warn_deprecated(f"{type(self).__name__}({name}=...)", new, version)
+            setattr(self.placement, new, value)
+
+    def _warn_deprecated(self, old: str, new: str, version: str) -> None:
+        message = (
+            f"{old} is deprecated since Shipyard {version}: set KubePlacement.{new}, "
+            "which the scheduler's and the deployer's Kubernetes pods share"
+        )
+        self.log.warning(message)
+        warnings.warn(message, DeprecationWarning, stacklevel=4)
+
+    @validate("config")
+    def _move_deprecated_config(self, proposal):
+        config = proposal.value
+        moved: Config | None = None
+        for cls in type(self).mro():
+            if not (isinstance(cls, type) and issubclass(cls, KubePlaced)) or cls is KubePlaced:
+                continue
+            if cls.__name__ not in config:
+                continue
+            for old, (new, version) in DEPRECATED_PLACEMENT.items():
+                if old not in config[cls.__name__]:
+                    continue
+                if moved is None:  # the caller's config stays as it was
+                    moved = copy.deepcopy(config)
+                value = moved[cls.__name__].pop(old)
+                self._warn_deprecated(f"{cls.__name__}.{old}", new, version)
+                own = moved[cls.__name__].get("KubePlacement", {})
+                shared = config["KubePlacement"] if "KubePlacement" in config else {}
+                if new in own or new in shared:
+                    self.log.warning(
+                        "Ignoring the deprecated %s.%s = %r: KubePlacement.%s is set",
+                        cls.__name__,
+                        old,
+                        value,
+                        new,
+                    )
+                    continue
+                moved[cls.__name__].setdefault("KubePlacement", Config())[new] = value
+        return config if moved is None else moved
 
 
 async def kubespawner_client(

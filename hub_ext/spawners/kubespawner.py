@@ -19,11 +19,19 @@ spawn without restarting the hub.
 
 from __future__ import annotations
 
+import copy
+
 from kubespawner import KubeSpawner
 from traitlets import TraitError, Unicode, default, validate
 
 from hub_ext.host import telemetry
-from hub_ext.host.k8s import PROFILE_LABEL, USER_LABEL
+from hub_ext.host.k8s import (
+    DEFAULT_GID,
+    DEFAULT_UID,
+    PROFILE_LABEL,
+    SECURE_CONTEXT,
+    USER_LABEL,
+)
 from hub_ext.host.slugs import user_slug
 from hub_ext.profiles.model import Profile
 from hub_ext.profiles.z2jh import kubespawner_profile_list
@@ -97,29 +105,29 @@ class KubeProfileSpawner(ProfileSpawnerMixin, KubeSpawner):
 
     # Secure pod defaults, as trait defaults so that `c.KubeProfileSpawner.uid = ...` or
     # `c.KubeProfileSpawner.container_security_context = {...}` replaces them.
-    # They satisfy the Pod Security Standards' "restricted" level, so pods are admitted
-    # in a namespace that enforces it:
-    # https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
-    # uid 1000 and group 100 are jovyan and users in the Jupyter Docker Stacks images:
-    # https://jupyter-docker-stacks.readthedocs.io/en/latest/using/common.html#user-related-configurations
+    # They are the defaults of the scheduler's Jobs and the deployer's model servers too
+    # (hub_ext.host.k8s: SECURE_CONTEXT, DEFAULT_UID, DEFAULT_GID), and satisfy the Pod
+    # Security Standards' "restricted" level, so pods are admitted in a namespace that
+    # enforces it: https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
     # allowPrivilegeEscalation: false comes from KubeSpawner's own
     # `allow_privilege_escalation` (default False) rather than from this dict, so it stays
     # false when an admin replaces the dict, and that trait remains the one switch for it.
 
     @default("uid")
     def _default_uid(self):
-        return 1000
+        return DEFAULT_UID
 
     @default("fs_gid")
     def _default_fs_gid(self):
-        return 100
+        return DEFAULT_GID
 
     @default("container_security_context")
     def _default_container_security_context(self):
+        # a fresh copy each time, so no spawner changes another's
         return {
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
+            key: copy.deepcopy(value)
+            for key, value in SECURE_CONTEXT.items()
+            if key != "allowPrivilegeEscalation"
         }
 
     # -------------------------------------------------------------- profile

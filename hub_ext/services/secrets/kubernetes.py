@@ -32,7 +32,7 @@ from typing import Any
 
 from traitlets import Unicode, default
 
-from hub_ext.host.k8s import default_namespace, kubespawner_client, user_secrets_name
+from hub_ext.host.k8s import KubePlacement, kubespawner_client, user_secrets_name
 
 from .backend import SecretBackend, SecretInfo
 from .errors import Unavailable
@@ -125,22 +125,25 @@ class KubernetesBackend(SecretBackend):
         help="""
         The namespace of the users' Secrets: the one runs and model replicas run in.
 
-        Defaults to the service's own namespace (in a pod), else ``default``.
-        **Keep it equal to** ``c.KubernetesExecutor.namespace`` and
-        ``c.KubernetesBackend.namespace`` of the deployer: a ``secretKeyRef``
-        only reaches a Secret in the pod's own namespace.
+        Defaults to ``c.KubePlacement.namespace``, the namespace of the
+        scheduler's Jobs and the deployer's model servers (put it in this
+        service's config too, or in one file the three load), which defaults
+        to the service's own namespace (in a pod), else ``default``. A
+        ``secretKeyRef`` only reaches a Secret in the pod's own namespace.
 
         Example::
 
             c.KubernetesBackend.namespace = "shipyard-jobs"
 
         .. versionadded:: 0.4
+        .. versionchanged:: 0.5
+           Defaults to ``c.KubePlacement.namespace``.
         """
     ).tag(config=True)
 
     @default("namespace")
     def _default_namespace(self):
-        return default_namespace()
+        return KubePlacement(parent=self).namespace
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)

@@ -1,39 +1,12 @@
-"""Scheduled runs as Kubernetes Jobs: pure manifest builders, then a thin executor.
+"""Scheduled runs as Kubernetes Jobs: the executor that creates them and follows them.
 
-:func:`job_manifest` turns one :class:`~.base.RunSpec` and the cluster's
-:class:`JobSettings` into a ``batch/v1`` Job, and :func:`env_secret_manifest`
-into the Secret that carries the run's extra environment (the owner's MLflow
-token must not sit in the Job object, which anyone who may list Jobs can read).
-Both are plain dicts built without I/O and validated against the Kubernetes
-schema in the tests (STYLE rule 8, as KubeSpawner's ``objects.py``).
-
-What a Job gets from the profile, as KubeProfileSpawner's pods do:
-
-- the image of the profile's environment (``image_template``), unless the
-  profile's ``kubernetes.kubespawner_override`` names one; of those overrides a
-  Job also honours ``image_pull_policy``, ``priority_class_name`` and
-  ``environment``, the rest are KubeSpawner-only;
-- CPU and memory requests (guarantees) and limits, ``nvidia.com/gpu``;
-- the node selector and tolerations;
-- the spawner's locked-down security context (non-root, no privilege
-  escalation, all capabilities dropped, RuntimeDefault seccomp), no service
-  account token and no service links in the environment.
-
-These pieces are shared with the deployer's Deployments through :mod:`hub_ext.host.k8s`.
-
-The run itself: ``activeDeadlineSeconds`` is the timeout (the cluster kills the
-pod and reports ``DeadlineExceeded``), ``backoffLimit: 0`` because retries are
-the scheduler's decision, ``ttlSecondsAfterFinished`` lets the cluster delete
-the finished Job. The parameters are data: a pod annotation, mounted as a file
-through the downward API and read by papermill's ``-f`` (no ConfigMap to create
-and clean up, no parameter in any command line). With HTML requested,
-papermill runs as an init container and nbconvert as the container, so the
-HTML exists only when the notebook ran to its end, as on one machine.
-
-The snapshot is read and the outputs are written at the same paths as the
-scheduler sees them: the admin mounts the scheduler's data into the pod with
-``volumes``/``volume_mounts`` (a ReadWriteMany volume). The log comes from
-the pod's log stream.
+The Job and its Secret come from the pure builders of :mod:`.kube_manifests`
+(:func:`~.kube_manifests.job_manifest`, :func:`~.kube_manifests.env_secret_manifest`);
+the pods' namespace, image, user and service account from the executor's
+:class:`~hub_ext.host.k8s.KubePlacement`, which the deployer's Kubernetes backend
+shares (``c.KubePlacement.*``). The executor creates the Job (and the Secret,
+owned by the Job so the cluster deletes both), watches that one Job, follows
+its pod's log into the run's log, and reports how the run ended.
 """
 
 from __future__ import annotations
@@ -42,34 +15,13 @@ import asyncio
 import contextlib
 import inspect
 import json
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-from traitlets import Dict, Integer, List, Unicode, default
+from traitlets import Dict, Integer, List
 
-from hub_ext.host import telemetry
-from hub_ext.host.k8s import (
-    PROFILE_LABEL,
-    USER_LABEL,
-    container_env,
-    container_security_context,
-    default_namespace,
-    image_for,
-    kubespawner_client,
-    place_pod,
-    pod_settings,
-    resources,
-    user_secret_env,
-)
-
-# shared with the deployer in hub_ext.host.k8s; SECURE_CONTEXT stays importable from here
-from hub_ext.host.k8s import SECURE_CONTEXT as SECURE_CONTEXT
-from hub_ext.host.slugs import user_slug
+from hub_ext.host.k8s import KubePlaced, kubespawner_client
 
 from .base import (
-    RESULT_FILE_ENV,
     CellError,
     Executor,
     ExecutorError,
@@ -82,221 +34,17 @@ from .base import (
     cell_error,
     describe_error,
     existing_outputs,
-    papermill_args,
     papermill_cell_count,
-    parameters_yaml,
     read_mlflow_run_id,
     read_notebook,
 )
-
-JOB_LABEL = "shipyard.io/job"
-RUN_LABEL = "shipyard.io/run"
-PARAMETERS_ANNOTATION = "shipyard.io/parameters"
-#: Where the parameters file is mounted in the pod.
-PARAMETERS_DIR = "/etc/shipyard"
-PARAMETERS_FILE = "parameters.yaml"
-#: Kubernetes refuses objects whose annotations total more than 256 KiB.
-MAX_PARAMETERS_BYTES = 200 * 2**10
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    """What the cluster decides about every run's Job (the executor's traits)."""
-
-    namespace: str
-    image_template: str = "shipyard/{environment}:latest"
-    #: jovyan and users in the Jupyter Docker Stacks images, as KubeProfileSpawner
-    uid: int = 1000
-    gid: int = 100
-    fs_gid: int | None = 100
-    ttl_seconds_after_finished: int = 24 * 3600
-    service_account: str | None = None
-    image_pull_policy: str | None = None
-    priority_class_name: str | None = None
-    #: SHIPYARD_ENV_DIGEST of the image, when known (the digest of the environment's lock)
-    env_digest: str | None = None
-    volumes: tuple[Mapping[str, Any], ...] = ()
-    volume_mounts: tuple[Mapping[str, Any], ...] = ()
-    python: str = "python"
-    extra_labels: Mapping[str, str] = field(default_factory=dict)
-
-
-def run_labels(spec: RunSpec) -> dict[str, str]:
-    """Labels of a run's objects: who, which job and run, which profile (all slugs)."""
-    return {
-        "app.kubernetes.io/managed-by": "shipyard",
-        "app.kubernetes.io/component": "scheduled-run",
-        USER_LABEL: user_slug(spec.owner),
-        JOB_LABEL: user_slug(spec.job_id),
-        RUN_LABEL: user_slug(spec.run_id),
-        PROFILE_LABEL: spec.profile.slug,
-    }
-
-
-def secret_name(spec: RunSpec) -> str:
-    return f"{spec.name}-env"
-
-
-def _environment(spec: RunSpec, settings: JobSettings) -> list[dict[str, Any]]:
-    profile = spec.profile
-    plain = {
-        "SHIPYARD_ENV": profile.environment,
-        "SHIPYARD_ENV_DIGEST": settings.env_digest,
-        "SHIPYARD_PROFILE": profile.slug,
-        "SHIPYARD_PROFILE_JSON": json.dumps(profile.public_summary()),
-        "SHIPYARD_JOB_ID": spec.job_id,
-        "SHIPYARD_RUN_ID": spec.run_id,
-        RESULT_FILE_ENV: str(spec.result_file),
-        "PYTHONUNBUFFERED": "1",
-        # MLflow's usage telemetry off unless the admin allows it (hub_ext/host/telemetry.py)
-        **telemetry.environment(),
-    }
-    # the owner's secrets by reference to their Secret (the secrets service's kubernetes
-    # backend), never by value; first, so a variable the platform sets wins
-    secrets = user_secret_env(spec.owner, sorted(spec.secrets))
-    return secrets + container_env(profile, plain, secret_name(spec), spec.extra_env)
-
-
-def job_manifest(spec: RunSpec, settings: JobSettings) -> dict[str, Any]:
-    """The ``batch/v1`` Job that runs ``spec`` once, in the profile's image and limits."""
-    profile = spec.profile
-    override = profile.kubernetes.kubespawner_override
-    outputs = spec.output_paths()
-    cwd = str(spec.cwd or spec.output_dir)
-    params = parameters_yaml(spec.parameters)
-    if len(params.encode()) > MAX_PARAMETERS_BYTES:
-        raise ExecutorError(
-            f"The parameters take {len(params.encode())} bytes as YAML; a Kubernetes run takes "
-            f"at most {MAX_PARAMETERS_BYTES}. Pass large inputs as files instead."
-        )
-    labels = {**settings.extra_labels, **run_labels(spec)}
-    context = container_security_context(settings.uid, settings.gid)
-    mounts = [{"name": "shipyard-parameters", "mountPath": PARAMETERS_DIR, "readOnly": True}]
-    mounts += [dict(m) for m in settings.volume_mounts]
-    pull_policy = override.get("image_pull_policy", settings.image_pull_policy)
-
-    def container(name: str, args: list[str]) -> dict[str, Any]:
-        c = {
-            "name": name,
-            "image": image_for(profile, settings.image_template),
-            "command": [settings.python, "-m", args[0]],
-            "args": args[1:],
-            "workingDir": cwd,
-            "env": _environment(spec, settings),
-            "resources": resources(profile),
-            "securityContext": dict(context),
-            "volumeMounts": mounts,
-        }
-        if pull_policy:
-            c["imagePullPolicy"] = pull_policy
-        return c
-
-    papermill = container(
-        "papermill",
-        [
-            "papermill",
-            *papermill_args(
-                spec.notebook, outputs["ipynb"], f"{PARAMETERS_DIR}/{PARAMETERS_FILE}", cwd
-            ),
-        ],
-    )
-    pod: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "volumes": [
-            {
-                "name": "shipyard-parameters",
-                "downwardAPI": {
-                    "items": [
-                        {
-                            "path": PARAMETERS_FILE,
-                            "fieldRef": {
-                                "fieldPath": f"metadata.annotations['{PARAMETERS_ANNOTATION}']"
-                            },
-                        }
-                    ]
-                },
-            },
-            *(dict(v) for v in settings.volumes),
-        ],
-    }
-    if "html" in outputs:
-        html = outputs["html"]
-        pod["initContainers"] = [papermill]
-        pod["containers"] = [
-            container(
-                "nbconvert",
-                [
-                    "nbconvert",
-                    "--to=html",
-                    f"--output-dir={html.parent}",
-                    f"--output={html.stem}",
-                    str(outputs["ipynb"]),
-                ],
-            )
-        ]
-    else:
-        pod["containers"] = [papermill]
-    if settings.fs_gid is not None:
-        pod["securityContext"] = {"fsGroup": settings.fs_gid}
-    place_pod(
-        pod,
-        profile,
-        service_account=settings.service_account,
-        priority_class_name=settings.priority_class_name,
-    )
-
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": spec.name,
-            "namespace": settings.namespace,
-            "labels": labels,
-            # the ids as they are: labels hold slugs, which cannot be read back
-            "annotations": {
-                "shipyard.io/run-id": spec.run_id,
-                "shipyard.io/job-id": spec.job_id,
-                "shipyard.io/owner": spec.owner,
-            },
-        },
-        "spec": {
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": math.ceil(spec.timeout),
-            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
-            "template": {
-                "metadata": {"labels": labels, "annotations": {PARAMETERS_ANNOTATION: params}},
-                "spec": pod,
-            },
-        },
-    }
-
-
-def env_secret_manifest(spec: RunSpec, settings: JobSettings) -> dict[str, Any] | None:
-    """The Secret holding ``spec.extra_env`` for the Job's ``secretKeyRef`` s; None if empty."""
-    if not spec.extra_env:
-        return None
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": secret_name(spec),
-            "namespace": settings.namespace,
-            "labels": {**settings.extra_labels, **run_labels(spec)},
-        },
-        "stringData": dict(spec.extra_env),
-    }
-
-
-def job_outcome(status: Mapping[str, Any] | None) -> tuple[str, str] | None:
-    """``(condition type, reason)`` of a finished Job's status dict, None while it runs."""
-    for condition in (status or {}).get("conditions") or []:
-        if condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True":
-            return condition["type"], condition.get("reason") or ""
-    return None
-
+from .kube_manifests import (
+    JobSettings,
+    env_secret_manifest,
+    job_manifest,
+    job_outcome,
+    secret_name,
+)
 
 # ------------------------------------------------------------ the executor
 
@@ -309,7 +57,7 @@ class _KubeRun:
     oom_killed: bool = False
 
 
-class KubernetesExecutor(Executor):
+class KubernetesExecutor(KubePlaced, Executor):
     """Runs each notebook as a Kubernetes Job built by :func:`job_manifest`.
 
     Select it with ``c.SchedulerService.executor_class = "kubernetes"``. It
@@ -317,68 +65,12 @@ class KubernetesExecutor(Executor):
     **Thin by design**: it creates the Job, watches that one Job and follows
     its pod's log; a service running many runs should share one list+watch
     cache per namespace (STYLE rule 9) instead of one watch per run.
+
+    The pods' namespace, image, user and service account are its
+    :attr:`placement`'s (``c.KubePlacement.*``, shared with the deployer's
+    Kubernetes backend); ``c.KubernetesExecutor.namespace`` and the other old
+    names still work in 0.5, with a deprecation warning.
     """
-
-    namespace = Unicode(
-        help="""
-        Namespace of the runs' Jobs.
-
-        Defaults to the namespace the scheduler's own pod runs in, else ``default``.
-
-        Example::
-
-            c.KubernetesExecutor.namespace = "shipyard-jobs"
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    @default("namespace")
-    def _default_namespace(self):
-        return default_namespace()
-
-    image_template = Unicode(
-        "shipyard/{environment}:latest",
-        help="""
-        Image of each profile's environment; ``{environment}`` is the profile's ``environment``.
-
-        Keep it equal to ``c.KubeProfileSpawner.image_template`` so a job runs
-        in the image its owner's server runs in. A profile's
-        ``kubernetes.kubespawner_override.image`` wins.
-
-        Example::
-
-            c.KubernetesExecutor.image_template = "registry.example.org/shipyard-{environment}:2026.11"
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    uid = Integer(
-        1000,
-        help="""
-        User id the notebook runs as in the pod (never 0: the pod must run as non-root).
-
-        Example::
-
-            c.KubernetesExecutor.uid = 1001
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    gid = Integer(
-        100,
-        help="""
-        Group id the notebook runs as in the pod, and the group of mounted volumes.
-
-        Example::
-
-            c.KubernetesExecutor.gid = 1001
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
 
     ttl_seconds_after_finished = Integer(
         24 * 3600,
@@ -390,22 +82,6 @@ class KubernetesExecutor(Executor):
         Example::
 
             c.KubernetesExecutor.ttl_seconds_after_finished = 3600
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    service_account = Unicode(
-        "",
-        help="""
-        Service account of the runs' pods; empty for the namespace's default.
-
-        Its token is never mounted (``automountServiceAccountToken: false``);
-        the account matters for image pull secrets and admission policies.
-
-        Example::
-
-            c.KubernetesExecutor.service_account = "shipyard-jobs"
 
         .. versionadded:: 0.3
         """,
@@ -461,8 +137,9 @@ class KubernetesExecutor(Executor):
         self._runs: dict[str, _KubeRun] = {}
 
     def settings_for(self, spec: RunSpec) -> JobSettings:
-        return JobSettings(
-            **pod_settings(self, spec.profile.environment),
+        return self.placement.settings(
+            JobSettings,
+            spec.profile.environment,
             ttl_seconds_after_finished=self.ttl_seconds_after_finished,
             volumes=tuple(self.volumes),
             volume_mounts=tuple(self.volume_mounts),
@@ -662,7 +339,7 @@ class KubernetesExecutor(Executor):
 
         try:
             await batch.delete_namespaced_job(
-                run.spec.name, self.namespace, propagation_policy="Background"
+                run.spec.name, self.placement.namespace, propagation_policy="Background"
             )
         except ApiException as e:
             if e.status != 404:
