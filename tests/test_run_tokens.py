@@ -304,13 +304,14 @@ async def test_a_kubernetes_versions_token_is_renewed_in_its_secret_and_the_old_
     """
     from dataclasses import replace
 
+    from hub_ext.host.k8s import KubePlacement
     from hub_ext.services.deployer.core import TrackingCredentials
     from hub_ext.services.deployer.kubernetes import KubernetesBackend, object_name
 
     from .modelspecs import KUBE_PROFILES, READY, fake_clients, kube_version
 
     hub = sched.hub
-    backend = KubernetesBackend(namespace="models")
+    backend = KubernetesBackend(placement=KubePlacement(namespace="models"))
     assert backend.keeps_credentials  # what makes the deployer renew at all
     calls = fake_clients(backend, monkeypatch, READY, [])
     credentials = TrackingCredentials(f"{hub.url}/hub/api", hub.admin_token, "http://tracking", 60)
