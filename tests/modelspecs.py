@@ -9,7 +9,8 @@ every call; :data:`READY` is a Deployment that has rolled out.
 
 from __future__ import annotations
 
-from hub_ext.profiles.model import Profile, parse_profiles
+from hub_ext.profiles.loader import parse_profiles
+from hub_ext.profiles.model import Profile
 from hub_ext.services.deployer.backend import VersionSpec
 from hub_ext.services.deployer.kube_manifests import KubeVersion, ManifestSettings
 from hub_ext.services.deployer.kubernetes import KubernetesBackend

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import nbformat
 
-from hub_ext.profiles.model import Profile, parse_profiles
+from hub_ext.profiles.loader import parse_profiles
+from hub_ext.profiles.model import Profile
 from hub_ext.services.scheduler.executors import RunReport, RunSpec
 from hub_ext.services.scheduler.executors.kube_manifests import JobSettings
 

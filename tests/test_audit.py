@@ -623,7 +623,7 @@ def test_profiles_changes_are_recorded_with_both_digests(sqlite_trail, tmp_path)
     import hashlib
 
     from hub_ext.audit.spawner import profiles_seen
-    from hub_ext.profiles.model import ProfileStore
+    from hub_ext.profiles.store import ProfileStore
 
     path = tmp_path / "profiles.yaml"
     path.write_text(PROFILES_V1)

@@ -14,7 +14,7 @@ import yaml
 
 from hub_ext.cli.main import main
 from hub_ext.hub.embedded import data_dir, load_or_create_credentials, load_or_create_token
-from hub_ext.profiles.model import load_profiles
+from hub_ext.profiles.loader import load_profiles
 from hub_ext.profiles.quantities import CPU_HINT
 from hub_ext.profiles.z2jh import z2jh_values
 

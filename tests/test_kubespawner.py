@@ -22,7 +22,8 @@ from tornado.web import HTTPError
 from traitlets import TraitError
 from traitlets.config import Config
 
-from hub_ext.profiles.model import GPU_RESOURCE, Profile, parse_profiles
+from hub_ext.profiles.loader import parse_profiles
+from hub_ext.profiles.model import GPU_RESOURCE, Profile
 from hub_ext.spawners.kubespawner import PROFILE_LABEL, USER_LABEL, KubeProfileSpawner
 from hub_ext.spawners.spawner import Usage
 

@@ -490,7 +490,7 @@ def test_failed_load_is_reported_then_exits_nonzero(workdir):
 def test_imports_only_the_model_server_environment():
     """The module must run on images/model-server: no hub-side packages at import."""
     code = (
-        "import sys, hub_ext.runtime.modelserver, hub_ext.runtime.drift\n"
+        "import sys, hub_ext.runtime.modelserver.cli, hub_ext.runtime.drift\n"
         "bad = [m for m in ('jupyterhub', 'traitlets', 'pydantic', 'sqlalchemy', 'tornado', 'mlflow')"
         " if m in sys.modules]\n"
         "print(','.join(bad))"

@@ -271,7 +271,7 @@ def test_mlflow_server_gets_its_settings_and_telemetry_through_the_environment(t
 
 
 def test_model_server_options_come_from_its_environment():
-    from hub_ext.runtime.modelserver import options_environment, parse_args
+    from hub_ext.runtime.modelserver.contract import options_environment, parse_args
 
     env = options_environment(
         ["--model-uri", "runs:/abc/model", "--port", "8123", "--timeout", "2.5"]

@@ -7,17 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hub_ext.profiles.model import (
-    Profile,
-    ProfileChoiceError,
-    ProfileError,
-    ProfilesInvalid,
-    ProfileStore,
-    Quota,
-    load_profiles,
-    parse_profiles,
-)
+from hub_ext.profiles.loader import ProfileError, ProfilesInvalid, load_profiles, parse_profiles
+from hub_ext.profiles.model import Profile, ProfileChoiceError, Quota
 from hub_ext.profiles.quantities import CPU_HINT, MEMORY_HINT
+from hub_ext.profiles.store import ProfileStore
 from hub_ext.profiles.z2jh import kubespawner_overrides, kubespawner_profile_list, z2jh_values
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ never reach a spawner; the hub's log function records those
 (:mod:`.hub`).
 
 The profiles file is re-read where the spawners read it
-(:class:`hub_ext.profiles.model.ProfileStore`, one per file per process); when the
+(:class:`hub_ext.profiles.store.ProfileStore`, one per file per process); when the
 store hands out a new version, :func:`profiles_seen` records
 ``profiles.change`` with the old and new SHA-256 of the file. It is called
 by the hub's spawners only, so the services, which read the same file,

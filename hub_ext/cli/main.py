@@ -57,7 +57,8 @@ from hub_ext.environments.catalog import (
 from hub_ext.environments.check import compare
 from hub_ext.host import instance
 from hub_ext.host.gpus import detect_gpus
-from hub_ext.profiles.model import Profile, ProfilesConfig, ProfilesInvalid, load_profiles
+from hub_ext.profiles.loader import ProfilesInvalid, load_profiles
+from hub_ext.profiles.model import Profile, ProfilesConfig
 from hub_ext.profiles.quantities import format_cpu, format_memory
 from hub_ext.profiles.z2jh import z2jh_values
 from hub_ext.spawners.spawner import Usage, default_profiles_file

@@ -1,7 +1,8 @@
 """Resource profiles: the one source of truth for environments and limits.
 
-- :mod:`.model`: the typed profiles, their file's loader with ``file:line`` errors,
-  and the live store that re-reads it;
+- :mod:`.model`: the typed profiles and their rules;
+- :mod:`.loader`: reading a profiles file, with every problem at its ``file:line``;
+- :mod:`.store`: the live profiles, re-read when the file changes;
 - :mod:`.z2jh`: the same profiles as KubeSpawner's ``profile_list`` and Zero to
   JupyterHub's values;
 - :mod:`.quantities`: CPU and memory quantities, parsed and formatted.

@@ -42,8 +42,9 @@ from hub_ext.host import instance, slugs, telemetry
 from hub_ext.host.accounts import USER_UMASK, AccountError, ensure_account, make_home_private
 from hub_ext.host.cgroups import DRIVERS, CgroupDriver, Limits, make_driver
 from hub_ext.host.gpus import GpuAllocator, GpuUnavailable, detect_gpus
-from hub_ext.profiles.model import Profile, ProfileChoiceError, ProfilesConfig, ProfileStore, Quota
+from hub_ext.profiles.model import Profile, ProfileChoiceError, ProfilesConfig, Quota
 from hub_ext.profiles.quantities import format_cpu, format_memory, parse_cpu, parse_memory
+from hub_ext.profiles.store import ProfileStore
 
 #: The only key a user may set in user_options. Everything else (resources,
 #: image, uid, volumes, environment, node selectors) comes from the profile.

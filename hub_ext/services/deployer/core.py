@@ -45,7 +45,8 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from hub_ext.host.process import write_private
-from hub_ext.profiles.model import ProfileChoiceError, ProfileStore
+from hub_ext.profiles.model import ProfileChoiceError
+from hub_ext.profiles.store import ProfileStore
 
 from ..common.errors import Conflict, Forbidden, Invalid, NotFound
 from ..common.hubapi import Caller, HubDirectory, HubTokens

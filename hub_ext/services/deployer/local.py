@@ -117,7 +117,7 @@ from hub_ext.host.localproc import (
 from hub_ext.host.process import start_time
 from hub_ext.profiles.model import Profile
 from hub_ext.profiles.quantities import format_memory
-from hub_ext.runtime.modelserver import (
+from hub_ext.runtime.modelserver.contract import (
     REPLICA_SECRET_ENV,
     REPLICA_SECRET_HEADER,
     options_environment,

@@ -30,7 +30,7 @@ from traitlets.config import Application
 from hub_ext import __version__
 from hub_ext.host import instance
 from hub_ext.host.process import die_with_parent
-from hub_ext.profiles.model import ProfileStore
+from hub_ext.profiles.store import ProfileStore
 
 from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.orm import utcnow

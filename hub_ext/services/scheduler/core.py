@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from hub_ext.host import slugs
-from hub_ext.profiles.model import ProfileChoiceError, ProfileStore
+from hub_ext.profiles.model import ProfileChoiceError
+from hub_ext.profiles.store import ProfileStore
 
 from ..common.hubapi import Caller, HubDirectory
 from .api import (

@@ -28,7 +28,6 @@ from .api import (
     WebhookResponse,
 )
 from .models import (
-    ID_PATTERN,
     CreateRun,
     DescribeJob,
     DescribeNotification,
@@ -45,6 +44,7 @@ from .models import (
     UpdateJob,
     UpdateJobResponse,
 )
+from .validation import ID_PATTERN
 
 
 def _id(name: str) -> dict[str, Any]:

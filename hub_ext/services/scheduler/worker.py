@@ -56,7 +56,7 @@ from pathlib import Path
 
 from hub_ext.audit import emit
 from hub_ext.host.process import read_stat
-from hub_ext.profiles.model import ProfileStore
+from hub_ext.profiles.store import ProfileStore
 
 from ..common.orm import utcnow
 from ..common.scrub import Scrubber
