@@ -289,8 +289,18 @@ class LocalHost(LoggingConfigurable):
         """The current build of the profile's environment; ``error`` when it is not built."""
         return localproc.find_environment(profile, self.environments_dir, error)
 
-    async def account(self, owner: str, error: type[Exception]) -> pwd.struct_passwd:
-        """The owner's system account (as root, created if allowed), or this process's user."""
+    async def account(
+        self,
+        owner: str,
+        error: type[Exception],
+        *,
+        missing: type[Exception] | None = None,
+        repair_home: bool = False,
+    ) -> pwd.struct_passwd:
+        """The owner's system account (as root, created if allowed), or this process's user.
+
+        See :func:`hub_ext.host.localproc.owner_account` for ``missing`` and ``repair_home``.
+        """
         return await localproc.owner_account(
             owner,
             run_as_root=self.run_as_root,
@@ -298,6 +308,8 @@ class LocalHost(LoggingConfigurable):
             home_template=self.home_dir_template,
             create=self.create_system_users,
             error=error,
+            missing=missing,
+            repair_home=repair_home,
         )
 
     async def make_cgroup(

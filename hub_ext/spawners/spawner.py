@@ -37,7 +37,7 @@ from hub_ext.environments.catalog import (
     find_built_at,
 )
 from hub_ext.host import slugs, telemetry
-from hub_ext.host.accounts import USER_UMASK, AccountError, ensure_account, make_home_private
+from hub_ext.host.accounts import USER_UMASK
 from hub_ext.host.cgroups import CgroupDriver, make_driver
 from hub_ext.host.gpus import GpuAllocator, GpuUnavailable
 from hub_ext.host.local import UsesLocalHost, deprecated_help
@@ -59,6 +59,14 @@ _templates = Environment(
 
 class _NotBuilt(Exception):
     """The profile's environment is not built here; a spawn answers it with 503."""
+
+
+class _NoAccount(Exception):
+    """The user has no system account and none may be created; a spawn answers 403."""
+
+
+class _AccountFailed(Exception):
+    """The user's system account could not be created; a spawn answers 500."""
 
 
 def default_profiles_file() -> str:
@@ -619,27 +627,18 @@ class LocalProfileSpawner(UsesLocalHost, ProfileSpawnerMixin, LocalProcessSpawne
             return
 
     async def _ensure_account(self) -> None:
-        account = self.account
+        """The user's account, as for runs and models (:meth:`LocalHost.account`).
+
+        A home made before homes were private is repaired; a missing account
+        that may not be created is refused with 403, a failed creation with 500.
+        """
         try:
-            entry = pwd.getpwnam(account)
-        except KeyError:
-            entry = None
-        if entry is not None:  # a home made before homes were private is repaired
-            await asyncio.to_thread(make_home_private, entry)
-            return
-        if not self.local_host.create_system_users:
-            raise web.HTTPError(
-                403,
-                f"No system account {account!r} exists for {self.user.name} and Shipyard is "
-                "configured not to create one (create_system_users = False). Ask an admin.",
+            await self.local_host.account(
+                self.user.name, _AccountFailed, missing=_NoAccount, repair_home=True
             )
-        try:
-            await ensure_account(
-                account,
-                self.local_host.home_dir_template.format(account=account),
-                f"Shipyard user {self.user.name}",
-            )
-        except AccountError as e:
+        except _NoAccount as e:
+            raise web.HTTPError(403, f"{e} Ask an admin.") from None
+        except _AccountFailed as e:
             raise web.HTTPError(500, str(e)) from None
 
     def make_preexec_fn(self, name):
