@@ -15,7 +15,7 @@ death with the parent, see below):
 3. ``_prepare``: the version's private folder (the owner's, mode 0700) with
    the training summary (mode 0600), and its log in the service's log folder;
 4. per replica, ``_launch``: a cgroup ``<version key>-r<N>`` under
-   :attr:`LocalBackend.cgroup_parent` with the profile's CPU and memory limits
+   ``<c.LocalHost.cgroup_parent>-models`` with the profile's CPU and memory limits
    (SECURITY rule 6), and ``python -m hub_ext.runtime.modelserver``
    bound to 127.0.0.1 on a free port, joined to the cgroup and switched to the
    account between fork and exec, with an environment built from nothing (the
