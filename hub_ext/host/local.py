@@ -45,7 +45,7 @@ import json
 import os
 import pwd
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from traitlets import Bool, CaselessStrEnum, Instance, Integer, List, Unicode, default, observe
 from traitlets.config import Config, Configurable, LoggingConfigurable
@@ -310,6 +310,28 @@ class LocalHost(LoggingConfigurable):
             error=error,
             missing=missing,
             repair_home=repair_home,
+        )
+
+    def preexec(
+        self,
+        driver: CgroupDriver,
+        cgroup: str,
+        user: pwd.struct_passwd,
+        *,
+        dies_with_parent: bool = True,
+        chdir_home: bool = False,
+    ) -> Callable[[], None]:
+        """Between fork and exec: join ``cgroup``, become ``user`` (as root), and so on.
+
+        See :func:`hub_ext.host.localproc.make_preexec`.
+        """
+        return localproc.make_preexec(
+            driver,
+            cgroup,
+            user,
+            self.run_as_root,
+            dies_with_parent=dies_with_parent,
+            chdir_home=chdir_home,
         )
 
     async def make_cgroup(

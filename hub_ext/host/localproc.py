@@ -368,12 +368,20 @@ def process_environment(
 
 
 def make_preexec(
-    driver: CgroupDriver, cgroup: str, user: pwd.struct_passwd, run_as_root: bool
+    driver: CgroupDriver,
+    cgroup: str,
+    user: pwd.struct_passwd,
+    run_as_root: bool,
+    *,
+    dies_with_parent: bool = True,
+    chdir_home: bool = False,
 ) -> Callable[[], None]:
     """What runs between fork and exec: join the cgroup, become the owner, die with the parent.
 
     As the owner, the process gets :data:`~hub_ext.host.accounts.USER_UMASK` (files it
-    creates are the owner's alone).
+    creates are the owner's alone). A server (LocalProfileSpawner) and a model replica
+    outlive the process that started them, to be adopted by the next one
+    (``dies_with_parent=False``); a server starts in its account's home (``chdir_home``).
 
     Everything that may load a library or read a file (the cgroup's paths,
     the account's groups) is looked up here, before the fork.
@@ -387,6 +395,10 @@ def make_preexec(
         The account to switch to (when ``run_as_root``).
     run_as_root : bool
         Whether the service runs as root; otherwise the user stays the service's.
+    dies_with_parent : bool
+        Whether the process is killed when the process that started it dies.
+    chdir_home : bool
+        Whether the process starts in ``user``'s home (else in ``cwd``).
 
     Returns
     -------
@@ -394,10 +406,11 @@ def make_preexec(
         For ``preexec_fn``.
     """
     join_cgroup = driver.preexec(cgroup)
+    home = user.pw_dir
     if run_as_root:
         from jupyterhub.spawner import set_user_setuid
 
-        become_user = set_user_setuid(user.pw_name, chdir=False)
+        become_user = set_user_setuid(user.pw_name, chdir=chdir_home)
     else:
         become_user = None
 
@@ -406,9 +419,13 @@ def make_preexec(
         if become_user is not None:
             become_user()
             os.umask(USER_UMASK)  # what the user's code saves is theirs alone
-        # after the switch of user, which clears it: the process dies with the
-        # service, even by kill -9, instead of running on unwatched
-        die_with_parent(signal.SIGKILL)
+        elif chdir_home:
+            with contextlib.suppress(OSError):
+                os.chdir(home)
+        if dies_with_parent:
+            # after the switch of user, which clears it: the process dies with the
+            # service, even by kill -9, instead of running on unwatched
+            die_with_parent(signal.SIGKILL)
 
     return preexec
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
+from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
 from traitlets import Integer, Unicode, default, observe
 from traitlets.config import Configurable
@@ -37,7 +37,6 @@ from hub_ext.environments.catalog import (
     find_built_at,
 )
 from hub_ext.host import slugs, telemetry
-from hub_ext.host.accounts import USER_UMASK
 from hub_ext.host.cgroups import CgroupDriver, make_driver
 from hub_ext.host.gpus import GpuAllocator, GpuUnavailable
 from hub_ext.host.local import UsesLocalHost, deprecated_help
@@ -642,28 +641,15 @@ class LocalProfileSpawner(UsesLocalHost, ProfileSpawnerMixin, LocalProcessSpawne
             raise web.HTTPError(500, str(e)) from None
 
     def make_preexec_fn(self, name):
-        join_cgroup = self.driver.preexec(self.cgroup_name)
-        if self.run_as_root:
-            become_user = set_user_setuid(self.account)
-        else:
-            home = pwd.getpwuid(os.getuid()).pw_dir
+        """Join the server's cgroup, then become the user, in their home, as runs and models do.
 
-            def become_user():
-                try:
-                    os.chdir(home)
-                except OSError:
-                    pass
-
-        # decided before the fork: in the child, after the switch, nobody is root
-        umask = USER_UMASK if self.run_as_root else None
-
-        def preexec():
-            join_cgroup()  # while still root: the cgroup files are root's
-            become_user()
-            if umask is not None:  # notebooks and files the user saves are theirs alone
-                os.umask(umask)
-
-        return preexec
+        The server outlives the hub (a restarted hub finds it by its pid), so it
+        does not die with it.
+        """
+        entry = pwd.getpwnam(self.account) if self.run_as_root else pwd.getpwuid(os.getuid())
+        return self.local_host.preexec(
+            self.driver, self.cgroup_name, entry, dies_with_parent=False, chdir_home=True
+        )
 
     def user_env(self, env):
         entry = pwd.getpwnam(self.account) if self.run_as_root else pwd.getpwuid(os.getuid())

@@ -99,7 +99,6 @@ from traitlets import (
 )
 
 from hub_ext.environments.catalog import BuiltEnvironment
-from hub_ext.host.accounts import USER_UMASK
 from hub_ext.host.cgroups import CgroupDriver
 from hub_ext.host.gpus import GpuAllocator, GpuUnavailable
 from hub_ext.host.local import UsesLocalHost, deprecated_help
@@ -1348,20 +1347,7 @@ class LocalBackend(UsesLocalHost, Backend):
         As :func:`hub_ext.host.localproc.make_preexec`, without its death with the
         parent: a replica outlives the deployer, to be adopted by the next one.
         """
-        join_cgroup = self.driver.preexec(cgroup)
-        become_user = None
-        if self.run_as_root:
-            from jupyterhub.spawner import set_user_setuid
-
-            become_user = set_user_setuid(user.pw_name, chdir=False)
-
-        def preexec() -> None:
-            join_cgroup()  # while still root: the cgroup files are root's
-            if become_user is not None:
-                become_user()
-                os.umask(USER_UMASK)  # what the user's code saves is theirs alone
-
-        return preexec
+        return self.local_host.preexec(self.driver, cgroup, user, dies_with_parent=False)
 
     async def _until_healthy(self, replica: _Replica) -> None:
         """Poll ``/health`` until 200; DeployFailed with the reason otherwise."""
