@@ -63,15 +63,31 @@ CONFIG_ENV = "SHIPYARD_LOCALHOST_CONFIG"
 DEPRECATED_IN = "0.14"
 
 
-def deprecated_help(new: str) -> str:
-    """The help of a setting that ``c.LocalHost.<new>`` replaced."""
-    return f"""
+def deprecated_help(new: str, example: str = "", added: str = "") -> str:
+    """The help of a setting that ``c.LocalHost.<new>`` replaced.
+
+    ``example`` (the old form) and ``added`` (the release that added the old
+    name) are for a class whose every setting's help must show them.
+    """
+    text = f"""
     Deprecated in {DEPRECATED_IN}: use ``c.LocalHost.{new}``.
 
     ``c.LocalHost.{new}`` configures the spawner, the scheduler's executor and
     the deployer's backend alike. This name is still honoured for one release,
     for this class alone, with a warning.
     """
+    if example:
+        text += f"""
+    Example (the old form)::
+
+        {example}
+    """
+    if added:
+        text += f"""
+    .. versionadded:: {added}
+    .. deprecated:: {DEPRECATED_IN}
+    """
+    return text
 
 
 class LocalHost(LoggingConfigurable):

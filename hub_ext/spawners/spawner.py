@@ -416,7 +416,9 @@ class LocalProfileSpawner(UsesLocalHost, ProfileSpawnerMixin, LocalProcessSpawne
     cgroup_cleanup_timeout = Integer(
         None,
         allow_none=True,
-        help=deprecated_help("cleanup_timeout"),
+        help=deprecated_help(
+            "cleanup_timeout", "c.LocalProfileSpawner.cgroup_cleanup_timeout = 30", added="0.1"
+        ),
     ).tag(config=True)
 
     @observe("cgroup_cleanup_timeout")

@@ -651,7 +651,7 @@ class LocalBackend(UsesLocalHost, Backend):
     cleanup_timeout = Integer(
         None,
         allow_none=True,
-        help=deprecated_help("cleanup_timeout"),
+        help=deprecated_help("cleanup_timeout", "c.LocalBackend.cleanup_timeout = 30", added="0.4"),
     ).tag(config=True)
 
     @observe("cleanup_timeout")

@@ -222,7 +222,9 @@ class LocalExecutor(UsesLocalHost, Executor):
     cleanup_timeout = Integer(
         None,
         allow_none=True,
-        help=deprecated_help("cleanup_timeout"),
+        help=deprecated_help(
+            "cleanup_timeout", "c.LocalExecutor.cleanup_timeout = 30", added="0.3"
+        ),
     ).tag(config=True)
 
     @observe("cleanup_timeout")
