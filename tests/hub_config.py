@@ -53,3 +53,12 @@ if env.get("SHIPYARD_TEST_GPUS") is not None:
         g for g in env["SHIPYARD_TEST_GPUS"].split(",") if g
     ]
 c.JupyterHub.log_level = env.get("SHIPYARD_TEST_LOG_LEVEL", "INFO")
+
+# the scheduler's account prefix follows c.LocalHost; named on its command line too, by
+# which tests find this hub's scheduler process (tests/services.py, pgrep -f)
+for service in c.JupyterHub.services:
+    if service.get("name") == "scheduler":
+        service["command"] = [
+            *service["command"],
+            f"--SchedulerService.account_prefix={env['SHIPYARD_TEST_ACCOUNT_PREFIX']}",
+        ]
