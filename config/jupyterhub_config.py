@@ -62,6 +62,9 @@ for the README, for CI and for a small team's server:
         are set in every process Shipyard starts: hub_ext/host/telemetry.py)
 
 Anything else: add `c.Class.trait = value` lines below, as in any jupyterhub_config.py.
+`c.LocalHost.<setting>` (accounts, cgroups, environments and GPUs: hub_ext/host/local.py)
+configures the servers, the scheduler's runs and the deployer's models at once: the hub
+passes that section on to the services it starts.
 """
 
 import os

@@ -39,39 +39,26 @@ for extra in json.loads(env.get("SHIPYARD_TEST_EXTRA_SERVICES", "[]")):
         {"name": extra["name"], "scopes": extra["scopes"], "services": [extra["name"]]}
     )
 c.JupyterHub.spawner_class = env.get("SHIPYARD_TEST_SPAWNER", "shipyard-local")
-c.LocalProfileSpawner.system_user_prefix = env["SHIPYARD_TEST_ACCOUNT_PREFIX"]
-c.LocalProfileSpawner.cgroup_parent = env["SHIPYARD_TEST_CGROUP_PARENT"]
+# one setting for the servers, the scheduler's runs (<parent>-jobs) and the deployer's
+# models (<parent>-models): the hub passes c.LocalHost on to the services it starts
+c.LocalHost.system_user_prefix = env["SHIPYARD_TEST_ACCOUNT_PREFIX"]
+c.LocalHost.cgroup_parent = env["SHIPYARD_TEST_CGROUP_PARENT"]
 if env.get("SHIPYARD_TEST_HOME_ROOT"):
-    c.LocalProfileSpawner.home_dir_template = env["SHIPYARD_TEST_HOME_ROOT"] + "/{account}"
+    c.LocalHost.home_dir_template = env["SHIPYARD_TEST_HOME_ROOT"] + "/{account}"
     c.SimpleLocalProcessSpawner.home_dir_template = env["SHIPYARD_TEST_HOME_ROOT"] + "/{username}"
-# GPU assignment is tested with declared device indices; no GPU is touched
+# GPU assignment is tested with declared device indices; no GPU is touched. The servers'
+# only (c.<Part>.LocalHost: that part's host): the services keep the machine's GPUs
 if env.get("SHIPYARD_TEST_GPUS") is not None:
-    c.LocalProfileSpawner.gpu_devices = [g for g in env["SHIPYARD_TEST_GPUS"].split(",") if g]
+    c.LocalProfileSpawner.LocalHost.gpu_devices = [
+        g for g in env["SHIPYARD_TEST_GPUS"].split(",") if g
+    ]
 c.JupyterHub.log_level = env.get("SHIPYARD_TEST_LOG_LEVEL", "INFO")
 
-# the scheduler runs jobs as the same test accounts, in the test cgroup parent
+# the scheduler's account prefix follows c.LocalHost; named on its command line too, by
+# which tests find this hub's scheduler process (tests/services.py, pgrep -f)
 for service in c.JupyterHub.services:
     if service.get("name") == "scheduler":
         service["command"] = [
             *service["command"],
             f"--SchedulerService.account_prefix={env['SHIPYARD_TEST_ACCOUNT_PREFIX']}",
-            f"--LocalExecutor.system_user_prefix={env['SHIPYARD_TEST_ACCOUNT_PREFIX']}",
-            f"--LocalExecutor.cgroup_parent={env['SHIPYARD_TEST_CGROUP_PARENT']}-jobs",
         ]
-        if env.get("SHIPYARD_TEST_HOME_ROOT"):
-            service["command"].append(
-                f"--LocalExecutor.home_dir_template={env['SHIPYARD_TEST_HOME_ROOT']}/{{account}}"
-            )
-
-# the deployer runs model servers as the same test accounts, in the test cgroup parent
-for service in c.JupyterHub.services:
-    if service.get("name") == "deployer":
-        service["command"] = [
-            *service["command"],
-            f"--LocalBackend.system_user_prefix={env['SHIPYARD_TEST_ACCOUNT_PREFIX']}",
-            f"--LocalBackend.cgroup_parent={env['SHIPYARD_TEST_CGROUP_PARENT']}-models",
-        ]
-        if env.get("SHIPYARD_TEST_HOME_ROOT"):
-            service["command"].append(
-                f"--LocalBackend.home_dir_template={env['SHIPYARD_TEST_HOME_ROOT']}/{{account}}"
-            )

@@ -65,7 +65,7 @@ c.SchedulerService.group_quotas = {{"limited": 1}}
 c.SchedulerService.groups_cache_seconds = 0.5
 c.Notifier.allow_private_webhooks = True
 # a machine without GPU, whatever this one has (GPU profiles are listed unavailable)
-c.LocalExecutor.gpu_devices = []
+c.LocalHost.gpu_devices = []
 """
 )
 

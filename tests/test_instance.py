@@ -16,6 +16,7 @@ import pytest
 
 from hub_ext.environments.catalog import default_envs_dir
 from hub_ext.host import instance
+from hub_ext.host.local import LocalHost
 from hub_ext.services.deployer.local import LocalBackend
 from hub_ext.services.scheduler.app import SchedulerService
 from hub_ext.services.scheduler.executors.local import LocalExecutor
@@ -25,21 +26,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine_wide_names() -> dict[str, str]:
-    """Every machine-wide name, as the classes default them in this environment."""
-    spawner, executor, backend = LocalProfileSpawner(), LocalExecutor(), LocalBackend()
-    scheduler = SchedulerService()
+    """Every machine-wide name, as the one place that holds each defaults it here."""
+    host, scheduler = LocalHost(), SchedulerService()
     return {
-        "servers' cgroup": spawner.cgroup_parent,
-        "runs' cgroup": executor.cgroup_parent,
-        "replicas' cgroup": backend.cgroup_parent,
-        "accounts (spawner)": spawner.system_user_prefix,
-        "accounts (runs)": executor.system_user_prefix,
-        "accounts (replicas)": backend.system_user_prefix,
+        "servers' cgroup": host.cgroup_parent_of(),
+        "runs' cgroup": host.cgroup_parent_of("jobs"),
+        "replicas' cgroup": host.cgroup_parent_of("models"),
+        "accounts": host.system_user_prefix,
         "accounts (scheduler)": scheduler.account_prefix,
-        "replicas' folder": backend.runtime_dir,
+        "replicas' folder": LocalBackend().runtime_dir,
         "runs' outputs": scheduler.runs_dir,
-        "environments": str(default_envs_dir()),
+        "environments": host.environments_dir,
     }
+
+
+def test_the_spawner_executor_and_backend_take_their_names_from_the_host():
+    parts = {"": LocalProfileSpawner(), "jobs": LocalExecutor(), "models": LocalBackend()}
+    for part, user in parts.items():
+        assert user.cgroup_parent == user.local_host.cgroup_parent_of(part)
+        assert user.local_host.environments_dir == str(default_envs_dir())
 
 
 @pytest.fixture
@@ -58,9 +63,7 @@ def test_the_default_instance_keeps_the_names_installs_had(as_root_defaults):
         "servers' cgroup": "shipyard",
         "runs' cgroup": "shipyard-jobs",
         "replicas' cgroup": "shipyard-models",
-        "accounts (spawner)": "jupyter-",
-        "accounts (runs)": "jupyter-",
-        "accounts (replicas)": "jupyter-",
+        "accounts": "jupyter-",
         "accounts (scheduler)": "jupyter-",
         "replicas' folder": f"{tmp}/shipyard-models",
         "runs' outputs": "/var/lib/shipyard/runs",
@@ -79,9 +82,7 @@ def test_a_second_instance_shares_no_machine_wide_name(as_root_defaults):
         "servers' cgroup": "staging",
         "runs' cgroup": "staging-jobs",
         "replicas' cgroup": "staging-models",
-        "accounts (spawner)": "staging-",
-        "accounts (runs)": "staging-",
-        "accounts (replicas)": "staging-",
+        "accounts": "staging-",
         "accounts (scheduler)": "staging-",
         "replicas' folder": f"{tmp}/staging-models",
         "runs' outputs": "/var/lib/staging/runs",

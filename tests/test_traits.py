@@ -11,6 +11,7 @@ from traitlets.config import Configurable
 from .traitdocs import help_problem
 
 MODULES = [
+    "hub_ext.host.local",
     "hub_ext.spawners.spawner",
     "hub_ext.spawners.kubespawner",
     "hub_ext.host.k8s",

@@ -20,9 +20,9 @@ model replicas' folders        ``$TMPDIR/shipyard-models`` ``$TMPDIR/staging-mod
 =============================  ==========================  ===========================
 
 The default, ``shipyard``, keeps the names every install had before the
-setting existed. Each name stays a trait of its own class (for instance
-``c.LocalProfileSpawner.cgroup_parent``); the instance name only changes the
-traits' defaults. The data directory and the ports are set on their own
+setting existed. Each name stays a trait of its own (for instance
+``c.LocalHost.cgroup_parent``, :mod:`hub_ext.host.local`); the instance name
+only changes the traits' defaults. The data directory and the ports are set on their own
 (``SHIPYARD_DATA_DIR``, ``SHIPYARD_BIND_URL``...), as before.
 """
 

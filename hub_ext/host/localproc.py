@@ -24,9 +24,11 @@ security rules apply to it whatever it is:
   its process tree and session (:func:`kill_cgroup`, :func:`kill_tree`).
 
 Keeping these steps in one place means a fix to one of them reaches both
-services. What differs between them (the error a failure raises, the names of
-their cgroups, their configuration) stays with the classes, which pass it in:
-the traitlets that configure these steps are theirs.
+services; the spawner shares the account, environment and cgroup steps
+(its server outlives a hub restart, so it keeps JupyterHub's own start). What
+differs between them (the error a failure raises, the names of their
+cgroups) stays with the classes, which pass it in; the settings that
+configure these steps are :class:`hub_ext.host.local.LocalHost`'s, one for all.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ import psutil
 
 from hub_ext.environments.catalog import BuiltEnvironment, find_built
 from hub_ext.host import slugs, telemetry
-from hub_ext.host.accounts import USER_UMASK, AccountError, ensure_account
+from hub_ext.host.accounts import USER_UMASK, AccountError, ensure_account, make_home_private
 from hub_ext.host.cgroups import CgroupDriver, Limits, make_driver
 from hub_ext.host.process import die_with_parent
 from hub_ext.profiles.model import Profile
@@ -245,6 +247,8 @@ async def owner_account(
     home_template: str,
     create: bool,
     error: type[Exception],
+    missing: type[Exception] | None = None,
+    repair_home: bool = False,
 ) -> pwd.struct_passwd:
     """The owner's system account (as root), or the service's own user.
 
@@ -266,6 +270,12 @@ async def owner_account(
         The service's ``create_system_users``: create a missing account.
     error : type of Exception
         What to raise, with a message for the owner, when there is no account.
+    missing : type of Exception, optional
+        What to raise instead when the account is missing and ``create`` is
+        off (the spawner answers that with 403, a failed creation with 500).
+    repair_home : bool
+        Make an existing account's home private (0700), as homes made before
+        homes were private need (:func:`~hub_ext.host.accounts.make_home_private`).
 
     Returns
     -------
@@ -275,13 +285,17 @@ async def owner_account(
         return pwd.getpwuid(os.getuid())
     account = slugs.account_name(owner, prefix)
     try:
-        return pwd.getpwnam(account)
+        entry = pwd.getpwnam(account)
     except KeyError:
         if not create:
-            raise error(
+            raise (missing or error)(
                 f"No system account {account!r} exists for {owner} and Shipyard is "
                 "configured not to create one (create_system_users = False)."
             ) from None
+    else:
+        if repair_home:
+            await asyncio.to_thread(make_home_private, entry)
+        return entry
     try:
         return await ensure_account(
             account, home_template.format(account=account), f"Shipyard user {owner}"
@@ -354,12 +368,20 @@ def process_environment(
 
 
 def make_preexec(
-    driver: CgroupDriver, cgroup: str, user: pwd.struct_passwd, run_as_root: bool
+    driver: CgroupDriver,
+    cgroup: str,
+    user: pwd.struct_passwd,
+    run_as_root: bool,
+    *,
+    dies_with_parent: bool = True,
+    chdir_home: bool = False,
 ) -> Callable[[], None]:
     """What runs between fork and exec: join the cgroup, become the owner, die with the parent.
 
     As the owner, the process gets :data:`~hub_ext.host.accounts.USER_UMASK` (files it
-    creates are the owner's alone).
+    creates are the owner's alone). A server (LocalProfileSpawner) and a model replica
+    outlive the process that started them, to be adopted by the next one
+    (``dies_with_parent=False``); a server starts in its account's home (``chdir_home``).
 
     Everything that may load a library or read a file (the cgroup's paths,
     the account's groups) is looked up here, before the fork.
@@ -373,6 +395,10 @@ def make_preexec(
         The account to switch to (when ``run_as_root``).
     run_as_root : bool
         Whether the service runs as root; otherwise the user stays the service's.
+    dies_with_parent : bool
+        Whether the process is killed when the process that started it dies.
+    chdir_home : bool
+        Whether the process starts in ``user``'s home (else in ``cwd``).
 
     Returns
     -------
@@ -380,10 +406,11 @@ def make_preexec(
         For ``preexec_fn``.
     """
     join_cgroup = driver.preexec(cgroup)
+    home = user.pw_dir
     if run_as_root:
         from jupyterhub.spawner import set_user_setuid
 
-        become_user = set_user_setuid(user.pw_name, chdir=False)
+        become_user = set_user_setuid(user.pw_name, chdir=chdir_home)
     else:
         become_user = None
 
@@ -392,9 +419,13 @@ def make_preexec(
         if become_user is not None:
             become_user()
             os.umask(USER_UMASK)  # what the user's code saves is theirs alone
-        # after the switch of user, which clears it: the process dies with the
-        # service, even by kill -9, instead of running on unwatched
-        die_with_parent(signal.SIGKILL)
+        elif chdir_home:
+            with contextlib.suppress(OSError):
+                os.chdir(home)
+        if dies_with_parent:
+            # after the switch of user, which clears it: the process dies with the
+            # service, even by kill -9, instead of running on unwatched
+            die_with_parent(signal.SIGKILL)
 
     return preexec
 

@@ -66,6 +66,7 @@ from jupyterhub.services.service import _MockUser, _ServiceSpawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Unicode, default
 
+from hub_ext.host.local import passed_on
 from hub_ext.host.process import is_running, process_identity, write_private
 
 #: How often a starting service is asked whether it answers yet.
@@ -193,13 +194,18 @@ class ShipyardHub(JupyterHub):
     # ------------------------------------------------------------ tokens
 
     def service_from_spec(self, spec, from_config=True):
-        """Give a managed service the API token it had under the previous hub.
+        """Give a managed service the API token it had under the previous hub, and ``c.LocalHost``.
 
         JupyterHub generates a token for a managed service at each start ("generated at
         startup") and never revokes the old ones; a service adopted from the previous
         hub needs the one it runs with, which is also its OAuth client secret.
         """
         name = spec.get("name")
+        if from_config and spec.get("command"):
+            # c.LocalHost configures the scheduler's runs and the deployer's models as it
+            # configures the servers (hub_ext/host/local.py): the services load it from there
+            environment = {**spec.get("environment", {}), **passed_on(self.config)}
+            spec = {**spec, "environment": environment}
         keep = bool(from_config and name and spec.get("command") and not spec.get("api_token"))
         if keep:
             token = self._kept_token(name)

@@ -26,22 +26,20 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
+from jupyterhub.spawner import LocalProcessSpawner
 from tornado import web
-from traitlets import Bool, CaselessStrEnum, Integer, List, Unicode, default
+from traitlets import Integer, Unicode, default, observe
 from traitlets.config import Configurable
 
 from hub_ext.audit import spawner as audit_spawner
 from hub_ext.environments.catalog import (
     BuiltEnvironment,
-    default_envs_dir,
-    find_built,
     find_built_at,
 )
-from hub_ext.host import instance, slugs, telemetry
-from hub_ext.host.accounts import USER_UMASK, AccountError, ensure_account, make_home_private
-from hub_ext.host.cgroups import DRIVERS, CgroupDriver, Limits, make_driver
-from hub_ext.host.gpus import GpuAllocator, GpuUnavailable, detect_gpus
+from hub_ext.host import slugs, telemetry
+from hub_ext.host.cgroups import CgroupDriver, make_driver
+from hub_ext.host.gpus import GpuAllocator, GpuUnavailable
+from hub_ext.host.local import UsesLocalHost, deprecated_help
 from hub_ext.profiles.model import Profile, ProfileChoiceError, ProfilesConfig, Quota
 from hub_ext.profiles.quantities import format_cpu, format_memory, parse_cpu, parse_memory
 from hub_ext.profiles.store import ProfileStore
@@ -57,6 +55,18 @@ _templates = Environment(
     loader=PackageLoader("hub_ext.spawners", "templates"),
     autoescape=select_autoescape(default=True),
 )
+
+
+class _NotBuilt(Exception):
+    """The profile's environment is not built here; a spawn answers it with 503."""
+
+
+class _NoAccount(Exception):
+    """The user has no system account and none may be created; a spawn answers 403."""
+
+
+class _AccountFailed(Exception):
+    """The user's system account could not be created; a spawn answers 500."""
 
 
 def default_profiles_file() -> str:
@@ -395,163 +405,26 @@ class ProfileSpawnerMixin(Configurable):
             self.usage = Usage.of(self.profile)
 
 
-class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
+class LocalProfileSpawner(UsesLocalHost, ProfileSpawnerMixin, LocalProcessSpawner):
     """One process per server, as the user's own account, in a cgroup with the profile's limits.
 
-    Select it with ``c.JupyterHub.spawner_class = "shipyard-local"``.
+    Select it with ``c.JupyterHub.spawner_class = "shipyard-local"``. Accounts,
+    cgroups (under ``c.LocalHost.cgroup_parent``), environments and GPUs are
+    configured as ``c.LocalHost`` (:mod:`hub_ext.host.local`): the same settings
+    configure the scheduler's runs and the deployer's models.
     """
 
-    cgroup_driver = CaselessStrEnum(
-        ["auto", *DRIVERS],
-        default_value="auto",
-        help="""
-        How limits are enforced: ``cgroup2``, ``cgroup1``, ``rlimit`` or ``auto``.
-
-        ``auto`` picks cgroup v2 when /sys/fs/cgroup is the unified hierarchy
-        with the memory and cpu controllers, cgroup v1 when
-        /sys/fs/cgroup/memory and /sys/fs/cgroup/cpu are writable, and
-        otherwise falls back to rlimits, which cap each process's address space
-        but not the server's total memory nor its CPU (a warning says so).
-
-        Example::
-
-            c.LocalProfileSpawner.cgroup_driver = "cgroup1"
-
-        .. versionadded:: 0.1
-        """,
-    ).tag(config=True)
-
-    cgroup_parent = Unicode(
-        help="""
-        Name of the cgroup under which every server gets its own (``shipyard/alice``).
-
-        Defaults to the instance name (``$SHIPYARD_INSTANCE``, ``shipyard``; see
-        :mod:`hub_ext.host.instance`), so two Shipyards on one machine never share it.
-        It lies at the root of the cgroup hierarchy, or, where systemd is PID 1,
-        in the cgroup of the unit the hub runs in, which needs ``Delegate=yes``
-        (docs/profiles.md, "Under systemd").
-
-        Example::
-
-            c.LocalProfileSpawner.cgroup_parent = "jupyterhub"
-
-        .. versionadded:: 0.1
-        """,
-    ).tag(config=True)
-
-    system_user_prefix = Unicode(
-        help="""
-        Prefix of the system accounts created for hub users when the hub runs as root.
-
-        Defaults to ``jupyter-``, or ``<instance>-`` when ``$SHIPYARD_INSTANCE``
-        names another instance than ``shipyard`` (:mod:`hub_ext.host.instance`).
-
-        Hub user ``alice`` runs as ``jupyter-alice``; a username that is not a
-        plain lowercase name becomes a slug with a hash (see
-        :mod:`hub_ext.host.slugs`). At most 22 characters, so names fit Linux's 32.
-
-        Example::
-
-            c.LocalProfileSpawner.system_user_prefix = "sy-"
-
-        .. versionadded:: 0.1
-        """,
-    ).tag(config=True)
-
-    @default("cgroup_parent")
-    def _default_cgroup_parent(self):
-        return instance.cgroup_parent()
-
-    @default("system_user_prefix")
-    def _default_system_user_prefix(self):
-        return instance.account_prefix()
-
-    home_dir_template = Unicode(
-        "/home/{account}",
-        help="""
-        Home directory of a newly created system account; ``{account}`` is its name.
-
-        Only used when the account is created; existing accounts keep theirs.
-
-        Example::
-
-            c.LocalProfileSpawner.home_dir_template = "/srv/homes/{account}"
-
-        .. versionadded:: 0.1
-        """,
-    ).tag(config=True)
-
-    create_system_users = Bool(
-        True,
-        help="""
-        Create a system account for each hub user on first spawn (hub running as root).
-
-        Set to False when accounts come from the host (LDAP, SSSD): a user with
-        no account then gets a clear error instead of a server.
-
-        Example::
-
-            c.LocalProfileSpawner.create_system_users = False
-
-        .. versionadded:: 0.1
-        """,
-    ).tag(config=True)
-
-    gpu_devices = List(
-        Unicode(),
-        help="""
-        GPU indices that profiles may hand out, as in ``CUDA_VISIBLE_DEVICES``.
-
-        Defaults to every GPU ``nvidia-smi`` lists. Each GPU goes to at most
-        one server at a time; servers whose profile has no GPU see none.
-
-        Example::
-
-            c.LocalProfileSpawner.gpu_devices = ["0", "1"]
-
-        .. versionadded:: 0.1
-        """,
-    ).tag(config=True)
-
-    @default("gpu_devices")
-    def _default_gpu_devices(self):
-        return detect_gpus()
-
     cgroup_cleanup_timeout = Integer(
-        10,
-        help="""
-        Seconds to wait for processes left in a stopped server's cgroup to die.
-
-        .. versionadded:: 0.1
-        """,
+        None,
+        allow_none=True,
+        help=deprecated_help(
+            "cleanup_timeout", "c.LocalProfileSpawner.cgroup_cleanup_timeout = 30", added="0.1"
+        ),
     ).tag(config=True)
 
-    environments_dir = Unicode(
-        help="""
-        Where the profiles' environments are built (``shipyard env build ENV``).
-
-        Each server runs ``jupyterhub-singleuser`` with the Python of its
-        profile's environment, so the server, its kernels and its terminals
-        all use exactly the packages of ``images/<environment>/requirements.lock``.
-        A spawn whose environment is not built is refused with the command
-        that builds it; ``shipyard up`` builds every profile's environment
-        before the hub starts. **LocalProfileSpawner only**: on Kubernetes the
-        environment is the profile's image.
-
-        Defaults to ``$SHIPYARD_ENVS_DIR``, else ``/opt/<instance>/envs`` when
-        the hub runs as root, else ``envs`` in the data dir.
-
-        Example::
-
-            c.LocalProfileSpawner.environments_dir = "/srv/shipyard/envs"
-
-        .. versionadded:: 0.2
-        """
-    ).tag(config=True)
-
-    @default("environments_dir")
-    def _default_environments_dir(self):
-        return str(default_envs_dir())
+    @observe("cgroup_cleanup_timeout")
+    def _deprecated_cleanup_timeout(self, change):
+        self._forward_to_host("cgroup_cleanup_timeout", "cleanup_timeout", change.new)
 
     scheduler_url = Unicode(
         "",
@@ -643,14 +516,14 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
 
     @property
     def run_as_root(self) -> bool:
-        return os.geteuid() == 0
+        return self.local_host.run_as_root
 
     @property
     def driver(self) -> CgroupDriver:
-        key = (self.cgroup_driver, self.cgroup_parent)
+        key = (self.local_host.cgroup_driver, self.cgroup_parent)
         if key not in self._drivers:
             # under the delegated unit where systemd is PID 1 (hub_ext.host.cgroups.systemd_base)
-            driver = make_driver(self.cgroup_driver, self.cgroup_parent)
+            driver = make_driver(self.local_host.cgroup_driver, self.cgroup_parent)
             if not driver.enforces_total and not LocalProfileSpawner._warned_rlimit:
                 LocalProfileSpawner._warned_rlimit = True
                 self.log.warning(
@@ -664,13 +537,13 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     @property
     def gpu_count(self) -> int:
         """The GPUs profiles may have here (``gpu_devices``): a GPU profile needs one."""
-        return len(self.gpu_devices)
+        return len(self.local_host.gpu_devices)
 
     @property
     def allocator(self) -> GpuAllocator:
-        key = tuple(self.gpu_devices)
+        key = tuple(self.local_host.gpu_devices)
         if key not in self._allocators:
-            self._allocators[key] = GpuAllocator(self.gpu_devices)
+            self._allocators[key] = GpuAllocator(self.local_host.gpu_devices)
         return self._allocators[key]
 
     @property
@@ -681,7 +554,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
     def account_name(self) -> str:
         if not self.run_as_root:
             return pwd.getpwuid(os.getuid()).pw_name
-        return slugs.account_name(self.user.name, self.system_user_prefix)
+        return slugs.account_name(self.user.name, self.local_host.system_user_prefix)
 
     # --------------------------------------------------------------- start
 
@@ -701,22 +574,11 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             self.gpus = self.allocator.allocate(self.cgroup_name, profile.gpu)
         except GpuUnavailable as e:
             raise web.HTTPError(409, str(e)) from None
-        limits = Limits(
-            cpu_limit=profile.cpu_limit_cores,
-            cpu_guarantee=profile.cpu_guarantee_cores,
-            mem_limit=profile.mem_limit_bytes,
-            mem_guarantee=profile.mem_guarantee_bytes,
-            # the kernel, not CUDA_VISIBLE_DEVICES, keeps the server off other GPUs
-            gpus=tuple(self.gpus),
-        )
-        driver = self.driver
         try:
-            if driver.exists(self.cgroup_name):
-                # left over from a server that died with the hub down
-                await asyncio.to_thread(
-                    driver.remove, self.cgroup_name, self.cgroup_cleanup_timeout
-                )
-            await asyncio.to_thread(driver.create, self.cgroup_name, limits)
+            # the profile's limits, as for runs and replicas (hub_ext.host.localproc); one
+            # left over from a server that died with the hub down is removed first; the
+            # kernel, not CUDA_VISIBLE_DEVICES, keeps the server off other GPUs
+            await self.local_host.make_cgroup(self.driver, self.cgroup_name, profile, self.gpus)
             self._cgroup_live = True
             ip, port = await super().start()
         except BaseException:
@@ -736,15 +598,13 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
 
     def _find_environment(self, profile: Profile) -> BuiltEnvironment:
         """The current build of the profile's environment; 503 with the fix if there is none."""
-        built = find_built(profile.environment, Path(self.environments_dir))
-        if built is None:
+        try:
+            return self.local_host.environment(profile, _NotBuilt)
+        except _NotBuilt as e:
+            message = str(e).removesuffix(".")
             raise web.HTTPError(
-                503,
-                f"The environment {profile.environment!r} of profile '{profile.slug}' is not "
-                f"built on this machine. An admin builds it with `shipyard env build "
-                f"{profile.environment}` (`shipyard up` builds every profile's environment).",
-            )
-        return built
+                503, f"{message} (`shipyard up` builds every profile's environment)."
+            ) from None
 
     async def _wait_for_port(self, ip: str, port: int) -> None:
         """Return once the server accepts connections (or has died, or http_timeout passed).
@@ -769,52 +629,30 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
             return
 
     async def _ensure_account(self) -> None:
-        account = self.account
+        """The user's account, as for runs and models (:meth:`LocalHost.account`).
+
+        A home made before homes were private is repaired; a missing account
+        that may not be created is refused with 403, a failed creation with 500.
+        """
         try:
-            entry = pwd.getpwnam(account)
-        except KeyError:
-            entry = None
-        if entry is not None:  # a home made before homes were private is repaired
-            await asyncio.to_thread(make_home_private, entry)
-            return
-        if not self.create_system_users:
-            raise web.HTTPError(
-                403,
-                f"No system account {account!r} exists for {self.user.name} and Shipyard is "
-                "configured not to create one (create_system_users = False). Ask an admin.",
+            await self.local_host.account(
+                self.user.name, _AccountFailed, missing=_NoAccount, repair_home=True
             )
-        try:
-            await ensure_account(
-                account,
-                self.home_dir_template.format(account=account),
-                f"Shipyard user {self.user.name}",
-            )
-        except AccountError as e:
+        except _NoAccount as e:
+            raise web.HTTPError(403, f"{e} Ask an admin.") from None
+        except _AccountFailed as e:
             raise web.HTTPError(500, str(e)) from None
 
     def make_preexec_fn(self, name):
-        join_cgroup = self.driver.preexec(self.cgroup_name)
-        if self.run_as_root:
-            become_user = set_user_setuid(self.account)
-        else:
-            home = pwd.getpwuid(os.getuid()).pw_dir
+        """Join the server's cgroup, then become the user, in their home, as runs and models do.
 
-            def become_user():
-                try:
-                    os.chdir(home)
-                except OSError:
-                    pass
-
-        # decided before the fork: in the child, after the switch, nobody is root
-        umask = USER_UMASK if self.run_as_root else None
-
-        def preexec():
-            join_cgroup()  # while still root: the cgroup files are root's
-            become_user()
-            if umask is not None:  # notebooks and files the user saves are theirs alone
-                os.umask(umask)
-
-        return preexec
+        The server outlives the hub (a restarted hub finds it by its pid), so it
+        does not die with it.
+        """
+        entry = pwd.getpwnam(self.account) if self.run_as_root else pwd.getpwuid(os.getuid())
+        return self.local_host.preexec(
+            self.driver, self.cgroup_name, entry, dies_with_parent=False, chdir_home=True
+        )
 
     def user_env(self, env):
         entry = pwd.getpwnam(self.account) if self.run_as_root else pwd.getpwuid(os.getuid())
@@ -852,7 +690,7 @@ class LocalProfileSpawner(ProfileSpawnerMixin, LocalProcessSpawner):
         """Kill what is left in the cgroup, delete it, and free the GPUs."""
         if self._cgroup_live or self.driver.exists(self.cgroup_name):
             await asyncio.to_thread(
-                self.driver.remove, self.cgroup_name, self.cgroup_cleanup_timeout
+                self.driver.remove, self.cgroup_name, self.local_host.cleanup_timeout
             )
         self._cgroup_live = False
         self.allocator.release(self.cgroup_name)

@@ -26,6 +26,7 @@ from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Application
 
 from hub_ext import __version__
+from hub_ext.host.local import LocalHost, inherited_config
 from hub_ext.host.process import die_with_parent
 from hub_ext.profiles.store import ProfileStore
 
@@ -396,15 +397,18 @@ class DeployerService(Application):
 
     @property
     def classes(self):  # the backends' options in --generate-config / --help-all
-        return [DeployerService, Backend]
+        return [DeployerService, Backend, LocalHost]
 
     # ------------------------------------------------------------ wiring
 
     def initialize(self, argv=None):
         super().initialize(argv)
+        # the hub's c.LocalHost (hub_ext/host/local.py); this service's file and command line
+        # win over it
+        self.update_config(inherited_config())
         if self.config_file:
             self.load_config_file(self.config_file)
-            self.update_config(self.cli_config)
+        self.update_config(self.cli_config)
 
     def start(self) -> None:
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")

@@ -15,7 +15,7 @@ death with the parent, see below):
 3. ``_prepare``: the version's private folder (the owner's, mode 0700) with
    the training summary (mode 0600), and its log in the service's log folder;
 4. per replica, ``_launch``: a cgroup ``<version key>-r<N>`` under
-   :attr:`LocalBackend.cgroup_parent` with the profile's CPU and memory limits
+   ``<c.LocalHost.cgroup_parent>-models`` with the profile's CPU and memory limits
    (SECURITY rule 6), and ``python -m hub_ext.runtime.modelserver``
    bound to 127.0.0.1 on a free port, joined to the cgroup and switched to the
    account between fork and exec, with an environment built from nothing (the
@@ -88,30 +88,24 @@ from pathlib import Path
 
 import psutil
 from traitlets import (
-    Bool,
-    CaselessStrEnum,
     Float,
     Integer,
     List,
     TraitError,
     Unicode,
     default,
+    observe,
     validate,
 )
 
-from hub_ext.environments.catalog import BuiltEnvironment, default_envs_dir
-from hub_ext.host import instance
-from hub_ext.host.accounts import USER_UMASK
-from hub_ext.host.cgroups import DRIVERS, CgroupDriver
-from hub_ext.host.gpus import GpuAllocator, GpuUnavailable, detect_gpus
+from hub_ext.environments.catalog import BuiltEnvironment
+from hub_ext.host.cgroups import CgroupDriver
+from hub_ext.host.gpus import GpuAllocator, GpuUnavailable
+from hub_ext.host.local import UsesLocalHost, deprecated_help
 from hub_ext.host.localproc import (
-    find_environment,
     kill_cgroup,
     kill_tree,
-    make_cgroup,
     oom_kills,
-    open_driver,
-    owner_account,
     process_environment,
 )
 from hub_ext.host.process import start_time
@@ -454,132 +448,19 @@ class _Found:
 # ------------------------------------------------------------------ backend
 
 
-class LocalBackend(Backend):
+class LocalBackend(UsesLocalHost, Backend):
     """Runs each replica as a model server process, as its owner, inside the profile's limits.
 
     Select it with ``c.DeployerService.backend_class = "local"``. When the
     service runs as root, every replica uses its owner's system account
     (created if missing) and a cgroup of its own; otherwise it runs as the
     service's user with the best limits the host allows (see
-    :mod:`hub_ext.host.cgroups`).
+    :mod:`hub_ext.host.cgroups`). Accounts, cgroups (``<c.LocalHost.cgroup_parent>-models``),
+    environments and GPUs are configured as ``c.LocalHost`` (:mod:`hub_ext.host.local`),
+    the same settings as the spawner's.
     """
 
-    cgroup_driver = CaselessStrEnum(
-        ["auto", *DRIVERS],
-        default_value="auto",
-        help="""
-        How a replica's limits are enforced: ``cgroup2``, ``cgroup1``, ``rlimit`` or ``auto``.
-
-        ``auto`` picks what LocalProfileSpawner picks: cgroup v2, then v1, and
-        otherwise rlimits, which cap each process's address space but neither
-        a replica's total memory nor its CPU (a warning says so).
-
-        Example::
-
-            c.LocalBackend.cgroup_driver = "cgroup1"
-
-        .. versionadded:: 0.4
-        """,
-    ).tag(config=True)
-
-    cgroup_parent = Unicode(
-        help="""
-        Cgroup under which every replica gets its own, named ``<version key>-r<N>``.
-
-        Defaults to ``shipyard-models``: the instance name (``$SHIPYARD_INSTANCE``, see
-        :mod:`hub_ext.host.instance`) and ``-models``.
-
-        Kept apart from the servers' (``shipyard``) and the jobs'
-        (``shipyard-jobs``) parents, so an admin can cap all deployed models
-        together by limiting this one. Everything under it belongs to this
-        deployer: :meth:`recover` removes what it does not adopt at start, so two deployers on one
-        machine need two parents (and two ``runtime_dir``).
-
-        Example::
-
-            c.LocalBackend.cgroup_parent = "models"
-
-        .. versionadded:: 0.4
-        """,
-    ).tag(config=True)
-
-    system_user_prefix = Unicode(
-        help="""
-        Prefix of the owners' system accounts; keep it equal to LocalProfileSpawner's.
-
-        Defaults to the spawner's default: ``jupyter-``, or ``<instance>-``
-        for another instance than ``shipyard`` (:mod:`hub_ext.host.instance`).
-
-        A model of hub user ``alice`` runs as ``jupyter-alice``, the account
-        her server and jobs run as, so it can read what she saved.
-
-        Example::
-
-            c.LocalBackend.system_user_prefix = "sy-"
-
-        .. versionadded:: 0.4
-        """,
-    ).tag(config=True)
-
-    @default("cgroup_parent")
-    def _default_cgroup_parent(self):
-        return instance.cgroup_parent("models")
-
-    @default("system_user_prefix")
-    def _default_system_user_prefix(self):
-        return instance.account_prefix()
-
-    home_dir_template = Unicode(
-        "/home/{account}",
-        help="""
-        Home of an account created for a model; ``{account}`` is its name.
-
-        Only used when the owner has no account yet. Keep it equal to
-        LocalProfileSpawner's.
-
-        Example::
-
-            c.LocalBackend.home_dir_template = "/srv/homes/{account}"
-
-        .. versionadded:: 0.4
-        """,
-    ).tag(config=True)
-
-    create_system_users = Bool(
-        True,
-        help="""
-        Create the owner's system account when it is missing (service running as root).
-
-        Set to False when accounts come from the host (LDAP, SSSD): a version
-        of a user without an account then fails with that reason.
-
-        Example::
-
-            c.LocalBackend.create_system_users = False
-
-        .. versionadded:: 0.4
-        """,
-    ).tag(config=True)
-
-    environments_dir = Unicode(
-        help="""
-        Where the profiles' environments are built (``shipyard env build ENV``).
-
-        A replica runs on the Python of its profile's environment. Defaults as
-        for LocalProfileSpawner: ``$SHIPYARD_ENVS_DIR``, else
-        ``/opt/<instance>/envs`` as root, else ``envs`` in the data dir.
-
-        Example::
-
-            c.LocalBackend.environments_dir = "/srv/shipyard/envs"
-
-        .. versionadded:: 0.4
-        """,
-    ).tag(config=True)
-
-    @default("environments_dir")
-    def _default_environments_dir(self):
-        return str(default_envs_dir())
+    cgroup_part = "models"
 
     log_dir = Unicode(
         help="""
@@ -628,29 +509,6 @@ class LocalBackend(Backend):
     @default("runtime_dir")
     def _default_runtime_dir(self):
         return str(Path(tempfile.gettempdir()) / self.cgroup_parent.replace("/", "-"))
-
-    gpu_devices = List(
-        Unicode(),
-        help="""
-        GPU indices replicas may use, as in ``CUDA_VISIBLE_DEVICES``.
-
-        A replica whose profile asks for N GPUs gets N of them while it runs;
-        a replica whose profile asks for none sees none. Defaults to every GPU
-        ``nvidia-smi`` lists. **Not shared with the spawner's or the
-        scheduler's reservations** (other processes): give models, jobs and
-        servers separate GPUs on a machine where several use them.
-
-        Example::
-
-            c.LocalBackend.gpu_devices = ["2", "3"]
-
-        .. versionadded:: 0.4
-        """,
-    ).tag(config=True)
-
-    @default("gpu_devices")
-    def _default_gpu_devices(self):
-        return detect_gpus()
 
     port_range = List(
         Integer(min=1, max=65535),
@@ -791,17 +649,14 @@ class LocalBackend(Backend):
     ).tag(config=True)
 
     cleanup_timeout = Integer(
-        10,
-        help="""
-        Seconds to wait for a replica's processes to die when its cgroup is removed.
-
-        Example::
-
-            c.LocalBackend.cleanup_timeout = 30
-
-        .. versionadded:: 0.4
-        """,
+        None,
+        allow_none=True,
+        help=deprecated_help("cleanup_timeout", "c.LocalBackend.cleanup_timeout = 30", added="0.4"),
     ).tag(config=True)
+
+    @observe("cleanup_timeout")
+    def _deprecated_cleanup_timeout(self, change):
+        self._forward_to_host("cleanup_timeout", "cleanup_timeout", change.new)
 
     max_log_bytes = Integer(
         10 * 2**20,
@@ -827,15 +682,13 @@ class LocalBackend(Backend):
 
     @property
     def run_as_root(self) -> bool:
-        return os.geteuid() == 0
+        return self.local_host.run_as_root
 
     @property
     def driver(self) -> CgroupDriver:
         if self._driver is None:
-            self._driver = open_driver(
-                self.cgroup_driver,
+            self._driver = self.local_host.open_driver(
                 self.cgroup_parent,
-                self.log,
                 "No writable cgroup hierarchy: model replicas get per-process rlimits "
                 "and no CPU limit.",
             )
@@ -844,13 +697,13 @@ class LocalBackend(Backend):
     @property
     def allocator(self) -> GpuAllocator:
         if self._allocator is None:
-            self._allocator = GpuAllocator(self.gpu_devices)
+            self._allocator = GpuAllocator(self.local_host.gpu_devices)
         return self._allocator
 
     @property
     def gpu_count(self) -> int:
         """The GPUs replicas may have here (``gpu_devices``), as LocalProfileSpawner counts its own."""
-        return len(self.gpu_devices)
+        return len(self.local_host.gpu_devices)
 
     # ------------------------------------------------------------ interface
 
@@ -1083,7 +936,7 @@ class LocalBackend(Backend):
                 if parent.is_dir():
                     cgroups.update(p.name for p in parent.iterdir() if p.is_dir())
             for name in sorted(cgroups - kept_cgroups):
-                self.driver.remove(name, self.cleanup_timeout)
+                self.driver.remove(name, self.local_host.cleanup_timeout)
                 names.add(name)
         runtime = Path(self.runtime_dir)
         if runtime.is_dir() and not runtime.is_symlink() and self._owned(runtime):
@@ -1232,7 +1085,7 @@ class LocalBackend(Backend):
                 pid = int(record["pid"])
                 if start_time(pid) == str(record["started"]):
                     kill_tree(pid)
-                self.driver.remove(record["cgroup"], self.cleanup_timeout)
+                self.driver.remove(record["cgroup"], self.local_host.cleanup_timeout)
                 (Path(self.runtime_dir) / f"{record['cgroup']}.out").unlink(missing_ok=True)
             shutil.rmtree(found.folder, True)
             self._record_path(found.key).unlink(missing_ok=True)
@@ -1271,18 +1124,11 @@ class LocalBackend(Backend):
             self.log.warning("Could not record the replicas of %s: %s", version.spec.key, e)
 
     def _find_environment(self, profile: Profile) -> BuiltEnvironment:
-        return find_environment(profile, self.environments_dir, DeployFailed)
+        return self.local_host.environment(profile, DeployFailed)
 
     async def _account(self, owner: str) -> pwd.struct_passwd:
         """The owner's account (as root), or the service's own user."""
-        return await owner_account(
-            owner,
-            run_as_root=self.run_as_root,
-            prefix=self.system_user_prefix,
-            home_template=self.home_dir_template,
-            create=self.create_system_users,
-            error=DeployFailed,
-        )
+        return await self.local_host.account(owner, DeployFailed)
 
     @staticmethod
     def _owned(path: Path) -> bool:
@@ -1501,20 +1347,7 @@ class LocalBackend(Backend):
         As :func:`hub_ext.host.localproc.make_preexec`, without its death with the
         parent: a replica outlives the deployer, to be adopted by the next one.
         """
-        join_cgroup = self.driver.preexec(cgroup)
-        become_user = None
-        if self.run_as_root:
-            from jupyterhub.spawner import set_user_setuid
-
-            become_user = set_user_setuid(user.pw_name, chdir=False)
-
-        def preexec() -> None:
-            join_cgroup()  # while still root: the cgroup files are root's
-            if become_user is not None:
-                become_user()
-                os.umask(USER_UMASK)  # what the user's code saves is theirs alone
-
-        return preexec
+        return self.local_host.preexec(self.driver, cgroup, user, dies_with_parent=False)
 
     async def _until_healthy(self, replica: _Replica) -> None:
         """Poll ``/health`` until 200; DeployFailed with the reason otherwise."""
@@ -1567,7 +1400,7 @@ class LocalBackend(Backend):
                 )
                 await self._kill(replica)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(exited), self.cleanup_timeout)
+                    await asyncio.wait_for(asyncio.shield(exited), self.local_host.cleanup_timeout)
                 return replica.process.returncode
 
     def _failure_reason(self, replica: _Replica) -> str:
@@ -1616,7 +1449,7 @@ class LocalBackend(Backend):
         # one of that name is left by a restart, or by a deployer that died; the
         # replica's GPUs are the only ones its cgroup may open
         try:
-            await make_cgroup(self.driver, name, profile, self.cleanup_timeout, gpus)
+            await self.local_host.make_cgroup(self.driver, name, profile, gpus)
         except OSError as e:
             raise DeployFailed(f"Could not create the replica's cgroup {name}: {e}") from None
 
@@ -1640,7 +1473,9 @@ class LocalBackend(Backend):
     async def _kill(self, replica: _Replica) -> None:
         """Kill every process of the replica (its cgroup stays until :meth:`_end`)."""
         if self.driver.enforces_total:
-            await asyncio.to_thread(kill_cgroup, self.driver, replica.cgroup, self.cleanup_timeout)
+            await asyncio.to_thread(
+                kill_cgroup, self.driver, replica.cgroup, self.local_host.cleanup_timeout
+            )
         elif replica.pid is not None:
             kill_tree(replica.pid)
 
@@ -1651,9 +1486,13 @@ class LocalBackend(Backend):
         if process is not None and not process.exited.done():
             await self._kill(replica)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(process.exited), self.cleanup_timeout)
+                await asyncio.wait_for(
+                    asyncio.shield(process.exited), self.local_host.cleanup_timeout
+                )
         if self.driver.enforces_total:
-            await asyncio.to_thread(self.driver.remove, replica.cgroup, self.cleanup_timeout)
+            await asyncio.to_thread(
+                self.driver.remove, replica.cgroup, self.local_host.cleanup_timeout
+            )
         else:
             self.driver.remove(replica.cgroup)
         if replica.protocol is not None:  # the last lines of a process that is gone

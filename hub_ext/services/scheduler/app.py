@@ -29,6 +29,7 @@ from traitlets.config import Application
 
 from hub_ext import __version__
 from hub_ext.host import instance
+from hub_ext.host.local import LocalHost, inherited_config
 from hub_ext.host.process import die_with_parent
 from hub_ext.profiles.store import ProfileStore
 
@@ -60,7 +61,7 @@ class SchedulerService(Application):
     name = "shipyard-scheduler"
     version = __version__
     description = "Shipyard's scheduler: papermill jobs as a JupyterHub service."
-    classes = [Notifier]
+    classes = [Notifier, LocalHost]  # LocalHost: the runs' accounts, cgroups, GPUs
 
     config_file = Unicode(
         "",
@@ -192,10 +193,11 @@ class SchedulerService(Application):
 
     account_prefix = Unicode(
         help="""
-        Prefix of the users' system accounts, as LocalProfileSpawner's ``system_user_prefix``.
+        Prefix of the users' system accounts, as the runs use them.
 
-        Defaults to the spawner's default: ``jupyter-``, or ``<instance>-``
-        for another instance than ``shipyard`` (:mod:`hub_ext.host.instance`).
+        Defaults to ``c.LocalHost.system_user_prefix`` (which the hub passes on
+        to the service): ``jupyter-``, or ``<instance>-`` for another instance
+        than ``shipyard`` (:mod:`hub_ext.host.instance`).
 
         The service reads a job's notebook from that account's home.
 
@@ -209,7 +211,7 @@ class SchedulerService(Application):
 
     @default("account_prefix")
     def _default_account_prefix(self):
-        return instance.account_prefix()
+        return LocalHost(parent=self).system_user_prefix
 
     max_concurrent_runs = Integer(
         4,
@@ -499,9 +501,12 @@ class SchedulerService(Application):
 
     def initialize(self, argv=None):
         super().initialize(argv)
+        # the hub's c.LocalHost (hub_ext/host/local.py); this service's file and command line
+        # win over it
+        self.update_config(inherited_config())
         if self.config_file:
             self.load_config_file(self.config_file)
-            self.update_config(self.cli_config)  # the command line wins over the file
+        self.update_config(self.cli_config)
 
     def _store(self) -> JobStore:
         Path(self.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -11,7 +11,7 @@ goes through a short list of named steps (papermill's ``execute.py`` style):
    output directory (the account's), and a private work folder with a copy of
    the snapshot and the parameters as a YAML file (data, never code: SECURITY
    rule 4);
-4. ``_create_cgroup``: ``job-<run slug>`` under :attr:`LocalExecutor.cgroup_parent`
+4. ``_create_cgroup``: ``job-<run slug>`` under ``<c.LocalHost.cgroup_parent>-jobs``
    with the profile's CPU and memory limits (:mod:`hub_ext.host.cgroups`);
 5. ``_spawn`` papermill with the environment's own Python, joined to the cgroup
    and then switched to the account between fork and exec, with an environment
@@ -69,22 +69,19 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from traitlets import Bool, CaselessStrEnum, Float, Integer, List, Unicode, default
+from traitlets import Float, Integer, observe
 
-from hub_ext.environments.catalog import BuiltEnvironment, default_envs_dir, find_built
-from hub_ext.host import instance, slugs
-from hub_ext.host.cgroups import DRIVERS, CgroupDriver
-from hub_ext.host.gpus import GpuAllocator, GpuUnavailable, detect_gpus
+from hub_ext.environments.catalog import BuiltEnvironment, find_built
+from hub_ext.host import slugs
+from hub_ext.host.cgroups import CgroupDriver
+from hub_ext.host.gpus import GpuAllocator, GpuUnavailable
+from hub_ext.host.local import UsesLocalHost, deprecated_help
 from hub_ext.host.localproc import PASSED_THROUGH as PASSED_THROUGH  # re-exported: public here
 from hub_ext.host.localproc import die_with_parent as die_with_parent  # re-exported: public here
 from hub_ext.host.localproc import (
-    find_environment,
     kill_cgroup,
     kill_tree,
-    make_cgroup,
     oom_kills,
-    open_driver,
-    owner_account,
     process_environment,
     spawn,
 )
@@ -208,167 +205,31 @@ class _Run:
         return self.cancelled or self.timed_out
 
 
-class LocalExecutor(Executor):
+class LocalExecutor(UsesLocalHost, Executor):
     """Runs each notebook with papermill, as its owner, inside the profile's limits.
 
     Select it with ``c.SchedulerService.executor_class = "local"``. When the
     service runs as root, every run uses its owner's system account (created
-    if missing) and a cgroup of its own; otherwise it runs as the service's
-    user with the best limits the host allows (see :mod:`hub_ext.host.cgroups`).
+    if missing) and a cgroup of its own under ``<c.LocalHost.cgroup_parent>-jobs``;
+    otherwise it runs as the service's user with the best limits the host allows
+    (see :mod:`hub_ext.host.cgroups`). Accounts, cgroups, environments and GPUs
+    are configured as ``c.LocalHost`` (:mod:`hub_ext.host.local`), the same
+    settings as the spawner's.
     """
 
-    cgroup_driver = CaselessStrEnum(
-        ["auto", *DRIVERS],
-        default_value="auto",
-        help="""
-        How a run's limits are enforced: ``cgroup2``, ``cgroup1``, ``rlimit`` or ``auto``.
-
-        ``auto`` picks what LocalProfileSpawner picks: cgroup v2, then v1, and
-        otherwise rlimits, which cap each process's address space but neither
-        the run's total memory nor its CPU, and cannot find every process of a
-        run to kill (a warning says so).
-
-        Example::
-
-            c.LocalExecutor.cgroup_driver = "cgroup1"
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    cgroup_parent = Unicode(
-        help="""
-        Cgroup under which every run gets its own, named ``job-<run slug>``.
-
-        Defaults to ``shipyard-jobs``: the instance name (``$SHIPYARD_INSTANCE``, see
-        :mod:`hub_ext.host.instance`) and ``-jobs``.
-
-        Kept apart from the servers' parent (``shipyard``), so job names can
-        never meet user names and an admin can cap all jobs together by
-        limiting this parent.
-
-        Example::
-
-            c.LocalExecutor.cgroup_parent = "batch"
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    system_user_prefix = Unicode(
-        help="""
-        Prefix of the owners' system accounts; keep it equal to LocalProfileSpawner's.
-
-        Defaults to the spawner's default: ``jupyter-``, or ``<instance>-``
-        for another instance than ``shipyard`` (:mod:`hub_ext.host.instance`).
-
-        A run of hub user ``alice`` runs as ``jupyter-alice``, the account her
-        server runs as, so both see the same home and files.
-
-        Example::
-
-            c.LocalExecutor.system_user_prefix = "sy-"
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    @default("cgroup_parent")
-    def _default_cgroup_parent(self):
-        return instance.cgroup_parent("jobs")
-
-    @default("system_user_prefix")
-    def _default_system_user_prefix(self):
-        return instance.account_prefix()
-
-    home_dir_template = Unicode(
-        "/home/{account}",
-        help="""
-        Home of an account created for a run; ``{account}`` is its name.
-
-        Only used when the owner has no account yet (a job running before the
-        user's first server). Keep it equal to LocalProfileSpawner's.
-
-        Example::
-
-            c.LocalExecutor.home_dir_template = "/srv/homes/{account}"
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    create_system_users = Bool(
-        True,
-        help="""
-        Create the owner's system account when it is missing (service running as root).
-
-        Set to False when accounts come from the host (LDAP, SSSD): a run of a
-        user without an account then fails with that reason.
-
-        Example::
-
-            c.LocalExecutor.create_system_users = False
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    environments_dir = Unicode(
-        help="""
-        Where the profiles' environments are built (``shipyard env build ENV``).
-
-        Papermill, the kernel and nbconvert all run with the Python of the
-        run's profile environment. Defaults as for LocalProfileSpawner:
-        ``$SHIPYARD_ENVS_DIR``, else ``/opt/<instance>/envs`` as root, else
-        ``envs`` in the data dir.
-
-        Example::
-
-            c.LocalExecutor.environments_dir = "/srv/shipyard/envs"
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    @default("environments_dir")
-    def _default_environments_dir(self):
-        return str(default_envs_dir())
-
-    gpu_devices = List(
-        Unicode(),
-        help="""
-        GPU indices runs may use, as in ``CUDA_VISIBLE_DEVICES``.
-
-        A run whose profile asks for N GPUs gets N of them for its duration; a
-        run whose profile asks for none sees none. Defaults to every GPU
-        ``nvidia-smi`` lists. **Not shared with LocalProfileSpawner's
-        reservations** (another process): give jobs and servers separate GPUs
-        on a machine where both use them.
-
-        Example::
-
-            c.LocalExecutor.gpu_devices = ["2", "3"]
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    @default("gpu_devices")
-    def _default_gpu_devices(self):
-        return detect_gpus()
+    cgroup_part = "jobs"
 
     cleanup_timeout = Integer(
-        10,
-        help="""
-        Seconds to wait for a run's processes to die when its cgroup is removed.
-
-        Example::
-
-            c.LocalExecutor.cleanup_timeout = 30
-
-        .. versionadded:: 0.3
-        """,
+        None,
+        allow_none=True,
+        help=deprecated_help(
+            "cleanup_timeout", "c.LocalExecutor.cleanup_timeout = 30", added="0.3"
+        ),
     ).tag(config=True)
+
+    @observe("cleanup_timeout")
+    def _deprecated_cleanup_timeout(self, change):
+        self._forward_to_host("cleanup_timeout", "cleanup_timeout", change.new)
 
     max_log_bytes = Integer(
         50 * 2**20,
@@ -474,15 +335,13 @@ class LocalExecutor(Executor):
 
     @property
     def run_as_root(self) -> bool:
-        return os.geteuid() == 0
+        return self.local_host.run_as_root
 
     @property
     def driver(self) -> CgroupDriver:
         if self._driver is None:
-            self._driver = open_driver(
-                self.cgroup_driver,
+            self._driver = self.local_host.open_driver(
                 self.cgroup_parent,
-                self.log,
                 "No writable cgroup hierarchy: runs get per-process rlimits, no CPU limit, "
                 "and a timeout cannot find every process a notebook started.",
             )
@@ -491,13 +350,13 @@ class LocalExecutor(Executor):
     @property
     def allocator(self) -> GpuAllocator:
         if self._allocator is None:
-            self._allocator = GpuAllocator(self.gpu_devices)
+            self._allocator = GpuAllocator(self.local_host.gpu_devices)
         return self._allocator
 
     @property
     def gpu_count(self) -> int:
         """The GPUs runs may have here (``gpu_devices``), as LocalProfileSpawner counts its own."""
-        return len(self.gpu_devices)
+        return len(self.local_host.gpu_devices)
 
     # ------------------------------------------------------------ the run
 
@@ -580,18 +439,11 @@ class LocalExecutor(Executor):
         run.oom_kills = oom_kills(self.driver, run.cgroup)
 
     def _find_environment(self, profile: Profile) -> BuiltEnvironment:
-        return find_environment(profile, self.environments_dir, ExecutorError)
+        return self.local_host.environment(profile, ExecutorError)
 
     async def _account(self, owner: str) -> pwd.struct_passwd:
         """The owner's account (as root), or the service's own user."""
-        return await owner_account(
-            owner,
-            run_as_root=self.run_as_root,
-            prefix=self.system_user_prefix,
-            home_template=self.home_dir_template,
-            create=self.create_system_users,
-            error=ExecutorError,
-        )
+        return await self.local_host.account(owner, ExecutorError)
 
     def _prepare(self, run: _Run) -> None:
         """Log, output directory and work folder (input copy, parameters); in a thread."""
@@ -653,7 +505,7 @@ class LocalExecutor(Executor):
     async def _make_cgroup(self, name: str, profile: Profile, gpus: list[str]) -> None:
         # one of that name is left by a service that died mid-run; the run's GPUs are
         # the only ones its cgroup may open
-        await make_cgroup(self.driver, name, profile, self.cleanup_timeout, gpus)
+        await self.local_host.make_cgroup(self.driver, name, profile, gpus)
 
     def _environment(self, run: _Run, gpus: list[str]) -> dict[str, str]:
         """The run's whole environment, built from nothing: no variable of the service leaks."""
@@ -733,7 +585,9 @@ class LocalExecutor(Executor):
                     run.sink.note(f"stopped: the run took longer than its {run.spec.timeout:g}s")
                 await self._kill(run)
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(protocol.exited), self.cleanup_timeout)
+                    await asyncio.wait_for(
+                        asyncio.shield(protocol.exited), self.local_host.cleanup_timeout
+                    )
             # anything it left behind (a background process, a kernel it could not shut
             # down) would run on and keep the output pipe open
             await self._kill(run)
@@ -748,7 +602,9 @@ class LocalExecutor(Executor):
         """Kill every process of the run (the cgroup stays, empty, until released)."""
         if self.driver.enforces_total:
             if run.cgroup_live:
-                await asyncio.to_thread(kill_cgroup, self.driver, run.cgroup, self.cleanup_timeout)
+                await asyncio.to_thread(
+                    kill_cgroup, self.driver, run.cgroup, self.local_host.cleanup_timeout
+                )
         elif run.pid is not None:
             kill_tree(run.pid)
 
@@ -756,7 +612,9 @@ class LocalExecutor(Executor):
         """Kill what is left, remove the cgroup, free the GPUs and the work folder."""
         try:
             if run.cgroup_live or self.driver.exists(run.cgroup):
-                await asyncio.to_thread(self.driver.remove, run.cgroup, self.cleanup_timeout)
+                await asyncio.to_thread(
+                    self.driver.remove, run.cgroup, self.local_host.cleanup_timeout
+                )
             run.cgroup_live = False
         finally:
             self.allocator.release(run.spec.name)
@@ -864,7 +722,7 @@ class LocalExecutor(Executor):
         """
         if not self._pooled(profile):
             return 0
-        built = find_built(profile.environment, Path(self.environments_dir))
+        built = find_built(profile.environment, Path(self.local_host.environments_dir))
         if built is None:
             self.log.debug("Not pre-starting a kernel: %s is not built", profile.environment)
             return 0
@@ -913,7 +771,7 @@ class LocalExecutor(Executor):
                         if p.is_dir() and p.name.startswith(("job-", "warm-"))
                     )
             for name in sorted(names):
-                self.driver.remove(name, self.cleanup_timeout)
+                self.driver.remove(name, self.local_host.cleanup_timeout)
                 if name.startswith("warm-"):
                     shutil.rmtree(self._warm_sockets(name), True)
             return sorted(names)
@@ -931,7 +789,7 @@ class LocalExecutor(Executor):
         """Kill what is left of an orphaned run's cold process here (its cgroup), if any."""
         name = job_name(run_id)
         if run_id not in self._runs and self.driver.enforces_total and self.driver.exists(name):
-            await asyncio.to_thread(self.driver.remove, name, self.cleanup_timeout)
+            await asyncio.to_thread(self.driver.remove, name, self.local_host.cleanup_timeout)
 
     def _pooled(self, profile: Profile) -> bool:
         # GPUs are chosen per run: a process started before cannot know its devices
@@ -1061,7 +919,7 @@ class LocalExecutor(Executor):
 
     async def _remove_warm(self, name: str, transport: asyncio.SubprocessTransport | None) -> None:
         if self.driver.enforces_total:
-            await asyncio.to_thread(self.driver.remove, name, self.cleanup_timeout)
+            await asyncio.to_thread(self.driver.remove, name, self.local_host.cleanup_timeout)
         else:
             if transport is not None and transport.get_pid() is not None:
                 kill_tree(transport.get_pid())
