@@ -66,6 +66,13 @@ def free_port() -> int:
     """
     low, _ = _ephemeral_range()
     first = max(1024, low - 20000)
+    # each pytest-xdist worker chooses from its own slice: two workers could otherwise
+    # both choose a port in the moment before either server binds it, and a test then
+    # talks to the other worker's hub
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (low - first) // max(workers, 1)
+    first, low = first + worker * size, first + (worker + 1) * size
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(first, low)
