@@ -1,6 +1,6 @@
 """KubePlacement: one setting places the scheduler's Jobs and the deployer's model servers.
 
-Until 0.5 the Kubernetes executor and backend each declared the namespace, image
+Until 0.16 the Kubernetes executor and backend each declared the namespace, image
 template, uid/gid and service account; the old names keep working for one release,
 with a warning that names the new setting. Pure: no cluster, no hub.
 """
@@ -12,6 +12,7 @@ import logging
 import pytest
 from traitlets.config import Config
 
+from hub_ext.host.deprecation import MOVED_IN
 from hub_ext.host.k8s import DEPRECATED_PLACEMENT, KubePlacement
 from hub_ext.services.deployer.kube_manifests import KubeVersion, deployment_manifest
 from hub_ext.services.deployer.kubernetes import KubernetesBackend
@@ -101,7 +102,8 @@ def test_the_old_setting_names_still_work_with_a_warning(cls, caplog):
     assert placed_as(pod_settings(placed)) == VALUES
     for name in VALUES:
         message = (
-            f"{cls.__name__}.{name} is deprecated since Shipyard 0.5: set KubePlacement.{name}"
+            f"{cls.__name__}.{name} is deprecated since Shipyard {MOVED_IN} and will be "
+            f"removed in the next release: use KubePlacement.{name}"
         )
         assert any(message in str(w.message) for w in warned), message
         assert message in caplog.text

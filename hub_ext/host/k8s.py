@@ -16,7 +16,7 @@ volumes) stays in each service's own builders.
   and the deployer's model servers alike. It produces a :class:`PodSettings`,
   the typed value the services' builders read (their own settings extend it).
   Rejected alternative: the same traits declared on both services with "keep
-  these equal" in their help (what Shipyard had until 0.5); the old names
+  these equal" in their help (what Shipyard had until 0.16); the old names
   still work for one release through :class:`KubePlaced`'s deprecation table.
 - The manifest pieces (:func:`image_for`, :func:`resources`,
   :func:`container_security_context`, :func:`container_env`, :func:`place_pod`)
@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any, TypeVar
 from traitlets import Instance, Integer, Unicode, default, validate
 from traitlets.config import Config, LoggingConfigurable
 
+from hub_ext.host.deprecation import warn_moved
 from hub_ext.profiles.model import GPU_RESOURCE, Profile
 
 #: Pod labels for cost accounting: who runs the pod, and in which profile (servers,
@@ -334,7 +334,7 @@ class KubePlacement(LoggingConfigurable):
 
             c.KubePlacement.namespace = "shipyard-workloads"
 
-        .. versionadded:: 0.5
+        .. versionadded:: 0.16
            Replaces ``c.KubernetesExecutor.namespace`` and ``c.KubernetesBackend.namespace``.
         """,
     ).tag(config=True)
@@ -357,7 +357,7 @@ class KubePlacement(LoggingConfigurable):
 
             c.KubePlacement.image_template = "registry.example.org/shipyard-{environment}:2026.11"
 
-        .. versionadded:: 0.5
+        .. versionadded:: 0.16
            Replaces ``c.KubernetesExecutor.image_template`` and
            ``c.KubernetesBackend.image_template``.
         """,
@@ -374,7 +374,7 @@ class KubePlacement(LoggingConfigurable):
 
             c.KubePlacement.uid = 1001
 
-        .. versionadded:: 0.5
+        .. versionadded:: 0.16
            Replaces ``c.KubernetesExecutor.uid`` and ``c.KubernetesBackend.uid``.
         """,
     ).tag(config=True)
@@ -391,7 +391,7 @@ class KubePlacement(LoggingConfigurable):
 
             c.KubePlacement.gid = 1001
 
-        .. versionadded:: 0.5
+        .. versionadded:: 0.16
            Replaces ``c.KubernetesExecutor.gid`` and ``c.KubernetesBackend.gid``.
         """,
     ).tag(config=True)
@@ -408,7 +408,7 @@ class KubePlacement(LoggingConfigurable):
 
             c.KubePlacement.service_account = "shipyard-workloads"
 
-        .. versionadded:: 0.5
+        .. versionadded:: 0.16
            Replaces ``c.KubernetesExecutor.service_account`` and
            ``c.KubernetesBackend.service_account``.
         """,
@@ -443,10 +443,10 @@ class KubePlacement(LoggingConfigurable):
         )
 
 
-#: KubePlacement's settings under their names before 0.5, when the executor and the
-#: backend each declared them: old name -> (KubePlacement's name, version of deprecation).
-DEPRECATED_PLACEMENT: dict[str, tuple[str, str]] = {
-    name: (name, "0.5") for name in ("namespace", "image_template", "uid", "gid", "service_account")
+#: KubePlacement's settings under their names before 0.16, when the executor and the
+#: backend each declared them: old name -> KubePlacement's name.
+DEPRECATED_PLACEMENT: dict[str, str] = {
+    name: name for name in ("namespace", "image_template", "uid", "gid", "service_account")
 }
 
 
@@ -474,17 +474,17 @@ class KubePlaced(LoggingConfigurable):
         old = {name: kwargs.pop(name) for name in list(kwargs) if name in DEPRECATED_PLACEMENT}
         super().__init__(**kwargs)
         for name, value in old.items():
-            new, version = DEPRECATED_PLACEMENT[name]
-            self._warn_deprecated(f"{type(self).__name__}({name}=...)", new, version)
+            new = DEPRECATED_PLACEMENT[name]
+            self._warn_deprecated(f"{type(self).__name__}({name}=...)", new)
             setattr(self.placement, new, value)
 
-    def _warn_deprecated(self, old: str, new: str, version: str) -> None:
-        message = (
-            f"{old} is deprecated since Shipyard {version}: set KubePlacement.{new}, "
-            "which the scheduler's and the deployer's Kubernetes pods share"
+    def _warn_deprecated(self, old: str, new: str) -> None:
+        warn_moved(
+            self.log,
+            old,
+            f"KubePlacement.{new}, which the scheduler's and the deployer's Kubernetes pods share",
+            stacklevel=5,
         )
-        self.log.warning(message)
-        warnings.warn(message, DeprecationWarning, stacklevel=4)
 
     @validate("config")
     def _move_deprecated_config(self, proposal):
@@ -495,13 +495,13 @@ class KubePlaced(LoggingConfigurable):
                 continue
             if cls.__name__ not in config:
                 continue
-            for old, (new, version) in DEPRECATED_PLACEMENT.items():
+            for old, new in DEPRECATED_PLACEMENT.items():
                 if old not in config[cls.__name__]:
                     continue
                 if moved is None:  # the caller's config stays as it was
                     moved = copy.deepcopy(config)
                 value = moved[cls.__name__].pop(old)
-                self._warn_deprecated(f"{cls.__name__}.{old}", new, version)
+                self._warn_deprecated(f"{cls.__name__}.{old}", new)
                 own = moved[cls.__name__].get("KubePlacement", {})
                 shared = config["KubePlacement"] if "KubePlacement" in config else {}
                 if new in own or new in shared:

@@ -28,12 +28,12 @@ what a config file loaded after it sets (``tests/hub_config.py``, an admin's
 file that loads the embedded one), while the hub reads its whole config
 before it starts a service.
 
-**Deprecated names.** Before 0.14 each of the three declared these settings
+**Deprecated names.** Before 0.16 each of the three declared these settings
 itself (``c.LocalProfileSpawner.cgroup_parent``,
 ``c.LocalExecutor.system_user_prefix``, ``c.LocalBackend.environments_dir``...)
 and their help asked the admin to keep them equal. Those names keep working
 for one release: :class:`UsesLocalHost` declares them once, warns
-(:class:`DeprecationWarning` and the log) with the new name, and applies the
+(:func:`hub_ext.host.deprecation.warn_moved`) with the new name, and applies the
 value to that part's host only. ``cgroup_parent`` stays each part's own
 (servers in ``<parent>``, runs in ``<parent>-jobs``, replicas in
 ``<parent>-models``); setting it on the part is deprecated in the same way.
@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import warnings
 from collections.abc import Callable, Sequence
 
 from traitlets import Bool, CaselessStrEnum, Instance, Integer, List, Unicode, default, observe
@@ -53,14 +52,12 @@ from traitlets.config import Config, Configurable, LoggingConfigurable
 from hub_ext.environments.catalog import BuiltEnvironment, default_envs_dir
 from hub_ext.host import instance, localproc
 from hub_ext.host.cgroups import DRIVERS, CgroupDriver
+from hub_ext.host.deprecation import MOVED_IN, warn_moved
 from hub_ext.host.gpus import detect_gpus
 from hub_ext.profiles.model import Profile
 
 #: The variable by which the hub passes its ``c.LocalHost`` settings to its services.
 CONFIG_ENV = "SHIPYARD_LOCALHOST_CONFIG"
-
-#: The release in which the old per-class names were deprecated.
-DEPRECATED_IN = "0.14"
 
 
 def deprecated_help(new: str, example: str = "", added: str = "") -> str:
@@ -70,7 +67,7 @@ def deprecated_help(new: str, example: str = "", added: str = "") -> str:
     name) are for a class whose every setting's help must show them.
     """
     text = f"""
-    Deprecated in {DEPRECATED_IN}: use ``c.LocalHost.{new}``.
+    Deprecated in {MOVED_IN}: use ``c.LocalHost.{new}``.
 
     ``c.LocalHost.{new}`` configures the spawner, the scheduler's executor and
     the deployer's backend alike. This name is still honoured for one release,
@@ -85,7 +82,7 @@ def deprecated_help(new: str, example: str = "", added: str = "") -> str:
     if added:
         text += f"""
     .. versionadded:: {added}
-    .. deprecated:: {DEPRECATED_IN}
+    .. deprecated:: {MOVED_IN}
     """
     return text
 
@@ -114,7 +111,7 @@ class LocalHost(LoggingConfigurable):
 
             c.LocalHost.cgroup_driver = "cgroup1"
 
-        .. versionadded:: 0.14
+        .. versionadded:: 0.16
            Replaces the ``cgroup_driver`` of LocalProfileSpawner, LocalExecutor and LocalBackend.
         """,
     ).tag(config=True)
@@ -141,7 +138,7 @@ class LocalHost(LoggingConfigurable):
 
             c.LocalHost.cgroup_parent = "jupyterhub"
 
-        .. versionadded:: 0.14
+        .. versionadded:: 0.16
            Replaces the ``cgroup_parent`` of LocalProfileSpawner, LocalExecutor
            (``<parent>-jobs``) and LocalBackend (``<parent>-models``).
         """,
@@ -167,7 +164,7 @@ class LocalHost(LoggingConfigurable):
 
             c.LocalHost.system_user_prefix = "sy-"
 
-        .. versionadded:: 0.14
+        .. versionadded:: 0.16
            Replaces the ``system_user_prefix`` of LocalProfileSpawner, LocalExecutor
            and LocalBackend.
         """,
@@ -189,7 +186,7 @@ class LocalHost(LoggingConfigurable):
 
             c.LocalHost.home_dir_template = "/srv/homes/{account}"
 
-        .. versionadded:: 0.14
+        .. versionadded:: 0.16
            Replaces the ``home_dir_template`` of LocalProfileSpawner, LocalExecutor
            and LocalBackend.
         """,
@@ -208,7 +205,7 @@ class LocalHost(LoggingConfigurable):
 
             c.LocalHost.create_system_users = False
 
-        .. versionadded:: 0.14
+        .. versionadded:: 0.16
            Replaces the ``create_system_users`` of LocalProfileSpawner, LocalExecutor
            and LocalBackend.
         """,
@@ -233,7 +230,7 @@ class LocalHost(LoggingConfigurable):
 
             c.LocalHost.environments_dir = "/srv/shipyard/envs"
 
-        .. versionadded:: 0.14
+        .. versionadded:: 0.16
            Replaces the ``environments_dir`` of LocalProfileSpawner, LocalExecutor
            and LocalBackend.
         """,
@@ -261,7 +258,7 @@ class LocalHost(LoggingConfigurable):
 
             c.LocalHost.gpu_devices = ["0", "1"]
 
-        .. versionadded:: 0.14
+        .. versionadded:: 0.16
            Replaces the ``gpu_devices`` of LocalProfileSpawner, LocalExecutor and
            LocalBackend.
         """,
@@ -280,7 +277,7 @@ class LocalHost(LoggingConfigurable):
 
             c.LocalHost.cleanup_timeout = 30
 
-        .. versionadded:: 0.14
+        .. versionadded:: 0.16
            Replaces LocalProfileSpawner's ``cgroup_cleanup_timeout`` and the
            ``cleanup_timeout`` of LocalExecutor and LocalBackend.
         """,
@@ -412,7 +409,7 @@ class UsesLocalHost(Configurable):
 
     cgroup_parent = Unicode(
         help="""
-        Deprecated in 0.14: use ``c.LocalHost.cgroup_parent``.
+        Deprecated in 0.16: use ``c.LocalHost.cgroup_parent``.
 
         The cgroup under which this part's processes get their own: the host's
         ``cgroup_parent`` for servers, with ``-jobs`` for scheduled runs and
@@ -447,15 +444,12 @@ class UsesLocalHost(Configurable):
         self._warn_deprecated("cgroup_parent", f"c.LocalHost.cgroup_parent{suffix}")
 
     def _warn_deprecated(self, old: str, new: str) -> None:
-        message = (
-            f"{type(self).__name__}.{old} is deprecated since Shipyard {DEPRECATED_IN} and "
-            f"will be removed in the next release: use {new}, which configures the "
-            "spawner, the scheduler's executor and the deployer's backend alike."
+        warn_moved(
+            getattr(self, "log", None),
+            f"{type(self).__name__}.{old}",
+            f"{new}, which configures the spawner, the scheduler's executor and the "
+            "deployer's backend alike",
         )
-        warnings.warn(message, DeprecationWarning, stacklevel=2)
-        log = getattr(self, "log", None)
-        if log is not None:
-            log.warning(message)
 
 
 # ------------------------------------------------------------ hub to services

@@ -58,7 +58,7 @@ class KubernetesBackend(KubePlaced, Backend):
     The pods' namespace, image, user and service account are its
     :attr:`placement`'s (``c.KubePlacement.*``, shared with the scheduler's
     Kubernetes executor); ``c.KubernetesBackend.namespace`` and the other old
-    names still work in 0.5, with a deprecation warning.
+    names still work for one release, with a deprecation warning.
     """
 
     max_replicas = Integer(

@@ -33,6 +33,7 @@ from hub_ext.host.local import LocalHost, inherited_config
 from hub_ext.host.process import die_with_parent
 from hub_ext.profiles.store import ProfileStore
 
+from ..common.config import load_service_config
 from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.orm import utcnow
 from ..common.plugins import PluginType
@@ -503,10 +504,7 @@ class SchedulerService(Application):
         super().initialize(argv)
         # the hub's c.LocalHost (hub_ext/host/local.py); this service's file and command line
         # win over it
-        self.update_config(inherited_config())
-        if self.config_file:
-            self.load_config_file(self.config_file)
-        self.update_config(self.cli_config)
+        load_service_config(self, self.config_file, inherited_config())
 
     def _store(self) -> JobStore:
         Path(self.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)

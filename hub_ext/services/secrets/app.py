@@ -22,6 +22,7 @@ from traitlets.config import Application
 
 from hub_ext import __version__
 
+from ..common.config import load_service_config
 from ..common.handlers import MAX_DISCARD_BYTES
 from ..common.web import HubOAuth, listen, make_app, stop_event
 from .backend import BACKENDS, load_backend
@@ -187,9 +188,7 @@ class SecretsService(Application):
 
     def initialize(self, argv=None):
         super().initialize(argv)
-        if self.config_file:
-            self.load_config_file(self.config_file)
-            self.update_config(self.cli_config)  # the command line wins over the file
+        load_service_config(self, self.config_file)
 
     def start(self) -> None:
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")

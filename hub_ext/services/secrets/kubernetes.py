@@ -136,7 +136,7 @@ class KubernetesBackend(SecretBackend):
             c.KubernetesBackend.namespace = "shipyard-jobs"
 
         .. versionadded:: 0.4
-        .. versionchanged:: 0.5
+        .. versionchanged:: 0.16
            Defaults to ``c.KubePlacement.namespace``.
         """
     ).tag(config=True)

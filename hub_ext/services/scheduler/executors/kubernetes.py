@@ -69,7 +69,7 @@ class KubernetesExecutor(KubePlaced, Executor):
     The pods' namespace, image, user and service account are its
     :attr:`placement`'s (``c.KubePlacement.*``, shared with the deployer's
     Kubernetes backend); ``c.KubernetesExecutor.namespace`` and the other old
-    names still work in 0.5, with a deprecation warning.
+    names still work for one release, with a deprecation warning.
     """
 
     ttl_seconds_after_finished = Integer(

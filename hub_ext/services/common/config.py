@@ -1,0 +1,27 @@
+"""How a service reads its configuration: what the hub passed on, its file, its command line.
+
+Every service is a traitlets Application started by the hub with
+``--config <file>`` (``$SHIPYARD_<SERVICE>_CONFIG``) and, for some, options on its
+command line. :func:`load_service_config` loads them in one order for all: what the
+hub passed on first (its ``c.LocalHost`` section, :func:`hub_ext.host.local.inherited_config`),
+then the service's own file, then its command line, each winning over the one before.
+"""
+
+from __future__ import annotations
+
+from traitlets.config import Application, Config
+
+
+def load_service_config(
+    app: Application, config_file: str, inherited: Config | None = None
+) -> None:
+    """Load ``inherited``, then ``config_file``, then the command line again, into ``app``.
+
+    Call it from the service's ``initialize`` after ``super().initialize(argv)`` (which
+    parsed the command line), with the service's ``config_file`` setting.
+    """
+    if inherited:
+        app.update_config(inherited)
+    if config_file:
+        app.load_config_file(config_file)
+    app.update_config(app.cli_config)  # the command line wins over the file
