@@ -42,6 +42,7 @@ import yaml
 from hub_ext.audit import cli as audit_cli
 from hub_ext.audit import emit as audit_emit
 from hub_ext.auth import cli as users_cli
+from hub_ext.cli import images as images_cli
 from hub_ext.cli import jobs as jobs_cli
 from hub_ext.cli import models as models_cli
 from hub_ext.cli import secrets as secrets_cli
@@ -52,6 +53,7 @@ from hub_ext.environments.catalog import (
     default_envs_dir,
     find_built,
     get_environment,
+    image_environment,
     list_environments,
 )
 from hub_ext.environments.check import compare
@@ -244,7 +246,7 @@ def cmd_env_list(args: argparse.Namespace) -> int:
         except EnvironmentProblem as e:
             print(f"{name:14} {'?':>8}  {'?':20} lock unreadable: {e}")
             continue
-        built = find_built(name)
+        built = find_built(name) or image_environment(name)
         if built is None:
             state = "no"
         elif built.digest == digest:
@@ -268,7 +270,7 @@ def cmd_env_check(args: argparse.Namespace) -> int:
     for name in args.envs:
         try:
             env = get_environment(name)
-            built = find_built(name)
+            built = find_built(name) or image_environment(name)
             if built is None:
                 raise CLIError(
                     f"Environment {name!r} is not built in {default_envs_dir()}: "
@@ -555,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("envs", nargs="+", metavar="ENV")
     check.set_defaults(func=cmd_env_check)
 
+    images_cli.add_parser(sub)
     jobs_cli.add_parser(sub)
     models_cli.add_parser(sub)
     users_cli.add_parser(sub)

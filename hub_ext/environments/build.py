@@ -175,6 +175,14 @@ class EnvironmentBuilder:
             )
         return version
 
+    def shipyard_wheel(self) -> Path:
+        """Shipyard's wheel for this checkout: what the images copy (``shipyard image build``)."""
+        if self.source is None:
+            raise EnvironmentProblem(
+                "Shipyard's source is not here: run from a checkout or set SHIPYARD_SOURCE."
+            )
+        return self._shipyard_wheel(source_digest(self.source))
+
     def _shipyard_wheel(self, digest: str) -> Path:
         """Shipyard's own wheel, built once per source digest and kept in the cache."""
         wheels = self.cache_dir / "shipyard-wheels" / digest[:16]

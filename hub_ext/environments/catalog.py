@@ -308,6 +308,32 @@ def find_built(name: str, envs_dir: Path | None = None) -> BuiltEnvironment | No
     return find_built_at(name, path)
 
 
+def image_environment(name: str) -> BuiltEnvironment | None:
+    """``name`` as the image this process runs in, or None outside one.
+
+    In an environment's image (images/<env>/Dockerfile) nothing is built in an
+    environments dir: the image *is* the build. Its Dockerfile sets ``SHIPYARD_ENV``,
+    ``SHIPYARD_ENV_DIGEST`` and ``VIRTUAL_ENV``, so ``shipyard env check NAME`` inside a
+    container checks that virtual environment against the lock.
+    """
+    venv = os.environ.get("VIRTUAL_ENV")
+    digest = os.environ.get("SHIPYARD_ENV_DIGEST")
+    if os.environ.get("SHIPYARD_ENV") != name or not venv or not digest:
+        return None
+    path = Path(venv)
+    if not (path / "bin" / "python").exists():
+        return None
+    return BuiltEnvironment(
+        name=name,
+        path=path,
+        digest=digest,
+        python_version="",
+        built_at="the image",
+        installer="image",
+        shipyard_digest=None,
+    )
+
+
 def find_built_at(name: str, path: Path) -> BuiltEnvironment | None:
     """The build in the folder ``path`` itself; None if unfinished (no marker, no python)."""
     try:
