@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from hub_ext.host.cgroups import Limits, detect_driver
+from hub_ext.host.passing import CONFIG_ENV
 from hub_ext.host.slugs import account_name
 
 from .conftest import TEST_PROFILES, needs_root, postgres_database
@@ -465,6 +466,55 @@ def test_culler_keeps_its_token_out_of_the_log(tmp_path):
     assert "Exception in callback functools.partial(<function cull_idle" in text, text
     assert "api_token='[secret]'" in text, text
     assert token not in text
+
+
+def test_the_hub_passes_its_host_config_to_the_scheduler_and_deployer(hubs, tmp_path):
+    """``c.KubePlacement`` and ``c.LocalHost``, set once in the hub's config, reach its services.
+
+    The hub passes them in ``$SHIPYARD_HOST_CONFIG`` (hub_ext/host/passing.py); what a
+    service makes of the variable is tests/test_kube_placement.py's and
+    tests/test_local_host.py's.
+    """
+    config = tmp_path / "placement_config.py"
+    config.write_text(
+        "c = get_config()  # noqa: F821\n"
+        f"load_subconfig({str(HUB_CONFIG)!r})  # noqa: F821\n"
+        'c.KubePlacement.namespace = "shipyard-workloads"\n'
+        'c.KubePlacement.image_template = "registry.example.org/sy-{environment}:1"\n'
+    )
+    hub = hubs(
+        name="placement",
+        config_file=config,
+        # SHIPYARD_TEST_GPUS: c.LocalProfileSpawner.LocalHost, the servers' part alone
+        extra_env={"SHIPYARD_SCHEDULER": "1", "SHIPYARD_DEPLOYER": "1", "SHIPYARD_TEST_GPUS": "0"},
+    )
+    try:
+        for name in ("scheduler", "deployer"):
+            wait_for(
+                lambda name=name: (
+                    requests.get(f"{hub.url}/services/{name}/health", timeout=10).status_code == 200
+                ),
+                90,
+                0.5,
+                f"the {name} to answer",
+            )
+            pid = _service_pid(name, hub.data_dir)
+            assert pid, name
+            environ = dict(
+                entry.split("=", 1)
+                for entry in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+                if "=" in entry
+            )
+            passed = json.loads(environ[CONFIG_ENV])
+            assert passed["KubePlacement"] == {
+                "namespace": "shipyard-workloads",
+                "image_template": "registry.example.org/sy-{environment}:1",
+            }, name
+            assert passed["LocalHost"]["system_user_prefix"] == hub.account_prefix, name
+            # the servers' own part of the hub's config stays the hub's
+            assert "gpu_devices" not in passed["LocalHost"], name
+    finally:
+        hub.stop()
 
 
 def _recorded_pid(name: str, data: Path) -> int | None:

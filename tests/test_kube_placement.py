@@ -2,11 +2,14 @@
 
 Until 0.16 the Kubernetes executor and backend each declared the namespace, image
 template, uid/gid and service account; the old names keep working for one release,
-with a warning that names the new setting. Pure: no cluster, no hub.
+with a warning that names the new setting. The hub passes its ``c.KubePlacement``
+to the services it starts (hub_ext/host/passing.py; the servers' side is
+tests/test_kubespawner.py). Pure: no cluster, no hub.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -14,8 +17,11 @@ from traitlets.config import Config
 
 from hub_ext.host.deprecation import MOVED_IN
 from hub_ext.host.k8s import DEPRECATED_PLACEMENT, KubePlacement
+from hub_ext.host.passing import CONFIG_ENV, inherited_config, passed_on
+from hub_ext.services.deployer.app import DeployerService
 from hub_ext.services.deployer.kube_manifests import KubeVersion, deployment_manifest
 from hub_ext.services.deployer.kubernetes import KubernetesBackend
+from hub_ext.services.scheduler.app import SchedulerService
 from hub_ext.services.scheduler.executors.kube_manifests import job_manifest
 from hub_ext.services.scheduler.executors.kubernetes import KubernetesExecutor
 
@@ -153,3 +159,51 @@ def test_the_users_secrets_are_where_the_pods_are_placed():
     assert SecretsBackend(config=config).namespace == "shipyard-workloads"
     config.KubernetesBackend.namespace = "secrets-apart"  # the secrets service's own setting
     assert SecretsBackend(config=config).namespace == "secrets-apart"
+
+
+def test_the_hub_s_placement_reaches_every_service_which_may_override_it(monkeypatch, tmp_path):
+    from hub_ext.services.secrets.app import SecretsService
+    from hub_ext.services.secrets.kubernetes import KubernetesBackend as SecretsBackend
+
+    hub = Config({"KubePlacement": VALUES})
+    hub.LocalHost.system_user_prefix = "sy-"
+    hub.KubeProfileSpawner.KubePlacement.namespace = "servers-only"  # the hub's part alone
+    environment = passed_on(hub)
+    assert json.loads(environment[CONFIG_ENV]) == {
+        "KubePlacement": VALUES,
+        "LocalHost": {"system_user_prefix": "sy-"},
+    }
+    monkeypatch.setenv(CONFIG_ENV, environment[CONFIG_ENV])
+    assert inherited_config() == Config(
+        {"KubePlacement": VALUES, "LocalHost": {"system_user_prefix": "sy-"}}
+    )
+
+    scheduler = SchedulerService()
+    scheduler.initialize(["--KubePlacement.uid=4321"])
+    executor = KubernetesExecutor(parent=scheduler)
+    assert placed_as(pod_settings(executor)) == {**VALUES, "uid": 4321}  # its command line wins
+
+    config_file = tmp_path / "deployer_config.py"
+    config_file.write_text('c.KubernetesBackend.KubePlacement.namespace = "models"\n')
+    deployer = DeployerService()
+    deployer.initialize([f"--DeployerService.config_file={config_file}"])
+    backend = KubernetesBackend(parent=deployer)
+    assert placed_as(pod_settings(backend)) == {**VALUES, "namespace": "models"}  # its file wins
+
+    secrets = SecretsService()
+    secrets.initialize([])
+    assert SecretsBackend(parent=secrets).namespace == VALUES["namespace"]
+
+
+def test_only_the_host_sections_pass_and_only_what_json_carries(monkeypatch):
+    hub = Config()
+    hub.KubePlacement.namespace = "shipyard-workloads"
+    hub.KubePlacement.image_template = lambda: "not JSON"  # the hub's own parts alone
+    hub.SchedulerService.max_concurrent_runs = 9  # the service's own file says that
+    assert json.loads(passed_on(hub)[CONFIG_ENV]) == {
+        "KubePlacement": {"namespace": "shipyard-workloads"}
+    }
+    assert passed_on(Config({"KubePlacement": {}})) == {}
+    # a service takes nothing else from the variable, whoever set it
+    monkeypatch.setenv(CONFIG_ENV, '{"SchedulerService": {"db_url": "x"}, "KubePlacement": {}}')
+    assert inherited_config() == Config()

@@ -4,11 +4,14 @@ Pods are built by KubeSpawner's own code (``load_user_options`` then
 ``get_pod_manifest``) and validated against the newest Kubernetes schema that
 kubernetes-validate ships. No cluster is contacted: KubeSpawner's constructor
 only loads a client configuration, which a throwaway kubeconfig provides.
+Where the pods go and as whom they run is ``c.KubePlacement``, shared with the
+scheduler's Jobs and the deployer's model servers (tests/test_kube_placement.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import textwrap
@@ -22,12 +25,17 @@ from tornado.web import HTTPError
 from traitlets import TraitError
 from traitlets.config import Config
 
+from hub_ext.host.deprecation import MOVED_IN
 from hub_ext.profiles.loader import parse_profiles
 from hub_ext.profiles.model import GPU_RESOURCE, Profile
+from hub_ext.services.scheduler.executors.kube_manifests import job_manifest
+from hub_ext.services.scheduler.executors.kubernetes import KubernetesExecutor
 from hub_ext.spawners.kubespawner import PROFILE_LABEL, USER_LABEL, KubeProfileSpawner
 from hub_ext.spawners.spawner import Usage
 
 from .manifests import validated
+from .runspecs import KUBE_PROFILES as RUN_PROFILES
+from .runspecs import kube_spec
 
 PROFILES_YAML = textwrap.dedent(
     """\
@@ -85,6 +93,7 @@ ALL_GROUPS = sorted({g for p in PROFILES for g in p.groups})
 #: What every pod's notebook container runs with unless an admin says otherwise.
 SECURE_CONTAINER_CONTEXT = {
     "runAsUser": 1000,
+    "runAsGroup": 100,
     "runAsNonRoot": True,
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
@@ -167,13 +176,18 @@ def profiles_file(tmp_path):
 
 @pytest.fixture
 def make_spawner(profiles_file):
-    """Build a spawner for a user in ``groups``, with optional extra config."""
+    """Build a spawner for a user in ``groups``, with optional extra config.
 
-    def make(groups=(), name="alice", server_name="", options=None, **config):
+    ``placement`` is the hub's ``c.KubePlacement``; other keywords are the spawner's.
+    """
+
+    def make(groups=(), name="alice", server_name="", options=None, placement=None, **config):
         c = Config()
         c.KubeProfileSpawner.profiles_file = str(profiles_file)
         for key, value in config.items():
             setattr(c.KubeProfileSpawner, key, value)
+        for key, value in (placement or {}).items():
+            setattr(c.KubePlacement, key, value)
         user = FakeUser(name, [FakeGroup(g) for g in groups])
         orm_spawner = FakeOrmSpawner(name=server_name, user_options=options)
         spawner = KubeProfileSpawner(user=user, hub=FakeHub(), orm_spawner=orm_spawner, config=c)
@@ -275,39 +289,122 @@ async def test_no_choice_gets_the_default(make_spawner):
 
 async def test_admin_overrides_security_defaults(make_spawner):
     context = {"runAsNonRoot": True, "readOnlyRootFilesystem": True}
-    spawner = make_spawner(container_security_context=context, uid=1234, fs_gid=1234)
+    spawner = make_spawner(container_security_context=context, uid=1234, gid=1234, fs_gid=1234)
     spec = (await pod_for(spawner))["spec"]
     # the dict replaces the defaults; allowPrivilegeEscalation stays off via its own trait
     assert spec["containers"][0]["securityContext"] == {
         "runAsUser": 1234,
+        "runAsGroup": 1234,
         "allowPrivilegeEscalation": False,
         **context,
     }
     assert spec["securityContext"] == {"fsGroup": 1234}
 
 
-async def test_image_template(make_spawner):
+#: The hub's c.KubePlacement, none of it the default.
+PLACEMENT = {
+    "namespace": "shipyard-workloads",
+    "image_template": "registry.example.org/shipyard-{environment}:2026.11",
+    "uid": 1234,
+    "gid": 2345,
+}
+
+
+async def test_one_placement_places_the_servers_as_the_jobs(make_spawner):
+    profile = next(p for p in PROFILES if p.environment == "pytorch")
+    spawner = make_spawner(
+        groups=ALL_GROUPS, placement=PLACEMENT, options={"profile": profile.slug}
+    )
+    assert spawner.namespace == PLACEMENT["namespace"]
+    spec = (await pod_for(spawner))["spec"]
+    container = spec["containers"][0]
+    assert container["image"] == PLACEMENT["image_template"].format(environment=profile.environment)
+    assert container["securityContext"] == {
+        **SECURE_CONTAINER_CONTEXT,
+        "runAsUser": PLACEMENT["uid"],
+        "runAsGroup": PLACEMENT["gid"],
+    }
+    assert spec["securityContext"] == {"fsGroup": PLACEMENT["gid"]}
+
+    # a Job of the same environment, from the same config, runs the same image as the same user
+    run = next(p for p in RUN_PROFILES if p.environment == profile.environment)
+    executor = KubernetesExecutor(config=Config({"KubePlacement": PLACEMENT}))
+    job = job_manifest(kube_spec(run), executor.settings_for(kube_spec(run)))
+    job_container = job["spec"]["template"]["spec"]["containers"][0]
+    assert job["metadata"]["namespace"] == spawner.namespace
+    assert job_container["image"] == container["image"]
+    assert job_container["securityContext"] == container["securityContext"]
+
+
+async def test_kubespawner_s_own_settings_win_over_the_placement(make_spawner):
+    spawner = make_spawner(
+        placement=PLACEMENT, namespace="servers", uid=1001, gid=1002, fs_gid=1003
+    )
+    assert (spawner.namespace, spawner.uid, spawner.gid, spawner.fs_gid) == (
+        "servers",
+        1001,
+        1002,
+        1003,
+    )
+
+
+async def test_the_servers_alone_may_be_placed_apart(make_spawner):
+    spawner = make_spawner(placement=PLACEMENT, KubePlacement=Config(namespace="servers"))
+    assert spawner.namespace == "servers"
+    assert spawner.uid == PLACEMENT["uid"]
+
+
+async def test_the_placement_s_service_account_is_not_the_servers(make_spawner):
+    # KubeSpawner would mount the token of a service account it names
+    spawner = make_spawner(placement={"service_account": "shipyard-pods"})
+    spec = (await pod_for(spawner))["spec"]
+    assert "serviceAccountName" not in spec
+    assert spec["automountServiceAccountToken"] is False
+
+
+async def test_empty_image_template_keeps_kubespawner_image(make_spawner):
+    spawner = make_spawner(
+        KubePlacement=Config(image_template=""), image="quay.io/jupyter/scipy-notebook:2025-01-06"
+    )
+    manifest = await pod_for(spawner)
+    assert manifest["spec"]["containers"][0]["image"] == "quay.io/jupyter/scipy-notebook:2025-01-06"
+
+
+@pytest.mark.parametrize("template", ["shipyard/{env}:1", "shipyard/{}:1", "shipyard/{environment"])
+@pytest.mark.parametrize("where", ["placement", "old name"])
+async def test_bad_image_template_is_refused(make_spawner, template, where):
+    with pytest.raises(TraitError, match="environment"):
+        if where == "placement":
+            make_spawner(placement={"image_template": template})
+        else:
+            with pytest.warns(DeprecationWarning):
+                make_spawner(image_template=template)
+
+
+async def test_the_old_image_template_still_works_with_a_warning(make_spawner, caplog):
     profile = next(p for p in PROFILES if p.environment != "base")
     template = "registry.example.org/shipyard-{environment}:2026.11"
-    spawner = make_spawner(
-        groups=ALL_GROUPS, image_template=template, options={"profile": profile.slug}
+    with caplog.at_level(logging.WARNING), pytest.warns(DeprecationWarning) as warned:
+        spawner = make_spawner(
+            groups=ALL_GROUPS, image_template=template, options={"profile": profile.slug}
+        )
+    message = (
+        f"KubeProfileSpawner.image_template is deprecated since Shipyard {MOVED_IN} and will "
+        "be removed in the next release: use KubePlacement.image_template"
     )
+    assert any(message in str(w.message) for w in warned)
+    assert message in caplog.text
     manifest = await pod_for(spawner)
     assert manifest["spec"]["containers"][0]["image"] == template.format(
         environment=profile.environment
     )
 
 
-async def test_empty_image_template_keeps_kubespawner_image(make_spawner):
-    spawner = make_spawner(image_template="", image="quay.io/jupyter/scipy-notebook:2025-01-06")
-    manifest = await pod_for(spawner)
-    assert manifest["spec"]["containers"][0]["image"] == "quay.io/jupyter/scipy-notebook:2025-01-06"
-
-
-@pytest.mark.parametrize("template", ["shipyard/{env}:1", "shipyard/{}:1", "shipyard/{environment"])
-async def test_bad_image_template_is_refused(make_spawner, template):
-    with pytest.raises(TraitError, match="environment"):
-        make_spawner(image_template=template)
+async def test_the_placement_s_image_template_wins_over_the_old_name(make_spawner, caplog):
+    with caplog.at_level(logging.WARNING), pytest.warns(DeprecationWarning):
+        spawner = make_spawner(placement=PLACEMENT, image_template="old/{environment}:1")
+    assert spawner.placement.image_template == PLACEMENT["image_template"]
+    assert "Ignoring the deprecated KubeProfileSpawner.image_template" in caplog.text
 
 
 # ----------------------------------------------------------------- refusals

@@ -1,7 +1,8 @@
 """One ``c.LocalHost`` configures the spawner, the executor and the backend (hub_ext/host/local.py).
 
 The old per-class names keep working for one release, with a warning naming
-the new setting; the hub passes its ``LocalHost`` section to the services.
+the new setting; the hub passes its ``LocalHost`` section to the services
+(hub_ext/host/passing.py).
 """
 
 import json
@@ -9,7 +10,8 @@ import json
 import pytest
 from traitlets.config import Config
 
-from hub_ext.host.local import CONFIG_ENV, LocalHost, inherited_config, passed_on
+from hub_ext.host.local import LocalHost
+from hub_ext.host.passing import CONFIG_ENV, inherited_config, passed_on
 from hub_ext.services.deployer.app import DeployerService
 from hub_ext.services.deployer.local import LocalBackend
 from hub_ext.services.scheduler.app import SchedulerService
@@ -97,7 +99,7 @@ def test_a_part_s_own_cgroup_parent_is_deprecated_but_honoured(cls, suffix):
 
 def test_the_hub_s_section_reaches_a_service_which_may_override_it(monkeypatch, tmp_path):
     environment = passed_on(host_config())
-    assert json.loads(environment[CONFIG_ENV])["system_user_prefix"] == "sy-"
+    assert json.loads(environment[CONFIG_ENV])["LocalHost"]["system_user_prefix"] == "sy-"
     assert passed_on(Config()) == {}
     monkeypatch.setenv(CONFIG_ENV, environment[CONFIG_ENV])
     assert inherited_config().LocalHost.environments_dir == "/srv/envs"

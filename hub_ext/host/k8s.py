@@ -1,4 +1,4 @@
-"""Kubernetes placement and pod pieces shared by Shipyard's two Kubernetes services.
+"""Kubernetes placement and pod pieces shared by Shipyard's spawner and its two Kubernetes services.
 
 The deployer runs model servers as Deployments
 (:mod:`hub_ext.services.deployer.kubernetes`) and the scheduler runs notebooks
@@ -12,12 +12,16 @@ volumes) stays in each service's own builders.
 
 - :class:`KubePlacement` is the one configurable place of what the cluster
   decides about every Shipyard pod (namespace, image template, uid/gid, service
-  account): ``c.KubePlacement.namespace = ...`` configures the scheduler's Jobs
-  and the deployer's model servers alike. It produces a :class:`PodSettings`,
-  the typed value the services' builders read (their own settings extend it).
-  Rejected alternative: the same traits declared on both services with "keep
-  these equal" in their help (what Shipyard had until 0.16); the old names
-  still work for one release through :class:`KubePlaced`'s deprecation table.
+  account): ``c.KubePlacement.namespace = ...`` in the hub's config configures
+  the users' servers, the scheduler's Jobs and the deployer's model servers
+  alike (the hub passes the section on to its services,
+  :mod:`hub_ext.host.passing`). It produces a :class:`PodSettings`, the typed
+  value the services' builders read (their own settings extend it); the
+  spawner sets KubeSpawner's own traits from it. Rejected alternative: the
+  same traits declared on the spawner and both services with "keep these
+  equal" in their help (what Shipyard had until 0.16); the old names still
+  work for one release through :class:`KubePlaced`'s deprecation table and
+  the spawner's deprecated ``image_template``.
 - The manifest pieces (:func:`image_for`, :func:`resources`,
   :func:`container_security_context`, :func:`container_env`, :func:`place_pod`)
   are pure: they build plain dicts without I/O, as the builders that use them
@@ -36,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from traitlets import Instance, Integer, Unicode, default, validate
+from traitlets import Instance, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Config, LoggingConfigurable
 
 from hub_ext.host.deprecation import warn_moved
@@ -302,40 +306,51 @@ _Settings = TypeVar("_Settings", bound=PodSettings)
 
 
 class KubePlacement(LoggingConfigurable):
-    """Where and as whom Shipyard's services run their pods: set once for both.
+    """Where and as whom Shipyard runs its pods: set once, for servers, runs and models.
 
     The scheduler's :class:`~hub_ext.services.scheduler.executors.kubernetes.KubernetesExecutor`
     and the deployer's :class:`~hub_ext.services.deployer.kubernetes.KubernetesBackend`
-    each place their pods through one of these (their ``placement``), so one
-    ``c.KubePlacement.namespace = ...`` configures the Jobs and the model
-    servers alike. Each service reads its own config file: put the
-    ``c.KubePlacement`` lines in both, or in one file that both load
-    (``$SHIPYARD_SCHEDULER_CONFIG`` and ``$SHIPYARD_DEPLOYER_CONFIG`` may name
-    the same file). ``c.KubernetesBackend.KubePlacement.namespace = ...`` sets
-    one service's alone.
+    each place their pods through one of these (their ``placement``), and
+    :class:`~hub_ext.spawners.kubespawner.KubeProfileSpawner` sets KubeSpawner's
+    ``namespace``, ``uid``, ``gid`` and ``fs_gid`` and the profiles' images from
+    its own, so one ``c.KubePlacement.image_template = ...`` in the hub's config
+    configures the users' servers, the Jobs and the model servers alike. The
+    hub passes its ``c.KubePlacement`` section on to the services it starts
+    (:mod:`hub_ext.host.passing`); a service's own config file
+    (``$SHIPYARD_SCHEDULER_CONFIG``, ``$SHIPYARD_DEPLOYER_CONFIG``) or command
+    line wins over it, and ``c.KubernetesBackend.KubePlacement.namespace = ...``
+    (``c.KubeProfileSpawner.KubePlacement...`` in the hub) sets one part's alone.
 
     The security defaults are not settings: every container runs as
     :attr:`uid`/:attr:`gid` with :data:`SECURE_CONTEXT` (the Pod Security
-    Standards' "restricted" level), and no pod mounts a service account token.
-    User servers are KubeSpawner's pods, configured on
-    :class:`~hub_ext.spawners.kubespawner.KubeProfileSpawner` (with the same
-    defaults).
+    Standards' "restricted" level), and no Job or model server mounts a
+    service account token. User servers are KubeSpawner's pods: they get the
+    same defaults as KubeSpawner traits, which an admin may still set on
+    ``c.KubeProfileSpawner`` (``uid``, ``container_security_context``...), and
+    their service account is KubeSpawner's own ``service_account``, not
+    :attr:`service_account` (KubeSpawner mounts the token of the account it
+    names unless told otherwise, which no placement setting may decide for
+    the users' servers behind the admin's back).
     """
 
     namespace = Unicode(
         help="""
-        Namespace of the scheduler's Jobs and of the deployer's model servers.
+        Namespace of the users' servers, the scheduler's Jobs and the deployer's model servers.
 
-        Defaults to the namespace the service's own pod runs in, else ``default``.
-        The user secrets the pods read (the secrets service's ``kubernetes``
-        backend) must be in this namespace too.
+        Defaults to the namespace the hub's or the service's own pod runs in,
+        else ``default`` (as KubeSpawner's ``namespace``). The user secrets the
+        Jobs and model servers read (the secrets service's ``kubernetes``
+        backend, which defaults to this namespace) must be in it too. Servers:
+        ``c.KubeProfileSpawner.namespace`` still wins, and KubeSpawner's
+        ``enable_user_namespaces`` replaces both.
 
         Example::
 
             c.KubePlacement.namespace = "shipyard-workloads"
 
         .. versionadded:: 0.16
-           Replaces ``c.KubernetesExecutor.namespace`` and ``c.KubernetesBackend.namespace``.
+           Replaces ``c.KubernetesExecutor.namespace`` and ``c.KubernetesBackend.namespace``;
+           the default of KubeProfileSpawner's ``namespace``.
         """,
     ).tag(config=True)
 
@@ -348,34 +363,57 @@ class KubePlacement(LoggingConfigurable):
         help="""
         Image of each profile's environment; ``{environment}`` is the profile's ``environment``.
 
-        Jobs and model servers run in the image of their profile's
-        environment, so a job runs, and a model is served, on the packages its
-        owner's server has. Keep it equal to ``c.KubeProfileSpawner.image_template``
-        in the hub's config. A profile's ``kubernetes.kubespawner_override.image`` wins.
+        Every folder ``images/<environment>`` of Shipyard builds one image, and
+        every profile names its environment; this template maps the name to
+        the image its pods run. Servers, Jobs and model servers all run the
+        image of their profile's environment, so a job runs, and a model is
+        served, on the packages its owner's server has. Pin a tag rather than
+        ``latest`` in production, so every node runs the same build. A
+        profile's ``kubernetes.kubespawner_override.image`` wins.
+
+        **An empty string is honoured by the spawner only**: servers then run
+        KubeSpawner's ``image`` for every profile, while Jobs and model servers
+        would get no image at all. Set it for the servers alone:
+        ``c.KubeProfileSpawner.KubePlacement.image_template = ""``.
 
         Example::
 
             c.KubePlacement.image_template = "registry.example.org/shipyard-{environment}:2026.11"
 
         .. versionadded:: 0.16
-           Replaces ``c.KubernetesExecutor.image_template`` and
-           ``c.KubernetesBackend.image_template``.
+           Replaces ``c.KubernetesExecutor.image_template``,
+           ``c.KubernetesBackend.image_template`` and ``c.KubeProfileSpawner.image_template``.
         """,
     ).tag(config=True)
+
+    @validate("image_template")
+    def _validate_image_template(self, proposal):
+        template = proposal.value
+        try:
+            template.format(environment="base")
+        except (KeyError, IndexError, ValueError) as e:
+            raise TraitError(
+                f"image_template {template!r} is not a valid template: use {{environment}} "
+                f"and no other field ({e!r})"
+            ) from None
+        return template
 
     uid = Integer(
         DEFAULT_UID,
         help="""
         User id the pods' containers run as (never 0: the pods must run as non-root).
 
-        The notebook of a Job and the model server of a Deployment both run as it.
+        A user's server, the notebook of a Job and the model server of a
+        Deployment all run as it, so files one writes the others can read.
+        Servers: ``c.KubeProfileSpawner.uid`` still wins.
 
         Example::
 
             c.KubePlacement.uid = 1001
 
         .. versionadded:: 0.16
-           Replaces ``c.KubernetesExecutor.uid`` and ``c.KubernetesBackend.uid``.
+           Replaces ``c.KubernetesExecutor.uid`` and ``c.KubernetesBackend.uid``;
+           the default of KubeProfileSpawner's ``uid``.
         """,
     ).tag(config=True)
 
@@ -384,25 +422,30 @@ class KubePlacement(LoggingConfigurable):
         help="""
         Group id the pods' containers run as, and their ``fsGroup``.
 
-        Mounted volumes (the scheduler's data, a model's training summary)
-        belong to this group in the pod.
+        Mounted volumes (a user's home, the scheduler's data, a model's
+        training summary) belong to this group in the pod. Servers:
+        ``c.KubeProfileSpawner.gid`` and ``fs_gid`` still win.
 
         Example::
 
             c.KubePlacement.gid = 1001
 
         .. versionadded:: 0.16
-           Replaces ``c.KubernetesExecutor.gid`` and ``c.KubernetesBackend.gid``.
+           Replaces ``c.KubernetesExecutor.gid`` and ``c.KubernetesBackend.gid``;
+           the default of KubeProfileSpawner's ``gid`` and ``fs_gid``.
         """,
     ).tag(config=True)
 
     service_account = Unicode(
         "",
         help="""
-        Service account of the pods; empty for the namespace's default.
+        Service account of the Jobs and model servers; empty for the namespace's default.
 
         Its token is never mounted (``automountServiceAccountToken: false``);
         the account matters for image pull secrets and admission policies.
+        **Not the users' servers'**: theirs is KubeSpawner's
+        ``c.KubeProfileSpawner.service_account``, whose token KubeSpawner
+        mounts unless ``automount_service_account_token`` is False.
 
         Example::
 
@@ -443,6 +486,12 @@ class KubePlacement(LoggingConfigurable):
         )
 
 
+def shared_by(setting: str) -> str:
+    """Which pods a KubePlacement ``setting`` configures, for the deprecation warnings."""
+    servers = "" if setting == "service_account" else "the users' servers, "
+    return f"which {servers}the scheduler's Jobs and the deployer's model servers share"
+
+
 #: KubePlacement's settings under their names before 0.16, when the executor and the
 #: backend each declared them: old name -> KubePlacement's name.
 DEPRECATED_PLACEMENT: dict[str, str] = {
@@ -479,12 +528,7 @@ class KubePlaced(LoggingConfigurable):
             setattr(self.placement, new, value)
 
     def _warn_deprecated(self, old: str, new: str) -> None:
-        warn_moved(
-            self.log,
-            old,
-            f"KubePlacement.{new}, which the scheduler's and the deployer's Kubernetes pods share",
-            stacklevel=5,
-        )
+        warn_moved(self.log, old, f"KubePlacement.{new}, {shared_by(new)}", stacklevel=5)
 
     @validate("config")
     def _move_deprecated_config(self, proposal):

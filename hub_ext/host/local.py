@@ -19,14 +19,9 @@ processes through (:meth:`LocalHost.account`, :meth:`LocalHost.make_cgroup`,
 **How the setting reaches the services.** The scheduler and the deployer are
 processes of their own with their own traitlets config. The hub passes the
 ``LocalHost`` section of its config file on to every managed service it
-starts, as JSON in ``$SHIPYARD_LOCALHOST_CONFIG`` (:func:`passed_on`, called
-by :class:`hub_ext.hub.app.ShipyardHub`), and each service loads it before
-its own config file and command line (:func:`inherited_config`), which may
-still override it for that service alone. A variable rather than
-command-line options: options appended by the embedded config file would miss
-what a config file loaded after it sets (``tests/hub_config.py``, an admin's
-file that loads the embedded one), while the hub reads its whole config
-before it starts a service.
+starts, and each service loads it before its own config file and command
+line, which may still override it for that service alone
+(:mod:`hub_ext.host.passing`, which passes ``c.KubePlacement`` the same way).
 
 **Deprecated names.** Before 0.16 each of the three declared these settings
 itself (``c.LocalProfileSpawner.cgroup_parent``,
@@ -41,13 +36,12 @@ value to that part's host only. ``cgroup_parent`` stays each part's own
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 from collections.abc import Callable, Sequence
 
 from traitlets import Bool, CaselessStrEnum, Instance, Integer, List, Unicode, default, observe
-from traitlets.config import Config, Configurable, LoggingConfigurable
+from traitlets.config import Configurable, LoggingConfigurable
 
 from hub_ext.environments.catalog import BuiltEnvironment, default_envs_dir
 from hub_ext.host import instance, localproc
@@ -55,9 +49,6 @@ from hub_ext.host.cgroups import DRIVERS, CgroupDriver
 from hub_ext.host.deprecation import MOVED_IN, warn_moved
 from hub_ext.host.gpus import detect_gpus
 from hub_ext.profiles.model import Profile
-
-#: The variable by which the hub passes its ``c.LocalHost`` settings to its services.
-CONFIG_ENV = "SHIPYARD_LOCALHOST_CONFIG"
 
 
 def deprecated_help(new: str, example: str = "", added: str = "") -> str:
@@ -450,45 +441,3 @@ class UsesLocalHost(Configurable):
             f"{new}, which configures the spawner, the scheduler's executor and the "
             "deployer's backend alike",
         )
-
-
-# ------------------------------------------------------------ hub to services
-
-
-def passed_on(config: Config) -> dict[str, str]:
-    """The environment that passes the hub's ``c.LocalHost`` section on to a service.
-
-    Parameters
-    ----------
-    config : Config
-        The hub's whole config.
-
-    Returns
-    -------
-    dict of str to str
-        ``{CONFIG_ENV: json}``, or nothing when the section is empty.
-    """
-    section = config.LocalHost if "LocalHost" in config else {}
-    values = {name: value for name, value in section.items() if _json_value(value)}
-    return {CONFIG_ENV: json.dumps(values, sort_keys=True)} if values else {}
-
-
-def inherited_config() -> Config:
-    """The hub's ``c.LocalHost`` settings, as the hub passed them to this service.
-
-    Returns
-    -------
-    Config
-        Empty when the service was not started by a hub that has any.
-    """
-    raw = os.environ.get(CONFIG_ENV, "")
-    values = json.loads(raw) if raw else {}
-    return Config({"LocalHost": values}) if values else Config()
-
-
-def _json_value(value) -> bool:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return False
-    return True

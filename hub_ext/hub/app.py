@@ -66,7 +66,7 @@ from jupyterhub.services.service import _MockUser, _ServiceSpawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Unicode, default
 
-from hub_ext.host.local import passed_on
+from hub_ext.host.passing import passed_on
 from hub_ext.host.process import is_running, process_identity, write_private
 
 #: How often a starting service is asked whether it answers yet.
@@ -194,7 +194,7 @@ class ShipyardHub(JupyterHub):
     # ------------------------------------------------------------ tokens
 
     def service_from_spec(self, spec, from_config=True):
-        """Give a managed service the API token it had under the previous hub, and ``c.LocalHost``.
+        """Give a managed service its token of the previous hub, and the hub's host sections.
 
         JupyterHub generates a token for a managed service at each start ("generated at
         startup") and never revokes the old ones; a service adopted from the previous
@@ -202,8 +202,8 @@ class ShipyardHub(JupyterHub):
         """
         name = spec.get("name")
         if from_config and spec.get("command"):
-            # c.LocalHost configures the scheduler's runs and the deployer's models as it
-            # configures the servers (hub_ext/host/local.py): the services load it from there
+            # c.LocalHost and c.KubePlacement configure the scheduler's runs and the
+            # deployer's models as they configure the servers (hub_ext/host/passing.py)
             environment = {**spec.get("environment", {}), **passed_on(self.config)}
             spec = {**spec, "environment": environment}
         keep = bool(from_config and name and spec.get("command") and not spec.get("api_token"))

@@ -15,6 +15,17 @@ Rejected alternative: a static ``profile_list`` in the hub config (what
 goes stale when the file changes. The default here is a callable that reads
 the profiles file (one ``stat`` per call), so an edit takes effect at the next
 spawn without restarting the hub.
+
+Where the pods go and as whom they run is :class:`~hub_ext.host.k8s.KubePlacement`,
+the same configurable that places the scheduler's Jobs and the deployer's model
+servers, so one ``c.KubePlacement.image_template`` configures the images of
+servers, runs and models. The placement gives *defaults* to KubeSpawner's own
+traits (``namespace``, ``uid``, ``gid``, ``fs_gid``) rather than replacing them:
+every KubeSpawner setting an admin knows (``c.KubeProfileSpawner.uid``,
+``enable_user_namespaces``, the Zero to JupyterHub values that set them) keeps
+working and wins. Rejected alternative: settings of the placement declared again
+here, with "keep these equal" in their help, as ``image_template`` was until 0.16
+(the old name still works for one release, with a warning).
 """
 
 from __future__ import annotations
@@ -22,15 +33,16 @@ from __future__ import annotations
 import copy
 
 from kubespawner import KubeSpawner
-from traitlets import TraitError, Unicode, default, validate
+from traitlets import Instance, Unicode, default, observe, validate
 
 from hub_ext.host import telemetry
+from hub_ext.host.deprecation import MOVED_IN, warn_moved
 from hub_ext.host.k8s import (
-    DEFAULT_GID,
-    DEFAULT_UID,
     PROFILE_LABEL,
     SECURE_CONTEXT,
     USER_LABEL,
+    KubePlacement,
+    shared_by,
 )
 from hub_ext.host.slugs import user_slug
 from hub_ext.profiles.model import Profile
@@ -44,41 +56,70 @@ class KubeProfileSpawner(ProfileSpawnerMixin, KubeSpawner):
     Select it with ``c.JupyterHub.spawner_class = "shipyard-kubernetes"`` and
     point ``c.KubeProfileSpawner.profiles_file`` at the profiles file. Leave
     ``profile_list`` unset: it follows the profiles file, filtered by the
-    user's groups. Pod settings that no profile sets (storage, pull secrets,
-    security context) are KubeSpawner's usual traits.
+    user's groups. The image of each profile, the namespace and the uid/gid
+    come from ``c.KubePlacement`` (shared with the scheduler's Jobs and the
+    deployer's model servers); pod settings that no profile sets (storage,
+    pull secrets, security context, service account) are KubeSpawner's usual
+    traits, which also win over the placement's defaults.
     """
 
-    image_template = Unicode(
-        "shipyard/{environment}:latest",
+    placement = Instance(
+        KubePlacement,
         help="""
-        Image of each profile's environment; ``{environment}`` is the profile's ``environment``.
+        Where the servers' pods go and as whom they run: a KubePlacement of this spawner's config.
 
-        Every folder ``images/<environment>`` of Shipyard builds one image, and
-        every profile names its environment; this template maps the name to
-        the image its pods run. Pin a tag rather than ``latest`` in production,
-        so every node runs the same build. An empty string keeps KubeSpawner's
-        ``image`` for every profile; a profile's
-        ``kubernetes.kubespawner_override.image`` wins over both.
+        ``c.KubePlacement`` (shared with the services) or
+        ``c.KubeProfileSpawner.KubePlacement`` (the servers alone).
+        """,
+    )
 
-        Example::
+    @default("placement")
+    def _default_placement(self):
+        return KubePlacement(parent=self)
 
-            c.KubeProfileSpawner.image_template = "registry.example.org/shipyard-{environment}:2026.11"
+    image_template = Unicode(
+        None,
+        allow_none=True,
+        help=f"""
+        Deprecated in {MOVED_IN}: use ``c.KubePlacement.image_template``.
+
+        ``c.KubePlacement.image_template`` gives the image of each profile's
+        environment to the users' servers, the scheduler's Jobs and the
+        deployer's model servers alike. This name is still honoured for one
+        release, for the servers alone, with a warning, unless
+        ``c.KubePlacement.image_template`` is set too (then it is ignored).
+
+        Example (the old form)::
+
+            c.KubeProfileSpawner.image_template = "registry.example.org/sy-{{environment}}:2026.11"
 
         .. versionadded:: 0.1
+        .. deprecated:: {MOVED_IN}
         """,
     ).tag(config=True)
 
-    @validate("image_template")
-    def _validate_image_template(self, proposal):
-        template = proposal.value
-        try:
-            template.format(environment="base")
-        except (KeyError, IndexError, ValueError) as e:
-            raise TraitError(
-                f"image_template {template!r} is not a valid template: use {{environment}} "
-                f"and no other field ({e!r})"
-            ) from None
-        return template
+    @observe("image_template")
+    def _deprecated_image_template(self, change):
+        if change.new is None:
+            return
+        old = f"{type(self).__name__}.image_template"
+        warn_moved(self.log, old, f"KubePlacement.image_template, {shared_by('image_template')}")
+        if self._placement_configures("image_template"):
+            self.log.warning(
+                "Ignoring the deprecated %s = %r: KubePlacement.image_template is set",
+                old,
+                change.new,
+            )
+            return
+        self.placement.image_template = change.new  # checked there: a bad template is refused
+
+    def _placement_configures(self, name: str) -> bool:
+        """Whether the config sets the placement's ``name`` (shared, or for this spawner)."""
+        config = self.config
+        sections = [config, *(config[c.__name__] for c in type(self).mro() if c.__name__ in config)]
+        return any(
+            "KubePlacement" in section and name in section["KubePlacement"] for section in sections
+        )
 
     @default("profile_list")
     def _default_profile_list(self):
@@ -88,7 +129,7 @@ class KubeProfileSpawner(ProfileSpawnerMixin, KubeSpawner):
     def allowed_profile_list(self, spawner=None) -> list[dict]:
         """KubeSpawner's ``profile_list``: the profiles open to this user's groups."""
         allowed = self.profiles.allowed_for(self.user_groups)
-        return kubespawner_profile_list(allowed, self.image_template or None)
+        return kubespawner_profile_list(allowed, self.placement.image_template or None)
 
     @validate("profile_list")
     def _warn_configured_profile_list(self, proposal):
@@ -103,23 +144,33 @@ class KubeProfileSpawner(ProfileSpawnerMixin, KubeSpawner):
             )
         return proposal.value
 
-    # Secure pod defaults, as trait defaults so that `c.KubeProfileSpawner.uid = ...` or
-    # `c.KubeProfileSpawner.container_security_context = {...}` replaces them.
-    # They are the defaults of the scheduler's Jobs and the deployer's model servers too
-    # (hub_ext.host.k8s: SECURE_CONTEXT, DEFAULT_UID, DEFAULT_GID), and satisfy the Pod
-    # Security Standards' "restricted" level, so pods are admitted in a namespace that
-    # enforces it: https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
+    # Placement and secure pod defaults, as trait defaults so that
+    # `c.KubeProfileSpawner.uid = ...` or `c.KubeProfileSpawner.container_security_context = {...}`
+    # replaces them. They come from the placement that places the scheduler's Jobs and the
+    # deployer's model servers too (hub_ext.host.k8s: KubePlacement, SECURE_CONTEXT), and
+    # satisfy the Pod Security Standards' "restricted" level, so pods are admitted in a
+    # namespace that enforces it:
+    # https://kubernetes.io/docs/concepts/security/pod-security-standards/#restricted
     # allowPrivilegeEscalation: false comes from KubeSpawner's own
     # `allow_privilege_escalation` (default False) rather than from this dict, so it stays
     # false when an admin replaces the dict, and that trait remains the one switch for it.
+    # service_account stays KubeSpawner's: see KubePlacement's docstring.
+
+    @default("namespace")
+    def _default_namespace(self):
+        return self.placement.namespace
 
     @default("uid")
     def _default_uid(self):
-        return DEFAULT_UID
+        return self.placement.uid
+
+    @default("gid")
+    def _default_gid(self):
+        return self.placement.gid
 
     @default("fs_gid")
     def _default_fs_gid(self):
-        return DEFAULT_GID
+        return self.placement.gid
 
     @default("container_security_context")
     def _default_container_security_context(self):

@@ -26,7 +26,7 @@ from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Application
 
 from hub_ext import __version__
-from hub_ext.host.local import LocalHost, inherited_config
+from hub_ext.host.local import LocalHost
 from hub_ext.host.process import die_with_parent
 from hub_ext.profiles.store import ProfileStore
 
@@ -404,9 +404,9 @@ class DeployerService(Application):
 
     def initialize(self, argv=None):
         super().initialize(argv)
-        # the hub's c.LocalHost (hub_ext/host/local.py); this service's file and command line
-        # win over it
-        load_service_config(self, self.config_file, inherited_config())
+        # the hub's c.LocalHost and c.KubePlacement (hub_ext/host/passing.py); this
+        # service's file and command line win over them
+        load_service_config(self, self.config_file)
 
     def start(self) -> None:
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")

@@ -29,7 +29,7 @@ from traitlets.config import Application
 
 from hub_ext import __version__
 from hub_ext.host import instance
-from hub_ext.host.local import LocalHost, inherited_config
+from hub_ext.host.local import LocalHost
 from hub_ext.host.process import die_with_parent
 from hub_ext.profiles.store import ProfileStore
 
@@ -502,9 +502,9 @@ class SchedulerService(Application):
 
     def initialize(self, argv=None):
         super().initialize(argv)
-        # the hub's c.LocalHost (hub_ext/host/local.py); this service's file and command line
-        # win over it
-        load_service_config(self, self.config_file, inherited_config())
+        # the hub's c.LocalHost and c.KubePlacement (hub_ext/host/passing.py); this
+        # service's file and command line win over them
+        load_service_config(self, self.config_file)
 
     def _store(self) -> JobStore:
         Path(self.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
