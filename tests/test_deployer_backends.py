@@ -46,7 +46,8 @@ from hub_ext.services.deployer.kube_manifests import (
     service_manifest,
 )
 from hub_ext.services.deployer.kubernetes import KubernetesBackend
-from hub_ext.services.deployer.local import LocalBackend, get_health
+from hub_ext.services.deployer.local import LocalBackend
+from hub_ext.services.deployer.local.health import get_health
 
 from .conftest import TEST_ENVS_DIR, needs_root
 from .hubtools import (
@@ -1013,7 +1014,7 @@ def test_a_replica_record_of_an_older_deployer_names_its_process_in_todays_form(
     import psutil
 
     from hub_ext.host.process import start_time
-    from hub_ext.services.deployer.local import _read_older_start_time
+    from hub_ext.services.deployer.local.records import _read_older_start_time
 
     sleeper = subprocess.Popen(["sleep", "30"])
     try:

@@ -21,7 +21,7 @@ MODULES = [
     "hub_ext.services.scheduler.app",
     "hub_ext.services.scheduler.notify",
     "hub_ext.services.deployer.app",
-    "hub_ext.services.deployer.local",
+    "hub_ext.services.deployer.local.backend",
     "hub_ext.services.deployer.kubernetes",
     "hub_ext.services.secrets.app",
     "hub_ext.services.secrets.backend",
