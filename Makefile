@@ -56,7 +56,8 @@ test: install test-install
 # Playwright, Django for the OIDC provider...), Debian's chromium for the browser tests
 # (Playwright cannot download browsers here) and slapd, the OpenLDAP server the directory
 # tests start with their own config on a free port (its postinst is told to make no
-# default directory, so no system instance is configured or started).
+# default directory, so no system instance is configured or started), and podman, runc
+# and debootstrap, with which the image tests build an environment image on this machine.
 test-install: $(TEST_STAMP) test-packages
 
 $(TEST_STAMP): pyproject.toml $(STAMP)
@@ -75,6 +76,13 @@ test-packages:
 		echo "slapd slapd/no_configuration boolean true" | debconf-set-selections; \
 		{ apt-get install -y -q slapd || { apt-get update -q && apt-get install -y -q slapd; }; } \
 		|| { echo "slapd is missing: apt-get install -y slapd"; exit 1; } && $(done); }
+	@test -x /usr/bin/podman -a -x /usr/sbin/runc -a -x /usr/sbin/debootstrap || { \
+		$(call step,Debian's podman$(,) runc and debootstrap for the image tests); \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get install -y -q podman runc debootstrap \
+			|| { apt-get update -q && apt-get install -y -q podman runc debootstrap; }; } \
+		|| { echo "podman is missing: apt-get install -y podman runc debootstrap"; exit 1; } \
+		&& $(done); }
 
 # What the platform needs, and nothing more: the venv with Shipyard and its
 # dependencies, the JupyterLab extension, configurable-http-proxy.
