@@ -25,7 +25,7 @@ from traitlets.config import Config
 from hub_ext.profiles.loader import parse_profiles
 from hub_ext.profiles.model import GPU_RESOURCE, Profile
 from hub_ext.spawners.kubespawner import PROFILE_LABEL, USER_LABEL, KubeProfileSpawner
-from hub_ext.spawners.spawner import Usage
+from hub_ext.spawners.mixin import Usage
 
 from .manifests import validated
 
