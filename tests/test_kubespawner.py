@@ -31,7 +31,7 @@ from hub_ext.profiles.model import GPU_RESOURCE, Profile
 from hub_ext.services.scheduler.executors.kube_manifests import job_manifest
 from hub_ext.services.scheduler.executors.kubernetes import KubernetesExecutor
 from hub_ext.spawners.kubespawner import PROFILE_LABEL, USER_LABEL, KubeProfileSpawner
-from hub_ext.spawners.spawner import Usage
+from hub_ext.spawners.mixin import Usage
 
 from .manifests import validated
 from .runspecs import KUBE_PROFILES as RUN_PROFILES

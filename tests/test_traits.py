@@ -13,10 +13,12 @@ from .traitdocs import help_problem
 MODULES = [
     "hub_ext.host.local",
     "hub_ext.spawners.spawner",
+    "hub_ext.spawners.mixin",
     "hub_ext.spawners.kubespawner",
     "hub_ext.host.k8s",
     "hub_ext.services.tracking.app",
     "hub_ext.services.scheduler.executors.local",
+    "hub_ext.services.scheduler.executors.warmstart",
     "hub_ext.services.scheduler.executors.kubernetes",
     "hub_ext.services.scheduler.app",
     "hub_ext.services.scheduler.notify",

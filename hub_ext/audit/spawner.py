@@ -1,7 +1,7 @@
 """Audit records of the spawners: servers started and stopped, the profiles file changing.
 
 Both profile spawners (local and Kubernetes) share
-:class:`hub_ext.spawners.spawner.ProfileSpawnerMixin`, whose ``start``/``stop`` wrap
+:class:`hub_ext.spawners.mixin.ProfileSpawnerMixin`, whose ``start``/``stop`` wrap
 the concrete spawner's and call :func:`server_event`, so every started or
 stopped server is recorded once, with its profile, whichever backend ran it.
 The actor of a start is whoever asked (JupyterHub sets ``spawner.handler``

@@ -63,7 +63,7 @@ from hub_ext.profiles.loader import ProfilesInvalid, load_profiles
 from hub_ext.profiles.model import Profile, ProfilesConfig
 from hub_ext.profiles.quantities import format_cpu, format_memory
 from hub_ext.profiles.z2jh import z2jh_values
-from hub_ext.spawners.spawner import Usage, default_profiles_file
+from hub_ext.spawners.mixin import Usage, default_profiles_file
 
 # ---------------------------------------------------------------------- up
 

@@ -13,8 +13,13 @@ that decide this are one configurable class, declared once::
     c.LocalHost.cgroup_parent = "jupyterhub"
 
 and each of the three holds a :class:`LocalHost` (its ``local_host``) that it starts
-processes through (:meth:`LocalHost.account`, :meth:`LocalHost.make_cgroup`,
-:meth:`LocalHost.environment` and :mod:`hub_ext.host.localproc`).
+processes through: :meth:`LocalHost.account` (the owner's account),
+:meth:`LocalHost.environment` (the profile's built environment), then
+:meth:`LocalHost.launch`, the one path that makes the process's cgroup and
+starts it as its owner (:mod:`hub_ext.host.launch`). The spawner and the
+executor start every process through it; the deployer's backend still starts
+its replicas with :meth:`LocalHost.preexec` and its own ``Popen`` (a detached
+process writing to a FIFO, which :meth:`LocalHost.launch` also covers).
 
 **How the setting reaches the services.** The scheduler and the deployer are
 processes of their own with their own traitlets config. The hub passes the
@@ -36,6 +41,7 @@ value to that part's host only. ``cgroup_parent`` stays each part's own
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 from collections.abc import Callable, Sequence
@@ -48,6 +54,7 @@ from hub_ext.host import instance, localproc
 from hub_ext.host.cgroups import DRIVERS, CgroupDriver
 from hub_ext.host.deprecation import MOVED_IN, warn_moved
 from hub_ext.host.gpus import detect_gpus
+from hub_ext.host.launch import Launched, LaunchRequest, launch
 from hub_ext.profiles.model import Profile
 
 
@@ -343,6 +350,41 @@ class LocalHost(LoggingConfigurable):
     ) -> None:
         """Cgroup ``name`` with the profile's limits and ``gpus`` (one left there is removed)."""
         await localproc.make_cgroup(driver, name, profile, self.cleanup_timeout, gpus)
+
+    async def launch(
+        self, request: LaunchRequest, protocol: asyncio.SubprocessProtocol | None = None
+    ) -> Launched:
+        """Start ``request``'s process as its owner, in its cgroup: the one way all three do.
+
+        Makes the cgroup (with the profile's limits and GPUs) unless the
+        request joins one, then starts the process, which joins it, becomes
+        the owner (this process being root) and, unless detached, dies with
+        this process. See :mod:`hub_ext.host.launch`.
+
+        Parameters
+        ----------
+        request : LaunchRequest
+        protocol : asyncio.SubprocessProtocol, optional
+            Receives the output and the exit when ``request.output`` is ``"pipe"``.
+
+        Returns
+        -------
+        Launched
+            The pid and cgroup, with the ``Popen`` or the asyncio transport.
+
+        Raises
+        ------
+        hub_ext.host.launch.CgroupFailed
+            The cgroup could not be made; nothing was started.
+        OSError, subprocess.SubprocessError
+            The process could not be started.
+        """
+        return await launch(
+            request,
+            run_as_root=self.run_as_root,
+            cleanup_timeout=self.cleanup_timeout,
+            protocol=protocol,
+        )
 
 
 class UsesLocalHost(Configurable):

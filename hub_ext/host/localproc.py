@@ -1,34 +1,36 @@
-"""Starting a user's code as a local process: as its owner, in a cgroup of its own.
+"""The steps of starting a user's code as a local process: as its owner, in a cgroup of its own.
 
-Two services run their users' code as plain processes on this machine: the
-scheduler's :class:`~hub_ext.services.scheduler.executors.local.LocalExecutor`
-(a scheduled notebook, and warm processes waiting for one) and the deployer's
+Three parts of Shipyard run their users' code as plain processes on this
+machine: the spawner (a server), the scheduler's
+:class:`~hub_ext.services.scheduler.executors.local.LocalExecutor` (a
+scheduled notebook, and warm processes waiting for one) and the deployer's
 :class:`~hub_ext.services.deployer.local.LocalBackend` (a model server
-replica). Both must start such a process the same way, because the same
-security rules apply to it whatever it is:
+replica). They start such a process the same way, because the same security
+rules apply to it whatever it is:
 
-- it runs as the owner's system account, named and created exactly as
-  LocalProfileSpawner does (:func:`owner_account`), never as root
-  (SECURITY rule 5);
+- it runs as the owner's system account, named and created the same way for
+  all three (:func:`owner_account`), never as root (SECURITY rule 5);
 - it joins a cgroup of its own with the profile's CPU and memory limits,
-  and a device filter that lets it open only its own GPUs, between fork and
-  exec, while still root, and only then switches to the
+  and a device filter that lets it open only its own GPUs (:func:`make_cgroup`),
+  between fork and exec, while still root, and only then switches to the
   account (groups, then gid, then uid, by JupyterHub's ``set_user_setuid``),
-  so no code of the user's ever runs outside its limits (SECURITY rule 6);
+  so no code of the user's ever runs outside its limits (SECURITY rule 6;
+  :func:`make_preexec`);
 - it dies with the service, even by ``kill -9`` (``PR_SET_PDEATHSIG``, set
-  after the switch of user, which clears it);
+  after the switch of user, which clears it), unless it must outlive it (a
+  server, a replica);
 - its environment is built from nothing (:func:`process_environment`), so no
-  secret of the service can leak (SECURITY rule 8), and it inherits no file
-  descriptor of the service's and starts a session of its own (:func:`spawn`);
+  secret of the service can leak (SECURITY rule 8);
 - it is killed as a whole: every process of its cgroup, or without cgroups
   its process tree and session (:func:`kill_cgroup`, :func:`kill_tree`).
 
-Keeping these steps in one place means a fix to one of them reaches both
-services; the spawner shares the account, environment and cgroup steps
-(its server outlives a hub restart, so it keeps JupyterHub's own start). What
-differs between them (the error a failure raises, the names of their
-cgroups) stays with the classes, which pass it in; the settings that
-configure these steps are :class:`hub_ext.host.local.LocalHost`'s, one for all.
+These are the steps; :func:`hub_ext.host.launch.launch` (through
+:meth:`hub_ext.host.local.LocalHost.launch`) puts them together in their
+order and starts the process, once for all three. Keeping them in one place
+means a fix to one of them reaches every part. What differs between the
+parts (the error a failure raises, the names of their cgroups) stays with
+the classes, which pass it in; the settings that configure these steps are
+:class:`hub_ext.host.local.LocalHost`'s, one for all.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ import logging
 import os
 import pwd
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -169,7 +170,7 @@ def kill_tree(pid: int) -> None:
     Parameters
     ----------
     pid : int
-        The process started by :func:`spawn` (the leader of its own session).
+        The process started by :func:`hub_ext.host.launch.launch` (a session leader).
     """
     try:
         procs = [psutil.Process(pid), *psutil.Process(pid).children(True)]
@@ -252,9 +253,9 @@ async def owner_account(
 ) -> pwd.struct_passwd:
     """The owner's system account (as root), or the service's own user.
 
-    The account is named and created exactly as LocalProfileSpawner does
-    (:func:`hub_ext.host.slugs.account_name`), so the process's files belong to
-    the same Unix user as the owner's server's.
+    The account is named by :func:`hub_ext.host.slugs.account_name` for the
+    spawner, the executor and the backend alike, so a run's and a replica's
+    files belong to the same Unix user as the owner's server's.
 
     Parameters
     ----------
@@ -428,63 +429,3 @@ def make_preexec(
             die_with_parent(signal.SIGKILL)
 
     return preexec
-
-
-async def spawn(
-    protocol: asyncio.SubprocessProtocol,
-    argv: Sequence[str],
-    *,
-    env: Mapping[str, str],
-    cwd: str,
-    driver: CgroupDriver,
-    cgroup: str,
-    user: pwd.struct_passwd,
-    run_as_root: bool,
-    stdin: int = subprocess.DEVNULL,
-) -> asyncio.SubprocessTransport:
-    """Start ``argv`` as ``user`` in ``cgroup``, output (stdout and stderr) to ``protocol``.
-
-    The process gets only ``env``, inherits no file descriptor of the
-    service's, and leads a session of its own (see :func:`make_preexec` for
-    what happens before its exec).
-
-    Parameters
-    ----------
-    protocol : asyncio.SubprocessProtocol
-        Receives the process's output and exit.
-    argv : sequence of str
-    env : mapping of str to str
-        Its whole environment (:func:`process_environment`).
-    cwd : str
-    driver : CgroupDriver
-    cgroup : str
-        Its cgroup, already created (:func:`make_cgroup`).
-    user : pwd.struct_passwd
-        The owner's account.
-    run_as_root : bool
-        Whether the service runs as root (and so switches to ``user``).
-    stdin : int
-        ``subprocess.DEVNULL``, or ``subprocess.PIPE`` to write to it.
-
-    Returns
-    -------
-    asyncio.SubprocessTransport
-
-    Raises
-    ------
-    OSError, subprocess.SubprocessError
-        The process could not be started.
-    """
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.subprocess_exec(
-        lambda: protocol,
-        *argv,
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=dict(env),
-        cwd=cwd,
-        preexec_fn=make_preexec(driver, cgroup, user, run_as_root),
-        start_new_session=True,
-    )
-    return transport

@@ -1,7 +1,9 @@
 """The hub's spawners: LocalProfileSpawner (this machine) and KubeProfileSpawner.
 
-Both take the user's profile (:mod:`hub_ext.profiles`) and realise it: the local
-one with the machine's accounts, cgroups, GPUs and environments
-(:mod:`hub_ext.host`), the Kubernetes one as a pod. The spawn form's template is
+Both take the user's profile (:mod:`hub_ext.profiles`), chosen, checked and
+counted against quotas by what they share (:mod:`.mixin`), and realise it: the
+local one (:mod:`.spawner`) with the machine's accounts, cgroups, GPUs and
+environments, started by :meth:`hub_ext.host.local.LocalHost.launch`, the
+Kubernetes one (:mod:`.kubespawner`) as a pod. The spawn form's template is
 ``templates/``.
 """

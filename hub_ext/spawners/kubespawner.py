@@ -4,7 +4,7 @@ KubeSpawner already turns a ``profile_list`` into a pod, but it applies
 whatever ``profile`` a request names and knows nothing of groups (kubespawner
 #589, #889). :class:`KubeProfileSpawner` keeps KubeSpawner's own machinery
 (``load_user_options``, ``get_pod_manifest``, every pod trait) and adds what
-:class:`~hub_ext.spawners.spawner.ProfileSpawnerMixin` gives the local spawner too: the
+:class:`~hub_ext.spawners.mixin.ProfileSpawnerMixin` gives the local spawner too: the
 profiles file, the spawn form, the hub-side check of the choice (400/403 with
 the reason), quotas, and the profile in the pod's environment and in the
 spawner state. Both Shipyard spawners therefore accept and refuse exactly the
@@ -47,7 +47,7 @@ from hub_ext.host.k8s import (
 from hub_ext.host.slugs import user_slug
 from hub_ext.profiles.model import Profile
 from hub_ext.profiles.z2jh import kubespawner_profile_list
-from hub_ext.spawners.spawner import ProfileSpawnerMixin, Usage
+from hub_ext.spawners.mixin import ProfileSpawnerMixin, Usage
 
 
 class KubeProfileSpawner(ProfileSpawnerMixin, KubeSpawner):

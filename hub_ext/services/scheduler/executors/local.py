@@ -11,31 +11,33 @@ goes through a short list of named steps (papermill's ``execute.py`` style):
    output directory (the account's), and a private work folder with a copy of
    the snapshot and the parameters as a YAML file (data, never code: SECURITY
    rule 4);
-4. ``_create_cgroup``: ``job-<run slug>`` under ``<c.LocalHost.cgroup_parent>-jobs``
-   with the profile's CPU and memory limits (:mod:`hub_ext.host.cgroups`);
-5. ``_spawn`` papermill with the environment's own Python, joined to the cgroup
-   and then switched to the account between fork and exec, with an environment
-   built from nothing (no hub secret can leak: SECURITY rule 8), under one
-   deadline for the whole run (SECURITY rule 6; papermill has none by default);
-6. ``_spawn`` nbconvert the same way when HTML was asked for and the notebook
-   ran to its end;
-7. ``_release``: every process left in the cgroup is killed and the cgroup
-   removed, whatever happened, before the outputs are read back for the report.
+4. ``_spawn`` papermill with the environment's own Python, through
+   :meth:`LocalHost.launch <hub_ext.host.local.LocalHost.launch>`: it makes
+   ``job-<run slug>`` under ``<c.LocalHost.cgroup_parent>-jobs`` with the
+   profile's CPU and memory limits (:mod:`hub_ext.host.cgroups`), and starts
+   the process joined to it and switched to the account between fork and
+   exec, with an environment built from nothing (no hub secret can leak:
+   SECURITY rule 8), under one deadline for the whole run (SECURITY rule 6;
+   papermill has none by default);
+5. ``_spawn`` nbconvert the same way, in the same cgroup, when HTML was asked
+   for and the notebook ran to its end;
+6. ``_release``: every process left in the cgroup is killed and the cgroup
+   removed, whatever happened, before the outputs are read back for the report
+   (:func:`.localrun.run_report`).
 
-How steps 2, 4 and 5 start a process as its owner (account, cgroup, switch of
-user, environment, death with the service, killing) is shared with the
-deployer's LocalBackend, in :mod:`hub_ext.host.localproc`.
+How steps 2 and 4 start a process as its owner (account, cgroup, switch of
+user, environment, death with the service, killing) is the one path the
+spawner and the deployer's LocalBackend take too (:mod:`hub_ext.host.launch`,
+:mod:`hub_ext.host.localproc`).
 
-Steps 4 and 5 have a fast path: a *warm process* (:mod:`.warm`) that has
-already imported papermill and started its kernel, as the same owner, in the
-same environment, in a cgroup of its own (``warm-<slug>``) with the profile's
-limits. When :meth:`LocalExecutor.prewarm` has left one ready for the run's
-owner, profile and environment (:mod:`.pool`), the run is handed to it: from
-then on it is the run's papermill process in the run's cgroup (same log,
-deadline, cancel, OOM count and release), and its first cell starts within
-milliseconds instead of seconds. A replacement starts in the background.
-Without a ready one the run goes the cold way; it never waits for one.
-Profiles with GPUs always go the cold way: their devices are chosen per run.
+Step 4 has a fast path: a *warm process* (:mod:`.warmstart`) that has already
+imported papermill and started its kernel, as the same owner, in the same
+environment, in a cgroup of its own with the profile's limits. When
+:meth:`LocalExecutor.prewarm` has left one ready for the run's owner, profile
+and environment (:mod:`.pool`), the run is handed to it: from then on it is
+the run's papermill process in the run's cgroup (same log, deadline, cancel,
+OOM count and release). Without a ready one the run goes the cold way; it
+never waits for one.
 
 A timeout or a cancel kills the whole cgroup: papermill, its kernel and
 anything the notebook started, including processes in a new session, which a
@@ -55,43 +57,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import inspect
 import json
-import logging
 import os
 import pwd
-import secrets
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
-from traitlets import Float, Integer, observe
+from traitlets import Integer, observe
 
-from hub_ext.environments.catalog import BuiltEnvironment, find_built
-from hub_ext.host import slugs
+from hub_ext.environments.catalog import BuiltEnvironment
 from hub_ext.host.cgroups import CgroupDriver
 from hub_ext.host.gpus import GpuAllocator, GpuUnavailable
+from hub_ext.host.launch import CgroupFailed, LaunchRequest
 from hub_ext.host.local import UsesLocalHost, deprecated_help
 from hub_ext.host.localproc import PASSED_THROUGH as PASSED_THROUGH  # re-exported: public here
-from hub_ext.host.localproc import die_with_parent as die_with_parent  # re-exported: public here
 from hub_ext.host.localproc import (
     kill_cgroup,
     kill_tree,
     oom_kills,
     process_environment,
-    spawn,
 )
 from hub_ext.profiles.model import Profile
-from hub_ext.profiles.quantities import format_memory
 from hub_ext.runtime import warm as warm_protocol
 
 from .base import (
     RESULT_FILE_ENV,
-    CellError,
     Executor,
     ExecutorError,
     ProgressCallback,
@@ -99,113 +93,16 @@ from .base import (
     RunLog,
     RunReport,
     RunSpec,
-    RunStatus,
-    cell_error,
-    describe_error,
-    existing_outputs,
     job_name,
     papermill_args,
     papermill_cell_count,
     parameters_yaml,
-    read_mlflow_run_id,
-    read_notebook,
 )
-from .pool import WarmKey, WarmPool, WarmProcess
-
-#: papermill's exit status when the kernel died (``papermill.cli``).
-DEAD_KERNEL_EXIT = warm_protocol.DEAD_KERNEL_EXIT
-#: How a warm process is started: its module, run with the environment's Python.
-WARM_MODULE = "hub_ext.runtime.warm"
-#: Seconds a warm process may take to print READY (imports and a kernel start).
-WARM_START_TIMEOUT = warm_protocol.START_TIMEOUT
-#: Seconds a warm process told to stop (end of its input) gets to shut its kernel down.
-WARM_STOP_GRACE = 3
-#: The most a warm process may print before its run; the rest is not kept.
-_EARLY_OUTPUT_LIMIT = 64 * 2**10
+from .localrun import LocalRun, ProcessOutput, run_report
+from .warmstart import WarmPoolSettings, WarmStarter
 
 
-class _Output(asyncio.SubprocessProtocol):
-    """Streams a process's output into the log; says apart "exited" and "pipe closed".
-
-    A warm process has no log until a run is handed to it (``sink`` None):
-    until then its output is scanned for the READY line, which sets
-    ``ready``, and otherwise only goes to the service's debug log.
-    """
-
-    def __init__(self, sink: RunLog | None, log: logging.Logger | None = None, name: str = ""):
-        loop = asyncio.get_running_loop()
-        self.sink = sink
-        self.log = log
-        self.name = name
-        self.exited = loop.create_future()
-        self.closed = loop.create_future()
-        self.ready = loop.create_future()
-        self._early = bytearray()
-
-    def hand_over(self, sink: RunLog) -> None:
-        """From now on the output is the run's (what came before is not)."""
-        self.sink = sink
-        self._early.clear()
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if self.sink is not None:
-            self.sink.write(data)
-            return
-        self._early += data
-        while b"\n" in self._early:
-            line, _, rest = self._early.partition(b"\n")
-            self._early = bytearray(rest)
-            text = line.decode("utf-8", "replace").strip()
-            if text == warm_protocol.READY and not self.ready.done():
-                self.ready.set_result(None)
-            elif text and self.log is not None:
-                self.log.debug("%s: %s", self.name, text)
-        if len(self._early) > _EARLY_OUTPUT_LIMIT:
-            self._early.clear()
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
-@dataclass(eq=False)
-class _Run:
-    """What the executor knows about one run while it runs."""
-
-    spec: RunSpec
-    deadline: float
-    built: BuiltEnvironment | None = None
-    user: pwd.struct_passwd | None = None
-    outputs: dict[str, Path] = field(default_factory=dict)
-    input: Path | None = None
-    parameters_file: Path | None = None
-    cell_count: int = 0
-    sink: RunLog | None = None
-    parser: ProgressParser | None = None
-    workdir: Path | None = None
-    #: the run's cgroup: ``job-<run slug>``, or the warm process's ``warm-<slug>``
-    cgroup: str = ""
-    cgroup_live: bool = False
-    pid: int | None = None
-    papermill_exit: int | None = None
-    html_exit: int | None = None
-    oom_kills: int = 0
-    cancelled: bool = False
-    timed_out: bool = False
-
-    def __post_init__(self):
-        self.cgroup = self.cgroup or self.spec.name
-
-    @property
-    def stopping(self) -> bool:
-        return self.cancelled or self.timed_out
-
-
-class LocalExecutor(UsesLocalHost, Executor):
+class LocalExecutor(UsesLocalHost, WarmPoolSettings, Executor):
     """Runs each notebook with papermill, as its owner, inside the profile's limits.
 
     Select it with ``c.SchedulerService.executor_class = "local"``. When the
@@ -247,91 +144,14 @@ class LocalExecutor(UsesLocalHost, Executor):
         """,
     ).tag(config=True)
 
-    warm_pool_size = Integer(
-        1,
-        min=0,
-        help="""
-        Warm processes kept ready per owner, profile and environment; 0 turns the pool off.
-
-        A warm process has imported papermill and started its kernel, as the
-        owner, in the profile's environment and limits, before any run comes:
-        a run handed to one starts its first cell in milliseconds rather than
-        the seconds a cold ``papermill`` takes. The scheduler asks for them
-        (:meth:`LocalExecutor.prewarm`) for jobs it expects to run again, and
-        each one used is replaced in the background. A kernel serves one run
-        and is never reused. A waiting process and its kernel hold about
-        100 MB, in a cgroup of their own with the profile's limits, which the
-        run then inherits. Profiles with GPUs always start cold. **Only
-        honoured by the local executor.**
-
-        Example::
-
-            c.LocalExecutor.warm_pool_size = 2
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    warm_pool_max = Integer(
-        4,
-        min=0,
-        help="""
-        Most warm processes on this machine at once, ready or starting, all owners together.
-
-        Caps the memory and processes the pool holds while nothing runs; when
-        it is reached, further owners' runs start cold.
-
-        Example::
-
-            c.LocalExecutor.warm_pool_max = 16
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    warm_idle_timeout = Float(
-        600,
-        min=0,
-        help="""
-        Seconds a warm process may wait for a run before it is stopped.
-
-        A job that runs less often than this pays a cold start unless the
-        scheduler warms it again before its next run.
-
-        Example::
-
-            c.LocalExecutor.warm_idle_timeout = 3600
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    warm_wait = Float(
-        3.0,
-        min=0,
-        help="""
-        Seconds a run may wait for a warm process of its owner and profile that
-        is already starting, rather than start a cold one.
-
-        Runs that come faster than the pool refills (a job run back to back,
-        a burst of webhook calls) find the next warm process still starting;
-        it started earlier, so it is ready sooner than a cold start begun now.
-        0 starts cold at once. A run never waits when none is starting.
-
-        Example::
-
-            c.LocalExecutor.warm_wait = 0
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._runs: dict[str, _Run] = {}
+        self._runs: dict[str, LocalRun] = {}
         self._driver: CgroupDriver | None = None
         self._allocator: GpuAllocator | None = None
-        self.pool = WarmPool(self._stop_warm, self.log)
+        #: starts, hands over and stops warm processes; ``pool`` keeps them
+        self.warm = WarmStarter(self)
+        self.pool = self.warm.pool
 
     @property
     def run_as_root(self) -> bool:
@@ -364,7 +184,7 @@ class LocalExecutor(UsesLocalHost, Executor):
         if spec.run_id in self._runs:
             raise ExecutorError(f"Run {spec.run_id} is already running here.")
         loop = asyncio.get_running_loop()
-        run = _Run(spec, deadline=loop.time() + spec.timeout)
+        run = LocalRun(spec, deadline=loop.time() + spec.timeout)
         self._runs[spec.run_id] = run
         events: asyncio.Queue = asyncio.Queue()
         reporter = asyncio.create_task(self._report_progress(events, progress))
@@ -375,12 +195,12 @@ class LocalExecutor(UsesLocalHost, Executor):
                 await self._release(run)
                 events.put_nowait(None)
                 await reporter
-            return self._report(run)
+            return run_report(run)
         finally:
             reporter.cancel()
             self._runs.pop(spec.run_id, None)
 
-    async def _run_steps(self, run: _Run, events: asyncio.Queue) -> None:
+    async def _run_steps(self, run: LocalRun, events: asyncio.Queue) -> None:
         spec = run.spec
         run.built = self._find_environment(spec.profile)
         run.outputs = spec.output_paths()
@@ -398,19 +218,20 @@ class LocalExecutor(UsesLocalHost, Executor):
         env = self._environment(run, gpus)
         cwd = os.path.abspath(spec.cwd or spec.output_dir)
         python = str(run.built.python)
-        warm = await self._take_warm(run, env)
+        warm = await self.warm.take(run, env)
         if warm is not None:
-            run.papermill_exit = await self._hand_over(run, warm, env, cwd)
+            run.papermill_exit = await self.warm.hand_over(run, warm, env, cwd)
         else:
-            await self._create_cgroup(run, gpus)
             # ``python -m papermill`` with its kernel on Unix sockets in the work folder,
             # whose names cannot collide as the TCP ports of kernels starting together do
-            # (warm.kernel_config); its arguments in the work folder (_prepare)
+            # (warm.kernel_config); its arguments in the work folder (_prepare); the run's
+            # cgroup is made for it, with the run's GPUs the only ones it may open
             run.papermill_exit = await self._spawn(
                 run,
                 [python, "-c", warm_protocol.PAPERMILL_CLI_CODE, str(run.workdir)],
                 env,
                 cwd,
+                gpus=gpus,
             )
         run.sink.on_line = None
         if run.papermill_exit == 0 and "html" in run.outputs and not run.stopping:
@@ -445,7 +266,7 @@ class LocalExecutor(UsesLocalHost, Executor):
         """The owner's account (as root), or the service's own user."""
         return await self.local_host.account(owner, ExecutorError)
 
-    def _prepare(self, run: _Run) -> None:
+    def _prepare(self, run: LocalRun) -> None:
         """Log, output directory and work folder (input copy, parameters); in a thread."""
         spec, user = run.spec, run.user
 
@@ -492,28 +313,22 @@ class LocalExecutor(UsesLocalHost, Executor):
         )
         own(args, 0o600)
 
-    def _allocate_gpus(self, run: _Run) -> list[str]:
+    def _allocate_gpus(self, run: LocalRun) -> list[str]:
         try:
             return self.allocator.allocate(run.spec.name, run.spec.profile.gpu)
         except GpuUnavailable as e:
             raise ExecutorError(str(e)) from None
 
-    async def _create_cgroup(self, run: _Run, gpus: list[str]) -> None:
-        await self._make_cgroup(run.cgroup, run.spec.profile, gpus)
-        run.cgroup_live = True
-
-    async def _make_cgroup(self, name: str, profile: Profile, gpus: list[str]) -> None:
-        # one of that name is left by a service that died mid-run; the run's GPUs are
-        # the only ones its cgroup may open
-        await self.local_host.make_cgroup(self.driver, name, profile, gpus)
-
-    def _environment(self, run: _Run, gpus: list[str]) -> dict[str, str]:
+    def _environment(self, run: LocalRun, gpus: list[str]) -> dict[str, str]:
         """The run's whole environment, built from nothing: no variable of the service leaks."""
         spec = run.spec
+        assert (
+            run.user is not None and run.built is not None
+        )  # the account and environment steps ran
         # the owner's secrets first: every variable the platform sets below wins over them
         env = dict(spec.secrets)
         env.update(spec.extra_env)
-        env.update(self._process_environment(run.user, run.built, spec.profile, gpus))
+        env.update(self.process_environment(run.user, run.built, spec.profile, gpus))
         env.update(
             {
                 "SHIPYARD_JOB_ID": spec.job_id,
@@ -524,7 +339,7 @@ class LocalExecutor(UsesLocalHost, Executor):
         return env
 
     @staticmethod
-    def _process_environment(
+    def process_environment(
         user: pwd.struct_passwd, built: BuiltEnvironment, profile: Profile, gpus: list[str]
     ) -> dict[str, str]:
         """What every process of an owner's profile gets, whatever the run (warm ones too)."""
@@ -537,10 +352,20 @@ class LocalExecutor(UsesLocalHost, Executor):
             extra={"SHIPYARD_PROFILE_JSON": json.dumps(profile.public_summary())},
         )
 
-    async def _spawn(self, run: _Run, argv: list[str], env: dict, cwd: str) -> int | None:
+    async def _spawn(
+        self,
+        run: LocalRun,
+        argv: list[str],
+        env: dict,
+        cwd: str,
+        *,
+        gpus: Sequence[str] | None = None,
+    ) -> int | None:
         """Run ``argv`` in the run's cgroup until it exits or the deadline; its exit status.
 
-        None when the run was stopped before the process could start.
+        With ``gpus`` (the run's first process) the run's cgroup is made for it,
+        with those GPUs; without, it joins the cgroup the run has. None when the
+        run was stopped before the process could start.
         """
         loop = asyncio.get_running_loop()
         if run.stopping:
@@ -548,33 +373,48 @@ class LocalExecutor(UsesLocalHost, Executor):
         if loop.time() >= run.deadline:
             run.timed_out = True
             return None
-        protocol = _Output(run.sink)
+        assert run.user is not None  # the account step ran
+        protocol = ProcessOutput(run.sink)
+        request = LaunchRequest(
+            user=run.user,
+            profile=run.spec.profile,
+            argv=argv,
+            env=env,
+            driver=self.driver,
+            cgroup=run.cgroup,
+            cwd=cwd,
+            gpus=gpus or (),
+            create_cgroup=gpus is not None,
+        )
+        if request.create_cgroup:
+            # live from now on: a cancel kills what is in it, the release removes it
+            run.cgroup_live = True
         try:
             # papermill (or nbconvert) dies with the service, even by kill -9
-            transport = await spawn(
-                protocol,
-                argv,
-                env=env,
-                cwd=cwd,
-                driver=self.driver,
-                cgroup=run.cgroup,
-                user=run.user,
-                run_as_root=self.run_as_root,
-            )
+            launched = await self.local_host.launch(request, protocol)
+        except CgroupFailed:
+            raise  # the host refused the run's cgroup: not papermill's failure to start
         except (OSError, subprocess.SubprocessError) as e:
             if run.stopping:  # cancelled meanwhile: the cgroup it was to join is gone
                 return None
             what = "papermill" if argv[2] == warm_protocol.PAPERMILL_CLI_CODE else argv[2]
             raise ExecutorError(f"Could not start {what}: {e}") from None
-        return await self._wait(run, transport, protocol)
+        assert launched.transport is not None  # output="pipe"
+        return await self.wait_for_exit(run, launched.transport, protocol)
 
-    async def _wait(
-        self, run: _Run, transport: asyncio.SubprocessTransport, protocol: _Output
+    async def wait_for_exit(
+        self, run: LocalRun, transport: asyncio.SubprocessTransport, protocol: ProcessOutput
     ) -> int | None:
-        """Wait for the run's process until it exits or the deadline; its exit status."""
+        """Wait for the run's process until it exits or the deadline; its exit status.
+
+        A cold process, or a warm one handed the run (:meth:`.warmstart.WarmStarter.hand_over`).
+        """
         loop = asyncio.get_running_loop()
         run.pid = transport.get_pid()
         try:
+            if run.stopping:
+                # cancelled while it started (its cgroup was being made): it must not run on
+                await self._kill(run)
             try:
                 await asyncio.wait_for(
                     asyncio.shield(protocol.exited), max(0.0, run.deadline - loop.time())
@@ -598,7 +438,7 @@ class LocalExecutor(UsesLocalHost, Executor):
             run.pid = None
             transport.close()
 
-    async def _kill(self, run: _Run) -> None:
+    async def _kill(self, run: LocalRun) -> None:
         """Kill every process of the run (the cgroup stays, empty, until released)."""
         if self.driver.enforces_total:
             if run.cgroup_live:
@@ -608,7 +448,7 @@ class LocalExecutor(UsesLocalHost, Executor):
         elif run.pid is not None:
             kill_tree(run.pid)
 
-    async def _release(self, run: _Run) -> None:
+    async def _release(self, run: LocalRun) -> None:
         """Kill what is left, remove the cgroup, free the GPUs and the work folder."""
         try:
             if run.cgroup_live or self.driver.exists(run.cgroup):
@@ -621,7 +461,7 @@ class LocalExecutor(UsesLocalHost, Executor):
             if run.workdir is not None:
                 await asyncio.to_thread(shutil.rmtree, run.workdir, True)
             if run.cgroup.startswith("warm-"):  # it ran in a warm process: its kernel's sockets
-                await asyncio.to_thread(shutil.rmtree, self._warm_sockets(run.cgroup), True)
+                await asyncio.to_thread(shutil.rmtree, WarmStarter.sockets(run.cgroup), True)
             if run.sink is not None:
                 run.sink.close()
 
@@ -635,64 +475,6 @@ class LocalExecutor(UsesLocalHost, Executor):
                 self.log.exception("Progress callback failed for cell %d of %d", *event)
 
     # ------------------------------------------------------------ report
-
-    def _report(self, run: _Run) -> RunReport:
-        spec = run.spec
-        outputs = existing_outputs(run.outputs)
-        common = {
-            "outputs": outputs,
-            "env_digest": run.built.digest,
-            "mlflow_run_id": read_mlflow_run_id(spec.result_file),
-            "log_path": spec.log_path,
-        }
-        if run.cancelled:
-            return RunReport(RunStatus.CANCELLED, "Cancelled while running.", **common)
-        if run.timed_out:
-            return RunReport(
-                RunStatus.TIMED_OUT,
-                f"Stopped after the job's timeout of {spec.timeout:g} seconds.",
-                **common,
-            )
-        if run.papermill_exit == 0:
-            if "html" in run.outputs and run.html_exit != 0:
-                return RunReport(
-                    RunStatus.FAILED,
-                    f"The notebook ran, but converting it to HTML failed (nbconvert exit "
-                    f"status {run.html_exit}); see the log.",
-                    **common,
-                )
-            return RunReport(RunStatus.SUCCEEDED, **common)
-
-        notebook = read_notebook(outputs["ipynb"]) if "ipynb" in outputs else None
-        error = cell_error(notebook) if notebook is not None else None
-        last_cell = run.parser.last if run.parser else -1
-        if run.oom_kills:
-            limit = spec.profile.mem_limit_bytes
-            memory = f"memory limit of {format_memory(limit)}" if limit else "memory limit"
-            killed = f"A process of the run was killed for using more than the profile's {memory}"
-            if error is not None:
-                return RunReport(
-                    RunStatus.FAILED, f"{describe_error(error)}. {killed}.", error, **common
-                )
-            error = CellError(last_cell, None, "DeadKernelError", f"{killed}.")
-            return RunReport(
-                RunStatus.FAILED, f"Cell {last_cell}: {killed} (the kernel died).", error, **common
-            )
-        if error is not None:
-            return RunReport(RunStatus.FAILED, describe_error(error), error, **common)
-        if run.papermill_exit == DEAD_KERNEL_EXIT:
-            error = CellError(last_cell, None, "DeadKernelError", "Kernel died")
-            return RunReport(
-                RunStatus.FAILED,
-                f"The kernel died while running cell {last_cell}.",
-                error,
-                **common,
-            )
-        return RunReport(
-            RunStatus.FAILED,
-            f"papermill exited with status {run.papermill_exit}:\n{run.sink.tail()}",
-            **common,
-        )
 
     # -------------------------------------------------------- warm pool
 
@@ -720,23 +502,7 @@ class LocalExecutor(UsesLocalHost, Executor):
         int
             How many warm processes for this owner and profile are ready now.
         """
-        if not self._pooled(profile):
-            return 0
-        built = find_built(profile.environment, Path(self.local_host.environments_dir))
-        if built is None:
-            self.log.debug("Not pre-starting a kernel: %s is not built", profile.environment)
-            return 0
-        try:
-            user = await self._account(owner)
-        except ExecutorError as e:
-            self.log.warning("Not pre-starting a kernel for %s: %s", owner, e)
-            return 0
-        key = self._warm_key(owner, profile, built, user)
-        start = functools.partial(self._start_warm, key, user, built, profile)
-        if wait:
-            return await self.pool.fill(key, start, **self._pool_settings())
-        self.pool.fill_later(key, start, **self._pool_settings())
-        return self.pool.ready(key)
+        return await self.warm.prewarm(owner, profile, wait=wait)
 
     async def close(self) -> None:
         """Stop every warm process and remove its cgroup (the service calls it at shutdown).
@@ -773,7 +539,7 @@ class LocalExecutor(UsesLocalHost, Executor):
             for name in sorted(names):
                 self.driver.remove(name, self.local_host.cleanup_timeout)
                 if name.startswith("warm-"):
-                    shutil.rmtree(self._warm_sockets(name), True)
+                    shutil.rmtree(WarmStarter.sockets(name), True)
             return sorted(names)
 
         removed = await asyncio.to_thread(sweep)
@@ -790,159 +556,6 @@ class LocalExecutor(UsesLocalHost, Executor):
         name = job_name(run_id)
         if run_id not in self._runs and self.driver.enforces_total and self.driver.exists(name):
             await asyncio.to_thread(self.driver.remove, name, self.local_host.cleanup_timeout)
-
-    def _pooled(self, profile: Profile) -> bool:
-        # GPUs are chosen per run: a process started before cannot know its devices
-        return self.warm_pool_size > 0 and self.warm_pool_max > 0 and not profile.gpu
-
-    def _pool_settings(self) -> dict:
-        return {
-            "size": self.warm_pool_size,
-            "limit": self.warm_pool_max,
-            "idle_timeout": self.warm_idle_timeout,
-        }
-
-    @staticmethod
-    def _warm_key(
-        owner: str, profile: Profile, built: BuiltEnvironment, user: pwd.struct_passwd
-    ) -> WarmKey:
-        # everything a warm process was started with besides the owner: the limits of its
-        # cgroup, the profile it was told, and the environment build it imported
-        started_with = [
-            profile.public_summary(),
-            profile.cpu_limit_cores,
-            profile.cpu_guarantee_cores,
-            profile.mem_limit_bytes,
-            profile.mem_guarantee_bytes,
-            str(built.path),
-            built.shipyard_digest,
-        ]
-        fingerprint = hashlib.sha256(json.dumps(started_with, default=str).encode()).hexdigest()
-        return WarmKey(owner, user.pw_uid, profile.slug, built.digest, fingerprint)
-
-    async def _take_warm(self, run: _Run, env: dict[str, str]) -> WarmProcess | None:
-        """A warm process for exactly this run's owner, profile and build; or None.
-
-        One that is ready, or one already starting within :attr:`warm_wait`.
-        """
-        spec = run.spec
-        if not self._pooled(spec.profile) or run.stopping:
-            return None
-        left = run.deadline - asyncio.get_running_loop().time()
-        if left <= 0:
-            return None
-        key = self._warm_key(spec.owner, spec.profile, run.built, run.user)
-        warm = await self.pool.take_soon(key, min(self.warm_wait, left / 4))
-        if warm is None or run.stopping:
-            if warm is not None:
-                self.pool.discard(warm, "its run was stopped while it started")
-            return None
-        start = functools.partial(self._start_warm, key, run.user, run.built, spec.profile)
-        self.pool.fill_later(key, start, **self._pool_settings())  # the next run's
-        if not set(warm.env) <= set(env):  # cannot happen: both come from one function
-            self.log.warning("Pre-started kernel %s does not fit run %s", warm.cgroup, spec.run_id)
-            self.pool.discard(warm, "it does not fit the run's environment")
-            return None
-        return warm
-
-    async def _hand_over(
-        self, run: _Run, warm: WarmProcess, env: dict[str, str], cwd: str
-    ) -> int | None:
-        """Give the run to ``warm``; from here on it is the run's papermill, in the run's place."""
-        run.cgroup, run.cgroup_live = warm.cgroup, True
-        run.sink.note(f"running in a kernel started beforehand ({warm.cgroup})")
-        warm.protocol.hand_over(run.sink)
-        request = warm_protocol.request_line(
-            input=str(run.input),
-            output=str(run.outputs["ipynb"]),
-            parameters_file=str(run.parameters_file),
-            cwd=cwd,
-            # what the run has beyond what the process started with: its ids, result
-            # file and the owner's own settings
-            env={k: v for k, v in env.items() if warm.env.get(k) != v},
-        )
-        stdin = warm.transport.get_pipe_transport(0)
-        stdin.write(request)
-        stdin.close()
-        return await self._wait(run, warm.transport, warm.protocol)
-
-    async def _start_warm(
-        self, key: WarmKey, user: pwd.struct_passwd, built: BuiltEnvironment, profile: Profile
-    ) -> WarmProcess:
-        """Start a warm process as a cold papermill would start, and wait for its READY."""
-        name = f"warm-{slugs.user_slug(f'{key.owner}-{secrets.token_hex(4)}')}"
-        env = self._process_environment(user, built, profile, [])
-        cwd = user.pw_dir if os.path.isdir(user.pw_dir) else "/"
-        protocol = _Output(None, self.log, name)
-        transport = None
-        try:
-            await self._make_cgroup(name, profile, [])  # a warm process has no GPU
-            sockets = self._warm_sockets(name)
-            await asyncio.to_thread(self._private_folder, sockets, user)
-            # it dies with the service, even by kill -9, as papermill does
-            transport = await spawn(
-                protocol,
-                [str(built.python), "-m", WARM_MODULE, str(sockets)],
-                env=env,
-                cwd=cwd,
-                driver=self.driver,
-                cgroup=name,
-                user=user,
-                run_as_root=self.run_as_root,
-                stdin=subprocess.PIPE,
-            )
-            await asyncio.wait(
-                {protocol.ready, protocol.exited},
-                timeout=WARM_START_TIMEOUT,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if not protocol.ready.done():
-                if protocol.exited.done():
-                    raise ExecutorError(f"{name} exited with status {transport.get_returncode()}")
-                raise ExecutorError(f"{name} was not ready after {WARM_START_TIMEOUT}s")
-            return WarmProcess(key, name, transport.get_pid(), transport, protocol, env)
-        except BaseException:
-            await self._remove_warm(name, transport)
-            raise
-
-    async def _stop_warm(self, warm: WarmProcess) -> None:
-        """End of input first (the kernel shuts down cleanly), then the cgroup goes."""
-        try:
-            with contextlib.suppress(Exception):
-                warm.transport.get_pipe_transport(0).close()
-            # also a future of an event loop that is gone: then there is nothing to wait for
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(warm.protocol.exited), WARM_STOP_GRACE)
-            await self._remove_warm(warm.cgroup, warm.transport)
-        except Exception:
-            self.log.exception("Could not stop pre-started kernel %s", warm.cgroup)
-
-    async def _remove_warm(self, name: str, transport: asyncio.SubprocessTransport | None) -> None:
-        if self.driver.enforces_total:
-            await asyncio.to_thread(self.driver.remove, name, self.local_host.cleanup_timeout)
-        else:
-            if transport is not None and transport.get_pid() is not None:
-                kill_tree(transport.get_pid())
-            self.driver.remove(name)
-        if transport is not None:
-            with contextlib.suppress(Exception):  # of a closed event loop
-                transport.close()
-        await asyncio.to_thread(shutil.rmtree, self._warm_sockets(name), True)
-
-    @staticmethod
-    def _warm_sockets(name: str) -> Path:
-        """The folder of warm process ``name``'s kernel sockets; removed with its cgroup.
-
-        Named by a digest of ``name``, which holds the owner's name: the folder is on the
-        warm process's command line, which every account of the machine reads.
-        """
-        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / f"shipyard-warm-{digest}"
-
-    def _private_folder(self, path: Path, user: pwd.struct_passwd) -> None:
-        os.mkdir(path, 0o700)  # fails on anything already there, a link included
-        if self.run_as_root:
-            os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
 
     # ------------------------------------------------------------ cancel
 

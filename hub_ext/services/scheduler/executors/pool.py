@@ -3,8 +3,9 @@
 A cold run pays for ``python -m papermill`` importing its libraries and
 starting a kernel (about two seconds) before its first cell. A *warm process*
 (:mod:`.warm`) has done both before any run came, and waits: handed a run,
-its first cell starts within milliseconds. :class:`~.local.LocalExecutor`
-starts and runs them; this module only keeps them.
+its first cell starts within milliseconds. :class:`~.warmstart.WarmStarter`
+starts them and hands them their runs, for :class:`~.local.LocalExecutor`;
+this module only keeps them.
 
 Requirements, and how they are met:
 
@@ -60,7 +61,7 @@ class WarmKey:
 
 @dataclass(eq=False)
 class WarmProcess:
-    """One started warm process, as :class:`~.local.LocalExecutor` started it."""
+    """One started warm process, as :class:`~.warmstart.WarmStarter` started it."""
 
     key: WarmKey
     #: the cgroup it runs in, and its run will
