@@ -16,10 +16,9 @@ and each of the three holds a :class:`LocalHost` (its ``local_host``) that it st
 processes through: :meth:`LocalHost.account` (the owner's account),
 :meth:`LocalHost.environment` (the profile's built environment), then
 :meth:`LocalHost.launch`, the one path that makes the process's cgroup and
-starts it as its owner (:mod:`hub_ext.host.launch`). The spawner and the
-executor start every process through it; the deployer's backend still starts
-its replicas with :meth:`LocalHost.preexec` and its own ``Popen`` (a detached
-process writing to a FIFO, which :meth:`LocalHost.launch` also covers).
+starts it as its owner (:mod:`hub_ext.host.launch`): a server (output to the
+hub's), a run (output piped back to the executor) and a replica (detached,
+writing to a FIFO so that it outlives the deployer) alike.
 
 **How the setting reaches the services.** The scheduler and the deployer are
 processes of their own with their own traitlets config. The hub passes the
@@ -44,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-from collections.abc import Callable, Sequence
 
 from traitlets import Bool, CaselessStrEnum, Instance, Integer, List, Unicode, default, observe
 from traitlets.config import Configurable, LoggingConfigurable
@@ -322,34 +320,6 @@ class LocalHost(LoggingConfigurable):
             missing=missing,
             repair_home=repair_home,
         )
-
-    def preexec(
-        self,
-        driver: CgroupDriver,
-        cgroup: str,
-        user: pwd.struct_passwd,
-        *,
-        dies_with_parent: bool = True,
-        chdir_home: bool = False,
-    ) -> Callable[[], None]:
-        """Between fork and exec: join ``cgroup``, become ``user`` (as root), and so on.
-
-        See :func:`hub_ext.host.localproc.make_preexec`.
-        """
-        return localproc.make_preexec(
-            driver,
-            cgroup,
-            user,
-            self.run_as_root,
-            dies_with_parent=dies_with_parent,
-            chdir_home=chdir_home,
-        )
-
-    async def make_cgroup(
-        self, driver: CgroupDriver, name: str, profile: Profile, gpus: Sequence[str] = ()
-    ) -> None:
-        """Cgroup ``name`` with the profile's limits and ``gpus`` (one left there is removed)."""
-        await localproc.make_cgroup(driver, name, profile, self.cleanup_timeout, gpus)
 
     async def launch(
         self, request: LaunchRequest, protocol: asyncio.SubprocessProtocol | None = None

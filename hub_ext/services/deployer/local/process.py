@@ -5,10 +5,9 @@ What the local backend needs of the host, and nothing of versions or health:
 - :class:`ReplicaHost`: the cgroup driver under ``<c.LocalHost.cgroup_parent>-models``
   and the GPU allocator, opened on first use (opening the driver probes the host and
   logs when limits cannot be enforced); making, killing and removing a replica's cgroup;
-- :func:`spawn`: the one ``Popen`` of a model server. **It is kept this small on
-  purpose**: it is the call to switch to the host's own launcher once
-  :mod:`hub_ext.host` has one, and nothing else here depends on how the process is
-  started;
+- :meth:`ReplicaHost.launch`: a model server started the one way every user process
+  starts here (:meth:`LocalHost.launch <hub_ext.host.local.LocalHost.launch>`), detached
+  and writing to its FIFO;
 - :class:`ReplicaProcess`: a replica started here or adopted, watched through a pidfd
   (a pid reused by another process is never taken for the replica);
 - :func:`make_output` and :func:`open_output`: the replica's output FIFO, which the
@@ -34,11 +33,12 @@ import random
 import socket
 import stat
 import subprocess
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from hub_ext.host.cgroups import CgroupDriver
 from hub_ext.host.gpus import GpuAllocator, GpuUnavailable
+from hub_ext.host.launch import CgroupFailed, LaunchRequest
 from hub_ext.host.local import LocalHost
 from hub_ext.host.localproc import kill_cgroup, kill_tree
 from hub_ext.host.process import start_time
@@ -54,7 +54,7 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 class ReplicaHost:
-    """This machine as the replicas use it: their cgroups, GPUs and accounts' preexec.
+    """This machine as the replicas use it: their cgroups, GPUs and processes' start.
 
     Parameters
     ----------
@@ -101,24 +101,46 @@ class ReplicaHost:
         except GpuUnavailable as e:
             raise DeployFailed(str(e)) from None
 
-    async def make_cgroup(self, name: str, profile: Profile, gpus: Sequence[str]) -> None:
-        """The replica's cgroup with the profile's limits; its GPUs are all it may open.
+    async def launch(
+        self,
+        replica_cgroup: str,
+        user: pwd.struct_passwd,
+        profile: Profile,
+        gpus: Sequence[str],
+        argv: Sequence[str],
+        env: dict[str, str],
+        cwd: Path,
+        output: int,
+    ) -> subprocess.Popen:
+        """Start a model server through :meth:`LocalHost.launch <hub_ext.host.local.LocalHost.launch>`.
 
-        One of that name may be left by a restart, or by a deployer that died: it is
-        replaced.
+        Its cgroup is made with the profile's limits and its GPUs (one of that name
+        left by a restart, or by a deployer that died, is replaced); it runs as the
+        owner, with its output to the FIFO ``output``, in a session of its own, and
+        detached: it outlives this deployer, to be adopted by the next one.
         """
+        request = LaunchRequest(
+            user=user,
+            profile=profile,
+            argv=argv,
+            env=env,
+            driver=self.driver,
+            cgroup=replica_cgroup,
+            cwd=str(cwd),
+            gpus=gpus,
+            output=output,
+            detached=True,
+        )
         try:
-            await self.local_host.make_cgroup(self.driver, name, profile, gpus)
-        except OSError as e:
-            raise DeployFailed(f"Could not create the replica's cgroup {name}: {e}") from None
-
-    def preexec(self, cgroup: str, user: pwd.struct_passwd) -> Callable[[], None]:
-        """Between fork and exec: join the cgroup, then become the owner (as root).
-
-        As :func:`hub_ext.host.localproc.make_preexec`, without its death with the
-        parent: a replica outlives the deployer, to be adopted by the next one.
-        """
-        return self.local_host.preexec(self.driver, cgroup, user, dies_with_parent=False)
+            launched = await self.local_host.launch(request)
+        except CgroupFailed as e:
+            raise DeployFailed(
+                f"Could not create the replica's cgroup {replica_cgroup}: {e}"
+            ) from None
+        except (OSError, subprocess.SubprocessError) as e:
+            raise DeployFailed(f"Could not start the model server: {e}") from None
+        assert launched.popen is not None  # not "pipe" output: a Popen
+        return launched.popen
 
     async def kill(self, cgroup: str, pid: int | None) -> None:
         """Kill every process of the replica (its cgroup stays until :meth:`remove_cgroup`)."""
@@ -133,25 +155,6 @@ class ReplicaHost:
             await asyncio.to_thread(self.driver.remove, cgroup, self.cleanup_timeout)
         else:
             self.driver.remove(cgroup)
-
-
-def spawn(
-    argv: Sequence[str], env: dict[str, str], cwd: Path, output: int, preexec: Callable[[], None]
-) -> subprocess.Popen:
-    """Start a model server: its output to the FIFO ``output``, in a session of its own.
-
-    The only place a replica's process is started (see the module docstring).
-    """
-    return subprocess.Popen(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        stdout=output,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=str(cwd),
-        preexec_fn=preexec,
-        start_new_session=True,
-    )
 
 
 class ReplicaProcess:

@@ -27,7 +27,6 @@ import contextlib
 import logging
 import os
 import signal
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from hub_ext.runtime.modelserver.contract import REPLICA_SECRET_ENV, options_env
 from ..backend import MODEL_SERVER_MODULE, DeployFailed, model_server_args
 from .health import RECYCLE_EXIT, HealthChecks, ReplicaSettings
 from .logs import ReplicaOutput
-from .process import ReplicaHost, ReplicaProcess, free_port, make_output, open_output, spawn
+from .process import ReplicaHost, ReplicaProcess, free_port, make_output, open_output
 from .records import Found, Records
 from .state import Replica, RunningVersion
 
@@ -197,7 +196,6 @@ class Replicas:
         spec = version.spec
         used = {r.port for v in self.versions.values() for r in v.replicas.values() if r.port}
         replica.port = free_port(used, self.settings.port_range)
-        await self.host.make_cgroup(replica.cgroup, spec.profile, replica.gpus)
         options = model_server_args(spec, "127.0.0.1", replica.port)
         if version.summary is not None:
             options += ["--training-summary", str(version.summary)]
@@ -212,12 +210,19 @@ class Replicas:
         # replaced by one that adopts it (see .records)
         reader, output = await asyncio.to_thread(make_output, self._output_path(replica))
         try:
-            popen = spawn(
-                argv, env, version.folder, output, self.host.preexec(replica.cgroup, version.user)
+            popen = await self.host.launch(
+                replica.cgroup,
+                version.user,
+                spec.profile,
+                replica.gpus,
+                argv,
+                env,
+                version.folder,
+                output,
             )
-        except (OSError, subprocess.SubprocessError) as e:
+        except DeployFailed:
             os.close(reader)
-            raise DeployFailed(f"Could not start the model server: {e}") from None
+            raise
         finally:
             os.close(output)
         replica.process = ReplicaProcess(popen.pid, start_time(popen.pid) or "", popen)
