@@ -58,6 +58,10 @@ and their rows are in the drill table.
 The drills run in the order 3, 1, 2, 4, 5, the other services, 6 (one scale-up, and
 the drill that restarts the hub last), and are printed in the order above.
 
+The hub, its services and the deployment are :mod:`bench.harness.platform` (the deployment
+made and read through the deployer's own client), the load :mod:`bench.harness.load`; this
+module holds the drills, the report and :func:`main`.
+
 Run it from the repository root, as root (it creates accounts and cgroups, and removes
 them at the end, on Ctrl-C and SIGTERM too)::
 
@@ -78,54 +82,36 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import functools
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as `python bench/chaos.py`
-    sys.path.insert(0, str(REPO))
+if __package__ in (None, ""):  # run as `python bench/chaos.py`: the repository's packages
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
 import requests  # noqa: E402
 
-from hub_ext.host.slugs import account_name  # noqa: E402
-from tests.hubtools import HubProcess, remove_cgroups, remove_test_accounts  # noqa: E402
+from bench.harness import REPO, until  # noqa: E402
+from bench.harness import log as _log  # noqa: E402
+from bench.harness.load import Answer, Load  # noqa: E402
+from bench.harness.platform import (  # noqa: E402
+    ACCOUNT_PREFIX,
+    ALL_SERVICES,
+    CGROUP_PARENT,
+    Platform,
+    alive,
+    make_model,
+)
+from tests.hubtools import remove_test_accounts  # noqa: E402
 
-ACCOUNT_PREFIX = "sychaos-"
-CGROUP_PARENT = "shipyard-bench-chaos"
-USER = "chaos"
-DEPLOYMENT = "drill"
-ALL_SERVICES = ("tracking", "scheduler", "deployer", "secrets", "audit")
-#: HubProcess's switch for each service (the audit *service*; the audit trail is always on)
-SERVICE_SWITCH = {
-    "tracking": "SHIPYARD_TRACKING",
-    "scheduler": "SHIPYARD_SCHEDULER",
-    "deployer": "SHIPYARD_DEPLOYER",
-    "secrets": "SHIPYARD_SECRETS",
-    "audit": "SHIPYARD_AUDIT_SERVICE",
-}
-PROFILES = """
-profiles:
-  - slug: serving
-    display_name: Serving
-    default: true
-    environment: model-server
-    cpu_limit: 1
-    mem_limit: 768Mi
-"""
-ROW = {"dataframe_split": {"columns": ["x"], "data": [[1.0]]}}
-PREDICTION = 3.0
 #: Seconds of the window before the signal (requests in flight at the signal count).
 BEFORE = 1.0
 #: Seconds of answers, all ok, that end a drill's window after its recovery.
@@ -134,330 +120,8 @@ NOTE = (
     "numbers from a loaded machine are pessimistic: restarts and outages take longer "
     "when other work shares the cores"
 )
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def until(predicate, timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` (an error counts as not yet) until true or ``timeout``; say which."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(requests.RequestException, psutil.Error, OSError, ValueError):
-            if predicate():
-                return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def make_model(place: Path) -> Path:
-    """A real scikit-learn model saved by MLflow (y = 2x + 1), readable by the account."""
-    import mlflow.sklearn
-    import numpy as np
-    import pandas as pd
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LinearRegression
-
-    x = pd.DataFrame({"x": np.arange(10, dtype=float)})
-    y = 2 * x["x"] + 1
-    path = place / "model"
-    # cloudpickle: MLflow 3 defaults to skops, which the model-server lock does not hold
-    mlflow.sklearn.save_model(
-        LinearRegression().fit(x, y),
-        path,
-        signature=infer_signature(x, y),
-        serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-    )
-    subprocess.run(["chmod", "-R", "a+rX", str(path)], check=True)  # noqa: S603, S607
-    return path
-
-
-# ------------------------------------------------------------------ the load
-
-
-@dataclass
-class Answer:
-    due: float  # when the request was due (monotonic)
-    done: float  # when its answer (or error) came
-    ok: bool
-    what: str  # "" when ok, else a short reason: the status code or the error's kind
-
-
-class Load:
-    """An open-loop load of ``rate`` requests per second; every answer kept."""
-
-    def __init__(self, url: str, token: str, rate: float, timeout: float):
-        self.url, self.token, self.rate, self.timeout = url, token, rate, timeout
-        self.answers: list[Answer] = []
-        self.pending: set[float] = set()  # due times of requests not answered yet
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.local = threading.local()
-        # enough threads for every request of a full request timeout at a low rate; at
-        # 40/s a queue forms only while answers take longer than the pool lasts
-        self.pool = ThreadPoolExecutor(max(16, min(200, int(rate * 4))), "chaos-load")
-        self.clock = threading.Thread(target=self._tick, name="chaos-clock", daemon=True)
-
-    def start(self) -> Load:
-        self.clock.start()
-        return self
-
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.clock.is_alive():
-            self.clock.join()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def _tick(self) -> None:
-        interval = 1 / self.rate
-        due = time.monotonic()
-        while not self.stopping.is_set():
-            with self.lock:
-                self.pending.add(due)
-            self.pool.submit(self._one, due)
-            due += interval
-            self.stopping.wait(max(0.0, due - time.monotonic()))
-
-    def _one(self, due: float) -> None:
-        session = getattr(self.local, "session", None)
-        if session is None:
-            session = self.local.session = requests.Session()
-            session.headers["Authorization"] = f"token {self.token}"
-        try:
-            r = session.post(self.url, json=ROW, timeout=self.timeout)
-            if r.status_code == 200:
-                try:
-                    ok = abs(r.json()["predictions"][0] - PREDICTION) < 1e-6
-                except (ValueError, KeyError, IndexError, TypeError):
-                    ok = False
-                what = "" if ok else "200 without the prediction"
-            else:
-                ok, what = False, describe(r)
-        except requests.Timeout:
-            ok, what = False, "no answer in time"
-        except requests.ConnectionError:
-            ok, what = False, "connection error"
-        except requests.RequestException as e:
-            ok, what = False, type(e).__name__
-        with self.lock:
-            self.answers.append(Answer(due, time.monotonic(), ok, what))
-            self.pending.discard(due)
-
-    def settled(self, since: float, seconds: float) -> bool:
-        """Whether ``seconds`` of requests due after ``since`` and after the last failure
-        are all answered, and ok."""
-        with self.lock:
-            later = [a for a in self.answers if a.due >= since]
-            failures = [a.due for a in later if not a.ok]
-            start = max(failures, default=since - 1e-3) + 1e-3
-            if any(start <= d <= start + seconds for d in self.pending):
-                return False
-        return max((a.due for a in later), default=0.0) >= start + seconds
-
-    def recent_ok(self, seconds: float = 1.0) -> bool:
-        """Whether the requests due in the last ``seconds`` that have answered were all ok."""
-        now = time.monotonic()
-        with self.lock:
-            recent = [a for a in self.answers if a.due >= now - seconds - 0.5]
-        return len(recent) >= self.rate * seconds * 0.5 and all(a.ok for a in recent)
-
-    def window(self, start: float, end: float) -> list[Answer]:
-        """The answers to the requests due in ``[start, end]``, once all have come."""
-        until(lambda: not any(start <= d <= end for d in list(self.pending)), self.timeout + 10)
-        with self.lock:
-            return sorted((a for a in self.answers if start <= a.due <= end), key=lambda a: a.due)
-
-
-def describe(r: requests.Response) -> str:
-    """A failed answer in a few words: status, and the deployer's error code or the page."""
-    kind = "html" if "html" in r.headers.get("Content-Type", "") else ""
-    with contextlib.suppress(ValueError, AttributeError):
-        kind = r.json().get("error_code") or kind
-    return f"{r.status_code} {kind}".strip()
-
-
-# ------------------------------------------------------------------ the platform
-
-
-class Platform:
-    """The hub, its services and the deployment, and how to find and kill each process."""
-
-    def __init__(self, workdir: Path, services: list[str], log_dir: Path | None):
-        self.workdir = workdir
-        self.services = services
-        self.data_dir = workdir / "hub"
-        profiles = workdir / "profiles.yaml"
-        profiles.write_text(PROFILES)
-        homes = workdir / "homes"
-        homes.mkdir()
-        homes.chmod(0o755)  # the account must reach its home; mkdtemp makes 0700
-        env = {switch: "0" for switch in SERVICE_SWITCH.values()}
-        env.update({SERVICE_SWITCH[name]: "1" for name in services})
-        self.hub = HubProcess(
-            data_dir=self.data_dir,
-            profiles_file=profiles,
-            home_root=homes,
-            account_prefix=ACCOUNT_PREFIX,
-            cgroup_parent=CGROUP_PARENT,
-            extra_env=env,
-            log_path=log_dir / "hub.log" if log_dir else None,
-        )
-        hub_env = self.hub.env()
-        self.service_urls = {
-            hub_env[f"{SERVICE_SWITCH[name]}_URL"].rstrip("/") for name in ALL_SERVICES
-        }
-        self.token = ""
-        self.deployer = f"{self.hub.url}/services/deployer/"
-        self.invoke_url = f"{self.deployer}models/{USER}/{DEPLOYMENT}/invocations"
-
-    # ---------------------------------------------------------------- calls
-
-    def call(self, method: str, path: str, timeout: float = 10, **kwargs) -> requests.Response:
-        headers = {"Authorization": f"token {self.token}"}
-        return requests.request(
-            method, self.deployer + path, headers=headers, timeout=timeout, **kwargs
-        )
-
-    def service_healthy(self, name: str) -> bool:
-        url = f"{self.hub.url}/services/{name}/health"
-        headers = {"Authorization": f"Bearer {self.token}"} if name == "tracking" else {}
-        try:
-            return requests.get(url, headers=headers, timeout=5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def hub_answers(self) -> bool:
-        try:
-            return requests.get(f"{self.hub.url}/hub/api/", timeout=5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def ready_replicas(self) -> int:
-        r = self.call("GET", f"api/deployments/{DEPLOYMENT}/metrics")
-        if r.status_code != 200:
-            return -1
-        return ((r.json().get("versions") or {}).get("1") or {}).get("replicas_ready", 0)
-
-    def healthy(self, replicas: int) -> bool:
-        return (
-            self.hub_answers()
-            and all(self.service_healthy(name) for name in self.services)
-            and self.ready_replicas() == replicas
-            and len(self.replica_pids()) == replicas
-        )
-
-    # ------------------------------------------------------------ processes
-
-    def replica_pids(self) -> set[int]:
-        """The model servers of the bench's account (one process per replica)."""
-        try:
-            uid = pwd.getpwnam(account_name(USER, ACCOUNT_PREFIX)).pw_uid
-        except KeyError:  # not made yet
-            return set()
-        return {
-            p.pid
-            for p in psutil.process_iter(["uids", "cmdline", "status"])
-            if p.info["uids"]
-            and p.info["uids"].real == uid
-            and p.info["status"] != psutil.STATUS_ZOMBIE
-            and "hub_ext.runtime.modelserver" in (p.info["cmdline"] or [])
-        }
-
-    def ours(self, proc: psutil.Process) -> bool:
-        """Whether ``proc`` was started for this bench's hub: its data folder or one of its
-        services' addresses (the audit service is given no data folder) in its environment."""
-        try:
-            environ = proc.environ()
-        except psutil.Error:
-            return False
-        data = environ.get("SHIPYARD_DATA_DIR")
-        if data and Path(data).resolve() == self.data_dir.resolve():
-            return True
-        return environ.get("JUPYTERHUB_SERVICE_URL", "").rstrip("/") in self.service_urls
-
-    def service_pid(self, name: str) -> int | None:
-        """The process of service ``name`` (``-m hub_ext.services.<name>``) of this hub."""
-        module = f"hub_ext.services.{name}"
-        for proc in psutil.process_iter(["cmdline", "status"]):
-            cmd = proc.info["cmdline"] or []
-            if (
-                module in cmd
-                and cmd[cmd.index(module) - 1] == "-m"
-                and proc.info["status"] != psutil.STATUS_ZOMBIE
-                and self.ours(proc)
-            ):
-                return proc.pid
-        return None
-
-    def proxy_pid(self) -> int | None:
-        try:
-            pid = int((self.data_dir / "proxy.pid").read_text())
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if b"configurable-http-proxy" in cmd and alive(pid) else None
-
-    def leftovers(self) -> list[psutil.Process]:
-        """Every live process this bench's hub started that is still running."""
-        found = []
-        for proc in psutil.process_iter(["status"]):
-            if proc.pid != os.getpid() and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                if self.ours(proc):
-                    found.append(proc)
-        return found
-
-    # ------------------------------------------------------------ lifecycle
-
-    def start(self) -> None:
-        self.hub.start(timeout=120)
-        self.token = self.hub.create_user(USER)
-
-    def restart_hub(self, timeout: float = 120) -> None:
-        """Start the hub again, as an operator reruns ``shipyard up`` (same folder, ports)."""
-        with contextlib.suppress(Exception):
-            self.hub._log.close()
-        self.hub.start(timeout=timeout)
-
-    def deploy(self, model: Path, replicas: int) -> None:
-        body = {"name": DEPLOYMENT, "model_uri": str(model), "replicas": replicas}
-        r = self.call("POST", "api/deployments", json={**body, "profile": "serving"}, timeout=120)
-        if r.status_code != 201:
-            raise RuntimeError(f"deploying the model: {r.status_code} {r.text[:300]}")
-
-    def scale(self, replicas: int) -> None:
-        r = self.call(
-            "PATCH", f"api/deployments/{DEPLOYMENT}", json={"replicas": replicas}, timeout=120
-        )
-        if r.status_code != 200:
-            raise RuntimeError(f"scaling to {replicas}: {r.status_code} {r.text[:300]}")
-
-    def stop(self) -> None:
-        """Stop the hub as Ctrl-C does, then end whatever of this bench still runs."""
-        with contextlib.suppress(Exception):
-            self.hub.stop()
-        for proc in self.leftovers():
-            log(f"still running after the hub's stop, killed: {proc.pid} {proc.cmdline()[:4]}")
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        pid = self.proxy_pid()
-        if pid:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        remove_test_accounts(ACCOUNT_PREFIX)  # kills the account's processes (replicas, runs)
-        for parent in (CGROUP_PARENT, f"{CGROUP_PARENT}-models", f"{CGROUP_PARENT}-jobs"):
-            with contextlib.suppress(Exception):
-                remove_cgroups(parent)
+#: progress with the time of day, to read beside the hub's log
+log = functools.partial(_log, clock=True)
 
 
 # ------------------------------------------------------------------ drills

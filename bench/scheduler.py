@@ -42,27 +42,29 @@ Shipyard is the real thing, as tests/test_scheduler_service.py starts it: a hub
 (:class:`tests.hubtools.HubProcess`) with the scheduler service and a config
 file, the ``base`` environment built in .shipyard-test/envs, a hub user with a
 system account (``sybench-``) and runs in cgroups (``shipyard-bench-jobs``); the
-profile has no CPU limit (nor has jupyter-scheduler) and 1Gi of memory.
+profile has no CPU limit (nor has jupyter-scheduler) and 1Gi of memory. The bench
+calls it through the scheduler's own client, as the users' magics do. Each
+contender is a harness in :mod:`bench.harness` (:mod:`~bench.harness.shipyard`,
+:mod:`~bench.harness.papermill`, :mod:`~bench.harness.jupyter_scheduler`, and
+:mod:`~bench.harness.cpu` for where the CPU went); this module holds the three
+benchmarks, the report and :func:`main`.
 
 Run it from the repository root, as root; it removes its accounts, cgroups,
 hub and jupyter server at the end (on Ctrl-C too)::
 
     make bench                                      # all three, 10 runs, 40 jobs
-    .venv/bin/python bench/scheduler.py --only a --runs 20
-    .venv/bin/python bench/scheduler.py --skip-jupyter-scheduler --json /tmp/sched.json
+    .venv/bin/python -m bench.scheduler --only a --runs 20
+    .venv/bin/python -m bench.scheduler --skip-jupyter-scheduler --json /tmp/sched.json
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -70,55 +72,24 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as `python bench/scheduler.py`
-    sys.path.insert(0, str(REPO))
+if __package__ in (None, ""):  # run as `python bench/scheduler.py`: the repository's packages
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
-import requests  # noqa: E402
-
-from hub_ext.environments.build import EnvironmentBuilder  # noqa: E402
-from hub_ext.environments.catalog import default_python, get_environment  # noqa: E402
-from hub_ext.host.accounts import _create  # noqa: E402
-from hub_ext.host.slugs import account_name  # noqa: E402
-from tests.conftest import TEST_ENVS_DIR  # noqa: E402
-from tests.hubtools import (  # noqa: E402
-    HubProcess,
-    cgroup_dirs,
-    free_port,
-    remove_cgroups,
-    remove_test_accounts,
-    wait_for,
+from bench.harness import log  # noqa: E402
+from bench.harness.cpu import CpuSplit  # noqa: E402
+from bench.harness.jupyter_scheduler import JupyterScheduler  # noqa: E402
+from bench.harness.notebook import first_cell_start  # noqa: E402
+from bench.harness.papermill import Papermill  # noqa: E402
+from bench.harness.shipyard import (  # noqa: E402
+    UNFINISHED,
+    Shipyard,
+    cgroup_processes,
+    wait_for_idle_warm_kernel,
 )
+from hub_ext.environments.build import EnvironmentBuilder  # noqa: E402
+from hub_ext.environments.catalog import get_environment  # noqa: E402
+from tests.conftest import TEST_ENVS_DIR  # noqa: E402
 
-ACCOUNT_PREFIX = "sybench-"
-CGROUP_PARENT = "shipyard-bench"
-#: where tests/hub_config.py puts the scheduler's runs: ``<cgroup parent>-jobs``
-JOBS_CGROUP_PARENT = f"{CGROUP_PARENT}-jobs"
-USER = "bench"
-PROFILE = "bench"
-PROFILES = f"""
-profiles:
-  - slug: {PROFILE}
-    display_name: Bench
-    default: true
-    mem_limit: 1Gi
-"""
-SCHEDULER_CONFIG = """
-c.SchedulerService.max_concurrent_runs = {max_concurrent}
-c.SchedulerService.poll_interval = {poll_interval}
-c.LocalExecutor.warm_pool_size = {pool_size}
-c.LocalExecutor.warm_pool_max = {pool_max}
-"""
-CELLS = [
-    ("n = 10", ["parameters"]),
-    ("import math\nx = sum(range(n))", []),
-    ("y = math.sqrt(x)", []),
-    ("print(x, round(y, 3))", []),
-]
-WARM_NOTE = "running in a kernel started beforehand"
-JS_VENV = REPO / ".bench" / "jupyter-scheduler-venv"
-JS_REQUIREMENT = "jupyter_scheduler>=2.7,<3"
 JOB_POLL_S = 0.5  # (b): both schedulers polled alike
 RUN_POLL_S = 0.05  # (c)
 TARGET_LATENCY_S = 0.15
@@ -126,44 +97,15 @@ TARGET_THROUGHPUT = 2.0
 TARGET_OVERHEAD = 1.10
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def notebook() -> dict:
-    cells = [
-        {
-            "cell_type": "code",
-            "metadata": {"tags": tags},
-            "source": source,
-            "outputs": [],
-            "execution_count": None,
-        }
-        for source, tags in CELLS
-    ]
-    return {
-        "cells": cells,
-        "metadata": {
-            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
-        },
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-
-
-def first_cell_start(nb: dict) -> float:
-    """Epoch seconds at which papermill started the notebook's first cell."""
-    stamp = nb["cells"][0]["metadata"]["papermill"]["start_time"]
-    return datetime.fromisoformat(stamp).timestamp()
-
-
 def percentile(values: list[float], p: int) -> float:
+    """The ``p``-th percentile, inclusive method (one sample is its own percentile)."""
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
 def stats(values: list[float]) -> dict:
+    """Summary of a series of seconds, with the samples kept for ``--json``."""
     return {
         "n": len(values),
         "mean_s": statistics.fmean(values),
@@ -175,370 +117,11 @@ def stats(values: list[float]) -> dict:
     }
 
 
-# ------------------------------------------------------------------ Shipyard
-
-
-class Shipyard:
-    """A hub with the scheduler service, one user with an account, home and notebook."""
-
-    def __init__(self, scratch: Path, args: argparse.Namespace, log_dir: Path | None):
-        self.scratch = scratch
-        homes = scratch / "homes"
-        homes.mkdir()
-        homes.chmod(0o755)  # the account must reach its home
-        (scratch / "profiles.yaml").write_text(PROFILES)
-        self.settings = {
-            "max_concurrent_runs": args.max_concurrent or args.jobs,
-            "poll_interval": 1.0,
-            "warm_pool_size": args.warm_pool_size,
-            "warm_pool_max": args.warm_pool_max,
-        }
-        config = scratch / "scheduler_config.py"
-        config.write_text(
-            SCHEDULER_CONFIG.format(
-                max_concurrent=self.settings["max_concurrent_runs"],
-                poll_interval=self.settings["poll_interval"],
-                pool_size=self.settings["warm_pool_size"],
-                pool_max=self.settings["warm_pool_max"],
-            )
-        )
-        self.hub = HubProcess(
-            data_dir=scratch / "data",
-            profiles_file=scratch / "profiles.yaml",
-            account_prefix=ACCOUNT_PREFIX,
-            cgroup_parent=CGROUP_PARENT,
-            home_root=homes,
-            extra_env={"SHIPYARD_SCHEDULER": "1", "SHIPYARD_SCHEDULER_CONFIG": str(config)},
-            log_path=log_dir / "shipyard-hub.log" if log_dir else None,
-        )
-        self.homes = homes
-        self.base = f"{self.hub.url}/services/scheduler/"
-        self.token = ""
-        self.session = requests.Session()
-
-    def start(self) -> None:
-        self.hub.start()
-        wait_for(
-            lambda: requests.get(self.base + "health", timeout=5).status_code == 200,
-            60,
-            0.2,
-            "the scheduler to answer",
-        )
-        self.token = self.hub.create_user(USER)
-        self.session.headers["Authorization"] = f"token {self.token}"
-        account = account_name(USER, ACCOUNT_PREFIX)
-        self.account = _create(account, str(self.homes / account), f"bench user {USER}")
-        home = Path(self.account.pw_dir)
-        folder = home / "notebooks"
-        folder.mkdir(exist_ok=True)
-        path = folder / "bench.ipynb"
-        path.write_text(json.dumps(notebook()))
-        for p in (path, folder, home):
-            os.chown(p, self.account.pw_uid, self.account.pw_gid)
-
-    def stop(self) -> None:
-        self.hub.stop()
-
-    def service_pid(self) -> int | None:
-        """The scheduler service: the hub's child running ``hub_ext.services.scheduler``."""
-        for child in psutil.Process(self.hub.proc.pid).children():
-            if "hub_ext.services.scheduler" in " ".join(_cmdline(child.pid)):
-                return child.pid
-        return None
-
-    def proxy_pid(self) -> int | None:
-        try:
-            return int((self.hub.data_dir / "proxy.pid").read_text())
-        except (OSError, ValueError):
-            return None
-
-    def call(self, method: str, path: str, **kwargs) -> requests.Response:
-        r = self.session.request(method, self.base + path, timeout=120, **kwargs)
-        if r.status_code >= 400:
-            raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
-        return r
-
-    def create_job(self, name: str) -> dict:
-        body = {
-            "name": name,
-            "profile": PROFILE,
-            "source_path": "notebooks/bench.ipynb",
-            "triggers": [{"kind": "webhook"}],
-        }
-        return self.call("POST", "api/jobs", json=body).json()
-
-    def run_now(self, job_id: str) -> str:
-        return self.call("POST", f"api/jobs/{job_id}/runs", json={}).json()["id"]
-
-    def fire_webhook(self, job: dict) -> str:
-        r = requests.post(
-            self.base + f"api/webhooks/{job['id']}",
-            headers={"X-Shipyard-Webhook-Secret": job["webhook_secret"]},
-            timeout=60,
-        )
-        if r.status_code != 202:
-            raise RuntimeError(f"webhook: {r.status_code} {r.text}")
-        return r.json()["run_id"]
-
-    def get_run(self, run_id: str) -> dict:
-        return self.call("GET", f"api/runs/{run_id}").json()
-
-    def wait_run(self, run_id: str, interval: float, timeout: float = 300) -> dict:
-        def ended():
-            run = self.get_run(run_id)
-            return run if run["status"] not in ("queued", "running") else None
-
-        return wait_for(ended, timeout, interval, f"run {run_id}")
-
-    def output(self, run_id: str) -> dict:
-        return self.call("GET", f"api/runs/{run_id}/output").json()
-
-    def log_text(self, run_id: str) -> str:
-        return self.call("GET", f"api/runs/{run_id}/log").json()["text"]
-
-    def used_warm_kernel(self, run_id: str) -> bool:
-        return WARM_NOTE in self.log_text(run_id)
-
-    def check(self, run: dict) -> None:
-        if run["status"] != "succeeded":
-            raise RuntimeError(f"run {run['id']} {run['status']}: {run['reason']}")
-
-
-def _cgroup_processes(prefix: str) -> dict[str, set[int]]:
-    """Processes of the scheduler's cgroups whose name starts with ``prefix``, by cgroup."""
-    found: dict[str, set[int]] = {}
-    for directory in cgroup_dirs(JOBS_CGROUP_PARENT):
-        if not directory.name.startswith(prefix):
-            continue
-        try:
-            pids = {int(p) for p in (directory / "cgroup.procs").read_text().split()}
-        except (OSError, ValueError):
-            continue
-        found.setdefault(directory.name, set()).update(pids)
-    return found
-
-
-def _cpu_seconds(pids: set[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            continue
-    return total
-
-
-def wait_for_idle_warm_kernel(timeout: float = 90) -> float:
-    """Wait until no run's cgroup is left and a warm kernel waits, idle; seconds waited."""
-    started = time.monotonic()
-    deadline = started + timeout
-    while time.monotonic() < deadline:
-        if _cgroup_processes("job-"):
-            time.sleep(0.1)
-            continue
-        warm = _cgroup_processes("warm-")
-        pids = set().union(*warm.values()) if warm else set()
-        with_kernel = any(
-            "ipykernel_launcher" in " ".join(_cmdline(pid))
-            for pids_ in warm.values()
-            for pid in pids_
-        )
-        if with_kernel:
-            before = _cpu_seconds(pids)
-            time.sleep(0.3)
-            if _cpu_seconds(pids) - before < 0.005:
-                return time.monotonic() - started
-        else:
-            time.sleep(0.1)
-    log(f"no idle warm kernel after {timeout}s: the next run may start cold")
-    return time.monotonic() - started
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return psutil.Process(pid).cmdline()
-    except psutil.Error:
-        return []
-
-
-# ------------------------------------------------------------------ papermill
-
-
-class Papermill:
-    """The same notebook with papermill in the ``base`` environment, as root, outside any hub."""
-
-    def __init__(self, scratch: Path, python: Path, env_bin: Path, log_dir: Path | None):
-        self.log_dir = log_dir
-        self.folder = scratch / "papermill"
-        self.folder.mkdir()
-        self.input = self.folder / "bench.ipynb"
-        self.input.write_text(json.dumps(notebook()))
-        self.python = str(python)
-        self.env = {
-            **{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
-            "PATH": os.pathsep.join([str(env_bin), os.environ.get("PATH", "")]),
-            "VIRTUAL_ENV": str(env_bin.parent),
-        }
-
-    def cold_cli(self) -> float:
-        """Seconds from starting ``python -m papermill`` to its first cell's start."""
-        output = self.folder / "cli-out.ipynb"
-        argv = [self.python, "-m", "papermill", str(self.input), str(output)]
-        argv += ["--log-output", "--no-progress-bar", "--log-level", "INFO"]
-        started = time.time()
-        proc = subprocess.run(  # noqa: S603
-            argv, env=self.env, cwd=self.folder, capture_output=True, text=True
-        )
-        if proc.returncode:
-            raise RuntimeError(f"papermill failed:\n{proc.stderr[-3000:]}")
-        return first_cell_start(json.loads(output.read_text())) - started
-
-    def warm_loop(self, runs: int) -> list[float]:
-        """``runs`` timed ``papermill.execute_notebook`` calls in one process (one uncounted first)."""
-        script = (
-            "import json, sys, time\n"
-            "import papermill\n"
-            "src, out, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
-            "times = []\n"
-            "for i in range(runs + 1):\n"
-            "    t = time.perf_counter()\n"
-            "    papermill.execute_notebook(src, out, progress_bar=False)\n"
-            "    times.append(time.perf_counter() - t)\n"
-            "    print(f'{time.time():.3f} call {i}: {times[-1]:.3f}s', file=sys.stderr)\n"
-            "print(json.dumps(times[1:]))\n"
-        )
-        output = self.folder / "loop-out.ipynb"
-        argv = [self.python, "-c", script, str(self.input), str(output), str(runs)]
-        proc = subprocess.run(  # noqa: S603
-            argv, env=self.env, cwd=self.folder, capture_output=True, text=True
-        )
-        if self.log_dir:
-            (self.log_dir / "papermill-loop.log").write_text(proc.stderr)
-        if proc.returncode:
-            raise RuntimeError(f"papermill loop failed:\n{proc.stderr[-3000:]}")
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-# ------------------------------------------------------------ jupyter-scheduler
-
-
-def ensure_jupyter_scheduler() -> Path:
-    """The jupyter-scheduler virtualenv under .bench/ (made on first use); its bin folder."""
-    bin_dir = JS_VENV / "bin"
-    if not (bin_dir / "jupyter-server").exists():
-        log(f"installing {JS_REQUIREMENT} and jupyterlab into {JS_VENV} (first run only)")
-        JS_VENV.parent.mkdir(exist_ok=True)
-        subprocess.run([default_python(), "-m", "venv", str(JS_VENV)], check=True)  # noqa: S603
-        pip = [str(bin_dir / "python"), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "--upgrade", "pip"], check=True)  # noqa: S603
-        subprocess.run([*pip, JS_REQUIREMENT, "jupyterlab"], check=True)  # noqa: S603
-    return bin_dir
-
-
-class JupyterScheduler:
-    """``jupyter server`` with jupyter_scheduler, on a free port, with a known token."""
-
-    def __init__(self, scratch: Path, log_dir: Path | None):
-        self.bin = ensure_jupyter_scheduler()
-        self.folder = scratch / "jupyter-scheduler"
-        self.root = self.folder / "root"
-        self.root.mkdir(parents=True)
-        (self.root / "bench.ipynb").write_text(json.dumps(notebook()))
-        self.port = free_port()
-        self.token = secrets.token_hex(24)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = (log_dir or self.folder) / "jupyter-server.log"
-        self.proc: subprocess.Popen | None = None
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"token {self.token}"
-        version = subprocess.run(  # noqa: S603
-            [str(self.bin / "python"), "-c", "import jupyter_scheduler as j; print(j.__version__)"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        self.version = version.stdout.strip()
-
-    def start(self) -> None:
-        env = {
-            **{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
-            "PATH": os.pathsep.join([str(self.bin), os.environ.get("PATH", "")]),
-            "JUPYTER_DATA_DIR": str(self.folder / "data"),
-            "JUPYTER_RUNTIME_DIR": str(self.folder / "runtime"),
-            "JUPYTER_CONFIG_DIR": str(self.folder / "config"),
-        }
-        argv = [
-            str(self.bin / "jupyter"),
-            "server",
-            "--no-browser",
-            "--allow-root",
-            "--ip=127.0.0.1",
-            f"--port={self.port}",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={self.root}",
-            f"--SchedulerApp.db_url=sqlite:///{self.folder / 'scheduler.sqlite'}",
-        ]
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(  # noqa: S603
-            argv,
-            env=env,
-            cwd=self.folder,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-        def up():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter server exited; see {self.log_path}")
-            try:
-                return self.session.get(self.url + "/scheduler/jobs", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_for(up, 60, 0.2, "jupyter server with jupyter_scheduler to answer")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            # its whole session: the server and any job process it spawned
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # job processes left behind
-        self._log.close()
-
-    def create_job(self, name: str) -> str:
-        body = {
-            "name": name,
-            "input_uri": "bench.ipynb",
-            "output_formats": ["ipynb"],
-            "runtime_environment_name": "python3",
-        }
-        r = self.session.post(self.url + "/scheduler/jobs", json=body, timeout=120)
-        if r.status_code != 200:
-            raise RuntimeError(f"POST /scheduler/jobs: {r.status_code} {r.text[:500]}")
-        return r.json()["job_id"]
-
-    def get_job(self, job_id: str) -> dict:
-        r = self.session.get(self.url + f"/scheduler/jobs/{job_id}", timeout=120)
-        r.raise_for_status()
-        return r.json()
-
-
 # ------------------------------------------------------------------ (a)
 
 
 def bench_latency(shipyard: Shipyard, papermill: Papermill, runs: int) -> dict:
+    """(a) Trigger to first cell: Shipyard's webhook with a warm kernel against a cold CLI."""
     job = shipyard.create_job("latency")
     log("(a) warm-up: one uncounted run of each (Shipyard's first run is cold)")
     shipyard.check(shipyard.wait_run(shipyard.fire_webhook(job), 0.1))
@@ -623,53 +206,11 @@ def _poll_until_done(ids: list[str], get, done) -> dict[str, dict]:
     return models
 
 
-def machine_cpu_seconds() -> float:
-    """CPU time the whole machine has spent busy since boot (all CPUs; idle and iowait excluded)."""
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
-def process_cpu(pid: int | None) -> tuple[float, float]:
-    """(own CPU seconds, CPU seconds of its reaped children) of process ``pid``."""
-    if pid is None:
-        return 0.0, 0.0
-    try:
-        t = psutil.Process(pid).cpu_times()
-    except psutil.Error:
-        return 0.0, 0.0
-    return t.user + t.system, t.children_user + t.children_system
-
-
-class CpuSplit:
-    """Where the machine's CPU went between :meth:`start` and :meth:`stop`, by process."""
-
-    def __init__(self, pids: dict[str, int | None]):
-        self.pids = pids
-
-    def sample(self) -> dict[str, tuple[float, float]]:
-        found = {name: process_cpu(pid) for name, pid in self.pids.items()}
-        found["bench client"] = process_cpu(os.getpid())
-        found["machine"] = (machine_cpu_seconds(), 0.0)
-        return found
-
-    def start(self) -> None:
-        self._before = self.sample()
-
-    def stop(self) -> dict[str, float]:
-        after = self.sample()
-        split = {}
-        for name, (own, children) in after.items():
-            own_before, children_before = self._before[name]
-            split[name] = own - own_before
-            if children - children_before > 0:
-                split[f"{name}: its reaped children"] = children - children_before
-        return split
-
-
 def bench_throughput_shipyard(shipyard: Shipyard, jobs: int) -> dict:
+    """(b) for Shipyard: ``jobs`` jobs, one run of each queued at once, until all have ended."""
     log(f"(b) Shipyard: creating {jobs} jobs")
     created = [shipyard.create_job(f"burst-{i:02d}") for i in range(jobs)]
-    warm_before = len(_cgroup_processes("warm-"))
+    warm_before = len(cgroup_processes("warm-"))
     cpu = CpuSplit(
         {
             "scheduler service": shipyard.service_pid(),
@@ -680,9 +221,7 @@ def bench_throughput_shipyard(shipyard: Shipyard, jobs: int) -> dict:
     log(f"(b) Shipyard: triggering {jobs} runs at once")
     cpu.start()
     first_post, run_ids = _burst(lambda i: shipyard.run_now(created[i]["id"]), jobs)
-    runs = _poll_until_done(
-        run_ids, shipyard.get_run, lambda r: r["status"] not in ("queued", "running")
-    )
+    runs = _poll_until_done(run_ids, shipyard.get_run, lambda r: r["status"] not in UNFINISHED)
     all_ended = time.time() - first_post
     cpu_split = cpu.stop()
     durations = [
@@ -717,11 +256,13 @@ def bench_throughput_shipyard(shipyard: Shipyard, jobs: int) -> dict:
 
 
 def _js_ended(job: dict) -> bool:
+    """Whether a jupyter-scheduler job has ended, well or not."""
     # a new job reads STOPPED until its process marks it IN_PROGRESS: not an end
     return job["status"] in ("COMPLETED", "FAILED")
 
 
 def bench_throughput_jupyter_scheduler(js: JupyterScheduler, jobs: int) -> dict:
+    """(b) for jupyter-scheduler: ``jobs`` jobs created at once, until all have ended."""
     log("(b) jupyter-scheduler: one uncounted job first")
     warmup = js.create_job("warm-up")
     done = _poll_until_done([warmup], js.get_job, _js_ended)[warmup]
@@ -759,6 +300,7 @@ def bench_throughput_jupyter_scheduler(js: JupyterScheduler, jobs: int) -> dict:
 
 
 def bench_overhead(shipyard: Shipyard, papermill: Papermill, runs: int) -> dict:
+    """(c) Per run, one after the other: Shipyard's runs against a papermill loop."""
     job = shipyard.create_job("overhead")
     log("(c) Shipyard: one uncounted run, then back to back")
     shipyard.check(shipyard.wait_run(shipyard.run_now(job["id"]), RUN_POLL_S))
@@ -795,6 +337,7 @@ def bench_overhead(shipyard: Shipyard, papermill: Papermill, runs: int) -> dict:
 
 
 def report(results: dict) -> None:
+    """Print the table of the parts that ran, with the ratios and the targets, on stdout."""
     settings = results["settings"]
     print()
     print("Shipyard scheduler benchmark: one notebook, 4 code cells (the first tagged parameters)")
@@ -915,6 +458,7 @@ def report(results: dict) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; refuses fewer than one run or job."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="timed runs for (a) and (c) (10)")
     parser.add_argument("--jobs", type=int, default=40, help="jobs submitted at once in (b) (40)")
@@ -938,6 +482,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Build the environment, start the contenders, run the parts, report, clean up."""
     args = parse_args(argv)
     if os.geteuid() != 0:
         print("run as root: the bench creates system accounts and cgroups", file=sys.stderr)
@@ -957,7 +502,13 @@ def main(argv: list[str] | None = None) -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="sybench-scheduler-"))
     scratch.chmod(0o755)  # the account's home is below it
-    shipyard = Shipyard(scratch, args, args.log_dir)
+    settings = {
+        "max_concurrent_runs": args.max_concurrent or args.jobs,
+        "poll_interval": 1.0,
+        "warm_pool_size": args.warm_pool_size,
+        "warm_pool_max": args.warm_pool_max,
+    }
+    shipyard = Shipyard(scratch, settings, args.log_dir)
     papermill = Papermill(scratch, built.env.python, built.env.bin, args.log_dir)
     js: JupyterScheduler | None = None
     results: dict = {
@@ -993,9 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         shipyard.stop()
         if js is not None:
             js.stop()
-        remove_test_accounts(ACCOUNT_PREFIX)
-        remove_cgroups(JOBS_CGROUP_PARENT)
-        remove_cgroups(CGROUP_PARENT)
+        shipyard.remove_accounts_and_cgroups()
         shutil.rmtree(scratch, ignore_errors=True)
 
 

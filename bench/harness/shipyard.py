@@ -1,0 +1,279 @@
+"""Shipyard as the benchmark times it: a real hub with the scheduler service, and one user.
+
+The hub is the real thing, as ``tests/test_scheduler_service.py`` starts it
+(:class:`tests.hubtools.HubProcess`): the scheduler service with a config file of the
+bench's settings, the ``base`` environment, a hub user with a system account
+(:data:`ACCOUNT_PREFIX`) whose runs go to cgroups under :data:`JOBS_CGROUP_PARENT`; the
+profile has no CPU limit (nor has jupyter-scheduler) and 1Gi of memory. These names are
+the bench's own, never a test session's: the tests' accounts are ``sy<tag>…-`` and their
+cgroups ``shipyard-test…`` (``tests.hubtools.tagged``), so ``SHIPYARD_TEST_TAG`` plays no
+part here, and the bench's clean-up cannot remove what a test run beside it made.
+
+Every call to the scheduler goes through
+:class:`~server_ext.clients.scheduler.client.SchedulerClient`, the client of the magics, the
+panel's handlers and ``shipyard jobs``: what is timed is the path users take, with its URL
+rules and error translation. Two calls are not the client's, because no user makes them
+with a hub token: the unauthenticated ``health`` probe while the hub starts, and the
+webhook, which an outside system fires with the job's secret in
+:data:`~server_ext.clients.scheduler.client.WEBHOOK_SECRET_HEADER` at the client's
+:meth:`~server_ext.clients.scheduler.client.SchedulerClient.webhook_url`.
+
+Runs that start in a pre-started kernel say so in their log (:data:`WARM_NOTE`); the
+kernels waiting for a run are found in their ``warm-*`` cgroups
+(:func:`wait_for_idle_warm_kernel`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+from hub_ext.host.accounts import _create
+from hub_ext.host.slugs import account_name
+from server_ext.clients.scheduler.client import WEBHOOK_SECRET_HEADER, SchedulerClient
+from tests.hubtools import (
+    HubProcess,
+    cgroup_dirs,
+    remove_cgroups,
+    remove_test_accounts,
+    wait_for,
+)
+
+from . import log
+from .cpu import cpu_seconds
+from .notebook import notebook
+
+ACCOUNT_PREFIX = "sybench-"
+CGROUP_PARENT = "shipyard-bench"
+#: where tests/hub_config.py puts the scheduler's runs: ``<cgroup parent>-jobs``
+JOBS_CGROUP_PARENT = f"{CGROUP_PARENT}-jobs"
+USER = "bench"
+PROFILE = "bench"
+PROFILES = f"""
+profiles:
+  - slug: {PROFILE}
+    display_name: Bench
+    default: true
+    mem_limit: 1Gi
+"""
+SCHEDULER_CONFIG = """
+c.SchedulerService.max_concurrent_runs = {max_concurrent_runs}
+c.SchedulerService.poll_interval = {poll_interval}
+c.LocalExecutor.warm_pool_size = {warm_pool_size}
+c.LocalExecutor.warm_pool_max = {warm_pool_max}
+"""
+#: What a run's log says when it ran in a kernel the pool had started.
+WARM_NOTE = "running in a kernel started beforehand"
+#: The notebook each job runs, relative to the user's home.
+SOURCE_PATH = "notebooks/bench.ipynb"
+#: Seconds any one call of the client may take (a burst of 40 POSTs on 2 cores is slow).
+CALL_TIMEOUT = 120.0
+#: A run in these states has not ended yet.
+UNFINISHED = ("queued", "running")
+
+
+class Shipyard:
+    """A hub with the scheduler service, one user with an account, home and notebook.
+
+    Parameters
+    ----------
+    scratch : Path
+        A world-traversable folder for the hub's data, the config and the user's home.
+    settings : dict
+        ``max_concurrent_runs``, ``poll_interval``, ``warm_pool_size``, ``warm_pool_max``:
+        written to the scheduler's config file.
+    log_dir : Path, optional
+        Where to keep the hub's log.
+    """
+
+    def __init__(self, scratch: Path, settings: dict, log_dir: Path | None):
+        self.settings = settings
+        homes = scratch / "homes"
+        homes.mkdir()
+        homes.chmod(0o755)  # the account must reach its home
+        (scratch / "profiles.yaml").write_text(PROFILES)
+        config = scratch / "scheduler_config.py"
+        config.write_text(SCHEDULER_CONFIG.format(**settings))
+        self.hub = HubProcess(
+            data_dir=scratch / "data",
+            profiles_file=scratch / "profiles.yaml",
+            account_prefix=ACCOUNT_PREFIX,
+            cgroup_parent=CGROUP_PARENT,
+            home_root=homes,
+            extra_env={"SHIPYARD_SCHEDULER": "1", "SHIPYARD_SCHEDULER_CONFIG": str(config)},
+            log_path=log_dir / "shipyard-hub.log" if log_dir else None,
+        )
+        self.homes = homes
+        #: the service behind the hub's proxy, as a user's server reaches it
+        self.url = f"{self.hub.url}/services/scheduler"
+        self.client: SchedulerClient | None = None
+
+    def start(self) -> None:
+        """Start the hub, wait for the scheduler, make the user, its account and notebook."""
+        self.hub.start()
+        wait_for(
+            lambda: requests.get(f"{self.url}/health", timeout=5).status_code == 200,
+            60,
+            0.2,
+            "the scheduler to answer",
+        )
+        self.client = SchedulerClient(self.url, self.hub.create_user(USER), CALL_TIMEOUT)
+        account = account_name(USER, ACCOUNT_PREFIX)
+        self.account = _create(account, str(self.homes / account), f"bench user {USER}")
+        home = Path(self.account.pw_dir)
+        folder = home / "notebooks"
+        folder.mkdir(exist_ok=True)
+        path = folder / "bench.ipynb"
+        path.write_text(json.dumps(notebook()))
+        for p in (path, folder, home):
+            os.chown(p, self.account.pw_uid, self.account.pw_gid)
+
+    def stop(self) -> None:
+        """Stop the hub (its proxy and services with it); again is harmless."""
+        self.hub.stop()
+
+    @staticmethod
+    def remove_accounts_and_cgroups() -> None:
+        """Remove the bench's ``sybench-`` accounts and ``shipyard-bench`` cgroups."""
+        remove_test_accounts(ACCOUNT_PREFIX)
+        remove_cgroups(JOBS_CGROUP_PARENT)
+        remove_cgroups(CGROUP_PARENT)
+
+    @property
+    def scheduler(self) -> SchedulerClient:
+        """The user's client of the scheduler, once :meth:`start` made the user."""
+        if self.client is None:
+            raise RuntimeError("the Shipyard harness is not started")
+        return self.client
+
+    # ------------------------------------------------------------ processes
+
+    def service_pid(self) -> int | None:
+        """The scheduler service: the hub's child running ``hub_ext.services.scheduler``."""
+        for child in psutil.Process(self.hub.proc.pid).children():
+            if "hub_ext.services.scheduler" in " ".join(cmdline(child.pid)):
+                return child.pid
+        return None
+
+    def proxy_pid(self) -> int | None:
+        """configurable-http-proxy, from the pid file the hub writes."""
+        try:
+            return int((self.hub.data_dir / "proxy.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    # ------------------------------------------------------------ the scheduler
+
+    def create_job(self, name: str) -> dict:
+        """A job of the bench notebook with a webhook trigger; the answer has its secret."""
+        body = {
+            "name": name,
+            "profile": PROFILE,
+            "source_path": SOURCE_PATH,
+            "triggers": [{"kind": "webhook"}],
+        }
+        return self.scheduler.create_job(body)
+
+    def run_now(self, job_id: str) -> str:
+        """Queue a run of the job (``POST api/jobs/<id>/runs``); its id."""
+        return self.scheduler.run_now(job_id)["id"]
+
+    def fire_webhook(self, job: dict) -> str:
+        """Run the job as an outside system would: its webhook, with its secret; the run's id."""
+        r = requests.post(
+            self.scheduler.webhook_url(job["id"]),
+            headers={WEBHOOK_SECRET_HEADER: job["webhook_secret"]},
+            timeout=60,
+        )
+        if r.status_code != 202:
+            raise RuntimeError(f"webhook: {r.status_code} {r.text}")
+        return r.json()["run_id"]
+
+    def get_run(self, run_id: str) -> dict:
+        """The run as the service describes it now."""
+        return self.scheduler.get_run(run_id)
+
+    def wait_run(self, run_id: str, interval: float, timeout: float = 300) -> dict:
+        """The run once it has ended, asked every ``interval`` seconds."""
+
+        def ended():
+            run = self.get_run(run_id)
+            return run if run["status"] not in UNFINISHED else None
+
+        return wait_for(ended, timeout, interval, f"run {run_id}")
+
+    def output(self, run_id: str) -> dict:
+        """The run's output notebook."""
+        _, content = self.scheduler.run_output(run_id)
+        return json.loads(content)
+
+    def log_text(self, run_id: str) -> str:
+        """All of an ended run's log."""
+        return "".join(chunk["text"] for chunk in self.scheduler.follow_log(run_id))
+
+    def used_warm_kernel(self, run_id: str) -> bool:
+        """Whether the run ran in a kernel the pool had started (its log says so)."""
+        return WARM_NOTE in self.log_text(run_id)
+
+    @staticmethod
+    def check(run: dict) -> None:
+        """Raise unless the run succeeded: a failed run's time is not the scheduler's."""
+        if run["status"] != "succeeded":
+            raise RuntimeError(f"run {run['id']} {run['status']}: {run['reason']}")
+
+
+# ------------------------------------------------------------ the warm pool
+
+
+def cmdline(pid: int) -> list[str]:
+    """The process's command line; empty once it is gone."""
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return []
+
+
+def cgroup_processes(prefix: str) -> dict[str, set[int]]:
+    """Processes of the scheduler's cgroups whose name starts with ``prefix``, by cgroup."""
+    found: dict[str, set[int]] = {}
+    for directory in cgroup_dirs(JOBS_CGROUP_PARENT):
+        if not directory.name.startswith(prefix):
+            continue
+        try:
+            pids = {int(p) for p in (directory / "cgroup.procs").read_text().split()}
+        except (OSError, ValueError):
+            continue
+        found.setdefault(directory.name, set()).update(pids)
+    return found
+
+
+def wait_for_idle_warm_kernel(timeout: float = 90) -> float:
+    """Wait until no run's cgroup is left and a warm kernel waits, idle; seconds waited.
+
+    Idle is no CPU used by the ``warm-*`` cgroups for 0.3 s, as a user's next run would find
+    the pool after the refill. Past ``timeout`` it says so and returns: the next run may then
+    start cold, and its log says which it was.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        if cgroup_processes("job-"):
+            time.sleep(0.1)
+            continue
+        warm = cgroup_processes("warm-")
+        pids = set().union(*warm.values()) if warm else set()
+        with_kernel = any("ipykernel_launcher" in " ".join(cmdline(pid)) for pid in pids)
+        if with_kernel:
+            before = cpu_seconds(pids)
+            time.sleep(0.3)
+            if cpu_seconds(pids) - before < 0.005:
+                return time.monotonic() - started
+        else:
+            time.sleep(0.1)
+    log(f"no idle warm kernel after {timeout}s: the next run may start cold")
+    return time.monotonic() - started
