@@ -47,6 +47,11 @@ from .api import (
     LogChunk,
     ParameterInfo,
     ParametersResponse,
+    ParameterValue,
+    PreviewCronRequest,
+    PreviewCronResponse,
+    PreviewParametersRequest,
+    PreviewParametersResponse,
     ProfileInfo,
     ProfilesResponse,
     ReplaceNotebookRequest,
@@ -54,6 +59,7 @@ from .api import (
     UpcomingResponse,
     WebhookResponse,
 )
+from .cron import every_hour
 from .errors import Conflict, Forbidden, Invalid, NotFound, SchedulerError
 from .models import (
     CreateJob,
@@ -69,10 +75,14 @@ from .notebooks import (
     check_notebook,
     declared_parameters,
     notebook_diff,
+    parameter_problem,
+    read_parameter_text,
 )
 from .paths import TooLarge, read_in_home
 from .store import JobStore
 from .triggers import KINDS
+from .triggers.cron import CronKind
+from .validation import check_parameter_name, check_parameter_value
 
 #: Longest a thread keeps the GIL while another waits for it (seconds; Python's default
 #: is 0.005). Store calls run in threads, but turning rows into models is Python work
@@ -305,6 +315,35 @@ class SchedulerCore:
                 times += kind.upcoming(trigger.trigger, trigger.next_fire_at, count)
         return UpcomingResponse(times=sorted(times)[:count])
 
+    # -- previews: what the service would say, before anything is saved
+
+    async def preview_cron(self, request: PreviewCronRequest) -> PreviewCronResponse:
+        """The next runs of a cron trigger (already checked, as a job's, by the request model)."""
+        kind = KINDS["cron"]
+        assert isinstance(kind, CronKind)
+        # the scheduler's own clock: a job made now gets its first tick after this instant
+        after = self.store.queue.now(request.after)
+        try:
+            times = await self._call(kind.preview, request, after, request.count)
+        except (ValueError, OverflowError) as e:  # croniter's errors are ValueErrors
+            raise Invalid(
+                f"cron expression {request.expression!r} has no {request.count} runs after "
+                f"{after.isoformat()}: {e}"
+            ) from None
+        return PreviewCronResponse(
+            expression=request.expression,
+            timezone=request.timezone,
+            every_hour=every_hour(request.expression),
+            times=times,
+        )
+
+    async def preview_parameters(
+        self, caller: Caller, request: PreviewParametersRequest
+    ) -> PreviewParametersResponse:
+        """The notebook's parameters, and each typed text read as a job would take it."""
+        data = await self._call(self._read_notebook, caller.name, None, request.notebook)
+        return await self._call(_preview_parameters, data, request.values)
+
     # -- runs
 
     async def run_now(self, caller: Caller, job_id: str, request: CreateRun) -> DescribeRun:
@@ -433,3 +472,38 @@ def home_resolver(prefix: str) -> Callable[[str], str | None]:
 
 
 __all__ = ["Caller", "HubDirectory", "SchedulerCore", "SchedulerError", "home_resolver"]
+
+
+def _preview_parameters(data: bytes, values: dict[str, str]) -> PreviewParametersResponse:
+    """What :meth:`SchedulerCore.preview_parameters` answers; blocking (papermill reads the file).
+
+    Each text is read as its parameter's type (:func:`.notebooks.read_parameter_text`),
+    then held to the rules a job's parameters are: the one parameter check
+    (:func:`.validation.check_parameters`, by name and by value) and the check against
+    the notebook (:func:`.notebooks.parameter_problem`). The first problem of each
+    parameter is its error; one parameter's error never hides another's.
+    """
+    try:
+        declared = declared_parameters(data)
+    except (ValueError, KeyError) as e:
+        raise Invalid(f"the notebook's parameters cell cannot be read: {e}") from None
+    answers = []
+    for name, text in values.items():
+        answer = ParameterValue(name=name, text=text)
+        try:
+            check_parameter_name(name)
+            value = read_parameter_text((declared or {}).get(name), name, text)
+            check_parameter_value(name, value)
+        except ValueError as e:  # pydantic's PydanticCustomError is one too
+            answer.error = str(e)
+        else:
+            answer.error = parameter_problem(declared, name, value)
+            if answer.error is None:
+                answer.value = value
+        answers.append(answer)
+    return PreviewParametersResponse(
+        has_parameters_cell=declared is not None,
+        parameters=[ParameterInfo(name=k, **v) for k, v in (declared or {}).items()],
+        values=answers,
+        valid=all(a.error is None for a in answers),
+    )

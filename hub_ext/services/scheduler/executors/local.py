@@ -89,6 +89,7 @@ from hub_ext.profiles.model import Profile
 from hub_ext.profiles.quantities import format_memory
 from hub_ext.runtime import warm as warm_protocol
 
+from ..models import RunStatus
 from .base import (
     RESULT_FILE_ENV,
     CellError,
@@ -99,7 +100,6 @@ from .base import (
     RunLog,
     RunReport,
     RunSpec,
-    RunStatus,
     cell_error,
     describe_error,
     existing_outputs,
