@@ -93,10 +93,11 @@ def cmd_list(args: argparse.Namespace, client, user: str | None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, client, user: str | None) -> int:
-    from server_ext.clients.scheduler.jobs import parse_parameters
+    from server_ext.clients.scheduler.jobs import parameter_values, split_parameters
 
-    params = parse_parameters(args.param)
+    texts = split_parameters(args.param)
     job = client.find_job(args.job, user)
+    params = parameter_values(client, client.job_notebook(job["id"]), texts)
     run = client.run_now(job["id"], params)
     print(f"Queued run {run['id']} of job {job['name']!r}.", flush=True)
     if not args.wait:
