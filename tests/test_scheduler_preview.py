@@ -321,6 +321,14 @@ def test_a_bad_typed_value_gets_its_own_message(sched, users):
             400,
             "at most 65536 characters",
         ),
+        (
+            {
+                "notebook": notebook("1", parameters="a = None\nb = None"),
+                "values": {"a": "x" * 40_000, "b": "y" * 40_000},
+            },
+            400,
+            "parameters are larger than 65536 bytes as JSON",
+        ),
         ({"notebook": notebook("x = '" + "y" * 500_000 + "'")}, 413, "over the limit"),
     ],
 )

@@ -17,6 +17,9 @@ event loop never waits on the database (STYLE rule 13):
   unavailable and refused (409) when the job is made, not failed at its run;
 - parameters must be declared by the notebook's ``parameters`` cell, with the
   right types (:mod:`.notebooks`), for the job and for each manual run;
+- the previews answer what those checks would, before anything is saved: a cron
+  trigger's next runs (the trigger kind's own arithmetic) and a notebook's parameters
+  with the values typed for them read and checked (:func:`_preview_parameters`);
 - a run's log and outputs are read only for callers who may see the run, and
   only from the service's own run folders.
 
@@ -35,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hub_ext.host import slugs
 from hub_ext.profiles.model import ProfileChoiceError
@@ -82,7 +85,7 @@ from .paths import TooLarge, read_in_home
 from .store import JobStore
 from .triggers import KINDS
 from .triggers.cron import CronKind
-from .validation import check_parameter_name, check_parameter_value
+from .validation import check_parameter_name, check_parameter_value, check_parameters
 
 #: Longest a thread keeps the GIL while another waits for it (seconds; Python's default
 #: is 0.005). Store calls run in threads, but turning rows into models is Python work
@@ -319,8 +322,7 @@ class SchedulerCore:
 
     async def preview_cron(self, request: PreviewCronRequest) -> PreviewCronResponse:
         """The next runs of a cron trigger (already checked, as a job's, by the request model)."""
-        kind = KINDS["cron"]
-        assert isinstance(kind, CronKind)
+        kind = cast(CronKind, KINDS["cron"])
         # the scheduler's own clock: a job made now gets its first tick after this instant
         after = self.store.queue.now(request.after)
         try:
@@ -471,9 +473,6 @@ def home_resolver(prefix: str) -> Callable[[str], str | None]:
     return home_of
 
 
-__all__ = ["Caller", "HubDirectory", "SchedulerCore", "SchedulerError", "home_resolver"]
-
-
 def _preview_parameters(data: bytes, values: dict[str, str]) -> PreviewParametersResponse:
     """What :meth:`SchedulerCore.preview_parameters` answers; blocking (papermill reads the file).
 
@@ -501,9 +500,18 @@ def _preview_parameters(data: bytes, values: dict[str, str]) -> PreviewParameter
             if answer.error is None:
                 answer.value = value
         answers.append(answer)
+    valid = all(a.error is None for a in answers)
+    if valid:
+        try:  # each value is within the bounds; all of them together must be too
+            check_parameters({a.name: a.value for a in answers})
+        except ValueError as e:
+            raise Invalid(str(e)) from None
     return PreviewParametersResponse(
         has_parameters_cell=declared is not None,
         parameters=[ParameterInfo(name=k, **v) for k, v in (declared or {}).items()],
         values=answers,
-        valid=all(a.error is None for a in answers),
+        valid=valid,
     )
+
+
+__all__ = ["Caller", "HubDirectory", "SchedulerCore", "SchedulerError", "home_resolver"]
