@@ -210,7 +210,8 @@ def add_parser(subparsers) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a parameter for this run: a JSON value (3, true, '\"3\"'), else a string",
+        help="a parameter for this run; the scheduler reads VALUE as the notebook's parameters "
+        "cell declares it (3, 0.5, True, [1, 2], a string as typed)",
     )
     jrun.add_argument(
         "--wait", action="store_true", help="show its cells as they run; exit 1 unless it succeeds"

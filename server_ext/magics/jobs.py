@@ -61,8 +61,8 @@ class JobMagics(ShipyardMagics):
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="A parameter of the notebook's parameters cell: a JSON value (3, true, '\"3\"'), "
-        "else a string. Repeat for more.",
+        help="A parameter of the notebook's parameters cell; the scheduler reads VALUE as the "
+        "cell declares it (3, 0.5, True, [1, 2], a string as typed). Repeat for more.",
     )
     @argument(
         "--profile",
