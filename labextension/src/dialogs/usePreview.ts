@@ -50,8 +50,8 @@ export function usePreview<K, T>(
       clearTimeout(timer);
       controller.abort();
     };
-    // the key's JSON stands for the key: a new object with the same content asks nothing
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // the key's JSON stands for the key (a new object with the same content asks nothing);
+    // ``ask`` is a new function at each render and is not a reason to ask again
   }, [serial, delay]);
   return state;
 }
