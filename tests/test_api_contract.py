@@ -78,6 +78,18 @@ EXCEPTIONS = {
             "the new notebook must declare the job's parameters; a job without source_path "
             "needs a notebook sent",
         ),
+        (
+            "POST",
+            "/api/previews/cron",
+            "the cron expression must parse and fire, as a job's must (POST /api/jobs); the "
+            "next runs must fall before the year 10000",
+        ),
+        (
+            "POST",
+            "/api/previews/parameters",
+            "the notebook's parameters cell must be one papermill's inspector can read, as "
+            "for POST /api/jobs",
+        ),
         *[
             (
                 "GET",
@@ -105,7 +117,11 @@ EXCEPTIONS = {
 }
 #: Operations that take a notebook: its size in bytes is bounded by the service's
 #: max_notebook_size (413), and JSON Schema bounds lengths and counts, not serialised bytes.
-TOO_LARGE = {("POST", "/api/jobs"), ("PUT", "/api/jobs/{job_id}/notebook")}
+TOO_LARGE = {
+    ("POST", "/api/jobs"),
+    ("PUT", "/api/jobs/{job_id}/notebook"),
+    ("POST", "/api/previews/parameters"),
+}
 #: What schemathesis expects of a schema-valid request by default, plus the 400 of EXCEPTIONS.
 _ACCEPTED_OR_EXCEPTED = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
@@ -491,6 +507,8 @@ NOT_PER_OBJECT = {
         ("GET", "/health"): "the service's health, public",
         ("GET", "/metrics"): "the process's metrics, for hub admins only",
         ("GET", "/api/profiles"): "the caller's own profiles",
+        ("POST", "/api/previews/cron"): "a preview of the body sent: names no object",
+        ("POST", "/api/previews/parameters"): "a preview of the notebook sent: names no object",
         ("GET", "/api/jobs"): "a listing of what the caller may see (?owner= filters it)",
         ("POST", "/api/jobs"): "makes a job of the caller's own",
         ("GET", "/api/notifications"): "a listing of the caller's own notifications",

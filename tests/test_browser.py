@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import json
 import os
+import pwd
 import re
 import threading
 from pathlib import Path
@@ -26,10 +28,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from hub_ext.host.slugs import account_name
+
 from .browser import CHROMIUM, panel_section
 from .conftest import TEST_PROFILES, built_environment, needs_root
 from .hubtools import free_port, tagged, wait_for
-from .services import service_hub
+from .services import notebook, service_hub
 
 #: The test profiles, and one on the data-science environment (scikit-learn, pandas) that
 #: both the notebook and its model servers run in.
@@ -366,3 +370,59 @@ def test_login_schedule_run_deploy_and_roll_back_in_the_browser(platform, page):
     with page.context.expect_page() as opened:
         link.click()
     mlflow_ui_shows_only_own_work(opened.value, hub, token, run_id, other)
+
+    # -- a notebook with parameters: the Schedule dialog shows what the scheduler makes of
+    # the cron expression and of each value typed, while it is typed
+    schedule_with_parameters(page, hub, token)
+
+
+def schedule_with_parameters(page, hub, token: str) -> None:
+    """Schedule a notebook with a ``parameters`` cell from the dialog, past a bad value."""
+    entry = pwd.getpwnam(account_name("alice", hub.account_prefix))
+    path = Path(entry.pw_dir) / "params.ipynb"
+    path.write_text(
+        json.dumps(notebook("print(city, n)", parameters="city = 'Berlin'  # where\nn: int = 3\n"))
+    )
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    page.goto(f"{hub.url}/user/alice/lab/tree/params.ipynb")
+    button = page.locator(".jp-NotebookPanel:visible .shipyard-schedule-button")
+    button.wait_for(timeout=90_000)
+    button.click()
+    dialog = page.locator(".jp-Dialog")
+    # the parameters as the scheduler read the cell (papermill's inspector), defaults bare
+    dialog.locator('[name="shipyard-param-n"]').wait_for(timeout=30_000)
+    assert dialog.locator('[name="shipyard-param-city"]').input_value() == "Berlin"
+    assert dialog.locator('[name="shipyard-param-n"]').input_value() == "3"
+    dialog.locator('[name="shipyard-job-name"]').fill("with-params")
+    dialog.locator('[name="shipyard-tz"]').fill("Europe/Berlin")
+    # a cron expression the scheduler refuses: its message; then its next runs
+    dialog.locator('[name="shipyard-cron"]').fill("61 * * * *")
+    preview = dialog.locator(".shipyard-cron-preview")
+    wait_for(lambda: preview.get_attribute("data-valid") == "false", 15, 0.2, "the refusal")
+    assert "'61 * * * *' is not valid" in preview.inner_text()
+    dialog.locator('[name="shipyard-cron"]').fill("0 7 * * *")
+    runs = dialog.locator(".shipyard-next-runs li")
+    wait_for(lambda: runs.count() == 3, 15, 0.2, "the next runs")
+    assert all(" 07:00 CE" in text for text in runs.all_inner_texts()), runs.all_inner_texts()
+    # a bad value: the scheduler's message beside its input
+    dialog.locator('[name="shipyard-param-n"]').fill("three")
+    error = dialog.locator('.shipyard-param-error[data-param="n"]')
+    error.wait_for(timeout=15_000)
+    assert "n must be a whole number" in error.inner_text()
+    dialog.locator('[name="shipyard-param-n"]').fill("4")
+    dialog.locator('[name="shipyard-param-city"]').fill("Paris")
+    wait_for(lambda: error.count() == 0, 15, 0.2, "the value accepted")
+    dialog.locator("button", has_text="Schedule").click()
+
+    def scheduled() -> dict | None:
+        r = requests.get(
+            f"{hub.url}/services/scheduler/api/jobs",
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
+        )
+        return next((j for j in r.json()["jobs"] if j["name"] == "with-params"), None)
+
+    wait_for(scheduled, 30, 0.5, "the job with parameters")
+    job = scheduled()
+    assert job["parameters"] == {"city": "Paris", "n": 4}
+    assert job["triggers"][0]["trigger"]["expression"] == "0 7 * * *"

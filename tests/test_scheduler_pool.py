@@ -26,9 +26,9 @@ import pytest
 
 from hub_ext.host.slugs import account_name
 from hub_ext.runtime.warm import kernel_preamble, parse_request, request_line
-from hub_ext.services.scheduler.executors import RunStatus
 from hub_ext.services.scheduler.executors.base import RESULT_FILE_ENV
 from hub_ext.services.scheduler.executors.local import LocalExecutor
+from hub_ext.services.scheduler.models import RunStatus
 
 from .conftest import TEST_ENVS_DIR, needs_root
 from .hubtools import (

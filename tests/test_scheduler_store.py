@@ -34,13 +34,13 @@ from hub_ext.services.scheduler.errors import (
     NotFound,
     SchedulerError,
 )
-from hub_ext.services.scheduler.executors.base import RunStatus as ExecutorStatus
 from hub_ext.services.scheduler.models import (
     CreateJob,
     CreateRun,
     CronTrigger,
     ListJobsQuery,
     ListRunsQuery,
+    RunStatus,
     UpdateJob,
 )
 from hub_ext.services.scheduler.orm import Base, Job, Run, Trigger
@@ -693,7 +693,7 @@ def test_failures_retry_and_success_triggers_downstream(store):
     run = store.queue_manual_run(upstream.id, "alice")
     store.claim_due(T0, "w1")
     store.start_run(run.id, "w1")
-    store.finish_run(run.id, ExecutorStatus.FAILED, "cell 3: ValueError: boom", worker_id="w1")
+    store.finish_run(run.id, RunStatus.FAILED, "cell 3: ValueError: boom", worker_id="w1")
     (second,) = [r for r in db_runs(store, upstream.id) if r.attempt == 2]
     assert second.not_before == T0 + timedelta(seconds=60)
     assert second.reason == f"retry 1 of 2: run {run.id} failed"

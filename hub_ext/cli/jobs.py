@@ -93,10 +93,11 @@ def cmd_list(args: argparse.Namespace, client, user: str | None) -> int:
 
 
 def cmd_run(args: argparse.Namespace, client, user: str | None) -> int:
-    from server_ext.clients.scheduler.jobs import parse_parameters
+    from server_ext.clients.scheduler.jobs import parameter_values, split_parameters
 
-    params = parse_parameters(args.param)
+    texts = split_parameters(args.param)
     job = client.find_job(args.job, user)
+    params = parameter_values(client, client.job_notebook(job["id"]), texts)
     run = client.run_now(job["id"], params)
     print(f"Queued run {run['id']} of job {job['name']!r}.", flush=True)
     if not args.wait:
@@ -209,7 +210,8 @@ def add_parser(subparsers) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a parameter for this run: a JSON value (3, true, '\"3\"'), else a string",
+        help="a parameter for this run; the scheduler reads VALUE as the notebook's parameters "
+        "cell declares it (3, 0.5, True, [1, 2], a string as typed)",
     )
     jrun.add_argument(
         "--wait", action="store_true", help="show its cells as they run; exit 1 unless it succeeds"

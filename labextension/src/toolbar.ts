@@ -9,27 +9,11 @@ import { ToolbarButton } from '@jupyterlab/ui-components';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 
 import { errorMessage } from './api/request';
-import type { ISchedulerProfile } from './api/types';
+import type { INotebookContent, ISchedulerProfile } from './api/types';
 import { askDeploy } from './dialogs/deploy';
 import { scheduleNotebook } from './dialogs/schedule';
 import { defaultDeploymentName } from './logic/names';
-import { IParameter, parseParametersCell } from './logic/parameters';
 import type { IShipyardClients } from './panel/model';
-
-/** The parameters of the notebook's (first) code cell tagged ``parameters``. */
-export function notebookParameters(panel: NotebookPanel): IParameter[] {
-  const model = panel.content.model;
-  if (!model) {
-    return [];
-  }
-  for (const cell of model.cells) {
-    const tags = cell.getMetadata('tags');
-    if (cell.type === 'code' && Array.isArray(tags) && tags.includes('parameters')) {
-      return parseParametersCell(cell.sharedModel.getSource());
-    }
-  }
-  return [];
-}
 
 export class ShipyardNotebookButtons implements DocumentRegistry.IWidgetExtension<
   NotebookPanel,
@@ -69,7 +53,9 @@ export class ShipyardNotebookButtons implements DocumentRegistry.IWidgetExtensio
       await scheduleNotebook(
         {
           path: context.localPath,
-          parameters: notebookParameters(panel),
+          // the notebook as it is now: the scheduler reads its parameters cell (papermill's
+          // inspector), the panel does not parse Python
+          notebook: () => context.model.toJSON() as unknown as INotebookContent,
           save: () => context.save()
         },
         this.clients,

@@ -44,6 +44,8 @@ ID = r"([A-Za-z0-9_-]+)"
 #: (route under PREFIX, the service's path with ``{}`` for the id, methods forwarded).
 ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
     ("/profiles", "api/profiles", ("GET",)),
+    ("/previews/cron", "api/previews/cron", ("POST",)),
+    ("/previews/parameters", "api/previews/parameters", ("POST",)),
     ("/jobs", "api/jobs", ("GET", "POST")),
     (f"/jobs/{ID}", "api/jobs/{}", ("GET", "PATCH", "DELETE")),
     (f"/jobs/{ID}/runs", "api/jobs/{}/runs", ("GET", "POST")),

@@ -25,8 +25,10 @@ from ..clients.scheduler.client import WEBHOOK_SECRET_HEADER, SchedulerClient
 from ..clients.scheduler.jobs import (
     current_notebook,
     default_job_name,
-    parse_parameters,
+    parameter_values,
+    read_notebook,
     schedule_notebook,
+    split_parameters,
     webhook_secret_file,
 )
 from ..clients.scheduler.text import (
@@ -59,8 +61,8 @@ class JobMagics(ShipyardMagics):
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="A parameter of the notebook's parameters cell: a JSON value (3, true, '\"3\"'), "
-        "else a string. Repeat for more.",
+        help="A parameter of the notebook's parameters cell; the scheduler reads VALUE as the "
+        "cell declares it (3, 0.5, True, [1, 2], a string as typed). Repeat for more.",
     )
     @argument(
         "--profile",
@@ -130,7 +132,7 @@ class JobMagics(ShipyardMagics):
         triggers += [{"kind": "file", "glob": glob} for glob in globs]
         if args.webhook:
             triggers.append({"kind": "webhook"})
-        params = parse_parameters(shell_words(args.params))
+        texts = split_parameters(shell_words(args.params))
         source = current_notebook(unquote(args.notebook), self.shell.user_ns)
         name = unquote(args.name) or default_job_name(source)
         settings: dict = {"triggers": triggers}
@@ -144,6 +146,8 @@ class JobMagics(ShipyardMagics):
             settings["secrets"] = [unquote(n) for n in args.secrets]
 
         client = SchedulerClient.from_environment()
+        # the scheduler reads the texts, for the notebook as saved now (what the job gets)
+        params = parameter_values(client, read_notebook(source), texts)
         done = schedule_notebook(
             client,
             name,
@@ -247,9 +251,10 @@ class JobMagics(ShipyardMagics):
         ``%run_now daily-report --wait``
         """
         args = parse_argstring(self.run_now, line)
-        params = parse_parameters(shell_words(args.params))
+        texts = split_parameters(shell_words(args.params))
         client = SchedulerClient.from_environment()
         job = client.find_job(unquote(args.job))
+        params = parameter_values(client, client.job_notebook(job["id"]), texts)
         run = client.run_now(job["id"], params)
         print(f"Queued run {run['id']} of job {job['name']!r}.")
         progress = None

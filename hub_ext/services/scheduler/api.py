@@ -16,14 +16,15 @@ A job's notebook reaches the service one of two ways, never both:
 from __future__ import annotations
 
 import copy
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 from pydantic_core import PydanticCustomError
 
-from .models import CreateJob, SourcePath, Whole
+from .models import CreateJob, CronTrigger, SourcePath, Whole
 from .notebooks import NOTEBOOK_SCHEMA, notebook_problem
+from .validation import MAX_PARAMETERS_BYTES, bounded
 
 
 def _check_notebook(value: dict[str, Any]) -> dict[str, Any]:
@@ -113,9 +114,18 @@ class ParameterInfo(BaseModel):
     """A parameter the notebook declares in its ``parameters`` cell."""
 
     name: str
+    #: What values it takes: ``int``, ``float``, ``str``, ``bool``, ``list``, ``tuple``,
+    #: ``dict``, or null for any (no annotation and a default that is an expression).
     type: str | None
+    #: The default's source text, as papermill's inspector reports it.
     default: str | None
+    #: The comment after the assignment.
     help: str
+    text: str | None = Field(
+        default=None,
+        description="The default as an input shows it, and as typed reads back to it: a str "
+        "parameter's string without quotes, any other default as written.",
+    )
 
 
 class ParametersResponse(BaseModel):
@@ -123,6 +133,100 @@ class ParametersResponse(BaseModel):
 
     has_parameters_cell: bool
     parameters: list[ParameterInfo]
+
+
+#: Most next run times a cron preview lists (as a job's ``upcoming`` does).
+MAX_PREVIEW_TIMES = 50
+#: The years a preview may start in.
+PREVIEW_YEARS = (1970, 2999)
+
+
+class PreviewCronRequest(CronTrigger):
+    """A cron trigger as a job would hold it, and how many of its next runs to list.
+
+    Checked by the very model a job's trigger is (:class:`.models.CronTrigger`): what
+    the preview accepts, a job accepts, with the same message for what it refuses.
+    """
+
+    count: Annotated[
+        Whole,
+        bounded(1, MAX_PREVIEW_TIMES, "count"),
+        Field(json_schema_extra={"minimum": 1, "maximum": MAX_PREVIEW_TIMES}),
+    ] = 3
+    after: datetime | None = Field(
+        default=None,
+        description="List the runs after this instant (with its UTC offset); now when left "
+        "out. A preview of a daylight-saving change ahead, for instance.",
+    )
+
+    @model_validator(mode="after")
+    def _aware(self) -> PreviewCronRequest:
+        if self.after is None:
+            return self
+        if self.after.utcoffset() is None:
+            raise ValueError(
+                "after must carry its UTC offset (e.g. '2026-03-29T00:00:00Z'), or the "
+                "instant it names depends on the machine's zone"
+            )
+        if not PREVIEW_YEARS[0] <= self.after.astimezone(timezone.utc).year <= PREVIEW_YEARS[1]:
+            # the calendar arithmetic ends at the year 9999; a preview has no use for either end
+            raise ValueError(
+                f"after must be in the years {PREVIEW_YEARS[0]} to {PREVIEW_YEARS[1]}, "
+                f"not {self.after.isoformat()}"
+            )
+        return self
+
+
+class PreviewCronResponse(BaseModel):
+    """When the trigger runs next, in UTC, as the scheduler will fire it (DST rule included)."""
+
+    #: The expression as a job stores it (spaces normalised).
+    expression: str
+    timezone: str
+    #: Whether the hour field is ``*``: such a job keeps firing by elapsed time in both
+    #: copies of an hour that clocks go back over; any other runs a wall-clock time once.
+    every_hour: bool
+    times: list[datetime]
+
+
+#: A value as typed: text, at most the parameters' own bound.
+ParameterText = Annotated[str, Field(max_length=MAX_PARAMETERS_BYTES)]
+
+
+class PreviewParametersRequest(BaseModel):
+    """A notebook, and optionally the text a user typed for some of its parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notebook: Notebook = Field(description="The .ipynb document (JSON).")
+    values: dict[str, ParameterText] = Field(
+        default_factory=dict,
+        description="Text typed per parameter name (a panel input, '-p name=value'), read "
+        "as the parameter's declared type. A name that is not one is answered with its "
+        "error among the values, as a bad value is, not refused.",
+    )
+
+
+class ParameterValue(BaseModel):
+    """The value a typed text stands for, or why it is not one the job would accept."""
+
+    name: str
+    text: str
+    #: The value as JSON (what a job's ``parameters`` takes); null with an error.
+    value: Any = None
+    #: What is wrong with the text, for this parameter; null when it is a valid value.
+    error: str | None = None
+
+
+class PreviewParametersResponse(ParametersResponse):
+    """The notebook's parameters as papermill's inspector sees them, and each typed value read.
+
+    ``parameters`` lists the declared parameters; ``values`` answers each text sent, in
+    the order sent, with its value or its error; ``valid`` is true when none has one.
+    """
+
+    values: list[ParameterValue]
+    valid: bool
 
 
 class ProfileInfo(BaseModel):

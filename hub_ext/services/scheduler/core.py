@@ -17,6 +17,9 @@ event loop never waits on the database (STYLE rule 13):
   unavailable and refused (409) when the job is made, not failed at its run;
 - parameters must be declared by the notebook's ``parameters`` cell, with the
   right types (:mod:`.notebooks`), for the job and for each manual run;
+- the previews answer what those checks would, before anything is saved: a cron
+  trigger's next runs (the trigger kind's own arithmetic) and a notebook's parameters
+  with the values typed for them read and checked (:func:`_preview_parameters`);
 - a run's log and outputs are read only for callers who may see the run, and
   only from the service's own run folders.
 
@@ -35,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hub_ext.host import slugs
 from hub_ext.profiles.model import ProfileChoiceError
@@ -47,6 +50,11 @@ from .api import (
     LogChunk,
     ParameterInfo,
     ParametersResponse,
+    ParameterValue,
+    PreviewCronRequest,
+    PreviewCronResponse,
+    PreviewParametersRequest,
+    PreviewParametersResponse,
     ProfileInfo,
     ProfilesResponse,
     ReplaceNotebookRequest,
@@ -54,6 +62,7 @@ from .api import (
     UpcomingResponse,
     WebhookResponse,
 )
+from .cron import every_hour
 from .errors import Conflict, Forbidden, Invalid, NotFound, SchedulerError
 from .models import (
     CreateJob,
@@ -69,10 +78,14 @@ from .notebooks import (
     check_notebook,
     declared_parameters,
     notebook_diff,
+    parameter_problem,
+    read_parameter_text,
 )
 from .paths import TooLarge, read_in_home
 from .store import JobStore
 from .triggers import KINDS
+from .triggers.cron import CronKind
+from .validation import check_parameter_name, check_parameter_value, check_parameters
 
 #: Longest a thread keeps the GIL while another waits for it (seconds; Python's default
 #: is 0.005). Store calls run in threads, but turning rows into models is Python work
@@ -305,6 +318,34 @@ class SchedulerCore:
                 times += kind.upcoming(trigger.trigger, trigger.next_fire_at, count)
         return UpcomingResponse(times=sorted(times)[:count])
 
+    # -- previews: what the service would say, before anything is saved
+
+    async def preview_cron(self, request: PreviewCronRequest) -> PreviewCronResponse:
+        """The next runs of a cron trigger (already checked, as a job's, by the request model)."""
+        kind = cast(CronKind, KINDS["cron"])
+        # the scheduler's own clock: a job made now gets its first tick after this instant
+        after = self.store.queue.now(request.after)
+        try:
+            times = await self._call(kind.preview, request, after, request.count)
+        except (ValueError, OverflowError) as e:  # croniter's errors are ValueErrors
+            raise Invalid(
+                f"cron expression {request.expression!r} has no {request.count} runs after "
+                f"{after.isoformat()}: {e}"
+            ) from None
+        return PreviewCronResponse(
+            expression=request.expression,
+            timezone=request.timezone,
+            every_hour=every_hour(request.expression),
+            times=times,
+        )
+
+    async def preview_parameters(
+        self, caller: Caller, request: PreviewParametersRequest
+    ) -> PreviewParametersResponse:
+        """The notebook's parameters, and each typed text read as a job would take it."""
+        data = await self._call(self._read_notebook, caller.name, None, request.notebook)
+        return await self._call(_preview_parameters, data, request.values)
+
     # -- runs
 
     async def run_now(self, caller: Caller, job_id: str, request: CreateRun) -> DescribeRun:
@@ -430,6 +471,47 @@ def home_resolver(prefix: str) -> Callable[[str], str | None]:
             return None
 
     return home_of
+
+
+def _preview_parameters(data: bytes, values: dict[str, str]) -> PreviewParametersResponse:
+    """What :meth:`SchedulerCore.preview_parameters` answers; blocking (papermill reads the file).
+
+    Each text is read as its parameter's type (:func:`.notebooks.read_parameter_text`),
+    then held to the rules a job's parameters are: the one parameter check
+    (:func:`.validation.check_parameters`, by name and by value) and the check against
+    the notebook (:func:`.notebooks.parameter_problem`). The first problem of each
+    parameter is its error; one parameter's error never hides another's.
+    """
+    try:
+        declared = declared_parameters(data)
+    except (ValueError, KeyError) as e:
+        raise Invalid(f"the notebook's parameters cell cannot be read: {e}") from None
+    answers = []
+    for name, text in values.items():
+        answer = ParameterValue(name=name, text=text)
+        try:
+            check_parameter_name(name)
+            value = read_parameter_text((declared or {}).get(name), name, text)
+            check_parameter_value(name, value)
+        except ValueError as e:  # pydantic's PydanticCustomError is one too
+            answer.error = str(e)
+        else:
+            answer.error = parameter_problem(declared, name, value)
+            if answer.error is None:
+                answer.value = value
+        answers.append(answer)
+    valid = all(a.error is None for a in answers)
+    if valid:
+        try:  # each value is within the bounds; all of them together must be too
+            check_parameters({a.name: a.value for a in answers})
+        except ValueError as e:
+            raise Invalid(str(e)) from None
+    return PreviewParametersResponse(
+        has_parameters_cell=declared is not None,
+        parameters=[ParameterInfo(name=k, **v) for k, v in (declared or {}).items()],
+        values=answers,
+        valid=valid,
+    )
 
 
 __all__ = ["Caller", "HubDirectory", "SchedulerCore", "SchedulerError", "home_resolver"]

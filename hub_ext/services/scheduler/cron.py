@@ -22,7 +22,7 @@ def _local(expression: str, tz: str, when: datetime) -> croniter:
     return croniter(expression, when.astimezone(ZoneInfo(tz)))
 
 
-def _every_hour(expression: str) -> bool:
+def every_hour(expression: str) -> bool:
     """Whether the expression's hour field is ``*`` (or ``*/1``): it fires every hour."""
     if expression == "@hourly":
         return True
@@ -54,12 +54,12 @@ def cron_next(expression: str, tz: str, after: datetime) -> datetime:
         Timezone-aware.
     """
     zone = ZoneInfo(tz)
-    every_hour = _every_hour(expression)
+    hourly = every_hour(expression)
     ticks = _local(expression, tz, after)
     for _ in range(1000):
         tick = ticks.get_next(datetime).astimezone(timezone.utc)
         local = tick.astimezone(zone)
-        if every_hour or local.fold == 0:
+        if hourly or local.fold == 0:
             return tick
         # the second copy of a repeated wall-clock time: already run at the first
         if local.replace(fold=0).astimezone(timezone.utc) == tick:

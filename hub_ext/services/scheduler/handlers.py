@@ -30,6 +30,8 @@ from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
 from .api import (
     CreateJobRequest,
     MarkNotification,
+    PreviewCronRequest,
+    PreviewParametersRequest,
     ReplaceNotebookRequest,
     UpdateRunRequest,
 )
@@ -233,6 +235,31 @@ class ProfilesHandler(BaseHandler):
         self.send(self.core.profiles_for(caller))
 
 
+class CronPreviewHandler(BaseHandler):
+    """The next runs of a cron expression in a time zone, as the scheduler would fire them.
+
+    A POST that saves nothing: the body is a trigger as a job holds it, too structured
+    for a query string, and its answer is what a job made now would do. Any hub user
+    with access to the service may ask; no job is needed.
+    """
+
+    route_name = "preview_cron"
+
+    async def post(self) -> None:
+        await self.caller()
+        self.send(await self.core.preview_cron(self.parse(PreviewCronRequest)))
+
+
+class ParametersPreviewHandler(BaseHandler):
+    """A notebook's parameters as papermill sees them, and typed values read as a job would."""
+
+    route_name = "preview_parameters"
+
+    async def post(self) -> None:
+        caller = await self.caller()
+        self.send(await self.core.preview_parameters(caller, self.parse(PreviewParametersRequest)))
+
+
 class WebhookHandler(BaseHandler):
     """POST with the job's secret in ``X-Shipyard-Webhook-Secret``: no hub login."""
 
@@ -270,6 +297,8 @@ def routes(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
         ("health", HealthHandler),
         ("metrics", MetricsHandler),
         ("api/profiles", ProfilesHandler),
+        ("api/previews/cron", CronPreviewHandler),
+        ("api/previews/parameters", ParametersPreviewHandler),
         ("api/jobs", JobsHandler),
         (f"api/jobs/{hex32}", JobHandler),
         (f"api/jobs/{hex32}/notebook", JobNotebookHandler),

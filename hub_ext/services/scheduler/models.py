@@ -107,18 +107,24 @@ class MissedRunPolicy(str, Enum):
 
 
 class RunStatus(str, Enum):
-    """Where a run is in its life."""
+    """Where a run is in its life: the API's run status, and what an executor reports.
 
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-    timed_out = "timed_out"
+    Defined once, here, for both: :class:`DescribeRun` and :class:`ListRunsQuery` take
+    every value, and an executor's :class:`~.executors.base.RunReport` one of the four
+    ends it can see (``SUCCEEDED``, ``FAILED``, ``TIMED_OUT``, ``CANCELLED``); the service
+    sets the others. The JSON values are the names in lower case.
+    """
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
     #: Its worker stopped sending heartbeats (crashed, or the machine went away).
-    orphaned = "orphaned"
+    ORPHANED = "orphaned"
     #: A tick deliberately not run; ``reason`` says why.
-    skipped = "skipped"
+    SKIPPED = "skipped"
 
 
 class NotificationEvent(str, Enum):

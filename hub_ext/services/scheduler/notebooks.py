@@ -154,11 +154,27 @@ def _type_of(annotation: str | None, default: str) -> str | None:
     return name if name in _ACCEPTS else None
 
 
+def _input_text(kind: str | None, default: str | None) -> str | None:
+    # what an input shows for the default, read back by read_parameter_text as the default:
+    # a str parameter's string bare (its literal's value) unless the bare string would
+    # read as a quoted literal itself; any other default as written
+    if default is None:
+        return None
+    if kind == "str":
+        ok, value = _literal(default)
+        if ok and isinstance(value, str):
+            quoted, inner = _literal(value)
+            return default if quoted and isinstance(inner, str) else value
+    return default
+
+
 def declared_parameters(notebook: bytes) -> dict[str, dict[str, Any]] | None:
-    """Return ``{name: {"type": ..., "default": ..., "help": ...}}``, or None without a cell.
+    """Return ``{name: {"type", "default", "help", "text"}}``, or None without a cell.
 
     ``type`` is None when any value is accepted; ``default`` is the source
-    text of the default, as papermill reports it.
+    text of the default, as papermill reports it; ``text`` is what an input shows
+    for the default, which :func:`read_parameter_text` reads back as the default
+    (a ``str`` parameter's string without its quotes, any other default as written).
     """
     from papermill import inspect_notebook
 
@@ -175,17 +191,49 @@ def declared_parameters(notebook: bytes) -> dict[str, dict[str, Any]] | None:
         found = inspect_notebook(path)
     finally:
         os.unlink(path)
-    return {
-        name: {
-            "type": _type_of(
-                None if p.get("inferred_type_name") in (None, "None") else p["inferred_type_name"],
-                p.get("default") or "",
-            ),
+    declared = {}
+    for name, p in found.items():
+        kind = _type_of(
+            None if p.get("inferred_type_name") in (None, "None") else p["inferred_type_name"],
+            p.get("default") or "",
+        )
+        declared[name] = {
+            "type": kind,
             "default": p.get("default"),
             "help": p.get("help") or "",
+            "text": _input_text(kind, p.get("default")),
         }
-        for name, p in found.items()
-    }
+    return declared
+
+
+def parameter_problem(
+    declared: Mapping[str, Mapping[str, Any]] | None, name: str, value: Any
+) -> str | None:
+    """What is wrong with ``name = value`` for a notebook that declares ``declared``; None if nothing.
+
+    The one check of a parameter against the notebook, for a job, a manual run and the
+    parameters preview. ``value`` has passed :func:`.validation.check_parameters`.
+    """
+    if declared is None:
+        return (
+            "the notebook has no cell tagged 'parameters', so it takes no parameters: tag the "
+            "cell that sets the defaults 'parameters' (JupyterLab: property inspector, cell tags)"
+        )
+    if name not in declared:
+        return (
+            f"{name} is not in the notebook's parameters cell "
+            f"(it declares {', '.join(sorted(declared)) or 'none'})"
+        )
+    wanted = declared[name]["type"]
+    if wanted is None:
+        return None
+    accepts = _ACCEPTS[wanted]
+    if isinstance(value, bool) and bool not in accepts or not isinstance(value, accepts):
+        return (
+            f"{name} must be {_JSON_NAMES[accepts[-1]]} (the notebook declares {wanted}, "
+            f"default {declared[name]['default']}), not {_JSON_NAMES.get(type(value), 'that')}"
+        )
+    return None
 
 
 def check_against_notebook(
@@ -216,19 +264,86 @@ def check_against_notebook(
             f"(it declares {', '.join(sorted(declared)) or 'none'})"
         )
     for name, value in sorted(parameters.items()):
-        if name not in declared:
-            continue
-        wanted = declared[name]["type"]
-        if wanted is None:
-            continue
-        accepts = _ACCEPTS[wanted]
-        if isinstance(value, bool) and bool not in accepts or not isinstance(value, accepts):
-            problems.append(
-                f"{name} must be {_JSON_NAMES[accepts[-1]]} (the notebook declares {wanted}, "
-                f"default {declared[name]['default']}), not {_JSON_NAMES.get(type(value), 'that')}"
-            )
+        if name in declared:
+            problem = parameter_problem(declared, name, value)
+            if problem is not None:
+                problems.append(problem)
     if problems:
         raise Invalid("parameters do not match the notebook: " + "; ".join(problems))
+
+
+#: The JSON spellings a user may type for Python's constants.
+_JSON_CONSTANTS = {"true": "True", "false": "False", "null": "None"}
+#: What a typed value of each declared type must look like, for the message.
+_EXAMPLES = {
+    "int": "a whole number, e.g. 3 or -1",
+    "float": "a number, e.g. 0.5 or -1e-3",
+    "bool": "True or False",
+    "list": "a list, e.g. [1, 2, 3]",
+    "tuple": "a list, e.g. [1, 2, 3]",
+    "dict": "a dict with string keys, e.g. {'a': 1}",
+}
+
+
+def _literal(text: str) -> tuple[bool, Any]:
+    """``(True, value)`` when ``text`` is a Python literal (or true/false/null), else ``(False, None)``.
+
+    Tuples become lists (JSON has none); what JSON cannot carry (a set, bytes, a complex
+    number) is returned as it is, for :func:`.validation.check_parameter_value` to name.
+    """
+    stripped = text.strip()
+    try:
+        value = ast.literal_eval(_JSON_CONSTANTS.get(stripped, stripped))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False, None
+
+    def jsonish(item: Any) -> Any:
+        if isinstance(item, tuple | list):
+            return [jsonish(i) for i in item]
+        if isinstance(item, dict):
+            return {k: jsonish(v) for k, v in item.items()}
+        return item
+
+    return True, jsonish(value)
+
+
+def read_parameter_text(declared: Mapping[str, Any] | None, name: str, text: str) -> Any:
+    """The value the text ``text`` typed for parameter ``name`` stands for.
+
+    How the panel's inputs and ``%schedule -p name=value`` are read, in one place: a
+    ``str`` parameter takes a quoted string literal's value (``'3'`` or ``"3"`` is ``3``,
+    as text) and any other text as it is (``two words``); any other declared type takes a Python
+    literal of that type (``3``, ``0.5``, ``True``, ``[1, 2]``, ``{'a': 1}``; JSON's
+    ``true``, ``false`` and ``null`` too), an ``int`` also a float without a fraction;
+    a parameter of any type (no annotation, an expression default, or not declared)
+    takes a literal when the text is one, else the text as a string.
+
+    Parameters
+    ----------
+    declared : mapping or None
+        The parameter as :func:`declared_parameters` describes it; None when the notebook
+        does not declare it (the caller reports that with :func:`parameter_problem`).
+
+    Raises
+    ------
+    ValueError
+        The text is not a value of the declared type; the message says what is wanted.
+    """
+    wanted = declared["type"] if declared else None
+    ok, value = _literal(text)
+    if wanted == "str":
+        return value if ok and isinstance(value, str) else text
+    if wanted is None:
+        return value if ok else text
+    if ok and wanted == "int" and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    accepts = _ACCEPTS[wanted]
+    if not ok or isinstance(value, bool) and bool not in accepts or not isinstance(value, accepts):
+        raise ValueError(
+            f"{name} must be {_EXAMPLES[wanted]} (the notebook declares {wanted}, "
+            f"default {declared['default'] if declared else None}), not {text.strip()!r}"
+        )
+    return value
 
 
 def _cells(notebook: bytes) -> list[tuple[str, str]]:

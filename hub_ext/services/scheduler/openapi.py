@@ -20,6 +20,10 @@ from .api import (
     LogChunk,
     MarkNotification,
     ParametersResponse,
+    PreviewCronRequest,
+    PreviewCronResponse,
+    PreviewParametersRequest,
+    PreviewParametersResponse,
     ProfilesResponse,
     ReplaceNotebookRequest,
     ReplaceNotebookResponse,
@@ -95,6 +99,20 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("api/profiles", "get"): {
         "summary": "The profiles you may run jobs in.",
         "response": ProfilesResponse,
+    },
+    ("api/previews/cron", "post"): {
+        "summary": "The next runs of a cron expression in a time zone, as the scheduler would "
+        "fire them (its daylight-saving rule included); 400 for an expression or zone a job "
+        "would not take. Saves nothing.",
+        "request": PreviewCronRequest,
+        "response": PreviewCronResponse,
+    },
+    ("api/previews/parameters", "post"): {
+        "summary": "A notebook's parameters as papermill's inspector sees them, and the "
+        "values typed for them read as a job would take them (a value or an error each). "
+        "Saves nothing.",
+        "request": PreviewParametersRequest,
+        "response": PreviewParametersResponse,
     },
     ("api/jobs", "get"): {
         "summary": "Your jobs, and jobs shared with your groups.",

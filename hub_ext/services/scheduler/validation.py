@@ -10,7 +10,8 @@ OpenAPI document says what the checks do. This module holds no model.
 - Parameters are data (SECURITY rule 4): names must be Python identifiers and
   not keywords, values JSON scalars, lists and objects. Papermill renders them
   as literals; a name such as ``os.system('x')`` is refused here, not escaped
-  later.
+  later. :func:`check_parameters` is the scheduler's only parameter rule: the API
+  models, the parameters preview and the executors' ``RunSpec`` all call it.
 - Cron expressions are standard five-field cron (or ``@hourly`` and friends)
   checked with croniter, and must fire at least once; time zones are IANA
   names checked with :mod:`zoneinfo`. Six-field croniter expressions (with
@@ -36,12 +37,13 @@ pydantic reports as a validation error of the field.
 
 from __future__ import annotations
 
+import copy
 import json
 import keyword
 import math
 import re
 import zoneinfo
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from typing import Any
@@ -200,7 +202,18 @@ def _check_parameter_value(value: Any, where: str, depth: int) -> None:
             where=where,
             depth=MAX_PARAMETER_DEPTH,
         )
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, int)):
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # a string the database could not store nor papermill write to its YAML file
+            raise _error(
+                "parameter_value",
+                "parameter {where} is not valid Unicode text (a lone surrogate)",
+                where=where,
+            ) from None
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -220,7 +233,7 @@ def _check_parameter_value(value: Any, where: str, depth: int) -> None:
             if not isinstance(key, str):
                 raise _error(
                     "parameter_value",
-                    "parameter {where} has a non-string key {key!r}: JSON object keys are strings",
+                    "parameter {where} has the key {key!r}: JSON object keys must be strings",
                     where=where,
                     key=key,
                 )
@@ -235,23 +248,62 @@ def _check_parameter_value(value: Any, where: str, depth: int) -> None:
     )
 
 
-def check_parameters(value: dict[str, Any]) -> dict[str, Any]:
+def check_parameter_name(name: Any) -> str:
+    """Return ``name``, or raise when papermill would not write it as a plain assignment.
+
+    Papermill writes ``f"{name} = {value}"`` without escaping the name, so any name but an
+    ASCII identifier that is not a keyword would be code (SECURITY rule 4).
+    """
+    if not isinstance(name, str) or not _PARAMETER_NAME.fullmatch(name) or keyword.iskeyword(name):
+        raise _error(
+            "parameter_name",
+            "parameter name {name!r} is not a Python identifier: use letters, digits and "
+            "underscores, not starting with a digit and not a keyword (e.g. 'learning_rate')",
+            name=name,
+        )
+    return name
+
+
+def check_parameter_value(name: str, value: Any) -> Any:
+    """Return ``value``, or raise naming where in it something is not JSON data."""
+    _check_parameter_value(value, name, 1)
+    return value
+
+
+def check_parameters(value: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a deep copy of ``value``, or raise naming the first bad entry.
+
+    The one parameter rule of the scheduler: the API models attach it to their
+    ``parameters`` fields, the parameters preview reads typed values with it, and an
+    executor's :class:`~.executors.base.RunSpec` checks what it is given with it (a run's
+    parameters come from the database, so a row written by an older service is checked
+    again before papermill renders it). Names are identifiers (:func:`check_parameter_name`);
+    values are what JSON carries (None, bool, int, finite float, valid Unicode text, lists
+    and string-keyed dicts of those), because papermill renders exactly those as literals
+    and anything else would reach the notebook as another type or not at all; the whole is
+    at most :data:`MAX_PARAMETERS_BYTES` as JSON.
+
+    Raises
+    ------
+    pydantic_core.PydanticCustomError
+        A ``ValueError``: pydantic reports it as the field's error, other callers catch
+        ``ValueError``.
+    """
+    if not isinstance(value, Mapping):
+        raise _error(
+            "parameters",
+            "parameters must be a mapping of names to values, not a {type}",
+            type=type(value).__name__,
+        )
     for name, item in value.items():
-        if not _PARAMETER_NAME.fullmatch(name) or keyword.iskeyword(name):
-            raise _error(
-                "parameter_name",
-                "parameter name {name!r} is not a Python identifier: use letters, digits and "
-                "underscores, not starting with a digit and not a keyword (e.g. 'learning_rate')",
-                name=name,
-            )
-        _check_parameter_value(item, name, 1)
+        check_parameter_value(check_parameter_name(name), item)
     if len(json.dumps(value)) > MAX_PARAMETERS_BYTES:
         raise _error(
             "parameters_size",
             "parameters are larger than {limit} bytes as JSON: pass a path to a data file instead",
             limit=MAX_PARAMETERS_BYTES,
         )
-    return value
+    return copy.deepcopy(dict(value))
 
 
 def check_cron(value: str) -> str:

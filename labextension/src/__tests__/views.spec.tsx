@@ -6,11 +6,19 @@ import * as React from 'react';
 import { renderToStaticMarkup } from 'react-dom/server';
 import { describe, expect, it } from 'vitest';
 
-import type { IAuditRecord, IDeployment, IJob, IRun, IServerProfile } from '../api/types';
+import type {
+  IAuditRecord,
+  IDeployment,
+  IJob,
+  IRun,
+  ISchedulerParameter,
+  IServerProfile
+} from '../api/types';
 import { DeployForm, IDeployFormProps } from '../dialogs/deployForm';
-import { IScheduleFormProps, ScheduleForm } from '../dialogs/scheduleForm';
+import type { IFormValues } from '../dialogs/fields';
+import { IScheduleFieldsProps, ScheduleFields, ScheduleForm } from '../dialogs/scheduleForm';
 import { IAuditState, INITIAL_AUDIT } from '../logic/audit';
-import { parseParametersCell } from '../logic/parameters';
+import type { IScheduleValues } from '../logic/forms';
 import { jobRows, pushSample } from '../logic/state';
 import type { IPanelState, ISection, ShipyardModel } from '../panel/model';
 import { IPanelActions, PanelView } from '../panel/views';
@@ -273,7 +281,10 @@ describe('PanelView', () => {
 });
 
 describe('ScheduleForm', () => {
-  const parameters = parseParametersCell('city = "Berlin"\nn: int = 3\n');
+  const parameters: ISchedulerParameter[] = [
+    { name: 'city', type: 'str', default: '"Berlin"', help: 'where', text: 'Berlin' },
+    { name: 'n', type: 'int', default: '3', help: '', text: '3' }
+  ];
   const profiles = [
     {
       slug: 'tiny',
@@ -294,23 +305,49 @@ describe('ScheduleForm', () => {
       unavailable_reason: null
     }
   ];
-  const renderForm = (props: Pick<IScheduleFormProps, 'initial' | 'parameters' | 'errors'>) =>
+  const initial = {
+    name: 'iris',
+    cron: '30 5 * * 1-5',
+    timezone: 'Europe/Berlin',
+    profile: 'science',
+    params: { city: 'Berlin', n: '3' }
+  };
+  const never = () => new Promise<never>(noop);
+  const previews = { cron: never, parameters: never };
+  const form = (values: IScheduleValues): IFormValues<IScheduleValues> => ({
+    values,
+    set: noop,
+    field: key => ({ value: values[key] as string, onChange: noop })
+  });
+  const renderFields = (props: Partial<IScheduleFieldsProps>) =>
     renderToStaticMarkup(
-      <ScheduleForm profiles={profiles} profilesError={null} onChange={noop} {...props} />
+      <ScheduleFields
+        profiles={profiles}
+        profilesError={null}
+        initial={initial}
+        form={form(initial)}
+        parameters={parameters}
+        parametersError={null}
+        errors={[]}
+        cron={{ status: 'checking' }}
+        params={{ status: 'ok', data: null }}
+        {...props}
+      />
     );
 
-  it('has the named inputs, the cron preview and three next runs', () => {
-    const html = renderForm({
-      initial: {
-        name: 'iris',
-        cron: '30 5 * * 1-5',
-        timezone: 'Europe/Berlin',
-        profile: 'science',
-        params: { city: 'Berlin', n: '3' }
-      },
-      parameters,
-      errors: []
-    });
+  it('says "checking…" until the scheduler answers', () => {
+    const html = renderToStaticMarkup(
+      <ScheduleForm
+        profiles={profiles}
+        profilesError={null}
+        initial={initial}
+        parameters={parameters}
+        parametersError={null}
+        errors={[]}
+        previews={previews}
+        onChange={noop}
+      />
+    );
     for (const name of [
       'shipyard-job-name',
       'shipyard-cron',
@@ -321,38 +358,80 @@ describe('ScheduleForm', () => {
     ]) {
       expect(html).toContain(`name="${name}"`);
     }
-    expect(html).toMatch(
-      /class="shipyard-cron-preview" data-valid="true"[^>]*>At 05:30, Monday through Friday</
-    );
-    expect(html.match(/<li data-time=/g)).toHaveLength(3);
+    expect(html).toMatch(/class="shipyard-cron-preview shipyard-checking" data-valid="checking"/);
+    expect(html).toContain('checking…');
+    expect(html).not.toContain('<li data-time=');
     expect(html).toMatch(
       /<option value="science"[^>]*selected=""[^>]*>Data science \(science\)<\/option>/
     );
     expect(html).toContain('value="Berlin"');
   });
 
-  it('shows a profile this machine cannot run disabled, with the reason', () => {
-    const html = renderToStaticMarkup(
-      <ScheduleForm
-        profiles={[
-          ...profiles,
-          {
-            slug: 'gpu',
-            display_name: 'GPU',
-            description: 'One NVIDIA GPU',
-            environment: 'gpu',
-            default: false,
-            available: false,
-            unavailable_reason: 'no GPU on this machine'
-          }
-        ]}
-        profilesError={null}
-        onChange={noop}
-        initial={{ name: 'iris', cron: '0 6 * * *', timezone: 'UTC', profile: 'tiny', params: {} }}
-        parameters={[]}
-        errors={[]}
-      />
+  it('shows the next runs the scheduler answered, in the zone, with words', () => {
+    const html = renderFields({
+      cron: {
+        status: 'ok',
+        data: {
+          expression: '30 5 * * 1-5',
+          timezone: 'Europe/Berlin',
+          every_hour: false,
+          times: ['2027-01-04T04:30:00Z', '2027-01-05T04:30:00Z', '2027-01-06T04:30:00Z']
+        }
+      }
+    });
+    expect(html).toMatch(
+      /class="shipyard-cron-preview" data-valid="true"[^>]*>At 05:30, Monday through Friday</
     );
+    expect(html.match(/<li data-time=/g)).toHaveLength(3);
+    expect(html).toContain('Mon 2027-01-04 05:30 CET');
+  });
+
+  it("shows the scheduler's message for a bad expression and for a bad value", () => {
+    const html = renderFields({
+      cron: { status: 'error', message: "expression: cron expression '61 * * * *' is not valid" },
+      params: {
+        status: 'ok',
+        data: {
+          has_parameters_cell: true,
+          parameters,
+          valid: false,
+          values: [
+            {
+              name: 'n',
+              text: 'x',
+              value: null,
+              error:
+                "n must be a whole number, e.g. 3 or -1 (the notebook declares int, default 3), not 'x'"
+            }
+          ]
+        }
+      }
+    });
+    expect(html).toContain('data-valid="false"');
+    expect(html).toContain('is not valid');
+    expect(html).not.toContain('<li data-time=');
+    expect(html).toMatch(
+      /class="shipyard-error shipyard-param-error" data-param="n" role="alert">n must be a whole number/
+    );
+    expect(html).not.toContain('data-param="city"');
+  });
+
+  it('shows a profile this machine cannot run disabled, with the reason', () => {
+    const html = renderFields({
+      profiles: [
+        ...profiles,
+        {
+          slug: 'gpu',
+          display_name: 'GPU',
+          description: 'One NVIDIA GPU',
+          environment: 'gpu',
+          default: false,
+          available: false,
+          unavailable_reason: 'no GPU on this machine'
+        }
+      ],
+      form: form({ ...initial, profile: 'tiny' })
+    });
     expect(html).toMatch(
       /<option value="gpu" title="Not available: no GPU on this machine" disabled="">GPU \(gpu\) – not available: no GPU on this machine<\/option>/
     );
@@ -361,17 +440,13 @@ describe('ScheduleForm', () => {
   });
 
   it('shows the refusal above the values as typed', () => {
-    const html = renderForm({
-      initial: { name: 'iris', cron: '0 0 6 * * *', timezone: 'UTC', profile: 'tiny', params: {} },
+    const html = renderFields({
       parameters: [],
       errors: ["a job named 'iris' already exists"]
     });
     expect(html).toMatch(
       /shipyard-dialog-error" role="alert"><div>a job named &#x27;iris&#x27; already exists/
     );
-    expect(html).toContain('data-valid="false"');
-    expect(html).toContain('has 6 fields, not 5');
-    expect(html).not.toContain('<li data-time=');
     expect(html).toContain('No cell tagged <code>parameters</code>');
   });
 });

@@ -8,17 +8,21 @@ import { dispositionFilename, queryString, requestAPI, requestResponse, segment 
 import type {
   ICreateJob,
   ICreateRun,
+  ICronPreview,
+  ICronPreviewRequest,
   IJob,
   IListJobs,
   IListRuns,
   ILogChunk,
+  INotebookContent,
+  IParametersPreview,
   IProfiles,
   IRun,
   ISchedulerProfile,
   IUpdateJob,
-  IUpdateJobResponse
+  IUpdateJobResponse,
+  JSONValue
 } from './types';
-import type { JSONValue } from '../logic/parameters';
 
 const BASE = 'scheduler';
 
@@ -30,6 +34,34 @@ export class SchedulerService {
   async profiles(): Promise<ISchedulerProfile[]> {
     const answer = await requestAPI<IProfiles>(`${BASE}/profiles`, {}, this.settings);
     return answer.profiles;
+  }
+
+  /**
+   * The next runs of a cron expression in a time zone, as the scheduler will fire them;
+   * a bad expression or zone rejects with the service's message (a 400).
+   */
+  previewCron(body: ICronPreviewRequest, init: RequestInit = {}): Promise<ICronPreview> {
+    return requestAPI<ICronPreview>(
+      `${BASE}/previews/cron`,
+      { ...init, method: 'POST', body: JSON.stringify(body) },
+      this.settings
+    );
+  }
+
+  /**
+   * The notebook's parameters as papermill's inspector sees them, and the text typed for
+   * some of them read as the scheduler reads a job's (each a value or an error).
+   */
+  previewParameters(
+    notebook: INotebookContent,
+    values: Record<string, string> = {},
+    init: RequestInit = {}
+  ): Promise<IParametersPreview> {
+    return requestAPI<IParametersPreview>(
+      `${BASE}/previews/parameters`,
+      { ...init, method: 'POST', body: JSON.stringify({ notebook, values }) },
+      this.settings
+    );
   }
 
   /** Every job the user sees (their own and those shared with their groups), all pages. */

@@ -127,6 +127,26 @@ export type IUpdateJobResponse = Scheduler['UpdateJobResponse'];
 /** POST /jobs/<id>/runs: parameters over the job's, for this run only. */
 export type ICreateRun = Scheduler['CreateRun'];
 
+/** A JSON value: what the scheduler takes as a parameter. */
+export type JSONValue =
+  null | boolean | number | string | JSONValue[] | { [key: string]: JSONValue };
+
+/** POST /previews/cron: a cron trigger, and how many next runs (3) after when (now). */
+export type ICronPreviewRequest = Pick<Scheduler['PreviewCronRequest'], 'expression' | 'timezone'> &
+  Partial<Pick<Scheduler['PreviewCronRequest'], 'count' | 'after'>>;
+/** The next runs of a cron trigger, as the scheduler will fire them (UTC). */
+export type ICronPreview = Scheduler['PreviewCronResponse'];
+/** A parameter of the notebook's ``parameters`` cell, as papermill's inspector reads it. */
+export type ISchedulerParameter = Scheduler['ParameterInfo'];
+/** POST /previews/parameters: a notebook, and the text typed per parameter. */
+export type IParametersPreviewRequest = Scheduler['PreviewParametersRequest'];
+/** The notebook for POST /previews/parameters (nbformat 4 JSON). */
+export type INotebookContent = IParametersPreviewRequest['notebook'];
+/** The notebook's parameters, and each typed text read as its value or refused. */
+export type IParametersPreview = Scheduler['PreviewParametersResponse'];
+/** One typed text: its ``value`` as JSON, or its ``error``. */
+export type IParameterValue = Scheduler['ParameterValue'];
+
 /**
  * POST /jobs, what the Schedule dialog sends: these fields of the scheduler's
  * ``CreateJobRequest`` (the others keep the service's defaults).

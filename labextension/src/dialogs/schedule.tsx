@@ -1,24 +1,36 @@
 /**
  * The Schedule… dialog: schedule the notebook as a job (POST /scheduler/jobs).
  *
- * The form previews the cron expression while it is typed (cronstrue's text and the next
- * three runs in the chosen time zone, with the service's rules). On "Schedule" the
- * notebook is saved first, so the job runs what the user sees; a refusal of the service
- * (or a problem found before sending) reopens the dialog with every value as typed and
- * the message on top, so nothing is lost.
+ * The scheduler is the judge of what is typed: the dialog first asks it which parameters
+ * the notebook declares (``POST /previews/parameters``, papermill's inspector), the form
+ * shows its previews while the user types (./scheduleForm.tsx), and on "Schedule" the
+ * changed parameters' texts are read by the service once more, into the values the job
+ * gets. The notebook is saved first, so the job runs what the user sees; a refusal of the
+ * service (or a problem found before sending) reopens the dialog with every value as
+ * typed and the message on top, so nothing is lost.
  */
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 
 import { errorMessage } from '../api/request';
 import type { SchedulerService } from '../api/scheduler';
 import type { ShipyardServerService } from '../api/server';
-import type { ISchedulerProfile } from '../api/types';
-import { browserTimeZone, formatInZone, previewCron } from '../logic/cron';
-import { initialProfile, IScheduleValues, scheduleRequest } from '../logic/forms';
+import type {
+  INotebookContent,
+  ISchedulerParameter,
+  ISchedulerProfile,
+  JSONValue
+} from '../api/types';
+import { browserTimeZone, formatInZone } from '../logic/cron';
+import {
+  changedParameterTexts,
+  initialParameterTexts,
+  initialProfile,
+  IScheduleValues,
+  scheduleRequest
+} from '../logic/forms';
 import { defaultJobName } from '../logic/names';
-import { IParameter, parameterInputText } from '../logic/parameters';
 import { FormBody } from './body';
-import { ScheduleForm } from './scheduleForm';
+import { ISchedulePreviews, ScheduleForm } from './scheduleForm';
 
 export const DEFAULT_CRON = '0 6 * * *';
 
@@ -26,10 +38,34 @@ export const DEFAULT_CRON = '0 6 * * *';
 export interface IScheduleTarget {
   /** The notebook's path relative to the server root (the user's home). */
   path: string;
-  /** What its cell tagged ``parameters`` declares (empty: no such cell). */
-  parameters: IParameter[];
+  /** The notebook as it is now (nbformat JSON), for the scheduler to read its parameters. */
+  notebook(): INotebookContent;
   /** Save the notebook (before the job snapshots it). */
   save(): Promise<void>;
+}
+
+/**
+ * The values the scheduler reads the changed parameters' texts as, or its messages.
+ */
+async function parameterValues(
+  scheduler: SchedulerService,
+  target: IScheduleTarget,
+  declared: ISchedulerParameter[],
+  inputs: Record<string, string>
+): Promise<{ ok: true; values: Record<string, JSONValue> } | { ok: false; errors: string[] }> {
+  const changed = changedParameterTexts(declared, inputs);
+  if (!Object.keys(changed).length) {
+    return { ok: true, values: {} };
+  }
+  const answer = await scheduler.previewParameters(target.notebook(), changed);
+  const errors = answer.values.filter(v => v.error).map(v => v.error as string);
+  if (errors.length) {
+    return { ok: false, errors };
+  }
+  return {
+    ok: true,
+    values: Object.fromEntries(answer.values.map(v => [v.name, v.value as JSONValue]))
+  };
 }
 
 /**
@@ -42,23 +78,32 @@ export async function scheduleNotebook(
   clients: { scheduler: SchedulerService; server: ShipyardServerService },
   onScheduled: () => void
 ): Promise<boolean> {
-  const [profiles, serverProfile] = await Promise.all([
-    clients.scheduler.profiles().then(
+  const scheduler = clients.scheduler;
+  const [profiles, serverProfile, declared] = await Promise.all([
+    scheduler.profiles().then(
       list => ({ list, error: null as string | null }),
       error => ({ list: [] as ISchedulerProfile[], error: errorMessage(error) })
     ),
     clients.server.profile().then(
       p => p.profile?.slug ?? null,
       () => null
+    ),
+    scheduler.previewParameters(target.notebook()).then(
+      answer => ({ list: answer.parameters, error: null as string | null }),
+      error => ({ list: [] as ISchedulerParameter[], error: errorMessage(error) })
     )
   ]);
-  const defaultProfile = initialProfile(profiles.list, serverProfile);
+  const previews: ISchedulePreviews = {
+    cron: (body, signal) => scheduler.previewCron(body, { signal }),
+    parameters: (values, signal) =>
+      scheduler.previewParameters(target.notebook(), values, { signal })
+  };
   let values: IScheduleValues = {
     name: defaultJobName(target.path),
     cron: DEFAULT_CRON,
     timezone: browserTimeZone(),
-    profile: defaultProfile,
-    params: Object.fromEntries(target.parameters.map(p => [p.name, parameterInputText(p)]))
+    profile: initialProfile(profiles.list, serverProfile),
+    params: initialParameterTexts(declared.list)
   };
   let errors: string[] = [];
   for (;;) {
@@ -66,8 +111,10 @@ export async function scheduleNotebook(
       initial: values,
       profiles: profiles.list,
       profilesError: profiles.error,
-      parameters: target.parameters,
-      errors
+      parameters: declared.list,
+      parametersError: declared.error,
+      errors,
+      previews
     });
     const result = await showDialog<IScheduleValues>({
       title: 'Schedule this notebook',
@@ -79,7 +126,19 @@ export async function scheduleNotebook(
       return false;
     }
     values = result.value;
-    const request = scheduleRequest(values, target.path, target.parameters);
+    let parameters: Record<string, JSONValue>;
+    try {
+      const read = await parameterValues(scheduler, target, declared.list, values.params);
+      if (!read.ok) {
+        errors = read.errors;
+        continue;
+      }
+      parameters = read.values;
+    } catch (error) {
+      errors = [`Could not check the parameters: ${errorMessage(error)}`];
+      continue;
+    }
+    const request = scheduleRequest(values, target.path, parameters);
     if (!request.ok) {
       errors = request.errors;
       continue;
@@ -91,12 +150,12 @@ export async function scheduleNotebook(
       continue;
     }
     try {
-      const job = await clients.scheduler.createJob(request.body);
-      const preview = previewCron(values.cron, values.timezone.trim(), 1);
-      const when =
-        preview.ok && preview.next.length
-          ? `; next run ${formatInZone(preview.next[0], values.timezone.trim())}`
-          : '';
+      const job = await scheduler.createJob(request.body);
+      const next = job.triggers
+        .map(t => t.next_fire_at)
+        .filter((t): t is string => !!t)
+        .sort()[0];
+      const when = next ? `; next run ${formatInZone(next, values.timezone.trim())}` : '';
       Notification.success(`Scheduled ${job.name} (profile ${job.profile})${when}.`, {
         autoClose: 5000
       });

@@ -1,32 +1,95 @@
 /**
- * The Schedule dialog's form: name, cron with its live preview, time zone, profile and one
- * input per parameter of the notebook's ``parameters`` cell. Plain React (no JupyterLab
- * imports), so it renders in unit tests; ./schedule.tsx puts it in a JupyterLab Dialog.
+ * The Schedule dialog's form: name, cron with the scheduler's preview of it, time zone,
+ * profile and one input per parameter of the notebook's ``parameters`` cell. Plain React
+ * (no JupyterLab imports), so it renders in unit tests; ./schedule.tsx puts it in a
+ * JupyterLab Dialog.
+ *
+ * The scheduler judges what is typed, nobody else: a pause in the typing asks its preview
+ * routes (``POST /previews/cron``: the next runs as it will fire them, daylight-saving
+ * changes included; ``POST /previews/parameters``: each changed value read as the
+ * notebook's type), the form says "checking…" while it waits and shows the service's own
+ * message for what it refuses.
  */
 import * as React from 'react';
 
-import type { ISchedulerProfile } from '../api/types';
-import { formatInZone, previewCron } from '../logic/cron';
-import type { IScheduleValues } from '../logic/forms';
-import { IParameter, parameterInputText } from '../logic/parameters';
-import { FormErrors, ProfileSelect, TextField, useFormValues } from './fields';
+import type {
+  ICronPreview,
+  ICronPreviewRequest,
+  IParametersPreview,
+  ISchedulerParameter,
+  ISchedulerProfile,
+  TimeZoneName
+} from '../api/types';
+import { describeCron, formatInZone } from '../logic/cron';
+import { changedParameterTexts, type IScheduleValues } from '../logic/forms';
+import { FormErrors, IFormValues, ProfileSelect, TextField, useFormValues } from './fields';
+import { Preview, usePreview } from './usePreview';
+
+/** How many next runs the form lists. */
+export const NEXT_RUNS = 3;
+
+/** The scheduler's preview routes, as the form asks them. */
+export interface ISchedulePreviews {
+  cron(body: ICronPreviewRequest, signal: AbortSignal): Promise<ICronPreview>;
+  /** Read ``values`` (parameter name → text) for the notebook being scheduled. */
+  parameters(values: Record<string, string>, signal: AbortSignal): Promise<IParametersPreview>;
+}
 
 export interface IScheduleFormProps {
   initial: IScheduleValues;
   profiles: ISchedulerProfile[];
   profilesError: string | null;
-  parameters: IParameter[];
+  /** The notebook's parameters, as the scheduler read its ``parameters`` cell. */
+  parameters: ISchedulerParameter[];
+  /** Why the notebook's parameters could not be read (null: they were). */
+  parametersError: string | null;
   errors: string[];
+  previews: ISchedulePreviews;
   onChange: (values: IScheduleValues) => void;
 }
 
+/** The form, asking the scheduler about the cron expression and the changed parameters. */
 export function ScheduleForm(props: IScheduleFormProps): React.ReactElement {
-  const { values, set, field } = useFormValues(props.initial, props.onChange);
-  const preview = React.useMemo(
-    () => previewCron(values.cron, values.timezone.trim(), 3),
-    [values.cron, values.timezone]
+  const form = useFormValues(props.initial, props.onChange);
+  const { values } = form;
+  const cron = usePreview(
+    { expression: values.cron, timezone: values.timezone.trim() },
+    (key, signal) =>
+      props.previews.cron(
+        { expression: key.expression, timezone: key.timezone as TimeZoneName, count: NEXT_RUNS },
+        signal
+      )
   );
+  const changed = changedParameterTexts(props.parameters, values.params);
+  const params = usePreview(changed, (key, signal) =>
+    Object.keys(key).length
+      ? props.previews.parameters(key, signal)
+      : Promise.resolve<IParametersPreview | null>(null)
+  );
+  return <ScheduleFields {...props} form={form} cron={cron} params={params} />;
+}
+
+export interface IScheduleFieldsProps extends Omit<IScheduleFormProps, 'previews' | 'onChange'> {
+  form: IFormValues<IScheduleValues>;
+  /** The scheduler's answer about the cron expression and time zone. */
+  cron: Preview<ICronPreview>;
+  /** Its answer about the changed parameters' texts (null: none changed). */
+  params: Preview<IParametersPreview | null>;
+}
+
+/** The form's fields with the previews as they stand (rendered as is in unit tests). */
+export function ScheduleFields(props: IScheduleFieldsProps): React.ReactElement {
+  const { values, set, field } = props.form;
+  const { cron, params } = props;
   const knownProfile = props.profiles.some(p => p.slug === values.profile);
+  const paramErrors: Record<string, string> = {};
+  if (params.status === 'ok' && params.data) {
+    for (const v of params.data.values) {
+      if (v.error) {
+        paramErrors[v.name] = v.error;
+      }
+    }
+  }
   return (
     <form className="shipyard-form shipyard-schedule-form" onSubmit={e => e.preventDefault()}>
       <FormErrors errors={props.errors} />
@@ -46,17 +109,28 @@ export function ScheduleForm(props: IScheduleFormProps): React.ReactElement {
         />
       </div>
       <div
-        className={`shipyard-cron-preview${preview.ok ? '' : ' shipyard-invalid'}`}
-        data-valid={preview.ok ? 'true' : 'false'}
+        className={`shipyard-cron-preview${
+          cron.status === 'error'
+            ? ' shipyard-invalid'
+            : cron.status === 'checking'
+              ? ' shipyard-checking'
+              : ''
+        }`}
+        data-valid={cron.status === 'ok' ? 'true' : cron.status === 'error' ? 'false' : 'checking'}
         aria-live="polite"
+        aria-busy={cron.status === 'checking'}
       >
-        {preview.ok ? preview.description : preview.error}
+        {cron.status === 'ok'
+          ? describeCron(cron.data.expression) || cron.data.expression
+          : cron.status === 'error'
+            ? cron.message
+            : 'checking…'}
       </div>
-      {preview.ok ? (
+      {cron.status === 'ok' ? (
         <ol className="shipyard-next-runs" aria-label="Next runs">
-          {preview.next.map(d => (
-            <li key={d.getTime()} data-time={d.toISOString()}>
-              {formatInZone(d, values.timezone.trim())}
+          {cron.data.times.map(t => (
+            <li key={t} data-time={t}>
+              {formatInZone(t, cron.data.timezone)}
             </li>
           ))}
         </ol>
@@ -77,30 +151,53 @@ export function ScheduleForm(props: IScheduleFormProps): React.ReactElement {
           Profiles: {props.profilesError}
         </div>
       ) : null}
-      <fieldset className="shipyard-params">
+      <fieldset className="shipyard-params" aria-busy={params.status === 'checking'}>
         <legend>Parameters</legend>
-        {props.parameters.length ? (
+        {props.parametersError ? (
+          <div className="shipyard-error" role="alert">
+            Parameters: {props.parametersError}
+          </div>
+        ) : props.parameters.length ? (
           <>
             <p className="shipyard-muted">
               From the cell tagged <code>parameters</code>. Only values you change are sent; the
               others keep following the notebook.
+              {params.status === 'checking' ? (
+                <span className="shipyard-checking"> Checking…</span>
+              ) : null}
             </p>
             {props.parameters.map(p => (
-              <TextField
-                key={p.name}
-                className="shipyard-param"
-                label={
-                  <>
-                    {p.name}
-                    {p.annotation ? <span className="shipyard-muted">: {p.annotation}</span> : null}
-                  </>
-                }
-                name={`shipyard-param-${p.name}`}
-                dataType={p.type ?? 'any'}
-                value={values.params[p.name] ?? parameterInputText(p)}
-                onChange={v => set({ params: { ...values.params, [p.name]: v } })}
-              />
+              <React.Fragment key={p.name}>
+                <TextField
+                  className="shipyard-param"
+                  label={
+                    <>
+                      {p.name}
+                      {p.type ? <span className="shipyard-muted">: {p.type}</span> : null}
+                      {p.help ? <span className="shipyard-muted"> ({p.help})</span> : null}
+                    </>
+                  }
+                  name={`shipyard-param-${p.name}`}
+                  dataType={p.type ?? 'any'}
+                  value={values.params[p.name] ?? p.text ?? ''}
+                  onChange={v => set({ params: { ...values.params, [p.name]: v } })}
+                />
+                {paramErrors[p.name] ? (
+                  <div
+                    className="shipyard-error shipyard-param-error"
+                    data-param={p.name}
+                    role="alert"
+                  >
+                    {paramErrors[p.name]}
+                  </div>
+                ) : null}
+              </React.Fragment>
             ))}
+            {params.status === 'error' ? (
+              <div className="shipyard-error" role="alert">
+                {params.message}
+              </div>
+            ) : null}
           </>
         ) : (
           <p className="shipyard-muted">

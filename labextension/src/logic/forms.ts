@@ -1,12 +1,20 @@
 /**
  * The Schedule and Deploy dialogs' values: checked, and turned into what is sent.
  *
+ * The cron expression, its time zone and the parameters' values are the scheduler's to
+ * judge: the dialog shows its previews (``POST /previews/cron`` and
+ * ``/previews/parameters``) and sends the values the service read from the text typed.
+ *
  * No JupyterLab imports: unit-tested in src/__tests__/forms.spec.ts.
  */
-import type { ICreateJob, ISchedulerProfile, TimeZoneName } from '../api/types';
-import { checkCronForm, isValidTimeZone, normalizeCron, previewCron, timeZoneError } from './cron';
+import type {
+  ICreateJob,
+  ISchedulerParameter,
+  ISchedulerProfile,
+  JSONValue,
+  TimeZoneName
+} from '../api/types';
 import { checkDeploymentName, checkJobName, checkProfileSlug, classifyModelRef } from './names';
-import { changedParameters, type IParameter } from './parameters';
 
 /**
  * The profile a dialog starts on: the server's own, else the hub's default, else the first,
@@ -36,34 +44,46 @@ export interface IScheduleValues {
   params: Record<string, string>;
 }
 
+/** The text each parameter's input starts with: its default, as the service shows it. */
+export function initialParameterTexts(declared: ISchedulerParameter[]): Record<string, string> {
+  return Object.fromEntries(declared.map(p => [p.name, p.text ?? '']));
+}
+
+/**
+ * The texts for the service to read: those of the inputs that differ from their default's.
+ * Unchanged ones are left out, so the job keeps following the notebook's own defaults (an
+ * expression default such as ``date.today()`` stays an expression).
+ */
+export function changedParameterTexts(
+  declared: ISchedulerParameter[],
+  inputs: Readonly<Record<string, string>>
+): Record<string, string> {
+  const changed: Record<string, string> = {};
+  for (const p of declared) {
+    const text = inputs[p.name];
+    if (text !== undefined && text !== (p.text ?? '')) {
+      changed[p.name] = text;
+    }
+  }
+  return changed;
+}
+
 /**
  * The POST /jobs body for ``values``, or the problems to fix first (all of them at once).
  *
  * @param sourcePath the notebook, relative to the server's root (the user's home).
- * @param declared the parameters of the notebook's ``parameters`` cell.
+ * @param parameters the values the scheduler read from the changed parameters' texts.
  */
 export function scheduleRequest(
   values: IScheduleValues,
   sourcePath: string,
-  declared: IParameter[]
+  parameters: Record<string, JSONValue>
 ): { ok: true; body: ICreateJob } | { ok: false; errors: string[] } {
   const errors: string[] = [];
   const name = values.name.trim();
   const nameError = checkJobName(name);
   if (nameError) {
     errors.push(nameError);
-  }
-  const cronError = checkCronForm(values.cron);
-  const timezone = values.timezone.trim();
-  if (cronError) {
-    errors.push(cronError);
-  } else if (!isValidTimeZone(timezone)) {
-    errors.push(timeZoneError(timezone));
-  } else {
-    const preview = previewCron(values.cron, timezone, 1);
-    if (!preview.ok) {
-      errors.push(preview.error);
-    }
   }
   if (!values.profile) {
     errors.push('choose a profile for the job to run in');
@@ -73,15 +93,13 @@ export function scheduleRequest(
       errors.push(profileError);
     }
   }
-  const { parameters, errors: paramErrors } = changedParameters(declared, values.params);
-  errors.push(...paramErrors);
   if (errors.length) {
     return { ok: false, errors };
   }
-  // The browser knows the zone; the scheduler's document lists the zones the service knows
-  // (its tzdata), and a name only the browser knows is refused with a 400 naming it, which
-  // the dialog shows: the list is the service's to check, not copied into the bundle.
-  const zone = timezone as TimeZoneName;
+  // The scheduler's document lists the zones the service knows (its tzdata); whether the
+  // text typed is one, and the expression a valid one, the service says (its previews
+  // while typing, its 400 on POST): nothing is copied into the bundle.
+  const zone = values.timezone.trim() as TimeZoneName;
   return {
     ok: true,
     body: {
@@ -89,7 +107,7 @@ export function scheduleRequest(
       source_path: sourcePath,
       profile: values.profile,
       parameters,
-      triggers: [{ kind: 'cron', expression: normalizeCron(values.cron), timezone: zone }]
+      triggers: [{ kind: 'cron', expression: values.cron.trim(), timezone: zone }]
     }
   };
 }

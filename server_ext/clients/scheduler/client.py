@@ -241,6 +241,35 @@ class SchedulerClient(ServiceClient):
         """``GET api/jobs/{id}/parameters``: ``{"has_parameters_cell", "parameters"}``."""
         return self._call("GET", f"api/jobs/{path_segment(job_id)}/parameters")
 
+    def job_notebook(self, job_id: str) -> dict:
+        """``GET api/jobs/{id}/notebook``: the job's notebook snapshot, as JSON."""
+        return self._call("GET", f"api/jobs/{path_segment(job_id)}/notebook")
+
+    # ------------------------------------------------------------ previews
+
+    def preview_cron(
+        self, expression: str, timezone: str = "UTC", count: int = 3, after: str | None = None
+    ) -> dict:
+        """``POST api/previews/cron``: the next runs as the scheduler would fire them.
+
+        Returns ``{"expression", "timezone", "every_hour", "times"}`` (UTC, ISO 8601); a bad
+        expression or zone raises :class:`SchedulerError` with the service's message.
+        """
+        body: dict[str, Any] = {"expression": expression, "timezone": timezone, "count": count}
+        if after is not None:
+            body["after"] = after
+        return self._call("POST", "api/previews/cron", json=body)
+
+    def preview_parameters(self, notebook: dict, values: dict[str, str] | None = None) -> dict:
+        """``POST api/previews/parameters``: the notebook's parameters and each text read.
+
+        Returns ``{"has_parameters_cell", "parameters", "values", "valid"}``; ``values``
+        holds, per text sent, its JSON ``value`` or its ``error``.
+        """
+        return self._call(
+            "POST", "api/previews/parameters", json={"notebook": notebook, "values": values or {}}
+        )
+
     def job_named(self, name: str, owner: str | None = None) -> dict | None:
         """The job called ``name`` of ``owner`` (default: the user of the token), or None."""
         owner = owner or os.environ.get("JUPYTERHUB_USER")

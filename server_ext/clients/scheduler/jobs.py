@@ -3,7 +3,7 @@
 ``%schedule`` (:mod:`server_ext.magics.jobs`) parses its arguments, calls
 :func:`schedule_notebook` and shows what it returns; ``shipyard jobs`` (:mod:`hub_ext.cli.jobs`)
 uses the same helpers: the notebook a kernel runs (:func:`current_notebook`), ``-p NAME=VALUE``
-parameters (:func:`parse_parameters`), default job names (:func:`default_job_name`) and the
+parameters (:func:`split_parameters`, then :func:`parameter_values`), default job names (:func:`default_job_name`) and the
 webhook secret file (:func:`save_webhook_secret`, :func:`webhook_secret_file`).
 
 A job's webhook secret is never shown in a notebook: the service shows it once, and it goes
@@ -94,28 +94,19 @@ def default_job_name(source_path: str) -> str:
     return safe_slug(stem, max_length=MAX_JOB_NAME)
 
 
-def parse_value(text: str) -> Any:
-    """``text`` as a JSON literal when it is one (``3``, ``true``, ``"3"``), else the string."""
+def split_parameters(items: list[str], option: str = "-p") -> dict[str, str]:
+    """``["n=3", "name=abc"]`` as ``{"n": "3", "name": "abc"}``: text, split at the first ``=``.
 
-    def refuse(constant: str) -> Any:  # NaN and Infinity are not JSON: keep them as strings
-        raise ValueError(constant)
-
-    try:
-        return json.loads(text, parse_constant=refuse)
-    except ValueError:
-        return text
-
-
-def parse_parameters(items: list[str], option: str = "-p") -> dict[str, Any]:
-    """``["n=3", "name=abc"]`` as ``{"n": 3, "name": "abc"}``; see :func:`parse_value`.
+    Only splitting: what a name may be and what the text stands for (``3`` an int, ``abc``
+    a string, for the notebook's declared types) the scheduler judges, with the same rule as
+    for the panel's inputs (:func:`parameter_values`).
 
     Raises
     ------
     SchedulerError
-        For an item without ``=``, a name that is not an identifier, or a name given twice
-        with different values.
+        For an item without ``=``, or a name given twice with different texts.
     """
-    params: dict[str, Any] = {}
+    params: dict[str, str] = {}
     for item in items:
         name, sep, text = item.partition("=")
         if not sep:
@@ -123,18 +114,47 @@ def parse_parameters(items: list[str], option: str = "-p") -> dict[str, Any]:
                 f"{option} {item!r} has no '=': write NAME=VALUE, e.g. {option} n=3 or "
                 f"{option} city=Berlin."
             )
-        if not name.isidentifier():
-            raise SchedulerError(
-                f"{option} {item!r}: {name!r} is not a parameter name. Use a Python identifier "
-                f"(letters, digits, _; not starting with a digit), e.g. {option} learning_rate=0.1."
-            )
-        value = parse_value(text)
-        if name in params and params[name] != value:
+        if name in params and params[name] != text:
             raise SchedulerError(
                 f"{option} {name} is given twice with different values: give it once."
             )
-        params[name] = value
+        params[name] = text
     return params
+
+
+def parameter_values(client: SchedulerClient, notebook: dict, texts: dict[str, str]) -> dict:
+    """The values the scheduler reads ``texts`` as, for ``notebook``'s parameters.
+
+    Asks the service (``POST api/previews/parameters``), which reads each text as its
+    parameter's declared type and checks it with the rules a job's parameters are held to.
+
+    Raises
+    ------
+    SchedulerError
+        Naming every text the service refused, with its message.
+    """
+    if not texts:
+        return {}
+    answer = client.preview_parameters(notebook, texts)
+    errors = [v["error"] for v in answer["values"] if v.get("error")]
+    if errors:
+        raise SchedulerError("; ".join(errors))
+    return {v["name"]: v["value"] for v in answer["values"]}
+
+
+def read_notebook(source: str, home: Path | None = None) -> dict:
+    """The notebook at ``source`` (relative to the home, as :func:`current_notebook` gives it).
+
+    Raises
+    ------
+    SchedulerError
+        When it cannot be read or is not JSON.
+    """
+    path = (home or Path.home()) / source
+    try:
+        return json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise SchedulerError(f"Cannot read the notebook {source}: {e}") from None
 
 
 def save_webhook_secret(job_name: str, secret: str, home: Path | None = None) -> Path:

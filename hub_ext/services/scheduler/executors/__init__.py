@@ -18,7 +18,6 @@ from .base import (
     ProgressCallback,
     RunReport,
     RunSpec,
-    RunStatus,
 )
 
 #: The executors Shipyard ships, by entry point name (what ``executor_class`` takes).
@@ -36,5 +35,4 @@ __all__ = [
     "ProgressCallback",
     "RunReport",
     "RunSpec",
-    "RunStatus",
 ]

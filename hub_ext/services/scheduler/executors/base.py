@@ -27,10 +27,7 @@ which only appear with some tracking URIs and can be printed by anything.
 
 from __future__ import annotations
 
-import copy
-import enum
 import json
-import keyword
 import math
 import os
 import re
@@ -50,6 +47,8 @@ from hub_ext.profiles.model import Profile
 
 from ...common.plugins import check_interface
 from ...common.scrub import Scrubber, StreamScrubber
+from ..models import RunStatus
+from ..validation import check_parameters
 
 #: Formats a run can produce. The executed notebook is always one of them.
 OUTPUT_FORMATS = ("ipynb", "html")
@@ -79,63 +78,7 @@ class ExecutorError(Exception):
     """The run could not start; the message says why and what to do about it."""
 
 
-class RunStatus(str, enum.Enum):
-    """How a run ended; the values are the scheduler's run statuses."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    TIMED_OUT = "timed_out"
-    CANCELLED = "cancelled"
-
-
 # --------------------------------------------------------------- parameters
-
-
-def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a deep copy of ``parameters``, or raise ValueError naming the first bad entry.
-
-    Names must be Python identifiers and not keywords: papermill writes
-    ``f"{name} = {value}"`` without escaping the name, so any other name would
-    be code (SECURITY rule 4). Values must be what JSON can carry (None, bool,
-    int, float, str, lists and string-keyed dicts of those), because papermill
-    renders exactly those as literals; anything else would reach the notebook
-    as a different type or not at all.
-    """
-    if not isinstance(parameters, Mapping):
-        raise ValueError(f"parameters must be a mapping of names to values, not {parameters!r}")
-    for name, value in parameters.items():
-        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-            raise ValueError(
-                f"parameter name {name!r} is not a Python identifier; use letters, digits "
-                "and underscores, not starting with a digit"
-            )
-        _check_value(value, f"parameters[{name!r}]")
-    return copy.deepcopy(dict(parameters))
-
-
-def _check_value(value: Any, where: str) -> None:
-    if value is None or isinstance(value, bool | int | float):
-        return
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{where} is not valid Unicode text (a lone surrogate)") from None
-        return
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            _check_value(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"{where} has the key {key!r}; keys must be strings")
-            _check_value(item, f"{where}[{key!r}]")
-        return
-    raise ValueError(
-        f"{where} is a {type(value).__name__}; a parameter is None, a bool, a number, "
-        "a string, or a list or dict of those"
-    )
 
 
 def parameters_yaml(parameters: Mapping[str, Any]) -> str:
@@ -180,7 +123,8 @@ class RunSpec:
     log_path : Path
         Papermill's log (cell by cell, with the cells' output).
     parameters : Mapping
-        Notebook parameters, data only (see :func:`check_parameters`).
+        Notebook parameters, data only: checked by the scheduler's one parameter rule
+        (:func:`~..validation.check_parameters`), which the API models use too.
     output_formats : tuple of str
         ``ipynb`` always; ``html`` on request.
     extra_env : Mapping
@@ -300,7 +244,11 @@ class CellError:
 
 @dataclass(frozen=True)
 class RunReport:
-    """What happened to one run; the service turns it into the run's record."""
+    """What happened to one run; the service turns it into the run's record.
+
+    ``status`` is one of the ends an executor sees: ``SUCCEEDED``, ``FAILED``,
+    ``TIMED_OUT`` or ``CANCELLED`` (the API's :class:`~..models.RunStatus`).
+    """
 
     status: RunStatus
     reason: str = ""

@@ -21,6 +21,7 @@ from traitlets import Dict, Integer, List
 
 from hub_ext.host.k8s import KubePlaced, kubespawner_client
 
+from ..models import RunStatus
 from .base import (
     CellError,
     Executor,
@@ -30,7 +31,6 @@ from .base import (
     RunLog,
     RunReport,
     RunSpec,
-    RunStatus,
     cell_error,
     describe_error,
     existing_outputs,

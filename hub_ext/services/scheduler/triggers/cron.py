@@ -74,6 +74,16 @@ class CronKind(TriggerKind):
             when = cron_next(spec.expression, spec.timezone, when)
         return times
 
+    def preview(self, model: CronTrigger, after: datetime, count: int) -> list[datetime]:
+        """The first ``count`` ticks after ``after``, in UTC: what the scheduler would fire.
+
+        A trigger made at ``after`` gets its first tick from :meth:`schedule` and the
+        following ones from :meth:`upcoming`; the preview is those two calls, so it cannot
+        differ from what the scheduler fires (the daylight-saving rule of :mod:`..cron`
+        included).
+        """
+        return self.upcoming(model, cron_next(model.expression, model.timezone, after), count)
+
     def fire_due(self, firing: Firing, session: Session, now: datetime) -> None:
         due = session.execute(
             select(Trigger, Job)
