@@ -21,13 +21,13 @@ from hub_ext.environments.catalog import BuiltEnvironment
 from hub_ext.profiles.quantities import format_memory
 from hub_ext.runtime import warm as warm_protocol
 
+from ..models import RunStatus
 from .base import (
     CellError,
     ProgressParser,
     RunLog,
     RunReport,
     RunSpec,
-    RunStatus,
     cell_error,
     describe_error,
     existing_outputs,
