@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
-from jupyterhub.utils import random_port  # type: ignore[import-untyped]  # no types shipped
+from jupyterhub.utils import random_port
 from tornado import web
 from traitlets import Integer, Unicode, default, observe
 
