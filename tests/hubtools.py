@@ -474,16 +474,28 @@ def remove_test_accounts(prefix: str) -> None:
         remove_account(name)
 
 
+#: A cgroup younger than this is never taken for a leftover: it may have been made a moment
+#: ago by another test session (the other xdist worker, a second checkout) and not yet
+#: joined by its process.
+LEFTOVER_CGROUP_AGE = 600.0
+
+
 def remove_empty_cgroups(pattern: str = "shipyard-test*") -> None:
     """Remove the cgroups under parents matching ``pattern`` that hold no process.
 
     What an interrupted run left, once its accounts' processes are gone; a cgroup with a
-    process in it (another test session's, running now) is left alone.
+    process in it (another test session's, running now) is left alone, and so is one made
+    in the last :data:`LEFTOVER_CGROUP_AGE` seconds: between its creation and its process
+    joining it, another session's cgroup is empty too, and removing it then failed that
+    session's start with "Exception occurred in preexec_fn".
     """
+    oldest = time.time() - LEFTOVER_CGROUP_AGE
     for base in HIERARCHIES:
         for parent in base.glob(pattern) if base.is_dir() else []:
             for child in [p for p in parent.iterdir() if p.is_dir()] + [parent]:
                 try:
+                    if child.stat().st_ctime > oldest:
+                        continue
                     if not (child / "cgroup.procs").read_text().strip():
                         child.rmdir()
                 except OSError:
