@@ -22,8 +22,10 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -151,8 +153,17 @@ class ProfileSpawnerMixin(Configurable):
 
     async def start(self):
         """The concrete spawner's start, audited (``server.start``, with the profile)."""
+        return await self.audited_start(super().start)
+
+    async def audited_start(self, start: Callable[[], Awaitable[Any]]) -> Any:
+        """``await start()``, recording ``server.start`` whether it succeeds or fails.
+
+        For a spawner that starts its server itself rather than through its base
+        class's ``start`` (LocalProfileSpawner, through LocalHost.launch): it overrides
+        ``start`` and passes its own here, so its servers are audited as every other.
+        """
         try:
-            started = await super().start()
+            started = await start()
         except Exception as e:
             audit_spawner.server_event(self, "server.start", "failed", str(e))
             raise

@@ -210,6 +210,10 @@ class LocalProfileSpawner(UsesLocalHost, ProfileSpawnerMixin, LocalProcessSpawne
     # --------------------------------------------------------------- start
 
     async def start(self):
+        """Start the server (:meth:`_start_server`), audited as every profile spawner's start."""
+        return await self.audited_start(self._start_server)
+
+    async def _start_server(self):
         """Start the server with :meth:`LocalHost.launch`, in the profile's cgroup and environment.
 
         Returns
