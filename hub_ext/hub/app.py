@@ -62,6 +62,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -200,10 +201,15 @@ class ShipyardHub(JupyterHub):
 
     async def init_spawners(self):
         """Make sure podman's API service answers (container placement), then JupyterHub's."""
-        from hub_ext.spawners.containers import ContainerProfileSpawner
-
+        # imported only where it is the spawner (then its module is loaded already): a hub of
+        # processes does not pay for importing dockerspawner and docker-py at every start
+        containers = sys.modules.get("hub_ext.spawners.containers")
         chosen = self.spawner_class
-        if isinstance(chosen, type) and issubclass(chosen, ContainerProfileSpawner):
+        if (
+            containers is not None
+            and isinstance(chosen, type)
+            and issubclass(chosen, containers.ContainerProfileSpawner)
+        ):
             placement = ContainerPlacement(config=self.config, log=self.log)
             service = PodmanService(placement.podman_socket, self.log)
             if placement.start_service:
