@@ -297,6 +297,8 @@ def hub(hub_factory, base_image, tmp_path_factory):
         f"load_subconfig({str(REPO / 'tests' / 'hub_config.py')!r})  # noqa: F821\n"
         "c.LocalHost.placement = 'container'\n"
         f"c.ContainerPlacement.network_prefix = {PREFIX!r}\n"
+        # a container killed behind the hub's back is noticed within seconds
+        "c.Spawner.poll_interval = 2\n"
     )
     remove_leftovers()
     hub = hub_factory(
@@ -514,3 +516,29 @@ def test_a_hub_restart_re_adopts_the_container_and_a_stop_leaves_nothing(hub):
         what="sam's container, network and rules to go",
     )
     assert podman("container", "exists", state["object_name"]).returncode == 1
+
+
+@needs_podman
+def test_a_container_killed_with_sigkill_is_noticed_and_cleaned_up_and_can_start_again(hub):
+    token = hub.create_user("kim")
+    hub.start_server("kim")
+    name = hub.server_state("kim")["object_name"]
+    assert podman("kill", "--signal", "KILL", name).returncode == 0
+
+    def gone():
+        return "" not in hub.api("GET", "/users/kim").json()["servers"]
+
+    wait_for(gone, 30, what="the hub to notice kim's container died")
+    wait_for(
+        lambda: not any(f"{PREFIX}-kim" in n for n in sum(leftovers().values(), [])),
+        30,
+        what="kim's container, network and rules to go",
+    )
+    hub.start_server("kim")
+    r = requests.get(
+        hub.server_url("kim") + "api/status",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    hub.stop_server("kim")

@@ -365,14 +365,23 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         self._network = None
 
     async def poll(self):
-        """DockerSpawner's poll; a re-adopted container's network gets its rules checked once.
+        """DockerSpawner's poll, which also cleans up after a container that died by itself.
 
-        After a hub restart the rules normally still hold (they are the kernel's);
-        after a firewall flush they would not, and the container would run unconfined.
+        A re-adopted container's network gets its rules checked once: after a hub
+        restart they normally still hold (they are the kernel's); after a firewall
+        flush they would not, and the container would run unconfined.
         """
         status = await super().poll()
         if status is None and self.placement.firewall and self._network is None:
             self._network = await self._ensure_network()
+        elif status is not None:
+            # died by itself (kill -9, the OOM killer on the server, a crash): JupyterHub
+            # does not call stop() for a server that is gone, and DockerSpawner would keep
+            # the exited container until the next start; nothing of it is kept here
+            if self.remove and self.object_id:
+                await self.remove_object()
+                self.set_trait("object_id", "")  # forgotten: it is gone
+            await self._release_network()
         return status
 
     # ---------------------------------------------------------------- state
