@@ -181,7 +181,8 @@ def test_the_image_is_the_environment_s_and_an_unknown_environment_is_refused():
         ("http://localhost:8000/services/tracking", "http://10.89.3.1:8000/services/tracking"),
         ("http://127.0.0.1/x", "http://10.89.3.1/x"),
         ("https://hub.example.org/hub/api", "https://hub.example.org/hub/api"),
-        ("http://0.0.0.0:8888/user/a/", "http://0.0.0.0:8888/user/a/"),
+        ("http://0.0.0.0:8000/services/tracking", "http://10.89.3.1:8000/services/tracking"),
+        ("http://10.0.0.5:8000/x", "http://10.0.0.5:8000/x"),
     ],
 )
 def test_loopback_urls_are_reached_at_the_gateway(url, reached):
@@ -191,6 +192,7 @@ def test_loopback_urls_are_reached_at_the_gateway(url, reached):
 def test_the_reached_ports_are_those_of_loopback_urls():
     urls = ["http://127.0.0.1:8081/hub/api", "http://localhost/x", "https://example.org:9/"]
     assert containers.loopback_ports(urls) == [80, 8081]
+    assert containers.loopback_ports(["https://0.0.0.0/", "http://[::1]:7/"]) == [7, 443]
 
 
 def test_firewall_rules_accept_only_the_listed_ports_and_drop_the_rest():

@@ -255,33 +255,37 @@ def network_name(prefix: str, owner: str) -> str:
 
 
 def reach_from_container(url: str, gateway: str) -> str:
-    """``url`` as a container reaches it: a loopback host becomes the network's gateway.
+    """``url`` as a container reaches it: a host-local address becomes the network's gateway.
 
-    The hub, the proxy and the services listen on the host's loopback; a container's
-    loopback is its own, so it reaches them at its gateway, which the firewall
-    forwards (:func:`firewall_rules`). Other hosts are left alone.
+    The hub, the proxy and the services listen on the host's loopback (or on every
+    address, ``0.0.0.0``); in a container both name the container itself, so it
+    reaches them at its gateway, which the firewall forwards to the host's loopback
+    (:func:`firewall_rules`). Other hosts are left alone.
     """
     parts = urlparse(url)
-    host = parts.hostname or ""
-    if host != "localhost" and not _is_loopback(host):
+    if not _is_host_local(parts.hostname or ""):
         return url
     netloc = gateway + (f":{parts.port}" if parts.port else "")
     return urlunparse(parts._replace(netloc=netloc))
 
 
-def _is_loopback(host: str) -> bool:
+def _is_host_local(host: str) -> bool:
+    """``localhost``, a loopback address, or the unspecified address (a bind to every one)."""
+    if host == "localhost":
+        return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return address.is_loopback or address.is_unspecified
 
 
 def loopback_ports(urls: Iterable[str]) -> list[int]:
-    """The ports of the URLs among ``urls`` on the host's loopback (what a container may reach)."""
+    """The ports of the host-local URLs among ``urls``: what a container may reach."""
     ports = set()
     for url in urls:
         parts = urlparse(url)
-        if parts.hostname and (parts.hostname == "localhost" or _is_loopback(parts.hostname)):
+        if _is_host_local(parts.hostname or ""):
             ports.add(parts.port or (443 if parts.scheme == "https" else 80))
     return sorted(ports)
 

@@ -327,7 +327,10 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         if self._network is not None:
             gateway = self._network["gateway"]
             for key, value in env.items():
-                if isinstance(value, str) and value.startswith(("http://", "https://")):
+                # JUPYTERHUB_SERVICE_URL is where the server itself listens (0.0.0.0)
+                if key == "JUPYTERHUB_SERVICE_URL" or not isinstance(value, str):
+                    continue
+                if value.startswith(("http://", "https://")):
                     env[key] = reach_from_container(value, gateway)
         return env
 
