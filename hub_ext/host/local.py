@@ -90,6 +90,36 @@ class LocalHost(LoggingConfigurable):
     replicas alike (the hub passes its section on to the services it starts).
     """
 
+    placement = CaselessStrEnum(
+        ["process", "container"],
+        default_value="process",
+        help="""
+        How users' code runs on this machine: ``process`` or ``container``.
+
+        ``process`` (the default): every server is a process of the user's
+        account, in a cgroup with its profile's limits, on the Python of the
+        profile's virtual environment (``shipyard env build``).
+        ``container``: every server is a podman container from the profile's
+        environment image (``shipyard image build ENV``), with the profile's limits
+        as the container's, run as the user's account with their home at
+        /home/jovyan, a read-only root, no capabilities and a network that reaches
+        only the hub and the Shipyard services (``c.ContainerPlacement``,
+        :mod:`hub_ext.host.containers`; docs/containers.md). Needs podman, runc
+        and a hub running as root.
+
+        The hub reads it to pick its spawner (``shipyard-local`` becomes
+        ``shipyard-containers``) and starts podman's API service; it is passed to
+        the services with the rest of ``c.LocalHost``. **Servers only so far**:
+        scheduled runs and model replicas still run as processes whichever is set.
+
+        Example::
+
+            c.LocalHost.placement = "container"
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
     cgroup_driver = CaselessStrEnum(
         ["auto", *DRIVERS],
         default_value="auto",

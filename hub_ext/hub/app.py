@@ -38,6 +38,14 @@ audit, the idle culler) handled differently, through subclass hooks only:
   adopted before it exits. After the servers have stopped, the spawner's parent
   cgroup (``shipyard``) is removed when nothing is left in it.
 
+With ``c.LocalHost.placement = "container"``, the hub spawns servers as podman
+containers: a configured ``shipyard-local`` spawner becomes ``shipyard-containers``
+(:mod:`hub_ext.spawners.containers`), which takes the servers' settings given to
+``c.LocalProfileSpawner`` that it shares (the profiles file, the tracking URL), and
+before the servers are polled the hub makes sure podman's API service answers on
+``c.ContainerPlacement.podman_socket``, starting it as its child when nothing does
+(:class:`hub_ext.host.containers.PodmanService`) and stopping it at Ctrl-C.
+
 Everything else (configuration, the database, the proxy, the servers' own cleanup)
 is JupyterHub's, unchanged.
 
@@ -54,6 +62,7 @@ import hashlib
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +75,8 @@ from jupyterhub.services.service import _MockUser, _ServiceSpawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import Float, Unicode, default
 
+from hub_ext.host.containers import ContainerPlacement, PodmanService
+from hub_ext.host.local import LocalHost
 from hub_ext.host.passing import passed_on
 from hub_ext.host.process import is_running, process_identity, write_private
 
@@ -150,6 +161,67 @@ class ShipyardHub(JupyterHub):
 
     _service_starts: dict[str, asyncio.Future] | None = None
     _stopping = False
+    _podman_service: PodmanService | None = None
+
+    # ------------------------------------------------------------ placement
+
+    def init_hub(self):
+        """JupyterHub's, then the spawner that ``c.LocalHost.placement`` asks for."""
+        super().init_hub()
+        self._choose_spawner()
+
+    def _choose_spawner(self) -> None:
+        """``container``: Shipyard's local spawner becomes its container spawner.
+
+        Only Shipyard's own local spawner is replaced: an admin who configured another
+        spawner class (Kubernetes, a custom one) keeps it, with a warning.
+        """
+        if LocalHost(parent=self).placement != "container":
+            return
+        from hub_ext.spawners.containers import ContainerProfileSpawner
+        from hub_ext.spawners.spawner import LocalProfileSpawner
+
+        chosen = self.spawner_class
+        if isinstance(chosen, type) and issubclass(chosen, ContainerProfileSpawner):
+            return
+        if not (isinstance(chosen, type) and issubclass(chosen, LocalProfileSpawner)):
+            self.log.warning(
+                "c.LocalHost.placement is 'container' but the spawner is %s: keeping it", chosen
+            )
+            return
+        self.log.info("Placement 'container': servers are spawned by ContainerProfileSpawner")
+        self.set_trait("spawner_class", ContainerProfileSpawner)
+        # the servers' settings written for the local spawner hold for containers too
+        shared = ContainerProfileSpawner.class_traits(config=True)
+        given = self.config.get("LocalProfileSpawner", {})
+        own = self.config.ContainerProfileSpawner
+        for name, value in given.items():
+            if name in shared and name not in own:
+                own[name] = value
+
+    async def init_spawners(self):
+        """Make sure podman's API service answers (container placement), then JupyterHub's."""
+        # imported only where it is the spawner (then its module is loaded already): a hub of
+        # processes does not pay for importing dockerspawner and docker-py at every start
+        containers = sys.modules.get("hub_ext.spawners.containers")
+        chosen = self.spawner_class
+        if (
+            containers is not None
+            and isinstance(chosen, type)
+            and issubclass(chosen, containers.ContainerProfileSpawner)
+        ):
+            placement = ContainerPlacement(config=self.config, log=self.log)
+            service = PodmanService(placement.podman_socket, self.log)
+            if placement.start_service:
+                await service.ensure()
+                self._podman_service = service
+            elif not await asyncio.to_thread(service.answers):
+                raise RuntimeError(
+                    f"Nothing answers on {placement.podman_socket} and "
+                    "c.ContainerPlacement.start_service is False: start podman's API service "
+                    "(docs/containers.md)."
+                )
+        return await super().init_spawners()
 
     # ------------------------------------------------------------ records
 
@@ -475,6 +547,8 @@ class ShipyardHub(JupyterHub):
         finally:
             self._service_map = services
         self._remove_empty_cgroup_parent()
+        if self._podman_service is not None:  # after the servers: their stop needs it
+            await asyncio.to_thread(self._podman_service.stop)
         self.log.info("Shipyard stopped in %.1f s", time.monotonic() - started)
 
     def _remove_empty_cgroup_parent(self) -> None:

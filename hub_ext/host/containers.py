@@ -1,0 +1,633 @@
+"""ContainerPlacement: a user's code in a podman container on this machine, as secure as a pod.
+
+``c.LocalHost.placement = "container"`` runs users' servers in containers from
+their profile's environment image (``shipyard image build ENV``) instead of as
+processes on the environment's virtual environment. This module holds what every
+container of a user needs, whichever part starts it (the spawner now; the
+scheduler's runs and the deployer's replicas later), as pure builders over one
+:class:`ContainerSpec`, and the little I/O they need (podman's API service, the
+users' networks and their firewall rules):
+
+* **Image.** ``images.image_tag`` of the profile's environment; a missing image is
+  refused with the command that builds it (:func:`image_for`).
+* **Limits.** The profile's memory (no swap beyond it), CPU quota and shares, a
+  pids limit, and the ``--ulimit`` values this kernel accepts
+  (:func:`hub_ext.host.podman.limit_options`; podman's defaults are refused here).
+* **Identity.** The process runs as the user's own account (uid and gid outside
+  and inside), with the account's home mounted at ``/home/jovyan`` (``HOME``).
+  Files a server writes are the user's, as with processes. Mapping the images'
+  uid 1000 to the account with a user namespace (``user_namespace = "map"``,
+  :func:`id_mappings`) is built and kept for hosts that can: on this one rootful
+  podman 4.3 fails every such container with "creating overlay mount ... permission
+  denied" (its idmapped or chowned copies of the overlay layers), after ~30 s of
+  copying the image, so ``"none"`` is the default. Jupyter's images do not need
+  uid 1000 (``HOME`` and ``/tmp`` are the only places written).
+* **Security**, matching the pods' ``SECURE_CONTEXT`` (:mod:`hub_ext.host.k8s`):
+  never privileged, every capability dropped, no new privileges, podman's default
+  seccomp profile, a read-only root filesystem with a writable home and a tmpfs
+  ``/tmp``, and no runtime socket mounted.
+* **Network**, the one-machine counterpart of the pods' NetworkPolicy: one bridge
+  network per user (:func:`network_name`), so one user's containers never share
+  a link with another's, and iptables rules for its subnet
+  (:func:`firewall_rules`): from the containers, only the ports the server needs
+  on the host (the hub's API, the proxy, the Shipyard services) are reached, at
+  the network's gateway, which forwards them to the host's loopback where those
+  listen (``route_localnet`` on the user's bridge); everything else from the
+  subnet is dropped before routing (the ``mangle`` table, which netavark leaves
+  alone, so its own ``FORWARD`` rules cannot let traffic past). The server is
+  published on ``127.0.0.1`` only, where the proxy reaches it.
+
+Podman's Docker-compatible API (``podman system service``) is what
+:class:`~hub_ext.spawners.containers.ContainerProfileSpawner` (DockerSpawner) talks
+to: the hub starts it as its child on :attr:`ContainerPlacement.podman_socket`
+when nothing answers there (:class:`PodmanService`), or an administrator runs it
+(a systemd ``podman.socket``) and points the setting at its socket.
+
+Rejected alternatives: Docker's API for the create step (it cannot carry uid maps
+or podman's rlimit names, and podman's compat layer silently ignores some
+``HostConfig`` fields: the libpod ``create`` takes one typed spec, built here);
+one shared network with per-container rules (containers on one bridge talk at
+layer 2 wherever ``br_netfilter`` is off, so isolation would depend on a module).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+from traitlets import Bool, CaselessStrEnum, Integer, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from hub_ext.environments.catalog import EnvironmentProblem, get_environment
+from hub_ext.environments.images import image_tag
+from hub_ext.host import instance, slugs
+from hub_ext.host.podman import limit_options, podman
+from hub_ext.profiles.model import Profile
+
+#: Where the user's home is mounted in the container (the Jupyter Docker Stacks' home).
+CONTAINER_HOME = "/home/jovyan"
+#: Labels every Shipyard container and network carries: who and what it is for.
+USER_LABEL = "io.shipyard.user"
+PROFILE_LABEL = "io.shipyard.profile"
+INSTANCE_LABEL = "io.shipyard.instance"
+#: The uid and gid the images run as (images/*/Dockerfile): jovyan, group users.
+IMAGE_UID = 1000
+IMAGE_GID = 100
+#: A CPU quota's period (µs), as the cgroup default and the local placement use.
+CPU_PERIOD = 100_000
+
+
+class ImageMissing(Exception):
+    """The profile's environment image is not built here: the message names the command."""
+
+
+# ------------------------------------------------------------------ pure builders
+
+
+def image_for(profile: Profile) -> str:
+    """The image of ``profile``'s environment: ``localhost/shipyard-<env>:<lock digest>``.
+
+    Raises
+    ------
+    ImageMissing
+        When the profile names an environment that does not exist.
+    """
+    try:
+        return image_tag(get_environment(profile.environment))
+    except EnvironmentProblem as e:
+        raise ImageMissing(str(e)) from None
+
+
+def image_missing(profile: Profile, tag: str) -> ImageMissing:
+    """The refusal of a spawn whose image ``tag`` is not built: it names the command."""
+    return ImageMissing(
+        f"The image of environment '{profile.environment}' ({tag}) is not built on this "
+        f"machine: an admin builds it with `shipyard image build {profile.environment}`."
+    )
+
+
+def rlimits(options: Iterable[str] | None = None) -> list[dict]:
+    """:func:`~hub_ext.host.podman.limit_options` as the libpod spec's ``r_limits``."""
+    opts = list(limit_options() if options is None else options)
+    found = []
+    for flag, value in zip(opts[::2], opts[1::2], strict=True):
+        assert flag == "--ulimit", opts
+        name, _, limits = value.partition("=")
+        soft, _, hard = limits.partition(":")
+        found.append({"type": name, "soft": int(soft), "hard": int(hard or soft)})
+    return found
+
+
+def resource_limits(profile: Profile, pids: int) -> dict:
+    """The profile's memory and CPU, and ``pids``, as the libpod spec's ``resource_limits``.
+
+    Memory and swap are the same number, so a container cannot swap past its limit
+    (as a process's cgroup, which sets no swap either). The CPU guarantee becomes
+    shares relative to one core (1024), as the local placement's cgroups do.
+    """
+    limits: dict = {"pids": {"limit": pids}}
+    memory: dict = {}
+    if profile.mem_limit_bytes:
+        memory = {"limit": profile.mem_limit_bytes, "swap": profile.mem_limit_bytes}
+    if profile.mem_guarantee_bytes:
+        memory["reservation"] = profile.mem_guarantee_bytes
+    if memory:
+        limits["memory"] = memory
+    cpu: dict = {}
+    if profile.cpu_limit_cores:
+        cpu = {"quota": int(profile.cpu_limit_cores * CPU_PERIOD), "period": CPU_PERIOD}
+    if profile.cpu_guarantee_cores:
+        cpu["shares"] = max(2, int(profile.cpu_guarantee_cores * 1024))
+    if cpu:
+        limits["cpu"] = cpu
+    return limits
+
+
+def id_mappings(uid: int, gid: int, base: int, size: int = 65536) -> dict:
+    """A user namespace where the images' uid 1000 (gid 100) is the account ``uid`` (``gid``).
+
+    Every other id inside maps into ``[base, base + size)`` outside, a range that
+    must be the user's own (``/etc/subuid``), so root inside is nobody outside.
+    """
+
+    def around(inside: int, outside: int) -> list[dict]:
+        return [
+            {"container_id": 0, "host_id": base, "size": inside},
+            {"container_id": inside, "host_id": outside, "size": 1},
+            {"container_id": inside + 1, "host_id": base + inside + 1, "size": size - inside - 1},
+        ]
+
+    return {"UIDMap": around(IMAGE_UID, uid), "GIDMap": around(IMAGE_GID, gid)}
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything one user's container is made from (servers now; runs and replicas later)."""
+
+    name: str
+    image: str
+    command: list[str]
+    env: Mapping[str, str]
+    owner: str
+    uid: int
+    gid: int
+    home: str
+    profile: Profile
+    network: str
+    port: int | None = None  # published on 127.0.0.1 (a random host port) when set
+    pids_limit: int = 1024
+    tmp_size: str = "1g"
+    user_namespace: str = "none"
+    subid_base: int = 0
+    stop_timeout: int = 10
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def create_spec(spec: ContainerSpec, ulimits: list[dict] | None = None) -> dict:
+    """libpod's ``POST /libpod/containers/create`` body for ``spec``: pure, no podman needed.
+
+    The security fields mirror :data:`hub_ext.host.k8s.SECURE_CONTEXT`;
+    ``seccomp_policy`` "default" is podman's default profile (no ``unconfined``).
+    """
+    mapped = spec.user_namespace == "map"
+    body: dict = {
+        "name": spec.name,
+        "image": spec.image,
+        "command": list(spec.command),
+        "env": dict(spec.env),
+        "work_dir": CONTAINER_HOME,
+        "user": f"{IMAGE_UID}:{IMAGE_GID}" if mapped else f"{spec.uid}:{spec.gid}",
+        "labels": {
+            **spec.labels,
+            USER_LABEL: spec.owner,
+            PROFILE_LABEL: spec.profile.slug,
+        },
+        "stop_timeout": spec.stop_timeout,
+        # security: as the pods' SECURE_CONTEXT
+        "privileged": False,
+        "cap_drop": ["ALL"],
+        "no_new_privileges": True,
+        "seccomp_policy": "default",
+        "read_only_filesystem": True,
+        # podman's own writable /run, /dev/shm, /etc/hosts... stay private tmpfs; no
+        # extra /var/tmp or /run/.containerenv writes are needed by Jupyter
+        "read_write_tmpfs": False,
+        "mounts": [
+            {
+                "destination": CONTAINER_HOME,
+                "type": "bind",
+                "source": spec.home,
+                "options": ["rbind", "rw", "nosuid", "nodev"],
+            },
+            {
+                "destination": "/tmp",  # noqa: S108 - the container's own, a private tmpfs
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["rw", "nosuid", "nodev", "mode=1777", f"size={spec.tmp_size}"],
+            },
+        ],
+        "resource_limits": resource_limits(spec.profile, spec.pids_limit),
+        "r_limits": rlimits() if ulimits is None else ulimits,
+        "netns": {"nsmode": "bridge"},
+        "Networks": {spec.network: {}},
+    }
+    if mapped:
+        body["idmappings"] = id_mappings(spec.uid, spec.gid, spec.subid_base)
+    if spec.port is not None:
+        body["portmappings"] = [
+            {"host_ip": "127.0.0.1", "container_port": spec.port, "host_port": 0, "protocol": "tcp"}
+        ]
+    return body
+
+
+def network_name(prefix: str, owner: str) -> str:
+    """The bridge network of ``owner``'s containers: ``<prefix>-<user slug>``."""
+    return f"{prefix}-{slugs.user_slug(owner)}"
+
+
+def reach_from_container(url: str, gateway: str) -> str:
+    """``url`` as a container reaches it: a host-local address becomes the network's gateway.
+
+    The hub, the proxy and the services listen on the host's loopback (or on every
+    address, ``0.0.0.0``); in a container both name the container itself, so it
+    reaches them at its gateway, which the firewall forwards to the host's loopback
+    (:func:`firewall_rules`). Other hosts are left alone.
+    """
+    parts = urlparse(url)
+    if not _is_host_local(parts.hostname or ""):
+        return url
+    netloc = gateway + (f":{parts.port}" if parts.port else "")
+    return urlunparse(parts._replace(netloc=netloc))
+
+
+def _is_host_local(host: str) -> bool:
+    """``localhost``, a loopback address, or the unspecified address (a bind to every one)."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
+
+
+def loopback_ports(urls: Iterable[str]) -> list[int]:
+    """The ports of the host-local URLs among ``urls``: what a container may reach."""
+    ports = set()
+    for url in urls:
+        parts = urlparse(url)
+        if _is_host_local(parts.hostname or ""):
+            ports.add(parts.port or (443 if parts.scheme == "https" else 80))
+    return sorted(ports)
+
+
+def firewall_rules(
+    network: str, subnet: str, gateway: str, ports: Iterable[int]
+) -> list[list[str]]:
+    """iptables commands (argv after ``iptables``) that confine ``network``'s containers.
+
+    Each rule carries the comment ``shipyard:<network>``, by which
+    :func:`remove_firewall` finds it. In order of evaluation:
+
+    * ``mangle PREROUTING``: from the subnet, accept new connections to the gateway on
+      ``ports`` and packets of established connections (the proxy's to the server);
+      drop everything else before it is routed (the internet, other users'
+      networks, the host's other ports);
+    * ``nat PREROUTING``: the gateway's ``ports`` go to the host's loopback, where
+      the hub, the proxy and the services listen.
+
+    They are inserted at the top (``-I``), so they come before netavark's.
+    """
+    tag = ["-m", "comment", "--comment", f"shipyard:{network}"]
+    rules: list[list[str]] = [
+        ["-t", "mangle", "-I", "PREROUTING", "1", "-s", subnet, *tag, "-j", "DROP"],
+        [
+            "-t",
+            "mangle",
+            "-I",
+            "PREROUTING",
+            "1",
+            "-s",
+            subnet,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            *tag,
+            "-j",
+            "ACCEPT",
+        ],
+    ]
+    for port in sorted(set(ports)):
+        match = ["-s", subnet, "-d", gateway, "-p", "tcp", "--dport", str(port), *tag]
+        rules.append(["-t", "mangle", "-I", "PREROUTING", "1", *match, "-j", "ACCEPT"])
+        rules.append(
+            ["-t", "nat", "-I", "PREROUTING", "1", *match]
+            + ["-j", "DNAT", "--to-destination", f"127.0.0.1:{port}"]
+        )
+    return rules
+
+
+# ------------------------------------------------------------------ the I/O
+
+
+def _iptables() -> str:
+    found = shutil.which("iptables")
+    if not found:
+        raise RuntimeError(
+            "iptables is not installed: `apt-get install iptables` (docs/containers.md)."
+        )
+    return found
+
+
+def apply_firewall(network: str, subnet: str, gateway: str, ports: Iterable[int]) -> None:
+    """Replace ``network``'s rules with :func:`firewall_rules`."""
+    remove_firewall(network)
+    for rule in firewall_rules(network, subnet, gateway, ports):
+        subprocess.run([_iptables(), "-w", *rule], check=True, capture_output=True, text=True)
+
+
+def route_localnet(bridge: str) -> None:
+    """Let ``bridge`` carry the gateway's DNAT to 127.0.0.1.
+
+    On the user's bridge alone, never ``all``: elsewhere a packet to 127.0.0.1 from
+    outside stays a martian. The bridge exists once the network's first container
+    has started (netavark makes it then), so this follows each start.
+    """
+    Path(f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet").write_text("1\n")
+
+
+def firewall_present(network: str) -> bool:
+    """Whether ``network``'s rules are in place (a rebooted host or a flush loses them)."""
+    tag = f"shipyard:{network}"
+    out = subprocess.run(
+        [_iptables(), "-w", "-t", "mangle", "-S", "PREROUTING"], capture_output=True, text=True
+    )
+    return any(f'"{tag}"' in line or f" {tag} " in line + " " for line in out.stdout.splitlines())
+
+
+def remove_firewall(network: str) -> None:
+    """Delete every rule :func:`firewall_rules` made for ``network`` (in both tables)."""
+    tag = f"shipyard:{network}"
+    for table in ("mangle", "nat"):
+        listed = subprocess.run(
+            [_iptables(), "-w", "-t", table, "-S", "PREROUTING"], capture_output=True, text=True
+        )
+        for line in listed.stdout.splitlines():
+            words = line.split()
+            if words[:1] != ["-A"] or tag not in line:
+                continue
+            # -S quotes nothing that the comment needs: "shipyard:<name>" has no spaces
+            argv = ["-D", *[w.strip('"') for w in words[1:]]]
+            subprocess.run([_iptables(), "-w", "-t", table, *argv], capture_output=True)
+
+
+class PodmanService:
+    """``podman system service`` on a unix socket, as a child of the hub.
+
+    Started only when nothing answers on the socket (an administrator's systemd
+    ``podman.socket`` or a previous hub's service is used as it is), in its own
+    session so that a hub crash leaves it serving the containers' state to the next
+    hub; the hub that started it stops it at a clean exit. ``--time=0``: it never
+    exits by itself for being idle.
+    """
+
+    def __init__(self, socket_path: str, log):
+        self.socket_path = socket_path
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def answers(self) -> bool:
+        """Whether an API service answers ``_ping`` on the socket."""
+        import socket as sock
+
+        if not os.path.exists(self.socket_path):
+            return False
+        try:
+            with sock.socket(sock.AF_UNIX, sock.SOCK_STREAM) as s:
+                s.settimeout(2)
+                s.connect(self.socket_path)
+                s.sendall(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
+                return b" 200 " in s.recv(64)
+        except OSError:
+            return False
+
+    async def ensure(self, timeout: float = 30) -> None:
+        """Start the service unless one answers; return once it answers."""
+        if await asyncio.to_thread(self.answers):
+            self.log.info("Using the podman API service already on %s", self.socket_path)
+            return
+        Path(self.socket_path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with_stale = Path(self.socket_path)
+        if with_stale.exists():
+            with_stale.unlink()
+        argv = [*podman(), "system", "service", "--time=0", f"unix://{self.socket_path}"]
+        self.log.info("Starting the podman API service: %s", " ".join(argv))
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not await asyncio.to_thread(self.answers):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"podman system service exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"podman system service did not answer on {self.socket_path}")
+            await asyncio.sleep(0.1)
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stop the service this object started (not one it found running)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ------------------------------------------------------------------ the settings
+
+
+class ContainerPlacement(LoggingConfigurable):
+    """How users' containers are made on this machine (``c.LocalHost.placement = "container"``).
+
+    Configured as ``c.ContainerPlacement``; the spawner holds one (and, later, the
+    scheduler and the deployer, to which the hub passes the section).
+    """
+
+    podman_socket = Unicode(
+        help="""
+        Unix socket of podman's API service (``podman system service``).
+
+        The hub starts the service there, as its child, when nothing answers on it
+        and ``start_service`` is true; an administrator who runs podman's systemd
+        socket unit instead points this at ``/run/podman/podman.sock``.
+
+        Defaults to ``podman.sock`` in ``$SHIPYARD_DATA_DIR``, else in
+        ``/run/<instance>``.
+
+        Example::
+
+            c.ContainerPlacement.podman_socket = "/run/podman/podman.sock"
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
+    @default("podman_socket")
+    def _default_podman_socket(self):
+        data = os.environ.get("SHIPYARD_DATA_DIR")
+        if data:
+            return str(Path(data) / "podman.sock")
+        return f"/run/{instance.name()}/podman.sock"
+
+    start_service = Bool(
+        True,
+        help="""
+        Whether the hub starts ``podman system service`` when nothing answers on the socket.
+
+        False leaves it to the administrator (a systemd socket unit); the hub then
+        refuses to start until the socket answers.
+
+        Example::
+
+            c.ContainerPlacement.start_service = False
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
+    network_prefix = Unicode(
+        help="""
+        Prefix of each user's bridge network (``<prefix>-<user slug>``).
+
+        One network per user keeps users' containers off each other's link; the
+        network is made with the user's first container and removed, with its
+        firewall rules, when their last one stops. Defaults to the instance name
+        (``shipyard``), so two Shipyards on one machine never share networks.
+
+        Example::
+
+            c.ContainerPlacement.network_prefix = "sy"
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
+    @default("network_prefix")
+    def _default_network_prefix(self):
+        return instance.name()
+
+    firewall = Bool(
+        True,
+        help="""
+        Confine the containers' network with iptables (module :mod:`hub_ext.host.containers`).
+
+        From a user's containers only the hub's API, the proxy and the Shipyard
+        services are reachable (at the network's gateway); nothing else on the host,
+        on other users' networks or outside. False leaves podman's bridge as it is
+        (full egress): for a host whose own firewall does this.
+
+        Example::
+
+            c.ContainerPlacement.firewall = False
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
+    pids_limit = Integer(
+        1024,
+        help="""
+        Most processes (and threads) one container may have.
+
+        The same for every profile: it guards the host against a fork bomb, not a
+        resource to share out.
+
+        Example::
+
+            c.ContainerPlacement.pids_limit = 4096
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
+    tmp_size = Unicode(
+        "1g",
+        help="""
+        Size of each container's ``/tmp`` (a tmpfs; the root filesystem is read-only).
+
+        It counts against the container's memory limit as it fills.
+
+        Example::
+
+            c.ContainerPlacement.tmp_size = "256m"
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
+    user_namespace = CaselessStrEnum(
+        ["none", "map"],
+        default_value="none",
+        help="""
+        How the user's account is the container's user.
+
+        ``none``: the container's processes run as the account's own uid and gid
+        (no user namespace). ``map``: a user namespace in which the images' uid
+        1000 (gid 100) is the account, and every other id is in the range from
+        ``subid_base``; **not usable with rootful podman 4.3 on an overlay store**
+        (every container fails with "creating overlay mount ... permission denied",
+        docs/containers.md).
+
+        Example::
+
+            c.ContainerPlacement.user_namespace = "map"
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
+    subid_base = Integer(
+        200000,
+        help="""
+        First outside id of the range that a ``map`` user namespace's other ids use.
+
+        Only with ``user_namespace = "map"``.
+
+        Example::
+
+            c.ContainerPlacement.subid_base = 300000
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
+    stop_timeout = Integer(
+        10,
+        help="""
+        Seconds a container has to exit after SIGTERM before podman kills it.
+
+        Example::
+
+            c.ContainerPlacement.stop_timeout = 30
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
+    def network_of(self, owner: str) -> str:
+        """``owner``'s network name."""
+        return network_name(self.network_prefix, owner)
+
+    def base_url(self) -> str:
+        """The docker-py ``base_url`` of the API socket."""
+        return f"unix://{self.podman_socket}"

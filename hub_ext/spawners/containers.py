@@ -1,0 +1,405 @@
+"""ContainerProfileSpawner: a user's server in a podman container from its profile's image.
+
+With ``c.LocalHost.placement = "container"`` the hub spawns servers with this
+class instead of :class:`~hub_ext.spawners.spawner.LocalProfileSpawner`: the same
+profiles, form, hub-side checks and quotas
+(:class:`~hub_ext.spawners.mixin.ProfileSpawnerMixin`), realised as a container
+of the environment's image (``shipyard image build ENV``) rather than a process on
+the environment's virtual environment. It extends JupyterHub's DockerSpawner, as
+:class:`~hub_ext.spawners.kubespawner.KubeProfileSpawner` extends KubeSpawner,
+and DockerSpawner talks docker-py to podman's Docker-compatible API service
+(:class:`~hub_ext.host.containers.PodmanService`, which the hub starts). What
+DockerSpawner already does is kept: the container's name and state (a restarted
+hub re-adopts a running container by its recorded id), ``poll`` by inspecting it,
+``stop`` and removal, the published port as the server's address.
+
+What is added, and why:
+
+* **The create step** goes to podman's libpod API (``POST /libpod/containers/create``)
+  with the spec :func:`hub_ext.host.containers.create_spec` builds: the compat API
+  has no field for uid maps or podman's rlimit names, and the security settings
+  are easier to check as one typed body (:mod:`hub_ext.host.containers` has the
+  reasons for each). Start, inspect, stop and remove stay DockerSpawner's.
+* **The image** is the profile's environment's, checked before anything starts
+  (503 with ``shipyard image build ENV`` when it is missing), never a user's choice.
+* **The account**: as :class:`LocalProfileSpawner`, the user's own system account
+  (``c.LocalHost``: prefix, homes, creation), whose home is the container's
+  ``/home/jovyan``.
+* **The network**: the user's own bridge, made with their first container and
+  removed with their last, confined by the firewall rules of
+  :func:`~hub_ext.host.containers.firewall_rules`; the hub's and services' loopback
+  URLs in the server's environment become the network's gateway.
+
+GPUs are not given to containers yet (CDI comes with the runs and replicas): this
+spawner reports no GPU, so GPU profiles are shown disabled and refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pwd
+
+from docker.errors import APIError, NotFound  # type: ignore[import-untyped]  # no types shipped
+from dockerspawner import DockerSpawner  # type: ignore[import-untyped]  # no types shipped
+from tornado import web
+from traitlets import Instance, default
+
+from hub_ext.host import telemetry
+from hub_ext.host.containers import (
+    CONTAINER_HOME,
+    INSTANCE_LABEL,
+    USER_LABEL,
+    ContainerPlacement,
+    ContainerSpec,
+    ImageMissing,
+    apply_firewall,
+    create_spec,
+    firewall_present,
+    image_for,
+    image_missing,
+    loopback_ports,
+    reach_from_container,
+    remove_firewall,
+    route_localnet,
+)
+from hub_ext.host.local import LocalHost
+from hub_ext.spawners.mixin import ProfileSpawnerMixin, Usage
+
+#: The port the server listens on inside its container (published on 127.0.0.1).
+SERVER_PORT = 8888
+#: The libpod API version asked for: podman 4.0's, the oldest this spawner was written to.
+LIBPOD_VERSION = "v4.0.0"
+
+
+class _NoAccount(Exception):
+    """The user has no system account and none may be created; a spawn answers 403."""
+
+
+class _AccountFailed(Exception):
+    """The user's system account could not be created; a spawn answers 500."""
+
+
+class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
+    """One podman container per server, from the profile's image, with the profile's limits.
+
+    Chosen by ``c.LocalHost.placement = "container"`` (or
+    ``c.JupyterHub.spawner_class = "shipyard-containers"``). Accounts and homes are
+    configured as ``c.LocalHost``, the containers as ``c.ContainerPlacement``;
+    DockerSpawner's own traits that Shipyard sets (image, network, host_ip, remove,
+    pull_policy, client_kwargs) are defaults derived from those.
+    """
+
+    placement = Instance(
+        ContainerPlacement,
+        help="How the servers' containers are made: ``c.ContainerPlacement``.",
+    )
+
+    @default("placement")
+    def _default_placement(self):
+        return ContainerPlacement(parent=self)
+
+    local_host = Instance(
+        LocalHost,
+        help="The machine's accounts and homes: ``c.LocalHost``, as for processes.",
+    )
+
+    @default("local_host")
+    def _default_local_host(self):
+        return LocalHost(parent=self)
+
+    # DockerSpawner's traits, given Shipyard's defaults (config still wins)
+
+    @default("client_kwargs")
+    def _default_client_kwargs(self):
+        return {"base_url": self.placement.base_url()}
+
+    @default("remove")
+    def _default_remove(self):
+        return True  # a stopped server leaves no container (nor anonymous volume) behind
+
+    @default("pull_policy")
+    def _default_pull_policy(self):
+        return "skip"  # images are built here (`shipyard image build`), never pulled
+
+    @default("prefix")
+    def _default_prefix(self):
+        return self.placement.network_prefix
+
+    @default("host_ip")
+    def _default_host_ip(self):
+        return "127.0.0.1"
+
+    @default("port")
+    def _default_port(self):
+        return SERVER_PORT
+
+    account: pwd.struct_passwd | None = None
+    _network: dict | None = None
+
+    @property
+    def gpu_count(self) -> int:
+        """No GPU in containers yet: GPU profiles are shown disabled and refused (409)."""
+        return 0
+
+    # ----------------------------------------------------------- the API
+
+    def _libpod_sync(self, method: str, path: str, *args, data=None, params=None):
+        """Call podman's libpod API through DockerSpawner's client (same socket and session).
+
+        docker-py's private helpers build the URL and raise its ``APIError`` on an
+        error status. The libpod routes take libpod's version, not the Docker API's
+        that the client negotiated (podman refuses "1.41" there).
+        """
+        client = self.client
+        url = client._url(f"/{LIBPOD_VERSION}/libpod" + path, *args, versioned_api=False)
+        if method == "POST":
+            response = client._post_json(url, data=data, params=params)
+        elif method == "DELETE":
+            response = client._delete(url, params=params)
+        else:
+            response = client._get(url, params=params)
+        return client._result(response, json=True)
+
+    def libpod(self, method: str, path: str, *args, **kwargs):
+        """:meth:`_libpod_sync` on DockerSpawner's executor thread (a future)."""
+        return asyncio.wrap_future(
+            self.executor.submit(self._libpod_sync, method, path, *args, **kwargs)
+        )
+
+    # ----------------------------------------------------------- pre-spawn
+
+    async def run_pre_spawn_hook(self):
+        """The mixin's checks (profile, quota), then the profile's image: 503 when not built."""
+        await super().run_pre_spawn_hook()
+        assert self.profile is not None
+        self.image = await self._image_of_profile()
+
+    async def _image_of_profile(self) -> str:
+        """The profile's image, once podman is asked that it has it (503 with the fix if not)."""
+        assert self.profile is not None
+        try:
+            tag = image_for(self.profile)
+            try:
+                await self.docker("inspect_image", tag)
+            except NotFound:
+                raise image_missing(self.profile, tag) from None
+        except ImageMissing as e:
+            raise web.HTTPError(503, str(e)) from None
+        return tag
+
+    # ---------------------------------------------------------------- start
+
+    async def start(self):
+        """The user's account and network, then DockerSpawner's start, then the firewall.
+
+        Returns
+        -------
+        (str, int)
+            ``127.0.0.1`` and the container's published port.
+        """
+        if os.geteuid() != 0:
+            raise web.HTTPError(
+                500, "Containers on one machine need the hub to run as root (rootful podman)."
+            )
+        if self.profile is None:  # started without JupyterHub's pre-spawn step
+            self.profile = self.resolve_profile()
+            self.usage = Usage.of(self.profile)
+            self.apply_profile(self.profile)
+            self.image = await self._image_of_profile()
+        self.account = await self._ensure_account()
+        self._network = await self._ensure_network()
+        return await super().start()
+
+    async def _ensure_account(self) -> pwd.struct_passwd:
+        """The user's account, as for processes (:meth:`LocalHost.account`)."""
+        try:
+            return await self.local_host.account(
+                self.user.name, _AccountFailed, missing=_NoAccount, repair_home=True
+            )
+        except _NoAccount as e:
+            raise web.HTTPError(403, f"{e} Ask an admin.") from None
+        except _AccountFailed as e:
+            raise web.HTTPError(500, str(e)) from None
+
+    async def _ensure_network(self) -> dict:
+        """The user's bridge network (made if missing): name, subnet, gateway, interface.
+
+        The firewall rules go in before any container of the user starts (they only
+        need the subnet); the bridge's ``route_localnet`` once the bridge exists.
+        """
+        name = self.placement.network_of(self.user.name)
+        try:
+            found = await self.libpod("GET", "/networks/{0}/json", name)
+        except NotFound:
+            body = {
+                "name": name,
+                "driver": "bridge",
+                "labels": {
+                    USER_LABEL: self.user.name,
+                    INSTANCE_LABEL: self.placement.network_prefix,
+                },
+            }
+            try:
+                found = await self.libpod("POST", "/networks/create", data=body)
+            except APIError as e:
+                if e.status_code != 409:  # made meanwhile by the user's other server
+                    raise
+                found = await self.libpod("GET", "/networks/{0}/json", name)
+            self.log.info("Created network %s for %s", name, self.user.name)
+        subnet = found["subnets"][0]
+        network = {
+            "name": name,
+            "subnet": subnet["subnet"],
+            "gateway": subnet["gateway"],
+            "interface": found.get("network_interface", ""),
+        }
+        if self.placement.firewall and not await asyncio.to_thread(firewall_present, name):
+            await asyncio.to_thread(
+                apply_firewall,
+                name,
+                network["subnet"],
+                network["gateway"],
+                loopback_ports(self._reached_urls()),
+            )
+        return network
+
+    def _reached_urls(self) -> list[str]:
+        """The URLs a server calls on the host: the hub's API, the proxy, the tracking service."""
+        urls = [self.hub.api_url, self.public_url or ""]
+        if self.tracking_url:
+            urls.append(self.tracking_url)
+        return [u for u in urls if u]
+
+    @property
+    def public_url(self) -> str:
+        """The proxy's public URL (``$SHIPYARD_BIND_URL``), which kernels use for services."""
+        return os.environ.get("SHIPYARD_BIND_URL", "")
+
+    async def create_object(self):
+        """Create the container with podman's libpod API from :func:`create_spec`."""
+        assert self.profile is not None and self.account is not None and self._network is not None
+        spec = ContainerSpec(
+            name=self.container_name,
+            image=self.image,
+            command=await self.get_command(),
+            env=self.get_env(),
+            owner=self.user.name,
+            uid=self.account.pw_uid,
+            gid=self.account.pw_gid,
+            home=self.account.pw_dir,
+            profile=self.profile,
+            network=self._network["name"],
+            port=self.port,
+            pids_limit=self.placement.pids_limit,
+            tmp_size=self.placement.tmp_size,
+            user_namespace=self.placement.user_namespace,
+            subid_base=self.placement.subid_base,
+            stop_timeout=self.placement.stop_timeout,
+            labels={INSTANCE_LABEL: self.placement.network_prefix},
+        )
+        body = create_spec(spec)
+        self.log.debug("Creating container %s: %s", spec.name, json.dumps(body, default=str))
+        return await self.libpod("POST", "/containers/create", data=body)
+
+    async def start_object(self):
+        """Start the container, then let its bridge forward the gateway's ports to loopback."""
+        await super().start_object()
+        network = self._network
+        if self.placement.firewall and network is not None:
+            found = await self.libpod("GET", "/networks/{0}/json", network["name"])
+            bridge = found.get("network_interface", "")
+            if bridge:
+                await asyncio.to_thread(route_localnet, bridge)
+
+    def get_env(self):
+        """DockerSpawner's environment plus the profile's, with loopback URLs made reachable."""
+        env = super().get_env()
+        env.update(self.profile_env())
+        env.update(self.tracking_env(env.get("JUPYTERHUB_API_TOKEN", "")))
+        env.update(telemetry.environment())
+        env["HOME"] = CONTAINER_HOME
+        if self.account is not None:
+            env["USER"] = self.account.pw_name
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        env["NVIDIA_VISIBLE_DEVICES"] = "void"
+        if self._network is not None:
+            gateway = self._network["gateway"]
+            for key, value in env.items():
+                # JUPYTERHUB_SERVICE_URL is where the server itself listens (0.0.0.0)
+                if key == "JUPYTERHUB_SERVICE_URL" or not isinstance(value, str):
+                    continue
+                if value.startswith(("http://", "https://")):
+                    env[key] = reach_from_container(value, gateway)
+        return env
+
+    # ---------------------------------------------------------------- stop
+
+    async def stop(self, now=False):
+        """DockerSpawner's stop (the container is removed), then the network if it was the last."""
+        await super().stop(now=now)
+        await self._release_network()
+
+    async def _release_network(self) -> None:
+        """Remove the user's network and its rules when no container of theirs is left on it."""
+        name = self.placement.network_of(self.user.name)
+        try:
+            users = await self.libpod(
+                "GET",
+                "/containers/json",
+                params={"all": "true", "filters": json.dumps({"network": [name]})},
+            )
+        except APIError as e:
+            self.log.warning("Could not list the containers on %s: %s", name, e)
+            return
+        if users:
+            return
+        try:
+            await self.libpod("DELETE", "/networks/{0}", name)
+            self.log.info("Removed network %s", name)
+        except NotFound:
+            pass
+        except APIError as e:
+            self.log.warning("Could not remove network %s: %s", name, e)
+            return
+        if self.placement.firewall:
+            await asyncio.to_thread(remove_firewall, name)
+        self._network = None
+
+    async def poll(self):
+        """DockerSpawner's poll, which also cleans up after a container that died by itself.
+
+        A re-adopted container's network gets its rules checked once: after a hub
+        restart they normally still hold (they are the kernel's); after a firewall
+        flush they would not, and the container would run unconfined.
+        """
+        status = await super().poll()
+        if status is None and self.placement.firewall and self._network is None:
+            self._network = await self._ensure_network()
+        elif status is not None:
+            # died by itself (kill -9, the OOM killer on the server, a crash): JupyterHub
+            # does not call stop() for a server that is gone, and DockerSpawner would keep
+            # the exited container until the next start; nothing of it is kept here
+            if self.remove and self.object_id:
+                await self.remove_object()
+                self.set_trait("object_id", "")  # forgotten: it is gone
+            await self._release_network()
+        return status
+
+    # ---------------------------------------------------------------- state
+
+    def get_state(self):
+        state = super().get_state()
+        if self.object_id:
+            state.update(self._profile_state())
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        self._load_profile_state(state)
+
+    def clear_state(self):
+        super().clear_state()
+        self.profile = self.usage = None
+        self.account = None

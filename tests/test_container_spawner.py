@@ -1,0 +1,546 @@
+"""Servers in podman containers (``c.LocalHost.placement = "container"``), against a real hub.
+
+The pure builders are checked without podman (the create body for a profile, the
+firewall rules, the URLs a container reaches); then one hub per module, with
+configurable-http-proxy and the ``base`` environment's image (built once per machine
+by ``shipyard image base`` and ``shipyard image build base``, as tests/test_images.py
+does, and reused while the lock holds), spawns servers as containers: a kernel runs
+in one, its files are the user's, the memory limit kills a kernel, every security
+default is tried from inside and refused, a hub restart re-adopts the container, and
+a stop leaves no container, network or firewall rule behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from hub_ext.environments.catalog import get_environment
+from hub_ext.environments.images import BASE_TAG, image_tag
+from hub_ext.host import containers
+from hub_ext.host.containers import ContainerSpec, create_spec, firewall_rules
+from hub_ext.host.slugs import account_name
+from hub_ext.profiles.model import Profile
+
+from .conftest import TEST_PROFILES
+from .hubtools import REPO, run_in_kernel, stdout_of, tagged, wait_for
+
+PROFILES = (
+    TEST_PROFILES.split("quotas:")[0]
+    + """  - slug: science
+    display_name: Science
+    environment: datascience
+    mem_limit: 512Mi
+quotas:"""
+    + TEST_PROFILES.split("quotas:")[1]
+)
+
+ULIMITS = ["--ulimit", "nofile=1024:2048", "--ulimit", "nproc=512:512"]
+
+
+def tiny() -> Profile:
+    return Profile.model_validate(
+        {
+            "slug": "tiny",
+            "display_name": "Tiny",
+            "cpu_guarantee": "100m",
+            "cpu_limit": "500m",
+            "mem_guarantee": "128Mi",
+            "mem_limit": "400Mi",
+        }
+    )
+
+
+def spec(**changes) -> ContainerSpec:
+    fields = dict(
+        name="shipyard-alice",
+        image="localhost/shipyard-base:0123456789ab",
+        command=["jupyterhub-singleuser"],
+        env={"JUPYTERHUB_API_TOKEN": "t"},
+        owner="alice",
+        uid=1234,
+        gid=1235,
+        home="/home/jupyter-alice",
+        profile=tiny(),
+        network="shipyard-alice",
+        port=8888,
+    )
+    fields.update(changes)
+    return ContainerSpec(**fields)
+
+
+# ------------------------------------------------------------------ pure builders
+
+
+def test_the_create_body_of_a_profile_is_secure_and_limited():
+    body = create_spec(spec(), containers.rlimits(ULIMITS))
+    assert body == {
+        "name": "shipyard-alice",
+        "image": "localhost/shipyard-base:0123456789ab",
+        "command": ["jupyterhub-singleuser"],
+        "env": {"JUPYTERHUB_API_TOKEN": "t"},
+        "work_dir": "/home/jovyan",
+        "user": "1234:1235",
+        "labels": {"io.shipyard.user": "alice", "io.shipyard.profile": "tiny"},
+        "stop_timeout": 10,
+        "privileged": False,
+        "cap_drop": ["ALL"],
+        "no_new_privileges": True,
+        "seccomp_policy": "default",
+        "read_only_filesystem": True,
+        "read_write_tmpfs": False,
+        "mounts": [
+            {
+                "destination": "/home/jovyan",
+                "type": "bind",
+                "source": "/home/jupyter-alice",
+                "options": ["rbind", "rw", "nosuid", "nodev"],
+            },
+            {
+                "destination": "/tmp",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["rw", "nosuid", "nodev", "mode=1777", "size=1g"],
+            },
+        ],
+        "resource_limits": {
+            "pids": {"limit": 1024},
+            "memory": {
+                "limit": 400 * 2**20,
+                "swap": 400 * 2**20,
+                "reservation": 128 * 2**20,
+            },
+            "cpu": {"quota": 50_000, "period": 100_000, "shares": 102},
+        },
+        "r_limits": [
+            {"type": "nofile", "soft": 1024, "hard": 2048},
+            {"type": "nproc", "soft": 512, "hard": 512},
+        ],
+        "netns": {"nsmode": "bridge"},
+        "Networks": {"shipyard-alice": {}},
+        "portmappings": [
+            {"host_ip": "127.0.0.1", "container_port": 8888, "host_port": 0, "protocol": "tcp"}
+        ],
+    }
+    # no runtime socket, no host path but the home
+    assert [m["source"] for m in body["mounts"] if m["type"] == "bind"] == ["/home/jupyter-alice"]
+
+
+def test_a_profile_without_limits_gets_only_the_pids_limit_and_no_port_when_none():
+    bare = Profile.model_validate({"slug": "bare", "display_name": "Bare"})
+    body = create_spec(spec(profile=bare, port=None, pids_limit=64), [])
+    assert body["resource_limits"] == {"pids": {"limit": 64}}
+    assert "portmappings" not in body and body["r_limits"] == []
+
+
+def test_a_mapped_user_namespace_makes_the_images_uid_the_account():
+    body = create_spec(spec(user_namespace="map", subid_base=200000), [])
+    assert body["user"] == "1000:100"
+    assert body["idmappings"] == {
+        "UIDMap": [
+            {"container_id": 0, "host_id": 200000, "size": 1000},
+            {"container_id": 1000, "host_id": 1234, "size": 1},
+            {"container_id": 1001, "host_id": 201001, "size": 64535},
+        ],
+        "GIDMap": [
+            {"container_id": 0, "host_id": 200000, "size": 100},
+            {"container_id": 100, "host_id": 1235, "size": 1},
+            {"container_id": 101, "host_id": 200101, "size": 65435},
+        ],
+    }
+
+
+def test_the_host_limits_become_rlimits():
+    assert containers.rlimits(ULIMITS) == [
+        {"type": "nofile", "soft": 1024, "hard": 2048},
+        {"type": "nproc", "soft": 512, "hard": 512},
+    ]
+    assert {r["type"] for r in containers.rlimits()} == {"nofile", "nproc"}
+
+
+def test_the_image_is_the_environment_s_and_an_unknown_environment_is_refused():
+    assert containers.image_for(tiny()) == image_tag(get_environment("base"))
+    odd = Profile.model_validate({"slug": "odd", "display_name": "Odd", "environment": "nosuch"})
+    with pytest.raises(containers.ImageMissing, match="No environment 'nosuch'"):
+        containers.image_for(odd)
+    assert "`shipyard image build base`" in str(containers.image_missing(tiny(), "x:1"))
+
+
+@pytest.mark.parametrize(
+    "url, reached",
+    [
+        ("http://127.0.0.1:8081/hub/api", "http://10.89.3.1:8081/hub/api"),
+        ("http://localhost:8000/services/tracking", "http://10.89.3.1:8000/services/tracking"),
+        ("http://127.0.0.1/x", "http://10.89.3.1/x"),
+        ("https://hub.example.org/hub/api", "https://hub.example.org/hub/api"),
+        ("http://0.0.0.0:8000/services/tracking", "http://10.89.3.1:8000/services/tracking"),
+        ("http://10.0.0.5:8000/x", "http://10.0.0.5:8000/x"),
+    ],
+)
+def test_loopback_urls_are_reached_at_the_gateway(url, reached):
+    assert containers.reach_from_container(url, "10.89.3.1") == reached
+
+
+def test_the_reached_ports_are_those_of_loopback_urls():
+    urls = ["http://127.0.0.1:8081/hub/api", "http://localhost/x", "https://example.org:9/"]
+    assert containers.loopback_ports(urls) == [80, 8081]
+    assert containers.loopback_ports(["https://0.0.0.0/", "http://[::1]:7/"]) == [7, 443]
+
+
+def test_firewall_rules_accept_only_the_listed_ports_and_drop_the_rest():
+    rules = firewall_rules("net-a", "10.89.3.0/24", "10.89.3.1", [8081, 8000])
+    tag = ["-m", "comment", "--comment", "shipyard:net-a"]
+    assert rules == [
+        ["-t", "mangle", "-I", "PREROUTING", "1", "-s", "10.89.3.0/24", *tag, "-j", "DROP"],
+        ["-t", "mangle", "-I", "PREROUTING", "1", "-s", "10.89.3.0/24", "-m", "conntrack"]
+        + ["--ctstate", "ESTABLISHED,RELATED", *tag, "-j", "ACCEPT"],
+        ["-t", "mangle", "-I", "PREROUTING", "1", "-s", "10.89.3.0/24", "-d", "10.89.3.1"]
+        + ["-p", "tcp", "--dport", "8000", *tag, "-j", "ACCEPT"],
+        ["-t", "nat", "-I", "PREROUTING", "1", "-s", "10.89.3.0/24", "-d", "10.89.3.1"]
+        + ["-p", "tcp", "--dport", "8000", *tag, "-j", "DNAT", "--to-destination"]
+        + ["127.0.0.1:8000"],
+        ["-t", "mangle", "-I", "PREROUTING", "1", "-s", "10.89.3.0/24", "-d", "10.89.3.1"]
+        + ["-p", "tcp", "--dport", "8081", *tag, "-j", "ACCEPT"],
+        ["-t", "nat", "-I", "PREROUTING", "1", "-s", "10.89.3.0/24", "-d", "10.89.3.1"]
+        + ["-p", "tcp", "--dport", "8081", *tag, "-j", "DNAT", "--to-destination"]
+        + ["127.0.0.1:8081"],
+    ]
+
+
+def test_each_user_has_a_network_of_their_own():
+    assert containers.network_name("shipyard", "alice") == "shipyard-alice"
+    assert containers.network_name("shipyard", "Al.ice") != containers.network_name(
+        "shipyard", "al-ice"
+    )
+
+
+# ------------------------------------------------------------------ real containers
+
+needs_podman = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("iptables"),
+    reason="needs root, podman and iptables: rootful containers and their firewall",
+)
+
+
+def podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def shipyard(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hub_ext.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture(scope="module")
+def base_image() -> str:
+    """The ``base`` environment's image: made once per machine, reused while its lock holds."""
+    if not podman("image", "exists", BASE_TAG).returncode == 0:
+        out = shipyard("image", "base")
+        assert out.returncode == 0, out.stdout + out.stderr
+    tag = image_tag(get_environment("base"))
+    if podman("image", "exists", tag).returncode != 0:
+        out = shipyard("image", "build", "base")
+        assert out.returncode == 0, out.stdout + out.stderr
+    return tag
+
+
+PREFIX = tagged("shipyard-test") + "-ctr"
+
+
+def leftovers() -> dict[str, list[str]]:
+    """This module's containers, networks and firewall rules still on the machine."""
+    names = podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    networks = podman("network", "ls", "--format", "{{.Name}}").stdout.split()
+    rules = [
+        line
+        for table in ("mangle", "nat")
+        for line in subprocess.run(
+            ["iptables", "-w", "-t", table, "-S", "PREROUTING"], capture_output=True, text=True
+        ).stdout.splitlines()
+        if f"shipyard:{PREFIX}-" in line
+    ]
+    return {
+        "containers": [n for n in names if n.startswith(PREFIX + "-")],
+        "networks": [n for n in networks if n.startswith(PREFIX + "-")],
+        "rules": rules,
+    }
+
+
+def remove_leftovers() -> None:
+    left = leftovers()
+    if left["containers"]:
+        podman("rm", "-f", "-t", "0", *left["containers"])
+    if left["networks"]:
+        podman("network", "rm", "-f", *left["networks"])
+    for network in left["networks"]:
+        containers.remove_firewall(network)
+
+
+@pytest.fixture(scope="module")
+def hub(hub_factory, base_image, tmp_path_factory):
+    """One hub with ``c.LocalHost.placement = "container"``; servers survive its restarts."""
+    folder = tmp_path_factory.mktemp("ctr-config")
+    config = folder / "jupyterhub_config.py"
+    config.write_text(
+        "c = get_config()  # noqa: F821\n"
+        f"load_subconfig({str(REPO / 'tests' / 'hub_config.py')!r})  # noqa: F821\n"
+        "c.LocalHost.placement = 'container'\n"
+        f"c.ContainerPlacement.network_prefix = {PREFIX!r}\n"
+        # a container killed behind the hub's back is noticed within seconds
+        "c.Spawner.poll_interval = 2\n"
+    )
+    remove_leftovers()
+    hub = hub_factory(
+        profiles=PROFILES,
+        name="ctr",
+        config_file=config,
+        # servers outlive a hub stop, as in production after a crash: the restart test
+        extra_env={"SHIPYARD_CLEANUP_SERVERS": "0"},
+    )
+    yield hub
+    for user in hub.api("GET", "/users").json():
+        for name in user.get("servers", {}):
+            hub.stop_server(user["name"], name)
+    hub.stop()
+    remove_leftovers()
+
+
+def inspect(name: str) -> dict:
+    out = podman("container", "inspect", name)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)[0]
+
+
+def container_of(hub, user: str, server: str = "") -> dict:
+    return inspect(hub.server_state(user, server)["object_name"])
+
+
+@needs_podman
+def test_a_server_runs_in_a_container_of_its_profile_and_its_kernel_too(hub, base_image):
+    token = hub.create_user("alice")
+    hub.start_server("alice")
+    found = container_of(hub, "alice")
+    account = pwd.getpwnam(account_name("alice", hub.account_prefix))
+    assert found["ImageName"] == base_image
+    assert found["Config"]["User"] == f"{account.pw_uid}:{account.pw_gid}"
+    host = found["HostConfig"]
+    assert host["ReadonlyRootfs"] is True and host["Privileged"] is False
+    assert host["Memory"] == 400 * 2**20 and host["CpuQuota"] == 50_000
+    assert host["PidsLimit"] == 1024
+    assert "no-new-privileges" in host["SecurityOpt"]
+    # every capability podman would have given is dropped, none added (CapEff: below)
+    assert {"CAP_SETUID", "CAP_SETGID", "CAP_NET_RAW", "CAP_CHOWN"} <= set(host["CapDrop"])
+    assert not host.get("CapAdd")
+    ports = found["NetworkSettings"]["Ports"]["8888/tcp"]
+    assert [p["HostIp"] for p in ports] == ["127.0.0.1"]
+    assert list(found["NetworkSettings"]["Networks"]) == [f"{PREFIX}-alice"]
+
+    code = (
+        "import os, sys, pathlib\n"
+        "pathlib.Path('made-in-a-kernel.txt').write_text('hi')\n"
+        "print(os.getuid(), os.getgid(), os.environ['HOME'], os.getcwd(), sys.executable,"
+        " os.environ['SHIPYARD_ENV_DIGEST'])"
+    )
+    out = stdout_of(run_in_kernel(hub.server_url("alice"), token, code)).split()
+    env = get_environment("base")
+    assert out == [
+        str(account.pw_uid),
+        str(account.pw_gid),
+        "/home/jovyan",
+        "/home/jovyan",
+        "/opt/env/bin/python",
+        env.digest,
+    ]
+    made = Path(account.pw_dir) / "made-in-a-kernel.txt"
+    assert made.read_text() == "hi"
+    assert (made.stat().st_uid, made.stat().st_gid) == (account.pw_uid, account.pw_gid)
+
+
+#: Run in a kernel: each attempt that the container's defaults must refuse, and how it went.
+ATTEMPTS = r"""
+import ctypes, errno, json, os, socket, urllib.request
+results = {}
+def attempt(name, fn):
+    try:
+        fn()
+        results[name] = "allowed"
+    except Exception as e:
+        results[name] = type(e).__name__ + ": " + str(e)[:80]
+def write_root():
+    open("/etc/shipyard-was-here", "w").write("x")
+def mount():
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+def setuid():
+    os.setuid(0)
+def connect(host, port):
+    def go():
+        with socket.create_connection((host, port), timeout=3):
+            pass
+    return go
+attempt("write /", write_root)
+attempt("mount", mount)
+attempt("setuid 0", setuid)
+for path in ("/run/podman/podman.sock", "/var/run/docker.sock", SOCKET):
+    if os.path.exists(path):
+        results["socket " + path] = "visible"
+status = dict(l.split(":", 1) for l in open("/proc/self/status").read().splitlines() if ":" in l)
+results["CapEff"] = status["CapEff"].strip()
+results["NoNewPrivs"] = status["NoNewPrivs"].strip()
+results["Seccomp"] = status["Seccomp"].strip()
+gateway = os.environ["JUPYTERHUB_API_URL"].split("//")[1].split(":")[0]
+attempt("other user's server", connect(OTHER_IP, 8888))
+attempt("host port not allowed", connect(gateway, PROXY_API_PORT))
+attempt("internet", connect("1.1.1.1", 80))
+attempt("hub api", lambda: urllib.request.urlopen(os.environ["JUPYTERHUB_API_URL"], timeout=5))
+print(json.dumps(results))
+"""
+
+
+@needs_podman
+def test_every_security_default_is_tried_from_inside_and_refused(hub):
+    token = hub.create_user("mallory")
+    hub.create_user("victor")
+    hub.start_server("mallory")
+    hub.start_server("victor")
+    victor = container_of(hub, "victor")
+    victor_ip = victor["NetworkSettings"]["Networks"][f"{PREFIX}-victor"]["IPAddress"]
+    code = (
+        ATTEMPTS.replace("OTHER_IP", repr(victor_ip))
+        .replace("PROXY_API_PORT", str(hub.proxy_api_port))
+        .replace("SOCKET", repr(str(hub.data_dir / "podman.sock")))
+    )
+    messages = run_in_kernel(hub.server_url("mallory"), token, code)
+    results = json.loads(stdout_of(messages).strip().splitlines()[-1])
+    assert (
+        results["write /"].startswith("OSError") and "Read-only file system" in results["write /"]
+    )
+    assert "Operation not permitted" in results["mount"]
+    assert results["setuid 0"].startswith("PermissionError")
+    assert not [k for k in results if k.startswith("socket")], results
+    assert results["CapEff"] == "0000000000000000"
+    assert results["NoNewPrivs"] == "1"
+    assert results["Seccomp"] == "2"  # a filter: podman's default profile
+    for blocked in ("other user's server", "host port not allowed", "internet"):
+        assert results[blocked].startswith(("TimeoutError", "ConnectionRefusedError")), results
+    assert results["hub api"] == "allowed", results
+    hub.stop_server("victor")
+
+
+@needs_podman
+def test_a_kernel_past_the_memory_limit_is_killed_and_the_server_lives_on(hub):
+    token = hub.create_user("olga")
+    hub.start_server("olga")
+    url = hub.server_url("olga")
+    messages = run_in_kernel(url, token, "x = b'1' * (1 << 30)\nprint('survived')", timeout=90)
+    states = [
+        m["content"]["execution_state"] for m in messages if m["header"]["msg_type"] == "status"
+    ]
+    assert "restarting" in states or "dead" in states, f"kernel was not killed: {states}"
+    assert "survived" not in stdout_of(messages)
+    # the container's own cgroup counted the kill (cgroup v1 or v2)
+    found = container_of(hub, "olga")
+    cgroup = found["State"].get("CgroupPath", "")
+    counters = [
+        Path("/sys/fs/cgroup/memory") / cgroup.lstrip("/") / "memory.oom_control",
+        Path("/sys/fs/cgroup") / cgroup.lstrip("/") / "memory.events",
+    ]
+    kills = [
+        int(line.split()[1])
+        for f in counters
+        if f.exists()
+        for line in f.read_text().splitlines()
+        if line.startswith("oom_kill ")
+    ]
+    assert kills and kills[0] >= 1, (cgroup, kills)
+    assert found["State"]["Running"]
+    r = requests.get(url + "api/status", headers={"Authorization": f"token {token}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    hub.stop_server("olga")
+
+
+@needs_podman
+def test_quotas_count_containers_and_a_missing_image_is_refused_with_the_command(hub):
+    hub.create_user("quinn", ["research"])
+    hub.start_server("quinn", profile="tiny")
+    hub.start_server("quinn", "second", profile="tiny")
+    r = hub.api("POST", "/users/quinn/servers/third", json={"profile": "tiny"})
+    assert r.status_code == 403 and "Quota exceeded" in r.json()["message"], r.text
+    hub.stop_server("quinn", "second")
+    science = image_tag(get_environment("datascience"))
+    if podman("image", "exists", science).returncode == 0:
+        pytest.skip(f"{science} is built on this machine: no missing image to refuse")
+    r = hub.api("POST", "/users/quinn/servers/sci", json={"profile": "science"})
+    assert r.status_code == 503, r.text
+    assert "`shipyard image build datascience`" in r.json()["message"]
+    r = hub.api("POST", "/users/quinn/servers/gpu", json={"profile": "gpu"})
+    assert r.status_code == 409, r.text
+    hub.stop_server("quinn")
+
+
+@needs_podman
+def test_a_hub_restart_re_adopts_the_container_and_a_stop_leaves_nothing(hub):
+    token = hub.create_user("sam")
+    hub.start_server("sam")
+    state = hub.server_state("sam")
+    before = inspect(state["object_name"])["Id"]
+
+    assert hub.stop() == 0
+    assert inspect(state["object_name"])["State"]["Running"], "the container outlives the hub"
+    hub.start()
+    r = requests.get(
+        hub.server_url("sam") + "shipyard/api/profile",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["profile"]["slug"] == "tiny"
+    assert hub.server_state("sam")["object_id"] == before
+
+    hub.stop_server("sam")
+    wait_for(
+        lambda: not any(f"{PREFIX}-sam" in n for n in sum(leftovers().values(), [])),
+        30,
+        what="sam's container, network and rules to go",
+    )
+    assert podman("container", "exists", state["object_name"]).returncode == 1
+
+
+@needs_podman
+def test_a_container_killed_with_sigkill_is_noticed_and_cleaned_up_and_can_start_again(hub):
+    token = hub.create_user("kim")
+    hub.start_server("kim")
+    name = hub.server_state("kim")["object_name"]
+    assert podman("kill", "--signal", "KILL", name).returncode == 0
+
+    def gone():
+        return "" not in hub.api("GET", "/users/kim").json()["servers"]
+
+    wait_for(gone, 30, what="the hub to notice kim's container died")
+    wait_for(
+        lambda: not any(f"{PREFIX}-kim" in n for n in sum(leftovers().values(), [])),
+        30,
+        what="kim's container, network and rules to go",
+    )
+    hub.start_server("kim")
+    r = requests.get(
+        hub.server_url("kim") + "api/status",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    hub.stop_server("kim")
