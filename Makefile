@@ -57,7 +57,8 @@ test: install test-install
 # (Playwright cannot download browsers here) and slapd, the OpenLDAP server the directory
 # tests start with their own config on a free port (its postinst is told to make no
 # default directory, so no system instance is configured or started), and podman, runc
-# and debootstrap, with which the image tests build an environment image on this machine.
+# and debootstrap, with which the image tests build an environment image on this machine,
+# and iptables, with which the container spawner keeps each user's network to the hub.
 test-install: $(TEST_STAMP) test-packages
 
 $(TEST_STAMP): pyproject.toml $(STAMP)
@@ -76,12 +77,12 @@ test-packages:
 		echo "slapd slapd/no_configuration boolean true" | debconf-set-selections; \
 		{ apt-get install -y -q slapd || { apt-get update -q && apt-get install -y -q slapd; }; } \
 		|| { echo "slapd is missing: apt-get install -y slapd"; exit 1; } && $(done); }
-	@test -x /usr/bin/podman -a -x /usr/sbin/runc -a -x /usr/sbin/debootstrap || { \
-		$(call step,Debian's podman$(,) runc and debootstrap for the image tests); \
+	@test -x /usr/bin/podman -a -x /usr/sbin/runc -a -x /usr/sbin/debootstrap -a -x /usr/sbin/iptables || { \
+		$(call step,Debian's podman$(,) runc$(,) debootstrap and iptables for the container tests); \
 		export DEBIAN_FRONTEND=noninteractive; \
-		{ apt-get install -y -q podman runc debootstrap \
-			|| { apt-get update -q && apt-get install -y -q podman runc debootstrap; }; } \
-		|| { echo "podman is missing: apt-get install -y podman runc debootstrap"; exit 1; } \
+		{ apt-get install -y -q podman runc debootstrap iptables \
+			|| { apt-get update -q && apt-get install -y -q podman runc debootstrap iptables; }; } \
+		|| { echo "podman is missing: apt-get install -y podman runc debootstrap iptables"; exit 1; } \
 		&& $(done); }
 
 # What the platform needs, and nothing more: the venv with Shipyard and its
