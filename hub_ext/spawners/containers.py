@@ -41,8 +41,8 @@ import json
 import os
 import pwd
 
-from docker.errors import APIError, NotFound  # type: ignore[import-untyped]  # no types shipped
-from dockerspawner import DockerSpawner  # type: ignore[import-untyped]  # no types shipped
+from docker.errors import APIError, NotFound
+from dockerspawner import DockerSpawner
 from tornado import web
 from traitlets import Instance, default
 
@@ -318,6 +318,7 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         env = super().get_env()
         env.update(self.profile_env())
         env.update(self.tracking_env(env.get("JUPYTERHUB_API_TOKEN", "")))
+        env.update(self.services_env())
         env.update(telemetry.environment())
         env["HOME"] = CONTAINER_HOME
         if self.account is not None:

@@ -124,6 +124,66 @@ class ProfileSpawnerMixin(Configurable):
         """,
     ).tag(config=True)
 
+    scheduler_url = Unicode(
+        "",
+        help="""
+        URL of Shipyard's scheduler service (notebook jobs behind hub login), or empty for none.
+
+        When set, every server and kernel gets ``SHIPYARD_SCHEDULER_URL`` (this
+        URL), where ``%schedule``, ``%jobs``, ``%run_now``, ``shipyard jobs``
+        and the JupyterLab panel reach the service with the server's own hub
+        token (``$JUPYTERHUB_API_TOKEN``, which the hub scopes to
+        ``access:services!service=scheduler``). Use the address the servers
+        reach the hub's proxy at. The embedded config sets it when it runs the
+        scheduler.
+
+        Example::
+
+            c.LocalProfileSpawner.scheduler_url = "https://hub.example.org/services/scheduler"
+
+        .. versionadded:: 0.3
+        """,
+    ).tag(config=True)
+
+    deployer_url = Unicode(
+        "",
+        help="""
+        URL of Shipyard's deployer service (model endpoints behind hub login), or empty for none.
+
+        When set, every server and kernel gets ``SHIPYARD_DEPLOYER_URL`` (this URL), where
+        ``%deploy``, ``%deployments`` and the JupyterLab panel reach the service with the
+        server's own hub token (``$JUPYTERHUB_API_TOKEN``, scoped to
+        ``access:services!service=deployer`` and ``custom:models:invoke``). Use the address
+        the servers reach the hub's proxy at; endpoint URLs printed by ``%deploy`` use its
+        origin. The embedded config sets it when it runs the deployer.
+
+        Example::
+
+            c.LocalProfileSpawner.deployer_url = "https://hub.example.org/services/deployer"
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    secrets_url = Unicode(
+        "",
+        help="""
+        URL of Shipyard's secrets service (users' secrets behind hub login), or empty for none.
+
+        When set, every server and kernel gets ``SHIPYARD_SECRETS_URL`` (this URL), where
+        ``%secret`` and ``shipyard secrets`` reach the service with the server's own hub
+        token (scoped to ``access:services!service=secrets``). Values never travel the
+        other way: a server cannot read a secret back. The embedded config sets it when it
+        runs the secrets service.
+
+        Example::
+
+            c.LocalProfileSpawner.secrets_url = "https://hub.example.org/services/secrets"
+
+        .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
     def tracking_env(self, api_token: str) -> dict[str, str]:
         """What a server and its kernels need to log to MLflow as this user."""
         if not self.tracking_url:
@@ -136,6 +196,15 @@ class ProfileSpawnerMixin(Configurable):
             # browser reaches whatever address the kernel uses
             "SHIPYARD_TRACKING_UI_URL": urlparse(self.tracking_url).path,
         }
+
+    def services_env(self) -> dict[str, str]:
+        """Where a server and its kernels reach the scheduler, the deployer and the secrets."""
+        urls = {
+            "SHIPYARD_SCHEDULER_URL": self.scheduler_url,
+            "SHIPYARD_DEPLOYER_URL": self.deployer_url,
+            "SHIPYARD_SECRETS_URL": self.secrets_url,
+        }
+        return {name: url for name, url in urls.items() if url}
 
     # set once the user's choice has been validated (pre-spawn) or restored (load_state)
     profile: Profile | None = None

@@ -31,7 +31,7 @@ from pathlib import Path
 from jupyterhub.spawner import LocalProcessSpawner
 from jupyterhub.utils import random_port
 from tornado import web
-from traitlets import Integer, Unicode, default, observe
+from traitlets import Integer, default, observe
 
 from hub_ext.environments.catalog import BuiltEnvironment, find_built_at
 from hub_ext.host import slugs, telemetry
@@ -75,67 +75,6 @@ class LocalProfileSpawner(UsesLocalHost, ProfileSpawnerMixin, LocalProcessSpawne
     @observe("cgroup_cleanup_timeout")
     def _deprecated_cleanup_timeout(self, change):
         self._forward_to_host("cgroup_cleanup_timeout", "cleanup_timeout", change.new)
-
-    scheduler_url = Unicode(
-        "",
-        help="""
-        URL of Shipyard's scheduler service (notebook jobs behind hub login), or empty for none.
-
-        When set, every server and kernel gets ``SHIPYARD_SCHEDULER_URL`` (this
-        URL), where ``%schedule``, ``%jobs``, ``%run_now``, ``shipyard jobs``
-        and the JupyterLab panel reach the service with the server's own hub
-        token (``$JUPYTERHUB_API_TOKEN``, which the hub scopes to
-        ``access:services!service=scheduler``). Use the address the servers
-        reach the hub's proxy at. The embedded config sets it when it runs the
-        scheduler. **LocalProfileSpawner only.**
-
-        Example::
-
-            c.LocalProfileSpawner.scheduler_url = "https://hub.example.org/services/scheduler"
-
-        .. versionadded:: 0.3
-        """,
-    ).tag(config=True)
-
-    deployer_url = Unicode(
-        "",
-        help="""
-        URL of Shipyard's deployer service (model endpoints behind hub login), or empty for none.
-
-        When set, every server and kernel gets ``SHIPYARD_DEPLOYER_URL`` (this URL), where
-        ``%deploy``, ``%deployments`` and the JupyterLab panel reach the service with the
-        server's own hub token (``$JUPYTERHUB_API_TOKEN``, scoped to
-        ``access:services!service=deployer`` and ``custom:models:invoke``). Use the address
-        the servers reach the hub's proxy at; endpoint URLs printed by ``%deploy`` use its
-        origin. The embedded config sets it when it runs the deployer.
-        **LocalProfileSpawner only.**
-
-        Example::
-
-            c.LocalProfileSpawner.deployer_url = "https://hub.example.org/services/deployer"
-
-        .. versionadded:: 0.4
-        """,
-    ).tag(config=True)
-
-    secrets_url = Unicode(
-        "",
-        help="""
-        URL of Shipyard's secrets service (users' secrets behind hub login), or empty for none.
-
-        When set, every server and kernel gets ``SHIPYARD_SECRETS_URL`` (this URL), where
-        ``%secret`` and ``shipyard secrets`` reach the service with the server's own hub
-        token (scoped to ``access:services!service=secrets``). Values never travel the
-        other way: a server cannot read a secret back. The embedded config sets it when it
-        runs the secrets service. **LocalProfileSpawner only.**
-
-        Example::
-
-            c.LocalProfileSpawner.secrets_url = "https://hub.example.org/services/secrets"
-
-        .. versionadded:: 0.4
-        """,
-    ).tag(config=True)
 
     @default("cmd")
     def _default_cmd(self):
@@ -356,12 +295,7 @@ class LocalProfileSpawner(UsesLocalHost, ProfileSpawnerMixin, LocalProcessSpawne
         env = super().get_env()
         env.update(self.profile_env())
         env.update(self.tracking_env(env.get("JUPYTERHUB_API_TOKEN", "")))
-        if self.scheduler_url:
-            env["SHIPYARD_SCHEDULER_URL"] = self.scheduler_url
-        if self.deployer_url:
-            env["SHIPYARD_DEPLOYER_URL"] = self.deployer_url
-        if self.secrets_url:
-            env["SHIPYARD_SECRETS_URL"] = self.secrets_url
+        env.update(self.services_env())
         if self.built_env is not None:
             env.update(self.built_env.env_vars())
             # terminals and `!pip` in a notebook find the environment's tools first
