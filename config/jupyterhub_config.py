@@ -57,6 +57,8 @@ for the README, for CI and for a small team's server:
     SHIPYARD_AUDIT_RETENTION_DAYS days an audit record is kept (365; 0 keeps them forever)
     SHIPYARD_AUDIT_SERVICE   1 runs the audit service (the trail's REST API for admins at /services/audit/); 0 does not
     SHIPYARD_AUDIT_SERVICE_URL where the audit service listens (http://127.0.0.1:8006)
+    SHIPYARD_PLACEMENT       how users' servers run on this machine: process (default) or container
+        (podman, from the environments' images: docs/containers.md); `shipyard up --placement`
     SHIPYARD_MLFLOW_TELEMETRY 1 lets MLflow send its usage telemetry from the services, servers,
         kernels, runs and model servers; off by default (MLFLOW_DISABLE_TELEMETRY and DO_NOT_TRACK
         are set in every process Shipyard starts: hub_ext/host/telemetry.py)
@@ -94,6 +96,10 @@ c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
 # the managed services' pids and tokens: they outlive a hub that crashes, and the next
 # hub adopts them (hub_ext/hub/app.py)
 c.ShipyardHub.service_state_dir = str(data / "services")
+
+# -- how users' servers run here: processes, or containers from the environments' images
+if env("SHIPYARD_PLACEMENT"):
+    c.LocalHost.placement = env("SHIPYARD_PLACEMENT").strip().lower()
 
 # -- the proxy: configurable-http-proxy, installed next to the hub's Python by `make install`
 c.ConfigurableHTTPProxy.api_url = env("SHIPYARD_PROXY_API_URL", "http://127.0.0.1:8001")

@@ -11,6 +11,7 @@ makes a rebuild of an unchanged lock take seconds; the first run on a machine ta
 from __future__ import annotations
 
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -211,3 +212,60 @@ def test_a_build_on_a_base_that_is_not_there_fails_with_podman_s_own_words():
     assert out.returncode != 0
     assert "podman build of base failed" in out.stderr, out.stderr
     assert "no-such-base" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+# ------------------------------------------------------------------ shipyard up
+
+
+def test_up_refuses_an_unknown_placement_before_starting_anything(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "hub_ext.cli", "up"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env=dict(os.environ, SHIPYARD_PLACEMENT="vm", SHIPYARD_DATA_DIR=str(tmp_path / "d")),
+    )
+    assert out.returncode == 1
+    assert "SHIPYARD_PLACEMENT='vm': use one of process, container" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "d").exists()
+    out = shipyard("up", "--placement", "vm", timeout=60)
+    assert out.returncode == 2 and "invalid choice: 'vm'" in out.stderr
+
+
+def test_the_embedded_config_takes_the_placement_from_the_environment(tmp_path):
+    probe = (
+        "from traitlets.config import PyFileConfigLoader\n"
+        f"config = PyFileConfigLoader('jupyterhub_config.py', path={str(REPO / 'config')!r})"
+        ".load_config()\n"
+        "print(config.LocalHost.get('placement', 'unset'))\n"
+    )
+    for given, expected in (("container", "container"), ("", "unset")):
+        out = subprocess.run(
+            [sys.executable, "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            env=dict(os.environ, SHIPYARD_PLACEMENT=given, SHIPYARD_DATA_DIR=str(tmp_path)),
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip().splitlines()[-1] == expected
+
+
+def test_up_in_container_placement_keeps_the_images_that_exist(base_env_image, capsys):
+    from hub_ext.cli.main import _build_profile_images
+    from hub_ext.profiles.model import ProfilesConfig
+
+    config = ProfilesConfig.model_validate(
+        {
+            "profiles": [
+                {"slug": "small", "display_name": "Small", "environment": "base"},
+                {"slug": "gpu", "display_name": "GPU", "environment": "gpu", "gpu": 1},
+            ]
+        }
+    )
+    _build_profile_images(config)
+    said = capsys.readouterr().out
+    assert f"Image of 'base': {base_env_image} (kept)" in said
+    assert "'gpu'" not in said, "GPU profiles keep no container image on one machine"

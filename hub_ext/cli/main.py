@@ -121,6 +121,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         os.environ["SHIPYARD_ENVS_DIR"] = str(Path(args.envs_dir).resolve())
     if args.instance:
         os.environ["SHIPYARD_INSTANCE"] = args.instance
+    if args.placement:
+        os.environ["SHIPYARD_PLACEMENT"] = args.placement
+    placement = os.environ.get("SHIPYARD_PLACEMENT", "process").strip().lower() or "process"
+    if placement not in PLACEMENTS:
+        raise CLIError(
+            f"SHIPYARD_PLACEMENT={placement!r}: use one of {', '.join(PLACEMENTS)} "
+            "(docs/containers.md)."
+        )
     try:
         instance_name = instance.name()
     except instance.InvalidInstanceName as e:
@@ -133,6 +141,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ProfilesInvalid as e:
         raise CLIError(f"The profiles file has errors; fix them and start again:\n{e}") from None
     _build_profile_environments(loaded)
+    if placement == "container":
+        _build_profile_images(loaded)
 
     path = os.pathsep.join([str(Path(sys.prefix) / "bin"), os.environ.get("PATH", "")])
     if not shutil.which("configurable-http-proxy", path=path):
@@ -192,6 +202,57 @@ def _build_profile_environments(config: ProfilesConfig) -> None:
     for name, slugs in needed.items():
         print(f"  Environment {name!r} (profiles: {', '.join(slugs)})", flush=True)
         _build_one(name, force=False, installer="auto", python=None, echo=False)
+
+
+#: How users' code may run on one machine (``c.LocalHost.placement``).
+PLACEMENTS = ("process", "container")
+
+
+def _build_profile_images(config: ProfilesConfig) -> None:
+    """Make the image of every profile's environment that podman does not have yet.
+
+    Servers run in containers of these images (``--placement container``); scheduled
+    runs and model replicas still run in the environments built above. An image that
+    exists is kept: after changing Shipyard itself, ``shipyard image build ENV`` makes
+    it again (podman's layer cache keeps that short). With no base image here, the
+    Debian base is made first (``shipyard image base``): a machine that can pull from a
+    public registry may build with ``shipyard image build --base public ENV`` instead.
+    """
+    from hub_ext.environments.images import (
+        BASE_TAG,
+        build_base,
+        build_image,
+        choose_base,
+        image_exists,
+        image_tag,
+        takes_base,
+    )
+
+    def say(line: str) -> None:
+        print(f"    {line}", flush=True)
+
+    names = sorted({p.environment for p in config.profiles if not p.gpu})
+    try:
+        missing = []
+        for env in (get_environment(name) for name in names):
+            if image_exists(image_tag(env)):
+                print(f"  Image of {env.name!r}: {image_tag(env)} (kept)", flush=True)
+            else:
+                missing.append(env)
+        if not missing:
+            return
+        if any(takes_base(env.dockerfile) and choose_base(env, "auto") is None for env in missing):
+            print(f"  Base image {BASE_TAG} (Debian's packages, made once)", flush=True)
+            build_base(say=say)
+        wheel = EnvironmentBuilder().shipyard_wheel()
+        for env in missing:
+            print(f"  Image of {env.name!r} (a few minutes the first time)", flush=True)
+            built = build_image(env, wheel, say=say)
+            print(f"    {built.tag} in {built.seconds:.0f} s", flush=True)
+    except EnvironmentProblem as e:
+        raise CLIError(
+            f"{e}\nContainers need the environments' images: docs/containers.md."
+        ) from None
 
 
 def _audit_build(name: str, outcome: str, reason: str | None, details: dict) -> None:
@@ -496,6 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="this Shipyard's name on the machine, for a second one beside the first "
         "(default: $SHIPYARD_INSTANCE, else shipyard): its cgroups, system accounts and "
         "folders derive from it; give it its own --data-dir and ports",
+    )
+    up.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        help="how users' servers run here: process (default; $SHIPYARD_PLACEMENT) or "
+        "container (podman, from the environments' images, made if missing)",
     )
     up.set_defaults(func=cmd_up)
 

@@ -239,7 +239,7 @@ def build_base(
 # ------------------------------------------------------------ environment images
 
 
-def _takes_base(dockerfile: Path) -> bool:
+def takes_base(dockerfile: Path) -> bool:
     """Whether the Dockerfile declares ``ARG BASE_IMAGE`` (the gpu image has its own base)."""
     return any(
         line.split()[:2] == ["ARG", "BASE_IMAGE"] or line.startswith("ARG BASE_IMAGE=")
@@ -253,7 +253,7 @@ def choose_base(env: Environment, base: str) -> str | None:
     ``base`` is an image name, ``"public"`` (the Dockerfile's default) or ``"auto"``
     (the local base when ``shipyard image base`` made one, else the default).
     """
-    if not _takes_base(env.dockerfile):
+    if not takes_base(env.dockerfile):
         if base not in ("auto", "public"):
             raise ImageProblem(
                 f"images/{env.name}/Dockerfile chooses its own base (it has no ARG BASE_IMAGE); "
