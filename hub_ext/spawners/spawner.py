@@ -182,7 +182,9 @@ class LocalProfileSpawner(UsesLocalHost, ProfileSpawnerMixin, LocalProcessSpawne
         except BaseException:
             await self._release()
             raise
-        await self._wait_for_port(ip, port)
+        await self.wait_until_answering(
+            ip, port, lambda: self.proc is not None and self.proc.poll() is not None
+        )
         return ip, port
 
     async def _launch(self, user: pwd.struct_passwd, profile: Profile) -> tuple[str, int]:
@@ -245,28 +247,6 @@ class LocalProfileSpawner(UsesLocalHost, ProfileSpawnerMixin, LocalProcessSpawne
             raise web.HTTPError(
                 503, f"{message} (`shipyard up` builds every profile's environment)."
             ) from None
-
-    async def _wait_for_port(self, ip: str, port: int) -> None:
-        """Return once the server accepts connections (or has died, or http_timeout passed).
-
-        JupyterHub then probes the server's URL with a randomised, growing
-        back-off (up to seconds between tries); a port that is already open
-        makes its first probe succeed. This cut the median spawn-to-ready time
-        and most of its spread (docs/benchmarks.md). A server that dies or never
-        listens is left to JupyterHub's own checks, which report it as usual.
-        """
-        deadline = asyncio.get_running_loop().time() + self.http_timeout
-        while asyncio.get_running_loop().time() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                return
-            try:
-                _, writer = await asyncio.open_connection(ip, port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
 
     async def _ensure_account(self) -> pwd.struct_passwd:
         """The user's account, as for runs and models (:meth:`LocalHost.account`).
