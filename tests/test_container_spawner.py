@@ -59,6 +59,9 @@ def tiny() -> Profile:
     )
 
 
+IDMAPPED = "/run/shipyard/idmapped/shipyard-alice"
+
+
 def spec(**changes) -> ContainerSpec:
     fields = dict(
         name="shipyard-alice",
@@ -69,6 +72,7 @@ def spec(**changes) -> ContainerSpec:
         uid=1234,
         gid=1235,
         home="/home/jupyter-alice",
+        home_source=IDMAPPED,
         profile=tiny(),
         network="shipyard-alice",
         port=8888,
@@ -88,7 +92,7 @@ def test_the_create_body_of_a_profile_is_secure_and_limited():
         "command": ["jupyterhub-singleuser"],
         "env": {"JUPYTERHUB_API_TOKEN": "t"},
         "work_dir": "/home/jovyan",
-        "user": "1234:1235",
+        "user": "1000:100",
         "labels": {"io.shipyard.user": "alice", "io.shipyard.profile": "tiny"},
         "stop_timeout": 10,
         "privileged": False,
@@ -101,7 +105,7 @@ def test_the_create_body_of_a_profile_is_secure_and_limited():
             {
                 "destination": "/home/jovyan",
                 "type": "bind",
-                "source": "/home/jupyter-alice",
+                "source": IDMAPPED,
                 "options": ["rbind", "rw", "nosuid", "nodev"],
             },
             {
@@ -130,8 +134,25 @@ def test_the_create_body_of_a_profile_is_secure_and_limited():
             {"host_ip": "127.0.0.1", "container_port": 8888, "host_port": 0, "protocol": "tcp"}
         ],
     }
-    # no runtime socket, no host path but the home
-    assert [m["source"] for m in body["mounts"] if m["type"] == "bind"] == ["/home/jupyter-alice"]
+    # no runtime socket, no host path but the home (its idmapped mount); no user namespace
+    assert [m["source"] for m in body["mounts"] if m["type"] == "bind"] == [IDMAPPED]
+    assert "idmappings" not in body
+
+
+def test_an_idmap_container_needs_its_home_s_idmapped_mount():
+    with pytest.raises(ValueError, match="idmapped mount"):
+        create_spec(spec(home_source=""), [])
+
+
+def test_the_idmapped_home_shows_the_account_as_the_images_uid():
+    # uid_map/gid_map lines: "<on disk (inside)> <shown (outside)> <count>"
+    assert containers.idmap_lines(1234, 1235) == ("1234 1000 1\n", "1235 100 1\n")
+
+
+def test_without_a_user_namespace_the_container_runs_as_the_account_on_its_home():
+    body = create_spec(spec(user_namespace="none", home_source=""), [])
+    assert body["user"] == "1234:1235" and "idmappings" not in body
+    assert body["mounts"][0]["source"] == "/home/jupyter-alice"
 
 
 def test_a_profile_without_limits_gets_only_the_pids_limit_and_no_port_when_none():
@@ -260,8 +281,15 @@ def base_image() -> str:
 PREFIX = tagged("shipyard-test") + "-ctr"
 
 
+def idmapped_mounts() -> list[str]:
+    """This module's containers' idmapped homes still mounted (``<idmap_dir>/<container>``)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if Path(p).name.startswith(PREFIX + "-")]
+
+
 def leftovers() -> dict[str, list[str]]:
-    """This module's containers, networks and firewall rules still on the machine."""
+    """This module's containers, networks, firewall rules and idmapped homes on the machine."""
     names = podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
     networks = podman("network", "ls", "--format", "{{.Name}}").stdout.split()
     rules = [
@@ -276,6 +304,7 @@ def leftovers() -> dict[str, list[str]]:
         "containers": [n for n in names if n.startswith(PREFIX + "-")],
         "networks": [n for n in networks if n.startswith(PREFIX + "-")],
         "rules": rules,
+        "mounts": idmapped_mounts(),
     }
 
 
@@ -287,6 +316,8 @@ def remove_leftovers() -> None:
         podman("network", "rm", "-f", *left["networks"])
     for network in left["networks"]:
         containers.remove_firewall(network)
+    for mount in left["mounts"]:
+        containers.unmount_idmapped_home(mount)
 
 
 @pytest.fixture(scope="module")
@@ -335,7 +366,9 @@ def test_a_server_runs_in_a_container_of_its_profile_and_its_kernel_too(hub, bas
     found = container_of(hub, "alice")
     account = pwd.getpwnam(account_name("alice", hub.account_prefix))
     assert found["ImageName"] == base_image
-    assert found["Config"]["User"] == f"{account.pw_uid}:{account.pw_gid}"
+    # the Jupyter Docker Stacks' jovyan inside (no user namespace), the account on the home
+    assert found["Config"]["User"] == "1000:100"
+    assert not found["HostConfig"].get("IDMappings", {}).get("UidMap")
     host = found["HostConfig"]
     assert host["ReadonlyRootfs"] is True and host["Privileged"] is False
     assert host["Memory"] == 400 * 2**20 and host["CpuQuota"] == 50_000
@@ -349,16 +382,17 @@ def test_a_server_runs_in_a_container_of_its_profile_and_its_kernel_too(hub, bas
     assert list(found["NetworkSettings"]["Networks"]) == [f"{PREFIX}-alice"]
 
     code = (
-        "import os, sys, pathlib\n"
+        "import os, sys, pathlib, subprocess\n"
         "pathlib.Path('made-in-a-kernel.txt').write_text('hi')\n"
-        "print(os.getuid(), os.getgid(), os.environ['HOME'], os.getcwd(), sys.executable,"
+        "print(subprocess.run(['id', '-u'], capture_output=True, text=True).stdout.strip(),"
+        " os.getgid(), os.environ['HOME'], os.getcwd(), sys.executable,"
         " os.environ['SHIPYARD_ENV_DIGEST'])"
     )
     out = stdout_of(run_in_kernel(hub.server_url("alice"), token, code)).split()
     env = get_environment("base")
     assert out == [
-        str(account.pw_uid),
-        str(account.pw_gid),
+        "1000",
+        "100",
         "/home/jovyan",
         "/home/jovyan",
         "/opt/env/bin/python",
@@ -515,7 +549,7 @@ def test_a_hub_restart_re_adopts_the_container_and_a_stop_leaves_nothing(hub):
     wait_for(
         lambda: not any(f"{PREFIX}-sam" in n for n in sum(leftovers().values(), [])),
         30,
-        what="sam's container, network and rules to go",
+        what="sam's container, network, rules and idmapped home to go",
     )
     assert podman("container", "exists", state["object_name"]).returncode == 1
 
@@ -534,7 +568,7 @@ def test_a_container_killed_with_sigkill_is_noticed_and_cleaned_up_and_can_start
     wait_for(
         lambda: not any(f"{PREFIX}-kim" in n for n in sum(leftovers().values(), [])),
         30,
-        what="kim's container, network and rules to go",
+        what="kim's container, network, rules and idmapped home to go",
     )
     hub.start_server("kim")
     r = requests.get(

@@ -13,15 +13,21 @@ users' networks and their firewall rules):
 * **Limits.** The profile's memory (no swap beyond it), CPU quota and shares, a
   pids limit, and the ``--ulimit`` values this kernel accepts
   (:func:`hub_ext.host.podman.limit_options`; podman's defaults are refused here).
-* **Identity.** The process runs as the user's own account (uid and gid outside
-  and inside), with the account's home mounted at ``/home/jovyan`` (``HOME``).
-  Files a server writes are the user's, as with processes. Mapping the images'
-  uid 1000 to the account with a user namespace (``user_namespace = "map"``,
-  :func:`id_mappings`) is built and kept for hosts that can: on this one rootful
-  podman 4.3 fails every such container with "creating overlay mount ... permission
-  denied" (its idmapped or chowned copies of the overlay layers), after ~30 s of
-  copying the image, so ``"none"`` is the default. Jupyter's images do not need
-  uid 1000 (``HOME`` and ``/tmp`` are the only places written).
+* **Identity.** The process runs as the images' uid 1000 (gid 100), the Jupyter
+  Docker Stacks' jovyan, with the account's home mounted at ``/home/jovyan``
+  through an *idmapped mount* (``user_namespace = "idmap"``, the default,
+  :func:`mount_idmapped_home`): the kernel shows the account's files as 1000:100
+  inside and writes 1000:100 as the account's uid and gid, so files a server
+  writes are the user's, as with processes. The mount is made on the host (runc
+  1.1 has no idmapped mounts of its own) under :attr:`ContainerPlacement.idmap_dir`
+  and bound into the container; it is detached when the container goes. There is
+  no user namespace: 1000 inside is uid 1000 on the host, as a pod's uid 1000 is
+  the node's, so no login account of the host should have uid 1000 (docs/containers.md).
+  ``"none"`` runs as the account's own uid instead; ``"map"`` (a user namespace,
+  :func:`id_mappings`) is kept for hosts that can: on this one rootful podman 4.3
+  fails every such container with "creating overlay mount ... permission denied"
+  (its idmapped or chowned copies of the overlay layers), after ~30 s of copying
+  the image.
 * **Security**, matching the pods' ``SECURE_CONTEXT`` (:mod:`hub_ext.host.k8s`):
   never privileged, every capability dropped, no new privileges, podman's default
   seccomp profile, a read-only root filesystem with a writable home and a tmpfs
@@ -53,14 +59,17 @@ layer 2 wherever ``br_netfilter`` is off, so isolation would depend on a module)
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import ipaddress
 import os
+import pwd
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from errno import EINVAL, ENOENT
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
@@ -186,7 +195,8 @@ class ContainerSpec:
     port: int | None = None  # published on 127.0.0.1 (a random host port) when set
     pids_limit: int = 1024
     tmp_size: str = "1g"
-    user_namespace: str = "none"
+    user_namespace: str = "idmap"
+    home_source: str = ""  # what is mounted at /home/jovyan when not ``home``: its idmapped mount
     subid_base: int = 0
     stop_timeout: int = 10
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -198,14 +208,17 @@ def create_spec(spec: ContainerSpec, ulimits: list[dict] | None = None) -> dict:
     The security fields mirror :data:`hub_ext.host.k8s.SECURE_CONTEXT`;
     ``seccomp_policy`` "default" is podman's default profile (no ``unconfined``).
     """
-    mapped = spec.user_namespace == "map"
+    as_image_user = spec.user_namespace in ("map", "idmap")
+    if spec.user_namespace == "idmap" and not spec.home_source:
+        # the plain home would be the account's, unwritable to uid 1000
+        raise ValueError(f"{spec.name}: an idmap container needs its home's idmapped mount")
     body: dict = {
         "name": spec.name,
         "image": spec.image,
         "command": list(spec.command),
         "env": dict(spec.env),
         "work_dir": CONTAINER_HOME,
-        "user": f"{IMAGE_UID}:{IMAGE_GID}" if mapped else f"{spec.uid}:{spec.gid}",
+        "user": f"{IMAGE_UID}:{IMAGE_GID}" if as_image_user else f"{spec.uid}:{spec.gid}",
         "labels": {
             **spec.labels,
             USER_LABEL: spec.owner,
@@ -225,7 +238,7 @@ def create_spec(spec: ContainerSpec, ulimits: list[dict] | None = None) -> dict:
             {
                 "destination": CONTAINER_HOME,
                 "type": "bind",
-                "source": spec.home,
+                "source": spec.home_source or spec.home,
                 "options": ["rbind", "rw", "nosuid", "nodev"],
             },
             {
@@ -240,7 +253,7 @@ def create_spec(spec: ContainerSpec, ulimits: list[dict] | None = None) -> dict:
         "netns": {"nsmode": "bridge"},
         "Networks": {spec.network: {}},
     }
-    if mapped:
+    if spec.user_namespace == "map":
         body["idmappings"] = id_mappings(spec.uid, spec.gid, spec.subid_base)
     if spec.port is not None:
         body["portmappings"] = [
@@ -389,6 +402,134 @@ def remove_firewall(network: str) -> None:
             # -S quotes nothing that the comment needs: "shipyard:<name>" has no spaces
             argv = ["-D", *[w.strip('"') for w in words[1:]]]
             subprocess.run([_iptables(), "-w", "-t", table, *argv], capture_output=True)
+
+
+# idmapped mounts (linux/mount.h; the syscall numbers are x86_64's and arm64's alike)
+_SYS_OPEN_TREE = 428
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+_OPEN_TREE_CLONE = 1
+_OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+_AT_FDCWD = -100
+_AT_EMPTY_PATH = 0x1000
+_AT_RECURSIVE = 0x8000
+_MOVE_MOUNT_F_EMPTY_PATH = 0x4
+_MOUNT_ATTR_IDMAP = 0x100000
+_MNT_DETACH = 2
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def _syscall(number: int, *args) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    result = libc.syscall(number, *args)
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno))
+    return result
+
+
+def idmap_lines(uid: int, gid: int) -> tuple[str, str]:
+    """The ``uid_map`` and ``gid_map`` of the namespace an idmapped home is mounted with.
+
+    An idmapped mount reads each on-disk id as an id *inside* its namespace and
+    shows the id that is outside: the account's ``uid`` on disk is the images'
+    1000 in the container (``gid``: 100), and 1000 written there is ``uid`` on
+    disk. Every other id shows as nobody and cannot be written.
+    """
+    return f"{uid} {IMAGE_UID} 1\n", f"{gid} {IMAGE_GID} 1\n"
+
+
+def mount_idmapped_home(home: str, target: str, uid: int, gid: int) -> None:
+    """Mount ``home`` at ``target`` (made here) so that the account's ids are 1000:100 there.
+
+    The namespace that carries the mapping is a throw-away child's (``unshare
+    --user``), which waits on its stdin until the mapping is set and the mount
+    holds a reference to it; the mount is a recursive clone of ``home``
+    (``open_tree``), given the mapping (``mount_setattr``) and attached at
+    ``target`` (``move_mount``). Linux 5.12+, and a filesystem that supports
+    idmapped mounts (ext4, xfs, btrfs, tmpfs since 6.3; not NFS).
+    """
+    Path(target).mkdir(mode=0o700, parents=True, exist_ok=True)
+    child = subprocess.Popen(
+        ["unshare", "--user", "--", "sh", "-c", "echo ready; read _"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    tree = -1
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        if child.stdout.readline().strip() != "ready":
+            raise OSError(f"unshare --user exited with {child.wait()}")
+        uid_map, gid_map = idmap_lines(uid, gid)
+        Path(f"/proc/{child.pid}/uid_map").write_text(uid_map)
+        Path(f"/proc/{child.pid}/setgroups").write_text("deny\n")
+        Path(f"/proc/{child.pid}/gid_map").write_text(gid_map)
+        userns = os.open(f"/proc/{child.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            tree = _syscall(
+                _SYS_OPEN_TREE,
+                _AT_FDCWD,
+                home.encode(),
+                _OPEN_TREE_CLONE | _OPEN_TREE_CLOEXEC | _AT_RECURSIVE,
+            )
+            attr = _MountAttr(_MOUNT_ATTR_IDMAP, 0, 0, userns)
+            _syscall(
+                _SYS_MOUNT_SETATTR,
+                tree,
+                b"",
+                _AT_EMPTY_PATH | _AT_RECURSIVE,
+                ctypes.byref(attr),
+                ctypes.sizeof(attr),
+            )
+        finally:
+            os.close(userns)
+        _syscall(_SYS_MOVE_MOUNT, tree, b"", _AT_FDCWD, target.encode(), _MOVE_MOUNT_F_EMPTY_PATH)
+    finally:
+        if tree >= 0:
+            os.close(tree)
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait()
+
+
+def host_account_of_image_uid() -> str | None:
+    """The host's login account with the images' uid 1000, if any: it shares the servers' uid.
+
+    Without a user namespace a server's processes are uid 1000 on the host, and an
+    account of that uid could signal them or read their ``/proc`` (tokens in the
+    environment); the administrator should give that account another uid.
+    """
+    try:
+        return pwd.getpwuid(IMAGE_UID).pw_name
+    except KeyError:
+        return None
+
+
+def unmount_idmapped_home(target: str) -> None:
+    """Detach the idmapped mount at ``target`` (if any) and remove its folder.
+
+    Lazily (``MNT_DETACH``): a container still being torn down keeps its own
+    reference; the host's view goes at once. Nothing there is not an error.
+    """
+    # not os.path.ismount: a bind mount of the same filesystem has its parent's st_dev
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(target.encode(), _MNT_DETACH) != 0:
+        errno = ctypes.get_errno()
+        if errno not in (EINVAL, ENOENT):  # not a mount point; not there at all
+            raise OSError(errno, f"umount {target}: {os.strerror(errno)}")
+    try:
+        os.rmdir(target)
+    except FileNotFoundError:
+        pass
 
 
 class PodmanService:
@@ -576,25 +717,60 @@ class ContainerPlacement(LoggingConfigurable):
     ).tag(config=True)
 
     user_namespace = CaselessStrEnum(
-        ["none", "map"],
-        default_value="none",
+        ["idmap", "none", "map"],
+        default_value="idmap",
         help="""
         How the user's account is the container's user.
 
-        ``none``: the container's processes run as the account's own uid and gid
-        (no user namespace). ``map``: a user namespace in which the images' uid
-        1000 (gid 100) is the account, and every other id is in the range from
-        ``subid_base``; **not usable with rootful podman 4.3 on an overlay store**
-        (every container fails with "creating overlay mount ... permission denied",
+        ``idmap`` (the default): the container's processes run as the images' uid
+        1000 (gid 100), the Jupyter Docker Stacks' convention, with no user
+        namespace; the account's home is bound at ``/home/jovyan`` through an
+        idmapped mount (made in ``idmap_dir``) that shows the account's files as
+        1000:100 and writes 1000:100 as the account. uid 1000 inside is uid 1000
+        on the host: no login account of the host should have it. Needs Linux
+        5.12+ and a home filesystem with idmapped mounts (ext4, xfs, btrfs; not NFS).
+        ``none``: the processes run as the account's own uid and gid.
+        ``map``: a user namespace in which the images' uid 1000 (gid 100) is the
+        account, and every other id is in the range from ``subid_base``; **not
+        usable with rootful podman 4.3 on an overlay store** (every container
+        fails with "creating overlay mount ... permission denied",
         docs/containers.md).
 
         Example::
 
-            c.ContainerPlacement.user_namespace = "map"
+            c.ContainerPlacement.user_namespace = "none"
 
         .. versionadded:: 0.17
         """,
     ).tag(config=True)
+
+    idmap_dir = Unicode(
+        help="""
+        Folder (root's only) of the idmapped mounts of the homes, one per container.
+
+        Only with ``user_namespace = "idmap"``. Each container's home is mounted at
+        ``<idmap_dir>/<container name>`` before it is created and detached when it
+        is removed. Defaults to ``idmapped`` in ``$SHIPYARD_DATA_DIR``, else in
+        ``/run/<instance>``.
+
+        Example::
+
+            c.ContainerPlacement.idmap_dir = "/run/shipyard/homes"
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
+    @default("idmap_dir")
+    def _default_idmap_dir(self):
+        data = os.environ.get("SHIPYARD_DATA_DIR")
+        if data:
+            return str(Path(data) / "idmapped")
+        return f"/run/{instance.name()}/idmapped"
+
+    def idmapped_home(self, container: str) -> str:
+        """Where ``container``'s idmapped home is mounted on the host."""
+        return str(Path(self.idmap_dir) / container)
 
     subid_base = Integer(
         200000,

@@ -24,7 +24,9 @@ What is added, and why:
   (503 with ``shipyard image build ENV`` when it is missing), never a user's choice.
 * **The account**: as :class:`LocalProfileSpawner`, the user's own system account
   (``c.LocalHost``: prefix, homes, creation), whose home is the container's
-  ``/home/jovyan``.
+  ``/home/jovyan``; by default the server runs as the images' uid 1000 and the home
+  is an idmapped mount of it made before the container is created and detached
+  once it is removed (:func:`~hub_ext.host.containers.mount_idmapped_home`).
 * **The network**: the user's own bridge, made with their first container and
   removed with their last, confined by the firewall rules of
   :func:`~hub_ext.host.containers.firewall_rules`; the hub's and services' loopback
@@ -57,12 +59,15 @@ from hub_ext.host.containers import (
     apply_firewall,
     create_spec,
     firewall_present,
+    host_account_of_image_uid,
     image_for,
     image_missing,
     loopback_ports,
+    mount_idmapped_home,
     reach_from_container,
     remove_firewall,
     route_localnet,
+    unmount_idmapped_home,
 )
 from hub_ext.host.local import LocalHost
 from hub_ext.spawners.mixin import ProfileSpawnerMixin, Usage
@@ -278,8 +283,40 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         return os.environ.get("SHIPYARD_BIND_URL", "")
 
     async def create_object(self):
-        """Create the container with podman's libpod API from :func:`create_spec`."""
+        """Create the container with podman's libpod API from :func:`create_spec`.
+
+        With ``user_namespace = "idmap"`` the home's idmapped mount is made first
+        (any left by a container that died with the hub is replaced), and
+        detached again if podman refuses the container.
+        """
         assert self.profile is not None and self.account is not None and self._network is not None
+        home_source = ""
+        if self.placement.user_namespace == "idmap":
+            sharer = host_account_of_image_uid()
+            if sharer:
+                self.log.warning(
+                    "Host account %s has uid 1000, the uid of %s's server: it can signal"
+                    " the server and read its environment; give it another uid",
+                    sharer,
+                    self.user.name,
+                )
+            home_source = self.placement.idmapped_home(self.container_name)
+            try:
+                await asyncio.to_thread(unmount_idmapped_home, home_source)
+                await asyncio.to_thread(
+                    mount_idmapped_home,
+                    self.account.pw_dir,
+                    home_source,
+                    self.account.pw_uid,
+                    self.account.pw_gid,
+                )
+            except OSError as e:
+                raise web.HTTPError(
+                    500,
+                    f"Could not make the idmapped mount of {self.account.pw_dir} ({e}): its"
+                    " filesystem may not support them; an admin can set"
+                    ' c.ContainerPlacement.user_namespace = "none" (docs/containers.md).',
+                ) from None
         spec = ContainerSpec(
             name=self.container_name,
             image=self.image,
@@ -289,6 +326,7 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
             uid=self.account.pw_uid,
             gid=self.account.pw_gid,
             home=self.account.pw_dir,
+            home_source=home_source,
             profile=self.profile,
             network=self._network["name"],
             port=self.port,
@@ -301,7 +339,11 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         )
         body = create_spec(spec)
         self.log.debug("Creating container %s: %s", spec.name, json.dumps(body, default=str))
-        return await self.libpod("POST", "/containers/create", data=body)
+        try:
+            return await self.libpod("POST", "/containers/create", data=body)
+        except BaseException:
+            await self._release_home()
+            raise
 
     async def start_object(self):
         """Start the container, then let its bridge forward the gateway's ports to loopback."""
@@ -338,9 +380,24 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
     # ---------------------------------------------------------------- stop
 
     async def stop(self, now=False):
-        """DockerSpawner's stop (the container is removed), then the network if it was the last."""
+        """DockerSpawner's stop (which removes the container), then its home's mount and network.
+
+        The idmapped home is detached only with the container: a kept one
+        (``remove = False``) is started again as it is, with the mount it has.
+        """
         await super().stop(now=now)
+        if self.remove:
+            await self._release_home()
         await self._release_network()
+
+    async def _release_home(self) -> None:
+        """Detach the container's idmapped home (nothing to do without one)."""
+        if self.placement.user_namespace == "idmap":
+            target = self.placement.idmapped_home(self.container_name)
+            try:
+                await asyncio.to_thread(unmount_idmapped_home, target)
+            except OSError as e:
+                self.log.warning("Could not detach %s: %s", target, e)
 
     async def _release_network(self) -> None:
         """Remove the user's network and its rules when no container of theirs is left on it."""
@@ -385,6 +442,8 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
             if self.remove and self.object_id:
                 await self.remove_object()
                 self.set_trait("object_id", "")  # forgotten: it is gone
+            if self.remove:
+                await self._release_home()
             await self._release_network()
         return status
 
