@@ -162,6 +162,16 @@ def test_a_profile_without_limits_gets_only_the_pids_limit_and_no_port_when_none
     assert "portmappings" not in body and body["r_limits"] == []
 
 
+def test_auto_uses_the_idmapped_home_unless_a_host_account_has_uid_1000(monkeypatch):
+    placement = containers.ContainerPlacement()
+    assert placement.user_namespace == "auto"
+    monkeypatch.setattr(containers, "host_account_of_image_uid", lambda: None)
+    assert placement.user_mode() == "idmap"
+    monkeypatch.setattr(containers, "host_account_of_image_uid", lambda: "someone")
+    assert placement.user_mode() == "none"
+    assert containers.ContainerPlacement(user_namespace="idmap").user_mode() == "idmap"
+
+
 def test_a_mapped_user_namespace_makes_the_images_uid_the_account():
     body = create_spec(spec(user_namespace="map", subid_base=200000), [])
     assert body["user"] == "1000:100"
@@ -330,6 +340,8 @@ def hub(hub_factory, base_image, tmp_path_factory):
         f"load_subconfig({str(REPO / 'tests' / 'hub_config.py')!r})  # noqa: F821\n"
         "c.LocalHost.placement = 'container'\n"
         f"c.ContainerPlacement.network_prefix = {PREFIX!r}\n"
+        # the idmapped home whatever the host's uid 1000 is (auto may choose "none" here)
+        "c.ContainerPlacement.user_namespace = 'idmap'\n"
         # a container killed behind the hub's back is noticed within seconds
         "c.Spawner.poll_interval = 2\n"
     )

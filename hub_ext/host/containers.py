@@ -15,7 +15,8 @@ users' networks and their firewall rules):
   (:func:`hub_ext.host.podman.limit_options`; podman's defaults are refused here).
 * **Identity.** The process runs as the images' uid 1000 (gid 100), the Jupyter
   Docker Stacks' jovyan, with the account's home mounted at ``/home/jovyan``
-  through an *idmapped mount* (``user_namespace = "idmap"``, the default,
+  through an *idmapped mount* (``user_namespace = "idmap"``, the default where no
+  login account of the host has uid 1000,
   :func:`mount_idmapped_home`): the kernel shows the account's files as 1000:100
   inside and writes 1000:100 as the account's uid and gid, so files a server
   writes are the user's, as with processes. The mount is made on the host (runc
@@ -717,12 +718,15 @@ class ContainerPlacement(LoggingConfigurable):
     ).tag(config=True)
 
     user_namespace = CaselessStrEnum(
-        ["idmap", "none", "map"],
-        default_value="idmap",
+        ["auto", "idmap", "none", "map"],
+        default_value="auto",
         help="""
         How the user's account is the container's user.
 
-        ``idmap`` (the default): the container's processes run as the images' uid
+        ``auto`` (the default): ``idmap`` unless a login account of the host has
+        uid 1000, then ``none`` (that account could otherwise signal every server
+        and read its environment, tokens included); the hub logs which it chose.
+        ``idmap``: the container's processes run as the images' uid
         1000 (gid 100), the Jupyter Docker Stacks' convention, with no user
         namespace; the account's home is bound at ``/home/jovyan`` through an
         idmapped mount (made in ``idmap_dir``) that shows the account's files as
@@ -743,6 +747,12 @@ class ContainerPlacement(LoggingConfigurable):
         .. versionadded:: 0.17
         """,
     ).tag(config=True)
+
+    def user_mode(self) -> str:
+        """``user_namespace`` with ``auto`` decided for this host: idmap, none or map."""
+        if self.user_namespace != "auto":
+            return self.user_namespace
+        return "none" if host_account_of_image_uid() else "idmap"
 
     idmap_dir = Unicode(
         help="""

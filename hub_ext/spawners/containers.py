@@ -215,7 +215,11 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
             self.image = await self._image_of_profile()
         self.account = await self._ensure_account()
         self._network = await self._ensure_network()
-        return await super().start()
+        ip, port = await super().start()
+        # a container that dies meanwhile is found by JupyterHub's own check, which waits
+        # as long (http_timeout) without asking the spawner either
+        await self.wait_until_answering(ip, port, lambda: False)
+        return ip, port
 
     async def _ensure_account(self) -> pwd.struct_passwd:
         """The user's account, as for processes (:meth:`LocalHost.account`)."""
@@ -291,7 +295,18 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         """
         assert self.profile is not None and self.account is not None and self._network is not None
         home_source = ""
-        if self.placement.user_namespace == "idmap":
+        mode = self.placement.user_mode()
+        self.log.info(
+            "%s's server runs as %s (user_namespace %s)",
+            self.user.name,
+            "uid 1000 on an idmapped home"
+            if mode == "idmap"
+            else "the account's own uid"
+            if mode == "none"
+            else "a mapped uid 1000",
+            mode,
+        )
+        if mode == "idmap":
             sharer = host_account_of_image_uid()
             if sharer:
                 self.log.warning(
@@ -332,7 +347,7 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
             port=self.port,
             pids_limit=self.placement.pids_limit,
             tmp_size=self.placement.tmp_size,
-            user_namespace=self.placement.user_namespace,
+            user_namespace=self.placement.user_mode(),
             subid_base=self.placement.subid_base,
             stop_timeout=self.placement.stop_timeout,
             labels={INSTANCE_LABEL: self.placement.network_prefix},
@@ -392,7 +407,7 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
 
     async def _release_home(self) -> None:
         """Detach the container's idmapped home (nothing to do without one)."""
-        if self.placement.user_namespace == "idmap":
+        if self.placement.user_mode() == "idmap":
             target = self.placement.idmapped_home(self.container_name)
             try:
                 await asyncio.to_thread(unmount_idmapped_home, target)

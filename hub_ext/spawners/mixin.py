@@ -207,6 +207,9 @@ class ProfileSpawnerMixin(Configurable):
         }
         return {name: url for name, url in urls.items() if url}
 
+    #: JupyterHub's Spawner.http_timeout, on the concrete spawner this mixes into
+    http_timeout: int
+
     # set once the user's choice has been validated (pre-spawn) or restored (load_state)
     profile: Profile | None = None
     usage: Usage | None = None
