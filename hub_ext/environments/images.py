@@ -275,6 +275,15 @@ def _git(source: Path | None, *args: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else ""
 
 
+def _build_progress(line: str) -> bool:
+    """Whether a line of ``podman build`` tells the user where it is.
+
+    Its steps, the cache it reuses and pip's one line per package it fetches: a lock's
+    install is one step of minutes, which would otherwise show nothing at all.
+    """
+    return line.startswith(("STEP ", "--> Using cache", "COMMIT", "Collecting ", "Successfully"))
+
+
 def _public_url(url: str) -> str:
     """``url`` without a user or password (an image label is readable by anyone who pulls it)."""
     scheme, sep, rest = url.partition("://")
@@ -330,7 +339,7 @@ def build_image(
         _stream(
             argv,
             say,
-            keep=lambda line: verbose or line.startswith(("STEP ", "--> Using cache", "COMMIT")),
+            keep=lambda line: verbose or _build_progress(line),
             what=f"podman build of {env.name}",
         )
     found = _label(tag, DIGEST_LABEL)
