@@ -13,24 +13,22 @@ a stop leaves no container, network or firewall rule behind.
 from __future__ import annotations
 
 import json
-import os
 import pwd
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
 from hub_ext.environments.catalog import get_environment
-from hub_ext.environments.images import BASE_TAG, image_tag
+from hub_ext.environments.images import image_tag
 from hub_ext.host import containers
 from hub_ext.host.containers import ContainerSpec, create_spec, firewall_rules
 from hub_ext.host.slugs import account_name
 from hub_ext.profiles.model import Profile
 
+from . import containertools
 from .conftest import TEST_PROFILES
+from .containertools import ensure_base_image, needs_podman, podman
 from .hubtools import REPO, run_in_kernel, stdout_of, tagged, wait_for
 
 PROFILES = (
@@ -255,79 +253,21 @@ def test_each_user_has_a_network_of_their_own():
 
 # ------------------------------------------------------------------ real containers
 
-needs_podman = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("iptables"),
-    reason="needs root, podman and iptables: rootful containers and their firewall",
-)
-
-
-def podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def shipyard(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hub_ext.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
-
 
 @pytest.fixture(scope="module")
 def base_image() -> str:
-    """The ``base`` environment's image: made once per machine, reused while its lock holds."""
-    if not podman("image", "exists", BASE_TAG).returncode == 0:
-        out = shipyard("image", "base")
-        assert out.returncode == 0, out.stdout + out.stderr
-    tag = image_tag(get_environment("base"))
-    if podman("image", "exists", tag).returncode != 0:
-        out = shipyard("image", "build", "base")
-        assert out.returncode == 0, out.stdout + out.stderr
-    return tag
+    return ensure_base_image()
 
 
 PREFIX = tagged("shipyard-test") + "-ctr"
 
 
-def idmapped_mounts() -> list[str]:
-    """This module's containers' idmapped homes still mounted (``<idmap_dir>/<container>``)."""
-    with open("/proc/self/mountinfo") as f:
-        points = [line.split()[4] for line in f]
-    return [p for p in points if Path(p).name.startswith(PREFIX + "-")]
-
-
 def leftovers() -> dict[str, list[str]]:
-    """This module's containers, networks, firewall rules and idmapped homes on the machine."""
-    names = podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
-    networks = podman("network", "ls", "--format", "{{.Name}}").stdout.split()
-    rules = [
-        line
-        for table in ("mangle", "nat")
-        for line in subprocess.run(
-            ["iptables", "-w", "-t", table, "-S", "PREROUTING"], capture_output=True, text=True
-        ).stdout.splitlines()
-        if f"shipyard:{PREFIX}-" in line
-    ]
-    return {
-        "containers": [n for n in names if n.startswith(PREFIX + "-")],
-        "networks": [n for n in networks if n.startswith(PREFIX + "-")],
-        "rules": rules,
-        "mounts": idmapped_mounts(),
-    }
+    return containertools.leftovers(PREFIX)
 
 
 def remove_leftovers() -> None:
-    left = leftovers()
-    if left["containers"]:
-        podman("rm", "-f", "-t", "0", *left["containers"])
-    if left["networks"]:
-        podman("network", "rm", "-f", *left["networks"])
-    for network in left["networks"]:
-        containers.remove_firewall(network)
-    for mount in left["mounts"]:
-        containers.unmount_idmapped_home(mount)
+    containertools.remove_leftovers(PREFIX)
 
 
 @pytest.fixture(scope="module")

@@ -201,6 +201,12 @@ class ContainerSpec:
     subid_base: int = 0
     stop_timeout: int = 10
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: further host folders, (source, destination): a run's work and output folders,
+    #: a replica's model; idmapped sources where the home is
+    binds: tuple[tuple[str, str], ...] = ()
+    #: keep stdin open for an attached client (a warm run's hand-over)
+    stdin: bool = False
+    work_dir: str = CONTAINER_HOME
 
 
 def create_spec(spec: ContainerSpec, ulimits: list[dict] | None = None) -> dict:
@@ -218,7 +224,7 @@ def create_spec(spec: ContainerSpec, ulimits: list[dict] | None = None) -> dict:
         "image": spec.image,
         "command": list(spec.command),
         "env": dict(spec.env),
-        "work_dir": CONTAINER_HOME,
+        "work_dir": spec.work_dir,
         "user": f"{IMAGE_UID}:{IMAGE_GID}" if as_image_user else f"{spec.uid}:{spec.gid}",
         "labels": {
             **spec.labels,
@@ -248,12 +254,23 @@ def create_spec(spec: ContainerSpec, ulimits: list[dict] | None = None) -> dict:
                 "source": "tmpfs",
                 "options": ["rw", "nosuid", "nodev", "mode=1777", f"size={spec.tmp_size}"],
             },
+            *(
+                {
+                    "destination": destination,
+                    "type": "bind",
+                    "source": source,
+                    "options": ["rbind", "rw", "nosuid", "nodev"],
+                }
+                for source, destination in spec.binds
+            ),
         ],
         "resource_limits": resource_limits(spec.profile, spec.pids_limit),
         "r_limits": rlimits() if ulimits is None else ulimits,
         "netns": {"nsmode": "bridge"},
         "Networks": {spec.network: {}},
     }
+    if spec.stdin:
+        body["stdin"] = True
     if spec.user_namespace == "map":
         body["idmappings"] = id_mappings(spec.uid, spec.gid, spec.subid_base)
     if spec.port is not None:
@@ -292,6 +309,51 @@ def _is_host_local(host: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_unspecified
+
+
+def reach_environment(env: Mapping[str, str], gateway: str, keep: Iterable[str] = ()) -> dict:
+    """``env`` with every ``http(s)://`` value as a container reaches it (:func:`reach_from_container`).
+
+    ``keep`` names variables left as they are: ``JUPYTERHUB_SERVICE_URL`` is where a
+    server itself listens inside its container.
+    """
+    kept = set(keep)
+    return {
+        key: reach_from_container(value, gateway)
+        if key not in kept and value.startswith(("http://", "https://"))
+        else value
+        for key, value in env.items()
+    }
+
+
+def container_environment(
+    account: str, profile: Profile, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A run's or a replica's whole environment in its container, built from nothing.
+
+    The counterpart of :func:`hub_ext.host.localproc.process_environment`: the same
+    variables, without what the image sets itself (``PATH``, the environment's
+    ``VIRTUAL_ENV`` and ``SHIPYARD_ENV*``), with the container's home, and no GPU.
+    """
+    from hub_ext.host import telemetry
+    from hub_ext.host.localproc import PASSED_THROUGH
+
+    env = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
+    env.update(
+        {
+            "HOME": CONTAINER_HOME,
+            "USER": account,
+            "LOGNAME": account,
+            "SHELL": "/bin/bash",
+            "PYTHONUNBUFFERED": "1",
+            **telemetry.environment(),
+            "SHIPYARD_PROFILE": profile.slug,
+            **(extra or {}),
+            "CUDA_VISIBLE_DEVICES": "",
+            "NVIDIA_VISIBLE_DEVICES": "void",
+        }
+    )
+    return env
 
 
 def loopback_ports(urls: Iterable[str]) -> list[int]:
@@ -387,6 +449,20 @@ def firewall_present(network: str) -> bool:
         [_iptables(), "-w", "-t", "mangle", "-S", "PREROUTING"], capture_output=True, text=True
     )
     return any(f'"{tag}"' in line or f" {tag} " in line + " " for line in out.stdout.splitlines())
+
+
+def firewall_ports(network: str) -> set[int]:
+    """The ports ``network``'s rules let its containers reach (none when it has no rules)."""
+    tag = f"shipyard:{network}"
+    out = subprocess.run(
+        [_iptables(), "-w", "-t", "nat", "-S", "PREROUTING"], capture_output=True, text=True
+    )
+    ports = set()
+    for line in out.stdout.splitlines():
+        words = line.split()
+        if tag in line and "--dport" in words:
+            ports.add(int(words[words.index("--dport") + 1]))
+    return ports
 
 
 def remove_firewall(network: str) -> None:
@@ -778,8 +854,8 @@ class ContainerPlacement(LoggingConfigurable):
             return str(Path(data) / "idmapped")
         return f"/run/{instance.name()}/idmapped"
 
-    def idmapped_home(self, container: str) -> str:
-        """Where ``container``'s idmapped home is mounted on the host."""
+    def mount_dir(self, container: str) -> str:
+        """The folder of ``container``'s idmapped mounts on the host (one per bound folder)."""
         return str(Path(self.idmap_dir) / container)
 
     subid_base = Integer(

@@ -1,8 +1,10 @@
 """How the hub passes its host sections (``c.LocalHost``, ``c.KubePlacement``) on to its services.
 
-Two configurable classes describe where users' code runs, for every part of
+Three configurable classes describe where users' code runs, for every part of
 Shipyard that runs it: :class:`~hub_ext.host.local.LocalHost` on this machine
-(the spawner's servers, the scheduler's runs, the deployer's replicas) and
+(the spawner's servers, the scheduler's runs, the deployer's replicas), with
+:class:`~hub_ext.host.containers.ContainerPlacement` for their containers when
+``c.LocalHost.placement = "container"``, and
 :class:`~hub_ext.host.k8s.KubePlacement` on Kubernetes (the spawner's pods, the
 scheduler's Jobs, the deployer's model servers, and the namespace of the
 secrets service's Secrets). The spawner reads them from the hub's config; the
@@ -55,7 +57,7 @@ CONFIG_ENV = "SHIPYARD_HOST_CONFIG"
 
 #: The sections of the hub's config that its services inherit: the classes that say where
 #: users' code runs, configured once for the hub's spawner and the services alike.
-PASSED_SECTIONS = ("LocalHost", "KubePlacement")
+PASSED_SECTIONS = ("LocalHost", "ContainerPlacement", "KubePlacement")
 
 
 def passed_on(config: Config) -> dict[str, str]:

@@ -38,44 +38,27 @@ spawner reports no GPU, so GPU profiles are shown disabled and refused.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import pwd
 
-from docker.errors import APIError, NotFound
 from dockerspawner import DockerSpawner
 from tornado import web
 from traitlets import Instance, default
 
 from hub_ext.host import telemetry
+from hub_ext.host.containerhost import ContainerFailed, ContainerHost, UserNetwork
 from hub_ext.host.containers import (
     CONTAINER_HOME,
-    INSTANCE_LABEL,
-    USER_LABEL,
     ContainerPlacement,
     ContainerSpec,
     ImageMissing,
-    apply_firewall,
-    create_spec,
-    firewall_present,
-    host_account_of_image_uid,
-    image_for,
-    image_missing,
-    loopback_ports,
-    mount_idmapped_home,
-    reach_from_container,
-    remove_firewall,
-    route_localnet,
-    unmount_idmapped_home,
+    reach_environment,
 )
 from hub_ext.host.local import LocalHost
 from hub_ext.spawners.mixin import ProfileSpawnerMixin, Usage
 
 #: The port the server listens on inside its container (published on 127.0.0.1).
 SERVER_PORT = 8888
-#: The libpod API version asked for: podman 4.0's, the oldest this spawner was written to.
-LIBPOD_VERSION = "v4.0.0"
 
 
 class _NoAccount(Exception):
@@ -141,37 +124,20 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         return SERVER_PORT
 
     account: pwd.struct_passwd | None = None
-    _network: dict | None = None
+    _network: UserNetwork | None = None
+    _host: ContainerHost | None = None
+
+    @property
+    def host(self) -> ContainerHost:
+        """Podman's API, the user's network and the home's mount (shared with runs and replicas)."""
+        if self._host is None:
+            self._host = ContainerHost(self.placement, self.log)
+        return self._host
 
     @property
     def gpu_count(self) -> int:
         """No GPU in containers yet: GPU profiles are shown disabled and refused (409)."""
         return 0
-
-    # ----------------------------------------------------------- the API
-
-    def _libpod_sync(self, method: str, path: str, *args, data=None, params=None):
-        """Call podman's libpod API through DockerSpawner's client (same socket and session).
-
-        docker-py's private helpers build the URL and raise its ``APIError`` on an
-        error status. The libpod routes take libpod's version, not the Docker API's
-        that the client negotiated (podman refuses "1.41" there).
-        """
-        client = self.client
-        url = client._url(f"/{LIBPOD_VERSION}/libpod" + path, *args, versioned_api=False)
-        if method == "POST":
-            response = client._post_json(url, data=data, params=params)
-        elif method == "DELETE":
-            response = client._delete(url, params=params)
-        else:
-            response = client._get(url, params=params)
-        return client._result(response, json=True)
-
-    def libpod(self, method: str, path: str, *args, **kwargs):
-        """:meth:`_libpod_sync` on DockerSpawner's executor thread (a future)."""
-        return asyncio.wrap_future(
-            self.executor.submit(self._libpod_sync, method, path, *args, **kwargs)
-        )
 
     # ----------------------------------------------------------- pre-spawn
 
@@ -185,14 +151,9 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         """The profile's image, once podman is asked that it has it (503 with the fix if not)."""
         assert self.profile is not None
         try:
-            tag = image_for(self.profile)
-            try:
-                await self.docker("inspect_image", tag)
-            except NotFound:
-                raise image_missing(self.profile, tag) from None
+            return await self.host.image(self.profile)
         except ImageMissing as e:
             raise web.HTTPError(503, str(e)) from None
-        return tag
 
     # ---------------------------------------------------------------- start
 
@@ -232,47 +193,12 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         except _AccountFailed as e:
             raise web.HTTPError(500, str(e)) from None
 
-    async def _ensure_network(self) -> dict:
-        """The user's bridge network (made if missing): name, subnet, gateway, interface.
-
-        The firewall rules go in before any container of the user starts (they only
-        need the subnet); the bridge's ``route_localnet`` once the bridge exists.
-        """
-        name = self.placement.network_of(self.user.name)
+    async def _ensure_network(self) -> UserNetwork:
+        """The user's bridge network (made if missing), confined to what a server reaches."""
         try:
-            found = await self.libpod("GET", "/networks/{0}/json", name)
-        except NotFound:
-            body = {
-                "name": name,
-                "driver": "bridge",
-                "labels": {
-                    USER_LABEL: self.user.name,
-                    INSTANCE_LABEL: self.placement.network_prefix,
-                },
-            }
-            try:
-                found = await self.libpod("POST", "/networks/create", data=body)
-            except APIError as e:
-                if e.status_code != 409:  # made meanwhile by the user's other server
-                    raise
-                found = await self.libpod("GET", "/networks/{0}/json", name)
-            self.log.info("Created network %s for %s", name, self.user.name)
-        subnet = found["subnets"][0]
-        network = {
-            "name": name,
-            "subnet": subnet["subnet"],
-            "gateway": subnet["gateway"],
-            "interface": found.get("network_interface", ""),
-        }
-        if self.placement.firewall and not await asyncio.to_thread(firewall_present, name):
-            await asyncio.to_thread(
-                apply_firewall,
-                name,
-                network["subnet"],
-                network["gateway"],
-                loopback_ports(self._reached_urls()),
-            )
-        return network
+            return await self.host.network(self.user.name, self._reached_urls())
+        except ContainerFailed as e:
+            raise web.HTTPError(500, str(e)) from None
 
     def _reached_urls(self) -> list[str]:
         """The URLs a server calls on the host: the hub's API, the proxy, the tracking service."""
@@ -294,8 +220,7 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         detached again if podman refuses the container.
         """
         assert self.profile is not None and self.account is not None and self._network is not None
-        home_source = ""
-        mode = self.placement.user_mode()
+        mode = self.host.user_mode(self.user.name)
         self.log.info(
             "%s's server runs as %s (user_namespace %s)",
             self.user.name,
@@ -306,56 +231,34 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
             else "a mapped uid 1000",
             mode,
         )
-        if mode == "idmap":
-            sharer = host_account_of_image_uid()
-            if sharer:
-                self.log.warning(
-                    "Host account %s has uid 1000, the uid of %s's server: it can signal"
-                    " the server and read its environment; give it another uid",
-                    sharer,
-                    self.user.name,
-                )
-            home_source = self.placement.idmapped_home(self.container_name)
-            try:
-                await asyncio.to_thread(unmount_idmapped_home, home_source)
-                await asyncio.to_thread(
-                    mount_idmapped_home,
-                    self.account.pw_dir,
-                    home_source,
-                    self.account.pw_uid,
-                    self.account.pw_gid,
-                )
-            except OSError as e:
-                raise web.HTTPError(
-                    500,
-                    f"Could not make the idmapped mount of {self.account.pw_dir} ({e}): its"
-                    " filesystem may not support them; an admin can set"
-                    ' c.ContainerPlacement.user_namespace = "none" (docs/containers.md).',
-                ) from None
-        spec = ContainerSpec(
-            name=self.container_name,
-            image=self.image,
-            command=await self.get_command(),
-            env=self.get_env(),
-            owner=self.user.name,
-            uid=self.account.pw_uid,
-            gid=self.account.pw_gid,
-            home=self.account.pw_dir,
-            home_source=home_source,
-            profile=self.profile,
-            network=self._network["name"],
-            port=self.port,
-            pids_limit=self.placement.pids_limit,
-            tmp_size=self.placement.tmp_size,
-            user_namespace=self.placement.user_mode(),
-            subid_base=self.placement.subid_base,
-            stop_timeout=self.placement.stop_timeout,
-            labels={INSTANCE_LABEL: self.placement.network_prefix},
-        )
-        body = create_spec(spec)
-        self.log.debug("Creating container %s: %s", spec.name, json.dumps(body, default=str))
         try:
-            return await self.libpod("POST", "/containers/create", data=body)
+            home_source = await self.host.bind(
+                self.container_name, "home", self.account.pw_dir, self.account
+            )
+            spec = ContainerSpec(
+                name=self.container_name,
+                image=self.image,
+                command=await self.get_command(),
+                env=self.get_env(),
+                owner=self.user.name,
+                uid=self.account.pw_uid,
+                gid=self.account.pw_gid,
+                home=self.account.pw_dir,
+                home_source=home_source if mode == "idmap" else "",
+                profile=self.profile,
+                network=self._network.name,
+                port=self.port,
+                pids_limit=self.placement.pids_limit,
+                tmp_size=self.placement.tmp_size,
+                user_namespace=mode,
+                subid_base=self.placement.subid_base,
+                stop_timeout=self.placement.stop_timeout,
+                labels=self.host.labels("server"),
+            )
+            return {"Id": await self.host.create(spec)}
+        except ContainerFailed as e:
+            await self._release_home()
+            raise web.HTTPError(500, str(e)) from None
         except BaseException:
             await self._release_home()
             raise
@@ -363,12 +266,8 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
     async def start_object(self):
         """Start the container, then let its bridge forward the gateway's ports to loopback."""
         await super().start_object()
-        network = self._network
-        if self.placement.firewall and network is not None:
-            found = await self.libpod("GET", "/networks/{0}/json", network["name"])
-            bridge = found.get("network_interface", "")
-            if bridge:
-                await asyncio.to_thread(route_localnet, bridge)
+        if self._network is not None:
+            await self.host.route(self._network)
 
     def get_env(self):
         """DockerSpawner's environment plus the profile's, with loopback URLs made reachable."""
@@ -383,13 +282,11 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         env["CUDA_VISIBLE_DEVICES"] = ""
         env["NVIDIA_VISIBLE_DEVICES"] = "void"
         if self._network is not None:
-            gateway = self._network["gateway"]
-            for key, value in env.items():
-                # JUPYTERHUB_SERVICE_URL is where the server itself listens (0.0.0.0)
-                if key == "JUPYTERHUB_SERVICE_URL" or not isinstance(value, str):
-                    continue
-                if value.startswith(("http://", "https://")):
-                    env[key] = reach_from_container(value, gateway)
+            strings = {k: v for k, v in env.items() if isinstance(v, str)}
+            # JUPYTERHUB_SERVICE_URL is where the server itself listens (0.0.0.0)
+            env.update(
+                reach_environment(strings, self._network.gateway, keep=["JUPYTERHUB_SERVICE_URL"])
+            )
         return env
 
     # ---------------------------------------------------------------- stop
@@ -407,38 +304,12 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
 
     async def _release_home(self) -> None:
         """Detach the container's idmapped home (nothing to do without one)."""
-        if self.placement.user_mode() == "idmap":
-            target = self.placement.idmapped_home(self.container_name)
-            try:
-                await asyncio.to_thread(unmount_idmapped_home, target)
-            except OSError as e:
-                self.log.warning("Could not detach %s: %s", target, e)
+        await self.host.release_binds(self.container_name)
 
     async def _release_network(self) -> None:
         """Remove the user's network and its rules when no container of theirs is left on it."""
-        name = self.placement.network_of(self.user.name)
-        try:
-            users = await self.libpod(
-                "GET",
-                "/containers/json",
-                params={"all": "true", "filters": json.dumps({"network": [name]})},
-            )
-        except APIError as e:
-            self.log.warning("Could not list the containers on %s: %s", name, e)
-            return
-        if users:
-            return
-        try:
-            await self.libpod("DELETE", "/networks/{0}", name)
-            self.log.info("Removed network %s", name)
-        except NotFound:
-            pass
-        except APIError as e:
-            self.log.warning("Could not remove network %s: %s", name, e)
-            return
-        if self.placement.firewall:
-            await asyncio.to_thread(remove_firewall, name)
-        self._network = None
+        if await self.host.release_network(self.user.name):
+            self._network = None
 
     async def poll(self):
         """DockerSpawner's poll, which also cleans up after a container that died by itself.

@@ -525,6 +525,18 @@ class SchedulerService(Application):
         os.chmod(path, 0o711)
         return path
 
+    def _executor(self) -> Executor:
+        """The configured executor; with ``c.LocalHost.placement = "container"`` the local one
+        becomes :class:`~.executors.containers.ContainerExecutor`, as the hub's local
+        spawner becomes its container spawner (another class configured is kept)."""
+        chosen = self.executor_class
+        if LocalHost(parent=self).placement == "container" and chosen.__name__ == "LocalExecutor":
+            from .executors.containers import ContainerExecutor
+
+            self.log.info("Placement 'container': runs are papermill in podman containers")
+            chosen = ContainerExecutor
+        return chosen(parent=self)
+
     def start(self) -> None:
         if self.kill_children_on_exit and os.environ.get("JUPYTERHUB_SERVICE_NAME"):
             die_with_parent(signal.SIGTERM, exit_if_orphaned=True)
@@ -533,7 +545,7 @@ class SchedulerService(Application):
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         store = self._store()
         profiles = ProfileStore.for_path(self.profiles_file)
-        executor = self.executor_class(parent=self)
+        executor = self._executor()
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
         if not token:
             self.log.critical(

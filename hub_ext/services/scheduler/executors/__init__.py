@@ -23,6 +23,7 @@ from .base import (
 #: The executors Shipyard ships, by entry point name (what ``executor_class`` takes).
 EXECUTORS = {
     "local": "hub_ext.services.scheduler.executors.local:LocalExecutor",
+    "container": "hub_ext.services.scheduler.executors.containers:ContainerExecutor",
     "kubernetes": "hub_ext.services.scheduler.executors.kubernetes:KubernetesExecutor",
 }
 

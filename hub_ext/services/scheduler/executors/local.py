@@ -202,7 +202,7 @@ class LocalExecutor(UsesLocalHost, WarmPoolSettings, Executor):
 
     async def _run_steps(self, run: LocalRun, events: asyncio.Queue) -> None:
         spec = run.spec
-        run.built = self._find_environment(spec.profile)
+        await self._locate(run)
         run.outputs = spec.output_paths()
         run.user = await self._account(spec.owner)
         await asyncio.to_thread(self._prepare, run)
@@ -217,7 +217,7 @@ class LocalExecutor(UsesLocalHost, WarmPoolSettings, Executor):
         gpus = self._allocate_gpus(run)
         env = self._environment(run, gpus)
         cwd = os.path.abspath(spec.cwd or spec.output_dir)
-        python = str(run.built.python)
+        python = self._python(run)
         warm = await self.warm.take(run, env)
         if warm is not None:
             run.papermill_exit = await self.warm.hand_over(run, warm, env, cwd)
@@ -257,7 +257,22 @@ class LocalExecutor(UsesLocalHost, WarmPoolSettings, Executor):
             except ExecutorError as e:
                 run.sink.note(str(e))
                 run.html_exit = -1
-        run.oom_kills = oom_kills(self.driver, run.cgroup)
+        run.oom_kills = await self._oom_kills(run)
+
+    # the steps that depend on where the run's code runs (ContainerExecutor overrides them)
+
+    async def _locate(self, run: LocalRun) -> None:
+        """Find what the run runs on: the profile's built environment."""
+        run.built = self._find_environment(run.spec.profile)
+
+    def _python(self, run: LocalRun) -> str:
+        """The Python that runs papermill and nbconvert."""
+        assert run.built is not None  # located
+        return str(run.built.python)
+
+    async def _oom_kills(self, run: LocalRun) -> int:
+        """How many of the run's processes the kernel's OOM killer ended."""
+        return oom_kills(self.driver, run.cgroup)
 
     def _find_environment(self, profile: Profile) -> BuiltEnvironment:
         return self.local_host.environment(profile, ExecutorError)

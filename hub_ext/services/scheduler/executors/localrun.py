@@ -113,6 +113,9 @@ class LocalRun:
     oom_kills: int = 0
     cancelled: bool = False
     timed_out: bool = False
+    #: in containers (:mod:`.containers`): the image, and the run's containers so far
+    image: str = ""
+    containers: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.cgroup = self.cgroup or self.spec.name

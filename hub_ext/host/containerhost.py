@@ -1,0 +1,420 @@
+"""ContainerHost: the podman calls every part that runs a user's container shares.
+
+The container spawner (a server), the scheduler's container executor (a run) and
+the deployer's container backend (a replica) each make containers of a user's
+from :func:`~hub_ext.host.containers.create_spec`; around the create step they
+need the same few things of the host, kept here so that a fix to one reaches all
+three (as :mod:`hub_ext.host.launch` is for processes):
+
+* **the image** of the profile's environment, refused with the command that
+  builds it when podman does not have it (:meth:`ContainerHost.image`);
+* **the user's network** (:meth:`ContainerHost.network`): one bridge per user,
+  made with their first container whatever part makes it, confined by the
+  firewall rules of :func:`~hub_ext.host.containers.firewall_rules` for the ports
+  that each part's containers need (a union: the server's hub API and proxy, a
+  run's tracking and deployer URLs), and removed with their last container
+  (:meth:`ContainerHost.release_network`);
+* **the folders bound into the container** (:meth:`ContainerHost.bind`): as
+  they are when the container runs as the account's uid, or through an idmapped
+  mount each (``user_namespace = "idmap"``) that shows the account's files as
+  the images' uid 1000, all under one folder per container
+  (:meth:`ContainerPlacement.mount_dir
+  <hub_ext.host.containers.ContainerPlacement.mount_dir>`), detached together
+  (:meth:`ContainerHost.release_binds`);
+* **create, start, kill, remove, inspect, list** over podman's libpod API, with
+  docker-py's client (the one DockerSpawner uses) on a small thread pool of its
+  own, one client per thread;
+* **attach** (:meth:`ContainerHost.attach_argv`): a run's output and exit status,
+  and a warm run's stdin, come through ``podman start --attach --interactive``
+  as a child process. Its pipes are then an asyncio subprocess transport like
+  a process's, so the executor's output parsing, deadline and warm hand-over are
+  the ones processes use. Rejected alternative: the API's hijacked attach
+  socket, whose multiplexed frames, half-close of stdin and exit status would
+  be written here again for what podman's own client does.
+
+Every container and network it makes carries the labels of
+:mod:`hub_ext.host.containers` (user, profile, instance) and a ``io.shipyard.role``
+(``server``, ``run``, ``replica``), by which a restarted service finds its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import pwd
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hub_ext.host.containers import (
+    INSTANCE_LABEL,
+    USER_LABEL,
+    ContainerPlacement,
+    ContainerSpec,
+    apply_firewall,
+    create_spec,
+    firewall_ports,
+    firewall_present,
+    host_account_of_image_uid,
+    image_for,
+    image_missing,
+    mount_idmapped_home,
+    remove_firewall,
+    route_localnet,
+    unmount_idmapped_home,
+)
+from hub_ext.host.podman import podman
+from hub_ext.profiles.model import Profile
+
+#: The libpod API version asked for: podman 4.0's, the oldest Shipyard was written to.
+LIBPOD_VERSION = "v4.0.0"
+#: Which part of Shipyard a container belongs to: ``server``, ``run`` or ``replica``.
+ROLE_LABEL = "io.shipyard.role"
+
+
+class ContainerFailed(RuntimeError):
+    """Podman refused a step (create, start, a network, a mount): the message says which."""
+
+
+@dataclass(frozen=True)
+class UserNetwork:
+    """A user's bridge network as podman made it."""
+
+    name: str
+    subnet: str
+    gateway: str
+
+
+class ContainerHost:
+    """Podman's API, the users' networks and the bound folders, for one part of Shipyard.
+
+    Parameters
+    ----------
+    placement : ContainerPlacement
+        The settings (``c.ContainerPlacement``).
+    log : logging.Logger
+    workers : int
+        Threads for the API's blocking calls (docker-py is synchronous).
+    """
+
+    def __init__(self, placement: ContainerPlacement, log: logging.Logger, workers: int = 4):
+        self.placement = placement
+        self.log = log
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="podman-api")
+        self._local = threading.local()
+
+    # ------------------------------------------------------------ the API
+
+    def _client(self):
+        client = getattr(self._local, "client", None)
+        if client is None:
+            import docker  # docker-py: loaded only where containers are used
+
+            client = docker.APIClient(base_url=self.placement.base_url(), version="auto")
+            self._local.client = client
+        return client
+
+    def _call_sync(
+        self, method: str, path: str, *args: str, data: Any = None, params: dict | None = None
+    ) -> Any:
+        client = self._client()
+        url = client._url(f"/{LIBPOD_VERSION}/libpod" + path, *args, versioned_api=False)
+        if method == "POST":
+            response = client._post_json(url, data=data, params=params)
+        elif method == "DELETE":
+            response = client._delete(url, params=params)
+        else:
+            response = client._get(url, params=params)
+        client._raise_for_status(response)
+        return response.json() if response.content else None
+
+    async def call(
+        self, method: str, path: str, *args: str, data: Any = None, params: dict | None = None
+    ) -> Any:
+        """One libpod call (``GET``, ``POST`` or ``DELETE``) on the API's threads; its JSON.
+
+        Raises docker-py's ``NotFound`` for a 404 and ``APIError`` for other errors.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, lambda: self._call_sync(method, path, *args, data=data, params=params)
+        )
+
+    def close(self) -> None:
+        """Stop the API's threads (the containers are not touched)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ images
+
+    async def image(self, profile: Profile) -> str:
+        """The profile's environment image, once podman says it has it.
+
+        Raises
+        ------
+        ImageMissing
+            The environment is unknown, or its image is not built here: the message
+            names ``shipyard image build ENV``.
+        """
+        from docker.errors import NotFound
+
+        tag = image_for(profile)
+        try:
+            await self.call("GET", "/images/{0}/json", tag)
+        except NotFound:
+            raise image_missing(profile, tag) from None
+        return tag
+
+    # ------------------------------------------------------------ networks
+
+    async def network(self, owner: str, urls: Iterable[str]) -> UserNetwork:
+        """``owner``'s bridge network, made if missing, confined to the ports of ``urls``.
+
+        The firewall lets the user's containers reach the union of what every part
+        asked for (a server's and a run's containers share the network), so rules
+        are only ever widened to the ports the parts' own URLs name.
+        """
+        from docker.errors import APIError, NotFound
+
+        from hub_ext.host.containers import loopback_ports
+
+        name = self.placement.network_of(owner)
+        try:
+            found = await self.call("GET", "/networks/{0}/json", name)
+        except NotFound:
+            body = {
+                "name": name,
+                "driver": "bridge",
+                "labels": {USER_LABEL: owner, INSTANCE_LABEL: self.placement.network_prefix},
+            }
+            try:
+                found = await self.call("POST", "/networks/create", data=body)
+            except APIError as e:
+                if e.status_code != 409:  # made meanwhile by the user's other container
+                    raise ContainerFailed(f"Could not create network {name}: {e}") from None
+                found = await self.call("GET", "/networks/{0}/json", name)
+            self.log.info("Created network %s for %s", name, owner)
+        subnet = found["subnets"][0]
+        network = UserNetwork(name, subnet["subnet"], subnet["gateway"])
+        if self.placement.firewall:
+            wanted = set(loopback_ports(urls))
+            have = await asyncio.to_thread(firewall_ports, name)
+            present = await asyncio.to_thread(firewall_present, name)
+            if not present or not wanted <= have:
+                await asyncio.to_thread(
+                    apply_firewall, name, network.subnet, network.gateway, sorted(wanted | have)
+                )
+        return network
+
+    async def route(self, network: UserNetwork, wait: float = 0) -> None:
+        """Let the network's bridge forward the gateway's ports to loopback.
+
+        The bridge exists once the network's first container has started; ``wait``
+        is how long to wait for it (a container being started by ``podman start``).
+        """
+        if not self.placement.firewall:
+            return
+        found = await self.call("GET", "/networks/{0}/json", network.name)
+        bridge = found.get("network_interface", "")
+        if not bridge:
+            return
+        deadline = asyncio.get_running_loop().time() + wait
+        while True:
+            try:
+                await asyncio.to_thread(route_localnet, bridge)
+                return
+            except FileNotFoundError:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+    async def release_network(self, owner: str) -> bool:
+        """Remove ``owner``'s network and its rules if no container is left on it.
+
+        Returns whether it is gone. Failures are logged, never raised: a network
+        left behind is removed with the user's next last container.
+        """
+        from docker.errors import APIError, NotFound
+
+        name = self.placement.network_of(owner)
+        try:
+            users = await self.call(
+                "GET",
+                "/containers/json",
+                params={"all": "true", "filters": json.dumps({"network": [name]})},
+            )
+        except APIError as e:
+            self.log.warning("Could not list the containers on %s: %s", name, e)
+            return False
+        if users:
+            return False
+        try:
+            await self.call("DELETE", "/networks/{0}", name)
+            self.log.info("Removed network %s", name)
+        except NotFound:
+            pass
+        except APIError as e:
+            self.log.warning("Could not remove network %s: %s", name, e)
+            return False
+        if self.placement.firewall:
+            await asyncio.to_thread(remove_firewall, name)
+        return True
+
+    # ------------------------------------------------------------ the user
+
+    def user_mode(self, who: str) -> str:
+        """The placement's user mode for this host, logged (and warned about) for ``who``."""
+        mode = self.placement.user_mode()
+        if mode == "idmap":
+            sharer = host_account_of_image_uid()
+            if sharer:
+                self.log.warning(
+                    "Host account %s has uid 1000, the uid of %s's containers: it can signal"
+                    " them and read their environment; give it another uid",
+                    sharer,
+                    who,
+                )
+        return mode
+
+    async def bind(self, container: str, name: str, source: str, account: pwd.struct_passwd) -> str:
+        """What to bind into ``container`` for the account's folder ``source``.
+
+        ``source`` itself unless the placement is ``idmap``; then an idmapped mount of
+        it at ``<mount_dir(container)>/<name>`` (one left there is replaced), which
+        shows the account's files as the images' uid 1000.
+
+        Raises
+        ------
+        ContainerFailed
+            The mount could not be made (a filesystem without idmapped mounts): the
+            message says what an admin can set instead.
+        """
+        if self.placement.user_mode() != "idmap":
+            return source
+        target = str(Path(self.placement.mount_dir(container)) / name)
+        try:
+            await asyncio.to_thread(unmount_idmapped_home, target)
+            await asyncio.to_thread(
+                mount_idmapped_home, source, target, account.pw_uid, account.pw_gid
+            )
+        except OSError as e:
+            raise ContainerFailed(
+                f"Could not make the idmapped mount of {source} ({e}): its filesystem may not"
+                ' support them; an admin can set c.ContainerPlacement.user_namespace = "none"'
+                " (docs/containers.md)."
+            ) from None
+        return target
+
+    async def release_binds(self, container: str) -> None:
+        """Detach every idmapped mount of ``container`` and remove their folder; logs failures."""
+
+        def release() -> None:
+            folder = Path(self.placement.mount_dir(container))
+            if not folder.is_dir():
+                return
+            for child in folder.iterdir():
+                unmount_idmapped_home(str(child))
+            unmount_idmapped_home(str(folder))  # a mount made there by an older layout
+
+        try:
+            await asyncio.to_thread(release)
+        except OSError as e:
+            self.log.warning("Could not detach the mounts of %s: %s", container, e)
+
+    # ------------------------------------------------------------ containers
+
+    def labels(self, role: str, **more: str) -> dict[str, str]:
+        """The labels of a container of ``role`` made by this host."""
+        return {INSTANCE_LABEL: self.placement.network_prefix, ROLE_LABEL: role, **more}
+
+    async def create(self, spec: ContainerSpec) -> str:
+        """Create the container of ``spec`` (:func:`create_spec`); its id."""
+        from docker.errors import APIError
+
+        body = create_spec(spec)
+        self.log.debug("Creating container %s: %s", spec.name, json.dumps(body, default=str))
+        try:
+            made = await self.call("POST", "/containers/create", data=body)
+        except APIError as e:
+            raise ContainerFailed(
+                f"Could not create container {spec.name}: {e.explanation or e}"
+            ) from None
+        return made["Id"]
+
+    async def start(self, container: str, network: UserNetwork | None = None) -> None:
+        """Start a created container (detached), then route its network's bridge."""
+        from docker.errors import APIError
+
+        try:
+            await self.call("POST", "/containers/{0}/start", container)
+        except APIError as e:
+            raise ContainerFailed(
+                f"Could not start container {container}: {e.explanation or e}"
+            ) from None
+        if network is not None:
+            await self.route(network)
+
+    def attach_argv(self, container: str, stdin: bool = False) -> list[str]:
+        """``podman start --attach`` of a created container: its output, stdin and exit status."""
+        return [*podman(), "start", "--attach", *(["--interactive"] if stdin else []), container]
+
+    async def inspect(self, container: str) -> dict | None:
+        """The container's inspection, or None when it is gone."""
+        from docker.errors import NotFound
+
+        try:
+            return await self.call("GET", "/containers/{0}/json", container)
+        except NotFound:
+            return None
+
+    async def kill(self, container: str, signal: str = "KILL") -> None:
+        """Send ``signal`` to the container's processes; nothing when it is not running."""
+        from docker.errors import APIError, NotFound
+
+        try:
+            await self.call("POST", "/containers/{0}/kill", container, params={"signal": signal})
+        except NotFound:
+            pass
+        except APIError as e:
+            if e.status_code != 409:  # 409: not running
+                raise
+
+    async def remove(self, container: str, timeout: int = 0) -> None:
+        """Remove the container, stopping it first (``timeout`` s after SIGTERM), and its volumes."""
+        from docker.errors import NotFound
+
+        try:
+            await self.call(
+                "DELETE",
+                "/containers/{0}",
+                container,
+                params={"force": "true", "v": "true", "timeout": str(timeout)},
+            )
+        except NotFound:
+            pass
+
+    async def list(self, role: str, **labels: str) -> list[dict]:
+        """This host's containers of ``role`` (running or not) with ``labels``, as libpod lists them."""
+        wanted = self.labels(role, **labels)
+        filters = {"label": [f"{key}={value}" for key, value in wanted.items()]}
+        found = await self.call(
+            "GET", "/containers/json", params={"all": "true", "filters": json.dumps(filters)}
+        )
+        return list(found or [])
+
+
+def exit_status(inspected: dict | None) -> tuple[int | None, bool]:
+    """A finished container's exit code and whether the kernel's OOM killer ended it."""
+    if not inspected:
+        return None, False
+    state = inspected.get("State", {})
+    return state.get("ExitCode"), bool(state.get("OOMKilled"))
+
+
+def running_as_root() -> bool:
+    """Rootful podman: a part that makes users' containers must run as root."""
+    return os.geteuid() == 0

@@ -1,0 +1,94 @@
+"""Podman for the container tests: the base image, and what a test's containers leave behind.
+
+The servers' tests (test_container_spawner.py) and the runs' (test_container_runs.py)
+share the ``base`` environment's image, made once per machine by ``shipyard image
+base`` and ``shipyard image build base`` (as tests/test_images.py does) and reused
+while the lock holds; and each checks that its containers leave no container,
+network, firewall rule or idmapped mount behind, by its own name prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub_ext.environments.catalog import get_environment
+from hub_ext.environments.images import BASE_TAG, image_tag
+from hub_ext.host import containers
+
+from .hubtools import REPO
+
+needs_podman = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("iptables"),
+    reason="needs root, podman and iptables: rootful containers and their firewall",
+)
+
+
+def podman(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def shipyard(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hub_ext.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def ensure_base_image() -> str:
+    """The ``base`` environment's image: made once per machine, reused while its lock holds."""
+    if podman("image", "exists", BASE_TAG).returncode != 0:
+        out = shipyard("image", "base")
+        assert out.returncode == 0, out.stdout + out.stderr
+    tag = image_tag(get_environment("base"))
+    if podman("image", "exists", tag).returncode != 0:
+        out = shipyard("image", "build", "base")
+        assert out.returncode == 0, out.stdout + out.stderr
+    return tag
+
+
+def idmapped_mounts(prefix: str) -> list[str]:
+    """Idmapped mounts still there of containers named ``<prefix>-*`` (``<idmap_dir>/<name>/*``)."""
+    with open("/proc/self/mountinfo") as f:
+        points = [Path(line.split()[4]) for line in f]
+    return [str(p) for p in points if any(part.startswith(prefix + "-") for part in p.parts[-2:])]
+
+
+def leftovers(prefix: str) -> dict[str, list[str]]:
+    """Containers, networks, firewall rules and idmapped mounts named ``<prefix>-*``."""
+    names = podman("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    networks = podman("network", "ls", "--format", "{{.Name}}").stdout.split()
+    rules = [
+        line
+        for table in ("mangle", "nat")
+        for line in subprocess.run(
+            ["iptables", "-w", "-t", table, "-S", "PREROUTING"], capture_output=True, text=True
+        ).stdout.splitlines()
+        if f"shipyard:{prefix}-" in line
+    ]
+    return {
+        "containers": [n for n in names if n.startswith(prefix + "-")],
+        "networks": [n for n in networks if n.startswith(prefix + "-")],
+        "rules": rules,
+        "mounts": idmapped_mounts(prefix),
+    }
+
+
+def remove_leftovers(prefix: str) -> None:
+    left = leftovers(prefix)
+    if left["containers"]:
+        podman("rm", "-f", "-t", "0", *left["containers"])
+    if left["networks"]:
+        podman("network", "rm", "-f", *left["networks"])
+    for network in left["networks"]:
+        containers.remove_firewall(network)
+    for mount in left["mounts"]:
+        containers.unmount_idmapped_home(mount)
