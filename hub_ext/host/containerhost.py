@@ -56,6 +56,7 @@ from hub_ext.host.containers import (
     USER_LABEL,
     ContainerPlacement,
     ContainerSpec,
+    PodmanService,
     apply_firewall,
     create_spec,
     firewall_ports,
@@ -107,6 +108,8 @@ class ContainerHost:
         self.log = log
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="podman-api")
         self._local = threading.local()
+        self._service: PodmanService | None = None
+        self._answering = False
 
     # ------------------------------------------------------------ the API
 
@@ -145,9 +148,47 @@ class ContainerHost:
             self._pool, lambda: self._call_sync(method, path, *args, data=data, params=params)
         )
 
-    def close(self) -> None:
-        """Stop the API's threads (the containers are not touched)."""
+    async def ready(self) -> None:
+        """Make sure podman's API service answers: started here if nothing does.
+
+        The hub starts it for its servers; a service (the scheduler, the deployer)
+        started without one, or before it, starts it the same way
+        (:class:`~hub_ext.host.containers.PodmanService`), unless
+        ``start_service`` is off.
+
+        Raises
+        ------
+        ContainerFailed
+            Nothing answers and none may be started, or it did not start.
+        """
+        if self._answering:
+            return
+        service = PodmanService(self.placement.podman_socket, self.log)
+        if self.placement.start_service:
+            try:
+                await service.ensure()
+            except (OSError, RuntimeError) as e:
+                raise ContainerFailed(f"podman's API service is not available: {e}") from None
+            if service.proc is not None:
+                self._service = service
+        elif not await asyncio.to_thread(service.answers):
+            raise ContainerFailed(
+                f"Nothing answers on {self.placement.podman_socket} and "
+                "c.ContainerPlacement.start_service is False: start podman's API service "
+                "(docs/containers.md)."
+            )
+        self._answering = True
+
+    def close(self, stop_service: bool = False) -> None:
+        """Stop the API's threads (the containers are not touched).
+
+        The API service this host started keeps running for the others that use
+        it (the hub, another service) unless ``stop_service``.
+        """
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if stop_service and self._service is not None:
+            self._service.stop()
+            self._service = None
 
     # ------------------------------------------------------------ images
 
@@ -162,6 +203,7 @@ class ContainerHost:
         """
         from docker.errors import NotFound
 
+        await self.ready()
         tag = image_for(profile)
         try:
             await self.call("GET", "/images/{0}/json", tag)
@@ -380,7 +422,8 @@ class ContainerHost:
         except NotFound:
             pass
         except APIError as e:
-            if e.status_code != 409:  # 409: not running
+            # not running: 409 from the compat API, 500 "container state improper" from libpod
+            if e.status_code != 409 and "state improper" not in str(e.explanation):
                 raise
 
     async def remove(self, container: str, timeout: int = 0) -> None:
@@ -397,6 +440,33 @@ class ContainerHost:
         except NotFound:
             pass
 
+    async def count_oom_kills(
+        self, container: str, until: asyncio.Future, interval: float = 0.2
+    ) -> int:
+        """The OOM killer's kills in ``container`` until ``until`` is done (it exited).
+
+        Podman's ``OOMKilled`` only says whether the container's first process was
+        killed; a kernel killed under papermill, which lives on to report it, is
+        seen only in the container's memory cgroup, which goes with the container:
+        so it is read while the container runs.
+        """
+        cgroup, kills = "", 0
+        while not until.done():
+            if not cgroup:
+                found = await self.inspect(container)
+                state = (found or {}).get("State", {})
+                if state.get("Running"):
+                    cgroup = state.get("CgroupPath", "")
+                elif found is None or state.get("Status") in ("exited", "stopped"):
+                    return kills
+            if cgroup:
+                count = await asyncio.to_thread(oom_kill_count, cgroup)
+                if count is None:
+                    return kills
+                kills = max(kills, count)
+            await asyncio.wait([until], timeout=interval)
+        return kills
+
     async def list(self, role: str, **labels: str) -> list[dict]:
         """This host's containers of ``role`` (running or not) with ``labels``, as libpod lists them."""
         wanted = self.labels(role, **labels)
@@ -405,6 +475,27 @@ class ContainerHost:
             "GET", "/containers/json", params={"all": "true", "filters": json.dumps(filters)}
         )
         return list(found or [])
+
+
+def oom_kill_count(cgroup: str) -> int | None:
+    """The OOM killer's kills in the container cgroup ``cgroup`` so far (None: it is gone).
+
+    cgroup v1's ``memory.oom_control`` or v2's ``memory.events``, ``oom_kill``.
+    """
+    root = Path("/sys/fs/cgroup")
+    for path in (
+        root / "memory" / cgroup.lstrip("/") / "memory.oom_control",
+        root / cgroup.lstrip("/") / "memory.events",
+    ):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+    return None
 
 
 def exit_status(inspected: dict | None) -> tuple[int | None, bool]:

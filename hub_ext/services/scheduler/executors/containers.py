@@ -98,7 +98,7 @@ class ContainerExecutor(LocalExecutor):
             )
         try:
             run.image = await self.containers.image(run.spec.profile)
-        except ImageMissing as e:
+        except (ImageMissing, ContainerFailed) as e:
             raise ExecutorError(str(e)) from None
 
     def _python(self, run: LocalRun) -> str:
@@ -198,9 +198,14 @@ class ContainerExecutor(LocalExecutor):
         # the bridge exists once the network's first container runs: then the gateway
         # may forward to loopback (a run's first call goes out seconds later)
         route = asyncio.create_task(host.route(network, wait=10))
+        ooms = asyncio.create_task(host.count_oom_kills(name, protocol.exited))
         try:
             status = await self.wait_for_exit(run, transport, protocol)
         finally:
+            if not ooms.done():
+                ooms.cancel()
+            elif not ooms.cancelled() and ooms.exception() is None:
+                run.oom_kills += ooms.result()
             if not route.done():
                 route.cancel()
             elif not route.cancelled() and route.exception() is not None:
@@ -218,10 +223,7 @@ class ContainerExecutor(LocalExecutor):
             await self.containers.kill(name)
 
     async def _oom_kills(self, run: LocalRun) -> int:
-        found = 0
-        for name in run.containers:
-            found += exit_status(await self.containers.inspect(name))[1]
-        return found
+        return run.oom_kills  # counted while each container ran (_spawn)
 
     async def _release(self, run: LocalRun) -> None:
         """Remove the run's containers, their mounts, its work folder; the network if last."""

@@ -1,0 +1,281 @@
+"""Scheduled runs in podman containers (``c.LocalHost.placement = "container"``).
+
+:class:`ContainerExecutor` runs real notebooks with papermill in containers of the
+``base`` environment's image (made once per machine, tests/containertools.py): the
+run's notebook records from inside what it saw (uid, home, interpreter, lock digest,
+memory limit, read-only root) to ``facts.json``, so a failure shows the values. The
+same report, progress, outputs and parameters-as-data as processes; a timeout, a
+cancel and the memory limit end the container; nothing is left behind; a scheduler
+that died leaves containers its successor sweeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import pwd
+import shutil
+import time
+
+import pytest
+from traitlets.config import Config
+
+from hub_ext.environments.catalog import get_environment
+from hub_ext.host.slugs import account_name
+from hub_ext.profiles.quantities import parse_memory
+from hub_ext.services.scheduler.executors import ExecutorError, RunReport, RunSpec
+from hub_ext.services.scheduler.executors.base import RESULT_FILE_ENV
+from hub_ext.services.scheduler.executors.containers import ContainerExecutor
+from hub_ext.services.scheduler.models import RunStatus
+
+from . import containertools
+from .containertools import ensure_base_image, needs_podman, podman
+from .hubtools import remove_test_accounts, session_folder, tagged
+from .runspecs import (
+    EXTRA_ENV,
+    MLFLOW_RUN_ID,
+    PARAMETERS,
+    PWNED,
+    SECRETS,
+    output_cells,
+    profile,
+    spec_for,
+    write_notebook,
+)
+
+pytestmark = needs_podman
+
+ACCOUNT_PREFIX = tagged("syctr-")
+PREFIX = tagged("shipyard-test") + "-runs"
+
+FACTS = """\
+import json, os, sys
+def writable(path):
+    try:
+        open(path, "w").close()
+        return True
+    except OSError:
+        return False
+limit = open("/sys/fs/cgroup/memory/memory.limit_in_bytes").read().strip() \\
+    if os.path.exists("/sys/fs/cgroup/memory/memory.limit_in_bytes") \\
+    else open("/sys/fs/cgroup/memory.max").read().strip()
+facts = {
+    "uid": os.getuid(), "gid": os.getgid(), "home": os.environ["HOME"],
+    "home_files": sorted(os.listdir(os.environ["HOME"])),
+    "cwd": os.getcwd(), "executable": sys.executable, "mem_limit": limit,
+    "root_writable": writable("/etc/shipyard-test"), "env": dict(os.environ),
+    "params": {name: repr(globals()[name]) for name in PARAMETER_NAMES},
+}
+json.dump(facts, open("facts.json", "w"))
+"""
+
+
+def run(executor, spec: RunSpec, progress=None) -> tuple[RunReport, list, float]:
+    events: list[tuple[int, int]] = []
+
+    async def main():
+        async def record(index, count):
+            events.append((index, count))
+            if progress is not None:
+                await progress(index, count)
+
+        return await executor.execute(spec, record)
+
+    start = time.monotonic()
+    report = asyncio.run(main())
+    return report, events, time.monotonic() - start
+
+
+def assert_gone(spec: RunSpec) -> None:
+    """No container, network, firewall rule or idmapped mount of the run is left."""
+    left = containertools.leftovers(PREFIX)
+    assert left == {"containers": [], "networks": [], "rules": [], "mounts": []}, left
+
+
+@pytest.fixture(scope="module")
+def place():
+    path = session_folder("ctr-runs-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def executor(home_root, place):
+    ensure_base_image()
+    containertools.remove_leftovers(PREFIX)
+    config = Config(
+        {
+            "ContainerPlacement": {
+                "network_prefix": PREFIX,
+                "user_namespace": "idmap",
+                "podman_socket": str(place / "podman.sock"),
+                "idmap_dir": str(place / "idmapped"),
+            },
+            "LocalHost": {
+                "system_user_prefix": ACCOUNT_PREFIX,
+                "home_dir_template": str(home_root / "{account}"),
+                "gpu_devices": [],
+            },
+        }
+    )
+    executor = ContainerExecutor(config=config)
+    yield executor
+    executor.containers.close(stop_service=True)
+    containertools.remove_leftovers(PREFIX)
+    remove_test_accounts(ACCOUNT_PREFIX)
+
+
+@pytest.fixture(scope="module")
+def identity(executor, place):
+    """One run with parameters and HTML, while the service holds hub secrets."""
+    notebook = write_notebook(
+        place / "identity.ipynb",
+        "#md # Who am I?",
+        f"PARAMETER_NAMES = {sorted(PARAMETERS)!r}",
+        FACTS,
+        "import json, os\n"
+        f"json.dump({{'mlflow_run_id': {MLFLOW_RUN_ID!r}}}, "
+        f"open(os.environ[{RESULT_FILE_ENV!r}], 'w'))",
+        parameters="\n".join(f"{name} = None" for name in PARAMETERS),
+    )
+    spec = spec_for(
+        place,
+        notebook,
+        "identity",
+        parameters=PARAMETERS,
+        output_formats=("html",),
+        extra_env=EXTRA_ENV,
+    )
+    PWNED.unlink(missing_ok=True)
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in SECRETS.items():
+            mp.setenv(name, value)
+        report, events, seconds = run(executor, spec)
+    facts = json.loads((spec.output_dir / "facts.json").read_text())
+    return spec, report, events, facts, seconds
+
+
+def test_a_run_in_a_container_succeeds_with_its_outputs_and_progress(identity):
+    spec, report, events, _, seconds = identity
+    assert report.status == RunStatus.SUCCEEDED, f"{report.reason}\n{spec.log_path.read_text()}"
+    assert report.outputs == {
+        "ipynb": spec.output_dir / "identity.ipynb",
+        "html": spec.output_dir / "identity.html",
+    }
+    assert report.mlflow_run_id == MLFLOW_RUN_ID
+    assert "Executing Cell 1---" in spec.log_path.read_text()
+    count = len(output_cells(report))
+    assert events == [(i, count) for i in range(count)]
+    html = report.outputs["html"].read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "Who am I?" in html
+    print(f"a run of {count} cells in containers, with HTML: {seconds:.1f} s")
+
+
+def test_the_run_is_the_image_s_as_uid_1000_with_the_owner_s_files(identity, home_root):
+    spec, _, _, facts, _ = identity
+    account = pwd.getpwnam(account_name("ada", ACCOUNT_PREFIX))
+    assert (facts["uid"], facts["gid"]) == (1000, 100)
+    assert facts["home"] == "/home/jovyan"
+    assert facts["executable"].startswith("/opt/env/")  # the image's environment
+    assert facts["env"]["SHIPYARD_ENV_DIGEST"] == get_environment("base").digest
+    assert facts["cwd"] == str(spec.output_dir)
+    assert int(facts["mem_limit"]) == parse_memory("384Mi")
+    assert facts["root_writable"] is False
+    # what the run wrote is the owner's on the host
+    for path in (spec.output_dir / "facts.json", spec.output_dir / "identity.ipynb"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (account.pw_uid, account.pw_gid)
+
+
+def test_parameters_are_data_and_no_hub_secret_reaches_the_container(identity):
+    spec, report, _, facts, _ = identity
+    assert facts["params"] == {name: repr(value) for name, value in PARAMETERS.items()}
+    assert not PWNED.exists()
+    env = facts["env"]
+    for name, value in SECRETS.items():
+        assert name not in env and value not in json.dumps(env)
+        assert value not in spec.log_path.read_text()
+        assert value not in report.outputs["ipynb"].read_text()
+    # the owner's URLs on the host's loopback are reached at the network's gateway
+    assert env["MLFLOW_TRACKING_URI"].endswith(":9/services/tracking")
+    assert "127.0.0.1" not in env["MLFLOW_TRACKING_URI"]
+
+
+def test_nothing_of_a_finished_run_is_left(identity):
+    assert_gone(identity[0])
+
+
+def test_a_run_past_its_timeout_is_stopped_with_its_container(executor, place):
+    notebook = write_notebook(place / "sleepy.ipynb", "import time\ntime.sleep(300)")
+    spec = spec_for(place, notebook, "sleepy", owner="tim", timeout=10)
+    report, _, seconds = run(executor, spec)
+    assert report.status == RunStatus.TIMED_OUT, report.reason
+    assert 10 <= seconds < 10 + 15
+    assert_gone(spec)
+
+
+def test_a_run_past_its_memory_limit_is_told_so(executor, place):
+    notebook = write_notebook(
+        place / "greedy.ipynb",
+        "print('starting')",
+        "block = b'x' * (600 * 2**20)",
+        "print('survived')",
+    )
+    spec = spec_for(place, notebook, "greedy", owner="meg", profile=profile(mem_limit="256Mi"))
+    report, _, _ = run(executor, spec)
+    assert report.status == RunStatus.FAILED, report.reason
+    assert "memory limit of 256 MiB" in report.reason, report.reason
+    assert_gone(spec)
+
+
+def test_cancel_stops_the_container(executor, place):
+    notebook = write_notebook(place / "cancel.ipynb", "import time\ntime.sleep(300)")
+    spec = spec_for(place, notebook, "cancel", owner="cal")
+
+    async def cancel_when_sleeping(index, count):
+        if index == 0:
+            asyncio.get_running_loop().call_later(
+                1, asyncio.ensure_future, executor.cancel("cancel")
+            )
+
+    report, _, seconds = run(executor, spec, cancel_when_sleeping)
+    assert report.status == RunStatus.CANCELLED
+    assert seconds < 30
+    assert_gone(spec)
+
+
+def test_a_missing_image_and_a_gpu_profile_are_refused_with_what_to_do(executor, place):
+    notebook = write_notebook(place / "refused.ipynb", "1")
+    unknown = spec_for(
+        place, notebook, "noimage", profile=profile(environment="no-such-environment")
+    )
+    with pytest.raises(ExecutorError, match="no-such-environment"):
+        asyncio.run(executor.execute(unknown, lambda i, n: None))
+    gpu = spec_for(place, notebook, "gpu", profile=profile(gpu=1))
+    with pytest.raises(ExecutorError, match="GPUs.*process placement"):
+        asyncio.run(executor.execute(gpu, lambda i, n: None))
+    assert_gone(gpu)
+
+
+def test_a_sweep_removes_the_runs_a_dead_scheduler_left(executor, place):
+    """A run container left running (its scheduler killed) goes at the next start's sweep."""
+    image = ensure_base_image()
+    name = f"{PREFIX}-job-left-1"
+    made = podman(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--label",
+        f"io.shipyard.instance={PREFIX}",
+        "--label",
+        "io.shipyard.role=run",
+        "--label",
+        "io.shipyard.run=left",
+        *["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"],
+        image,
+        "sleep",
+        "300",
+    )
+    assert made.returncode == 0, made.stderr
+    assert asyncio.run(executor.sweep()) == [name]
+    assert podman("container", "exists", name).returncode == 1
