@@ -354,16 +354,8 @@ class ContainerHost:
     async def release_binds(self, container: str) -> None:
         """Detach every idmapped mount of ``container`` and remove their folder; logs failures."""
 
-        def release() -> None:
-            folder = Path(self.placement.mount_dir(container))
-            if not folder.is_dir():
-                return
-            for child in folder.iterdir():
-                unmount_idmapped_home(str(child))
-            unmount_idmapped_home(str(folder))  # a mount made there by an older layout
-
         try:
-            await asyncio.to_thread(release)
+            await asyncio.to_thread(self.unmount_sync, container)
         except OSError as e:
             self.log.warning("Could not detach the mounts of %s: %s", container, e)
 
@@ -440,6 +432,40 @@ class ContainerHost:
         except NotFound:
             pass
 
+    def follow(self, container: str, protocol: Any, since: int | None = None) -> LogFollower:
+        """Follow ``container``'s output (from ``since``, seconds since the epoch) into ``protocol``."""
+        return LogFollower(self, container, protocol, since)
+
+    def remove_sync(self, container: str) -> None:
+        """:meth:`remove` for a thread (a service's sweep); also detaches its mounts."""
+        from docker.errors import NotFound
+
+        try:
+            self._call_sync(
+                "DELETE", "/containers/{0}", container, params={"force": "true", "v": "true"}
+            )
+        except NotFound:
+            pass
+        self.unmount_sync(container)
+
+    def unmount_sync(self, container: str) -> None:
+        """Detach ``container``'s idmapped mounts and remove their folder (in a thread)."""
+        folder = Path(self.placement.mount_dir(container))
+        if not folder.is_dir():
+            return
+        for child in folder.iterdir():
+            unmount_idmapped_home(str(child))
+        unmount_idmapped_home(str(folder))
+
+    def list_sync(self, role: str, **labels: str) -> list[dict]:
+        """:meth:`list` for a thread."""
+        wanted = self.labels(role, **labels)
+        filters = {"label": [f"{key}={value}" for key, value in wanted.items()]}
+        found = self._call_sync(
+            "GET", "/containers/json", params={"all": "true", "filters": json.dumps(filters)}
+        )
+        return list(found or [])
+
     async def count_oom_kills(
         self, container: str, until: asyncio.Future, interval: float = 0.2
     ) -> int:
@@ -469,12 +495,60 @@ class ContainerHost:
 
     async def list(self, role: str, **labels: str) -> list[dict]:
         """This host's containers of ``role`` (running or not) with ``labels``, as libpod lists them."""
-        wanted = self.labels(role, **labels)
-        filters = {"label": [f"{key}={value}" for key, value in wanted.items()]}
-        found = await self.call(
-            "GET", "/containers/json", params={"all": "true", "filters": json.dumps(filters)}
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: self.list_sync(role, **labels))
+
+
+class LogFollower:
+    """A container's output, followed through the API into an :class:`asyncio.Protocol`.
+
+    ``data_received`` gets each chunk as podman sends it, ``connection_lost`` the
+    end (the container exited, or :meth:`close`). It reads on a thread of its own
+    (a follow lasts as long as the container), never on the API's pool.
+    """
+
+    def __init__(
+        self, host: ContainerHost, container: str, protocol: Any, since: int | None = None
+    ):
+        self._loop = asyncio.get_running_loop()
+        self._protocol = protocol
+        self._stream: Any = None
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._pump, args=(host, container, since), daemon=True, name=f"logs-{container}"
         )
-        return list(found or [])
+        self._thread.start()
+
+    def _deliver(self, method: str, *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(getattr(self._protocol, method), *args)
+        except RuntimeError:  # the event loop is closed: nobody reads any more
+            self._closed = True
+
+    def _pump(self, host: ContainerHost, container: str, since: int | None) -> None:
+        try:
+            self._stream = host._client().logs(
+                container, stream=True, follow=True, stdout=True, stderr=True, since=since
+            )
+            for chunk in self._stream:
+                if self._closed:
+                    break
+                self._deliver("data_received", chunk)
+        except Exception as e:  # the container went, or the API service: the output ends
+            if not self._closed:
+                host.log.debug("The output of %s ended: %s", container, e)
+        finally:
+            self._deliver("connection_lost", None)
+
+    def close(self) -> None:
+        """Stop following (the container is not touched)."""
+        self._closed = True
+        stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:  # noqa: S110 - a socket closed under the reading thread
+                pass
 
 
 def oom_kill_count(cgroup: str) -> int | None:

@@ -408,6 +408,18 @@ class DeployerService(Application):
         # service's file and command line win over them
         load_service_config(self, self.config_file)
 
+    def _backend(self) -> Backend:
+        """The configured backend; with ``c.LocalHost.placement = "container"`` the local one
+        becomes :class:`~.local.containers.ContainerBackend`, as the hub's local spawner
+        becomes its container spawner (another class configured is kept)."""
+        chosen = self.backend_class
+        if LocalHost(parent=self).placement == "container" and chosen.__name__ == "LocalBackend":
+            from .local.containers import ContainerBackend
+
+            self.log.info("Placement 'container': model replicas are podman containers")
+            chosen = ContainerBackend
+        return chosen(parent=self)
+
     def start(self) -> None:
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
         if not token:
@@ -426,7 +438,7 @@ class DeployerService(Application):
         api_url = os.environ.get("JUPYTERHUB_API_URL", "http://127.0.0.1:8081/hub/api")
         directory = HubDirectory(api_url, token, self.groups_cache_seconds)
         hub_auth = HubOAuth(api_token=token, cache_max_age=self.auth_cache_seconds)
-        backend = self.backend_class(parent=self)
+        backend = self._backend()
         breakers = Breakers(
             window=self.breaker_window,
             min_requests=self.breaker_min_requests,

@@ -44,6 +44,7 @@ KEY_MAX_LENGTH = 63
 #: The backends Shipyard ships, by entry point name (what ``backend_class`` takes).
 BACKENDS = {
     "local": "hub_ext.services.deployer.local:LocalBackend",
+    "container": "hub_ext.services.deployer.local.containers:ContainerBackend",
     "kubernetes": "hub_ext.services.deployer.kubernetes:KubernetesBackend",
 }
 

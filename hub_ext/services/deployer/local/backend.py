@@ -297,16 +297,23 @@ class LocalBackend(UsesLocalHost, Backend):
         #: replicas an earlier deployer left serving, by version key, until start adopts them
         self._found: dict[str, Found] = {}
         self._settings = ReplicaSettings(**{name: getattr(self, name) for name in _SETTINGS})
-        self._host = ReplicaHost(self.local_host, self.cgroup_parent)
+        self._host = self._make_host()
         runtime_dir = Path(self.runtime_dir)
         self._records = Records(runtime_dir, self._host, self.log)
-        self._preparer = VersionPreparer(
+        self._preparer = self._preparer_class(
             self.local_host, runtime_dir, Path(self.log_dir), self.max_log_bytes
         )
         self._health = HealthChecks(self._settings, self._host)
-        self._replicas = Replicas(
+        self._replicas = self._replicas_class(
             self._versions, self._host, self._records, self._health, self._settings, self.log
         )
+
+    #: the parts that differ where replicas are containers (ContainerBackend)
+    _preparer_class: type[VersionPreparer] = VersionPreparer
+    _replicas_class: type[Replicas] = Replicas
+
+    def _make_host(self) -> ReplicaHost:
+        return ReplicaHost(self.local_host, self.cgroup_parent)
 
     @observe(*_SETTINGS)
     def _settings_changed(self, change):

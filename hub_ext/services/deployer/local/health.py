@@ -18,7 +18,6 @@ import json
 import signal
 from dataclasses import dataclass, field
 
-from hub_ext.host.localproc import oom_kills
 from hub_ext.profiles.quantities import format_memory
 
 from ..backend import DeployFailed
@@ -168,7 +167,7 @@ class HealthChecks:
 
     def exit_text(self, replica: Replica, code: int | None) -> str:
         """How the replica ended, as its log and its owner read it (``was killed by SIGKILL``)."""
-        if oom_kills(self.host.driver, replica.cgroup):
+        if self.host.oom_killed(replica.cgroup):
             limit = replica.version.spec.profile.mem_limit_bytes
             memory = f"memory limit of {format_memory(limit)}" if limit else "memory limit"
             return f"was killed for using more than the profile's {memory}"

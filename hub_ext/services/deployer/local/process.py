@@ -40,7 +40,7 @@ from hub_ext.host.cgroups import CgroupDriver
 from hub_ext.host.gpus import GpuAllocator, GpuUnavailable
 from hub_ext.host.launch import CgroupFailed, LaunchRequest
 from hub_ext.host.local import LocalHost
-from hub_ext.host.localproc import kill_cgroup, kill_tree
+from hub_ext.host.localproc import kill_cgroup, kill_tree, oom_kills
 from hub_ext.host.process import start_time
 from hub_ext.profiles.model import Profile
 
@@ -155,6 +155,29 @@ class ReplicaHost:
             await asyncio.to_thread(self.driver.remove, cgroup, self.cleanup_timeout)
         else:
             self.driver.remove(cgroup)
+
+    def oom_killed(self, cgroup: str) -> bool:
+        """Whether the OOM killer ended a process of the replica ``cgroup``."""
+        return oom_kills(self.driver, cgroup) > 0
+
+    def discard(self, cgroup: str) -> None:
+        """Remove what is left of a replica an earlier deployer started (in a thread)."""
+        self.driver.remove(cgroup, self.cleanup_timeout)
+
+    def remove_unkept(self, kept: set[str]) -> list[str]:
+        """Remove every replica under the parent but ``kept`` (in a thread); their names."""
+        driver = self.driver
+        if not driver.enforces_total:
+            return []
+        cgroups: set[str] = set()
+        for directory in driver.directories("probe"):
+            parent = directory.parent
+            if parent.is_dir():
+                cgroups.update(p.name for p in parent.iterdir() if p.is_dir())
+        removed = sorted(cgroups - kept)
+        for name in removed:
+            driver.remove(name, self.cleanup_timeout)
+        return removed
 
 
 class ReplicaProcess:

@@ -246,7 +246,6 @@ class Records:
 
     def remove_leftovers(self, records: list[dict], found: Mapping[str, Found]) -> list[str]:
         """Kill and remove what ``found`` does not keep (in a thread: it waits for deaths)."""
-        driver = self.host.driver
         kept_cgroups = {r["cgroup"] for f in found.values() for r in f.replicas}
         kept_files = {f"{f.key}.json" for f in found.values()} | {
             f.folder.name for f in found.values()
@@ -262,15 +261,7 @@ class Records:
                     if start_time(int(replica["pid"])) == str(replica["started"]):
                         kill_tree(int(replica["pid"]))
                         names.add(replica["cgroup"])
-        if driver.enforces_total:
-            cgroups: set[str] = set()
-            for directory in driver.directories("probe"):
-                parent = directory.parent
-                if parent.is_dir():
-                    cgroups.update(p.name for p in parent.iterdir() if p.is_dir())
-            for name in sorted(cgroups - kept_cgroups):
-                driver.remove(name, self.host.cleanup_timeout)
-                names.add(name)
+        names.update(self.host.remove_unkept(kept_cgroups))
         if self.ours():
             for entry in self.runtime_dir.iterdir():
                 if entry.name in kept_files:
@@ -301,7 +292,7 @@ class Records:
                 pid = int(record["pid"])
                 if start_time(pid) == str(record["started"]):
                     kill_tree(pid)
-                self.host.driver.remove(record["cgroup"], self.host.cleanup_timeout)
+                self.host.discard(record["cgroup"])
                 self.output_path(record["cgroup"]).unlink(missing_ok=True)
             shutil.rmtree(found.folder, True)
             self.path(found.key).unlink(missing_ok=True)

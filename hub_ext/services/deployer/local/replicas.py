@@ -110,13 +110,17 @@ class Replicas:
             replica.gpus = [str(g) for g in record.get("gpus") or ()]
             self.host.allocator.restore(replica.cgroup, replica.gpus)
             replica.process = ReplicaProcess(int(record["pid"]), str(record["started"]))
-            try:
-                await self._read_output(replica, open_output(self._output_path(replica)))
-            except OSError as e:  # its FIFO is gone: its lines are lost, it serves on
-                self.log.warning("No output of adopted replica %s: %s", replica.cgroup, e)
+            await self._adopt_output(replica)
             replica.healthy = True
             replica.first.set_result(None)
             version.replicas[replica.index] = replica
+
+    async def _adopt_output(self, replica: Replica) -> None:
+        """Read an adopted replica's output from now on: its FIFO, opened again."""
+        try:
+            await self._read_output(replica, open_output(self._output_path(replica)))
+        except OSError as e:  # its FIFO is gone: its lines are lost, it serves on
+            self.log.warning("No output of adopted replica %s: %s", replica.cgroup, e)
 
     def supervise_adopted(self, version: RunningVersion) -> None:
         """Start the supervisors of the replicas :meth:`adopt` put in ``version``."""
@@ -156,6 +160,8 @@ class Replicas:
                 code = await self.health.watch(replica)
                 replica.healthy = False
                 await self.end(replica)
+                if code is None and replica.process is not None:
+                    code = replica.process.returncode  # learnt at the end (a container's)
                 if replica.stopping:
                     return
                 if loop.time() - since >= self.settings.restart_backoff_max:
@@ -205,6 +211,7 @@ class Replicas:
         # a command line, and these name the owner's run, model and port
         env = self._environment(version, replica.gpus)
         env.update(options_environment(options))
+        assert version.built is not None  # processes run on the built environment
         argv = [str(version.built.python), "-m", MODEL_SERVER_MODULE]
         # the replica outlives this process (no PR_SET_PDEATHSIG): a deployer that dies is
         # replaced by one that adopts it (see .records)
@@ -249,6 +256,7 @@ class Replicas:
     def _environment(version: RunningVersion, gpus: list[str]) -> dict[str, str]:
         """The replica's whole environment, built from nothing: no variable of the service leaks."""
         spec = version.spec
+        assert version.built is not None  # processes run on the built environment
         # the owner's secrets first: every variable the platform sets below wins over them
         env = dict(spec.secrets)
         env.update(spec.env)

@@ -32,7 +32,8 @@ class RunningVersion:
     """What the backend knows about one running version."""
 
     spec: VersionSpec
-    built: BuiltEnvironment
+    #: the profile's built environment (None in containers: the image is the environment)
+    built: BuiltEnvironment | None
     user: pwd.struct_passwd
     folder: Path
     log: VersionLog
@@ -44,6 +45,8 @@ class RunningVersion:
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     #: what the replicas answer to (their ports are reachable by every local account)
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    #: the profile's environment image, when the replicas are containers
+    image: str = ""
 
     @property
     def summary(self) -> Path | None:
