@@ -23,9 +23,14 @@ from hub_ext.host import containers
 
 from .hubtools import REPO
 
+
+def usable() -> bool:
+    """Whether containers can run here: root, podman and iptables (rootful, with a firewall)."""
+    return os.geteuid() == 0 and bool(shutil.which("podman")) and bool(shutil.which("iptables"))
+
+
 needs_podman = pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("podman") or not shutil.which("iptables"),
-    reason="needs root, podman and iptables: rootful containers and their firewall",
+    not usable(), reason="needs root, podman and iptables: rootful containers and their firewall"
 )
 
 
@@ -43,16 +48,22 @@ def shipyard(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     )
 
 
-def ensure_base_image() -> str:
-    """The ``base`` environment's image: made once per machine, reused while its lock holds."""
+def ensure_image(environment: str) -> str:
+    """``environment``'s image (on the Debian base): made once per machine, kept while its
+    lock holds."""
     if podman("image", "exists", BASE_TAG).returncode != 0:
         out = shipyard("image", "base")
         assert out.returncode == 0, out.stdout + out.stderr
-    tag = image_tag(get_environment("base"))
+    tag = image_tag(get_environment(environment))
     if podman("image", "exists", tag).returncode != 0:
-        out = shipyard("image", "build", "base")
+        out = shipyard("image", "build", environment)
         assert out.returncode == 0, out.stdout + out.stderr
     return tag
+
+
+def ensure_base_image() -> str:
+    """The ``base`` environment's image."""
+    return ensure_image("base")
 
 
 def idmapped_mounts(prefix: str) -> list[str]:

@@ -134,6 +134,7 @@ def service_hub(
     profiles: str = TEST_PROFILES,
     probe: str = "probe",
     extra_env: dict[str, str] | None = None,
+    config_file: Path | None = None,
 ) -> Iterator[HubProcess]:
     """A hub with ``services`` on, each answering; stopped and cleaned up at the end.
 
@@ -142,6 +143,8 @@ def service_hub(
     beside the hub's data directory (:func:`config_folder`); the scheduler's is a
     template whose ``{clock}`` is the ``clock`` file there (see :class:`Scheduler`).
     Tracking answers only a logged-in user: ``probe`` is the user whose token asks it.
+    ``config_file`` is the hub's own config file in place of tests/hub_config.py (one that
+    loads it and adds to it).
     """
     services = list(services)
     unknown = set(services) - set(SERVICES)
@@ -153,6 +156,7 @@ def service_hub(
         account_prefix=account_prefix,
         cgroup_parent=cgroup_parent,
         start=False,
+        **({"config_file": config_file} if config_file is not None else {}),
     )
     folder = config_folder(hub)
     clock = folder / "clock"

@@ -30,9 +30,10 @@ import requests
 
 from hub_ext.host.slugs import account_name
 
+from . import containertools
 from .browser import CHROMIUM, panel_section
 from .conftest import TEST_PROFILES, built_environment, needs_root
-from .hubtools import free_port, tagged, wait_for
+from .hubtools import REPO, free_port, tagged, wait_for
 from .services import notebook, service_hub
 
 #: The test profiles, and one on the data-science environment (scikit-learn, pandas) that
@@ -68,15 +69,39 @@ def science_env():
     return built_environment("datascience")
 
 
-@pytest.fixture(scope="module")
-def platform(hub_factory, science_env):
-    """The embedded platform with every service, and alice, a user the admin added."""
+#: The container placement's names: its networks, containers and mounts.
+CONTAINERS = tagged("shipyard-test") + "-brw"
+
+
+@pytest.fixture(scope="module", params=["process", "container"])
+def platform(request, hub_factory, science_env, tmp_path_factory):
+    """The embedded platform with every service, and alice, a user the admin added.
+
+    Twice: users' code as processes (the default), then in podman containers
+    (``c.LocalHost.placement = "container"``: the server, the scheduled run and the
+    model's replicas from the ``datascience`` environment's image; docs/containers.md).
+    """
+    config_file = None
+    if request.param == "container":
+        if not containertools.usable():
+            pytest.skip("needs root, podman and iptables for the container placement")
+        containertools.ensure_image("datascience")
+        containertools.remove_leftovers(CONTAINERS)
+        config_file = tmp_path_factory.mktemp("brw-config") / "jupyterhub_config.py"
+        config_file.write_text(
+            "c = get_config()  # noqa: F821\n"
+            f"load_subconfig({str(REPO / 'tests' / 'hub_config.py')!r})  # noqa: F821\n"
+            "c.LocalHost.placement = 'container'\n"
+            f"c.ContainerPlacement.network_prefix = {CONTAINERS!r}\n"
+            "c.ContainerPlacement.user_namespace = 'idmap'\n"
+        )
     with service_hub(
         hub_factory,
-        "browser",
-        tagged("sybrw-"),
+        "browser" if request.param == "process" else "browser-ctr",
+        tagged("sybrw-") if request.param == "process" else tagged("sybrc-"),
         tagged("shipyard-test-browser"),
         ["tracking", "scheduler", "deployer"],
+        config_file=config_file,
         # the scheduler as shipped; the deployer's real backend, draining in a second
         configs={
             "scheduler": None,
@@ -89,7 +114,9 @@ def platform(hub_factory, science_env):
         # added as an admin does (a one-time password), with a password of her own chosen
         password = hub.add_user_with_password("alice")
         token = hub.api("POST", "/users/alice/tokens", json={"note": "test", "expires_in": 3600})
-        yield hub, token.json()["token"], password
+        yield hub, token.json()["token"], password, request.param
+    if config_file is not None:
+        containertools.remove_leftovers(CONTAINERS)
 
 
 def type_into_cell(page, index: int, code: str) -> None:
@@ -240,7 +267,7 @@ def page_elsewhere():
 
 
 def test_login_schedule_run_deploy_and_roll_back_in_the_browser(platform, page):
-    hub, token, password = platform
+    hub, token, password, placement = platform
     # -- log in through the hub's own page, pick a profile card, start the server
     page.goto(f"{hub.url}/hub/login")
     page.fill("#username_input", "alice")
@@ -315,6 +342,9 @@ def test_login_schedule_run_deploy_and_roll_back_in_the_browser(platform, page):
     job.locator('[data-action="run-now"]').click()
     job.locator('.shipyard-status[data-status="succeeded"]').wait_for(timeout=240_000)
 
+    if placement == "container":  # the server and the run were containers of the image
+        assert_in_containers(hub, token, "server")
+
     # the scheduled run tracked a second MLflow run; the experiments section lists both
     experiments = panel_section(page, "experiments")
     wait_for(lambda: experiments.inner_text().count("browser-run") >= 2, 60, 1, "both tracked runs")
@@ -348,6 +378,9 @@ def test_login_schedule_run_deploy_and_roll_back_in_the_browser(platform, page):
     anonymous = requests.post(endpoint, json={"dataframe_records": [row]}, timeout=60)
     assert anonymous.status_code in (401, 403)
 
+    if placement == "container":
+        assert_in_containers(hub, token, "replica")
+
     # -- a second version, then roll back from the panel
     deploy()
     wait_for(lambda: deployment.get_attribute("data-live-version") == "2", 180, 1, "version 2 live")
@@ -374,6 +407,31 @@ def test_login_schedule_run_deploy_and_roll_back_in_the_browser(platform, page):
     # -- a notebook with parameters: the Schedule dialog shows what the scheduler makes of
     # the cron expression and of each value typed, while it is typed
     schedule_with_parameters(page, hub, token)
+
+
+def assert_in_containers(hub, token: str, role: str) -> None:
+    """alice's ``role`` (server, replica) runs in a container; her last run ran in one."""
+    found = containertools.podman(
+        "ps",
+        "--filter",
+        f"label=io.shipyard.instance={CONTAINERS}",
+        "--filter",
+        f"label=io.shipyard.role={role}",
+        "--filter",
+        "label=io.shipyard.user=alice",
+        "--format",
+        "{{.Image}}",
+    ).stdout.split()
+    assert found and all("shipyard-datascience" in image for image in found), found
+    if role == "server":
+        headers = {"Authorization": f"token {token}"}
+        runs = requests.get(f"{hub.url}/services/scheduler/api/runs", headers=headers, timeout=30)
+        assert runs.status_code == 200, runs.text
+        last = runs.json()["runs"][0]["id"]
+        log = requests.get(
+            f"{hub.url}/services/scheduler/api/runs/{last}/log", headers=headers, timeout=30
+        )
+        assert "in container" in log.text and "shipyard-datascience" in log.text, log.text[:2000]
 
 
 def schedule_with_parameters(page, hub, token: str) -> None:

@@ -33,7 +33,7 @@ from hub_ext.services.deployer.local.containers import ContainerBackend
 from hub_ext.services.deployer.local.health import get_health
 
 from . import containertools
-from .containertools import ensure_base_image, needs_podman, podman, shipyard
+from .containertools import needs_podman, podman
 from .hubtools import remove_test_accounts, session_folder, tagged
 from .modelspecs import EXTRA_ENV
 
@@ -49,12 +49,7 @@ SECRETS = {
 
 def model_server_image() -> str:
     """The ``model-server`` environment's image: made once per machine, like the base's."""
-    ensure_base_image()
-    tag = image_tag(get_environment("model-server"))
-    if podman("image", "exists", tag).returncode != 0:
-        out = shipyard("image", "build", "model-server")
-        assert out.returncode == 0, out.stdout + out.stderr
-    return tag
+    return containertools.ensure_image("model-server")
 
 
 def make_backend(home_root: Path, place: Path, **traits) -> ContainerBackend:

@@ -109,8 +109,9 @@ class LocalHost(LoggingConfigurable):
 
         The hub reads it to pick its spawner (``shipyard-local`` becomes
         ``shipyard-containers``) and starts podman's API service; it is passed to
-        the services with the rest of ``c.LocalHost``. **Servers only so far**:
-        scheduled runs and model replicas still run as processes whichever is set.
+        the services with the rest of ``c.LocalHost``, where the scheduler runs
+        notebooks with ``ContainerExecutor`` and the deployer serves models with
+        ``ContainerBackend`` in containers of the same images.
 
         Example::
 
