@@ -256,6 +256,57 @@ def test_a_missing_image_and_a_gpu_profile_are_refused_with_what_to_do(executor,
     assert_gone(gpu)
 
 
+def test_a_prewarmed_run_runs_in_a_container_started_before_it(executor, place):
+    """The warm pool in containers: one started beforehand serves one run, then is gone."""
+    notebook = write_notebook(
+        place / "warm.ipynb",
+        f"PARAMETER_NAMES = {sorted(PARAMETERS)!r}",
+        FACTS,
+        "import json, os\n"
+        f"json.dump({{'mlflow_run_id': {MLFLOW_RUN_ID!r}}}, "
+        f"open(os.environ[{RESULT_FILE_ENV!r}], 'w'))",
+        parameters="\n".join(f"{name} = None" for name in PARAMETERS),
+    )
+    spec = spec_for(
+        place,
+        notebook,
+        "warm",
+        owner="wendy",
+        parameters=PARAMETERS,
+        extra_env=EXTRA_ENV,
+        output_formats=("html",),
+    )
+    PWNED.unlink(missing_ok=True)
+
+    async def main():
+        assert await executor.prewarm("wendy", spec.profile, wait=True) == 1
+        [warm] = [w.cgroup for ws in executor.pool._ready.values() for w in ws]
+        assert podman("container", "exists", warm).returncode == 0
+        started = time.monotonic()
+        report = await executor.execute(spec, lambda index, count: None)
+        return warm, report, time.monotonic() - started
+
+    warm, report, seconds = asyncio.run(main())
+    assert report.status == RunStatus.SUCCEEDED, f"{report.reason}\n{spec.log_path.read_text()}"
+    assert set(report.outputs) == {"ipynb", "html"}
+    assert report.mlflow_run_id == MLFLOW_RUN_ID
+    log = spec.log_path.read_text()
+    assert f"in container {warm} of" in log and "started beforehand" in log
+    facts = json.loads((spec.output_dir / "facts.json").read_text())
+    assert facts["params"] == {name: repr(value) for name, value in PARAMETERS.items()}
+    assert not PWNED.exists()
+    assert (facts["uid"], facts["home"]) == (1000, "/home/jovyan")
+    assert "127.0.0.1" not in facts["env"]["MLFLOW_TRACKING_URI"]
+    account = pwd.getpwnam(account_name("wendy", ACCOUNT_PREFIX))
+    for path in spec.output_dir.iterdir():  # moved out of the exchange folder: the owner's
+        assert path.stat().st_uid == account.pw_uid, path
+    assert executor.pool.served == 1
+    print(f"a warm run in a container, with HTML: {seconds:.1f} s")
+    # the warm container served its one run and went with it; the refill went at close
+    asyncio.run(executor.pool.close())
+    assert_gone(spec)
+
+
 def test_a_sweep_removes_the_runs_a_dead_scheduler_left(executor, place):
     """A run container left running (its scheduler killed) goes at the next start's sweep."""
     image = ensure_base_image()

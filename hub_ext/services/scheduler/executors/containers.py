@@ -29,22 +29,40 @@ A run's containers carry ``io.shipyard.role=run`` and the run's id; a scheduler
 that starts again removes those of its instance that are left (:meth:`sweep`),
 as the local executor removes its cgroups, and the store retries their runs.
 
-Not yet in containers: **warm starts** (a container started beforehand per
-owner and profile; runs start cold, see docs/containers.md) and GPUs (a GPU
-profile is refused).
+**Warm starts** (:class:`ContainerWarmStarter`): as for processes, a warm
+container per owner, profile and image has imported papermill and started its
+kernel before its run comes (``python -m hub_ext.runtime.warm``, its stdin
+attached through ``podman start --attach --interactive``), and serves one run,
+never two. Its folders are bound when it is made, before the run exists, so it
+gets an *exchange* folder of the owner's (``work`` and ``output``): at the
+hand-over the run's notebook and parameters are copied into ``work``, the
+request names the exchange folder's paths, and once papermill is done what the
+run wrote in ``output`` is moved to the run's output folder, the owner's, before
+the report reads it.
+
+Not yet in containers: GPUs (a GPU profile is refused).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import hashlib
 import json
 import os
+import pwd
+import secrets
 import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
+from hub_ext.host import slugs
 from hub_ext.host.containerhost import ContainerFailed, ContainerHost, exit_status
 from hub_ext.host.containers import (
     CONTAINER_HOME,
+    USER_LABEL,
     ContainerPlacement,
     ContainerSpec,
     ImageMissing,
@@ -52,12 +70,15 @@ from hub_ext.host.containers import (
     reach_environment,
 )
 from hub_ext.profiles.model import Profile
+from hub_ext.runtime import warm as warm_protocol
 
 from .base import RESULT_FILE_ENV, ExecutorError
 from .local import LocalExecutor
 from .localrun import LocalRun, ProcessOutput
+from .pool import WarmKey, WarmProcess
+from .warmstart import WARM_MODULE, WARM_START_TIMEOUT, WARM_STOP_GRACE, WarmStarter
 
-#: The label with a run's id on each of its containers.
+#: The label with a run's id on each of its containers (empty on a warm one's until then).
 RUN_LABEL = "io.shipyard.run"
 
 
@@ -74,15 +95,13 @@ class ContainerExecutor(LocalExecutor):
         super().__init__(**kwargs)
         self.placement = ContainerPlacement(parent=self)
         self.containers = ContainerHost(self.placement, self.log)
+        self.warm: ContainerWarmStarter = ContainerWarmStarter(self)
+        self.pool = self.warm.pool
 
     @property
     def gpu_count(self) -> int:
         """No GPU in containers yet: a GPU profile's run is refused with the reason."""
         return 0
-
-    def pooled(self, profile: Profile) -> bool:
-        """No warm containers yet: every run starts its container cold."""
-        return False
 
     # ------------------------------------------------------------ the steps
 
@@ -113,13 +132,7 @@ class ContainerExecutor(LocalExecutor):
         assert run.user is not None  # the account step ran
         env = dict(spec.secrets)
         env.update(spec.extra_env)
-        env.update(
-            container_environment(
-                run.user.pw_name,
-                spec.profile,
-                {"SHIPYARD_PROFILE_JSON": json.dumps(spec.profile.public_summary())},
-            )
-        )
+        env.update(self.container_environment(run.user, spec.profile))
         env.update(
             {
                 "SHIPYARD_JOB_ID": spec.job_id,
@@ -128,6 +141,15 @@ class ContainerExecutor(LocalExecutor):
             }
         )
         return env
+
+    @staticmethod
+    def container_environment(user: pwd.struct_passwd, profile: Profile) -> dict[str, str]:
+        """What every container of an owner's profile gets, whatever the run (warm ones too)."""
+        return container_environment(
+            user.pw_name,
+            profile,
+            {"SHIPYARD_PROFILE_JSON": json.dumps(profile.public_summary())},
+        )
 
     async def _spawn(
         self,
@@ -182,6 +204,8 @@ class ContainerExecutor(LocalExecutor):
             )
             run.containers.append(name)
             await host.create(spec)
+            if run.sink is not None:
+                run.sink.note(f"in container {name} of {run.image}")
         except ContainerFailed as e:
             raise ExecutorError(str(e)) from None
         if run.stopping:  # cancelled while the container was made
@@ -198,14 +222,9 @@ class ContainerExecutor(LocalExecutor):
         # the bridge exists once the network's first container runs: then the gateway
         # may forward to loopback (a run's first call goes out seconds later)
         route = asyncio.create_task(host.route(network, wait=10))
-        ooms = asyncio.create_task(host.count_oom_kills(name, protocol.exited))
         try:
-            status = await self.wait_for_exit(run, transport, protocol)
+            return await self.wait_in_container(run, name, transport, protocol)
         finally:
-            if not ooms.done():
-                ooms.cancel()
-            elif not ooms.cancelled() and ooms.exception() is None:
-                run.oom_kills += ooms.result()
             if not route.done():
                 route.cancel()
             elif not route.cancelled() and route.exception() is not None:
@@ -214,8 +233,24 @@ class ContainerExecutor(LocalExecutor):
                     run.spec.run_id,
                     route.exception(),
                 )
-        inspected = await host.inspect(name)
-        code, _ = exit_status(inspected)
+
+    async def wait_in_container(
+        self,
+        run: LocalRun,
+        name: str,
+        transport: asyncio.SubprocessTransport,
+        protocol: ProcessOutput,
+    ) -> int | None:
+        """:meth:`wait_for_exit` of container ``name`` (attached), counting its OOM kills."""
+        ooms = asyncio.create_task(self.containers.count_oom_kills(name, protocol.exited))
+        try:
+            status = await self.wait_for_exit(run, transport, protocol)
+        finally:
+            if not ooms.done():
+                ooms.cancel()
+            elif not ooms.cancelled() and ooms.exception() is None:
+                run.oom_kills += ooms.result()
+        code, _ = exit_status(await self.containers.inspect(name))
         return status if code is None else code
 
     async def _kill(self, run: LocalRun) -> None:
@@ -231,6 +266,8 @@ class ContainerExecutor(LocalExecutor):
             for name in run.containers:
                 await self.containers.remove(name)
                 await self.containers.release_binds(name)
+                if self.warm.is_warm(name):
+                    await asyncio.to_thread(shutil.rmtree, self.warm.exchange(name), True)
             if run.containers:
                 await self.containers.release_network(run.spec.owner)
         finally:
@@ -241,10 +278,9 @@ class ContainerExecutor(LocalExecutor):
 
     # ------------------------------------------------------------ the service's calls
 
-    async def prewarm(self, owner: str, profile: Profile, *, wait: bool = False) -> int:
-        return 0
-
     async def close(self) -> None:
+        """Stop every warm container (the service calls it at shutdown); runs are not touched."""
+        await self.pool.close()
         self.containers.close()
 
     async def sweep(self) -> list[str]:
@@ -274,8 +310,248 @@ class ContainerExecutor(LocalExecutor):
             name = (container.get("Names") or [container["Id"]])[0]
             await self.containers.remove(container["Id"])
             await self.containers.release_binds(name)
+            if self.warm.is_warm(name):
+                await asyncio.to_thread(shutil.rmtree, self.warm.exchange(name), True)
             owners.add((container.get("Labels") or {}).get("io.shipyard.user", ""))
             names.append(name)
         for owner in sorted(owners - {""}):
             await self.containers.release_network(owner)
         return sorted(names)
+
+
+class ContainerWarmStarter(WarmStarter):
+    """Warm containers: started, handed a run through their exchange folder, stopped.
+
+    The pool, its settings (``c.LocalExecutor.warm_*``) and its rules (one owner,
+    profile and image per container; one run per kernel; a run waits
+    ``warm_wait`` at most for one that is starting) are the process pool's
+    (:mod:`.warmstart`, :mod:`.pool`); what differs is what is started and how a
+    run reaches it.
+    """
+
+    executor: ContainerExecutor
+
+    def is_warm(self, name: str) -> bool:
+        """Whether container ``name`` is a warm one of this executor's."""
+        return name.startswith(f"{self.executor.placement.network_prefix}-warm-")
+
+    @staticmethod
+    def exchange(name: str) -> Path:
+        """The host folder through which warm container ``name`` gets its run (the owner's).
+
+        Named by a digest of ``name``, which holds the owner's name.
+        """
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"shipyard-warmc-{digest}"
+
+    @staticmethod
+    def image_key(owner: str, profile: Profile, image: str, user: pwd.struct_passwd) -> WarmKey:
+        """What a warm container is filed under: a run may use it only if its own key is equal."""
+        started_with = [
+            profile.public_summary(),
+            profile.cpu_limit_cores,
+            profile.cpu_guarantee_cores,
+            profile.mem_limit_bytes,
+            profile.mem_guarantee_bytes,
+            image,
+        ]
+        fingerprint = hashlib.sha256(json.dumps(started_with, default=str).encode()).hexdigest()
+        return WarmKey(owner, user.pw_uid, profile.slug, image, fingerprint)
+
+    async def prewarm(self, owner: str, profile: Profile, *, wait: bool = False) -> int:
+        executor = self.executor
+        if not executor.pooled(profile):
+            return 0
+        try:
+            image = await executor.containers.image(profile)
+            user = await executor.local_host.account(owner, ExecutorError)
+        except (ImageMissing, ContainerFailed, ExecutorError) as e:
+            executor.log.warning("Not pre-starting a kernel for %s: %s", owner, e)
+            return 0
+        key = self.image_key(owner, profile, image, user)
+        start = functools.partial(self.start_container, key, user, image, profile)
+        if wait:
+            return await self.pool.fill(key, start, **executor.pool_settings())
+        self.pool.fill_later(key, start, **executor.pool_settings())
+        return self.pool.ready(key)
+
+    async def take(self, run: LocalRun, env: dict[str, str]) -> WarmProcess | None:
+        executor, spec = self.executor, run.spec
+        if not executor.pooled(spec.profile) or run.stopping or run.user is None:
+            return None
+        left = run.deadline - asyncio.get_running_loop().time()
+        if left <= 0 or not run.image:
+            return None
+        key = self.image_key(spec.owner, spec.profile, run.image, run.user)
+        warm = await self.pool.take_soon(key, min(executor.warm_wait, left / 4))
+        if warm is None or run.stopping:
+            if warm is not None:
+                self.pool.discard(warm, "its run was stopped while it started")
+            return None
+        start = functools.partial(self.start_container, key, run.user, run.image, spec.profile)
+        self.pool.fill_later(key, start, **executor.pool_settings())  # the next run's
+        return warm
+
+    async def hand_over(
+        self, run: LocalRun, warm: WarmProcess, env: dict[str, str], cwd: str
+    ) -> int | None:
+        """Copy the run's inputs in, hand it over, then move what it wrote to its output folder."""
+        executor, spec = self.executor, run.spec
+        assert run.sink is not None and run.input is not None and run.user is not None
+        assert run.parameters_file is not None
+        folder = self.exchange(warm.cgroup)
+        work, output = folder / "work", folder / "output"
+        run.cgroup = warm.cgroup
+        run.containers.append(warm.cgroup)
+        run.sink.note(f"in container {warm.cgroup} of {run.image}, started beforehand")
+        warm.protocol.hand_over(run.sink)
+        urls = [v for v in env.values() if v.startswith(("http://", "https://"))]
+        try:
+            network = await executor.containers.network(spec.owner, urls)
+        except ContainerFailed as e:
+            raise ExecutorError(str(e)) from None
+        await asyncio.to_thread(self._copy_inputs, run, work)
+        outputs = run.outputs["ipynb"]
+        moved = {
+            str(spec.output_dir): str(output),
+            str(spec.result_file): str(output / spec.result_file.name),
+        }
+        run_env = {k: moved.get(v, v) for k, v in reach_environment(env, network.gateway).items()}
+        request = warm_protocol.request_line(
+            input=str(work / run.input.name),
+            output=str(output / outputs.name),
+            parameters_file=str(work / run.parameters_file.name),
+            cwd=moved.get(cwd, cwd if cwd != run.user.pw_dir else CONTAINER_HOME),
+            env={k: v for k, v in run_env.items() if warm.env.get(k) != v},
+        )
+        stdin = warm.transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)  # attached with --interactive
+        stdin.write(request)
+        stdin.close()
+        try:
+            return await executor.wait_in_container(run, warm.cgroup, warm.transport, warm.protocol)
+        finally:
+            await asyncio.to_thread(_move_all, output, spec.output_dir, run.user)
+
+    def _copy_inputs(self, run: LocalRun, work: Path) -> None:
+        assert run.input is not None and run.parameters_file is not None and run.user is not None
+        for source in (run.input, run.parameters_file):
+            target = work / source.name
+            shutil.copyfile(source, target, follow_symlinks=False)
+            os.chmod(target, 0o600)
+            if self.executor.run_as_root:
+                os.chown(target, run.user.pw_uid, run.user.pw_gid, follow_symlinks=False)
+
+    async def start_container(
+        self, key: WarmKey, user: pwd.struct_passwd, image: str, profile: Profile
+    ) -> WarmProcess:
+        """Start a warm container as a cold run's would be made, and wait for its READY."""
+        executor = self.executor
+        host = executor.containers
+        prefix = executor.placement.network_prefix
+        name = f"{prefix}-warm-{slugs.user_slug(f'{key.owner}-{secrets.token_hex(4)}')}"
+        env = executor.container_environment(user, profile)
+        protocol = ProcessOutput(None, executor.log, name)
+        transport = None
+        try:
+            folder = self.exchange(name)
+            await asyncio.to_thread(self._exchange_folder, folder, user)
+            network = await host.network(key.owner, [])
+            mode = host.user_mode(key.owner)
+            home = await host.bind(name, "home", user.pw_dir, user)
+            shared = await host.bind(name, "exchange", str(folder), user)
+            spec = ContainerSpec(
+                name=name,
+                image=image,
+                command=["python", "-m", WARM_MODULE],
+                env=env,
+                owner=key.owner,
+                uid=user.pw_uid,
+                gid=user.pw_gid,
+                home=user.pw_dir,
+                home_source=home,
+                profile=profile,
+                network=network.name,
+                pids_limit=executor.placement.pids_limit,
+                tmp_size=executor.placement.tmp_size,
+                user_namespace=mode,
+                subid_base=executor.placement.subid_base,
+                stop_timeout=executor.placement.stop_timeout,
+                labels=host.labels("run", **{RUN_LABEL: ""}),
+                binds=((shared, str(folder)),),
+                stdin=True,
+            )
+            await host.create(spec)
+            loop = asyncio.get_running_loop()
+            transport, _ = await loop.subprocess_exec(
+                lambda: protocol,
+                *host.attach_argv(name, stdin=True),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+            await asyncio.wait(
+                {protocol.ready, protocol.exited},
+                timeout=WARM_START_TIMEOUT,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not protocol.ready.done():
+                if protocol.exited.done():
+                    raise ExecutorError(f"{name} exited with status {transport.get_returncode()}")
+                raise ExecutorError(f"{name} was not ready after {WARM_START_TIMEOUT}s")
+            await host.route(network)
+            pid = transport.get_pid()
+            assert pid is not None  # started
+            return WarmProcess(key, name, pid, transport, protocol, env)
+        except BaseException:
+            await self.remove(name, transport)
+            raise
+
+    def _exchange_folder(self, folder: Path, user: pwd.struct_passwd) -> None:
+        for path in (folder, folder / "work", folder / "output"):
+            os.mkdir(path, 0o700)  # fails on anything already there, a link included
+            if self.executor.run_as_root:
+                os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
+
+    async def stop(self, warm: WarmProcess) -> None:
+        """End of input first (the kernel shuts down cleanly), then the container goes."""
+        try:
+            with contextlib.suppress(Exception):
+                stdin = warm.transport.get_pipe_transport(0)
+                if stdin is not None:
+                    stdin.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(warm.protocol.exited), WARM_STOP_GRACE)
+            await self.remove(warm.cgroup, warm.transport)
+        except Exception:
+            self.executor.log.exception("Could not stop pre-started kernel %s", warm.cgroup)
+
+    async def remove(self, name: str, transport: asyncio.SubprocessTransport | None) -> None:
+        """Remove warm container ``name``, its mounts and its exchange folder (and the
+        owner's network when nothing else of theirs is on it)."""
+        host = self.executor.containers
+        found = await host.inspect(name)
+        owner = ((found or {}).get("Config", {}).get("Labels") or {}).get(USER_LABEL, "")
+        await host.remove(name)
+        await host.release_binds(name)
+        if owner:
+            await host.release_network(owner)
+        if transport is not None:
+            with contextlib.suppress(Exception):  # of a closed event loop
+                transport.close()
+        await asyncio.to_thread(shutil.rmtree, self.exchange(name), True)
+
+
+def _move_all(source: Path, target: Path, user: pwd.struct_passwd) -> None:
+    """Move everything in ``source`` into ``target``, the owner's (never following a link)."""
+    if not source.is_dir():
+        return
+    for entry in source.iterdir():
+        destination = target / entry.name
+        if destination.is_dir() and not destination.is_symlink():
+            shutil.rmtree(destination)
+        shutil.move(str(entry), str(destination))
+        if os.geteuid() == 0:
+            for path in (destination, *(destination.rglob("*") if destination.is_dir() else ())):
+                os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
