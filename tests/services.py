@@ -134,17 +134,18 @@ def service_hub(
     profiles: str = TEST_PROFILES,
     probe: str = "probe",
     extra_env: dict[str, str] | None = None,
-    config_file: Path | None = None,
+    **hub_options,
 ) -> Iterator[HubProcess]:
     """A hub with ``services`` on, each answering; stopped and cleaned up at the end.
 
-    ``configs`` maps a service to the text of its config file, in place of
+    ``hub_options`` go to ``hub_factory`` (:class:`~tests.hubtools.HubProcess`: a
+    ``config_file`` of the hub's own, one that loads tests/hub_config.py and adds to it,
+    as the container placement's tests give). ``configs`` maps a service to the text of
+    its config file, in place of
     :data:`DEFAULT_CONFIGS`, or to ``None`` for the service's own defaults. The files go
     beside the hub's data directory (:func:`config_folder`); the scheduler's is a
     template whose ``{clock}`` is the ``clock`` file there (see :class:`Scheduler`).
     Tracking answers only a logged-in user: ``probe`` is the user whose token asks it.
-    ``config_file`` is the hub's own config file in place of tests/hub_config.py (one that
-    loads it and adds to it).
     """
     services = list(services)
     unknown = set(services) - set(SERVICES)
@@ -156,7 +157,7 @@ def service_hub(
         account_prefix=account_prefix,
         cgroup_parent=cgroup_parent,
         start=False,
-        **({"config_file": config_file} if config_file is not None else {}),
+        **hub_options,
     )
     folder = config_folder(hub)
     clock = folder / "clock"
@@ -172,26 +173,7 @@ def service_hub(
     hub.extra_env.update(extra_env or {})
     try:
         hub.start()
-        token = hub.create_user(probe) if "tracking" in services else None
-
-        def answers(service: str) -> bool:
-            path = SERVICES[service][2]
-            headers = {"Authorization": f"token {token}"} if service == "tracking" else {}
-            try:
-                r = requests.get(
-                    f"{hub.url}/services/{service}/{path}", headers=headers, timeout=10
-                )
-            except requests.RequestException:
-                return False
-            return r.status_code == 200
-
-        # MLflow behind the tracking service takes minutes on a busy two-core machine
-        wait_for(
-            lambda: all(answers(service) for service in services),
-            240 if "tracking" in services else 60,
-            0.2,
-            f"the services {', '.join(services)} to answer",
-        )
+        wait_for_services(hub, services, probe)
         yield hub
     finally:
         hub.stop()
@@ -215,6 +197,32 @@ def scheduler_hub(
         hub_factory, name, account_prefix, cgroup_parent, ["scheduler", *services], **kwargs
     ) as hub:
         yield Scheduler(hub, config_folder(hub) / "clock")
+
+
+def wait_for_services(hub: HubProcess, services: Iterable[str], probe: str = "probe") -> None:
+    """Until each of ``services`` answers through the hub's proxy (again, after a restart).
+
+    Tracking answers only a logged-in user: ``probe`` is the user whose token asks it.
+    """
+    services = list(services)
+    token = hub.create_user(probe) if "tracking" in services else None
+
+    def answers(service: str) -> bool:
+        path = SERVICES[service][2]
+        headers = {"Authorization": f"token {token}"} if service == "tracking" else {}
+        try:
+            r = requests.get(f"{hub.url}/services/{service}/{path}", headers=headers, timeout=10)
+        except requests.RequestException:
+            return False
+        return r.status_code == 200
+
+    # MLflow behind the tracking service takes minutes on a busy two-core machine
+    wait_for(
+        lambda: all(answers(service) for service in services),
+        240 if "tracking" in services else 60,
+        0.2,
+        f"the services {', '.join(services)} to answer",
+    )
 
 
 def config_folder(hub: HubProcess) -> Path:

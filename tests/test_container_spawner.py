@@ -7,13 +7,19 @@ by ``shipyard image base`` and ``shipyard image build base``, as tests/test_imag
 does, and reused while the lock holds), spawns servers as containers: a kernel runs
 in one, its files are the user's, the memory limit kills a kernel, every security
 default is tried from inside and refused, a hub restart re-adopts the container, and
-a stop leaves no container, network or firewall rule behind.
+a stop leaves no container, network or firewall rule behind. The hub runs the
+scheduler and tracking too: a job scheduled by a user with no server runs in a
+container of its profile's image (the scheduler inherits the placement) and logs to
+tracking as its owner through the user's confined network (#17 point 7).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pwd
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +36,15 @@ from . import containertools
 from .conftest import TEST_PROFILES
 from .containertools import ensure_base_image, needs_podman, podman
 from .hubtools import REPO, run_in_kernel, stdout_of, tagged, wait_for
+from .services import (
+    Scheduler,
+    config_folder,
+    create_job,
+    notebook,
+    service_hub,
+    user_with_account,
+    wait_for_services,
+)
 
 PROFILES = (
     TEST_PROFILES.split("quotas:")[0]
@@ -244,6 +259,17 @@ def test_firewall_rules_accept_only_the_listed_ports_and_drop_the_rest():
     ]
 
 
+def test_a_network_s_rules_are_its_own_even_where_another_s_name_begins_with_it():
+    # as `iptables -S` lists them: rita's rules are not rita2's, whose name begins with hers
+    listed = [
+        "-A PREROUTING -s 10.89.3.0/24 -m comment --comment shipyard:net-rita2 -j DROP",
+        '-A PREROUTING -s 10.89.4.0/24 -m comment --comment "shipyard:net-rita" -j DROP',
+        "-A PREROUTING -s 10.89.5.0/24 -j ACCEPT",
+    ]
+    assert [containers.rule_of(line, "net-rita") for line in listed] == [False, True, False]
+    assert [containers.rule_of(line, "net-rita2") for line in listed] == [True, False, False]
+
+
 def test_each_user_has_a_network_of_their_own():
     assert containers.network_name("shipyard", "alice") == "shipyard-alice"
     assert containers.network_name("shipyard", "Al.ice") != containers.network_name(
@@ -260,6 +286,10 @@ def base_image() -> str:
 
 
 PREFIX = tagged("shipyard-test") + "-ctr"
+ACCOUNT_PREFIX = tagged("syctrhub-")
+CGROUP_PARENT = tagged("shipyard-test-ctrhub")
+#: The hub's services: scheduled runs in containers log to tracking.
+SERVICES = ("scheduler", "tracking")
 
 
 def leftovers() -> dict[str, list[str]]:
@@ -272,7 +302,11 @@ def remove_leftovers() -> None:
 
 @pytest.fixture(scope="module")
 def hub(hub_factory, base_image, tmp_path_factory):
-    """One hub with ``c.LocalHost.placement = "container"``; servers survive its restarts."""
+    """One hub with ``c.LocalHost.placement = "container"``; servers survive its restarts.
+
+    The scheduler and tracking run beside it, as the hub starts them: the scheduler
+    inherits the placement ($SHIPYARD_HOST_CONFIG) and runs jobs in containers too.
+    """
     folder = tmp_path_factory.mktemp("ctr-config")
     config = folder / "jupyterhub_config.py"
     config.write_text(
@@ -286,18 +320,21 @@ def hub(hub_factory, base_image, tmp_path_factory):
         "c.Spawner.poll_interval = 2\n"
     )
     remove_leftovers()
-    hub = hub_factory(
+    with service_hub(
+        hub_factory,
+        "ctr",
+        ACCOUNT_PREFIX,
+        CGROUP_PARENT,
+        SERVICES,
         profiles=PROFILES,
-        name="ctr",
         config_file=config,
         # servers outlive a hub stop, as in production after a crash: the restart test
         extra_env={"SHIPYARD_CLEANUP_SERVERS": "0"},
-    )
-    yield hub
-    for user in hub.api("GET", "/users").json():
-        for name in user.get("servers", {}):
-            hub.stop_server(user["name"], name)
-    hub.stop()
+    ) as hub:
+        yield hub
+        for user in hub.api("GET", "/users").json():
+            for name in user.get("servers", {}):
+                hub.stop_server(user["name"], name)
     remove_leftovers()
 
 
@@ -309,6 +346,165 @@ def inspect(name: str) -> dict:
 
 def container_of(hub, user: str, server: str = "") -> dict:
     return inspect(hub.server_state(user, server)["object_name"])
+
+
+#: A scheduled job's notebook: logs to tracking with the MLflow client the scheduler set
+#: up (MLFLOW_TRACKING_URI, _TOKEN, _EXPERIMENT_NAME), tells the job its MLflow run, writes
+#: a file, then waits for the test to have seen its container.
+TRACKED = (
+    "import json, os, time\n"
+    # a tracking service out of reach fails the run in seconds, not after minutes of retries
+    "os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES='0', MLFLOW_HTTP_REQUEST_TIMEOUT='10')\n"
+    "import mlflow\n"
+    "with mlflow.start_run() as run:\n"
+    "    mlflow.log_param('alpha', alpha)\n"
+    "    mlflow.log_metric('score', 0.75)\n"
+    "with open(os.environ['SHIPYARD_JOB_RESULT_FILE'], 'w') as f:\n"
+    "    json.dump({'mlflow_run_id': run.info.run_id}, f)\n"
+    "with open('made-by-the-run.txt', 'w') as f:\n"
+    "    f.write(os.environ['MLFLOW_TRACKING_URI'])\n",
+    "deadline = time.time() + 60\n"
+    "while not os.path.exists(os.path.expanduser('~/seen')) and time.time() < deadline:\n"
+    "    time.sleep(0.1)\n",
+)
+
+
+def run_containers(**labels: str) -> list[dict]:
+    """Run containers of this hub's instance with ``labels``, as ``podman ps`` shows them."""
+    wanted = {"io.shipyard.instance": PREFIX, "io.shipyard.role": "run", **labels}
+    filters = [arg for key, value in wanted.items() for arg in ("--filter", f"label={key}={value}")]
+    out = podman("ps", "-a", *filters, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout or "[]")
+
+
+@needs_podman
+def test_a_scheduled_run_is_a_container_that_logs_to_tracking_as_its_owner(
+    hub, base_image, home_root
+):
+    """#17 point 7: the scheduler inherits the placement; its run reaches tracking as its owner.
+
+    rita has no server; rita2 has one, whose network's name begins with rita's: making
+    and removing rita's network and rules must leave rita2's alone.
+    """
+    wait_for_services(hub, SERVICES)
+    sched = Scheduler(hub, config_folder(hub) / "clock")
+    rita = user_with_account(hub, home_root, "rita")
+    other = user_with_account(hub, home_root, "rita2")
+    token, home, account = rita
+    assert not hub.api("GET", "/users/rita").json()["servers"], "no server of rita's runs"
+    (home / "seen").unlink(missing_ok=True)
+    hub.start_server("rita2")
+    others_container = hub.server_state("rita2")["object_name"]
+    others_network = f"{PREFIX}-rita2"
+    others_ports = containers.firewall_ports(others_network)
+    assert containers.firewall_present(others_network) and others_ports, others_ports
+    spawned = time.monotonic()
+
+    job = create_job(
+        sched,
+        rita,
+        "tracked",
+        notebook(*TRACKED, parameters="alpha = 0.1"),
+        parameters={"alpha": 0.5},
+    )
+    r = sched.call("POST", f"api/jobs/{job['id']}/runs", token, json={})
+    assert r.status_code == 201, r.text
+    run_id = r.json()["id"]
+
+    # while it runs: a container of the profile's image, rita's, on rita's own network
+    def running():
+        found = run_containers(**{"io.shipyard.run": run_id})
+        if not found:
+            state = sched.call("GET", f"api/runs/{run_id}", token).json()
+            assert state["status"] in ("queued", "running"), (state, hub.log_tail())
+        return found[0] if found and found[0]["State"] == "running" else None
+
+    container = wait_for(running, 90, 0.2, f"run {run_id}'s container")
+    assert container["Image"] == base_image
+    assert container["Labels"]["io.shipyard.user"] == "rita"
+    assert container["Networks"] == [f"{PREFIX}-rita"]
+    inspected = inspect(container["Names"][0])
+    assert inspected["Config"]["User"] == "1000:100"
+    assert inspected["HostConfig"]["ReadonlyRootfs"] is True
+    assert inspected["HostConfig"]["Memory"] == 400 * 2**20  # the tiny profile's limit
+    # rita's network reaches the proxy's port alone (tracking behind it); rita2's kept theirs
+    assert containers.firewall_ports(f"{PREFIX}-rita") == {hub.port}
+    assert containers.firewall_ports(others_network) == others_ports
+    seen = home / "seen"
+    seen.write_text("")
+    os.chown(seen, account.pw_uid, account.pw_gid)
+
+    run = sched.wait_run(run_id, token, timeout=90)
+    log = sched.call("GET", f"api/runs/{run_id}/log", token).json()["text"]
+    assert run["status"] == "succeeded", f"{run}\n{log}"
+    assert run["mlflow_run_id"], f"{run}\n{log}"
+    seconds = time.monotonic() - spawned
+
+    # the file the run wrote is rita's, in her run's output, and names tracking at the gateway
+    made = Path(run["output_path"]).parent / "made-by-the-run.txt"
+    uri = made.read_text()
+    assert uri.endswith("/services/tracking") and "127.0.0.1" not in uri, uri
+    assert (made.stat().st_uid, made.stat().st_gid) == (account.pw_uid, account.pw_gid)
+
+    # the parameter and the metric arrived in tracking, in rita's own experiment
+    api = f"{hub.url}/services/tracking/api/2.0/mlflow"
+    as_rita = {"Authorization": f"token {token}"}
+    r = requests.get(
+        f"{api}/runs/get", params={"run_id": run["mlflow_run_id"]}, headers=as_rita, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    logged = r.json()["run"]
+    assert {m["key"]: m["value"] for m in logged["data"]["metrics"]} == {"score": 0.75}
+    assert {p["key"]: p["value"] for p in logged["data"]["params"]} == {"alpha": "0.5"}
+    r = requests.get(
+        f"{api}/experiments/get",
+        params={"experiment_id": logged["info"]["experiment_id"]},
+        headers=as_rita,
+        timeout=30,
+    )
+    assert r.json()["experiment"]["name"] == "rita/Default"
+
+    # rita2 sees neither the run, its log and output, nor what it logged, nor its files
+    for path in (f"api/runs/{run_id}", f"api/runs/{run_id}/log", f"api/runs/{run_id}/output"):
+        r = sched.call("GET", path, other[0])
+        assert r.status_code == 404, (path, r.text)
+    r = requests.get(
+        f"{api}/runs/get",
+        params={"run_id": run["mlflow_run_id"]},
+        headers={"Authorization": f"token {other[0]}"},
+        timeout=30,
+    )
+    assert r.status_code in (403, 404), r.text
+    read = subprocess.run(
+        ["cat", str(made)],
+        user=other[2].pw_uid,
+        group=other[2].pw_gid,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+    )
+    assert read.returncode != 0 and "Permission denied" in read.stderr, read
+
+    # no run container is left, nor rita's network, rules or mounts; rita2's rules stay
+    run_name = container["Names"][0].rsplit("-", 1)[0]
+
+    def cleaned():
+        left = leftovers()
+        return not run_containers() and left == {
+            "containers": [others_container],
+            "networks": [others_network],
+            "rules": [rule for rule in left["rules"] if f"shipyard:{others_network}" in rule],
+            "mounts": [m for m in left["mounts"] if run_name not in m],
+        }
+
+    wait_for(
+        cleaned, 30, 0.2, f"the run's containers, rita's network and rules to go: {leftovers()}"
+    )
+    assert containers.firewall_ports(others_network) == others_ports
+    assert containers.firewall_present(others_network)
+    hub.stop_server("rita2")
+    print(f"a scheduled run in a container, logged to tracking: {seconds:.1f} s")
 
 
 @needs_podman

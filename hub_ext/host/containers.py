@@ -416,6 +416,22 @@ def firewall_rules(
 # ------------------------------------------------------------------ the I/O
 
 
+def rule_of(line: str, network: str) -> bool:
+    """Whether the ``iptables -S`` line ``line`` is one of ``network``'s rules.
+
+    Its comment must be ``shipyard:<network>`` exactly: one user's network name can
+    begin another's (``shipyard-rita`` and ``shipyard-rita2``), and a substring match
+    would let making or removing the first one's rules delete the second one's, which
+    leaves that user's containers unconfined and cut off from the hub.
+    """
+    words = line.split()
+    try:
+        comment = words[words.index("--comment") + 1]
+    except (ValueError, IndexError):
+        return False
+    return comment.strip('"') == f"shipyard:{network}"
+
+
 def _iptables() -> str:
     found = shutil.which("iptables")
     if not found:
@@ -444,37 +460,34 @@ def route_localnet(bridge: str) -> None:
 
 def firewall_present(network: str) -> bool:
     """Whether ``network``'s rules are in place (a rebooted host or a flush loses them)."""
-    tag = f"shipyard:{network}"
     out = subprocess.run(
         [_iptables(), "-w", "-t", "mangle", "-S", "PREROUTING"], capture_output=True, text=True
     )
-    return any(f'"{tag}"' in line or f" {tag} " in line + " " for line in out.stdout.splitlines())
+    return any(rule_of(line, network) for line in out.stdout.splitlines())
 
 
 def firewall_ports(network: str) -> set[int]:
     """The ports ``network``'s rules let its containers reach (none when it has no rules)."""
-    tag = f"shipyard:{network}"
     out = subprocess.run(
         [_iptables(), "-w", "-t", "nat", "-S", "PREROUTING"], capture_output=True, text=True
     )
     ports = set()
     for line in out.stdout.splitlines():
         words = line.split()
-        if tag in line and "--dport" in words:
+        if rule_of(line, network) and "--dport" in words:
             ports.add(int(words[words.index("--dport") + 1]))
     return ports
 
 
 def remove_firewall(network: str) -> None:
     """Delete every rule :func:`firewall_rules` made for ``network`` (in both tables)."""
-    tag = f"shipyard:{network}"
     for table in ("mangle", "nat"):
         listed = subprocess.run(
             [_iptables(), "-w", "-t", table, "-S", "PREROUTING"], capture_output=True, text=True
         )
         for line in listed.stdout.splitlines():
             words = line.split()
-            if words[:1] != ["-A"] or tag not in line:
+            if words[:1] != ["-A"] or not rule_of(line, network):
                 continue
             # -S quotes nothing that the comment needs: "shipyard:<name>" has no spaces
             argv = ["-D", *[w.strip('"') for w in words[1:]]]
