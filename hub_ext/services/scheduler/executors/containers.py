@@ -218,6 +218,9 @@ class ContainerExecutor(LocalExecutor):
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            # conmon 2.1 leaves an empty "oom" file in its client's folder after an OOM kill
+            # (containers/conmon#504): the run's work folder, removed with the run
+            cwd=str(run.workdir),
         )
         # the bridge exists once the network's first container runs: then the gateway
         # may forward to loopback (a run's first call goes out seconds later)
@@ -490,6 +493,7 @@ class ContainerWarmStarter(WarmStarter):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
+                cwd=str(folder),  # as a cold run's: conmon's stray "oom" file goes with it
             )
             await asyncio.wait(
                 {protocol.ready, protocol.exited},
