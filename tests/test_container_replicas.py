@@ -68,6 +68,7 @@ def make_backend(home_root: Path, place: Path, **traits) -> ContainerBackend:
                 "user_namespace": "idmap",
                 "podman_socket": str(place / "podman.sock"),
                 "idmap_dir": str(place / "idmapped"),
+                "cdi_spec_dirs": [str(place / "cdi")],  # none: no GPU for containers
             },
             "LocalHost": {
                 "system_user_prefix": ACCOUNT_PREFIX,
@@ -234,7 +235,7 @@ async def test_gpus_and_missing_images_are_refused_with_what_to_do(backend, mode
     from .test_deployer_backends import model_profile
 
     gpu = version_spec(str(model_dir), name="gpu", profile=model_profile(gpu=1))
-    with pytest.raises(DeployFailed, match="GPUs.*process placement"):
+    with pytest.raises(DeployFailed, match="no CDI spec of nvidia.com/gpu.*nvidia-ctk cdi"):
         await backend.start(gpu)
     nowhere = version_spec(
         str(model_dir), name="nowhere", profile=model_profile(environment="no-such-env")

@@ -110,6 +110,7 @@ def executor(home_root, place):
                 "user_namespace": "idmap",
                 "podman_socket": str(place / "podman.sock"),
                 "idmap_dir": str(place / "idmapped"),
+                "cdi_spec_dirs": [str(place / "cdi")],  # none: no GPU for containers
             },
             "LocalHost": {
                 "system_user_prefix": ACCOUNT_PREFIX,
@@ -251,7 +252,7 @@ def test_a_missing_image_and_a_gpu_profile_are_refused_with_what_to_do(executor,
     with pytest.raises(ExecutorError, match="no-such-environment"):
         asyncio.run(executor.execute(unknown, lambda i, n: None))
     gpu = spec_for(place, notebook, "gpu", profile=profile(gpu=1))
-    with pytest.raises(ExecutorError, match="GPUs.*process placement"):
+    with pytest.raises(ExecutorError, match="no CDI spec of nvidia.com/gpu.*nvidia-ctk cdi"):
         asyncio.run(executor.execute(gpu, lambda i, n: None))
     assert_gone(gpu)
 

@@ -202,6 +202,64 @@ def test_a_mapped_user_namespace_makes_the_images_uid_the_account():
     }
 
 
+#: What ``nvidia-ctk cdi generate`` writes for a machine with two GPUs (abridged).
+NVIDIA_CDI = """\
+cdiVersion: 0.5.0
+kind: nvidia.com/gpu
+devices:
+- name: "0"
+  containerEdits:
+    deviceNodes:
+    - path: /dev/nvidia0
+- name: "1"
+  containerEdits:
+    deviceNodes:
+    - path: /dev/nvidia1
+- name: all
+  containerEdits:
+    deviceNodes:
+    - path: /dev/nvidia0
+    - path: /dev/nvidia1
+containerEdits:
+  env:
+  - NVIDIA_VISIBLE_DEVICES=void
+  deviceNodes:
+  - path: /dev/nvidiactl
+"""
+
+
+def test_cdi_specs_declare_the_gpus_containers_get_one_by_one(tmp_path):
+    (tmp_path / "nvidia.yaml").write_text(NVIDIA_CDI)
+    (tmp_path / "other.json").write_text('{"cdiVersion": "0.5.0", "kind": "vendor.com/fpga",'
+                                         ' "devices": [{"name": "a"}]}')  # fmt: skip
+    (tmp_path / "broken.yaml").write_text("kind: [")
+    documents = containers.read_cdi_specs([str(tmp_path), str(tmp_path / "missing")])
+    assert containers.cdi_devices(documents) == ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]
+    placement = containers.ContainerPlacement(cdi_spec_dirs=[str(tmp_path)])
+    assert placement.gpu_devices() == ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]
+    assert containers.ContainerPlacement(cdi_spec_dirs=[]).gpu_devices() == []
+
+
+def test_a_container_with_gpus_gets_their_cdi_devices_and_no_hiding_variables():
+    body = create_spec(
+        spec(
+            devices=("nvidia.com/gpu=1",),
+            env={"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "void", "A": "b"},
+        ),
+        containers.rlimits(ULIMITS),
+    )
+    assert body["devices"] == [{"path": "nvidia.com/gpu=1"}]
+    assert body["env"] == {"A": "b"}
+    assert "devices" not in create_spec(spec(), containers.rlimits(ULIMITS))
+
+
+def test_without_cdi_gpus_are_refused_with_the_toolkit_command():
+    message = containers.gpu_refusal(1, 0, ["/etc/cdi", "/var/run/cdi"])
+    assert "no CDI spec of nvidia.com/gpu is in /etc/cdi or /var/run/cdi" in message
+    assert "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml" in message
+    assert containers.gpu_refusal(2, 1, ["/etc/cdi"]).endswith("declare 1.")
+
+
 def test_the_host_limits_become_rlimits():
     assert containers.rlimits(ULIMITS) == [
         {"type": "nofile", "soft": 1024, "hard": 2048},

@@ -61,6 +61,7 @@ from hub_ext.host.containers import (
     create_spec,
     firewall_ports,
     firewall_present,
+    gpu_refusal,
     host_account_of_image_uid,
     image_for,
     image_missing,
@@ -69,6 +70,7 @@ from hub_ext.host.containers import (
     route_localnet,
     unmount_idmapped_home,
 )
+from hub_ext.host.gpus import GpuAllocator, GpuUnavailable
 from hub_ext.host.podman import podman
 from hub_ext.profiles.model import Profile
 
@@ -110,6 +112,7 @@ class ContainerHost:
         self._local = threading.local()
         self._service: PodmanService | None = None
         self._answering = False
+        self._gpus: GpuAllocator | None = None
 
     # ------------------------------------------------------------ the API
 
@@ -210,6 +213,34 @@ class ContainerHost:
         except NotFound:
             raise image_missing(profile, tag) from None
         return tag
+
+    # ------------------------------------------------------------ GPUs
+
+    @property
+    def gpus(self) -> GpuAllocator:
+        """Which container holds which CDI GPU (``placement.gpu_devices()``), made on first use."""
+        if self._gpus is None:
+            self._gpus = GpuAllocator(self.placement.gpu_devices())
+        return self._gpus
+
+    def allocate_gpus(self, holder: str, count: int) -> list[str]:
+        """``count`` CDI GPUs for ``holder`` (a container, a run): none for none.
+
+        Raises
+        ------
+        ContainerFailed
+            Not enough: the message says whether CDI declares none (and how an admin
+            adds them) or all are in use.
+        """
+        if not count:
+            return []
+        available = len(self.gpus.devices)
+        if available < count:
+            raise ContainerFailed(gpu_refusal(count, available, self.placement.cdi_spec_dirs))
+        try:
+            return self.gpus.allocate(holder, count)
+        except GpuUnavailable as e:
+            raise ContainerFailed(str(e)) from None
 
     # ------------------------------------------------------------ networks
 

@@ -74,7 +74,7 @@ from errno import EINVAL, ENOENT
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
-from traitlets import Bool, CaselessStrEnum, Integer, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Integer, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from hub_ext.environments.catalog import EnvironmentProblem, get_environment
@@ -207,6 +207,8 @@ class ContainerSpec:
     #: keep stdin open for an attached client (a warm run's hand-over)
     stdin: bool = False
     work_dir: str = CONTAINER_HOME
+    #: CDI device names the container gets (``nvidia.com/gpu=0``): its GPUs
+    devices: tuple[str, ...] = ()
 
 
 def create_spec(spec: ContainerSpec, ulimits: list[dict] | None = None) -> dict:
@@ -269,6 +271,12 @@ def create_spec(spec: ContainerSpec, ulimits: list[dict] | None = None) -> dict:
         "netns": {"nsmode": "bridge"},
         "Networks": {spec.network: {}},
     }
+    if spec.devices:
+        # the CDI spec's edits make the devices, libraries and variables of exactly these
+        # GPUs; the "no GPU" variables every container gets would hide them again
+        body["devices"] = [{"path": device} for device in spec.devices]
+        for name in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+            body["env"].pop(name, None)
     if spec.stdin:
         body["stdin"] = True
     if spec.user_namespace == "map":
@@ -278,6 +286,64 @@ def create_spec(spec: ContainerSpec, ulimits: list[dict] | None = None) -> dict:
             {"host_ip": "127.0.0.1", "container_port": spec.port, "host_port": 0, "protocol": "tcp"}
         ]
     return body
+
+
+#: The CDI kind of NVIDIA's GPUs, as ``nvidia-ctk cdi generate`` declares them.
+CDI_GPU_KIND = "nvidia.com/gpu"
+#: Where CDI specs are read from (the CDI specification's default folders).
+CDI_SPEC_DIRS = ("/etc/cdi", "/var/run/cdi")
+
+
+def cdi_devices(documents: Iterable[object], kind: str = CDI_GPU_KIND) -> list[str]:
+    """The fully qualified device names (``nvidia.com/gpu=0``) the CDI ``documents`` declare.
+
+    Pure: ``documents`` are parsed CDI specs. The ``all`` device, which stands for
+    every GPU at once, is left out: a container gets the GPUs it is given, one by one.
+    Names are ordered as the spec lists them.
+    """
+    found: list[str] = []
+    for document in documents:
+        if not isinstance(document, dict) or document.get("kind") != kind:
+            continue
+        for device in document.get("devices") or ():
+            name = device.get("name") if isinstance(device, dict) else None
+            if isinstance(name, str) and name and name != "all":
+                qualified = f"{kind}={name}"
+                if qualified not in found:
+                    found.append(qualified)
+    return found
+
+
+def read_cdi_specs(folders: Iterable[str]) -> list[object]:
+    """The CDI specs (``*.yaml``, ``*.yml``, ``*.json``) in ``folders``; unreadable ones skipped."""
+    import yaml
+
+    documents: list[object] = []
+    for folder in folders:
+        path = Path(folder)
+        if not path.is_dir():
+            continue
+        for file in sorted(path.iterdir()):
+            if file.suffix not in (".yaml", ".yml", ".json"):
+                continue
+            try:
+                documents.append(yaml.safe_load(file.read_text()))
+            except (OSError, yaml.YAMLError):
+                continue
+    return documents
+
+
+def gpu_refusal(count: int, available: int, folders: Iterable[str]) -> str:
+    """Why ``count`` GPUs cannot be given to a container here, and what an admin does."""
+    where = " or ".join(folders)
+    if not available:
+        return (
+            f"This profile asks for {count} GPU(s); containers get GPUs through CDI, and no "
+            f"CDI spec of {CDI_GPU_KIND} is in {where}: an admin installs the NVIDIA container "
+            "toolkit and runs `nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml` "
+            "(docs/containers.md)."
+        )
+    return f"This profile asks for {count} GPU(s) and the CDI specs in {where} declare {available}."
 
 
 def network_name(prefix: str, owner: str) -> str:
@@ -866,6 +932,31 @@ class ContainerPlacement(LoggingConfigurable):
         if data:
             return str(Path(data) / "idmapped")
         return f"/run/{instance.name()}/idmapped"
+
+    cdi_spec_dirs = List(
+        Unicode(),
+        default_value=list(CDI_SPEC_DIRS),
+        help="""
+        Folders of the CDI specs that declare this machine's GPUs for containers.
+
+        Containers get GPUs through the Container Device Interface: the NVIDIA
+        container toolkit writes the spec (``nvidia-ctk cdi generate
+        --output=/etc/cdi/nvidia.yaml``) and podman adds the devices, libraries and
+        variables it names. Each ``nvidia.com/gpu`` device the specs declare (not
+        ``all``) is one GPU a container can be given; with none, GPU profiles are
+        shown disabled and a run or deployment of one is refused with this fix.
+
+        Example::
+
+            c.ContainerPlacement.cdi_spec_dirs = ["/etc/cdi"]
+
+        .. versionadded:: 0.17
+        """,
+    ).tag(config=True)
+
+    def gpu_devices(self) -> list[str]:
+        """The GPUs containers may be given here: CDI device names, read now."""
+        return cdi_devices(read_cdi_specs(self.cdi_spec_dirs))
 
     def mount_dir(self, container: str) -> str:
         """The folder of ``container``'s idmapped mounts on the host (one per bound folder)."""

@@ -32,8 +32,9 @@ What is added, and why:
   :func:`~hub_ext.host.containers.firewall_rules`; the hub's and services' loopback
   URLs in the server's environment become the network's gateway.
 
-GPUs are not given to containers yet (CDI comes with the runs and replicas): this
-spawner reports no GPU, so GPU profiles are shown disabled and refused.
+GPUs come through CDI: each ``nvidia.com/gpu`` device the CDI specs declare
+(``c.ContainerPlacement.cdi_spec_dirs``) is one a server can be given; where none
+is declared, GPU profiles are shown disabled with the reason.
 """
 
 from __future__ import annotations
@@ -136,8 +137,9 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
 
     @property
     def gpu_count(self) -> int:
-        """No GPU in containers yet: GPU profiles are shown disabled and refused (409)."""
-        return 0
+        """The GPUs the CDI specs declare (``c.ContainerPlacement.cdi_spec_dirs``); none
+        shows GPU profiles disabled, with the reason."""
+        return len(self.host.gpus.devices)
 
     # ----------------------------------------------------------- pre-spawn
 
@@ -232,6 +234,10 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
             mode,
         )
         try:
+            gpus = self.host.allocate_gpus(self.container_name, self.profile.gpu)
+        except ContainerFailed as e:
+            raise web.HTTPError(409, str(e)) from None
+        try:
             home_source = await self.host.bind(
                 self.container_name, "home", self.account.pw_dir, self.account
             )
@@ -254,6 +260,7 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
                 subid_base=self.placement.subid_base,
                 stop_timeout=self.placement.stop_timeout,
                 labels=self.host.labels("server"),
+                devices=tuple(gpus),
             )
             return {"Id": await self.host.create(spec)}
         except ContainerFailed as e:
@@ -303,7 +310,8 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         await self._release_network()
 
     async def _release_home(self) -> None:
-        """Detach the container's idmapped home (nothing to do without one)."""
+        """Detach the container's idmapped home, and give its GPUs back."""
+        self.host.gpus.release(self.container_name)
         await self.host.release_binds(self.container_name)
 
     async def _release_network(self) -> None:
@@ -339,11 +347,16 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         state = super().get_state()
         if self.object_id:
             state.update(self._profile_state())
+            gpus = self.host.gpus.in_use().get(self.container_name)
+            if gpus:
+                state["gpus"] = gpus
         return state
 
     def load_state(self, state):
         super().load_state(state)
         self._load_profile_state(state)
+        if state.get("gpus"):  # a running container's, after a hub restart
+            self.host.gpus.restore(self.container_name, list(state["gpus"]))
 
     def clear_state(self):
         super().clear_state()

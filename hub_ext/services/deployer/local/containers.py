@@ -28,11 +28,14 @@ A replica container outlives the deployer (podman, not the deployer, is its
 parent): the next deployer adopts it from the version's record exactly as it
 adopts a process (same pid and start time, ``/health`` answering).
 
-GPUs are not given to containers yet: a GPU profile's version is refused.
+GPUs come through CDI (``c.ContainerPlacement.cdi_spec_dirs``): each replica of
+a GPU profile gets its own GPUs' CDI devices, or the version is refused with what
+an admin installs where no CDI spec declares them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from pathlib import Path
@@ -44,6 +47,7 @@ from hub_ext.host.containers import (
     ContainerSpec,
     ImageMissing,
     container_environment,
+    gpu_refusal,
     reach_environment,
 )
 from hub_ext.host.local import LocalHost
@@ -89,6 +93,17 @@ class ContainerReplicaHost(ReplicaHost):
         await self.containers.remove(name)
         await self.containers.release_binds(name)
 
+    @property
+    def allocator(self):
+        """Which replica holds which CDI GPU (``c.ContainerPlacement.cdi_spec_dirs``)."""
+        return self.containers.gpus
+
+    def allocate_gpus(self, cgroup: str, count: int) -> list[str]:
+        try:
+            return self.containers.allocate_gpus(cgroup, count)
+        except ContainerFailed as e:
+            raise DeployFailed(str(e)) from None
+
     def oom_killed(self, cgroup: str) -> bool:
         return self._oom.get(cgroup, False)
 
@@ -122,10 +137,10 @@ class ContainerVersionPreparer(VersionPreparer):
         return None  # the image is the environment (checked in _image)
 
     async def _image(self, spec: VersionSpec) -> str:
-        if spec.profile.gpu:
+        available = len(self.containers.gpus.devices)
+        if spec.profile.gpu > available:
             raise DeployFailed(
-                f"Profile '{spec.profile.slug}' asks for GPUs, which replicas in containers"
-                " cannot have yet; deploy it with the process placement."
+                gpu_refusal(spec.profile.gpu, available, self.containers.placement.cdi_spec_dirs)
             )
         try:
             return await self.containers.image(spec.profile)
@@ -203,6 +218,7 @@ class ContainerReplicas(Replicas):
                 labels=containers.labels("replica", **{REPLICA_LABEL: replica.cgroup}),
                 binds=tuple(binds[1:]),
                 work_dir=str(version.folder),
+                devices=tuple(replica.gpus),
             )
             await containers.remove(name)  # one left by a restart or a dead deployer
             await containers.create(container)
@@ -236,11 +252,17 @@ class ContainerReplicas(Replicas):
     async def end(self, replica: Replica) -> None:
         """The container is over: its exit status read, then removed (and the network if last)."""
         process = replica.process
-        if process is not None and process.returncode is None:
-            found = await self.host.containers.inspect(self.host.name(replica.cgroup))
+        if process is not None and process.returncode is None and process.exited.done():
+            name = self.host.name(replica.cgroup)
+            # its first process is gone; podman records the exit a moment later
+            for _ in range(40):
+                found = await self.host.containers.inspect(name)
+                state = (found or {}).get("State", {})
+                if found is None or state.get("Status") in ("exited", "stopped"):
+                    break
+                await asyncio.sleep(0.05)
             code, _ = exit_status(found)
-            state = (found or {}).get("State", {})
-            if code is not None and state.get("Status") == "exited":
+            if code is not None and state.get("Status") in ("exited", "stopped"):
                 # podman reports a death by signal N as 128 + N, as a shell does
                 process.returncode = -(code - 128) if code > 128 else code
         await super().end(replica)
@@ -279,8 +301,8 @@ class ContainerBackend(LocalBackend):
 
     @property
     def gpu_count(self) -> int:
-        """No GPU in containers yet: a GPU profile's version is refused with the reason."""
-        return 0
+        """The GPUs the CDI specs declare (``c.ContainerPlacement.cdi_spec_dirs``)."""
+        return len(self.containers.gpus.devices)
 
     async def recover(self, wanted) -> None:
         await self.containers.ready()

@@ -40,7 +40,9 @@ request names the exchange folder's paths, and once papermill is done what the
 run wrote in ``output`` is moved to the run's output folder, the owner's, before
 the report reads it.
 
-Not yet in containers: GPUs (a GPU profile is refused).
+GPUs come through CDI (``c.ContainerPlacement.cdi_spec_dirs``): a run of a GPU
+profile gets its GPUs' CDI devices in its papermill container, or is refused with
+what an admin installs where no CDI spec declares them.
 """
 
 from __future__ import annotations
@@ -100,17 +102,12 @@ class ContainerExecutor(LocalExecutor):
 
     @property
     def gpu_count(self) -> int:
-        """No GPU in containers yet: a GPU profile's run is refused with the reason."""
-        return 0
+        """The GPUs the CDI specs declare (``c.ContainerPlacement.cdi_spec_dirs``)."""
+        return len(self.containers.gpus.devices)
 
     # ------------------------------------------------------------ the steps
 
     async def _locate(self, run: LocalRun) -> None:
-        if run.spec.profile.gpu:
-            raise ExecutorError(
-                f"Profile '{run.spec.profile.slug}' asks for GPUs, which runs in containers"
-                " cannot have yet; run it with the process placement."
-            )
         if os.geteuid() != 0:
             raise ExecutorError(
                 "Runs in containers need the scheduler to run as root (rootful podman)."
@@ -124,7 +121,11 @@ class ContainerExecutor(LocalExecutor):
         return "python"  # the image's environment is first on its PATH
 
     def _allocate_gpus(self, run: LocalRun) -> list[str]:
-        return []
+        """The run's CDI GPUs, for its papermill container (released with the run)."""
+        try:
+            return self.containers.allocate_gpus(run.spec.name, run.spec.profile.gpu)
+        except ContainerFailed as e:
+            raise ExecutorError(str(e)) from None
 
     def _environment(self, run: LocalRun, gpus: list[str]) -> dict[str, str]:
         """As for a process, with the container's home and the image's own PATH."""
@@ -201,6 +202,7 @@ class ContainerExecutor(LocalExecutor):
                 labels=host.labels("run", **{RUN_LABEL: run.spec.run_id}),
                 binds=tuple(binds[1:]),
                 work_dir=cwd if cwd != run.user.pw_dir else CONTAINER_HOME,
+                devices=tuple(gpus or ()),
             )
             run.containers.append(name)
             await host.create(spec)
@@ -265,6 +267,7 @@ class ContainerExecutor(LocalExecutor):
 
     async def _release(self, run: LocalRun) -> None:
         """Remove the run's containers, their mounts, its work folder; the network if last."""
+        self.containers.gpus.release(run.spec.name)
         try:
             for name in run.containers:
                 await self.containers.remove(name)
