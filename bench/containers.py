@@ -96,6 +96,7 @@ if str(REPO) not in sys.path:  # run as `python bench/containers.py`
 import psutil  # noqa: E402
 
 from bench.harness import log, until  # noqa: E402
+from bench.harness.cli import parse_rounds  # noqa: E402
 from bench.harness.shipyard import (  # noqa: E402
     UNFINISHED,
     SchedulerUser,
@@ -432,16 +433,9 @@ def report(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--rounds", type=int, default=10, help="measured spawns and runs per hub (10)"
+    return parse_rounds(
+        argv, __doc__.splitlines()[0], "measured spawns and runs per hub", "the hub logs"
     )
-    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
-    parser.add_argument("--log-dir", type=Path, help="keep the hub logs in this directory")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,7 @@ if str(REPO) not in sys.path:  # run as `python bench/spawn.py`
 
 import requests  # noqa: E402
 
+from bench.harness.cli import parse_rounds  # noqa: E402
 from hub_ext.environments.build import EnvironmentBuilder  # noqa: E402
 from hub_ext.environments.catalog import get_environment  # noqa: E402
 from tests.hubtools import HubProcess, remove_cgroups, remove_test_accounts, wait_for  # noqa: E402
@@ -224,14 +225,9 @@ def report(contenders: list[Contender], rounds: int, as_json: bool) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10, help="measured spawns per spawner (10)")
-    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
-    parser.add_argument("--log-dir", type=Path, help="keep both hub logs in this directory")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    return args
+    return parse_rounds(
+        argv, __doc__.splitlines()[0], "measured spawns per spawner", "both hub logs"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
