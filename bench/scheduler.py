@@ -78,7 +78,6 @@ if __package__ in (None, ""):  # run as `python bench/scheduler.py`: the reposit
 from bench.harness import log  # noqa: E402
 from bench.harness.cpu import CpuSplit  # noqa: E402
 from bench.harness.jupyter_scheduler import JupyterScheduler  # noqa: E402
-from bench.harness.notebook import first_cell_start  # noqa: E402
 from bench.harness.papermill import Papermill  # noqa: E402
 from bench.harness.shipyard import (  # noqa: E402
     UNFINISHED,
@@ -136,16 +135,11 @@ def bench_latency(shipyard: Shipyard, papermill: Papermill, runs: int) -> dict:
                 samples["papermill"].append(papermill.cold_cli())
                 continue
             waited.append(wait_for_idle_warm_kernel())
-            triggered = time.time()
-            run_id = shipyard.fire_webhook(job)
-            run = shipyard.wait_run(run_id, 0.1)
-            shipyard.check(run)
-            start = first_cell_start(shipyard.output(run_id))
-            samples["shipyard"].append(start - triggered)
-            started_at = datetime.fromisoformat(run["started_at"]).timestamp()
-            queued.append(started_at - triggered)
-            to_first_cell.append(start - started_at)
-            warm_runs += shipyard.used_warm_kernel(run_id)
+            timed = shipyard.timed_run(job)
+            samples["shipyard"].append(timed.first_cell)
+            queued.append(timed.started)
+            to_first_cell.append(timed.first_cell - timed.started)
+            warm_runs += timed.warm
         log(
             f"(a) round {i + 1}/{runs}: shipyard {samples['shipyard'][-1]:.3f}s, "
             f"papermill CLI {samples['papermill'][-1]:.3f}s"

@@ -45,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,7 @@ if str(REPO) not in sys.path:  # run as `python bench/spawn.py`
 
 import requests  # noqa: E402
 
+from bench.harness.cli import parse_rounds  # noqa: E402
 from hub_ext.environments.build import EnvironmentBuilder  # noqa: E402
 from hub_ext.environments.catalog import get_environment  # noqa: E402
 from tests.hubtools import HubProcess, remove_cgroups, remove_test_accounts, wait_for  # noqa: E402
@@ -107,21 +109,46 @@ class Contender:
         }
 
 
-def start_hub(contender: Contender, log_dir: Path | None, scratch: list[Path]) -> None:
+def start_hub(
+    contender: Contender,
+    log_dir: Path | None,
+    scratch: list[Path],
+    *,
+    account_prefix: str = ACCOUNT_PREFIX,
+    cgroup_parent: str = CGROUP_PARENT,
+    config_lines: str = "",
+    extra_env: Callable[[Path], dict[str, str]] | None = None,
+) -> None:
+    """Start the contender's hub on :data:`PROFILES` and make the hub user :data:`USER`.
+
+    The keywords are for ``bench/containers.py``, whose hubs add to this one: a hub
+    beside another needs its own ``account_prefix`` (its account's home is under its
+    own home root) and ``cgroup_parent``; ``config_lines`` are appended to a config
+    file that loads :data:`BENCH_CONFIG`; ``extra_env`` is called with the hub's
+    scratch folder and gives the hub's extra environment (its services).
+    """
     data = Path(tempfile.mkdtemp(prefix=f"sybench-{contender.key}-"))
     homes = Path(tempfile.mkdtemp(prefix=f"sybench-{contender.key}-homes-"))
     homes.chmod(0o755)  # the account must reach its home; mkdtemp makes 0700
     scratch += [data, homes]
     (data / "profiles.yaml").write_text(PROFILES)
+    config = BENCH_CONFIG
+    if config_lines:
+        config = data / "jupyterhub_config.py"
+        config.write_text(
+            "c = get_config()  # noqa: F821\n"
+            f"load_subconfig({str(BENCH_CONFIG)!r})  # noqa: F821\n" + config_lines
+        )
     contender.hub = HubProcess(
         data_dir=data / "data",
         profiles_file=data / "profiles.yaml",
-        account_prefix=ACCOUNT_PREFIX,
-        cgroup_parent=CGROUP_PARENT,
+        account_prefix=account_prefix,
+        cgroup_parent=cgroup_parent,
         home_root=homes,
+        extra_env=extra_env(data) if extra_env else {},
         spawner_class=contender.spawner_class,
         log_path=log_dir / f"{contender.key}-hub.log" if log_dir else None,
-        config_file=BENCH_CONFIG,
+        config_file=config,
     )
     contender.hub.start()
     contender.token = contender.hub.create_user(USER)
@@ -198,14 +225,9 @@ def report(contenders: list[Contender], rounds: int, as_json: bool) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=10, help="measured spawns per spawner (10)")
-    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
-    parser.add_argument("--log-dir", type=Path, help="keep both hub logs in this directory")
-    args = parser.parse_args(argv)
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    return args
+    return parse_rounds(
+        argv, __doc__.splitlines()[0], "measured spawns per spawner", "both hub logs"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -46,11 +47,16 @@ from .services import (
     wait_for_services,
 )
 
+#: A test-only environment, declared in the hub's own images folder only (see
+#: :func:`images_folder`): its lock is unique to each run of this module, so its image
+#: tag can never be built on the machine, whatever environments someone built there
+UNBUILT = "unbuilt"
+
 PROFILES = (
     TEST_PROFILES.split("quotas:")[0]
-    + """  - slug: science
-    display_name: Science
-    environment: datascience
+    + f"""  - slug: unbuilt
+    display_name: Unbuilt
+    environment: {UNBUILT}
     mem_limit: 512Mi
 quotas:"""
     + TEST_PROFILES.split("quotas:")[1]
@@ -358,6 +364,26 @@ def remove_leftovers() -> None:
     containertools.remove_leftovers(PREFIX)
 
 
+def images_folder(folder: Path) -> Path:
+    """The repository's ``images/`` plus :data:`UNBUILT`, for the hub's ``$SHIPYARD_IMAGES``.
+
+    Each entry of ``images/`` is linked, so ``base`` has its lock and its image tag;
+    :data:`UNBUILT` is ``base``'s lock with a random comment, so its digest, and the
+    image tag made from it, are this run's alone and never built.
+    """
+    images = folder / "images"
+    images.mkdir()
+    for entry in (REPO / "images").iterdir():
+        (images / entry.name).symlink_to(entry)
+    unbuilt = images / UNBUILT
+    unbuilt.mkdir()
+    lock = (REPO / "images" / "base" / "requirements.lock").read_text()
+    (unbuilt / "requirements.lock").write_text(
+        f"{lock}\n# test-only, never built: {secrets.token_hex(16)}\n"
+    )
+    return images
+
+
 @pytest.fixture(scope="module")
 def hub(hub_factory, base_image, tmp_path_factory):
     """One hub with ``c.LocalHost.placement = "container"``; servers survive its restarts.
@@ -366,6 +392,7 @@ def hub(hub_factory, base_image, tmp_path_factory):
     inherits the placement ($SHIPYARD_HOST_CONFIG) and runs jobs in containers too.
     """
     folder = tmp_path_factory.mktemp("ctr-config")
+    images = images_folder(folder)
     config = folder / "jupyterhub_config.py"
     config.write_text(
         "c = get_config()  # noqa: F821\n"
@@ -387,7 +414,7 @@ def hub(hub_factory, base_image, tmp_path_factory):
         profiles=PROFILES,
         config_file=config,
         # servers outlive a hub stop, as in production after a crash: the restart test
-        extra_env={"SHIPYARD_CLEANUP_SERVERS": "0"},
+        extra_env={"SHIPYARD_CLEANUP_SERVERS": "0", "SHIPYARD_IMAGES": str(images)},
     ) as hub:
         yield hub
         for user in hub.api("GET", "/users").json():
@@ -721,12 +748,12 @@ def test_quotas_count_containers_and_a_missing_image_is_refused_with_the_command
     r = hub.api("POST", "/users/quinn/servers/third", json={"profile": "tiny"})
     assert r.status_code == 403 and "Quota exceeded" in r.json()["message"], r.text
     hub.stop_server("quinn", "second")
-    science = image_tag(get_environment("datascience"))
-    if podman("image", "exists", science).returncode == 0:
-        pytest.skip(f"{science} is built on this machine: no missing image to refuse")
-    r = hub.api("POST", "/users/quinn/servers/sci", json={"profile": "science"})
+    unbuilt = image_tag(get_environment(UNBUILT, Path(hub.extra_env["SHIPYARD_IMAGES"])))
+    assert podman("image", "exists", unbuilt).returncode == 1, f"{unbuilt} cannot exist"
+    r = hub.api("POST", "/users/quinn/servers/unbuilt", json={"profile": "unbuilt"})
     assert r.status_code == 503, r.text
-    assert "`shipyard image build datascience`" in r.json()["message"]
+    message = r.json()["message"]
+    assert f"`shipyard image build {UNBUILT}`" in message and unbuilt in message, message
     r = hub.api("POST", "/users/quinn/servers/gpu", json={"profile": "gpu"})
     assert r.status_code == 409, r.text
     hub.stop_server("quinn")

@@ -139,7 +139,12 @@ def base_env_image(base_image) -> str:
     out = shipyard("image", "build", "base")
     assert out.returncode == 0, out.stdout + out.stderr
     tag = images.image_tag(get_environment("base"))
-    assert f"{tag} (" in out.stdout, out.stdout
+    image_id = subprocess.run(
+        ["podman", "image", "inspect", tag, "--format", "{{.Id}}"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert image_id and f"{tag} ({image_id[:12]})" in out.stdout, out.stdout
     assert "STEP 1/" in out.stdout, "the build shows its steps as it goes"
     return tag
 

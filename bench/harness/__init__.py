@@ -21,6 +21,12 @@ For :mod:`bench.chaos`, the failure drills:
   and how to find each of its processes to kill it;
 - :mod:`bench.harness.load`: the open-loop load of model requests that counts every answer.
 
+For :mod:`bench.containers`, which starts a hub per placement itself,
+:class:`bench.harness.shipyard.SchedulerUser` drives each hub's scheduler and times a run
+from its trigger exactly as :mod:`bench.scheduler` does; it shares its command line
+(``--rounds``, ``--json``, ``--log-dir``) with :mod:`bench.spawn` through
+:mod:`bench.harness.cli`.
+
 Rejected alternative: one module per benchmark with its harnesses inside (the scheduler's
 was 1,000 lines, the drills' 900, and both spoke the services' REST APIs by hand, so a
 change of an API reached the client and the benches separately).

@@ -21,13 +21,22 @@ webhook, which an outside system fires with the job's secret in
 Runs that start in a pre-started kernel say so in their log (:data:`WARM_NOTE`); the
 kernels waiting for a run are found in their ``warm-*`` cgroups
 (:func:`wait_for_idle_warm_kernel`).
+
+The calls of one user to the scheduler, and the timing of one triggered run
+(:meth:`SchedulerUser.timed_run`), are :class:`SchedulerUser`'s, apart from the hub that
+:class:`Shipyard` starts: ``bench/containers.py`` drives the scheduler of the hubs it
+starts itself (one per placement) with them, so that trigger to first cell is measured
+the same way in both benches.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -46,7 +55,7 @@ from tests.hubtools import (
 
 from . import log
 from .cpu import cpu_seconds
-from .notebook import notebook
+from .notebook import first_cell_start, notebook
 
 ACCOUNT_PREFIX = "sybench-"
 CGROUP_PARENT = "shipyard-bench"
@@ -77,97 +86,85 @@ CALL_TIMEOUT = 120.0
 UNFINISHED = ("queued", "running")
 
 
-class Shipyard:
-    """A hub with the scheduler service, one user with an account, home and notebook.
+def scheduler_env(folder: Path, settings: dict, extra: str = "") -> dict[str, str]:
+    """The hub's environment for its scheduler service, with the bench's settings.
+
+    Writes the service's config file (:data:`SCHEDULER_CONFIG` with ``settings``:
+    ``max_concurrent_runs``, ``poll_interval``, ``warm_pool_size``, ``warm_pool_max``;
+    then the lines of ``extra``) to ``folder`` and returns what a
+    :class:`~tests.hubtools.HubProcess` needs in its ``extra_env`` to start the service
+    with it.
+    """
+    config = folder / "scheduler_config.py"
+    config.write_text(SCHEDULER_CONFIG.format(**settings) + extra)
+    return {"SHIPYARD_SCHEDULER": "1", "SHIPYARD_SCHEDULER_CONFIG": str(config)}
+
+
+def install_notebook(account: pwd.struct_passwd) -> Path:
+    """Write the bench notebook to :data:`SOURCE_PATH` in the account's home, as its own."""
+    home = Path(account.pw_dir)
+    folder = home / "notebooks"
+    folder.mkdir(exist_ok=True)
+    path = folder / "bench.ipynb"
+    path.write_text(json.dumps(notebook()))
+    for p in (path, folder, home):
+        os.chown(p, account.pw_uid, account.pw_gid)
+    return path
+
+
+def scheduler_client(hub: HubProcess, token: str) -> SchedulerClient:
+    """The client of ``token``'s user for ``hub``'s scheduler, once it answers.
+
+    It speaks to the service behind the hub's proxy, as a user's server reaches it.
+    """
+    url = f"{hub.url}/services/scheduler"
+    wait_for(
+        lambda: requests.get(f"{url}/health", timeout=5).status_code == 200,
+        60,
+        0.2,
+        "the scheduler to answer",
+    )
+    return SchedulerClient(url, token, CALL_TIMEOUT)
+
+
+@dataclass
+class TimedRun:
+    """One run from its trigger on, each figure in seconds after the trigger.
+
+    The trigger's moment and the run's times are all this machine's clock: the
+    bench's ``time.time()``, the service's ``started_at`` and ``ended_at``, and
+    papermill's start time of the first cell.
+    """
+
+    run_id: str
+    #: the service recorded the run as started (API, queue and claim are done)
+    started: float
+    #: papermill started the notebook's first cell
+    first_cell: float
+    #: the service recorded the run as ended (outputs written, the run's processes gone)
+    ended: float
+    #: the run ran in a kernel the warm pool had started (its log says so)
+    warm: bool
+
+
+class SchedulerUser:
+    """One hub user's calls to the scheduler: jobs of the bench notebook and their runs.
 
     Parameters
     ----------
-    scratch : Path
-        A world-traversable folder for the hub's data, the config and the user's home.
-    settings : dict
-        ``max_concurrent_runs``, ``poll_interval``, ``warm_pool_size``, ``warm_pool_max``:
-        written to the scheduler's config file.
-    log_dir : Path, optional
-        Where to keep the hub's log.
+    client : SchedulerClient, optional
+        The user's client; :class:`Shipyard` sets it once it has made the user.
     """
 
-    def __init__(self, scratch: Path, settings: dict, log_dir: Path | None):
-        self.settings = settings
-        homes = scratch / "homes"
-        homes.mkdir()
-        homes.chmod(0o755)  # the account must reach its home
-        (scratch / "profiles.yaml").write_text(PROFILES)
-        config = scratch / "scheduler_config.py"
-        config.write_text(SCHEDULER_CONFIG.format(**settings))
-        self.hub = HubProcess(
-            data_dir=scratch / "data",
-            profiles_file=scratch / "profiles.yaml",
-            account_prefix=ACCOUNT_PREFIX,
-            cgroup_parent=CGROUP_PARENT,
-            home_root=homes,
-            extra_env={"SHIPYARD_SCHEDULER": "1", "SHIPYARD_SCHEDULER_CONFIG": str(config)},
-            log_path=log_dir / "shipyard-hub.log" if log_dir else None,
-        )
-        self.homes = homes
-        #: the service behind the hub's proxy, as a user's server reaches it
-        self.url = f"{self.hub.url}/services/scheduler"
-        self.client: SchedulerClient | None = None
-
-    def start(self) -> None:
-        """Start the hub, wait for the scheduler, make the user, its account and notebook."""
-        self.hub.start()
-        wait_for(
-            lambda: requests.get(f"{self.url}/health", timeout=5).status_code == 200,
-            60,
-            0.2,
-            "the scheduler to answer",
-        )
-        self.client = SchedulerClient(self.url, self.hub.create_user(USER), CALL_TIMEOUT)
-        account = account_name(USER, ACCOUNT_PREFIX)
-        self.account = _create(account, str(self.homes / account), f"bench user {USER}")
-        home = Path(self.account.pw_dir)
-        folder = home / "notebooks"
-        folder.mkdir(exist_ok=True)
-        path = folder / "bench.ipynb"
-        path.write_text(json.dumps(notebook()))
-        for p in (path, folder, home):
-            os.chown(p, self.account.pw_uid, self.account.pw_gid)
-
-    def stop(self) -> None:
-        """Stop the hub (its proxy and services with it); again is harmless."""
-        self.hub.stop()
-
-    @staticmethod
-    def remove_accounts_and_cgroups() -> None:
-        """Remove the bench's ``sybench-`` accounts and ``shipyard-bench`` cgroups."""
-        remove_test_accounts(ACCOUNT_PREFIX)
-        remove_cgroups(JOBS_CGROUP_PARENT)
-        remove_cgroups(CGROUP_PARENT)
+    def __init__(self, client: SchedulerClient | None = None):
+        self.client = client
 
     @property
     def scheduler(self) -> SchedulerClient:
-        """The user's client of the scheduler, once :meth:`start` made the user."""
+        """The user's client of the scheduler."""
         if self.client is None:
-            raise RuntimeError("the Shipyard harness is not started")
+            raise RuntimeError("the scheduler's user is not made yet")
         return self.client
-
-    # ------------------------------------------------------------ processes
-
-    def service_pid(self) -> int | None:
-        """The scheduler service: the hub's child running ``hub_ext.services.scheduler``."""
-        for child in psutil.Process(self.hub.proc.pid).children():
-            if "hub_ext.services.scheduler" in " ".join(cmdline(child.pid)):
-                return child.pid
-        return None
-
-    def proxy_pid(self) -> int | None:
-        """configurable-http-proxy, from the pid file the hub writes."""
-        try:
-            return int((self.hub.data_dir / "proxy.pid").read_text())
-        except (OSError, ValueError):
-            return None
-
-    # ------------------------------------------------------------ the scheduler
 
     def create_job(self, name: str) -> dict:
         """A job of the bench notebook with a webhook trigger; the answer has its secret."""
@@ -226,6 +223,92 @@ class Shipyard:
         if run["status"] != "succeeded":
             raise RuntimeError(f"run {run['id']} {run['status']}: {run['reason']}")
 
+    def timed_run(self, job: dict, interval: float = 0.1) -> TimedRun:
+        """Fire the job's webhook, wait for the run to succeed, and time it from the trigger.
+
+        ``interval`` is how often the run is asked for while it runs; the figures are the
+        service's and papermill's own records, not the moment the bench saw the end.
+        """
+        triggered = time.time()
+        run_id = self.fire_webhook(job)
+        run = self.wait_run(run_id, interval)
+        self.check(run)
+        return TimedRun(
+            run_id=run_id,
+            started=datetime.fromisoformat(run["started_at"]).timestamp() - triggered,
+            first_cell=first_cell_start(self.output(run_id)) - triggered,
+            ended=datetime.fromisoformat(run["ended_at"]).timestamp() - triggered,
+            warm=self.used_warm_kernel(run_id),
+        )
+
+
+class Shipyard(SchedulerUser):
+    """A hub with the scheduler service, one user with an account, home and notebook.
+
+    Parameters
+    ----------
+    scratch : Path
+        A world-traversable folder for the hub's data, the config and the user's home.
+    settings : dict
+        ``max_concurrent_runs``, ``poll_interval``, ``warm_pool_size``, ``warm_pool_max``:
+        written to the scheduler's config file.
+    log_dir : Path, optional
+        Where to keep the hub's log.
+    """
+
+    def __init__(self, scratch: Path, settings: dict, log_dir: Path | None):
+        super().__init__()
+        self.settings = settings
+        homes = scratch / "homes"
+        homes.mkdir()
+        homes.chmod(0o755)  # the account must reach its home
+        (scratch / "profiles.yaml").write_text(PROFILES)
+        self.hub = HubProcess(
+            data_dir=scratch / "data",
+            profiles_file=scratch / "profiles.yaml",
+            account_prefix=ACCOUNT_PREFIX,
+            cgroup_parent=CGROUP_PARENT,
+            home_root=homes,
+            extra_env=scheduler_env(scratch, settings),
+            log_path=log_dir / "shipyard-hub.log" if log_dir else None,
+        )
+        self.homes = homes
+
+    def start(self) -> None:
+        """Start the hub, wait for the scheduler, make the user, its account and notebook."""
+        self.hub.start()
+        self.client = scheduler_client(self.hub, self.hub.create_user(USER))
+        account = account_name(USER, ACCOUNT_PREFIX)
+        self.account = _create(account, str(self.homes / account), f"bench user {USER}")
+        install_notebook(self.account)
+
+    def stop(self) -> None:
+        """Stop the hub (its proxy and services with it); again is harmless."""
+        self.hub.stop()
+
+    @staticmethod
+    def remove_accounts_and_cgroups() -> None:
+        """Remove the bench's ``sybench-`` accounts and ``shipyard-bench`` cgroups."""
+        remove_test_accounts(ACCOUNT_PREFIX)
+        remove_cgroups(JOBS_CGROUP_PARENT)
+        remove_cgroups(CGROUP_PARENT)
+
+    # ------------------------------------------------------------ processes
+
+    def service_pid(self) -> int | None:
+        """The scheduler service: the hub's child running ``hub_ext.services.scheduler``."""
+        for child in psutil.Process(self.hub.proc.pid).children():
+            if "hub_ext.services.scheduler" in " ".join(cmdline(child.pid)):
+                return child.pid
+        return None
+
+    def proxy_pid(self) -> int | None:
+        """configurable-http-proxy, from the pid file the hub writes."""
+        try:
+            return int((self.hub.data_dir / "proxy.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
 
 # ------------------------------------------------------------ the warm pool
 
@@ -238,10 +321,10 @@ def cmdline(pid: int) -> list[str]:
         return []
 
 
-def cgroup_processes(prefix: str) -> dict[str, set[int]]:
-    """Processes of the scheduler's cgroups whose name starts with ``prefix``, by cgroup."""
+def cgroup_processes(prefix: str, parent: str = JOBS_CGROUP_PARENT) -> dict[str, set[int]]:
+    """Processes of the scheduler's cgroups under ``parent`` whose name starts with ``prefix``."""
     found: dict[str, set[int]] = {}
-    for directory in cgroup_dirs(JOBS_CGROUP_PARENT):
+    for directory in cgroup_dirs(parent):
         if not directory.name.startswith(prefix):
             continue
         try:
@@ -252,7 +335,7 @@ def cgroup_processes(prefix: str) -> dict[str, set[int]]:
     return found
 
 
-def wait_for_idle_warm_kernel(timeout: float = 90) -> float:
+def wait_for_idle_warm_kernel(timeout: float = 90, parent: str = JOBS_CGROUP_PARENT) -> float:
     """Wait until no run's cgroup is left and a warm kernel waits, idle; seconds waited.
 
     Idle is no CPU used by the ``warm-*`` cgroups for 0.3 s, as a user's next run would find
@@ -262,10 +345,10 @@ def wait_for_idle_warm_kernel(timeout: float = 90) -> float:
     started = time.monotonic()
     deadline = started + timeout
     while time.monotonic() < deadline:
-        if cgroup_processes("job-"):
+        if cgroup_processes("job-", parent):
             time.sleep(0.1)
             continue
-        warm = cgroup_processes("warm-")
+        warm = cgroup_processes("warm-", parent)
         pids = set().union(*warm.values()) if warm else set()
         with_kernel = any("ipykernel_launcher" in " ".join(cmdline(pid)) for pid in pids)
         if with_kernel:

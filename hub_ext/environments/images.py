@@ -95,8 +95,8 @@ def _podman() -> list[str]:
         raise ImageProblem(str(e)) from None
 
 
-def _label(image: str, label: str) -> str | None:
-    """``label`` of a local image; None when there is no such image (or label)."""
+def _inspect(image: str) -> dict | None:
+    """``podman image inspect`` of a local image; None when there is no such image."""
     out = subprocess.run(
         [*_podman(), "image", "inspect", image, "--format", "json"],
         capture_output=True,
@@ -105,11 +105,20 @@ def _label(image: str, label: str) -> str | None:
     if out.returncode:
         return None
     try:
-        found = json.loads(out.stdout)[0]
+        return json.loads(out.stdout)[0]
     except (ValueError, IndexError):
         return None
-    labels = found.get("Labels") or (found.get("Config") or {}).get("Labels") or {}
-    return labels.get(label)
+
+
+def _labels(found: dict) -> dict[str, str]:
+    """The labels of an inspected image (podman puts them at the top and in ``Config``)."""
+    return found.get("Labels") or (found.get("Config") or {}).get("Labels") or {}
+
+
+def _label(image: str, label: str) -> str | None:
+    """``label`` of a local image; None when there is no such image (or label)."""
+    found = _inspect(image)
+    return _labels(found).get(label) if found is not None else None
 
 
 def image_exists(image: str) -> bool:
@@ -342,20 +351,17 @@ def build_image(
             keep=lambda line: verbose or _build_progress(line),
             what=f"podman build of {env.name}",
         )
-    found = _label(tag, DIGEST_LABEL)
+    # one inspect gives both the lock digest the image carries and its id
+    built = _inspect(tag) or {}
+    found = _labels(built).get(DIGEST_LABEL)
     if found != digest:
         raise ImageProblem(
             f"{tag} carries lock digest {found!r}, not {digest}: the build did not use this lock."
         )
-    image_id = subprocess.run(
-        [*command, "image", "inspect", tag, "--format", "{{.Id}}"],
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
     return BuiltImage(
         environment=env.name,
         tag=tag,
-        image_id=image_id[:12],
+        image_id=str(built.get("Id", ""))[:12],
         digest=digest,
         seconds=time.monotonic() - started,
     )

@@ -639,7 +639,7 @@ class SchedulerService(Application):
                 worker.worker_id,
                 self.service_url,
                 store.engine.dialect.name,
-                self.executor_class.__name__,
+                type(executor).__name__,  # the placement may have chosen another class
                 self.max_concurrent_runs,
             )
             await stop.wait()
