@@ -116,7 +116,10 @@ def platform(request, hub_factory, science_env, tmp_path_factory):
         token = hub.api("POST", "/users/alice/tokens", json={"note": "test", "expires_in": 3600})
         yield hub, token.json()["token"], password, request.param
     if config_file is not None:
+        # stopping the platform stops every server, warm kernel and replica it made
+        left = containertools.leftovers(CONTAINERS)
         containertools.remove_leftovers(CONTAINERS)
+        assert left == {"containers": [], "networks": [], "rules": [], "mounts": []}, left
 
 
 def type_into_cell(page, index: int, code: str) -> None:
