@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from traitlets.config import Config
 
 from hub_ext.environments.catalog import get_environment
 from hub_ext.environments.images import BASE_TAG, image_tag
@@ -103,3 +104,29 @@ def remove_leftovers(prefix: str) -> None:
         containers.remove_firewall(network)
     for mount in left["mounts"]:
         containers.unmount_idmapped_home(mount)
+
+
+def placement_config(prefix: str, place: Path, account_prefix: str, home_root: Path) -> Config:
+    """The config of a part that makes containers outside a hub (an executor, a backend).
+
+    Its names start with ``prefix`` (:func:`leftovers` finds them); its API socket and
+    idmapped mounts are in ``place``; the uid-1000 home through an idmapped mount whatever
+    the machine's accounts; no CDI spec (no GPU); accounts ``<account_prefix><user>``
+    homed in ``home_root``.
+    """
+    return Config(
+        {
+            "ContainerPlacement": {
+                "network_prefix": prefix,
+                "user_namespace": "idmap",
+                "podman_socket": str(place / "podman.sock"),
+                "idmap_dir": str(place / "idmapped"),
+                "cdi_spec_dirs": [str(place / "cdi")],
+            },
+            "LocalHost": {
+                "system_user_prefix": account_prefix,
+                "home_dir_template": str(home_root / "{account}"),
+                "gpu_devices": [],
+            },
+        }
+    )

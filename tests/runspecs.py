@@ -106,6 +106,23 @@ def write_notebook(path: Path, *sources: str, parameters: str | None = None) -> 
     return path
 
 
+def facts_notebook(path: Path, facts_cell: str, *before: str) -> Path:
+    """A notebook that records what it saw (``facts_cell``, after ``before``) with every
+    kind of parameter, and writes :data:`MLFLOW_RUN_ID` to the run's result file."""
+    from hub_ext.services.scheduler.executors.base import RESULT_FILE_ENV
+
+    return write_notebook(
+        path,
+        *before,
+        f"PARAMETER_NAMES = {sorted(PARAMETERS)!r}",
+        facts_cell,
+        "import json, os\n"
+        f"json.dump({{'mlflow_run_id': {MLFLOW_RUN_ID!r}}}, "
+        f"open(os.environ[{RESULT_FILE_ENV!r}], 'w'))",
+        parameters="\n".join(f"{name} = None" for name in PARAMETERS),
+    )
+
+
 def profile(**fields) -> Profile:
     values = {"slug": "tiny", "display_name": "Tiny", "cpu_limit": "1", "mem_limit": "384Mi"}
     values.update(fields)

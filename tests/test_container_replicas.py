@@ -25,7 +25,6 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from traitlets.config import Config
 
 from hub_ext.environments.catalog import get_environment
 from hub_ext.environments.images import image_tag
@@ -61,22 +60,7 @@ def make_backend(home_root: Path, place: Path, **traits) -> ContainerBackend:
         "start_timeout": 60,
     }
     values.update(traits)
-    config = Config(
-        {
-            "ContainerPlacement": {
-                "network_prefix": PREFIX,
-                "user_namespace": "idmap",
-                "podman_socket": str(place / "podman.sock"),
-                "idmap_dir": str(place / "idmapped"),
-                "cdi_spec_dirs": [str(place / "cdi")],  # none: no GPU for containers
-            },
-            "LocalHost": {
-                "system_user_prefix": ACCOUNT_PREFIX,
-                "home_dir_template": str(home_root / "{account}"),
-                "gpu_devices": [],
-            },
-        }
-    )
+    config = containertools.placement_config(PREFIX, place, ACCOUNT_PREFIX, home_root)
     return ContainerBackend(config=config, **values)
 
 

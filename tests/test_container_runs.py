@@ -18,13 +18,11 @@ import shutil
 import time
 
 import pytest
-from traitlets.config import Config
 
 from hub_ext.environments.catalog import get_environment
 from hub_ext.host.slugs import account_name
 from hub_ext.profiles.quantities import parse_memory
 from hub_ext.services.scheduler.executors import ExecutorError, RunReport, RunSpec
-from hub_ext.services.scheduler.executors.base import RESULT_FILE_ENV
 from hub_ext.services.scheduler.executors.containers import ContainerExecutor
 from hub_ext.services.scheduler.models import RunStatus
 
@@ -37,6 +35,7 @@ from .runspecs import (
     PARAMETERS,
     PWNED,
     SECRETS,
+    facts_notebook,
     output_cells,
     profile,
     spec_for,
@@ -103,22 +102,7 @@ def place():
 def executor(home_root, place):
     ensure_base_image()
     containertools.remove_leftovers(PREFIX)
-    config = Config(
-        {
-            "ContainerPlacement": {
-                "network_prefix": PREFIX,
-                "user_namespace": "idmap",
-                "podman_socket": str(place / "podman.sock"),
-                "idmap_dir": str(place / "idmapped"),
-                "cdi_spec_dirs": [str(place / "cdi")],  # none: no GPU for containers
-            },
-            "LocalHost": {
-                "system_user_prefix": ACCOUNT_PREFIX,
-                "home_dir_template": str(home_root / "{account}"),
-                "gpu_devices": [],
-            },
-        }
-    )
+    config = containertools.placement_config(PREFIX, place, ACCOUNT_PREFIX, home_root)
     executor = ContainerExecutor(config=config)
     yield executor
     executor.containers.close(stop_service=True)
@@ -129,16 +113,7 @@ def executor(home_root, place):
 @pytest.fixture(scope="module")
 def identity(executor, place):
     """One run with parameters and HTML, while the service holds hub secrets."""
-    notebook = write_notebook(
-        place / "identity.ipynb",
-        "#md # Who am I?",
-        f"PARAMETER_NAMES = {sorted(PARAMETERS)!r}",
-        FACTS,
-        "import json, os\n"
-        f"json.dump({{'mlflow_run_id': {MLFLOW_RUN_ID!r}}}, "
-        f"open(os.environ[{RESULT_FILE_ENV!r}], 'w'))",
-        parameters="\n".join(f"{name} = None" for name in PARAMETERS),
-    )
+    notebook = facts_notebook(place / "identity.ipynb", FACTS, "#md # Who am I?")
     spec = spec_for(
         place,
         notebook,
@@ -259,15 +234,7 @@ def test_a_missing_image_and_a_gpu_profile_are_refused_with_what_to_do(executor,
 
 def test_a_prewarmed_run_runs_in_a_container_started_before_it(executor, place):
     """The warm pool in containers: one started beforehand serves one run, then is gone."""
-    notebook = write_notebook(
-        place / "warm.ipynb",
-        f"PARAMETER_NAMES = {sorted(PARAMETERS)!r}",
-        FACTS,
-        "import json, os\n"
-        f"json.dump({{'mlflow_run_id': {MLFLOW_RUN_ID!r}}}, "
-        f"open(os.environ[{RESULT_FILE_ENV!r}], 'w'))",
-        parameters="\n".join(f"{name} = None" for name in PARAMETERS),
-    )
+    notebook = facts_notebook(place / "warm.ipynb", FACTS)
     spec = spec_for(
         place,
         notebook,

@@ -77,6 +77,7 @@ from .runspecs import (
     PWNED,
     SECRETS,
     SETTINGS,
+    facts_notebook,
     kube_spec,
     output_cells,
     profile,
@@ -143,16 +144,7 @@ def executor(home_root, base_env):
 @pytest.fixture(scope="module")
 def identity(executor, place):
     """One successful run, with parameters and HTML, while the service holds hub secrets."""
-    notebook = write_notebook(
-        place / "identity.ipynb",
-        "#md # Who am I?",
-        f"PARAMETER_NAMES = {sorted(PARAMETERS)!r}",
-        FACTS_CELL,
-        "import json, os\n"
-        f"json.dump({{'mlflow_run_id': {MLFLOW_RUN_ID!r}}}, "
-        f"open(os.environ[{RESULT_FILE_ENV!r}], 'w'))",
-        parameters="\n".join(f"{name} = None" for name in PARAMETERS),
-    )
+    notebook = facts_notebook(place / "identity.ipynb", FACTS_CELL, "#md # Who am I?")
     spec = spec_for(
         place,
         notebook,

@@ -396,6 +396,28 @@ class ContainerHost:
         """The labels of a container of ``role`` made by this host."""
         return {INSTANCE_LABEL: self.placement.network_prefix, ROLE_LABEL: role, **more}
 
+    def spec(self, *, account: pwd.struct_passwd, owner: str, **fields: Any) -> ContainerSpec:
+        """A :class:`ContainerSpec` of ``owner``'s, as ``account``, with this placement's settings.
+
+        The placement's pids limit, ``/tmp`` size, user mode (logged for ``owner``),
+        subordinate ids and stop timeout; ``fields`` give the rest (name, image,
+        command, env, profile, network, binds...) and may override those.
+        """
+        placement = self.placement
+        values: dict[str, Any] = {
+            "owner": owner,
+            "uid": account.pw_uid,
+            "gid": account.pw_gid,
+            "home": account.pw_dir,
+            "pids_limit": placement.pids_limit,
+            "tmp_size": placement.tmp_size,
+            "user_namespace": self.user_mode(owner),
+            "subid_base": placement.subid_base,
+            "stop_timeout": placement.stop_timeout,
+        }
+        values.update(fields)
+        return ContainerSpec(**values)
+
     async def create(self, spec: ContainerSpec) -> str:
         """Create the container of ``spec`` (:func:`create_spec`); its id."""
         from docker.errors import APIError

@@ -51,7 +51,6 @@ from hub_ext.host.containerhost import ContainerFailed, ContainerHost, UserNetwo
 from hub_ext.host.containers import (
     CONTAINER_HOME,
     ContainerPlacement,
-    ContainerSpec,
     ImageMissing,
     reach_environment,
 )
@@ -222,7 +221,7 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         detached again if podman refuses the container.
         """
         assert self.profile is not None and self.account is not None and self._network is not None
-        mode = self.host.user_mode(self.user.name)
+        mode = self.placement.user_mode()  # the spec logs the warning, if any
         self.log.info(
             "%s's server runs as %s (user_namespace %s)",
             self.user.name,
@@ -241,24 +240,17 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
             home_source = await self.host.bind(
                 self.container_name, "home", self.account.pw_dir, self.account
             )
-            spec = ContainerSpec(
+            spec = self.host.spec(
+                account=self.account,
+                owner=self.user.name,
                 name=self.container_name,
                 image=self.image,
                 command=await self.get_command(),
                 env=self.get_env(),
-                owner=self.user.name,
-                uid=self.account.pw_uid,
-                gid=self.account.pw_gid,
-                home=self.account.pw_dir,
                 home_source=home_source if mode == "idmap" else "",
                 profile=self.profile,
                 network=self._network.name,
                 port=self.port,
-                pids_limit=self.placement.pids_limit,
-                tmp_size=self.placement.tmp_size,
-                user_namespace=mode,
-                subid_base=self.placement.subid_base,
-                stop_timeout=self.placement.stop_timeout,
                 labels=self.host.labels("server"),
                 devices=tuple(gpus),
             )

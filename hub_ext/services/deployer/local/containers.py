@@ -44,7 +44,6 @@ from hub_ext.host.containerhost import ContainerFailed, ContainerHost, exit_stat
 from hub_ext.host.containers import (
     CONTAINER_HOME,
     ContainerPlacement,
-    ContainerSpec,
     ImageMissing,
     container_environment,
     gpu_refusal,
@@ -195,26 +194,17 @@ class ContainerReplicas(Replicas):
             local_model = _local_model_folder(spec.model_uri)
             if local_model is not None:
                 binds.append((await containers.bind(name, "model", local_model, user), local_model))
-            mode = containers.user_mode(spec.owner)
-            placement = containers.placement
-            container = ContainerSpec(
+            container = containers.spec(
+                account=user,
+                owner=spec.owner,
                 name=name,
                 image=version.image,
                 command=["python", "-m", MODEL_SERVER_MODULE],
                 env=reach_environment(env, network.gateway),
-                owner=spec.owner,
-                uid=user.pw_uid,
-                gid=user.pw_gid,
-                home=user.pw_dir,
                 home_source=binds[0][0],
                 profile=spec.profile,
                 network=network.name,
                 port=MODEL_PORT,
-                pids_limit=placement.pids_limit,
-                tmp_size=placement.tmp_size,
-                user_namespace=mode,
-                subid_base=placement.subid_base,
-                stop_timeout=placement.stop_timeout,
                 labels=containers.labels("replica", **{REPLICA_LABEL: replica.cgroup}),
                 binds=tuple(binds[1:]),
                 work_dir=str(version.folder),

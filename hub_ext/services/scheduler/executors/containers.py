@@ -66,7 +66,6 @@ from hub_ext.host.containers import (
     CONTAINER_HOME,
     USER_LABEL,
     ContainerPlacement,
-    ContainerSpec,
     ImageMissing,
     container_environment,
     reach_environment,
@@ -74,11 +73,11 @@ from hub_ext.host.containers import (
 from hub_ext.profiles.model import Profile
 from hub_ext.runtime import warm as warm_protocol
 
-from .base import RESULT_FILE_ENV, ExecutorError
+from .base import ExecutorError
 from .local import LocalExecutor
 from .localrun import LocalRun, ProcessOutput
-from .pool import WarmKey, WarmProcess
-from .warmstart import WARM_MODULE, WARM_START_TIMEOUT, WARM_STOP_GRACE, WarmStarter
+from .pool import Starter, WarmKey, WarmProcess
+from .warmstart import WARM_MODULE, WARM_START_TIMEOUT, WarmStarter
 
 #: The label with a run's id on each of its containers (empty on a warm one's until then).
 RUN_LABEL = "io.shipyard.run"
@@ -127,21 +126,10 @@ class ContainerExecutor(LocalExecutor):
         except ContainerFailed as e:
             raise ExecutorError(str(e)) from None
 
-    def _environment(self, run: LocalRun, gpus: list[str]) -> dict[str, str]:
+    def _owner_environment(self, run: LocalRun, gpus: list[str]) -> dict[str, str]:
         """As for a process, with the container's home and the image's own PATH."""
-        spec = run.spec
         assert run.user is not None  # the account step ran
-        env = dict(spec.secrets)
-        env.update(spec.extra_env)
-        env.update(self.container_environment(run.user, spec.profile))
-        env.update(
-            {
-                "SHIPYARD_JOB_ID": spec.job_id,
-                "SHIPYARD_RUN_ID": spec.run_id,
-                RESULT_FILE_ENV: str(spec.result_file),
-            }
-        )
-        return env
+        return self.container_environment(run.user, run.spec.profile)
 
     @staticmethod
     def container_environment(user: pwd.struct_passwd, profile: Profile) -> dict[str, str]:
@@ -181,24 +169,16 @@ class ContainerExecutor(LocalExecutor):
                 ("output", str(run.spec.output_dir), str(run.spec.output_dir)),
             ):
                 binds.append((await host.bind(name, label, source, run.user), target))
-            mode = host.user_mode(run.spec.owner)
-            spec = ContainerSpec(
+            spec = host.spec(
+                account=run.user,
+                owner=run.spec.owner,
                 name=name,
                 image=run.image,
                 command=argv,
                 env=reach_environment(env, network.gateway),
-                owner=run.spec.owner,
-                uid=run.user.pw_uid,
-                gid=run.user.pw_gid,
-                home=run.user.pw_dir,
                 home_source=binds[0][0],
                 profile=run.spec.profile,
                 network=network.name,
-                pids_limit=self.placement.pids_limit,
-                tmp_size=self.placement.tmp_size,
-                user_namespace=mode,
-                subid_base=self.placement.subid_base,
-                stop_timeout=self.placement.stop_timeout,
                 labels=host.labels("run", **{RUN_LABEL: run.spec.run_id}),
                 binds=tuple(binds[1:]),
                 work_dir=cwd if cwd != run.user.pw_dir else CONTAINER_HOME,
@@ -364,39 +344,23 @@ class ContainerWarmStarter(WarmStarter):
         fingerprint = hashlib.sha256(json.dumps(started_with, default=str).encode()).hexdigest()
         return WarmKey(owner, user.pw_uid, profile.slug, image, fingerprint)
 
-    async def prewarm(self, owner: str, profile: Profile, *, wait: bool = False) -> int:
+    async def _ahead(self, owner: str, profile: Profile) -> tuple[WarmKey, Starter] | None:
         executor = self.executor
-        if not executor.pooled(profile):
-            return 0
         try:
             image = await executor.containers.image(profile)
             user = await executor.local_host.account(owner, ExecutorError)
         except (ImageMissing, ContainerFailed, ExecutorError) as e:
             executor.log.warning("Not pre-starting a kernel for %s: %s", owner, e)
-            return 0
+            return None
         key = self.image_key(owner, profile, image, user)
-        start = functools.partial(self.start_container, key, user, image, profile)
-        if wait:
-            return await self.pool.fill(key, start, **executor.pool_settings())
-        self.pool.fill_later(key, start, **executor.pool_settings())
-        return self.pool.ready(key)
+        return key, functools.partial(self.start_container, key, user, image, profile)
 
-    async def take(self, run: LocalRun, env: dict[str, str]) -> WarmProcess | None:
-        executor, spec = self.executor, run.spec
-        if not executor.pooled(spec.profile) or run.stopping or run.user is None:
+    def _for_run(self, run: LocalRun) -> tuple[WarmKey, Starter] | None:
+        if not run.image or run.user is None:
             return None
-        left = run.deadline - asyncio.get_running_loop().time()
-        if left <= 0 or not run.image:
-            return None
-        key = self.image_key(spec.owner, spec.profile, run.image, run.user)
-        warm = await self.pool.take_soon(key, min(executor.warm_wait, left / 4))
-        if warm is None or run.stopping:
-            if warm is not None:
-                self.pool.discard(warm, "its run was stopped while it started")
-            return None
-        start = functools.partial(self.start_container, key, run.user, run.image, spec.profile)
-        self.pool.fill_later(key, start, **executor.pool_settings())  # the next run's
-        return warm
+        key = self.image_key(run.spec.owner, run.spec.profile, run.image, run.user)
+        start = functools.partial(self.start_container, key, run.user, run.image, run.spec.profile)
+        return key, start
 
     async def hand_over(
         self, run: LocalRun, warm: WarmProcess, env: dict[str, str], cwd: str
@@ -463,26 +427,18 @@ class ContainerWarmStarter(WarmStarter):
             folder = self.exchange(name)
             await asyncio.to_thread(self._exchange_folder, folder, user)
             network = await host.network(key.owner, [])
-            mode = host.user_mode(key.owner)
             home = await host.bind(name, "home", user.pw_dir, user)
             shared = await host.bind(name, "exchange", str(folder), user)
-            spec = ContainerSpec(
+            spec = host.spec(
+                account=user,
+                owner=key.owner,
                 name=name,
                 image=image,
                 command=["python", "-m", WARM_MODULE],
                 env=env,
-                owner=key.owner,
-                uid=user.pw_uid,
-                gid=user.pw_gid,
-                home=user.pw_dir,
                 home_source=home,
                 profile=profile,
                 network=network.name,
-                pids_limit=executor.placement.pids_limit,
-                tmp_size=executor.placement.tmp_size,
-                user_namespace=mode,
-                subid_base=executor.placement.subid_base,
-                stop_timeout=executor.placement.stop_timeout,
                 labels=host.labels("run", **{RUN_LABEL: ""}),
                 binds=((shared, str(folder)),),
                 stdin=True,
@@ -520,19 +476,6 @@ class ContainerWarmStarter(WarmStarter):
             os.mkdir(path, 0o700)  # fails on anything already there, a link included
             if self.executor.run_as_root:
                 os.chown(path, user.pw_uid, user.pw_gid, follow_symlinks=False)
-
-    async def stop(self, warm: WarmProcess) -> None:
-        """End of input first (the kernel shuts down cleanly), then the container goes."""
-        try:
-            with contextlib.suppress(Exception):
-                stdin = warm.transport.get_pipe_transport(0)
-                if stdin is not None:
-                    stdin.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(warm.protocol.exited), WARM_STOP_GRACE)
-            await self.remove(warm.cgroup, warm.transport)
-        except Exception:
-            self.executor.log.exception("Could not stop pre-started kernel %s", warm.cgroup)
 
     async def remove(self, name: str, transport: asyncio.SubprocessTransport | None) -> None:
         """Remove warm container ``name``, its mounts and its exchange folder (and the

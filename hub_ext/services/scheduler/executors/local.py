@@ -337,13 +337,10 @@ class LocalExecutor(UsesLocalHost, WarmPoolSettings, Executor):
     def _environment(self, run: LocalRun, gpus: list[str]) -> dict[str, str]:
         """The run's whole environment, built from nothing: no variable of the service leaks."""
         spec = run.spec
-        assert (
-            run.user is not None and run.built is not None
-        )  # the account and environment steps ran
         # the owner's secrets first: every variable the platform sets below wins over them
         env = dict(spec.secrets)
         env.update(spec.extra_env)
-        env.update(self.process_environment(run.user, run.built, spec.profile, gpus))
+        env.update(self._owner_environment(run, gpus))
         env.update(
             {
                 "SHIPYARD_JOB_ID": spec.job_id,
@@ -352,6 +349,11 @@ class LocalExecutor(UsesLocalHost, WarmPoolSettings, Executor):
             }
         )
         return env
+
+    def _owner_environment(self, run: LocalRun, gpus: list[str]) -> dict[str, str]:
+        """What the run's processes get as their owner's, in the profile's environment."""
+        assert run.user is not None and run.built is not None  # account and environment ran
+        return self.process_environment(run.user, run.built, run.spec.profile, gpus)
 
     @staticmethod
     def process_environment(

@@ -50,7 +50,7 @@ from hub_ext.runtime import warm as warm_protocol
 
 from .base import ExecutorError
 from .localrun import LocalRun, ProcessOutput
-from .pool import WarmKey, WarmPool, WarmProcess
+from .pool import Starter, WarmKey, WarmPool, WarmProcess
 
 if TYPE_CHECKING:
     from .local import LocalExecutor
@@ -180,21 +180,37 @@ class WarmStarter:
         executor = self.executor
         if not executor.pooled(profile):
             return 0
-        built = find_built(profile.environment, Path(executor.local_host.environments_dir))
-        if built is None:
-            executor.log.debug("Not pre-starting a kernel: %s is not built", profile.environment)
+        found = await self._ahead(owner, profile)
+        if found is None:
             return 0
-        try:
-            user = await executor.local_host.account(owner, ExecutorError)
-        except ExecutorError as e:
-            executor.log.warning("Not pre-starting a kernel for %s: %s", owner, e)
-            return 0
-        key = self.key(owner, profile, built, user)
-        start = functools.partial(self.start, key, user, built, profile)
+        key, start = found
         if wait:
             return await self.pool.fill(key, start, **executor.pool_settings())
         self.pool.fill_later(key, start, **executor.pool_settings())
         return self.pool.ready(key)
+
+    async def _ahead(self, owner: str, profile: Profile) -> tuple[WarmKey, Starter] | None:
+        """The key and starter of a warm process for ``owner``'s runs of ``profile`` before
+        any run: None (logged) when the environment is not built or there is no account."""
+        executor = self.executor
+        built = find_built(profile.environment, Path(executor.local_host.environments_dir))
+        if built is None:
+            executor.log.debug("Not pre-starting a kernel: %s is not built", profile.environment)
+            return None
+        try:
+            user = await executor.local_host.account(owner, ExecutorError)
+        except ExecutorError as e:
+            executor.log.warning("Not pre-starting a kernel for %s: %s", owner, e)
+            return None
+        key = self.key(owner, profile, built, user)
+        return key, functools.partial(self.start, key, user, built, profile)
+
+    def _for_run(self, run: LocalRun) -> tuple[WarmKey, Starter] | None:
+        """The key and starter of a warm process that fits ``run`` (None before its first steps)."""
+        if run.built is None or run.user is None:
+            return None
+        key = self.key(run.spec.owner, run.spec.profile, run.built, run.user)
+        return key, functools.partial(self.start, key, run.user, run.built, run.spec.profile)
 
     @staticmethod
     def key(
@@ -223,18 +239,16 @@ class WarmStarter:
         executor, spec = self.executor, run.spec
         if not executor.pooled(spec.profile) or run.stopping:
             return None
-        if run.built is None or run.user is None:  # the run's first steps have not run
-            return None
+        fits = self._for_run(run)
         left = run.deadline - asyncio.get_running_loop().time()
-        if left <= 0:
+        if fits is None or left <= 0:  # the run's first steps have not run, or no time
             return None
-        key = self.key(spec.owner, spec.profile, run.built, run.user)
+        key, start = fits
         warm = await self.pool.take_soon(key, min(executor.warm_wait, left / 4))
         if warm is None or run.stopping:
             if warm is not None:
                 self.pool.discard(warm, "its run was stopped while it started")
             return None
-        start = functools.partial(self.start, key, run.user, run.built, spec.profile)
         self.pool.fill_later(key, start, **executor.pool_settings())  # the next run's
         if not set(warm.env) <= set(env):  # cannot happen: both come from one function
             executor.log.warning(
