@@ -72,10 +72,9 @@ if str(REPO) not in sys.path:  # run as `python bench/serving.py`
 
 import requests  # noqa: E402
 
+from bench.harness.deploy import COLUMNS, ONE_ROW, first_200, services_up, train_model  # noqa: E402
 from tests.hubtools import free_port  # noqa: E402
 
-COLUMNS = ["a", "b", "c", "d"]
-ONE_ROW = json.dumps({"dataframe_split": {"columns": COLUMNS, "data": [[0.1, -0.2, 0.3, 0.4]]}})
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = [==[%s]==]
@@ -92,15 +91,9 @@ end
 
 def make_model(workdir: Path) -> Path:
     import mlflow.sklearn
-    import numpy as np
-    import pandas as pd
     from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(0)
-    X = pd.DataFrame({c: rng.normal(size=2000) for c in COLUMNS})
-    y = (X.a + X.b - X.c > 0).astype(int)
-    model = LogisticRegression().fit(X, y)
+    model, X = train_model()
     model_dir = workdir / "model"
     mlflow.sklearn.save_model(model, model_dir, signature=infer_signature(X, model.predict(X)))
     return model_dir
@@ -308,18 +301,9 @@ def deploy_to_first_200(workdir: Path, rounds: int) -> list[float]:
         hub.start()
         token = hub.create_user("bench")
         tracking, deployer = f"{hub.url}/services/tracking", f"{hub.url}/services/deployer"
-
-        def services_up() -> bool:
-            try:
-                t = requests.get(
-                    f"{tracking}/version", headers={"Authorization": f"Bearer {token}"}, timeout=5
-                )
-                d = requests.get(f"{deployer}/health", timeout=5)
-            except requests.RequestException:
-                return False
-            return t.status_code == d.status_code == 200
-
-        wait_for(services_up, 240, 0.5, "the tracking service and the deployer")
+        wait_for(
+            lambda: services_up(hub.url, token), 240, 0.5, "the tracking service and the deployer"
+        )
         os.environ.update(
             {
                 "JUPYTERHUB_API_TOKEN": token,
@@ -339,23 +323,12 @@ def deploy_to_first_200(workdir: Path, rounds: int) -> list[float]:
         for r in range(rounds):
             name = f"bench{r}"
             url = f"{deployer}/models/bench/{name}/invocations"
-            headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
             t0 = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):  # what the magic prints
                 shell.run_line_magic(
                     "deploy", f"model --name {name} --input-example X --profile serving"
                 )
-            while True:
-                try:
-                    answer = requests.post(url, data=ONE_ROW, headers=headers, timeout=30)
-                    if answer.status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if time.perf_counter() - t0 > 300:
-                    raise TimeoutError(f"{name} never answered 200")
-                time.sleep(0.02)
-            times.append(time.perf_counter() - t0)
+            times.append(first_200(url, token, t0))
             print(f"%deploy round {r + 1}: {times[-1]:.2f}s", file=sys.stderr, flush=True)
         return times
     finally:

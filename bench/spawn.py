@@ -118,6 +118,7 @@ def start_hub(
     cgroup_parent: str = CGROUP_PARENT,
     config_lines: str = "",
     extra_env: Callable[[Path], dict[str, str]] | None = None,
+    profiles: str = PROFILES,
 ) -> None:
     """Start the contender's hub on :data:`PROFILES` and make the hub user :data:`USER`.
 
@@ -125,13 +126,14 @@ def start_hub(
     beside another needs its own ``account_prefix`` (its account's home is under its
     own home root) and ``cgroup_parent``; ``config_lines`` are appended to a config
     file that loads :data:`BENCH_CONFIG`; ``extra_env`` is called with the hub's
-    scratch folder and gives the hub's extra environment (its services).
+    scratch folder and gives the hub's extra environment (its services); ``profiles``
+    replaces :data:`PROFILES` (its first profile stays the default, which spawns use).
     """
     data = Path(tempfile.mkdtemp(prefix=f"sybench-{contender.key}-"))
     homes = Path(tempfile.mkdtemp(prefix=f"sybench-{contender.key}-homes-"))
     homes.chmod(0o755)  # the account must reach its home; mkdtemp makes 0700
     scratch += [data, homes]
-    (data / "profiles.yaml").write_text(PROFILES)
+    (data / "profiles.yaml").write_text(profiles)
     config = BENCH_CONFIG
     if config_lines:
         config = data / "jupyterhub_config.py"

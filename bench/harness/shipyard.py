@@ -76,8 +76,10 @@ c.SchedulerService.poll_interval = {poll_interval}
 c.LocalExecutor.warm_pool_size = {warm_pool_size}
 c.LocalExecutor.warm_pool_max = {warm_pool_max}
 """
-#: What a run's log says when it ran in a kernel the pool had started.
-WARM_NOTE = "running in a kernel started beforehand"
+#: What a run's log says when it ran in a kernel the pool had started: the end of the
+#: note of both pools, "running in a kernel started beforehand (...)" for a process and
+#: "in container ... of IMAGE, started beforehand" for a container.
+WARM_NOTE = "started beforehand"
 #: The notebook each job runs, relative to the user's home.
 SOURCE_PATH = "notebooks/bench.ipynb"
 #: Seconds any one call of the client may take (a burst of 40 POSTs on 2 cores is slow).
