@@ -101,7 +101,7 @@ def platform(request, hub_factory, science_env, tmp_path_factory):
         tagged("sybrw-") if request.param == "process" else tagged("sybrc-"),
         tagged("shipyard-test-browser"),
         ["tracking", "scheduler", "deployer"],
-        config_file=config_file,
+        **({"config_file": config_file} if config_file is not None else {}),
         # the scheduler as shipped; the deployer's real backend, draining in a second
         configs={
             "scheduler": None,
