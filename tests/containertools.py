@@ -25,6 +25,21 @@ from hub_ext.host import containers
 from .hubtools import REPO
 
 
+def hub_config(folder: Path, prefix: str, extra: str = "") -> Path:
+    """A hub config file in ``folder``: the tests' own, with ``c.LocalHost.placement =
+    "container"``, names from ``prefix``, the uid-1000 home through an idmapped mount
+    whatever the machine's accounts (``auto`` may choose ``none`` here), and ``extra``."""
+    config = folder / "jupyterhub_config.py"
+    config.write_text(
+        "c = get_config()  # noqa: F821\n"
+        f"load_subconfig({str(REPO / 'tests' / 'hub_config.py')!r})  # noqa: F821\n"
+        "c.LocalHost.placement = 'container'\n"
+        f"c.ContainerPlacement.network_prefix = {prefix!r}\n"
+        "c.ContainerPlacement.user_namespace = 'idmap'\n" + extra
+    )
+    return config
+
+
 def usable() -> bool:
     """Whether containers can run here: root, podman and iptables (rootful, with a firewall)."""
     return os.geteuid() == 0 and bool(shutil.which("podman")) and bool(shutil.which("iptables"))

@@ -33,7 +33,7 @@ from hub_ext.host.slugs import account_name
 from . import containertools
 from .browser import CHROMIUM, panel_section
 from .conftest import TEST_PROFILES, built_environment, needs_root
-from .hubtools import REPO, free_port, tagged, wait_for
+from .hubtools import free_port, tagged, wait_for
 from .services import notebook, service_hub
 
 #: The test profiles, and one on the data-science environment (scikit-learn, pandas) that
@@ -87,14 +87,7 @@ def platform(request, hub_factory, science_env, tmp_path_factory):
             pytest.skip("needs root, podman and iptables for the container placement")
         containertools.ensure_image("datascience")
         containertools.remove_leftovers(CONTAINERS)
-        config_file = tmp_path_factory.mktemp("brw-config") / "jupyterhub_config.py"
-        config_file.write_text(
-            "c = get_config()  # noqa: F821\n"
-            f"load_subconfig({str(REPO / 'tests' / 'hub_config.py')!r})  # noqa: F821\n"
-            "c.LocalHost.placement = 'container'\n"
-            f"c.ContainerPlacement.network_prefix = {CONTAINERS!r}\n"
-            "c.ContainerPlacement.user_namespace = 'idmap'\n"
-        )
+        config_file = containertools.hub_config(tmp_path_factory.mktemp("brw"), CONTAINERS)
     with service_hub(
         hub_factory,
         "browser" if request.param == "process" else "browser-ctr",

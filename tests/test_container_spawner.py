@@ -393,17 +393,8 @@ def hub(hub_factory, base_image, tmp_path_factory):
     """
     folder = tmp_path_factory.mktemp("ctr-config")
     images = images_folder(folder)
-    config = folder / "jupyterhub_config.py"
-    config.write_text(
-        "c = get_config()  # noqa: F821\n"
-        f"load_subconfig({str(REPO / 'tests' / 'hub_config.py')!r})  # noqa: F821\n"
-        "c.LocalHost.placement = 'container'\n"
-        f"c.ContainerPlacement.network_prefix = {PREFIX!r}\n"
-        # the idmapped home whatever the host's uid 1000 is (auto may choose "none" here)
-        "c.ContainerPlacement.user_namespace = 'idmap'\n"
-        # a container killed behind the hub's back is noticed within seconds
-        "c.Spawner.poll_interval = 2\n"
-    )
+    # a container killed behind the hub's back is noticed within seconds
+    config = containertools.hub_config(folder, PREFIX, "c.Spawner.poll_interval = 2\n")
     remove_leftovers()
     with service_hub(
         hub_factory,
@@ -811,3 +802,33 @@ def test_a_container_killed_with_sigkill_is_noticed_and_cleaned_up_and_can_start
     )
     assert r.status_code == 200, r.text
     hub.stop_server("kim")
+
+
+@needs_podman
+def test_an_idle_container_is_culled_and_leaves_nothing(hub_factory, base_image, tmp_path_factory):
+    """The idle culler stops a server in a container as it stops a process: through the
+    hub's API, which removes the container, its mount and the user's network."""
+    config = containertools.hub_config(tmp_path_factory.mktemp("ctr-cull"), PREFIX)
+    hub = hub_factory(
+        name="ctr-cull",
+        account_prefix=tagged("syctc-"),
+        config_file=config,
+        extra_env={"SHIPYARD_CULL_TIMEOUT": "5"},
+    )
+    try:
+        assert "idle-culler" in hub.api("GET", "/services").json()
+        hub.create_user("ida")
+        hub.start_server("ida", timeout=120)
+        name = hub.server_state("ida")["object_name"]
+        assert podman("container", "exists", name).returncode == 0
+        wait_for(
+            lambda: "" not in hub.api("GET", "/users/ida").json()["servers"],
+            60,
+            1,
+            "the culler to stop ida's idle server",
+        )
+        left = leftovers()
+        assert not [n for n in left["containers"] + left["networks"] if "ida" in n], left
+        assert not [m for m in left["mounts"] if name in m], left
+    finally:
+        hub.stop()
