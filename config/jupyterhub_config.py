@@ -57,7 +57,7 @@ for the README, for CI and for a small team's server:
     SHIPYARD_AUDIT_RETENTION_DAYS days an audit record is kept (365; 0 keeps them forever)
     SHIPYARD_AUDIT_SERVICE   1 runs the audit service (the trail's REST API for admins at /services/audit/); 0 does not
     SHIPYARD_AUDIT_SERVICE_URL where the audit service listens (http://127.0.0.1:8006)
-    SHIPYARD_PLACEMENT       how users' servers run on this machine: process (default) or container
+    SHIPYARD_PLACEMENT       how users' servers, runs and models run here: process (default) or container
         (podman, from the environments' images: docs/containers.md); `shipyard up --placement`
     SHIPYARD_MLFLOW_TELEMETRY 1 lets MLflow send its usage telemetry from the services, servers,
         kernels, runs and model servers; off by default (MLFLOW_DISABLE_TELEMETRY and DO_NOT_TRACK

@@ -140,9 +140,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         loaded = load_profiles(profiles, environments=list(list_environments()))
     except ProfilesInvalid as e:
         raise CLIError(f"The profiles file has errors; fix them and start again:\n{e}") from None
-    _build_profile_environments(loaded)
-    if placement == "container":
+    if placement == "container":  # servers, runs and replicas all run from the images
         _build_profile_images(loaded)
+    else:
+        _build_profile_environments(loaded)
 
     path = os.pathsep.join([str(Path(sys.prefix) / "bin"), os.environ.get("PATH", "")])
     if not shutil.which("configurable-http-proxy", path=path):
@@ -211,9 +212,9 @@ PLACEMENTS = ("process", "container")
 def _build_profile_images(config: ProfilesConfig) -> None:
     """Make the image of every profile's environment that podman does not have yet.
 
-    Servers run in containers of these images (``--placement container``); scheduled
-    runs and model replicas still run in the environments built above. An image that
-    exists is kept: after changing Shipyard itself, ``shipyard image build ENV`` makes
+    Servers, scheduled runs and model replicas run in containers of these images
+    (``--placement container``), so no virtual environment is built for them. An image
+    that exists is kept: after changing Shipyard itself, ``shipyard image build ENV`` makes
     it again (podman's layer cache keeps that short). With no base image here, the
     Debian base is made first (``shipyard image base``): a machine that can pull from a
     public registry may build with ``shipyard image build --base public ENV`` instead.
@@ -231,7 +232,12 @@ def _build_profile_images(config: ProfilesConfig) -> None:
     def say(line: str) -> None:
         print(f"    {line}", flush=True)
 
-    names = sorted({p.environment for p in config.profiles if not p.gpu})
+    from hub_ext.host.containers import ContainerPlacement
+
+    # a GPU profile's image only where containers can be given GPUs (CDI): as for processes,
+    # whose GPU environments are only built on a machine with a GPU
+    gpus = len(ContainerPlacement().gpu_devices())
+    names = sorted({p.environment for p in config.profiles if p.gpu <= gpus})
     try:
         missing = []
         for env in (get_environment(name) for name in names):
@@ -561,8 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--placement",
         choices=PLACEMENTS,
-        help="how users' servers run here: process (default; $SHIPYARD_PLACEMENT) or "
-        "container (podman, from the environments' images, made if missing)",
+        help="how users' servers, runs and models run here: process (default; "
+        "$SHIPYARD_PLACEMENT) or container (podman, from the environments' images, made if "
+        "missing)",
     )
     up.set_defaults(func=cmd_up)
 
