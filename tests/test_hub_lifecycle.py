@@ -468,6 +468,32 @@ def test_culler_keeps_its_token_out_of_the_log(tmp_path):
     assert token not in text
 
 
+def test_the_culler_exits_at_sigint_even_when_it_inherited_it_ignored(tmp_path):
+    """A hub started in the background hands its services SIGINT ignored; the hub stops
+    them with SIGINT first. The culler, which sets no handler of its own otherwise, then
+    lingered until the SIGTERM after the hub's whole interrupt timeout: a minute of Ctrl-C."""
+    log = tmp_path / "culler.log"
+    api = f"http://127.0.0.1:{free_port()}/hub/api"  # nothing listens: it keeps failing
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "hub_ext.hub.culler", "--cull-every=1", f"--url={api}"],
+        env={**env, "JUPYTERHUB_API_TOKEN": secrets.token_hex(8)},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509
+    )
+    try:
+        wait_for(lambda: "cull_idle" in log.read_text(), 30, 0.1, "the culler's first pass")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        assert time.monotonic() - started < 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_the_hub_passes_its_host_config_to_the_scheduler_and_deployer(hubs, tmp_path):
     """``c.KubePlacement`` and ``c.LocalHost``, set once in the hub's config, reach its services.
 

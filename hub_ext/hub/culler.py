@@ -13,6 +13,8 @@ two differences, both set up before the culler starts:
   handler). Rejected: a copy of the culler's ``start`` that passes the token some
   other way (a fork of its code to keep in step), and logging less (the error
   itself is worth a line).
+* **it exits at once on SIGINT and SIGTERM**, the signals the hub stops services
+  with, even where it inherited SIGINT ignored (a hub started in the background);
 * **it dies with the hub** (Linux ``PR_SET_PDEATHSIG``), unlike every other
   service: it serves nothing, it only calls the hub, so it is useless while the hub
   is down, and the next hub starts a new one at once. One that outlived a killed
@@ -70,7 +72,16 @@ def redact_log_records(secrets: Iterable[str]) -> None:
     logging.setLogRecordFactory(redacted_record)
 
 
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # out of tornado's loop: nothing to save, no traceback to print
+
+
 def main() -> None:
+    # the hub stops its services with SIGINT first: a culler that inherited SIGINT ignored
+    # (a hub started in the background, by nohup or a service manager) would only go at
+    # the SIGTERM that follows the hub's whole interrupt timeout, a minute of Ctrl-C
+    signal.signal(signal.SIGINT, _exit)
+    signal.signal(signal.SIGTERM, _exit)
     if os.environ.get("JUPYTERHUB_SERVICE_NAME"):
         die_with_parent(signal.SIGTERM, exit_if_orphaned=True)
     redact_log_records([os.environ.get("JUPYTERHUB_API_TOKEN", "")])
