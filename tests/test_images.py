@@ -22,17 +22,8 @@ from hub_ext.environments import images
 from hub_ext.environments.catalog import get_environment
 from hub_ext.host.podman import MAX_NPROC, limit_options
 
+from .containertools import shipyard
 from .hubtools import REPO
-
-
-def shipyard(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "hub_ext.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
 
 
 def run_in(image: str, *command: str, user: str = "") -> subprocess.CompletedProcess:

@@ -182,6 +182,11 @@ class ContainerHost:
             )
         self._answering = True
 
+    @property
+    def service(self) -> PodmanService | None:
+        """The API service :meth:`ready` started (None: one answered already, or not ready yet)."""
+        return self._service
+
     def close(self, stop_service: bool = False) -> None:
         """Stop the API's threads (the containers are not touched).
 

@@ -210,17 +210,16 @@ class ShipyardHub(JupyterHub):
             and isinstance(chosen, type)
             and issubclass(chosen, containers.ContainerProfileSpawner)
         ):
-            placement = ContainerPlacement(config=self.config, log=self.log)
-            service = PodmanService(placement.podman_socket, self.log)
-            if placement.start_service:
-                await service.ensure()
-                self._podman_service = service
-            elif not await asyncio.to_thread(service.answers):
-                raise RuntimeError(
-                    f"Nothing answers on {placement.podman_socket} and "
-                    "c.ContainerPlacement.start_service is False: start podman's API service "
-                    "(docs/containers.md)."
-                )
+            from hub_ext.host.containerhost import ContainerFailed, ContainerHost
+
+            host = ContainerHost(ContainerPlacement(config=self.config, log=self.log), self.log)
+            try:
+                await host.ready()
+            except ContainerFailed as e:
+                raise RuntimeError(str(e)) from None
+            finally:
+                host.close()
+            self._podman_service = host.service
         return await super().init_spawners()
 
     # ------------------------------------------------------------ records

@@ -77,7 +77,7 @@ from .base import ExecutorError
 from .local import LocalExecutor
 from .localrun import LocalRun, ProcessOutput
 from .pool import Starter, WarmKey, WarmProcess
-from .warmstart import WARM_MODULE, WARM_START_TIMEOUT, WarmStarter
+from .warmstart import WARM_MODULE, WarmStarter
 
 #: The label with a run's id on each of its containers (empty on a warm one's until then).
 RUN_LABEL = "io.shipyard.run"
@@ -454,15 +454,7 @@ class ContainerWarmStarter(WarmStarter):
                 start_new_session=True,
                 cwd=str(folder),  # as a cold run's: conmon's stray "oom" file goes with it
             )
-            await asyncio.wait(
-                {protocol.ready, protocol.exited},
-                timeout=WARM_START_TIMEOUT,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if not protocol.ready.done():
-                if protocol.exited.done():
-                    raise ExecutorError(f"{name} exited with status {transport.get_returncode()}")
-                raise ExecutorError(f"{name} was not ready after {WARM_START_TIMEOUT}s")
+            await self.until_ready(name, transport, protocol)
             await host.route(network)
             pid = transport.get_pid()
             assert pid is not None  # started

@@ -311,19 +311,26 @@ class WarmStarter:
             )
             transport = launched.transport
             assert transport is not None  # output="pipe"
-            await asyncio.wait(
-                {protocol.ready, protocol.exited},
-                timeout=WARM_START_TIMEOUT,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if not protocol.ready.done():
-                if protocol.exited.done():
-                    raise ExecutorError(f"{name} exited with status {transport.get_returncode()}")
-                raise ExecutorError(f"{name} was not ready after {WARM_START_TIMEOUT}s")
+            await self.until_ready(name, transport, protocol)
             return WarmProcess(key, name, launched.pid, transport, protocol, env)
         except BaseException:
             await self.remove(name, transport)
             raise
+
+    @staticmethod
+    async def until_ready(
+        name: str, transport: asyncio.SubprocessTransport, protocol: ProcessOutput
+    ) -> None:
+        """Wait for warm process ``name``'s READY line; ExecutorError if it exits or is late."""
+        await asyncio.wait(
+            {protocol.ready, protocol.exited},
+            timeout=WARM_START_TIMEOUT,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if not protocol.ready.done():
+            if protocol.exited.done():
+                raise ExecutorError(f"{name} exited with status {transport.get_returncode()}")
+            raise ExecutorError(f"{name} was not ready after {WARM_START_TIMEOUT}s")
 
     async def stop(self, warm: WarmProcess) -> None:
         """End of input first (the kernel shuts down cleanly), then the cgroup goes."""
