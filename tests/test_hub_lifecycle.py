@@ -468,6 +468,38 @@ def test_culler_keeps_its_token_out_of_the_log(tmp_path):
     assert token not in text
 
 
+def test_a_killed_proxy_is_replaced_at_once_not_at_the_next_periodic_check(hubs, tmp_path):
+    """The hub watches the proxy's process (a pidfd): with JupyterHub's periodic check set
+    to a minute here, a proxy killed with -9 is still replaced within seconds."""
+    config = tmp_path / "proxy_config.py"
+    config.write_text(
+        "c = get_config()  # noqa: F821\n"
+        f"load_subconfig({str(Path(__file__).parent / 'hub_config.py')!r})  # noqa: F821\n"
+        "c.ConfigurableHTTPProxy.check_running_interval = 60\n"
+    )
+    hub = hubs(name="proxywatch", config_file=config)
+    try:
+        first = json.loads((hub.data_dir / "proxy.json").read_text())["pid"]
+        os.kill(first, signal.SIGKILL)
+        killed = time.monotonic()
+
+        def answers() -> bool:
+            try:
+                return requests.get(f"{hub.url}/hub/api/", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(lambda: not answers(), 5, 0.05, "the killed proxy to stop answering")
+        wait_for(answers, 15, 0.1, "a new proxy")
+        back = time.monotonic() - killed
+        second = json.loads((hub.data_dir / "proxy.json").read_text())["pid"]
+        assert second != first
+        assert back < 10, f"the proxy was back after {back:.1f} s"
+        print(f"proxy back {back:.2f} s after kill -9")
+    finally:
+        hub.stop()
+
+
 def test_the_culler_exits_at_sigint_even_when_it_inherited_it_ignored(tmp_path):
     """A hub started in the background hands its services SIGINT ignored; the hub stops
     them with SIGINT first. The culler, which sets no handler of its own otherwise, then

@@ -28,9 +28,12 @@ second in ``bench/chaos.py``).
   any proxy. Otherwise the old proxy is stopped and a new one started, exactly
   as JupyterHub does.
 
-An adopted proxy is watched like one this hub started (JupyterHub checks it
-every ``check_running_interval`` s and starts a new one if it is gone) and is
-stopped at Ctrl-C like one this hub started.
+An adopted proxy is watched like one this hub started and is stopped at Ctrl-C
+like one this hub started. JupyterHub checks the proxy every
+``check_running_interval`` s (5) and starts a new one if it is gone; here the hub
+also holds a pidfd of the proxy's process and checks the moment it exits, so a
+killed proxy is replaced at once rather than up to 5 s later (every model request
+and page fails while no proxy listens).
 
 Not done: adopting a proxy whose settings changed (the new settings would not
 apply); a proxy run outside the hub (``should_start = False``) is JupyterHub's
@@ -39,6 +42,8 @@ own and unchanged.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -170,14 +175,20 @@ class ShipyardProxy(ConfigurableHTTPProxy):
             return None
         return AdoptedProcess(pid, started)
 
+    _exit_watch: int | None = None
+    _exit_check: asyncio.Task | None = None
+    _check_lock: asyncio.Lock | None = None
+
     async def start(self) -> None:
         """Adopt the previous hub's proxy if it can be (module docstring), else start one."""
         adopted = await self._adoptable()
         if adopted is None:
             await super().start()
             self._record()
+            self._watch_exit()
             return
         self.proxy_process = adopted
+        self._watch_exit()
         self.log.info(
             "Adopted configurable-http-proxy (pid %s), left running by the previous hub",
             adopted.pid,
@@ -186,3 +197,42 @@ class ShipyardProxy(ConfigurableHTTPProxy):
         callback = PeriodicCallback(self.check_running, 1e3 * self.check_running_interval)
         self._check_running_callback = callback
         callback.start()
+
+    async def check_running(self) -> None:
+        """JupyterHub's check, one at a time: the periodic one and the exit watch may meet."""
+        if self._check_lock is None:
+            self._check_lock = asyncio.Lock()
+        async with self._check_lock:
+            await super().check_running()
+
+    def _watch_exit(self) -> None:
+        """Check the proxy the moment its process exits (a pidfd on the event loop)."""
+        self._unwatch_exit()
+        process = getattr(self, "proxy_process", None)
+        if process is None:
+            return
+        try:
+            fd = os.pidfd_open(process.pid)
+        except OSError:  # gone already, or no pidfd (Linux < 5.3): the periodic check stays
+            return
+        self._exit_watch = fd
+        loop = asyncio.get_running_loop()
+
+        def exited() -> None:
+            self._unwatch_exit()
+            self.log.warning("configurable-http-proxy (pid %s) exited", process.pid)
+            self._exit_check = loop.create_task(self.check_running())  # kept: not collected
+
+        loop.add_reader(fd, exited)
+
+    def _unwatch_exit(self) -> None:
+        fd, self._exit_watch = self._exit_watch, None
+        if fd is not None:
+            with contextlib.suppress(Exception):  # of a closed event loop
+                asyncio.get_event_loop().remove_reader(fd)
+            os.close(fd)
+
+    def stop(self) -> None:
+        """JupyterHub's stop, without the exit watch (a stopped proxy is not replaced)."""
+        self._unwatch_exit()
+        super().stop()
