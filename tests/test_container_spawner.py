@@ -25,10 +25,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from traitlets.config import Config
 
 from hub_ext.environments.catalog import get_environment
 from hub_ext.environments.images import image_tag
-from hub_ext.host import containers
+from hub_ext.host import containerhost, containers
 from hub_ext.host.containers import ContainerSpec, create_spec, firewall_rules
 from hub_ext.host.slugs import account_name
 from hub_ext.profiles.model import Profile
@@ -264,6 +265,30 @@ def test_without_cdi_gpus_are_refused_with_the_toolkit_command():
     assert "no CDI spec of nvidia.com/gpu is in /etc/cdi or /var/run/cdi" in message
     assert "nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml" in message
     assert containers.gpu_refusal(2, 1, ["/etc/cdi"]).endswith("declare 1.")
+
+
+def test_every_server_s_spawner_shares_one_host_and_its_gpu_allocator(tmp_path):
+    """Two users' servers must never be given the same GPU: one allocator for all spawners."""
+    from unittest import mock
+
+    from hub_ext.spawners.containers import ContainerProfileSpawner
+
+    (tmp_path / "nvidia.yaml").write_text(NVIDIA_CDI)
+    config = Config({"ContainerPlacement": {"cdi_spec_dirs": [str(tmp_path)],
+                                            "network_prefix": "sy-gpu-test"}})  # fmt: skip
+    spawners = [
+        ContainerProfileSpawner(user=mock.Mock(name=name), hub=mock.Mock(), config=config)
+        for name in ("ann", "bob")
+    ]
+    assert spawners[0].host is spawners[1].host
+    assert spawners[0].gpu_count == 2
+    first = spawners[0].host.allocate_gpus("sy-gpu-test-ann", 1)
+    second = spawners[1].host.allocate_gpus("sy-gpu-test-bob", 1)
+    assert first != second
+    with pytest.raises(containerhost.ContainerFailed, match="only 0 of the machine's 2"):
+        spawners[1].host.allocate_gpus("sy-gpu-test-cy", 1)
+    for name in ("ann", "bob"):
+        spawners[0].host.gpus.release(f"sy-gpu-test-{name}")
 
 
 def test_the_host_limits_become_rlimits():

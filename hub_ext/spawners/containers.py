@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import pwd
+from typing import ClassVar
 
 from dockerspawner import DockerSpawner
 from tornado import web
@@ -125,14 +126,17 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
 
     account: pwd.struct_passwd | None = None
     _network: UserNetwork | None = None
-    _host: ContainerHost | None = None
+    #: one per hub process and placement, shared by every server's spawner: its GPU
+    #: allocator must see every server's GPUs (as LocalProfileSpawner's allocators do)
+    _hosts: ClassVar[dict[tuple[str, str], ContainerHost]] = {}
 
     @property
     def host(self) -> ContainerHost:
         """Podman's API, the user's network and the home's mount (shared with runs and replicas)."""
-        if self._host is None:
-            self._host = ContainerHost(self.placement, self.log)
-        return self._host
+        key = (self.placement.podman_socket, self.placement.network_prefix)
+        if key not in self._hosts:
+            self._hosts[key] = ContainerHost(self.placement, self.log)
+        return self._hosts[key]
 
     @property
     def gpu_count(self) -> int:
