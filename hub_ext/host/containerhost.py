@@ -494,8 +494,13 @@ class ContainerHost:
         """Follow ``container``'s output (from ``since``, seconds since the epoch) into ``protocol``."""
         return LogFollower(self, container, protocol, since)
 
-    def remove_sync(self, container: str) -> None:
-        """:meth:`remove` for a thread (a service's sweep); also detaches its mounts."""
+    async def discard(self, container: str) -> None:
+        """Remove the container (stopped at once) and detach its mounts: all that is left of it."""
+        await self.remove(container)
+        await self.release_binds(container)
+
+    def discard_sync(self, container: str) -> None:
+        """:meth:`discard` for a thread (a service's sweep)."""
         from docker.errors import NotFound
 
         try:

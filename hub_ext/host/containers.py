@@ -753,6 +753,12 @@ class PodmanService:
 # ------------------------------------------------------------------ the settings
 
 
+def _runtime_path(name: str) -> str:
+    """``name`` in ``$SHIPYARD_DATA_DIR``, else in ``/run/<instance>``."""
+    data = os.environ.get("SHIPYARD_DATA_DIR")
+    return str(Path(data) / name) if data else f"/run/{instance.name()}/{name}"
+
+
 class ContainerPlacement(LoggingConfigurable):
     """How users' containers are made on this machine (``c.LocalHost.placement = "container"``).
 
@@ -781,10 +787,7 @@ class ContainerPlacement(LoggingConfigurable):
 
     @default("podman_socket")
     def _default_podman_socket(self):
-        data = os.environ.get("SHIPYARD_DATA_DIR")
-        if data:
-            return str(Path(data) / "podman.sock")
-        return f"/run/{instance.name()}/podman.sock"
+        return _runtime_path("podman.sock")
 
     start_service = Bool(
         True,
@@ -928,10 +931,7 @@ class ContainerPlacement(LoggingConfigurable):
 
     @default("idmap_dir")
     def _default_idmap_dir(self):
-        data = os.environ.get("SHIPYARD_DATA_DIR")
-        if data:
-            return str(Path(data) / "idmapped")
-        return f"/run/{instance.name()}/idmapped"
+        return _runtime_path("idmapped")
 
     cdi_spec_dirs = List(
         Unicode(),

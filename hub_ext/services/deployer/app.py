@@ -413,11 +413,13 @@ class DeployerService(Application):
         becomes :class:`~.local.containers.ContainerBackend`, as the hub's local spawner
         becomes its container spawner (another class configured is kept)."""
         chosen = self.backend_class
-        if LocalHost(parent=self).placement == "container" and chosen.__name__ == "LocalBackend":
+        if LocalHost(parent=self).placement == "container":
+            from .local import LocalBackend
             from .local.containers import ContainerBackend
 
-            self.log.info("Placement 'container': model replicas are podman containers")
-            chosen = ContainerBackend
+            if chosen is LocalBackend:
+                self.log.info("Placement 'container': model replicas are podman containers")
+                chosen = ContainerBackend
         return chosen(parent=self)
 
     def start(self) -> None:

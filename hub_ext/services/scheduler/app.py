@@ -530,11 +530,13 @@ class SchedulerService(Application):
         becomes :class:`~.executors.containers.ContainerExecutor`, as the hub's local
         spawner becomes its container spawner (another class configured is kept)."""
         chosen = self.executor_class
-        if LocalHost(parent=self).placement == "container" and chosen.__name__ == "LocalExecutor":
+        if LocalHost(parent=self).placement == "container":
             from .executors.containers import ContainerExecutor
+            from .executors.local import LocalExecutor
 
-            self.log.info("Placement 'container': runs are papermill in podman containers")
-            chosen = ContainerExecutor
+            if chosen is LocalExecutor:
+                self.log.info("Placement 'container': runs are papermill in podman containers")
+                chosen = ContainerExecutor
         return chosen(parent=self)
 
     def start(self) -> None:

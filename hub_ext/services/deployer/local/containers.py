@@ -89,8 +89,7 @@ class ContainerReplicaHost(ReplicaHost):
         found = await self.containers.inspect(name)
         if found is not None:
             self._oom[cgroup] = exit_status(found)[1]
-        await self.containers.remove(name)
-        await self.containers.release_binds(name)
+        await self.containers.discard(name)
 
     @property
     def allocator(self):
@@ -107,7 +106,7 @@ class ContainerReplicaHost(ReplicaHost):
         return self._oom.get(cgroup, False)
 
     def discard(self, cgroup: str) -> None:
-        self.containers.remove_sync(self.name(cgroup))
+        self.containers.discard_sync(self.name(cgroup))
 
     def remove_unkept(self, kept: set[str]) -> list[str]:
         """Remove every replica container of this instance but ``kept`` (in a thread)."""
@@ -122,7 +121,7 @@ class ContainerReplicaHost(ReplicaHost):
             if replica in kept:
                 continue
             name = (container.get("Names") or [container["Id"]])[0]
-            self.containers.remove_sync(name)
+            self.containers.discard_sync(name)
             removed.append(name)
         return sorted(removed)
 
@@ -256,14 +255,9 @@ class ContainerReplicas(Replicas):
                 # podman reports a death by signal N as 128 + N, as a shell does
                 process.returncode = -(code - 128) if code > 128 else code
         await super().end(replica)
-        if not any(
-            r.process is not None and r.pid is not None
-            for v in self.versions.values()
-            for r in v.replicas.values()
-            if v.spec.owner == replica.version.spec.owner
-        ):
-            with contextlib.suppress(Exception):
-                await self.host.containers.release_network(replica.version.spec.owner)
+        # the network goes with the owner's last container (a server, run or replica: it asks)
+        with contextlib.suppress(Exception):  # podman's API gone: the next end removes it
+            await self.host.containers.release_network(replica.version.spec.owner)
 
 
 class ContainerBackend(LocalBackend):

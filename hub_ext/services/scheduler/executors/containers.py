@@ -160,6 +160,7 @@ class ContainerExecutor(LocalExecutor):
         host = self.containers
         name = f"{self.placement.network_prefix}-{run.cgroup}-{len(run.containers) + 1}"
         urls = [v for v in env.values() if v.startswith(("http://", "https://"))]
+        run.containers.append(name)  # from here on, what is made of it is released with the run
         try:
             network = await host.network(run.spec.owner, urls)
             binds = []
@@ -184,7 +185,6 @@ class ContainerExecutor(LocalExecutor):
                 work_dir=cwd if cwd != run.user.pw_dir else CONTAINER_HOME,
                 devices=tuple(gpus or ()),
             )
-            run.containers.append(name)
             await host.create(spec)
             if run.sink is not None:
                 run.sink.note(f"in container {name} of {run.image}")
@@ -250,10 +250,7 @@ class ContainerExecutor(LocalExecutor):
         self.containers.gpus.release(run.spec.name)
         try:
             for name in run.containers:
-                await self.containers.remove(name)
-                await self.containers.release_binds(name)
-                if self.warm.is_warm(name):
-                    await asyncio.to_thread(shutil.rmtree, self.warm.exchange(name), True)
+                await self._discard(name)
             if run.containers:
                 await self.containers.release_network(run.spec.owner)
         finally:
@@ -261,6 +258,12 @@ class ContainerExecutor(LocalExecutor):
                 await asyncio.to_thread(shutil.rmtree, run.workdir, True)
             if run.sink is not None:
                 run.sink.close()
+
+    async def _discard(self, name: str) -> None:
+        """Remove container ``name``, its mounts and, for a warm one, its exchange folder."""
+        await self.containers.discard(name)
+        if self.warm.is_warm(name):
+            await asyncio.to_thread(shutil.rmtree, self.warm.exchange(name), True)
 
     # ------------------------------------------------------------ the service's calls
 
@@ -294,11 +297,8 @@ class ContainerExecutor(LocalExecutor):
         names, owners = [], set()
         for container in found:
             name = (container.get("Names") or [container["Id"]])[0]
-            await self.containers.remove(container["Id"])
-            await self.containers.release_binds(name)
-            if self.warm.is_warm(name):
-                await asyncio.to_thread(shutil.rmtree, self.warm.exchange(name), True)
-            owners.add((container.get("Labels") or {}).get("io.shipyard.user", ""))
+            await self._discard(name)
+            owners.add((container.get("Labels") or {}).get(USER_LABEL, ""))
             names.append(name)
         for owner in sorted(owners - {""}):
             await self.containers.release_network(owner)
@@ -475,14 +475,12 @@ class ContainerWarmStarter(WarmStarter):
         host = self.executor.containers
         found = await host.inspect(name)
         owner = ((found or {}).get("Config", {}).get("Labels") or {}).get(USER_LABEL, "")
-        await host.remove(name)
-        await host.release_binds(name)
+        await self.executor._discard(name)
         if owner:
             await host.release_network(owner)
         if transport is not None:
             with contextlib.suppress(Exception):  # of a closed event loop
                 transport.close()
-        await asyncio.to_thread(shutil.rmtree, self.exchange(name), True)
 
 
 def _move_all(source: Path, target: Path, user: pwd.struct_passwd) -> None:
