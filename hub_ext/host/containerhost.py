@@ -76,6 +76,8 @@ from hub_ext.profiles.model import Profile
 
 #: The libpod API version asked for: podman 4.0's, the oldest Shipyard was written to.
 LIBPOD_VERSION = "v4.0.0"
+#: How often an inspection that podman fails while the container exits is asked (0.1 s apart).
+INSPECT_TRIES = 5
 #: Which part of Shipyard a container belongs to: ``server``, ``run`` or ``replica``.
 ROLE_LABEL = "io.shipyard.role"
 
@@ -455,13 +457,24 @@ class ContainerHost:
         return [*podman(), "start", "--attach", *(["--interactive"] if stdin else []), container]
 
     async def inspect(self, container: str) -> dict | None:
-        """The container's inspection, or None when it is gone."""
-        from docker.errors import NotFound
+        """The container's inspection, or None when it is gone.
 
-        try:
-            return await self.call("GET", "/containers/{0}/json", container)
-        except NotFound:
-            return None
+        A container whose first process is exiting can make podman fail the inspection
+        for a moment (500, "read /proc/<pid>/cgroup: no such process"): that is asked
+        again, up to half a second, before it is raised.
+        """
+        from docker.errors import APIError, NotFound
+
+        for attempt in range(INSPECT_TRIES):
+            try:
+                return await self.call("GET", "/containers/{0}/json", container)
+            except NotFound:
+                return None
+            except APIError as e:
+                if e.status_code != 500 or attempt == INSPECT_TRIES - 1:
+                    raise
+                await asyncio.sleep(0.1)
+        return None  # not reached: the last try returns or raises
 
     async def kill(self, container: str, signal: str = "KILL") -> None:
         """Send ``signal`` to the container's processes; nothing when it is not running."""
