@@ -52,13 +52,20 @@ up: install
 test: install test-install
 	$(BIN)/python -m tests.run
 
+# apt-get waits for another apt or dpkg (an unattended upgrade, a second install) to
+# finish, rather than failing at once on its lock
+APT = apt-get -o DPkg::Lock::Timeout=600
+
 # What only the tests use, never installed by `make up`: the test extras (pytest,
 # Playwright, Django for the OIDC provider...), Debian's chromium for the browser tests
 # (Playwright cannot download browsers here) and slapd, the OpenLDAP server the directory
 # tests start with their own config on a free port (its postinst is told to make no
 # default directory, so no system instance is configured or started), and podman, runc
 # and debootstrap, with which the image tests build an environment image on this machine,
-# and iptables, with which the container spawner keeps each user's network to the hub.
+# and iptables, with which the container spawner keeps each user's network to the hub,
+# and prometheus (with promtool), which the metrics tests start with their own config on a
+# free loopback port and which checks the shipped rules; the package's own instance (on
+# :9090, a systemd unit) is stopped and disabled when this installs it: no test uses it.
 test-install: $(TEST_STAMP) test-packages
 
 $(TEST_STAMP): pyproject.toml $(STAMP)
@@ -70,20 +77,28 @@ $(TEST_STAMP): pyproject.toml $(STAMP)
 test-packages:
 	@test -x /usr/bin/chromium || { $(call step,Debian's chromium for the browser tests); \
 		export DEBIAN_FRONTEND=noninteractive; \
-		{ apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } \
+		{ $(APT) install -y -q chromium || { $(APT) update -q && $(APT) install -y -q chromium; }; } \
 		|| { echo "chromium is missing: apt-get install -y chromium"; exit 1; } && $(done); }
 	@test -x /usr/sbin/slapd || { $(call step,Debian's slapd for the LDAP tests); \
 		export DEBIAN_FRONTEND=noninteractive; \
 		echo "slapd slapd/no_configuration boolean true" | debconf-set-selections; \
-		{ apt-get install -y -q slapd || { apt-get update -q && apt-get install -y -q slapd; }; } \
+		{ $(APT) install -y -q slapd || { $(APT) update -q && $(APT) install -y -q slapd; }; } \
 		|| { echo "slapd is missing: apt-get install -y slapd"; exit 1; } && $(done); }
 	@test -x /usr/bin/podman -a -x /usr/sbin/runc -a -x /usr/sbin/debootstrap -a -x /usr/sbin/iptables || { \
 		$(call step,Debian's podman$(,) runc$(,) debootstrap and iptables for the container tests); \
 		export DEBIAN_FRONTEND=noninteractive; \
-		{ apt-get install -y -q podman runc debootstrap iptables \
-			|| { apt-get update -q && apt-get install -y -q podman runc debootstrap iptables; }; } \
+		{ $(APT) install -y -q podman runc debootstrap iptables \
+			|| { $(APT) update -q && $(APT) install -y -q podman runc debootstrap iptables; }; } \
 		|| { echo "podman is missing: apt-get install -y podman runc debootstrap iptables"; exit 1; } \
 		&& $(done); }
+	@test -x /usr/bin/prometheus -a -x /usr/bin/promtool || { \
+		$(call step,Debian's prometheus for the metrics tests); \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ $(APT) install -y -q --no-install-recommends prometheus \
+			|| { $(APT) update -q && $(APT) install -y -q --no-install-recommends prometheus; }; } \
+		|| { echo "prometheus is missing: apt-get install -y prometheus"; exit 1; }; \
+		{ command -v systemctl >/dev/null && systemctl disable --now prometheus >/dev/null 2>&1; } || true; \
+		$(done); }
 
 # What the platform needs, and nothing more: the venv with Shipyard and its
 # dependencies, the JupyterLab extension, configurable-http-proxy.
@@ -137,6 +152,7 @@ bench: install
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/audit.py
 	$(BIN)/python bench/tracking.py
+	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/chaos.py
 
 clean:

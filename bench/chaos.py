@@ -36,6 +36,11 @@ the signal to the recovery.
 3. ``kill -9`` of the only replica of a 1-replica deployment; same, with 1;
 4. ``kill -9`` of the deployer service process; recovered: a new deployer answers
    ``/services/deployer/health`` through the proxy and reports the replicas ready;
+   meanwhile its front (``hub_ext/services/deployer/front.py``) routes the model
+   requests alone;
+4b. ``kill -9`` of the deployer's front (the process on the deployer's port that routes
+   model requests); recovered: the deployer has started a new front on the same socket,
+   which answers ``/health`` and reports the replicas ready;
 5. ``kill -9`` of configurable-http-proxy (JupyterHub checks its proxy every 5 s and
    starts a new one); recovered: a new proxy process routes to the hub and the
    deployer. If none within ``--recovery-timeout``, the drill says so and the hub is
@@ -55,7 +60,7 @@ environment, so an adopted service is found too), and the seconds from the kill 
 which is MLflow's own, with the user's token). The model load runs through these too,
 and their rows are in the drill table.
 
-The drills run in the order 3, 1, 2, 4, 5, the other services, 6 (one scale-up, and
+The drills run in the order 3, 1, 2, 4, 4b, 5, the other services, 6 (one scale-up, and
 the drill that restarts the hub last), and are printed in the order above.
 
 The hub, its services and the deployment are :mod:`bench.harness.platform` (the deployment
@@ -265,6 +270,26 @@ class Drills:
             self.recover_by_restart(result)
         return result
 
+    def front(self) -> Result:
+        def kill():
+            pid = self.p.front_pid()
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+            return pid
+
+        def recovered(victim):
+            pid = self.p.front_pid()
+            return (
+                pid not in (None, victim)
+                and self.p.service_healthy("deployer")
+                and self.p.ready_replicas() == self.replicas
+            )
+
+        result = self.run("front", "kill -9 the deployer's front", kill, recovered)
+        if result.recovered_s is None and not result.skipped:
+            self.recover_by_restart(result)
+        return result
+
     def proxy(self) -> Result:
         def kill():
             pid = self.p.proxy_pid()
@@ -365,6 +390,7 @@ ORDER = [
     "replica-term-2",
     "replica-kill-1",
     "deployer",
+    "front",
     "proxy",
     "hub",
 ]
@@ -506,6 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         drills.replica("replica-kill-2", "kill -9 one replica (2 replicas)", signal.SIGKILL)
         drills.replica("replica-term-2", "SIGTERM one replica (2 replicas)", signal.SIGTERM)
         drills.service("deployer", "deployer", "kill -9 deployer service")
+        drills.front()
         drills.proxy()
         for name in args.services:
             if name != "deployer":

@@ -51,12 +51,24 @@ for the README, for CI and for a small team's server:
     SHIPYARD_SECRETS_KEY_FILE the key file that encrypts secret values ($SHIPYARD_DATA_DIR/secrets.key, made 0600)
     SHIPYARD_SECRETS_BACKEND where values are kept: database (encrypted, the default) or kubernetes (Secrets)
     SHIPYARD_SECRETS_CONFIG  a secrets service config file (c.SecretsService..., c.DatabaseBackend...)
+    SHIPYARD_ALERTS          1 runs the alerts service (alert rules and notifications at /services/alerts/); 0 does not
+    SHIPYARD_ALERTS_URL      where the alerts service listens (http://127.0.0.1:8008)
+    SHIPYARD_ALERTS_DB_URL   the alerts database (sqlite in the data dir; a postgresql:// URL in production)
+    SHIPYARD_ALERTS_ADMIN_URLS apprise URLs (space-separated) every alert is sent to: the admins'
+    SHIPYARD_ALERTS_CONFIG   an alerts config file (c.AlertsService..., c.AlertRules..., c.AlertNotifier...)
     SHIPYARD_AUDIT           0 turns the audit trail off (1: every privileged action is recorded)
     SHIPYARD_AUDIT_DIR       the trail's JSON-lines file, archives and SQLite table ($SHIPYARD_DATA_DIR/audit)
     SHIPYARD_AUDIT_DB_URL    the trail's table (sqlite in the audit dir; a postgresql:// URL in production)
     SHIPYARD_AUDIT_RETENTION_DAYS days an audit record is kept (365; 0 keeps them forever)
     SHIPYARD_AUDIT_SERVICE   1 runs the audit service (the trail's REST API for admins at /services/audit/); 0 does not
     SHIPYARD_AUDIT_SERVICE_URL where the audit service listens (http://127.0.0.1:8006)
+    SHIPYARD_USAGE           1 runs the usage service (usage, cost and right-sizing at /services/usage/); 0 does not
+    SHIPYARD_USAGE_URL       where the usage service listens (http://127.0.0.1:8007)
+    SHIPYARD_USAGE_DB_URL    the usage database (sqlite in the data dir; a postgresql:// URL in production)
+    SHIPYARD_USAGE_CONFIG    a usage service config file (c.UsageService...: prices, sample interval)
+    SHIPYARD_PROMETHEUS      1 (default) declares the service `prometheus` whose token
+        ($SHIPYARD_DATA_DIR/prometheus-token, 0600) may read /hub/metrics and every service's
+        metrics and nothing else (read:metrics); give it to Prometheus (docs/observability.md); 0 does not
     SHIPYARD_PLACEMENT       how users' servers, runs and models run here: process (default) or container
         (podman, from the environments' images: docs/containers.md); `shipyard up --placement`
     SHIPYARD_MLFLOW_TELEMETRY 1 lets MLflow send its usage telemetry from the services, servers,
@@ -289,6 +301,14 @@ if service_on("deployer"):
                 SHIPYARD_DEPLOYER_TRACKING_URL=(
                     public_url + "/services/tracking" if service_on("tracking") else None
                 ),
+                # lineage reads scheduler and pipeline runs there, with the caller's token;
+                # straight to the service (it is served under its prefix there too)
+                SHIPYARD_SCHEDULER_URL=(
+                    env("SHIPYARD_SCHEDULER_URL", "http://127.0.0.1:8003").rstrip("/")
+                    + "/services/scheduler"
+                    if service_on("scheduler")
+                    else None
+                ),
             ),
         }
     )
@@ -353,6 +373,82 @@ if service_on("secrets"):
                 secrets_url.rstrip("/") + "/services/secrets/"
             )
 
+# -- usage accounting: what every server, run, step and replica used, its cost, right-sizing
+# (docs/observability.md); it reads the usage ledger c.LocalHost.usage_dir, which the hub,
+# the scheduler and the deployer write, so it runs on this machine, as root like them
+if service_on("usage"):
+    c.JupyterHub.services.append(
+        {
+            "name": "usage",
+            "url": env("SHIPYARD_USAGE_URL", "http://127.0.0.1:8007"),
+            "command": [sys.executable, "-m", "hub_ext.services.usage"],
+            "display": False,
+            "oauth_no_confirm": True,
+            "environment": only_set(
+                SHIPYARD_DATA_DIR=str(data),
+                SHIPYARD_USAGE_DB_URL=env("SHIPYARD_USAGE_DB_URL"),
+                SHIPYARD_USAGE_CONFIG=env("SHIPYARD_USAGE_CONFIG"),
+            ),
+        }
+    )
+    # read:users: whether a caller is an admin (a server's token does not say) and the
+    # owners' groups (the report by group)
+    c.JupyterHub.load_roles.append(
+        {"name": "usage", "scopes": ["read:users"], "services": ["usage"]}
+    )
+    # every user reads their own usage (the service shows nobody else's), from a terminal
+    # of their server too (`shipyard usage report`)
+    allow_users("access:services!service=usage")
+    c.Spawner.environment.update({"SHIPYARD_USAGE_URL": public_url + "/services/usage"})
+else:
+    # nobody reads the ledger: the hub, the scheduler and the deployer write none
+    c.LocalHost.usage_dir = ""
+# -- alerts: Shipyard evaluates its own alert rules (models, jobs, disk) and notifies the
+# owner and the admins through apprise, with no extra server (docs/observability.md, "Alerts")
+if service_on("alerts"):
+    alerts_scopes = ["list:users", "read:users:name", "read:users", "read:servers"]
+    alerts_env = only_set(
+        SHIPYARD_DATA_DIR=str(data),
+        SHIPYARD_PROFILES=str(c.LocalProfileSpawner.profiles_file),
+        SHIPYARD_PUBLIC_URL=public_url,
+        SHIPYARD_ALERTS_DB_URL=env("SHIPYARD_ALERTS_DB_URL"),
+        SHIPYARD_ALERTS_CONFIG=env("SHIPYARD_ALERTS_CONFIG"),
+        SHIPYARD_ALERTS_ADMIN_URLS=env("SHIPYARD_ALERTS_ADMIN_URLS"),
+    )
+    # it reads the scheduler, the deployer and the usage service (idle GPUs) as a monitor
+    # (their `monitors` trait names it), straight to each service (served under its prefix
+    # there too)
+    for name, variable, default_url in (
+        ("scheduler", "SHIPYARD_SCHEDULER_URL", "http://127.0.0.1:8003"),
+        ("deployer", "SHIPYARD_DEPLOYER_URL", "http://127.0.0.1:8004"),
+        ("usage", "SHIPYARD_USAGE_URL", "http://127.0.0.1:8007"),
+    ):
+        if service_on(name):
+            alerts_scopes.append(f"access:services!service={name}")
+            alerts_env[f"SHIPYARD_ALERTS_{name.upper()}_URL"] = (
+                env(variable, default_url).rstrip("/") + f"/services/{name}"
+            )
+    c.JupyterHub.services.append(
+        {
+            "name": "alerts",
+            "url": env("SHIPYARD_ALERTS_URL", "http://127.0.0.1:8008"),
+            "command": [sys.executable, "-m", "hub_ext.services.alerts"],
+            "display": False,
+            "oauth_no_confirm": True,
+            "environment": alerts_env,
+        }
+    )
+    # list:users and read:users:name: whose jobs and models to read; read:users: whether a
+    # caller of its API is an admin (a server's token does not say), and users' groups;
+    # read:servers: the profile each running server was started with (the quota rule)
+    c.JupyterHub.load_roles.append(
+        {"name": "alerts", "scopes": alerts_scopes, "services": ["alerts"]}
+    )
+    # users and their servers' tokens (the panel) read their alerts and set their targets
+    allow_users("access:services!service=alerts")
+    # the panel's Alerts section reads them through the server (server_ext/handlers/alerts.py)
+    c.Spawner.environment.update({"SHIPYARD_ALERTS_URL": public_url + "/services/alerts"})
+
 # -- audit trail: one hash-chained record per privileged action, in the hub and every
 # service (hub_ext/audit). Keep this block last: it passes the trail's settings to every
 # hub-managed service declared above.
@@ -392,3 +488,22 @@ service_env.update(telemetry.environment())
 for service in c.JupyterHub.services:
     if "command" in service:
         service.setdefault("environment", {}).update(service_env)
+
+# -- Prometheus: a service with no process, whose token reads the hub's /hub/metrics and
+# each service's `metrics` (read:metrics) and nothing else; the admin hands the token file
+# to Prometheus (config/prometheus/prometheus.yml, docs/observability.md). Each service's
+# access scope lets the token through the service's login; the services answer it only at
+# `metrics` (the scheduler and the deployer act for users only, tracking and secrets check
+# their callers' own rights, audit is for admins).
+if service_on("prometheus"):
+    c.JupyterHub.services.append(
+        {"name": "prometheus", "api_token": load_or_create_token(data, "prometheus-token")}
+    )
+    served = [s["name"] for s in c.JupyterHub.services if "url" in s]
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "prometheus",
+            "scopes": ["read:metrics", *(f"access:services!service={n}" for n in served)],
+            "services": ["prometheus"],
+        }
+    )

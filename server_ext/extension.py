@@ -12,10 +12,12 @@ from jupyter_server.extension.application import ExtensionApp
 
 from hub_ext import __version__
 
+from .handlers.alerts import alerts_routes
 from .handlers.audit import audit_routes
 from .handlers.deployer import deployer_routes
 from .handlers.scheduler import scheduler_routes
 from .handlers.server import ExperimentsHandler, ProfileHandler
+from .handlers.usage import usage_routes
 
 
 class ShipyardExtension(ExtensionApp):
@@ -33,5 +35,7 @@ class ShipyardExtension(ExtensionApp):
                 *scheduler_routes(),
                 *deployer_routes(),
                 *audit_routes(),
+                *usage_routes(),
+                *alerts_routes(),
             ]
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import pwd
@@ -203,9 +204,14 @@ def page(request):
         browser.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hub_factory(tmp_path_factory, home_root, base_env):
-    """Start hubs on free ports; every one is stopped and cleaned up at the end."""
+    """Start hubs on free ports; every one is stopped and cleaned up when its module ends.
+
+    Per module, not per session: a hub left running (with its services, MLflow, the
+    deployer's replicas) until the last module would take the CPU that later modules'
+    hubs and kernels wait for.
+    """
     hubs: list[HubProcess] = []
 
     def make(
@@ -221,8 +227,9 @@ def hub_factory(tmp_path_factory, home_root, base_env):
         return hub.start() if start else hub
 
     yield make
-    for hub in hubs:
-        hub.stop()
+    # side by side: a module with ten hubs (servers, services) stops in the time of one
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda hub: hub.stop(), hubs))
     for hub in hubs:
         remove_test_accounts(hub.account_prefix)
         remove_cgroups(hub.cgroup_parent)

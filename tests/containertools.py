@@ -77,6 +77,11 @@ def ensure_image(environment: str) -> str:
     return tag
 
 
+def cgroup_kind() -> str:
+    """How podman's cgroups are read here: ``cgroup2`` (unified) or ``cgroup1``."""
+    return "cgroup2" if Path("/sys/fs/cgroup/cgroup.controllers").exists() else "cgroup1"
+
+
 def ensure_base_image() -> str:
     """The ``base`` environment's image."""
     return ensure_image("base")
@@ -127,7 +132,7 @@ def placement_config(prefix: str, place: Path, account_prefix: str, home_root: P
     Its names start with ``prefix`` (:func:`leftovers` finds them); its API socket and
     idmapped mounts are in ``place``; the uid-1000 home through an idmapped mount whatever
     the machine's accounts; no CDI spec (no GPU); accounts ``<account_prefix><user>``
-    homed in ``home_root``.
+    homed in ``home_root``; the usage ledger in ``place`` too.
     """
     return Config(
         {
@@ -142,6 +147,7 @@ def placement_config(prefix: str, place: Path, account_prefix: str, home_root: P
                 "system_user_prefix": account_prefix,
                 "home_dir_template": str(home_root / "{account}"),
                 "gpu_devices": [],
+                "usage_dir": str(place / "usage"),
             },
         }
     )

@@ -20,7 +20,8 @@ from hub_ext.services.deployer.backend import Backend, DeployFailed, VersionSpec
 
 from .hubtools import free_port
 
-#: A model server double: predicts its tag for each row; ``error`` answers 500 to everything.
+#: A model server double: predicts its tag for each row; ``error`` answers 500 to everything,
+#: ``slow`` answers after 0.3 s, ``fail-after`` answers 500 once it has answered ``tag`` calls.
 FAKE_MODEL_SERVER = r"""
 import json, signal, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,8 +55,8 @@ class H(BaseHTTPRequestHandler):
         else:
             body = json.loads(raw)
         served["requests"] += 1
-        time.sleep(0.02)
-        if mode == "error":
+        time.sleep(0.3 if mode == "slow" else 0.02)
+        if mode == "error" or (mode == "fail-after" and served["requests"] > int(tag)):
             served["errors"] += 1
             return self.reply(500, {"error_code": "MODEL_ERROR", "message": "boom"})
         rows = len(body.get("inputs") or body.get("dataframe_split", {}).get("data") or [0])
@@ -76,7 +77,9 @@ class FakeModelBackend(Backend):
 
     ``model_uri`` (a ``models:/`` URI, a form the API accepts) says what the fake
     model does: ``models:/fake/<tag>`` predicts ``<tag>``, ``models:/fake-error/<tag>``
-    answers 500, ``models:/fake-broken/<tag>`` never starts.
+    answers 500, ``models:/fake-slow/<tag>`` answers after 0.3 s,
+    ``models:/fake-fail-after/<n>`` answers 500 after its first ``n`` calls (per replica),
+    ``models:/fake-broken/<tag>`` never starts.
     """
 
     def __init__(self, **kwargs):
@@ -86,7 +89,9 @@ class FakeModelBackend(Backend):
     def _spawn(self, spec: VersionSpec) -> tuple[subprocess.Popen, int]:
         kind, _, tag = spec.model_uri.removeprefix("models:/").partition("/")
         port = free_port()
-        mode = "error" if kind == "fake-error" else "ok"
+        mode = {"fake-error": "error", "fake-slow": "slow", "fake-fail-after": "fail-after"}.get(
+            kind, "ok"
+        )
         proc = subprocess.Popen(
             [sys.executable, "-c", FAKE_MODEL_SERVER, str(port), tag, mode],
             start_new_session=True,

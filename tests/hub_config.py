@@ -43,6 +43,8 @@ c.JupyterHub.spawner_class = env.get("SHIPYARD_TEST_SPAWNER", "shipyard-local")
 # models (<parent>-models): the hub passes c.LocalHost on to the services it starts
 c.LocalHost.system_user_prefix = env["SHIPYARD_TEST_ACCOUNT_PREFIX"]
 c.LocalHost.cgroup_parent = env["SHIPYARD_TEST_CGROUP_PARENT"]
+# the usage ledger beside the hub's data: the hub's test leaves nothing in /var/lib
+c.LocalHost.usage_dir = str(Path(env["SHIPYARD_DATA_DIR"]) / "usage-ledger")
 if env.get("SHIPYARD_TEST_HOME_ROOT"):
     c.LocalHost.home_dir_template = env["SHIPYARD_TEST_HOME_ROOT"] + "/{account}"
     c.SimpleLocalProcessSpawner.home_dir_template = env["SHIPYARD_TEST_HOME_ROOT"] + "/{username}"

@@ -22,6 +22,7 @@ import pwd
 import random
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,7 +41,9 @@ HUB_CONFIG = REPO / "tests" / "hub_config.py"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: Where Shipyard's cgroups can be: the v1 hierarchies it writes (devices: the
 #: GPU filter) and the v2 root.
-HIERARCHIES = tuple(CGROUP_ROOT / h for h in ("memory", "cpu", "devices")) + (CGROUP_ROOT,)
+HIERARCHIES = tuple(CGROUP_ROOT / h for h in ("memory", "cpu", "devices", "cpuacct")) + (
+    CGROUP_ROOT,
+)
 
 
 #: Ports this process handed out already: never twice.
@@ -144,6 +147,8 @@ class HubProcess:
         self.deployer_port = free_port()
         self.audit_port = free_port()
         self.secrets_port = free_port()
+        self.usage_port = free_port()
+        self.alerts_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_token = secrets.token_hex(32)
         self.proc: subprocess.Popen | None = None
@@ -180,6 +185,12 @@ class HubProcess:
                 # the secrets service only for its own tests (extra_env SHIPYARD_SECRETS=1)
                 "SHIPYARD_SECRETS": "0",
                 "SHIPYARD_SECRETS_URL": f"http://127.0.0.1:{self.secrets_port}",
+                # the usage service only for its own tests (extra_env SHIPYARD_USAGE=1)
+                "SHIPYARD_USAGE": "0",
+                "SHIPYARD_USAGE_URL": f"http://127.0.0.1:{self.usage_port}",
+                # the alerts service only for its own tests (extra_env SHIPYARD_ALERTS=1)
+                "SHIPYARD_ALERTS": "0",
+                "SHIPYARD_ALERTS_URL": f"http://127.0.0.1:{self.alerts_port}",
                 "PATH": os.pathsep.join(
                     [str(Path(sys.prefix) / "bin"), os.environ.get("PATH", "")]
                 ),
@@ -503,7 +514,9 @@ def remove_empty_cgroups(pattern: str = "shipyard-test*") -> None:
 
 
 def remove_cgroups(parent: str) -> None:
+    """Remove every cgroup under ``parent``, and the usage ledger's records of them."""
     from hub_ext.host.cgroups import detect_driver
+    from hub_ext.host.local import LocalHost
 
     driver = detect_driver(parent)
     for directory in cgroup_dirs(parent):
@@ -513,6 +526,9 @@ def remove_cgroups(parent: str) -> None:
             (base / parent).rmdir()
         except OSError:
             pass
+    # what LocalHost.launch recorded with the default ledger (tests that make their own
+    # LocalHost); a hub's tests keep theirs in the hub's data dir (tests/hub_config.py)
+    shutil.rmtree(Path(LocalHost().usage_dir) / parent, ignore_errors=True)
 
 
 def read_json(path: Path):

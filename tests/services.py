@@ -112,6 +112,8 @@ SERVICES = {
     "deployer": ("SHIPYARD_DEPLOYER", "SHIPYARD_DEPLOYER_CONFIG", "health"),
     "secrets": ("SHIPYARD_SECRETS", "SHIPYARD_SECRETS_CONFIG", "health"),
     "audit": ("SHIPYARD_AUDIT_SERVICE", None, "health"),
+    "usage": ("SHIPYARD_USAGE", "SHIPYARD_USAGE_CONFIG", "health"),
+    "alerts": ("SHIPYARD_ALERTS", "SHIPYARD_ALERTS_CONFIG", "health"),
     "tracking": ("SHIPYARD_TRACKING", None, "version"),
 }
 
@@ -376,8 +378,9 @@ def create_job(sched, user, name: str, nb: dict, **fields) -> dict:
 # ------------------------------------------------------------------ tracking and the deployer
 
 
-def log_model(hub, token: str) -> str:
-    """A scikit-learn model logged to tracking as alice, from here; its MLflow run id."""
+def log_model(hub, token: str, experiment: str = "alice/privacy") -> str:
+    """A scikit-learn model logged to tracking as the token's user (alice unless said
+    otherwise, in ``experiment``), from here; its MLflow run id."""
     import mlflow
     import mlflow.sklearn
     import numpy as np
@@ -388,10 +391,8 @@ def log_model(hub, token: str) -> str:
     os.environ["MLFLOW_TRACKING_TOKEN"] = token
     try:
         mlflow.set_tracking_uri(f"{hub.url}/services/tracking")
-        experiment = mlflow.get_experiment_by_name("alice/privacy")
-        experiment_id = (
-            experiment.experiment_id if experiment else mlflow.create_experiment("alice/privacy")
-        )
+        found = mlflow.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else mlflow.create_experiment(experiment)
         x = pd.DataFrame({"x": np.arange(10, dtype=float)})
         model = LinearRegression().fit(x, 2 * x["x"] + 1)
         with mlflow.start_run(experiment_id=experiment_id) as run:

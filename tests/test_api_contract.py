@@ -1,7 +1,8 @@
-"""The scheduler's and the deployer's OpenAPI documents say what the services do.
+"""The scheduler's, the deployer's and the usage service's OpenAPI documents say what the
+services do.
 
 Schemathesis (property-based tests generated from an OpenAPI document) runs
-against both real services, behind a real hub, with a real user's token and
+against the real services, behind a real hub, with a real user's token and
 **all** its checks: not only "no 500", but every answer documented, schema-valid
 requests accepted, schema-invalid ones refused, 405 answers with ``Allow``, no
 answer without authentication. The few deliberate exceptions are listed in
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import subprocess
 import sys
@@ -107,11 +109,33 @@ EXCEPTIONS = {
             "the profile must be in the admin's profiles file, which the service re-reads "
             "while it runs",
         ),
-        ("POST", "/api/deployments/{name}/versions", "the same profile rule"),
+        (
+            "POST",
+            "/api/deployments/{name}/versions",
+            "the same profile rule; and canary with canary_percent is refused (one or the "
+            "other): the document does not say 'not both'",
+        ),
         (
             "PUT",
             "/api/deployments/{name}/traffic",
             "the percentages of a split must sum to 100: JSON Schema has no sum",
+        ),
+    ],
+    "usage": [
+        (
+            "GET",
+            "/api/usage",
+            "since and until must be ISO 8601 times or seconds since the epoch (a format JSON "
+            "Schema has no name for), and since before until (a relation between two "
+            "parameters)",
+        ),
+    ],
+    "alerts": [
+        (
+            "PUT",
+            "/api/targets",
+            "each URL must be one apprise can use, of a scheme users may use, and its host "
+            "must resolve to public addresses (apprise and DNS decide)",
         ),
     ],
 }
@@ -484,6 +508,61 @@ def test_the_deployer_does_what_its_openapi_document_says(dep, tmp_path):
     assert rc == 0, output
 
 
+@pytest.fixture(scope="module")
+def usage_hub(hub_factory):
+    with service_hub(
+        hub_factory,
+        "contract-usage",
+        tagged("sycus-"),
+        tagged("shipyard-test-cus"),
+        ["usage"],
+    ) as hub:
+        yield hub
+
+
+@pytest.fixture(scope="module")
+def alerts_service(hub_factory):
+    """A hub with the alerts service alone (its disk rule; no scheduler or deployer)."""
+    with service_hub(
+        hub_factory,
+        "contract-alerts",
+        tagged("sycal-"),
+        tagged("shipyard-test-cal"),
+        ["alerts"],
+    ) as hub:
+        yield hub
+
+
+def test_the_usage_service_does_what_its_openapi_document_says(usage_hub, tmp_path):
+    token = usage_hub.create_user("uma")
+    config = exceptions_config("usage", tmp_path)
+    rc, output = schemathesis(f"{usage_hub.url}/services/usage/", token, config)
+    assert rc == 0, output
+
+
+def test_the_alerts_service_does_what_its_openapi_document_says(alerts_service, tmp_path):
+    hub = alerts_service
+    token = hub.create_user("alma")
+    base = f"{hub.url}/services/alerts/"
+    headers = {"Authorization": f"token {token}"}
+    # malformed queries and bodies are 400s with the field named, never 500s
+    for path, word in (
+        ("api/alerts?include_resolved=1", "include_resolved"),
+        ("api/alerts?limit=1e3", "limit"),
+        ("api/alerts?state=burning", "state"),
+    ):
+        refused(requests.get(base + path, headers=headers, timeout=30), word)
+    r = requests.put(base + "api/targets", headers=headers, json={"urls": "x"}, timeout=30)
+    refused(r, "urls")
+    r = requests.put(
+        base + "api/targets", headers=headers, json={"urls": ["json://127.0.0.1/x"]}, timeout=30
+    )
+    refused(r, "not a public address")
+    config = exceptions_config("alerts", tmp_path)
+    rc, output = schemathesis(base, token, config)
+    assert rc == 0, output
+
+
 # --------------------------------------- point 12: another user's object looks missing
 #
 # SECURITY rule 3: a stranger's request about someone's object is answered exactly as the
@@ -507,16 +586,20 @@ NOT_PER_OBJECT = {
         ("GET", "/health"): "the service's health, public",
         ("GET", "/metrics"): "the process's metrics, for hub admins only",
         ("GET", "/api/profiles"): "the caller's own profiles",
+        ("GET", "/api/quotas"): "the group quotas' use, for hub admins and monitors only",
         ("POST", "/api/previews/cron"): "a preview of the body sent: names no object",
         ("POST", "/api/previews/parameters"): "a preview of the notebook sent: names no object",
         ("GET", "/api/jobs"): "a listing of what the caller may see (?owner= filters it)",
         ("POST", "/api/jobs"): "makes a job of the caller's own",
         ("GET", "/api/notifications"): "a listing of the caller's own notifications",
+        ("GET", "/api/pipelines"): "a listing of the caller's own pipelines",
+        ("POST", "/api/pipelines"): "makes a pipeline of the caller's own, from their home",
     },
     "deployer": {
         ("GET", "/openapi.json"): "the document itself, public",
         ("GET", "/health"): "the service's health, public",
         ("GET", "/metrics"): "the process's metrics, for hub admins only",
+        ("GET", "/metrics/replicas"): "the replicas' metrics, for hub admins only",
         ("GET", "/api/deployments"): "a listing: a non-admin's ?owner=<another user> is 403 "
         "whoever that user is and whatever they own",
     },
@@ -524,7 +607,7 @@ NOT_PER_OBJECT = {
 
 #: Per service: the parameters (in the path or the query) that name one user's object.
 OWNED_PARAMETERS = {
-    "scheduler": {"job_id", "run_id", "notification_id"},
+    "scheduler": {"job_id", "run_id", "notification_id", "pipeline_id", "pipeline_run_id"},
     "deployer": {"name", "version"},
 }
 #: Per service: the query parameter that names whose objects a request is about (the
@@ -541,6 +624,10 @@ BODIES = {
         ("POST", "/api/jobs/{job_id}/runs"): {"parameters": {}},
         ("PATCH", "/api/runs/{run_id}"): {"status": "cancelled"},
         ("PATCH", "/api/notifications/{notification_id}"): {"read": True},
+        ("PUT", "/api/pipelines/{pipeline_id}"): {},
+        ("PATCH", "/api/pipelines/{pipeline_id}"): {"paused": True},
+        ("POST", "/api/pipelines/{pipeline_id}/runs"): {"parameters": {}},
+        ("PATCH", "/api/pipeline-runs/{pipeline_run_id}"): {"status": "cancelled"},
     },
     "deployer": {
         # the object named in the body, in the owner's namespace (?owner=)
@@ -752,6 +839,30 @@ def test_another_users_jobs_runs_and_notifications_answer_as_missing_ones(sched,
         "alice's notification",
     )
 
+    # a pipeline of alice's (from her home) and a run of it that failed
+    home = Path(home_root / account)
+    folder = home / "hidden"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "step.ipynb").write_text(json.dumps(notebook("raise ValueError('planned')")))
+    (folder / "pipeline.yaml").write_text(
+        "name: hidden\nprofile: tiny\nsteps:\n  only: {notebook: step.ipynb}\n"
+    )
+    entry = pwd.getpwnam(account)
+    for path in (folder, folder / "step.ipynb", folder / "pipeline.yaml"):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    r = sched.call("POST", "api/pipelines", alice, json={"path": "hidden/pipeline.yaml"})
+    assert r.status_code == 201, r.text
+    pipeline = r.json()
+    prun = sched.call("POST", f"api/pipelines/{pipeline['id']}/runs", alice, json={}).json()
+    wait_for(
+        lambda: (
+            sched.call("GET", f"api/pipeline-runs/{prun['id']}", alice).json()["status"] == "failed"
+        ),
+        120,
+        0.2,
+        "alice's pipeline run to fail",
+    )
+
     def state() -> list:
         return [
             sched.call("GET", path, alice).content
@@ -760,11 +871,19 @@ def test_another_users_jobs_runs_and_notifications_answer_as_missing_ones(sched,
                 f"api/jobs/{job['id']}/notebook",
                 f"api/jobs/{job['id']}/runs",
                 "api/notifications",
+                f"api/pipelines/{pipeline['id']}",
+                f"api/pipelines/{pipeline['id']}/runs",
             )
         ]
 
     before = state()
-    real = {"job_id": job["id"], "run_id": run["id"], "notification_id": notes[0]["id"]}
+    real = {
+        "job_id": job["id"],
+        "run_id": run["id"],
+        "notification_id": notes[0]["id"],
+        "pipeline_id": pipeline["id"],
+        "pipeline_run_id": prun["id"],
+    }
     missing = {name: uuid.uuid4().hex for name in real}
     failures = stranger_differences("scheduler", sched.base, bob, operations, real, missing)
     assert not failures, "\n".join(failures)
@@ -772,8 +891,10 @@ def test_another_users_jobs_runs_and_notifications_answer_as_missing_ones(sched,
         ("DELETE", "/api/jobs/{job_id}"),
         ("GET", "/api/runs"),  # ?job_id=
         ("POST", "/api/webhooks/{job_id}"),
+        ("DELETE", "/api/pipelines/{pipeline_id}"),
+        ("POST", "/api/pipeline-runs/{pipeline_run_id}/repair"),
     }
-    assert state() == before, "a stranger's request changed alice's job"
+    assert state() == before, "a stranger's request changed alice's job or pipeline"
 
 
 def test_another_users_deployments_answer_as_missing_ones(dep):

@@ -84,6 +84,8 @@ NOTEBOOK = {
 
 #: Actions this module does not perform, and where each is tested.
 ELSEWHERE = {
+    "pipeline.deploy_gate": "tests/test_pipeline_deploy.py::"
+    "test_the_gate_deploys_the_first_model_refuses_a_worse_one_and_deploys_a_better_one",
     "audit.retention": "tests/test_audit.py::test_retention_rotates_prunes_and_keeps_the_chain_verifiable",
 }
 
@@ -396,6 +398,107 @@ def run_cancel(w: World):
     return expect("alice", f"run/{run}")
 
 
+PIPELINE = """\
+name: audited
+profile: tiny
+parameters: {duration: 0}
+steps:
+  only: {notebook: only.ipynb}
+"""
+
+
+def _alice_file(w: World, relative: str, text: str) -> None:
+    import os
+    import pwd
+
+    entry = pwd.getpwnam(account_name("alice", PREFIX))
+    path = Path(entry.pw_dir) / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    for p in (path, path.parent):
+        os.chown(p, entry.pw_uid, entry.pw_gid)
+
+
+def pipeline_create(w: World):
+    sleeping = {**NOTEBOOK["cells"][0], "source": "import time\ntime.sleep(duration)"}
+    parameters = {
+        **NOTEBOOK["cells"][0],
+        "source": "duration = 0",
+        "metadata": {"tags": ["parameters"]},
+    }
+    _alice_file(w, "audited/only.ipynb", json.dumps({**NOTEBOOK, "cells": [parameters, sleeping]}))
+    _alice_file(w, "audited/pipeline.yaml", PIPELINE)
+    body = {"path": "audited/pipeline.yaml"}
+    r = w.service("scheduler", "POST", "api/pipelines", "alice", json=body)
+    assert r.status_code == 201, r.text
+    w.made["pipeline"] = r.json()["id"]
+    return expect("alice", f"pipeline/{w.made['pipeline']}", owner="alice")
+
+
+def pipeline_update(w: World):
+    pipeline = w.made["pipeline"]
+    r = w.service("scheduler", "PUT", f"api/pipelines/{pipeline}", "alice", json={})
+    assert r.status_code == 200, r.text
+    return expect("alice", f"pipeline/{pipeline}", owner="alice")
+
+
+def pipeline_update_denied(w: World):
+    pipeline = w.made["pipeline"]
+    r = w.service("scheduler", "PUT", f"api/pipelines/{pipeline}", "bob", json={})
+    assert r.status_code == 404, r.text
+    return expect("bob", f"pipeline/{pipeline}", "denied", reason="not found")
+
+
+def pipeline_pause(w: World):
+    pipeline = w.made["pipeline"]
+    body = {"paused": True}
+    r = w.service("scheduler", "PATCH", f"api/pipelines/{pipeline}", "alice", json=body)
+    assert r.status_code == 200 and r.json()["paused"], r.text
+    return expect("alice", f"pipeline/{pipeline}", owner="alice")
+
+
+def pipeline_resume(w: World):
+    pipeline = w.made["pipeline"]
+    body = {"paused": False}
+    r = w.service("scheduler", "PATCH", f"api/pipelines/{pipeline}", "alice", json=body)
+    assert r.status_code == 200 and not r.json()["paused"], r.text
+    return expect("alice", f"pipeline/{pipeline}", owner="alice")
+
+
+def pipeline_run(w: World):
+    pipeline = w.made["pipeline"]
+    body = {"parameters": {"duration": 60}}
+    r = w.service("scheduler", "POST", f"api/pipelines/{pipeline}/runs", "alice", json=body)
+    assert r.status_code == 201, r.text
+    w.made["pipeline_run"] = r.json()["id"]
+    return expect("alice", f"pipeline/{pipeline}", owner="alice")
+
+
+def pipeline_cancel(w: World):
+    run = w.made["pipeline_run"]
+    body = {"status": "cancelled"}
+    r = w.service("scheduler", "PATCH", f"api/pipeline-runs/{run}", "alice", json=body)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    return expect("alice", f"pipeline-run/{run}", owner="alice")
+
+
+def pipeline_repair(w: World):
+    run = w.made["pipeline_run"]
+    r = w.service("scheduler", "POST", f"api/pipeline-runs/{run}/repair", "alice")
+    assert r.status_code == 201, r.text
+    w.made["pipeline_repair"] = r.json()["id"]
+    return expect("alice", f"pipeline-run/{run}", owner="alice")
+
+
+def pipeline_delete(w: World):
+    pipeline, repair = w.made["pipeline"], w.made["pipeline_repair"]
+    body = {"status": "cancelled"}
+    w.service("scheduler", "PATCH", f"api/pipeline-runs/{repair}", "alice", json=body)
+    r = w.service("scheduler", "DELETE", f"api/pipelines/{pipeline}", "alice")
+    assert r.status_code == 204, r.text
+    return expect("alice", f"pipeline/{pipeline}")
+
+
 def job_delete(w: World):
     job = w.made["job"]
     assert w.service("scheduler", "DELETE", f"api/jobs/{job}", "alice").status_code == 204
@@ -662,6 +765,15 @@ CASES: list[tuple[str, Callable[[World], dict]]] = [
     ("run.output_download", run_output_download_denied),
     ("run.cancel", run_cancel),
     ("job.delete", job_delete),
+    ("pipeline.create", pipeline_create),
+    ("pipeline.update", pipeline_update),
+    ("pipeline.update", pipeline_update_denied),
+    ("pipeline.pause", pipeline_pause),
+    ("pipeline.resume", pipeline_resume),
+    ("pipeline.run", pipeline_run),
+    ("pipeline.cancel", pipeline_cancel),
+    ("pipeline.repair", pipeline_repair),
+    ("pipeline.delete", pipeline_delete),
     ("deployment.create", deployment_create),
     ("deployment.create", deployment_create_version),
     ("deployment.scale", deployment_scale),

@@ -173,3 +173,14 @@ async def test_the_router_skips_an_open_version_until_its_cooldown_then_probes_i
         breakers["alice-churn-2"].record(False)
     assert router.candidates(alone) == [2]
     assert breakers.describe("alice-churn-2").serving
+
+
+def test_the_metrics_window_is_the_configured_one_for_new_and_existing_versions():
+    router = ModelRouter(ListedEndpoints(), Breakers(), None, None, 1024, 5, window_seconds=15)
+    old = router.window("alice-churn-1")
+    assert old.seconds == 15
+    old.record(0.01, False, 500)
+    assert old.summary()["window_seconds"] == 15
+    router.set_window(300)  # a deployer restarted with another c.DeployerService.metrics_window
+    assert old.seconds == 300 and router.window("alice-churn-2").seconds == 300
+    assert old.summary()["window_requests"] == 1, "what the window holds stays"

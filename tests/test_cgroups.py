@@ -272,7 +272,7 @@ def v1_driver():
     try:
         yield driver
     finally:
-        for hierarchy in ("memory", "cpu", "devices"):
+        for hierarchy in ("memory", "cpu", "devices", "cpuacct"):
             top = CGROUP_ROOT / hierarchy / parent
             if not top.exists():
                 continue

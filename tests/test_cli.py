@@ -333,6 +333,7 @@ def test_help_shows_the_configured_hub(capsys, monkeypatch):
         (["--help"], "https://hub.example.org"),
         (["up", "--help"], "https://hub.example.org"),
         (["jobs", "list", "--help"], "https://hub.example.org/services/scheduler"),
+        (["pipeline", "run", "--help"], "https://hub.example.org/services/scheduler"),
         (["models", "rollback", "--help"], "https://hub.example.org/services/deployer"),
     ):
         with pytest.raises(SystemExit) as exit_info:
@@ -348,7 +349,11 @@ def test_help_shows_the_configured_hub(capsys, monkeypatch):
 
 @pytest.mark.parametrize(
     "args, service",
-    [(["jobs", "list"], "scheduler"), (["models", "list"], "deployer")],
+    [
+        (["jobs", "list"], "scheduler"),
+        (["pipeline", "list"], "scheduler"),
+        (["models", "list"], "deployer"),
+    ],
 )
 def test_without_any_token_the_error_says_what_to_do(capsys, tmp_path, monkeypatch, args, service):
     monkeypatch.chdir(tmp_path)  # no .shipyard here: not the hub's data dir

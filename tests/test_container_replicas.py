@@ -28,6 +28,8 @@ import pytest_asyncio
 
 from hub_ext.environments.catalog import get_environment
 from hub_ext.environments.images import image_tag
+from hub_ext.host.cgroups import read_counters
+from hub_ext.host.usage import UsageLedger
 from hub_ext.services.deployer.local.containers import ContainerBackend
 from hub_ext.services.deployer.local.health import get_health
 
@@ -68,6 +70,13 @@ def version_spec(model_uri: str, **fields):
     from .test_deployer_backends import version_spec as process_version_spec
 
     return process_version_spec(model_uri, **fields)
+
+
+def usage_records(backend, spec) -> list[dict]:
+    """The usage ledger's records of ``spec``'s replicas (the backend's ledger and parent)."""
+    ledger = UsageLedger(backend.local_host.usage_dir)
+    what = f"model/{spec.owner}/{spec.name}/v{spec.version}"
+    return [r for _, r in ledger.records([backend.cgroup_parent]) if r["object"] == what]
 
 
 def invoke(url: str, rows: list[list[float]], headers: dict[str, str]) -> list:
@@ -169,6 +178,12 @@ async def test_a_version_serves_from_a_container_of_its_image(backend, spec):
     log = backend.log_tail(spec.key)
     assert f"r0: started container {name}" in log
     assert " r0 | " in log  # the server's own lines, followed through podman
+    # its usage is recorded from the container's cgroup, as a replica process's would be
+    (usage,) = usage_records(backend, spec)
+    assert (usage["kind"], usage["owner"], usage["cgroup"]) == ("replica", spec.owner, name)
+    assert usage["mem_limit"] == 512 * 2**20 and usage["final"] is None
+    counters = read_counters(usage["driver"], usage["dirs"])
+    assert counters is not None and counters.cpu_usec > 100_000  # it loaded a model
 
 
 @pytest.mark.asyncio(loop_scope="module")
@@ -234,6 +249,10 @@ async def test_stop_leaves_no_container_network_or_mount(backend, spec, place):
     await backend.stop(spec.key, grace=5)
     assert backend.endpoints(spec.key) == []
     assert_gone()
+    # every replica container's record is closed with its last counters
+    usage = usage_records(backend, spec)
+    assert usage and all(r["final"] is not None for r in usage), usage
+    assert all(r["final"]["cpu_usec"] > 100_000 for r in usage), usage
     assert list((place / "run").iterdir()) == []
 
 
@@ -290,6 +309,14 @@ async def test_replica_containers_outlive_a_killed_deployer_and_are_adopted(
                 [3.0]
             )
         assert "adopted 2 replica(s) still serving" in fresh.log_tail(spec.key)
+        # the adopted records are counted on (podman's inspect may lag on a loaded machine)
+        watches = list(fresh._host._usage.values())
+        assert len(watches) == 2, watches
+        for watch in watches:
+            await asyncio.wait_for(watch.counting.wait(), 60)
     finally:
         await fresh.close()
     assert_gone()
+    # the adopting deployer went on with the replicas' open usage records, and closed them
+    usage = usage_records(fresh, spec)
+    assert len(usage) == 2 and all(r["final"] is not None for r in usage), usage

@@ -21,6 +21,7 @@ import pytest
 
 from hub_ext.environments.catalog import get_environment
 from hub_ext.host.slugs import account_name
+from hub_ext.host.usage import UsageLedger
 from hub_ext.profiles.quantities import parse_memory
 from hub_ext.services.scheduler.executors import ExecutorError, RunReport, RunSpec
 from hub_ext.services.scheduler.executors.containers import ContainerExecutor
@@ -131,7 +132,7 @@ def identity(executor, place):
     return spec, report, events, facts, seconds
 
 
-def test_a_run_in_a_container_succeeds_with_its_outputs_and_progress(identity):
+def test_a_run_in_a_container_succeeds_with_its_outputs_and_progress(identity, executor):
     spec, report, events, _, seconds = identity
     assert report.status == RunStatus.SUCCEEDED, f"{report.reason}\n{spec.log_path.read_text()}"
     assert report.outputs == {
@@ -144,6 +145,23 @@ def test_a_run_in_a_container_succeeds_with_its_outputs_and_progress(identity):
     assert events == [(i, count) for i in range(count)]
     html = report.outputs["html"].read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "Who am I?" in html
+    # each of its containers (papermill's, nbconvert's) is counted as the run's, from its
+    # cgroup, and closed with its last reading as podman deleted the cgroup
+    ledger = UsageLedger(executor.local_host.usage_dir)
+    what = spec.usage_object or f"job/{spec.job_id}/run/{spec.run_id}"
+    usage = [r for _, r in ledger.records([executor.cgroup_parent]) if r["object"] == what]
+    assert len(usage) == 2, usage
+    for record in usage:
+        assert (record["kind"], record["owner"], record["driver"]) == (
+            spec.usage_kind,
+            spec.owner,
+            containertools.cgroup_kind(),
+        )
+        assert record["cgroup"].startswith(f"{PREFIX}-") and record["final"] is not None
+    papermill = min(usage, key=lambda r: r["cgroup"])  # its container is -1, nbconvert's -2
+    # papermill and its kernel: well over half a second of CPU, as the cgroup counted it
+    assert papermill["final"]["cpu_usec"] > 500_000
+    assert papermill["final"]["mem_peak"] > 20 * 2**20
     print(f"a run of {count} cells in containers, with HTML: {seconds:.1f} s")
 
 
@@ -298,3 +316,42 @@ def test_a_sweep_removes_the_runs_a_dead_scheduler_left(executor, place):
     assert made.returncode == 0, made.stderr
     assert asyncio.run(executor.sweep()) == [name]
     assert podman("container", "exists", name).returncode == 1
+
+
+def test_a_pipeline_step_reads_and_writes_its_workspace_at_the_same_path(executor, identity, place):
+    """A pipeline step's workspace is bound into its container at its own path (not warm):
+    the file parameters and the values it records are where the scheduler reads them."""
+    import os
+
+    from hub_ext.services.scheduler.pipelines.outputs import read_outputs
+    from hub_ext.services.scheduler.pipelines.spec import OutputType
+
+    account = pwd.getpwnam(account_name("ada", ACCOUNT_PREFIX))
+    workspace = place / "workspace-1"
+    for folder in (workspace, workspace / ".outputs"):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chown(folder, account.pw_uid, account.pw_gid)
+        os.chmod(folder, 0o700)
+    (workspace / "in.txt").write_text("1\n2\n3\n")
+    os.chown(workspace / "in.txt", account.pw_uid, account.pw_gid)
+    recorded = workspace / ".outputs" / "step-1.jsonl"
+    notebook = write_notebook(
+        place / "step.ipynb",
+        "from hub_ext.runtime.outputs import output, workspace\n"
+        "rows = open(table).read().splitlines()\n"
+        "(workspace() / 'out.txt').write_text(str(len(rows)))\n"
+        "output('rows', len(rows))",
+        parameters="table = ''",
+    )
+    spec = spec_for(
+        place,
+        notebook,
+        "step-1",
+        parameters={"table": str(workspace / "in.txt")},
+        extra_env={"SHIPYARD_WORKSPACE": str(workspace), "SHIPYARD_OUTPUTS": str(recorded)},
+    )
+    report, _, _ = run(executor, spec)  # identity's run made ada's account
+    assert report.status == RunStatus.SUCCEEDED, f"{report.reason}\n{spec.log_path.read_text()}"
+    assert (workspace / "out.txt").read_text() == "3"
+    assert (workspace / "out.txt").stat().st_uid == account.pw_uid
+    assert read_outputs(recorded, {"rows": OutputType.integer}) == {"rows": 3}

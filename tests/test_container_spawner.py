@@ -30,8 +30,10 @@ from traitlets.config import Config
 from hub_ext.environments.catalog import get_environment
 from hub_ext.environments.images import image_tag
 from hub_ext.host import containerhost, containers
+from hub_ext.host.cgroups import read_counters
 from hub_ext.host.containers import ContainerSpec, create_spec, firewall_rules
 from hub_ext.host.slugs import account_name
+from hub_ext.host.usage import UsageLedger
 from hub_ext.profiles.model import Profile
 
 from . import containertools
@@ -449,6 +451,19 @@ def container_of(hub, user: str, server: str = "") -> dict:
     return inspect(hub.server_state(user, server)["object_name"])
 
 
+def usage_records(hub, container: str) -> list[dict]:
+    """The usage ledger's records of a server's container (the hub's ledger, servers' folder)."""
+    ledger = UsageLedger(hub.data_dir / "usage-ledger")
+    return [r for _, r in ledger.records([CGROUP_PARENT]) if r["cgroup"] == container]
+
+
+def usage_record(hub, container: str) -> dict:
+    """The one record of ``container``, once the hub opened it (it reads the cgroup once running)."""
+    wait_for(lambda: usage_records(hub, container), 15, what=f"a usage record of {container}")
+    (record,) = usage_records(hub, container)
+    return record
+
+
 #: A scheduled job's notebook: logs to tracking with the MLflow client the scheduler set
 #: up (MLFLOW_TRACKING_URI, _TOKEN, _EXPERIMENT_NAME), tells the job its MLflow run, writes
 #: a file, then waits for the test to have seen its container.
@@ -629,6 +644,13 @@ def test_a_server_runs_in_a_container_of_its_profile_and_its_kernel_too(hub, bas
     ports = found["NetworkSettings"]["Ports"]["8888/tcp"]
     assert [p["HostIp"] for p in ports] == ["127.0.0.1"]
     assert list(found["NetworkSettings"]["Networks"]) == [f"{PREFIX}-alice"]
+    # its usage is recorded from its own cgroup, labelled as a process's server would be
+    usage = usage_record(hub, hub.server_state("alice")["object_name"])
+    assert (usage["kind"], usage["owner"], usage["object"]) == ("server", "alice", "server/alice/")
+    assert (usage["profile"], usage["mem_limit"], usage["final"]) == ("tiny", 400 * 2**20, None)
+    assert found["Id"] in usage["dirs"]["cpu"]
+    before = read_counters(usage["driver"], usage["dirs"])
+    assert before is not None and before.cpu_usec and before.mem_current
 
     code = (
         "import os, sys, pathlib, subprocess\n"
@@ -650,6 +672,9 @@ def test_a_server_runs_in_a_container_of_its_profile_and_its_kernel_too(hub, bas
     made = Path(account.pw_dir) / "made-in-a-kernel.txt"
     assert made.read_text() == "hi"
     assert (made.stat().st_uid, made.stat().st_gid) == (account.pw_uid, account.pw_gid)
+    # the kernel ran in the container's cgroup: its CPU time is in the counters
+    after = read_counters(usage["driver"], usage["dirs"])
+    assert after is not None and after.cpu_usec > before.cpu_usec + 100_000
 
 
 #: Run in a kernel: each attempt that the container's defaults must refuse, and how it went.
@@ -781,6 +806,7 @@ def test_a_hub_restart_re_adopts_the_container_and_a_stop_leaves_nothing(hub):
     hub.start_server("sam")
     state = hub.server_state("sam")
     before = inspect(state["object_name"])["Id"]
+    usage = usage_record(hub, state["object_name"])
 
     assert hub.stop() == 0
     assert inspect(state["object_name"])["State"]["Running"], "the container outlives the hub"
@@ -793,8 +819,16 @@ def test_a_hub_restart_re_adopts_the_container_and_a_stop_leaves_nothing(hub):
     assert r.status_code == 200, r.text
     assert r.json()["profile"]["slug"] == "tiny"
     assert hub.server_state("sam")["object_id"] == before
+    # the restarted hub went on with the container's open usage record, not a second one
+    assert usage_record(hub, state["object_name"])["id"] == usage["id"]
+    running = read_counters(usage["driver"], usage["dirs"])
+    assert running is not None and running.cpu_usec
 
     hub.stop_server("sam")
+    # closed with its last counters, read before podman deleted the cgroup with the container
+    (stopped,) = usage_records(hub, state["object_name"])
+    assert stopped["id"] == usage["id"] and stopped["final"]["cpu_usec"] >= running.cpu_usec
+    assert read_counters(usage["driver"], usage["dirs"]) is None
     wait_for(
         lambda: not any(f"{PREFIX}-sam" in n for n in sum(leftovers().values(), [])),
         30,

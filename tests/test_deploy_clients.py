@@ -148,9 +148,12 @@ def _deployment(**fields) -> dict:
 STATS = {
     "1": {"replicas_ready": 2, "rate": 12.5, "error_rate": 0.0,
           "latency_ms": {"p50": 3.21, "p99": 17.0}, "drift": {"x": 0.1, "y": 0.31},
+          "rows_checked": 500, "input_issues": {"out_of_range": {"x": 4, "y": 9},
+                                                "missing_value": {"x": 2}},
           "breaker": {"open": False}},
     "3": {"replicas_ready": 1, "rate": 1.0, "error_rate": 0.6,
           "latency_ms": {"p50": None, "p99": None}, "drift": {},
+          "rows_checked": 20, "input_issues": {},
           "breaker": {"open": True, "reason": "error rate 60% over 20 requests",
                       "serving": False}},
 }  # fmt: skip
@@ -166,10 +169,11 @@ def test_deployments_as_text_and_as_an_escaped_table():
     header, v3, v2, v1 = text.splitlines()
     assert header.split() == [
         "NAME", "V", "TRAFFIC", "STATE", "HEALTH", "REQ/S", "P50", "MS", "P99", "MS", "ERRORS",
-        "DRIFT", "BREAKER",
+        "DRIFT", "INPUT", "ISSUES", "BREAKER",
     ]  # fmt: skip
     assert v1.split()[:9] == ["churn", "1", "90%", "ready", "2/2", "ready", "12.5", "3.21", "17"]
-    assert "0.31 (y)" in v1 and v1.endswith("closed")
+    assert "0.31 (y)" in v1 and "15 (out_of_range y)" in v1 and v1.endswith("closed")
+    assert v3.split()[-8] == "0"  # rows checked, no issue (v2 failed: nothing checked)
     assert "failed: <b>boom</b> in load_context" in v2
     assert "60.0%" in v3 and v3.endswith("open: error rate 60% over 20 requests")
     assert shown_text.deployments_text([]).startswith("No deployments yet")
@@ -180,6 +184,7 @@ def test_deployments_as_text_and_as_an_escaped_table():
     assert html.count("<code>https://hub//services/deployer/models/alice/churn/invocations") == 1
     assert "&lt;b&gt;boom&lt;/b&gt;" in html and "<b>boom</b>" not in html
     assert "<span style='color:#b00'>0.31 (y)</span>" in html  # drift past 0.25 in red
+    assert ">15 (out_of_range y)</td>" in html
     assert "<span style='color:#b00'>open: error rate 60% over 20 requests</span>" in html
     assert "No deployments yet" in deployments_html([], str)
 
@@ -453,6 +458,7 @@ def test_the_panel_routes_forward_as_the_user_and_pass_errors_on(deployed_hub, t
             ("GET", "deployments/missing", None),
             ("GET", "deployments/missing/metrics", None),
             ("GET", "deployments/missing/versions/1", None),
+            ("GET", "deployments/missing/versions/1/lineage", None),
             ("PUT", "deployments/missing/traffic", {"split": {"1": 50}}),
             ("POST", "deployments/missing/promote", {"version": "x"}),
             ("POST", "deployments/missing/rollback", {}),

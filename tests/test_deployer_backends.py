@@ -30,6 +30,7 @@ import pytest_asyncio
 from hub_ext.host.cgroups import detect_driver, device_rules
 from hub_ext.host.k8s import KubePlacement
 from hub_ext.host.slugs import account_name, user_slug
+from hub_ext.host.usage import UsageLedger
 from hub_ext.profiles.model import GPU_RESOURCE, Profile
 from hub_ext.services.deployer.backend import DeployFailed, VersionSpec
 from hub_ext.services.deployer.kube_manifests import (
@@ -335,6 +336,17 @@ async def test_a_replica_that_dies_is_restarted(backend, spec):
     assert after["cgroup"] == before["cgroup"]
     assert await ainvoke(url, [[0.0]], backend.request_headers(spec.key)) == pytest.approx([1.0])
     assert "r0: was killed by SIGKILL; restarting" in backend.log_tail(spec.key)
+    # usage accounting (docs/observability.md): the dead replica's cgroup instance was
+    # closed with its last reading, the new one labelled as the same replica
+    ledger = UsageLedger(backend.local_host.usage_dir)
+    records = [r for _, r in ledger.records([CGROUP_PARENT]) if r["cgroup"] == after["cgroup"]]
+    assert sorted(r["final"] is None for r in records) == [False, True]
+    for record in records:
+        assert (record["kind"], record["owner"], record["object"]) == (
+            "replica",
+            spec.owner,
+            f"model/{spec.owner}/{spec.name}/v{spec.version}",
+        )
 
 
 @needs_root

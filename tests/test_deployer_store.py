@@ -8,7 +8,12 @@ from sqlalchemy import MetaData
 from hub_ext.services.common.errors import Conflict, NotFound
 from hub_ext.services.deployer.backend import version_key
 from hub_ext.services.deployer.db import make_engine, upgrade
-from hub_ext.services.deployer.models import CreateDeployment, CreateVersion, Grants
+from hub_ext.services.deployer.models import (
+    CanaryPolicy,
+    CreateDeployment,
+    CreateVersion,
+    Grants,
+)
 from hub_ext.services.deployer.orm import Base
 from hub_ext.services.deployer.store import DeploymentStore, scale_split
 
@@ -118,6 +123,78 @@ def test_explicit_split_and_cancelled_pending(store):
     assert change.drain == [1, 3]
     assert store.mark_ready("alice", "churn", 3).drain == [3]
     assert store.get("alice", "churn").traffic == {"2": 100}
+
+
+def canary(percent=10, window=60.0, **thresholds):
+    return CreateVersion(
+        model_uri="/m/2",
+        canary=CanaryPolicy(percent=percent, window_seconds=window, **thresholds),
+    )
+
+
+def test_watched_canary_decided_once_across_a_restart(store):
+    deploy(store)
+    store.mark_ready("alice", "churn", 1)
+    _, v = store.add_version("alice", "churn", canary(10, 30), "tiny")
+    assert v.canary.state == "waiting" and v.canary.ends_at is None
+    assert store.watches() == []  # not ready yet: nothing to judge
+    change = store.mark_ready("alice", "churn", 2)
+    assert change.deployment.traffic == {"1": 90, "2": 10}
+    watch = change.deployment.versions[1].canary
+    assert watch.state == "watching" and watch.baseline_version == 1
+    assert (watch.ends_at - watch.started_at).total_seconds() == 30
+    [w] = store.watches()
+    assert (w.owner, w.name, w.version, w.baseline, w.ready) == ("alice", "churn", 2, 1, True)
+    assert w.ends_at == watch.ends_at and w.policy.min_requests == 20
+    # the deployer restarts: the same window resumes once the version is ready again
+    store.recover()
+    [w] = store.watches()
+    assert not w.ready
+    store.mark_ready("alice", "churn", 2)
+    store.mark_ready("alice", "churn", 1)
+    [w] = store.watches()
+    assert w.ready and w.ends_at == watch.ends_at
+    assert store.get("alice", "churn").traffic == {"1": 90, "2": 10}
+    # a rollback: all traffic to the baseline, recorded with its reason and figures, once
+    figures = {"canary": {"requests": 25, "error_rate": 0.5}, "baseline": {"requests": 200}}
+    change = store.decide_canary("alice", "churn", 2, False, "error rate 0.5 > 0.1", figures)
+    assert change.deployment.traffic == {"1": 100} and change.drain == [2]
+    decided = store.get_version("alice", "churn", 2).canary
+    assert decided.state == "rolled_back" and decided.reason == "error rate 0.5 > 0.1"
+    assert decided.canary.requests == 25 and decided.baseline.requests == 200
+    assert decided.decided_at is not None
+    assert store.decide_canary("alice", "churn", 2, True, "again", figures) is None
+    assert store.get("alice", "churn").traffic == {"1": 100}
+    assert store.watches() == []
+
+
+def test_watched_canary_promoted_and_stopped_by_hand(store):
+    deploy(store)
+    store.mark_ready("alice", "churn", 1)
+    store.add_version("alice", "churn", canary(60, 10), "tiny")
+    store.mark_ready("alice", "churn", 2)  # 60 %: the canary has most of the traffic
+    assert store.watches()[0].baseline == 1
+    change = store.decide_canary("alice", "churn", 2, True, "clean", {"canary": {}})
+    assert change.deployment.traffic == {"2": 100} and change.drain == [1]
+    assert store.get_version("alice", "churn", 2).canary.state == "promoted"
+    # a split by hand during the window ends the watch, saying so
+    store.add_version("alice", "churn", canary(20, 10), "tiny")
+    store.mark_ready("alice", "churn", 3)
+    store.set_traffic("alice", "churn", {2: 50, 3: 50})
+    watch = store.get_version("alice", "churn", 3).canary
+    assert watch.state == "stopped" and "traffic was set by hand" in watch.reason
+    assert store.decide_canary("alice", "churn", 3, False, "late", {}) is None
+    # so does a promote by hand, even before the canary is ready
+    store.add_version("alice", "churn", canary(20, 10), "tiny")
+    store.send_all("alice", "churn", 2, rollback=False)
+    watch = store.get_version("alice", "churn", 4).canary
+    assert watch.state == "stopped" and "version 2 was promoted by hand" in watch.reason
+
+
+def test_watched_canary_needs_a_serving_version(store):
+    deploy(store)
+    with pytest.raises(Conflict, match="no version serving yet"):
+        store.add_version("alice", "churn", canary(), "tiny")
 
 
 def test_recover_and_delete(store):

@@ -130,5 +130,7 @@ print(json.dumps({{s["name"]: s.get("environment", {{}}).get("SHIPYARD_INSTANCE"
     )
     assert done.returncode == 0, done.stderr
     services = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {"tracking", "scheduler", "deployer", "secrets", "audit"} <= set(services)
+    assert {"tracking", "scheduler", "deployer", "secrets", "audit", "usage", "alerts"} <= set(
+        services
+    )
     assert set(services.values()) == {"staging"}, services

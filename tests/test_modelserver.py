@@ -373,12 +373,37 @@ def test_stats_and_metrics(sk, flaky):
     assert stats["drift"] == {} and stats["rows_seen"] == 0
     text = requests.get(flaky.url + "/metrics").text
     for series in (
-        'shipyard_model_requests_total{status="200"}',
-        'shipyard_model_requests_total{status="500"}',
-        "shipyard_model_request_seconds_bucket",
+        'shipyard_model_requests_total{code="200"}',
+        'shipyard_model_requests_total{code="500"}',
+        "shipyard_model_request_duration_seconds_bucket",
         "shipyard_model_batch_rows_bucket",
     ):
         assert series in text
+
+
+def test_metrics_off_keeps_stats_and_serves_no_metrics(training, workdir):
+    """``--metrics off``: no Prometheus series nor /metrics; /stats, drift and checks stay."""
+    _, X, model_dir, summary = training
+    server = ModelServerProcess(
+        model_dir, workdir / "metrics-off.log", "--training-summary", str(summary),
+        "--metrics", "off",
+    )  # fmt: skip
+    try:
+        server.wait_ready()
+        for start in range(0, 120, 40):
+            assert server.post(
+                {"dataframe_split": X.iloc[start : start + 40].to_dict(orient="split")}
+            ).ok
+        assert (
+            server.post({"dataframe_split": {"columns": ["a"], "data": [[1.0]]}}).status_code == 400
+        )
+        r = requests.get(server.url + "/metrics", timeout=10)
+        assert r.status_code == 404 and r.json()["error_code"] == "NOT_FOUND"
+        stats = requests.get(server.url + "/stats", timeout=10).json()
+        assert stats["requests"] == 4 and stats["rows_seen"] == 120
+        assert stats["rows_checked"] >= 120 and set(stats["drift"]) == set(COLUMNS)
+    finally:
+        server.stop()
 
 
 def test_drift(sk, training):

@@ -1,7 +1,7 @@
 """The panel's generated wire types match the services' OpenAPI documents.
 
 labextension/src/api/generated/<service>.ts are written by openapi-typescript from the
-documents the scheduler, the deployer and the audit service build from their pydantic
+documents the scheduler, the deployer, the audit, the usage and the alerts service build from their pydantic
 models (labextension/scripts/gen_types.py, ``jlpm gen:types``). A model changed without
 regenerating leaves the panel typed against answers the service no longer gives: this
 test regenerates into a temporary folder and fails, naming the stale file and the
@@ -85,11 +85,13 @@ def test_generated_types_are_current(regenerated):
 
 
 def test_each_panel_service_has_a_generated_file(regenerated):
-    # the scheduler's, deployer's and audit's answers are what the panel reads
+    # the scheduler's, deployer's, audit's, usage's and alerts' answers are what the panel reads
     assert sorted(p.name for p in regenerated.iterdir()) == [
+        "alerts.ts",
         "audit.ts",
         "deployer.ts",
         "scheduler.ts",
+        "usage.ts",
     ]
     for path in regenerated.iterdir():
         text = path.read_text()

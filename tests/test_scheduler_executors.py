@@ -27,6 +27,7 @@ import yaml
 
 from hub_ext.host.k8s import KubePlacement
 from hub_ext.host.slugs import account_name, user_slug
+from hub_ext.host.usage import UsageLedger
 from hub_ext.profiles.model import GPU_RESOURCE
 from hub_ext.profiles.quantities import parse_memory
 from hub_ext.services.scheduler.executors import (
@@ -191,6 +192,23 @@ def test_the_notebook_runs_as_its_owner_in_its_cgroup_on_the_environment(identit
     assert facts["executable"].startswith(str(base_env.path) + "/")
     assert facts["cwd"] == str(spec.output_dir)
     assert spec.output_dir.stat().st_uid == account.pw_uid
+
+
+@needs_root
+def test_the_runs_cgroup_is_labelled_in_the_usage_ledger_with_its_last_reading(identity, executor):
+    """Usage accounting (docs/observability.md): the run's cgroup was recorded as the run's
+    when it was made, and its final counters when it was removed."""
+    spec, _, _, _ = identity
+    ledger = UsageLedger(executor.local_host.usage_dir)
+    (record,) = [r for _, r in ledger.records([CGROUP_PARENT]) if r["cgroup"] == spec.name]
+    assert (record["kind"], record["owner"], record["object"]) == (
+        "run",
+        spec.owner,
+        f"job/{spec.job_id}/run/{spec.run_id}",
+    )
+    assert record["profile"] == spec.profile.slug
+    assert record["mem_limit"] == parse_memory("384Mi")
+    assert record["final"] is not None and record["final"]["cpu_usec"] > 0
 
 
 @needs_root

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from email import message_from_bytes
 
@@ -20,6 +21,7 @@ from aiosmtpd.smtp import AuthResult
 from tornado.httpserver import HTTPServer
 from tornado.web import Application, RequestHandler
 
+from hub_ext.services.common.notify import each_alone, instantiate, redact
 from hub_ext.services.scheduler.db import make_engine, upgrade
 from hub_ext.services.scheduler.metrics import NOTIFICATIONS
 from hub_ext.services.scheduler.models import NotifyPolicy
@@ -170,6 +172,48 @@ async def test_the_address_guard_refuses_loopback_webhooks(store, receiver, host
     assert [n.run_id for n in store.list_notifications("alice").notifications] == [run.id]
 
 
+async def test_a_webhook_that_answers_an_error_is_counted_and_the_panel_still_told(store, caplog):
+    """A receiver that answers 500: the webhook counts as failed, the panel has the run."""
+
+    class Broken(RequestHandler):
+        def post(self):
+            self.set_status(500)
+
+    server = Application([("/hook", Broken)]).listen(0, "127.0.0.1")
+    port = next(iter(server._sockets.values())).getsockname()[1]
+    try:
+        job, run = failed_run(store, webhook_url=f"http://127.0.0.1:{port}/hook")
+        failed = count("webhook", "failed")
+        notifier = Notifier(store=store, allow_private_webhooks=True)
+        with caplog.at_level(logging.WARNING, logger=notifier.log.name):
+            await notifier.notify(job, run)
+        assert count("webhook", "failed") == failed + 1
+        [why] = [r.getMessage() for r in caplog.records if r.name == notifier.log.name]
+        assert f"Webhook of job {job.id} not taken: the webhook answered 500" in why
+        assert str(port) not in why  # the URL (it may hold a token) is never logged
+        assert [n.run_id for n in store.list_notifications("alice").notifications] == [run.id]
+    finally:
+        server.stop()
+
+
+async def test_a_channel_that_raises_stops_no_other(caplog):
+    """The shared sending awaits channels side by side; a bug in one is logged, not raised."""
+    arrived = []
+
+    async def broken():
+        raise RuntimeError("a bug in one channel")
+
+    async def working():
+        await asyncio.sleep(0)
+        arrived.append("sent")
+
+    log = logging.getLogger("test-notify")
+    with caplog.at_level(logging.ERROR, logger="test-notify"):
+        await each_alone(log, [broken(), working()])
+    assert arrived == ["sent"]
+    assert "a bug in one channel" in caplog.text
+
+
 # ----------------------------------------------------------------------------- e-mail
 
 
@@ -179,6 +223,14 @@ class Mailbox:
     def __init__(self):
         self.messages = []
         self.logins = []
+        self.password = "s3cret"
+        self.unknown: set[str] = set()  # addresses the server refuses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.unknown:
+            return "550 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         self.messages.append(
@@ -188,7 +240,9 @@ class Mailbox:
 
     def authenticate(self, server, session, envelope, mechanism, auth_data):
         self.logins.append((auth_data.login.decode(), auth_data.password.decode()))
-        return AuthResult(success=auth_data.password == b"s3cret")
+        # handled=False: aiosmtpd answers 535 itself; with its default (True) it sends
+        # nothing and the client waits out its timeout before it sees the refusal
+        return AuthResult(success=auth_data.password == self.password.encode(), handled=False)
 
 
 @pytest.fixture
@@ -222,21 +276,45 @@ async def test_failures_are_mailed_through_a_real_smtp_server(store, smtp):
     await notifier.notify(job, run)
 
     assert smtp.logins == [("shipyard", "s3cret")]
-    [(mail_from, to, mail)] = smtp.messages
-    assert mail_from == "noreply@example.org"
-    assert to == ["alice@example.org", "ops@example.org"]
+    # one mail per recipient (apprise's way): neither sees the other's address
+    assert [(mail_from, to) for mail_from, to, _ in smtp.messages] == [
+        ("noreply@example.org", ["alice@example.org"]),
+        ("noreply@example.org", ["ops@example.org"]),
+    ]
     subject, message = notifier.message(job, run)
-    assert mail["Subject"] == subject == "[Shipyard] job nightly-report: run failed"
-    assert mail["From"] == "Shipyard <noreply@example.org>"
-    assert mail["To"] == "alice@example.org, ops@example.org"
-    assert mail.get_payload(decode=True).decode().replace("\r\n", "\n").strip() == message
+    for _, [to], mail in smtp.messages:
+        assert mail["Subject"] == subject == "[Shipyard] job nightly-report: run failed"
+        assert mail["From"] == "Shipyard <noreply@example.org>"
+        assert mail["To"] == to
+        assert mail.get_content_type() == "text/plain"
+        assert mail.get_payload(decode=True).decode().replace("\r\n", "\n").strip() == message
     assert f"{HUB}/services/scheduler/api/runs/{run.id}/output" in message
     assert count("email", "sent") == sent + 1
 
 
+async def test_a_password_with_url_characters_logs_in_as_written(store, smtp):
+    """The settings become an apprise URL; a password with ``@``, ``/``, ``?`` survives it."""
+    smtp.password = "p@ss/w?rd:#%20 x"
+    job, run = failed_run(store, emails=["alice@example.org"])
+    notifier = Notifier(
+        store=store,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp.port,
+        smtp_username="ship yard@example.org",
+        smtp_password=smtp.password,
+    )
+    await notifier.notify(job, run)
+    assert smtp.logins == [("ship yard@example.org", smtp.password)]
+    [(mail_from, to, mail)] = smtp.messages
+    assert (mail_from, to) == ("shipyard@localhost", ["alice@example.org"])
+    # the URL is the admin's configuration and holds the password: never logged as is
+    assert smtp.password not in redact(notifier.mailto_url(["alice@example.org"]))
+
+
 async def test_a_refused_login_or_a_dead_smtp_server_does_not_stop_the_webhook(
-    store, smtp, receiver
+    store, smtp, receiver, caplog
 ):
+    """Each channel fails alone, and the service's log says why the mail did not go."""
     job, run = failed_run(store, emails=["alice@example.org"], webhook_url=receiver.url)
     failed = count("email", "failed")
     wrong = Notifier(
@@ -247,16 +325,24 @@ async def test_a_refused_login_or_a_dead_smtp_server_does_not_stop_the_webhook(
         smtp_password="wrong",
         allow_private_webhooks=True,
     )
-    await wrong.notify(job, run)
+    with caplog.at_level(logging.WARNING, logger=wrong.log.name):
+        await wrong.notify(job, run)
     assert smtp.messages == [] and len(receiver.requests) == 1
     assert count("email", "failed") == failed + 1
+    [why] = [r.getMessage() for r in caplog.records if r.name == wrong.log.name]
+    assert f"E-mail about run {run.id} not sent" in why and "535" in why
+    assert "wrong" not in why  # the password never reaches the log
 
+    caplog.clear()
     dead = Notifier(
         store=store, smtp_host="127.0.0.1", smtp_port=free_port(), allow_private_webhooks=True
     )
-    await dead.notify(job, run)
+    with caplog.at_level(logging.WARNING, logger=dead.log.name):
+        await dead.notify(job, run)
     assert len(receiver.requests) == 2
     assert count("email", "failed") == failed + 2
+    [why] = [r.getMessage() for r in caplog.records if r.name == dead.log.name]
+    assert "Connection refused" in why
 
 
 async def test_without_an_smtp_server_mail_is_skipped_and_counted(store, smtp):
@@ -264,3 +350,45 @@ async def test_without_an_smtp_server_mail_is_skipped_and_counted(store, smtp):
     unconfigured = count("email", "unconfigured")
     await Notifier(store=store).notify(job, run)
     assert smtp.messages == [] and count("email", "unconfigured") == unconfigured + 1
+
+
+async def test_a_from_address_apprise_refuses_counts_as_failed(store, smtp):
+    job, run = failed_run(store, emails=["alice@example.org"])
+    failed = count("email", "failed")
+    notifier = Notifier(
+        store=store, smtp_host="127.0.0.1", smtp_port=smtp.port, mail_from="not an address"
+    )
+    await notifier.notify(job, run)
+    assert smtp.messages == [] and count("email", "failed") == failed + 1
+
+
+async def test_a_recipient_the_server_refuses_does_not_stop_the_others(store, smtp):
+    """Each recipient gets their own mail, so one refused address costs only its own."""
+    smtp.unknown = {"gone@example.org"}
+    job, run = failed_run(store, emails=["gone@example.org", "alice@example.org"])
+    failed = count("email", "failed")
+    await Notifier(store=store, smtp_host="127.0.0.1", smtp_port=smtp.port).notify(job, run)
+    assert [to for _, to, _ in smtp.messages] == [["alice@example.org"]]
+    assert count("email", "failed") == failed + 1  # not every recipient's was accepted
+
+
+@pytest.mark.parametrize(
+    ("settings", "scheme", "mode", "port"),
+    [
+        ({}, "mailto", "insecure", 25),
+        ({"smtp_starttls": True, "smtp_port": 587}, "mailtos", "starttls", 587),
+        ({"smtp_ssl": True, "smtp_port": 465}, "mailtos", "ssl", 465),
+        ({"smtp_ssl": True, "smtp_starttls": True, "smtp_port": 465}, "mailtos", "ssl", 465),
+    ],
+)
+def test_the_smtp_settings_become_the_apprise_url_they_mean(settings, scheme, mode, port):
+    """TLS cannot be shown with the test's server (no certificate): the URL apprise gets is."""
+    notifier = Notifier(smtp_host="smtp.example.org", timeout=7.5, **settings)
+    url = notifier.mailto_url(["alice@example.org", "ops@example.org"])
+    assert url.startswith(f"{scheme}://")
+    plugin = instantiate(url)
+    assert (plugin.smtp_host, plugin.port, plugin.secure_mode) == ("smtp.example.org", port, mode)
+    assert [address for _, address in plugin.targets] == ["alice@example.org", "ops@example.org"]
+    assert plugin.from_addr[1] == "shipyard@localhost"
+    assert plugin.socket_connect_timeout == 7.5
+    assert plugin.user is None  # no login without smtp_username

@@ -534,5 +534,9 @@ def test_group_quota_holds_a_second_run_with_the_reason(sched, users):
         run_b["id"], alice[0], until=lambda r: "waiting" in r["reason"], timeout=20
     )
     assert "limited" in waiting["reason"] and waiting["status"] == "queued"
+    # what the alerts service's quota rule reads (tests/test_alerts.py, as a monitor) is
+    # for admins only
+    refused = sched.call("GET", "api/quotas", alice[0])
+    assert refused.status_code == 403 and "admins" in refused.json()["message"]
     assert sched.wait_run(run_b["id"], alice[0])["status"] == "succeeded"
     sched.hub.api("DELETE", "/groups/limited/users", json={"users": ["alice"]})

@@ -369,6 +369,35 @@ def test_running_counts_by_owner(store):
     assert store.running_counts_by_owner() == {"alice": 2, "bob": 1}
 
 
+async def test_the_quotas_route_counts_each_groups_running_runs_for_admins(store):
+    """``GET api/quotas`` (the alerts service's quota rule reads it): running runs per group."""
+    from hub_ext.services.common.hubapi import Caller
+    from hub_ext.services.scheduler.core import SchedulerCore
+    from hub_ext.services.scheduler.errors import Forbidden
+
+    class Directory:
+        async def groups_of(self, name: str) -> tuple[str, ...]:
+            return {"alice": ("research", "students"), "bob": ("research",)}.get(name, ())
+
+    core = SchedulerCore(
+        store, None, Directory(), lambda owner: None, lambda: None, 1 << 20, 1 << 21
+    )
+    core.group_quotas = {"research": 3, "students": 2, "empty": 1}
+    for owner, name in [("alice", "a1"), ("alice", "a2"), ("bob", "b1"), ("carol", "c1")]:
+        running_run(store, make_job(store, owner=owner, name=name).id)
+    finished_run(store, make_job(store, owner="bob", name="b2").id, at(10, 40))
+    answer = await core.quotas(Caller("root", (), True))
+    assert [q.model_dump() for q in answer.quotas] == [
+        {"group": "empty", "limit": 1, "running": 0},
+        {"group": "research", "limit": 3, "running": 3},
+        {"group": "students", "limit": 2, "running": 2},
+    ]
+    with pytest.raises(Forbidden, match="admins"):
+        await core.quotas(Caller("alice", ("research",), False))
+    core.group_quotas = {}
+    assert (await core.quotas(Caller("root", (), True))).quotas == []
+
+
 def test_defer_run_releases_the_claim_and_replaces_its_waiting_note(store):
     job = make_job(store)
     run = store.queue_manual_run(job.id, "alice")

@@ -14,6 +14,14 @@ jupyter-scheduler on the same notebook (:mod:`bench.harness.notebook`):
   virtualenv of its own;
 - :mod:`bench.harness.cpu`: where the machine's CPU went while one of them ran.
 
+For :mod:`bench.pipeline`, which runs a five-step pipeline through the scheduler against
+the same notebooks run by papermill one after another:
+
+- :mod:`bench.harness.pipelines`: the pipeline's notebooks and ``pipeline.yaml`` (a chain
+  and a parallel shape), the calls of the :class:`~bench.harness.shipyard.Shipyard` user to
+  the pipelines API and the timing of a run from its POST; the same pipeline as a plan for
+  :class:`bench.harness.papermill.PapermillPipeline`, the peer.
+
 For :mod:`bench.chaos`, the failure drills:
 
 - :mod:`bench.harness.platform`: a hub with every managed service and one model

@@ -19,8 +19,11 @@ CELLS = [
 ]
 
 
-def notebook() -> dict:
-    """The bench notebook as nbformat 4 JSON, with a ``python3`` kernelspec."""
+def notebook(code: list[tuple[str, list[str]]] = CELLS) -> dict:
+    """The bench notebook (or the ``(source, tags)`` cells of ``code``) as nbformat 4 JSON.
+
+    Its kernelspec is ``python3``.
+    """
     cells = [
         {
             "cell_type": "code",
@@ -29,7 +32,7 @@ def notebook() -> dict:
             "outputs": [],
             "execution_count": None,
         }
-        for source, tags in CELLS
+        for source, tags in code
     ]
     return {
         "cells": cells,

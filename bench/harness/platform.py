@@ -201,6 +201,18 @@ class Platform:
             return True
         return environ.get("JUPYTERHUB_SERVICE_URL", "").rstrip("/") in self.service_urls
 
+    def front_pid(self) -> int | None:
+        """The deployer's front (``-m hub_ext.services.deployer.front``) of this hub."""
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            cmd = proc.info["cmdline"] or []
+            if (
+                "hub_ext.services.deployer.front" in cmd
+                and proc.info["status"] != psutil.STATUS_ZOMBIE
+                and self.ours(proc)
+            ):
+                return proc.pid
+        return None
+
     def service_pid(self, name: str) -> int | None:
         """The process of service ``name`` (``-m hub_ext.services.<name>``) of this hub."""
         module = f"hub_ext.services.{name}"

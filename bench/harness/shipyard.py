@@ -102,16 +102,28 @@ def scheduler_env(folder: Path, settings: dict, extra: str = "") -> dict[str, st
     return {"SHIPYARD_SCHEDULER": "1", "SHIPYARD_SCHEDULER_CONFIG": str(config)}
 
 
+def install_files(account: pwd.struct_passwd, files: dict[str, str]) -> list[Path]:
+    """Write ``files`` (path relative to the account's home: text) there, as the account's own.
+
+    The folders on the way are made and given to the account too, so its runs can write
+    beside the files; the paths written, in the order given.
+    """
+    home = Path(account.pw_dir)
+    written = []
+    for relative, text in files.items():
+        path = home / relative
+        for folder in reversed(path.relative_to(home).parents):
+            (home / folder).mkdir(exist_ok=True)
+            os.chown(home / folder, account.pw_uid, account.pw_gid)
+        path.write_text(text)
+        os.chown(path, account.pw_uid, account.pw_gid)
+        written.append(path)
+    return written
+
+
 def install_notebook(account: pwd.struct_passwd) -> Path:
     """Write the bench notebook to :data:`SOURCE_PATH` in the account's home, as its own."""
-    home = Path(account.pw_dir)
-    folder = home / "notebooks"
-    folder.mkdir(exist_ok=True)
-    path = folder / "bench.ipynb"
-    path.write_text(json.dumps(notebook()))
-    for p in (path, folder, home):
-        os.chown(p, account.pw_uid, account.pw_gid)
-    return path
+    return install_files(account, {SOURCE_PATH: json.dumps(notebook())})[0]
 
 
 def scheduler_client(hub: HubProcess, token: str) -> SchedulerClient:
@@ -256,11 +268,27 @@ class Shipyard(SchedulerUser):
         written to the scheduler's config file.
     log_dir : Path, optional
         Where to keep the hub's log.
+    account_prefix, cgroup_parent : str, optional
+        The names of the bench's accounts and cgroups (the runs' cgroups are under
+        ``<cgroup_parent>-jobs``); another bench gives its own, so that the clean-up of one
+        never removes what the other made.
     """
 
-    def __init__(self, scratch: Path, settings: dict, log_dir: Path | None):
+    def __init__(
+        self,
+        scratch: Path,
+        settings: dict,
+        log_dir: Path | None,
+        account_prefix: str = ACCOUNT_PREFIX,
+        cgroup_parent: str = CGROUP_PARENT,
+    ):
         super().__init__()
         self.settings = settings
+        self.token = ""
+        self.account_prefix = account_prefix
+        self.cgroup_parent = cgroup_parent
+        #: where the scheduler puts the runs (tests/hub_config.py): ``<cgroup parent>-jobs``
+        self.jobs_cgroup_parent = f"{cgroup_parent}-jobs"
         homes = scratch / "homes"
         homes.mkdir()
         homes.chmod(0o755)  # the account must reach its home
@@ -268,8 +296,8 @@ class Shipyard(SchedulerUser):
         self.hub = HubProcess(
             data_dir=scratch / "data",
             profiles_file=scratch / "profiles.yaml",
-            account_prefix=ACCOUNT_PREFIX,
-            cgroup_parent=CGROUP_PARENT,
+            account_prefix=account_prefix,
+            cgroup_parent=cgroup_parent,
             home_root=homes,
             extra_env=scheduler_env(scratch, settings),
             log_path=log_dir / "shipyard-hub.log" if log_dir else None,
@@ -279,8 +307,10 @@ class Shipyard(SchedulerUser):
     def start(self) -> None:
         """Start the hub, wait for the scheduler, make the user, its account and notebook."""
         self.hub.start()
-        self.client = scheduler_client(self.hub, self.hub.create_user(USER))
-        account = account_name(USER, ACCOUNT_PREFIX)
+        #: the user's hub API token, for clients beside :attr:`client`
+        self.token = self.hub.create_user(USER)
+        self.client = scheduler_client(self.hub, self.token)
+        account = account_name(USER, self.account_prefix)
         self.account = _create(account, str(self.homes / account), f"bench user {USER}")
         install_notebook(self.account)
 
@@ -288,12 +318,11 @@ class Shipyard(SchedulerUser):
         """Stop the hub (its proxy and services with it); again is harmless."""
         self.hub.stop()
 
-    @staticmethod
-    def remove_accounts_and_cgroups() -> None:
-        """Remove the bench's ``sybench-`` accounts and ``shipyard-bench`` cgroups."""
-        remove_test_accounts(ACCOUNT_PREFIX)
-        remove_cgroups(JOBS_CGROUP_PARENT)
-        remove_cgroups(CGROUP_PARENT)
+    def remove_accounts_and_cgroups(self) -> None:
+        """Remove the bench's accounts and cgroups (by default ``sybench-``, ``shipyard-bench``)."""
+        remove_test_accounts(self.account_prefix)
+        remove_cgroups(self.jobs_cgroup_parent)
+        remove_cgroups(self.cgroup_parent)
 
     # ------------------------------------------------------------ processes
 
@@ -337,12 +366,16 @@ def cgroup_processes(prefix: str, parent: str = JOBS_CGROUP_PARENT) -> dict[str,
     return found
 
 
-def wait_for_idle_warm_kernel(timeout: float = 90, parent: str = JOBS_CGROUP_PARENT) -> float:
+def wait_for_idle_warm_kernel(
+    timeout: float = 90, parent: str = JOBS_CGROUP_PARENT, need_kernel: bool = True
+) -> float:
     """Wait until no run's cgroup is left and a warm kernel waits, idle; seconds waited.
 
     Idle is no CPU used by the ``warm-*`` cgroups for 0.3 s, as a user's next run would find
     the pool after the refill. Past ``timeout`` it says so and returns: the next run may then
-    start cold, and its log says which it was.
+    start cold, and its log says which it was. With ``need_kernel`` false, for runs the
+    scheduler does not pre-start kernels for (a pipeline's steps), it does not wait for a
+    kernel to appear: no run's cgroup left and every warm one (if any) idle is enough.
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -353,12 +386,15 @@ def wait_for_idle_warm_kernel(timeout: float = 90, parent: str = JOBS_CGROUP_PAR
         warm = cgroup_processes("warm-", parent)
         pids = set().union(*warm.values()) if warm else set()
         with_kernel = any("ipykernel_launcher" in " ".join(cmdline(pid)) for pid in pids)
-        if with_kernel:
+        if with_kernel or not need_kernel:
             before = cpu_seconds(pids)
             time.sleep(0.3)
             if cpu_seconds(pids) - before < 0.005:
                 return time.monotonic() - started
         else:
             time.sleep(0.1)
-    log(f"no idle warm kernel after {timeout}s: the next run may start cold")
+    if need_kernel:
+        log(f"no idle warm kernel after {timeout}s: the next run may start cold")
+    else:
+        log(f"runs or warm kernels still busy after {timeout}s: the next run shares the CPU")
     return time.monotonic() - started

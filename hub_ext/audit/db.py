@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 
+from hub_ext.services.common import db as common_db
 from hub_ext.services.common.db import make_engine, normalize_url
 
 __all__ = ["make_engine", "normalize_url", "upgrade", "alembic_config"]
@@ -33,13 +33,10 @@ CHAIN_LOCK_KEY = 0x5348_4950_5944_00A2
 
 
 def alembic_config(db_url: str) -> Config:
-    """Alembic configuration for the shipped revisions, without an ini file."""
-    config = Config()
-    config.set_main_option("script_location", str(ALEMBIC_DIR))
-    config.set_main_option("sqlalchemy.url", normalize_url(db_url).replace("%", "%%"))
-    return config
+    """An Alembic configuration for this database's revisions, without an ini file."""
+    return common_db.alembic_config(ALEMBIC_DIR, db_url)
 
 
 def upgrade(db_url: str, revision: str = "head") -> None:
-    """Create or upgrade the schema; safe on every start and from concurrent processes."""
-    command.upgrade(alembic_config(db_url), revision)
+    """Create the schema, or upgrade it to ``revision``; safe on every start and concurrently."""
+    common_db.upgrade(ALEMBIC_DIR, db_url, revision)

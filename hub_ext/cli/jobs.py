@@ -19,8 +19,11 @@ from pathlib import Path
 from hub_ext.cli.common import CLIError, add_access_options, service_access, service_url
 
 
-def _command(name: str, command):
-    """Run ``command(args, client, user)`` with the scheduler's client; errors as one line."""
+def scheduler_command(name: str, command, group: str = "jobs"):
+    """Run ``command(args, client, user)`` with the scheduler's client; errors as one line.
+
+    ``shipyard pipeline`` (:mod:`hub_ext.cli.pipelines`) uses it too, with its ``group``.
+    """
 
     def run(args: argparse.Namespace) -> int:
         from server_ext.clients.scheduler.client import (
@@ -34,7 +37,7 @@ def _command(name: str, command):
             url = SchedulerClient.normalise_url(
                 service_url(args, "SHIPYARD_SCHEDULER_URL", SERVICE_PATH)
             )
-            with service_access(args, "scheduler", f"jobs {name}") as access:
+            with service_access(args, "scheduler", f"{group} {name}") as access:
                 return command(args, SchedulerClient(url, access.token), access.user)
         except SchedulerError as e:
             raise CLIError(e.message) from None
@@ -199,7 +202,7 @@ def add_parser(subparsers) -> None:
         help="your jobs and shared ones (an admin's: everyone's): triggers, next run, last "
         "run and its id",
     )
-    jlist.set_defaults(func=_command("list", cmd_list))
+    jlist.set_defaults(func=scheduler_command("list", cmd_list))
     jrun = jsub.add_parser("run", parents=[service], help="queue a run of a job now")
     jrun.add_argument(
         "job", metavar="JOB", help="the job's name (OWNER/NAME for someone else's) or id"
@@ -216,11 +219,11 @@ def add_parser(subparsers) -> None:
     jrun.add_argument(
         "--wait", action="store_true", help="show its cells as they run; exit 1 unless it succeeds"
     )
-    jrun.set_defaults(func=_command("run", cmd_run))
+    jrun.set_defaults(func=scheduler_command("run", cmd_run))
     jlogs = jsub.add_parser("logs", parents=[service], help="print a run's log")
     jlogs.add_argument("ref", metavar="RUN|JOB", help=REF_HELP)
     jlogs.add_argument("--follow", action="store_true", help="keep printing until the run ends")
-    jlogs.set_defaults(func=_command("logs", cmd_logs))
+    jlogs.set_defaults(func=scheduler_command("logs", cmd_logs))
     joutput = jsub.add_parser("output", parents=[service], help="save a run's output")
     joutput.add_argument("ref", metavar="RUN|JOB", help=REF_HELP)
     joutput.add_argument(
@@ -233,4 +236,4 @@ def add_parser(subparsers) -> None:
         help="where to save it (default: the name the "
         "scheduler gives it, in this folder; - for stdout)",
     )
-    joutput.set_defaults(func=_command("output", cmd_output))
+    joutput.set_defaults(func=scheduler_command("output", cmd_output))

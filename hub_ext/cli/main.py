@@ -14,14 +14,19 @@
     shipyard jobs run JOB [-p K=V] [--wait]  run a job now; --wait shows its cells as they run
     shipyard jobs logs RUN|JOB [--follow]    a run's log (a job's: its newest run's)
     shipyard jobs output RUN|JOB [-o FILE]   save a run's output notebook (--format html)
+    shipyard pipeline create PATH            a pipeline from its pipeline.yaml (again: re-read it)
+    shipyard pipeline list                   your pipelines, their last runs (ids)
+    shipyard pipeline run NAME [-p K=V] [--wait]   run it; --wait shows its steps as they change
+    shipyard pipeline status|repair|cancel RUN     a run's steps; rerun its failed ones; stop it
     shipyard models list                     deployed models: traffic, newest version, state
     shipyard models status NAME              one deployment's versions, health and endpoint
     shipyard models rollback NAME [--to V]   all traffic back to the version before (or V)
 
 Errors are one clear line on stderr and exit status 1 (2 for a wrong command
-line); no traceback for anything a user can fix. ``jobs`` and ``models`` send the user's
-token, or on the hub's machine the hub admin's (:mod:`hub_ext.cli.common`); the command
-modules are :mod:`hub_ext.cli.jobs` and :mod:`hub_ext.cli.models`.
+line); no traceback for anything a user can fix. ``jobs``, ``pipeline`` and ``models`` send
+the user's token, or on the hub's machine the hub admin's (:mod:`hub_ext.cli.common`); the
+command modules are :mod:`hub_ext.cli.jobs`, :mod:`hub_ext.cli.pipelines` and
+:mod:`hub_ext.cli.models`.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ from hub_ext.auth import cli as users_cli
 from hub_ext.cli import images as images_cli
 from hub_ext.cli import jobs as jobs_cli
 from hub_ext.cli import models as models_cli
+from hub_ext.cli import pipelines as pipelines_cli
 from hub_ext.cli import secrets as secrets_cli
+from hub_ext.cli import usage as usage_cli
 from hub_ext.cli.common import CLIError, data_dir_of, hub_api_url, hub_url
 from hub_ext.environments.build import EnvironmentBuilder
 from hub_ext.environments.catalog import (
@@ -633,10 +640,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     images_cli.add_parser(sub)
     jobs_cli.add_parser(sub)
+    pipelines_cli.add_parser(sub)
     models_cli.add_parser(sub)
     users_cli.add_parser(sub)
     audit_cli.add_parser(sub)
     secrets_cli.add_parser(sub)
+    usage_cli.add_parser(sub)
     return parser
 
 

@@ -51,9 +51,10 @@ import stat
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hub_ext.host import bpfdev
 from hub_ext.host.gpus import device_node
@@ -183,6 +184,9 @@ class CgroupDriver(ABC):
         self.standard_devices = standard_devices
         self.dev = Path(dev)
         self._warned_devices = False
+        #: records each cgroup's labels and last counters for usage accounting
+        #: (:class:`hub_ext.host.usage.UsageLedger`); set by LocalHost, None: no accounting
+        self.ledger: Any = None
 
     def _top(self, hierarchy: Path) -> Path:
         """The parent cgroup's directory in ``hierarchy``."""
@@ -247,8 +251,26 @@ class CgroupDriver(ABC):
     def exists(self, name: str) -> bool:
         return any(d.exists() for d in self.directories(name))
 
+    def counter_dirs(self, name: str) -> dict[str, str]:
+        """Where the usage counters of ``name`` are read: ``{"cpu": dir, "memory": dir}``.
+
+        Empty where the driver has no cgroups (rlimits). :func:`read_counters`
+        reads them with :attr:`kind`.
+        """
+        return {}
+
+    def counters(self, name: str) -> Counters | None:
+        """The usage counters of cgroup ``name`` now; None where it has none."""
+        dirs = self.counter_dirs(name)
+        return read_counters(self.kind, dirs) if dirs else None
+
     def remove(self, name: str, timeout: float = 5.0) -> None:
-        """Kill every process left in ``name``, then delete the cgroup."""
+        """Kill every process left in ``name``, then delete the cgroup.
+
+        With a :attr:`ledger` (usage accounting), the cgroup's counters are
+        recorded once its processes are gone and before it is deleted: the
+        last reading, which no sample could take afterwards.
+        """
         deadline = time.monotonic() + timeout
         while True:
             left = self.pids(name)
@@ -263,6 +285,11 @@ class CgroupDriver(ABC):
                 log.warning("Processes %s in cgroup %s would not die", sorted(left), name)
                 break
             time.sleep(0.05)
+        if self.ledger is not None:
+            try:
+                self.ledger.closed(self, name)
+            except OSError as e:  # accounting never keeps a cgroup alive
+                log.warning("Could not record the last usage of cgroup %s: %s", name, e)
         for directory in self.directories(name):
             for _ in range(50):
                 try:
@@ -328,6 +355,10 @@ class CgroupV2(CgroupDriver):
 
     def directories(self, name: str) -> list[Path]:
         return [self._top(self.root) / name]
+
+    def counter_dirs(self, name: str) -> dict[str, str]:
+        directory = str(self._top(self.root) / name)
+        return {"memory": directory, "cpu": directory}
 
     def create(self, name: str, limits: Limits) -> None:
         # Controllers must be enabled in every ancestor's subtree_control
@@ -400,10 +431,28 @@ class CgroupV1(CgroupDriver):
         devices = self.root / "devices"
         # optional: limits work without it, the warning says GPUs are not isolated
         self.filters_devices = (devices / "devices.allow").exists() and os.access(devices, os.W_OK)
+        # CPU time is counted by the cpuacct controller: in the cpu hierarchy where the
+        # two are mounted together (cpu,cpuacct), else in a hierarchy of its own, which
+        # the cgroup then joins too (usage accounting: docs/observability.md)
+        cpuacct = self.root / "cpuacct"
+        self.separate_cpuacct = (
+            (cpuacct / "cpuacct.usage").exists()
+            and os.access(cpuacct, os.W_OK)
+            and cpuacct.resolve() != (self.root / "cpu").resolve()
+        )
 
     def directories(self, name: str) -> list[Path]:
         hierarchies = ["memory", "cpu", "devices"] if self.filters_devices else ["memory", "cpu"]
+        if self.separate_cpuacct:
+            hierarchies.append("cpuacct")  # last: the others keep their places
         return [self._top(self.root / h) / name for h in hierarchies]
+
+    def counter_dirs(self, name: str) -> dict[str, str]:
+        cpu = "cpuacct" if self.separate_cpuacct else "cpu"
+        return {
+            "memory": str(self._top(self.root / "memory") / name),
+            "cpu": str(self._top(self.root / cpu) / name),
+        }
 
     def _write_limits(self, name: str, limits: Limits) -> None:
         memory, cpu = self.directories(name)[:2]
@@ -659,6 +708,159 @@ def make_driver(
     cls = type(detect_driver(parent, root)) if choice == "auto" else DRIVERS[choice]
     base = "" if cls is RlimitFallback else systemd_base(cls.kind, proc_root, run_root)
     return cls(parent, root, base=base)
+
+
+# ------------------------------------------------------------ usage counters
+
+
+@dataclass(frozen=True)
+class Counters:
+    """A cgroup's usage counters at one moment, as the kernel keeps them.
+
+    Attributes
+    ----------
+    cpu_usec : int or None
+        CPU time used by every process that ever ran in the cgroup, in
+        microseconds: cumulative (v2 ``cpu.stat`` ``usage_usec``, v1
+        ``cpuacct.usage`` in nanoseconds / 1000).
+    mem_current : int or None
+        Memory in use now, in bytes (``memory.current``, ``memory.usage_in_bytes``).
+    mem_peak : int or None
+        The most memory used since the cgroup was made (``memory.peak``, kernel
+        5.19 and later; ``memory.max_usage_in_bytes``); None where the kernel keeps none.
+    """
+
+    cpu_usec: int | None
+    mem_current: int | None
+    mem_peak: int | None
+
+
+def read_counters(kind: str, dirs: Mapping[str, str]) -> Counters | None:
+    """Read the usage counters of a cgroup, by driver kind and :meth:`CgroupDriver.counter_dirs`.
+
+    Parameters
+    ----------
+    kind : str
+        ``cgroup2`` or ``cgroup1`` (:attr:`CgroupDriver.kind`).
+    dirs : mapping
+        ``{"cpu": dir, "memory": dir}``.
+
+    Returns
+    -------
+    Counters or None
+        None when the cgroup is gone (or ``kind`` keeps no counters).
+    """
+    if kind not in ("cgroup2", "cgroup1") or not dirs:
+        return None
+    cpu, memory = Path(dirs["cpu"]), Path(dirs["memory"])
+    if kind == "cgroup2":
+        try:
+            stat_text = (cpu / "cpu.stat").read_text()
+        except OSError:
+            return None
+        cpu_usec = None
+        for line in stat_text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec" and value.strip().isdigit():
+                cpu_usec = int(value)
+        return Counters(
+            cpu_usec, _read_int(memory / "memory.current"), _read_int(memory / "memory.peak")
+        )
+    nanoseconds = _read_int(cpu / "cpuacct.usage")
+    if nanoseconds is None and not memory.is_dir():
+        return None
+    return Counters(
+        None if nanoseconds is None else nanoseconds // 1000,
+        _read_int(memory / "memory.usage_in_bytes"),
+        _read_int(memory / "memory.max_usage_in_bytes"),
+    )
+
+
+def container_counter_dirs(
+    cgroup_path: str, root: Path = CGROUP_ROOT
+) -> tuple[str, dict[str, str]] | None:
+    """The driver kind and counter dirs of a container's cgroup, for :func:`read_counters`.
+
+    Parameters
+    ----------
+    cgroup_path : str
+        Where podman put the container (``State.CgroupPath`` of its inspection),
+        relative to the hierarchies' root: ``/libpod_parent/libpod-<id>`` with
+        the cgroupfs manager, ``/machine.slice/libpod-<id>.scope`` with systemd's.
+    root : Path
+        Where the hierarchies are mounted.
+
+    Returns
+    -------
+    (str, dict) or None
+        ``("cgroup2", ...)`` where ``root`` is the unified hierarchy, else
+        ``("cgroup1", ...)`` with the memory and cpuacct hierarchies' folders (the
+        cpu one where cpuacct is not mounted apart from it); None for an empty
+        path or one that climbs out of ``root``.
+    """
+    parts = [part for part in cgroup_path.split("/") if part]
+    if not parts or any(part in (".", "..") for part in parts):
+        return None
+    root = Path(root)
+    relative = Path(*parts)
+    if (root / "cgroup.controllers").exists():
+        directory = str(root / relative)
+        return "cgroup2", {"cpu": directory, "memory": directory}
+    cpu = root / "cpuacct" / relative
+    if not (cpu / "cpuacct.usage").exists():
+        cpu = root / "cpu" / relative  # cpu,cpuacct mounted together under one name
+    return "cgroup1", {"cpu": str(cpu), "memory": str(root / "memory" / relative)}
+
+
+class ContainerCgroup:
+    """A container's cgroup, made by podman, read for the usage ledger as a driver's cgroup.
+
+    The ledger's :meth:`~hub_ext.host.usage.UsageLedger.opened` and
+    :meth:`~hub_ext.host.usage.UsageLedger.closed` ask a driver its kind,
+    parent, counter dirs and counters; this answers them for one container's
+    cgroup, whatever its name. Podman deletes that cgroup as soon as the
+    container's last process exits, before anyone could read it again, so
+    :meth:`counters` keeps the last reading it took and gives it once the
+    cgroup is gone: the container's last counters, as late as it was last read.
+
+    Parameters
+    ----------
+    parent : str
+        The ledger folder the record goes in: the cgroup parent of the part's
+        processes (servers, ``-jobs``, ``-models``), which the usage service reads.
+    kind : str
+        ``cgroup1`` or ``cgroup2`` (:func:`container_counter_dirs`).
+    dirs : dict
+        ``{"cpu": dir, "memory": dir}``.
+    """
+
+    def __init__(self, parent: str, kind: str, dirs: Mapping[str, str]):
+        self.parent = parent
+        self.kind = kind
+        self.dirs = dict(dirs)
+        #: the last counters read while the cgroup existed (None: never read)
+        self.last: Counters | None = None
+
+    @classmethod
+    def of(cls, parent: str, cgroup_path: str, root: Path = CGROUP_ROOT) -> ContainerCgroup | None:
+        """The cgroup at podman's ``cgroup_path``; None where it names none."""
+        found = container_counter_dirs(cgroup_path, root)
+        return None if found is None else cls(parent, *found)
+
+    def counter_dirs(self, name: str) -> dict[str, str]:
+        """Where the counters are read (``name``, the container's, is not needed)."""
+        return dict(self.dirs)
+
+    def read(self) -> Counters | None:
+        """The counters now, kept as :attr:`last`; None once the cgroup is gone."""
+        counters = read_counters(self.kind, self.dirs)
+        if counters is not None:
+            self.last = counters
+        return counters
+
+    def counters(self, name: str) -> Counters | None:
+        """The counters now, or the last ones read where the cgroup is gone."""
+        return self.read() or self.last
 
 
 # ------------------------------------------------------------ introspection

@@ -49,6 +49,7 @@ how the three drifted apart before.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pwd
 import stat
@@ -59,7 +60,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hub_ext.host.cgroups import CgroupDriver
-from hub_ext.host.localproc import make_cgroup, make_preexec
+from hub_ext.host.localproc import make_cgroup, make_preexec, profile_limits
+from hub_ext.host.usage import UsageLabel
 from hub_ext.profiles.model import Profile
 
 #: Where a launched process's output (stdout and stderr together) goes: ``"pipe"`` to
@@ -128,6 +130,9 @@ class LaunchRequest:
         ``LocalProcessSpawner.popen_kwargs``); never one :func:`launch`
         decides itself (the environment, the pre-exec step, the session, the
         standard streams, the working folder).
+    usage : UsageLabel, optional
+        Whose the new cgroup is and what it holds, for usage accounting: recorded
+        in the driver's ledger when the cgroup is made (:mod:`hub_ext.host.usage`).
     """
 
     user: pwd.struct_passwd
@@ -144,6 +149,7 @@ class LaunchRequest:
     detached: bool = False
     chdir_home: bool = False
     popen_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    usage: UsageLabel | None = None
 
     def __post_init__(self) -> None:
         owned = sorted(_OWNED_POPEN_KWARGS & set(self.popen_kwargs))
@@ -217,6 +223,20 @@ async def launch(
             )
         except OSError as e:
             raise CgroupFailed(e.errno, f"Could not create cgroup {request.cgroup}: {e}") from e
+        ledger = request.driver.ledger
+        if ledger is not None and request.usage is not None:
+            try:
+                ledger.opened(
+                    request.driver,
+                    request.cgroup,
+                    request.usage,
+                    request.profile.slug,
+                    profile_limits(request.profile, request.gpus),
+                )
+            except OSError as e:  # accounting never stops a start
+                logging.getLogger(__name__).warning(
+                    "Could not record the usage labels of cgroup %s: %s", request.cgroup, e
+                )
     # looked up before the fork: nothing between fork and exec loads a library or reads
     # the account database
     preexec = make_preexec(

@@ -53,6 +53,7 @@ from hub_ext.host.cgroups import DRIVERS, CgroupDriver
 from hub_ext.host.deprecation import MOVED_IN, warn_moved
 from hub_ext.host.gpus import detect_gpus
 from hub_ext.host.launch import Launched, LaunchRequest, launch
+from hub_ext.host.usage import UsageLedger
 from hub_ext.profiles.model import Profile
 
 
@@ -174,6 +175,39 @@ class LocalHost(LoggingConfigurable):
     @default("cgroup_parent")
     def _default_cgroup_parent(self):
         return instance.cgroup_parent()
+
+    usage_dir = Unicode(
+        help="""
+        Folder of the usage ledger: one small file per cgroup Shipyard makes,
+        saying whose it is (kind, owner, object, profile, GPUs) and, once it is
+        removed, its last counters (:mod:`hub_ext.host.usage`).
+
+        Written by the hub, the scheduler and the deployer; read by the usage
+        service, which turns the cgroups' counters into CPU-seconds, memory
+        GiB-hours and GPU-hours (docs/observability.md). Made 0700: only root
+        may write the labels the usage report trusts. Empty turns the ledger off.
+
+        Defaults to ``/var/lib/<instance>/usage`` as root, else
+        ``~/.local/state/<instance>/usage``.
+
+        Example::
+
+            c.LocalHost.usage_dir = "/srv/shipyard/usage"
+
+        .. versionadded:: 0.18
+        """,
+    ).tag(config=True)
+
+    @default("usage_dir")
+    def _default_usage_dir(self):
+        if os.geteuid() == 0:
+            return instance.system_dir("/var/lib", "usage")
+        return os.path.join(os.path.expanduser("~/.local/state"), instance.name(), "usage")
+
+    @property
+    def usage_ledger(self) -> UsageLedger | None:
+        """The ledger in :attr:`usage_dir`, or None where it is off."""
+        return UsageLedger(self.usage_dir) if self.usage_dir else None
 
     system_user_prefix = Unicode(
         help="""
@@ -323,7 +357,9 @@ class LocalHost(LoggingConfigurable):
 
     def open_driver(self, parent: str, unenforced: str) -> CgroupDriver:
         """The configured cgroup driver under ``parent``; ``unenforced`` is logged for rlimits."""
-        return localproc.open_driver(self.cgroup_driver, parent, self.log, unenforced)
+        driver = localproc.open_driver(self.cgroup_driver, parent, self.log, unenforced)
+        driver.ledger = self.usage_ledger
+        return driver
 
     def environment(self, profile: Profile, error: type[Exception]) -> BuiltEnvironment:
         """The current build of the profile's environment; ``error`` when it is not built."""

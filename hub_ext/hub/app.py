@@ -79,6 +79,7 @@ from hub_ext.host.containers import ContainerPlacement, PodmanService
 from hub_ext.host.local import LocalHost
 from hub_ext.host.passing import passed_on
 from hub_ext.host.process import is_running, process_identity, write_private
+from hub_ext.hub.metrics import register_data_dir
 
 #: How often a starting service is asked whether it answers yet.
 UP_CHECK_INTERVAL = 0.1
@@ -159,6 +160,21 @@ class ShipyardHub(JupyterHub):
         base = os.path.dirname(os.path.abspath(self.pid_file)) if self.pid_file else os.getcwd()
         return os.path.join(base, "services")
 
+    data_dir_metrics_path = Unicode(
+        help="""
+        Folder whose filesystem's free and total bytes the hub exports at ``/hub/metrics``
+        (``shipyard_data_dir_filesystem_avail_bytes`` and ``..._size_bytes``), for the
+        alert rule on the data directory filling up.
+
+        Defaults to the folder above :attr:`service_state_dir` (``$SHIPYARD_DATA_DIR`` in
+        the embedded default). Empty string: not exported.
+        """,
+    ).tag(config=True)
+
+    @default("data_dir_metrics_path")
+    def _default_data_dir_metrics_path(self) -> str:
+        return os.path.dirname(os.path.abspath(self.service_state_dir))
+
     _service_starts: dict[str, asyncio.Future] | None = None
     _stopping = False
     _podman_service: PodmanService | None = None
@@ -169,6 +185,8 @@ class ShipyardHub(JupyterHub):
         """JupyterHub's, then the spawner that ``c.LocalHost.placement`` asks for."""
         super().init_hub()
         self._choose_spawner()
+        if self.data_dir_metrics_path:
+            register_data_dir(self.data_dir_metrics_path)
 
     def _choose_spawner(self) -> None:
         """``container``: Shipyard's local spawner becomes its container spawner.

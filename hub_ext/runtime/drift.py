@@ -6,10 +6,15 @@ to every replica as ``--training-summary PATH``):
 
 - a numeric feature keeps its decile edges (the 10 %, 20 %, …, 90 % quantiles,
   duplicates dropped) and the share of training rows in each of the bins they cut,
-  plus the share of missing values;
+  plus the share of missing values and the training range (``min``, ``max``);
 - any other feature (strings, categories, booleans) keeps its most frequent
   categories with their shares, and the share of everything else (``"other"``,
-  missing values included).
+  missing values included), the share of missing values, and every category the
+  training data had (``domain``) when there are at most :data:`MAX_DOMAIN` of them.
+
+The ranges and categories are what :mod:`.quality` checks each request against
+(summary version 2); a version 1 summary, written before they were recorded, still
+gives drift.
 
 :class:`DriftTracker` counts the rows the model server has seen into the same
 bins, one batch at a time (``numpy.searchsorted`` on the batch's column, so a
@@ -38,8 +43,11 @@ from typing import Any
 
 import numpy as np
 
-#: version of the summary format written by :func:`summarize`
-SUMMARY_VERSION = 1
+#: version of the summary format written by :func:`summarize` (2: ``min``, ``max``,
+#: ``domain`` and the categorical ``missing`` added; readers accept 1)
+SUMMARY_VERSION = 2
+#: a categorical feature with more categories than this keeps no ``domain``
+MAX_DOMAIN = 500
 #: shares below this count as this, in both distributions, when computing PSI
 EPSILON = 1e-4
 #: PSI is reported once at least this many rows were seen
@@ -70,11 +78,14 @@ def summarize(df, bins: int = 10, top: int = 10) -> dict:
     Returns
     -------
     dict
-        ``{"version": 1, "rows": N, "features": {name: feature}}`` where a numeric
+        ``{"version": 2, "rows": N, "features": {name: feature}}`` where a numeric
         feature is ``{"kind": "numeric", "edges": [...], "proportions": [...],
-        "missing": share}`` (``len(proportions) == len(edges) + 1``) and another
-        is ``{"kind": "categorical", "categories": [...], "proportions": [...]}``
-        whose last proportion is the share of ``"other"``. Plain JSON types only.
+        "missing": share, "min": x, "max": y}`` (``len(proportions) == len(edges) +
+        1``; no ``min``/``max`` without values) and another is ``{"kind":
+        "categorical", "categories": [...], "proportions": [...], "missing": share,
+        "domain": [...]}`` whose last proportion is the share of ``"other"``
+        (``domain``: every category, sorted, absent past :data:`MAX_DOMAIN`).
+        Plain JSON types only.
     """
     features: dict[str, dict] = {}
     n = len(df)
@@ -91,21 +102,29 @@ def summarize(df, bins: int = 10, top: int = 10) -> dict:
             counts = np.bincount(
                 np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1
             )
-            features[str(name)] = {
+            numeric: dict[str, Any] = {
                 "kind": "numeric",
                 "edges": [float(e) for e in edges],
                 "proportions": [float(c) / n if n else 0.0 for c in counts],
                 "missing": float(n - len(present)) / n if n else 0.0,
             }
+            if len(present):
+                numeric["min"] = float(present.min())
+                numeric["max"] = float(present.max())
+            features[str(name)] = numeric
         else:
             freq = col.astype(str).where(col.notna(), None).value_counts(dropna=True)
             cats = [str(c) for c in freq.index[:top]]
             shares = [float(v) / n if n else 0.0 for v in freq.iloc[:top]]
-            features[str(name)] = {
+            categorical: dict[str, Any] = {
                 "kind": "categorical",
                 "categories": cats,
                 "proportions": [*shares, max(0.0, 1.0 - sum(shares))],
+                "missing": float(col.isna().sum()) / n if n else 0.0,
             }
+            if len(freq) <= MAX_DOMAIN:
+                categorical["domain"] = sorted(str(c) for c in freq.index)
+            features[str(name)] = categorical
     return {"version": SUMMARY_VERSION, "rows": int(n), "features": features}
 
 

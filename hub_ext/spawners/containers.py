@@ -48,7 +48,7 @@ from tornado import web
 from traitlets import Instance, default
 
 from hub_ext.host import telemetry
-from hub_ext.host.containerhost import ContainerFailed, ContainerHost, UserNetwork
+from hub_ext.host.containerhost import ContainerFailed, ContainerHost, UsageWatch, UserNetwork
 from hub_ext.host.containers import (
     CONTAINER_HOME,
     ContainerPlacement,
@@ -56,6 +56,8 @@ from hub_ext.host.containers import (
     reach_environment,
 )
 from hub_ext.host.local import LocalHost
+from hub_ext.host.localproc import profile_limits
+from hub_ext.host.usage import UsageLabel
 from hub_ext.spawners.mixin import ProfileSpawnerMixin, Usage
 
 #: The port the server listens on inside its container (published on 127.0.0.1).
@@ -126,6 +128,8 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
 
     account: pwd.struct_passwd | None = None
     _network: UserNetwork | None = None
+    #: the server's usage record, kept from its container's cgroup while it runs
+    _usage: UsageWatch | None = None
     #: one per hub process and placement, shared by every server's spawner: its GPU
     #: allocator must see every server's GPUs (as LocalProfileSpawner's allocators do)
     _hosts: ClassVar[dict[tuple[str, str], ContainerHost]] = {}
@@ -267,10 +271,39 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
             raise
 
     async def start_object(self):
-        """Start the container, then let its bridge forward the gateway's ports to loopback."""
+        """Start the container, then let its bridge forward the gateway's ports to loopback;
+        its usage is recorded from then on."""
         await super().start_object()
+        self._count_usage()
         if self._network is not None:
             await self.host.route(self._network)
+
+    def _count_usage(self, resume: bool = False) -> None:
+        """Keep the server's usage record from its container's cgroup, unless kept already.
+
+        ``resume``: a container found running (the hub restarted), whose open
+        record is kept.
+        """
+        if self._usage is not None and not self._usage.task.done():
+            return
+        assert self.profile is not None
+        self._usage = self.host.watch_usage(
+            self.container_name,
+            ledger=self.local_host.usage_ledger,
+            parent=self.local_host.cgroup_parent_of(""),  # the servers' processes' folder
+            label=UsageLabel.server(self.user.name, self.name),
+            profile=self.profile.slug,
+            limits=profile_limits(
+                self.profile, self.host.gpus.in_use().get(self.container_name, [])
+            ),
+            resume=resume,
+        )
+
+    async def _end_usage(self) -> None:
+        """The container is gone: its usage record closed with the last reading."""
+        watch, self._usage = self._usage, None
+        if watch is not None:
+            await watch.finish()
 
     def get_env(self):
         """DockerSpawner's environment plus the profile's, with loopback URLs made reachable."""
@@ -301,6 +334,7 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         (``remove = False``) is started again as it is, with the mount it has.
         """
         await super().stop(now=now)
+        await self._end_usage()
         if self.remove:
             await self._release_home()
         await self._release_network()
@@ -323,9 +357,12 @@ class ContainerProfileSpawner(ProfileSpawnerMixin, DockerSpawner):
         flush they would not, and the container would run unconfined.
         """
         status = await super().poll()
+        if status is None and self.profile is not None:
+            self._count_usage(resume=True)  # kept if started here; a running one found: resumed
         if status is None and self.placement.firewall and self._network is None:
             self._network = await self._ensure_network()
         elif status is not None:
+            await self._end_usage()
             # died by itself (kill -9, the OOM killer on the server, a crash): JupyterHub
             # does not call stop() for a server that is gone, and DockerSpawner would keep
             # the exited container until the next start; nothing of it is kept here

@@ -39,6 +39,7 @@ from hub_ext.host.cgroups import CgroupDriver, make_driver
 from hub_ext.host.gpus import GpuAllocator, GpuUnavailable
 from hub_ext.host.launch import LaunchRequest
 from hub_ext.host.local import UsesLocalHost, deprecated_help
+from hub_ext.host.usage import UsageLabel
 from hub_ext.profiles.model import Profile
 from hub_ext.spawners.mixin import ProfileSpawnerMixin, Usage
 
@@ -114,6 +115,7 @@ class LocalProfileSpawner(UsesLocalHost, ProfileSpawnerMixin, LocalProcessSpawne
         if key not in self._drivers:
             # under the delegated unit where systemd is PID 1 (hub_ext.host.cgroups.systemd_base)
             driver = make_driver(self.local_host.cgroup_driver, self.cgroup_parent)
+            driver.ledger = self.local_host.usage_ledger  # usage accounting
             if not driver.enforces_total and not LocalProfileSpawner._warned_rlimit:
                 LocalProfileSpawner._warned_rlimit = True
                 self.log.warning(
@@ -214,6 +216,7 @@ class LocalProfileSpawner(UsesLocalHost, ProfileSpawnerMixin, LocalProcessSpawne
             detached=True,
             chdir_home=True,
             popen_kwargs=self.popen_kwargs,
+            usage=UsageLabel.server(self.user.name, self.name),
         )
         try:
             launched = await self.local_host.launch(request)

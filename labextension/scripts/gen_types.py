@@ -1,6 +1,6 @@
 """Write the panel's wire types, src/api/generated/<service>.ts, from the services' OpenAPI documents.
 
-The scheduler, the deployer and the audit service each build their OpenAPI 3.1
+The scheduler, the deployer, the audit, the usage and the alerts service each build their OpenAPI 3.1
 document in Python from the pydantic models their handlers parse and answer
 with (``hub_ext/services/<service>/openapi.py``, ``build_openapi``). This script
 imports those builders (no service is started), writes each document to a
@@ -50,6 +50,8 @@ SERVICES = {
     "scheduler": "hub_ext.services.scheduler.openapi",
     "deployer": "hub_ext.services.deployer.openapi",
     "audit": "hub_ext.services.audit.openapi",
+    "usage": "hub_ext.services.usage.openapi",
+    "alerts": "hub_ext.services.alerts.openapi",
 }
 
 HEADER = """\

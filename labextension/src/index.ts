@@ -1,7 +1,7 @@
 /**
  * Shipyard's JupyterLab extension: a sidebar panel (profile, experiments, scheduled jobs,
  * deployments, and the audit trail for hub admins) and Schedule… / Deploy… buttons on
- * notebooks.
+ * notebooks, and Schedule pipeline on a pipeline.yaml in the file browser.
  *
  * Everything talks to the server extension's REST handlers under /shipyard/api/ on the
  * user's own server (see ./api/request.ts), never to the hub services directly.
@@ -14,11 +14,14 @@ import {
 } from '@jupyterlab/application';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { AlertsService } from './api/alerts';
 import { AuditService } from './api/audit';
+import { UsageService } from './api/usage';
 import { DeployerService } from './api/deployer';
 import { SchedulerService } from './api/scheduler';
 import { ShipyardServerService } from './api/server';
 import { ShipyardPanel } from './panel/widget';
+import { registerSchedulePipeline } from './pipelineFile';
 import { ShipyardNotebookButtons } from './toolbar';
 import { IShipyardPanel } from './tokens';
 
@@ -41,7 +44,9 @@ const plugin: JupyterFrontEndPlugin<IShipyardPanel> = {
       server: new ShipyardServerService(settings),
       scheduler: new SchedulerService(settings),
       deployer: new DeployerService(settings),
-      audit: new AuditService(settings)
+      audit: new AuditService(settings),
+      usage: new UsageService(settings),
+      alerts: new AlertsService(settings)
     };
     const panel = new ShipyardPanel(clients);
     labShell.add(panel, 'left', { rank: 900 });
@@ -50,8 +55,9 @@ const plugin: JupyterFrontEndPlugin<IShipyardPanel> = {
     }
     app.docRegistry.addWidgetExtension(
       'Notebook',
-      new ShipyardNotebookButtons(clients, () => void panel.refresh())
+      new ShipyardNotebookButtons(clients, () => void panel.refresh(), app.serviceManager.contents)
     );
+    registerSchedulePipeline(app, labShell, clients.scheduler, () => void panel.refresh());
     app.commands.addCommand('shipyard:refresh', {
       label: 'Refresh the Shipyard panel',
       execute: () => panel.refresh()

@@ -5,6 +5,7 @@ import { Notification } from '@jupyterlab/apputils';
 import { ICodeCellModel } from '@jupyterlab/cells';
 import { DocumentRegistry } from '@jupyterlab/docregistry';
 import { INotebookModel, NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
+import type { Contents } from '@jupyterlab/services';
 import { ToolbarButton } from '@jupyterlab/ui-components';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 
@@ -13,6 +14,8 @@ import type { INotebookContent, ISchedulerProfile } from './api/types';
 import { askDeploy } from './dialogs/deploy';
 import { scheduleNotebook } from './dialogs/schedule';
 import { defaultDeploymentName } from './logic/names';
+import { isPipelineFile } from './logic/pipelineFile';
+import { folderOf } from './logic/schedulePipeline';
 import type { IShipyardClients } from './panel/model';
 
 export class ShipyardNotebookButtons implements DocumentRegistry.IWidgetExtension<
@@ -21,14 +24,15 @@ export class ShipyardNotebookButtons implements DocumentRegistry.IWidgetExtensio
 > {
   constructor(
     private readonly clients: IShipyardClients,
-    private readonly onScheduled: () => void
+    private readonly onScheduled: () => void,
+    private readonly contents: Contents.IManager
   ) {}
 
   createNew(panel: NotebookPanel, context: DocumentRegistry.IContext<INotebookModel>): IDisposable {
     const schedule = new ToolbarButton({
       className: 'shipyard-schedule-button',
       label: 'Schedule…',
-      tooltip: 'Run this notebook on a schedule, as a Shipyard job',
+      tooltip: 'Run this notebook (or a pipeline beside it) on a schedule, with Shipyard',
       onClick: () => void this._schedule(panel, context)
     });
     const deploy = new ToolbarButton({
@@ -56,7 +60,12 @@ export class ShipyardNotebookButtons implements DocumentRegistry.IWidgetExtensio
           // the notebook as it is now: the scheduler reads its parameters cell (papermill's
           // inspector), the panel does not parse Python
           notebook: () => context.model.toJSON() as unknown as INotebookContent,
-          save: () => context.save()
+          save: () => context.save(),
+          pipelineFiles: () => this._pipelineFiles(folderOf(context.localPath)),
+          readFile: path => this._read(path),
+          writeFile: async (path, text) => {
+            await this.contents.save(path, { type: 'file', format: 'text', content: text });
+          }
         },
         this.clients,
         this.onScheduled
@@ -66,6 +75,20 @@ export class ShipyardNotebookButtons implements DocumentRegistry.IWidgetExtensio
         autoClose: 8000
       });
     }
+  }
+
+  /** The pipeline files of ``folder`` (home-relative), with their texts. */
+  private async _pipelineFiles(folder: string): Promise<{ path: string; text: string }[]> {
+    const listing = await this.contents.get(folder, { content: true });
+    const items = (listing.content ?? []) as Contents.IModel[];
+    const files = items.filter(item => item.type === 'file' && isPipelineFile(item.name));
+    return Promise.all(files.map(async f => ({ path: f.path, text: await this._read(f.path) })));
+  }
+
+  /** A text file's content, read now. */
+  private async _read(path: string): Promise<string> {
+    const model = await this.contents.get(path, { content: true, format: 'text', type: 'file' });
+    return String(model.content ?? '');
   }
 
   private async _deploy(

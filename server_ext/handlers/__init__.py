@@ -3,7 +3,8 @@
 
 - :mod:`~server_ext.handlers.server`: this server's profile and usage, and its experiments;
 - :mod:`~server_ext.handlers.scheduler`, :mod:`~server_ext.handlers.deployer`,
-  :mod:`~server_ext.handlers.audit`: the services' routes the panel needs, forwarded as the
+  :mod:`~server_ext.handlers.audit`, :mod:`~server_ext.handlers.usage`,
+  :mod:`~server_ext.handlers.alerts`: the services' routes the panel needs, forwarded as the
   server's user through the clients of :mod:`server_ext.clients`.
 
 Every handler takes the server's own authentication and ``@authorized`` (resource

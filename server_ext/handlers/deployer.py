@@ -16,7 +16,15 @@ cookie-authenticated writes, as every jupyter-server ``APIHandler``), the same e
 the same 405 for a method a route does not list, the forwarding in a thread.
 
 Only what the panel needs is forwarded, listed in :data:`ROUTES` with its methods: the list,
-a deployment, a version, metrics, and the traffic operations (rollback, promote, split).
+a deployment, a version, a version's lineage, metrics, and the traffic operations (rollback,
+promote, split).
+
+The lineage route matters for who asks: the deployer reads the tracking service and the
+scheduler **as the caller**, with the ``Authorization`` header of the request it got
+(:mod:`hub_ext.services.deployer.lineage`). A browser request to the deployer would carry
+only the hub's cookie, and every link would be ``missing``; forwarded from here it carries
+the server's own token (``$JUPYTERHUB_API_TOKEN``, the user's), so the chain resolves to
+what that user may read, and no further.
 Creating, scaling, deleting and sharing deployments, model traffic, OpenAPI, health and
 Prometheus metrics are not: a new route here is a decision, never a side effect of a
 catch-all proxy.
@@ -39,6 +47,11 @@ ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
     ("/deployments", "api/deployments", ("GET",)),
     (f"/deployments/{NAME}", "api/deployments/{}", ("GET",)),
     (f"/deployments/{NAME}/versions/{VERSION}", "api/deployments/{}/versions/{}", ("GET",)),
+    (
+        f"/deployments/{NAME}/versions/{VERSION}/lineage",
+        "api/deployments/{}/versions/{}/lineage",
+        ("GET",),
+    ),
     (f"/deployments/{NAME}/metrics", "api/deployments/{}/metrics", ("GET",)),
     (f"/deployments/{NAME}/traffic", "api/deployments/{}/traffic", ("PUT",)),
     (f"/deployments/{NAME}/promote", "api/deployments/{}/promote", ("POST",)),

@@ -14,8 +14,10 @@ service's webhook, OpenAPI, health and metrics routes are not. Every handler tak
 server's own authentication and ``@authorized`` (resource ``shipyard``), like
 :mod:`server_ext.handlers.server`; tests/test_server_ext.py fails on any route that lets an
 anonymous request through. A method a route does not list answers 405 once the request is
-authorized. The forwarding runs in a thread, so the server's event loop never waits on the
-scheduler.
+authorized. The forwarding runs in a thread of :data:`FORWARDERS`, so the server's event loop
+never waits on the scheduler, and a preview asked while the panel's polls are out does not
+queue behind them (or behind the server's own work in asyncio's small default pool, six
+threads on a two-core machine).
 
 Rejected alternative: a catch-all ``/shipyard/api/scheduler/(.*)`` proxy, which would make
 every future route of the service reachable with the server's token without anyone deciding
@@ -25,7 +27,9 @@ so.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -40,6 +44,11 @@ from .server import AUTH_RESOURCE
 PREFIX = r"/shipyard/api/scheduler"
 #: One path segment of an id (the service's ids are hex; never ``..``).
 ID = r"([A-Za-z0-9_-]+)"
+
+#: The threads that forward the panel's requests to the services (scheduler, deployer, audit,
+#: usage, alerts): enough for every poll of an open panel in two browser tabs plus what the
+#: user asks.
+FORWARDERS = ThreadPoolExecutor(max_workers=16, thread_name_prefix="shipyard-forward")
 
 #: (route under PREFIX, the service's path with ``{}`` for the id, methods forwarded).
 ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
@@ -58,6 +67,11 @@ ROUTES: list[tuple[str, str, tuple[str, ...]]] = [
     (f"/runs/{ID}/output", "api/runs/{}/output", ("GET",)),
     ("/notifications", "api/notifications", ("GET",)),
     (f"/notifications/{ID}", "api/notifications/{}", ("PATCH",)),
+    ("/pipelines", "api/pipelines", ("GET", "POST")),
+    (f"/pipelines/{ID}", "api/pipelines/{}", ("GET", "PUT", "PATCH", "DELETE")),
+    (f"/pipelines/{ID}/runs", "api/pipelines/{}/runs", ("GET", "POST")),
+    (f"/pipeline-runs/{ID}", "api/pipeline-runs/{}", ("GET", "PATCH")),
+    (f"/pipeline-runs/{ID}/repair", "api/pipeline-runs/{}/repair", ("POST",)),
 ]
 
 
@@ -106,12 +120,15 @@ class SchedulerForwardHandler(ExtensionHandlerMixin, APIHandler):
             raise web.HTTPError(405, f"{self.request.path} takes {', '.join(self.methods)}")
         try:
             client = self.client_class.from_environment()
-            answer = await asyncio.to_thread(
-                client.forward,
-                self.request.method,
-                self.target.format(*(path_segment(i) for i in ids)),
-                without_cache_buster(self.request.query),
-                self.request.body or None,
+            answer = await asyncio.get_running_loop().run_in_executor(
+                FORWARDERS,
+                functools.partial(
+                    client.forward,
+                    self.request.method,
+                    self.target.format(*(path_segment(i) for i in ids)),
+                    without_cache_buster(self.request.query),
+                    self.request.body or None,
+                ),
             )
         except self.client_error as exc:  # not configured, or not reachable
             raise web.HTTPError(502, "%s", exc.message) from None

@@ -66,6 +66,17 @@ def current_profile() -> dict:
         },
         "enforced": enforced,
         "usage": current_usage(enforced.get("mem_usage")),
+        "services": services_here(),
+    }
+
+
+def services_here() -> dict[str, bool]:
+    """The optional hub services this server was given the address of (the hub's config
+    passes ``SHIPYARD_USAGE_URL`` and ``SHIPYARD_ALERTS_URL`` only when they run): the
+    panel shows their sections only then."""
+    return {
+        "usage": bool(os.environ.get("SHIPYARD_USAGE_URL")),
+        "alerts": bool(os.environ.get("SHIPYARD_ALERTS_URL")),
     }
 
 

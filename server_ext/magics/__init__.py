@@ -3,7 +3,9 @@
 - :mod:`~server_ext.magics.tracking`: ``%experiment``, ``%%track``, ``%runs``, ``%compare``
   and ``log()``;
 - :mod:`~server_ext.magics.jobs`: ``%schedule``, ``%jobs``, ``%run_now``;
+- :mod:`~server_ext.magics.pipelines`: ``%pipeline``;
 - :mod:`~server_ext.magics.deploy`: ``%deploy``, ``%deployments``;
+- :mod:`~server_ext.magics.lineage`: ``%lineage`` (and ``--reproduce``);
 - :mod:`~server_ext.magics.secrets`: ``%secret``;
 - :mod:`~server_ext.magics.base`: their settings (``c.ShipyardMagics.*``) and the one
   translator of the services' errors into ``UsageError``;
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 from .deploy import DeployMagics
 from .jobs import JobMagics
+from .lineage import LineageMagics
+from .pipelines import PipelineMagics
 from .secrets import SecretMagics
 from .tracking import MetricLogger, TrackingMagics
 
@@ -28,7 +32,9 @@ def load_ipython_extension(ip) -> None:
     tracking = TrackingMagics(shell=ip)
     ip.register_magics(tracking)
     ip.register_magics(JobMagics(shell=ip))
+    ip.register_magics(PipelineMagics(shell=ip))
     ip.register_magics(DeployMagics(shell=ip, tracking=tracking))
+    ip.register_magics(LineageMagics(shell=ip))
     ip.register_magics(SecretMagics(shell=ip))
     if isinstance(ip.user_ns.get("log", tracking.logger), MetricLogger):
         ip.push({"log": tracking.logger}, interactive=False)

@@ -87,6 +87,7 @@ class ShipyardMagics(Magics):
         help="""Seconds between looks at a run's progress while ``%run_now --wait`` waits.
 
         A log that grows is read again at once; this is the pause while nothing changed.
+        ``%pipeline ... --wait`` asks for its run's steps this often too.
 
         Example: ``c.ShipyardMagics.poll_interval = 5``
 
@@ -105,6 +106,19 @@ class ShipyardMagics(Magics):
         Example: ``c.ShipyardMagics.deploy_timeout = 1800``
 
         .. versionadded:: 0.4
+        """,
+    ).tag(config=True)
+
+    reproduce_timeout = Float(
+        1800.0,
+        help="""Seconds ``%lineage NAME --reproduce`` waits for the new pipeline run to end.
+
+        Past this the magic stops waiting; the pipeline run goes on, and the scheduler's
+        panel (or ``GET api/pipeline-runs/{id}``) shows how it ends.
+
+        Example: ``c.ShipyardMagics.reproduce_timeout = 3600``
+
+        .. versionadded:: 0.5
         """,
     ).tag(config=True)
 

@@ -1,4 +1,4 @@
-"""Widgets of ``%runs``, ``%compare``, ``%jobs``, ``%run_now``, ``%deploy`` and
+"""Widgets of ``%runs``, ``%compare``, ``%jobs``, ``%run_now``, ``%pipeline``, ``%deploy`` and
 ``%deployments``: HTML tables, inline SVG plots and progress bars, in ``ipywidgets``.
 
 Shipyard's base environment has ipywidgets but not matplotlib, so plots are SVG polylines
@@ -10,7 +10,9 @@ The builders (:func:`runs_html`, :func:`comparison_html`, :func:`jobs_html`) are
 of the clients' data; :func:`runs_table`, :func:`comparison` and :func:`jobs_table` only wrap
 their output in a widget. Jobs come from the scheduler, whose names, triggers and reasons are
 the users' words: escaped like the rest; so are deployments (:func:`deployments_html`), whose
-failure reasons quote the model's own errors.
+failure reasons quote the model's own errors; and so are pipeline runs
+(:func:`pipeline_run_html`), whose step names and reasons come from the user's file and
+notebooks.
 """
 
 from __future__ import annotations
@@ -22,8 +24,22 @@ from html import escape
 
 import ipywidgets
 
-from ..clients.deployer.text import VersionRow, breaker_text, drift_text, number, percent
-from ..clients.scheduler.text import JobSummary, cron_timezone, describe_triggers, format_time
+from ..clients.deployer.text import (
+    VersionRow,
+    breaker_text,
+    drift_text,
+    input_issues_text,
+    number,
+    percent,
+)
+from ..clients.scheduler.pipelines import duration_text, run_headline, step_detail
+from ..clients.scheduler.text import (
+    JobSummary,
+    cron_timezone,
+    describe_triggers,
+    format_time,
+    parse_time,
+)
 from ..clients.tracking.client import ExperimentRef, RunDetail, RunSummary
 
 #: How many metrics %runs shows per run, and how many shared metrics %compare plots.
@@ -136,6 +152,63 @@ class RunProgress:
         """Following the run failed (the run itself goes on): say so on the bar."""
         self.bar.bar_style = "warning"
         self.label.value = text[:300]
+
+
+#: The colour of a pipeline step's state chip.
+STEP_COLOURS = {
+    "pending": "#9e9e9e",
+    "running": "#1f77b4",
+    "succeeded": "#2e7d32",
+    "reused": "#66bb6a",
+    "failed": "#c62828",
+    "skipped": "#bdbdbd",
+    "cancelled": "#ef6c00",
+}
+
+
+def pipeline_run_html(run: dict) -> str:
+    """``%pipeline run --wait`` and ``status``: the run's headline and a table of its steps.
+
+    Each step has a chip coloured by its state, its attempt, its duration (so far, while it
+    runs) and a failed or skipped step's reason, else the values it recorded.
+    """
+    rows = [["Step", "State", "Attempt", "Duration", "Detail"]]
+    for step in run["steps"]:
+        colour = STEP_COLOURS.get(step["status"], "#9e9e9e")
+        chip = (
+            f"<span style='background:{colour};color:white;border-radius:8px;"
+            f"padding:0 8px'>{escape(step['status'])}</span>"
+        )
+        seconds = step.get("duration_seconds")
+        if seconds is None and step["status"] == "running" and step.get("started_at"):
+            seconds = _since(step["started_at"])
+        rows.append(
+            [
+                f"<b>{escape(step['step'])}</b>",
+                chip,
+                str(step["attempt"] or ""),
+                escape(duration_text(seconds)),
+                escape(step_detail(step)),
+            ]
+        )
+    colour = STEP_COLOURS.get(run["status"], "#9e9e9e")
+    head = f"<div style='color:{colour}'>{escape(run_headline(run))}</div>"
+    return head + _table(rows)
+
+
+class PipelineRunView:
+    """The live table of a pipeline run: :meth:`update` with each new state of the run."""
+
+    def __init__(self, run: dict):
+        self.widget = ipywidgets.HTML(pipeline_run_html(run))
+
+    def update(self, run: dict) -> None:
+        self.widget.value = pipeline_run_html(run)
+
+
+def _since(iso: str) -> float | None:
+    started = parse_time(iso)
+    return None if started is None else max(0.0, time.time() - started.timestamp())
 
 
 def runs_html(experiment: ExperimentRef, runs: list[RunSummary]) -> str:
@@ -266,7 +339,7 @@ def deployments_table(rows: list[VersionRow], url: Callable[[dict], str]) -> ipy
 
 def deployments_html(rows: list[VersionRow], url: Callable[[dict], str]) -> str:
     """An HTML table: deployment, version, traffic, state, health, rate, latency, errors,
-    drift and breaker of every version.
+    drift, input issues (data quality) and breaker of every version.
 
     ``url(deployment)`` is the deployment's invocation URL, shown (not linked: it takes POSTs)
     under its name. Reasons and names come from the deployer (a failed version's reason quotes
@@ -279,7 +352,7 @@ def deployments_html(rows: list[VersionRow], url: Callable[[dict], str]) -> str:
         )
     table = [
         ["Deployment", "Version", "Traffic", "State", "Health", "Req/s", "p50 ms", "p99 ms",
-         "Errors", "Drift (max PSI)", "Breaker"],
+         "Errors", "Drift (max PSI)", "Input issues", "Breaker"],
     ]  # fmt: skip
     shown = set()
     for row in rows:
@@ -309,6 +382,7 @@ def deployments_html(rows: list[VersionRow], url: Callable[[dict], str]) -> str:
                 escape(number(row.latency("p99"))),
                 escape(percent(row.error_rate)),
                 drift_cell,
+                escape(input_issues_text(row)),
                 breaker_cell,
             ]
         )

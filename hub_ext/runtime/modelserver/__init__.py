@@ -5,6 +5,7 @@
     python -m hub_ext.runtime.modelserver --model-uri URI --host 127.0.0.1 --port PORT
         [--name OWNER/NAME/VERSION] [--max-body-bytes 10485760] [--timeout 30]
         [--max-batch 64] [--max-batch-wait-ms 2] [--training-summary PATH] [--workers 1]
+        [--data-quality on|off] [--data-quality-margin 0]
 
 The deployer starts it as the model's owner, on the profile's environment
 (``images/model-server``), so the package imports only the standard library,

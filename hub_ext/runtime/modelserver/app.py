@@ -6,8 +6,8 @@ Routes:
   speaks it (:mod:`.protocol`).
 - ``GET /health`` (``ready`` 200; ``loading``, ``failed``, ``stopping`` 503),
   ``GET /ping`` and ``GET /version`` (what MLflow's ``ScoringServerClient`` calls),
-  ``GET /metrics`` (Prometheus, own registry) and ``GET /stats`` (JSON for the
-  deployer).
+  ``GET /metrics`` (Prometheus, own registry; none with ``--metrics off``) and
+  ``GET /stats`` (JSON for the deployer).
 
 :class:`RequireSecret` wraps the app when the deployer gave the replica a secret.
 """
@@ -78,10 +78,6 @@ def create_app(server: ModelServer) -> Starlette:
                 continue
         return Response("unknown", media_type=CONTENT_TYPE_JSON)
 
-    async def metrics(request: Request) -> Response:
-        server.drift_psi()
-        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
     async def stats(request: Request) -> Response:
         return Response(json.dumps(server.stats_body()), media_type=CONTENT_TYPE_JSON)
 
@@ -96,15 +92,23 @@ def create_app(server: ModelServer) -> Starlette:
             500, "INTERNAL_ERROR", f"{type(exc).__name__}: internal error"
         ).response()
 
+    routes = [
+        Route("/invocations", invocations, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/ping", ping, methods=["GET"]),
+        Route("/version", version, methods=["GET"]),
+        Route("/stats", stats, methods=["GET"]),
+    ]
+    if server.metrics is not None:  # --metrics off: no /metrics (404)
+        registry = server.metrics.registry
+
+        async def metrics(request: Request) -> Response:
+            server.drift_psi()
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+        routes.append(Route("/metrics", metrics, methods=["GET"]))
     return Starlette(
-        routes=[
-            Route("/invocations", invocations, methods=["POST"]),
-            Route("/health", health, methods=["GET"]),
-            Route("/ping", ping, methods=["GET"]),
-            Route("/version", version, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            Route("/stats", stats, methods=["GET"]),
-        ],
+        routes=routes,
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=server.lifespan,
     )

@@ -114,6 +114,27 @@ def parse_args(
         help="JSON file from drift.summarize(); enables drift in /stats and /metrics",
     )
     p.add_argument(
+        "--data-quality",
+        choices=("on", "off"),
+        default="on",
+        help="check every input against the signature and the training summary and count "
+        "the issues in /stats and /metrics (never refuses a request)",
+    )
+    p.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        default="on",
+        help="keep the Prometheus series and serve them on /metrics; off serves no /metrics "
+        "(/stats, which the deployer reads, stays)",
+    )
+    p.add_argument(
+        "--data-quality-margin",
+        type=float,
+        default=0.0,
+        help="share of a feature's training range (max - min) that values may lie outside "
+        "it before they count as out of range",
+    )
+    p.add_argument(
         "--model-cache",
         default=None,
         help="folder that keeps a downloaded copy of a models:/ or runs:/ model; "

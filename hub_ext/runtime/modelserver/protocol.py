@@ -285,14 +285,19 @@ class ModelInputs:
             }
         )
 
-    def parse(self, item: MlflowItem) -> tuple[Any, dict | None]:
-        """MLflow's own parsing, for everything off the fast path: ``(data, params)``."""
+    def parse(self, item: MlflowItem, enforce: bool = True) -> tuple[Any, dict | None]:
+        """MLflow's own parsing, for everything off the fast path: ``(data, params)``.
+
+        ``enforce=False`` parses without the signature (no types enforced): what the
+        data-quality checks look at in a request the signature refused.
+        """
+        schema = self.schema if enforce else None
         if item.content_type == CONTENT_TYPE_CSV:
             try:
                 text = item.body.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise ServingError(400, "BAD_REQUEST", f"body is not UTF-8: {e}") from None
-            return self._parse_csv_input(io.StringIO(text), schema=self.schema), None
+            return self._parse_csv_input(io.StringIO(text), schema=schema), None
         doc = item.body
         if isinstance(doc, bytes):
             try:
@@ -320,7 +325,7 @@ class ModelInputs:
                 f"The input must be a JSON dictionary with exactly one of the input fields "
                 f"{set(ROW_FORMATS)}. Received fields: {sorted(doc)}.",
             )
-        return self._infer_and_parse_data(data, self.schema), params
+        return self._infer_and_parse_data(data, schema), params
 
 
 def split_predictions(preds, sizes: list[int]) -> list | None:

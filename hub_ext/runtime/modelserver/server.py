@@ -17,7 +17,12 @@ How an invocation goes, and why:
    thread, the event loop keeps accepting meanwhile. Only fast-path requests share a
    batch; a batch whose ``predict`` raises is retried member by member, so only the
    bad request fails.
-4. Errors are JSON ``{"error_code", "message"}``, never a traceback (logged on
+4. Each request's inputs are checked against the signature and the training summary
+   (:mod:`hub_ext.runtime.quality`, ``--data-quality``) on the prediction thread: a
+   batch once it predicted, a request alone before its ``predict`` (so that what
+   MLflow's schema enforcement refuses is counted too, parsed again without the
+   signature). The issues are counted, never refused.
+5. Errors are JSON ``{"error_code", "message"}``, never a traceback (logged on
    stderr instead): a schema mismatch is 400 with the expected columns and
    types appended to MLflow's message; ``predict`` raising is 500
    ``MODEL_ERROR`` with ``error_class``. Past ``--timeout`` a request gets 504
@@ -81,16 +86,21 @@ class ModelServer:
         self.exit_code = 0
         self.stopping = False
         self.uvicorn: Any = None
-        self.metrics = Metrics()
+        #: the Prometheus series; None with ``--metrics off``
+        self.metrics: Metrics | None = Metrics() if getattr(args, "metrics", "on") == "on" else None
         self.stats = RequestStats()
         self.drift = None
+        #: data-quality counts (:mod:`hub_ext.runtime.quality`), once the model is loaded
+        self.quality = None
         self.batcher: AdaptiveBatcher | None = None
         self._mlflow: dict[str, Any] = {}
+        self._summary: dict | None = None
         if args.training_summary:
             from hub_ext.runtime.drift import DriftTracker
 
             with open(args.training_summary) as f:
-                self.drift = DriftTracker(json.load(f))
+                self._summary = json.load(f)
+            self.drift = DriftTracker(self._summary)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -160,6 +170,8 @@ class ModelServer:
                 "predictions_to_json": predictions_to_json,
             }
             self.inputs = ModelInputs(model.metadata, parse_csv_input, infer_and_parse_data)
+            if getattr(self.args, "data_quality", "on") == "on":
+                self.quality = self._quality_tracker()
             # Move everything imported and loaded so far out of the garbage collector's
             # reach: mlflow, sklearn and scipy leave millions of objects whose full
             # collections otherwise stall requests for ~50-80 ms (p99).
@@ -173,6 +185,29 @@ class ModelServer:
         self.loaded_in = time.monotonic() - t0
         log.info("model %s loaded in %.2fs", self.args.model_uri, self.loaded_in)
         loop.call_soon_threadsafe(setattr, self, "state", "ready")
+
+    def _quality_tracker(self):
+        """The data-quality checks of this model: its signature's columns and the summary."""
+        from hub_ext.runtime.quality import Column, Expectations, QualityTracker
+
+        columns = []
+        inputs = self.inputs
+        schema = None if inputs is None or inputs.type_hint else inputs.schema
+        if schema is not None and not schema.is_tensor_spec():
+            columns = [
+                Column(c.name, getattr(c.type, "name", "other"), bool(c.required))
+                for c in schema.inputs
+                if c.name is not None
+            ]
+        expect = Expectations.build(
+            columns, self._summary, getattr(self.args, "data_quality_margin", 0.0)
+        )
+        if expect.empty:
+            return None
+        if self.metrics is None:
+            return QualityTracker(expect)
+        self.metrics.declare_inputs(expect.pairs())
+        return QualityTracker(expect, on_counts=self.metrics.observe_inputs)
 
     def _load_failed(self, reason: str) -> None:
         self.state = "failed"
@@ -210,7 +245,8 @@ class ModelServer:
             return e.response()
         finally:
             elapsed = time.perf_counter() - t0
-            self.metrics.observe(elapsed, status)
+            if self.metrics is not None:
+                self.metrics.observe(elapsed, status)
             self.stats.record(elapsed, status)
 
     async def _invoke(self, request: Request, t0: float) -> Response:
@@ -254,6 +290,7 @@ class ModelServer:
         parts = split_predictions(preds, sizes)
         if parts is None:
             raise ValueError("predictions do not split by rows")
+        self._check(df)
         self._seen(df)
         return [self._encode(p) for p in parts]
 
@@ -268,9 +305,12 @@ class ModelServer:
         except ServingError as e:
             return e
         except mlflow_error as e:
+            self._check_refused(item)
             return ServingError(400, e.error_code, e.message + self.expected())
         except Exception as e:
+            self._check_refused(item)
             return ServingError(400, "BAD_REQUEST", f"{type(e).__name__}: {e}{self.expected()}")
+        self._check(data)  # before predict: what its schema enforcement refuses counts too
         try:
             preds = self.model.predict(data, params=params) if params else self.model.predict(data)
         except mlflow_error as e:
@@ -298,6 +338,24 @@ class ModelServer:
         self._mlflow["predictions_to_json"](preds, out)
         return out.getvalue().encode()
 
+    def _check(self, data) -> None:
+        if self.quality is None or not hasattr(data, "columns"):
+            return  # tensors, lists and dicts of type-hinted models are not checked
+        try:
+            self.quality.update(data)
+        except Exception:
+            log.exception("checking the data quality of inputs failed")
+
+    def _check_refused(self, item: Any) -> None:
+        """Count the issues of a request the signature refused: parsed again without it."""
+        if self.quality is None or isinstance(item, FastItem):
+            return
+        try:
+            data, _ = self.inputs.parse(item, enforce=False)
+        except Exception:  # noqa: BLE001 - not a table at all: nothing to count per feature
+            return
+        self._check(data)
+
     def _seen(self, data) -> None:
         if self.drift is None:
             return
@@ -307,6 +365,8 @@ class ModelServer:
             log.exception("counting rows for drift failed")
 
     def _on_batch(self, n_requests: int, n_rows: int) -> None:
+        if self.metrics is None:
+            return
         self.metrics.batch_rows.observe(n_rows)
         self.metrics.batch_requests.observe(n_requests)
 
@@ -334,13 +394,17 @@ class ModelServer:
         if self.drift is None:
             return {}
         values = self.drift.psi()
-        for feature, value in values.items():
-            self.metrics.drift.labels(feature=feature).set(value)
+        if self.metrics is not None:
+            for feature, value in values.items():
+                self.metrics.drift.labels(feature=feature).set(value)
         return values
 
     def stats_body(self) -> dict:
         body = self.stats.snapshot()
         body["drift"] = self.drift_psi()
         body["rows_seen"] = self.drift.rows_seen if self.drift is not None else 0
+        if self.quality is not None:
+            body["rows_checked"] = self.quality.rows_checked
+            body["input_issues"] = self.quality.totals()
         body["batches"] = self.batcher.batches if self.batcher is not None else 0
         return body

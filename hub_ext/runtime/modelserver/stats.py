@@ -3,6 +3,11 @@
 Both are fed once per answered invocation (:meth:`RequestStats.record`,
 :meth:`Metrics.observe`); the Prometheus series live in a registry of their own, so a
 replica exports only them, not the process and platform collectors of the default one.
+A replica does not know which deployment it serves: the deployer adds the ``user``,
+``deployment``, ``version`` and ``replica`` labels when it passes these series on to
+Prometheus (``GET metrics/replicas``, :mod:`hub_ext.services.deployer.replica_metrics`).
+With ``--metrics off`` the server keeps no :class:`Metrics` (and serves no ``/metrics``);
+``/stats`` stays. ``bench/accounting.py`` measures what the series cost per call.
 """
 
 from __future__ import annotations
@@ -66,12 +71,12 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "shipyard_model_requests",
-            "Invocations answered, by HTTP status.",
-            ["status"],
+            "Invocations answered, by HTTP status code.",
+            ["code"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "shipyard_model_request_seconds",
+            "shipyard_model_request_duration_seconds",
             "Time from reading an invocation to answering it.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
@@ -94,11 +99,38 @@ class Metrics:
             ["feature"],
             registry=self.registry,
         )
+        self.input_issues = Counter(
+            "shipyard_model_input_issues",
+            "Input values with a data-quality issue, by kind (schema_violation, "
+            "missing_value, out_of_range, unseen_category) and feature.",
+            ["kind", "feature"],
+            registry=self.registry,
+        )
+        self.input_rows = Counter(
+            "shipyard_model_input_rows",
+            "Input rows checked for data quality.",
+            registry=self.registry,
+        )
         self._by_status: dict[int, Any] = {}
+        self._issues: dict[tuple[str, str], Any] = {}
+
+    def declare_inputs(self, pairs) -> None:
+        """Create each ``(kind, feature)`` series at 0, so that rates see their first issue."""
+        for kind, feature in pairs:
+            self._issues[(kind, feature)] = self.input_issues.labels(kind=kind, feature=feature)
+
+    def observe_inputs(self, counts: dict[tuple[str, str], int], rows: int) -> None:
+        """Add one request's (or batch's) data-quality counts."""
+        self.input_rows.inc(rows)
+        for key, count in counts.items():
+            child = self._issues.get(key)
+            if child is None:
+                child = self._issues[key] = self.input_issues.labels(kind=key[0], feature=key[1])
+            child.inc(count)
 
     def observe(self, seconds: float, status: int) -> None:
         child = self._by_status.get(status)
         if child is None:
-            child = self._by_status[status] = self.requests.labels(status=str(status))
+            child = self._by_status[status] = self.requests.labels(code=str(status))
         child.inc()
         self.latency.observe(seconds)

@@ -27,6 +27,7 @@ from hub_ext.audit.verify import verify
 from ..common.errors import Invalid
 from ..common.handlers import ServiceHandler
 from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
+from .metrics import REQUESTS
 from .models import ListRecordsResponse, VerifyResponse
 
 #: Seconds an answer of the hub about a user's admin flag is reused.
@@ -44,6 +45,7 @@ class BaseHandler(ServiceHandler):
 
     service_name = "audit"
     core_setting = "audit"
+    request_counter = REQUESTS
     _admins: dict[str, tuple[float, bool]] = {}
 
     def _handle_request_exception(self, e: BaseException) -> None:

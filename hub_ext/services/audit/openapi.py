@@ -10,7 +10,10 @@ from .models import ErrorResponse, ListRecordsQuery, ListRecordsResponse, Verify
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("openapi.json", "get"): {"summary": "This document.", "auth": False, "raw": "object"},
     ("health", "get"): {"summary": "Whether the service is up.", "auth": False, "raw": "object"},
-    ("metrics", "get"): {"summary": "Prometheus metrics (hub admins).", "raw": "text/plain"},
+    ("metrics", "get"): {
+        "summary": "Prometheus metrics (hub admins, tokens with read:metrics).",
+        "raw": "text/plain",
+    },
     ("api/records", "get"): {
         "summary": "Audit records, newest first (hub admins).",
         "query": [

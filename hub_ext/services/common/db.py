@@ -1,4 +1,4 @@
-"""Engines for the services' databases: SQLite (embedded) or PostgreSQL (production).
+"""Engines and schema upgrades for the services' databases: SQLite or PostgreSQL.
 
 Moved here from the scheduler so that every service (scheduler, deployer,
 secrets) talks to its database the same way without importing another
@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
@@ -111,3 +114,26 @@ def _use_wal(cursor) -> None:
             if "locked" not in str(e) or attempt == 49:
                 raise
             time.sleep(0.05 + 0.01 * attempt)
+
+
+def alembic_config(alembic_dir: Path, db_url: str) -> Config:
+    """An Alembic configuration for the revisions in ``alembic_dir``, without an ini file.
+
+    This is the ``alembic.ini`` equivalent of every Shipyard database: the script
+    location and the URL (``%`` doubled, since ConfigParser interpolates: a password may
+    hold one). The engine itself comes from the service's ``make_engine``, which its
+    ``env.py`` calls (:func:`hub_ext.services.common.migrations.run_migrations`).
+    """
+    config = Config()
+    config.set_main_option("script_location", str(alembic_dir))
+    config.set_main_option("sqlalchemy.url", normalize_url(db_url).replace("%", "%%"))
+    return config
+
+
+def upgrade(alembic_dir: Path, db_url: str, revision: str = "head") -> None:
+    """Create the schema of ``alembic_dir``'s revisions, or upgrade it to ``revision``.
+
+    Safe on every start and from processes starting together: the ``env.py`` holds a lock
+    for the whole transaction (an advisory lock on PostgreSQL, the write lock on SQLite).
+    """
+    command.upgrade(alembic_config(alembic_dir, db_url), revision)

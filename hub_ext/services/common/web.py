@@ -77,17 +77,61 @@ class HealthRoute:
         self.send(self.core.health())
 
 
+#: The JupyterHub scope that reads metrics: the hub's own ``/hub/metrics`` asks for it, and
+#: so does every service's ``metrics`` (a Prometheus service's token, docs/observability.md).
+METRICS_SCOPE = "read:metrics"
+
+
+def may_read_metrics(identity: dict[str, Any]) -> bool:
+    """Whether the hub model of a caller (user or service) holds :data:`METRICS_SCOPE`.
+
+    The model is what the hub answered about the caller's token: its ``scopes`` are the
+    token's, so a token an admin made for Prometheus with only this scope (and
+    ``access:services``) reads every ``metrics`` and nothing else.
+    """
+    return METRICS_SCOPE in (identity.get("scopes") or ())
+
+
+def metrics_only(identity: dict[str, Any]) -> bool:
+    """Whether a caller's token may read metrics and do nothing else anywhere.
+
+    Its scopes are :data:`METRICS_SCOPE` and services' access scopes (to pass the
+    services' logins): a service that checks only its access scope (tracking) refuses
+    such a caller everything but ``metrics``.
+    """
+    scopes = set(identity.get("scopes") or ())
+    return (
+        identity.get("kind") == "service"
+        and METRICS_SCOPE in scopes
+        and all(s == METRICS_SCOPE or s.startswith("access:services") for s in scopes)
+    )
+
+
 class MetricsRoute:
-    """``GET metrics``: Prometheus metrics of the process, for hub admins."""
+    """``GET metrics``: Prometheus metrics of the process.
+
+    For tokens with JupyterHub's ``read:metrics`` scope (a Prometheus service's) and
+    for hub admins (a browser's login, whose token has only the service's scopes).
+    """
 
     route_name = "metrics"
+    #: what the service's base handler gives (``ServiceHandler``)
+    hub_identity: Callable[[], dict[str, Any]]
 
     async def get(self) -> None:
-        caller = await self.caller()
-        if not caller.admin:
-            raise web.HTTPError(403, "Metrics are for hub admins.")
+        if not may_read_metrics(self.hub_identity()):
+            caller = await self.caller()
+            if not caller.admin:
+                raise web.HTTPError(
+                    403, f"Metrics are for hub admins and tokens with the {METRICS_SCOPE} scope."
+                )
+        body = await self.metrics_body()
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(generate_latest())
+        self.finish(body)
+
+    async def metrics_body(self) -> bytes:
+        """The exposition text: the process's default registry."""
+        return generate_latest()
 
 
 class NotFoundRoute:

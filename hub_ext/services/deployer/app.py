@@ -2,14 +2,15 @@
 
 Run by JupyterHub as a managed service (``python -m hub_ext.services.deployer``,
 see config/jupyterhub_config.py), or by hand beside a hub with the same
-``JUPYTERHUB_*`` variables. It serves the REST API (:mod:`.handlers`) and
-routes model traffic (:mod:`.router`) under ``/services/deployer/``; a
-backend (:mod:`.backend`: local processes or Kubernetes) runs the model
+``JUPYTERHUB_*`` variables. It serves the REST API (:mod:`.handlers`) under
+``/services/deployer/``, behind its front (:mod:`.front`), a process of its own
+that holds the service's port, routes model traffic (:mod:`.router`) and outlives
+a crash of this one; a backend (:mod:`.backend`: local processes or Kubernetes) runs the model
 servers. Desired state is in the database (:mod:`.db`, SQLite or
 PostgreSQL): a restart starts again every version that should serve.
 
 Wiring only (STYLE rule 1): the traits say what can be configured; the work
-is in :mod:`.core`, :mod:`.store`, :mod:`.router` and the backends.
+is in :mod:`.core`, :mod:`.store`, :mod:`.front`, :mod:`.router` and the backends.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from jupyterhub.traitlets import ByteSpecification
+from prometheus_client import REGISTRY
 from tornado.httpserver import HTTPServer
-from traitlets import Bool, Float, Integer, Unicode, default
+from tornado.netutil import bind_sockets
+from traitlets import Bool, Float, Integer, List, Unicode, default
 from traitlets.config import Application
 
 from hub_ext import __version__
@@ -36,13 +39,12 @@ from ..common.plugins import PluginType
 from ..common.secrets import SecretsResolver
 from ..common.web import HubOAuth, make_app, stop_event
 from .backend import BACKENDS, Backend
-from .breaker import Breakers
 from .core import DeployerCore, HubDirectory, TrackingCredentials
 from .db import make_engine, upgrade
+from .front import FRONT_SERIES, LINGER, FrontLink, FrontMetrics
 from .handlers import BaseHandler, NotFoundHandler, routes
-from .holder import HeldSocket
+from .lineage import LineageResolver
 from .openapi import build_openapi
-from .router import ModelRouter
 from .store import DeploymentStore
 
 
@@ -154,6 +156,22 @@ class DeployerService(Application):
     @default("tracking_url")
     def _default_tracking_url(self):
         return os.environ.get("SHIPYARD_DEPLOYER_TRACKING_URL", "")
+
+    scheduler_url = Unicode(
+        help=_help(
+            "The scheduler service's URL, with its prefix, where the deployer reads lineage.",
+            'c.DeployerService.scheduler_url = "http://127.0.0.1:8003/services/scheduler"',
+            "A version's lineage (``GET .../versions/{version}/lineage``) reads the scheduler "
+            "run and the pipeline run a model was deployed from here, with the caller's own "
+            "token, never the deployer's. Empty: lineage stops at the MLflow run and says so. "
+            "Defaults to ``$SHIPYARD_SCHEDULER_URL``, which the hub's config sets when the "
+            "scheduler runs.",
+        )
+    ).tag(config=True)
+
+    @default("scheduler_url")
+    def _default_scheduler_url(self):
+        return os.environ.get("SHIPYARD_SCHEDULER_URL", "")
 
     tracking_token_seconds = Integer(
         0,
@@ -268,6 +286,25 @@ class DeployerService(Application):
         ),
     ).tag(config=True)
 
+    metrics_window = Float(
+        60.0,
+        min=5.0,
+        help="""
+        Seconds of requests a version's error rate and latency percentiles cover.
+
+        What ``%deployments``, ``GET api/deployments/<name>/metrics``, the canary's
+        judge and the alerts service's model rules read: a version's failures count
+        against it for this long after the last one. Shorter notices a recovery sooner;
+        longer smooths over a burst of errors. At least 5 seconds.
+
+        Example::
+
+            c.DeployerService.metrics_window = 300
+
+        .. versionadded:: 0.18
+        """,
+    ).tag(config=True)
+
     breaker_threshold = Float(
         0.5,
         help=_help(
@@ -314,6 +351,41 @@ class DeployerService(Application):
         help=_help(
             "Seconds between two polls of the replicas' /stats (drift, model server counts).",
             "c.DeployerService.monitor_interval = 15",
+        ),
+    ).tag(config=True)
+
+    data_quality = Bool(
+        True,
+        help=_help(
+            "Whether each replica checks its inputs against the model's signature and "
+            "training summary and counts the issues per version.",
+            "c.DeployerService.data_quality = False",
+            "Schema violations, missing values, values outside the training range and "
+            "categories the training data never had are counted (``input_issues`` in a "
+            "version's metrics, ``shipyard_deployer_model_input_issues_total``), never "
+            "refused; off, replicas start with ``--data-quality off``. Applies to replicas "
+            "started from then on.",
+        ),
+    ).tag(config=True)
+
+    data_quality_margin = Float(
+        0.0,
+        min=0.0,
+        help=_help(
+            "How far outside its training range a numeric input may lie before it counts "
+            "as out of range, as a share of the range's width.",
+            "c.DeployerService.data_quality_margin = 0.1",
+            "0 counts every value below the training minimum or above its maximum; 0.1 "
+            "widens the range by a tenth of its width on both sides (``--data-quality-margin``).",
+        ),
+    ).tag(config=True)
+
+    canary_interval = Float(
+        1.0,
+        help=_help(
+            "Seconds between two judgements of the watched canaries (versions created with a "
+            "canary policy): a threshold crossed rolls a canary back within this long.",
+            "c.DeployerService.canary_interval = 2",
         ),
     ).tag(config=True)
 
@@ -396,6 +468,19 @@ class DeployerService(Application):
         ),
     ).tag(config=True)
 
+    front_linger = Float(
+        LINGER,
+        help=_help(
+            "Seconds the deployer's front keeps answering model requests without a deployer.",
+            "c.DeployerService.front_linger = 3600",
+            "The front (a process of its own that holds the service's port and routes model "
+            "requests) outlives a deployer that crashes, and the next deployer takes it over. "
+            "If none comes for this long (the hub is down too, and nobody starts it), the "
+            "front exits and the port closes: a process without its manager does not live "
+            "forever.",
+        ),
+    ).tag(config=True)
+
     @property
     def classes(self):  # the backends' options in --generate-config / --help-all
         return [DeployerService, Backend, LocalHost]
@@ -422,6 +507,26 @@ class DeployerService(Application):
                 chosen = ContainerBackend
         return chosen(parent=self)
 
+    monitors = List(
+        Unicode(),
+        ["alerts"],
+        help="""
+        Hub services that may read (GET) every user's deployments and their metrics as an admin would.
+
+        The alerts service evaluates its rules from these answers; a monitor can
+        change nothing (any other method answers 403, as for every service). Its
+        token also needs ``access:services!service=deployer``
+        (config/jupyterhub_config.py gives it to the alerts service). An empty list
+        lets no service read.
+
+        Example::
+
+            c.DeployerService.monitors = []
+
+        .. versionadded:: 0.18
+        """,
+    ).tag(config=True)
+
     def start(self) -> None:
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
         if not token:
@@ -441,31 +546,45 @@ class DeployerService(Application):
         directory = HubDirectory(api_url, token, self.groups_cache_seconds)
         hub_auth = HubOAuth(api_token=token, cache_max_age=self.auth_cache_seconds)
         backend = self._backend()
-        breakers = Breakers(
-            window=self.breaker_window,
-            min_requests=self.breaker_min_requests,
-            threshold=self.breaker_threshold,
-            cooldown=self.breaker_cooldown,
-            probes=self.breaker_probes,
-        )
-        router = ModelRouter(
+        front_settings = {
+            "prefix": prefix,
+            "max_body_bytes": int(self.max_body_size),
+            "max_api_body": 2 * int(self.max_body_size) + 1024**2,
+            "timeout": self.request_timeout,
+            "max_clients": self.max_concurrent_requests,
+            "queue_timeout": self.queue_timeout,
+            "max_queued": self.max_queued_requests,
+            "max_discard_bytes": int(self.max_discard_size),
+            "auth_cache_seconds": self.auth_cache_seconds,
+            "auth_stale_seconds": self.auth_stale_seconds,
+            "groups_cache_seconds": self.groups_cache_seconds,
+            "metrics_window": self.metrics_window,
+            "breaker": {
+                "window": self.breaker_window,
+                "min_requests": self.breaker_min_requests,
+                "threshold": self.breaker_threshold,
+                "cooldown": self.breaker_cooldown,
+                "probes": self.breaker_probes,
+            },
+        }
+        url = urlparse(self.service_url)
+        link = FrontLink(
             backend,
-            breakers,
-            hub_auth,
-            directory.groups_of,
-            max_body_bytes=int(self.max_body_size),
-            timeout=self.request_timeout,
-            max_clients=self.max_concurrent_requests,
-            queue_timeout=self.queue_timeout,
-            max_queued=self.max_queued_requests,
-            max_discard_bytes=int(self.max_discard_size),
-            auth_stale_seconds=self.auth_stale_seconds,
+            Path(self.state_dir) / "front.sock",
+            url.hostname or "127.0.0.1",
+            url.port or 80,
+            front_settings,
+            {"api_url": api_url, "token": token},
+            linger=self.front_linger,
         )
+        # the model series are the front's: this process reports them as the front did
+        for series in FRONT_SERIES:
+            REGISTRY.unregister(series)
+        REGISTRY.register(FrontMetrics(link))
         core = DeployerCore(
             store=store,
             backend=backend,
-            router=router,
-            breakers=breakers,
+            router=link,
             profiles=ProfileStore.for_path(self.profiles_file),
             directory=directory,
             credentials=TrackingCredentials(
@@ -478,12 +597,16 @@ class DeployerService(Application):
             ),
             # the secrets service's URL comes from the hub's config (SHIPYARD_SECRETS_API_URL)
             secrets=SecretsResolver.from_environment(),
+            lineage=LineageResolver(self.tracking_url, self.scheduler_url),
             drain_seconds=self.drain_seconds,
             stop_grace=self.stop_grace,
             max_replicas=self.max_replicas,
             timeout_seconds=self.request_timeout,
             max_body_bytes=int(self.max_body_size),
+            data_quality=self.data_quality,
+            data_quality_margin=self.data_quality_margin,
             monitor_interval=self.monitor_interval,
+            canary_interval=self.canary_interval,
             # read once here: LocalBackend's default asks nvidia-smi (a subprocess)
             gpu_count=backend.gpu_count,
         )
@@ -494,8 +617,8 @@ class DeployerService(Application):
             not_found=NotFoundHandler,
             hub_auth=hub_auth,
             service_name="deployer",
+            monitors=tuple(self.monitors),
             deployer=core,
-            model_router=router,
             build_openapi=lambda prefix: build_openapi(prefix, self.max_replicas),
         )
 
@@ -504,20 +627,17 @@ class DeployerService(Application):
             # knows every deployment (never a 404 for one that exists) and serves those
             # whose replicas outlived the deployer before it
             await core.recover()
-            # the listening socket outlives this process (holder.py): while the next deployer
-            # starts, the proxy's connections wait in its backlog instead of being refused
-            url = urlparse(self.service_url)
-            held = HeldSocket.take(
-                url.hostname or "127.0.0.1",
-                url.port or 80,
-                Path(self.state_dir) / "listener.sock",
-            )
             app.settings["max_discard_bytes"] = int(self.max_discard_size)
-            server = HTTPServer(app, max_body_size=2 * int(self.max_body_size) + 1024**2)
-            server.add_sockets([held.listener])
+            # the API on a loopback port of its own, which only the front calls; the
+            # service's port is the front's, which outlives this process (front.py)
+            server = HTTPServer(app, max_body_size=front_settings["max_api_body"])
+            sockets = bind_sockets(0, "127.0.0.1")
+            server.add_sockets(sockets)
+            await link.open(f"http://127.0.0.1:{sockets[0].getsockname()[1]}")
             stop = stop_event()
             await core.start_wanted()
             monitor = asyncio.create_task(core.monitor())
+            watch = asyncio.create_task(core.watch_canaries())
             self.log.info(
                 "Deployer on %s (%s database, %s backend)",
                 self.service_url,
@@ -525,12 +645,13 @@ class DeployerService(Application):
                 type(backend).__name__,
             )
             await stop.wait()
+            await link.close()  # the front closes the port and finishes its requests
             server.stop()
-            held.release()  # a clean stop closes the port
             monitor.cancel()
+            watch.cancel()
             await core.close()
             if self.stop_on_exit:
-                keys = {key for route in router.routes.values() for key in route.keys.values()}
+                keys = {key for route in link.routes.values() for key in route.keys.values()}
                 await asyncio.gather(*(backend.stop(k, core.stop_grace) for k in keys))
             await backend.close()
 

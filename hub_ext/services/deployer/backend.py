@@ -109,6 +109,12 @@ class VersionSpec:
         The model server's per-request timeout (``--timeout``).
     max_body_bytes : int
         The model server's largest request body (``--max-body-bytes``).
+    data_quality : bool
+        Whether the model server checks and counts its inputs' data quality
+        (``--data-quality``).
+    data_quality_margin : float
+        Share of the training range a value may lie outside it before it counts
+        (``--data-quality-margin``).
     """
 
     owner: str
@@ -122,6 +128,8 @@ class VersionSpec:
     training_summary: dict[str, Any] | None = None
     timeout_seconds: float = 30
     max_body_bytes: int = 10 * 1024**2
+    data_quality: bool = True
+    data_quality_margin: float = 0.0
 
     @property
     def key(self) -> str:
@@ -152,7 +160,7 @@ def model_server_args(spec: VersionSpec, host: str, port: int) -> list[str]:
         The arguments after ``python -m`` :data:`MODEL_SERVER_MODULE`; a
         backend adds ``--training-summary`` and its own options.
     """
-    return [
+    args = [
         "--model-uri",
         spec.model_uri,
         "--host",
@@ -166,6 +174,12 @@ def model_server_args(spec: VersionSpec, host: str, port: int) -> list[str]:
         "--max-body-bytes",
         str(spec.max_body_bytes),
     ]
+    # only when not the default: a model server image older than these options still starts
+    if not spec.data_quality:
+        args += ["--data-quality", "off"]
+    if spec.data_quality_margin:
+        args += ["--data-quality-margin", f"{spec.data_quality_margin:g}"]
+    return args
 
 
 class DeployFailed(Exception):

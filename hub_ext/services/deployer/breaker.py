@@ -133,3 +133,7 @@ class Breakers:
 
     def forget(self, key: str) -> None:
         self._by_key.pop(key, None)
+
+    def keys(self) -> list[str]:
+        """The versions that have a breaker (that were routed to)."""
+        return list(self._by_key)

@@ -2,7 +2,8 @@
 
 :class:`DeployerCore` sits between the handlers, the store (desired state,
 called in a thread pool so the event loop never waits on the database), the
-backend (what runs) and the router (where traffic goes):
+backend (what runs) and the router (where traffic goes: the deployer's front, a
+process of its own that :class:`~.front.FrontLink` keeps current):
 
 - **Versions start in the background.** A new version (or one a rollback
   restarts) is ``starting`` at once; an asyncio task builds its
@@ -23,7 +24,15 @@ backend (what runs) and the router (where traffic goes):
   costs the models no restart); :meth:`start_wanted` then starts, or takes
   over, every version the database wants, without user action.
 - **Monitoring.** :meth:`monitor` polls each healthy replica's ``/stats``
-  (drift, the model server's counts) every ``monitor_interval`` seconds.
+  (drift, the model server's counts, its data-quality totals, summed per version
+  over the replicas' lives) every ``monitor_interval`` seconds.
+- **Watched canaries.** :meth:`watch_canaries` judges every ``watching``
+  canary each ``canary_interval`` seconds from the front's window, its
+  breaker and the replicas' drift: a threshold crossed rolls it back at once,
+  a window that ends clean promotes it (:meth:`judge` says which, with the
+  figures). The store records the decision and moves the traffic in one
+  transaction, only from ``watching``, so a decision is taken once, also
+  across a restart of the deployer (the window's end is in the database).
 
 The model servers get ``MLFLOW_TRACKING_URI`` and a short-lived token of the
 *owner's*, good only for the tracking service (:class:`TrackingCredentials`),
@@ -38,12 +47,14 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from hub_ext.audit import emit
 from hub_ext.host.process import write_private
 from hub_ext.profiles.model import ProfileChoiceError
 from hub_ext.profiles.store import ProfileStore
@@ -53,19 +64,21 @@ from ..common.hubapi import Caller, HubDirectory, HubTokens
 from ..common.secrets import SecretsResolver, SecretsUnavailable
 from . import metrics
 from .backend import Backend, DeployFailed, VersionSpec, version_key
-from .breaker import Breakers
+from .front import FrontLink
+from .lineage import LineageResolver
 from .models import (
+    CanaryFigures,
     CreateDeployment,
     CreateVersion,
     DeploymentMetrics,
     DescribeDeployment,
+    DescribeLineage,
     DescribeVersion,
     Grants,
     ListDeploymentsResponse,
     VersionMetrics,
 )
-from .router import ModelRouter
-from .store import Change, DeploymentStore
+from .store import Change, DeploymentStore, Watch
 
 log = logging.getLogger("shipyard.deployer")
 
@@ -243,23 +256,29 @@ class DeployerCore:
 
     store: DeploymentStore
     backend: Backend
-    router: ModelRouter
-    breakers: Breakers
+    router: FrontLink
     profiles: ProfileStore
     directory: HubDirectory | None
     credentials: TrackingCredentials
     #: ``await secrets(owner, names, purpose, details)``: the values of the owner's secrets
     #: (:class:`~hub_ext.services.common.secrets.SecretsResolver`).
     secrets: Callable[..., Any] = field(default_factory=lambda: SecretsResolver("", ""))
+    #: Follows versions' lineage through the tracking service and the scheduler, as the caller.
+    lineage: LineageResolver = field(default_factory=lambda: LineageResolver("", ""))
     max_request_bytes: int = 4 * 1024**2
     drain_seconds: float = 10.0
     stop_grace: float = 20.0
     max_replicas: int = 8
     timeout_seconds: float = 30.0
     max_body_bytes: int = 10 * 1024**2
+    data_quality: bool = True
+    data_quality_margin: float = 0.0
     monitor_interval: float = 5.0
+    canary_interval: float = 1.0
     gpu_count: int | None = None
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per version key, its replicas' data-quality counts summed over their lives
+    quality: dict[str, metrics.InputIssues] = field(default_factory=dict)
     _tasks: set[asyncio.Task] = field(default_factory=set)
     _locks: dict[Any, asyncio.Lock] = field(default_factory=dict)
 
@@ -286,7 +305,11 @@ class DeployerCore:
         return await self.directory.groups_of(name)
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "deployments": len(self.router.routes)}
+        return {
+            "status": "ok",
+            "deployments": len(self.router.routes),
+            "front": "connected" if self.router.connected else "restarting",
+        }
 
     # -------------------------------------------------------------- access
 
@@ -316,13 +339,22 @@ class DeployerCore:
             raise {403: Forbidden, 409: Conflict}.get(e.status, Invalid)(str(e)) from None
 
     def _present(self, d: DescribeDeployment) -> DescribeDeployment:
-        versions = [
-            v.model_copy(
-                update={"breaker": self.breakers.describe(version_key(d.owner, d.name, v.version))}
-            )
-            for v in d.versions
-        ]
-        return d.model_copy(update={"versions": versions})
+        return d.model_copy(update={"versions": [self._present_version(d, v) for v in d.versions]})
+
+    def _present_version(self, d: DescribeDeployment, v: DescribeVersion) -> DescribeVersion:
+        """The version with its breaker, and a watched canary's figures as they are now."""
+        update: dict[str, Any] = {
+            "breaker": self.router.breaker(version_key(d.owner, d.name, v.version))
+        }
+        watch = v.canary
+        if watch is not None and watch.state == "watching":
+            live = {"canary": self.figures(version_key(d.owner, d.name, v.version))}
+            if watch.baseline_version is not None:
+                live["baseline"] = self.figures(
+                    version_key(d.owner, d.name, watch.baseline_version)
+                )
+            update["canary"] = watch.model_copy(update=live)
+        return v.model_copy(update=update)
 
     def _apply(self, change: Change) -> DescribeDeployment:
         """Route by the committed change, start what it starts, drain what it drains."""
@@ -376,10 +408,26 @@ class DeployerCore:
         self, caller: Caller, name: str, version: int, owner: str | None
     ) -> DescribeVersion:
         owner = self.owner_for(caller, owner)
+        d = await self._call(self.store.get, owner, name)
         v = await self._call(self.store.get_version, owner, name, version)
-        return v.model_copy(
-            update={"breaker": self.breakers.describe(version_key(owner, name, version))}
-        )
+        return self._present_version(d, v)
+
+    async def version_lineage(
+        self,
+        caller: Caller,
+        name: str,
+        version: int,
+        owner: str | None,
+        authorization: str | None,
+    ) -> DescribeLineage:
+        """The chain from the version back to its run, pipeline run and input files.
+
+        ``authorization`` is the caller's own header: the other services are read as the
+        caller (:mod:`.lineage`). Another user's deployment is a 404 as a missing one.
+        """
+        owner = self.owner_for(caller, owner)
+        v = await self._call(self.store.get_version, owner, name, version)
+        return await self.lineage.resolve(owner, name, v, authorization)
 
     async def set_traffic(
         self, caller: Caller, name: str, split: dict[int, int], owner: str | None
@@ -451,16 +499,18 @@ class DeployerCore:
         versions = {}
         for v in d.versions:
             key = version_key(owner, name, v.version)
-            window = self.router.windows.get(key)
-            summary = window.summary() if window else {}
+            summary = self.router.summary(key)
             served = self.stats.get(key, {})
+            quality = self.quality.get(key)
             versions[str(v.version)] = VersionMetrics(
                 state=v.state,
-                breaker=self.breakers.describe(key),
+                breaker=self.router.breaker(key),
                 traffic=d.traffic.get(str(v.version), 0),
                 replicas_ready=len(self.backend.endpoints(key)),
                 drift=served.get("drift", {}),
                 rows_seen=served.get("rows_seen", 0),
+                rows_checked=quality.rows if quality is not None else 0,
+                input_issues=quality.report() if quality is not None else {},
                 **summary,
             )
         return DeploymentMetrics(versions=versions)
@@ -503,6 +553,8 @@ class DeployerCore:
             training_summary=summary,
             timeout_seconds=self.timeout_seconds,
             max_body_bytes=self.max_body_bytes,
+            data_quality=self.data_quality,
+            data_quality_margin=self.data_quality_margin,
         )
         if not self.backend.needs_credentials(spec):  # a local path, or a copy kept here
             return spec
@@ -583,11 +635,15 @@ class DeployerCore:
             log.info("Stopping %s", key)
             await self.backend.stop(key, self.stop_grace)
             await self.credentials.release(key)
-        window = self.router.windows.pop(key, None)
         served = self.stats.pop(key, {})
-        self.breakers.forget(key)
+        quality = self.quality.pop(key, None)
+        self.router.forget(owner, name, version, key)
         metrics.forget_version(
-            owner, name, version, served.get("drift", {}), window.codes if window else ()
+            owner,
+            name,
+            version,
+            served.get("drift", {}),
+            issues=quality.labels() if quality is not None else (),
         )
 
     # ----------------------------------------------------- start and watch
@@ -644,21 +700,195 @@ class DeployerCore:
                     if version in route.ready or endpoints:
                         metrics.REPLICAS_READY.labels(*labels).set(len(endpoints))
                         metrics.TRAFFIC.labels(*labels).set(route.traffic.get(version, 0))
-                        metrics.BREAKER_OPEN.labels(*labels).set(self.breakers.describe(key).open)
+                        metrics.BREAKER_OPEN.labels(*labels).set(self.router.breaker(key).open)
                     if endpoints:
                         self.stats[key] = await self._poll_stats(
                             client, endpoints, self.backend.request_headers(key)
                         )
                         for feature, psi in self.stats[key].get("drift", {}).items():
                             metrics.DRIFT.labels(*labels, feature).set(psi)
+                        replicas = self.stats[key].pop("replicas", {})
+                        quality = self.quality.setdefault(key, metrics.InputIssues(labels))
+                        quality.update(replicas, endpoints)
             await asyncio.sleep(self.monitor_interval)
+
+    # ------------------------------------------------------ watched canaries
+
+    def figures(self, key: str) -> CanaryFigures:
+        """What the front saw of ``key`` over its window, and its replicas' worst drift."""
+        summary = self.router.summary(key)
+        drift = self.stats.get(key, {}).get("drift") or {}
+        return CanaryFigures(
+            error_rate=summary.get("error_rate") if summary.get("window_requests") else None,
+            latency_p99_ms=(summary.get("latency_ms") or {}).get("p99"),
+            requests=int(summary.get("requests") or 0),
+            drift_psi_max=max(drift.values()) if drift else None,
+        )
+
+    def judge(self, watch: Watch, now: datetime) -> tuple[bool, str, dict[str, Any]] | None:
+        """``(promote, reason, figures)`` when the canary is to be decided now, else None.
+
+        Rolled back at once when its breaker opened, or, once its window (the
+        front's last minute) holds ``min_requests`` requests, when a threshold is
+        crossed; promoted when the window ends with none crossed, but only if it
+        saw ``min_requests`` requests in all: fewer roll it back (not enough
+        traffic to judge it). Each reason names the figure, the threshold and
+        the baseline's figure.
+        """
+        key = version_key(watch.owner, watch.name, watch.version)
+        policy = watch.policy
+        canary = self.figures(key)
+        baseline = (
+            self.figures(version_key(watch.owner, watch.name, watch.baseline))
+            if watch.baseline is not None
+            else None
+        )
+        figures = {
+            "canary": canary.model_dump(),
+            "baseline": None if baseline is None else baseline.model_dump(),
+        }
+        base = f"baseline version {watch.baseline}" if watch.baseline is not None else "no baseline"
+
+        def of_baseline(name: str, unit: str = "") -> str:
+            value = None if baseline is None else getattr(baseline, name)
+            return f"{base}: {'n/a' if value is None else f'{value:g}{unit}'}"
+
+        crossed = []
+        breaker = self.router.breaker(key)
+        if breaker.open:
+            crossed.append(f"its circuit breaker opened ({breaker.reason})")
+        window_requests = int(self.router.summary(key).get("window_requests") or 0)
+        if window_requests >= policy.min_requests:
+            if (
+                policy.max_error_rate is not None
+                and canary.error_rate is not None
+                and canary.error_rate > policy.max_error_rate
+            ):
+                crossed.append(
+                    f"error rate {canary.error_rate:g} > max_error_rate "
+                    f"{policy.max_error_rate:g} ({of_baseline('error_rate')})"
+                )
+            p99 = canary.latency_p99_ms
+            if policy.max_latency_p99_ms is not None and p99 is not None:
+                if p99 > policy.max_latency_p99_ms:
+                    crossed.append(
+                        f"p99 latency {p99:g} ms > max_latency_p99_ms "
+                        f"{policy.max_latency_p99_ms:g} ({of_baseline('latency_p99_ms', ' ms')})"
+                    )
+            if policy.max_drift_psi is not None:
+                drift = self.stats.get(key, {}).get("drift") or {}
+                worst = max(drift.items(), key=lambda kv: kv[1], default=None)
+                if worst is not None and worst[1] > policy.max_drift_psi:
+                    crossed.append(
+                        f"drift of feature {worst[0]!r} psi {worst[1]:g} > max_drift_psi "
+                        f"{policy.max_drift_psi:g} ({of_baseline('drift_psi_max')})"
+                    )
+        if crossed:
+            return (
+                False,
+                f"rolled back after {window_requests} request(s): " + "; ".join(crossed),
+                figures,
+            )
+        if now < watch.ends_at:
+            return None
+        if canary.requests < policy.min_requests:
+            return (
+                False,
+                f"not enough traffic ({canary.requests} of {policy.min_requests}) to judge "
+                "the canary",
+                figures,
+            )
+        rate = "n/a" if canary.error_rate is None else f"{canary.error_rate:g}"
+        latency = "n/a" if canary.latency_p99_ms is None else f"{canary.latency_p99_ms:g} ms"
+        return (
+            True,
+            f"promoted: its {policy.window_seconds:g} s window passed with no threshold crossed "
+            f"({canary.requests} request(s), error rate {rate} ({of_baseline('error_rate')}), "
+            f"p99 latency {latency} ({of_baseline('latency_p99_ms', ' ms')}))",
+            figures,
+        )
+
+    async def watch_canaries(self) -> None:
+        """Judge every watched canary each ``canary_interval`` seconds, until cancelled.
+
+        A canary is judged only while its version is ready and the front is
+        connected, once the front has had time to report its windows (a
+        restarted deployer reads them back within a second): judging on the
+        empty figures of a deployer that just started would roll it back for
+        want of traffic.
+        """
+        await asyncio.sleep(max(2.0, 2 * self.canary_interval))
+        while True:
+            try:
+                if self.router.connected:
+                    now = self.store.clock()
+                    for watch in await self._call(self.store.watches):
+                        if not watch.ready:
+                            continue  # restarting after a deployer restart: not judged meanwhile
+                        verdict = self.judge(watch, now)
+                        if verdict is not None:
+                            await self._decide(watch, *verdict)
+            except Exception:
+                log.exception("Could not judge the watched canaries (trying again)")
+            await asyncio.sleep(self.canary_interval)
+
+    async def _decide(
+        self, watch: Watch, promote: bool, reason: str, figures: dict[str, Any]
+    ) -> None:
+        key = version_key(watch.owner, watch.name, watch.version)
+        async with self._lock((watch.owner, watch.name)):
+            try:
+                change = await self._call(
+                    self.store.decide_canary,
+                    watch.owner,
+                    watch.name,
+                    watch.version,
+                    promote,
+                    reason,
+                    figures,
+                )
+            except NotFound:
+                return  # deleted meanwhile
+            if change is None:
+                return  # decided already, or stopped by hand meanwhile
+            self._apply(change)
+        d = change.deployment
+        log.info(
+            "Canary %s %s: %s; traffic %s",
+            key,
+            "promoted" if promote else "rolled back",
+            reason,
+            d.traffic,
+        )
+        emit(
+            "deployment.promote" if promote else "deployment.rollback",
+            actor="deployer",
+            actor_kind="service",
+            on_behalf_of=watch.owner,
+            target=f"deployment/{watch.name}",
+            owner=watch.owner,
+            reason=reason,
+            details={
+                "version": watch.version,
+                "canary": True,
+                "baseline": watch.baseline,
+                "traffic": d.traffic,
+            },
+        )
 
     @staticmethod
     async def _poll_stats(
         client: AsyncHTTPClient, endpoints: list[str], headers: Mapping[str, str]
     ) -> dict[str, Any]:
-        """The replicas' ``/stats`` merged: summed counts, each feature's worst drift."""
-        merged: dict[str, Any] = {"requests": 0, "errors": 0, "rows_seen": 0, "drift": {}}
+        """The replicas' ``/stats`` merged: summed counts, each feature's worst drift, and
+        under ``replicas`` each one's data-quality totals (:class:`.metrics.InputIssues`)."""
+        merged: dict[str, Any] = {
+            "requests": 0,
+            "errors": 0,
+            "rows_seen": 0,
+            "drift": {},
+            "replicas": {},  # endpoint: its data-quality counts (metrics.InputIssues)
+        }
         for endpoint in endpoints:
             try:
                 response = await client.fetch(
@@ -673,6 +903,11 @@ class DeployerCore:
             for feature, psi in (stats.get("drift") or {}).items():
                 if isinstance(psi, int | float):
                     merged["drift"][feature] = max(psi, merged["drift"].get(feature, 0.0))
+            if isinstance(stats.get("input_issues"), dict):
+                merged["replicas"][endpoint] = {
+                    "rows_checked": stats.get("rows_checked"),
+                    "input_issues": stats["input_issues"],
+                }
         return merged
 
     async def close(self) -> None:

@@ -24,6 +24,7 @@ from tornado import web
 from ..common.errors import ServiceError
 from ..common.handlers import UserServiceHandler
 from ..common.web import HealthRoute, MetricsRoute, NotFoundRoute, OpenAPIRoute
+from . import replica_metrics
 from .core import DeployerCore
 from .metrics import REQUESTS
 from .models import (
@@ -36,7 +37,6 @@ from .models import (
     SetTraffic,
     UpdateDeployment,
 )
-from .router import model_routes
 
 
 class BaseHandler(UserServiceHandler):
@@ -121,6 +121,19 @@ class VersionHandler(BaseHandler):
         self.send(await self.core.get_version(caller, name, int(version), self.owner))
 
 
+class LineageHandler(BaseHandler):
+    route_name = "lineage"
+
+    async def get(self, name: str, version: str) -> None:
+        caller = await self.caller()
+        # the caller's own header, passed on so the other services answer as to the caller;
+        # a cookie-authenticated request has none (the answer says so)
+        authorization = self.request.headers.get("Authorization")
+        self.send(
+            await self.core.version_lineage(caller, name, int(version), self.owner, authorization)
+        )
+
+
 class TrafficHandler(BaseHandler):
     route_name = "traffic"
     audit_actions = {"PUT": "deployment.traffic"}
@@ -187,7 +200,17 @@ class HealthHandler(HealthRoute, BaseHandler):
 
 
 class MetricsHandler(MetricsRoute, BaseHandler):
-    """Prometheus metrics, for hub admins."""
+    """Prometheus metrics, for hub admins and tokens with ``read:metrics``."""
+
+
+class ReplicaMetricsHandler(MetricsRoute, BaseHandler):
+    """The ready replicas' own series, labelled with their deployment (:mod:`.replica_metrics`)."""
+
+    route_name = "replica_metrics"
+
+    async def metrics_body(self) -> bytes:
+        core = self.core
+        return await replica_metrics.scrape(list(core.router.routes.values()), core.backend)
 
 
 class NotFoundHandler(NotFoundRoute, BaseHandler):
@@ -203,10 +226,12 @@ API_TABLE = [
     ("openapi.json", OpenAPIHandler),
     ("health", HealthHandler),
     ("metrics", MetricsHandler),
+    ("metrics/replicas", ReplicaMetricsHandler),
     ("api/deployments", DeploymentsHandler),
     (f"api/deployments/{NAME}", DeploymentHandler),
     (f"api/deployments/{NAME}/versions", VersionsHandler),
     (f"api/deployments/{NAME}/versions/{VERSION}", VersionHandler),
+    (f"api/deployments/{NAME}/versions/{VERSION}/lineage", LineageHandler),
     (f"api/deployments/{NAME}/traffic", TrafficHandler),
     (f"api/deployments/{NAME}/promote", PromoteHandler),
     (f"api/deployments/{NAME}/rollback", RollbackHandler),
@@ -216,5 +241,8 @@ API_TABLE = [
 
 
 def routes(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
-    """Every route under the service prefix (``/services/deployer/``): API and model traffic."""
-    return [(prefix + path, handler) for path, handler in API_TABLE] + model_routes(prefix)
+    """The REST API's routes under the service prefix (``/services/deployer/``).
+
+    Model traffic is the front's (:mod:`.front`): the control plane never routes it.
+    """
+    return [(prefix + path, handler) for path, handler in API_TABLE]

@@ -55,10 +55,14 @@ from ..common.secrets import SecretNames
 
 __all__ = [
     "BreakerState",
+    "CanaryFigures",
+    "CanaryPolicy",
+    "CanaryWatch",
     "CreateDeployment",
     "CreateVersion",
     "DeploymentMetrics",
     "DescribeDeployment",
+    "DescribeLineage",
     "DescribeVersion",
     "ErrorResponse",
     "Grants",
@@ -95,6 +99,11 @@ MAX_DOCUMENT_BYTES = 1024**2
 MAX_GRANTS = 200
 
 VersionState = Literal["starting", "ready", "failed", "stopped"]
+#: Where a canary's watch is: see :class:`CanaryWatch`.
+CanaryState = Literal["waiting", "watching", "promoted", "rolled_back", "stopped"]
+MIN_CANARY_WINDOW = 10
+MAX_CANARY_WINDOW = 86_400
+MAX_MIN_REQUESTS = 1_000_000_000
 
 
 def _error(kind: str, message: str, **context: Any) -> PydanticCustomError:
@@ -235,6 +244,46 @@ class CreateDeployment(_Input):
     secrets: SecretNames = Field(default_factory=list, description=SECRETS_DOC)
 
 
+#: JSON numbers (never a string or a boolean, never NaN or infinite) within bounds.
+CanaryWindow = Annotated[
+    float, Field(strict=True, allow_inf_nan=False, ge=MIN_CANARY_WINDOW, le=MAX_CANARY_WINDOW)
+]
+Share = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0, le=1)]
+Positive = Annotated[float, Field(strict=True, allow_inf_nan=False, gt=0)]
+CanaryPercent = Annotated[Whole, Field(ge=1, le=99, json_schema_extra=_bounds)]
+MinRequests = Annotated[Whole, Field(ge=0, le=MAX_MIN_REQUESTS, json_schema_extra=_bounds)]
+
+
+class CanaryPolicy(_Input):
+    """A canary the deployer watches: promoted when its window passes clean, else rolled back.
+
+    Each threshold left out (or null) is not checked; the canary's breaker opening
+    always rolls it back.
+    """
+
+    percent: CanaryPercent = Field(
+        description="Share of the traffic (1 to 99) the version takes while it is watched."
+    )
+    window_seconds: CanaryWindow = Field(
+        description=f"How long the canary is watched once ready ({MIN_CANARY_WINDOW} to "
+        f"{MAX_CANARY_WINDOW} seconds); it is promoted at the end unless a threshold was crossed."
+    )
+    max_error_rate: Share | None = Field(
+        None, description="Roll back when the share of failed (5xx) requests goes over this."
+    )
+    max_latency_p99_ms: Positive | None = Field(
+        None, description="Roll back when the 99th percentile latency (ms) goes over this."
+    )
+    max_drift_psi: Positive | None = Field(
+        None, description="Roll back when any feature's population stability index goes over this."
+    )
+    min_requests: MinRequests = Field(
+        20,
+        description="Requests the canary must have seen before a threshold is judged; fewer "
+        "over the whole window rolls it back (not enough traffic to judge it).",
+    )
+
+
 class CreateVersion(_Input):
     """A new version of a deployment; it takes the traffic when it is ready."""
 
@@ -247,6 +296,11 @@ class CreateVersion(_Input):
         description="Share of the traffic the version takes when ready; all of it if left out. "
         "0 keeps it ready but unrouted (call it at .../v/<version>/invocations).",
     )
+    canary: CanaryPolicy | None = Field(
+        None,
+        description="A watched canary: the version takes `percent` of the traffic when ready, "
+        "and the deployer promotes it or rolls it back by itself (not with canary_percent).",
+    )
     training_summary: Document = None
     signature: Document = None
     lineage: Document = None
@@ -255,6 +309,16 @@ class CreateVersion(_Input):
         description=SECRETS_DOC + " Given, the list replaces the deployment's (for every "
         "replica started from now on); left out, the deployment keeps its list.",
     )
+
+    @model_validator(mode="after")
+    def _one_canary(self) -> CreateVersion:
+        if self.canary is not None and self.canary_percent is not None:
+            raise _error(
+                "canary",
+                "canary and canary_percent: give one of them, not both (canary.percent is the "
+                "share of traffic of a watched canary; canary_percent one nobody watches)",
+            )
+        return self
 
 
 class UpdateDeployment(_Input):
@@ -324,6 +388,41 @@ class BreakerState(BaseModel):
     )
 
 
+class CanaryFigures(BaseModel):
+    """What the front saw of one version: over its last minute, and its requests in all."""
+
+    error_rate: float | None = Field(default=None, description="Share of failed (5xx) requests.")
+    latency_p99_ms: float | None = None
+    requests: int = Field(
+        default=0, description="Requests the version answered since it took traffic."
+    )
+    drift_psi_max: float | None = Field(
+        default=None, description="The largest population stability index of any feature."
+    )
+
+
+class CanaryWatch(BaseModel):
+    """The deployer's watch of a canary version and its decision."""
+
+    policy: CanaryPolicy
+    state: CanaryState = Field(
+        description="waiting: not ready yet; watching: ready, until the window ends; promoted "
+        "or rolled_back: the deployer's decision; stopped: the traffic was changed by hand "
+        "during the window, which ended the watch."
+    )
+    reason: str | None = Field(None, description="Why it was decided or stopped, with figures.")
+    started_at: datetime | None = None
+    ends_at: datetime | None = None
+    decided_at: datetime | None = None
+    canary: CanaryFigures = Field(default_factory=lambda: CanaryFigures())
+    baseline: CanaryFigures | None = Field(
+        None, description="The same figures of the production version it is compared with."
+    )
+    baseline_version: int | None = Field(
+        None, description="The production version a rollback returns the traffic to."
+    )
+
+
 class DescribeVersion(BaseModel):
     """One immutable version of a deployment."""
 
@@ -339,6 +438,9 @@ class DescribeVersion(BaseModel):
         None, description="The share of traffic the version takes once ready."
     )
     breaker: BreakerState = Field(default_factory=BreakerState)
+    canary: CanaryWatch | None = Field(
+        None, description="The watch of a version created with a canary policy; null otherwise."
+    )
     signature: dict[str, Any] | None = None
     lineage: dict[str, Any] | None = None
 
@@ -385,7 +487,147 @@ class VersionMetrics(BaseModel):
         default_factory=dict, description="Population stability index per feature."
     )
     rows_seen: int = 0
+    rows_checked: int = Field(
+        0, description="Input rows the version's replicas checked for data quality."
+    )
+    input_issues: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="Input values with a data-quality issue, by kind (schema_violation, "
+        "missing_value, out_of_range, unseen_category) and feature, summed over the "
+        "version's replicas since the deployer started watching it; only non-zero counts.",
+    )
 
 
 class DeploymentMetrics(BaseModel):
     versions: dict[str, VersionMetrics]
+
+
+# ------------------------------------------------------------------ lineage
+
+
+class LineageVersion(BaseModel):
+    """The deployment version the chain starts from."""
+
+    owner: str
+    name: str
+    version: int
+    model_uri: str
+    state: VersionState
+    created_at: datetime
+
+
+class LineageModelVersion(BaseModel):
+    """The MLflow registry's model version the deployment version serves."""
+
+    name: str
+    version: str
+    run_id: str | None = Field(None, description="The run the registry says made it.")
+
+
+class LineageRun(BaseModel):
+    """The MLflow run that trained the model, read through the tracking service as the caller."""
+
+    run_id: str
+    experiment_id: str | None = None
+    status: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Each metric's latest value."
+    )
+    notebook: str | None = Field(None, description="``mlflow.source.name``: the notebook's path.")
+    cell_source: str | None = Field(None, description="The ``%%track`` cell (``cell.py``).")
+    git_commit: str | None = None
+    git_dirty: str | None = None
+    env: str | None = None
+    env_digest: str | None = None
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Its ``mlflow.source.*`` and ``shipyard.*`` tags."
+    )
+
+
+class LineageSchedulerRun(BaseModel):
+    """The scheduler run (a job's, or a pipeline step's) the model was deployed from."""
+
+    id: str
+    job_id: str
+    status: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    notebook_digest: str
+    env_digest: str | None = None
+    mlflow_run_id: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class LineageStep(BaseModel):
+    """The pipeline step that deployed the model, as the pipeline run recorded it."""
+
+    step: str
+    status: str
+    run_id: str | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+class LineagePipelineRun(BaseModel):
+    """The pipeline run the model came from."""
+
+    id: str
+    pipeline_id: str
+    pipeline_name: str
+    status: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    ended_at: datetime | None = None
+    step: LineageStep | None = None
+
+
+class LineageNotebook(BaseModel):
+    """The notebook that ran: its path, the digest of the scheduler's snapshot, its parameters."""
+
+    path: str | None = None
+    digest: str | None = Field(None, description="The scheduler run's ``notebook_digest``.")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class LineageFile(BaseModel):
+    """An input file of the pipeline run, with its SHA-256."""
+
+    path: str
+    sha256: str | None = None
+    source: str = Field(
+        description="``step:<step>/<name>`` (a file a step left) or ``trigger`` (the files "
+        "that started the run)."
+    )
+
+
+LineageLink = Literal[
+    "model_version", "mlflow_run", "scheduler_run", "pipeline_run", "notebook", "inputs"
+]
+
+
+class LineageMissing(BaseModel):
+    """A link of the chain that could not be resolved, and why."""
+
+    link: Literal[
+        "model_version", "mlflow_run", "scheduler_run", "pipeline_run", "notebook", "inputs"
+    ]
+    reason: str
+
+
+class DescribeLineage(BaseModel):
+    """Where a deployment version came from, as far as it can be followed.
+
+    Each link is null when it is not known; ``missing`` then says which and why.
+    """
+
+    version: LineageVersion
+    recorded: dict[str, Any] = Field(
+        default_factory=dict, description="The version's lineage document, as deployed."
+    )
+    model_version: LineageModelVersion | None = None
+    mlflow_run: LineageRun | None = None
+    scheduler_run: LineageSchedulerRun | None = None
+    pipeline_run: LineagePipelineRun | None = None
+    notebook: LineageNotebook | None = None
+    inputs: list[LineageFile] = Field(default_factory=list)
+    missing: list[LineageMissing] = Field(default_factory=list)

@@ -22,6 +22,7 @@ from .models import (
     CreateVersion,
     DeploymentMetrics,
     DescribeDeployment,
+    DescribeLineage,
     DescribeVersion,
     ErrorResponse,
     Grants,
@@ -57,7 +58,15 @@ D = [NAME, OWNER]
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("openapi.json", "get"): {"summary": "This document.", "auth": False, "raw": "object"},
     ("health", "get"): {"summary": "Whether the service is up.", "auth": False, "raw": "object"},
-    ("metrics", "get"): {"summary": "Prometheus metrics (hub admins).", "raw": "text/plain"},
+    ("metrics", "get"): {
+        "summary": "Prometheus metrics (hub admins, tokens with read:metrics).",
+        "raw": "text/plain",
+    },
+    ("metrics/replicas", "get"): {
+        "summary": "The ready model replicas' own Prometheus series, labelled user, "
+        "deployment, version and replica (hub admins, tokens with read:metrics).",
+        "raw": "text/plain",
+    },
     ("api/deployments", "get"): {
         "summary": "Your deployments (admins: ?owner=).",
         "params": [OWNER],
@@ -87,7 +96,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "status": 204,
     },
     ("api/deployments/{name}/versions", "post"): {
-        "summary": "Deploy a new version; it takes the traffic (or canary_percent) when ready.",
+        "summary": "Deploy a new version; it takes the traffic (canary_percent, or a watched "
+        "canary's percent) when ready.",
         "params": D,
         "request": CreateVersion,
         "response": DescribeVersion,
@@ -97,6 +107,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "summary": "One version.",
         "params": [NAME, VERSION, OWNER],
         "response": DescribeVersion,
+    },
+    ("api/deployments/{name}/versions/{version}/lineage", "get"): {
+        "summary": "Where the version came from: registered model version, MLflow run, "
+        "scheduler run, pipeline run and step, notebook digest and parameters, input files "
+        "with their SHA-256 (read as the caller; unknown links are listed in missing).",
+        "params": [NAME, VERSION, OWNER],
+        "response": DescribeLineage,
     },
     ("api/deployments/{name}/traffic", "put"): {
         "summary": "Set the traffic split over ready versions (sums to 100).",

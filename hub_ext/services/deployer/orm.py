@@ -23,6 +23,14 @@ every version that should serve without anyone asking:
   before the current one, which is what a rollback without a version goes
   back to.
 
+- ``versions.canary_*``: a version created with a canary policy: the policy
+  (JSON), where its watch is (``canary_state``), when it started and ends
+  (fixed when the version first becomes ready, so a restarted deployer
+  resumes the same window), the production version it is compared with and
+  rolled back to, and the decision (reason, time, figures). A decision is
+  recorded in the same transaction as the traffic it moves, and only from
+  ``watching``: it is never taken twice.
+
 Timestamps are :class:`hub_ext.services.common.orm.UTCDateTime` (UTC,
 timezone-aware on both databases); states are short strings with CHECK
 constraints, not native enums (a new value is a one-line migration).
@@ -50,6 +58,8 @@ from ..common.orm import NAMING_CONVENTION, UTCDateTime
 
 #: What a version can be; ``starting`` becomes ``ready`` or ``failed``.
 VERSION_STATES = ("starting", "ready", "failed", "stopped")
+#: Where a canary's watch is; ``waiting`` becomes ``watching``, then one of the others.
+CANARY_STATES = ("waiting", "watching", "promoted", "rolled_back", "stopped")
 
 
 class Base(DeclarativeBase):
@@ -97,6 +107,10 @@ class Version(Base):
             "pending_percent IS NULL OR (pending_percent >= 0 AND pending_percent <= 100)",
             name="pending_percent",
         ),
+        CheckConstraint(
+            f"canary_state IS NULL OR canary_state IN ({', '.join(repr(s) for s in CANARY_STATES)})",
+            name="canary_state",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -116,5 +130,16 @@ class Version(Base):
     created_at: Mapped[datetime]
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The canary policy the version was created with (null: no watched canary).
+    canary_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    canary_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    canary_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    canary_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    canary_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    canary_decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: The production version when the canary became ready: compared with, rolled back to.
+    canary_baseline: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: ``{"canary": {...}, "baseline": {...}}``: the figures the decision was taken on.
+    canary_figures: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     deployment: Mapped[Deployment] = relationship(back_populates="versions")

@@ -86,8 +86,9 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from jupyterhub.services.auth import HubAuth, check_scopes
 from tornado import web
@@ -97,7 +98,7 @@ from tornado.iostream import StreamClosedError
 from hub_ext.audit import emit
 
 from ..common.web import HUB_DOWN
-from .backend import Backend, version_key
+from .backend import version_key
 from .breaker import Breakers
 from .metrics import MODEL_LATENCY, MODEL_REQUESTS, RETRIES, VersionWindow
 from .models import DescribeDeployment
@@ -230,13 +231,47 @@ class Route:
             services=frozenset(d.grants.services),
         )
 
+    def to_wire(self) -> dict[str, Any]:
+        """The route as JSON, for the deployer's front (:mod:`.front`)."""
+        return {
+            "owner": self.owner,
+            "name": self.name,
+            "traffic": {str(v): s for v, s in self.traffic.items()},
+            "keys": {str(v): k for v, k in self.keys.items()},
+            "ready": sorted(self.ready),
+            "users": sorted(self.users),
+            "groups": sorted(self.groups),
+            "services": sorted(self.services),
+        }
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any]) -> Route:
+        return cls(
+            owner=wire["owner"],
+            name=wire["name"],
+            traffic={int(v): s for v, s in wire["traffic"].items()},
+            keys={int(v): k for v, k in wire["keys"].items()},
+            ready=set(wire["ready"]),
+            users=frozenset(wire["users"]),
+            groups=frozenset(wire["groups"]),
+            services=frozenset(wire["services"]),
+        )
+
+
+class Replicas(Protocol):
+    """What the router reads of the replicas: the backend's, as the front was last told."""
+
+    def endpoints(self, key: str) -> list[str]: ...
+
+    def request_headers(self, key: str) -> Mapping[str, str]: ...
+
 
 class ModelRouter:
     """The routing table and the forwarding of model requests (see the module docstring)."""
 
     def __init__(
         self,
-        backend: Backend,
+        backend: Replicas,
         breakers: Breakers,
         hub_auth: HubAuth,
         groups_of,
@@ -262,8 +297,9 @@ class ModelRouter:
         #: the hub's last answers (identities, groups), for while it cannot be reached
         self.last_identity = LastGood(auth_stale_seconds)
         self.last_groups = LastGood(auth_stale_seconds)
-        #: requests waiting for a replica now
+        #: requests waiting for a replica now, and requests being routed
         self.queued = 0
+        self.active = 0
         #: replica URL -> until when it is passed over (it refused or dropped a connection)
         self._suspects: dict[str, float] = {}
         self.routes: dict[tuple[str, str], Route] = {}
@@ -280,15 +316,20 @@ class ModelRouter:
 
     # ----------------------------------------------------------- the table
 
-    def update(self, deployment: DescribeDeployment) -> None:
-        old = self.routes.get((deployment.owner, deployment.name))
-        route = Route.of(deployment)
+    def update(self, route: Route) -> None:
+        old = self.routes.get((route.owner, route.name))
         if old is not None and old.traffic == route.traffic:
             route.weights = old.weights
-        self.routes[(deployment.owner, deployment.name)] = route
+        self.routes[(route.owner, route.name)] = route
 
     def remove(self, owner: str, name: str) -> None:
         self.routes.pop((owner, name), None)
+
+    def set_window(self, seconds: float) -> None:
+        """Cover ``seconds`` from now on, in every version's window and in new ones."""
+        self.window_seconds = seconds
+        for window in self.windows.values():
+            window.seconds = seconds
 
     def window(self, key: str) -> VersionWindow:
         window = self.windows.get(key)
@@ -524,12 +565,21 @@ class ModelRouter:
     def _unavailable(self, message: str, retry: bool = True) -> Answer:
         """503; with ``Retry-After`` when a replica is expected back."""
         headers = {"Retry-After": str(max(1, math.ceil(self.queue_timeout)))} if retry else {}
-        return Answer(503, _error_body(503, "UNAVAILABLE", message), headers=headers)
+        return Answer(503, error_body(503, "UNAVAILABLE", message), headers=headers)
 
     async def forward(
         self, route: Route, body: bytes, content_type: str, pinned: int | None = None
     ) -> Answer:
         """Send a request to a replica (see the module docstring); return the answer."""
+        self.active += 1
+        try:
+            return await self._forward(route, body, content_type, pinned)
+        finally:
+            self.active -= 1
+
+    async def _forward(
+        self, route: Route, body: bytes, content_type: str, pinned: int | None
+    ) -> Answer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.queue_timeout
         tried: set[str] = set()
@@ -597,7 +647,7 @@ class ModelRouter:
             timed_out = failure == "timeout"
             answer = Answer(
                 504 if timed_out else 502,
-                _error_body(
+                error_body(
                     504 if timed_out else 502,
                     "TIMEOUT" if timed_out else "UNAVAILABLE",
                     "The model did not answer in time." if timed_out else "No replica answered.",
@@ -620,7 +670,7 @@ class ModelRouter:
         return answer
 
 
-def _error_body(status: int, code: str, message: str) -> bytes:
+def error_body(status: int, code: str, message: str) -> bytes:
     return json.dumps({"status": status, "error_code": code, "message": message}).encode()
 
 
@@ -654,7 +704,7 @@ class _ModelHandler(web.RequestHandler):
             code = "UNAVAILABLE"
             self.set_header("Retry-After", str(HUB_RETRY_SECONDS))
         self.set_header("Content-Type", "application/json")
-        self.finish(_error_body(status_code, code, message))
+        self.finish(error_body(status_code, code, message))
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, web.HTTPError) and value.status_code < 500:

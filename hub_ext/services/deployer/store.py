@@ -22,6 +22,13 @@ Traffic rules, enforced here and nowhere else:
   through it.
 - A rollback to a stopped version starts it again and switches the traffic
   only when it is ready; until then the current versions keep serving.
+- A version created with a canary policy is ``waiting``; when it becomes
+  ready it is ``watching`` from then until ``ends_at`` (both fixed then),
+  compared with the version that had most of the traffic (its baseline).
+  :meth:`DeploymentStore.decide_canary` records the core's decision and moves
+  the traffic in one transaction, only from ``watching`` (a decision is never
+  taken twice). A traffic change by hand (a split, a promote, a rollback)
+  during the window ends the watch: ``stopped``, saying why.
 
 Other users' deployments are indistinguishable from missing ones
 (SECURITY rule 3): every method takes the owner, and the core passes the
@@ -30,9 +37,10 @@ caller's name unless the caller is an admin.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import Engine, select
@@ -42,6 +50,9 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 from ..common.errors import Conflict, NotFound
 from ..common.orm import utcnow
 from .models import (
+    CanaryFigures,
+    CanaryPolicy,
+    CanaryWatch,
     CreateDeployment,
     CreateVersion,
     DescribeDeployment,
@@ -68,6 +79,24 @@ class Change:
     deployment: DescribeDeployment
     start: list[int] = field(default_factory=list)
     drain: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Watch:
+    """A canary being watched: what the core needs to judge it."""
+
+    owner: str
+    name: str
+    version: int
+    policy: CanaryPolicy
+    started_at: datetime
+    ends_at: datetime
+    baseline: int | None
+    ready: bool
+
+
+#: Watch states a traffic change by hand ends.
+OPEN_WATCH = ("waiting", "watching")
 
 
 def primary_version(traffic: dict[str, int]) -> int | None:
@@ -132,8 +161,27 @@ class DeploymentStore:
             ready_at=row.ready_at,
             stopped_at=row.stopped_at,
             pending_percent=row.pending_percent,
+            canary=DeploymentStore._describe_watch(row),
             signature=row.signature,
             lineage=row.lineage,
+        )
+
+    @staticmethod
+    def _describe_watch(row: Version) -> CanaryWatch | None:
+        if row.canary_policy is None or row.canary_state is None:
+            return None
+        figures = row.canary_figures or {}
+        baseline = figures.get("baseline")
+        return CanaryWatch(
+            policy=CanaryPolicy.model_validate(row.canary_policy),
+            state=row.canary_state,  # type: ignore[arg-type]  # the CHECK constraint's values
+            reason=row.canary_reason,
+            started_at=row.canary_started_at,
+            ends_at=row.canary_ends_at,
+            decided_at=row.canary_decided_at,
+            canary=CanaryFigures.model_validate(figures.get("canary") or {}),
+            baseline=None if baseline is None else CanaryFigures.model_validate(baseline),
+            baseline_version=row.canary_baseline,
         )
 
     def _describe(self, row: Deployment) -> DescribeDeployment:
@@ -281,9 +329,20 @@ class DeploymentStore:
             row = self._load(session, owner, name, lock=True)
             number = max((v.version for v in row.versions), default=0) + 1
             pending = 100 if request.canary_percent is None else request.canary_percent
+            if request.canary is not None:
+                if not row.traffic:
+                    raise Conflict(
+                        f"{name!r} has no version serving yet: a watched canary needs a "
+                        "production version to compare it with and to roll back to; wait "
+                        "until a version is ready, or deploy this one without a canary"
+                    )
+                pending = request.canary.percent
             if not row.traffic and pending < 100:
                 pending = 100  # nothing serves yet: a canary of nothing is all of it
             version = self._new_version(number, request, profile, pending, now)
+            if request.canary is not None:
+                version.canary_policy = request.canary.model_dump()
+                version.canary_state = "waiting"
             row.versions.append(version)
             row.profile = profile
             if request.secrets is not None:
@@ -315,6 +374,12 @@ class DeploymentStore:
             v.state, v.ready_at, v.reason = "ready", now, None
             pending, v.pending_percent = v.pending_percent, None
             traffic = {int(k): s for k, s in row.traffic.items()}
+            if v.canary_state == "waiting" and v.canary_policy is not None:
+                # the window is fixed once: a restarted deployer resumes the same one
+                window = CanaryPolicy.model_validate(v.canary_policy).window_seconds
+                v.canary_state, v.canary_started_at = "watching", now
+                v.canary_ends_at = now + timedelta(seconds=window)
+                v.canary_baseline = primary_version(row.traffic)
             if pending is None or (pending == 0 and traffic):
                 split = traffic
             elif pending == 100 or not traffic:
@@ -340,6 +405,8 @@ class DeploymentStore:
                 v = self._version(row, version)
                 v.state, v.reason, v.wanted, v.pending_percent = state, reason, False, None
                 v.stopped_at = now
+                if v.canary_state in OPEN_WATCH:
+                    self._end_watch(v, f"the version {state} before its window ended", now)
                 if str(version) in row.traffic:  # never leave a split over a dead version
                     split = {int(k): s for k, s in row.traffic.items() if k != str(version)}
                     self._set_split(row, scale_split(split, 100) if split else {}, now)
@@ -368,7 +435,19 @@ class DeploymentStore:
         for v in row.versions:
             if v.version in lost:
                 v.wanted = False
+                if v.canary_state in OPEN_WATCH:
+                    self._end_watch(v, "the version lost its traffic before its window ended", now)
         return lost
+
+    @staticmethod
+    def _end_watch(v: Version, why: str, now: datetime) -> None:
+        v.canary_state, v.canary_reason, v.canary_decided_at = "stopped", why, now
+
+    def _stop_watches(self, row: Deployment, why: str, now: datetime) -> None:
+        """A traffic change by hand: every open watch of the deployment ends, saying so."""
+        for v in row.versions:
+            if v.canary_state in OPEN_WATCH:
+                self._end_watch(v, f"the watch was stopped: {why}", now)
 
     @staticmethod
     def _cancel_pending(row: Deployment, keep: int | None = None) -> list[int]:
@@ -394,6 +473,8 @@ class DeploymentStore:
                         f"version {number} is {v.state}: only ready versions take traffic "
                         f"(ready: {', '.join(str(x.version) for x in row.versions if x.state == 'ready') or 'none'})"
                     )
+            shares = ", ".join(f"version {v}: {p} %" for v, p in sorted(split.items()))
+            self._stop_watches(row, f"the traffic was set by hand ({shares})", now)
             drain = self._cancel_pending(row) + self._set_split(row, split, now)
             return Change(self._describe(row), drain=sorted(set(drain)))
 
@@ -412,26 +493,96 @@ class DeploymentStore:
                         'to roll back to ({"version": N})'
                     )
                 version = row.previous_version
-            v = self._version(row, version)
+            self._check_send(row, version, rollback)
+            verb = "rolled back to" if rollback else "promoted"
+            self._stop_watches(row, f"version {version} was {verb} by hand", now)
+            return self._send_all(row, version, now)
+
+    def _check_send(self, row: Deployment, version: int, rollback: bool) -> None:
+        v = self._version(row, version)
+        if v.state == "failed":
             verb = "roll back to" if rollback else "promote"
-            if v.state == "failed":
-                raise Conflict(
-                    f"cannot {verb} version {version}: it failed to start ({v.reason}); "
-                    "deploy its model again as a new version"
+            raise Conflict(
+                f"cannot {verb} version {version}: it failed to start ({v.reason}); "
+                "deploy its model again as a new version"
+            )
+
+    def _send_all(self, row: Deployment, version: int, now: datetime) -> Change:
+        """All traffic to ``version`` (checked by :meth:`_check_send`), started if stopped."""
+        v = self._version(row, version)
+        drain = self._cancel_pending(row, keep=version)
+        start: list[int] = []
+        if v.state == "ready":
+            v.wanted = True
+            drain += self._set_split(row, {version: 100}, now)
+        else:
+            if v.state == "stopped":
+                v.state, v.reason, v.stopped_at = "starting", None, None
+                start.append(version)
+            v.wanted, v.pending_percent = True, 100
+            row.updated_at = now
+        drain = sorted(set(drain) - {version})
+        return Change(self._describe(row), start=start, drain=drain)
+
+    # ------------------------------------------------------------- canaries
+
+    def watches(self) -> Sequence[Watch]:
+        """Every canary being watched (``watching``), for the core's watch loop."""
+        with self._read() as session:
+            rows = session.scalars(
+                select(Version)
+                .where(Version.canary_state == "watching")
+                .options(selectinload(Version.deployment))
+                .order_by(Version.id)
+            ).all()
+            return [
+                Watch(
+                    owner=v.deployment.owner,
+                    name=v.deployment.name,
+                    version=v.version,
+                    policy=CanaryPolicy.model_validate(v.canary_policy),
+                    started_at=v.canary_started_at,  # type: ignore[arg-type]  # set with watching
+                    ends_at=v.canary_ends_at,  # type: ignore[arg-type]
+                    baseline=v.canary_baseline,
+                    ready=v.state == "ready",
                 )
-            drain = self._cancel_pending(row, keep=version)
-            start: list[int] = []
-            if v.state == "ready":
-                v.wanted = True
-                drain += self._set_split(row, {version: 100}, now)
-            else:
-                if v.state == "stopped":
-                    v.state, v.reason, v.stopped_at = "starting", None, None
-                    start.append(version)
-                v.wanted, v.pending_percent = True, 100
-                row.updated_at = now
-            drain = sorted(set(drain) - {version})
-            return Change(self._describe(row), start=start, drain=drain)
+                for v in rows
+            ]
+
+    def decide_canary(
+        self,
+        owner: str,
+        name: str,
+        version: int,
+        promote: bool,
+        reason: str,
+        figures: dict[str, Any],
+    ) -> Change | None:
+        """Record the decision on a watched canary and move the traffic, in one transaction.
+
+        Promote: all traffic to the canary. Roll back: all traffic to its
+        baseline (the version that served before it; the deployment's
+        previous version if the baseline is gone). Returns None, changing
+        nothing, unless the canary is still ``watching`` (decided already, or
+        stopped by hand meanwhile): a decision is taken once.
+        """
+        now = self.clock()
+        with self._write.begin() as session:
+            row = self._load(session, owner, name, lock=True)
+            v = self._version(row, version)
+            if v.canary_state != "watching":
+                return None
+            target = version if promote else (v.canary_baseline or row.previous_version)
+            v.canary_state = "promoted" if promote else "rolled_back"
+            v.canary_reason, v.canary_decided_at, v.canary_figures = reason, now, figures
+            if target is None or self._version(row, target).state == "failed":
+                # nothing to go back to: the canary is taken out of the split instead
+                split = {int(k): p for k, p in row.traffic.items() if int(k) != version}
+                if not split:
+                    return Change(self._describe(row))
+                drain = self._set_split(row, scale_split(split, 100), now)
+                return Change(self._describe(row), drain=drain)
+            return self._send_all(row, target, now)
 
     # ----------------------------------------------------- replicas, grants
 
@@ -460,4 +611,4 @@ class DeploymentStore:
         self.get(owner, name)
 
 
-__all__ = ["Change", "DeploymentStore", "primary_version", "scale_split"]
+__all__ = ["Change", "DeploymentStore", "Watch", "primary_version", "scale_split"]

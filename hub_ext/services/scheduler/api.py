@@ -254,6 +254,23 @@ class ProfilesResponse(BaseModel):
     profiles: list[ProfileInfo]
 
 
+class DescribeGroupQuota(BaseModel):
+    """One group's quota on runs at once (``c.SchedulerService.group_quotas``), and its use."""
+
+    group: str
+    limit: int = Field(description="Most runs the group's members may have running at once.")
+    running: int = Field(
+        description="Runs of the group's members running now (a member in several groups "
+        "counts in each)."
+    )
+
+
+class ListQuotasResponse(BaseModel):
+    """Every group quota on runs, by group name; empty when none is configured."""
+
+    quotas: list[DescribeGroupQuota]
+
+
 class WebhookResponse(BaseModel):
     """What a webhook call queued (no more: the caller holds a secret, not a hub login)."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from jupyterhub.traitlets import ByteSpecification, Callable
-from traitlets import Bool, Dict, Float, Integer, Unicode, default
+from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 from traitlets.config import Application
 
 from hub_ext import __version__
@@ -39,13 +39,21 @@ from ..common.orm import utcnow
 from ..common.plugins import PluginType
 from ..common.secrets import SecretsResolver
 from ..common.web import HubOAuth, listen, make_app, stop_event
-from .core import GIL_SWITCH_INTERVAL, HubDirectory, SchedulerCore, home_resolver
+from .core import (
+    GIL_SWITCH_INTERVAL,
+    HubDirectory,
+    SchedulerCore,
+    account_resolver,
+    home_resolver,
+)
 from .db import make_engine, upgrade
 from .errors import Conflict
 from .executors import EXECUTORS, Executor
 from .handlers import BaseHandler, NotFoundHandler, routes
+from .metrics import register_job_schedule
 from .notify import Notifier
 from .openapi import build_openapi
+from .pipelines.service import PipelineService
 from .runenv import RunEnvironment, RunSecrets
 from .snapshots import SnapshotStore
 from .store import JobStore
@@ -539,6 +547,26 @@ class SchedulerService(Application):
                 chosen = ContainerExecutor
         return chosen(parent=self)
 
+    monitors = List(
+        Unicode(),
+        ["alerts"],
+        help="""
+        Hub services that may read (GET) every user's jobs and runs as an admin would.
+
+        The alerts service evaluates its rules from these answers; a monitor can
+        change nothing (any other method answers 403, as for every service). Its
+        token also needs ``access:services!service=scheduler``
+        (config/jupyterhub_config.py gives it to the alerts service). An empty list
+        lets no service read.
+
+        Example::
+
+            c.SchedulerService.monitors = []
+
+        .. versionadded:: 0.18
+        """,
+    ).tag(config=True)
+
     def start(self) -> None:
         if self.kill_children_on_exit and os.environ.get("JUPYTERHUB_SERVICE_NAME"):
             die_with_parent(signal.SIGTERM, exit_if_orphaned=True)
@@ -546,6 +574,7 @@ class SchedulerService(Application):
         # jobs, so /health and small requests are not held up behind it (#15, point 7)
         sys.setswitchinterval(GIL_SWITCH_INTERVAL)
         store = self._store()
+        register_job_schedule(store.next_fires)
         profiles = ProfileStore.for_path(self.profiles_file)
         executor = self._executor()
         token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
@@ -582,6 +611,7 @@ class SchedulerService(Application):
             secrets=RunSecrets(SecretsResolver.from_environment()),
             worker_id=new_worker_id(),
             identity=self.instance_id,
+            account_of=account_resolver(self.account_prefix),
         )
         core = SchedulerCore(
             store=store,
@@ -597,7 +627,10 @@ class SchedulerService(Application):
             # read once here: LocalExecutor's default asks nvidia-smi (a subprocess)
             gpu_count=executor.gpu_count,
             check_webhook=notifier.check_webhook_url,
+            group_quotas=dict(self.group_quotas),
         )
+        core.pipelines = PipelineService(core, self._runs_dir() / "pipelines")
+        store.pipelines.workspaces = str(self._runs_dir() / "pipelines")
         prefix = (
             self.service_prefix if self.service_prefix.endswith("/") else self.service_prefix + "/"
         )
@@ -609,6 +642,7 @@ class SchedulerService(Application):
             not_found=NotFoundHandler,
             hub_auth=hub_auth,
             service_name="scheduler",
+            monitors=tuple(self.monitors),
             scheduler=core,
             build_openapi=build_openapi,
         )

@@ -40,9 +40,10 @@ would serialise claims but leave the tick itself unprotected.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -335,6 +336,7 @@ class Workers:
         log_path: str | None = None,
         env_digest: str | None = None,
         mlflow_run_id: str | None = None,
+        recorded: Mapping[str, Any] | None = None,
         now: datetime | None = None,
     ) -> DescribeRun:
         """Record how a run ended; queue its retry or the jobs that run after it.
@@ -357,6 +359,9 @@ class Workers:
             When given, the run must be this worker's.
         output_path, log_path, env_digest, mlflow_run_id : str, optional
             Where the outputs are and what produced them.
+        recorded : mapping, optional
+            What a pipeline step's run recorded (``outputs``, ``files``), read by the
+            worker: the pipeline run takes it in the same transaction.
 
         Raises
         ------
@@ -397,7 +402,9 @@ class Workers:
             ):
                 if value is not None:
                     setattr(run, name, value)
-            self.queue.retry(session, job, run, now)
+            assert run is not None  # locked above, in this transaction
+            retry = self.queue.retry(session, job, run, now)
+            self.queue.ended(session, job, run, retry, now, recorded)
             described = describe_run(run)
             self.firing.after_run(session, job, run, now)
         return described
@@ -482,7 +489,8 @@ class Workers:
                 why = note(run)
                 run.status, run.ended_at = "orphaned", now
                 run.reason = f"{run.reason}; {why}" if run.reason else why
-                self.queue.retry(session, job, run, now)
+                retry = self.queue.retry(session, job, run, now)
+                self.queue.ended(session, job, run, retry, now)
                 orphaned.append(describe_run(run))
         return orphaned
 

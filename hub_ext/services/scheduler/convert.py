@@ -126,6 +126,8 @@ def describe_run(run: Run) -> DescribeRun:
         cells_done=run.cells_done,
         cells_total=run.cells_total,
         outputs_deleted_at=run.outputs_deleted_at,
+        pipeline_run_id=run.pipeline_run_id,
+        step=run.step,
     )
 
 

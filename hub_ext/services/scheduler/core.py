@@ -35,7 +35,7 @@ import os
 import pwd
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
@@ -47,6 +47,8 @@ from hub_ext.profiles.store import ProfileStore
 from ..common.hubapi import Caller, HubDirectory
 from .api import (
     CreateJobRequest,
+    DescribeGroupQuota,
+    ListQuotasResponse,
     LogChunk,
     ParameterInfo,
     ParametersResponse,
@@ -138,6 +140,10 @@ class SchedulerCore:
     cancel_local: Callable[[str], Any] | None = None
     gpu_count: int | None = None
     check_webhook: Callable[[str], Awaitable[None]] | None = None
+    #: The pipelines' calls (:class:`~.pipelines.service.PipelineService`), set by the app.
+    pipelines: Any = None
+    #: ``c.SchedulerService.group_quotas``: most runs at once per hub group.
+    group_quotas: dict[str, int] = field(default_factory=dict)
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, **kwargs)
@@ -156,6 +162,27 @@ class SchedulerCore:
         except ProfileChoiceError as e:
             error = {403: Forbidden, 409: Conflict}.get(e.status, Invalid)
             raise error(str(e)) from None
+
+    async def quotas(self, caller: Caller) -> ListQuotasResponse:
+        """Each group quota on runs and how many runs its members have running (admins only).
+
+        Counted as the worker counts before it starts a run (``Worker._admit``):
+        running runs per owner, each owner in every group they belong to.
+        """
+        if not caller.admin:
+            raise Forbidden("the group quotas' use is for hub admins")
+        counts = await self._call(self.store.running_counts_by_owner) if self.group_quotas else {}
+        running = dict.fromkeys(self.group_quotas, 0)
+        for owner, count in counts.items():
+            for group in await self.groups_of(owner):
+                if group in running:
+                    running[group] += count
+        return ListQuotasResponse(
+            quotas=[
+                DescribeGroupQuota(group=g, limit=self.group_quotas[g], running=running[g])
+                for g in sorted(self.group_quotas)
+            ]
+        )
 
     def profiles_for(self, caller: Caller) -> ProfilesResponse:
         """The caller's profiles; one this machine cannot run says why and is never the default.
@@ -471,6 +498,24 @@ def home_resolver(prefix: str) -> Callable[[str], str | None]:
             return None
 
     return home_of
+
+
+def account_resolver(prefix: str) -> Callable[[str], tuple[int, int] | None]:
+    """``account_of(owner)``: the uid and gid of the owner's system account (None: none yet).
+
+    Without root, runs run as the service's own user, which then owns what they write.
+    """
+
+    def account_of(owner: str) -> tuple[int, int] | None:
+        if os.geteuid() != 0:
+            return None
+        try:
+            entry = pwd.getpwnam(slugs.account_name(owner, prefix))
+        except KeyError:
+            return None
+        return entry.pw_uid, entry.pw_gid
+
+    return account_of
 
 
 def _preview_parameters(data: bytes, values: dict[str, str]) -> PreviewParametersResponse:

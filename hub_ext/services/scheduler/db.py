@@ -29,10 +29,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 
 # The engine is shared by every service (moved to services/common); re-exported here.
+from ..common import db as common_db
 from ..common.db import SQLITE_BUSY_TIMEOUT, make_engine, normalize_url
 
 __all__ = [
@@ -53,31 +53,10 @@ UPGRADE_LOCK_KEY = 0x5348_4950_5944_0001
 
 
 def alembic_config(db_url: str) -> Config:
-    """Return an Alembic configuration for the shipped revisions, without an ini file.
-
-    Parameters
-    ----------
-    db_url : str
-        The database to migrate; ``env.py`` builds its engine with :func:`make_engine`.
-    """
-    config = Config()
-    config.set_main_option("script_location", str(ALEMBIC_DIR))
-    # ConfigParser interpolation would choke on a password with a "%".
-    config.set_main_option("sqlalchemy.url", normalize_url(db_url).replace("%", "%%"))
-    return config
+    """An Alembic configuration for this database's revisions, without an ini file."""
+    return common_db.alembic_config(ALEMBIC_DIR, db_url)
 
 
 def upgrade(db_url: str, revision: str = "head") -> None:
-    """Create the schema, or upgrade it to ``revision``; safe to call on every start.
-
-    Concurrent callers are serialised (an advisory lock on PostgreSQL, the
-    write lock on SQLite), so replicas starting together migrate once.
-
-    Parameters
-    ----------
-    db_url : str
-        The database to create or upgrade.
-    revision : str
-        Target Alembic revision; the newest by default.
-    """
-    command.upgrade(alembic_config(db_url), revision)
+    """Create the schema, or upgrade it to ``revision``; safe on every start and concurrently."""
+    common_db.upgrade(ALEMBIC_DIR, db_url, revision)

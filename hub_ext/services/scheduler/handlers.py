@@ -47,6 +47,7 @@ from .models import (
     UpcomingQuery,
     UpdateJob,
 )
+from .pipelines.api import CreatePipeline, CreatePipelineRun, PausePipeline, UpdatePipeline
 
 #: Header that carries a job's webhook secret.
 WEBHOOK_SECRET_HEADER = "X-Shipyard-Webhook-Secret"
@@ -235,6 +236,14 @@ class ProfilesHandler(BaseHandler):
         self.send(self.core.profiles_for(caller))
 
 
+class QuotasHandler(BaseHandler):
+    route_name = "quotas"
+
+    async def get(self) -> None:
+        caller = await self.caller()
+        self.send(await self.core.quotas(caller))
+
+
 class CronPreviewHandler(BaseHandler):
     """The next runs of a cron expression in a time zone, as the scheduler would fire them.
 
@@ -273,6 +282,98 @@ class WebhookHandler(BaseHandler):
         self.send(await self.core.fire_webhook(job_id, secret), 202)
 
 
+def _pipeline_patch_action(handler: BaseHandler) -> str:
+    try:
+        body = json.loads(handler.request.body or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    paused = isinstance(body, dict) and body.get("paused") is True
+    return "pipeline.pause" if paused else "pipeline.resume"
+
+
+class PipelinesHandler(BaseHandler):
+    route_name = "pipelines"
+    audit_actions = {"POST": "pipeline.create"}
+    audit_target = "pipeline/{result[id]}"
+
+    async def get(self) -> None:
+        caller = await self.caller()
+        self.send(await self.core.pipelines.list(caller))
+
+    async def post(self) -> None:
+        caller = await self.caller()
+        self.send(await self.core.pipelines.create(caller, self.parse(CreatePipeline)), 201)
+
+
+class PipelineHandler(BaseHandler):
+    route_name = "pipeline"
+    audit_actions = {
+        "PUT": "pipeline.update",
+        "PATCH": _pipeline_patch_action,
+        "DELETE": "pipeline.delete",
+    }
+    audit_target = "pipeline/{0}"
+
+    async def patch(self, pipeline_id: str) -> None:
+        caller = await self.caller()
+        request = self.parse(PausePipeline)
+        self.send(await self.core.pipelines.pause(caller, pipeline_id, request))
+
+    async def get(self, pipeline_id: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.pipelines.get(caller, pipeline_id))
+
+    async def put(self, pipeline_id: str) -> None:
+        caller = await self.caller()
+        request = self.parse(UpdatePipeline)
+        self.send(await self.core.pipelines.update(caller, pipeline_id, request))
+
+    async def delete(self, pipeline_id: str) -> None:
+        caller = await self.caller()
+        await self.core.pipelines.delete(caller, pipeline_id)
+        self.no_content()
+
+
+class PipelineRunsHandler(BaseHandler):
+    route_name = "pipeline_runs"
+    audit_actions = {"POST": "pipeline.run"}
+    audit_target = "pipeline/{0}"
+
+    async def get(self, pipeline_id: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.pipelines.runs(caller, pipeline_id))
+
+    async def post(self, pipeline_id: str) -> None:
+        caller = await self.caller()
+        request = self.parse(CreatePipelineRun)
+        self.send(await self.core.pipelines.run(caller, pipeline_id, request), 201)
+
+
+class PipelineRunHandler(BaseHandler):
+    route_name = "pipeline_run"
+    audit_actions = {"PATCH": "pipeline.cancel"}
+    audit_target = "pipeline-run/{0}"
+
+    async def get(self, run_id: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.pipelines.get_run(caller, run_id))
+
+    async def patch(self, run_id: str) -> None:
+        caller = await self.caller()
+        self.parse(UpdateRunRequest)
+        self.send(await self.core.pipelines.cancel(caller, run_id))
+
+
+class PipelineRepairHandler(BaseHandler):
+    route_name = "pipeline_repair"
+    audit_actions = {"POST": "pipeline.repair"}
+    audit_target = "pipeline-run/{0}"
+
+    async def post(self, run_id: str) -> None:
+        caller = await self.caller()
+        self.send(await self.core.pipelines.repair(caller, run_id), 201)
+
+
 class OpenAPIHandler(OpenAPIRoute, BaseHandler):
     """This service's OpenAPI document."""
 
@@ -297,6 +398,7 @@ def routes(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
         ("health", HealthHandler),
         ("metrics", MetricsHandler),
         ("api/profiles", ProfilesHandler),
+        ("api/quotas", QuotasHandler),
         ("api/previews/cron", CronPreviewHandler),
         ("api/previews/parameters", ParametersPreviewHandler),
         ("api/jobs", JobsHandler),
@@ -312,5 +414,10 @@ def routes(prefix: str) -> list[tuple[str, type[web.RequestHandler]]]:
         ("api/notifications", NotificationsHandler),
         (f"api/notifications/{hex32}", NotificationHandler),
         (f"api/webhooks/{hex32}", WebhookHandler),
+        ("api/pipelines", PipelinesHandler),
+        (f"api/pipelines/{hex32}", PipelineHandler),
+        (f"api/pipelines/{hex32}/runs", PipelineRunsHandler),
+        (f"api/pipeline-runs/{hex32}", PipelineRunHandler),
+        (f"api/pipeline-runs/{hex32}/repair", PipelineRepairHandler),
     ]
     return [(prefix + path, handler) for path, handler in table]

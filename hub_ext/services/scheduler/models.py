@@ -533,6 +533,9 @@ class DescribeRun(BaseModel):
     cells_total: int | None
     #: When retention deleted the outputs (``output_path`` and ``log_path`` are then None).
     outputs_deleted_at: datetime | None
+    #: The pipeline run this run is a step of, and the step (None for a job's own runs).
+    pipeline_run_id: str | None = None
+    step: str | None = None
 
 
 class ListRunsQuery(_Input):

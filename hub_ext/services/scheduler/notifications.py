@@ -38,6 +38,41 @@ MAX_MESSAGE = 4000
 MAX_LIST = 500
 
 
+def new_notification(
+    user: str,
+    job_id: str | None,
+    run_id: str | None,
+    event: str | Enum,
+    message: str,
+    now: datetime,
+) -> Notification:
+    """A checked notification row (the caller adds it to its own transaction).
+
+    Raises
+    ------
+    Invalid
+        ``user`` is empty or ``event`` is not one of :data:`~.orm.NOTIFICATION_EVENTS`.
+    """
+    event = event.value if isinstance(event, Enum) else str(event)
+    if event not in NOTIFICATION_EVENTS:
+        raise Invalid(
+            f"a notification is about one of {', '.join(NOTIFICATION_EVENTS)}, not {event!r}"
+        )
+    if not user or len(user) > 255:
+        raise Invalid("a notification needs a user name of 1 to 255 characters")
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 1] + "…"
+    return Notification(
+        id=new_id(),
+        user=user,
+        job_id=job_id,
+        run_id=run_id,
+        event=event,
+        message=message,
+        created_at=now,
+    )
+
+
 class Notifications:
     """Notifications, a part of :class:`~.store.JobStore`; see the module docstring."""
 
@@ -75,25 +110,7 @@ class Notifications:
         NotFound
             No job ``job_id`` (it may have been deleted since the run ended).
         """
-        now = self.queue.now(now)
-        event = event.value if isinstance(event, Enum) else str(event)
-        if event not in NOTIFICATION_EVENTS:
-            raise Invalid(
-                f"a notification is about one of {', '.join(NOTIFICATION_EVENTS)}, not {event!r}"
-            )
-        if not user or len(user) > 255:
-            raise Invalid("a notification needs a user name of 1 to 255 characters")
-        if len(message) > MAX_MESSAGE:
-            message = message[: MAX_MESSAGE - 1] + "…"
-        row = Notification(
-            id=new_id(),
-            user=user,
-            job_id=job_id,
-            run_id=run_id,
-            event=event,
-            message=message,
-            created_at=now,
-        )
+        row = new_notification(user, job_id, run_id, event, message, self.queue.now(now))
         try:
             with self._write.begin() as session:
                 if job_id is not None and (not is_id(job_id) or session.get(Job, job_id) is None):

@@ -8,6 +8,14 @@ and no notification failure changes the run's record. What is sent is the
 job's name, the run's id, status and reason, and a link to the run: never a
 token, the notebook, or its outputs (SECURITY rule 8).
 
+E-mail and webhooks leave through the services' shared sending
+(:mod:`hub_ext.services.common.notify`, apprise underneath), as the alerts
+service's do: the ``smtp_*`` settings become an apprise ``mailto(s)://`` URL
+(:func:`~hub_ext.services.common.notify.mailto_url`; one mail per recipient),
+and the webhook is posted by the shared, pinned :func:`post_json`. Rejected:
+keeping a second SMTP client and webhook poster here, beside the alerts
+service's, with the same rules written twice.
+
 A webhook URL is the user's, called by the service: addresses on loopback,
 private and link-local networks are refused unless the admin allows them
 (``allow_private_webhooks``), so a job cannot make the service poke the hub's
@@ -22,21 +30,27 @@ address in. TLS still verifies the certificate against the URL's host name.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import json
 import os
-import smtplib
-import socket
-from email.message import EmailMessage
-from urllib.parse import urlsplit
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.netutil import Resolver
 from traitlets import Any, Bool, Float, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from ..common.notify import (
+    DeliveryError,
+    each_alone,
+    instantiate,
+    mailto_url,
+    notify_apprise,
+    pin,
+    post_json,
+)
+
+# the SSRF guard is shared with the alerts service's webhooks (re-exported here)
+from ..common.webhooks import PinnedResolver, resolve_public
 from .metrics import NOTIFICATIONS
 from .models import DescribeJob, DescribeRun
+
+__all__ = ["FAILURES", "Notifier", "PinnedResolver", "chat_fields", "resolve_public"]
 
 FAILURES = ("failed", "timed_out", "orphaned")
 
@@ -69,11 +83,18 @@ class Notifier(LoggingConfigurable):
         help="""
         SMTP server for e-mail notifications; empty turns e-mail off.
 
+        Mail is sent through apprise: the ``smtp_*`` settings and ``mail_from``
+        make one ``mailto(s)://`` URL, and each recipient gets a mail of their
+        own (recipients do not see one another's addresses).
+
         Example::
 
             c.Notifier.smtp_host = "smtp.example.org"
 
         .. versionadded:: 0.3
+        .. versionchanged:: 0.18
+           Sent through apprise, one mail per recipient; with ``smtp_starttls``
+           or ``smtp_ssl`` the certificate is verified.
         """,
     ).tag(config=True)
 
@@ -95,6 +116,8 @@ class Notifier(LoggingConfigurable):
         help="""
         Upgrade the SMTP connection with STARTTLS before logging in.
 
+        The server's certificate is verified against ``smtp_host``.
+
         Example::
 
             c.Notifier.smtp_starttls = True
@@ -108,6 +131,9 @@ class Notifier(LoggingConfigurable):
         help="""
         Connect to the SMTP server over TLS from the start (port 465).
 
+        The server's certificate is verified against ``smtp_host``. Takes
+        precedence over ``smtp_starttls``.
+
         Example::
 
             c.Notifier.smtp_ssl = True
@@ -120,6 +146,8 @@ class Notifier(LoggingConfigurable):
         "",
         help="""
         SMTP login; empty sends without logging in.
+
+        The service logs in when both this and ``smtp_password`` are set.
 
         Example::
 
@@ -157,7 +185,7 @@ class Notifier(LoggingConfigurable):
     timeout = Float(
         10.0,
         help="""
-        Seconds to wait for the SMTP server or a webhook to answer.
+        Seconds to wait for the SMTP server to accept a connection, or a webhook to answer.
 
         Example::
 
@@ -232,8 +260,22 @@ class Notifier(LoggingConfigurable):
         if job.notify.emails:
             sends.append(self._email(job.notify.emails, subject, body, run.id))
         if job.notify.webhook_url:
-            sends.append(self._webhook(job, run, subject, body))
-        await asyncio.gather(*sends)
+            sends.append(self._webhook(job, run, job.notify.webhook_url, subject, body))
+        await each_alone(self.log, sends)
+
+    def mailto_url(self, to: list[str]) -> str:
+        """The apprise URL that mails ``to`` through the configured SMTP server."""
+        return mailto_url(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            to=to,
+            mail_from=self.mail_from,
+            username=self.smtp_username,
+            password=self.smtp_password,
+            starttls=self.smtp_starttls,
+            ssl=self.smtp_ssl,
+            timeout=self.timeout,
+        )
 
     async def _email(self, to: list[str], subject: str, body: str, run_id: str) -> None:
         if not self.smtp_host:
@@ -243,31 +285,32 @@ class Notifier(LoggingConfigurable):
             )
             NOTIFICATIONS.labels("email", "unconfigured").inc()
             return
-        message = EmailMessage()
-        message["From"] = self.mail_from
-        message["To"] = ", ".join(to)
-        message["Subject"] = subject
-        message.set_content(body)
         try:
-            await asyncio.to_thread(self._send_mail, message)
-            NOTIFICATIONS.labels("email", "sent").inc()
-        except (OSError, smtplib.SMTPException) as e:
+            mailer = instantiate(self.mailto_url(to))
+        except ValueError:  # apprise's warning says which part; the URL holds the password
             NOTIFICATIONS.labels("email", "failed").inc()
-            self.log.warning("E-mail about run %s not sent: %s", run_id, e)
+            self.log.warning(
+                "E-mail about run %s not sent: the Notifier.smtp_* settings and mail_from "
+                "do not make a mail URL apprise accepts (is mail_from an address?)",
+                run_id,
+            )
+            return
+        sent = await notify_apprise([mailer], subject, body)
+        NOTIFICATIONS.labels("email", "sent" if sent.ok else "failed").inc()
+        if not sent.ok:
+            self.log.warning(
+                "E-mail about run %s not sent to every recipient through %s:%s: %s",
+                run_id,
+                self.smtp_host,
+                self.smtp_port,
+                sent.why,
+            )
 
-    def _send_mail(self, message: EmailMessage) -> None:
-        cls = smtplib.SMTP_SSL if self.smtp_ssl else smtplib.SMTP
-        with cls(self.smtp_host, self.smtp_port, timeout=self.timeout) as smtp:
-            if self.smtp_starttls and not self.smtp_ssl:
-                smtp.starttls()
-            if self.smtp_username:
-                smtp.login(self.smtp_username, self.smtp_password)
-            smtp.send_message(message)
-
-    async def _webhook(self, job: DescribeJob, run: DescribeRun, subject: str, body: str) -> None:
-        url = job.notify.webhook_url
+    async def _webhook(
+        self, job: DescribeJob, run: DescribeRun, url: str, subject: str, body: str
+    ) -> None:
         try:
-            addresses = None if self.allow_private_webhooks else await resolve_public(url)
+            addresses = await pin(url, self.allow_private_webhooks)
         except ValueError as e:
             NOTIFICATIONS.labels("webhook", "refused").inc()
             self.log.warning("Webhook of job %s not called: %s", job.id, e)
@@ -286,27 +329,18 @@ class Notifier(LoggingConfigurable):
             "message": body,
             **chat_fields(subject, body, self._run_link(run)),
         }
-        request = HTTPRequest(
-            url,
-            method="POST",
-            body=json.dumps(payload),
-            headers={"Content-Type": "application/json", "User-Agent": "shipyard-scheduler"},
-            request_timeout=self.timeout,
-            follow_redirects=False,
-        )
-        if addresses is None:
-            client = AsyncHTTPClient()
-        else:  # connect to the addresses just checked, never to a second answer of the DNS
-            client = AsyncHTTPClient(force_instance=True, resolver=PinnedResolver(addresses))
         try:
-            await client.fetch(request)
+            await post_json(
+                url,
+                payload,
+                addresses=addresses,
+                timeout=self.timeout,
+                user_agent="shipyard-scheduler",
+            )
             NOTIFICATIONS.labels("webhook", "sent").inc()
-        except (HTTPClientError, OSError) as e:
+        except DeliveryError as e:
             NOTIFICATIONS.labels("webhook", "failed").inc()
-            self.log.warning("Webhook of job %s answered badly: %s", job.id, e)
-        finally:
-            if addresses is not None:
-                client.close()
+            self.log.warning("Webhook of job %s not taken: %s", job.id, e)
 
     async def check_webhook_url(self, url: str) -> None:
         """Raise ValueError saying why the scheduler would not call ``url``; for the API.
@@ -314,56 +348,7 @@ class Notifier(LoggingConfigurable):
         The same rule as at each call (:func:`resolve_public`), so a job whose webhook
         could never be called is refused when it is saved rather than silently later.
         """
-        if not self.allow_private_webhooks:
-            await resolve_public(url)
-
-
-async def resolve_public(url: str) -> list[tuple[int, tuple]]:
-    """Resolve ``url``'s host once; return its addresses, or raise ValueError saying why not.
-
-    Every address must be public (``is_global``): one private answer among public ones
-    refuses the URL, since a client may connect to any of them.
-
-    Returns
-    -------
-    list of (family, sockaddr)
-        What :class:`PinnedResolver` connects to.
-    """
-    host = urlsplit(url).hostname or ""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, 0, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise ValueError(
-            f"the host {host!r} does not resolve from the scheduler's machine: check the name"
-        ) from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
-        if not address.is_global:
-            raise ValueError(
-                f"{host} resolves to {address}, which is not a public address "
-                "(an admin may set Notifier.allow_private_webhooks)"
-            )
-    return [(info[0], info[4]) for info in infos]
-
-
-class PinnedResolver(Resolver):
-    """A tornado resolver that answers every name with addresses resolved and checked before.
-
-    Parameters
-    ----------
-    addresses : list of (family, sockaddr)
-        From :func:`resolve_public`; the port in each is replaced by the request's.
-    """
-
-    def initialize(self, addresses: list[tuple[int, tuple]]) -> None:
-        self.addresses = addresses
-
-    async def resolve(self, host: str, port: int, family: int = socket.AF_UNSPEC):
-        return [
-            (fam, (sockaddr[0], port, *sockaddr[2:]))
-            for fam, sockaddr in self.addresses
-            if family in (socket.AF_UNSPEC, fam)
-        ]
+        await pin(url, self.allow_private_webhooks)
 
 
 def chat_fields(subject: str, body: str, link: str = "") -> dict:

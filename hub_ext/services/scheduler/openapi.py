@@ -17,6 +17,7 @@ from ..common.models import ErrorResponse
 from ..common.openapi import ERROR_CODES, build_document
 from .api import (
     CreateJobRequest,
+    ListQuotasResponse,
     LogChunk,
     MarkNotification,
     ParametersResponse,
@@ -48,6 +49,16 @@ from .models import (
     UpdateJob,
     UpdateJobResponse,
 )
+from .pipelines.api import (
+    CreatePipeline,
+    CreatePipelineRun,
+    DescribePipeline,
+    DescribePipelineRun,
+    ListPipelineRunsResponse,
+    ListPipelinesResponse,
+    PausePipeline,
+    UpdatePipeline,
+)
 from .validation import ID_PATTERN
 
 
@@ -61,6 +72,8 @@ def _id(name: str) -> dict[str, Any]:
 
 
 JOB_ID = _id("job_id")
+PIPELINE_ID = _id("pipeline_id")
+PIPELINE_RUN_ID = _id("pipeline_run_id")
 RUN_ID = _id("run_id")
 NOTE_ID = _id("notification_id")
 
@@ -95,10 +108,18 @@ def _query(model: type[BaseModel], skip: tuple[str, ...] = ()) -> list[dict[str,
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("openapi.json", "get"): {"summary": "This document.", "auth": False, "raw": "object"},
     ("health", "get"): {"summary": "Whether the service is up.", "auth": False, "raw": "object"},
-    ("metrics", "get"): {"summary": "Prometheus metrics (hub admins).", "raw": "text/plain"},
+    ("metrics", "get"): {
+        "summary": "Prometheus metrics (hub admins, tokens with read:metrics).",
+        "raw": "text/plain",
+    },
     ("api/profiles", "get"): {
         "summary": "The profiles you may run jobs in.",
         "response": ProfilesResponse,
+    },
+    ("api/quotas", "get"): {
+        "summary": "Each group quota on runs at once (c.SchedulerService.group_quotas) and its "
+        "members' runs running now; hub admins and the monitors only (403 otherwise).",
+        "response": ListQuotasResponse,
     },
     ("api/previews/cron", "post"): {
         "summary": "The next runs of a cron expression in a time zone, as the scheduler would "
@@ -225,6 +246,70 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "auth": False,
         "response": WebhookResponse,
         "status": 202,
+    },
+    ("api/pipelines", "get"): {
+        "summary": "Your pipelines (an admin's: everyone's).",
+        "response": ListPipelinesResponse,
+    },
+    ("api/pipelines", "post"): {
+        "summary": "Create a pipeline from a pipeline.yaml in your home; 400 lists every error "
+        "of the file as file:line:column.",
+        "request": CreatePipeline,
+        "response": DescribePipeline,
+        "status": 201,
+    },
+    ("api/pipelines/{pipeline_id}", "get"): {
+        "summary": "One pipeline, its steps in run order.",
+        "params": [PIPELINE_ID],
+        "response": DescribePipeline,
+    },
+    ("api/pipelines/{pipeline_id}", "put"): {
+        "summary": "Read the pipeline's file (and notebooks) again; later runs run the new one.",
+        "params": [PIPELINE_ID],
+        "request": UpdatePipeline,
+        "response": DescribePipeline,
+    },
+    ("api/pipelines/{pipeline_id}", "patch"): {
+        "summary": "Pause (triggers start no run; runs by hand still do) or resume a pipeline.",
+        "params": [PIPELINE_ID],
+        "request": PausePipeline,
+        "response": DescribePipeline,
+    },
+    ("api/pipelines/{pipeline_id}", "delete"): {
+        "summary": "Delete a pipeline, its steps' jobs and its runs' records.",
+        "params": [PIPELINE_ID],
+        "status": 204,
+    },
+    ("api/pipelines/{pipeline_id}/runs", "get"): {
+        "summary": "The pipeline's runs, newest first, each with its steps' states.",
+        "params": [PIPELINE_ID],
+        "response": ListPipelineRunsResponse,
+    },
+    ("api/pipelines/{pipeline_id}/runs", "post"): {
+        "summary": "Run the pipeline now, with values for its parameters.",
+        "params": [PIPELINE_ID],
+        "request": CreatePipelineRun,
+        "response": DescribePipelineRun,
+        "status": 201,
+    },
+    ("api/pipeline-runs/{pipeline_run_id}", "get"): {
+        "summary": "One pipeline run: every step's state, run, outputs and files.",
+        "params": [PIPELINE_RUN_ID],
+        "response": DescribePipelineRun,
+    },
+    ("api/pipeline-runs/{pipeline_run_id}", "patch"): {
+        "summary": "Cancel a pipeline run (status: cancelled): pending steps are cancelled, "
+        "running ones stopped.",
+        "params": [PIPELINE_RUN_ID],
+        "request": UpdateRunRequest,
+        "response": DescribePipelineRun,
+    },
+    ("api/pipeline-runs/{pipeline_run_id}/repair", "post"): {
+        "summary": "Repair an ended run: a new run that reruns its failed steps and what "
+        "follows them, reusing what the others recorded.",
+        "params": [PIPELINE_RUN_ID],
+        "response": DescribePipelineRun,
+        "status": 201,
     },
 }
 

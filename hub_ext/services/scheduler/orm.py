@@ -77,6 +77,9 @@ RUN_STATUSES = (
 )
 #: Statuses a run never leaves.
 FINAL_STATUSES = ("succeeded", "failed", "cancelled", "timed_out", "orphaned", "skipped")
+#: A pipeline run's states, and its steps' (``reused``: carried over by a repair).
+PIPELINE_RUN_STATUSES = ("running", "succeeded", "failed", "cancelled")
+STEP_STATUSES = ("pending", "running", "succeeded", "failed", "skipped", "cancelled", "reused")
 #: What a notification can be about: how a run ended.
 NOTIFICATION_EVENTS = ("succeeded", "failed", "timed_out", "orphaned", "cancelled")
 
@@ -104,7 +107,13 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     owner: Mapped[str] = mapped_column(String(255))
-    name: Mapped[str] = mapped_column(String(63))
+    #: A job's name; a pipeline step's job is ``<pipeline>/<step>`` (a job name has no ``/``).
+    name: Mapped[str] = mapped_column(String(160))
+    #: The pipeline whose step this job runs (hidden from the job list), and the step.
+    pipeline_id: Mapped[str | None] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[str | None] = mapped_column(String(63))
     #: sha256 of the .ipynb bytes in the :class:`~.store.SnapshotStore`.
     notebook_digest: Mapped[str] = mapped_column(String(64))
     #: Where the user's notebook lives; informational only, never read.
@@ -217,8 +226,82 @@ class Run(Base):
     cells_total: Mapped[int | None] = mapped_column(Integer)
     #: When retention deleted the output and log files (their paths are then NULL).
     outputs_deleted_at: Mapped[datetime | None]
+    #: The pipeline run this run is a step of, and the step.
+    pipeline_run_id: Mapped[str | None] = mapped_column(
+        ForeignKey("pipeline_runs.id", ondelete="CASCADE"), index=True
+    )
+    step: Mapped[str | None] = mapped_column(String(63))
 
     job: Mapped[Job] = relationship(back_populates="runs", lazy="raise")
+
+
+class PipelineRecord(Base):
+    """A pipeline: its file's validated content, and where the file is."""
+
+    __tablename__ = "pipelines"
+    __table_args__ = (UniqueConstraint("owner", "name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(63))
+    #: ``pipeline.yaml`` relative to the owner's home (read again on an update).
+    source_path: Mapped[str] = mapped_column(String(4096))
+    #: The file as validated (:class:`~.pipelines.spec.Pipeline` as JSON) and its sha256.
+    spec: Mapped[dict[str, Any]]
+    digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    version: Mapped[int] = mapped_column(Integer)
+
+    __mapper_args__ = {"version_id_col": version}
+
+
+class PipelineRunRecord(Base):
+    """One run of a pipeline: its steps' states are in ``pipeline_steps``."""
+
+    __tablename__ = "pipeline_runs"
+    __table_args__ = (
+        CheckConstraint(_in("status", PIPELINE_RUN_STATUSES), name="status"),
+        Index(None, "pipeline_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    pipeline_id: Mapped[str] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    pipeline_version: Mapped[int] = mapped_column(Integer)
+    #: The pipeline's spec as this run runs it (an edit later changes no running run).
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    #: The pipeline parameters given for this run (over the file's defaults).
+    parameters: Mapped[dict[str, Any]]
+    #: The run this one repairs (its succeeded steps are reused), lineage only.
+    repair_of: Mapped[str | None] = mapped_column(String(32))
+    #: The folder the steps share (files between steps), one per run.
+    workspace: Mapped[str] = mapped_column(String(4096))
+    created_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+
+
+class PipelineStepRecord(Base):
+    """One step of one pipeline run: its state, its latest run, what it recorded."""
+
+    __tablename__ = "pipeline_steps"
+    __table_args__ = (CheckConstraint(_in("status", STEP_STATUSES), name="status"),)
+
+    pipeline_run_id: Mapped[str] = mapped_column(
+        ForeignKey("pipeline_runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    step: Mapped[str] = mapped_column(String(63), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    #: The step's latest run (its attempts are runs of the step's job).
+    run_id: Mapped[str | None] = mapped_column(String(32))
+    #: Values the step recorded (``output(name, value)``), by name.
+    outputs: Mapped[dict[str, Any]]
+    #: Files the step declared: name -> ``{"path", "sha256"}``.
+    files: Mapped[dict[str, Any]]
+    reason: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
 
 
 class Notification(Base):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -71,8 +71,15 @@ class RunQueue:
         given None.
     """
 
+    #: ``hook(session, job, run, retry, now, recorded)`` for every run that ends
+    ended_hooks: list[Callable[..., None]]
+
     def __init__(self, clock: Callable[[], datetime]):
         self.clock = clock
+        self.ended_hooks = []
+        #: ``start(session, job, now, reason, trigger, tick, parameters) -> Run | None``: what a
+        #: trigger of a pipeline's trigger job does instead of queueing a run (pipelines/store.py)
+        self.pipeline_start: Callable[..., Run | None] | None = None
 
     def now(self, now: datetime | None) -> datetime:
         """Return ``now`` (or the clock's time) in UTC; refuse a naive datetime."""
@@ -159,7 +166,14 @@ class RunQueue:
         manual run raises :class:`Conflict` instead: the user is there to be
         told); ``replace`` cancels what is queued and asks what is running to
         stop.
+
+        A pipeline's trigger job (``pipeline_id`` set, no ``step``) starts a run of its
+        pipeline instead; the run returned is the firing's record.
         """
+        if job.pipeline_id is not None and job.step is None:
+            if self.pipeline_start is None:
+                raise Conflict(f"job {job.name!r} starts a pipeline, and no pipelines run here")
+            return self.pipeline_start(session, job, now, reason, trigger, tick, parameters)
         active = session.scalars(
             select(Run)
             .where(Run.job_id == job.id, Run.status.in_(ACTIVE))
@@ -198,8 +212,14 @@ class RunQueue:
             if job.retry_attempts:
                 run.reason += f"; no retries left ({job.retry_attempts} allowed)"
             return None
+        reason = f"retry {run.attempt} of {job.retry_attempts}: run {run.id} {run.status}"
         backoff = timedelta(seconds=job.retry_backoff_seconds)
-        attempt = Run(
+        return self.insert(session, self.next_attempt(run, now, reason, now + backoff))
+
+    @staticmethod
+    def next_attempt(run: Run, now: datetime, reason: str, not_before: datetime) -> Run:
+        """The attempt after ``run``: what it ran (snapshot, parameters, limits), queued."""
+        return Run(
             id=new_id(),
             job_id=run.job_id,
             job_version=run.job_version,
@@ -208,12 +228,30 @@ class RunQueue:
             status="queued",
             attempt=run.attempt + 1,
             retry_of=run.id,
-            reason=f"retry {run.attempt} of {job.retry_attempts}: run {run.id} {run.status}",
+            reason=reason,
             parameters=run.parameters,
             notebook_digest=run.notebook_digest,
             profile=run.profile,
             timeout_seconds=run.timeout_seconds,
             queued_at=now,
-            not_before=now + backoff,
+            not_before=not_before,
+            pipeline_run_id=run.pipeline_run_id,
+            step=run.step,
         )
-        return self.insert(session, attempt)
+
+    def ended(
+        self,
+        session: Session,
+        job: Job,
+        run: Run,
+        retry: Run | None,
+        now: datetime,
+        recorded: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Tell what follows runs (pipelines) that ``run`` ended, in the caller's transaction.
+
+        ``retry`` is the attempt queued after it (None when none was); ``recorded`` what a
+        pipeline step's run recorded (its outputs and files), read by the worker.
+        """
+        for hook in self.ended_hooks:
+            hook(session, job, run, retry, now, recorded)

@@ -29,7 +29,7 @@ per-owner lock.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
@@ -37,7 +37,7 @@ from sqlalchemy.orm import sessionmaker
 from .convert import describe_run
 from .errors import Conflict, Invalid, NotFound
 from .models import DescribeRun
-from .orm import Job, Run
+from .orm import Job, Run, Trigger
 from .queueing import RunQueue, is_id
 
 #: How a deferral note starts; notes in ``run.reason`` are joined by "; ".
@@ -88,6 +88,18 @@ class Quotas:
         )
         with self._read.begin() as session:
             return {owner: count for owner, count in session.execute(stmt)}
+
+    def next_fires(self) -> list[tuple[str, str, str, datetime]]:
+        """(owner, job name, profile, earliest pending cron tick) of each job not paused."""
+        stmt = (
+            select(Job.owner, Job.name, Job.profile, func.min(Trigger.next_fire_at))
+            .join(Trigger, Trigger.job_id == Job.id)
+            .where(Trigger.kind == "cron", Trigger.next_fire_at.is_not(None), Job.paused.is_(False))
+            .group_by(Job.id, Job.owner, Job.name, Job.profile)
+        )
+        with self._read.begin() as session:
+            rows = session.execute(stmt).all()
+        return [(o, n, p, w if w.tzinfo else w.replace(tzinfo=timezone.utc)) for o, n, p, w in rows]
 
     def defer_run(
         self,

@@ -94,6 +94,7 @@ from .models import (
 )
 from .notifications import Notifications
 from .orm import Job, Notification, Run, Trigger
+from .pipelines.store import PipelineStore
 from .queueing import ACTIVE, ID_RE, RunQueue, new_id
 from .quotas import Quotas
 from .retention import Retention
@@ -163,6 +164,7 @@ class JobStore:
         self.quotas = Quotas(self._read, self._write, self.queue)
         self.retention = Retention(self._read, self._write, self.queue)
         self.notifications = Notifications(self._read, self._write, self.queue)
+        self.pipelines = PipelineStore(self._read, self._write, self.queue)
 
     # -- the parts' methods, called on the store by the service, its workers and handlers
 
@@ -180,6 +182,7 @@ class JobStore:
     renew_lease = _Part("workers")
 
     running_counts_by_owner = _Part("quotas")
+    next_fires = _Part("quotas")
     defer_run = _Part("quotas")
 
     expired_outputs = _Part("retention")
@@ -227,6 +230,16 @@ class JobStore:
             raise NotFound(f"no job {job_id!r}")
         job = self.queue.lock_job(session, job_id) if write else session.get(Job, job_id)
         return self._visible(job, job_id, user, groups, admin, write)
+
+    @staticmethod
+    def _not_a_step(job: Job) -> Job:
+        """A pipeline step's job changes and runs only through its pipeline."""
+        if job.pipeline_id is not None:
+            raise Conflict(
+                f"job {job.name!r} is step {job.step!r} of a pipeline: change or run it "
+                f"through the pipeline (api/pipelines/{job.pipeline_id})"
+            )
+        return job
 
     def _run_for(
         self,
@@ -356,6 +369,7 @@ class JobStore:
         stmt = (
             select(Job)
             .options(selectinload(Job.triggers))
+            .where(Job.pipeline_id.is_(None))  # a pipeline's steps are listed with it
             .order_by(Job.owner, Job.name)
             .limit(query.limit + 1)
         )
@@ -443,7 +457,9 @@ class JobStore:
             digest = self.snapshots.put(notebook_bytes)
         try:
             with self._write.begin() as session:
-                job = self._job_for(session, job_id, user, groups, admin, write=True)
+                job = self._not_a_step(
+                    self._job_for(session, job_id, user, groups, admin, write=True)
+                )
                 if update.expected_version is not None and update.expected_version != job.version:
                     raise Conflict(
                         f"job {job.name!r} is at version {job.version}, not "
@@ -513,7 +529,7 @@ class JobStore:
             A run is running: cancel it first, so no process outlives its record.
         """
         with self._write.begin() as session:
-            job = self._job_for(session, job_id, user, groups, admin, write=True)
+            job = self._not_a_step(self._job_for(session, job_id, user, groups, admin, write=True))
             running = session.scalars(
                 select(Run.id).where(Run.job_id == job.id, Run.status == "running").limit(1)
             ).first()
@@ -608,7 +624,7 @@ class JobStore:
         now = self.queue.now(now)
         request = request or CreateRun()
         with self._write.begin() as session:
-            job = self._job_for(session, job_id, user, groups, admin, write=True)
+            job = self._not_a_step(self._job_for(session, job_id, user, groups, admin, write=True))
             run = self.queue.queue(
                 session,
                 job,
@@ -645,6 +661,9 @@ class JobStore:
             note = f"cancelled by {user}"
             if run.status == "queued" and run.claimed_by is None:
                 run.status, run.ended_at = "cancelled", now
+                job = session.get(Job, run.job_id)
+                assert job is not None
+                self.queue.ended(session, job, run, None, now)
             elif run.cancel_requested_at is None:
                 run.cancel_requested_at = now
             run.reason = f"{run.reason}; {note}" if run.reason else note

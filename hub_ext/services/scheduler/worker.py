@@ -43,16 +43,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from hub_ext.audit import emit
 from hub_ext.host.process import read_stat
@@ -65,6 +67,7 @@ from .errors import Conflict, NotFound
 from .executors.base import Executor, ExecutorError, RunReport, RunSpec
 from .metrics import ORPHANS, RUN_DURATION, RUNS_FINISHED, RUNS_RUNNING, START_LATENCY
 from .models import DescribeJob, DescribeRun
+from .pipelines.outputs import OutputError, check_files, file_digest, read_outputs
 from .store import JobStore
 
 log = logging.getLogger("shipyard.scheduler.worker")
@@ -137,6 +140,9 @@ class Worker:
         This process's stable identity (``SchedulerService.instance_id``), whose
         lease it takes over at start; empty: no lease, runs of a dead
         predecessor wait for ``stale_after``.
+    account_of : callable, optional
+        ``account_of(owner) -> (uid, gid) | None``: the owner's account on this machine,
+        which owns a pipeline run's workspace (:meth:`_workspace`).
     """
 
     store: JobStore
@@ -156,6 +162,7 @@ class Worker:
     notify: Callable[[DescribeJob, DescribeRun], Awaitable[None]] | None = None
     worker_id: str = field(default_factory=new_worker_id)
     identity: str = ""
+    account_of: Callable[[str], tuple[int, int] | None] | None = None
 
     def __post_init__(self):
         self._wake = asyncio.Event()
@@ -368,6 +375,14 @@ class Worker:
             await self._finish(job, started, None, f"The run cannot get its secrets: {e}")
             return
         env = await self.extra_env(job, started) if self.extra_env is not None else {}
+        step: PipelineStep | None = None
+        if started.pipeline_run_id is not None and started.step is not None:
+            try:
+                step = await asyncio.to_thread(self._workspace, job, started)
+            except (OSError, NotFound) as e:
+                await self._finish(job, started, None, f"the pipeline's workspace: {e}")
+                return
+            env = {**env, **step.environment()}
         spec = RunSpec(
             run_id=run.id,
             job_id=job.id,
@@ -381,9 +396,17 @@ class Worker:
             output_formats=tuple(f for f in job.output_formats if f in ("ipynb", "html")),
             extra_env=env,
             secrets=secrets,
+            usage_kind="step" if step is not None else "run",
+            usage_object=(
+                f"pipeline-run/{started.pipeline_run_id}/{started.step}"
+                if step is not None
+                else f"job/{job.id}/run/{run.id}"
+            ),
         )
         RUNS_RUNNING.inc()
         progress = _Progress(self.store, run.id, self.worker_id)
+        if step is not None:  # the next step's kernel starts while this one runs
+            progress.on_first = functools.partial(self._prewarm, job.owner, profile)
         beat = asyncio.create_task(self._heartbeat(run.id))
         report: RunReport | None = None
         failure = None
@@ -400,9 +423,15 @@ class Worker:
                 await self.release_env(run.id)
             if secrets:
                 await asyncio.to_thread(_scrub_outputs, spec, secrets)
+        recorded = None
+        if step is not None and report is not None and report.status.value == "succeeded":
+            try:
+                recorded = await asyncio.to_thread(step.recorded)
+            except OutputError as e:  # the notebook ran, but not as its step promised
+                report = replace(report, status=type(report.status)("failed"), reason=str(e))
         status = report.status.value if report else "failed"
-        RUN_DURATION.labels(status).observe(time.monotonic() - began)
-        await self._finish(job, started, report, failure, spec)
+        RUN_DURATION.labels(job.profile, status).observe(time.monotonic() - began)
+        await self._finish(job, started, report, failure, spec, recorded)
 
     async def _finish(
         self,
@@ -411,6 +440,7 @@ class Worker:
         report: RunReport | None,
         failure: str | None,
         spec: RunSpec | None = None,
+        recorded: dict | None = None,
     ) -> None:
         if report is None:
             status, reason, fields = "failed", failure or "the run did not start", {}
@@ -434,14 +464,22 @@ class Worker:
                             self.store.record_progress, run.id, self.worker_id, total, total
                         )
             ended = await asyncio.to_thread(
-                self.store.finish_run, run.id, status, reason, worker_id=self.worker_id, **fields
+                self.store.finish_run,
+                run.id,
+                status,
+                reason,
+                worker_id=self.worker_id,
+                recorded=recorded,
+                **fields,
             )
         except (Conflict, NotFound) as e:
             # declared orphaned meanwhile (a long stall), or the job was deleted
             log.warning("Could not record the end of run %s (%s): %s", run.id, status, e)
             return
-        RUNS_FINISHED.labels(status).inc()
+        RUNS_FINISHED.labels(job.owner, job.name, job.profile, status).inc()
         log.info("Run %s of job %s (%s): %s %s", run.id, job.name, job.owner, status, reason)
+        if recorded and "decision" in (recorded.get("outputs") or {}):
+            _audit_gate(job, ended, recorded["outputs"])
         if self.notify is not None:
             try:
                 await self.notify(job, ended)
@@ -467,6 +505,30 @@ class Worker:
         except Exception:
             log.exception("Retention of job %s failed", job.id)
 
+    async def _prewarm(self, owner: str, profile) -> None:
+        """Start a warm kernel for ``owner``'s ``profile`` (where the executor keeps any).
+
+        A pipeline's steps follow one another: once a step's own kernel has started (its
+        first cell), the next step's is started, so it does not wait for a cold start.
+        """
+        prewarm = getattr(self.executor, "prewarm", None)
+        if prewarm is not None:
+            with contextlib.suppress(Exception):
+                await prewarm(owner, profile)
+
+    def _workspace(self, job: DescribeJob, run: DescribeRun) -> PipelineStep:
+        """The pipeline step ``run`` runs: its workspace made (as the owner's), what it declares."""
+        assert run.pipeline_run_id is not None and run.step is not None
+        workspace, outputs, files = self.store.pipelines.step_for_worker(
+            run.pipeline_run_id, run.step
+        )
+        path = Path(workspace)
+        if not path.is_relative_to(self.runs_dir):
+            raise NotFound(f"the workspace {workspace} is not under {self.runs_dir}")
+        account = self.account_of(job.owner) if self.account_of is not None else None
+        _workspace_folder(path, account)
+        return PipelineStep(run.id, run.step, path, outputs, files, run.pipeline_run_id)
+
     async def _heartbeat(self, run_id: str) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
@@ -484,6 +546,57 @@ class Worker:
                 return
 
 
+#: The folder of a workspace where each step's run writes what it records.
+OUTPUTS_FOLDER = ".outputs"
+
+
+@dataclass
+class PipelineStep:
+    """A run that is a pipeline step: its workspace, and what it declares it leaves there."""
+
+    run_id: str
+    step: str
+    workspace: Path
+    outputs: dict
+    files: dict
+    #: The pipeline run the step belongs to (what a model deployed from it records).
+    pipeline_run_id: str | None = None
+
+    @property
+    def outputs_file(self) -> Path:
+        return self.workspace / OUTPUTS_FOLDER / f"{self.step}-{self.run_id}.jsonl"
+
+    def environment(self) -> dict[str, str]:
+        """What ``output()`` and ``workspace()`` read (hub_ext/runtime/outputs.py), and a deploy
+        step's lineage (hub_ext/runtime/deploy_step.py)."""
+        return {
+            "SHIPYARD_WORKSPACE": str(self.workspace),
+            "SHIPYARD_OUTPUTS": str(self.outputs_file),
+            "SHIPYARD_PIPELINE_STEP": self.step,
+            # what a model deployed from the step records as its lineage (%deploy, deploy steps)
+            **({"SHIPYARD_PIPELINE_RUN_ID": self.pipeline_run_id} if self.pipeline_run_id else {}),
+        }
+
+    def recorded(self) -> dict:
+        """The values and files the run left, checked against what the step declares.
+
+        Raises
+        ------
+        OutputError
+            A declared value or file is missing, or a value is not of its type.
+        """
+        values = read_outputs(self.outputs_file, self.outputs)
+        found = check_files(self.workspace, self.files)
+        files = {
+            name: {
+                "path": str(Path(path).relative_to(self.workspace)),
+                "sha256": file_digest(Path(path)),
+            }
+            for name, path in found.items()
+        }
+        return {"outputs": values, "files": files}
+
+
 class _Progress:
     """The executor's progress callback: cell progress into the run's record, throttled."""
 
@@ -491,8 +604,14 @@ class _Progress:
         self.store, self.run_id, self.worker_id = store, run_id, worker_id
         self._last = 0.0
         self._pending: tuple[int, int] | None = None
+        #: called once, when the first cell starts (the run's kernel is up)
+        self.on_first: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self._started: asyncio.Task | None = None
 
     async def __call__(self, cell_index: int, cell_count: int) -> None:
+        if self.on_first is not None:
+            first, self.on_first = self.on_first, None
+            self._started = asyncio.create_task(first())  # kept: a task needs a reference
         self._pending = (cell_index, cell_count)
         if time.monotonic() - self._last >= PROGRESS_EVERY:
             await self.flush()
@@ -511,6 +630,38 @@ class _Progress:
 
 def _cells_total(store: JobStore, run_id: str) -> int | None:
     return getattr(store.get_run(run_id, "", (), True), "cells_total", None)
+
+
+def _audit_gate(job: DescribeJob, run: DescribeRun, outputs: dict) -> None:
+    """A deploy step's decision in the audit trail: passed or refused, with both figures."""
+    passed = outputs.get("decision") == "passed"
+    emit(
+        "pipeline.deploy_gate",
+        actor=job.id,
+        actor_kind="job",
+        on_behalf_of=job.owner,
+        target=f"pipeline-run/{run.pipeline_run_id}",
+        owner=job.owner,
+        outcome="allowed" if passed else "denied",
+        reason=str(outputs.get("reason") or outputs.get("decision")),
+        details={
+            "step": run.step,
+            "run": run.id,
+            **{
+                key: outputs.get(key)
+                for key in ("metric", "candidate", "production", "version", "canary_state")
+            },
+        },
+    )
+
+
+def _workspace_folder(path: Path, account: tuple[int, int] | None) -> None:
+    """A pipeline run's workspace (and its ``.outputs``): the owner's, private to them."""
+    for folder in (path, path / OUTPUTS_FOLDER):
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if account is not None:
+            os.chown(folder, *account, follow_symlinks=False)
+        os.chmod(folder, 0o700, follow_symlinks=False)
 
 
 def _prepare_folder(folder: Path) -> None:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 
-from ..common.db import make_engine, normalize_url
+from ..common import db as common_db
+from ..common.db import make_engine
 
 __all__ = ["ALEMBIC_DIR", "UPGRADE_LOCK_KEY", "VERSION_TABLE", "make_engine", "upgrade"]
 
@@ -28,13 +28,10 @@ UPGRADE_LOCK_KEY = 0x5348_4950_5944_0005
 
 
 def alembic_config(db_url: str) -> Config:
-    """Return an Alembic configuration for the shipped revisions, without an ini file."""
-    config = Config()
-    config.set_main_option("script_location", str(ALEMBIC_DIR))
-    config.set_main_option("sqlalchemy.url", normalize_url(db_url).replace("%", "%%"))
-    return config
+    """An Alembic configuration for this database's revisions, without an ini file."""
+    return common_db.alembic_config(ALEMBIC_DIR, db_url)
 
 
 def upgrade(db_url: str, revision: str = "head") -> None:
     """Create the schema, or upgrade it to ``revision``; safe on every start and concurrently."""
-    command.upgrade(alembic_config(db_url), revision)
+    common_db.upgrade(ALEMBIC_DIR, db_url, revision)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-#: Requests by route, method and status.
+#: Requests by route, method and status code (labelled like every service's).
 REQUESTS = Counter(
     "shipyard_secrets_requests_total",
     "Requests to the secrets service's API.",
-    ["route", "method", "status"],
+    ["route", "method", "code"],
 )
 
 #: Resolve calls by outcome: allowed, missing (a name the owner has not set), denied.

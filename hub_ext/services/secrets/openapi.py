@@ -30,7 +30,10 @@ _NAME = {
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("openapi.json", "get"): {"summary": "This document.", "raw": "object", "auth": False},
     ("health", "get"): {"summary": "Whether the service is up.", "raw": "object", "auth": False},
-    ("metrics", "get"): {"summary": "Prometheus metrics (hub admins).", "raw": "text/plain"},
+    ("metrics", "get"): {
+        "summary": "Prometheus metrics (hub admins, tokens with read:metrics).",
+        "raw": "text/plain",
+    },
     ("api/secrets", "get"): {
         "summary": "The caller's secrets: names and times, never values.",
         "response": ListSecretsResponse,

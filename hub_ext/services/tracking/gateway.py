@@ -24,6 +24,7 @@ from jupyterhub.services.auth import HubOAuthenticated
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from tornado import httpclient, web
 
+from ..common.web import METRICS_SCOPE, may_read_metrics, metrics_only
 from . import audit as audit_trail
 from .mlflow_auth import ADMIN_HEADER, SECRET_HEADER, USER_HEADER
 from .mlflow_process import BOOTSTRAP_ADMIN
@@ -189,6 +190,10 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
             raise GatewayError(400, "MALFORMED_REQUEST", "Paths with '.' or '..' are refused.")
         if user["name"] == BOOTSTRAP_ADMIN:
             raise GatewayError(403, "PERMISSION_DENIED", "This account name is reserved.")
+        if metrics_only(user):
+            raise GatewayError(
+                403, "PERMISSION_DENIED", "This token may read shipyard/metrics and nothing else."
+            )
         decision = decide(self.request.method, path)
         self._access = decision.access.value
         if decision.access is Access.DENY:
@@ -330,11 +335,16 @@ class GatewayHandler(HubOAuthenticated, web.RequestHandler):
 
 
 class MetricsHandler(HubOAuthenticated, web.RequestHandler):
-    """GET /services/tracking/shipyard/metrics: Prometheus metrics, for hub admins."""
+    """GET /services/tracking/shipyard/metrics: Prometheus metrics.
+
+    For hub admins and tokens with the ``read:metrics`` scope, as every service's.
+    """
 
     @web.authenticated
     def get(self) -> None:
-        if not self.current_user.get("admin"):
-            raise web.HTTPError(403, "Metrics are for hub admins.")
+        if not self.current_user.get("admin") and not may_read_metrics(self.current_user):
+            raise web.HTTPError(
+                403, f"Metrics are for hub admins and tokens with the {METRICS_SCOPE} scope."
+            )
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest())

@@ -99,6 +99,15 @@ RULES: tuple[Rule, ...] = (
     _rule(r"{API}/datasets(?:/.*)?", M, "evaluation datasets (by their experiment)"),
     _rule(r"{API}/(?:scorer|scorers)(?:/.*)?", M, "scorers (by their experiment)"),
     _rule(r"{API}/(?:label-schemas|issues|review-queues)(?:/.*)?", M, "trace review"),
+    # agent skills: a new version's content is fetched by the server from a git, OCI or
+    # zip URL (or uploaded), so registering is for admins; the rest is checked per skill
+    _rule(
+        r"{API}/skills/(?:bulk-register|(?:@[^/]+/)?[^/@][^/]*/versions)",
+        A,
+        "registering a skill version makes the server fetch its content from a URL",
+        "POST",
+    ),
+    _rule(r"{API}/skills(?:/.*)?", M, "agent skills (MLflow checks each skill's permission)"),
     _rule(r"{API}/prompt-optimization(?:/.*)?", M, "prompt optimization jobs"),
     _rule(r"{API}/jobs(?:/.*)?", M, "background jobs (MLflow checks their owner)"),
     _rule(r"/graphql", M, "the UI's GraphQL (MLflow's GraphQL authorization is on)"),

@@ -5,7 +5,15 @@
 import { describe, expect, it, vi } from 'vitest';
 
 import { ShipyardAPIError } from '../api/request';
-import type { IAuditRecord, IDeployment, IJob, IRun } from '../api/types';
+import type {
+  IAlert,
+  IAuditRecord,
+  IDeployment,
+  IJob,
+  IPipeline,
+  IPipelineRun,
+  IRun
+} from '../api/types';
 import { AUDIT_PAGE } from '../logic/audit';
 import { IShipyardClients, ShipyardModel } from '../panel/model';
 
@@ -15,6 +23,32 @@ const run = (id: string, jobId: string, queued: string) =>
   ({ id, job_id: jobId, status: 'succeeded', queued_at: queued }) as unknown as IRun;
 const deployment = (name: string, traffic: Record<string, number>) =>
   ({ name, owner: 'alice', traffic, versions: [], previous_version: 1 }) as unknown as IDeployment;
+
+const pipeline = (id: string, name: string) =>
+  ({ id, name, parameters: {}, steps: [] }) as unknown as IPipeline;
+const pipelineRun = (id: string, status: IPipelineRun['status'], pipelineId = 'p1') =>
+  ({
+    id,
+    pipeline_id: pipelineId,
+    pipeline_name: 'churn',
+    status,
+    steps: []
+  }) as unknown as IPipelineRun;
+
+const alert = (id: string, state: IAlert['state'], at: string): IAlert => ({
+  id,
+  key: `job_failed{job=${id}}`,
+  rule: 'job_failed',
+  owner: 'alice',
+  labels: { job: id },
+  severity: 'warning',
+  summary: `Job alice/${id} failed.`,
+  value: null,
+  state,
+  pending_since: at,
+  started_at: state === 'pending' ? null : at,
+  resolved_at: state === 'resolved' ? at : null
+});
 
 function clients(overrides: Record<string, unknown> = {}) {
   const c = {
@@ -32,6 +66,22 @@ function clients(overrides: Record<string, unknown> = {}) {
       updateJob: vi.fn(async (_id: string, changes: { paused: boolean }) => ({
         ...job('j1', 'daily'),
         ...changes
+      })),
+      listPipelines: vi.fn(async () => [pipeline('p1', 'churn')]),
+      listPipelineRuns: vi.fn(async (_id: string) => [
+        pipelineRun('pr2', 'running'),
+        pipelineRun('pr1', 'failed')
+      ]),
+      getPipelineRun: vi.fn(async (id: string) => pipelineRun(id, 'running')),
+      runPipeline: vi.fn(async (_id: string, _parameters: Record<string, unknown>) =>
+        pipelineRun('pr3', 'running')
+      ),
+      repairPipelineRun: vi.fn(async (_id: string) => pipelineRun('pr4', 'running')),
+      cancelPipelineRun: vi.fn(async (id: string) => pipelineRun(id, 'cancelled')),
+      createPipeline: vi.fn(async (_path: string) => pipeline('p2', 'new')),
+      setPipelinePaused: vi.fn(async (id: string, paused: boolean) => ({
+        ...pipeline(id, 'churn'),
+        paused
       }))
     },
     deployer: {
@@ -57,6 +107,49 @@ function clients(overrides: Record<string, unknown> = {}) {
         problems: []
       }))
     },
+    usage: {
+      owner: 'alice',
+      report: vi.fn(async (query: { by?: string; user?: string } = {}) => ({
+        by: query.by ?? 'user',
+        since: 0,
+        until: 1,
+        currency: 'EUR',
+        rows: [
+          {
+            key: query.by === 'day' ? '2026-12-07' : (query.user ?? 'everyone'),
+            cpu_seconds: 3600,
+            cpu_hours: 1,
+            mem_gib_hours: 0,
+            gpu_hours: 0,
+            wall_hours: 1,
+            cost: 0.5
+          }
+        ]
+      })),
+      waste: vi.fn(async () => ({ days: 7, idle: [], rightsizing: [] }))
+    },
+    alerts: {
+      list: vi.fn(async (query: { state?: string } = {}) => ({
+        alerts:
+          query.state === 'resolved'
+            ? [alert('r1', 'resolved', new Date(Date.now() - 3_600_000).toISOString())]
+            : [
+                alert('p1', 'pending', new Date(Date.now() - 60_000).toISOString()),
+                alert('f1', 'firing', new Date(Date.now() - 120_000).toISOString())
+              ]
+      })),
+      get: vi.fn(),
+      targets: vi.fn(async () => ({
+        targets: ['slack://…'],
+        updated_at: '2026-12-07T12:00:00Z' as string | null,
+        schemes: ['json', 'jsons', 'slack']
+      })),
+      setTargets: vi.fn(async (urls: string[]) => ({
+        targets: urls.map(u => `${u.split('://')[0]}://…`),
+        updated_at: '2026-12-07T13:00:00Z' as string | null,
+        schemes: ['json', 'jsons', 'slack']
+      }))
+    },
     ...overrides
   };
   return c as unknown as IShipyardClients & typeof c;
@@ -77,7 +170,9 @@ describe('ShipyardModel', () => {
     ]);
     expect(s.deployments.data?.[0]).toMatchObject({ metricsError: null });
     expect(s.history.churn).toHaveLength(1);
-    expect(changes).toHaveBeenCalledTimes(4);
+    expect(s.pipelines.list.data?.map(p => p.name)).toEqual(['churn']);
+    // five sections, and the usage and alerts sections' and the targets' loading and answer each
+    expect(changes).toHaveBeenCalledTimes(11);
   });
 
   it('keeps one service’s error in its own section, with the data it had', async () => {
@@ -299,5 +394,282 @@ describe('ShipyardModel: the Audit section', () => {
     c.server.profile.mockResolvedValue({ user: 'root', admin: false } as never);
     await model.refreshProfile();
     expect(model.state.audit).toMatchObject({ admin: false, records: [], status: 'idle' });
+  });
+});
+
+describe('ShipyardModel: pipelines', () => {
+  it('selects a pipeline and its newest run, and polls that run only while it runs', async () => {
+    const c = clients();
+    const model = new ShipyardModel(c);
+    await model.refresh();
+    await model.selectPipeline('p1');
+    let p = model.state.pipelines;
+    expect(p.selected).toBe('p1');
+    expect(p.runs.data?.map(r => r.id)).toEqual(['pr2', 'pr1']);
+    expect(p.run).toBe('pr2');
+    expect(p.detail.data?.status).toBe('running');
+    expect(c.scheduler.getPipelineRun).toHaveBeenCalledTimes(1);
+
+    await model.refresh(); // running: asked again
+    expect(c.scheduler.getPipelineRun).toHaveBeenCalledTimes(2);
+
+    c.scheduler.getPipelineRun.mockImplementation(async (id: string) =>
+      pipelineRun(id, 'succeeded')
+    );
+    c.scheduler.listPipelineRuns.mockImplementation(async () => [
+      pipelineRun('pr2', 'succeeded'),
+      pipelineRun('pr1', 'failed')
+    ]);
+    await model.refresh(); // it ends here
+    p = model.state.pipelines;
+    expect(p.detail.data?.status).toBe('succeeded');
+    expect(p.runs.data?.[0].status).toBe('succeeded');
+    await model.refresh(); // ended: not asked again
+    await model.refresh();
+    expect(c.scheduler.getPipelineRun).toHaveBeenCalledTimes(3);
+    await model.refresh(true); // unless the user asks
+    expect(c.scheduler.getPipelineRun).toHaveBeenCalledTimes(4);
+  });
+
+  it('shows a run it starts, a repair it starts, and a run it cancels', async () => {
+    const c = clients();
+    const model = new ShipyardModel(c);
+    await model.refresh();
+    const started = await model.runPipeline(pipeline('p1', 'churn'), { rows: 10 });
+    expect(c.scheduler.runPipeline).toHaveBeenCalledWith('p1', { rows: 10 });
+    expect(started?.id).toBe('pr3');
+    expect(model.state.pipelines).toMatchObject({ selected: 'p1', run: 'pr3' });
+
+    const repaired = await model.repairPipelineRun(pipelineRun('pr1', 'failed'));
+    expect(c.scheduler.repairPipelineRun).toHaveBeenCalledWith('pr1');
+    expect(repaired?.id).toBe('pr4');
+    expect(model.state.pipelines.run).toBe('pr4');
+
+    await model.selectPipelineRun('pr2');
+    await model.cancelPipelineRun(pipelineRun('pr2', 'running'));
+    expect(c.scheduler.cancelPipelineRun).toHaveBeenCalledWith('pr2');
+    expect(model.state.pipelines.detail.data?.status).toBe('cancelled');
+  });
+
+  it("keeps an action's refusal in the section, in the service's words", async () => {
+    const c = clients();
+    c.scheduler.runPipeline.mockRejectedValue(
+      new ShipyardAPIError('churn already has a run going: wait for it or cancel it', 409)
+    );
+    const model = new ShipyardModel(c);
+    await model.selectPipeline('p1');
+    expect(await model.runPipeline(pipeline('p1', 'churn'))).toBeNull();
+    expect(model.state.pipelines.actionError).toBe(
+      'churn already has a run going: wait for it or cancel it'
+    );
+    // the next action starts without it
+    await model.cancelPipelineRun(pipelineRun('pr2', 'running'));
+    expect(model.state.pipelines.actionError).toBeNull();
+  });
+
+  it('shows the error of a list that fails, and forgets a pipeline deleted elsewhere', async () => {
+    const c = clients();
+    const model = new ShipyardModel(c);
+    await model.refresh();
+    await model.selectPipeline('p1');
+    c.scheduler.listPipelines.mockRejectedValueOnce(new ShipyardAPIError('scheduler down', 502));
+    await model.refresh();
+    expect(model.state.pipelines.list).toMatchObject({ status: 'error', error: 'scheduler down' });
+    expect(model.state.pipelines.list.data?.length).toBe(1); // what was shown stays
+    c.scheduler.listPipelines.mockResolvedValue([]);
+    await model.refresh();
+    expect(model.state.pipelines).toMatchObject({ selected: null, run: null });
+  });
+
+  it('pauses and resumes a pipeline, showing the answer in the list', async () => {
+    const c = clients();
+    const model = new ShipyardModel(c);
+    await model.refresh();
+    const paused = await model.togglePipelinePause(pipeline('p1', 'churn'));
+    expect(c.scheduler.setPipelinePaused).toHaveBeenLastCalledWith('p1', true);
+    expect(paused?.paused).toBe(true);
+    expect(model.state.pipelines.list.data?.[0].paused).toBe(true);
+    await model.togglePipelinePause(model.state.pipelines.list.data![0]);
+    expect(c.scheduler.setPipelinePaused).toHaveBeenLastCalledWith('p1', false);
+    expect(model.state.pipelines.list.data?.[0].paused).toBe(false);
+    // a refusal stays in the section and changes nothing
+    c.scheduler.setPipelinePaused.mockRejectedValueOnce(
+      new ShipyardAPIError('Only alice can pause churn', 403)
+    );
+    expect(await model.togglePipelinePause(pipeline('p1', 'churn'))).toBeNull();
+    expect(model.state.pipelines.actionError).toBe('Only alice can pause churn');
+    expect(model.state.pipelines.list.data?.[0].paused).toBe(false);
+  });
+
+  it('adds a pipeline and selects it; a refusal rejects with the message', async () => {
+    const c = clients();
+    const model = new ShipyardModel(c);
+    const added = await model.addPipeline('new/pipeline.yaml');
+    expect(c.scheduler.createPipeline).toHaveBeenCalledWith('new/pipeline.yaml');
+    expect(added.id).toBe('p2');
+    expect(model.state.pipelines.selected).toBe('p2');
+    c.scheduler.createPipeline.mockRejectedValue(
+      new ShipyardAPIError('bad/pipeline.yaml:4:5: nope is not a step', 400)
+    );
+    await expect(model.addPipeline('bad/pipeline.yaml')).rejects.toThrow('4:5: nope');
+  });
+
+  it("loads the user's usage once, not on every poll; the platform's only for admins", async () => {
+    const c = clients();
+    const model = new ShipyardModel(c);
+    await model.refresh();
+    const usage = model.state.usage;
+    expect(usage.status).toBe('ok');
+    expect(usage.mine?.days.map(d => d.key)).toEqual(['2026-12-07']);
+    expect(usage.mine?.byKind.map(r => r.key)).toEqual(['alice']);
+    expect(usage.platform).toBeNull();
+    const asked = c.usage.report.mock.calls.map(([q]) => q);
+    expect(asked.map(q => q?.by).sort()).toEqual(['day', 'kind', 'profile']);
+    // the owner named: an admin's query without a user would be everyone's
+    expect(asked.every(q => q?.user === 'alice')).toBe(true);
+    expect(c.usage.waste).not.toHaveBeenCalled();
+
+    await model.refresh();
+    expect(c.usage.report).toHaveBeenCalledTimes(3);
+    await model.refresh(true);
+    expect(c.usage.report).toHaveBeenCalledTimes(6);
+  });
+
+  it("shows an admin the platform's usage, and its failure apart from the user's own", async () => {
+    const admin = clients({
+      server: {
+        profile: vi.fn(async () => ({ user: 'ursula', admin: true })),
+        experiments: vi.fn(async () => ({ tracking_ui: null, runs: [] }))
+      }
+    });
+    const model = new ShipyardModel(admin);
+    await model.refresh();
+    const platform = model.state.usage.platform;
+    expect(platform?.byUser.map(r => r.key)).toEqual(['everyone']);
+    expect(platform?.waste).toEqual({ days: 7, idle: [], rightsizing: [] });
+    expect(admin.usage.waste).toHaveBeenCalledTimes(1);
+
+    admin.usage.waste.mockRejectedValueOnce(new ShipyardAPIError('usage service down', 502));
+    await model.refresh(true);
+    expect(model.state.usage.status).toBe('ok');
+    expect(model.state.usage.platform).toBeNull();
+    expect(model.state.usage.platformError).toContain('usage service down');
+
+    admin.usage.report.mockRejectedValue(new ShipyardAPIError('not running', 502));
+    await model.refresh(true);
+    expect(model.state.usage.status).toBe('error');
+    expect(model.state.usage.error).toContain('not running');
+    expect(model.state.usage.mine?.days).toHaveLength(1);
+  });
+
+  it('loads the alerts every 30 s, not on every poll: open ones firing first, resolved apart', async () => {
+    const c = clients();
+    const model = new ShipyardModel(c);
+    await model.refresh();
+    const alerts = model.state.alerts;
+    expect(alerts.status).toBe('ok');
+    expect(alerts.open.map(a => a.id)).toEqual(['f1', 'p1']);
+    expect(alerts.resolved.map(a => a.id)).toEqual(['r1']);
+    // two lists: many resolved alerts never push a firing one out of the page
+    expect(c.alerts.list.mock.calls.map(([q]) => q)).toEqual([
+      { limit: 100 },
+      { state: 'resolved', limit: 50 }
+    ]);
+    await model.refresh();
+    expect(c.alerts.list).toHaveBeenCalledTimes(2);
+    await model.refresh(true);
+    expect(c.alerts.list).toHaveBeenCalledTimes(4);
+
+    c.alerts.list.mockRejectedValue(new ShipyardAPIError('Cannot reach the alerts service', 502));
+    await model.refresh(true);
+    expect(model.state.alerts.status).toBe('error');
+    expect(model.state.alerts.error).toContain('Cannot reach the alerts service');
+    // what it showed stays under the error
+    expect(model.state.alerts.open.map(a => a.id)).toEqual(['f1', 'p1']);
+    // the other sections are not touched by it
+    expect(model.state.jobs.status).toBe('ok');
+  });
+
+  it('loads the targets once and on a forced refresh, never with the poll', async () => {
+    const c = clients();
+    const model = new ShipyardModel(c);
+    await model.refresh();
+    expect(model.state.alertTargets).toMatchObject({
+      status: 'ok',
+      targets: ['slack://…'],
+      schemes: ['json', 'jsons', 'slack'],
+      updatedAt: '2026-12-07T12:00:00Z',
+      saved: 0
+    });
+    await model.refresh();
+    expect(c.alerts.targets).toHaveBeenCalledTimes(1);
+    await model.refresh(true);
+    expect(c.alerts.targets).toHaveBeenCalledTimes(2);
+
+    c.alerts.targets.mockRejectedValueOnce(
+      new ShipyardAPIError('Cannot reach the alerts service', 502)
+    );
+    await model.refresh(true);
+    expect(model.state.alertTargets.status).toBe('error');
+    expect(model.state.alertTargets.error).toContain('Cannot reach the alerts service');
+    // what it showed stays under the error
+    expect(model.state.alertTargets.targets).toEqual(['slack://…']);
+    expect(model.state.alerts.status).toBe('ok');
+  });
+
+  it('saves targets, shows the answer, and keeps a refusal in the service’s words', async () => {
+    const c = clients();
+    const model = new ShipyardModel(c);
+    await model.refresh();
+    expect(await model.saveTargets(['json://hooks.example.org/a', 'slack://T/B/C'])).toBe(true);
+    expect(c.alerts.setTargets).toHaveBeenLastCalledWith([
+      'json://hooks.example.org/a',
+      'slack://T/B/C'
+    ]);
+    expect(model.state.alertTargets).toMatchObject({
+      status: 'ok',
+      targets: ['json://…', 'slack://…'],
+      updatedAt: '2026-12-07T13:00:00Z',
+      saving: false,
+      saveError: null,
+      saved: 1
+    });
+
+    c.alerts.setTargets.mockRejectedValueOnce(
+      new ShipyardAPIError("urls.1: the scheme 'ftp' is not one users may use here", 400)
+    );
+    expect(await model.saveTargets(['json://hooks.example.org/a', 'ftp://x'])).toBe(false);
+    expect(model.state.alertTargets).toMatchObject({
+      status: 'ok',
+      targets: ['json://…', 'slack://…'],
+      saving: false,
+      saveError: "URL 2: the scheme 'ftp' is not one users may use here",
+      saved: 1
+    });
+
+    // the next save clears the refusal; an empty list removes every target
+    expect(await model.saveTargets([])).toBe(true);
+    expect(model.state.alertTargets).toMatchObject({ targets: [], saveError: null, saved: 2 });
+  });
+
+  it('drops a load a save overtook, and keeps what was shown after a refused save', async () => {
+    let answer: (value: unknown) => void = () => undefined;
+    const c = clients();
+    const model = new ShipyardModel(c);
+    await model.refresh();
+    c.alerts.targets.mockImplementationOnce(
+      () => new Promise(resolve => (answer = resolve)) as never
+    );
+    const load = model.loadTargets();
+    c.alerts.setTargets.mockRejectedValueOnce(new ShipyardAPIError('urls.0: refused', 400));
+    expect(await model.saveTargets(['nope://x'])).toBe(false);
+    answer({ targets: ['mailto://old/…'], updated_at: null, schemes: ['json'] });
+    await load;
+    // the overtaken answer is not shown; what was shown stays, with the refusal
+    expect(model.state.alertTargets).toMatchObject({
+      status: 'ok',
+      targets: ['slack://…'],
+      saveError: 'URL 1: refused'
+    });
   });
 });

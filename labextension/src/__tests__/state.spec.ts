@@ -75,6 +75,8 @@ function run(partial: Partial<IRun>): IRun {
     cells_done: null,
     cells_total: null,
     outputs_deleted_at: null,
+    pipeline_run_id: null,
+    step: null,
     ...partial
   };
 }
@@ -200,6 +202,7 @@ describe('deployments', () => {
     pending_percent: null,
     breaker: { open: false, reason: null, since: null, serving: false },
     signature: null,
+    canary: null,
     lineage: null
   });
   const deployment: IDeployment = {
@@ -234,6 +237,7 @@ describe('deployments', () => {
     error_rate: 0,
     latency_ms: { p50: null, p99: null },
     rows_seen: 0,
+    rows_checked: 0,
     ...partial
   });
 

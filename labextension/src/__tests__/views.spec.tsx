@@ -10,17 +10,28 @@ import type {
   IAuditRecord,
   IDeployment,
   IJob,
+  IPipeline,
+  IPipelineRun,
+  IPipelineStep,
   IRun,
   ISchedulerParameter,
-  IServerProfile
+  IServerProfile,
+  IUsageRow
 } from '../api/types';
+import type { IAlert } from '../api/types';
 import { DeployForm, IDeployFormProps } from '../dialogs/deployForm';
+import { LineageView } from '../dialogs/lineageView';
+import { PipelineRefusalView, ScheduledPipelineView } from '../dialogs/schedulePipelineView';
 import type { IFormValues } from '../dialogs/fields';
+import { AddPipelineForm, RunPipelineForm } from '../dialogs/pipelineForms';
 import { IScheduleFieldsProps, ScheduleFields, ScheduleForm } from '../dialogs/scheduleForm';
 import { IAuditState, INITIAL_AUDIT } from '../logic/audit';
 import type { IScheduleValues } from '../logic/forms';
 import { jobRows, pushSample } from '../logic/state';
-import type { IPanelState, ISection, ShipyardModel } from '../panel/model';
+import { IAlertsState, INITIAL_ALERTS } from '../logic/alerts';
+import { INITIAL_TARGETS, ITargetsState } from '../logic/targets';
+import { INITIAL_USAGE, IUsageState } from '../logic/usage';
+import type { IPanelState, IPipelinesState, ISection, ShipyardModel } from '../panel/model';
 import { IPanelActions, PanelView } from '../panel/views';
 
 const noop = () => undefined;
@@ -31,17 +42,50 @@ const actions: IPanelActions = {
   downloadOutput: noop,
   showLogs: noop,
   rollback: noop,
+  showLineage: noop,
   outputHref: run => `/user/alice/shipyard/api/scheduler/runs/${run.id}/output`,
   auditFilter: noop,
   auditMore: noop,
-  auditVerify: noop
+  auditVerify: noop,
+  usageMetric: noop,
+  saveTargets: noop,
+  addPipeline: noop,
+  selectPipeline: noop,
+  selectPipelineRun: noop,
+  runPipeline: noop,
+  repairPipelineRun: noop,
+  cancelPipelineRun: noop,
+  togglePipelinePause: noop,
+  showStepLog: noop,
+  downloadStepOutput: noop,
+  stepOutputHref: step => `/user/alice/shipyard/api/scheduler/runs/${step.run_id}/output`
+};
+
+const NO_PIPELINES: IPipelinesState = {
+  list: { status: 'ok', data: [], error: null, updated: 1 },
+  selected: null,
+  runs: { status: 'loading', data: null, error: null, updated: null },
+  run: null,
+  detail: { status: 'loading', data: null, error: null, updated: null },
+  actionError: null
 };
 
 function ok<T>(data: T): ISection<T> {
   return { status: 'ok', data, error: null, updated: 1 };
 }
 
-function render(state: IPanelState): HTMLString {
+/** The panel for ``state``; the Pipelines, Usage and Alerts sections empty unless given. */
+function render(
+  given: Omit<IPanelState, 'pipelines' | 'usage' | 'alerts' | 'alertTargets'> &
+    Partial<Pick<IPanelState, 'pipelines' | 'usage' | 'alerts' | 'alertTargets'>>
+): HTMLString {
+  const state: IPanelState = {
+    pipelines: NO_PIPELINES,
+    usage: INITIAL_USAGE,
+    alerts: INITIAL_ALERTS,
+    alertTargets: INITIAL_TARGETS,
+    ...given
+  };
   const model = {
     state,
     changed: { connect: noop, disconnect: noop }
@@ -132,6 +176,7 @@ const deployment = {
       pending_percent: null,
       breaker: { open: false, reason: null, since: null, serving: false },
       signature: null,
+      canary: null,
       lineage: null
     }
   ],
@@ -221,6 +266,7 @@ describe('PanelView', () => {
     expect(html).toContain('0.5 req/s');
     expect(html).toContain('<svg');
     expect(html).toMatch(/data-action="rollback" disabled=""/); // nothing to roll back to
+    expect(html).toMatch(/data-action="lineage"[^>]*>Lineage</); // one per version
     // not an admin: nothing of the Audit section
     expect(html).not.toContain('data-shipyard-section="audit"');
     expect(html).not.toContain('audit-verify');
@@ -317,7 +363,7 @@ describe('ScheduleForm', () => {
   const form = (values: IScheduleValues): IFormValues<IScheduleValues> => ({
     values,
     set: noop,
-    field: key => ({ value: values[key] as string, onChange: noop })
+    field: key => ({ value: values[key as keyof IScheduleValues] as string, onChange: noop })
   });
   const renderFields = (props: Partial<IScheduleFieldsProps>) =>
     renderToStaticMarkup(
@@ -448,6 +494,42 @@ describe('ScheduleForm', () => {
       /shipyard-dialog-error" role="alert"><div>a job named &#x27;iris&#x27; already exists/
     );
     expect(html).toContain('No cell tagged <code>parameters</code>');
+  });
+
+  const pipelines = [
+    { path: 'churn/pipeline.yaml', name: 'churn', step: 'train' },
+    { path: 'churn/b.pipeline.yaml', name: null, step: null }
+  ];
+
+  it('offers the pipelines of the folder, the notebook as a job chosen first', () => {
+    const html = renderFields({ pipelines });
+    expect(html).toMatch(
+      /<select class="jp-mod-styled" name="shipyard-schedule-what"><option value="" selected="">This notebook, as a job<\/option><option value="churn\/pipeline.yaml" title="churn\/pipeline.yaml">The pipeline churn \(its step train\)<\/option><option value="churn\/b.pipeline.yaml" title="churn\/b.pipeline.yaml">The pipeline churn\/b.pipeline.yaml<\/option><\/select>/
+    );
+    for (const name of ['shipyard-job-name', 'shipyard-cron', 'shipyard-profile']) {
+      expect(html).toContain(`name="${name}"`);
+    }
+    expect(html).not.toContain('shipyard-schedule-pipeline-note');
+    // without pipeline files there is nothing to choose: the job form as it was
+    expect(renderFields({})).not.toContain('shipyard-schedule-what');
+  });
+
+  it('asks only the cron and time zone when a pipeline is chosen, saying where they go', () => {
+    const values = { ...initial, pipeline: 'churn/pipeline.yaml' };
+    const html = renderFields({ pipelines, initial: values, form: form(values) });
+    expect(html).toContain(
+      '<option value="churn/pipeline.yaml" title="churn/pipeline.yaml" selected="">'
+    );
+    expect(html).toContain(
+      'Schedule the pipeline <strong>churn</strong>: the cron trigger goes into ' +
+        '<code>churn/pipeline.yaml</code> (replacing a cron trigger there)'
+    );
+    for (const name of ['shipyard-cron', 'shipyard-tz']) {
+      expect(html).toContain(`name="${name}"`);
+    }
+    for (const name of ['shipyard-job-name', 'shipyard-profile', 'shipyard-param-city']) {
+      expect(html).not.toContain(`name="${name}"`);
+    }
   });
 });
 
@@ -643,5 +725,660 @@ describe('PanelView: the Audit section', () => {
   it('renders nothing of the section once the service refused', () => {
     const html = render({ ...base, audit: audit({ forbidden: true }) });
     expect(html).not.toContain('data-shipyard-section="audit"');
+  });
+});
+
+// ------------------------------------------------------------------ pipelines
+
+const PIPELINE = {
+  id: 'p1',
+  owner: 'alice',
+  name: 'churn',
+  description: 'Two steps.',
+  source_path: 'churn/pipeline.yaml',
+  digest: 'sha256:0',
+  parameters: { rows: 4 },
+  steps: [
+    {
+      id: 'ingest',
+      type: 'notebook',
+      notebook: 'ingest.ipynb',
+      job_id: 'j1',
+      needs: [],
+      run_if: 'all_succeeded',
+      profile: null
+    },
+    {
+      id: 'train',
+      type: 'notebook',
+      notebook: 'train.ipynb',
+      job_id: 'j2',
+      needs: ['ingest'],
+      run_if: 'all_succeeded',
+      profile: null
+    }
+  ],
+  triggers: [],
+  paused: false,
+  webhook_url: null,
+  webhook_secret: null,
+  next_fire_at: null,
+  version: 1,
+  created_at: '2026-01-01T00:00:00Z',
+  updated_at: '2026-01-01T00:00:00Z'
+} as IPipeline;
+
+function pipelineStep(id: string, status: IPipelineStep['status'], runId: string | null) {
+  return {
+    step: id,
+    status,
+    run_id: runId,
+    run_status: status === 'succeeded' ? 'succeeded' : runId ? 'running' : null,
+    attempt: runId ? 1 : null,
+    reason: status === 'failed' ? 'ValueError: broken' : '',
+    outputs: {},
+    files: {},
+    started_at: runId ? '2026-01-01T00:00:00Z' : null,
+    ended_at: status === 'succeeded' ? '2026-01-01T00:01:05Z' : null,
+    duration_seconds: status === 'succeeded' ? 65 : null
+  } as IPipelineStep;
+}
+
+function pipelineRun(status: IPipelineRun['status'], steps: IPipelineStep[]): IPipelineRun {
+  return {
+    id: 'abcdef0123456789',
+    pipeline_id: 'p1',
+    pipeline_name: 'churn',
+    owner: 'alice',
+    status,
+    reason: status === 'failed' ? 'train failed' : '',
+    parameters: {},
+    repair_of: null,
+    workspace: '/runs/w',
+    created_at: '2026-01-01T00:00:00Z',
+    ended_at: null,
+    steps
+  };
+}
+
+function withRun(run: IPipelineRun, extra: Partial<IPipelinesState> = {}): IPipelinesState {
+  return {
+    ...NO_PIPELINES,
+    list: ok([PIPELINE]),
+    selected: 'p1',
+    runs: ok([run]),
+    run: run.id,
+    detail: ok(run),
+    ...extra
+  };
+}
+
+const EMPTY_SECTIONS = {
+  profile: ok(profile),
+  experiments: ok({ tracking_ui: null, runs: [] }),
+  jobs: ok([]),
+  deployments: ok([]),
+  history: {},
+  audit: INITIAL_AUDIT
+};
+
+describe('PanelView: the Pipelines section', () => {
+  it('says how to add one when there are none', () => {
+    const html = render(EMPTY_SECTIONS);
+    expect(html).toContain('data-shipyard-section="pipelines"');
+    expect(html).toContain('data-action="add-pipeline"');
+    expect(html).toContain('No pipelines yet');
+  });
+
+  it('draws the run as a graph: a row per depth, an edge per need, each step with its state', () => {
+    const run = pipelineRun('running', [
+      pipelineStep('ingest', 'succeeded', 'r1'),
+      pipelineStep('train', 'running', 'r2')
+    ]);
+    const html = render({ ...EMPTY_SECTIONS, pipelines: withRun(run) });
+    expect(html).toContain('data-shipyard-pipeline="churn" data-selected="true"');
+    expect(html).toContain('data-action="run-pipeline"');
+    expect(html).toContain('data-shipyard-pipeline-run="abcdef0123456789" data-status="running"');
+    expect(html).toContain('1 of 2 steps done, 1 running');
+    // the nodes: ingest in row 0, train in row 1 below it, both at the same left, narrow
+    // enough for two side by side in the sidebar
+    expect(html).toMatch(
+      /data-shipyard-step="ingest" data-status="succeeded" style="left:4px;top:4px;width:104px;height:92px"/
+    );
+    expect(html).toMatch(
+      /data-shipyard-step="train" data-status="running" style="left:4px;top:124px/
+    );
+    expect(html).toContain('style="width:112px;height:220px"');
+    // a long id is cut with an ellipsis: the whole id is its tooltip
+    expect(html).toContain('<span class="shipyard-step-id" title="ingest">ingest</span>');
+    expect(html).toContain('data-edge="ingest&gt;train"');
+    expect(html).toMatch(
+      /data-shipyard-step="ingest"[\s\S]*class="shipyard-status" data-status="succeeded">succeeded</
+    );
+    expect(html).toContain('1 min 5 s');
+    // output and log of the step that ran; no output while it runs
+    expect(html).toContain('href="/user/alice/shipyard/api/scheduler/runs/r1/output"');
+    expect(html).not.toContain('runs/r2/output');
+    expect(html.match(/data-action="step-logs"/g)).toHaveLength(2);
+    // a running run: Cancel, not Repair
+    expect(html).toContain('data-action="cancel-pipeline-run"');
+    expect(html).not.toContain('data-action="repair-pipeline-run"');
+  });
+
+  it('offers Repair on a failed run, shows why, and shows a pending step without links', () => {
+    const run = pipelineRun('failed', [
+      pipelineStep('ingest', 'failed', 'r1'),
+      pipelineStep('train', 'skipped', null)
+    ]);
+    const html = render({ ...EMPTY_SECTIONS, pipelines: withRun(run) });
+    expect(html).toContain('data-action="repair-pipeline-run"');
+    expect(html).not.toContain('data-action="cancel-pipeline-run"');
+    expect(html).toContain('train failed');
+    expect(html).toContain('title="ValueError: broken"');
+    expect(html).toMatch(/data-shipyard-step="train" data-status="skipped"/);
+    expect(html.match(/data-action="step-logs"/g)).toHaveLength(1);
+  });
+
+  it("shows an action's refusal and a run that could not be read, never a blank view", () => {
+    const run = pipelineRun('running', [pipelineStep('ingest', 'running', 'r1')]);
+    const html = render({
+      ...EMPTY_SECTIONS,
+      pipelines: withRun(run, {
+        actionError: 'churn already has a run going',
+        detail: { status: 'error', data: null, error: 'Cannot reach the scheduler', updated: 1 }
+      })
+    });
+    expect(html).toMatch(/role="alert" data-shipyard-error="action">churn already has a run going/);
+    expect(html).toContain('Cannot reach the scheduler');
+  });
+});
+
+describe('the pipeline forms', () => {
+  it('Add pipeline: the path input, and each file:line error of the refusal on its line', () => {
+    const html = renderToStaticMarkup(
+      <AddPipelineForm
+        initial={{ path: 'bad/pipeline.yaml' }}
+        errors={['bad/pipeline.yaml:4:5: nope is not a step', 'bad/pipeline.yaml:7:1: x']}
+        onChange={noop}
+      />
+    );
+    expect(html).toMatch(/name="shipyard-pipeline-path"[^>]*value="bad\/pipeline.yaml"/);
+    expect(html).toContain('<div>bad/pipeline.yaml:4:5: nope is not a step</div>');
+    expect(html).toContain('<div>bad/pipeline.yaml:7:1: x</div>');
+  });
+
+  it('Run: an input per declared parameter, as the jobs have', () => {
+    const html = renderToStaticMarkup(
+      <RunPipelineForm
+        initial={{ params: { rows: '4', region: 'eu' } }}
+        declared={{ rows: 4, region: 'eu' }}
+        errors={[]}
+        onChange={noop}
+      />
+    );
+    expect(html).toMatch(/name="shipyard-param-rows" data-type="number"[^>]*value="4"/);
+    expect(html).toMatch(/name="shipyard-param-region" data-type="string"[^>]*value="eu"/);
+  });
+});
+
+describe("PanelView: a pipeline's triggers and pause", () => {
+  const triggered = {
+    ...PIPELINE,
+    triggers: [
+      { kind: 'cron', expression: '0 6 * * *', timezone: 'Europe/Paris' },
+      { kind: 'file', glob: 'data/*.csv', debounce_seconds: 0.5 },
+      { kind: 'webhook' }
+    ],
+    webhook_url: 'api/webhooks/j1'
+  } as IPipeline;
+  const selected = (pipeline: IPipeline, extra: Partial<IPipelinesState> = {}) =>
+    render({
+      ...EMPTY_SECTIONS,
+      pipelines: {
+        ...NO_PIPELINES,
+        list: { status: 'ok', data: [pipeline], error: null, updated: 1 },
+        selected: pipeline.id,
+        runs: { status: 'ok', data: [], error: null, updated: 1 },
+        ...extra
+      }
+    });
+
+  it('shows a line per trigger and Pause while it is not paused', () => {
+    const html = selected(triggered);
+    expect(html).toContain('data-shipyard-trigger="cron">0 6 * * * (Europe/Paris)<');
+    expect(html).toContain(
+      'data-shipyard-trigger="file">new files matching data/*.csv, 0.5 s quiet<'
+    );
+    expect(html).toContain('data-shipyard-trigger="webhook">webhook: POST api/webhooks/j1<');
+    expect(html).toContain('data-paused="false"');
+    expect(html).not.toContain('data-shipyard-badge="paused"');
+    expect(html).toMatch(/data-action="pause-pipeline" aria-pressed="false"[^>]*>Pause</);
+  });
+
+  it('shows the Paused badge and Resume when paused, and the refusal of the last action', () => {
+    const html = selected(
+      { ...triggered, paused: true },
+      { actionError: 'Only alice can pause churn' }
+    );
+    expect(html).toContain('data-paused="true"');
+    expect(html).toMatch(/data-shipyard-badge="paused"[^>]*>Paused</);
+    expect(html).toMatch(/data-action="pause-pipeline" aria-pressed="true"[^>]*>Resume</);
+    expect(html).toContain('Only alice can pause churn');
+  });
+
+  it('offers no Pause for a pipeline without triggers (runs start with Run only)', () => {
+    const html = selected(PIPELINE);
+    expect(html).toContain('No triggers: runs start with Run.');
+    expect(html).not.toContain('data-action="pause-pipeline"');
+  });
+});
+
+describe("LineageView: a version's chain in the Lineage dialog", () => {
+  const sha = 'f'.repeat(64);
+  it('shows each link, short digests with the full one in a title, and what is missing', () => {
+    const html = renderToStaticMarkup(
+      <LineageView
+        lineage={{
+          version: {
+            owner: 'alice',
+            name: 'iris',
+            version: 2,
+            model_uri: 'models:/iris/4',
+            state: 'ready',
+            created_at: '2026-12-07T10:00:00Z'
+          },
+          model_version: { name: 'iris', version: '4', run_id: null },
+          mlflow_run: null,
+          scheduler_run: null,
+          pipeline_run: null,
+          notebook: { path: 'iris/train.ipynb', digest: `sha256:${sha}`, parameters: {} },
+          inputs: [{ path: 'data/iris.csv', sha256: sha, source: 'trigger' }],
+          missing: [{ link: 'mlflow_run', reason: 'The registry names no run for iris 4.' }]
+        }}
+      />
+    );
+    expect(html).toContain('Version v2 of iris');
+    expect(html).toContain('Registered model iris version 4');
+    expect(html).toMatch(/data-link="mlflow_run" data-missing="true"/);
+    expect(html).toContain('The registry names no run for iris 4.');
+    expect(html).toContain(`title="sha256:${sha}"><code>sha256:ffffffffffff</code>`);
+    expect(html).toContain(
+      `title="${sha} (a file that started the run)"><code>ffffffffffff</code>`
+    );
+    expect(html).toMatch(/data-link="missing".*MLflow run: The registry names no run for iris 4\./);
+  });
+});
+
+describe('Schedule pipeline: the dialog after the scheduler answered', () => {
+  it('lists the steps in run order and says there are no triggers', () => {
+    const html = renderToStaticMarkup(
+      <ScheduledPipelineView pipeline={PIPELINE} updated={false} path="churn/pipeline.yaml" />
+    );
+    expect(html).toContain('data-shipyard-pipeline="churn"');
+    expect(html).toContain('<code>churn/pipeline.yaml</code>');
+    expect(html).toMatch(
+      /<li><code>ingest: ingest.ipynb<\/code><\/li><li><code>train: train.ipynb, after ingest<\/code>/
+    );
+    expect(html).toContain('It has no triggers: start its runs with Run in the Shipyard panel.');
+  });
+
+  it("shows each of the refusal's file:line errors on a line of its own", () => {
+    const html = renderToStaticMarkup(
+      <PipelineRefusalView
+        message={
+          "churn/pipeline.yaml:3:5: steps.train.needs: unknown step 'x'\n\nchurn/pipeline.yaml:9:1: name: required"
+        }
+      />
+    );
+    expect(html.match(/<li>/g)).toHaveLength(2);
+    expect(html).toContain('churn/pipeline.yaml:9:1: name: required');
+    expect(html).toContain('role="alert"');
+  });
+});
+
+describe('the Usage section', () => {
+  const base = {
+    profile: ok(profile),
+    experiments: ok({ tracking_ui: null, runs: [] }),
+    jobs: ok([]),
+    deployments: ok([]),
+    history: {},
+    audit: INITIAL_AUDIT
+  };
+  const row = (key: string, cpu: number, cost = cpu / 2): IUsageRow => ({
+    key,
+    cpu_seconds: cpu * 3600,
+    cpu_hours: cpu,
+    mem_gib_hours: cpu * 2,
+    gpu_hours: 0,
+    wall_hours: cpu,
+    cost
+  });
+  const usage = (changes: Partial<IUsageState>): IUsageState => ({
+    ...INITIAL_USAGE,
+    status: 'ok',
+    updated: 1,
+    mine: {
+      currency: 'EUR',
+      days: [row('2026-12-05', 0), row('2026-12-06', 1.5), row('2026-12-07', 0.25)],
+      byKind: [row('server', 1.5), row('run', 0.25)],
+      byProfile: [row('small', 1.75)]
+    },
+    ...changes
+  });
+
+  it('is not shown, nor the Alerts section, where the hub runs neither service', () => {
+    const without = { ...profile, services: { usage: false, alerts: false } };
+    const html = render({ ...base, profile: ok(without), usage: usage({}) });
+    expect(html).not.toContain('data-shipyard-section="usage"');
+    expect(html).not.toContain('data-shipyard-section="alerts"');
+    const withUsage = { ...profile, services: { usage: true, alerts: false } };
+    expect(render({ ...base, profile: ok(withUsage), usage: usage({}) })).toContain(
+      'data-shipyard-section="usage"'
+    );
+  });
+
+  it("shows the user's totals, a bar a day, and the breakdown by kind and profile", () => {
+    const html = render({ ...base, usage: usage({}) });
+    expect(html).toContain('data-shipyard-section="usage"');
+    expect(html).toContain('Usage, last 30 days');
+    expect(html).toMatch(/data-usage-total="cpu_hours"><dt>CPU-hours<\/dt><dd>1\.75 h<\/dd>/);
+    expect(html).toMatch(/data-usage-total="cost"><dt>Cost<\/dt><dd>0\.88 EUR<\/dd>/);
+    expect(html.match(/<rect class="shipyard-usage-bar"/g)).toHaveLength(3);
+    expect(html).toContain('<title>Dec 6: 1.5 h</title>');
+    expect(html).toContain('max 1.5 h a day');
+    expect(html).toContain('data-usage-table="kind"');
+    // the cells are numbers; the header says the unit (narrow sidebar)
+    expect(html).toContain(
+      '<tr data-usage-key="server"><th scope="row" title="server">server</th>' +
+        '<td>1.5</td><td>3</td><td>0</td><td>0.75</td></tr>'
+    );
+    expect(html).toContain('CPU<span class="shipyard-usage-unit">h</span>');
+    expect(html).toContain('Cost<span class="shipyard-usage-unit">EUR</span>');
+    expect(html).toContain('data-usage-table="profile"');
+    expect(html).not.toContain('data-usage-platform');
+  });
+
+  it('plots the metric chosen and says when there is nothing to plot', () => {
+    const html = render({ ...base, usage: usage({ metric: 'gpu_hours' }) });
+    expect(html).toContain(
+      '<figure class="shipyard-chart shipyard-usage-chart" data-metric="gpu_hours"'
+    );
+    expect(html).toContain('no GPU-hours yet');
+    expect(html).toMatch(
+      /data-metric="gpu_hours" aria-pressed="true"|aria-pressed="true"[^>]*data-metric="gpu_hours"/
+    );
+  });
+
+  it('shows the platform to admins: users, profiles, waste; its error apart', () => {
+    const platform = {
+      currency: 'EUR',
+      byUser: [row('alice', 1.75), row('bob', 0.5)],
+      byProfile: [row('small', 2.25)],
+      waste: {
+        days: 7,
+        idle: [
+          {
+            owner: 'bob',
+            object: 'server/bob/',
+            profile: 'gpu',
+            gpus: 1,
+            mem_bytes: 0,
+            idle_hours: 3,
+            message: 'server/bob/ (gpu) has been idle for 3 h holding 1 GPU: stop it'
+          }
+        ],
+        rightsizing: []
+      }
+    };
+    const html = render({ ...base, usage: usage({ platform }) });
+    expect(html).toContain('data-usage-platform="ok"');
+    expect(html).toContain('data-usage-table="users"');
+    expect(html).toContain('data-usage-key="bob"');
+    expect(html).toContain('data-usage-table="platform-profiles"');
+    expect(html).toContain('data-usage-waste="idle" data-owner="bob"');
+    expect(html).toContain('has been idle for 3 h holding 1 GPU: stop it');
+
+    const failed = render({ ...base, usage: usage({ platformError: 'usage service down' }) });
+    expect(failed).toContain('Platform usage could not be read: usage service down');
+    expect(failed).toContain('data-usage-table="kind"');
+  });
+
+  it('says loading before the first answer, and keeps the data under an error', () => {
+    expect(render({ ...base, usage: INITIAL_USAGE })).toMatch(
+      /data-shipyard-section="usage" data-state="loading"/
+    );
+    const html = render({
+      ...base,
+      usage: usage({ status: 'error', error: 'The usage service is not running' })
+    });
+    expect(html).toContain('The usage service is not running');
+    expect(html).toContain('data-usage-table="kind"');
+  });
+});
+
+describe('the Alerts section', () => {
+  const base = {
+    profile: ok(profile),
+    experiments: ok({ tracking_ui: null, runs: [] }),
+    jobs: ok([]),
+    deployments: ok([]),
+    history: {},
+    audit: INITIAL_AUDIT
+  };
+  const ago = (minutes: number) => new Date(Date.now() - minutes * 60_000).toISOString();
+  const alert = (id: string, changes: Partial<IAlert> = {}): IAlert => ({
+    id,
+    key: `model_error_rate{deployment=churn,version=3}`,
+    rule: 'model_error_rate',
+    owner: 'alice',
+    labels: { deployment: 'churn', version: '3' },
+    severity: 'critical',
+    summary: 'Model alice/churn version 3: 12% of 50 requests failed in the last minute.',
+    value: 0.12,
+    state: 'firing',
+    pending_since: ago(20),
+    started_at: ago(15),
+    resolved_at: null,
+    ...changes
+  });
+  const alerts = (changes: Partial<IAlertsState>): IAlertsState => ({
+    ...INITIAL_ALERTS,
+    status: 'ok',
+    updated: 1,
+    ...changes
+  });
+
+  it('lists firing alerts with rule, subject, since when, severity and figure; resolved apart', () => {
+    const html = render({
+      ...base,
+      alerts: alerts({
+        open: [alert('f1')],
+        resolved: [
+          alert('r1', {
+            rule: 'job_failed',
+            labels: { job: 'nightly', job_id: 'abc' },
+            severity: '',
+            value: null,
+            summary: 'Job alice/nightly: its latest run failed.',
+            state: 'resolved',
+            resolved_at: ago(90)
+          })
+        ]
+      })
+    });
+    expect(html).toContain('Alerts (1 firing)');
+    const open = html.slice(
+      html.indexOf('data-alerts="open"'),
+      html.indexOf('data-alerts="resolved"')
+    );
+    expect(open).toContain(
+      'data-alert="f1" data-alert-state="firing" data-rule="model_error_rate"'
+    );
+    expect(open).toContain('<strong class="shipyard-alert-rule">Model error rate</strong>');
+    expect(open).toContain('model churn, version 3');
+    expect(open).toContain('data-severity="critical"');
+    expect(open).toContain('12% of requests failed');
+    expect(open).toContain('firing 15 min ago');
+    expect(open).toContain('12% of 50 requests failed in the last minute');
+    const resolved = html.slice(html.indexOf('data-alerts="resolved"'));
+    expect(html).toContain('Resolved lately');
+    expect(resolved).toContain('data-alert="r1" data-alert-state="resolved"');
+    expect(resolved).toContain('job nightly');
+    expect(resolved).toContain('resolved 1 h 30 min ago');
+    expect(resolved).not.toMatch(/data-alert="r1"[^]*data-severity/);
+    // all the user's own: no owner named
+    expect(html).not.toContain('shipyard-alert-owner');
+    // the section is placed under the profile, above the work sections
+    expect(html.indexOf('data-shipyard-section="alerts"')).toBeLessThan(
+      html.indexOf('data-shipyard-section="jobs"')
+    );
+  });
+
+  it("names each alert's owner in an admin's list, and the platform's", () => {
+    const html = render({
+      ...base,
+      profile: ok({ ...profile, admin: true }),
+      alerts: alerts({
+        open: [
+          alert('b', { owner: 'bob' }),
+          alert('d', { owner: null, rule: 'disk_full', labels: { path: '/srv' }, value: 95 })
+        ]
+      })
+    });
+    expect(html).toContain('about bob');
+    expect(html).toContain('<span class="shipyard-alert-owner">platform</span>');
+    expect(html).toContain('disk /srv');
+    expect(html).toContain('95% full');
+  });
+
+  it('says what is watched when there is no alert, and admins what else they see', () => {
+    const html = render({ ...base, alerts: alerts({}) });
+    expect(html).toMatch(/data-shipyard-section="alerts" data-state="ok"/);
+    expect(html).toContain('No alerts.');
+    expect(html).toContain('error rate, latency and drift');
+    expect(html).toContain(
+      'missed schedules, servers holding GPUs idle and your quota nearly used up are watched'
+    );
+    expect(html).not.toContain('As an admin');
+    const admin = render({ ...base, profile: ok({ ...profile, admin: true }), alerts: alerts({}) });
+    expect(admin).toContain(
+      'As an admin you also see everyone&#x27;s alerts, the groups&#x27; run quotas and the data disk'
+    );
+  });
+
+  it('says loading before the first answer, and keeps the alerts under an error', () => {
+    expect(render({ ...base })).toMatch(/data-shipyard-section="alerts" data-state="loading"/);
+    const html = render({
+      ...base,
+      alerts: alerts({
+        status: 'error',
+        error: 'Cannot reach the alerts service',
+        open: [alert('f1')]
+      })
+    });
+    expect(html).toContain('Cannot reach the alerts service');
+    expect(html).toContain('data-alert="f1"');
+    expect(html).not.toContain('No alerts.');
+  });
+
+  describe('the notification targets', () => {
+    const targets = (changes: Partial<ITargetsState>): ITargetsState => ({
+      ...INITIAL_TARGETS,
+      status: 'ok',
+      schemes: ['mailto', 'json', 'slack'],
+      ...changes
+    });
+    const box = (html: string) => html.slice(html.indexOf('data-targets="box"'));
+
+    it('lists the targets as the service redacts them, with the schemes allowed', () => {
+      const html = box(
+        render({
+          ...base,
+          alerts: alerts({}),
+          alertTargets: targets({ targets: ['json://hooks.example.org/…', 'slack://…'] })
+        })
+      );
+      expect(html).toContain('Notify me at');
+      expect(html).toContain('data-target="json://hooks.example.org/…"');
+      expect(html).toContain('data-target="slack://…"');
+      expect(html).toMatch(
+        /data-targets="schemes"[^>]*>Allowed here: mailto:\/\/, json:\/\/, slack:\/\/\./
+      );
+      expect(html).toContain('Saving replaces the targets above');
+      expect(html).toContain('name="shipyard-alert-targets"');
+      expect(html).toContain('placeholder="jsons://hooks.example.org/alerts"');
+      expect(html).toContain('data-action="targets-clear"');
+      // nothing typed yet: nothing to save
+      expect(html).toMatch(/data-action="targets-save" disabled=""/);
+      expect(html).not.toContain('data-targets="error"');
+    });
+
+    it('says there are none, and offers no removal', () => {
+      const html = box(render({ ...base, alerts: alerts({}), alertTargets: targets({}) }));
+      expect(html).toContain('data-targets="none"');
+      expect(html).toContain('No targets: your alerts show only here.');
+      expect(html).not.toContain('data-action="targets-clear"');
+      expect(html).not.toContain('Saving replaces');
+    });
+
+    it("shows the service's refusal next to the field", () => {
+      const html = box(
+        render({
+          ...base,
+          alerts: alerts({}),
+          alertTargets: targets({
+            targets: ['slack://…'],
+            saveError: "URL 1: the scheme 'ftp' is not one users may use here"
+          })
+        })
+      );
+      const field = html.indexOf('name="shipyard-alert-targets"');
+      const error = html.indexOf('data-targets="error"');
+      expect(field).toBeGreaterThan(-1);
+      expect(error).toBeGreaterThan(field);
+      expect(error).toBeLessThan(html.indexOf('data-targets="schemes"'));
+      expect(html).toContain('aria-invalid="true"');
+      expect(html).toContain('URL 1: the scheme &#x27;ftp&#x27; is not one users may use here');
+      // the targets the refused save would have replaced are still listed
+      expect(html).toContain('data-target="slack://…"');
+    });
+
+    it('says loading first, and why a load failed, keeping what it showed', () => {
+      const loading = box(render({ ...base, alerts: alerts({}) }));
+      expect(loading).toContain('Loading…');
+      expect(loading).not.toContain('data-targets="schemes"');
+      const failed = box(
+        render({
+          ...base,
+          alerts: alerts({}),
+          alertTargets: targets({
+            status: 'error',
+            error: 'Cannot reach the alerts service',
+            targets: ['slack://…']
+          })
+        })
+      );
+      expect(failed).toContain('data-targets="load-error"');
+      expect(failed).toContain('Cannot reach the alerts service');
+      expect(failed).toContain('data-target="slack://…"');
+      const never = box(
+        render({
+          ...base,
+          alerts: alerts({}),
+          alertTargets: { ...INITIAL_TARGETS, status: 'error', error: 'down' }
+        })
+      );
+      // no answer yet: no hint that would say no scheme is allowed
+      expect(never).not.toContain('data-targets="schemes"');
+      expect(never).not.toContain('data-targets="none"');
+    });
+
+    it('says saving while a save is on its way', () => {
+      const html = box(
+        render({ ...base, alerts: alerts({}), alertTargets: targets({ saving: true }) })
+      );
+      expect(html).toContain('Saving…');
+    });
   });
 });

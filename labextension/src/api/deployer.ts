@@ -9,6 +9,7 @@ import type {
   IDeployment,
   IDeploymentMetrics,
   IListDeployments,
+  ILineage,
   IPromoteVersion,
   IRollbackVersion
 } from './types';
@@ -28,6 +29,18 @@ export class DeployerService {
   /** One deployment. */
   get(name: string): Promise<IDeployment> {
     return requestAPI<IDeployment>(`${BASE}/${segment(name)}`, {}, this.settings);
+  }
+
+  /**
+   * A version's lineage. The server extension forwards it with the server's own token, so
+   * the deployer reads the tracking service and the scheduler as this user.
+   */
+  lineage(name: string, version: number): Promise<ILineage> {
+    return requestAPI<ILineage>(
+      `${BASE}/${segment(name)}/versions/${segment(String(version))}/lineage`,
+      {},
+      this.settings
+    );
   }
 
   /** What the router saw for each version over the last window. */

@@ -12,10 +12,15 @@ import type {
   ICronPreviewRequest,
   IJob,
   IListJobs,
+  IListPipelineRuns,
+  IListPipelines,
   IListRuns,
   ILogChunk,
   INotebookContent,
   IParametersPreview,
+  IPausePipeline,
+  IPipeline,
+  IPipelineRun,
   IProfiles,
   IRun,
   ISchedulerProfile,
@@ -156,5 +161,95 @@ export class SchedulerService {
         `run-${runId}.ipynb`
       )
     };
+  }
+
+  // ------------------------------------------------------------ pipelines
+
+  /** The user's pipelines. */
+  async listPipelines(): Promise<IPipeline[]> {
+    const answer = await requestAPI<IListPipelines>(`${BASE}/pipelines`, {}, this.settings);
+    return answer.pipelines;
+  }
+
+  /**
+   * Add the pipeline described by ``path`` (a pipeline.yaml relative to the user's home); a
+   * bad file rejects with the service's 400, whose message lists every file:line error.
+   */
+  createPipeline(path: string): Promise<IPipeline> {
+    return requestAPI<IPipeline>(
+      `${BASE}/pipelines`,
+      { method: 'POST', body: JSON.stringify({ path }) },
+      this.settings
+    );
+  }
+
+  /**
+   * Read the pipeline's file again, from ``path`` (relative to the user's home) when given;
+   * runs already started keep the definition they started with.
+   */
+  updatePipeline(pipelineId: string, path?: string): Promise<IPipeline> {
+    return requestAPI<IPipeline>(
+      `${BASE}/pipelines/${segment(pipelineId)}`,
+      { method: 'PUT', body: JSON.stringify(path === undefined ? {} : { path }) },
+      this.settings
+    );
+  }
+
+  /**
+   * Pause the pipeline (its triggers start no run; Run still does) or resume it; the service
+   * answers with the pipeline as it is now.
+   */
+  setPipelinePaused(pipelineId: string, paused: boolean): Promise<IPipeline> {
+    const body: IPausePipeline = { paused };
+    return requestAPI<IPipeline>(
+      `${BASE}/pipelines/${segment(pipelineId)}`,
+      { method: 'PATCH', body: JSON.stringify(body) },
+      this.settings
+    );
+  }
+
+  /** Start a run of the pipeline now; ``parameters`` over the file's defaults. */
+  runPipeline(
+    pipelineId: string,
+    parameters: Record<string, JSONValue> = {}
+  ): Promise<IPipelineRun> {
+    return requestAPI<IPipelineRun>(
+      `${BASE}/pipelines/${segment(pipelineId)}/runs`,
+      { method: 'POST', body: JSON.stringify({ parameters }) },
+      this.settings
+    );
+  }
+
+  /** The pipeline's runs, newest first. */
+  async listPipelineRuns(pipelineId: string): Promise<IPipelineRun[]> {
+    const answer = await requestAPI<IListPipelineRuns>(
+      `${BASE}/pipelines/${segment(pipelineId)}/runs`,
+      {},
+      this.settings
+    );
+    return answer.runs;
+  }
+
+  /** One pipeline run, with every step's state. */
+  getPipelineRun(runId: string): Promise<IPipelineRun> {
+    return requestAPI<IPipelineRun>(`${BASE}/pipeline-runs/${segment(runId)}`, {}, this.settings);
+  }
+
+  /** Cancel a running pipeline run: its running steps are stopped, the pending ones never start. */
+  cancelPipelineRun(runId: string): Promise<IPipelineRun> {
+    return requestAPI<IPipelineRun>(
+      `${BASE}/pipeline-runs/${segment(runId)}`,
+      { method: 'PATCH', body: JSON.stringify({ status: 'cancelled' }) },
+      this.settings
+    );
+  }
+
+  /** A new run that reruns the failed or cancelled steps and those after them. */
+  repairPipelineRun(runId: string): Promise<IPipelineRun> {
+    return requestAPI<IPipelineRun>(
+      `${BASE}/pipeline-runs/${segment(runId)}/repair`,
+      { method: 'POST' },
+      this.settings
+    );
   }
 }

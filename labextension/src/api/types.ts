@@ -1,8 +1,9 @@
 /**
  * The JSON the panel reads and sends, under the names the code uses.
  *
- * What the scheduler, the deployer and the audit service answer (which the server
- * extension's /shipyard/api/scheduler/, deployer/ and audit/ routes forward unchanged) is
+ * What the scheduler, the deployer, the audit, the usage and the alerts service answer
+ * (which the server extension's /shipyard/api/scheduler/, deployer/, audit/, usage and alerts
+ * routes forward unchanged) is
  * generated from each service's OpenAPI document into ./generated/ (`jlpm gen:types`,
  * labextension/scripts/gen_types.py; tests/test_panel_types.py fails when those files are
  * stale): the aliases below name its ``components["schemas"]``, so a field exists here
@@ -16,12 +17,22 @@ import type {
   components as AuditComponents,
   operations as AuditOperations
 } from './generated/audit';
+import type {
+  components as AlertsComponents,
+  operations as AlertsOperations
+} from './generated/alerts';
 import type { components as DeployerComponents } from './generated/deployer';
 import type { components as SchedulerComponents } from './generated/scheduler';
+import type {
+  components as UsageComponents,
+  operations as UsageOperations
+} from './generated/usage';
 
 type Scheduler = SchedulerComponents['schemas'];
 type Deployer = DeployerComponents['schemas'];
 type Audit = AuditComponents['schemas'];
+type Usage = UsageComponents['schemas'];
+type Alerts = AlertsComponents['schemas'];
 
 /**
  * Every error answer of the services: ``message`` says what to fix, ``errors`` (the
@@ -82,6 +93,11 @@ export interface IServerProfile {
    * decides who reads the trail.
    */
   admin?: boolean;
+  /**
+   * The optional hub services this server was given the address of (``services_here``):
+   * the panel shows the Usage and Alerts sections only for those the admin runs.
+   */
+  services?: { usage?: boolean; alerts?: boolean };
 }
 
 // ------------------------------------------------------------------ /shipyard/api/experiments
@@ -156,6 +172,41 @@ export type ICreateJob = Pick<
   'name' | 'profile' | 'source_path' | 'parameters'
 > & { triggers: ICronTrigger[] };
 
+// ------------------------------------------------------------------ pipelines (generated)
+
+/** A pipeline: its file, its steps in run order (each with the ids of the steps it needs). */
+export type IPipeline = Scheduler['DescribePipeline'];
+/** A step of a pipeline, as its file says. */
+export type IPipelineStepDefinition = Scheduler['DescribeStepDefinition'];
+/** One run of a pipeline, with every step's state. */
+export type IPipelineRun = Scheduler['DescribePipelineRun'];
+/** A step of a pipeline run: its state, its latest scheduler run, its duration. */
+export type IPipelineStep = Scheduler['DescribeStep'];
+/** Where a pipeline run is: running, succeeded, failed or cancelled. */
+export type PipelineRunState = Scheduler['RunState'];
+/** Where one step of a pipeline run is. */
+export type StepState = Scheduler['StepState'];
+export type IListPipelines = Scheduler['ListPipelinesResponse'];
+export type IListPipelineRuns = Scheduler['ListPipelineRunsResponse'];
+/** POST /pipelines: the pipeline.yaml, relative to the user's home. */
+export type ICreatePipeline = Scheduler['CreatePipeline'];
+/** PATCH /pipelines/<id>: pause (``true``) or resume (``false``) the pipeline's triggers. */
+export type IPausePipeline = Scheduler['PausePipeline'];
+
+/**
+ * A trigger of a pipeline, as its file says (``DescribePipeline.triggers``). The service's
+ * document types them as plain objects (the pipeline file's own models,
+ * hub_ext/services/scheduler/pipelines/spec.py ``PipelineTrigger``), so they are spelled out
+ * here from the job triggers they extend: a file trigger adds how long the file must be
+ * quiet, and a pipeline may follow another pipeline.
+ */
+export type IPipelineTrigger =
+  | ICronTrigger
+  | (Scheduler['FileTrigger'] & { debounce_seconds?: number })
+  | Scheduler['WebhookTrigger']
+  | Scheduler['AfterJobTrigger']
+  | { kind: 'after_pipeline'; pipeline: string };
+
 // ------------------------------------------------------------------ deployer (generated)
 
 export type VersionState = IVersion['state'];
@@ -168,6 +219,12 @@ export type IDeploymentMetrics = Deployer['DeploymentMetrics'];
 export type IPromoteVersion = Deployer['PromoteVersion'];
 /** POST .../rollback: without ``version``, back to the version that served before. */
 export type IRollbackVersion = Partial<Deployer['RollbackVersion']>;
+/** A version's chain back to its run, pipeline and input files (GET …/versions/{v}/lineage). */
+export type ILineage = Deployer['DescribeLineage'];
+export type ILineageRun = Deployer['LineageRun'];
+export type ILineageFile = Deployer['LineageFile'];
+export type ILineageMissing = Deployer['LineageMissing'];
+export type LineageLink = ILineageMissing['link'];
 
 // ------------------------------------------------------------------ audit (generated)
 
@@ -184,3 +241,32 @@ export type IAuditQuery = NonNullable<AuditOperations['get_api_records']['parame
 export type IAuditProblem = Audit['Problem'];
 /** GET /shipyard/api/audit/verify. */
 export type IAuditVerify = Audit['VerifyResponse'];
+
+// ------------------------------------------------------------------ usage (generated)
+
+/** What one user, group, profile, object, kind or day used over the period, and its cost. */
+export type IUsageRow = Usage['UsageRow'];
+/** GET /shipyard/api/usage: the rows of one ``by`` over [since, until). */
+export type IUsageReport = Usage['UsageResponse'];
+/** The query of GET /shipyard/api/usage (all optional); the service says what to fix. */
+export type IUsageQuery = NonNullable<UsageOperations['get_api_usage']['parameters']['query']>;
+/** GET /shipyard/api/usage/waste: idle servers holding resources, and right-sizing. */
+export type IUsageWaste = Usage['WasteResponse'];
+export type IIdleServer = Usage['IdleServer'];
+export type IRecommendation = Usage['Recommendation'];
+
+// ------------------------------------------------------------------ alerts (generated)
+
+/** One episode of an alert (``pending → firing → resolved``), as its owner or an admin sees it. */
+export type IAlert = Alerts['DescribeAlert'];
+/** GET /shipyard/api/alerts: the caller's alerts (an admin's: everyone's), newest first. */
+export type IAlertList = Alerts['ListAlertsResponse'];
+/** The query of GET /shipyard/api/alerts (all optional); the service says what to fix. */
+export type IAlertsQuery = NonNullable<AlertsOperations['get_api_alerts']['parameters']['query']>;
+/**
+ * GET and PUT /shipyard/api/alerts/targets: the caller's own notification targets, each
+ * redacted to its scheme and host, and the schemes a target may use on this hub.
+ */
+export type ITargets = Alerts['DescribeTargets'];
+/** The body of PUT /shipyard/api/alerts/targets: apprise URLs, replacing every target. */
+export type ISetTargets = Alerts['SetTargets'];

@@ -20,7 +20,7 @@ const POLL_MS = 1000;
 class LogView extends ReactWidget {
   constructor(
     private readonly scheduler: SchedulerService,
-    private readonly run: IRun
+    private readonly run: Pick<IRun, 'id' | 'status'>
   ) {
     super();
     this.addClass('shipyard-log-dialog');
@@ -125,8 +125,15 @@ class LogView extends ReactWidget {
   private _timer: number | null = null;
 }
 
-/** Show ``run``'s log until the user closes the dialog. */
-export async function showRunLog(scheduler: SchedulerService, run: IRun, job: IJob): Promise<void> {
+/**
+ * Show ``run``'s log until the user closes the dialog (a job's run, or a pipeline step's:
+ * ``job`` names what the title says it is the log of).
+ */
+export async function showRunLog(
+  scheduler: SchedulerService,
+  run: Pick<IRun, 'id' | 'status'>,
+  job: Pick<IJob, 'name'>
+): Promise<void> {
   const body = new LogView(scheduler, run);
   await showDialog({
     title: `Log of ${job.name}, run ${run.id.slice(0, 8)}`,

@@ -1,5 +1,6 @@
 /**
- * The Schedule… dialog: schedule the notebook as a job (POST /scheduler/jobs).
+ * The Schedule… dialog: schedule the notebook as a job (POST /scheduler/jobs), or, when
+ * its folder holds pipeline files, one of those pipelines on the cron typed.
  *
  * The scheduler is the judge of what is typed: the dialog first asks it which parameters
  * the notebook declares (``POST /previews/parameters``, papermill's inspector), the form
@@ -8,6 +9,13 @@
  * gets. The notebook is saved first, so the job runs what the user sees; a refusal of the
  * service (or a problem found before sending) reopens the dialog with every value as
  * typed and the message on top, so nothing is lost.
+ *
+ * A pipeline (a ``pipeline.yaml`` or ``*.pipeline.yaml`` beside the notebook, offered first
+ * when one of its steps runs the notebook) is scheduled as "Schedule pipeline" in the
+ * file browser does it (./schedulePipeline.tsx), its cron trigger written into the file
+ * first (``logic/schedulePipeline.ts``): the notebook is saved, the file gets the trigger,
+ * the scheduler reads the file. A refusal puts the file back as it was and reopens the
+ * dialog with the scheduler's file:line messages.
  */
 import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 
@@ -18,7 +26,8 @@ import type {
   INotebookContent,
   ISchedulerParameter,
   ISchedulerProfile,
-  JSONValue
+  JSONValue,
+  TimeZoneName
 } from '../api/types';
 import { browserTimeZone, formatInZone } from '../logic/cron';
 import {
@@ -29,7 +38,10 @@ import {
   scheduleRequest
 } from '../logic/forms';
 import { defaultJobName } from '../logic/names';
+import { messageLines } from '../logic/pipelines';
+import { type IPipelineChoice, pipelineChoices, withCronTrigger } from '../logic/schedulePipeline';
 import { FormBody } from './body';
+import { createOrUpdatePipeline, showScheduledPipeline } from './schedulePipeline';
 import { ISchedulePreviews, ScheduleForm } from './scheduleForm';
 
 export const DEFAULT_CRON = '0 6 * * *';
@@ -42,6 +54,69 @@ export interface IScheduleTarget {
   notebook(): INotebookContent;
   /** Save the notebook (before the job snapshots it). */
   save(): Promise<void>;
+  /** The pipeline files of the notebook's folder (home-relative path and text); none: []. */
+  pipelineFiles?(): Promise<{ path: string; text: string }[]>;
+  /** A file's text, read again (home-relative path). */
+  readFile?(path: string): Promise<string>;
+  /** Write a file's text (home-relative path). */
+  writeFile?(path: string, text: string): Promise<void>;
+}
+
+/**
+ * Schedule the pipeline of ``values.pipeline`` on the typed cron: write the trigger into
+ * its file, hand the file to the scheduler; the messages that stop it, or null when done.
+ */
+async function schedulePipeline(
+  scheduler: SchedulerService,
+  target: IScheduleTarget,
+  values: IScheduleValues,
+  onScheduled: () => void
+): Promise<string[] | null> {
+  const path = values.pipeline as string;
+  const expression = values.cron.trim();
+  const timezone = values.timezone.trim();
+  if (!target.readFile || !target.writeFile) {
+    return ["This notebook cannot reach its folder's files to schedule a pipeline."];
+  }
+  try {
+    await scheduler.previewCron({ expression, timezone: timezone as TimeZoneName, count: 1 });
+  } catch (error) {
+    return [errorMessage(error)];
+  }
+  try {
+    await target.save();
+  } catch (error) {
+    return [`Could not save the notebook first: ${errorMessage(error)}`];
+  }
+  let before: string;
+  try {
+    before = await target.readFile(path);
+  } catch (error) {
+    return [`Could not read ${path}: ${errorMessage(error)}`];
+  }
+  const edited = withCronTrigger(before, expression, timezone);
+  if (!edited.ok) {
+    return [edited.error];
+  }
+  try {
+    await target.writeFile(path, edited.text);
+  } catch (error) {
+    return [`Could not write the trigger into ${path}: ${errorMessage(error)}`];
+  }
+  let answer: Awaited<ReturnType<typeof createOrUpdatePipeline>>;
+  try {
+    answer = await createOrUpdatePipeline(scheduler, path);
+  } catch (error) {
+    // refused: the file goes back to what it was, and the dialog shows why
+    const restored = await target.writeFile(path, before).then(
+      () => null,
+      e => `${path} keeps the new trigger: putting it back failed (${errorMessage(e)})`
+    );
+    return [...messageLines(errorMessage(error)), ...(restored ? [restored] : [])];
+  }
+  onScheduled();
+  await showScheduledPipeline(answer.pipeline, answer.updated, path);
+  return null;
 }
 
 /**
@@ -71,7 +146,7 @@ async function parameterValues(
 /**
  * Show the Schedule dialog for ``target`` until the job is created or the user cancels.
  *
- * @returns whether a job was created.
+ * @returns whether a job (or a pipeline) was scheduled.
  */
 export async function scheduleNotebook(
   target: IScheduleTarget,
@@ -79,7 +154,7 @@ export async function scheduleNotebook(
   onScheduled: () => void
 ): Promise<boolean> {
   const scheduler = clients.scheduler;
-  const [profiles, serverProfile, declared] = await Promise.all([
+  const [profiles, serverProfile, declared, pipelines] = await Promise.all([
     scheduler.profiles().then(
       list => ({ list, error: null as string | null }),
       error => ({ list: [] as ISchedulerProfile[], error: errorMessage(error) })
@@ -91,6 +166,11 @@ export async function scheduleNotebook(
     scheduler.previewParameters(target.notebook()).then(
       answer => ({ list: answer.parameters, error: null as string | null }),
       error => ({ list: [] as ISchedulerParameter[], error: errorMessage(error) })
+    ),
+    // the folder's pipeline files: a folder that cannot be listed offers the job alone
+    (target.pipelineFiles ? target.pipelineFiles() : Promise.resolve([])).then(
+      files => pipelineChoices(target.path, files),
+      () => [] as IPipelineChoice[]
     )
   ]);
   const previews: ISchedulePreviews = {
@@ -103,7 +183,8 @@ export async function scheduleNotebook(
     cron: DEFAULT_CRON,
     timezone: browserTimeZone(),
     profile: initialProfile(profiles.list, serverProfile),
-    params: initialParameterTexts(declared.list)
+    params: initialParameterTexts(declared.list),
+    pipeline: ''
   };
   let errors: string[] = [];
   for (;;) {
@@ -114,18 +195,29 @@ export async function scheduleNotebook(
       parameters: declared.list,
       parametersError: declared.error,
       errors,
-      previews
+      previews,
+      pipelines
     });
     const result = await showDialog<IScheduleValues>({
-      title: 'Schedule this notebook',
+      title: pipelines.length ? 'Schedule this notebook or a pipeline' : 'Schedule this notebook',
       body,
       buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Schedule' })],
-      focusNodeSelector: 'input[name="shipyard-job-name"]'
+      focusNodeSelector: values.pipeline
+        ? 'select[name="shipyard-schedule-what"]'
+        : 'input[name="shipyard-job-name"]'
     });
     if (!result.button.accept || !result.value) {
       return false;
     }
     values = result.value;
+    if (values.pipeline) {
+      const stopped = await schedulePipeline(scheduler, target, values, onScheduled);
+      if (stopped === null) {
+        return true;
+      }
+      errors = stopped;
+      continue;
+    }
     let parameters: Record<string, JSONValue>;
     try {
       const read = await parameterValues(scheduler, target, declared.list, values.params);

@@ -22,6 +22,7 @@ import type {
 } from '../api/types';
 import { describeCron, formatInZone } from '../logic/cron';
 import { changedParameterTexts, type IScheduleValues } from '../logic/forms';
+import { choiceLabel, type IPipelineChoice } from '../logic/schedulePipeline';
 import { FormErrors, IFormValues, ProfileSelect, TextField, useFormValues } from './fields';
 import { Preview, usePreview } from './usePreview';
 
@@ -46,6 +47,11 @@ export interface IScheduleFormProps {
   errors: string[];
   previews: ISchedulePreviews;
   onChange: (values: IScheduleValues) => void;
+  /**
+   * Pipeline files the dialog may schedule instead of the notebook (those of its folder,
+   * those with a step running it first); none: the notebook only.
+   */
+  pipelines?: IPipelineChoice[];
 }
 
 /** The form, asking the scheduler about the cron expression and the changed parameters. */
@@ -82,6 +88,10 @@ export function ScheduleFields(props: IScheduleFieldsProps): React.ReactElement 
   const { values, set, field } = props.form;
   const { cron, params } = props;
   const knownProfile = props.profiles.some(p => p.slug === values.profile);
+  const pipelines = props.pipelines ?? [];
+  const pipeline = values.pipeline
+    ? (pipelines.find(p => p.path === values.pipeline) ?? null)
+    : null;
   const paramErrors: Record<string, string> = {};
   if (params.status === 'ok' && params.data) {
     for (const v of params.data.values) {
@@ -93,7 +103,34 @@ export function ScheduleFields(props: IScheduleFieldsProps): React.ReactElement 
   return (
     <form className="shipyard-form shipyard-schedule-form" onSubmit={e => e.preventDefault()}>
       <FormErrors errors={props.errors} />
-      <TextField label="Job name" name="shipyard-job-name" {...field('name')} />
+      {pipelines.length ? (
+        <label>
+          <span>Schedule</span>
+          <select
+            className="jp-mod-styled"
+            name="shipyard-schedule-what"
+            value={pipeline ? pipeline.path : ''}
+            onChange={e => set({ pipeline: e.target.value })}
+          >
+            <option value="">This notebook, as a job</option>
+            {pipelines.map(p => (
+              <option key={p.path} value={p.path} title={p.path}>
+                {choiceLabel(p)}
+              </option>
+            ))}
+          </select>
+        </label>
+      ) : null}
+      {pipeline ? (
+        <p className="shipyard-muted shipyard-schedule-pipeline-note" data-pipeline={pipeline.path}>
+          Schedule the pipeline <strong>{pipeline.name ?? pipeline.path}</strong>: the cron trigger
+          goes into <code>{pipeline.path}</code> (replacing a cron trigger there), then the
+          scheduler reads the file and its notebooks as saved. Its steps keep their own profiles and
+          parameters.
+        </p>
+      ) : (
+        <TextField label="Job name" name="shipyard-job-name" {...field('name')} />
+      )}
       <div className="shipyard-form-row">
         <TextField
           label="Cron"
@@ -135,6 +172,21 @@ export function ScheduleFields(props: IScheduleFieldsProps): React.ReactElement 
           ))}
         </ol>
       ) : null}
+      {pipeline ? null : (
+        <JobFields {...props} paramErrors={paramErrors} knownProfile={knownProfile} />
+      )}
+    </form>
+  );
+}
+
+/** The fields only a job has: its profile and the notebook's parameters. */
+function JobFields(
+  props: IScheduleFieldsProps & { paramErrors: Record<string, string>; knownProfile: boolean }
+): React.ReactElement {
+  const { values, set, field } = props.form;
+  const { params, paramErrors, knownProfile } = props;
+  return (
+    <>
       <ProfileSelect
         name="shipyard-profile"
         profiles={props.profiles}
@@ -206,6 +258,6 @@ export function ScheduleFields(props: IScheduleFieldsProps): React.ReactElement 
           </p>
         )}
       </fieldset>
-    </form>
+    </>
   );
 }

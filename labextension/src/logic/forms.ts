@@ -42,6 +42,11 @@ export interface IScheduleValues {
   profile: string;
   /** Parameter name → the text of its input. */
   params: Record<string, string>;
+  /**
+   * The pipeline file to schedule instead of the notebook (home-relative); '' or absent:
+   * the notebook, as a job.
+   */
+  pipeline?: string;
 }
 
 /** The text each parameter's input starts with: its default, as the service shows it. */

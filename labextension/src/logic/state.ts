@@ -52,6 +52,13 @@ export function nextRun(job: IJob): { at: string; timezone: string } | null {
   return best;
 }
 
+/** A cron trigger in the panel's words: its expression and zone, ``0 6 * * * (Europe/Berlin)``. */
+export function describeCronTrigger(
+  trigger: Pick<ICronTrigger, 'expression' | 'timezone'>
+): string {
+  return `${trigger.expression} (${trigger.timezone || 'UTC'})`;
+}
+
 /** How a job is triggered, in a few words: ``0 6 * * * (Europe/Berlin)``, ``file data/*.csv``. */
 export function describeTriggers(job: IJob): string {
   if (!job.triggers.length) {
@@ -61,7 +68,7 @@ export function describeTriggers(job: IJob): string {
     .map(({ trigger }) => {
       switch (trigger.kind) {
         case 'cron':
-          return `${trigger.expression} (${trigger.timezone})`;
+          return describeCronTrigger(trigger);
         case 'file':
           return `file ${trigger.glob}`;
         case 'webhook':

@@ -10,8 +10,10 @@ import { Message } from '@lumino/messaging';
 import * as React from 'react';
 
 import { errorMessage } from '../api/request';
-import type { IJob, IRun } from '../api/types';
+import type { IJob, IPipeline, IPipelineRun, IPipelineStep, IRun } from '../api/types';
+import { showLineage } from '../dialogs/lineage';
 import { showRunLog } from '../dialogs/logs';
+import { addPipelineDialog, runParametersDialog } from '../dialogs/pipeline';
 import { shipyardIcon } from '../icons';
 import { liveVersion } from '../logic/state';
 import type { IShipyardPanel } from '../tokens';
@@ -43,11 +45,31 @@ export class ShipyardPanel extends ReactWidget implements IShipyardPanel {
       downloadOutput: (run, job) => void this._download(run, job),
       showLogs: (run, job) => void showRunLog(this.clients.scheduler, run, job),
       rollback: state => void this._rollback(state),
+      showLineage: (name, version) => void showLineage(this.clients.deployer, name, version),
       outputHref: run => this.clients.scheduler.outputUrl(run.id),
       // errors stay in the Audit section's state: these never reject
       auditFilter: filters => void this.model.loadAudit(filters),
       auditMore: () => void this.model.loadMoreAudit(),
-      auditVerify: () => void this.model.verifyAudit()
+      auditVerify: () => void this.model.verifyAudit(),
+      usageMetric: metric => this.model.setUsageMetric(metric),
+      saveTargets: urls => void this.model.saveTargets(urls),
+      // pipelines: an action's error stays in the section, a run shows as it goes
+      addPipeline: () => void this._addPipeline(),
+      selectPipeline: id => void this.model.selectPipeline(id),
+      selectPipelineRun: id => void this.model.selectPipelineRun(id),
+      runPipeline: pipeline => void this._runPipeline(pipeline),
+      repairPipelineRun: run =>
+        void this._busyWhile(`pipeline-repair:${run.id}`, () => this.model.repairPipelineRun(run)),
+      cancelPipelineRun: run =>
+        void this._busyWhile(`pipeline-cancel:${run.id}`, () => this.model.cancelPipelineRun(run)),
+      togglePipelinePause: pipeline =>
+        void this._busyWhile(`pipeline-pause:${pipeline.id}`, () =>
+          this.model.togglePipelinePause(pipeline)
+        ),
+      showStepLog: (step, run) =>
+        void showRunLog(this.clients.scheduler, stepRun(step), stepName(step, run)),
+      downloadStepOutput: (step, run) => void this._download(stepRun(step), stepName(step, run)),
+      stepOutputHref: step => this.clients.scheduler.outputUrl(step.run_id ?? '')
     };
   }
 
@@ -123,7 +145,27 @@ export class ShipyardPanel extends ReactWidget implements IShipyardPanel {
     }
   }
 
-  private async _download(run: IRun, job: IJob): Promise<void> {
+  private async _addPipeline(): Promise<void> {
+    const pipeline = await addPipelineDialog(path => this.model.addPipeline(path));
+    if (pipeline) {
+      Notification.success(
+        `Added ${pipeline.name} (${pipeline.steps.length} steps): start it with Run.`,
+        { autoClose: 4000 }
+      );
+    }
+  }
+
+  private async _runPipeline(pipeline: IPipeline): Promise<void> {
+    const parameters = await runParametersDialog(pipeline);
+    if (parameters === null) {
+      return;
+    }
+    await this._busyWhile(`pipeline-run:${pipeline.id}`, () =>
+      this.model.runPipeline(pipeline, parameters)
+    );
+  }
+
+  private async _download(run: Pick<IRun, 'id'>, job: Pick<IJob, 'name'>): Promise<void> {
     try {
       const { blob, filename } = await this.clients.scheduler.runOutput(run.id);
       const url = URL.createObjectURL(blob);
@@ -186,4 +228,14 @@ export class ShipyardPanel extends ReactWidget implements IShipyardPanel {
   private _poll: Poll;
   private _busy = new Set<string>();
   private _actions: IPanelActions;
+}
+
+/** A pipeline step's scheduler run, as the log and output views take one. */
+function stepRun(step: IPipelineStep): Pick<IRun, 'id' | 'status'> {
+  return { id: step.run_id ?? '', status: step.run_status ?? 'queued' };
+}
+
+/** What a step's log and output are named by: the pipeline's name and the step's id. */
+function stepName(step: IPipelineStep, run: IPipelineRun): Pick<IJob, 'name'> {
+  return { name: `${run.pipeline_name} › ${step.step}` };
 }

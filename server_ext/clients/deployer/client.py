@@ -177,6 +177,14 @@ class DeployerClient(ServiceClient):
             params=_owner(owner),
         )
 
+    def lineage(self, name: str, version: int, owner: str | None = None) -> dict:
+        """``GET api/deployments/{name}/versions/{v}/lineage``: where the version came from."""
+        return self._call(
+            "GET",
+            f"api/deployments/{path_segment(name)}/versions/{int(version)}/lineage",
+            params=_owner(owner),
+        )
+
     def scale(self, name: str, replicas: int) -> dict:
         """``PATCH api/deployments/{name}``: every running version gets ``replicas``."""
         return self._call(

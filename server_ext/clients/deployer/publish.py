@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,6 +223,7 @@ class ModelPublisher:
         for variable, key in (("SHIPYARD_ENV_DIGEST", "env_digest"), ("SHIPYARD_ENV", "env")):
             if os.environ.get(variable):
                 lineage[key] = os.environ[variable]
+        lineage.update(scheduled_lineage())
         return lineage
 
     def run_lineage(self, run_id: str) -> dict[str, str]:
@@ -420,6 +421,22 @@ class ModelPublisher:
             signature = get_model_info(uri).signature
             return signature.to_dict() if signature is not None else None
         return None
+
+
+#: The scheduler's variables of a run (executors) and a pipeline step (its worker), and the
+#: lineage keys they become: where a model deployed from a scheduled notebook came from.
+SCHEDULED_VARIABLES = (
+    ("SHIPYARD_PIPELINE_RUN_ID", "pipeline_run_id"),
+    ("SHIPYARD_PIPELINE_STEP", "pipeline_step"),
+    ("SHIPYARD_RUN_ID", "scheduler_run_id"),
+    ("SHIPYARD_JOB_ID", "job_id"),
+)
+
+
+def scheduled_lineage(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The scheduler run (and pipeline run and step) this kernel runs in, when it is one."""
+    env = os.environ if environ is None else environ
+    return {key: env[variable] for variable, key in SCHEDULED_VARIABLES if env.get(variable)}
 
 
 def signature_json(signature: Any) -> dict | None:

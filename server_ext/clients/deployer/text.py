@@ -131,6 +131,22 @@ class VersionRow:
         return feature, float(scores[feature])
 
     @property
+    def input_issues(self) -> tuple[int, str, str] | None:
+        """Input values with a data-quality issue: the total, and the most frequent kind and
+        feature; None before any row was checked."""
+        if not self.stats.get("rows_checked"):
+            return None
+        counts = [
+            (count, kind, feature)
+            for kind, by_feature in (self.stats.get("input_issues") or {}).items()
+            for feature, count in by_feature.items()
+        ]
+        if not counts:
+            return 0, "", ""
+        count, kind, feature = max(counts)
+        return sum(c[0] for c in counts), kind, feature
+
+    @property
     def breaker(self) -> dict:
         return self.stats.get("breaker") or self.version.get("breaker") or {}
 
@@ -177,13 +193,22 @@ def drift_text(row: VersionRow) -> str:
     return f"{drift[1]:.2f} ({drift[0]})" if drift else ""
 
 
+def input_issues_text(row: VersionRow) -> str:
+    """``12 (out_of_range x)``: issues counted and the most frequent; ``0`` when none."""
+    issues = row.input_issues
+    if issues is None:
+        return ""
+    total, kind, feature = issues
+    return f"{total} ({kind} {feature})" if total else "0"
+
+
 def deployments_text(rows: list[VersionRow]) -> str:
     """A plain-text table of the versions: the ``%deployments`` fallback without ipywidgets."""
     if not rows:
         return "No deployments yet: deploy a model with %deploy MODEL --name NAME."
     table = [
         ("NAME", "V", "TRAFFIC", "STATE", "HEALTH", "REQ/S", "P50 MS", "P99 MS", "ERRORS",
-         "DRIFT", "BREAKER"),
+         "DRIFT", "INPUT ISSUES", "BREAKER"),
     ]  # fmt: skip
     for row in rows:
         state = row.state
@@ -201,6 +226,7 @@ def deployments_text(rows: list[VersionRow]) -> str:
                 number(row.latency("p99")),
                 percent(row.error_rate),
                 drift_text(row),
+                input_issues_text(row),
                 breaker_text(row.breaker)[:60],
             )
         )

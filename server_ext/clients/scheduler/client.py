@@ -3,9 +3,10 @@
 The scheduler is a hub service at ``<hub>/services/scheduler/`` (see
 :mod:`hub_ext.services.scheduler`). Everything user-facing calls it through
 :class:`SchedulerClient`: the magics in :mod:`server_ext.magics.jobs` (``%schedule``, ``%jobs``,
-``%run_now``), the REST handlers of :mod:`server_ext.handlers.scheduler` that forward the
-JupyterLab panel's calls, and ``shipyard jobs`` in :mod:`hub_ext.cli.jobs`. So the service's
-errors are translated in one place (:meth:`SchedulerClient._check`) into a
+``%run_now``) and :mod:`server_ext.magics.pipelines` (``%pipeline``), the REST handlers of
+:mod:`server_ext.handlers.scheduler` that forward the JupyterLab panel's calls, and
+``shipyard jobs`` and ``shipyard pipeline`` in :mod:`hub_ext.cli`. So the service's errors
+are translated in one place (:meth:`SchedulerClient._check`) into a
 :class:`SchedulerError` whose ``str()`` is the service's own ``message``, and a service that
 does not answer is reported the same way everywhere. The transport, that translation and the
 URL rules below are the deployer's client's too: they live in :mod:`server_ext.clients.base`.
@@ -58,6 +59,8 @@ MAX_JOB_NAME = 63
 #: A name kept as it is for a job: a letter, then letters and digits in dash-separated words.
 PLAIN_SLUG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 ENDED = ("succeeded", "failed", "cancelled", "timed_out", "orphaned", "skipped")
+#: A pipeline run's states once it has ended (``running`` is the only other one).
+PIPELINE_ENDED = ("succeeded", "failed", "cancelled")
 
 
 class SchedulerError(ServiceError):
@@ -375,6 +378,102 @@ class SchedulerClient(ServiceClient):
         disposition = response.headers.get("Content-Disposition", "")
         match = re.search(r'filename="([^"/\\]+)"', disposition)
         return (match.group(1) if match else f"{run_id}.{fmt}"), response.content
+
+    # ----------------------------------------------------------- pipelines
+
+    def list_pipelines(self) -> dict:
+        """``GET api/pipelines``: ``{"pipelines": [...]}``, each a ``DescribePipeline``."""
+        return self._call("GET", "api/pipelines")
+
+    def create_pipeline(self, path: str) -> dict:
+        """``POST api/pipelines``: the pipeline of the ``pipeline.yaml`` at ``path``.
+
+        ``path`` is relative to the home. A file with errors is a 400 whose message lists
+        each one as ``file:line:column: what to fix``, one per line; a name the user already
+        has is a 409.
+        """
+        return self._call("POST", "api/pipelines", json={"path": path})
+
+    def get_pipeline(self, pipeline_id: str) -> dict:
+        """``GET api/pipelines/{id}``."""
+        return self._call("GET", f"api/pipelines/{path_segment(pipeline_id)}")
+
+    def update_pipeline(self, pipeline_id: str, path: str | None = None) -> dict:
+        """``PUT api/pipelines/{id}``: read its file (or the file at ``path``) again.
+
+        Its notebooks are read again too: later runs run them as they are now.
+        """
+        body = {} if path is None else {"path": path}
+        return self._call("PUT", f"api/pipelines/{path_segment(pipeline_id)}", json=body)
+
+    def delete_pipeline(self, pipeline_id: str) -> None:
+        """``DELETE api/pipelines/{id}`` (a 409 while one of its runs is running)."""
+        self._call("DELETE", f"api/pipelines/{path_segment(pipeline_id)}")
+
+    def find_pipeline(self, ref: str) -> dict:
+        """The pipeline with id ``ref``, else the caller's pipeline called ``ref``.
+
+        None found is a :class:`SchedulerError` with status 404, as a missing id is.
+        """
+        if JOB_ID.fullmatch(ref):
+            return self.get_pipeline(ref)
+        named = [p for p in self.list_pipelines()["pipelines"] if p["name"] == ref]
+        if len(named) == 1:
+            return named[0]
+        if not named:
+            raise SchedulerError(
+                f"No pipeline named {ref!r} that you can see: check the name (%pipeline list "
+                "or `shipyard pipeline list` lists them), or give the pipeline's id.",
+                404,
+            )
+        owners = ", ".join(sorted(p["owner"] for p in named))
+        raise SchedulerError(
+            f"Several pipelines are named {ref!r} (owners: {owners}): give the pipeline's id."
+        )
+
+    def run_pipeline(self, pipeline_id: str, parameters: dict | None = None) -> dict:
+        """``POST api/pipelines/{id}/runs``: start a run; ``parameters`` override the file's."""
+        body = {"parameters": parameters or {}}
+        return self._call("POST", f"api/pipelines/{path_segment(pipeline_id)}/runs", json=body)
+
+    def pipeline_runs(self, pipeline_id: str) -> dict:
+        """``GET api/pipelines/{id}/runs``: ``{"runs": [...]}``, newest first."""
+        return self._call("GET", f"api/pipelines/{path_segment(pipeline_id)}/runs")
+
+    def get_pipeline_run(self, run_id: str) -> dict:
+        """``GET api/pipeline-runs/{id}``: the run and each step's state, in run order."""
+        return self._call("GET", f"api/pipeline-runs/{path_segment(run_id)}")
+
+    def cancel_pipeline_run(self, run_id: str) -> dict:
+        """``PATCH api/pipeline-runs/{id}`` to ``cancelled``: its running steps are stopped."""
+        return self._call(
+            "PATCH", f"api/pipeline-runs/{path_segment(run_id)}", json={"status": "cancelled"}
+        )
+
+    def repair_pipeline_run(self, run_id: str) -> dict:
+        """``POST api/pipeline-runs/{id}/repair``: a new run of the failed steps and what follows.
+
+        The steps that succeeded are reused with what they recorded; a 409 when there is
+        nothing to repair (the run succeeded, or is still running).
+        """
+        return self._call("POST", f"api/pipeline-runs/{path_segment(run_id)}/repair")
+
+    def follow_pipeline_run(
+        self,
+        run_id: str,
+        interval: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Iterator[dict]:
+        """The pipeline run as it is now, then again every ``interval`` seconds, to its end.
+
+        The last one yielded has ended (its ``status`` is in :data:`PIPELINE_ENDED`).
+        """
+        while True:
+            run = self.get_pipeline_run(run_id)
+            yield run
+            if run["status"] in PIPELINE_ENDED:
+                return
+            sleep(interval)
 
     # ------------------------------------------------------- notifications
 

@@ -459,6 +459,11 @@ class TrackingClient:
             )
         return [run for run in runs if run.info.run_name == name]
 
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """The latest value of each metric of the run."""
+        with _translated(self.uri, bounded=True):
+            return dict(self._mlflow.get_run(run_id).data.metrics)
+
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """``(step, value)`` of every value of one metric, in step order."""
         with _translated(self.uri, bounded=True):

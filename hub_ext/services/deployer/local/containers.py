@@ -40,7 +40,7 @@ import contextlib
 import time
 from pathlib import Path
 
-from hub_ext.host.containerhost import ContainerFailed, ContainerHost, exit_status
+from hub_ext.host.containerhost import ContainerFailed, ContainerHost, UsageWatch, exit_status
 from hub_ext.host.containers import (
     CONTAINER_HOME,
     ContainerPlacement,
@@ -50,6 +50,7 @@ from hub_ext.host.containers import (
     reach_environment,
 )
 from hub_ext.host.local import LocalHost
+from hub_ext.host.localproc import profile_limits
 from hub_ext.host.process import start_time
 from hub_ext.runtime.modelserver.contract import REPLICA_SECRET_ENV, options_environment
 
@@ -58,7 +59,7 @@ from .backend import LocalBackend
 from .logs import ReplicaOutput
 from .process import ReplicaHost, ReplicaProcess
 from .records import Found
-from .replicas import Replicas
+from .replicas import Replicas, usage_label
 from .state import Replica, RunningVersion
 from .versions import VersionPreparer
 
@@ -76,6 +77,8 @@ class ContainerReplicaHost(ReplicaHost):
         self.containers = containers
         #: whether the OOM killer ended a replica, read from podman as it ended
         self._oom: dict[str, bool] = {}
+        #: each running replica's usage record, kept from its container's cgroup
+        self._usage: dict[str, UsageWatch] = {}
 
     def name(self, replica: str) -> str:
         """The container of the replica ``replica`` (``<key>-r<N>``), unique to this instance."""
@@ -90,6 +93,29 @@ class ContainerReplicaHost(ReplicaHost):
         if found is not None:
             self._oom[cgroup] = exit_status(found)[1]
         await self.containers.discard(name)
+        watch = self._usage.pop(cgroup, None)
+        if watch is not None:
+            await watch.finish()
+
+    def count_usage(self, replica: Replica, resume: bool = False) -> None:
+        """Keep the usage record of ``replica``'s container until :meth:`remove_cgroup`.
+
+        ``resume``: a replica adopted from an earlier deployer, whose open record
+        is kept.
+        """
+        version = replica.version
+        old = self._usage.pop(replica.cgroup, None)
+        if old is not None:
+            old.cancel()
+        self._usage[replica.cgroup] = self.containers.watch_usage(
+            self.name(replica.cgroup),
+            ledger=self.local_host.usage_ledger,
+            parent=self.cgroup_parent,  # the ledger folder of the replicas' processes
+            label=usage_label(version),
+            profile=version.spec.profile.slug,
+            limits=profile_limits(version.spec.profile, replica.gpus),
+            resume=resume,
+        )
 
     @property
     def allocator(self):
@@ -220,6 +246,7 @@ class ContainerReplicas(Replicas):
         replica.port = _published_port(found or {}, MODEL_PORT)
         # pid 0 (it exited at once: its output says why) is a process that is over
         replica.process = ReplicaProcess(pid, (start_time(pid) or "") if pid else "")
+        self.host.count_usage(replica)
         self._follow(replica, since=None)
         self.records.save(version)
         version.log.note(
@@ -235,7 +262,9 @@ class ContainerReplicas(Replicas):
         )
 
     async def _adopt_output(self, replica: Replica) -> None:
-        """An adopted replica's output from now on (what it printed meanwhile stays in podman)."""
+        """An adopted replica's output from now on (what it printed meanwhile stays in podman),
+        and its usage record, kept open."""
+        self.host.count_usage(replica, resume=True)
         self._follow(replica, since=int(time.time()))
 
     async def end(self, replica: Replica) -> None:

@@ -42,6 +42,7 @@ from hub_ext.host.launch import CgroupFailed, LaunchRequest
 from hub_ext.host.local import LocalHost
 from hub_ext.host.localproc import kill_cgroup, kill_tree, oom_kills
 from hub_ext.host.process import start_time
+from hub_ext.host.usage import UsageLabel
 from hub_ext.profiles.model import Profile
 
 from ..backend import DeployFailed
@@ -111,6 +112,7 @@ class ReplicaHost:
         env: dict[str, str],
         cwd: Path,
         output: int,
+        usage: UsageLabel | None = None,
     ) -> subprocess.Popen:
         """Start a model server through :meth:`LocalHost.launch <hub_ext.host.local.LocalHost.launch>`.
 
@@ -130,6 +132,7 @@ class ReplicaHost:
             gpus=gpus,
             output=output,
             detached=True,
+            usage=usage,
         )
         try:
             launched = await self.local_host.launch(request)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from hub_ext.host.localproc import process_environment
 from hub_ext.host.process import start_time
+from hub_ext.host.usage import UsageLabel
 from hub_ext.runtime.modelserver.contract import REPLICA_SECRET_ENV, options_environment
 
 from ..backend import MODEL_SERVER_MODULE, DeployFailed, model_server_args
@@ -40,6 +41,12 @@ from .logs import ReplicaOutput
 from .process import ReplicaHost, ReplicaProcess, free_port, make_output, open_output
 from .records import Found, Records
 from .state import Replica, RunningVersion
+
+
+def usage_label(version: RunningVersion) -> UsageLabel:
+    """What the usage ledger records of a replica of ``version``: a model version of its owner's."""
+    spec = version.spec
+    return UsageLabel("replica", spec.owner, f"model/{spec.owner}/{spec.name}/v{spec.version}")
 
 
 class Replicas:
@@ -226,6 +233,7 @@ class Replicas:
                 env,
                 version.folder,
                 output,
+                usage=usage_label(version),
             )
         except DeployFailed:
             os.close(reader)

@@ -153,6 +153,10 @@ class RunSpec:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    #: for usage accounting: ``run`` (a job's run) or ``step`` (a pipeline's step)
+    usage_kind: str = "run"
+    #: for usage accounting: what the run is (``job/<id>/run/<id>``, ``pipeline-run/<id>/<step>``)
+    usage_object: str = ""
 
     def __post_init__(self):
         for name in ("run_id", "job_id", "owner"):

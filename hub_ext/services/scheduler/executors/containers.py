@@ -16,8 +16,9 @@ build ENV``), the one a server of that profile runs in and Kubernetes runs:
    the secure spec the servers have (:func:`~hub_ext.host.containers.create_spec`:
    read-only root, no capabilities, the profile's limits, uid 1000 on idmapped
    folders, the owner's confined network), with the owner's home at
-   ``/home/jovyan`` and the run's work and output folders bound at the paths
-   they have on the host, so papermill's arguments are the same either way. Its
+   ``/home/jovyan`` and the run's work and output folders (and a pipeline step's
+   workspace) bound at the paths they have on the host, so papermill's arguments
+   and a step's file parameters are the same either way. Its
    output and exit status come through ``podman start --attach`` (see
    :mod:`hub_ext.host.containerhost`), so the log, the cell progress and the
    deadline are :class:`~.local.LocalExecutor`'s own;
@@ -38,7 +39,8 @@ gets an *exchange* folder of the owner's (``work`` and ``output``): at the
 hand-over the run's notebook and parameters are copied into ``work``, the
 request names the exchange folder's paths, and once papermill is done what the
 run wrote in ``output`` is moved to the run's output folder, the owner's, before
-the report reads it.
+the report reads it. A pipeline step never runs warm here: its workspace is a
+folder no warm container was made with.
 
 GPUs come through CDI (``c.ContainerPlacement.cdi_spec_dirs``): a run of a GPU
 profile gets its GPUs' CDI devices in its papermill container, or is refused with
@@ -70,6 +72,7 @@ from hub_ext.host.containers import (
     container_environment,
     reach_environment,
 )
+from hub_ext.host.localproc import profile_limits
 from hub_ext.profiles.model import Profile
 from hub_ext.runtime import warm as warm_protocol
 
@@ -79,6 +82,8 @@ from .localrun import LocalRun, ProcessOutput
 from .pool import Starter, WarmKey, WarmProcess
 from .warmstart import WARM_MODULE, WarmStarter
 
+#: The variable that names a pipeline step's workspace (bound at the same path inside).
+WORKSPACE_VARIABLE = "SHIPYARD_WORKSPACE"
 #: The label with a run's id on each of its containers (empty on a warm one's until then).
 RUN_LABEL = "io.shipyard.run"
 
@@ -164,11 +169,15 @@ class ContainerExecutor(LocalExecutor):
         try:
             network = await host.network(run.spec.owner, urls)
             binds = []
-            for label, source, target in (
+            folders = [
                 ("home", run.user.pw_dir, CONTAINER_HOME),
                 ("work", str(run.workdir), str(run.workdir)),
                 ("output", str(run.spec.output_dir), str(run.spec.output_dir)),
-            ):
+            ]
+            workspace = run.spec.extra_env.get(WORKSPACE_VARIABLE)
+            if workspace:  # a pipeline step: its run's workspace, at the same path
+                folders.append(("workspace", workspace, workspace))
+            for label, source, target in folders:
                 binds.append((await host.bind(name, label, source, run.user), target))
             spec = host.spec(
                 account=run.user,
@@ -226,8 +235,22 @@ class ContainerExecutor(LocalExecutor):
         transport: asyncio.SubprocessTransport,
         protocol: ProcessOutput,
     ) -> int | None:
-        """:meth:`wait_for_exit` of container ``name`` (attached), counting its OOM kills."""
+        """:meth:`wait_for_exit` of container ``name`` (attached), counting its OOM kills
+        and its usage (recorded as the run's, from its cgroup, until it exits)."""
         ooms = asyncio.create_task(self.containers.count_oom_kills(name, protocol.exited))
+        usage = asyncio.create_task(
+            self.containers.count_usage(
+                name,
+                protocol.exited,
+                self.local_host.usage_ledger,
+                self.cgroup_parent,  # the ledger folder of the runs' processes
+                self.usage_label(run),
+                run.spec.profile.slug,
+                profile_limits(
+                    run.spec.profile, self.containers.gpus.in_use().get(run.spec.name, [])
+                ),
+            )
+        )
         try:
             status = await self.wait_for_exit(run, transport, protocol)
         finally:
@@ -235,6 +258,10 @@ class ContainerExecutor(LocalExecutor):
                 ooms.cancel()
             elif not ooms.cancelled() and ooms.exception() is None:
                 run.oom_kills += ooms.result()
+            if protocol.exited.done():
+                await usage  # its last reading, written once the container exited
+            else:
+                usage.cancel()  # the service stops: the usage service ends the record
         code, _ = exit_status(await self.containers.inspect(name))
         return status if code is None else code
 
@@ -358,6 +385,8 @@ class ContainerWarmStarter(WarmStarter):
     def _for_run(self, run: LocalRun) -> tuple[WarmKey, Starter] | None:
         if not run.image or run.user is None:
             return None
+        if WORKSPACE_VARIABLE in run.spec.extra_env:
+            return None  # a pipeline step: its workspace is bound when its container is made
         key = self.image_key(run.spec.owner, run.spec.profile, run.image, run.user)
         start = functools.partial(self.start_container, key, run.user, run.image, run.spec.profile)
         return key, start

@@ -81,6 +81,7 @@ from hub_ext.host.localproc import (
     oom_kills,
     process_environment,
 )
+from hub_ext.host.usage import UsageLabel
 from hub_ext.profiles.model import Profile
 from hub_ext.runtime import warm as warm_protocol
 
@@ -369,6 +370,15 @@ class LocalExecutor(UsesLocalHost, WarmPoolSettings, Executor):
             extra={"SHIPYARD_PROFILE_JSON": json.dumps(profile.public_summary())},
         )
 
+    @staticmethod
+    def usage_label(run: LocalRun) -> UsageLabel:
+        """What the usage ledger records of ``run``'s cgroup or container: its kind, owner, object."""
+        return UsageLabel(
+            run.spec.usage_kind,
+            run.spec.owner,
+            run.spec.usage_object or f"job/{run.spec.job_id}/run/{run.spec.run_id}",
+        )
+
     async def _spawn(
         self,
         run: LocalRun,
@@ -402,6 +412,7 @@ class LocalExecutor(UsesLocalHost, WarmPoolSettings, Executor):
             cwd=cwd,
             gpus=gpus or (),
             create_cgroup=gpus is not None,
+            usage=self.usage_label(run),
         )
         if request.create_cgroup:
             # live from now on: a cancel kills what is in it, the release removes it

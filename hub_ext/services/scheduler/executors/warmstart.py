@@ -45,6 +45,7 @@ from hub_ext.environments.catalog import BuiltEnvironment, find_built
 from hub_ext.host import slugs
 from hub_ext.host.launch import LaunchRequest
 from hub_ext.host.localproc import kill_tree
+from hub_ext.host.usage import UsageLabel
 from hub_ext.profiles.model import Profile
 from hub_ext.runtime import warm as warm_protocol
 
@@ -306,6 +307,7 @@ class WarmStarter:
                     cgroup=name,
                     cwd=cwd,
                     stdin_pipe=True,
+                    usage=UsageLabel("warm", key.owner, f"warm/{name}"),
                 ),
                 protocol,
             )

@@ -13,6 +13,13 @@ two scans, so a file still being copied does not fire half-written). The
 run gets two parameters: ``trigger_path`` (the file's absolute path) and
 ``trigger_sha256`` (its digest).
 
+A pipeline's file trigger (``debounce_seconds``) fires in **batches** instead:
+one pipeline run for all the files that arrived since its last batch, once the
+newest of them has not changed for ``debounce_seconds``, with two parameters,
+``trigger_paths`` and ``trigger_sha256s`` (in path order). The batch's newest
+modification time is the firing's tick, so a restarted watcher starts from
+there: a file is in exactly one batch.
+
 Nothing is kept in memory that a restart would lose: the file's
 modification time is the run's ``tick``, and the store queues one run per
 (trigger, tick), so a restarted watcher re-scans and fires exactly the
@@ -30,15 +37,18 @@ import contextlib
 import hashlib
 import logging
 import os
+import stat
+import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..errors import SchedulerError
 from ..models import FileTrigger
-from ..orm import Job, Trigger
+from ..orm import Job, Run, Trigger
 from ..paths import glob_in_home
 from .base import TriggerKind
 
@@ -61,21 +71,71 @@ class FileKind(TriggerKind):
     fired_by_service = True
 
     def spec(self, model: FileTrigger) -> tuple[dict[str, Any], None]:
-        return {"glob": model.glob}, None
+        spec: dict[str, Any] = {"glob": model.glob}
+        debounce = getattr(model, "debounce_seconds", None)  # a pipeline's file trigger
+        if debounce is not None:
+            spec["debounce_seconds"] = debounce
+        return spec, None
 
     def describe(self, spec: dict[str, Any]) -> FileTrigger:
         return FileTrigger.model_construct(glob=spec["glob"])
 
 
-def file_triggers(store: JobStore) -> list[tuple[str, str, str, str, datetime]]:
-    """(trigger id, job id, owner, glob, created_at) of every file trigger of an unpaused job."""
+@dataclass(frozen=True)
+class Watched:
+    """A file trigger of an unpaused job, as the watcher needs it."""
+
+    trigger_id: str
+    job_id: str
+    owner: str
+    glob: str
+    created: datetime
+    #: a pipeline's trigger: one run per batch of new files, ``debounce`` seconds quiet
+    batch: bool = False
+    debounce: float = 0.0
+    #: the newest file a batch trigger has fired for (its firing's tick)
+    last_tick: datetime | None = None
+
+
+def file_triggers(store: JobStore) -> list[Watched]:
+    """Every file trigger of an unpaused job (a pipeline's with its last batch's tick)."""
+    last = select(func.max(Run.tick)).where(Run.trigger_id == Trigger.id).scalar_subquery()
     with store._read.begin() as session:  # noqa: SLF001 - the store's own read sessions
         rows = session.execute(
-            select(Trigger.id, Job.id, Job.owner, Trigger.spec, Trigger.created_at)
+            select(
+                Trigger.id,
+                Job.id,
+                Job.owner,
+                Trigger.spec,
+                Trigger.created_at,
+                Job.pipeline_id,
+                Job.step,
+                last,
+            )
             .join(Job, Trigger.job_id == Job.id)
             .where(Trigger.kind == FileKind.name, Job.paused.is_(False))
         ).all()
-    return [(t, j, owner, spec["glob"], created) for t, j, owner, spec, created in rows]
+    return [
+        Watched(
+            t,
+            j,
+            owner,
+            spec["glob"],
+            created,
+            batch=pipeline is not None and step is None,
+            debounce=float(spec.get("debounce_seconds") or 0),
+            last_tick=tick,
+        )
+        for t, j, owner, spec, created, pipeline, step, tick in rows
+    ]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _microseconds(when: datetime) -> int:
+    """``when`` in whole microseconds since the epoch, exactly (no float on the way)."""
+    return (when - _EPOCH) // timedelta(microseconds=1)
 
 
 def sha256_of(path: str) -> str:
@@ -125,11 +185,18 @@ class FileWatcher:
         """One pass over every file trigger; returns how many runs were queued."""
         fired = 0
         seen: dict[tuple[str, str], tuple[int, int]] = {}
-        for trigger_id, job_id, owner, pattern, created in file_triggers(self.store):
-            home = self.home_of(owner)
+        for watched in file_triggers(self.store):
+            trigger_id, job_id, pattern = watched.trigger_id, watched.job_id, watched.glob
+            home = self.home_of(watched.owner)
             if home is None or not os.path.isdir(home):
                 continue
-            since = created.timestamp()
+            if watched.batch:
+                try:
+                    fired += self._scan_batch(watched, home)
+                except SchedulerError as e:
+                    log.warning("File trigger %s of job %s: %s", trigger_id, job_id, e)
+                continue
+            since = watched.created.timestamp()
             try:
                 matches = glob_in_home(home, pattern)
                 for n, path in enumerate(matches):
@@ -157,6 +224,57 @@ class FileWatcher:
                 log.warning("File trigger %s of job %s: %s", trigger_id, job_id, e)
         self._seen = seen
         return fired
+
+    def _scan_batch(self, watched: Watched, home: str) -> int:
+        """A pipeline's trigger: the files new since its last batch, once they are quiet.
+
+        New: modified after the trigger was made and after the newest file of the last
+        batch (the firing's tick, in the database: a restart fires nothing twice).
+        Quiet: the newest of them is ``debounce`` seconds old, so files copied one after
+        another make one batch. Compared in microseconds, the database's precision.
+        """
+        since = max(
+            _microseconds(watched.created),
+            _microseconds(watched.last_tick) + 1 if watched.last_tick else 0,
+        )
+        new: list[tuple[str, int]] = []
+        for n, path in enumerate(glob_in_home(home, watched.glob)):
+            if n >= MAX_MATCHES:
+                log.warning("Trigger %s: glob %r matches too many files", watched.trigger_id, path)
+                break
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(info.st_mode) and info.st_mtime_ns // 1000 >= since:
+                new.append((str(path), info.st_mtime_ns // 1000))
+        if not new:
+            return 0
+        newest = max(mtime for _, mtime in new)
+        if time.time_ns() // 1000 - newest < watched.debounce * 1e6:
+            return 0  # still arriving
+        done = (watched.trigger_id, "", newest)
+        if done in self._fired:
+            return 0
+        paths = sorted(path for path, _ in new)[:MAX_FIRES_PER_SCAN]
+        try:
+            digests = [sha256_of(path) for path in paths]
+        except OSError:
+            return 0  # one went away meanwhile: the next scan sees the batch as it is
+        tick = datetime.fromtimestamp(newest / 1e6, timezone.utc)
+        try:
+            self.store.fire_trigger(
+                watched.trigger_id,
+                f"{len(paths)} new file(s) matching {watched.glob}",
+                tick=tick,
+                parameters={"trigger_paths": paths, "trigger_sha256s": digests},
+            )
+        except SchedulerError as e:
+            log.info("File trigger %s not fired: %s", watched.trigger_id, e)
+            return 0
+        self._fired.add(done)
+        log.info("%d new file(s) fired pipeline trigger %s", len(paths), watched.trigger_id)
+        return 1
 
     def _fire(self, trigger_id: str, job_id: str, path: str, mtime_ns: int) -> int:
         tick = datetime.fromtimestamp(mtime_ns / 1e9, timezone.utc)

@@ -53,7 +53,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus metrics (hub admins). */
+        /** Prometheus metrics (hub admins, tokens with read:metrics). */
         get: operations["get_metrics"];
         put?: never;
         post?: never;
@@ -378,7 +378,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Prometheus metrics (hub admins). */
+            /** @description Prometheus metrics (hub admins, tokens with read:metrics). */
             200: {
                 headers: {
                     [name: string]: unknown;

@@ -53,8 +53,25 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Prometheus metrics (hub admins). */
+        /** Prometheus metrics (hub admins, tokens with read:metrics). */
         get: operations["get_metrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/metrics/replicas": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The ready model replicas' own Prometheus series, labelled user, deployment, version and replica (hub admins, tokens with read:metrics). */
+        get: operations["get_metrics_replicas"];
         put?: never;
         post?: never;
         delete?: never;
@@ -109,7 +126,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** Deploy a new version; it takes the traffic (or canary_percent) when ready. */
+        /** Deploy a new version; it takes the traffic (canary_percent, or a watched canary's percent) when ready. */
         post: operations["post_api_deployments_name_versions"];
         delete?: never;
         options?: never;
@@ -126,6 +143,23 @@ export interface paths {
         };
         /** One version. */
         get: operations["get_api_deployments_name_versions_version"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/deployments/{name}/versions/{version}/lineage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Where the version came from: registered model version, MLflow run, scheduler run, pipeline run and step, notebook digest and parameters, input files with their SHA-256 (read as the caller; unknown links are listed in missing). */
+        get: operations["get_api_deployments_name_versions_version_lineage"];
         put?: never;
         post?: never;
         delete?: never;
@@ -251,6 +285,124 @@ export interface components {
             serving: boolean;
         };
         /**
+         * CanaryFigures
+         * @description What the front saw of one version: over its last minute, and its requests in all.
+         */
+        CanaryFigures: {
+            /**
+             * Error Rate
+             * @description Share of failed (5xx) requests.
+             * @default null
+             */
+            error_rate: number | null;
+            /**
+             * Latency P99 Ms
+             * @default null
+             */
+            latency_p99_ms: number | null;
+            /**
+             * Requests
+             * @description Requests the version answered since it took traffic.
+             * @default 0
+             */
+            requests: number;
+            /**
+             * Drift Psi Max
+             * @description The largest population stability index of any feature.
+             * @default null
+             */
+            drift_psi_max: number | null;
+        };
+        /**
+         * CanaryPolicy
+         * @description A canary the deployer watches: promoted when its window passes clean, else rolled back.
+         *
+         *     Each threshold left out (or null) is not checked; the canary's breaker opening
+         *     always rolls it back.
+         */
+        CanaryPolicy: {
+            /**
+             * Percent
+             * @description Share of the traffic (1 to 99) the version takes while it is watched.
+             */
+            percent: number;
+            /**
+             * Window Seconds
+             * @description How long the canary is watched once ready (10 to 86400 seconds); it is promoted at the end unless a threshold was crossed.
+             */
+            window_seconds: number;
+            /**
+             * Max Error Rate
+             * @description Roll back when the share of failed (5xx) requests goes over this.
+             * @default null
+             */
+            max_error_rate: number | null;
+            /**
+             * Max Latency P99 Ms
+             * @description Roll back when the 99th percentile latency (ms) goes over this.
+             * @default null
+             */
+            max_latency_p99_ms: number | null;
+            /**
+             * Max Drift Psi
+             * @description Roll back when any feature's population stability index goes over this.
+             * @default null
+             */
+            max_drift_psi: number | null;
+            /**
+             * Min Requests
+             * @description Requests the canary must have seen before a threshold is judged; fewer over the whole window rolls it back (not enough traffic to judge it).
+             * @default 20
+             */
+            min_requests: number;
+        };
+        /**
+         * CanaryWatch
+         * @description The deployer's watch of a canary version and its decision.
+         */
+        CanaryWatch: {
+            policy: components["schemas"]["CanaryPolicy"];
+            /**
+             * State
+             * @description waiting: not ready yet; watching: ready, until the window ends; promoted or rolled_back: the deployer's decision; stopped: the traffic was changed by hand during the window, which ended the watch.
+             * @enum {string}
+             */
+            state: "waiting" | "watching" | "promoted" | "rolled_back" | "stopped";
+            /**
+             * Reason
+             * @description Why it was decided or stopped, with figures.
+             * @default null
+             */
+            reason: string | null;
+            /**
+             * Started At
+             * @default null
+             */
+            started_at: string | null;
+            /**
+             * Ends At
+             * @default null
+             */
+            ends_at: string | null;
+            /**
+             * Decided At
+             * @default null
+             */
+            decided_at: string | null;
+            canary?: components["schemas"]["CanaryFigures"];
+            /**
+             * @description The same figures of the production version it is compared with.
+             * @default null
+             */
+            baseline: components["schemas"]["CanaryFigures"] | null;
+            /**
+             * Baseline Version
+             * @description The production version a rollback returns the traffic to.
+             * @default null
+             */
+            baseline_version: number | null;
+        };
+        /**
          * CreateDeployment
          * @description A new deployment and its version 1.
          */
@@ -316,6 +468,11 @@ export interface components {
              * @default null
              */
             canary_percent: number | null;
+            /**
+             * @description A watched canary: the version takes `percent` of the traffic when ready, and the deployer promotes it or rolls it back by itself (not with canary_percent).
+             * @default null
+             */
+            canary: components["schemas"]["CanaryPolicy"] | null;
             /**
              * Training Summary
              * @default null
@@ -398,6 +555,36 @@ export interface components {
             updated_at: string;
         };
         /**
+         * DescribeLineage
+         * @description Where a deployment version came from, as far as it can be followed.
+         *
+         *     Each link is null when it is not known; ``missing`` then says which and why.
+         */
+        DescribeLineage: {
+            version: components["schemas"]["LineageVersion"];
+            /**
+             * Recorded
+             * @description The version's lineage document, as deployed.
+             */
+            recorded?: {
+                [key: string]: unknown;
+            };
+            /** @default null */
+            model_version: components["schemas"]["LineageModelVersion"] | null;
+            /** @default null */
+            mlflow_run: components["schemas"]["LineageRun"] | null;
+            /** @default null */
+            scheduler_run: components["schemas"]["LineageSchedulerRun"] | null;
+            /** @default null */
+            pipeline_run: components["schemas"]["LineagePipelineRun"] | null;
+            /** @default null */
+            notebook: components["schemas"]["LineageNotebook"] | null;
+            /** Inputs */
+            inputs?: components["schemas"]["LineageFile"][];
+            /** Missing */
+            missing?: components["schemas"]["LineageMissing"][];
+        };
+        /**
          * DescribeVersion
          * @description One immutable version of a deployment.
          */
@@ -441,6 +628,11 @@ export interface components {
             pending_percent: number | null;
             breaker?: components["schemas"]["BreakerState"];
             /**
+             * @description The watch of a version created with a canary policy; null otherwise.
+             * @default null
+             */
+            canary: components["schemas"]["CanaryWatch"] | null;
+            /**
              * Signature
              * @default null
              */
@@ -480,6 +672,253 @@ export interface components {
             groups?: string[];
             /** Services */
             services?: string[];
+        };
+        /**
+         * LineageFile
+         * @description An input file of the pipeline run, with its SHA-256.
+         */
+        LineageFile: {
+            /** Path */
+            path: string;
+            /**
+             * Sha256
+             * @default null
+             */
+            sha256: string | null;
+            /**
+             * Source
+             * @description ``step:<step>/<name>`` (a file a step left) or ``trigger`` (the files that started the run).
+             */
+            source: string;
+        };
+        /**
+         * LineageMissing
+         * @description A link of the chain that could not be resolved, and why.
+         */
+        LineageMissing: {
+            /**
+             * Link
+             * @enum {string}
+             */
+            link: "model_version" | "mlflow_run" | "scheduler_run" | "pipeline_run" | "notebook" | "inputs";
+            /** Reason */
+            reason: string;
+        };
+        /**
+         * LineageModelVersion
+         * @description The MLflow registry's model version the deployment version serves.
+         */
+        LineageModelVersion: {
+            /** Name */
+            name: string;
+            /** Version */
+            version: string;
+            /**
+             * Run Id
+             * @description The run the registry says made it.
+             * @default null
+             */
+            run_id: string | null;
+        };
+        /**
+         * LineageNotebook
+         * @description The notebook that ran: its path, the digest of the scheduler's snapshot, its parameters.
+         */
+        LineageNotebook: {
+            /**
+             * Path
+             * @default null
+             */
+            path: string | null;
+            /**
+             * Digest
+             * @description The scheduler run's ``notebook_digest``.
+             * @default null
+             */
+            digest: string | null;
+            /** Parameters */
+            parameters?: {
+                [key: string]: unknown;
+            };
+        };
+        /**
+         * LineagePipelineRun
+         * @description The pipeline run the model came from.
+         */
+        LineagePipelineRun: {
+            /** Id */
+            id: string;
+            /** Pipeline Id */
+            pipeline_id: string;
+            /** Pipeline Name */
+            pipeline_name: string;
+            /** Status */
+            status: string;
+            /** Parameters */
+            parameters?: {
+                [key: string]: unknown;
+            };
+            /**
+             * Created At
+             * @default null
+             */
+            created_at: string | null;
+            /**
+             * Ended At
+             * @default null
+             */
+            ended_at: string | null;
+            /** @default null */
+            step: components["schemas"]["LineageStep"] | null;
+        };
+        /**
+         * LineageRun
+         * @description The MLflow run that trained the model, read through the tracking service as the caller.
+         */
+        LineageRun: {
+            /** Run Id */
+            run_id: string;
+            /**
+             * Experiment Id
+             * @default null
+             */
+            experiment_id: string | null;
+            /**
+             * Status
+             * @default null
+             */
+            status: string | null;
+            /** Params */
+            params?: {
+                [key: string]: string;
+            };
+            /**
+             * Metrics
+             * @description Each metric's latest value.
+             */
+            metrics?: {
+                [key: string]: number;
+            };
+            /**
+             * Notebook
+             * @description ``mlflow.source.name``: the notebook's path.
+             * @default null
+             */
+            notebook: string | null;
+            /**
+             * Cell Source
+             * @description The ``%%track`` cell (``cell.py``).
+             * @default null
+             */
+            cell_source: string | null;
+            /**
+             * Git Commit
+             * @default null
+             */
+            git_commit: string | null;
+            /**
+             * Git Dirty
+             * @default null
+             */
+            git_dirty: string | null;
+            /**
+             * Env
+             * @default null
+             */
+            env: string | null;
+            /**
+             * Env Digest
+             * @default null
+             */
+            env_digest: string | null;
+            /**
+             * Tags
+             * @description Its ``mlflow.source.*`` and ``shipyard.*`` tags.
+             */
+            tags?: {
+                [key: string]: string;
+            };
+        };
+        /**
+         * LineageSchedulerRun
+         * @description The scheduler run (a job's, or a pipeline step's) the model was deployed from.
+         */
+        LineageSchedulerRun: {
+            /** Id */
+            id: string;
+            /** Job Id */
+            job_id: string;
+            /** Status */
+            status: string;
+            /** Parameters */
+            parameters?: {
+                [key: string]: unknown;
+            };
+            /** Notebook Digest */
+            notebook_digest: string;
+            /**
+             * Env Digest
+             * @default null
+             */
+            env_digest: string | null;
+            /**
+             * Mlflow Run Id
+             * @default null
+             */
+            mlflow_run_id: string | null;
+            /**
+             * Started At
+             * @default null
+             */
+            started_at: string | null;
+            /**
+             * Ended At
+             * @default null
+             */
+            ended_at: string | null;
+        };
+        /**
+         * LineageStep
+         * @description The pipeline step that deployed the model, as the pipeline run recorded it.
+         */
+        LineageStep: {
+            /** Step */
+            step: string;
+            /** Status */
+            status: string;
+            /**
+             * Run Id
+             * @default null
+             */
+            run_id: string | null;
+            /** Outputs */
+            outputs?: {
+                [key: string]: unknown;
+            };
+        };
+        /**
+         * LineageVersion
+         * @description The deployment version the chain starts from.
+         */
+        LineageVersion: {
+            /** Owner */
+            owner: string;
+            /** Name */
+            name: string;
+            /** Version */
+            version: number;
+            /** Model Uri */
+            model_uri: string;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "starting" | "ready" | "failed" | "stopped";
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
         };
         /** ListDeploymentsResponse */
         ListDeploymentsResponse: {
@@ -598,6 +1037,21 @@ export interface components {
              * @default 0
              */
             rows_seen: number;
+            /**
+             * Rows Checked
+             * @description Input rows the version's replicas checked for data quality.
+             * @default 0
+             */
+            rows_checked: number;
+            /**
+             * Input Issues
+             * @description Input values with a data-quality issue, by kind (schema_violation, missing_value, out_of_range, unseen_category) and feature, summed over the version's replicas since the deployer started watching it; only non-zero counts.
+             */
+            input_issues?: {
+                [key: string]: {
+                    [key: string]: number;
+                };
+            };
         };
     };
     responses: never;
@@ -765,7 +1219,81 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Prometheus metrics (hub admins). */
+            /** @description Prometheus metrics (hub admins, tokens with read:metrics). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_metrics_replicas: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The ready model replicas' own Prometheus series, labelled user, deployment, version and replica (hub admins, tokens with read:metrics). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -1245,7 +1773,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Deploy a new version; it takes the traffic (or canary_percent) when ready. */
+            /** @description Deploy a new version; it takes the traffic (canary_percent, or a watched canary's percent) when ready. */
             201: {
                 headers: {
                     [name: string]: unknown;
@@ -1332,6 +1860,86 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["DescribeVersion"];
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description What went wrong and what to fix. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+        };
+    };
+    get_api_deployments_name_versions_version_lineage: {
+        parameters: {
+            query?: {
+                /** @description Another user's deployments (hub admins only). */
+                owner?: string;
+            };
+            header?: never;
+            path: {
+                name: string;
+                version: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Where the version came from: registered model version, MLflow run, scheduler run, pipeline run and step, notebook digest and parameters, input files with their SHA-256 (read as the caller; unknown links are listed in missing). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DescribeLineage"];
                 };
             };
             /** @description What went wrong and what to fix. */
