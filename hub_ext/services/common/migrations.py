@@ -7,8 +7,9 @@ table) and their ORM metadata, so the migration logic is here, once:
 - no ``alembic.ini``: the service's ``db.alembic_config`` passes the URL, and
   the engine comes from the service's ``make_engine``, so migrations see the
   same SQLite pragmas as the service;
-- upgrades hold a lock for their whole transaction (PostgreSQL advisory lock;
-  SQLite ``BEGIN IMMEDIATE``), so two replicas starting together migrate once;
+- an upgrade is one transaction, begun here, holding a lock from start to
+  end (PostgreSQL advisory lock; SQLite ``BEGIN IMMEDIATE``), so two replicas
+  starting together migrate once;
 - the metadata is the ORM's, for ``alembic revision --autogenerate`` by
   developers; revisions themselves never import it (a revision must keep
   describing the schema of its time, whatever the ORM says later).
@@ -86,14 +87,21 @@ def _run_online(
                 # before any.
                 # https://www.sqlite.org/foreignkeys.html#fk_schemacommands
                 connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
-            # SQLite cannot ALTER most things; batch mode copies the table.
-            context.configure(connection=connection, render_as_batch=sqlite, **options)
-            with context.begin_transaction():
+            # One transaction for the whole upgrade, begun here rather than by
+            # Alembic: Alembic treats SQLite's DDL as non-transactional and
+            # commits after each revision, which would release the write lock
+            # between revisions and let a second process, waiting on it, run
+            # the next revision again ("table ... already exists"). In a
+            # transaction it did not begin, Alembic runs every revision inside.
+            with connection.begin():
                 if connection.dialect.name == "postgresql":
                     connection.execute(
                         text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key}
                     )
-                context.run_migrations()
+                # SQLite cannot ALTER most things; batch mode copies the table.
+                context.configure(connection=connection, render_as_batch=sqlite, **options)
+                with context.begin_transaction():
+                    context.run_migrations()
                 if sqlite and check_foreign_keys:
                     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
                     if broken:
