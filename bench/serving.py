@@ -338,6 +338,7 @@ def deploy_to_first_200(workdir: Path, rounds: int) -> list[float]:
             hub.stop()
         remove_test_accounts(prefix)
         remove_cgroups(parent)
+        remove_cgroups(f"{parent}-models")  # the deployer's replicas: <cgroup_parent>-models
 
 
 def median_of(rounds: list[dict]) -> dict:

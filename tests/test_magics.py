@@ -36,6 +36,10 @@ from .hubtools import REPO, free_port, ipython_shell, wait_for
 ENV = {"SHIPYARD_PROFILE": "small", "SHIPYARD_ENV": "base", "SHIPYARD_ENV_DIGEST": "sha256:ab12"}
 
 
+#: The shells of this module, whose sent runs :func:`find_run_or_none` waits for.
+SHELLS = []
+
+
 @pytest.fixture(scope="module")
 def ip(tmp_path_factory):
     """One real IPython shell with the extension loaded, its history and spool kept apart.
@@ -44,7 +48,20 @@ def ip(tmp_path_factory):
     retried for 3 s at exit.
     """
     with ipython_shell(tmp_path_factory.mktemp("shell"), max_retry_interval=1.0) as shell:
+        SHELLS.append(shell)
         yield shell
+        SHELLS.remove(shell)
+
+
+def sender(shell):
+    return shell.magics_manager.registry["TrackingMagics"].sender
+
+
+def settle() -> None:
+    """A tracked cell does not wait for its run to reach the server: wait for it here, as
+    ``%runs`` does, before reading what the server has."""
+    for shell in SHELLS:
+        sender(shell).settle()
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +80,8 @@ def mlflow(mlflow_server) -> MlflowClient:
 
 
 def find_run_or_none(mlflow: MlflowClient, name: str):
-    """The run called ``name``, in any experiment."""
+    """The run called ``name``, in any experiment, once the shells' ended runs are sent."""
+    settle()
     ids = [e.experiment_id for e in mlflow.search_experiments()]
     runs = mlflow.search_runs(ids, filter_string=f"attributes.run_name = '{name}'")
     assert len(runs) <= 1, f"{len(runs)} runs named {name}"
@@ -482,26 +500,34 @@ def test_a_gateway_without_its_service_does_not_hold_the_cell(
         "import time\nlog(v=0)\nservice_dies()\nfor i in range(1, 300):\n    log(v=i)\n"
         "code_ended = time.monotonic()"
     )
+    later = unique("gateway-later")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ip.run_cell_magic("track", f"--name {name}", cell)
             waited = time.monotonic() - ip.user_ns["code_ended"]
+            # the first run on a server waited for its creation; the lane meets the 503 later
+            wait_for(lambda: sender(ip).health.problem(uri), 10, what="the lane to meet the 503")
+            ip.run_cell_magic("track", f"--name {later}", "log(w=1)")  # told here, once
+            ip.run_cell_magic("track", f"--name {later}-2", "log(w=2)")
         told = [str(w.message) for w in caught if w.category is TrackingWarning]
         told = [m for m in told if f"server {uri} (" in m]  # not an earlier test's server
         assert waited < 2, f"the cell ended {waited:.1f} s after its code"
         assert len(told) == 1, told
         assert told[0].startswith(f"Cannot reach the tracking server {uri} (HTTP 503)"), told
         assert find_run(mlflow, name).info.status == "RUNNING"  # created before the outage
+        assert find_run_or_none(mlflow, later) is None  # not created: kept in the spool
 
         proxy.switch(service)  # the service is back
 
         def finished():
-            run = find_run(mlflow, name)
-            return run.info.status == "FINISHED" and run
+            runs = [find_run_or_none(mlflow, n) for n in (name, later, f"{later}-2")]
+            return all(r and r.info.status == "FINISHED" for r in runs) and runs
 
-        run = wait_for(finished, timeout=15, what="the spooled run")
+        run, second, third = wait_for(finished, timeout=15, what="the spooled runs")
         assert values(mlflow, run.info.run_id, "v") == list(map(float, range(300)))
+        assert values(mlflow, second.info.run_id, "w") == [1.0]
+        assert values(mlflow, third.info.run_id, "w") == [2.0]
     finally:
         proxy.close()
 
@@ -527,9 +553,46 @@ def test_only_shipyards_own_requests_are_bounded(monkeypatch):
     assert (retries.get(), timeout.get()) == users
 
 
+def test_a_tracked_cell_does_not_wait_for_the_server(ip, mlflow, mlflow_server, monkeypatch, capsys):
+    """Past the kernel's first run on a server, a tracked cell never waits for it: with the
+    server hanging, a cell costs what its code costs. The first run waited for its creation
+    and printed its link; the later run reaches the server once it answers again."""
+    service, port = int(mlflow_server.rsplit(":", 1)[1]), free_port()
+    hanging = socket.create_server(("127.0.0.1", 0))
+    proxy = Forwarder(port, service)
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    first, second = unique("first"), unique("unwaited")
+    try:
+        ip.run_cell_magic("track", f"--name {first}", "log(v=0)")
+        run = find_run(mlflow, first)
+        link = f"View run {first} at: {uri}/#/experiments/{run.info.experiment_id}/runs/"
+        assert f"{link}{run.info.run_id}" in capsys.readouterr().out
+
+        proxy.switch(hanging.getsockname()[1])  # takes connections, never answers
+        started = time.monotonic()
+        ip.run_cell_magic("track", f"--name {second}", "for i in range(100):\n    log(v=i)")
+        took = time.monotonic() - started
+        assert took < ANSWER_TIMEOUT / 5, f"the cell took {took:.2f} s with the server hanging"
+        assert "View run" not in capsys.readouterr().out  # not created yet: no link
+
+        proxy.switch(service)
+
+        def finished():
+            run = find_run_or_none(mlflow, second)
+            return run and run.info.status == "FINISHED" and run
+
+        run = wait_for(finished, timeout=30, what="the run made while the server hung")
+        assert values(mlflow, run.info.run_id, "v") == list(map(float, range(100)))
+    finally:
+        proxy.close()
+        hanging.close()
+
+
 def test_a_hanging_server_holds_up_only_its_own_runs(ip, mlflow, mlflow_server, monkeypatch):
-    """A server that takes connections and never answers: its cell stops waiting after
-    ``ANSWER_TIMEOUT`` with one warning, and a run on another server ends at once meanwhile."""
+    """A server that takes connections and never answers: its cell ends with its code, a run
+    on another server completes meanwhile, and the next cell says the first server hangs,
+    once, after ``ANSWER_TIMEOUT``."""
     service, port = int(mlflow_server.rsplit(":", 1)[1]), free_port()
     hanging = socket.create_server(("127.0.0.1", 0))  # the kernel queues connections: no answer
     proxy = Forwarder(port, service)
@@ -553,11 +616,13 @@ def test_a_hanging_server_holds_up_only_its_own_runs(ip, mlflow, mlflow_server, 
                 "import time\nfor i in range(100):\n    log(w=i)\ncode_ended = time.monotonic()",
             )
             waited_healthy = time.monotonic() - ip.user_ns["code_ended"]
+            run = find_run(mlflow, healthy)  # waits for the hung run too: ANSWER_TIMEOUT
+            ip.run_cell_magic("track", f"--name {healthy}-2", "pass")  # told here
+            ip.run_cell_magic("track", f"--name {healthy}-3", "pass")  # not again
         told = [str(w.message) for w in caught if w.category is TrackingWarning]
         told = [m for m in told if f"server {slow} (" in m or f"server {mlflow_server} (" in m]
         assert waited_healthy < 2, f"{waited_healthy:.1f} s on the healthy server"
-        assert waited_hung < ANSWER_TIMEOUT + 2, f"{waited_hung:.1f} s on the hanging server"
-        run = find_run(mlflow, healthy)  # complete when its cell ended
+        assert waited_hung < 2, f"{waited_hung:.1f} s on the hanging server"
         assert run.info.status == "FINISHED"
         assert values(mlflow, run.info.run_id, "w") == list(map(float, range(100)))
         assert len(told) == 1, told

@@ -347,13 +347,18 @@ def test_kernel_logs_as_its_user_without_setup_and_sees_no_hub_secret(tracking):
     )
     out = stdout_of(run_in_kernel(hub.server_url("alice"), tokens["alice"], tracked, timeout=120))
     assert "trained" in out
-    r = clients["alice"].post(
-        f"{API}/runs/search",
-        experiment_ids=[experiment_id],
-        filter="tags.`mlflow.runName` = 'tracked'",
-    )
-    runs = r.json().get("runs", [])
-    assert len(runs) == 1, r.text
+
+    def finished():  # the cell does not wait for its run's end: the kernel sends it after
+        r = clients["alice"].post(
+            f"{API}/runs/search",
+            experiment_ids=[experiment_id],
+            filter="tags.`mlflow.runName` = 'tracked'",
+        )
+        runs = r.json().get("runs", [])
+        assert len(runs) <= 1, r.text
+        return runs and runs[0]["info"]["status"] == "FINISHED" and runs
+
+    runs = wait_for(finished, 30, what="the tracked run to be complete")
     data = runs[0]["data"]
     assert {p["key"]: p["value"] for p in data["params"]}["lr"] == "0.1"
     tags = {t["key"]: t["value"] for t in data["tags"]}

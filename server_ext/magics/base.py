@@ -59,10 +59,13 @@ class ShipyardMagics(Magics):
 
     finish_timeout = Float(
         60.0,
-        help="""Seconds the end of a ``%%track`` cell waits for its metrics to be sent.
+        help="""The longest a cell waits for the tracking server, in seconds.
 
-        While the server answers, the cell ends once its run is complete on the server; past
-        this, or as soon as the server fails, the rest is sent in the background.
+        Tracked cells do not wait for MLflow, except: the kernel's first ``%%track`` run
+        on a server waits for its creation, a scheduled job's run waits at its cell's end
+        until it is complete, ``%runs`` and ``%compare`` wait for this kernel's ended runs,
+        and ``%deploy`` for the run its model came from. Each such wait ends once the server has answered, as soon as
+        it fails, or after this; what is left is sent in the background.
 
         Example: ``c.ShipyardMagics.finish_timeout = 120``
 

@@ -21,9 +21,11 @@ is not supported in a tracked cell.
 from __future__ import annotations
 
 import ast
+import functools
 import os
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from IPython.core.error import UsageError
@@ -37,9 +39,13 @@ from ..clients.tracking.client import (
     RunPlan,
     TrackingClient,
     TrackingWarning,
+    tracking_uri,
 )
 from ..clients.tracking.lineage import (
+    JOB_RESULT_FILE_ENV,
     KernelRuns,
+    git_directory,
+    git_tags,
     installed_packages,
     lineage_tags,
     notebook_path,
@@ -49,6 +55,12 @@ from ..clients.tracking.lineage import (
 )
 from ..clients.tracking.sender import MetricSender
 from .base import ShipyardMagics, unquote, user_errors
+
+
+@functools.cache
+def _lineage_reader() -> ThreadPoolExecutor:
+    """One thread that reads, beside tracked cells, what is slow to read (the git state)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="shipyard-lineage")
 
 
 class MetricLogger:
@@ -95,17 +107,33 @@ class TrackingMagics(ShipyardMagics):
         # the newest %%track run of this kernel, and the runs %deploy made: where the
         # source run %deploy records for a model comes from
         self.kernel_runs = KernelRuns()
+        self._tracking_client: TrackingClient | None = None
 
     @property
     def last_tracked_run(self) -> str | None:
         """The newest ``%%track`` run of this kernel: the source run ``%deploy`` records."""
         return self.kernel_runs.last_tracked_run
 
+    def settle(self) -> None:
+        """Wait (while the servers answer) for this kernel's ended runs to be complete, so
+        that what is read back shows them as their cells ended; say what went wrong."""
+        self.sender.settle()
+        self._tell()
+
     def experiment_in_use(self) -> str:
         """The experiment ``%%track``, ``%runs`` and ``%deploy`` use."""
         return self.experiment_name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "Default"
 
+    def _client(self) -> TrackingClient:
+        """The client of the tracking server in use, made once per server (MlflowClient is
+        not free to make, and a tracked cell should cost next to nothing)."""
+        uri = tracking_uri()
+        if self._tracking_client is None or self._tracking_client.uri != uri:
+            self._tracking_client = TrackingClient(uri)
+        return self._tracking_client
+
     def _tell(self) -> None:
+        self.sender.check_stalls()
         for message in self.sender.health.news():
             # warn_explicit keeps no registry: the same outage later is shown again.
             warnings.warn_explicit(message, TrackingWarning, "shipyard-tracking", 0)
@@ -172,15 +200,19 @@ class TrackingMagics(ShipyardMagics):
         code, last = self._compile(line, cell)  # a syntax error starts no run
         notebook = notebook_path()
         packages = installed_packages()
+        # git runs beside the cell (two processes, ~10 ms); the run gets the tags before
+        # it is created
+        git = _lineage_reader().submit(git_tags, git_directory(notebook))
         plan = RunPlan(
             experiment=self.experiment_in_use(),
             run_name=unquote(args.name),
             params=params,
-            tags=lineage_tags(notebook, packages),
+            tags=lineage_tags(notebook, packages, git=False),
             start_time=time.time_ns() // 1_000_000,
         )
         files, texts = snapshot(notebook, f"%%track {line}\n{cell}", packages)
-        journal = self.sender.start_run(TrackingClient.from_environment(), plan, files, texts)
+        client = self._client()
+        journal = self.sender.start_run(client, plan, files, texts, later_tags=git)
         self._tell()
         outer = self.logger.journal  # a %%track inside a tracked cell gets its own run
         self.logger.journal, status, started = journal, "FAILED", time.monotonic()
@@ -198,10 +230,22 @@ class TrackingMagics(ShipyardMagics):
         finally:
             self.logger.journal = outer
             wall = f"{time.monotonic() - started:.3f}"
-            self.sender.end_run(journal, status, {"shipyard.wall_time_s": wall})
-            report_to_job(journal.run_id)
-            self.kernel_runs.last_tracked_run = journal.run_id or self.kernel_runs.last_tracked_run
+            # a scheduled job's notebook ends right after: its run is complete first
+            scheduled = bool(os.environ.get(JOB_RESULT_FILE_ENV))
+            self.sender.end_run(journal, status, {"shipyard.wall_time_s": wall}, wait=scheduled)
+            if scheduled:
+                report_to_job(journal.run_id)
+            self.kernel_runs.resolve_tracked = lambda: self.sender.run_id_of(journal)
+            self._show_link(client, journal.state)
             self._tell()
+
+    @staticmethod
+    def _show_link(client: TrackingClient, state: dict) -> None:
+        """Print where the run is in MLflow's UI, when it is already created (no waiting)."""
+        if state.get("run_id") and state.get("experiment_id"):
+            url = client.ui_url(state["experiment_id"], state["run_id"])
+            if url:
+                print(f"View run {state['run_name']} at: {url}")
 
     def _compile(self, line: str, cell: str):
         """Compile the cell like IPython does, keeping its last expression to show its value."""
@@ -244,6 +288,7 @@ class TrackingMagics(ShipyardMagics):
         if not 1 <= args.max <= 1000:
             raise UsageError(f"--max {args.max}: give a number from 1 to 1000, e.g. --max 20.")
         client = TrackingClient.from_environment()
+        self.settle()
         ref = client.experiment(unquote(args.experiment) or self.experiment_in_use())
         from .widgets import runs_table  # ipywidgets is imported when first needed
 
@@ -273,6 +318,7 @@ class TrackingMagics(ShipyardMagics):
         """
         args = parse_argstring(self.compare, line)
         client = TrackingClient.from_environment()
+        self.settle()
         experiment = unquote(args.experiment) or self.experiment_in_use()
         runs = []
         for ref in (unquote(args.run_a), unquote(args.run_b)):

@@ -53,6 +53,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 #: ``MlflowClient.log_batch`` takes at most 1000 metrics and 100 params or tags per call.
@@ -248,6 +249,14 @@ def _bounded(retries: int = REQUEST_RETRIES) -> Iterator[None]:
         _SHIPYARD_REQUEST.reset(token)
 
 
+class CreatedRun(NamedTuple):
+    """A run the sender created: its id, its experiment's id and its name in MLflow."""
+
+    run_id: str
+    experiment_id: str
+    name: str
+
+
 @dataclass(frozen=True)
 class ExperimentRef:
     """An experiment, its MLflow UI page, and whether this call created it."""
@@ -291,6 +300,14 @@ class RunPlan:
     spool_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
+def tracking_uri() -> str:
+    """The tracking server in use: ``MLFLOW_TRACKING_URI`` or ``mlflow.set_tracking_uri``'s."""
+    _require_mlflow()
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
 class TrackingClient:
     """The MLflow calls the magics and the sender make, against one tracking server.
 
@@ -311,10 +328,7 @@ class TrackingClient:
     @classmethod
     def from_environment(cls) -> TrackingClient:
         """The server of ``MLFLOW_TRACKING_URI`` (or of ``mlflow.set_tracking_uri``)."""
-        _require_mlflow()
-        import mlflow
-
-        return cls(mlflow.get_tracking_uri())
+        return cls(tracking_uri())
 
     def check(self) -> None:
         """Raise :class:`Unreachable` within seconds if nothing answers at the server's address."""
@@ -484,8 +498,8 @@ class TrackingClient:
             params=dict(run.data.params),
         )
 
-    def create_run(self, plan: RunPlan, find_existing: bool = False) -> str:
-        """Create the planned run with its tags and params; return its id.
+    def create_run(self, plan: RunPlan, find_existing: bool = False) -> CreatedRun:
+        """Create the planned run with its tags and params; return its id, experiment, name.
 
         With ``find_existing``, first look for a run already made from this plan (by its
         ``shipyard.spool_id`` tag): a kernel may have died after creating it.
@@ -500,7 +514,7 @@ class TrackingClient:
                     [experiment_id], filter_string=f"tags.`{SPOOL_TAG}` = '{plan.spool_id}'"
                 )
             if found:
-                run_id = found[0].info.run_id
+                info = found[0].info
             else:
                 # never retried here: a retry after a lost answer would make a second run;
                 # the sender's next attempt looks for this one by its spool id first
@@ -511,11 +525,11 @@ class TrackingClient:
                         tags={**plan.tags, SPOOL_TAG: plan.spool_id},
                         run_name=plan.run_name,
                     )
-                run_id = run.info.run_id
+                info = run.info
             params = [Param(k, v) for k, v in plan.params.items()]
             for i in range(0, len(params), PARAMS_PER_BATCH):
-                self._mlflow.log_batch(run_id, params=params[i : i + PARAMS_PER_BATCH])
-        return run_id
+                self._mlflow.log_batch(info.run_id, params=params[i : i + PARAMS_PER_BATCH])
+        return CreatedRun(info.run_id, experiment_id, info.run_name or info.run_id)
 
     def log_metrics(self, run_id: str, batch: list[tuple[str, float, int, int]]) -> None:
         """Send up to :data:`METRICS_PER_BATCH` ``(key, value, timestamp, step)`` in one call."""
@@ -526,7 +540,7 @@ class TrackingClient:
 
     def finish(self, run_id: str, files: Path, end: dict) -> None:
         """Upload the spooled artifacts, set the end tags, and end the run with its status."""
-        from mlflow.entities import RunTag
+        from mlflow.entities import RunStatus, RunTag
 
         with _translated(self.uri, "MLflow refused to end the run: {reason}.", bounded=True):
             if files.is_dir() and any(files.iterdir()):
@@ -534,7 +548,17 @@ class TrackingClient:
             tags = [RunTag(k, v) for k, v in end["tags"].items()]
             if tags:
                 self._mlflow.log_batch(run_id, tags=tags)
-            self._mlflow.set_terminated(run_id, end["status"], end["time"])
+            # What MlflowClient.set_terminated does, without its two side effects: it prints
+            # a link to the run (from the sender's thread that would land in whatever cell
+            # runs then; the cell prints its own) after one more request to read the run,
+            # and it shuts down async logging on the store, which the user's own mlflow
+            # calls to this server share.
+            self._mlflow._tracking_client.store.update_run_info(
+                run_id,
+                run_status=RunStatus.from_string(end["status"]),
+                end_time=end["time"],
+                run_name=None,
+            )
 
 
 def _require_mlflow() -> None:

@@ -27,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -135,17 +136,35 @@ def git_tags(directory: Path) -> dict[str, str]:
     return {"mlflow.source.git.commit": commit, "shipyard.git.dirty": str(dirty).lower()}
 
 
-def lineage_tags(notebook: Path | None, packages: list[str]) -> dict[str, str]:
-    """Tags saying who ran what, where, with which code and packages."""
+@functools.cache
+def _account() -> str:
+    """The kernel's account name (a password-database lookup, so once per kernel)."""
     try:
-        user = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+        return getpass.getuser()
     except (OSError, KeyError):
-        user = "unknown"
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=4)
+def _digest(packages: tuple[str, ...]) -> str:
+    return "sha256:" + hashlib.sha256("\n".join(packages).encode()).hexdigest()
+
+
+def git_directory(notebook: Path | None) -> Path:
+    """Where the code of a run lives: the notebook's folder, or the working directory."""
+    return notebook.parent if notebook else Path.cwd()
+
+
+def lineage_tags(notebook: Path | None, packages: list[str], git: bool = True) -> dict[str, str]:
+    """Tags saying who ran what, where, with which code and packages.
+
+    ``git=False`` leaves out the commit and dirty state (:func:`git_tags`, two ``git``
+    processes), for a caller that reads them apart, off its critical path.
+    """
     tags = {
-        "mlflow.user": user,
+        "mlflow.user": os.environ.get("JUPYTERHUB_USER") or _account(),
         "mlflow.source.type": "NOTEBOOK",
-        "shipyard.packages_digest": "sha256:"
-        + hashlib.sha256("\n".join(packages).encode()).hexdigest(),
+        "shipyard.packages_digest": _digest(tuple(packages)),
         "shipyard.python": sys.version.split()[0],
     }
     if notebook:
@@ -153,7 +172,8 @@ def lineage_tags(notebook: Path | None, packages: list[str]) -> dict[str, str]:
     for variable, tag in ENV_TAGS.items():
         if os.environ.get(variable):
             tags[tag] = os.environ[variable]
-    tags.update(git_tags(notebook.parent if notebook else Path.cwd()))
+    if git:
+        tags.update(git_tags(git_directory(notebook)))
     return tags
 
 
@@ -197,11 +217,24 @@ class KernelRuns:
     """The runs this kernel made: where the source run of a deployed model comes from.
 
     ``last_tracked_run`` is the newest ``%%track`` run; ``deploy_runs`` are the runs
-    ``%deploy`` logged models in, which are never a model's source.
+    ``%deploy`` logged models in, which are never a model's source. A ``%%track`` run is
+    created in the background, so its id is asked for (``resolve_tracked()``, which
+    waits while the server answers) only when something needs it.
     """
 
-    last_tracked_run: str | None = None
+    resolve_tracked: Callable[[], str | None] | None = None
     deploy_runs: set[str] = field(default_factory=set)
+    _last_known: str | None = None
+
+    @property
+    def last_tracked_run(self) -> str | None:
+        """The id of the newest ``%%track`` run (or of the newest whose id is known)."""
+        if self.resolve_tracked is not None:
+            run_id = self.resolve_tracked()
+            if run_id is None:
+                return self._last_known
+            self._last_known, self.resolve_tracked = run_id, None
+        return self._last_known
 
     def source_run(self) -> str | None:
         """The run that trained a model of this kernel: the last ``%%track`` or mlflow run."""

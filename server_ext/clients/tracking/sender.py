@@ -10,12 +10,21 @@ server, on backoff, on a cell's end; the spool is the part that must never wait.
   that server about spooled runs. A server that hangs holds up its own runs and no other
   server's: with one thread for all servers, every run waited behind the slowest one. In a
   lane one request is in flight at a time, so each run's values arrive in order.
-* A cell waits for the lane only while the server answers: at its start until the run is
-  created, at its end until the run is complete on the server. It stops waiting as soon as a
-  request fails, when a step (create the run, send a batch, end the run) goes unanswered for
-  ``answer_timeout`` seconds, or after ``finish_timeout``; the lane goes on in the background,
-  and :class:`Health` tells the user once per outage. Requests fail in seconds, not after
-  MLflow's minutes of retries (see :mod:`server_ext.clients.tracking.client`).
+* A cell does not wait for the server: the lane creates its run, copies its snapshot and
+  artifacts and ends it in the background, so ``%%track`` adds about a millisecond to a cell.
+  Three waits remain, each while the server answers. The kernel's first run on a server waits
+  at its start until the run is created, so that a refused token or a server that is down is
+  said in the cell that met it (later problems are said at the next tracked cell). A run of a
+  scheduled job waits at its end until it is complete, because the job's notebook ends right
+  after and the scheduler records the run. And :meth:`MetricSender.settle` and
+  :meth:`MetricSender.run_id_of` wait for what the user asks about (``%runs``, ``%deploy``'s
+  source run). A wait stops as soon as a request fails, when a step (create the run, send a
+  batch, end the run) goes unanswered for ``answer_timeout`` seconds, or after
+  ``finish_timeout``; the lane goes on in the background, and :class:`Health` tells the user
+  once per outage. Requests fail in seconds, not after MLflow's minutes of retries (see
+  :mod:`server_ext.clients.tracking.client`).
+* The git commit and dirty state (two ``git`` processes, about 10 ms) are read on a thread
+  beside the cell, when it starts; the lane adds them to the run before creating it.
 * A server that fails is retried with exponential backoff (``min_backoff`` doubling up to
   ``max_backoff``) while cells keep running.
 * :meth:`MetricSender.recover`, run when the extension loads, adopts the journals that
@@ -25,8 +34,8 @@ server, on backoff, on a cell's end; the spool is the part that must never wait.
   the same key, value, timestamp and step, so resending the batch that was in flight when a
   kernel died is harmless.
 * Data the server refuses is never retried forever: the journal is kept as
-  ``<id>.json.rejected`` and the user is told where. A run refused at its cell's start is an
-  error of that cell instead, and nothing is kept.
+  ``<id>.json.rejected`` and the user is told where. A run refused while its cell waits for it
+  (the kernel's first on a server) is an error of that cell instead, and nothing is kept.
 * The threads never keep a kernel alive; :meth:`MetricSender.flush` tries once more at exit.
 """
 
@@ -36,6 +45,7 @@ import atexit
 import contextlib
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from .client import (
@@ -52,6 +62,19 @@ from .spool import Journal
 #: Seconds a cell waits for one step of the server (create its run, take a batch, end the
 #: run) before it stops waiting and the step is left to the background.
 ANSWER_TIMEOUT = 5.0
+#: Seconds the lane waits for the tags read beside a cell (``git``) before creating its run.
+LATER_TAGS_TIMEOUT = 15.0
+#: Seconds a new run is left alone after its cell starts, unless the cell ends or fills a
+#: batch first: the lane's requests would take the GIL from the cell's first moments.
+QUIET_START = 0.2
+
+
+def _tags_of(future: Future) -> dict[str, str]:
+    """The tags a cell's thread read (the git state); none if that failed or hung."""
+    try:
+        return future.result(timeout=LATER_TAGS_TIMEOUT)
+    except Exception:  # noqa: BLE001 - lineage degrades to less, never to a lost run
+        return {}
 
 
 class Health:
@@ -161,13 +184,21 @@ class MetricSender:
         self._lanes: dict[str, _Lane] = {}
         self._lock = threading.Lock()  # the lanes and their journal lists
         self._at_exit = False
+        self._created_on: set[str] = set()  # servers that created a run of this kernel
 
     def start_run(
-        self, client: TrackingClient, plan: RunPlan, files: dict[str, Path], texts: dict[str, str]
+        self,
+        client: TrackingClient,
+        plan: RunPlan,
+        files: dict[str, Path],
+        texts: dict[str, str],
+        later_tags: Future | None = None,
     ) -> Journal:
-        """Spool a run; wait while the server answers for the run to be created there.
+        """Spool a run for the lane to create; wait for it only on the kernel's first run there.
 
-        Raises :class:`Refused` (and spools nothing) when MLflow rejects the run itself.
+        ``later_tags``, when given, is a future of more tags (the git state) that the lane
+        adds to the run before creating it. On a first run, raises the error (and spools
+        nothing) when MLflow rejects the run itself.
         """
         try:
             journal = Journal.create(self.directory, client.uri, plan, files, texts)
@@ -176,6 +207,13 @@ class MetricSender:
                 f"Cannot write the metrics spool in {self.directory} ({exc.strerror or exc}): "
                 "set SHIPYARD_SPOOL_DIR (or c.ShipyardMagics.spool_dir) to a writable directory."
             ) from None
+        journal.later_tags = later_tags
+        if client.uri in self._created_on:
+            # The lane's requests hold the GIL in turns with the cell: let the cell's own
+            # first moments run alone (a short cell ends first, and its end wakes the lane).
+            journal.quiet_until = journal.retry_at = time.monotonic() + QUIET_START
+            self._add(journal, client)
+            return journal
         try:
             client.check()
         except ServerUnavailable as exc:  # nothing listens: do not even wait for the lane
@@ -200,15 +238,49 @@ class MetricSender:
             raise journal.refusal
         return journal
 
-    def end_run(self, journal: Journal, status: str, tags: dict[str, str]) -> None:
-        """Record how the cell ended; wait while the server answers for the run to complete.
+    def end_run(
+        self, journal: Journal, status: str, tags: dict[str, str], wait: bool = False
+    ) -> None:
+        """Record how the cell ended; the lane sends what is left and ends the run.
 
-        The lane sends what is left and ends the run, now or, past the wait, later.
+        With ``wait``, wait while the server answers for the run to be complete.
         """
         journal.end(status, tags)
         if journal.wake:
             journal.wake()
-        self._wait(journal, lambda: journal.closed)
+        if wait:
+            self._wait(journal, lambda: journal.closed)
+
+    def run_id_of(self, journal: Journal) -> str | None:
+        """The run's id on the server: wait while the server answers for the run to exist."""
+        if journal.run_id is None and not journal.closed and journal.uri in self._lanes:
+            self._wait(journal, lambda: journal.run_id is not None or journal.closed)
+        return journal.run_id
+
+    def settle(self) -> bool:
+        """Wait while the servers answer for this kernel's ended runs to be complete.
+
+        For what reads runs back (``%runs``, ``%compare``): a run whose cell has ended is
+        shown as it ended, not half sent. Returns whether every ended run is complete.
+        """
+        with self._lock:
+            ended = [j for lane in self._lanes.values() for j in lane.journals if j.ended]
+        for journal in ended:
+            self._wait(journal, lambda journal=journal: journal.closed)
+        return all(journal.closed for journal in ended)
+
+    def check_stalls(self) -> None:
+        """Mark the servers whose step in flight went unanswered for ``answer_timeout``.
+
+        A cell no longer waits for its run's end, so a server that stops answering after
+        the cell started is found here, when the next cell asks what to tell the user.
+        """
+        with self._lock:
+            lanes = list(self._lanes.values())
+        for lane in lanes:
+            if lane.stalled(self.answer_timeout):
+                said = f"no answer in {self.answer_timeout:g} s"
+                self.health.failed(lane.uri, Unreachable(lane.uri, said))
 
     def recover(self) -> list[Journal]:
         """Adopt the journals of kernels that died; their lanes send what they left."""
@@ -289,7 +361,7 @@ class MetricSender:
                 journals = list(lane.journals)
             now = time.monotonic()
             for journal in journals:
-                if journal.retry_at <= now or (woken and not journal.backoff):
+                if journal.retry_at <= now or (woken and not journal.backoff and journal.due(now)):
                     self._advance(lane, journal)
 
     def _advance(self, lane: _Lane, journal: Journal) -> None:
@@ -303,12 +375,17 @@ class MetricSender:
             if lane.client is None:
                 lane.client = TrackingClient(lane.uri)
             client = lane.client
+            if creating and journal.later_tags is not None:
+                journal.add_tags(_tags_of(journal.later_tags))
+                journal.later_tags = None
             with lane.asking():
                 client.check()
                 if creating:
                     # after an attempt that may have reached the server, look for its run
                     find, journal.tried = journal.tried, True
-                    journal.set_run_id(client.create_run(journal.plan, find_existing=find))
+                    created = client.create_run(journal.plan, find_existing=find)
+                    journal.set_run_id(created.run_id, created.experiment_id, created.name)
+                    self._created_on.add(lane.uri)
             creating = False
             journal.notify()
             while batch := journal.take(METRICS_PER_BATCH):
@@ -320,6 +397,7 @@ class MetricSender:
                     raise
                 journal.acked(len(batch))
             if ended:
+                journal.stage_texts()
                 with lane.asking():
                     client.finish(journal.run_id, journal.files, journal.state["end"])
         except ServerUnavailable as exc:

@@ -15,7 +15,8 @@ background thread. Rejected alternatives:
 Each run is a *journal* in the spool directory (``$SHIPYARD_SPOOL_DIR`` or
 ``~/.shipyard/spool``): ``<id>.json`` says what the run is and how far sending got,
 ``<id>.metrics`` holds ``key<TAB>value<TAB>timestamp<TAB>step`` lines and ``<id>.files/``
-the artifacts copied when the cell started. The process that owns a journal holds an
+the artifacts: files copied when the cell started, and the texts the header holds (the
+cell's source, the package list), written there by the sender before it uploads them. The process that owns a journal holds an
 ``flock`` on its metrics file; a journal that nobody holds belongs to a kernel that died, and
 :meth:`Journal.adopt` reads it back so that the next kernel can finish it.
 
@@ -38,6 +39,7 @@ import shutil
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import asdict
 from pathlib import Path
 
@@ -106,6 +108,9 @@ class Journal:
         self.tried = False  # a request to create the run was sent: look for it before another
         self.starting = False  # its cell waits for the run to be created (guarded by progress)
         self.refusal: Exception | None = None  # why the server refused to create the run
+        # tags to add before the run is created (the git state, read beside the cell)
+        self.later_tags: Future[dict[str, str]] | None = None
+        self.quiet_until = 0.0  # time.monotonic() before which only its end or a batch wakes it
         self.closed = False
         self.progress = threading.Condition()  # notified on every step the sender makes
         self._lock = threading.Lock()  # file order == queue order; one state writer
@@ -136,10 +141,15 @@ class Journal:
         for name, source in files.items():
             (staged / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, staged / name)
-        for name, text in texts.items():
-            (staged / name).parent.mkdir(parents=True, exist_ok=True)
-            (staged / name).write_text(text, encoding="utf-8")
-        state = {"uri": uri, "plan": asdict(plan), "run_id": None, "sent": 0, "end": None}
+        # the texts go in the header, one write; the sender writes them out before uploading
+        state = {
+            "uri": uri,
+            "plan": asdict(plan),
+            "run_id": None,
+            "sent": 0,
+            "end": None,
+            "texts": texts,
+        }
         journal = cls(header, state, fd)
         journal.save()
         return journal
@@ -223,15 +233,31 @@ class Journal:
             self._save()
         self.notify()
 
-    def set_run_id(self, run_id: str) -> None:
+    def set_run_id(self, run_id: str, experiment_id: str, name: str) -> None:
         with self._lock:
-            self.state["run_id"] = run_id
+            self.state.update(run_id=run_id, experiment_id=experiment_id, run_name=name)
+            self._save()
+
+    def add_tags(self, tags: dict[str, str]) -> None:
+        """Add tags to the plan of a run not created yet (what was read beside its cell)."""
+        with self._lock:
+            self.state["plan"]["tags"].update(tags)
             self._save()
 
     def end(self, status: str, tags: dict[str, str], when: int | None = None) -> None:
         with self._lock:
             self.state["end"] = {"status": status, "time": when or _now_ms(), "tags": tags}
             self._save()
+
+    def stage_texts(self) -> None:
+        """Write the run's texts (cell source, package list) beside its files, to upload."""
+        for name, text in self.state.get("texts", {}).items():
+            (self.files / name).parent.mkdir(parents=True, exist_ok=True)
+            (self.files / name).write_text(text, encoding="utf-8")
+
+    def due(self, now: float) -> bool:
+        """Whether a woken sender should work on this run now (see ``quiet_until``)."""
+        return now >= self.quiet_until or self.ended or len(self.pending) >= METRICS_PER_BATCH
 
     def drained(self) -> bool:
         return self.run_id is not None and self.state["sent"] >= self.total
