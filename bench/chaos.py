@@ -490,12 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM cleans up like Ctrl-C
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    from hub_ext.environments.build import EnvironmentBuilder
-    from hub_ext.environments.catalog import get_environment
+    from bench.harness.envs import build_environment
 
     started = time.monotonic()
     load_before = os.getloadavg()
-    built = EnvironmentBuilder().build(get_environment("model-server"))
+    built = build_environment("model-server")
     log(f"model-server environment: {built.env.path} (reused: {built.reused})")
     if args.log_dir:
         args.log_dir.mkdir(parents=True, exist_ok=True)

@@ -132,6 +132,7 @@ from bench.harness import log, until  # noqa: E402
 from bench.harness.cli import parse_rounds  # noqa: E402
 from bench.harness.cpu import cpu_seconds  # noqa: E402
 from bench.harness.deploy import SERVING_PROFILE, DeployUser, services_up  # noqa: E402
+from bench.harness.envs import build_environment  # noqa: E402
 from bench.harness.shipyard import (  # noqa: E402
     UNFINISHED,
     SchedulerUser,
@@ -152,7 +153,6 @@ from bench.spawn import (  # noqa: E402
     one_spawn,
     start_hub,
 )
-from hub_ext.environments.build import EnvironmentBuilder  # noqa: E402
 from hub_ext.environments.catalog import get_environment  # noqa: E402
 from hub_ext.environments.images import BASE_TAG, image_tag  # noqa: E402
 from hub_ext.host.containerhost import ROLE_LABEL  # noqa: E402
@@ -719,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     # replicas on model-server's: build both first (a no-op when the lock is unchanged),
     # so that the first spawn and the first deployment do not wait for them
     for env in ("base", "model-server"):
-        built = EnvironmentBuilder().build(get_environment(env))
+        built = build_environment(env)
         log(f"{env} environment: {built.env.path} (reused: {built.reused})")
     for prefix in (NETWORK_PREFIX, COLD_NETWORK_PREFIX):
         remove_container_leftovers(None, prefix)

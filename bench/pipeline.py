@@ -68,6 +68,7 @@ if __package__ in (None, ""):  # run as `python bench/pipeline.py`: the reposito
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import log  # noqa: E402
+from bench.harness.envs import build_environment  # noqa: E402
 from bench.harness.notebook import first_cell_start  # noqa: E402
 from bench.harness.papermill import Papermill, PapermillPipeline  # noqa: E402
 from bench.harness.pipelines import (  # noqa: E402
@@ -81,10 +82,7 @@ from bench.harness.pipelines import (  # noqa: E402
     pipeline_file,
 )
 from bench.harness.shipyard import Shipyard, install_files, wait_for_idle_warm_kernel  # noqa: E402
-from hub_ext.environments.build import EnvironmentBuilder  # noqa: E402
-from hub_ext.environments.catalog import get_environment  # noqa: E402
 from server_ext.clients.scheduler.client import SchedulerError  # noqa: E402
-from tests.conftest import TEST_ENVS_DIR  # noqa: E402
 
 ACCOUNT_PREFIX = "sypipe-"
 CGROUP_PARENT = "shipyard-bench-pipe"
@@ -379,10 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
 
     # the base environment, where the tests build it; hub, runs and papermill all use it
-    os.environ["SHIPYARD_ENVS_DIR"] = str(TEST_ENVS_DIR)
-    TEST_ENVS_DIR.parent.mkdir(exist_ok=True)
-    TEST_ENVS_DIR.parent.chmod(0o755)  # the bench account runs the environment's Python
-    built = EnvironmentBuilder(TEST_ENVS_DIR).build(get_environment("base"))
+    built = build_environment("base")
     log(f"base environment: {built.env.path} (reused: {built.reused})")
 
     scratch = Path(tempfile.mkdtemp(prefix="sypipe-bench-"))

@@ -77,6 +77,7 @@ if __package__ in (None, ""):  # run as `python bench/scheduler.py`: the reposit
 
 from bench.harness import log  # noqa: E402
 from bench.harness.cpu import CpuSplit  # noqa: E402
+from bench.harness.envs import build_environment  # noqa: E402
 from bench.harness.jupyter_scheduler import JupyterScheduler  # noqa: E402
 from bench.harness.papermill import Papermill  # noqa: E402
 from bench.harness.shipyard import (  # noqa: E402
@@ -85,9 +86,6 @@ from bench.harness.shipyard import (  # noqa: E402
     cgroup_processes,
     wait_for_idle_warm_kernel,
 )
-from hub_ext.environments.build import EnvironmentBuilder  # noqa: E402
-from hub_ext.environments.catalog import get_environment  # noqa: E402
-from tests.conftest import TEST_ENVS_DIR  # noqa: E402
 
 JOB_POLL_S = 0.5  # (b): both schedulers polled alike
 RUN_POLL_S = 0.05  # (c)
@@ -488,10 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     # the base environment, where the tests build it; hub, runs and papermill all use it
-    os.environ["SHIPYARD_ENVS_DIR"] = str(TEST_ENVS_DIR)
-    TEST_ENVS_DIR.parent.mkdir(exist_ok=True)
-    TEST_ENVS_DIR.parent.chmod(0o755)  # the bench account runs the environment's Python
-    built = EnvironmentBuilder(TEST_ENVS_DIR).build(get_environment("base"))
+    built = build_environment("base")
     log(f"base environment: {built.env.path} (reused: {built.reused})")
 
     scratch = Path(tempfile.mkdtemp(prefix="sybench-scheduler-"))

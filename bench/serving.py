@@ -275,11 +275,10 @@ def deploy_to_first_200(workdir: Path, rounds: int) -> list[float]:
     """Seconds from ``%deploy`` to the endpoint's first 200, once per round (see (e))."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from hub_ext.environments.build import EnvironmentBuilder
-    from hub_ext.environments.catalog import get_environment
+    from bench.harness.envs import build_environment
     from tests.hubtools import HubProcess, remove_cgroups, remove_test_accounts, wait_for
 
-    EnvironmentBuilder().build(get_environment("model-server"))
+    build_environment("model-server")
     workdir.mkdir(parents=True, exist_ok=True)
     profiles = workdir / "profiles.yaml"
     profiles.write_text(SERVING_PROFILES)

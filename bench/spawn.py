@@ -56,8 +56,7 @@ if str(REPO) not in sys.path:  # run as `python bench/spawn.py`
 import requests  # noqa: E402
 
 from bench.harness.cli import parse_rounds  # noqa: E402
-from hub_ext.environments.build import EnvironmentBuilder  # noqa: E402
-from hub_ext.environments.catalog import get_environment  # noqa: E402
+from bench.harness.envs import build_environment  # noqa: E402
 from tests.hubtools import HubProcess, remove_cgroups, remove_test_accounts, wait_for  # noqa: E402
 
 ACCOUNT_PREFIX = "sybench-"
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch: list[Path] = []
     # Shipyard's servers run on the profile's environment: build it first (a no-op
     # when the lock is unchanged), so the first spawn does not wait for it
-    built = EnvironmentBuilder().build(get_environment("base"))
+    built = build_environment("base")
     print(f"base environment: {built.env.path} (reused: {built.reused})", file=sys.stderr)
     try:
         for c in contenders:

@@ -35,6 +35,9 @@ from its trigger exactly as :mod:`bench.scheduler` does; it shares its command l
 (``--rounds``, ``--json``, ``--log-dir``) with :mod:`bench.spawn` through
 :mod:`bench.harness.cli`.
 
+Every benchmark builds its environments with :func:`bench.harness.envs.build_environment`,
+into the test suite's folder, never into the one a running install uses.
+
 Rejected alternative: one module per benchmark with its harnesses inside (the scheduler's
 was 1,000 lines, the drills' 900, and both spoke the services' REST APIs by hand, so a
 change of an API reached the client and the benches separately).
