@@ -553,7 +553,9 @@ def test_only_shipyards_own_requests_are_bounded(monkeypatch):
     assert (retries.get(), timeout.get()) == users
 
 
-def test_a_tracked_cell_does_not_wait_for_the_server(ip, mlflow, mlflow_server, monkeypatch, capsys):
+def test_a_tracked_cell_does_not_wait_for_the_server(
+    ip, mlflow, mlflow_server, monkeypatch, capsys
+):
     """Past the kernel's first run on a server, a tracked cell never waits for it: with the
     server hanging, a cell costs what its code costs. The first run waited for its creation
     and printed its link; the later run reaches the server once it answers again."""

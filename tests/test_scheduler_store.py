@@ -81,7 +81,7 @@ def test_migrations_match_metadata(kind, tmp_path):
         try:
             with engine.connect() as connection:
                 context = MigrationContext.configure(connection, opts={"compare_type": True})
-                assert context.get_current_revision() == "0005"
+                assert context.get_current_revision() == "0006"
                 assert compare_metadata(context, Base.metadata) == []
                 # ...and the comparison is not vacuous: a column the revisions lack shows.
                 Job.__table__.append_column(Column("extra", Integer))
@@ -124,7 +124,7 @@ def test_concurrent_upgrades_migrate_once(kind, tmp_path):
         engine = make_engine(url)
         with engine.connect() as connection:
             assert connection.execute(text("SELECT version_num FROM alembic_version")).all() == [
-                ("0005",)
+                ("0006",)
             ]
         engine.dispose()
 

@@ -55,6 +55,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -65,6 +66,8 @@ MISSED_RUN_POLICIES = ("skip", "run_once")
 TRIGGER_KINDS = ("cron", "file", "webhook", "after_job")
 #: ``skipped`` records a tick that was deliberately not run (the concurrency
 #: policy ``forbid``, or a missed tick under ``skip``), so users see why.
+#: The runs still to finish: what the index ``ix_runs_active_job_id`` holds.
+ACTIVE_RUNS = "status IN ('running', 'queued')"
 RUN_STATUSES = (
     "queued",
     "running",
@@ -188,6 +191,15 @@ class Run(Base):
         CheckConstraint("attempt >= 1", name="attempt"),
         Index(None, "job_id", "status"),
         Index(None, "status", "not_before"),
+        # A job's active runs, for the claim's "is another run of this job busy?"
+        # (:mod:`.claims`): most runs have ended, so the planner otherwise judges
+        # "status IN (running, queued)" rare and scans every queued run per candidate.
+        Index(
+            "ix_runs_active_job_id",
+            "job_id",
+            postgresql_where=text(ACTIVE_RUNS),
+            sqlite_where=text(ACTIVE_RUNS),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
