@@ -16,9 +16,10 @@ Each run is a *journal* in the spool directory (``$SHIPYARD_SPOOL_DIR`` or
 ``~/.shipyard/spool``): ``<id>.json`` says what the run is and how far sending got,
 ``<id>.metrics`` holds ``key<TAB>value<TAB>timestamp<TAB>step`` lines and ``<id>.files/``
 the artifacts: files copied when the cell started, and the texts the header holds (the
-cell's source, the package list), written there by the sender before it uploads them. The process that owns a journal holds an
-``flock`` on its metrics file; a journal that nobody holds belongs to a kernel that died, and
-:meth:`Journal.adopt` reads it back so that the next kernel can finish it.
+cell's source, the package list), written there by the sender before it uploads them.
+The process that owns a journal holds an ``flock`` on its metrics file; a journal that
+nobody holds belongs to a kernel that died, and :meth:`Journal.adopt` reads it back so
+that the next kernel can finish it.
 
 This module owns the file format and its locking, and nothing else: it makes no request,
 so ``log()``'s hot path cannot block on the network. Metric names and values are checked here,
