@@ -121,10 +121,11 @@ class Workers:
         self, session: Session, now: datetime, worker_id: str, limit: int
     ) -> list[Run]:
         other = aliased(Run)
-        # "status IN (...)" beside the job's id lets the database look in the
-        # (job_id, status) index; written as one OR of the statuses, PostgreSQL
-        # scanned every queued run of every job for each candidate instead, which
-        # took seconds once thousands of runs were queued (bench/scale.py)
+        # "status IN (...)" beside the job's id matches the partial index of the
+        # active runs (``ix_runs_active_job_id``), so the database reads a job's few
+        # active runs; with the statuses in one OR and no such index, PostgreSQL
+        # scanned every queued run for each candidate, seconds once thousands were
+        # queued (bench/scale.py)
         busy = (
             exists()
             .where(

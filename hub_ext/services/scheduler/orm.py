@@ -64,10 +64,10 @@ from ..common.orm import NAMING_CONVENTION, UTCDateTime
 CONCURRENCY_POLICIES = ("allow", "forbid", "replace")
 MISSED_RUN_POLICIES = ("skip", "run_once")
 TRIGGER_KINDS = ("cron", "file", "webhook", "after_job")
-#: ``skipped`` records a tick that was deliberately not run (the concurrency
-#: policy ``forbid``, or a missed tick under ``skip``), so users see why.
 #: The runs still to finish: what the index ``ix_runs_active_job_id`` holds.
 ACTIVE_RUNS = "status IN ('running', 'queued')"
+#: ``skipped`` records a tick that was deliberately not run (the concurrency
+#: policy ``forbid``, or a missed tick under ``skip``), so users see why.
 RUN_STATUSES = (
     "queued",
     "running",
